@@ -1,0 +1,113 @@
+// Arena: one named POSIX shared-memory object (/dev/shm/<name>) holding all blocks of a run.
+//
+//   // orchestrator (creator)
+//   remove_stale_arenas();                                       // cleanup.h, once at start-up
+//   ArenaLayout layout;  uint32_t ch = layout.add_channel("embed"); ...
+//   Arena arena = Arena::create(make_arena_name(), layout);     // mode 0600, registered for cleanup
+//   spawn workers with arena.name() on their command line
+//
+//   // worker
+//   Arena arena = Arena::open(name_from_argv);                   // never creates; validates headers
+//   std::span<std::byte> in = arena.payload(input_block);        // zero-copy view of a block
+//   Channel ch = Channel::attach(arena, channel_block);          // channel.h
+//
+// Modes are explicit: create() fails if the name exists, open() fails if it does not. Only the
+// creator unlinks: remove(), or its destructor unless release() was called. Unlinking while workers
+// still have the arena mapped is safe (their mappings stay valid until they unmap).
+//
+// Memory is reserved up front (posix_fallocate): a /dev/shm that is too small fails here with a
+// clear ShmError instead of a SIGBUS in the middle of a step. Fresh memory reads as zeros, which is
+// the valid initial state of doorbells and channels.
+//
+// Arena objects are move-only; moved-from objects own nothing. All accessors check the block index
+// and throw std::out_of_range for a bad one (a caller bug); failures of the environment and headers
+// that do not validate throw ShmError naming the arena and the field.
+#pragma once
+#include <sys/types.h>
+
+#include <boost/interprocess/mapped_region.hpp>
+#include <cstddef>
+#include <cstdint>
+#include <new>
+#include <span>
+#include <string>
+#include <type_traits>
+
+#include "shm/block_header.h"
+#include "shm/layout.h"
+#include "shm/shm_error.h"
+
+namespace segpipe::shm {
+
+struct CreateOptions {
+  // Reserve the pages at creation (posix_fallocate). Off only makes sense for sparse test arenas.
+  bool reserve = true;
+};
+
+class Arena {
+ public:
+  // Creates /dev/shm/<name> with mode 0600, sized and laid out by `layout`, and writes all headers.
+  // Throws ShmError if the name exists, /dev/shm lacks space, or the system refuses.
+  static Arena create(const std::string& name, const ArenaLayout& layout, CreateOptions options = {});
+  // Attaches to an existing arena and validates its headers. Never creates.
+  // Throws ShmError if it does not exist or any header field does not validate.
+  static Arena open(const std::string& name);
+
+  Arena(Arena&& other) noexcept;
+  Arena& operator=(Arena&& other) noexcept;
+  Arena(const Arena&) = delete;
+  Arena& operator=(const Arena&) = delete;
+  ~Arena();
+
+  const std::string& name() const { return name_; }
+  bool is_creator() const { return creator_; }
+  std::size_t size_bytes() const { return region_.get_size(); }
+  std::byte* base() const { return static_cast<std::byte*>(region_.get_address()); }
+  const ArenaHeader& header() const { return *reinterpret_cast<const ArenaHeader*>(base()); }
+  uint32_t block_count() const { return header().block_count; }
+  pid_t creator_pid() const { return header().creator_pid; }
+
+  const BlockHeader& block_header(uint32_t index) const;
+  // The payload of block `index`, exactly payload_bytes long.
+  std::span<std::byte> payload(uint32_t index) const;
+  // The payload as one T (T must fit and be suitably aligned; throws ShmError otherwise).
+  template <typename T>
+  T* payload_as(uint32_t index) const;
+  // The payload as an array of T: payload_bytes / sizeof(T) elements.
+  template <typename T>
+  std::span<T> payload_span(uint32_t index) const;
+
+  // Creator only: unlinks the name now (idempotent). Mappings, including this one, stay valid.
+  void remove();
+  // Creator only: keeps the name after this object dies (someone else will remove it).
+  void release();
+
+ private:
+  Arena() = default;
+  void check_fits(uint32_t index, std::size_t size, std::size_t align, const char* type) const;
+
+  std::string name_;
+  boost::interprocess::mapped_region region_;
+  bool creator_ = false;      // this object created the name and may unlink it
+  pid_t owner_pid_ = 0;       // unlink only from the creating process, never from a fork()ed copy
+  int cleanup_slot_ = -1;     // registration in cleanup.h's signal-safe table
+};
+
+template <typename T>
+T* Arena::payload_as(uint32_t index) const {
+  static_assert(std::is_trivially_copyable_v<T> && std::is_standard_layout_v<T>,
+                "only trivially copyable, standard-layout types may live in shared memory");
+  check_fits(index, sizeof(T), alignof(T), "object");
+  return std::launder(reinterpret_cast<T*>(payload(index).data()));
+}
+
+template <typename T>
+std::span<T> Arena::payload_span(uint32_t index) const {
+  static_assert(std::is_trivially_copyable_v<T> && std::is_standard_layout_v<T>,
+                "only trivially copyable, standard-layout types may live in shared memory");
+  check_fits(index, 0, alignof(T), "array");
+  const std::span<std::byte> bytes = payload(index);
+  return {reinterpret_cast<T*>(bytes.data()), bytes.size() / sizeof(T)};
+}
+
+}  // namespace segpipe::shm
