@@ -1,0 +1,166 @@
+#include "segments/kernels/cpu/linear.h"
+
+#include <immintrin.h>
+
+#include <algorithm>
+#include <vector>
+
+#include "segments/core/errors.h"
+
+namespace segpipe {
+
+namespace {
+
+inline __m256 load8(const float* p) { return _mm256_loadu_ps(p); }
+inline __m256 load8(const uint16_t* p) {  // bf16: the high half of a float32
+  __m256i w = _mm256_cvtepu16_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
+  return _mm256_castsi256_ps(_mm256_slli_epi32(w, 16));
+}
+struct F16 {
+  uint16_t bits;
+};
+inline __m256 load8(const F16* p) { return _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p))); }
+
+inline float scalar(const float* p, int64_t i) { return p[i]; }
+inline float scalar(const uint16_t* p, int64_t i) { return bf16_to_f32(p[i]); }
+inline float scalar(const F16* p, int64_t i) { return f16_to_f32(p[i].bits); }
+
+inline float hsum(__m256 v) {
+  __m128 lo = _mm256_castps256_ps128(v);
+  __m128 hi = _mm256_extractf128_ps(v, 1);
+  lo = _mm_add_ps(lo, hi);
+  __m128 sh = _mm_movehdup_ps(lo);
+  __m128 s = _mm_add_ps(lo, sh);
+  sh = _mm_movehl_ps(sh, s);
+  s = _mm_add_ss(s, sh);
+  return _mm_cvtss_f32(s);
+}
+
+// NR rows of W against one x vector; each of the NR results has the canonical dot order.
+template <int NR, typename W>
+inline void dot_rows(const float* x, const W* const* w, int64_t n, float* out) {
+  __m256 a0[NR], a1[NR];
+  for (int r = 0; r < NR; r++) a0[r] = a1[r] = _mm256_setzero_ps();
+  int64_t i = 0;
+  for (; i + 16 <= n; i += 16) {
+    __m256 x0 = load8(x + i), x1 = load8(x + i + 8);
+    for (int r = 0; r < NR; r++) {
+      a0[r] = _mm256_fmadd_ps(x0, load8(w[r] + i), a0[r]);
+      a1[r] = _mm256_fmadd_ps(x1, load8(w[r] + i + 8), a1[r]);
+    }
+  }
+  for (int r = 0; r < NR; r++) {
+    float tail = 0.f;
+    for (int64_t j = i; j < n; j++) tail += x[j] * scalar(w[r], j);
+    out[r] = hsum(_mm256_add_ps(a0[r], a1[r])) + tail;
+  }
+}
+
+template <typename W>
+inline void dot_block(int nr, const float* x, const W* const* w, int64_t n, float* out) {
+  switch (nr) {
+    case 4: dot_rows<4>(x, w, n, out); break;
+    case 3: dot_rows<3>(x, w, n, out); break;
+    case 2: dot_rows<2>(x, w, n, out); break;
+    default: dot_rows<1>(x, w, n, out); break;
+  }
+}
+
+template <typename W>
+void linear_direct(const float* x, int64_t T, const W* base, int64_t rows, int64_t cols, float* y, int64_t b0,
+                   int64_t b1) {
+  for (int64_t b = b0; b < b1; b++) {
+    int64_t r0 = b * 4;
+    int nr = static_cast<int>(std::min<int64_t>(4, rows - r0));
+    const W* w[4];
+    for (int r = 0; r < nr; r++) w[r] = base + (r0 + r) * cols;
+    float out[4];
+    for (int64_t t = 0; t < T; t++) {
+      dot_block(nr, x + t * cols, w, cols, out);
+      for (int r = 0; r < nr; r++) y[t * rows + r0 + r] = out[r];
+    }
+  }
+}
+
+template <typename W>
+void convert_row(const W* src, int64_t n, float* dst) {
+  for (int64_t i = 0; i < n; i++) dst[i] = scalar(src, i);
+}
+
+// Prefill: convert each 4-row block to float32 once and reuse it for all T tokens (conversion is
+// exact, so the results equal linear_direct's).
+template <typename W>
+void linear_converted(const float* x, int64_t T, const W* base, int64_t rows, int64_t cols, float* y, int64_t b0,
+                      int64_t b1) {
+  thread_local std::vector<float> buf;
+  buf.resize(static_cast<size_t>(4 * cols));
+  for (int64_t b = b0; b < b1; b++) {
+    int64_t r0 = b * 4;
+    int nr = static_cast<int>(std::min<int64_t>(4, rows - r0));
+    const float* w[4];
+    for (int r = 0; r < nr; r++) {
+      convert_row(base + (r0 + r) * cols, cols, buf.data() + r * cols);
+      w[r] = buf.data() + r * cols;
+    }
+    float out[4];
+    for (int64_t t = 0; t < T; t++) {
+      dot_block(nr, x + t * cols, w, cols, out);
+      for (int r = 0; r < nr; r++) y[t * rows + r0 + r] = out[r];
+    }
+  }
+}
+
+template <typename W>
+void linear_typed(ThreadPool& pool, const float* x, int64_t T, const W* base, int64_t rows, int64_t cols, float* y,
+                  bool convert) {
+  int64_t blocks = (rows + 3) / 4;
+  // Enough rows per chunk that a thread's share is worth a wake-up.
+  int64_t grain = std::max<int64_t>(1, 4096 / std::max<int64_t>(1, cols * T));
+  pool.parallel_for(
+      blocks,
+      [&](int64_t b0, int64_t b1) {
+        if (convert)
+          linear_converted(x, T, base, rows, cols, y, b0, b1);
+        else
+          linear_direct(x, T, base, rows, cols, y, b0, b1);
+      },
+      grain);
+}
+
+}  // namespace
+
+void linear(ThreadPool& pool, const float* x, int64_t T, const Mat& w, float* y) {
+  SEGPIPE_ASSERT(w.data != nullptr || w.rows * w.cols == 0);
+  bool convert = T > 2;
+  switch (w.dtype) {
+    case DType::F32:
+      linear_typed(pool, x, T, static_cast<const float*>(w.data), w.rows, w.cols, y, false);
+      break;
+    case DType::BF16:
+      linear_typed(pool, x, T, static_cast<const uint16_t*>(w.data), w.rows, w.cols, y, convert);
+      break;
+    case DType::F16:
+      linear_typed(pool, x, T, static_cast<const F16*>(w.data), w.rows, w.cols, y, convert);
+      break;
+    default:
+      SEGPIPE_ASSERT_MSG(false, "linear: weight dtype must be F32, BF16 or F16");
+  }
+}
+
+float dot_f32(const float* a, const float* b, int64_t n) {
+  const float* w[1] = {b};
+  float out;
+  dot_rows<1>(a, w, n, &out);
+  return out;
+}
+
+void mat_row_to_f32(const Mat& w, int64_t r, float* out) {
+  switch (w.dtype) {
+    case DType::F32: convert_row(static_cast<const float*>(w.data) + r * w.cols, w.cols, out); break;
+    case DType::BF16: convert_row(static_cast<const uint16_t*>(w.data) + r * w.cols, w.cols, out); break;
+    case DType::F16: convert_row(static_cast<const F16*>(w.data) + r * w.cols, w.cols, out); break;
+    default: SEGPIPE_ASSERT_MSG(false, "mat_row_to_f32: dtype must be F32, BF16 or F16");
+  }
+}
+
+}  // namespace segpipe

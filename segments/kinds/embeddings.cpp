@@ -1,0 +1,22 @@
+#include "segments/kinds/embeddings.h"
+
+#include "segments/core/errors.h"
+
+namespace segpipe {
+
+EmbeddingsSegment::EmbeddingsSegment(Checkpoint& ck, const ModelConfig& cfg) {
+  WeightBinder b(ck, cfg);
+  table_ = b.mat(embed_role(cfg));
+  loaded_ = b.loaded();
+}
+
+void EmbeddingsSegment::forward(const int32_t* ids, int64_t T, float* out) const {
+  for (int64_t t = 0; t < T; t++) {
+    if (ids[t] < 0 || ids[t] >= table_.rows)
+      throw InputError("token id " + std::to_string(ids[t]) + " is out of range (vocabulary size " +
+                       std::to_string(table_.rows) + ")");
+    mat_row_to_f32(table_, ids[t], out + t * table_.cols);
+  }
+}
+
+}  // namespace segpipe

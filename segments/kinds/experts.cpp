@@ -1,0 +1,84 @@
+#include "segments/kinds/experts.h"
+
+#include <algorithm>
+#include <cmath>
+#include <numeric>
+
+#include "segments/core/errors.h"
+#include "segments/kernels/cpu/swiglu.h"
+
+namespace segpipe {
+
+ExpertsSegment::ExpertsSegment(Checkpoint& ck, const ModelConfig& cfg, ThreadPool& pool, int layer_first,
+                               int layer_last, int expert_first, int expert_last)
+    : cfg_(cfg), pool_(pool), l0_(layer_first), l1_(layer_last), e0_(expert_first), e1_(expert_last) {
+  WeightBinder b(ck, cfg);
+  for (int l = l0_; l <= l1_; l++) {
+    if (!cfg.is_moe_layer(l)) continue;
+    auto& v = mats_[l];
+    for (int e = e0_; e <= e1_; e++) v.push_back(b.expert(l, e));
+  }
+  loaded_ = b.loaded();
+}
+
+bool ExpertsSegment::owns(int layer, int expert) const {
+  return mats_.count(layer) && expert >= e0_ && expert <= e1_;
+}
+
+void ExpertsSegment::compute(const ExpertRequest& req) {
+  auto it = mats_.find(req.layer);
+  SEGPIPE_ASSERT_MSG(it != mats_.end(), "expert bank asked for a layer it does not hold");
+  const int64_t H = cfg_.hidden, I = cfg_.moe_intermediate;
+  const int64_t slots = req.T * req.k;
+  // Group the slots by expert so each expert's weights stream once per step (prefill batches its
+  // tokens; a row's result does not depend on the batch, see linear.h).
+  std::vector<int64_t> order;
+  for (int64_t s = 0; s < slots; s++)
+    if (req.experts[s] >= e0_ && req.experts[s] <= e1_) order.push_back(s);
+  std::stable_sort(order.begin(), order.end(),
+                   [&](int64_t a, int64_t b) { return req.experts[a] < req.experts[b]; });
+  size_t i = 0;
+  while (i < order.size()) {
+    int e = req.experts[order[i]];
+    size_t j = i;
+    while (j < order.size() && req.experts[order[j]] == e) j++;
+    int64_t n = static_cast<int64_t>(j - i);
+    xs_.resize(static_cast<size_t>(n * H));
+    g_.resize(static_cast<size_t>(n * I));
+    u_.resize(static_cast<size_t>(n * I));
+    d_.resize(static_cast<size_t>(n * H));
+    for (int64_t r = 0; r < n; r++) {
+      int64_t t = order[i + static_cast<size_t>(r)] / req.k;
+      std::copy(req.x + t * H, req.x + (t + 1) * H, xs_.begin() + r * H);
+    }
+    const auto& m = it->second[static_cast<size_t>(e - e0_)];
+    linear(pool_, xs_.data(), n, m.gate, g_.data());
+    linear(pool_, xs_.data(), n, m.up, u_.data());
+    swiglu(g_.data(), u_.data(), n * I, g_.data());
+    linear(pool_, g_.data(), n, m.down, d_.data());
+    for (int64_t r = 0; r < n; r++) {
+      int64_t s = order[i + static_cast<size_t>(r)];
+      float w = req.weights[s];
+      float* o = req.out + s * H;
+      const float* dr = d_.data() + r * H;
+      for (int64_t c = 0; c < H; c++) o[c] = dr[c] * w;
+    }
+    i = j;
+  }
+}
+
+void combine_expert_outputs(const float* slots, const int32_t* experts, int64_t T, int k, int H, float* out) {
+  std::vector<int> ord(static_cast<size_t>(k));
+  for (int64_t t = 0; t < T; t++) {
+    std::iota(ord.begin(), ord.end(), 0);
+    std::sort(ord.begin(), ord.end(), [&](int a, int b) { return experts[t * k + a] < experts[t * k + b]; });
+    float* o = out + t * H;
+    for (int c = 0; c < H; c++) o[c] = 0.f;
+    for (int j : ord) {
+      const float* s = slots + (t * k + j) * H;
+      for (int c = 0; c < H; c++) o[c] += s[c];
+    }
+  }
+}
+
+}  // namespace segpipe

@@ -1,0 +1,142 @@
+#include "segments/kinds/layers.h"
+
+#include <algorithm>
+
+#include "segments/core/errors.h"
+#include "segments/kernels/cpu/attention.h"
+#include "segments/kernels/cpu/rmsnorm.h"
+#include "segments/kernels/cpu/router.h"
+#include "segments/kernels/cpu/swiglu.h"
+
+namespace segpipe {
+
+struct LayersSegment::Layer {
+  int index = 0;
+  bool moe = false;
+  std::vector<float> in_norm, post_norm, q_norm, k_norm;
+  Mat q, k, v, o;
+  Mat router;                // MoE: [E, H]
+  Mat gate, up, down;        // dense MLP
+};
+
+void BankedExperts::run(const ExpertRequest& req) {
+  for (ExpertsSegment* b : banks_)
+    if (req.layer >= b->layer_first() && req.layer <= b->layer_last()) b->compute(req);
+}
+
+LayersSegment::LayersSegment(Checkpoint& ck, const ModelConfig& cfg, ThreadPool& pool, int first, int last,
+                             bool local_experts)
+    : cfg_(cfg), pool_(pool), first_(first), last_(last), rope_(cfg.head_dim, cfg.rope_theta) {
+  SEGPIPE_ASSERT(first >= 0 && last < cfg.num_layers && first <= last);
+  WeightBinder b(ck, cfg);
+  for (int i = first; i <= last; i++) {
+    auto L = std::make_unique<Layer>();
+    L->index = i;
+    L->moe = cfg.is_moe_layer(i);
+    auto roles = layer_roles(cfg, i);
+    auto role = [&](const std::string& r) -> const TensorRole& {
+      for (auto& x : roles)
+        if (x.role == r) return x;
+      SEGPIPE_ASSERT_MSG(false, "tensor role missing from the table");
+      return roles[0];
+    };
+    L->in_norm = b.vec(role("input_layernorm"));
+    L->q = b.mat(role("attn.q_proj"));
+    L->k = b.mat(role("attn.k_proj"));
+    L->v = b.mat(role("attn.v_proj"));
+    L->o = b.mat(role("attn.o_proj"));
+    L->q_norm = b.vec(role("attn.q_norm"));
+    L->k_norm = b.vec(role("attn.k_norm"));
+    L->post_norm = b.vec(role("post_attention_layernorm"));
+    if (L->moe) {
+      L->router = b.mat(role("router"));
+    } else {
+      L->gate = b.mat(role("mlp.gate_proj"));
+      L->up = b.mat(role("mlp.up_proj"));
+      L->down = b.mat(role("mlp.down_proj"));
+    }
+    layers_.push_back(std::move(L));
+  }
+  loaded_ = b.loaded();
+  bool any_moe = false;
+  for (int i = first; i <= last; i++) any_moe |= cfg.is_moe_layer(i);
+  if (local_experts && any_moe) {
+    local_ = std::make_unique<ExpertsSegment>(ck, cfg, pool, first, last, 0, cfg.num_experts - 1);
+    local_exec_ = std::make_unique<BankedExperts>(std::vector<ExpertsSegment*>{local_.get()});
+    for (auto& l : local_->loaded()) loaded_.push_back(l);
+  }
+}
+
+LayersSegment::~LayersSegment() = default;
+
+void LayersSegment::bind_kv(std::vector<KvLayer> kv, int64_t max_seq) {
+  SEGPIPE_ASSERT(kv.size() == layers_.size());
+  kv_ = std::move(kv);
+  max_seq_ = max_seq;
+}
+
+void LayersSegment::forward(float* x, int64_t T, int64_t pos0, ExpertExecutor* experts, BoundaryObserver* obs) {
+  if (pos0 + T > max_seq_)
+    throw RuntimeFailure("sequence of " + std::to_string(pos0 + T) + " tokens exceeds the KV cache (" +
+                         std::to_string(max_seq_) + " positions)");
+  const int64_t H = cfg_.hidden, qd = cfg_.q_dim(), kvd = cfg_.kv_dim(), hd = cfg_.head_dim;
+  h_.resize(static_cast<size_t>(T * H));
+  q_.resize(static_cast<size_t>(T * qd));
+  k_.resize(static_cast<size_t>(T * kvd));
+  v_.resize(static_cast<size_t>(T * kvd));
+  att_.resize(static_cast<size_t>(T * qd));
+  o_.resize(static_cast<size_t>(T * H));
+  ExpertExecutor* exec = local_exec_ ? local_exec_.get() : experts;
+  for (size_t li = 0; li < layers_.size(); li++) {
+    Layer& L = *layers_[li];
+    KvLayer& kv = kv_[li];
+    // Attention block
+    rmsnorm(x, T, H, L.in_norm.data(), cfg_.rms_eps, h_.data());
+    linear(pool_, h_.data(), T, L.q, q_.data());
+    linear(pool_, h_.data(), T, L.k, k_.data());
+    linear(pool_, h_.data(), T, L.v, v_.data());
+    // q/k RMSNorm over head_dim, before RoPE (as the reference applies them)
+    rmsnorm(q_.data(), T * cfg_.num_heads, hd, L.q_norm.data(), cfg_.rms_eps, q_.data());
+    rmsnorm(k_.data(), T * cfg_.num_kv_heads, hd, L.k_norm.data(), cfg_.rms_eps, k_.data());
+    for (int64_t t = 0; t < T; t++) {
+      rope_.apply(q_.data() + t * qd, cfg_.num_heads, pos0 + t);
+      rope_.apply(k_.data() + t * kvd, cfg_.num_kv_heads, pos0 + t);
+      std::copy(k_.begin() + t * kvd, k_.begin() + (t + 1) * kvd, kv.k + (pos0 + t) * kvd);
+      std::copy(v_.begin() + t * kvd, v_.begin() + (t + 1) * kvd, kv.v + (pos0 + t) * kvd);
+    }
+    attention(pool_, {cfg_.num_heads, cfg_.num_kv_heads, cfg_.head_dim}, q_.data(), T, pos0, kv.k, kv.v, att_.data());
+    linear(pool_, att_.data(), T, L.o, o_.data());
+    for (int64_t i = 0; i < T * H; i++) x[i] = x[i] + o_[static_cast<size_t>(i)];
+    // MLP block
+    rmsnorm(x, T, H, L.post_norm.data(), cfg_.rms_eps, h_.data());
+    if (L.moe) {
+      const int E = cfg_.num_experts, k = cfg_.top_k;
+      logits_.resize(static_cast<size_t>(T * E));
+      linear(pool_, h_.data(), T, L.router, logits_.data());
+      if (obs) obs->on_tensor("layers." + std::to_string(L.index) + ".router_logits", logits_.data(), T, E);
+      top_e_.resize(static_cast<size_t>(T * k));
+      top_w_.resize(static_cast<size_t>(T * k));
+      route_topk(logits_.data(), T, E, k, cfg_.norm_topk_prob, top_e_.data(), top_w_.data());
+      if (obs) obs->on_route(L.index, top_e_.data(), top_w_.data(), T, k);
+      slots_.assign(static_cast<size_t>(T * k * H), 0.f);
+      if (!exec) throw RuntimeFailure("layer " + std::to_string(L.index) + " has routed experts but no expert bank");
+      ExpertRequest req{L.index, h_.data(), T, k, top_e_.data(), top_w_.data(), slots_.data()};
+      exec->run(req);
+      mlp_.resize(static_cast<size_t>(T * H));
+      combine_expert_outputs(slots_.data(), top_e_.data(), T, k, static_cast<int>(H), mlp_.data());
+    } else {
+      const int64_t I = cfg_.intermediate;
+      g_.resize(static_cast<size_t>(T * I));
+      u_.resize(static_cast<size_t>(T * I));
+      mlp_.resize(static_cast<size_t>(T * H));
+      linear(pool_, h_.data(), T, L.gate, g_.data());
+      linear(pool_, h_.data(), T, L.up, u_.data());
+      swiglu(g_.data(), u_.data(), T * I, g_.data());
+      linear(pool_, g_.data(), T, L.down, mlp_.data());
+    }
+    for (int64_t i = 0; i < T * H; i++) x[i] = x[i] + mlp_[static_cast<size_t>(i)];
+    if (obs) obs->on_tensor("layers." + std::to_string(L.index) + ".output", x, T, H);
+  }
+}
+
+}  // namespace segpipe

@@ -1,0 +1,75 @@
+// Segment kind `layers`: decoder layers [a, b] — norms, attention with its KV cache, router, dense
+// MLPs, and the routed experts unless they live in expert banks (then an ExpertExecutor reaches
+// them). The KV cache is storage the caller provides (heap in-process, the shared arena across
+// processes), so a restarted segment process finds its cache intact.
+#pragma once
+#include <cstdint>
+#include <memory>
+#include <vector>
+
+#include "segments/kinds/boundary_observer.h"
+#include "segments/kinds/experts.h"
+#include "segments/kernels/cpu/rope.h"
+#include "segments/model/tensor_map.h"
+
+namespace segpipe {
+
+// Where a layer's routed experts are computed: locally, or in bank segments (in-process or remote).
+class ExpertExecutor {
+ public:
+  virtual ~ExpertExecutor() = default;
+  // Must fill every row of req.out (all T*k slots) with the weighted expert outputs.
+  virtual void run(const ExpertRequest& req) = 0;
+};
+
+// Runs a request on a set of in-process banks that together own every expert.
+class BankedExperts : public ExpertExecutor {
+ public:
+  explicit BankedExperts(std::vector<ExpertsSegment*> banks) : banks_(std::move(banks)) {}
+  void run(const ExpertRequest& req) override;
+
+ private:
+  std::vector<ExpertsSegment*> banks_;
+};
+
+struct KvLayer {
+  float* k = nullptr;  // [max_seq, kv_dim]
+  float* v = nullptr;  // [max_seq, kv_dim]
+};
+
+class LayersSegment {
+ public:
+  // local_experts: bind this segment's routed experts (kind `layers` with `experts: local`).
+  LayersSegment(Checkpoint& ck, const ModelConfig& cfg, ThreadPool& pool, int first, int last, bool local_experts);
+  ~LayersSegment();
+  int first() const { return first_; }
+  int last() const { return last_; }
+  // Floats of KV cache one layer needs for max_seq positions (K and V).
+  static int64_t kv_floats_per_layer(const ModelConfig& cfg, int64_t max_seq) { return 2 * max_seq * cfg.kv_dim(); }
+  // Binds KV storage: kv[i] for layer first+i, each kv_floats_per_layer(max_seq) floats.
+  void bind_kv(std::vector<KvLayer> kv, int64_t max_seq);
+  // x [T, H] in place: the residual stream after layer `last`. Tokens sit at positions pos0..pos0+T-1;
+  // the cache must already hold positions < pos0. `experts` serves MoE layers when the experts are
+  // in banks (may be null with local experts).
+  void forward(float* x, int64_t T, int64_t pos0, ExpertExecutor* experts, BoundaryObserver* obs);
+  const std::vector<LoadedTensor>& loaded() const { return loaded_; }
+
+ private:
+  struct Layer;
+  const ModelConfig& cfg_;
+  ThreadPool& pool_;
+  int first_, last_;
+  std::vector<std::unique_ptr<Layer>> layers_;
+  std::unique_ptr<ExpertsSegment> local_;
+  std::unique_ptr<BankedExperts> local_exec_;
+  std::vector<KvLayer> kv_;
+  int64_t max_seq_ = 0;
+  Rope rope_;
+  std::vector<LoadedTensor> loaded_;
+  // scratch
+  std::vector<float> h_, q_, k_, v_, att_, o_, logits_, slots_, mlp_, g_, u_;
+  std::vector<int32_t> top_e_;
+  std::vector<float> top_w_;
+};
+
+}  // namespace segpipe

@@ -1,0 +1,27 @@
+#include "segments/kinds/lm_head.h"
+
+#include "segments/kernels/cpu/rmsnorm.h"
+
+namespace segpipe {
+
+LmHeadSegment::LmHeadSegment(Checkpoint& ck, const ModelConfig& cfg, ThreadPool& pool) : cfg_(cfg), pool_(pool) {
+  WeightBinder b(ck, cfg);
+  norm_ = b.vec(final_norm_role(cfg));
+  // Tied: the embedding table is this segment's lm_head weight (transformers ties them whenever
+  // tie_word_embeddings is set, whatever the file holds).
+  head_ = cfg.tie_word_embeddings ? b.mat(embed_role(cfg)) : b.mat(lm_head_roles(cfg).back());
+  loaded_ = b.loaded();
+}
+
+void LmHeadSegment::forward(const float* x, int64_t T, bool all_positions, float* normed, float* logits) {
+  const int64_t H = cfg_.hidden;
+  h_.resize(static_cast<size_t>(T * H));
+  rmsnorm(x, T, H, norm_.data(), cfg_.rms_eps, h_.data());
+  if (normed) std::copy(h_.begin(), h_.end(), normed);
+  if (all_positions)
+    linear(pool_, h_.data(), T, head_, logits);
+  else
+    linear(pool_, h_.data() + (T - 1) * H, 1, head_, logits);
+}
+
+}  // namespace segpipe
