@@ -8,6 +8,7 @@
 
 #include "orchestrator/pipeline/pipeline_plan.h"
 #include "orchestrator/pipeline/pipeline_spec.h"
+#include "segments/core/errors.h"  // InputError, thrown by everything below
 
 namespace segpipe {
 

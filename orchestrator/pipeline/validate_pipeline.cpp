@@ -157,7 +157,7 @@ void Validator::check_layer_coverage() {
     if (r.first > next)
       fail(s.marks.at("layers"),
            "'layers' in segment '" + s.name + "' starts at " + std::to_string(r.first) + ": " +
-               layers_text(next, r.first - 1) + " in no layers segment" +
+               layers_text(next, r.first - 1) + (next + 1 == r.first ? " is" : " are") + " in no layers segment" +
                (previous < 0 ? "" : " (gap after segment '" + seg(previous).name + "')"));
     if (r.first < next)
       fail(s.marks.at("layers"), "'layers' " + range_text(r) + " in segment '" + s.name + "' overlap segment '" +
@@ -184,7 +184,9 @@ void Validator::check_banks_segments() const {
       fail(s.marks.at("experts"), "'experts: banks' in segment '" + s.name + "': " +
                                       (model_.num_experts == 0 ? std::string("the model has no routed experts")
                                                                : layers_text(s.layers->first, s.layers->last) +
-                                                                     " have no routed experts"));
+                                                                     (s.layers->first == s.layers->last
+                                                                          ? " has no routed experts"
+                                                                          : " have no routed experts")));
     if (s.max_resident_experts)
       fail(s.marks.at("max_resident_experts"), "'max_resident_experts' in segment '" + s.name +
                                                    "' has no effect: its experts live in experts segments "
@@ -227,7 +229,7 @@ void Validator::assign_experts() {
     if (!any_moe)
       fail(s.marks.at("layers"), "'layers' " + range_text(*s.layers) + " in experts segment '" + s.name +
                                      "' names no MoE layer (" + layers_text(s.layers->first, s.layers->last) +
-                                     " are dense)");
+                                     (s.layers->first == s.layers->last ? " is dense)" : " are dense)"));
   }
 }
 
@@ -284,6 +286,8 @@ PlannedSegment Validator::resolve(const SegmentSpec& s) const {
 }
 
 PipelinePlan Validator::run() {
+  plan_.num_layers = model_.num_layers;  // the lookups below use these while the tables are built
+  plan_.num_experts = model_.num_experts;
   check_required_ranges();
   check_names();
   check_kinds_and_order();
@@ -300,8 +304,6 @@ PipelinePlan Validator::run() {
   plan_.restart = spec_.restart.value_or(false);
   plan_.timeout_ms = spec_.timeout_ms.value_or(kDefaultTimeoutMs);
   plan_.generation = spec_.generation.value_or(GenerationSpec{});
-  plan_.num_layers = model_.num_layers;
-  plan_.num_experts = model_.num_experts;
   for (const SegmentSpec& s : spec_.segments) plan_.segments.push_back(resolve(s));
   return std::move(plan_);
 }
