@@ -256,6 +256,13 @@ const BlockHeader& Arena::block_header(uint32_t index) const {
   return *reinterpret_cast<const BlockHeader*>(base() + table[index]);
 }
 
+std::optional<uint32_t> Arena::find_block(std::string_view label) const {
+  for (uint32_t i = 0; i < block_count(); ++i) {
+    if (label == block_header(i).label) return i;
+  }
+  return std::nullopt;
+}
+
 std::span<std::byte> Arena::payload(uint32_t index) const {
   const BlockHeader& b = block_header(index);
   return {base() + b.payload_offset, static_cast<std::size_t>(b.payload_bytes)};

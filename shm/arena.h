@@ -29,8 +29,10 @@
 #include <cstddef>
 #include <cstdint>
 #include <new>
+#include <optional>
 #include <span>
 #include <string>
+#include <string_view>
 #include <type_traits>
 
 #include "shm/block_header.h"
@@ -68,6 +70,8 @@ class Arena {
   pid_t creator_pid() const { return header().creator_pid; }
 
   const BlockHeader& block_header(uint32_t index) const;
+  // The index of the first block with this label, if any (an alternative to passing indices).
+  std::optional<uint32_t> find_block(std::string_view label) const;
   // The payload of block `index`, exactly payload_bytes long.
   std::span<std::byte> payload(uint32_t index) const;
   // The payload as one T (T must fit and be suitably aligned; throws ShmError otherwise).

@@ -48,6 +48,8 @@ TEST(Arena, CreateOpenRemove) {
   EXPECT_STREQ(opened.block_header(0).label, "act");
   EXPECT_EQ(opened.block_header(1).kind, static_cast<uint16_t>(BlockKind::kChannel));
   EXPECT_EQ(opened.payload(2).size(), 1000u);
+  EXPECT_EQ(opened.find_block("kv"), 2u);
+  EXPECT_FALSE(opened.find_block("nope").has_value());
 
   // Two mappings of the same memory: a write through one is read through the other, in place.
   auto out = created.payload_span<uint32_t>(0);

@@ -124,7 +124,7 @@ TEST(Channel, WaitResponseTimesOutWithoutConsumer) {
   const auto elapsed = Clock::now() - t0;
   EXPECT_EQ(r.status, WaitStatus::kTimeout);
   EXPECT_GE(elapsed, 50ms);
-  EXPECT_LT(elapsed, 150ms);
+  EXPECT_LT(elapsed, 150ms) << "timeout plus scheduling delay on a loaded machine";
 }
 
 TEST(Channel, WaitRequestTimesOutWhenNothingIsPosted) {

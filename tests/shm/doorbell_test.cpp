@@ -58,7 +58,7 @@ TEST(Doorbell, WaitTimesOutWithinBounds) {
     const auto elapsed = Clock::now() - t0;
     EXPECT_FALSE(r.rung);
     EXPECT_GE(elapsed, timeout);
-    EXPECT_LT(elapsed, timeout + 50ms) << "a loaded 2-core machine may add scheduling delay, not more";
+    EXPECT_LT(elapsed, timeout + 100ms) << "scheduling delay on a loaded 2-core machine, not more";
   }
   const auto t0 = Clock::now();
   EXPECT_FALSE(b.ping->wait_for(0, 0ns).rung);
