@@ -1,0 +1,263 @@
+#include "orchestrator/tokenizer/tokenizer_json.h"
+
+#include <fstream>
+#include <nlohmann/json.hpp>
+#include <sstream>
+
+#include "segments/core/errors.h"
+
+namespace segpipe::tok {
+namespace {
+
+using nlohmann::json;
+
+[[noreturn]] void fail(const std::string& path, const std::string& key, const std::string& why) {
+  throw InputError(path + ": key '" + key + "': " + why);
+}
+
+json parse(const std::string& path, const char* what) {
+  const std::string text = read_file(path, what);
+  try {
+    return json::parse(text);
+  } catch (const json::exception& e) {
+    throw InputError(path + ": malformed JSON: " + e.what());
+  }
+}
+
+const json& member(const json& obj, const std::string& path, const std::string& key, const char* name) {
+  if (!obj.is_object()) fail(path, key, "expected an object");
+  auto it = obj.find(name);
+  if (it == obj.end()) fail(path, key + "." + name, "missing");
+  return *it;
+}
+
+std::string string_at(const json& obj, const std::string& path, const std::string& key, const char* name) {
+  const json& v = member(obj, path, key, name);
+  if (!v.is_string()) fail(path, key + "." + name, "expected a string");
+  return v.get<std::string>();
+}
+
+bool bool_or(const json& obj, const std::string& path, const std::string& key, const char* name, bool dflt) {
+  auto it = obj.find(name);
+  if (it == obj.end() || it->is_null()) return dflt;
+  if (!it->is_boolean()) fail(path, key + "." + name, "expected true or false");
+  return it->get<bool>();
+}
+
+AddedToken added_token(const json& t, const std::string& path, const std::string& key, int32_t id) {
+  AddedToken a;
+  a.id = id;
+  a.content = string_at(t, path, key, "content");
+  a.special = bool_or(t, path, key, "special", false);
+  a.normalized = bool_or(t, path, key, "normalized", !a.special);
+  a.lstrip = bool_or(t, path, key, "lstrip", false);
+  a.rstrip = bool_or(t, path, key, "rstrip", false);
+  a.single_word = bool_or(t, path, key, "single_word", false);
+  if (a.content.empty()) fail(path, key + ".content", "empty added token");
+  return a;
+}
+
+void read_normalizer(const json& n, const std::string& path, const std::string& key,
+                     std::vector<NormalizerKind>& out) {
+  if (n.is_null()) return;
+  const std::string type = string_at(n, path, key, "type");
+  if (type == "NFC") out.push_back(NormalizerKind::NFC);
+  else if (type == "NFD") out.push_back(NormalizerKind::NFD);
+  else if (type == "NFKC") out.push_back(NormalizerKind::NFKC);
+  else if (type == "NFKD") out.push_back(NormalizerKind::NFKD);
+  else if (type == "Sequence") {
+    const json& list = member(n, path, key, "normalizers");
+    if (!list.is_array()) fail(path, key + ".normalizers", "expected an array");
+    for (size_t i = 0; i < list.size(); ++i)
+      read_normalizer(list[i], path, key + ".normalizers[" + std::to_string(i) + "]", out);
+  } else {
+    fail(path, key + ".type", "unsupported normalizer type '" + type + "' (supported: NFC, NFD, NFKC, NFKD, Sequence)");
+  }
+}
+
+SplitBehavior behavior(const std::string& s, const std::string& path, const std::string& key) {
+  if (s == "Removed") return SplitBehavior::Removed;
+  if (s == "Isolated") return SplitBehavior::Isolated;
+  if (s == "MergedWithPrevious") return SplitBehavior::MergedWithPrevious;
+  if (s == "MergedWithNext") return SplitBehavior::MergedWithNext;
+  if (s == "Contiguous") return SplitBehavior::Contiguous;
+  fail(path, key, "unknown split behavior '" + s + "'");
+}
+
+void read_pre_tokenizer(const json& p, const std::string& path, const std::string& key,
+                        std::vector<PreTokenizerStep>& out) {
+  if (p.is_null()) return;
+  const std::string type = string_at(p, path, key, "type");
+  if (type == "Sequence") {
+    const json& list = member(p, path, key, "pretokenizers");
+    if (!list.is_array()) fail(path, key + ".pretokenizers", "expected an array");
+    for (size_t i = 0; i < list.size(); ++i)
+      read_pre_tokenizer(list[i], path, key + ".pretokenizers[" + std::to_string(i) + "]", out);
+  } else if (type == "Split") {
+    PreTokenizerStep s;
+    s.kind = PreTokenizerStep::Kind::Split;
+    const json& pat = member(p, path, key, "pattern");
+    if (pat.is_object() && pat.contains("Regex")) {
+      s.pattern = string_at(pat, path, key + ".pattern", "Regex");
+    } else if (pat.is_object() && pat.contains("String")) {
+      s.pattern = string_at(pat, path, key + ".pattern", "String");
+      s.pattern_is_regex = false;
+    } else {
+      fail(path, key + ".pattern", "expected {\"Regex\": ...} or {\"String\": ...}");
+    }
+    s.behavior = behavior(string_at(p, path, key, "behavior"), path, key + ".behavior");
+    s.invert = bool_or(p, path, key, "invert", false);
+    out.push_back(std::move(s));
+  } else if (type == "ByteLevel") {
+    PreTokenizerStep s;
+    s.kind = PreTokenizerStep::Kind::ByteLevel;
+    s.add_prefix_space = bool_or(p, path, key, "add_prefix_space", true);
+    s.use_regex = bool_or(p, path, key, "use_regex", true);
+    out.push_back(std::move(s));
+  } else {
+    fail(path, key + ".type", "unsupported pre-tokenizer type '" + type + "' (supported: Split, ByteLevel, Sequence)");
+  }
+}
+
+// The decoder must undo the byte-level alphabet; a Sequence holding only ByteLevel is the same thing.
+void check_decoder(const json& d, const std::string& path, const std::string& key) {
+  if (d.is_null()) fail(path, key, "missing decoder (a byte-level BPE needs the ByteLevel decoder)");
+  const std::string type = string_at(d, path, key, "type");
+  if (type == "ByteLevel") return;
+  if (type == "Sequence") {
+    const json& list = member(d, path, key, "decoders");
+    if (!list.is_array() || list.empty()) fail(path, key + ".decoders", "expected a non-empty array");
+    for (size_t i = 0; i < list.size(); ++i) check_decoder(list[i], path, key + ".decoders[" + std::to_string(i) + "]");
+    return;
+  }
+  fail(path, key + ".type", "unsupported decoder type '" + type + "' (supported: ByteLevel)");
+}
+
+void read_model(const json& m, const std::string& path, TokenizerJson& out) {
+  const std::string type = string_at(m, path, "model", "type");
+  if (type != "BPE") fail(path, "model.type", "unsupported model type '" + type + "' (only BPE)");
+  for (const char* k : {"continuing_subword_prefix", "end_of_word_suffix"}) {
+    auto it = m.find(k);
+    if (it != m.end() && !it->is_null() && !(it->is_string() && it->get<std::string>().empty()))
+      fail(path, std::string("model.") + k, "must be empty for a byte-level BPE");
+  }
+  auto dropout = m.find("dropout");
+  if (dropout != m.end() && !dropout->is_null() && !(dropout->is_number() && dropout->get<double>() == 0.0))
+    fail(path, "model.dropout", "BPE dropout is not supported (inference tokenizes deterministically)");
+  out.ignore_merges = bool_or(m, path, "model", "ignore_merges", false);
+
+  const json& vocab = member(m, path, "model", "vocab");
+  if (!vocab.is_object() || vocab.empty()) fail(path, "model.vocab", "expected a non-empty object");
+  out.vocab.reserve(vocab.size());
+  for (auto it = vocab.begin(); it != vocab.end(); ++it) {
+    if (!it.value().is_number_integer() || it.value().get<int64_t>() < 0 || it.value().get<int64_t>() > INT32_MAX)
+      fail(path, "model.vocab." + it.key(), "expected a non-negative integer id");
+    out.vocab.emplace(it.key(), static_cast<int32_t>(it.value().get<int64_t>()));
+  }
+
+  const json& merges = member(m, path, "model", "merges");
+  if (!merges.is_array()) fail(path, "model.merges", "expected an array");
+  out.merges.reserve(merges.size());
+  for (size_t i = 0; i < merges.size(); ++i) {
+    const json& e = merges[i];
+    // Two spellings exist: ["a", "b"] (tokenizers >= 0.20) and "a b" (older files).
+    if (e.is_array() && e.size() == 2 && e[0].is_string() && e[1].is_string()) {
+      out.merges.emplace_back(e[0].get<std::string>(), e[1].get<std::string>());
+    } else if (e.is_string()) {
+      const std::string s = e.get<std::string>();
+      const size_t sp = s.find(' ');
+      if (sp == std::string::npos || sp == 0 || sp + 1 == s.size() || s.find(' ', sp + 1) != std::string::npos)
+        fail(path, "model.merges[" + std::to_string(i) + "]", "expected \"left right\"");
+      out.merges.emplace_back(s.substr(0, sp), s.substr(sp + 1));
+    } else {
+      fail(path, "model.merges[" + std::to_string(i) + "]", "expected [\"left\", \"right\"] or \"left right\"");
+    }
+  }
+}
+
+// tokenizer_config.json spells tokens either as a string or as an AddedToken object.
+std::optional<std::string> token_name(const json& cfg, const std::string& path, const char* name) {
+  auto it = cfg.find(name);
+  if (it == cfg.end() || it->is_null()) return std::nullopt;
+  if (it->is_string()) return it->get<std::string>();
+  if (it->is_object() && it->contains("content") && (*it)["content"].is_string())
+    return (*it)["content"].get<std::string>();
+  fail(path, name, "expected a string or an object with \"content\"");
+}
+
+}  // namespace
+
+std::string read_file(const std::string& path, const char* what) {
+  std::ifstream f(path, std::ios::binary);
+  if (!f) throw InputError(std::string(what) + " " + path + ": cannot open");
+  std::ostringstream ss;
+  ss << f.rdbuf();
+  if (f.bad()) throw InputError(std::string(what) + " " + path + ": read error");
+  return std::move(ss).str();
+}
+
+TokenizerJson read_tokenizer_json(const std::string& path) {
+  const json j = parse(path, "tokenizer file");
+  if (!j.is_object()) throw InputError(path + ": expected a JSON object at the top level");
+  TokenizerJson out;
+  out.path = path;
+  read_model(member(j, path, "", "model"), path, out);
+  if (auto it = j.find("normalizer"); it != j.end()) read_normalizer(*it, path, "normalizer", out.normalizers);
+  if (auto it = j.find("pre_tokenizer"); it != j.end())
+    read_pre_tokenizer(*it, path, "pre_tokenizer", out.pre_tokenizers);
+  auto dec = j.find("decoder");
+  check_decoder(dec == j.end() ? json() : *dec, path, "decoder");
+  if (auto it = j.find("added_tokens"); it != j.end() && !it->is_null()) {
+    if (!it->is_array()) fail(path, "added_tokens", "expected an array");
+    for (size_t i = 0; i < it->size(); ++i) {
+      const json& t = (*it)[i];
+      const std::string key = "added_tokens[" + std::to_string(i) + "]";
+      const json& id = member(t, path, key, "id");
+      if (!id.is_number_integer() || id.get<int64_t>() < 0 || id.get<int64_t>() > INT32_MAX)
+        fail(path, key + ".id", "expected a non-negative integer");
+      out.added_tokens.push_back(added_token(t, path, key, static_cast<int32_t>(id.get<int64_t>())));
+    }
+  }
+  return out;
+}
+
+TokenizerConfigJson read_tokenizer_config_json(const std::string& path) {
+  const json j = parse(path, "tokenizer config");
+  if (!j.is_object()) throw InputError(path + ": expected a JSON object at the top level");
+  TokenizerConfigJson out;
+  out.path = path;
+  if (auto it = j.find("chat_template"); it != j.end() && !it->is_null()) {
+    if (it->is_string()) {
+      out.chat_template = it->get<std::string>();
+    } else if (it->is_array()) {
+      // Several named templates: the one called "default" is what apply_chat_template uses.
+      for (const json& t : *it)
+        if (t.is_object() && t.value("name", "") == "default" && t.contains("template") && t["template"].is_string())
+          out.chat_template = t["template"].get<std::string>();
+      if (!out.chat_template) fail(path, "chat_template", "a list of templates without one named \"default\"");
+    } else {
+      fail(path, "chat_template", "expected a string or a list of {name, template}");
+    }
+  }
+  out.eos_token = token_name(j, path, "eos_token");
+  out.pad_token = token_name(j, path, "pad_token");
+  out.bos_token = token_name(j, path, "bos_token");
+  if (auto it = j.find("added_tokens_decoder"); it != j.end() && !it->is_null()) {
+    if (!it->is_object()) fail(path, "added_tokens_decoder", "expected an object keyed by token id");
+    for (auto t = it->begin(); t != it->end(); ++t) {
+      const std::string key = "added_tokens_decoder." + t.key();
+      size_t used = 0;
+      long long id = -1;
+      try {
+        id = std::stoll(t.key(), &used);
+      } catch (const std::exception&) {
+        used = 0;
+      }
+      if (used != t.key().size() || id < 0 || id > INT32_MAX) fail(path, key, "key is not a token id");
+      out.added_tokens_decoder.push_back(added_token(t.value(), path, key, static_cast<int32_t>(id)));
+    }
+  }
+  return out;
+}
+
+}  // namespace segpipe::tok
