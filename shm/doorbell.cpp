@@ -3,6 +3,7 @@
 #include <immintrin.h>
 #include <linux/futex.h>
 #include <sys/syscall.h>
+#include <sched.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -46,6 +47,8 @@ void Doorbell::ring() noexcept {
   // Dekker-style pairing with wait_for: we write seq then read sleepers; the waiter writes sleepers
   // then reads seq. Both sequentially consistent, so at least one side sees the other's write:
   // either we see the sleeper and wake it, or it sees the new sequence and does not sleep.
+  // The hint shares the line we are about to write anyway; glibc's sched_getcpu reads rseq (~1 ns).
+  std::atomic_ref<uint32_t>(ringer_cpu_).store(static_cast<uint32_t>(sched_getcpu() + 1), std::memory_order_relaxed);
   seq.fetch_add(1, std::memory_order_seq_cst);
   if (sleepers.load(std::memory_order_seq_cst) != 0) futex_wake_all(&seq_);
 }
@@ -57,7 +60,12 @@ WaitResult Doorbell::wait_for(uint32_t seen, std::chrono::nanoseconds timeout, u
   if (timeout <= std::chrono::nanoseconds::zero()) return {false, now};
 
   // Spin first: a peer that answers within microseconds costs no syscall on either side
-  // (the ringer skips FUTEX_WAKE because nobody registered as a sleeper).
+  // (the ringer skips FUTEX_WAKE because nobody registered as a sleeper). Not when the ringer last
+  // ran on our CPU: it cannot ring while we occupy that CPU.
+  if (spin_count != 0 &&
+      std::atomic_ref<uint32_t>(ringer_cpu_).load(std::memory_order_relaxed) == static_cast<uint32_t>(sched_getcpu() + 1)) {
+    spin_count = 0;
+  }
   for (uint32_t i = 0; i < spin_count; ++i) {
     _mm_pause();
     now = seq.load(std::memory_order_acquire);
