@@ -1,6 +1,7 @@
 #include "shm/doorbell.h"
 
 #include <gtest/gtest.h>
+#include <sched.h>
 
 #include <chrono>
 #include <cstring>
@@ -124,6 +125,38 @@ TEST_P(DoorbellPingPong, AcrossProcessesLosesNoWakeups) {
 
 INSTANTIATE_TEST_SUITE_P(SpinCounts, DoorbellPingPong, ::testing::Values(0u, 1u, kDefaultSpinCount),
                          [](const auto& param_info) { return "spin" + std::to_string(param_info.param); });
+
+TEST(Doorbell, PingPongOnOneCpuLosesNoWakeups) {
+  // Both processes on CPU 0: the waiter must not spin against a peer that needs its CPU (the
+  // ringer-CPU hint), and the futex path must still deliver every ring.
+  cpu_set_t saved;
+  ASSERT_EQ(::sched_getaffinity(0, sizeof saved, &saved), 0);
+  cpu_set_t one;
+  CPU_ZERO(&one);
+  CPU_SET(0, &one);
+  ASSERT_EQ(::sched_setaffinity(0, sizeof one, &one), 0);
+  constexpr uint32_t kIterations = 5000;
+  Bells b = make_bells();
+  const pid_t pid = fork_child([&] {
+    for (uint32_t i = 0; i < kIterations; ++i) {
+      const WaitResult r = b.ping->wait_for(i, 5s);
+      if (!r.rung || r.sequence != i + 1) return 2;
+      b.pong->ring();
+    }
+    return 0;
+  });
+  const auto t0 = Clock::now();
+  for (uint32_t i = 0; i < kIterations; ++i) {
+    b.ping->ring();
+    const WaitResult r = b.pong->wait_for(i, 5s);
+    ASSERT_TRUE(r.rung) << "lost wake-up at iteration " << i;
+    ASSERT_EQ(r.sequence, i + 1);
+  }
+  const auto elapsed = Clock::now() - t0;
+  ::sched_setaffinity(0, sizeof saved, &saved);
+  EXPECT_EQ(wait_child(pid), 0);
+  RecordProperty("round_trip_ns", std::to_string(std::chrono::nanoseconds(elapsed).count() / kIterations));
+}
 
 TEST(Doorbell, BurstOfRingsFromAnotherProcessIsNeverMissed) {
   // The ringer does not wait for the waiter, so rings race with every stage of wait_for.
