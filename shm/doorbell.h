@@ -62,7 +62,7 @@ class alignas(64) Doorbell {
   uint32_t seq_;         // the futex word
   uint32_t sleepers_;    // waiters in (or about to enter) FUTEX_WAIT
   uint32_t ringer_cpu_;  // 1 + the CPU of the last ring(); 0 = unknown. A hint only
-  std::byte pad_[52];    // own cache line: the two sides of a channel never false-share
+  // alignas(64) pads the rest of the line: the two bells of a channel never false-share.
 };
 
 static_assert(sizeof(Doorbell) == 64);
