@@ -9,6 +9,7 @@
 //   // worker
 //   Arena arena = Arena::open(name_from_argv);                   // never creates; validates headers
 //   std::span<std::byte> in = arena.payload(input_block);        // zero-copy view of a block
+//   std::span<float> kv = arena.payload_span<float>(*arena.find_block("kv.early"));  // or by label
 //   Channel ch = Channel::attach(arena, channel_block);          // channel.h
 //
 // Modes are explicit: create() fails if the name exists, open() fails if it does not. Only the
