@@ -64,14 +64,16 @@ Bpe::Bpe(const TokenizerJson& j) : ignore_merges_(j.ignore_merges) {
     byte_ids_[b] = it->second;
   }
   merges_.init(j.merges.size());
+  std::string joined;  // reused: most merged tokens are longer than the small-string buffer
   for (size_t r = 0; r < j.merges.size(); ++r) {
     const auto& [a, b] = j.merges[r];
-    const std::string key = "model.merges[" + std::to_string(r) + "]";
-    auto ia = j.vocab.find(a), ib = j.vocab.find(b), inew = j.vocab.find(a + b);
-    if (ia == j.vocab.end()) throw InputError(j.path + ": key '" + key + "': '" + a + "' is not in the vocabulary");
-    if (ib == j.vocab.end()) throw InputError(j.path + ": key '" + key + "': '" + b + "' is not in the vocabulary");
-    if (inew == j.vocab.end())
-      throw InputError(j.path + ": key '" + key + "': merged token '" + a + b + "' is not in the vocabulary");
+    joined.assign(a).append(b);
+    auto ia = j.vocab.find(a), ib = j.vocab.find(b), inew = j.vocab.find(joined);
+    if (ia == j.vocab.end() || ib == j.vocab.end() || inew == j.vocab.end()) {
+      const std::string missing = ia == j.vocab.end() ? a : ib == j.vocab.end() ? b : joined;
+      throw InputError(j.path + ": key 'model.merges[" + std::to_string(r) + "]': token '" + missing +
+                       "' is not in the vocabulary");
+    }
     merges_.put(pair_key(ia->second, ib->second), MergeValue{static_cast<uint32_t>(r), inew->second});
   }
   merge_count_ = j.merges.size();

@@ -2,7 +2,6 @@
 
 #include <algorithm>
 #include <deque>
-#include <filesystem>
 #include <unordered_map>
 
 #include "orchestrator/tokenizer/added_tokens.h"
@@ -68,20 +67,7 @@ Tokenizer& Tokenizer::operator=(Tokenizer&&) noexcept = default;
 Tokenizer::~Tokenizer() = default;
 
 Tokenizer Tokenizer::load(const std::string& path) {
-  namespace fs = std::filesystem;
-  std::error_code ec;
-  std::string json_path, config_path;
-  if (fs::is_directory(path, ec)) {
-    json_path = (fs::path(path) / "tokenizer.json").string();
-    if (!fs::is_regular_file(json_path, ec))
-      throw InputError("tokenizer " + path + ": no tokenizer.json in this folder");
-  } else if (fs::exists(path, ec)) {
-    json_path = path;
-  } else {
-    throw InputError("tokenizer " + path + ": no such file or folder");
-  }
-  const fs::path cfg = fs::path(json_path).parent_path() / "tokenizer_config.json";
-  if (fs::is_regular_file(cfg, ec)) config_path = cfg.string();
+  const auto [json_path, config_path] = locate_tokenizer_files(path);
 
   auto m = std::make_unique<Impl>();
   m->json = read_tokenizer_json(json_path);

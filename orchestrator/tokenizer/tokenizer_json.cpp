@@ -1,5 +1,6 @@
 #include "orchestrator/tokenizer/tokenizer_json.h"
 
+#include <filesystem>
 #include <fstream>
 #include <nlohmann/json.hpp>
 #include <sstream>
@@ -133,6 +134,132 @@ void check_decoder(const json& d, const std::string& path, const std::string& ke
   fail(path, key + ".type", "unsupported decoder type '" + type + "' (supported: ByteLevel)");
 }
 
+// tokenizer.json is 99% model.vocab and model.merges (300k entries). A full nlohmann DOM of them costs
+// ~0.7 s to build and tear down, so they are streamed straight into TokenizerJson while nlohmann's own
+// DOM builder assembles everything else (where they appear as an empty object / array). This keeps
+// `segpipe tokenize` start-up well under a second on a small machine.
+class TokenizerSax {
+ public:
+  TokenizerSax(json& root, TokenizerJson& out) : dom_(root, true), out_(out) {}
+
+  bool null() { return scalar() && dom_.null(); }
+  bool boolean(bool v) { return scalar() && dom_.boolean(v); }
+  bool number_integer(json::number_integer_t v) {
+    if (mode_ == Mode::Vocab) return vocab_value(v);
+    return scalar() && dom_.number_integer(v);
+  }
+  bool number_unsigned(json::number_unsigned_t v) {
+    if (mode_ == Mode::Vocab) return vocab_value(v > static_cast<json::number_unsigned_t>(INT32_MAX) ? -1 : static_cast<int64_t>(v));
+    return scalar() && dom_.number_unsigned(v);
+  }
+  bool number_float(json::number_float_t v, const json::string_t& s) { return scalar() && dom_.number_float(v, s); }
+  bool binary(json::binary_t& b) { return scalar() && dom_.binary(b); }
+  bool string(json::string_t& v) {
+    if (mode_ == Mode::Merges) {
+      if (depth_in_mode_ == 1) return merge_line(v);  // "a b" spelling
+      if (pair_.size() >= 2) bad_merge();
+      pair_.push_back(std::move(v));
+      return true;
+    }
+    return scalar() && dom_.string(v);
+  }
+  bool key(json::string_t& k) {
+    if (mode_ == Mode::Vocab) {
+      vocab_key_ = std::move(k);
+      return true;
+    }
+    last_key_ = k;
+    return dom_.key(k);
+  }
+  bool start_object(std::size_t n) {
+    if (mode_ == Mode::Vocab) fail(out_.path, "model.vocab." + vocab_key_, "expected a non-negative integer id");
+    if (mode_ == Mode::Merges) bad_merge();
+    if (path_.size() == 2 && path_[1] == "model" && last_key_ == "vocab") {
+      mode_ = Mode::Vocab;
+      depth_in_mode_ = 1;
+      return dom_.start_object(0);
+    }
+    path_.push_back(last_key_);
+    return dom_.start_object(n);
+  }
+  bool end_object() {
+    if (mode_ == Mode::Vocab) {
+      mode_ = Mode::Normal;
+      return dom_.end_object();
+    }
+    path_.pop_back();
+    return dom_.end_object();
+  }
+  bool start_array(std::size_t n) {
+    if (mode_ == Mode::Vocab) fail(out_.path, "model.vocab." + vocab_key_, "expected a non-negative integer id");
+    if (mode_ == Mode::Merges) {
+      if (depth_in_mode_ != 1) bad_merge();
+      depth_in_mode_ = 2;
+      pair_.clear();
+      return true;
+    }
+    if (path_.size() == 2 && path_[1] == "model" && last_key_ == "merges") {
+      mode_ = Mode::Merges;
+      depth_in_mode_ = 1;
+      return dom_.start_array(0);
+    }
+    path_.push_back(last_key_);
+    last_key_.clear();  // array elements have no key
+    return dom_.start_array(n);
+  }
+  bool end_array() {
+    if (mode_ == Mode::Merges) {
+      if (depth_in_mode_ == 2) {
+        if (pair_.size() != 2) bad_merge();
+        out_.merges.emplace_back(std::move(pair_[0]), std::move(pair_[1]));
+        depth_in_mode_ = 1;
+        return true;
+      }
+      mode_ = Mode::Normal;
+      return dom_.end_array();
+    }
+    path_.pop_back();
+    return dom_.end_array();
+  }
+  template <class Exception>
+  bool parse_error(std::size_t pos, const std::string& token, const Exception& e) {
+    return dom_.parse_error(pos, token, e);
+  }
+
+ private:
+  enum class Mode { Normal, Vocab, Merges };
+  bool scalar() {
+    if (mode_ == Mode::Vocab) fail(out_.path, "model.vocab." + vocab_key_, "expected a non-negative integer id");
+    if (mode_ == Mode::Merges) bad_merge();
+    return true;
+  }
+  bool vocab_value(int64_t v) {
+    if (v < 0 || v > INT32_MAX) fail(out_.path, "model.vocab." + vocab_key_, "expected a non-negative integer id");
+    out_.vocab.insert_or_assign(std::move(vocab_key_), static_cast<int32_t>(v));
+    return true;
+  }
+  bool merge_line(const std::string& s) {
+    const size_t sp = s.find(' ');
+    if (sp == std::string::npos || sp == 0 || sp + 1 == s.size() || s.find(' ', sp + 1) != std::string::npos)
+      bad_merge();
+    out_.merges.emplace_back(s.substr(0, sp), s.substr(sp + 1));
+    return true;
+  }
+  [[noreturn]] void bad_merge() {
+    fail(out_.path, "model.merges[" + std::to_string(out_.merges.size()) + "]",
+         "expected [\"left\", \"right\"] or \"left right\"");
+  }
+
+  nlohmann::detail::json_sax_dom_parser<json> dom_;
+  TokenizerJson& out_;
+  std::vector<std::string> path_;  // keys of the open containers, outermost first ("" for the root)
+  std::string last_key_;
+  Mode mode_ = Mode::Normal;
+  int depth_in_mode_ = 0;
+  std::string vocab_key_;
+  std::vector<std::string> pair_;
+};
+
 void read_model(const json& m, const std::string& path, TokenizerJson& out) {
   const std::string type = string_at(m, path, "model", "type");
   if (type != "BPE") fail(path, "model.type", "unsupported model type '" + type + "' (only BPE)");
@@ -146,33 +273,11 @@ void read_model(const json& m, const std::string& path, TokenizerJson& out) {
     fail(path, "model.dropout", "BPE dropout is not supported (inference tokenizes deterministically)");
   out.ignore_merges = bool_or(m, path, "model", "ignore_merges", false);
 
+  // vocab and merges were streamed by TokenizerSax; the DOM only shows whether they were present.
   const json& vocab = member(m, path, "model", "vocab");
-  if (!vocab.is_object() || vocab.empty()) fail(path, "model.vocab", "expected a non-empty object");
-  out.vocab.reserve(vocab.size());
-  for (auto it = vocab.begin(); it != vocab.end(); ++it) {
-    if (!it.value().is_number_integer() || it.value().get<int64_t>() < 0 || it.value().get<int64_t>() > INT32_MAX)
-      fail(path, "model.vocab." + it.key(), "expected a non-negative integer id");
-    out.vocab.emplace(it.key(), static_cast<int32_t>(it.value().get<int64_t>()));
-  }
-
+  if (!vocab.is_object() || out.vocab.empty()) fail(path, "model.vocab", "expected a non-empty object");
   const json& merges = member(m, path, "model", "merges");
   if (!merges.is_array()) fail(path, "model.merges", "expected an array");
-  out.merges.reserve(merges.size());
-  for (size_t i = 0; i < merges.size(); ++i) {
-    const json& e = merges[i];
-    // Two spellings exist: ["a", "b"] (tokenizers >= 0.20) and "a b" (older files).
-    if (e.is_array() && e.size() == 2 && e[0].is_string() && e[1].is_string()) {
-      out.merges.emplace_back(e[0].get<std::string>(), e[1].get<std::string>());
-    } else if (e.is_string()) {
-      const std::string s = e.get<std::string>();
-      const size_t sp = s.find(' ');
-      if (sp == std::string::npos || sp == 0 || sp + 1 == s.size() || s.find(' ', sp + 1) != std::string::npos)
-        fail(path, "model.merges[" + std::to_string(i) + "]", "expected \"left right\"");
-      out.merges.emplace_back(s.substr(0, sp), s.substr(sp + 1));
-    } else {
-      fail(path, "model.merges[" + std::to_string(i) + "]", "expected [\"left\", \"right\"] or \"left right\"");
-    }
-  }
 }
 
 // tokenizer_config.json spells tokens either as a string or as an AddedToken object.
@@ -187,6 +292,23 @@ std::optional<std::string> token_name(const json& cfg, const std::string& path, 
 
 }  // namespace
 
+TokenizerFiles locate_tokenizer_files(const std::string& path) {
+  namespace fs = std::filesystem;
+  std::error_code ec;
+  TokenizerFiles f;
+  if (fs::is_directory(path, ec)) {
+    f.json = (fs::path(path) / "tokenizer.json").string();
+    if (!fs::is_regular_file(f.json, ec)) throw InputError("tokenizer " + path + ": no tokenizer.json in this folder");
+  } else if (fs::exists(path, ec)) {
+    f.json = path;
+  } else {
+    throw InputError("tokenizer " + path + ": no such file or folder");
+  }
+  const fs::path cfg = fs::path(f.json).parent_path() / "tokenizer_config.json";
+  if (fs::is_regular_file(cfg, ec)) f.config = cfg.string();
+  return f;
+}
+
 std::string read_file(const std::string& path, const char* what) {
   std::ifstream f(path, std::ios::binary);
   if (!f) throw InputError(std::string(what) + " " + path + ": cannot open");
@@ -197,10 +319,21 @@ std::string read_file(const std::string& path, const char* what) {
 }
 
 TokenizerJson read_tokenizer_json(const std::string& path) {
-  const json j = parse(path, "tokenizer file");
-  if (!j.is_object()) throw InputError(path + ": expected a JSON object at the top level");
   TokenizerJson out;
   out.path = path;
+  json j;
+  {
+    const std::string text = read_file(path, "tokenizer file");
+    out.vocab.reserve(1 << 18);
+    out.merges.reserve(1 << 18);
+    TokenizerSax sax(j, out);
+    try {
+      json::sax_parse(text, &sax);
+    } catch (const json::exception& e) {
+      throw InputError(path + ": malformed JSON: " + e.what());
+    }
+  }
+  if (!j.is_object()) throw InputError(path + ": expected a JSON object at the top level");
   read_model(member(j, path, "", "model"), path, out);
   if (auto it = j.find("normalizer"); it != j.end()) read_normalizer(*it, path, "normalizer", out.normalizers);
   if (auto it = j.find("pre_tokenizer"); it != j.end())

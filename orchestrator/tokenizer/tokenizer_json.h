@@ -58,6 +58,15 @@ struct TokenizerConfigJson {
   std::vector<AddedToken> added_tokens_decoder;
 };
 
+// Where a tokenizer PATH (a folder, or the tokenizer.json file) keeps its files. `config` is empty when
+// there is no tokenizer_config.json beside tokenizer.json. Throws InputError when PATH does not exist or
+// a folder has no tokenizer.json.
+struct TokenizerFiles {
+  std::string json;
+  std::string config;
+};
+TokenizerFiles locate_tokenizer_files(const std::string& path);
+
 // Throws segpipe::InputError naming the file and key on anything missing, malformed or unsupported.
 TokenizerJson read_tokenizer_json(const std::string& path);
 TokenizerConfigJson read_tokenizer_config_json(const std::string& path);
