@@ -108,23 +108,29 @@ void LayersSegment::forward(float* x, int64_t T, int64_t pos0, ExpertExecutor* e
     linear(pool_, att_.data(), T, L.o, o_.data());
     for (int64_t i = 0; i < T * H; i++) x[i] = x[i] + o_[static_cast<size_t>(i)];
     // MLP block
-    rmsnorm(x, T, H, L.post_norm.data(), cfg_.rms_eps, h_.data());
     if (L.moe) {
       const int E = cfg_.num_experts, k = cfg_.top_k;
-      logits_.resize(static_cast<size_t>(T * E));
-      linear(pool_, h_.data(), T, L.router, logits_.data());
-      if (obs) obs->on_tensor("layers." + std::to_string(L.index) + ".router_logits", logits_.data(), T, E);
-      top_e_.resize(static_cast<size_t>(T * k));
-      top_w_.resize(static_cast<size_t>(T * k));
-      route_topk(logits_.data(), T, E, k, cfg_.norm_topk_prob, top_e_.data(), top_w_.data());
-      if (obs) obs->on_route(L.index, top_e_.data(), top_w_.data(), T, k);
-      slots_.assign(static_cast<size_t>(T * k * H), 0.f);
       if (!exec) throw RuntimeFailure("layer " + std::to_string(L.index) + " has routed experts but no expert bank");
-      ExpertRequest req{L.index, h_.data(), T, k, top_e_.data(), top_w_.data(), slots_.data()};
+      ExpertStaging st = exec->staging(T, k);
+      if (!st.x) {
+        h_.resize(static_cast<size_t>(T * H));
+        top_e_.resize(static_cast<size_t>(T * k));
+        top_w_.resize(static_cast<size_t>(T * k));
+        slots_.resize(static_cast<size_t>(T * k * H));
+        st = {h_.data(), top_e_.data(), top_w_.data(), slots_.data()};
+      }
+      rmsnorm(x, T, H, L.post_norm.data(), cfg_.rms_eps, st.x);
+      logits_.resize(static_cast<size_t>(T * E));
+      linear(pool_, st.x, T, L.router, logits_.data());
+      if (obs) obs->on_tensor("layers." + std::to_string(L.index) + ".router_logits", logits_.data(), T, E);
+      route_topk(logits_.data(), T, E, k, cfg_.norm_topk_prob, st.experts, st.weights);
+      if (obs) obs->on_route(L.index, st.experts, st.weights, T, k);
+      ExpertRequest req{L.index, st.x, T, k, st.experts, st.weights, st.slots};
       exec->run(req);
       mlp_.resize(static_cast<size_t>(T * H));
-      combine_expert_outputs(slots_.data(), top_e_.data(), T, k, static_cast<int>(H), mlp_.data());
+      combine_expert_outputs(st.slots, st.experts, T, k, static_cast<int>(H), mlp_.data());
     } else {
+      rmsnorm(x, T, H, L.post_norm.data(), cfg_.rms_eps, h_.data());
       const int64_t I = cfg_.intermediate;
       g_.resize(static_cast<size_t>(T * I));
       u_.resize(static_cast<size_t>(T * I));

@@ -15,9 +15,19 @@
 namespace segpipe {
 
 // Where a layer's routed experts are computed: locally, or in bank segments (in-process or remote).
+// Buffers an executor may hand to the layer so that the normalized states, the routes and the
+// expert outputs are written where the banks read and write them (shared memory), with no copy.
+struct ExpertStaging {
+  float* x = nullptr;          // [T, H]
+  int32_t* experts = nullptr;  // [T, k]
+  float* weights = nullptr;    // [T, k]
+  float* slots = nullptr;      // [T * k, H]
+};
+
 class ExpertExecutor {
  public:
   virtual ~ExpertExecutor() = default;
+  virtual ExpertStaging staging(int64_t T, int k) { return {}; }
   // Must fill every row of req.out (all T*k slots) with the weighted expert outputs.
   virtual void run(const ExpertRequest& req) = 0;
 };

@@ -162,7 +162,10 @@ void parse_text_config(const Reader& r, ModelConfig& c, bool moe) {
   }
   c.intermediate = static_cast<int>(r.get_int("intermediate_size", 0));
   if (moe) {
-    c.num_experts = static_cast<int>(r.get_int("num_experts"));
+    // transformers 5 writes num_local_experts for qwen3_moe; the hub and the Omni thinker num_experts.
+    if (r.has("num_experts") && r.has("num_local_experts") && r.int_of("num_experts") != r.int_of("num_local_experts"))
+      r.fail("num_local_experts", "contradicts num_experts");
+    c.num_experts = static_cast<int>(r.has("num_experts") ? r.get_int("num_experts") : r.get_int("num_local_experts"));
     if (c.num_experts < 0) r.fail("num_experts", "must not be negative");
     if (c.num_experts > 0) {
       c.top_k = r.positive("num_experts_per_tok");

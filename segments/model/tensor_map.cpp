@@ -80,16 +80,7 @@ std::vector<TensorRole> all_roles(const Checkpoint& ck, const ModelConfig& c) {
 }
 
 TensorView WeightBinder::checked(const TensorRole& role) {
-  if (!ck_.has(role.name))
-    throw InputError(ck_.dir() + ": missing tensor '" + role.name + "' (" + role.role + ", expected shape " +
-                     shape_str(role.shape) + ")");
-  const TensorEntry& e = ck_.entry(role.name);
-  if (e.shape != role.shape)
-    throw InputError(ck_.file_of(role.name) + ": tensor '" + role.name + "' has shape " + shape_str(e.shape) +
-                     ", expected " + shape_str(role.shape) + " for " + role.role);
-  if (!is_float_dtype(e.dtype))
-    throw InputError(ck_.file_of(role.name) + ": tensor '" + role.name + "' has dtype " + dtype_name(e.dtype) +
-                     ", expected F32, BF16 or F16");
+  check_roles(ck_, {role});
   return ck_.view(role.name);
 }
 
@@ -143,4 +134,21 @@ uint64_t WeightBinder::loaded_bytes() const {
   return s;
 }
 
+}  // namespace segpipe
+
+namespace segpipe {
+void check_roles(Checkpoint& ck, const std::vector<TensorRole>& roles) {
+  for (const TensorRole& role : roles) {
+    if (!ck.has(role.name))
+      throw InputError(ck.dir() + ": missing tensor '" + role.name + "' (" + role.role + ", expected shape " +
+                       shape_str(role.shape) + ")");
+    const TensorEntry& e = ck.entry(role.name);
+    if (e.shape != role.shape)
+      throw InputError(ck.file_of(role.name) + ": tensor '" + role.name + "' has shape " + shape_str(e.shape) +
+                       ", expected " + shape_str(role.shape) + " for " + role.role);
+    if (!is_float_dtype(e.dtype))
+      throw InputError(ck.file_of(role.name) + ": tensor '" + role.name + "' has dtype " + dtype_name(e.dtype) +
+                       ", expected F32, BF16 or F16");
+  }
+}
 }  // namespace segpipe

@@ -63,3 +63,9 @@ class WeightBinder {
 };
 
 }  // namespace segpipe
+
+namespace segpipe {
+// Checks, from the headers alone (no tensor bytes touched), that every role is present with its
+// shape and a float dtype; throws the same InputError the loader would.
+void check_roles(Checkpoint& ck, const std::vector<TensorRole>& roles);
+}  // namespace segpipe

@@ -1,0 +1,42 @@
+#include "orchestrator/pipeline_loader.h"
+
+#include "orchestrator/pipeline_to_plan.h"
+#include "orchestrator/shm_runner.h"
+#include "segments/checkpoint/config_file.h"
+
+namespace segpipe {
+
+ModelConfig load_model_config(const std::string& model_dir) { return read_model_config(model_dir); }
+
+LoadedPlan load_model_plan(const std::string& model_dir) {
+  LoadedPlan lp;
+  lp.cfg = load_model_config(model_dir);
+  lp.plan = default_plan(model_dir, lp.cfg);
+  lp.generation = nlohmann::json::object();
+  return lp;
+}
+
+LoadedPlan load_pipeline_plan(const std::string& yaml_path) {
+  LoadedPlan lp;
+  lp.plan = plan_from_pipeline_file(yaml_path, lp.cfg, lp.generation);
+  return lp;
+}
+
+std::unique_ptr<Runner> make_runner(const RunPlan& plan, const ShmOptions& opt) {
+  if (plan.inproc) return make_inproc_runner(plan);
+  return make_shm_runner(plan, opt);
+}
+
+nlohmann::json segment_reports_json(const std::vector<SegmentReport>& r) {
+  nlohmann::json a = nlohmann::json::array();
+  for (auto& s : r)
+    a.push_back({{"name", s.name},
+                 {"kind", s.kind},
+                 {"pid", s.pid},
+                 {"tensors", s.tensors},
+                 {"weight_bytes", s.weight_bytes},
+                 {"peak_rss_bytes", s.peak_rss_bytes}});
+  return a;
+}
+
+}  // namespace segpipe

@@ -1,0 +1,42 @@
+// A resolved plan: which segments exist, what each holds, how they are connected. Built from a
+// pipeline YAML (orchestrator/pipeline) or, for the model form of the commands, from the checkpoint
+// alone (one embeddings, one layers segment over all layers with local experts, one lm_head).
+#pragma once
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "segments/model/config.h"
+
+namespace segpipe {
+
+enum class SegKind { Embeddings, Layers, Experts, LmHead };
+const char* seg_kind_name(SegKind k);
+
+struct SegmentDesc {
+  std::string name;
+  SegKind kind = SegKind::Layers;
+  int layer_first = -1, layer_last = -1;    // layers, experts
+  bool banks = false;                       // layers: routed experts live in experts segments
+  int expert_first = -1, expert_last = -1;  // experts
+  int threads = 0;                          // CPU threads (0: the plan's default)
+  std::string device = "cpu";
+  std::string dtype = "float32";
+};
+
+struct RunPlan {
+  std::string model_dir;
+  std::string tokenizer_dir;
+  std::string source;                // the YAML file, or the model folder for the model form
+  std::vector<SegmentDesc> segments;
+  bool inproc = true;                // transport: inproc (one process) or shm (one process per segment)
+  int64_t max_seq = 4096;            // KV-cache positions
+  int threads = 2;                   // default CPU threads per segment
+  bool restart = false;              // restart a failed segment process and continue
+  int timeout_ms = 10000;            // a segment silent this long is hung
+};
+
+RunPlan default_plan(const std::string& model_dir, const ModelConfig& cfg);
+int default_threads();
+
+}  // namespace segpipe

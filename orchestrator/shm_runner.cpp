@@ -1,0 +1,414 @@
+#include "orchestrator/shm_runner.h"
+
+#include <signal.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <chrono>
+#include <cstdio>
+#include <cstring>
+#include <optional>
+
+#include "orchestrator/process.h"
+#include "segments/core/errors.h"
+#include "segments/kinds/layers.h"
+#include "segments/model/tensor_map.h"
+#include "shm/arena.h"
+#include "shm/arena_name.h"
+#include "shm/channel.h"
+#include "shm/cleanup.h"
+#include "shm/layout.h"
+#include "workers/protocol.h"
+#include "workers/worker_main.h"
+
+namespace segpipe {
+
+namespace {
+
+using namespace std::chrono_literals;
+using Clock = std::chrono::steady_clock;
+
+// Tokens one step carries; longer prompts are prefilled in chunks of this size (a token's result
+// does not depend on the chunking, see linear.h and attention.h).
+constexpr int64_t kMaxStepTokens = 512;
+
+struct SegmentFailed : std::runtime_error {
+  int index;
+  SegmentFailed(int i, const std::string& what) : std::runtime_error(what), index(i) {}
+};
+
+// The roles a segment loads, for checking the checkpoint before any process starts.
+std::vector<TensorRole> segment_roles(Checkpoint& ck, const ModelConfig& cfg, const SegmentDesc& d) {
+  std::vector<TensorRole> r;
+  auto experts = [&](int l0, int l1, int e0, int e1) {
+    for (int l = l0; l <= l1; l++) {
+      if (!cfg.is_moe_layer(l)) continue;
+      ExpertLayout lay = expert_layout(ck, cfg, l);
+      for (int e = e0; e <= e1; e++) {
+        for (auto& x : expert_roles(cfg, l, e, lay)) r.push_back(x);
+        if (lay == ExpertLayout::Fused) break;
+      }
+    }
+  };
+  switch (d.kind) {
+    case SegKind::Embeddings: r.push_back(embed_role(cfg)); break;
+    case SegKind::LmHead:
+      r = lm_head_roles(cfg);
+      if (cfg.tie_word_embeddings) r.push_back(embed_role(cfg));
+      break;
+    case SegKind::Experts: experts(d.layer_first, d.layer_last, d.expert_first, d.expert_last); break;
+    case SegKind::Layers:
+      for (int l = d.layer_first; l <= d.layer_last; l++)
+        for (auto& x : layer_roles(cfg, l)) r.push_back(x);
+      if (!d.banks) experts(d.layer_first, d.layer_last, 0, cfg.num_experts - 1);
+      break;
+  }
+  return r;
+}
+
+class ShmRunner : public Runner {
+ public:
+  ShmRunner(const RunPlan& plan, const ShmOptions& opt) : plan_(plan), opt_(opt) {
+    auto ck = Checkpoint::open(plan.model_dir);
+    cfg_ = parse_model_config(ck->config_json(), plan.model_dir + "/config.json");
+    for (const SegmentDesc& d : plan.segments) check_roles(*ck, segment_roles(*ck, cfg_, d));
+    shm::remove_stale_arenas();
+    shm::install_unlink_on_signal();
+    build_arena();
+    for (size_t i = 0; i < procs_.size(); i++) spawn(static_cast<int>(i));
+    // Handshakes in parallel: every worker loads while we wait for the first.
+    for (size_t i = 0; i < procs_.size(); i++) procs_[i].hello_step = procs_[i].ch->post_request(proto::kHello);
+    for (size_t i = 0; i < procs_.size(); i++) {
+      for (int attempt = 0;; attempt++) {
+        try {
+          await_hello(static_cast<int>(i));
+          break;
+        } catch (const SegmentFailed& f) {
+          if (!plan_.restart || attempt >= 3) fail(f, "during start-up");
+          std::fprintf(stderr, "segpipe: %s during start-up; restarting it\n", f.what());
+          restart(f.index);
+          procs_[static_cast<size_t>(f.index)].hello_step = procs_[static_cast<size_t>(f.index)].ch->post_request(proto::kHello);
+          if (static_cast<size_t>(f.index) != i) continue;
+        }
+      }
+    }
+  }
+
+  ~ShmRunner() override { shutdown(); }
+
+  int vocab() const override { return cfg_.vocab; }
+
+  void step(const int32_t* ids, int64_t T, int64_t pos0, bool all_logits, BoundaryObserver* obs,
+            std::vector<float>& logits) override {
+    if (T > kMaxStepTokens) {
+      // Prefill in chunks; only the last chunk's logits are asked for.
+      if (obs || all_logits)
+        throw InputError("a prompt of " + std::to_string(T) + " tokens exceeds the " + std::to_string(kMaxStepTokens) +
+                         " tokens that can be captured in one step");
+      for (int64_t b = 0; b < T; b += kMaxStepTokens)
+        step(ids + b, std::min(kMaxStepTokens, T - b), pos0 + b, false, nullptr, logits);
+      return;
+    }
+    for (int attempt = 0;; attempt++) {
+      try {
+        run_step(ids, T, pos0, all_logits, obs, logits);
+        return;
+      } catch (const SegmentFailed& f) {
+        if (!plan_.restart || attempt >= 3) fail(f, "");
+        std::fprintf(stderr, "segpipe: %s; restarting it and repeating the step\n", f.what());
+        restart(f.index);
+      }
+    }
+  }
+
+  std::vector<SegmentReport> reports() override {
+    std::vector<SegmentReport> out;
+    for (size_t i = 0; i < procs_.size(); i++) {
+      Proc& p = procs_[i];
+      auto r = call(static_cast<int>(i), proto::kReport, {});
+      proto::ReportReply rr{};
+      std::memcpy(&rr, r.data(), std::min(r.size(), sizeof rr));
+      out.push_back({p.desc.name, seg_kind_name(p.desc.kind), static_cast<long>(p.pid), p.hello.tensors,
+                     p.hello.weight_bytes, rr.peak_rss_bytes});
+    }
+    return out;
+  }
+
+ private:
+  struct Proc {
+    SegmentDesc desc;
+    proto::WorkerSpec spec;
+    pid_t pid = -1;
+    std::optional<shm::Channel> ch;
+    proto::HelloReply hello{};
+    uint64_t hello_step = 0;
+    uint64_t last_heartbeat = 0;
+    Clock::time_point heartbeat_seen{};
+  };
+
+  void build_arena() {
+    const int64_t H = cfg_.hidden, V = cfg_.vocab, k = std::max(1, cfg_.top_k);
+    const int64_t Tm = kMaxStepTokens, Tc = opt_.capture_tokens;
+    shm::ArenaLayout L;
+    const size_t n = plan_.segments.size();
+    status_block_ = L.add_block(shm::BlockKind::kBytes, n * sizeof(proto::SegmentStatus), 64, "status");
+    ids_block_ = L.add_block(shm::BlockKind::kActivations, static_cast<size_t>(Tm) * 4, 64, "ids");
+    hid_[0] = L.add_block(shm::BlockKind::kActivations, static_cast<size_t>(Tm * H) * 4, 4096, "hidden.a");
+    hid_[1] = L.add_block(shm::BlockKind::kActivations, static_cast<size_t>(Tm * H) * 4, 4096, "hidden.b");
+    logits_block_ = L.add_block(shm::BlockKind::kActivations, static_cast<size_t>(std::max<int64_t>(1, Tc) * V) * 4, 4096, "logits");
+    norm_block_ = L.add_block(shm::BlockKind::kActivations, static_cast<size_t>(std::max<int64_t>(1, Tc) * H) * 4, 4096, "norm");
+    bool any_banks = false;
+    for (auto& d : plan_.segments) any_banks |= d.kind == SegKind::Experts;
+    int64_t mt = any_banks ? Tm : 1;
+    moe_[0] = L.add_block(shm::BlockKind::kActivations, static_cast<size_t>(mt * H) * 4, 4096, "moe.x");
+    moe_[1] = L.add_block(shm::BlockKind::kActivations, static_cast<size_t>(mt * k) * 4, 64, "moe.experts");
+    moe_[2] = L.add_block(shm::BlockKind::kActivations, static_cast<size_t>(mt * k) * 4, 64, "moe.weights");
+    moe_[3] = L.add_block(shm::BlockKind::kActivations, static_cast<size_t>(mt * k * H) * 4, 4096, "moe.slots");
+    for (size_t i = 0; i < n; i++) {
+      Proc p;
+      p.desc = plan_.segments[i];
+      proto::WorkerSpec& s = p.spec;
+      s.index = static_cast<int>(i);
+      s.name = p.desc.name;
+      s.kind = seg_kind_name(p.desc.kind);
+      s.model_dir = plan_.model_dir;
+      s.layer_first = p.desc.layer_first;
+      s.layer_last = p.desc.layer_last;
+      s.banks = p.desc.banks;
+      s.expert_first = p.desc.expert_first;
+      s.expert_last = p.desc.expert_last;
+      s.threads = p.desc.threads > 0 ? p.desc.threads : plan_.threads;
+      s.max_seq = plan_.max_seq;
+      s.max_tokens = Tm;
+      s.capture_tokens = Tc;
+      s.timeout_ms = plan_.timeout_ms;
+      s.parent_pid = static_cast<int>(getpid());
+      s.status_block = status_block_;
+      s.channel_block = L.add_channel("ch." + p.desc.name.substr(0, 20));
+      s.norm_block = norm_block_;
+      s.moe_x = moe_[0];
+      s.moe_experts = moe_[1];
+      s.moe_weights = moe_[2];
+      s.moe_slots = moe_[3];
+      if (p.desc.kind == SegKind::Layers) {
+        int nl = p.desc.layer_last - p.desc.layer_first + 1;
+        s.kv_block = L.add_block(shm::BlockKind::kKvCache,
+                                 static_cast<size_t>(nl * LayersSegment::kv_floats_per_layer(cfg_, plan_.max_seq)) * 4,
+                                 4096, "kv." + p.desc.name.substr(0, 20));
+        auto cl = capture_layout(p.desc);
+        s.capture_block = L.add_block(shm::BlockKind::kActivations, static_cast<size_t>(std::max<int64_t>(1, cl.total())) * 4,
+                                      4096, "cap." + p.desc.name.substr(0, 20));
+      }
+      procs_.push_back(std::move(p));
+    }
+    // Banks each layers segment calls: those whose layer range meets its own.
+    for (auto& p : procs_) {
+      if (p.desc.kind != SegKind::Layers || !p.desc.banks) continue;
+      for (auto& b : procs_)
+        if (b.desc.kind == SegKind::Experts && b.desc.layer_last >= p.desc.layer_first &&
+            b.desc.layer_first <= p.desc.layer_last)
+          p.spec.bank_list.push_back({b.spec.index, b.spec.channel_block, b.desc.layer_first, b.desc.layer_last});
+    }
+    std::string name = shm::make_arena_name();
+    arena_.emplace(shm::Arena::create(name, L));
+    status_ = arena_->payload_span<proto::SegmentStatus>(status_block_).data();
+    for (auto& p : procs_) {
+      p.spec.arena = name;
+      p.ch.emplace(shm::Channel::attach(*arena_, p.spec.channel_block));
+    }
+  }
+
+  proto::CaptureLayout capture_layout(const SegmentDesc& d) const {
+    return proto::make_capture_layout(d.layer_first, d.layer_last, opt_.capture_tokens, cfg_.hidden, cfg_.num_experts,
+                                      cfg_.top_k, [&](int l) { return cfg_.is_moe_layer(l); });
+  }
+
+  void spawn(int i) {
+    Proc& p = procs_[static_cast<size_t>(i)];
+    std::atomic_ref<int32_t>(status_[i].dead).store(0);
+    std::atomic_ref<uint64_t>(status_[i].generation).fetch_add(1);
+    p.pid = spawn_self({kWorkerCommand, proto::to_json(p.spec).dump()});
+    std::atomic_ref<int32_t>(status_[i].pid).store(static_cast<int32_t>(p.pid));
+    p.last_heartbeat = std::atomic_ref<uint64_t>(status_[i].heartbeat).load();
+    p.heartbeat_seen = Clock::now();
+  }
+
+  // Every process alive and its heartbeat moving? Throws SegmentFailed for the first that is not.
+  void check_all() {
+    auto now = Clock::now();
+    for (size_t i = 0; i < procs_.size(); i++) {
+      Proc& p = procs_[i];
+      int st = 0;
+      if (p.pid > 0 && reap_if_exited(p.pid, st)) {
+        std::atomic_ref<int32_t>(status_[i].dead).store(1);
+        pid_t pid = p.pid;
+        p.pid = -1;
+        throw SegmentFailed(static_cast<int>(i), "segment '" + p.desc.name + "' (" + seg_kind_name(p.desc.kind) +
+                                                     ", pid " + std::to_string(pid) + ") " + describe_status(st));
+      }
+      uint64_t hb = std::atomic_ref<uint64_t>(status_[i].heartbeat).load();
+      if (hb != p.last_heartbeat) {
+        p.last_heartbeat = hb;
+        p.heartbeat_seen = now;
+      } else if (now - p.heartbeat_seen > std::chrono::milliseconds(plan_.timeout_ms)) {
+        std::atomic_ref<int32_t>(status_[i].dead).store(1);
+        throw SegmentFailed(static_cast<int>(i), "segment '" + p.desc.name + "' (" + seg_kind_name(p.desc.kind) +
+                                                     ", pid " + std::to_string(p.pid) + ") stopped answering for " +
+                                                     std::to_string(plan_.timeout_ms) + " ms (hung)");
+      }
+    }
+  }
+
+  std::vector<std::byte> wait(int i, uint64_t step) {
+    Proc& p = procs_[static_cast<size_t>(i)];
+    std::optional<SegmentFailed> failure;
+    auto alive = [&] {
+      try {
+        check_all();
+        return true;
+      } catch (const SegmentFailed& f) {
+        failure.emplace(f);
+        return false;
+      }
+    };
+    shm::Response r = p.ch->wait_response(step, std::chrono::hours(24 * 365), alive, 50ms);
+    if (!r.ok()) {
+      if (failure) throw *failure;
+      throw SegmentFailed(i, "segment '" + p.desc.name + "' did not answer");
+    }
+    std::vector<std::byte> reply(r.reply.begin(), r.reply.end());
+    if (r.code != proto::kOk) {
+      std::string msg(reinterpret_cast<const char*>(reply.data()), reply.size());
+      // A worker that failed because a peer died: report the peer.
+      check_all();
+      if (r.code == proto::kBadInput) throw InputError(msg);
+      throw RuntimeFailure("segment '" + p.desc.name + "': " + msg);
+    }
+    return reply;
+  }
+
+  std::vector<std::byte> call(int i, uint32_t op, std::span<const std::byte> args) {
+    uint64_t step = procs_[static_cast<size_t>(i)].ch->post_request(op, args);
+    return wait(i, step);
+  }
+
+  void await_hello(int i) {
+    auto reply = wait(i, procs_[static_cast<size_t>(i)].hello_step);
+    std::memcpy(&procs_[static_cast<size_t>(i)].hello, reply.data(), std::min(reply.size(), sizeof(proto::HelloReply)));
+  }
+
+  void run_step(const int32_t* ids, int64_t T, int64_t pos0, bool all_logits, BoundaryObserver* obs,
+                std::vector<float>& logits) {
+    const int64_t H = cfg_.hidden;
+    if (obs && T > opt_.capture_tokens)
+      throw InputError("capturing " + std::to_string(T) + " tokens needs a runner made with capture_tokens >= T");
+    std::memcpy(arena_->payload(ids_block_).data(), ids, static_cast<size_t>(T) * 4);
+    for (int64_t t = 0; t < T; t++)
+      if (ids[t] < 0 || ids[t] >= cfg_.vocab)
+        throw InputError("token id " + std::to_string(ids[t]) + " is out of range (vocabulary size " +
+                         std::to_string(cfg_.vocab) + ")");
+    int cur = 0;
+    for (size_t i = 0; i < procs_.size(); i++) {
+      Proc& p = procs_[i];
+      proto::StepArgs a{pos0, T, 0, 0, all_logits ? 1u : 0u, obs ? 1u : 0u};
+      switch (p.desc.kind) {
+        case SegKind::Experts: continue;  // called by layers segments
+        case SegKind::Embeddings: a.in_block = ids_block_; a.out_block = hid_[0]; cur = 0; break;
+        case SegKind::Layers: a.in_block = hid_[cur]; a.out_block = hid_[1 - cur]; break;
+        case SegKind::LmHead: a.in_block = hid_[cur]; a.out_block = logits_block_; break;
+      }
+      call(static_cast<int>(i), proto::kStep, std::as_bytes(std::span<const proto::StepArgs>(&a, 1)));
+      const float* out = arena_->payload_span<float>(a.out_block).data();
+      if (p.desc.kind == SegKind::Embeddings && obs) obs->on_tensor("embeddings", out, T, H);
+      if (p.desc.kind == SegKind::Layers) {
+        cur = 1 - cur;
+        if (obs) emit_capture(p, T, obs);
+      }
+      if (p.desc.kind == SegKind::LmHead) {
+        int64_t rows = all_logits ? T : 1;
+        logits.assign(out, out + rows * cfg_.vocab);
+        if (obs) {
+          obs->on_tensor("norm", arena_->payload_span<float>(norm_block_).data(), T, H);
+          if (all_logits) obs->on_tensor("logits", logits.data(), T, cfg_.vocab);
+        }
+      }
+    }
+  }
+
+  void emit_capture(const Proc& p, int64_t T, BoundaryObserver* obs) {
+    auto cl = capture_layout(p.desc);
+    const float* base = arena_->payload_span<float>(p.spec.capture_block).data();
+    for (int l = p.desc.layer_first; l <= p.desc.layer_last; l++) {
+      if (cfg_.is_moe_layer(l)) {
+        obs->on_tensor("layers." + std::to_string(l) + ".router_logits", base + cl.logits(l), T, cfg_.num_experts);
+        obs->on_route(l, reinterpret_cast<const int32_t*>(base + cl.experts(l)), base + cl.weights(l), T, cfg_.top_k);
+      }
+      obs->on_tensor("layers." + std::to_string(l) + ".output", base + cl.output(l), T, cfg_.hidden);
+    }
+  }
+
+  // Replaces segment i with a fresh process. Its inputs, the KV caches and the sequence state live
+  // in the arena, so repeating the interrupted step continues exactly where the run was.
+  void restart(int i) {
+    Proc& p = procs_[static_cast<size_t>(i)];
+    std::atomic_ref<int32_t>(status_[i].dead).store(1);
+    if (p.pid > 0) kill_and_reap(p.pid);
+    p.pid = -1;
+    // Let every other channel settle: workers that were waiting on the dead one answer with an error.
+    auto deadline = Clock::now() + 5s;
+    for (size_t j = 0; j < procs_.size(); j++) {
+      if (static_cast<int>(j) == i) continue;
+      while (procs_[j].ch->request_pending() && Clock::now() < deadline) {
+        int st;
+        if (procs_[j].pid > 0 && reap_if_exited(procs_[j].pid, st)) break;
+        std::this_thread::sleep_for(1ms);
+      }
+      if (procs_[j].ch->request_pending()) throw RuntimeFailure("segment '" + procs_[j].desc.name + "' did not settle after a restart");
+    }
+    p.ch->reset();
+    spawn(i);
+    p.hello_step = p.ch->post_request(proto::kHello);
+    await_hello(i);
+  }
+
+  [[noreturn]] void fail(const SegmentFailed& f, const std::string& when) {
+    shutdown();
+    throw RuntimeFailure(std::string(f.what()) + (when.empty() ? "" : " " + when));
+  }
+
+  void shutdown() {
+    if (!arena_) return;
+    for (size_t i = 0; i < procs_.size(); i++) {
+      Proc& p = procs_[i];
+      if (p.pid <= 0) continue;
+      int st;
+      if (!p.ch->request_pending() && !reap_if_exited(p.pid, st)) {
+        try {
+          uint64_t s = p.ch->post_request(proto::kStop);
+          p.ch->wait_response(s, 1s, [&] { return !reap_if_exited(p.pid, st); });
+        } catch (...) {
+        }
+      }
+      kill_and_reap(p.pid);
+      p.pid = -1;
+    }
+    arena_.reset();  // the creator unlinks the arena
+  }
+
+  RunPlan plan_;
+  ShmOptions opt_;
+  ModelConfig cfg_;
+  std::optional<shm::Arena> arena_;
+  proto::SegmentStatus* status_ = nullptr;
+  uint32_t status_block_ = 0, ids_block_ = 0, hid_[2] = {0, 0}, logits_block_ = 0, norm_block_ = 0;
+  uint32_t moe_[4] = {0, 0, 0, 0};
+  std::vector<Proc> procs_;
+};
+
+}  // namespace
+
+std::unique_ptr<Runner> make_shm_runner(const RunPlan& plan, const ShmOptions& opt) {
+  return std::make_unique<ShmRunner>(plan, opt);
+}
+
+}  // namespace segpipe

@@ -1,0 +1,228 @@
+#include "workers/worker_main.h"
+
+#include <signal.h>
+#include <sys/prctl.h>
+#include <sys/resource.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <chrono>
+#include <cstdio>
+#include <cstring>
+#include <fstream>
+#include <memory>
+#include <thread>
+
+#include "segments/checkpoint/checkpoint.h"
+#include "segments/core/errors.h"
+#include "segments/kinds/embeddings.h"
+#include "segments/kinds/experts.h"
+#include "segments/kinds/layers.h"
+#include "segments/kinds/lm_head.h"
+#include "shm/arena.h"
+#include "shm/channel.h"
+#include "workers/capture_writer.h"
+#include "workers/protocol.h"
+#include "workers/remote_banks.h"
+
+namespace segpipe {
+
+namespace {
+
+using namespace std::chrono_literals;
+
+uint64_t proc_status_kb(const char* key) {
+  std::ifstream in("/proc/self/status");
+  std::string line;
+  size_t n = std::strlen(key);
+  while (std::getline(in, line))
+    if (line.compare(0, n, key) == 0) return std::strtoull(line.c_str() + n + 1, nullptr, 10);
+  return 0;
+}
+
+template <typename T>
+std::span<const std::byte> bytes_of(const T& v) {
+  return {reinterpret_cast<const std::byte*>(&v), sizeof(T)};
+}
+
+class Worker {
+ public:
+  explicit Worker(const proto::WorkerSpec& s)
+      : spec_(s), arena_(shm::Arena::open(s.arena)), ch_(shm::Channel::attach(arena_, s.channel_block)),
+        pool_(s.threads) {
+    status_ = arena_.payload_span<proto::SegmentStatus>(s.status_block).data();
+  }
+
+  void start_heartbeat() {
+    hb_ = std::thread([this] {
+      while (!stop_hb_.load()) {
+        std::atomic_ref<uint64_t>(status_[spec_.index].heartbeat).fetch_add(1, std::memory_order_relaxed);
+        std::this_thread::sleep_for(20ms);
+      }
+    });
+  }
+
+  ~Worker() {
+    stop_hb_ = true;
+    if (hb_.joinable()) hb_.join();
+  }
+
+  void load() {
+    ck_ = Checkpoint::open(spec_.model_dir);
+    cfg_ = parse_model_config(ck_->config_json(), spec_.model_dir + "/config.json");
+    if (spec_.kind == "embeddings") {
+      embed_ = std::make_unique<EmbeddingsSegment>(*ck_, cfg_);
+    } else if (spec_.kind == "lm_head") {
+      head_ = std::make_unique<LmHeadSegment>(*ck_, cfg_, pool_);
+    } else if (spec_.kind == "experts") {
+      bank_ = std::make_unique<ExpertsSegment>(*ck_, cfg_, pool_, spec_.layer_first, spec_.layer_last,
+                                               spec_.expert_first, spec_.expert_last);
+    } else if (spec_.kind == "layers") {
+      layers_ = std::make_unique<LayersSegment>(*ck_, cfg_, pool_, spec_.layer_first, spec_.layer_last, !spec_.banks);
+      // The KV cache lives in the arena: a restarted worker finds it as the last one left it.
+      float* kv = arena_.payload_span<float>(spec_.kv_block).data();
+      int64_t per = LayersSegment::kv_floats_per_layer(cfg_, spec_.max_seq);
+      std::vector<KvLayer> v;
+      for (int i = 0; i <= spec_.layer_last - spec_.layer_first; i++) v.push_back({kv + per * i, kv + per * i + per / 2});
+      layers_->bind_kv(std::move(v), spec_.max_seq);
+      if (spec_.banks) banks_ = std::make_unique<RemoteBanks>(spec_, arena_, cfg_, status_);
+    } else {
+      throw InputError("unknown segment kind '" + spec_.kind + "'");
+    }
+  }
+
+  const std::vector<LoadedTensor>& loaded() const {
+    if (embed_) return embed_->loaded();
+    if (head_) return head_->loaded();
+    if (bank_) return bank_->loaded();
+    return layers_->loaded();
+  }
+
+  int serve() {
+    pid_t parent = static_cast<pid_t>(spec_.parent_pid);
+    auto parent_alive = [parent] { return getppid() == parent; };
+    for (;;) {
+      shm::Request rq = ch_.wait_request(1s, parent_alive, 100ms);
+      if (rq.status == shm::WaitStatus::kPeerDead) return 3;  // orchestrator gone: nothing to serve
+      if (!rq.ok()) continue;
+      int32_t code = proto::kOk;
+      std::string err;
+      try {
+        switch (rq.opcode) {
+          case proto::kHello: {
+            proto::HelloReply h{loaded().size(), 0, static_cast<int32_t>(getpid()), 0};
+            for (auto& t : loaded()) h.weight_bytes += t.bytes;
+            ch_.post_response(rq.step, proto::kOk, bytes_of(h));
+            continue;
+          }
+          case proto::kReport: {
+            proto::ReportReply r{proc_status_kb("VmHWM:") * 1024, proc_status_kb("VmRSS:") * 1024};
+            ch_.post_response(rq.step, proto::kOk, bytes_of(r));
+            continue;
+          }
+          case proto::kStop:
+            ch_.post_response(rq.step, proto::kOk);
+            return 0;
+          case proto::kStep: {
+            proto::StepArgs a;
+            std::memcpy(&a, rq.args.data(), sizeof a);
+            step(a);
+            break;
+          }
+          case proto::kExperts: {
+            proto::ExpertArgs a;
+            std::memcpy(&a, rq.args.data(), sizeof a);
+            experts(a);
+            break;
+          }
+          default:
+            throw RuntimeFailure("unknown opcode " + std::to_string(rq.opcode));
+        }
+      } catch (const InputError& e) {
+        code = proto::kBadInput;
+        err = e.what();
+      } catch (const std::exception& e) {
+        code = proto::kFailed;
+        err = e.what();
+      }
+      if (err.size() > shm::kChannelReplyBytes) err.resize(shm::kChannelReplyBytes);
+      ch_.post_response(rq.step, code, std::as_bytes(std::span<const char>(err.data(), err.size())));
+    }
+  }
+
+ private:
+  void step(const proto::StepArgs& a) {
+    const int64_t H = cfg_.hidden;
+    if (a.T <= 0 || a.T > spec_.max_tokens) throw RuntimeFailure("step of " + std::to_string(a.T) + " tokens exceeds the buffers");
+    if (embed_) {
+      const int32_t* ids = arena_.payload_span<int32_t>(a.in_block).data();
+      embed_->forward(ids, a.T, arena_.payload_span<float>(a.out_block).data());
+    } else if (layers_) {
+      // Read from `in`, compute in place in `out`: the input survives a crash mid-step, so the
+      // step can be repeated after a restart.
+      const float* in = arena_.payload_span<float>(a.in_block).data();
+      float* out = arena_.payload_span<float>(a.out_block).data();
+      std::memcpy(out, in, static_cast<size_t>(a.T * H) * sizeof(float));
+      std::unique_ptr<CaptureWriter> cap;
+      if (a.capture) cap = std::make_unique<CaptureWriter>(spec_, arena_, cfg_, a.T);
+      layers_->forward(out, a.T, a.pos0, banks_.get(), cap.get());
+    } else if (head_) {
+      const float* in = arena_.payload_span<float>(a.in_block).data();
+      float* logits = arena_.payload_span<float>(a.out_block).data();
+      float* normed = a.capture ? arena_.payload_span<float>(spec_.norm_block).data() : nullptr;
+      head_->forward(in, a.T, a.all_logits != 0, normed, logits);
+    } else {
+      throw RuntimeFailure("an expert bank does not run steps");
+    }
+  }
+
+  void experts(const proto::ExpertArgs& a) {
+    if (!bank_) throw RuntimeFailure("only expert banks compute experts");
+    ExpertRequest req;
+    req.layer = a.layer;
+    req.T = a.T;
+    req.k = a.k;
+    req.x = arena_.payload_span<float>(spec_.moe_x).data();
+    req.experts = arena_.payload_span<int32_t>(spec_.moe_experts).data();
+    req.weights = arena_.payload_span<float>(spec_.moe_weights).data();
+    req.out = arena_.payload_span<float>(spec_.moe_slots).data();
+    bank_->compute(req);
+  }
+
+  proto::WorkerSpec spec_;
+  shm::Arena arena_;
+  shm::Channel ch_;
+  ThreadPool pool_;
+  proto::SegmentStatus* status_ = nullptr;
+  std::thread hb_;
+  std::atomic<bool> stop_hb_{false};
+  std::shared_ptr<Checkpoint> ck_;
+  ModelConfig cfg_;
+  std::unique_ptr<EmbeddingsSegment> embed_;
+  std::unique_ptr<LayersSegment> layers_;
+  std::unique_ptr<ExpertsSegment> bank_;
+  std::unique_ptr<LmHeadSegment> head_;
+  std::unique_ptr<RemoteBanks> banks_;
+};
+
+}  // namespace
+
+int worker_main(const std::vector<std::string>& args) {
+  if (args.size() != 1) throw InputError("__worker: expects one JSON spec (this command is started by the orchestrator)");
+  proto::WorkerSpec spec = proto::worker_spec_from_json(nlohmann::json::parse(args[0]));
+  // Die with the orchestrator, whatever kills it; and if it is already gone, do not start at all.
+  prctl(PR_SET_PDEATHSIG, SIGKILL);
+  if (getppid() != spec.parent_pid) return 3;
+  try {
+    Worker w(spec);
+    w.start_heartbeat();
+    w.load();
+    return w.serve();
+  } catch (const std::exception& e) {
+    // Before the handshake: the orchestrator reads our exit status and this line.
+    std::fprintf(stderr, "segpipe worker '%s': %s\n", spec.name.c_str(), e.what());
+    return dynamic_cast<const InputError*>(&e) ? 2 : 3;
+  }
+}
+
+}  // namespace segpipe
