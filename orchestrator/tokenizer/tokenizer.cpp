@@ -163,6 +163,10 @@ std::optional<std::string> Tokenizer::id_to_token(int32_t id) const {
   return impl_->spelling[id];
 }
 
+bool Tokenizer::is_added(int32_t id) const {
+  return id >= 0 && id < vocab_size() && impl_->added_by_content.count(impl_->spelling[id]) != 0 &&
+         impl_->added_by_content.at(impl_->spelling[id]) == id;
+}
 bool Tokenizer::is_special(int32_t id) const { return id >= 0 && id < vocab_size() && impl_->special[id]; }
 const std::vector<int32_t>& Tokenizer::special_token_ids() const { return impl_->special_ids; }
 std::optional<int32_t> Tokenizer::eos_token_id() const { return impl_->eos; }

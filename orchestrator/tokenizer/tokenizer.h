@@ -40,6 +40,7 @@ class Tokenizer {
   std::optional<int32_t> token_to_id(std::string_view token) const;
   std::optional<std::string> id_to_token(int32_t id) const;
 
+  bool is_added(int32_t id) const;                   // any added token (<|im_start|>, <think>, ...)
   bool is_special(int32_t id) const;                 // added tokens flagged special
   const std::vector<int32_t>& special_token_ids() const;
   std::optional<int32_t> eos_token_id() const;       // tokenizer_config.json eos_token
