@@ -4,6 +4,7 @@
 // Values are read strictly: an integer is a plain (unquoted) decimal scalar, a boolean is true/false,
 // so that `threads: "2"` or `restart: yes` is reported instead of guessed at. Strings may be any
 // scalar. Duplicate keys are errors: yaml-cpp keeps both, and silently taking one would hide a typo.
+#include <yaml-cpp/eventhandler.h>
 #include <yaml-cpp/yaml.h>
 
 #include <cctype>
@@ -380,19 +381,52 @@ PipelineSpec Parser::parse(const YAML::Node& root) {
   return spec;
 }
 
+// Notes where each document starts; the events themselves are not needed.
+struct DocumentStarts : YAML::EventHandler {
+  YAML::Mark start;
+  void OnDocumentStart(const YAML::Mark& mark) override { start = mark; }
+  void OnDocumentEnd() override {}
+  void OnNull(const YAML::Mark&, YAML::anchor_t) override {}
+  void OnAlias(const YAML::Mark&, YAML::anchor_t) override {}
+  void OnScalar(const YAML::Mark&, const std::string&, YAML::anchor_t, const std::string&) override {}
+  void OnSequenceStart(const YAML::Mark&, const std::string&, YAML::anchor_t, YAML::EmitterStyle::value) override {}
+  void OnSequenceEnd() override {}
+  void OnMapStart(const YAML::Mark&, const std::string&, YAML::anchor_t, YAML::EmitterStyle::value) override {}
+  void OnMapEnd() override {}
+};
+
+// A pipeline is one YAML document. This walks the documents itself instead of calling
+// YAML::LoadAll, because yaml-cpp 0.7 reports a stray flow token (a lone ',') as an endless series
+// of empty documents that consume nothing: LoadAll then never returns.
+void check_one_document(const std::string& text, const std::string& source) {
+  std::istringstream in(text);
+  YAML::Parser parser(in);
+  DocumentStarts doc;
+  int documents = 0;
+  int previous_start = -1;
+  while (parser.HandleNextDocument(doc)) {
+    if (doc.start.pos == previous_start) {
+      size_t at = static_cast<size_t>(doc.start.pos);
+      std::string token = at < text.size() ? quote_value(text.substr(at, 1)) : "end of file";
+      fail_at(source, to_mark(doc.start), "YAML syntax error: unexpected " + token);
+    }
+    previous_start = doc.start.pos;
+    if (++documents > 1)
+      fail_at(source, to_mark(doc.start), "a pipeline file holds one YAML document, found a second one");
+  }
+}
+
 }  // namespace
 
 PipelineSpec parse_pipeline_string(const std::string& text, const std::string& source, const std::string& base_dir) {
-  std::vector<YAML::Node> docs;
+  YAML::Node root;
   try {
-    docs = YAML::LoadAll(text);
+    check_one_document(text, source);
+    root = YAML::Load(text);
   } catch (const YAML::Exception& e) {
     // ParserException and the depth guard's DeepRecursion both carry the position of the fault.
     fail_at(source, to_mark(e.mark), "YAML syntax error: " + e.msg);
   }
-  if (docs.size() > 1) fail_at(source, to_mark(docs[1].Mark()), "a pipeline file holds one YAML document, found " +
-                                                                  std::to_string(docs.size()));
-  YAML::Node root = docs.empty() ? YAML::Node() : docs[0];
   try {
     return Parser(source, base_dir).parse(root);
   } catch (const YAML::Exception& e) {

@@ -43,18 +43,18 @@ std::string join(const std::vector<std::string>& lines) {
 }
 
 void mutate(std::string& text, Rng& rng) {
-  static const char* const kTokens[] = {
+  static const std::string kTokens[] = {
       ":", "-", "[", "]", "{", "}", ",", "#", "&a", "*a", "!", "|", ">", "'", "\"", "\n", "  ", "\t", "~", "null",
       "0", "1", "-1", "99999999999", "1e9", "0x10", ".inf", "true", "banks", "local", "cuda:1", "cuda:7", "bfloat16",
       "kind", "layers", "experts", "name", "device", "segments", "version: 2", "max_resident_experts", "? ", "%YAML",
-      "---", "...", "\xff", std::string("\0", 1).c_str()};
+      "---", "...", "\xff", std::string("\0", 1)};
   size_t pos = rng.below(text.size() + 1);
   switch (rng.below(7)) {
     case 0:  // flip one byte
       if (!text.empty()) text[rng.below(text.size())] ^= static_cast<char>(1u << rng.below(8));
       break;
     case 1:  // insert a YAML-significant token
-      text.insert(pos, std::string(kTokens[rng.below(sizeof kTokens / sizeof kTokens[0])]));
+      text.insert(pos, kTokens[rng.below(sizeof kTokens / sizeof kTokens[0])]);
       break;
     case 2:  // delete a span
       text.erase(pos, rng.below(16) + 1);
