@@ -25,14 +25,13 @@ using namespace pipeline_detail;
 
 namespace {
 
-const std::vector<std::string_view> kTopKeys = {
-    "version", "model", "tokenizer", "defaults", "transport", "segments", "generation", "restart", "timeout_ms"};
+const std::vector<std::string_view> kTopKeys = {"version",  "model",      "tokenizer", "defaults",  "transport",
+                                                "segments", "generation", "restart",   "timeout_ms"};
 const std::vector<std::string_view> kSettingKeys = {"device", "dtype", "threads"};
-const std::vector<std::string_view> kGenerationKeys = {"max_new_tokens", "temperature", "top_k",
-                                                                     "top_p", "seed"};
+const std::vector<std::string_view> kGenerationKeys = {"max_new_tokens", "temperature", "top_k", "top_p", "seed"};
 // Every key any segment kind accepts; which kind accepts which is decided in parse_segment().
-const std::vector<std::string_view> kSegmentKeys = {
-    "name", "kind", "layers", "experts", "max_resident_experts", "device", "dtype", "threads"};
+const std::vector<std::string_view> kSegmentKeys = {"name",   "kind",  "layers", "experts", "max_resident_experts",
+                                                    "device", "dtype", "threads"};
 
 constexpr size_t kMaxNameLength = 64;
 
@@ -69,9 +68,7 @@ class Parser {
 
  private:
   [[noreturn]] void fail(SourceMark m, const std::string& message) const { fail_at(source_, m, message); }
-  [[noreturn]] void fail(const YAML::Node& n, const std::string& message) const {
-    fail(to_mark(n.Mark()), message);
-  }
+  [[noreturn]] void fail(const YAML::Node& n, const std::string& message) const { fail(to_mark(n.Mark()), message); }
 
   // `'threads' in segment 'early'`: how a message names a key.
   static std::string key_phrase(const Mapping& map, const Entry& e) {
@@ -86,8 +83,7 @@ class Parser {
   void reject_unknown_keys(const Mapping& map, const std::vector<std::string_view>& known) const;
 
   std::string read_string(const Mapping& map, const Entry& e) const;
-  long long read_integer(const Mapping& map, const Entry& e, long long min, long long max,
-                         const char* expected) const;
+  long long read_integer(const Mapping& map, const Entry& e, long long min, long long max, const char* expected) const;
   double read_number(const Mapping& map, const Entry& e) const;
   bool read_bool(const Mapping& map, const Entry& e) const;
   IndexRange read_range(const Mapping& map, const Entry& e) const;
@@ -246,7 +242,8 @@ SegmentSpec Parser::parse_segment(const YAML::Node& node, size_t index) const {
   seg.name = read_string(map, *name);
   // Names end up in process titles, shared-memory object names and file names of dumps: keep them to
   // characters that are safe in all three.
-  bool ok = !seg.name.empty() && seg.name.size() <= kMaxNameLength && std::isalnum(static_cast<unsigned char>(seg.name[0]));
+  bool ok =
+      !seg.name.empty() && seg.name.size() <= kMaxNameLength && std::isalnum(static_cast<unsigned char>(seg.name[0]));
   for (char c : seg.name) ok = ok && (std::isalnum(static_cast<unsigned char>(c)) || c == '_' || c == '-' || c == '.');
   if (!ok)
     fail(value_mark(*name), "'name' in " + ordinal + " must be 1 to " + std::to_string(kMaxNameLength) +
@@ -273,7 +270,9 @@ SegmentSpec Parser::parse_segment(const YAML::Node& node, size_t index) const {
 
   if (has_layers) {
     const Entry* layers = map.find("layers");
-    if (!layers) fail(map.marks.self, to_string(seg.kind) + std::string(" segment '") + seg.name + "' has no 'layers: [first, last]'");
+    if (!layers)
+      fail(map.marks.self,
+           to_string(seg.kind) + std::string(" segment '") + seg.name + "' has no 'layers: [first, last]'");
     seg.layers = read_range(map, *layers);
   }
   if (const Entry* experts = map.find("experts")) {
@@ -290,8 +289,8 @@ SegmentSpec Parser::parse_segment(const YAML::Node& node, size_t index) const {
     fail(map.marks.self, "experts segment '" + seg.name + "' has no 'experts: [first, last]'");
   }
   if (const Entry* e = map.find("max_resident_experts"))
-    seg.max_resident_experts = static_cast<int>(
-        read_integer(map, *e, 1, std::numeric_limits<int>::max(), "a positive integer"));
+    seg.max_resident_experts =
+        static_cast<int>(read_integer(map, *e, 1, std::numeric_limits<int>::max(), "a positive integer"));
   read_settings(map, seg.settings);
   return seg;
 }
@@ -339,8 +338,8 @@ PipelineSpec Parser::parse(const YAML::Node& root) {
   // its new keys are unknown.
   const Entry* version = map.find("version");
   if (!version) fail(map.marks.self, "missing key 'version' (this reader knows version 1)");
-  long long v = read_integer(map, *version, std::numeric_limits<int>::min(), std::numeric_limits<int>::max(),
-                             "the integer 1");
+  long long v =
+      read_integer(map, *version, std::numeric_limits<int>::min(), std::numeric_limits<int>::max(), "the integer 1");
   if (v != 1) fail(value_mark(*version), "'version' is " + std::to_string(v) + ", this reader knows version 1");
   spec.version = 1;
   reject_unknown_keys(map, kTopKeys);
@@ -374,8 +373,7 @@ PipelineSpec Parser::parse(const YAML::Node& root) {
   if (!segments) fail(map.marks.self, "missing key 'segments'");
   if (!segments->value.IsSequence() || segments->value.size() == 0)
     fail(value_mark(*segments), "'segments' must be a non-empty list of segments");
-  for (size_t i = 0; i < segments->value.size(); ++i)
-    spec.segments.push_back(parse_segment(segments->value[i], i));
+  for (size_t i = 0; i < segments->value.size(); ++i) spec.segments.push_back(parse_segment(segments->value[i], i));
 
   if (const Entry* e = map.find("generation")) spec.generation = parse_generation(*e);
   return spec;

@@ -16,33 +16,33 @@ class Validator;
 // What validation needs to know about the checkpoint, filled by the caller from config.json. Kept this
 // small so that the pipeline library does not depend on the model code.
 struct ModelSummary {
-  int num_layers = 0;                 // decoder layers
-  int num_experts = 0;                // routed experts per MoE layer (0: dense model)
-  std::vector<bool> moe_layer;        // [num_layers]: true when layer i has routed experts
+  int num_layers = 0;           // decoder layers
+  int num_experts = 0;          // routed experts per MoE layer (0: dense model)
+  std::vector<bool> moe_layer;  // [num_layers]: true when layer i has routed experts
 };
 
 struct PlannedSegment {
   std::string name;
   SegmentKind kind = SegmentKind::layers;
-  Device device;                      // resolved: segment, else defaults, else cpu
-  DType dtype = DType::float32;       // resolved: segment, else defaults, else float32
-  int threads = kDefaultThreads;      // resolved: segment, else defaults, else kDefaultThreads
-  std::optional<IndexRange> layers;   // layers and experts kinds
+  Device device;                                       // resolved: segment, else defaults, else cpu
+  DType dtype = DType::float32;                        // resolved: segment, else defaults, else float32
+  int threads = kDefaultThreads;                       // resolved: segment, else defaults, else kDefaultThreads
+  std::optional<IndexRange> layers;                    // layers and experts kinds
   ExpertPlacement placement = ExpertPlacement::local;  // layers kind
-  std::optional<IndexRange> experts;  // experts kind
-  std::vector<int> moe_layers;        // experts kind: the MoE layers of `layers` it serves (dense skipped)
+  std::optional<IndexRange> experts;                   // experts kind
+  std::vector<int> moe_layers;  // experts kind: the MoE layers of `layers` it serves (dense skipped)
   std::optional<int> max_resident_experts;
 };
 
 class PipelinePlan {
  public:
-  std::string source;                 // the pipeline file, for messages
+  std::string source;  // the pipeline file, for messages
   std::string model_dir;
   std::string tokenizer_dir;
   Transport transport = Transport::shm;
   bool restart = false;
   int timeout_ms = kDefaultTimeoutMs;
-  GenerationSpec generation;          // unset keys: the command's own defaults apply
+  GenerationSpec generation;             // unset keys: the command's own defaults apply
   std::vector<PlannedSegment> segments;  // data-flow order, as in the file
   int num_layers = 0;
   int num_experts = 0;
@@ -59,8 +59,8 @@ class PipelinePlan {
   friend class pipeline_detail::Validator;  // the only writer of the tables below
   int embeddings_ = -1;
   int lm_head_ = -1;
-  std::vector<int> layer_owner_;      // [num_layers]
-  std::vector<int> expert_owner_;     // [num_layers * num_experts], row-major by layer; -1 = local/dense
+  std::vector<int> layer_owner_;   // [num_layers]
+  std::vector<int> expert_owner_;  // [num_layers * num_experts], row-major by layer; -1 = local/dense
 };
 
 }  // namespace segpipe

@@ -27,8 +27,8 @@ struct SourceMark {
 // Marks of one YAML mapping: the mapping itself and each key present in it, so that a semantic error
 // found later can point at the key at fault ("file:line:column: ...").
 struct KeyMarks {
-  SourceMark self;                          // the mapping (or its first key)
-  std::map<std::string, SourceMark> keys;   // key name -> where that key was written
+  SourceMark self;                         // the mapping (or its first key)
+  std::map<std::string, SourceMark> keys;  // key name -> where that key was written
   // The key's mark, or the mapping's mark when the key was not written (a missing key, a default).
   SourceMark at(const std::string& key) const {
     auto it = keys.find(key);
@@ -38,14 +38,14 @@ struct KeyMarks {
 };
 
 enum class SegmentKind { embeddings, layers, experts, lm_head };
-enum class Transport { shm, inproc };            // shm: one process per segment; inproc: one process
-enum class DType { float32, bfloat16 };          // compute dtype of a segment
-enum class ExpertPlacement { local, banks };     // where a layers segment's MoE experts are computed
+enum class Transport { shm, inproc };         // shm: one process per segment; inproc: one process
+enum class DType { float32, bfloat16 };       // compute dtype of a segment
+enum class ExpertPlacement { local, banks };  // where a layers segment's MoE experts are computed
 
 struct Device {
   enum class Type { cpu, cuda };
   Type type = Type::cpu;
-  int index = 0;                                 // N of cuda:N; 0 for cpu
+  int index = 0;  // N of cuda:N; 0 for cpu
   friend bool operator==(const Device&, const Device&) = default;
 };
 
@@ -61,54 +61,54 @@ struct IndexRange {
 struct SegmentSettings {
   std::optional<Device> device;
   std::optional<DType> dtype;
-  std::optional<int> threads;                    // CPU threads of the segment process, > 0
+  std::optional<int> threads;  // CPU threads of the segment process, > 0
   friend bool operator==(const SegmentSettings&, const SegmentSettings&) = default;
 };
 
 struct SegmentSpec {
-  std::string name;                              // unique; [A-Za-z0-9][A-Za-z0-9_.-]*, <= 64 chars
+  std::string name;  // unique; [A-Za-z0-9][A-Za-z0-9_.-]*, <= 64 chars
   SegmentKind kind = SegmentKind::layers;
-  std::optional<IndexRange> layers;              // layers and experts kinds (required there)
-  std::optional<ExpertPlacement> placement;      // layers kind: `experts: local | banks` (unset = local)
-  std::optional<IndexRange> experts;             // experts kind: `experts: [e0, e1]` (required there)
-  std::optional<int> max_resident_experts;       // layers/experts kinds, > 0; used by a later feature
-  SegmentSettings settings;                      // per-segment overrides of `defaults:`
+  std::optional<IndexRange> layers;          // layers and experts kinds (required there)
+  std::optional<ExpertPlacement> placement;  // layers kind: `experts: local | banks` (unset = local)
+  std::optional<IndexRange> experts;         // experts kind: `experts: [e0, e1]` (required there)
+  std::optional<int> max_resident_experts;   // layers/experts kinds, > 0; used by a later feature
+  SegmentSettings settings;                  // per-segment overrides of `defaults:`
   KeyMarks marks;
   friend bool operator==(const SegmentSpec&, const SegmentSpec&) = default;
 };
 
 // `generation:`: defaults for `segpipe generate`; command-line flags win, so every key stays optional.
 struct GenerationSpec {
-  std::optional<int> max_new_tokens;             // >= 1
-  std::optional<double> temperature;             // >= 0; 0 = greedy
-  std::optional<int> top_k;                      // >= 0; 0 = off
-  std::optional<double> top_p;                   // (0, 1]
+  std::optional<int> max_new_tokens;  // >= 1
+  std::optional<double> temperature;  // >= 0; 0 = greedy
+  std::optional<int> top_k;           // >= 0; 0 = off
+  std::optional<double> top_p;        // (0, 1]
   std::optional<std::uint64_t> seed;
   KeyMarks marks;
   friend bool operator==(const GenerationSpec&, const GenerationSpec&) = default;
 };
 
 struct PipelineSpec {
-  std::string source;                            // file name used in messages ("<string>" if none)
+  std::string source;  // file name used in messages ("<string>" if none)
   int version = 1;
-  std::string model;                             // as written
-  std::string model_dir;                         // `model` resolved against the YAML file's folder
-  std::optional<std::string> tokenizer;          // as written; unset = the model folder
-  std::string tokenizer_dir;                     // resolved; = model_dir when `tokenizer` is unset
+  std::string model;                     // as written
+  std::string model_dir;                 // `model` resolved against the YAML file's folder
+  std::optional<std::string> tokenizer;  // as written; unset = the model folder
+  std::string tokenizer_dir;             // resolved; = model_dir when `tokenizer` is unset
   SegmentSettings defaults;
   KeyMarks defaults_marks;
-  std::optional<Transport> transport;            // unset = shm
-  std::optional<bool> restart;                   // restart a failed segment; unset = false
-  std::optional<int> timeout_ms;                 // > 0; a segment silent this long is hung; unset = 10000
-  std::vector<SegmentSpec> segments;             // in file order (= data-flow order once validated)
+  std::optional<Transport> transport;  // unset = shm
+  std::optional<bool> restart;         // restart a failed segment; unset = false
+  std::optional<int> timeout_ms;       // > 0; a segment silent this long is hung; unset = 10000
+  std::vector<SegmentSpec> segments;   // in file order (= data-flow order once validated)
   std::optional<GenerationSpec> generation;
-  KeyMarks marks;                                // top-level keys
+  KeyMarks marks;  // top-level keys
   friend bool operator==(const PipelineSpec& a, const PipelineSpec& b) {
     // `source` is provenance like the marks; everything else is content.
-    return a.version == b.version && a.model == b.model && a.model_dir == b.model_dir &&
-           a.tokenizer == b.tokenizer && a.tokenizer_dir == b.tokenizer_dir && a.defaults == b.defaults &&
-           a.transport == b.transport && a.restart == b.restart && a.timeout_ms == b.timeout_ms &&
-           a.segments == b.segments && a.generation == b.generation;
+    return a.version == b.version && a.model == b.model && a.model_dir == b.model_dir && a.tokenizer == b.tokenizer &&
+           a.tokenizer_dir == b.tokenizer_dir && a.defaults == b.defaults && a.transport == b.transport &&
+           a.restart == b.restart && a.timeout_ms == b.timeout_ms && a.segments == b.segments &&
+           a.generation == b.generation;
   }
 };
 
@@ -120,6 +120,6 @@ const char* to_string(SegmentKind kind);
 const char* to_string(Transport transport);
 const char* to_string(DType dtype);
 const char* to_string(ExpertPlacement placement);
-std::string to_string(const Device& device);     // "cpu" or "cuda:N"
+std::string to_string(const Device& device);  // "cpu" or "cuda:N"
 
 }  // namespace segpipe

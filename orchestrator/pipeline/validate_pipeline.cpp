@@ -155,10 +155,10 @@ void Validator::check_layer_coverage() {
     check_layer_range(s);
     const IndexRange& r = *s.layers;
     if (r.first > next)
-      fail(s.marks.at("layers"),
-           "'layers' in segment '" + s.name + "' starts at " + std::to_string(r.first) + ": " +
-               layers_text(next, r.first - 1) + (next + 1 == r.first ? " is" : " are") + " in no layers segment" +
-               (previous < 0 ? "" : " (gap after segment '" + seg(previous).name + "')"));
+      fail(s.marks.at("layers"), "'layers' in segment '" + s.name + "' starts at " + std::to_string(r.first) + ": " +
+                                     layers_text(next, r.first - 1) + (next + 1 == r.first ? " is" : " are") +
+                                     " in no layers segment" +
+                                     (previous < 0 ? "" : " (gap after segment '" + seg(previous).name + "')"));
     if (r.first < next)
       fail(s.marks.at("layers"), "'layers' " + range_text(r) + " in segment '" + s.name + "' overlap segment '" +
                                      seg(previous).name + "' " + range_text(*seg(previous).layers) +
@@ -181,12 +181,12 @@ void Validator::check_banks_segments() const {
     bool any_moe = false;
     for (int l = s.layers->first; l <= s.layers->last; ++l) any_moe = any_moe || is_moe(l);
     if (!any_moe)
-      fail(s.marks.at("experts"), "'experts: banks' in segment '" + s.name + "': " +
-                                      (model_.num_experts == 0 ? std::string("the model has no routed experts")
-                                                               : layers_text(s.layers->first, s.layers->last) +
-                                                                     (s.layers->first == s.layers->last
-                                                                          ? " has no routed experts"
-                                                                          : " have no routed experts")));
+      fail(s.marks.at("experts"),
+           "'experts: banks' in segment '" + s.name + "': " +
+               (model_.num_experts == 0
+                    ? std::string("the model has no routed experts")
+                    : layers_text(s.layers->first, s.layers->last) +
+                          (s.layers->first == s.layers->last ? " has no routed experts" : " have no routed experts")));
     if (s.max_resident_experts)
       fail(s.marks.at("max_resident_experts"), "'max_resident_experts' in segment '" + s.name +
                                                    "' has no effect: its experts live in experts segments "
@@ -213,8 +213,8 @@ void Validator::assign_experts() {
       any_moe = true;
       const SegmentSpec& owner_seg = seg(plan_.layer_owner_[static_cast<size_t>(l)]);
       if (!banks(owner_seg))
-        fail(s.marks.at("layers"), "'layers' in experts segment '" + s.name + "' names MoE layer " +
-                                       std::to_string(l) + ", but its layers segment '" + owner_seg.name +
+        fail(s.marks.at("layers"), "'layers' in experts segment '" + s.name + "' names MoE layer " + std::to_string(l) +
+                                       ", but its layers segment '" + owner_seg.name +
                                        "' computes its own experts (experts: local); set 'experts: banks' there "
                                        "or narrow the range");
       for (int x = e.first; x <= e.last; ++x) {
@@ -256,12 +256,12 @@ void Validator::check_devices() const {
     bool own = s.settings.device.has_value();
     Device d = own ? *s.settings.device : spec_.defaults.device.value_or(Device{});
     if (d.type != Device::Type::cuda || d.index < cuda_device_count_) continue;
-    std::string visible = cuda_device_count_ == 0
-                              ? "no CUDA device is visible"
-                              : std::to_string(cuda_device_count_) + " CUDA device" +
-                                    (cuda_device_count_ == 1 ? " is" : "s are") + " visible (cuda:0" +
-                                    (cuda_device_count_ == 1 ? "" : "..cuda:" + std::to_string(cuda_device_count_ - 1)) +
-                                    ")";
+    std::string visible =
+        cuda_device_count_ == 0
+            ? "no CUDA device is visible"
+            : std::to_string(cuda_device_count_) + " CUDA device" + (cuda_device_count_ == 1 ? " is" : "s are") +
+                  " visible (cuda:0" +
+                  (cuda_device_count_ == 1 ? "" : "..cuda:" + std::to_string(cuda_device_count_ - 1)) + ")";
     fail(own ? s.marks.at("device") : spec_.defaults_marks.at("device"),
          "segment '" + s.name + "' uses " + to_string(d) + (own ? "" : " (from 'defaults')") +
              ", which does not exist: " + visible);
@@ -312,9 +312,12 @@ PipelinePlan Validator::run() {
 
 PipelinePlan validate_pipeline(const PipelineSpec& spec, const ModelSummary& model, int cuda_device_count) {
   // The summary comes from the caller's reading of config.json; an inconsistent one is a bug there.
-  SEGPIPE_ASSERT(model.num_layers > 0 && model.num_experts >= 0 && cuda_device_count >= 0);
+  SEGPIPE_ASSERT(model.num_layers >= 0 && model.num_experts >= 0 && cuda_device_count >= 0);
+  // A config.json with no layers is bad input, not a bug: say so instead of reporting every range.
+  if (model.num_layers == 0) throw InputError(spec.source + ": the model has no decoder layers to place");
   SEGPIPE_ASSERT(model.moe_layer.size() == static_cast<size_t>(model.num_layers));
-  for (int l = 0; l < model.num_layers; ++l) SEGPIPE_ASSERT(model.num_experts > 0 || !model.moe_layer[static_cast<size_t>(l)]);
+  for (int l = 0; l < model.num_layers; ++l)
+    SEGPIPE_ASSERT(model.num_experts > 0 || !model.moe_layer[static_cast<size_t>(l)]);
   return pipeline_detail::Validator(spec, model, cuda_device_count).run();
 }
 

@@ -3,9 +3,9 @@
 #pragma once
 #include <yaml-cpp/mark.h>
 
-#include <vector>
 #include <string>
 #include <string_view>
+#include <vector>
 
 #include "orchestrator/pipeline/pipeline_spec.h"
 #include "segments/core/errors.h"

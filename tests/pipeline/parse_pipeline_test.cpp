@@ -1,11 +1,11 @@
 // The schema checks of parse_pipeline_*: types, allowed keys, values that need no model. Every error
 // is compared in full, position included, because the message is the interface a user sees.
 #include <gtest/gtest.h>
+#include <unistd.h>
 
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
-#include <unistd.h>
 
 #include "orchestrator/pipeline/pipeline.h"
 #include "tests/pipeline/pipeline_examples.h"
@@ -100,9 +100,9 @@ TEST(ParsePipeline, MissingFile) {
 TEST(ParsePipeline, Document) {
   EXPECT_EQ(parse_error(""), "p.yaml:1:1: empty pipeline file (expected 'version: 1', 'model' and 'segments')");
   EXPECT_EQ(parse_error("- a\n- b\n"), "p.yaml:1:1: a pipeline file must be a mapping of keys to values");
-  EXPECT_EQ(parse_error("version: 1\nmodel: [a\n"),
-            "p.yaml:3:1: YAML syntax error: end of sequence flow not found");
-  EXPECT_EQ(parse_error("version: 1\n---\nversion: 1\n"), "p.yaml:2:1: a pipeline file holds one YAML document, found a second one");
+  EXPECT_EQ(parse_error("version: 1\nmodel: [a\n"), "p.yaml:3:1: YAML syntax error: end of sequence flow not found");
+  EXPECT_EQ(parse_error("version: 1\n---\nversion: 1\n"),
+            "p.yaml:2:1: a pipeline file holds one YAML document, found a second one");
   // yaml-cpp alone would loop forever on a stray flow token (found by the fuzzer).
   EXPECT_EQ(parse_error(","), "p.yaml:1:1: YAML syntax error: unexpected ','");
   EXPECT_EQ(parse_error("version: 1\nversion: 1\n"), "p.yaml:2:1: duplicate key 'version' (first at line 1)");
@@ -111,7 +111,8 @@ TEST(ParsePipeline, Document) {
 
 TEST(ParsePipeline, Version) {
   EXPECT_EQ(parse_error("model: m\n"), "p.yaml:1:1: missing key 'version' (this reader knows version 1)");
-  EXPECT_EQ(parse_error("version: 2\nmodel: m\nfuture_key: 1\n"), "p.yaml:1:10: 'version' is 2, this reader knows version 1");
+  EXPECT_EQ(parse_error("version: 2\nmodel: m\nfuture_key: 1\n"),
+            "p.yaml:1:10: 'version' is 2, this reader knows version 1");
   EXPECT_EQ(parse_error("version: \"1\"\n"), "p.yaml:1:10: 'version' must be the integer 1, got '1'");
   EXPECT_EQ(parse_error("version: 1.0\n"), "p.yaml:1:10: 'version' must be the integer 1, got '1.0'");
 }
@@ -129,7 +130,8 @@ TEST(ParsePipeline, TopLevelKeys) {
             "p.yaml:3:11: 'segments' must be a non-empty list of segments");
   EXPECT_EQ(parse_error("version: 1\nmodel: m\ntransport: tcp\nsegments: []\n"),
             "p.yaml:3:12: 'transport' must be one of shm | inproc, got 'tcp'");
-  EXPECT_EQ(parse_error("version: 1\nmodel: m\nrestart: yes\n"), "p.yaml:3:10: 'restart' must be true or false, got 'yes'");
+  EXPECT_EQ(parse_error("version: 1\nmodel: m\nrestart: yes\n"),
+            "p.yaml:3:10: 'restart' must be true or false, got 'yes'");
   EXPECT_EQ(parse_error("version: 1\nmodel: m\ntimeout_ms: 0\n"),
             "p.yaml:3:13: 'timeout_ms' must be a positive integer (milliseconds), got '0'");
   EXPECT_EQ(parse_error("version: 1\nmodel: m\ntimeout_ms: 1e4\n"),
@@ -139,8 +141,10 @@ TEST(ParsePipeline, TopLevelKeys) {
 TEST(ParsePipeline, Defaults) {
   EXPECT_EQ(parse_error("version: 1\nmodel: m\ndefaults:\n  devce: cpu\n"),
             "p.yaml:4:3: unknown key 'devce' in 'defaults' (did you mean 'device'?)");
-  EXPECT_EQ(parse_error("version: 1\nmodel: m\ndefaults: cpu\n"), "p.yaml:3:11: 'defaults' must be a mapping of keys to values");
-  EXPECT_EQ(parse_error("version: 1\nmodel: m\ndefaults:\n  layers: [0, 1]\n"), "p.yaml:4:3: unknown key 'layers' in 'defaults'");
+  EXPECT_EQ(parse_error("version: 1\nmodel: m\ndefaults: cpu\n"),
+            "p.yaml:3:11: 'defaults' must be a mapping of keys to values");
+  EXPECT_EQ(parse_error("version: 1\nmodel: m\ndefaults:\n  layers: [0, 1]\n"),
+            "p.yaml:4:3: unknown key 'layers' in 'defaults'");
   EXPECT_EQ(parse_error("version: 1\nmodel: m\ndefaults: {device: gpu:0}\n"),
             "p.yaml:3:20: 'device' in 'defaults' must be cpu or cuda:N, got 'gpu:0'");
   EXPECT_EQ(parse_error("version: 1\nmodel: m\ndefaults: {device: cuda}\n"),
@@ -158,31 +162,37 @@ TEST(ParsePipeline, Defaults) {
 TEST(ParsePipeline, SegmentShape) {
   EXPECT_EQ(parse_error("version: 1\nmodel: m\nsegments: [embed]\n"),
             "p.yaml:3:12: segment #1 must be a mapping of keys to values");
-  EXPECT_EQ(parse_error("version: 1\nmodel: m\nsegments:\n  - kind: embeddings\n"), "p.yaml:4:5: segment #1 has no 'name'");
+  EXPECT_EQ(parse_error("version: 1\nmodel: m\nsegments:\n  - kind: embeddings\n"),
+            "p.yaml:4:5: segment #1 has no 'name'");
   EXPECT_EQ(parse_error("version: 1\nmodel: m\nsegments:\n  - name: early\n    layers: [0, 1]\n"),
             "p.yaml:4:5: segment 'early' has no 'kind' (embeddings | layers | experts | lm_head)");
-  EXPECT_EQ(parse_error("version: 1\nmodel: m\nsegments:\n  - name: a b\n"),
-            "p.yaml:4:11: 'name' in segment #1 must be 1 to 64 letters, digits, '_', '-' or '.', starting with a letter "
-            "or digit, got 'a b'");
-  EXPECT_EQ(parse_error("version: 1\nmodel: m\nsegments:\n  - name: ''\n"),
-            "p.yaml:4:11: 'name' in segment #1 must be 1 to 64 letters, digits, '_', '-' or '.', starting with a letter "
-            "or digit, got ''");
-  EXPECT_EQ(parse_error(with_segment("    kind: layer\n")),
-            "p.yaml:5:11: 'kind' in segment 'early' must be one of embeddings | layers | experts | lm_head, got 'layer' "
-            "(did you mean 'layers'?)");
+  EXPECT_EQ(
+      parse_error("version: 1\nmodel: m\nsegments:\n  - name: a b\n"),
+      "p.yaml:4:11: 'name' in segment #1 must be 1 to 64 letters, digits, '_', '-' or '.', starting with a letter "
+      "or digit, got 'a b'");
+  EXPECT_EQ(
+      parse_error("version: 1\nmodel: m\nsegments:\n  - name: ''\n"),
+      "p.yaml:4:11: 'name' in segment #1 must be 1 to 64 letters, digits, '_', '-' or '.', starting with a letter "
+      "or digit, got ''");
+  EXPECT_EQ(
+      parse_error(with_segment("    kind: layer\n")),
+      "p.yaml:5:11: 'kind' in segment 'early' must be one of embeddings | layers | experts | lm_head, got 'layer' "
+      "(did you mean 'layers'?)");
 }
 
 TEST(ParsePipeline, SegmentKeys) {
   EXPECT_EQ(parse_error(with_segment("    kind: layers\n    layers: [0, 1]\n    devce: cpu\n")),
             "p.yaml:7:5: unknown key 'devce' in segment 'early' (did you mean 'device'?)");
-  EXPECT_EQ(parse_error(with_segment("    kind: embeddings\n    layers: [0, 1]\n")),
-            "p.yaml:6:5: key 'layers' is not allowed in embeddings segment 'early' (only in layers and experts segments)");
+  EXPECT_EQ(
+      parse_error(with_segment("    kind: embeddings\n    layers: [0, 1]\n")),
+      "p.yaml:6:5: key 'layers' is not allowed in embeddings segment 'early' (only in layers and experts segments)");
   EXPECT_EQ(parse_error(with_segment("    kind: lm_head\n    max_resident_experts: 2\n")),
             "p.yaml:6:5: key 'max_resident_experts' is not allowed in lm_head segment 'early' (only in layers and "
             "experts segments)");
   EXPECT_EQ(parse_error(with_segment("    kind: layers\n    kind: layers\n")),
             "p.yaml:6:5: duplicate key 'kind' in segment #1 (first at line 5)");
-  EXPECT_EQ(parse_error(with_segment("    kind: layers\n")), "p.yaml:4:5: layers segment 'early' has no 'layers: [first, last]'");
+  EXPECT_EQ(parse_error(with_segment("    kind: layers\n")),
+            "p.yaml:4:5: layers segment 'early' has no 'layers: [first, last]'");
   EXPECT_EQ(parse_error(with_segment("    kind: experts\n    layers: [0, 1]\n")),
             "p.yaml:4:5: experts segment 'early' has no 'experts: [first, last]'");
   EXPECT_EQ(parse_error(with_segment("    kind: layers\n    layers: [0, 1]\n    max_resident_experts: 0\n")),
@@ -195,7 +205,8 @@ TEST(ParsePipeline, Ranges) {
   };
   EXPECT_EQ(layers("[0]"), "p.yaml:6:13: 'layers' in segment 'early' must be [first, last]: two integers, inclusive");
   EXPECT_EQ(layers("3"), "p.yaml:6:13: 'layers' in segment 'early' must be [first, last]: two integers, inclusive");
-  EXPECT_EQ(layers("[0, 1, 2]"), "p.yaml:6:13: 'layers' in segment 'early' must be [first, last]: two integers, inclusive");
+  EXPECT_EQ(layers("[0, 1, 2]"),
+            "p.yaml:6:13: 'layers' in segment 'early' must be [first, last]: two integers, inclusive");
   EXPECT_EQ(layers("[3, 1]"), "p.yaml:6:13: 'layers' in segment 'early' is [3, 1]: first must not be after last");
   EXPECT_EQ(layers("[-1, 2]"),
             "p.yaml:6:14: 'layers' in segment 'early' must be [first, last]: two integers >= 0, got '-1'");
@@ -203,23 +214,26 @@ TEST(ParsePipeline, Ranges) {
             "p.yaml:6:17: 'layers' in segment 'early' must be [first, last]: two integers >= 0, got '1.5'");
   EXPECT_EQ(layers("[0, 99999999999]"),
             "p.yaml:6:17: 'layers' in segment 'early' must be [first, last]: two integers >= 0, got '99999999999'");
-  EXPECT_EQ(layers("[0, [1]]"),
-            "p.yaml:6:17: 'layers' in segment 'early' must be [first, last]: two integers >= 0");
+  EXPECT_EQ(layers("[0, [1]]"), "p.yaml:6:17: 'layers' in segment 'early' must be [first, last]: two integers >= 0");
 
   EXPECT_EQ(parse_error(with_segment("    kind: layers\n    layers: [0, 1]\n    experts: [0, 3]\n")),
             "p.yaml:7:14: 'experts' in layers segment 'early' must be local or banks ([first, last] ranges belong to "
             "experts segments)");
-  EXPECT_EQ(parse_error(with_segment("    kind: layers\n    layers: [0, 1]\n    experts: bank\n")),
-            "p.yaml:7:14: 'experts' in segment 'early' must be one of local | banks, got 'bank' (did you mean 'banks'?)");
+  EXPECT_EQ(
+      parse_error(with_segment("    kind: layers\n    layers: [0, 1]\n    experts: bank\n")),
+      "p.yaml:7:14: 'experts' in segment 'early' must be one of local | banks, got 'bank' (did you mean 'banks'?)");
   EXPECT_EQ(parse_error(with_segment("    kind: experts\n    layers: [0, 1]\n    experts: banks\n")),
             "p.yaml:7:14: 'experts' in segment 'early' must be [first, last]: two integers, inclusive");
 }
 
 TEST(ParsePipeline, Generation) {
-  auto gen = [](const std::string& body) { return parse_error("version: 1\nmodel: m\nsegments: [{name: e, kind: embeddings}]\ngeneration:\n" + body); };
+  auto gen = [](const std::string& body) {
+    return parse_error("version: 1\nmodel: m\nsegments: [{name: e, kind: embeddings}]\ngeneration:\n" + body);
+  };
   EXPECT_EQ(gen("  max_new_token: 3\n"),
             "p.yaml:5:3: unknown key 'max_new_token' in 'generation' (did you mean 'max_new_tokens'?)");
-  EXPECT_EQ(gen("  max_new_tokens: 0\n"), "p.yaml:5:19: 'max_new_tokens' in 'generation' must be an integer >= 1, got '0'");
+  EXPECT_EQ(gen("  max_new_tokens: 0\n"),
+            "p.yaml:5:19: 'max_new_tokens' in 'generation' must be an integer >= 1, got '0'");
   EXPECT_EQ(gen("  temperature: -0.5\n"), "p.yaml:5:16: 'temperature' in 'generation' must be >= 0 (0 = greedy)");
   EXPECT_EQ(gen("  temperature: .nan\n"), "p.yaml:5:16: 'temperature' in 'generation' must be a number, got '.nan'");
   EXPECT_EQ(gen("  temperature: hot\n"), "p.yaml:5:16: 'temperature' in 'generation' must be a number, got 'hot'");

@@ -18,7 +18,9 @@ namespace segpipe::test {
 inline ModelSummary all_moe(int layers, int experts) {
   return ModelSummary{layers, experts, std::vector<bool>(static_cast<size_t>(layers), true)};
 }
-inline ModelSummary dense(int layers) { return ModelSummary{layers, 0, std::vector<bool>(static_cast<size_t>(layers), false)}; }
+inline ModelSummary dense(int layers) {
+  return ModelSummary{layers, 0, std::vector<bool>(static_cast<size_t>(layers), false)};
+}
 // decoder_sparse_step 2: layers 1, 3, ... have routed experts, 0, 2, ... a dense MLP.
 inline ModelSummary sparse_step2(int layers, int experts) {
   ModelSummary m{layers, experts, {}};

@@ -73,7 +73,7 @@ TEST(ValidatePipeline, PlanResolvesSettingsAndOwners) {
 
   const PlannedSegment& bank_b = plan.segments[0];
   EXPECT_EQ(bank_b.device, (Device{Device::Type::cuda, 1}));  // own key
-  EXPECT_EQ(bank_b.dtype, DType::bfloat16);                    // from defaults
+  EXPECT_EQ(bank_b.dtype, DType::bfloat16);                   // from defaults
   EXPECT_EQ(bank_b.threads, 4);
   EXPECT_EQ(bank_b.moe_layers, (std::vector<int>{2, 3}));
   EXPECT_EQ(plan.segments[1].device, (Device{Device::Type::cpu, 0}));
@@ -119,7 +119,8 @@ TEST(ValidatePipeline, NamesAreUnique) {
 TEST(ValidatePipeline, ExactlyOneEmbeddings) {
   EXPECT_EQ(validate_error(with(kBanks, "  - name: embed\n    kind: embeddings\n", "")),
             "p.yaml:3:1: no embeddings segment: a pipeline has exactly one");
-  EXPECT_EQ(validate_error(with(kBanks, "    kind: embeddings\n", "    kind: embeddings\n  - {name: e2, kind: embeddings}\n")),
+  EXPECT_EQ(validate_error(
+                with(kBanks, "    kind: embeddings\n", "    kind: embeddings\n  - {name: e2, kind: embeddings}\n")),
             "p.yaml:6:16: second embeddings segment 'e2': a pipeline has exactly one (first: 'embed')");
 }
 
@@ -137,8 +138,10 @@ TEST(ValidatePipeline, EmbeddingsFirst) {
             "p.yaml:8:5: embeddings segment 'embed' comes after layers segment 'early': segments are listed in "
             "data-flow order, embeddings first");
   // Experts segments may stand anywhere, even before the embeddings.
-  std::string bank_first = with(kBanks, "  - name: bank-b\n    kind: experts\n    layers: [2, 3]\n    experts: [4, 7]\n", "");
-  bank_first = with(bank_first, "segments:\n", "segments:\n  - {name: bank-b, kind: experts, layers: [2, 3], experts: [4, 7]}\n");
+  std::string bank_first =
+      with(kBanks, "  - name: bank-b\n    kind: experts\n    layers: [2, 3]\n    experts: [4, 7]\n", "");
+  bank_first = with(bank_first, "segments:\n",
+                    "segments:\n  - {name: bank-b, kind: experts, layers: [2, 3], experts: [4, 7]}\n");
   EXPECT_EQ(validate_error(bank_first), "(no error)");
 }
 
@@ -166,13 +169,15 @@ TEST(ValidatePipeline, LayersHaveNoGap) {
   EXPECT_EQ(validate_error(with(kBanks, "layers: [0, 1]", "layers: [0, 3]"), test::all_moe(6, 8)),
             "p.yaml:11:5: 'layers' [2, 3] in segment 'late' overlap segment 'early' [0, 3]: each decoder layer "
             "belongs to exactly one layers segment, in order");
-  EXPECT_EQ(validate_error("version: 1\nmodel: m\nsegments:\n  - {name: e, kind: embeddings}\n  - {name: h, kind: lm_head}\n"),
+  EXPECT_EQ(validate_error(
+                "version: 1\nmodel: m\nsegments:\n  - {name: e, kind: embeddings}\n  - {name: h, kind: lm_head}\n"),
             "p.yaml:3:1: layers 0..3 are in no layers segment (the model has 4 decoder layers)");
 }
 
 TEST(ValidatePipeline, LayersInOrder) {
   std::string swapped = with(kBanks, "  - name: early\n    kind: layers\n    layers: [0, 1]\n", "");
-  swapped = with(swapped, "  - name: bank-a\n", "  - name: early\n    kind: layers\n    layers: [0, 1]\n  - name: bank-a\n");
+  swapped =
+      with(swapped, "  - name: bank-a\n", "  - name: early\n    kind: layers\n    layers: [0, 1]\n  - name: bank-a\n");
   EXPECT_EQ(validate_error(swapped),
             "p.yaml:8:5: 'layers' in segment 'late' starts at 2: layers 0..1 are in no layers segment");
 }
@@ -206,8 +211,9 @@ TEST(ValidatePipeline, ExpertsOnlyForBanksLayers) {
 
 TEST(ValidatePipeline, ExpertsSegmentNamesSomeMoeLayer) {
   // decoder_sparse_step 2: layers 0 and 2 are dense; a bank over [2, 2] serves nothing.
-  std::string yaml = with(test::kSparseStep, "    layers: [0, 3]\n    experts: [0, 7]",
-                          "    layers: [0, 3]\n    experts: [0, 7]\n  - {name: b2, kind: experts, layers: [2, 2], experts: [0, 7]}");
+  std::string yaml =
+      with(test::kSparseStep, "    layers: [0, 3]\n    experts: [0, 7]",
+           "    layers: [0, 3]\n    experts: [0, 7]\n  - {name: b2, kind: experts, layers: [2, 2], experts: [0, 7]}");
   EXPECT_EQ(validate_error(yaml, test::sparse_model()),
             "p.yaml:14:31: 'layers' [2, 2] in experts segment 'b2' names no MoE layer (layer 2 is dense)");
 }
@@ -225,7 +231,8 @@ segments:
 )";
   EXPECT_EQ(validate_error(yaml, test::sparse_model()),
             "p.yaml:5:45: 'experts: banks' in segment 'a': layer 0 has no routed experts");
-  EXPECT_EQ(validate_error(with(test::kDenseMinimal, "  - {name: head", "  - {name: x, kind: experts, layers: [0, 3], experts: [0, 1]}\n  - {name: head"),
+  EXPECT_EQ(validate_error(with(test::kDenseMinimal, "  - {name: head",
+                                "  - {name: x, kind: experts, layers: [0, 3], experts: [0, 1]}\n  - {name: head"),
                            test::dense_model()),
             "p.yaml:6:15: experts segment 'x', but the model has no routed experts");
 }
@@ -239,10 +246,12 @@ TEST(ValidatePipeline, MaxResidentExpertsNeedsLocalExperts) {
 TEST(ValidatePipeline, DevicesExist) {
   EXPECT_EQ(validate_error(with(kBanks, "experts: banks", "experts: banks\n    device: cuda:1"), test::tiny_model(), 1),
             "p.yaml:13:5: segment 'late' uses cuda:1, which does not exist: 1 CUDA device is visible (cuda:0)");
-  EXPECT_EQ(validate_error(with(kBanks, "experts: banks", "experts: banks\n    device: cuda:3"), test::tiny_model(), 2),
-            "p.yaml:13:5: segment 'late' uses cuda:3, which does not exist: 2 CUDA devices are visible (cuda:0..cuda:1)");
-  EXPECT_EQ(validate_error(with(kBanks, "model: m\n", "model: m\ndefaults:\n  device: cuda:0\n"), test::tiny_model(), 0),
-            "p.yaml:4:3: segment 'embed' uses cuda:0 (from 'defaults'), which does not exist: no CUDA device is visible");
+  EXPECT_EQ(
+      validate_error(with(kBanks, "experts: banks", "experts: banks\n    device: cuda:3"), test::tiny_model(), 2),
+      "p.yaml:13:5: segment 'late' uses cuda:3, which does not exist: 2 CUDA devices are visible (cuda:0..cuda:1)");
+  EXPECT_EQ(
+      validate_error(with(kBanks, "model: m\n", "model: m\ndefaults:\n  device: cuda:0\n"), test::tiny_model(), 0),
+      "p.yaml:4:3: segment 'embed' uses cuda:0 (from 'defaults'), which does not exist: no CUDA device is visible");
   // A default device that exists is fine.
   EXPECT_EQ(validate_error(with(kBanks, "model: m\n", "model: m\ndefaults: {device: cuda:0}\n"), test::tiny_model(), 1),
             "(no error)");
