@@ -131,6 +131,8 @@ void Parser::reject_unknown_keys(const Mapping& map, const std::vector<std::stri
 
 std::string Parser::read_string(const Mapping& map, const Entry& e) const {
   if (!e.value.IsScalar()) fail(value_mark(e), key_phrase(map, e) + " must be a string");
+  if (!is_printable_utf8(e.value.Scalar()))
+    fail(value_mark(e), key_phrase(map, e) + " must be printable UTF-8 text, got " + quote_value(e.value.Scalar()));
   return e.value.Scalar();
 }
 

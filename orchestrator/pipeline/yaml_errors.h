@@ -31,6 +31,11 @@ inline std::string located(const std::string& source, SourceMark m, const std::s
 // Typos are the common case of an unknown key, so naming the intended key is worth a few lines.
 std::string did_you_mean(std::string_view word, const std::vector<std::string_view>& known);
 
+// True when `text` is well-formed UTF-8 without control characters (tab included): what a name or a
+// path in a pipeline may hold. yaml-cpp passes malformed bytes through, and its emitter then writes
+// text that does not read back the same.
+bool is_printable_utf8(std::string_view text);
+
 // "'x'" with non-printable bytes escaped, so that a message stays one printable line whatever the
 // input holds (fuzzed or binary files).
 std::string quote_value(std::string_view text);

@@ -246,6 +246,17 @@ TEST(ParsePipeline, Generation) {
   EXPECT_EQ(gen("  []\n"), "p.yaml:5:3: 'generation' must be a mapping of keys to values");
 }
 
+TEST(ParsePipeline, StringsArePrintableUtf8) {
+  // Found by fuzzing: malformed bytes in a path did not survive emit -> parse.
+  EXPECT_EQ(parse_error("version: 1\nmodel: ../m\xe3\x03x\n"),
+            "p.yaml:2:8: 'model' must be printable UTF-8 text, got '../m\\xe3\\x03x'");
+  EXPECT_EQ(parse_error("version: 1\nmodel: \"a\\tb\"\n"), "p.yaml:2:8: 'model' must be printable UTF-8 text, got 'a\\x09b'");
+  EXPECT_EQ(parse_error("version: 1\nmodel: m\ntokenizer: \"\\ud800\"\n"),
+            "p.yaml:3:19: YAML syntax error: invalid unicode: 55296");  // yaml-cpp's own check
+  PipelineSpec s = parse_pipeline_string("version: 1\nmodel: modèles/Qwen3 ü\nsegments: [{name: e, kind: embeddings}]\n");
+  EXPECT_EQ(s.model, "modèles/Qwen3 ü");
+}
+
 TEST(ParsePipeline, MessagesStayOnOneLine) {
   std::string e = parse_error(with_segment("    kind: \"lay\\ners\\u0000\"\n"));
   EXPECT_EQ(e.find('\n'), std::string::npos) << e;
