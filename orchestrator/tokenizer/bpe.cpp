@@ -1,6 +1,7 @@
 #include "orchestrator/tokenizer/bpe.h"
 
 #include <algorithm>
+#include <atomic>
 
 #include "orchestrator/tokenizer/byte_level.h"
 #include "orchestrator/tokenizer/utf8.h"
@@ -25,6 +26,25 @@ struct QueuedMerge {
   // Heap order: lowest rank first, then leftmost position (tokenizers' `impl Ord for Merge`).
   bool operator>(const QueuedMerge& o) const { return rank != o.rank ? rank > o.rank : pos > o.pos; }
 };
+
+// Heterogeneous lookup: find a string_view piece without building a std::string key.
+struct PieceHash {
+  using is_transparent = void;
+  size_t operator()(std::string_view s) const { return std::hash<std::string_view>()(s); }
+};
+struct PieceCache {
+  uint64_t owner = 0;  // serial of the Bpe whose pieces these are
+  std::unordered_map<std::string, std::vector<int32_t>, PieceHash, std::equal_to<>> ids;
+};
+PieceCache& thread_cache(uint64_t serial) {
+  thread_local PieceCache cache;
+  if (cache.owner != serial) {
+    cache.ids.clear();
+    cache.owner = serial;
+  }
+  return cache;
+}
+std::atomic<uint64_t> next_serial{1};
 
 }  // namespace
 
@@ -53,7 +73,7 @@ const Bpe::MergeValue* Bpe::MergeTable::find(uint64_t key) const {
   }
 }
 
-Bpe::Bpe(const TokenizerJson& j) : ignore_merges_(j.ignore_merges) {
+Bpe::Bpe(const TokenizerJson& j) : ignore_merges_(j.ignore_merges), serial_(next_serial.fetch_add(1)) {
   for (int b = 0; b < 256; ++b) {
     std::string ch;
     utf8::append_code_point(ch, byte_level::byte_to_char(static_cast<uint8_t>(b)));
@@ -77,7 +97,6 @@ Bpe::Bpe(const TokenizerJson& j) : ignore_merges_(j.ignore_merges) {
     merges_.put(pair_key(ia->second, ib->second), MergeValue{static_cast<uint32_t>(r), inew->second});
   }
   merge_count_ = j.merges.size();
-  cache_.reserve(kCacheCapacity);
 }
 
 void Bpe::encode_piece(std::string_view piece, std::vector<int32_t>& out) const {
@@ -85,22 +104,19 @@ void Bpe::encode_piece(std::string_view piece, std::vector<int32_t>& out) const 
     out.push_back(byte_ids_[static_cast<uint8_t>(piece[0])]);
     return;
   }
-  const bool cacheable = piece.size() <= kCacheMaxPieceBytes;
-  if (cacheable) {
-    std::lock_guard<std::mutex> lock(cache_mutex_);
-    auto it = cache_.find(std::string(piece));
-    if (it != cache_.end()) {
-      out.insert(out.end(), it->second.begin(), it->second.end());
-      return;
-    }
+  if (piece.size() > kCacheMaxPieceBytes) {
+    merge(piece, out);
+    return;
+  }
+  PieceCache& cache = thread_cache(serial_);
+  if (auto it = cache.ids.find(piece); it != cache.ids.end()) {
+    out.insert(out.end(), it->second.begin(), it->second.end());
+    return;
   }
   const size_t first = out.size();
   merge(piece, out);
-  if (cacheable) {
-    std::lock_guard<std::mutex> lock(cache_mutex_);
-    if (cache_.size() < kCacheCapacity)
-      cache_.emplace(std::string(piece), std::vector<int32_t>(out.begin() + static_cast<std::ptrdiff_t>(first), out.end()));
-  }
+  if (cache.ids.size() < kCacheCapacity)
+    cache.ids.emplace(std::string(piece), std::vector<int32_t>(out.begin() + static_cast<std::ptrdiff_t>(first), out.end()));
 }
 
 void Bpe::merge(std::string_view piece, std::vector<int32_t>& out) const {

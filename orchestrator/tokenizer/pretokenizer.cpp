@@ -57,6 +57,17 @@ void split_with(const Regex& re, SplitBehavior behavior, bool invert, std::strin
                 std::vector<std::string_view>& out) {
   std::vector<std::pair<size_t, size_t>> matches;
   re.find_all(piece, matches);
+  if (behavior == SplitBehavior::Isolated && !invert) {
+    // The common case (Qwen, GPT-2): every gap and every match is a piece; no need to build spans.
+    size_t prev = 0;
+    for (auto [s, e] : matches) {
+      if (s != prev) out.push_back(piece.substr(prev, s - prev));
+      if (e != s) out.push_back(piece.substr(s, e - s));
+      prev = e;
+    }
+    if (prev != piece.size()) out.push_back(piece.substr(prev));
+    return;
+  }
   std::vector<Span> spans;
   spans.reserve(matches.size() * 2 + 1);
   size_t prev = 0;
@@ -79,10 +90,13 @@ PreTokenizer::PreTokenizer(const std::vector<PreTokenizerStep>& steps, const std
   for (size_t i = 0; i < steps.size(); ++i) {
     Step s{steps[i], nullptr};
     const std::string origin = path + ": key 'pre_tokenizer' step " + std::to_string(i);
-    if (s.config.kind == PreTokenizerStep::Kind::Split)
+    if (s.config.kind == PreTokenizerStep::Kind::Split) {
       s.regex = std::make_unique<Regex>(s.config.pattern, s.config.pattern_is_regex, origin);
-    else if (s.config.use_regex)
+    } else if (s.config.use_regex) {
       s.regex = std::make_unique<Regex>(kGpt2Pattern, true, origin);
+    } else if (!s.config.add_prefix_space) {
+      continue;  // ByteLevel without regex or prefix only maps bytes, which BPE does on its own
+    }
     steps_.push_back(std::move(s));
   }
 }
