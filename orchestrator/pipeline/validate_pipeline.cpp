@@ -160,7 +160,7 @@ void Validator::check_layer_coverage() {
                                      " in no layers segment" +
                                      (previous < 0 ? "" : " (gap after segment '" + seg(previous).name + "')"));
     if (r.first < next)
-      fail(s.marks.at("layers"), "'layers' " + range_text(r) + " in segment '" + s.name + "' overlap segment '" +
+      fail(s.marks.at("layers"), "'layers' " + range_text(r) + " in segment '" + s.name + "' overlaps segment '" +
                                      seg(previous).name + "' " + range_text(*seg(previous).layers) +
                                      ": each decoder layer belongs to exactly one layers segment, in order");
     for (int l = r.first; l <= r.last; ++l) plan_.layer_owner_[static_cast<size_t>(l)] = i;

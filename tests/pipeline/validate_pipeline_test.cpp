@@ -167,7 +167,7 @@ TEST(ValidatePipeline, LayersHaveNoGap) {
   EXPECT_EQ(validate_error(with(kBanks, "layers: [2, 3]\n    experts: banks", "layers: [2, 2]\n    experts: banks")),
             "p.yaml:11:5: layer 3 is in no layers segment (the model has 4 decoder layers)");
   EXPECT_EQ(validate_error(with(kBanks, "layers: [0, 1]", "layers: [0, 3]"), test::all_moe(6, 8)),
-            "p.yaml:11:5: 'layers' [2, 3] in segment 'late' overlap segment 'early' [0, 3]: each decoder layer "
+            "p.yaml:11:5: 'layers' [2, 3] in segment 'late' overlaps segment 'early' [0, 3]: each decoder layer "
             "belongs to exactly one layers segment, in order");
   EXPECT_EQ(validate_error(
                 "version: 1\nmodel: m\nsegments:\n  - {name: e, kind: embeddings}\n  - {name: h, kind: lm_head}\n"),
