@@ -228,7 +228,7 @@ void Parser::read_settings(const Mapping& map, SegmentSettings& out) const {
     out.device = d;
   }
   if (const Entry* e = map.find("dtype"))
-    out.dtype = read_choice<DType>(map, *e, {{"float32", DType::float32}, {"bfloat16", DType::bfloat16}});
+    out.dtype = read_choice<ComputeDType>(map, *e, {{"float32", ComputeDType::float32}, {"bfloat16", ComputeDType::bfloat16}});
   if (const Entry* e = map.find("threads"))
     out.threads = static_cast<int>(read_integer(map, *e, 1, 4096, "a positive integer (at most 4096)"));
 }

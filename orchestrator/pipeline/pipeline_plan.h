@@ -25,7 +25,7 @@ struct PlannedSegment {
   std::string name;
   SegmentKind kind = SegmentKind::layers;
   Device device;                                       // resolved: segment, else defaults, else cpu
-  DType dtype = DType::float32;                        // resolved: segment, else defaults, else float32
+  ComputeDType dtype = ComputeDType::float32;                        // resolved: segment, else defaults, else float32
   int threads = kDefaultThreads;                       // resolved: segment, else defaults, else kDefaultThreads
   std::optional<IndexRange> layers;                    // layers and experts kinds
   ExpertPlacement placement = ExpertPlacement::local;  // layers kind

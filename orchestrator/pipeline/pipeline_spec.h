@@ -39,7 +39,7 @@ struct KeyMarks {
 
 enum class SegmentKind { embeddings, layers, experts, lm_head };
 enum class Transport { shm, inproc };         // shm: one process per segment; inproc: one process
-enum class DType { float32, bfloat16 };       // compute dtype of a segment
+enum class ComputeDType { float32, bfloat16 };       // compute dtype of a segment
 enum class ExpertPlacement { local, banks };  // where a layers segment's MoE experts are computed
 
 struct Device {
@@ -60,7 +60,7 @@ struct IndexRange {
 // Keys that `defaults:` sets and any segment may override; unset = inherit (defaults, then built-in).
 struct SegmentSettings {
   std::optional<Device> device;
-  std::optional<DType> dtype;
+  std::optional<ComputeDType> dtype;
   std::optional<int> threads;  // CPU threads of the segment process, > 0
   friend bool operator==(const SegmentSettings&, const SegmentSettings&) = default;
 };
@@ -118,7 +118,7 @@ inline constexpr int kDefaultTimeoutMs = 10000;
 
 const char* to_string(SegmentKind kind);
 const char* to_string(Transport transport);
-const char* to_string(DType dtype);
+const char* to_string(ComputeDType dtype);
 const char* to_string(ExpertPlacement placement);
 std::string to_string(const Device& device);  // "cpu" or "cuda:N"
 

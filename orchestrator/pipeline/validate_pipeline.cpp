@@ -273,7 +273,7 @@ PlannedSegment Validator::resolve(const SegmentSpec& s) const {
   p.name = s.name;
   p.kind = s.kind;
   p.device = s.settings.device.value_or(spec_.defaults.device.value_or(Device{}));
-  p.dtype = s.settings.dtype.value_or(spec_.defaults.dtype.value_or(DType::float32));
+  p.dtype = s.settings.dtype.value_or(spec_.defaults.dtype.value_or(ComputeDType::float32));
   p.threads = s.settings.threads.value_or(spec_.defaults.threads.value_or(kDefaultThreads));
   p.layers = s.layers;
   p.placement = s.placement.value_or(ExpertPlacement::local);

@@ -55,7 +55,7 @@ TEST(EmitPipeline, SpecBuiltInCode) {
   bank.layers = IndexRange{0, 3};
   bank.experts = IndexRange{0, 7};
   bank.max_resident_experts = 2;
-  bank.settings = {Device{Device::Type::cuda, 3}, DType::bfloat16, 7};
+  bank.settings = {Device{Device::Type::cuda, 3}, ComputeDType::bfloat16, 7};
   segment("head", SegmentKind::lm_head);
   spec.generation.emplace();
   spec.generation->temperature = 1e-7;

@@ -56,7 +56,7 @@ TEST(ParsePipeline, AllOptionalKeys) {
   EXPECT_EQ(s.model_dir, "rel/dir/tiny");
   EXPECT_EQ(s.tokenizer_dir, "/opt/tokenizers/qwen3");  // absolute paths stay as written
   EXPECT_EQ(s.defaults.device, (Device{Device::Type::cuda, 0}));
-  EXPECT_EQ(s.defaults.dtype, DType::bfloat16);
+  EXPECT_EQ(s.defaults.dtype, ComputeDType::bfloat16);
   EXPECT_EQ(s.transport, Transport::inproc);
   EXPECT_EQ(s.restart, true);
   EXPECT_EQ(s.timeout_ms, 2500);

@@ -73,13 +73,13 @@ TEST(ValidatePipeline, PlanResolvesSettingsAndOwners) {
 
   const PlannedSegment& bank_b = plan.segments[0];
   EXPECT_EQ(bank_b.device, (Device{Device::Type::cuda, 1}));  // own key
-  EXPECT_EQ(bank_b.dtype, DType::bfloat16);                   // from defaults
+  EXPECT_EQ(bank_b.dtype, ComputeDType::bfloat16);                   // from defaults
   EXPECT_EQ(bank_b.threads, 4);
   EXPECT_EQ(bank_b.moe_layers, (std::vector<int>{2, 3}));
   EXPECT_EQ(plan.segments[1].device, (Device{Device::Type::cpu, 0}));
   EXPECT_EQ(plan.segments[3].threads, 8);
   EXPECT_EQ(plan.segments[3].placement, ExpertPlacement::banks);
-  EXPECT_EQ(plan.segments[4].dtype, DType::float32);
+  EXPECT_EQ(plan.segments[4].dtype, ComputeDType::float32);
 
   EXPECT_EQ(plan.layer_owner(0), 2);
   EXPECT_EQ(plan.layer_owner(3), 3);
@@ -97,7 +97,7 @@ TEST(ValidatePipeline, BuiltInDefaults) {
   EXPECT_FALSE(plan.restart);
   EXPECT_EQ(plan.timeout_ms, kDefaultTimeoutMs);
   EXPECT_EQ(plan.segments[1].device, Device{});
-  EXPECT_EQ(plan.segments[1].dtype, DType::float32);
+  EXPECT_EQ(plan.segments[1].dtype, ComputeDType::float32);
   EXPECT_EQ(plan.segments[1].threads, kDefaultThreads);
   EXPECT_EQ(plan.num_experts, 0);
 }
