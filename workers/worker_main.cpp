@@ -8,6 +8,7 @@
 #include <atomic>
 #include <chrono>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <fstream>
 #include <memory>
@@ -45,6 +46,31 @@ std::span<const std::byte> bytes_of(const T& v) {
   return {reinterpret_cast<const std::byte*>(&v), sizeof(T)};
 }
 
+// Test hook for failure handling: SEGPIPE_FAULT="<segment>:<hello|step|experts>:<n>:<signal>" makes the
+// first incarnation of that segment raise <signal> on itself when its n-th such request arrives
+// (integration tests kill or stop segments at start-up and mid-generation this way, deterministically).
+struct FaultPlan {
+  uint32_t op = 0;
+  int at = 0, sig = 0, seen = 0;
+  static FaultPlan from_env(const std::string& segment) {
+    FaultPlan f;
+    const char* e = std::getenv("SEGPIPE_FAULT");
+    if (!e) return f;
+    std::string s = e;
+    auto a = s.find(':'), b = s.find(':', a + 1), c = s.find(':', b + 1);
+    if (a == std::string::npos || b == std::string::npos || c == std::string::npos) return f;
+    if (s.substr(0, a) != segment) return f;
+    std::string op = s.substr(a + 1, b - a - 1);
+    f.op = op == "hello" ? uint32_t{proto::kHello} : op == "step" ? uint32_t{proto::kStep} : op == "experts" ? uint32_t{proto::kExperts} : 0u;
+    f.at = std::atoi(s.substr(b + 1, c - b - 1).c_str());
+    f.sig = std::atoi(s.substr(c + 1).c_str());
+    return f;
+  }
+  void on(uint32_t opcode) {
+    if (op != 0 && opcode == op && ++seen == at) raise(sig);
+  }
+};
+
 class Worker {
  public:
   explicit Worker(const proto::WorkerSpec& s)
@@ -76,9 +102,10 @@ class Worker {
       head_ = std::make_unique<LmHeadSegment>(*ck_, cfg_, pool_);
     } else if (spec_.kind == "experts") {
       bank_ = std::make_unique<ExpertsSegment>(*ck_, cfg_, pool_, spec_.layer_first, spec_.layer_last,
-                                               spec_.expert_first, spec_.expert_last);
+                                               spec_.expert_first, spec_.expert_last, spec_.max_resident_experts);
     } else if (spec_.kind == "layers") {
-      layers_ = std::make_unique<LayersSegment>(*ck_, cfg_, pool_, spec_.layer_first, spec_.layer_last, !spec_.banks);
+      layers_ = std::make_unique<LayersSegment>(*ck_, cfg_, pool_, spec_.layer_first, spec_.layer_last, !spec_.banks,
+                                                spec_.max_resident_experts);
       // The KV cache lives in the arena: a restarted worker finds it as the last one left it.
       float* kv = arena_.payload_span<float>(spec_.kv_block).data();
       int64_t per = LayersSegment::kv_floats_per_layer(cfg_, spec_.max_seq);
@@ -100,11 +127,14 @@ class Worker {
 
   int serve() {
     pid_t parent = static_cast<pid_t>(spec_.parent_pid);
+    FaultPlan fault;
+    if (std::atomic_ref<uint64_t>(status_[spec_.index].generation).load() == 1) fault = FaultPlan::from_env(spec_.name);
     auto parent_alive = [parent] { return getppid() == parent; };
     for (;;) {
       shm::Request rq = ch_.wait_request(1s, parent_alive, 100ms);
       if (rq.status == shm::WaitStatus::kPeerDead) return 3;  // orchestrator gone: nothing to serve
       if (!rq.ok()) continue;
+      fault.on(rq.opcode);
       int32_t code = proto::kOk;
       std::string err;
       try {
@@ -116,7 +146,17 @@ class Worker {
             continue;
           }
           case proto::kReport: {
-            proto::ReportReply r{proc_status_kb("VmHWM:") * 1024, proc_status_kb("VmRSS:") * 1024};
+            proto::ReportReply r{proc_status_kb("VmHWM:") * 1024, proc_status_kb("VmRSS:") * 1024, 0, 0, 0, 0, 0, 0, 0};
+            const ExpertsSegment* ex = bank_ ? bank_.get() : layers_ ? layers_->local_experts() : nullptr;
+            if (ex) {
+              const ExpertCacheStats& c = ex->cache_stats();
+              r.expert_uses = c.uses;
+              r.expert_hits = c.hits;
+              r.expert_loads = c.loads;
+              r.expert_evictions = c.evictions;
+              r.expert_bytes_loaded = c.bytes_loaded;
+              r.max_resident_experts = c.max_resident;
+            }
             ch_.post_response(rq.step, proto::kOk, bytes_of(r));
             continue;
           }

@@ -1,0 +1,176 @@
+// Segment processes that die (any signal) or stop answering, at start-up and mid-generation: the
+// orchestrator names the segment and how it failed, exits 3, and leaves no process or arena behind;
+// with --restart the run continues to exactly the tokens of an uninterrupted run.
+#include <gtest/gtest.h>
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <fcntl.h>
+
+#include <thread>
+
+#include "process_harness.h"
+
+namespace segpipe::test {
+namespace {
+
+const char* kPipeline =
+    "version: 1\nmodel: %MODEL%\ntimeout_ms: 700\ndefaults: {threads: 1}\nsegments:\n"
+    "  - {name: embed, kind: embeddings}\n"
+    "  - {name: early, kind: layers, layers: [0, 1]}\n"
+    "  - {name: late, kind: layers, layers: [2, 4], experts: banks}\n"
+    "  - {name: bank-lo, kind: experts, layers: [2, 4], experts: [0, 3]}\n"
+    "  - {name: bank-hi, kind: experts, layers: [2, 4], experts: [4, 7]}\n"
+    "  - {name: head, kind: lm_head}\n";
+
+std::string pipeline_file(const std::string& extra = "", int timeout_ms = 700) {
+  static std::string dir = temp_dir();
+  std::string text = kPipeline;
+  text.replace(text.find("%MODEL%"), 7, source_path("models/tiny-qwen3-moe"));
+  text.replace(text.find("700"), 3, std::to_string(timeout_ms));
+  std::string path = dir + "/p" + std::to_string(std::hash<std::string>{}(extra + std::to_string(timeout_ms))) + ".yaml";
+  write_file(path, text + extra);
+  return path;
+}
+
+const std::vector<std::string> kGenerate = {"generate", "--tokens", "11 22 33 44", "--ids", "--max-new-tokens", "8"};
+
+std::vector<std::string> gen_args(const std::string& yaml, bool restart) {
+  std::vector<std::string> a = kGenerate;
+  a.insert(a.begin() + 1, {"--pipeline", yaml});
+  if (restart) a.push_back("--restart");
+  return a;
+}
+
+std::string baseline_tokens() {
+  static std::string out;
+  if (out.empty()) {
+    RunResult r = run_segpipe(gen_args(pipeline_file(), false));
+    EXPECT_EQ(r.rc, 0) << r.err;
+    out = r.out;
+  }
+  return out;
+}
+
+struct Fault {
+  const char* segment;
+  const char* kind;   // for the message
+  const char* when;   // hello | step | experts
+  int at;
+  int sig;
+};
+
+std::string fault_name(const Fault& f) {
+  std::string s = std::string(f.segment) + "_" + f.when + std::to_string(f.at) + "_sig" + std::to_string(f.sig);
+  for (auto& c : s)
+    if (c == '-') c = '_';
+  return s;
+}
+
+const Fault kDeaths[] = {
+    {"embed", "embeddings", "hello", 1, SIGKILL}, {"early", "layers", "hello", 1, SIGKILL},
+    {"late", "layers", "hello", 1, SIGKILL},      {"bank-lo", "experts", "hello", 1, SIGKILL},
+    {"head", "lm_head", "hello", 1, SIGKILL},     {"embed", "embeddings", "step", 4, SIGKILL},
+    {"early", "layers", "step", 3, SIGKILL},      {"late", "layers", "step", 5, SIGKILL},
+    {"bank-hi", "experts", "experts", 7, SIGKILL}, {"head", "lm_head", "step", 3, SIGKILL},
+    {"late", "layers", "step", 2, SIGSEGV},       {"bank-lo", "experts", "experts", 4, SIGTERM},
+};
+
+class SegmentDeath : public ::testing::TestWithParam<Fault> {};
+
+TEST_P(SegmentDeath, IsReportedWithExit3AndNothingLeftBehind) {
+  const Fault& f = GetParam();
+  std::string spec = std::string(f.segment) + ":" + f.when + ":" + std::to_string(f.at) + ":" + std::to_string(f.sig);
+  RunResult r = run_segpipe(gen_args(pipeline_file(), false), {{"SEGPIPE_FAULT", spec}});
+  EXPECT_EQ(r.rc, 3) << r.err;
+  EXPECT_NE(r.err.find("segment '" + std::string(f.segment) + "' (" + f.kind), std::string::npos) << r.err;
+  EXPECT_NE(r.err.find("signal " + std::to_string(f.sig)), std::string::npos) << r.err;
+  EXPECT_LT(r.seconds, 5.0);
+  EXPECT_TRUE(leftover_arenas(r.pid).empty());
+  // Workers die with the orchestrator (PR_SET_PDEATHSIG); give the kernel a moment to deliver it.
+  for (int i = 0; i < 50 && !leftover_workers(r.pid).empty(); i++) usleep(20000);
+  EXPECT_TRUE(leftover_workers(r.pid).empty());
+}
+
+TEST_P(SegmentDeath, WithRestartContinuesToTheUninterruptedTokens) {
+  const Fault& f = GetParam();
+  std::string spec = std::string(f.segment) + ":" + f.when + ":" + std::to_string(f.at) + ":" + std::to_string(f.sig);
+  RunResult r = run_segpipe(gen_args(pipeline_file(), true), {{"SEGPIPE_FAULT", spec}});
+  EXPECT_EQ(r.rc, 0) << r.err;
+  EXPECT_NE(r.err.find("restarting"), std::string::npos) << r.err;
+  EXPECT_EQ(r.out, baseline_tokens());
+  EXPECT_TRUE(leftover_arenas(r.pid).empty());
+}
+
+INSTANTIATE_TEST_SUITE_P(Faults, SegmentDeath, ::testing::ValuesIn(kDeaths),
+                         [](const auto& info) { return fault_name(info.param); });
+
+TEST(SegmentDeath, RestartKeyInThePipelineFileWorksLikeTheFlag) {
+  RunResult r = run_segpipe(gen_args(pipeline_file("restart: true\n"), false), {{"SEGPIPE_FAULT", "late:step:4:9"}});
+  EXPECT_EQ(r.rc, 0) << r.err;
+  EXPECT_EQ(r.out, baseline_tokens());
+}
+
+class HungSegment : public ::testing::TestWithParam<Fault> {};
+
+TEST_P(HungSegment, HitsTheTimeoutAndIsNamed) {
+  const Fault& f = GetParam();
+  std::string spec = std::string(f.segment) + ":" + f.when + ":" + std::to_string(f.at) + ":" + std::to_string(SIGSTOP);
+  RunResult r = run_segpipe(gen_args(pipeline_file(), false), {{"SEGPIPE_FAULT", spec}});
+  EXPECT_EQ(r.rc, 3) << r.err;
+  EXPECT_NE(r.err.find("segment '" + std::string(f.segment) + "'"), std::string::npos) << r.err;
+  EXPECT_NE(r.err.find("stopped answering for 700 ms"), std::string::npos) << r.err;
+  // Detected within one second of the timeout (the run itself takes milliseconds).
+  EXPECT_LT(r.seconds, 0.7 + 1.0 + 0.5) << r.err;
+  EXPECT_TRUE(leftover_arenas(r.pid).empty());
+  for (int i = 0; i < 50 && !leftover_workers(r.pid).empty(); i++) usleep(20000);
+  EXPECT_TRUE(leftover_workers(r.pid).empty());
+  // And with --restart the stopped one is replaced.
+  RunResult r2 = run_segpipe(gen_args(pipeline_file(), true), {{"SEGPIPE_FAULT", spec}});
+  EXPECT_EQ(r2.rc, 0) << r2.err;
+  EXPECT_EQ(r2.out, baseline_tokens());
+}
+
+const Fault kHangs[] = {{"late", "layers", "step", 3, SIGSTOP},
+                        {"bank-hi", "experts", "experts", 3, SIGSTOP},
+                        {"head", "lm_head", "step", 2, SIGSTOP},
+                        {"embed", "embeddings", "hello", 1, SIGSTOP}};
+INSTANTIATE_TEST_SUITE_P(Hangs, HungSegment, ::testing::ValuesIn(kHangs),
+                         [](const auto& info) { return fault_name(info.param); });
+
+// The orchestrator itself is killed: its workers follow it, and the arena it could not remove is
+// found and removed by the next run.
+TEST(OrchestratorDeath, WorkersExitAndTheNextRunRemovesTheStaleArena) {
+  std::string yaml = pipeline_file("", 60000);
+  pid_t pid = fork();
+  if (pid == 0) {
+    setenv("SEGPIPE_FAULT", "late:step:2:19", 1);  // hold the run in the middle of a step
+    int devnull = open("/dev/null", O_WRONLY);
+    dup2(devnull, 1);
+    dup2(devnull, 2);
+    std::vector<std::string> a = gen_args(yaml, false);
+    a.insert(a.begin(), SEGPIPE_BIN);
+    std::vector<char*> argv;
+    for (auto& s : a) argv.push_back(s.data());
+    argv.push_back(nullptr);
+    execv(SEGPIPE_BIN, argv.data());
+    _exit(127);
+  }
+  for (int i = 0; i < 200 && leftover_arenas(pid).empty(); i++) usleep(10000);
+  usleep(300000);
+  ASSERT_FALSE(leftover_arenas(pid).empty());
+  ASSERT_FALSE(leftover_workers(pid).empty());
+  kill(pid, SIGKILL);
+  int st;
+  waitpid(pid, &st, 0);
+  for (int i = 0; i < 100 && !leftover_workers(pid).empty(); i++) usleep(20000);
+  EXPECT_TRUE(leftover_workers(pid).empty()) << "workers must exit with their orchestrator";
+  EXPECT_FALSE(leftover_arenas(pid).empty()) << "SIGKILL leaves the arena for the next run";
+  RunResult r = run_segpipe(gen_args(pipeline_file(), false));
+  EXPECT_EQ(r.rc, 0) << r.err;
+  EXPECT_TRUE(leftover_arenas(pid).empty()) << "the next run removes the stale arena";
+}
+
+}  // namespace
+}  // namespace segpipe::test

@@ -1,0 +1,117 @@
+#include "process_harness.h"
+
+#include <dirent.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cstring>
+#include <fstream>
+#include <sstream>
+#include <stdexcept>
+
+namespace segpipe::test {
+
+RunResult run_segpipe(const std::vector<std::string>& args, const std::map<std::string, std::string>& env,
+                      double timeout_s) {
+  int out[2], err[2];
+  if (pipe(out) != 0 || pipe(err) != 0) throw std::runtime_error("pipe");
+  auto t0 = std::chrono::steady_clock::now();
+  pid_t pid = fork();
+  if (pid == 0) {
+    dup2(out[1], 1);
+    dup2(err[1], 2);
+    close(out[0]);
+    close(err[0]);
+    for (auto& [k, v] : env) setenv(k.c_str(), v.c_str(), 1);
+    std::vector<std::string> a = {SEGPIPE_BIN};
+    a.insert(a.end(), args.begin(), args.end());
+    std::vector<char*> argv;
+    for (auto& s : a) argv.push_back(s.data());
+    argv.push_back(nullptr);
+    execv(SEGPIPE_BIN, argv.data());
+    _exit(127);
+  }
+  close(out[1]);
+  close(err[1]);
+  RunResult r;
+  r.pid = pid;
+  pollfd fds[2] = {{out[0], POLLIN, 0}, {err[0], POLLIN, 0}};
+  int open_fds = 2;
+  char buf[4096];
+  while (open_fds > 0) {
+    double left = timeout_s - std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    if (left <= 0) {
+      kill(pid, SIGKILL);
+      break;
+    }
+    if (poll(fds, 2, static_cast<int>(left * 1000)) <= 0) continue;
+    for (int i = 0; i < 2; i++) {
+      if (fds[i].fd < 0 || !(fds[i].revents & (POLLIN | POLLHUP))) continue;
+      ssize_t n = read(fds[i].fd, buf, sizeof buf);
+      if (n <= 0) {
+        close(fds[i].fd);
+        fds[i].fd = -1;
+        open_fds--;
+      } else {
+        (i == 0 ? r.out : r.err).append(buf, static_cast<size_t>(n));
+      }
+    }
+  }
+  int st = 0;
+  waitpid(pid, &st, 0);
+  for (auto& f : fds)
+    if (f.fd >= 0) close(f.fd);
+  r.rc = WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
+  r.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  return r;
+}
+
+std::vector<pid_t> leftover_workers(pid_t orchestrator) {
+  std::vector<pid_t> out;
+  std::string needle = "\"parent_pid\":" + std::to_string(orchestrator) + ",";
+  DIR* d = opendir("/proc");
+  while (dirent* e = readdir(d)) {
+    pid_t p = std::atoi(e->d_name);
+    if (p <= 0) continue;
+    std::ifstream in("/proc/" + std::string(e->d_name) + "/cmdline", std::ios::binary);
+    std::stringstream ss;
+    ss << in.rdbuf();
+    std::string cmd = ss.str();
+    if (cmd.find("__worker") != std::string::npos && cmd.find(needle) != std::string::npos) {
+      // A zombie is gone for our purposes only once reaped; count anything still in /proc.
+      out.push_back(p);
+    }
+  }
+  closedir(d);
+  return out;
+}
+
+std::vector<std::string> leftover_arenas(pid_t pid) {
+  std::vector<std::string> out;
+  std::string prefix = "segpipe-" + std::to_string(pid) + "-";
+  DIR* d = opendir("/dev/shm");
+  while (dirent* e = readdir(d))
+    if (std::strncmp(e->d_name, prefix.c_str(), prefix.size()) == 0) out.push_back(e->d_name);
+  closedir(d);
+  return out;
+}
+
+std::string temp_dir() {
+  char tmpl[] = "/tmp/segpipe-it-XXXXXX";
+  char* p = mkdtemp(tmpl);
+  if (!p) throw std::runtime_error("mkdtemp");
+  return p;
+}
+
+void write_file(const std::string& path, const std::string& text) {
+  std::ofstream o(path);
+  o << text;
+}
+
+std::string source_path(const std::string& rel) { return std::string(SEGPIPE_SOURCE_DIR) + "/" + rel; }
+
+}  // namespace segpipe::test

@@ -1,0 +1,29 @@
+// Runs the segpipe binary as a child, captures its output and exit status, and checks what it left
+// behind (worker processes, shared-memory arenas).
+#pragma once
+#include <sys/types.h>
+
+#include <map>
+#include <string>
+#include <vector>
+
+namespace segpipe::test {
+
+struct RunResult {
+  int rc = -1;           // exit code, or 128 + signal
+  std::string out, err;
+  pid_t pid = 0;         // the orchestrator's pid
+  double seconds = 0;
+};
+
+RunResult run_segpipe(const std::vector<std::string>& args, const std::map<std::string, std::string>& env = {},
+                      double timeout_s = 60);
+// Worker processes started by orchestrator `pid` that still exist.
+std::vector<pid_t> leftover_workers(pid_t orchestrator);
+// Arenas in /dev/shm created by `pid`.
+std::vector<std::string> leftover_arenas(pid_t pid);
+std::string temp_dir();
+void write_file(const std::string& path, const std::string& text);
+std::string source_path(const std::string& rel);
+
+}  // namespace segpipe::test
