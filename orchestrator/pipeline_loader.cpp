@@ -1,5 +1,6 @@
 #include "orchestrator/pipeline_loader.h"
 
+#include "orchestrator/cuda_runner.h"
 #include "orchestrator/pipeline_to_plan.h"
 #include "orchestrator/shm_runner.h"
 #include "segments/checkpoint/config_file.h"
@@ -23,6 +24,15 @@ LoadedPlan load_pipeline_plan(const std::string& yaml_path) {
 }
 
 std::unique_ptr<Runner> make_runner(const RunPlan& plan, const ShmOptions& opt) {
+  bool on_gpu = false;
+  for (const SegmentDesc& s : plan.segments) on_gpu |= s.device.rfind("cuda", 0) == 0;
+  if (on_gpu) {
+    // The GPU runs a plan in this process (segments/cuda); one process per GPU segment is not built yet.
+    if (!plan.inproc)
+      throw InputError(plan.source + ": segments on cuda devices run with transport: inproc (one process per GPU "
+                       "segment is not implemented yet)");
+    return make_cuda_runner(plan, read_model_config(plan.model_dir));
+  }
   if (plan.inproc) return make_inproc_runner(plan);
   return make_shm_runner(plan, opt);
 }

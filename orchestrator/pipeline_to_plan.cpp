@@ -3,6 +3,7 @@
 #include <filesystem>
 
 #include "orchestrator/pipeline/pipeline.h"
+#include "orchestrator/cuda_runner.h"
 #include "segments/checkpoint/config_file.h"
 
 namespace segpipe {
@@ -14,7 +15,9 @@ RunPlan plan_from_pipeline_file(const std::string& path, ModelConfig& cfg, nlohm
   ms.num_layers = cfg.num_layers;
   ms.num_experts = cfg.num_experts;
   for (int i = 0; i < cfg.num_layers; i++) ms.moe_layer.push_back(cfg.is_moe_layer(i));
-  PipelinePlan pp = validate_pipeline(spec, ms, 0);
+  // Without the CUDA backend every cuda:N passes the device-count rule, so that the segment loop
+  // below says what is missing (the backend, not the device).
+  PipelinePlan pp = validate_pipeline(spec, ms, cuda_backend_built() ? cuda_visible_devices() : 1 << 20);
   RunPlan p;
   p.model_dir = pp.model_dir;
   p.tokenizer_dir = pp.tokenizer_dir;
@@ -44,10 +47,11 @@ RunPlan plan_from_pipeline_file(const std::string& path, ModelConfig& cfg, nlohm
     d.threads = s.threads;
     d.device = to_string(s.device);
     d.dtype = to_string(s.dtype);
-    if (s.device.type != Device::Type::cpu)
+    const bool on_gpu = s.device.type != Device::Type::cpu;
+    if (on_gpu && !cuda_backend_built())
       throw InputError(path + ": segment '" + s.name + "': device " + d.device +
                        " needs the CUDA backend, which this build does not have");
-    if (d.dtype != "float32")
+    if (d.dtype != "float32" && !on_gpu)
       throw InputError(path + ": segment '" + s.name + "': compute dtype " + d.dtype +
                        " is only implemented on the CUDA backend; the CPU computes in float32");
     p.segments.push_back(d);

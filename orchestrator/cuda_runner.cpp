@@ -1,0 +1,276 @@
+#include "orchestrator/cuda_runner.h"
+
+#include "segments/core/errors.h"
+
+#ifndef SEGPIPE_HAVE_CUDA
+
+namespace segpipe {
+
+bool cuda_backend_built() { return false; }
+int cuda_visible_devices() { return 0; }
+
+std::unique_ptr<CudaRunner> make_cuda_runner(const RunPlan& plan, const ModelConfig&, const CudaRunnerOptions&) {
+  throw InputError(plan.source + ": segments on a cuda device need the CUDA backend, which this build does not have "
+                   "(configure with -DSEGPIPE_CUDA=ON)");
+}
+
+}  // namespace segpipe
+
+#else
+
+#include <sys/resource.h>
+#include <unistd.h>
+
+#include <map>
+
+#include "segments/checkpoint/checkpoint.h"
+#include "segments/cuda/kinds.h"
+
+namespace segpipe {
+
+bool cuda_backend_built() { return true; }
+int cuda_visible_devices() { return cuda::device_count(); }
+
+namespace {
+
+class CudaRunnerImpl : public CudaRunner {
+ public:
+  CudaRunnerImpl(const RunPlan& plan, const ModelConfig& cfg, const CudaRunnerOptions& opt)
+      : plan_(plan), cfg_(cfg), opt_(opt) {
+    std::string device, dtype;
+    for (const SegmentDesc& s : plan.segments) {
+      if (device.empty()) {
+        device = s.device;
+        dtype = s.dtype;
+      }
+      if (s.device != device || s.dtype != dtype)
+        throw InputError(plan.source + ": segment '" + s.name + "' runs on " + s.device + " in " + s.dtype +
+                         ", but the GPU runner needs every segment on one device in one dtype (" + device + ", " +
+                         dtype + ")");
+    }
+    if (dtype != "float32" && dtype != "bfloat16")
+      throw InputError(plan.source + ": compute dtype '" + dtype + "': the CUDA backend computes in float32 or bfloat16");
+    ctx_ = std::make_unique<cuda::Context>(cuda::parse_device(device));
+    device_ = device;
+    cuda::WeightOptions wo;
+    wo.compute = dtype == "bfloat16" ? DType::BF16 : DType::F32;
+    wo.synthetic = opt.synthetic;
+    wo.seed = opt.seed;
+    if (!opt.synthetic) ck_ = Checkpoint::open(plan.model_dir);
+    weights_ = std::make_unique<cuda::WeightSource>(*ctx_, cfg_, ck_.get(), wo);
+    cuda::EngineOptions eo;
+    eo.gemv_max_tokens = opt.gemv_max_tokens;
+    eo.grouped_gemm = opt.grouped_gemm;
+    for (const SegmentDesc& s : plan.segments)
+      if (s.kind == SegKind::Experts)
+        banks_[s.name] = std::make_unique<cuda::Experts>(*ctx_, *weights_, cfg_, eo, s.layer_first, s.layer_last,
+                                                         s.expert_first, s.expert_last);
+    for (const SegmentDesc& s : plan.segments) {
+      switch (s.kind) {
+        case SegKind::Embeddings: embed_ = std::make_unique<cuda::Embeddings>(*ctx_, *weights_, cfg_); break;
+        case SegKind::LmHead: break;  // below: it may share the embedding table
+        case SegKind::Experts: break;
+        case SegKind::Layers: {
+          Stage st;
+          st.desc = s;
+          st.seg = std::make_unique<cuda::Layers>(*ctx_, *weights_, cfg_, eo, s.layer_first, s.layer_last, !s.banks,
+                                                  plan.max_seq);
+          if (s.banks)
+            for (auto& [name, b] : banks_)
+              if (b->layer_last() >= s.layer_first && b->layer_first() <= s.layer_last) st.banks.push_back(b.get());
+          stages_.push_back(std::move(st));
+          break;
+        }
+      }
+    }
+    SEGPIPE_ASSERT_MSG(embed_, "plan without embeddings");
+    head_ = std::make_unique<cuda::LmHead>(*ctx_, *weights_, cfg_, cfg_.tie_word_embeddings ? embed_->table() : nullptr);
+    SEGPIPE_CUDA_CHECK(cudaMallocHost(reinterpret_cast<void**>(&host_io_), sizeof(int32_t) * 2));
+    ids_.grow(16);
+    pos_.grow(1);
+    x_.grow(static_cast<size_t>(cfg_.hidden));
+  }
+
+  ~CudaRunnerImpl() override {
+    if (graph_exec_) cudaGraphExecDestroy(graph_exec_);
+    if (host_io_) cudaFreeHost(host_io_);
+  }
+
+  void step(const int32_t* ids, int64_t T, int64_t pos0, bool all_logits, BoundaryObserver* obs,
+            std::vector<float>& logits) override {
+    const int64_t V = cfg_.vocab, H = cfg_.hidden;
+    run(ids, T, pos0, all_logits, obs);
+    const int64_t rows = all_logits ? T : 1;
+    logits.resize(static_cast<size_t>(rows * V));
+    SEGPIPE_CUDA_CHECK(cudaMemcpyAsync(logits.data(), logits_.get(), logits.size() * 4, cudaMemcpyDeviceToHost,
+                                       ctx_->stream()));
+    ctx_->sync();
+    if (obs) {
+      std::vector<float> n(static_cast<size_t>(T * H));
+      SEGPIPE_CUDA_CHECK(cudaMemcpyAsync(n.data(), normed_.get(), n.size() * 4, cudaMemcpyDeviceToHost, ctx_->stream()));
+      ctx_->sync();
+      obs->on_tensor("norm", n.data(), T, H);
+      if (all_logits) obs->on_tensor("logits", logits.data(), T, V);
+    }
+  }
+
+  void step_device(const int32_t* ids, int64_t T, int64_t pos0, bool all_logits) override {
+    run(ids, T, pos0, all_logits, nullptr);
+    ctx_->sync();
+  }
+
+  void step_device_eager(const int32_t* ids, int64_t T, int64_t pos0) override {
+    bool g = opt_.graphs;
+    opt_.graphs = false;
+    try {
+      run(ids, T, pos0, false, nullptr);
+    } catch (...) {
+      opt_.graphs = g;
+      throw;
+    }
+    opt_.graphs = g;
+    ctx_->sync();
+  }
+
+  const float* logits_device() const override { return logits_.get(); }
+
+  std::string device_description() const override { return device_ + " (" + cuda::device_name(ctx_->device()) + ")"; }
+
+  uint64_t weight_bytes() const override {
+    uint64_t b = embed_->weight_bytes() + head_->weight_bytes();
+    for (auto& st : stages_) b += st.seg->weight_bytes();
+    for (auto& [n, bank] : banks_) b += bank->weight_bytes();
+    return b;
+  }
+
+  int vocab() const override { return cfg_.vocab; }
+
+  std::vector<SegmentReport> reports() override {
+    struct rusage ru {};
+    getrusage(RUSAGE_SELF, &ru);
+    std::vector<SegmentReport> out;
+    auto add = [&](const std::string& name, const char* kind, uint64_t bytes) {
+      SegmentReport r;
+      r.name = name;
+      r.kind = kind;
+      r.pid = static_cast<long>(getpid());
+      r.weight_bytes = bytes;
+      r.peak_rss_bytes = static_cast<uint64_t>(ru.ru_maxrss) * 1024;
+      out.push_back(r);
+    };
+    for (const SegmentDesc& s : plan_.segments) {
+      if (s.kind == SegKind::Embeddings) add(s.name, "embeddings", embed_->weight_bytes());
+      if (s.kind == SegKind::LmHead) add(s.name, "lm_head", head_->weight_bytes());
+      if (s.kind == SegKind::Experts) add(s.name, "experts", banks_.at(s.name)->weight_bytes());
+      if (s.kind == SegKind::Layers)
+        for (auto& st : stages_)
+          if (st.desc.name == s.name) add(s.name, "layers", st.seg->weight_bytes());
+    }
+    return out;
+  }
+
+ private:
+  struct Stage {
+    SegmentDesc desc;
+    std::unique_ptr<cuda::Layers> seg;
+    std::vector<cuda::Experts*> banks;
+  };
+
+  // Everything a step does on the device after its inputs are in ids_/pos_.
+  void device_work(int64_t T, int64_t pos0, bool all_logits, BoundaryObserver* obs) {
+    const int64_t H = cfg_.hidden;
+    embed_->forward(ids_.get(), T, x_.get());
+    if (obs) {
+      std::vector<float> e(static_cast<size_t>(T * H));
+      SEGPIPE_CUDA_CHECK(cudaMemcpyAsync(e.data(), x_.get(), e.size() * 4, cudaMemcpyDeviceToHost, ctx_->stream()));
+      ctx_->sync();
+      obs->on_tensor("embeddings", e.data(), T, H);
+    }
+    for (Stage& st : stages_) st.seg->forward(x_.get(), T, pos0, pos_.get(), st.banks, obs);
+    head_->forward(x_.get(), T, all_logits, obs ? normed_.get() : nullptr, logits_.get());
+  }
+
+  void run(const int32_t* ids, int64_t T, int64_t pos0, bool all_logits, BoundaryObserver* obs) {
+    if (T <= 0) throw InputError("a step needs at least one token");
+    for (int64_t t = 0; t < T; t++)
+      if (ids[t] < 0 || ids[t] >= cfg_.vocab)
+        throw InputError("token id " + std::to_string(ids[t]) + " is out of range (vocabulary size " +
+                         std::to_string(cfg_.vocab) + ")");
+    const int64_t H = cfg_.hidden, V = cfg_.vocab;
+    const bool decode = T == 1 && !obs && opt_.graphs;
+    if (!decode || !graph_exec_) {
+      // Buffers are sized before any capture, never inside one.
+      ids_.grow(static_cast<size_t>(T));
+      x_.grow(static_cast<size_t>(T * H));
+      normed_.grow(static_cast<size_t>(T * H));
+      logits_.grow(static_cast<size_t>((all_logits ? T : 1) * V));
+    }
+    cudaStream_t st = ctx_->stream();
+    if (T == 1) {
+      host_io_[0] = ids[0];
+      host_io_[1] = static_cast<int32_t>(pos0);
+      SEGPIPE_CUDA_CHECK(cudaMemcpyAsync(ids_.get(), &host_io_[0], 4, cudaMemcpyHostToDevice, st));
+      SEGPIPE_CUDA_CHECK(cudaMemcpyAsync(pos_.get(), &host_io_[1], 4, cudaMemcpyHostToDevice, st));
+    } else {
+      int32_t p = static_cast<int32_t>(pos0);
+      SEGPIPE_CUDA_CHECK(cudaMemcpyAsync(ids_.get(), ids, static_cast<size_t>(T) * 4, cudaMemcpyHostToDevice, st));
+      SEGPIPE_CUDA_CHECK(cudaMemcpyAsync(pos_.get(), &p, 4, cudaMemcpyHostToDevice, st));
+      ctx_->sync();  // the pageable source must outlive the copy
+    }
+    if (!decode) {
+      device_work(T, pos0, all_logits, obs);
+      return;
+    }
+    if (pos0 + 1 > plan_.max_seq)
+      throw RuntimeFailure("sequence of " + std::to_string(pos0 + 1) + " tokens exceeds the KV cache (" +
+                           std::to_string(plan_.max_seq) + " positions)");
+    if (!graph_exec_) {
+      if (!warm_) {  // the first decode step runs eagerly: it sizes every scratch buffer
+        device_work(1, pos0, false, nullptr);
+        warm_ = true;
+        return;
+      }
+      cudaGraph_t g = nullptr;
+      SEGPIPE_CUDA_CHECK(cudaStreamBeginCapture(st, cudaStreamCaptureModeThreadLocal));
+      try {
+        device_work(1, pos0, false, nullptr);
+      } catch (...) {
+        cudaStreamEndCapture(st, &g);
+        if (g) cudaGraphDestroy(g);
+        throw;
+      }
+      SEGPIPE_CUDA_CHECK(cudaStreamEndCapture(st, &g));
+      cudaError_t e = cudaGraphInstantiate(&graph_exec_, g, 0);
+      cudaGraphDestroy(g);
+      SEGPIPE_CUDA_CHECK(e);
+    }
+    SEGPIPE_CUDA_CHECK(cudaGraphLaunch(graph_exec_, st));
+  }
+
+  RunPlan plan_;
+  ModelConfig cfg_;
+  CudaRunnerOptions opt_;
+  std::string device_;
+  std::unique_ptr<cuda::Context> ctx_;
+  std::shared_ptr<Checkpoint> ck_;
+  std::unique_ptr<cuda::WeightSource> weights_;
+  std::unique_ptr<cuda::Embeddings> embed_;
+  std::unique_ptr<cuda::LmHead> head_;
+  std::map<std::string, std::unique_ptr<cuda::Experts>> banks_;
+  std::vector<Stage> stages_;
+  cuda::Buffer<int32_t> ids_, pos_;
+  cuda::Buffer<float> x_, normed_, logits_;
+  int32_t* host_io_ = nullptr;  // pinned: decode inputs copied from here, also during graph replay
+  cudaGraphExec_t graph_exec_ = nullptr;
+  bool warm_ = false;
+};
+
+}  // namespace
+
+std::unique_ptr<CudaRunner> make_cuda_runner(const RunPlan& plan, const ModelConfig& cfg, const CudaRunnerOptions& opt) {
+  return std::make_unique<CudaRunnerImpl>(plan, cfg, opt);
+}
+
+}  // namespace segpipe
+
+#endif

@@ -1,0 +1,57 @@
+#include "segments/cuda/device.h"
+
+#include <cstdlib>
+
+namespace segpipe::cuda {
+
+namespace {
+constexpr size_t kCublasWorkspace = 32u << 20;
+}
+
+int device_count() {
+  int n = 0;
+  if (cudaGetDeviceCount(&n) != cudaSuccess) {
+    cudaGetLastError();
+    return 0;
+  }
+  return n;
+}
+
+int parse_device(const std::string& s) {
+  int idx = 0;
+  if (s != "cuda") {
+    if (s.rfind("cuda:", 0) != 0 || s.size() == 5) throw InputError("device '" + s + "': expected cpu or cuda:N");
+    for (size_t i = 5; i < s.size(); i++)
+      if (s[i] < '0' || s[i] > '9') throw InputError("device '" + s + "': expected cpu or cuda:N");
+    idx = std::atoi(s.c_str() + 5);
+  }
+  int n = device_count();
+  if (idx >= n)
+    throw InputError("device '" + s + "' does not exist: this machine has " + std::to_string(n) + " CUDA device" +
+                     (n == 1 ? "" : "s"));
+  return idx;
+}
+
+std::string device_name(int device) {
+  cudaDeviceProp p{};
+  SEGPIPE_CUDA_CHECK(cudaGetDeviceProperties(&p, device));
+  return p.name;
+}
+
+Context::Context(int device) : device_(device) {
+  SEGPIPE_CUDA_CHECK(cudaSetDevice(device));
+  SEGPIPE_CUDA_CHECK(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking));
+  SEGPIPE_CUBLAS_CHECK(cublasCreate(&cublas_));
+  SEGPIPE_CUBLAS_CHECK(cublasSetStream(cublas_, stream_));
+  SEGPIPE_CUDA_CHECK(cudaMalloc(&workspace_, kCublasWorkspace));
+  SEGPIPE_CUBLAS_CHECK(cublasSetWorkspace(cublas_, workspace_, kCublasWorkspace));
+}
+
+Context::~Context() {
+  if (stream_) cudaStreamSynchronize(stream_);
+  if (cublas_) cublasDestroy(cublas_);
+  if (workspace_) cudaFree(workspace_);
+  if (stream_) cudaStreamDestroy(stream_);
+}
+
+}  // namespace segpipe::cuda

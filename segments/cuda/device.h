@@ -1,0 +1,87 @@
+// The GPU a segment runs on: one stream, one cuBLAS handle (with a fixed workspace, so that cuBLAS
+// calls can be captured into CUDA graphs), and owned device buffers.
+#pragma once
+#include <cublas_v2.h>
+#include <cuda_runtime_api.h>
+
+#include <cstddef>
+#include <cstdint>
+#include <string>
+
+#include "segments/kernels/cuda/check.h"
+
+namespace segpipe::cuda {
+
+// Number of CUDA devices; 0 when there is no driver or no GPU (never throws).
+int device_count();
+// "cuda:N" -> N; "cuda" -> 0. Throws InputError for anything else or a device that does not exist.
+int parse_device(const std::string& s);
+std::string device_name(int device);
+
+class Context {
+ public:
+  explicit Context(int device);
+  ~Context();
+  Context(const Context&) = delete;
+  Context& operator=(const Context&) = delete;
+  int device() const { return device_; }
+  cudaStream_t stream() const { return stream_; }
+  cublasHandle_t cublas() const { return cublas_; }
+  void sync() const { SEGPIPE_CUDA_CHECK(cudaStreamSynchronize(stream_)); }
+
+ private:
+  int device_;
+  cudaStream_t stream_ = nullptr;
+  cublasHandle_t cublas_ = nullptr;
+  void* workspace_ = nullptr;
+};
+
+// An owned device allocation of n elements of T (uninitialized). grow() reallocates only to get
+// larger, dropping the contents.
+template <typename T>
+class Buffer {
+ public:
+  Buffer() = default;
+  explicit Buffer(size_t n) { grow(n); }
+  ~Buffer() { release(); }
+  Buffer(const Buffer&) = delete;
+  Buffer& operator=(const Buffer&) = delete;
+  Buffer(Buffer&& o) noexcept : p_(o.p_), n_(o.n_) { o.p_ = nullptr; o.n_ = 0; }
+  Buffer& operator=(Buffer&& o) noexcept {
+    if (this != &o) {
+      release();
+      p_ = o.p_;
+      n_ = o.n_;
+      o.p_ = nullptr;
+      o.n_ = 0;
+    }
+    return *this;
+  }
+  void grow(size_t n) {
+    if (n <= n_) return;
+    release();
+    void* p = nullptr;
+    cudaError_t e = cudaMalloc(&p, n * sizeof(T));
+    if (e != cudaSuccess) {
+      cudaGetLastError();
+      throw RuntimeFailure("cannot allocate " + std::to_string(n * sizeof(T)) + " bytes of GPU memory (" +
+                           cudaGetErrorString(e) + ")");
+    }
+    p_ = static_cast<T*>(p);
+    n_ = n;
+  }
+  T* get() const { return p_; }
+  size_t size() const { return n_; }
+  size_t bytes() const { return n_ * sizeof(T); }
+
+ private:
+  void release() {
+    if (p_) cudaFree(p_);
+    p_ = nullptr;
+    n_ = 0;
+  }
+  T* p_ = nullptr;
+  size_t n_ = 0;
+};
+
+}  // namespace segpipe::cuda

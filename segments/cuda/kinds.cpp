@@ -1,0 +1,357 @@
+#include "segments/cuda/kinds.h"
+
+#include <algorithm>
+#include <cmath>
+
+#include "segments/kernels/cuda/attention.cuh"
+#include "segments/kernels/cuda/embed.cuh"
+#include "segments/kernels/cuda/gemm.cuh"
+#include "segments/kernels/cuda/moe.cuh"
+#include "segments/kernels/cuda/norm.cuh"
+#include "segments/kernels/cuda/rope.cuh"
+#include "segments/kernels/cuda/router.cuh"
+#include "segments/kernels/cuda/swiglu.cuh"
+#include "segments/model/tensor_map.h"
+
+namespace segpipe::cuda {
+
+namespace {
+
+size_t numel(const TensorRole& r) {
+  size_t n = 1;
+  for (int64_t d : r.shape) n *= static_cast<size_t>(d);
+  return n;
+}
+
+const TensorRole& find_role(const std::vector<TensorRole>& roles, const std::string& name) {
+  for (auto& r : roles)
+    if (r.role == name) return r;
+  SEGPIPE_ASSERT_MSG(false, "tensor role missing from the table");
+  return roles[0];
+}
+
+char* at(Buffer<char>& b, size_t elems, DType dt) { return b.get() + elems * dtype_size(dt); }
+
+// Copies a device tensor to the host and hands it to the observer.
+void observe(Context& ctx, BoundaryObserver* obs, const std::string& name, const float* d, int64_t rows, int64_t cols,
+             std::vector<float>& tmp) {
+  tmp.resize(static_cast<size_t>(rows * cols));
+  SEGPIPE_CUDA_CHECK(cudaMemcpyAsync(tmp.data(), d, tmp.size() * 4, cudaMemcpyDeviceToHost, ctx.stream()));
+  ctx.sync();
+  obs->on_tensor(name, tmp.data(), rows, cols);
+}
+
+}  // namespace
+
+// ---------------------------------------------------------------------------------------------
+Embeddings::Embeddings(Context& ctx, WeightSource& w, const ModelConfig& cfg)
+    : ctx_(ctx), dt_(w.options().compute), vocab_(cfg.vocab), hidden_(cfg.hidden) {
+  TensorRole r = embed_role(cfg);
+  table_.grow(numel(r) * dtype_size(dt_));
+  w.matrix(r, table_.get(), dt_);
+  ctx_.sync();
+}
+
+void Embeddings::forward(const int32_t* d_ids, int64_t T, float* out) {
+  embed_gather(d_ids, T, table_.get(), dt_, hidden_, out, ctx_.stream());
+}
+
+// ---------------------------------------------------------------------------------------------
+Experts::Experts(Context& ctx, WeightSource& w, const ModelConfig& cfg, const EngineOptions& opt, int l0, int l1,
+                 int e0, int e1)
+    : ctx_(ctx), cfg_(cfg), opt_(opt), dt_(w.options().compute), l0_(l0), l1_(l1), e0_(e0), e1_(e1) {
+  const size_t H = static_cast<size_t>(cfg.hidden), I = static_cast<size_t>(cfg.moe_intermediate);
+  const size_t n = static_cast<size_t>(e1 - e0 + 1), es = dtype_size(dt_);
+  for (int l = l0; l <= l1; l++) {
+    gate_up_.emplace_back();
+    down_.emplace_back();
+    if (!cfg.is_moe_layer(l)) continue;
+    gate_up_.back().grow(n * 2 * I * H * es);
+    down_.back().grow(n * H * I * es);
+    for (int e = e0; e <= e1; e++) {
+      size_t i = static_cast<size_t>(e - e0);
+      w.expert(l, e, gate_up_.back().get() + i * 2 * I * H * es, down_.back().get() + i * H * I * es, dt_);
+    }
+  }
+  ctx_.sync();
+}
+
+bool Experts::holds_layer(int layer) const {
+  return layer >= l0_ && layer <= l1_ && gate_up_[static_cast<size_t>(layer - l0_)].size() > 0;
+}
+
+uint64_t Experts::weight_bytes() const {
+  uint64_t b = 0;
+  for (auto& x : gate_up_) b += x.bytes();
+  for (auto& x : down_) b += x.bytes();
+  return b;
+}
+
+void Experts::compute(const ExpertRequest& r) {
+  if (!holds_layer(r.layer)) return;
+  const int64_t H = cfg_.hidden, I = cfg_.moe_intermediate, S = r.T * r.k;
+  const size_t li = static_cast<size_t>(r.layer - l0_);
+  const void* wgu = gate_up_[li].get();
+  const void* wd = down_[li].get();
+  cudaStream_t st = ctx_.stream();
+  if (!r.host_experts) {
+    // Decode: only the chosen experts' rows are read.
+    act_.grow(static_cast<size_t>(S * I) * dtype_size(dt_));
+    moe_gate_up_gemv(r.x, S, r.k, r.experts, e0_, e1_, wgu, dt_, I, H, act_.get(), st);
+    moe_down_gemv(act_.get(), S, r.experts, r.weights, e0_, e1_, wd, dt_, I, H, r.slots, st);
+    return;
+  }
+  // Prefill: slots grouped by expert (stable, so each expert's rows keep token order).
+  std::vector<int32_t> perm;
+  std::vector<int64_t> count(static_cast<size_t>(e1_ - e0_ + 1), 0);
+  for (int64_t s = 0; s < S; s++) {
+    int e = r.host_experts[s];
+    if (e >= e0_ && e <= e1_) count[static_cast<size_t>(e - e0_)]++;
+  }
+  std::vector<int64_t> off(count.size() + 1, 0);
+  for (size_t i = 0; i < count.size(); i++) off[i + 1] = off[i] + count[i];
+  const int64_t n = off.back();
+  if (n == 0) return;
+  perm.resize(static_cast<size_t>(n));
+  {
+    std::vector<int64_t> fill(off.begin(), off.end() - 1);
+    for (int64_t s = 0; s < S; s++) {
+      int e = r.host_experts[s];
+      if (e >= e0_ && e <= e1_) perm[static_cast<size_t>(fill[static_cast<size_t>(e - e0_)]++)] = static_cast<int32_t>(s);
+    }
+  }
+  const size_t es = dtype_size(dt_);
+  perm_.grow(static_cast<size_t>(n));
+  xg_.grow(static_cast<size_t>(n * H) * es);
+  gu_.grow(static_cast<size_t>(n * 2 * I));
+  act_.grow(static_cast<size_t>(n * I) * es);
+  d_.grow(static_cast<size_t>(n * H));
+  ptrs_.grow(3 * count.size());
+  SEGPIPE_CUDA_CHECK(cudaMemcpyAsync(perm_.get(), perm.data(), perm.size() * 4, cudaMemcpyHostToDevice, st));
+  moe_gather_rows(r.x, dt_, perm_.get(), n, r.k, H, xg_.get(), st);
+  std::vector<GemmProblem> up, down;
+  for (size_t i = 0; i < count.size(); i++) {
+    if (count[i] == 0) continue;
+    const size_t o = static_cast<size_t>(off[i]);
+    up.push_back({xg_.get() + o * H * es, static_cast<const char*>(wgu) + i * 2 * I * H * es, gu_.get() + o * 2 * I,
+                  count[i]});
+    down.push_back({act_.get() + o * I * es, static_cast<const char*>(wd) + i * H * I * es, d_.get() + o * H,
+                    count[i]});
+  }
+  gemm_xwT_many(ctx_.cublas(), up, dt_, 2 * I, H, ptrs_.get(), opt_.grouped_gemm, st);
+  swiglu_rows(gu_.get(), n, I, act_.get(), dt_, st);
+  gemm_xwT_many(ctx_.cublas(), down, dt_, H, I, ptrs_.get(), opt_.grouped_gemm, st);
+  moe_scatter_weighted(d_.get(), perm_.get(), r.weights, n, H, r.slots, st);
+}
+
+// ---------------------------------------------------------------------------------------------
+struct Layers::Layer {
+  int index = 0;
+  bool moe = false;
+  Buffer<float> in_norm, post_norm, q_norm, k_norm;
+  Buffer<char> qkv, o, router, gate_up, down;  // compute dtype
+  Buffer<float> kv;                              // K [max_seq, kv_dim] then V [max_seq, kv_dim]
+};
+
+Layers::Layers(Context& ctx, WeightSource& w, const ModelConfig& cfg, const EngineOptions& opt, int first, int last,
+               bool local_experts, int64_t max_seq)
+    : ctx_(ctx), cfg_(cfg), opt_(opt), dt_(w.options().compute), first_(first), last_(last), max_seq_(max_seq) {
+  SEGPIPE_ASSERT(first >= 0 && last < cfg.num_layers && first <= last);
+  const size_t H = static_cast<size_t>(cfg.hidden), qd = static_cast<size_t>(cfg.q_dim()),
+               kvd = static_cast<size_t>(cfg.kv_dim()), es = dtype_size(dt_);
+  for (int i = first; i <= last; i++) {
+    auto L = std::make_unique<Layer>();
+    L->index = i;
+    L->moe = cfg.is_moe_layer(i);
+    auto roles = layer_roles(cfg, i);
+    auto vec = [&](const char* role, Buffer<float>& b) {
+      const TensorRole& r = find_role(roles, role);
+      b.grow(numel(r));
+      w.vector_f32(r, b.get());
+    };
+    vec("input_layernorm", L->in_norm);
+    vec("post_attention_layernorm", L->post_norm);
+    vec("attn.q_norm", L->q_norm);
+    vec("attn.k_norm", L->k_norm);
+    // q, k and v stacked into one [q_dim + 2 kv_dim, H] matrix: one product per step.
+    L->qkv.grow((qd + 2 * kvd) * H * es);
+    w.matrix(find_role(roles, "attn.q_proj"), L->qkv.get(), dt_);
+    w.matrix(find_role(roles, "attn.k_proj"), at(L->qkv, qd * H, dt_), dt_);
+    w.matrix(find_role(roles, "attn.v_proj"), at(L->qkv, (qd + kvd) * H, dt_), dt_);
+    L->o.grow(H * qd * es);
+    w.matrix(find_role(roles, "attn.o_proj"), L->o.get(), dt_);
+    if (L->moe) {
+      const TensorRole& r = find_role(roles, "router");
+      L->router.grow(numel(r) * es);
+      w.matrix(r, L->router.get(), dt_);
+    } else {
+      const size_t I = static_cast<size_t>(cfg.intermediate);
+      L->gate_up.grow(2 * I * H * es);
+      w.matrix(find_role(roles, "mlp.gate_proj"), L->gate_up.get(), dt_);
+      w.matrix(find_role(roles, "mlp.up_proj"), at(L->gate_up, I * H, dt_), dt_);
+      L->down.grow(H * I * es);
+      w.matrix(find_role(roles, "mlp.down_proj"), L->down.get(), dt_);
+    }
+    L->kv.grow(2 * static_cast<size_t>(max_seq) * kvd);
+    layers_.push_back(std::move(L));
+  }
+  bool any_moe = false;
+  for (int i = first; i <= last; i++) any_moe |= cfg.is_moe_layer(i);
+  if (local_experts && any_moe)
+    local_ = std::make_unique<Experts>(ctx, w, cfg, opt, first, last, 0, cfg.num_experts - 1);
+  auto f = rope_inv_freq(cfg.head_dim, cfg.rope_theta);
+  inv_freq_.grow(f.size());
+  SEGPIPE_CUDA_CHECK(cudaMemcpyAsync(inv_freq_.get(), f.data(), f.size() * 4, cudaMemcpyHostToDevice, ctx.stream()));
+  ctx_.sync();
+}
+
+Layers::~Layers() = default;
+
+uint64_t Layers::weight_bytes() const {
+  uint64_t b = local_ ? local_->weight_bytes() : 0;
+  for (auto& L : layers_)
+    b += L->in_norm.bytes() + L->post_norm.bytes() + L->q_norm.bytes() + L->k_norm.bytes() + L->qkv.bytes() +
+         L->o.bytes() + L->router.bytes() + L->gate_up.bytes() + L->down.bytes();
+  return b;
+}
+
+uint64_t Layers::kv_bytes() const {
+  uint64_t b = 0;
+  for (auto& L : layers_) b += L->kv.bytes();
+  return b;
+}
+
+void Layers::ensure_scratch(int64_t T) {
+  if (T <= cap_) return;
+  const size_t t = static_cast<size_t>(T), H = static_cast<size_t>(cfg_.hidden),
+               qd = static_cast<size_t>(cfg_.q_dim()), kvd = static_cast<size_t>(cfg_.kv_dim()),
+               es = dtype_size(dt_);
+  const size_t k = static_cast<size_t>(std::max(cfg_.top_k, 1)), E = static_cast<size_t>(std::max(cfg_.num_experts, 1));
+  const size_t I = static_cast<size_t>(std::max(cfg_.intermediate, 1));
+  h_.grow(t * H * es);
+  qkv_.grow(t * (qd + 2 * kvd));
+  q_.grow(t * qd);
+  att_.grow(t * qd * es);
+  logits_.grow(t * E);
+  experts_.grow(t * k);
+  weights_.grow(t * k);
+  slots_.grow(t * k * H);
+  gu_.grow(t * 2 * I);
+  act_.grow(t * I * es);
+  cap_ = T;
+}
+
+void Layers::forward(float* x, int64_t T, int64_t pos0, const int32_t* d_pos0, const std::vector<Experts*>& banks,
+                     BoundaryObserver* obs) {
+  if (pos0 + T > max_seq_)
+    throw RuntimeFailure("sequence of " + std::to_string(pos0 + T) + " tokens exceeds the KV cache (" +
+                         std::to_string(max_seq_) + " positions)");
+  ensure_scratch(T);
+  cudaStream_t st = ctx_.stream();
+  cublasHandle_t cb = ctx_.cublas();
+  const int64_t H = cfg_.hidden, qd = cfg_.q_dim(), kvd = cfg_.kv_dim();
+  const float eps = cfg_.rms_eps;
+  const float scale = static_cast<float>(std::pow(static_cast<double>(cfg_.head_dim), -0.5));
+  for (auto& Lp : layers_) {
+    Layer& L = *Lp;
+    float* kc = L.kv.get();
+    float* vc = kc + max_seq_ * kvd;
+    // Attention block
+    rmsnorm(x, T, H, L.in_norm.get(), eps, h_.get(), dt_, st);
+    gemm_xwT(cb, h_.get(), L.qkv.get(), dt_, T, qd + 2 * kvd, H, qkv_.get(), qd + 2 * kvd, 0.0f);
+    qk_norm_rope_kv(qkv_.get(), T, d_pos0, {cfg_.num_heads, cfg_.num_kv_heads, cfg_.head_dim}, L.q_norm.get(),
+                    L.k_norm.get(), eps, inv_freq_.get(), q_.get(), kc, vc, st);
+    attention(q_.get(), T, d_pos0, {cfg_.num_heads, cfg_.num_kv_heads, cfg_.head_dim}, kc, vc, scale, att_.get(), dt_,
+              st);
+    // x += att · Wo^T (the residual add folded into the product: beta = 1)
+    gemm_xwT(cb, att_.get(), L.o.get(), dt_, T, H, qd, x, H, 1.0f);
+    // MLP block
+    rmsnorm(x, T, H, L.post_norm.get(), eps, h_.get(), dt_, st);
+    if (L.moe) {
+      const int E = cfg_.num_experts, k = cfg_.top_k;
+      gemm_xwT(cb, h_.get(), L.router.get(), dt_, T, E, H, logits_.get(), E, 0.0f);
+      if (obs) observe(ctx_, obs, "layers." + std::to_string(L.index) + ".router_logits", logits_.get(), T, E, host_tmp_);
+      route_topk(logits_.get(), T, E, k, cfg_.norm_topk_prob, experts_.get(), weights_.get(), st);
+      ExpertRequest req;
+      req.layer = L.index;
+      req.x = h_.get();
+      req.T = T;
+      req.k = k;
+      req.experts = experts_.get();
+      req.weights = weights_.get();
+      req.slots = slots_.get();
+      bool grouped = T > opt_.gemv_max_tokens;
+      if (grouped || obs) {
+        host_experts_.resize(static_cast<size_t>(T * k));
+        SEGPIPE_CUDA_CHECK(cudaMemcpyAsync(host_experts_.data(), experts_.get(), host_experts_.size() * 4,
+                                           cudaMemcpyDeviceToHost, st));
+        ctx_.sync();
+        if (grouped) req.host_experts = host_experts_.data();
+      }
+      if (obs) {
+        std::vector<float> w(static_cast<size_t>(T * k));
+        SEGPIPE_CUDA_CHECK(cudaMemcpyAsync(w.data(), weights_.get(), w.size() * 4, cudaMemcpyDeviceToHost, st));
+        ctx_.sync();
+        obs->on_route(L.index, host_experts_.data(), w.data(), T, k);
+      }
+      bool served = false;
+      if (local_) {
+        local_->compute(req);
+        served = true;
+      } else {
+        for (Experts* b : banks)
+          if (b->holds_layer(L.index)) {
+            b->compute(req);
+            served = true;
+          }
+      }
+      if (!served) throw RuntimeFailure("layer " + std::to_string(L.index) + " has routed experts but no expert bank");
+      moe_combine_add(slots_.get(), experts_.get(), T, k, H, x, st);
+    } else {
+      const int64_t I = cfg_.intermediate;
+      gemm_xwT(cb, h_.get(), L.gate_up.get(), dt_, T, 2 * I, H, gu_.get(), 2 * I, 0.0f);
+      swiglu_rows(gu_.get(), T, I, act_.get(), dt_, st);
+      gemm_xwT(cb, act_.get(), L.down.get(), dt_, T, H, I, x, H, 1.0f);
+    }
+    if (obs) observe(ctx_, obs, "layers." + std::to_string(L.index) + ".output", x, T, H, host_tmp_);
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+LmHead::LmHead(Context& ctx, WeightSource& w, const ModelConfig& cfg, const void* tied_table)
+    : ctx_(ctx), cfg_(cfg), dt_(w.options().compute), vocab_(cfg.vocab) {
+  TensorRole nr = final_norm_role(cfg);
+  norm_.grow(numel(nr));
+  w.vector_f32(nr, norm_.get());
+  if (cfg.tie_word_embeddings) {
+    if (tied_table) {
+      head_ptr_ = tied_table;
+    } else {
+      TensorRole r = embed_role(cfg);
+      head_.grow(numel(r) * dtype_size(dt_));
+      w.matrix(r, head_.get(), dt_);
+      head_ptr_ = head_.get();
+    }
+  } else {
+    TensorRole r = lm_head_roles(cfg).back();
+    head_.grow(numel(r) * dtype_size(dt_));
+    w.matrix(r, head_.get(), dt_);
+    head_ptr_ = head_.get();
+  }
+  ctx_.sync();
+}
+
+void LmHead::forward(const float* x, int64_t T, bool all_positions, float* normed, float* logits) {
+  const int64_t H = cfg_.hidden;
+  cudaStream_t st = ctx_.stream();
+  h_.grow(static_cast<size_t>(T * H) * dtype_size(dt_));
+  rmsnorm(x, T, H, norm_.get(), cfg_.rms_eps, h_.get(), dt_, st);
+  if (normed) rmsnorm(x, T, H, norm_.get(), cfg_.rms_eps, normed, DType::F32, st);
+  if (all_positions)
+    gemm_xwT(ctx_.cublas(), h_.get(), head_ptr_, dt_, T, vocab_, H, logits, vocab_, 0.0f);
+  else
+    gemm_xwT(ctx_.cublas(), h_.get() + static_cast<size_t>((T - 1) * H) * dtype_size(dt_), head_ptr_, dt_, 1, vocab_,
+             H, logits, vocab_, 0.0f);
+}
+
+}  // namespace segpipe::cuda

@@ -1,0 +1,135 @@
+// The segment kinds on the GPU, mirroring segments/kinds/*.h: embeddings, layers (norms, attention
+// with its KV cache, router, dense MLPs, local experts), expert banks and the lm_head. Activations
+// stay in device memory: the residual stream is float32 [T, H]; matrices and the inputs of the
+// matrix products are in the compute dtype (F32: verification; BF16: speed, fp32 accumulation).
+// Positions are read from a device int (pos0) so that a decode step can be captured once into a
+// CUDA graph and replayed at every position.
+#pragma once
+#include <cstdint>
+#include <memory>
+#include <vector>
+
+#include "segments/cuda/device.h"
+#include "segments/cuda/weights.h"
+#include "segments/kinds/boundary_observer.h"
+#include "segments/model/config.h"
+
+namespace segpipe::cuda {
+
+struct EngineOptions {
+  int gemv_max_tokens = 4;     // MoE: up to this many tokens per step, GEMVs over the chosen experts;
+                               // above, slots grouped by expert and one GEMM per expert
+  bool grouped_gemm = true;    // one cublasGemmGroupedBatchedEx call for a layer's experts
+};
+
+class Embeddings {
+ public:
+  Embeddings(Context& ctx, WeightSource& w, const ModelConfig& cfg);
+  // ids: [T] on the device (checked against vocab() on the host); out: [T, H] float32.
+  void forward(const int32_t* d_ids, int64_t T, float* out);
+  const void* table() const { return table_.get(); }
+  int64_t vocab() const { return vocab_; }
+  uint64_t weight_bytes() const { return table_.bytes(); }
+
+ private:
+  Context& ctx_;
+  DType dt_;
+  int64_t vocab_, hidden_;
+  Buffer<char> table_;
+};
+
+// The request a layer sends to its expert banks (device pointers).
+struct ExpertRequest {
+  int layer = 0;
+  const void* x = nullptr;           // [T, H] post-attention-normalized states, compute dtype
+  int64_t T = 0;
+  int k = 0;
+  const int32_t* experts = nullptr;  // [T, k] on the device
+  const float* weights = nullptr;    // [T, k] on the device
+  const int32_t* host_experts = nullptr;  // [T, k] on the host for the grouped path; null: GEMV path
+  float* slots = nullptr;            // [T * k, H] float32
+};
+
+// A bank: experts [e0, e1] of the MoE layers in [l0, l1].
+class Experts {
+ public:
+  Experts(Context& ctx, WeightSource& w, const ModelConfig& cfg, const EngineOptions& opt, int l0, int l1, int e0,
+          int e1);
+  bool holds_layer(int layer) const;
+  int layer_first() const { return l0_; }
+  int layer_last() const { return l1_; }
+  // Fills the slots of the experts it owns.
+  void compute(const ExpertRequest& r);
+  uint64_t weight_bytes() const;
+
+ private:
+  Context& ctx_;
+  const ModelConfig& cfg_;
+  EngineOptions opt_;
+  DType dt_;
+  int l0_, l1_, e0_, e1_;
+  std::vector<Buffer<char>> gate_up_, down_;  // per layer l0..l1 (empty for dense layers)
+  Buffer<char> xg_, act_;
+  Buffer<float> gu_, d_;
+  Buffer<int32_t> perm_;
+  Buffer<void*> ptrs_;
+};
+
+class Layers {
+ public:
+  // local_experts: this segment computes its MoE layers' experts itself (one bank over all experts).
+  Layers(Context& ctx, WeightSource& w, const ModelConfig& cfg, const EngineOptions& opt, int first, int last,
+         bool local_experts, int64_t max_seq);
+  ~Layers();
+  int first() const { return first_; }
+  int last() const { return last_; }
+  // x: [T, H] float32 on the device, in place. pos0 on the host (capacity checks), d_pos0 the same
+  // value on the device. banks serve MoE layers when the experts are not local. With an observer,
+  // every boundary is copied to the host (synchronizing).
+  void forward(float* x, int64_t T, int64_t pos0, const int32_t* d_pos0, const std::vector<Experts*>& banks,
+               BoundaryObserver* obs);
+  uint64_t weight_bytes() const;
+  uint64_t kv_bytes() const;
+
+ private:
+  struct Layer;
+  void ensure_scratch(int64_t T);
+  Context& ctx_;
+  const ModelConfig& cfg_;
+  EngineOptions opt_;
+  DType dt_;
+  int first_, last_;
+  int64_t max_seq_;
+  std::vector<std::unique_ptr<Layer>> layers_;
+  std::unique_ptr<Experts> local_;
+  Buffer<float> inv_freq_;
+  int64_t cap_ = 0;
+  Buffer<char> h_, att_, act_;
+  Buffer<float> qkv_, q_, logits_, weights_, slots_, gu_;
+  Buffer<int32_t> experts_;
+  std::vector<int32_t> host_experts_;
+  std::vector<float> host_tmp_;
+};
+
+class LmHead {
+ public:
+  // tied_table: the embedding table when the model ties them (shared, not copied), else null.
+  LmHead(Context& ctx, WeightSource& w, const ModelConfig& cfg, const void* tied_table);
+  // x: [T, H] float32. normed (device, optional): [T, H] float32. logits: [T, V] when all_positions,
+  // else [V] for the last position (device, float32).
+  void forward(const float* x, int64_t T, bool all_positions, float* normed, float* logits);
+  int64_t vocab() const { return vocab_; }
+  uint64_t weight_bytes() const { return head_.bytes() + norm_.bytes(); }
+
+ private:
+  Context& ctx_;
+  const ModelConfig& cfg_;
+  DType dt_;
+  int64_t vocab_;
+  Buffer<float> norm_;
+  Buffer<char> head_;
+  const void* head_ptr_ = nullptr;
+  Buffer<char> h_;
+};
+
+}  // namespace segpipe::cuda

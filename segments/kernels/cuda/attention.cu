@@ -1,0 +1,92 @@
+#include "segments/kernels/cuda/attention.cuh"
+#include "segments/kernels/cuda/check.h"
+#include "segments/kernels/cuda/common.cuh"
+
+namespace segpipe::cuda {
+
+namespace {
+
+constexpr int kWarps = 4;
+constexpr int kMaxPerLane = 8;  // head_dim <= 256
+
+// One block per (head, token). Each warp walks every kWarps-th key with an online softmax (running
+// max and sum, rescaled accumulator); the warps' partial results are merged at the end. Lane l
+// holds dimensions l, l+32, ... of the query and the accumulator, so each key row is read with
+// coalesced 128-byte accesses.
+template <typename O>
+__global__ void attention_kernel(const float* __restrict__ q, const int32_t* __restrict__ d_pos0, int nh, int nkv,
+                                 int hd, const float* __restrict__ kc, const float* __restrict__ vc, float scale,
+                                 O* __restrict__ out) {
+  __shared__ float s_m[kWarps], s_l[kWarps];
+  __shared__ float s_acc[kWarps][kMaxPerLane * 32];
+  const int h = blockIdx.x, t = blockIdx.y;
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+  const int g = h / (nh / nkv);
+  const int64_t p = int64_t(*d_pos0) + t;
+  const int64_t kvd = int64_t(nkv) * hd;
+  const float* qv = q + (int64_t(t) * nh + h) * hd;
+  float qr[kMaxPerLane], acc[kMaxPerLane];
+#pragma unroll
+  for (int r = 0; r < kMaxPerLane; r++) {
+    int i = lane + 32 * r;
+    qr[r] = i < hd ? qv[i] : 0.f;
+    acc[r] = 0.f;
+  }
+  float m = -INFINITY, l = 0.f;
+  for (int64_t j = warp; j <= p; j += kWarps) {
+    const float* kr = kc + j * kvd + int64_t(g) * hd;
+    float d = 0.f;
+#pragma unroll
+    for (int r = 0; r < kMaxPerLane; r++) {
+      int i = lane + 32 * r;
+      if (i < hd) d += qr[r] * kr[i];
+    }
+    float sc = warp_sum(d) * scale;
+    float mn = fmaxf(m, sc);
+    float corr = expf(m - mn);  // 0 on the first key (m = -inf)
+    float e = expf(sc - mn);
+    l = l * corr + e;
+    const float* vr = vc + j * kvd + int64_t(g) * hd;
+#pragma unroll
+    for (int r = 0; r < kMaxPerLane; r++) {
+      int i = lane + 32 * r;
+      if (i < hd) acc[r] = acc[r] * corr + e * vr[i];
+    }
+    m = mn;
+  }
+  if (lane == 0) {
+    s_m[warp] = m;
+    s_l[warp] = l;
+  }
+#pragma unroll
+  for (int r = 0; r < kMaxPerLane; r++) s_acc[warp][lane + 32 * r] = acc[r];
+  __syncthreads();
+  float M = -INFINITY;
+  for (int w = 0; w < kWarps; w++) M = fmaxf(M, s_m[w]);
+  float L = 0.f;
+  for (int w = 0; w < kWarps; w++)
+    if (s_l[w] > 0.f) L += s_l[w] * expf(s_m[w] - M);
+  O* o = out + (int64_t(t) * nh + h) * hd;
+  for (int i = threadIdx.x; i < hd; i += kWarps * 32) {
+    float v = 0.f;
+    for (int w = 0; w < kWarps; w++)
+      if (s_l[w] > 0.f) v += s_acc[w][i] * expf(s_m[w] - M);
+    o[i] = from_f<O>(v / L);
+  }
+}
+
+}  // namespace
+
+void attention(const float* q, int64_t T, const int32_t* d_pos0, const AttnShape& s, const float* k_cache,
+               const float* v_cache, float scale, void* out, DType ot, cudaStream_t st) {
+  SEGPIPE_ASSERT(s.head_dim <= kMaxPerLane * 32 && s.num_heads % s.num_kv_heads == 0);
+  if (T == 0) return;
+  dim3 grid(static_cast<unsigned>(s.num_heads), static_cast<unsigned>(T));
+  SEGPIPE_DISPATCH_FB(ot, O,
+                      attention_kernel<O><<<grid, kWarps * 32, 0, st>>>(q, d_pos0, s.num_heads, s.num_kv_heads,
+                                                                         s.head_dim, k_cache, v_cache, scale,
+                                                                         static_cast<O*>(out)));
+  SEGPIPE_CUDA_LAUNCH_CHECK("attention_kernel");
+}
+
+}  // namespace segpipe::cuda

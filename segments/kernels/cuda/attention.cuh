@@ -1,0 +1,24 @@
+// Causal grouped-query attention over the KV cache (segments/kernels/cpu/attention.h): the query of
+// token t sits at position pos0 + t and attends to cache rows 0..pos0+t. Prefill and cached decode
+// are the same kernel; pos0 is read from device memory (CUDA-graph replay at any position).
+#pragma once
+#include <cuda_runtime_api.h>
+
+#include <cstdint>
+
+#include "segments/core/dtype.h"
+
+namespace segpipe::cuda {
+
+struct AttnShape {
+  int num_heads;
+  int num_kv_heads;
+  int head_dim;  // at most 256
+};
+
+// q: [T, num_heads*head_dim] float32 (normed, rotated); k_cache/v_cache: [max_seq, kv_dim] float32;
+// out: [T, num_heads*head_dim] in ot (F32 or BF16). scale: head_dim^-0.5 as the CPU computes it.
+void attention(const float* q, int64_t T, const int32_t* d_pos0, const AttnShape& s, const float* k_cache,
+               const float* v_cache, float scale, void* out, DType ot, cudaStream_t st);
+
+}  // namespace segpipe::cuda

@@ -1,0 +1,38 @@
+// The routed-expert computation of an MoE layer (segments/kinds/experts.h on the CPU), in slots:
+// slot s = t*k + j is token t's j-th choice; a bank owning experts [e0, e1] fills the slots of its
+// experts with weights[s] * down(silu(gate(x_t)) * up(x_t)) and leaves the others untouched; the
+// layer then adds each token's k slots to the residual in ascending expert id (the reference's
+// index_add_ order).
+//
+// Two paths: decode (few slots) runs GEMVs that read only the chosen experts' rows; prefill groups
+// the slots by expert (gather, one GEMM per expert through cuBLAS, SwiGLU, GEMM, weighted scatter).
+// Expert weights of a bank are stored per layer as gate_up [n, 2I, H] (gate rows, then up rows) and
+// down [n, H, I], in the compute dtype.
+#pragma once
+#include <cuda_runtime_api.h>
+
+#include <cstdint>
+
+#include "segments/core/dtype.h"
+
+namespace segpipe::cuda {
+
+// Decode path. x: [S / k, H] in dt; act: [S, I] in dt (scratch, consumed by moe_down_gemv).
+void moe_gate_up_gemv(const void* x, int64_t S, int k, const int32_t* experts, int e0, int e1, const void* w_gate_up,
+                      DType dt, int64_t I, int64_t H, void* act, cudaStream_t s);
+// slots: [S, H] float32; rows of slots whose expert is outside [e0, e1] are not written.
+void moe_down_gemv(const void* act, int64_t S, const int32_t* experts, const float* weights, int e0, int e1,
+                   const void* w_down, DType dt, int64_t I, int64_t H, float* slots, cudaStream_t s);
+
+// Prefill path. xg[r, :] = x[perm[r] / k, :] for r < n (perm: slot ids grouped by expert).
+void moe_gather_rows(const void* x, DType dt, const int32_t* perm, int64_t n, int k, int64_t H, void* xg,
+                     cudaStream_t s);
+// slots[perm[r], :] = weights[perm[r]] * d[r, :].
+void moe_scatter_weighted(const float* d, const int32_t* perm, const float* weights, int64_t n, int64_t H,
+                          float* slots, cudaStream_t s);
+
+// x[t, :] += (0 + slot_a + slot_b + ...) over token t's k slots in ascending expert id.
+void moe_combine_add(const float* slots, const int32_t* experts, int64_t T, int k, int64_t H, float* x,
+                     cudaStream_t s);
+
+}  // namespace segpipe::cuda

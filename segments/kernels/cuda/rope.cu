@@ -1,0 +1,83 @@
+#include <cmath>
+
+#include "segments/kernels/cuda/check.h"
+#include "segments/kernels/cuda/common.cuh"
+#include "segments/kernels/cuda/rope.cuh"
+
+namespace segpipe::cuda {
+
+std::vector<float> rope_inv_freq(int head_dim, double theta) {
+  std::vector<float> f(static_cast<size_t>(head_dim / 2));
+  float base = static_cast<float>(theta);
+  for (int i = 0; i < head_dim / 2; i++) {
+    float e = static_cast<float>(2 * i) / static_cast<float>(head_dim);
+    f[static_cast<size_t>(i)] = 1.0f / std::pow(base, e);
+  }
+  return f;
+}
+
+namespace {
+
+constexpr int kWarps = 8;
+constexpr int kMaxHeadDim = 256;
+
+// One block per token; each warp takes whole heads: q heads, then k heads, then v heads.
+__global__ void qk_norm_rope_kv_kernel(const float* __restrict__ qkv, const int32_t* __restrict__ d_pos0, int nh,
+                                       int nkv, int hd, const float* __restrict__ qn, const float* __restrict__ kn,
+                                       float eps, const float* __restrict__ inv_freq, float* __restrict__ q_out,
+                                       float* __restrict__ k_cache, float* __restrict__ v_cache) {
+  __shared__ float buf[kWarps][kMaxHeadDim];
+  const int t = blockIdx.x;
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+  const int64_t pos = int64_t(*d_pos0) + t;
+  const int64_t row = int64_t(nh + 2 * nkv) * hd;
+  const int64_t kvd = int64_t(nkv) * hd;
+  const int half = hd / 2;
+  const float p = static_cast<float>(pos);
+  for (int head = warp; head < nh + 2 * nkv; head += kWarps) {
+    const float* src = qkv + t * row + int64_t(head) * hd;
+    if (head >= nh + nkv) {  // v: copied into the cache as is
+      float* dst = v_cache + pos * kvd + int64_t(head - nh - nkv) * hd;
+      for (int i = lane; i < hd; i += 32) dst[i] = src[i];
+      continue;
+    }
+    const bool is_q = head < nh;
+    const float* w = is_q ? qn : kn;
+    double ss = 0;
+    for (int i = lane; i < hd; i += 32) {
+      float v = src[i];
+      buf[warp][i] = v;
+      ss += double(v) * v;
+    }
+    ss = warp_sum(ss);
+    const float inv = 1.0f / sqrtf(static_cast<float>(ss / static_cast<double>(hd)) + eps);
+    __syncwarp();
+    for (int i = lane; i < hd; i += 32) buf[warp][i] = w[i] * (buf[warp][i] * inv);
+    __syncwarp();
+    float* dst = is_q ? q_out + int64_t(t) * nh * hd + int64_t(head) * hd
+                      : k_cache + pos * kvd + int64_t(head - nh) * hd;
+    for (int i = lane; i < half; i += 32) {
+      float f = p * inv_freq[i];
+      float c = cosf(f), sn = sinf(f);
+      float a = buf[warp][i], b = buf[warp][i + half];
+      // Two roundings per product, as the CPU reference (no fused multiply-add).
+      dst[i] = __fsub_rn(__fmul_rn(a, c), __fmul_rn(b, sn));
+      dst[i + half] = __fadd_rn(__fmul_rn(b, c), __fmul_rn(a, sn));
+    }
+    __syncwarp();
+  }
+}
+
+}  // namespace
+
+void qk_norm_rope_kv(const float* qkv, int64_t T, const int32_t* d_pos0, const QkvShape& s, const float* q_norm,
+                     const float* k_norm, float eps, const float* inv_freq, float* q_out, float* k_cache,
+                     float* v_cache, cudaStream_t st) {
+  SEGPIPE_ASSERT(s.head_dim % 2 == 0 && s.head_dim <= kMaxHeadDim);
+  if (T == 0) return;
+  qk_norm_rope_kv_kernel<<<static_cast<unsigned>(T), kWarps * 32, 0, st>>>(
+      qkv, d_pos0, s.num_heads, s.num_kv_heads, s.head_dim, q_norm, k_norm, eps, inv_freq, q_out, k_cache, v_cache);
+  SEGPIPE_CUDA_LAUNCH_CHECK("qk_norm_rope_kv_kernel");
+}
+
+}  // namespace segpipe::cuda

@@ -1,0 +1,30 @@
+// The attention block's per-head step between the QKV projection and attention, fused: q_norm and
+// k_norm (RMSNorm over head_dim, as segments/kernels/cpu/rmsnorm.h), rotate-half RoPE (dimension i
+// pairs with i + head_dim/2, as segments/kernels/cpu/rope.h) at positions pos0 + t, and the writes of
+// K and V into the cache. pos0 is read from device memory so that a captured decode step (CUDA
+// graph) replays at any position.
+#pragma once
+#include <cuda_runtime_api.h>
+
+#include <cstdint>
+#include <vector>
+
+namespace segpipe::cuda {
+
+struct QkvShape {
+  int num_heads;
+  int num_kv_heads;
+  int head_dim;  // even, at most 256
+};
+
+// inv_freq as the CPU's Rope computes it (float32, 1 / theta^(2i/head_dim)); upload it once.
+std::vector<float> rope_inv_freq(int head_dim, double theta);
+
+// qkv: [T, (num_heads + 2 num_kv_heads) * head_dim] float32 (q, then k, then v per row).
+// q_out: [T, num_heads * head_dim]; k_cache / v_cache: [max_seq, num_kv_heads * head_dim], rows
+// pos0..pos0+T-1 written. inv_freq: [head_dim / 2] on the device.
+void qk_norm_rope_kv(const float* qkv, int64_t T, const int32_t* d_pos0, const QkvShape& s, const float* q_norm,
+                     const float* k_norm, float eps, const float* inv_freq, float* q_out, float* k_cache,
+                     float* v_cache, cudaStream_t st);
+
+}  // namespace segpipe::cuda

@@ -1,0 +1,334 @@
+// Parity of every CUDA kernel family with its CPU reference (segments/kernels/cpu), over several
+// shapes, on fresh random inputs, with poisoned outputs (an unwritten element is NaN and fails).
+#include <algorithm>
+#include <numeric>
+
+#include "gpu_test.h"
+#include "segments/kernels/cpu/attention.h"
+#include "segments/kernels/cpu/linear.h"
+#include "segments/kernels/cpu/rmsnorm.h"
+#include "segments/kernels/cpu/rope.h"
+#include "segments/kernels/cpu/router.h"
+#include "segments/kernels/cpu/swiglu.h"
+#include "segments/kernels/cuda/attention.cuh"
+#include "segments/kernels/cuda/convert.cuh"
+#include "segments/kernels/cuda/embed.cuh"
+#include "segments/kernels/cuda/gemm.cuh"
+#include "segments/kernels/cuda/moe.cuh"
+#include "segments/kernels/cuda/norm.cuh"
+#include "segments/kernels/cuda/rope.cuh"
+#include "segments/kernels/cuda/router.cuh"
+#include "segments/kernels/cuda/swiglu.cuh"
+#include "segments/kernels/cuda/synthetic.cuh"
+#include "segments/kinds/experts.h"
+#include "segments/model/synthetic.h"
+
+using namespace segpipe;
+using namespace segpipe::gputest;
+
+namespace {
+
+std::mt19937 rng(20261126);
+ThreadPool& pool() {
+  static ThreadPool p(1);
+  return p;
+}
+const char* dn(DType t) { return t == DType::F32 ? "f32" : "bf16"; }
+
+void test_gemm(Checks& c, cuda::Context& ctx) {
+  for (DType dt : {DType::F32, DType::BF16})
+    for (auto [T, rows, cols] : {std::tuple{1, 48, 64}, {7, 256, 200}, {64, 96, 512}, {3, 1000, 2048}}) {
+      // bf16 operands are exact bf16 values on both sides: only the summation order differs.
+      auto x = randn(size_t(T) * cols, rng), w = randn(size_t(rows) * cols, rng, 0.05f);
+      if (dt == DType::BF16) x = round_bf16(x), w = round_bf16(w);
+      std::vector<float> ref(size_t(T) * rows);
+      linear(pool(), x.data(), T, Mat{w.data(), DType::F32, rows, cols}, ref.data());
+      Dev dx(x, dt), dw(w, dt);
+      Dev y = Dev::poisoned(ref.size(), DType::F32);
+      cuda::gemm_xwT(ctx.cublas(), dx.p(), dw.p(), dt, T, rows, cols, y.f(), rows, 0.0f);
+      double e = rel_l2(y.host().data(), ref.data(), ref.size());
+      c.expect(e < 1e-5, "gemm %s T=%d rows=%d cols=%d rel_l2=%.2e", dn(dt), T, rows, cols, e);
+      // beta = 1 accumulates into y (the residual add of o_proj and down_proj)
+      Dev acc(x.size() ? std::vector<float>(ref.size(), 1.0f) : std::vector<float>{}, DType::F32);
+      cuda::gemm_xwT(ctx.cublas(), dx.p(), dw.p(), dt, T, rows, cols, acc.f(), rows, 1.0f);
+      std::vector<float> ref1 = ref;
+      for (auto& v : ref1) v += 1.0f;
+      e = rel_l2(acc.host().data(), ref1.data(), ref1.size());
+      c.expect(e < 1e-5, "gemm %s beta=1 T=%d rows=%d rel_l2=%.2e", dn(dt), T, rows, e);
+    }
+}
+
+void test_rmsnorm(Checks& c, cudaStream_t s) {
+  for (DType dt : {DType::F32, DType::BF16})
+    for (auto [rows, n] : {std::pair{1, 64}, {5, 2048}, {33, 100}}) {
+      auto x = randn(size_t(rows) * n, rng, 3.0f), w = randn(size_t(n), rng);
+      std::vector<float> ref(x.size());
+      rmsnorm(x.data(), rows, n, w.data(), 1e-6f, ref.data());
+      Dev dx(x, DType::F32), dw(w, DType::F32), y = Dev::poisoned(x.size(), dt);
+      cuda::rmsnorm(dx.f(), rows, n, dw.f(), 1e-6f, y.p(), dt, s);
+      double e = rel_l2(y.host().data(), ref.data(), ref.size());
+      double tol = dt == DType::F32 ? 1e-6 : 5e-3;
+      c.expect(e < tol, "rmsnorm -> %s rows=%d n=%d rel_l2=%.2e", dn(dt), rows, n, e);
+    }
+}
+
+void test_qk_norm_rope(Checks& c, cudaStream_t s) {
+  for (auto [nh, nkv, hd, T, pos0] : {std::tuple{4, 2, 16, 6, 0}, {32, 4, 128, 1, 37}, {8, 8, 64, 9, 1000}}) {
+    const int qd = nh * hd, kvd = nkv * hd, row = qd + 2 * kvd, max_seq = pos0 + T + 3;
+    auto qkv = randn(size_t(T) * row, rng, 2.0f), qn = randn(size_t(hd), rng), kn = randn(size_t(hd), rng);
+    Rope rope(hd, 1e6);
+    std::vector<float> q_ref(size_t(T) * qd), k_ref(size_t(T) * kvd), v_ref(size_t(T) * kvd);
+    for (int t = 0; t < T; t++) {
+      const float* r = qkv.data() + size_t(t) * row;
+      rmsnorm(r, nh, hd, qn.data(), 1e-6f, q_ref.data() + size_t(t) * qd);
+      rmsnorm(r + qd, nkv, hd, kn.data(), 1e-6f, k_ref.data() + size_t(t) * kvd);
+      std::copy(r + qd + kvd, r + row, v_ref.begin() + size_t(t) * kvd);
+      rope.apply(q_ref.data() + size_t(t) * qd, nh, pos0 + t);
+      rope.apply(k_ref.data() + size_t(t) * kvd, nkv, pos0 + t);
+    }
+    auto inv = cuda::rope_inv_freq(hd, 1e6);
+    Dev dqkv(qkv, DType::F32), dqn(qn, DType::F32), dkn(kn, DType::F32), dinv(inv, DType::F32);
+    auto dpos = upload(std::vector<int32_t>{pos0});
+    Dev q = Dev::poisoned(q_ref.size(), DType::F32), kc = Dev::poisoned(size_t(max_seq) * kvd, DType::F32),
+        vc = Dev::poisoned(size_t(max_seq) * kvd, DType::F32);
+    cuda::qk_norm_rope_kv(dqkv.f(), T, dpos.get(), {nh, nkv, hd}, dqn.f(), dkn.f(), 1e-6f, dinv.f(), q.f(), kc.f(),
+                          vc.f(), s);
+    auto kh = kc.host(), vh = vc.host();
+    std::vector<float> k_got(kh.begin() + size_t(pos0) * kvd, kh.begin() + size_t(pos0 + T) * kvd),
+        v_got(vh.begin() + size_t(pos0) * kvd, vh.begin() + size_t(pos0 + T) * kvd);
+    double eq = rel_l2(q.host().data(), q_ref.data(), q_ref.size()), ek = rel_l2(k_got.data(), k_ref.data(), k_ref.size()),
+           ev = rel_l2(v_got.data(), v_ref.data(), v_ref.size());
+    c.expect(eq < 1e-5 && ek < 1e-5 && ev == 0, "qk_norm_rope_kv heads=%d/%d hd=%d T=%d pos0=%d q=%.2e k=%.2e v=%.2e", nh,
+             nkv, hd, T, pos0, eq, ek, ev);
+    // rows outside pos0..pos0+T-1 stay untouched (poison)
+    c.expect(std::isnan(kh[size_t(pos0 + T) * kvd]), "qk_norm_rope_kv writes only its rows");
+  }
+}
+
+void test_attention(Checks& c, cudaStream_t s) {
+  for (DType ot : {DType::F32, DType::BF16})
+    for (auto [nh, nkv, hd, T, pos0] :
+         {std::tuple{4, 2, 16, 5, 3}, {32, 4, 128, 1, 100}, {8, 2, 64, 40, 0}, {32, 4, 128, 17, 500}}) {
+      const int qd = nh * hd, kvd = nkv * hd, n = pos0 + T;
+      auto q = randn(size_t(T) * qd, rng), kc = randn(size_t(n) * kvd, rng), vc = randn(size_t(n) * kvd, rng);
+      std::vector<float> ref(q.size());
+      attention(pool(), {nh, nkv, hd}, q.data(), T, pos0, kc.data(), vc.data(), ref.data());
+      Dev dq(q, DType::F32), dk(kc, DType::F32), dv(vc, DType::F32), out = Dev::poisoned(q.size(), ot);
+      auto dpos = upload(std::vector<int32_t>{pos0});
+      float scale = static_cast<float>(std::pow(double(hd), -0.5));
+      cuda::attention(dq.f(), T, dpos.get(), {nh, nkv, hd}, dk.f(), dv.f(), scale, out.p(), ot, s);
+      double e = rel_l2(out.host().data(), ref.data(), ref.size());
+      double tol = ot == DType::F32 ? 1e-5 : 5e-3;
+      c.expect(e < tol, "attention -> %s heads=%d/%d hd=%d T=%d pos0=%d rel_l2=%.2e", dn(ot), nh, nkv, hd, T, pos0, e);
+    }
+}
+
+void test_router(Checks& c, cudaStream_t s) {
+  for (auto [T, E, k, renorm] : {std::tuple{7, 8, 2, true}, {33, 128, 8, true}, {5, 128, 8, false}, {3, 16, 4, true}}) {
+    auto l = randn(size_t(T) * E, rng, 2.0f);
+    std::vector<int32_t> e_ref(size_t(T) * k);
+    std::vector<float> w_ref(size_t(T) * k);
+    route_topk(l.data(), T, E, k, renorm, e_ref.data(), w_ref.data());
+    Dev dl(l, DType::F32), w = Dev::poisoned(w_ref.size(), DType::F32);
+    cuda::Buffer<int32_t> de(e_ref.size());
+    cuda::route_topk(dl.f(), T, E, k, renorm, de.get(), w.f(), s);
+    auto e_got = download(de, e_ref.size());
+    double err = rel_l2(w.host().data(), w_ref.data(), w_ref.size());
+    c.expect(e_got == e_ref && err < 1e-6, "route_topk T=%d E=%d k=%d renorm=%d experts %s weights rel_l2=%.2e", T, E,
+             k, int(renorm), e_got == e_ref ? "equal" : "DIFFER", err);
+  }
+}
+
+void test_swiglu(Checks& c, cudaStream_t s) {
+  for (DType at : {DType::F32, DType::BF16})
+    for (auto [rows, I] : {std::pair{5, 32}, {16, 768}}) {
+      auto gu = randn(size_t(rows) * 2 * I, rng, 2.0f);
+      std::vector<float> ref(size_t(rows) * I);
+      for (int r = 0; r < rows; r++)
+        swiglu(gu.data() + size_t(r) * 2 * I, gu.data() + size_t(r) * 2 * I + I, I, ref.data() + size_t(r) * I);
+      Dev dgu(gu, DType::F32), out = Dev::poisoned(ref.size(), at);
+      cuda::swiglu_rows(dgu.f(), rows, I, out.p(), at, s);
+      double e = rel_l2(out.host().data(), ref.data(), ref.size());
+      c.expect(e < (at == DType::F32 ? 1e-6 : 5e-3), "swiglu -> %s rows=%d I=%d rel_l2=%.2e", dn(at), rows, I, e);
+    }
+}
+
+// Both MoE paths of a bank owning experts [e0, e1] against the CPU math of segments/kinds/experts.cpp.
+void test_moe(Checks& c, cuda::Context& ctx) {
+  cudaStream_t s = ctx.stream();
+  for (DType dt : {DType::F32, DType::BF16})
+    for (auto [T, H, I, E, k, e0, e1] :
+         {std::tuple{1, 64, 32, 16, 4, 0, 15}, {1, 256, 96, 32, 8, 8, 23}, {9, 64, 32, 16, 4, 4, 11}, {40, 256, 96, 32, 8, 0, 31}}) {
+      const int n = e1 - e0 + 1;
+      auto x = randn(size_t(T) * H, rng), wgu = randn(size_t(n) * 2 * I * H, rng, 0.1f),
+           wd = randn(size_t(n) * H * I, rng, 0.1f);
+      if (dt == DType::BF16) x = round_bf16(x), wgu = round_bf16(wgu), wd = round_bf16(wd);
+      std::vector<int32_t> experts(size_t(T) * k);
+      std::vector<float> weights(size_t(T) * k);
+      for (int t = 0; t < T; t++) {
+        std::vector<int32_t> ids(static_cast<size_t>(E));
+        std::iota(ids.begin(), ids.end(), 0);
+        std::shuffle(ids.begin(), ids.end(), rng);
+        for (int j = 0; j < k; j++) {
+          experts[size_t(t * k + j)] = ids[size_t(j)];
+          weights[size_t(t * k + j)] = std::uniform_real_distribution<float>(0.05f, 1.f)(rng);
+        }
+      }
+      // CPU reference slot by slot; NaN marks slots this bank does not own.
+      std::vector<float> ref(size_t(T) * k * H, NAN);
+      std::vector<float> g(static_cast<size_t>(I)), u(static_cast<size_t>(I)), d(static_cast<size_t>(H));
+      for (int sl = 0; sl < T * k; sl++) {
+        int e = experts[size_t(sl)];
+        if (e < e0 || e > e1) continue;
+        const float* base = wgu.data() + size_t(e - e0) * 2 * I * H;
+        const float* xr = x.data() + size_t(sl / k) * H;
+        linear(pool(), xr, 1, Mat{base, DType::F32, I, H}, g.data());
+        linear(pool(), xr, 1, Mat{base + size_t(I) * H, DType::F32, I, H}, u.data());
+        swiglu(g.data(), u.data(), I, g.data());
+        if (dt == DType::BF16) g = round_bf16(g);
+        linear(pool(), g.data(), 1, Mat{wd.data() + size_t(e - e0) * H * I, DType::F32, H, I}, d.data());
+        for (int col = 0; col < H; col++) ref[size_t(sl) * H + col] = d[size_t(col)] * weights[size_t(sl)];
+      }
+      Dev dx(x, dt), dgu(wgu, dt), dwd(wd, dt), dw(weights, DType::F32);
+      auto de = upload(experts);
+      const double tol = dt == DType::F32 ? 1e-5 : 5e-3;
+      for (int path = 0; path < 2; path++) {
+        Dev slots = Dev::poisoned(ref.size(), DType::F32);
+        if (path == 0) {
+          Dev act = Dev::poisoned(size_t(T) * k * I, dt);
+          cuda::moe_gate_up_gemv(dx.p(), T * k, k, de.get(), e0, e1, dgu.p(), dt, I, H, act.p(), s);
+          cuda::moe_down_gemv(act.p(), T * k, de.get(), dw.f(), e0, e1, dwd.p(), dt, I, H, slots.f(), s);
+        } else {
+          // The grouped path through the Experts segment's own steps.
+          std::vector<int32_t> perm;
+          std::vector<int64_t> cnt(size_t(n), 0);
+          for (int e = e0; e <= e1; e++)
+            for (int sl = 0; sl < T * k; sl++)
+              if (experts[size_t(sl)] == e) perm.push_back(sl), cnt[size_t(e - e0)]++;
+          const int64_t m = int64_t(perm.size());
+          auto dperm = upload(perm);
+          Dev xg = Dev::poisoned(size_t(m) * H, dt), gu = Dev::poisoned(size_t(m) * 2 * I, DType::F32),
+              act = Dev::poisoned(size_t(m) * I, dt), dd = Dev::poisoned(size_t(m) * H, DType::F32);
+          cuda::moe_gather_rows(dx.p(), dt, dperm.get(), m, k, H, xg.p(), s);
+          std::vector<cuda::GemmProblem> up, down;
+          int64_t off = 0;
+          const size_t es = dtype_size(dt);
+          for (int i = 0; i < n; i++) {
+            if (!cnt[size_t(i)]) continue;
+            up.push_back({static_cast<char*>(xg.p()) + size_t(off) * H * es, static_cast<char*>(dgu.p()) + size_t(i) * 2 * I * H * es,
+                          gu.f() + size_t(off) * 2 * I, cnt[size_t(i)]});
+            down.push_back({static_cast<char*>(act.p()) + size_t(off) * I * es, static_cast<char*>(dwd.p()) + size_t(i) * H * I * es,
+                            dd.f() + size_t(off) * H, cnt[size_t(i)]});
+            off += cnt[size_t(i)];
+          }
+          cuda::Buffer<void*> ptrs(3 * size_t(n));
+          cuda::gemm_xwT_many(ctx.cublas(), up, dt, 2 * I, H, ptrs.get(), true, s);
+          cuda::swiglu_rows(gu.f(), m, I, act.p(), dt, s);
+          cuda::gemm_xwT_many(ctx.cublas(), down, dt, H, I, ptrs.get(), true, s);
+          cuda::moe_scatter_weighted(dd.f(), dperm.get(), dw.f(), m, H, slots.f(), s);
+        }
+        auto got = slots.host();
+        bool untouched = true;
+        std::vector<float> a, b;
+        for (size_t i = 0; i < ref.size(); i++) {
+          if (std::isnan(ref[i])) {
+            untouched &= std::isnan(got[i]);
+          } else {
+            a.push_back(got[i]);
+            b.push_back(ref[i]);
+          }
+        }
+        double e = rel_l2(a.data(), b.data(), a.size());
+        c.expect(e < tol && untouched, "moe %s %s T=%d H=%d I=%d E=%d k=%d bank=[%d,%d] rel_l2=%.2e others %s", dn(dt),
+                 path ? "grouped" : "gemv", T, H, I, E, k, e0, e1, e, untouched ? "untouched" : "WRITTEN");
+      }
+    }
+}
+
+void test_combine(Checks& c, cudaStream_t s) {
+  for (auto [T, k, H] : {std::tuple{1, 8, 2048}, {6, 4, 64}}) {
+    auto slots = randn(size_t(T) * k * H, rng), x = randn(size_t(T) * H, rng);
+    std::vector<int32_t> experts(size_t(T) * k);
+    for (auto& e : experts) e = int32_t(rng() % 1000);
+    for (int t = 0; t < T; t++)  // distinct per token
+      for (int j = 0; j < k; j++) experts[size_t(t * k + j)] = experts[size_t(t * k + j)] * k + j;
+    std::vector<float> mlp(x.size()), ref(x.size());
+    combine_expert_outputs(slots.data(), experts.data(), T, k, H, mlp.data());
+    for (size_t i = 0; i < x.size(); i++) ref[i] = x[i] + mlp[i];
+    Dev ds(slots, DType::F32), dx(x, DType::F32);
+    auto de = upload(experts);
+    cuda::moe_combine_add(ds.f(), de.get(), T, k, H, dx.f(), s);
+    auto got = dx.host();
+    c.expect(std::memcmp(got.data(), ref.data(), ref.size() * 4) == 0, "moe_combine_add T=%d k=%d H=%d bit-identical", T, k, H);
+  }
+}
+
+void test_embed_convert(Checks& c, cudaStream_t s) {
+  for (DType dt : {DType::F32, DType::BF16}) {
+    const int V = 1000, H = 64, T = 9;
+    auto table = round_bf16(randn(size_t(V) * H, rng));
+    std::vector<int32_t> ids(T);
+    for (auto& i : ids) i = int32_t(rng() % V);
+    Dev dt_(table, dt), out = Dev::poisoned(size_t(T) * H, DType::F32);
+    auto dids = upload(ids);
+    cuda::embed_gather(dids.get(), T, dt_.p(), dt, H, out.f(), s);
+    auto got = out.host();
+    bool eq = true;
+    for (int t = 0; t < T; t++) eq &= std::memcmp(got.data() + size_t(t) * H, table.data() + size_t(ids[size_t(t)]) * H, H * 4) == 0;
+    c.expect(eq, "embed_gather %s bit-identical", dn(dt));
+  }
+  auto v = round_bf16(randn(4096, rng));
+  Dev src(v, DType::BF16), dst = Dev::poisoned(v.size(), DType::F32);
+  cuda::convert(src.p(), DType::BF16, dst.p(), DType::F32, int64_t(v.size()), s);
+  auto got = dst.host();
+  c.expect(std::memcmp(got.data(), v.data(), v.size() * 4) == 0, "convert bf16 -> f32 exact");
+}
+
+void test_synthetic(Checks& c, cudaStream_t s) {
+  const uint64_t h = synthetic_name_hash("thinker.model.layers.47.mlp.experts.127.down_proj.weight");
+  for (DType ck : {DType::BF16, DType::F32, DType::F16})
+    for (uint64_t first : {uint64_t(0), uint64_t(1572864 - 4096), uint64_t(1) << 33}) {
+      const int64_t n = 4096;
+      const float scale = std::sqrt(3.0f / 768.0f);
+      Dev out = Dev::poisoned(size_t(n), DType::F32);
+      cuda::synthetic_fill(42, h, first, n, scale, 0.f, ck, out.p(), DType::F32, s);
+      auto got = out.host();
+      size_t bad = 0;
+      for (int64_t i = 0; i < n; i++) {
+        float v = synthetic_value(42, h, first + uint64_t(i), scale, 0.f);
+        if (ck == DType::BF16) v = bf16_to_f32(f32_to_bf16(v));
+        if (ck == DType::F16) v = f16_to_f32(f32_to_f16(v));
+        uint32_t a, b;
+        std::memcpy(&a, &v, 4);
+        std::memcpy(&b, &got[size_t(i)], 4);
+        bad += a != b;
+      }
+      c.expect(bad == 0, "synthetic_fill (%s) first=%llu: %zu of %lld elements differ from synthetic_value",
+               dtype_name(ck), (unsigned long long)first, bad, (long long)n);
+    }
+}
+
+}  // namespace
+
+int main() {
+  if (skip_without_gpu("test_cuda_kernels")) return kSkip;
+  try {
+    cuda::Context ctx(0);
+    std::printf("device: %s\n", cuda::device_name(0).c_str());
+    Checks c;
+    test_gemm(c, ctx);
+    test_rmsnorm(c, ctx.stream());
+    test_qk_norm_rope(c, ctx.stream());
+    test_attention(c, ctx.stream());
+    test_router(c, ctx.stream());
+    test_swiglu(c, ctx.stream());
+    test_moe(c, ctx);
+    test_combine(c, ctx.stream());
+    test_embed_convert(c, ctx.stream());
+    test_synthetic(c, ctx.stream());
+    return c.finish("test_cuda_kernels");
+  } catch (const std::exception& e) {
+    std::printf("test_cuda_kernels: error: %s\n", e.what());
+    return 1;
+  }
+}

@@ -1,0 +1,218 @@
+// segpipe_bench_cuda: the GPU engine on a synthetic preset made in GPU memory (no files), batch 1:
+//   decode tokens/s and ms/token against the memory floor (bytes a token must read / measured
+//   device-to-device copy bandwidth), with and without the CUDA graph;
+//   prefill of a long prompt in TFLOP/s against the measured bf16 cuBLAS GEMM rate.
+// usage: segpipe_bench_cuda [--preset NAME] [--layers N] [--dtype bfloat16|float32] [--prompt T]
+//                           [--decode N] [--json FILE]
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <fstream>
+#include <string>
+#include <vector>
+
+#include "orchestrator/cuda_runner.h"
+#include "orchestrator/run_plan.h"
+#include "segments/cuda/device.h"
+#include "segments/kernels/cuda/gemm.cuh"
+#include "segments/kernels/cuda/synthetic.cuh"
+#include "segments/model/synthetic.h"
+
+using namespace segpipe;
+
+namespace {
+
+double now_ms() {
+  return std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now().time_since_epoch()).count();
+}
+
+double median(std::vector<double> v) {
+  std::sort(v.begin(), v.end());
+  return v[v.size() / 2];
+}
+
+// Device-to-device copy of 2 GiB, counting bytes read plus bytes written.
+double copy_bandwidth_gbs(cuda::Context& ctx) {
+  const size_t bytes = size_t(2) << 30;
+  cuda::Buffer<char> a(bytes), b(bytes);
+  cuda::synthetic_fill(1, 2, 0, int64_t(bytes / 4), 1.f, 0.f, DType::F32, a.get(), DType::F32, ctx.stream());
+  cudaEvent_t e0, e1;
+  SEGPIPE_CUDA_CHECK(cudaEventCreate(&e0));
+  SEGPIPE_CUDA_CHECK(cudaEventCreate(&e1));
+  std::vector<double> t;
+  for (int i = 0; i < 12; i++) {
+    SEGPIPE_CUDA_CHECK(cudaEventRecord(e0, ctx.stream()));
+    SEGPIPE_CUDA_CHECK(cudaMemcpyAsync(b.get(), a.get(), bytes, cudaMemcpyDeviceToDevice, ctx.stream()));
+    SEGPIPE_CUDA_CHECK(cudaEventRecord(e1, ctx.stream()));
+    SEGPIPE_CUDA_CHECK(cudaEventSynchronize(e1));
+    float ms;
+    SEGPIPE_CUDA_CHECK(cudaEventElapsedTime(&ms, e0, e1));
+    if (i >= 2) t.push_back(ms);
+  }
+  return 2.0 * double(bytes) / (median(t) * 1e-3) / 1e9;
+}
+
+// bf16 GEMM rate through the engine's own gemm_xwT, on random (not zero) data.
+double gemm_tflops(cuda::Context& ctx, int64_t M, int64_t N, int64_t K) {
+  cuda::Buffer<char> x(size_t(M * K) * 2), w(size_t(N * K) * 2);
+  cuda::Buffer<float> y(size_t(M * N));
+  cuda::synthetic_fill(3, 4, 0, M * K, 1.f, 0.f, DType::BF16, x.get(), DType::BF16, ctx.stream());
+  cuda::synthetic_fill(3, 5, 0, N * K, 0.05f, 0.f, DType::BF16, w.get(), DType::BF16, ctx.stream());
+  cudaEvent_t e0, e1;
+  SEGPIPE_CUDA_CHECK(cudaEventCreate(&e0));
+  SEGPIPE_CUDA_CHECK(cudaEventCreate(&e1));
+  std::vector<double> t;
+  for (int i = 0; i < 15; i++) {
+    SEGPIPE_CUDA_CHECK(cudaEventRecord(e0, ctx.stream()));
+    cuda::gemm_xwT(ctx.cublas(), x.get(), w.get(), DType::BF16, M, N, K, y.get(), N, 0.f);
+    SEGPIPE_CUDA_CHECK(cudaEventRecord(e1, ctx.stream()));
+    SEGPIPE_CUDA_CHECK(cudaEventSynchronize(e1));
+    float ms;
+    SEGPIPE_CUDA_CHECK(cudaEventElapsedTime(&ms, e0, e1));
+    if (i >= 3) t.push_back(ms);
+  }
+  return 2.0 * double(M) * N * K / (median(t) * 1e-3) / 1e12;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  std::string preset = "qwen3-omni-30b-a3b-thinker", dtype = "bfloat16", json_out;
+  int layers = 0, prompt = 2048, decode = 128, gemv_max = 4;
+  for (int i = 1; i < argc; i++) {
+    std::string a = argv[i];
+    auto next = [&]() -> std::string {
+      if (i + 1 >= argc) {
+        std::fprintf(stderr, "%s needs a value\n", a.c_str());
+        std::exit(2);
+      }
+      return argv[++i];
+    };
+    if (a == "--preset") preset = next();
+    else if (a == "--layers") layers = std::atoi(next().c_str());
+    else if (a == "--dtype") dtype = next();
+    else if (a == "--prompt") prompt = std::atoi(next().c_str());
+    else if (a == "--decode") decode = std::atoi(next().c_str());
+    else if (a == "--gemv-max-tokens") gemv_max = std::atoi(next().c_str());
+    else if (a == "--json") json_out = next();
+    else {
+      std::fprintf(stderr, "usage: segpipe_bench_cuda [--preset NAME] [--layers N] [--dtype D] [--prompt T] "
+                           "[--decode N] [--json FILE]\n");
+      return 2;
+    }
+  }
+  if (cuda::device_count() == 0) {
+    std::printf("SKIPPED: no CUDA device\n");
+    return 77;
+  }
+  try {
+    MakeModelOptions mo;
+    mo.preset = preset;
+    if (layers > 0) mo.num_layers = layers;
+    ModelConfig cfg = parse_model_config(synthetic_config(mo), "preset " + preset);
+    const std::string card = cuda::device_name(0);
+    double bw, gemm_big, gemm_moe;
+    {
+      cuda::Context ctx(0);
+      bw = copy_bandwidth_gbs(ctx);
+      gemm_big = gemm_tflops(ctx, 8192, 8192, 8192);
+      gemm_moe = gemm_tflops(ctx, prompt, 4096, cfg.hidden);  // the q/k/v-shaped product of the prefill
+    }
+    RunPlan plan = default_plan("synthetic:" + preset, cfg);
+    plan.max_seq = std::max(4096, prompt + decode + 64);
+    for (auto& s : plan.segments) s.device = "cuda:0", s.dtype = dtype;
+    CudaRunnerOptions ro;
+    ro.synthetic = true;
+    ro.gemv_max_tokens = gemv_max;
+    double t0 = now_ms();
+    auto runner = make_cuda_runner(plan, cfg, ro);
+    double load_ms = now_ms() - t0;
+    const double wbytes = double(runner->weight_bytes());
+
+    // Tokens: a fixed pseudo-random sequence (the weights are random: any ids do).
+    std::vector<int32_t> ids(static_cast<size_t>(std::max(prompt, 64)));
+    uint32_t st = 12345;
+    for (auto& x : ids) x = int32_t((st = st * 1664525u + 1013904223u) % uint32_t(cfg.vocab));
+
+    // Prefill: 1 warm-up, then the median of 5.
+    const int64_t H = cfg.hidden, qd = cfg.q_dim(), kvd = cfg.kv_dim(), E = cfg.num_experts, k = cfg.top_k,
+                  I = cfg.moe_intermediate, L = cfg.num_layers, V = cfg.vocab;
+    const double per_tok_params = double(L) * (H * (qd + 2 * kvd) + qd * H + E * H + k * 3 * I * H);
+    const double attn_flops = double(L) * 4.0 * cfg.num_heads * cfg.head_dim * (double(prompt) * (prompt + 1) / 2);
+    const double prefill_flops = 2.0 * per_tok_params * prompt + attn_flops + 2.0 * V * H;
+    std::vector<double> pt;
+    for (int i = 0; i < 6; i++) {
+      double a = now_ms();
+      runner->step_device(ids.data(), prompt, 0, false);
+      if (i > 0) pt.push_back(now_ms() - a);
+    }
+    const double prefill_ms = median(pt);
+    const double prefill_tflops = prefill_flops / (prefill_ms * 1e-3) / 1e12;
+
+    // Decode after a 32-token prompt: eager, then with the CUDA graph.
+    const int p0 = 32;
+    double dec_ms[2];
+    for (int graphs = 0; graphs < 2; graphs++) {
+      auto r = runner.get();
+      r->step_device(ids.data(), p0, 0, false);
+      double a = 0;
+      for (int i = 0; i < decode + 2; i++) {
+        if (i == 2) a = now_ms();  // steps 0 and 1: warm-up (and graph capture)
+        int32_t tok = ids[size_t((i * 7) % 64)];
+        if (graphs)
+          r->step_device(&tok, 1, p0 + i, false);
+        else
+          r->step_device_eager(&tok, 1, p0 + i);
+      }
+      dec_ms[graphs] = (now_ms() - a) / decode;
+    }
+    // Bytes one decode token must read: every active matrix once (attention, router, k experts,
+    // lm_head), the embedding row, norms, and the KV cache up to the mean position (float32).
+    const double es = dtype == "bfloat16" ? 2.0 : 4.0;
+    const double mean_pos = p0 + 2 + decode / 2.0;
+    const double tok_bytes = es * (per_tok_params + double(V) * H + H) + double(L) * 2 * mean_pos * kvd * 4;
+    const double floor_ms = tok_bytes / (bw * 1e9) * 1e3;
+    const double best = std::min(dec_ms[0], dec_ms[1]);
+
+    std::printf("\n== segpipe_bench_cuda: %s, %d layers, %s, card %s ==\n", preset.c_str(), cfg.num_layers,
+                dtype.c_str(), card.c_str());
+    {
+      const uint64_t h = synthetic_name_hash(cfg.tensor_prefix + "embed_tokens.weight");
+      std::printf("synthetic embed_tokens[0,:4] (CPU formula): %.8g %.8g %.8g %.8g\n",
+                  bf16_to_f32(f32_to_bf16(synthetic_value(0, h, 0, 1.f, 0.f))),
+                  bf16_to_f32(f32_to_bf16(synthetic_value(0, h, 1, 1.f, 0.f))),
+                  bf16_to_f32(f32_to_bf16(synthetic_value(0, h, 2, 1.f, 0.f))),
+                  bf16_to_f32(f32_to_bf16(synthetic_value(0, h, 3, 1.f, 0.f))));
+    }
+    std::printf("weights on GPU            %10.2f GB (made from the synthetic formula in %.1f s)\n", wbytes / 1e9,
+                load_ms / 1e3);
+    std::printf("copy bandwidth (r+w)      %10.1f GB/s\n", bw);
+    std::printf("bf16 GEMM 8192^3          %10.1f TFLOP/s\n", gemm_big);
+    std::printf("bf16 GEMM %dx4096x%d    %10.1f TFLOP/s\n", prompt, int(H), gemm_moe);
+    std::printf("prefill %d tokens       %10.2f ms  %8.1f TFLOP/s  = %.2f of the 8192^3 GEMM rate\n", prompt,
+                prefill_ms, prefill_tflops, prefill_tflops / gemm_big);
+    std::printf("decode bytes/token        %10.3f GB -> floor %.3f ms/token (%.0f tokens/s)\n", tok_bytes / 1e9,
+                floor_ms, 1e3 / floor_ms);
+    std::printf("decode eager              %10.3f ms/token %8.1f tokens/s  = %.2f of the floor\n", dec_ms[0],
+                1e3 / dec_ms[0], floor_ms / dec_ms[0]);
+    std::printf("decode CUDA graph         %10.3f ms/token %8.1f tokens/s  = %.2f of the floor\n", dec_ms[1],
+                1e3 / dec_ms[1], floor_ms / dec_ms[1]);
+    if (!json_out.empty()) {
+      std::ofstream f(json_out);
+      f << "{\"preset\":\"" << preset << "\",\"layers\":" << cfg.num_layers << ",\"dtype\":\"" << dtype
+        << "\",\"card\":\"" << card << "\",\"weight_bytes\":" << wbytes << ",\"copy_gbs\":" << bw
+        << ",\"gemm_tflops\":" << gemm_big << ",\"gemm_prefill_shape_tflops\":" << gemm_moe
+        << ",\"prefill_tokens\":" << prompt << ",\"prefill_ms\":" << prefill_ms
+        << ",\"prefill_tflops\":" << prefill_tflops << ",\"decode_tokens\":" << decode
+        << ",\"decode_ms_eager\":" << dec_ms[0] << ",\"decode_ms_graph\":" << dec_ms[1]
+        << ",\"decode_floor_ms\":" << floor_ms << ",\"decode_bytes_per_token\":" << tok_bytes
+        << ",\"best_fraction_of_floor\":" << floor_ms / best << "}\n";
+    }
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "segpipe_bench_cuda: %s\n", e.what());
+    return 3;
+  }
+  return 0;
+}
