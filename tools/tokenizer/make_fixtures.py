@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Reference fixtures for the segpipe tokenizer, produced by Hugging Face transformers/tokenizers.
 
-Writes into OUT_DIR (default: $OUT, else tests/tokenizer/fixtures):
+Writes into OUT_DIR (default: tests/tokenizer/fixtures):
   chat_renderings.json  [{messages, tools?, add_generation_prompt, enable_thinking, text}] where text is
                         AutoTokenizer.apply_chat_template(..., tokenize=False) of the vendored tokenizer
   corpus_hf_ids.json    {"versions": {...}, "ids": [[...], ...], "decoded": ["...", ...]} for every string of
@@ -96,7 +96,7 @@ CASES = [
 
 
 def main():
-    out_dir = sys.argv[1] if len(sys.argv) > 1 else os.environ.get("OUT", "tests/tokenizer/fixtures")
+    out_dir = sys.argv[1] if len(sys.argv) > 1 else "tests/tokenizer/fixtures"
     os.makedirs(out_dir, exist_ok=True)
     import tokenizers
     import transformers
