@@ -7,44 +7,37 @@
 
 namespace segpipe {
 
+namespace {
+// Decode issues hundreds of small parallel_for calls per token, so both sides spin briefly before
+// sleeping (a wake-up through the kernel costs tens of microseconds). The spin is short: on a busy
+// machine a thread that spins while its partner is descheduled burns the partner's core.
+constexpr int kSpin = 4000;
+}  // namespace
+
 ThreadPool::ThreadPool(int threads) {
   threads = std::max(1, threads);
   for (int i = 1; i < threads; i++) workers_.emplace_back([this, i] { worker_loop(i); });
 }
 
 ThreadPool::~ThreadPool() {
-  {
-    std::lock_guard<std::mutex> lock(mu_);
-    stop_ = true;
-    generation_++;
-  }
-  cv_.notify_all();
+  stop_.store(true, std::memory_order_release);
+  generation_.fetch_add(1, std::memory_order_acq_rel);
+  generation_.notify_all();
   for (auto& t : workers_) t.join();
 }
 
 void ThreadPool::worker_loop(int index) {
   uint64_t seen = 0;
   for (;;) {
-    // Decode issues hundreds of small parallel_for calls per token: spin briefly before sleeping
-    // so that the next job starts without a wake-up's latency.
-    int spins = 0;
-    while (generation_.load(std::memory_order_acquire) == seen && spins < 20000) {
-      _mm_pause();
-      spins++;
-    }
-    if (generation_.load(std::memory_order_acquire) == seen) {
-      std::unique_lock<std::mutex> lock(mu_);
-      sleepers_++;
-      cv_.wait(lock, [&] { return generation_.load() != seen; });
-      sleepers_--;
-    }
+    for (int s = 0; s < kSpin && generation_.load(std::memory_order_acquire) == seen; s++) _mm_pause();
+    generation_.wait(seen, std::memory_order_acquire);  // returns at once if it already moved
     seen = generation_.load(std::memory_order_acquire);
-    if (stop_) return;
+    if (stop_.load(std::memory_order_acquire)) return;
     if (index < chunks_) {
       int64_t b = n_ * index / chunks_, e = n_ * (index + 1) / chunks_;
       if (b < e) (*fn_)(b, e);
     }
-    pending_.fetch_sub(1, std::memory_order_acq_rel);
+    if (pending_.fetch_sub(1, std::memory_order_acq_rel) == 1) pending_.notify_one();
   }
 }
 
@@ -59,14 +52,11 @@ void ThreadPool::parallel_for(int64_t n, const std::function<void(int64_t, int64
   n_ = n;
   chunks_ = chunks;
   pending_.store(static_cast<int>(workers_.size()), std::memory_order_release);
-  {
-    std::lock_guard<std::mutex> lock(mu_);
-    generation_.fetch_add(1, std::memory_order_acq_rel);
-  }
-  if (sleepers_.load() > 0) cv_.notify_all();
-  int64_t e0 = n / chunks;
-  fn(0, e0);
-  while (pending_.load(std::memory_order_acquire) != 0) _mm_pause();
+  generation_.fetch_add(1, std::memory_order_acq_rel);
+  generation_.notify_all();
+  fn(0, n / chunks);
+  for (int s = 0; s < kSpin && pending_.load(std::memory_order_acquire) != 0; s++) _mm_pause();
+  for (int p; (p = pending_.load(std::memory_order_acquire)) != 0;) pending_.wait(p, std::memory_order_acquire);
 }
 
 namespace {

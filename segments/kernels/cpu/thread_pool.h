@@ -4,10 +4,8 @@
 // thread and the in-process baseline with 2 agree bit for bit).
 #pragma once
 #include <atomic>
-#include <condition_variable>
 #include <cstdint>
 #include <functional>
-#include <mutex>
 #include <thread>
 #include <vector>
 
@@ -28,12 +26,9 @@ class ThreadPool {
  private:
   void worker_loop(int index);
   std::vector<std::thread> workers_;
-  std::mutex mu_;
-  std::condition_variable cv_;
-  std::atomic<uint64_t> generation_{0};
-  std::atomic<int> pending_{0};
+  std::atomic<uint64_t> generation_{0};  // bumped per job; workers wait on it (futex)
+  std::atomic<int> pending_{0};          // workers still running the job; the caller waits on it
   std::atomic<bool> stop_{false};
-  std::atomic<int> sleepers_{0};
   // The current job (valid while pending_ > 0).
   const std::function<void(int64_t, int64_t)>* fn_ = nullptr;
   int64_t n_ = 0;
