@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cmath>
 
+#include "segments/cuda/profile.h"
 #include "segments/kernels/cuda/attention.cuh"
 #include "segments/kernels/cuda/embed.cuh"
 #include "segments/kernels/cuda/gemm.cuh"
@@ -123,9 +124,9 @@ void Experts::compute(const ExpertRequest& r) {
   const size_t es = dtype_size(dt_);
   perm_.grow(static_cast<size_t>(n));
   xg_.grow(static_cast<size_t>(n * H) * es);
-  gu_.grow(static_cast<size_t>(n * 2 * I));
+  gu_.grow(static_cast<size_t>(n * 2 * I) * es);
   act_.grow(static_cast<size_t>(n * I) * es);
-  d_.grow(static_cast<size_t>(n * H));
+  d_.grow(static_cast<size_t>(n * H) * es);
   ptrs_.grow(3 * count.size());
   SEGPIPE_CUDA_CHECK(cudaMemcpyAsync(perm_.get(), perm.data(), perm.size() * 4, cudaMemcpyHostToDevice, st));
   moe_gather_rows(r.x, dt_, perm_.get(), n, r.k, H, xg_.get(), st);
@@ -133,15 +134,15 @@ void Experts::compute(const ExpertRequest& r) {
   for (size_t i = 0; i < count.size(); i++) {
     if (count[i] == 0) continue;
     const size_t o = static_cast<size_t>(off[i]);
-    up.push_back({xg_.get() + o * H * es, static_cast<const char*>(wgu) + i * 2 * I * H * es, gu_.get() + o * 2 * I,
-                  count[i]});
-    down.push_back({act_.get() + o * I * es, static_cast<const char*>(wd) + i * H * I * es, d_.get() + o * H,
+    up.push_back({xg_.get() + o * H * es, static_cast<const char*>(wgu) + i * 2 * I * H * es,
+                  gu_.get() + o * 2 * I * es, count[i]});
+    down.push_back({act_.get() + o * I * es, static_cast<const char*>(wd) + i * H * I * es, d_.get() + o * H * es,
                     count[i]});
   }
   gemm_xwT_many(ctx_.cublas(), up, dt_, 2 * I, H, ptrs_.get(), opt_.grouped_gemm, st);
-  swiglu_rows(gu_.get(), n, I, act_.get(), dt_, st);
+  swiglu_rows(gu_.get(), dt_, n, I, act_.get(), dt_, st);
   gemm_xwT_many(ctx_.cublas(), down, dt_, H, I, ptrs_.get(), opt_.grouped_gemm, st);
-  moe_scatter_weighted(d_.get(), perm_.get(), r.weights, n, H, r.slots, st);
+  moe_scatter_weighted(d_.get(), dt_, perm_.get(), r.weights, n, H, r.slots, st);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -252,8 +253,14 @@ void Layers::forward(float* x, int64_t T, int64_t pos0, const int32_t* d_pos0, c
   const int64_t H = cfg_.hidden, qd = cfg_.q_dim(), kvd = cfg_.kv_dim();
   const float eps = cfg_.rms_eps;
   const float scale = static_cast<float>(std::pow(static_cast<double>(cfg_.head_dim), -0.5));
+  const bool attn_gemm = T >= opt_.attn_gemm_min_tokens;
+  if (attn_gemm) {
+    scores_.grow(static_cast<size_t>(cfg_.num_heads * T * (pos0 + T)));
+    att_f32_.grow(static_cast<size_t>(T * qd));
+  }
   for (auto& Lp : layers_) {
     Layer& L = *Lp;
+    PhaseTimer pt(st);
     float* kc = L.kv.get();
     float* vc = kc + max_seq_ * kvd;
     // Attention block
@@ -261,17 +268,25 @@ void Layers::forward(float* x, int64_t T, int64_t pos0, const int32_t* d_pos0, c
     gemm_xwT(cb, h_.get(), L.qkv.get(), dt_, T, qd + 2 * kvd, H, qkv_.get(), qd + 2 * kvd, 0.0f);
     qk_norm_rope_kv(qkv_.get(), T, d_pos0, {cfg_.num_heads, cfg_.num_kv_heads, cfg_.head_dim}, L.q_norm.get(),
                     L.k_norm.get(), eps, inv_freq_.get(), q_.get(), kc, vc, st);
-    attention(q_.get(), T, d_pos0, {cfg_.num_heads, cfg_.num_kv_heads, cfg_.head_dim}, kc, vc, scale, att_.get(), dt_,
-              st);
+    pt.mark("norm+qkv+rope");
+    if (attn_gemm)
+      attention_gemm(cb, q_.get(), T, pos0, {cfg_.num_heads, cfg_.num_kv_heads, cfg_.head_dim}, kc, vc, scale,
+                     dt_ == DType::BF16, scores_.get(), att_f32_.get(), att_.get(), dt_, st);
+    else
+      attention(q_.get(), T, d_pos0, {cfg_.num_heads, cfg_.num_kv_heads, cfg_.head_dim}, kc, vc, scale, att_.get(),
+                dt_, st);
+    pt.mark("attention");
     // x += att · Wo^T (the residual add folded into the product: beta = 1)
     gemm_xwT(cb, att_.get(), L.o.get(), dt_, T, H, qd, x, H, 1.0f);
     // MLP block
     rmsnorm(x, T, H, L.post_norm.get(), eps, h_.get(), dt_, st);
+    pt.mark("o_proj+norm");
     if (L.moe) {
       const int E = cfg_.num_experts, k = cfg_.top_k;
       gemm_xwT(cb, h_.get(), L.router.get(), dt_, T, E, H, logits_.get(), E, 0.0f);
       if (obs) observe(ctx_, obs, "layers." + std::to_string(L.index) + ".router_logits", logits_.get(), T, E, host_tmp_);
       route_topk(logits_.get(), T, E, k, cfg_.norm_topk_prob, experts_.get(), weights_.get(), st);
+      pt.mark("router+topk");
       ExpertRequest req;
       req.layer = L.index;
       req.x = h_.get();
@@ -306,12 +321,15 @@ void Layers::forward(float* x, int64_t T, int64_t pos0, const int32_t* d_pos0, c
           }
       }
       if (!served) throw RuntimeFailure("layer " + std::to_string(L.index) + " has routed experts but no expert bank");
+      pt.mark("experts");
       moe_combine_add(slots_.get(), experts_.get(), T, k, H, x, st);
+      pt.mark("combine");
     } else {
       const int64_t I = cfg_.intermediate;
       gemm_xwT(cb, h_.get(), L.gate_up.get(), dt_, T, 2 * I, H, gu_.get(), 2 * I, 0.0f);
-      swiglu_rows(gu_.get(), T, I, act_.get(), dt_, st);
+      swiglu_rows(gu_.get(), DType::F32, T, I, act_.get(), dt_, st);
       gemm_xwT(cb, act_.get(), L.down.get(), dt_, T, H, I, x, H, 1.0f);
+      pt.mark("dense mlp");
     }
     if (obs) observe(ctx_, obs, "layers." + std::to_string(L.index) + ".output", x, T, H, host_tmp_);
   }

@@ -20,6 +20,7 @@ struct EngineOptions {
   int gemv_max_tokens = 4;     // MoE: up to this many tokens per step, GEMVs over the chosen experts;
                                // above, slots grouped by expert and one GEMM per expert
   bool grouped_gemm = true;    // one cublasGemmGroupedBatchedEx call for a layer's experts
+  int attn_gemm_min_tokens = 64;  // prefills of at least this many tokens: attention through cuBLAS
 };
 
 class Embeddings {
@@ -69,8 +70,7 @@ class Experts {
   DType dt_;
   int l0_, l1_, e0_, e1_;
   std::vector<Buffer<char>> gate_up_, down_;  // per layer l0..l1 (empty for dense layers)
-  Buffer<char> xg_, act_;
-  Buffer<float> gu_, d_;
+  Buffer<char> xg_, act_, gu_, d_;  // compute dtype
   Buffer<int32_t> perm_;
   Buffer<void*> ptrs_;
 };
@@ -105,7 +105,7 @@ class Layers {
   Buffer<float> inv_freq_;
   int64_t cap_ = 0;
   Buffer<char> h_, att_, act_;
-  Buffer<float> qkv_, q_, logits_, weights_, slots_, gu_;
+  Buffer<float> qkv_, q_, logits_, weights_, slots_, gu_, scores_, att_f32_;
   Buffer<int32_t> experts_;
   std::vector<int32_t> host_experts_;
   std::vector<float> host_tmp_;

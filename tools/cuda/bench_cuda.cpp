@@ -16,6 +16,7 @@
 #include "orchestrator/cuda_runner.h"
 #include "orchestrator/run_plan.h"
 #include "segments/cuda/device.h"
+#include "segments/cuda/profile.h"
 #include "segments/kernels/cuda/gemm.cuh"
 #include "segments/kernels/cuda/synthetic.cuh"
 #include "segments/model/synthetic.h"
@@ -149,6 +150,11 @@ int main(int argc, char** argv) {
       if (i > 0) pt.push_back(now_ms() - a);
     }
     const double prefill_ms = median(pt);
+    cuda::phase_ms().clear();
+    cuda::set_profiling(true);
+    runner->step_device(ids.data(), prompt, 0, false);
+    cuda::set_profiling(false);
+    auto prefill_phases = cuda::phase_ms();
     const double prefill_tflops = prefill_flops / (prefill_ms * 1e-3) / 1e12;
 
     // Decode after a 32-token prompt: eager, then with the CUDA graph.
@@ -167,6 +173,32 @@ int main(int argc, char** argv) {
           r->step_device_eager(&tok, 1, p0 + i);
       }
       dec_ms[graphs] = (now_ms() - a) / decode;
+    }
+    cuda::phase_ms().clear();
+    cuda::set_profiling(true);
+    for (int i = 0; i < 8; i++) {
+      int32_t tok = ids[size_t(i)];
+      runner->step_device_eager(&tok, 1, p0 + decode + 2 + i);
+    }
+    cuda::set_profiling(false);
+    auto decode_phases = cuda::phase_ms();
+    for (auto& [k, v] : decode_phases) v /= 8;
+    // A single-token product through cuBLAS (the q/k/v projection's shape): achieved bandwidth.
+    double gemv_gbs = 0;
+    {
+      cuda::Context ctx(0);
+      const int64_t rows = cfg.q_dim() + 2 * cfg.kv_dim(), cols = cfg.hidden;
+      cuda::Buffer<char> w(size_t(rows * cols) * 2 * 8), x(size_t(cols) * 2);
+      cuda::Buffer<float> y(static_cast<size_t>(rows));
+      cuda::synthetic_fill(5, 6, 0, rows * cols * 8, 0.05f, 0.f, DType::BF16, w.get(), DType::BF16, ctx.stream());
+      cuda::synthetic_fill(5, 7, 0, cols, 1.f, 0.f, DType::BF16, x.get(), DType::BF16, ctx.stream());
+      ctx.sync();
+      double a = now_ms();
+      for (int i = 0; i < 400; i++)  // 8 weight copies in rotation: no L2 reuse
+        cuda::gemm_xwT(ctx.cublas(), x.get(), w.get() + size_t(i % 8) * size_t(rows * cols) * 2, DType::BF16, 1, rows,
+                       cols, y.get(), rows, 0.f);
+      ctx.sync();
+      gemv_gbs = double(rows * cols) * 2 * 400 / ((now_ms() - a) * 1e-3) / 1e9;
     }
     // Bytes one decode token must read: every active matrix once (attention, router, k experts,
     // lm_head), the embedding row, norms, and the KV cache up to the mean position (float32).
@@ -199,6 +231,13 @@ int main(int argc, char** argv) {
                 1e3 / dec_ms[0], floor_ms / dec_ms[0]);
     std::printf("decode CUDA graph         %10.3f ms/token %8.1f tokens/s  = %.2f of the floor\n", dec_ms[1],
                 1e3 / dec_ms[1], floor_ms / dec_ms[1]);
+    std::printf("cuBLAS 1-token bf16 product %lldx%d: %.0f GB/s read\n", (long long)(cfg.q_dim() + 2 * cfg.kv_dim()),
+                cfg.hidden, gemv_gbs);
+    std::printf("prefill phases (ms, all layers):");
+    for (auto& [k, v] : prefill_phases) std::printf("  %s %.2f", k.c_str(), v);
+    std::printf("\ndecode phases (ms per token, eager):");
+    for (auto& [k, v] : decode_phases) std::printf("  %s %.3f", k.c_str(), v);
+    std::printf("\n");
     if (!json_out.empty()) {
       std::ofstream f(json_out);
       f << "{\"preset\":\"" << preset << "\",\"layers\":" << cfg.num_layers << ",\"dtype\":\"" << dtype

@@ -34,7 +34,7 @@ if has hf; then
 fi
 echo "================ summary ================"
 cat "$OUT/gpu.txt"
-[ -f "$OUT/tests.log" ] && { grep -E "FAIL|error|passed, " "$OUT/tests.log" | head -60; tail -4 "$OUT/ctest.log"; }
-[ -f "$OUT/bench.log" ] && sed -n '/== segpipe_bench_cuda/,$p' "$OUT/bench.log" && tail -3 "$OUT/bench.log"
+[ -f "$OUT/tests.log" ] && { grep -E "FAIL|error|passed, |  ok .*(float32|bfloat16)" "$OUT/tests.log" | head -60; tail -4 "$OUT/ctest.log"; }
+[ -f "$OUT/bench.log" ] && sed -n '/== segpipe_bench_cuda/,$p' "$OUT/bench.log"
 [ -f "$OUT/hf.log" ] && tail -6 "$OUT/hf.log"
 exit 0

@@ -1,15 +1,16 @@
 #include "segments/kernels/cuda/attention.cuh"
 #include "segments/kernels/cuda/check.h"
 #include "segments/kernels/cuda/common.cuh"
+#include "segments/kernels/cuda/convert.cuh"
 
 namespace segpipe::cuda {
 
 namespace {
 
-constexpr int kWarps = 4;
+constexpr int kWarps = 16;  // decode: many keys in flight per (head, token)
 constexpr int kMaxPerLane = 8;  // head_dim <= 256
 
-// One block per (head, token). Each warp walks every kWarps-th key with an online softmax (running
+// One block per (head, token): decode, and short prefills. Each warp walks every kWarps-th key with an online softmax (running
 // max and sum, rescaled accumulator); the warps' partial results are merged at the end. Lane l
 // holds dimensions l, l+32, ... of the query and the accumulator, so each key row is read with
 // coalesced 128-byte accesses.
@@ -75,7 +76,67 @@ __global__ void attention_kernel(const float* __restrict__ q, const int32_t* __r
   }
 }
 
+// Causal softmax of one score row in place: row (h, t) holds the scaled scores of keys 0..n-1;
+// keys after pos0 + t get probability 0.
+__global__ void causal_softmax_kernel(float* __restrict__ scores, int64_t T, int64_t n, int64_t pos0) {
+  __shared__ float red[32];
+  const int64_t row = blockIdx.x;  // h * T + t
+  const int64_t t = row % T;
+  const int64_t p = pos0 + t;
+  float* r = scores + row * n;
+  const int lane = threadIdx.x % 32, warp = threadIdx.x / 32, nw = blockDim.x / 32;
+  float mx = -INFINITY;
+  for (int64_t j = threadIdx.x; j <= p; j += blockDim.x) mx = fmaxf(mx, r[j]);
+  mx = warp_max(mx);
+  if (lane == 0) red[warp] = mx;
+  __syncthreads();
+  mx = -INFINITY;
+  for (int w = 0; w < nw; w++) mx = fmaxf(mx, red[w]);
+  __syncthreads();
+  float sum = 0.f;
+  for (int64_t j = threadIdx.x; j <= p; j += blockDim.x) {
+    float e = expf(r[j] - mx);
+    r[j] = e;
+    sum += e;
+  }
+  sum = warp_sum(sum);
+  if (lane == 0) red[warp] = sum;
+  __syncthreads();
+  sum = 0.f;
+  for (int w = 0; w < nw; w++) sum += red[w];
+  const float inv = 1.0f / sum;
+  for (int64_t j = threadIdx.x; j < n; j += blockDim.x) r[j] = j <= p ? r[j] * inv : 0.f;
+}
+
 }  // namespace
+
+void attention_gemm(cublasHandle_t h, const float* q, int64_t T, int64_t pos0, const AttnShape& s,
+                    const float* k_cache, const float* v_cache, float scale, bool tf32, float* scores, float* out_f32,
+                    void* out, DType ot, cudaStream_t st) {
+  if (T == 0) return;
+  const int64_t n = pos0 + T, hd = s.head_dim, qd = int64_t(s.num_heads) * hd, kvd = int64_t(s.num_kv_heads) * hd;
+  const int group = s.num_heads / s.num_kv_heads;
+  const cublasComputeType_t ct = tf32 ? CUBLAS_COMPUTE_32F_FAST_TF32 : CUBLAS_COMPUTE_32F_PEDANTIC;
+  float* o = ot == DType::F32 ? static_cast<float*>(out) : out_f32;
+  const float zero = 0.f, one = 1.f;
+  for (int g = 0; g < s.num_kv_heads; g++) {
+    // S_h [T, n] = scale * Q_h [T, hd] K_g^T, for the group's heads h = g*group .. (K shared: stride 0)
+    SEGPIPE_CUBLAS_CHECK(cublasGemmStridedBatchedEx(
+        h, CUBLAS_OP_T, CUBLAS_OP_N, int(n), int(T), int(hd), &scale, k_cache + g * hd, CUDA_R_32F, int(kvd), 0,
+        q + int64_t(g) * group * hd, CUDA_R_32F, int(qd), hd, &zero, scores + int64_t(g) * group * T * n, CUDA_R_32F,
+        int(n), T * n, group, ct, CUBLAS_GEMM_DEFAULT));
+  }
+  causal_softmax_kernel<<<static_cast<unsigned>(int64_t(s.num_heads) * T), 256, 0, st>>>(scores, T, n, pos0);
+  SEGPIPE_CUDA_LAUNCH_CHECK("causal_softmax_kernel");
+  for (int g = 0; g < s.num_kv_heads; g++) {
+    // O_h [T, hd] = P_h [T, n] V_g [n, hd]
+    SEGPIPE_CUBLAS_CHECK(cublasGemmStridedBatchedEx(
+        h, CUBLAS_OP_N, CUBLAS_OP_N, int(hd), int(T), int(n), &one, v_cache + g * hd, CUDA_R_32F, int(kvd), 0,
+        scores + int64_t(g) * group * T * n, CUDA_R_32F, int(n), T * n, &zero, o + int64_t(g) * group * hd,
+        CUDA_R_32F, int(qd), hd, group, ct, CUBLAS_GEMM_DEFAULT));
+  }
+  if (ot != DType::F32) convert(o, DType::F32, out, ot, T * qd, st);
+}
 
 void attention(const float* q, int64_t T, const int32_t* d_pos0, const AttnShape& s, const float* k_cache,
                const float* v_cache, float scale, void* out, DType ot, cudaStream_t st) {

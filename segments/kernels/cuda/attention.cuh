@@ -2,6 +2,7 @@
 // token t sits at position pos0 + t and attends to cache rows 0..pos0+t. Prefill and cached decode
 // are the same kernel; pos0 is read from device memory (CUDA-graph replay at any position).
 #pragma once
+#include <cublas_v2.h>
 #include <cuda_runtime_api.h>
 
 #include <cstdint>
@@ -20,5 +21,13 @@ struct AttnShape {
 // out: [T, num_heads*head_dim] in ot (F32 or BF16). scale: head_dim^-0.5 as the CPU computes it.
 void attention(const float* q, int64_t T, const int32_t* d_pos0, const AttnShape& s, const float* k_cache,
                const float* v_cache, float scale, void* out, DType ot, cudaStream_t st);
+
+// Long prefills through cuBLAS: per KV group, S = scale Q K^T for its query heads (one strided-batched
+// product), a causal softmax in place, then O = P V. tf32: the products on tensor cores (bfloat16
+// mode); otherwise full float32. scores: scratch of num_heads * T * (pos0 + T) floats; out_f32:
+// scratch of T * num_heads * head_dim floats, used when ot is BF16. pos0 is a host value here.
+void attention_gemm(cublasHandle_t h, const float* q, int64_t T, int64_t pos0, const AttnShape& s,
+                    const float* k_cache, const float* v_cache, float scale, bool tf32, float* scores, float* out_f32,
+                    void* out, DType ot, cudaStream_t st);
 
 }  // namespace segpipe::cuda

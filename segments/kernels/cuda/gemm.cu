@@ -14,7 +14,8 @@ cudaDataType_t cuda_type(DType dt) {
 }
 
 // F32 operands: CUBLAS_COMPUTE_32F_PEDANTIC keeps every product in full float32 (no TF32, no
-// reduced-precision splitting), whatever the handle's math mode.
+// reduced-precision splitting), whatever the handle's math mode. (The grouped call takes plain
+// CUBLAS_COMPUTE_32F, also full float32 under the handle's default math mode.)
 cublasComputeType_t compute_type(DType dt) {
   return dt == DType::F32 ? CUBLAS_COMPUTE_32F_PEDANTIC : CUBLAS_COMPUTE_32F;
 }
@@ -24,13 +25,13 @@ std::atomic<bool> g_grouped_unsupported{false};
 }  // namespace
 
 void gemm_xwT(cublasHandle_t h, const void* x, const void* w, DType dt, int64_t T, int64_t rows, int64_t cols,
-              float* y, int64_t ldy, float beta) {
+              void* y, int64_t ldy, float beta, DType yt) {
   if (T == 0 || rows == 0) return;
   const float alpha = 1.0f;
   // Row-major y[T, rows] is column-major y^T [rows, T] = W (col-major [cols, rows], transposed) · x^T.
   SEGPIPE_CUBLAS_CHECK(cublasGemmEx(h, CUBLAS_OP_T, CUBLAS_OP_N, static_cast<int>(rows), static_cast<int>(T),
                                     static_cast<int>(cols), &alpha, w, cuda_type(dt), static_cast<int>(cols), x,
-                                    cuda_type(dt), static_cast<int>(cols), &beta, y, CUDA_R_32F,
+                                    cuda_type(dt), static_cast<int>(cols), &beta, y, cuda_type(yt),
                                     static_cast<int>(ldy), compute_type(dt), CUBLAS_GEMM_DEFAULT));
 }
 
@@ -56,7 +57,7 @@ void gemm_xwT_many(cublasHandle_t h, const std::vector<GemmProblem>& ps, DType d
     cublasStatus_t st = cublasGemmGroupedBatchedEx(
         h, ta.data(), tb.data(), m.data(), nn.data(), k.data(), alpha.data(), const_cast<const void* const*>(d_ptrs),
         cuda_type(dt), lda.data(), const_cast<const void* const*>(d_ptrs + n), cuda_type(dt), lda.data(), beta.data(),
-        d_ptrs + 2 * n, CUDA_R_32F, ldc.data(), n, gs.data(), compute_type(dt));
+        d_ptrs + 2 * n, cuda_type(dt), ldc.data(), n, gs.data(), CUBLAS_COMPUTE_32F);
     if (st == CUBLAS_STATUS_SUCCESS) return;
     if (st != CUBLAS_STATUS_NOT_SUPPORTED && st != CUBLAS_STATUS_INVALID_VALUE)
       SEGPIPE_CUBLAS_CHECK(st);
@@ -64,7 +65,7 @@ void gemm_xwT_many(cublasHandle_t h, const std::vector<GemmProblem>& ps, DType d
       std::fprintf(stderr, "segpipe: cublasGemmGroupedBatchedEx returned %s for %s operands; using one GEMM per expert\n",
                    cublas_status_name(st), dtype_name(dt));
   }
-  for (const GemmProblem& p : ps) gemm_xwT(h, p.x, p.w, dt, p.T, rows, cols, p.y, rows, 0.0f);
+  for (const GemmProblem& p : ps) gemm_xwT(h, p.x, p.w, dt, p.T, rows, cols, p.y, rows, 0.0f, dt);
 }
 
 }  // namespace segpipe::cuda

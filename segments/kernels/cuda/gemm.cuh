@@ -13,18 +13,18 @@
 
 namespace segpipe::cuda {
 
-// y (row stride ldy) = x · W^T + beta * y. The handle's stream orders it.
+// y (row stride ldy, dtype yt: F32, or dt itself) = x · W^T + beta * y. The handle's stream orders it.
 void gemm_xwT(cublasHandle_t h, const void* x, const void* w, DType dt, int64_t T, int64_t rows, int64_t cols,
-              float* y, int64_t ldy, float beta);
+              void* y, int64_t ldy, float beta, DType yt = DType::F32);
 
 struct GemmProblem {
   const void* x;  // [T, cols]
   const void* w;  // [rows, cols]
-  float* y;       // [T, rows]
+  void* y;        // [T, rows], in the operands' dtype (what the grouped call supports)
   int64_t T;
 };
 
-// Several products with one weight shape (a layer's experts). grouped: one
+// Several products with one weight shape (a layer's experts), results in dt. grouped: one
 // cublasGemmGroupedBatchedEx call (falls back to one call per product, once reported, where the
 // library does not support the types); d_ptrs: device scratch of at least 3 * ps.size() pointers.
 void gemm_xwT_many(cublasHandle_t h, const std::vector<GemmProblem>& ps, DType dt, int64_t rows, int64_t cols,

@@ -76,12 +76,13 @@ __global__ void gather_kernel(const T* __restrict__ x, const int32_t* __restrict
   for (int64_t c = threadIdx.x; c < H; c += blockDim.x) xg[r * H + c] = src[c];
 }
 
-__global__ void scatter_kernel(const float* __restrict__ d, const int32_t* __restrict__ perm,
+template <typename D>
+__global__ void scatter_kernel(const D* __restrict__ d, const int32_t* __restrict__ perm,
                                const float* __restrict__ weights, int64_t H, float* __restrict__ slots) {
   const int64_t r = blockIdx.x;
   const int64_t s = perm[r];
   const float w = weights[s];
-  for (int64_t c = threadIdx.x; c < H; c += blockDim.x) slots[s * H + c] = d[r * H + c] * w;
+  for (int64_t c = threadIdx.x; c < H; c += blockDim.x) slots[s * H + c] = to_f(d[r * H + c]) * w;
 }
 
 __global__ void combine_kernel(const float* __restrict__ slots, const int32_t* __restrict__ experts, int k, int64_t H,
@@ -144,10 +145,12 @@ void moe_gather_rows(const void* x, DType dt, const int32_t* perm, int64_t n, in
   SEGPIPE_CUDA_LAUNCH_CHECK("gather_kernel");
 }
 
-void moe_scatter_weighted(const float* d, const int32_t* perm, const float* weights, int64_t n, int64_t H,
+void moe_scatter_weighted(const void* d, DType dt, const int32_t* perm, const float* weights, int64_t n, int64_t H,
                           float* slots, cudaStream_t s) {
   if (n == 0) return;
-  scatter_kernel<<<static_cast<unsigned>(n), 256, 0, s>>>(d, perm, weights, H, slots);
+  SEGPIPE_DISPATCH_FB(dt, D,
+                      scatter_kernel<D><<<static_cast<unsigned>(n), 256, 0, s>>>(static_cast<const D*>(d), perm,
+                                                                                  weights, H, slots));
   SEGPIPE_CUDA_LAUNCH_CHECK("scatter_kernel");
 }
 

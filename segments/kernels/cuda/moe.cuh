@@ -27,8 +27,8 @@ void moe_down_gemv(const void* act, int64_t S, const int32_t* experts, const flo
 // Prefill path. xg[r, :] = x[perm[r] / k, :] for r < n (perm: slot ids grouped by expert).
 void moe_gather_rows(const void* x, DType dt, const int32_t* perm, int64_t n, int k, int64_t H, void* xg,
                      cudaStream_t s);
-// slots[perm[r], :] = weights[perm[r]] * d[r, :].
-void moe_scatter_weighted(const float* d, const int32_t* perm, const float* weights, int64_t n, int64_t H,
+// slots[perm[r], :] = weights[perm[r]] * d[r, :]; d in dt (F32 or BF16).
+void moe_scatter_weighted(const void* d, DType dt, const int32_t* perm, const float* weights, int64_t n, int64_t H,
                           float* slots, cudaStream_t s);
 
 // x[t, :] += (0 + slot_a + slot_b + ...) over token t's k slots in ascending expert id.

@@ -8,7 +8,7 @@
 
 namespace segpipe::cuda {
 
-// gu: [rows, 2I] float32; act: [rows, I] in at (F32 or BF16).
-void swiglu_rows(const float* gu, int64_t rows, int64_t I, void* act, DType at, cudaStream_t s);
+// gu: [rows, 2I] in gt; act: [rows, I] in at (each F32 or BF16).
+void swiglu_rows(const void* gu, DType gt, int64_t rows, int64_t I, void* act, DType at, cudaStream_t s);
 
 }  // namespace segpipe::cuda
