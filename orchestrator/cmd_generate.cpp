@@ -111,13 +111,12 @@ int cmd_generate(const Args& args) {
   if (tok)
     for (int32_t s : tok->stop_token_ids()) stops.push_back(s);
 
-  bool tty = isatty(2);
-  if (tty) std::fprintf(stderr, "segpipe: loading %zu segments...", lp.plan.segments.size());
   auto t_load = std::chrono::steady_clock::now();
   auto runner = make_runner(lp.plan);
   double load_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t_load).count();
-  if (tty) std::fprintf(stderr, "\rsegpipe: %zu segments ready (%s) in %.2f s\n", lp.plan.segments.size(),
-                        lp.plan.inproc ? "in-process" : "one process each", load_s);
+  if (isatty(2))
+    std::fprintf(stderr, "segpipe: %zu segments ready (%s) in %.2f s\n", lp.plan.segments.size(),
+                 lp.plan.inproc ? "in-process" : "one process each", load_s);
 
   Sampler sampler(sp);
   std::optional<StreamDecoder> dec;
