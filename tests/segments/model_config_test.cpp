@@ -1,0 +1,360 @@
+// Config parsing (segments/model/config.h): the committed configs give the values they hold, both
+// rotary spellings agree, and every unsupported or contradictory setting is an InputError naming the key.
+#include <gtest/gtest.h>
+
+#include <nlohmann/json.hpp>
+#include <set>
+
+#include "segments/checkpoint/checkpoint.h"
+#include "segments/checkpoint/config_file.h"
+#include "segments/model/config.h"
+#include "segments_test_support.h"
+
+namespace segpipe {
+namespace {
+
+using nlohmann::json;
+using testing::expect_input_error;
+
+ModelConfig committed(const std::string& name) { return read_model_config(testing::model_dir(name)); }
+
+TEST(ModelConfig, CommittedDenseConfig) {
+  ModelConfig c = committed("tiny-qwen3-dense");
+  EXPECT_EQ(c.arch, Arch::Qwen3);
+  EXPECT_EQ(c.model_type, "qwen3");
+  EXPECT_EQ(c.hidden, 80);
+  EXPECT_EQ(c.num_layers, 3);
+  EXPECT_EQ(c.num_heads, 5);
+  EXPECT_EQ(c.num_kv_heads, 5);
+  EXPECT_EQ(c.head_dim, 16);
+  EXPECT_EQ(c.vocab, 512);
+  EXPECT_EQ(c.intermediate, 192);
+  EXPECT_TRUE(c.tie_word_embeddings);
+  EXPECT_EQ(c.rope_theta, 1000000.0);
+  EXPECT_FLOAT_EQ(c.rms_eps, 1e-6f);
+  EXPECT_EQ(c.num_experts, 0);
+  EXPECT_EQ(c.tensor_prefix, "model.");
+  EXPECT_EQ(c.max_position, 2048);
+  for (int i = 0; i < c.num_layers; i++) EXPECT_FALSE(c.is_moe_layer(i));
+}
+
+TEST(ModelConfig, CommittedMoeConfigWithLocalExpertsSpelling) {
+  ModelConfig c = committed("tiny-qwen3-moe");
+  EXPECT_EQ(c.arch, Arch::Qwen3Moe);
+  EXPECT_EQ(c.hidden, 96);
+  EXPECT_EQ(c.num_layers, 5);
+  EXPECT_EQ(c.num_heads, 6);
+  EXPECT_EQ(c.num_kv_heads, 2);
+  EXPECT_EQ(c.head_dim, 32);
+  EXPECT_EQ(c.vocab, 1000);
+  EXPECT_EQ(c.num_experts, 8);  // num_local_experts
+  EXPECT_EQ(c.top_k, 2);
+  EXPECT_EQ(c.moe_intermediate, 48);
+  EXPECT_EQ(c.intermediate, 160);
+  EXPECT_FALSE(c.norm_topk_prob);
+  EXPECT_FALSE(c.tie_word_embeddings);
+  EXPECT_EQ(c.mlp_only_layers, std::vector<int>{1});
+  EXPECT_EQ(c.weight_dtype, "bfloat16");
+  std::vector<bool> moe;
+  for (int i = 0; i < c.num_layers; i++) moe.push_back(c.is_moe_layer(i));
+  EXPECT_EQ(moe, (std::vector<bool>{true, false, true, true, true}));
+}
+
+TEST(ModelConfig, CommittedHubConfigWithTransformers4Spelling) {
+  ModelConfig c = committed("tiny-qwen3-moe-hub");
+  EXPECT_EQ(c.num_experts, 8);  // num_experts
+  EXPECT_EQ(c.rope_theta, 50000.0);  // top-level rope_theta, rope_scaling null
+  EXPECT_EQ(c.decoder_sparse_step, 2);
+  EXPECT_EQ(c.num_kv_heads, 1);
+  EXPECT_EQ(c.head_dim, 24);
+  EXPECT_TRUE(c.norm_topk_prob);
+  EXPECT_EQ(c.weight_dtype, "bfloat16");  // torch_dtype
+  std::vector<bool> moe;
+  for (int i = 0; i < c.num_layers; i++) moe.push_back(c.is_moe_layer(i));
+  EXPECT_EQ(moe, (std::vector<bool>{false, true, false, true}));
+}
+
+TEST(ModelConfig, CommittedF32Config) {
+  ModelConfig c = committed("tiny-qwen3-moe-f32");
+  EXPECT_EQ(c.num_experts, 16);
+  EXPECT_EQ(c.top_k, 4);
+  EXPECT_FLOAT_EQ(c.rms_eps, 1e-5f);
+  EXPECT_EQ(c.rope_theta, 10000.0);
+  EXPECT_EQ(c.weight_dtype, "float32");
+}
+
+TEST(ModelConfig, CommittedOmniConfigReadsTheThinkerTextModel) {
+  ModelConfig c = committed("tiny-qwen3-omni");
+  EXPECT_EQ(c.arch, Arch::Qwen3OmniMoe);
+  EXPECT_EQ(c.tensor_prefix, "thinker.model.");
+  EXPECT_EQ(c.lm_head_name, "thinker.lm_head.weight");
+  // thinker_config.text_config, not the talker's text_config (hidden 32, 4 experts)
+  EXPECT_EQ(c.hidden, 64);
+  EXPECT_EQ(c.num_layers, 3);
+  EXPECT_EQ(c.num_heads, 4);
+  EXPECT_EQ(c.num_kv_heads, 2);
+  EXPECT_EQ(c.vocab, 1200);
+  EXPECT_EQ(c.num_experts, 8);
+  EXPECT_EQ(c.top_k, 2);
+  EXPECT_EQ(c.moe_intermediate, 32);
+  EXPECT_TRUE(c.norm_topk_prob);
+  EXPECT_EQ(c.rope_theta, 200000.0);
+  EXPECT_EQ(c.mrope_section, (std::vector<int>{4, 2, 2}));
+  EXPECT_TRUE(c.mrope_interleaved);
+  EXPECT_EQ(c.weight_dtype, "bfloat16");  // top-level torch_dtype; the text config's is null
+
+  ModelConfig v5 = committed("tiny-qwen3-omni-v5");
+  EXPECT_EQ(v5.hidden, 48);
+  EXPECT_EQ(v5.head_dim, 24);
+  EXPECT_EQ(v5.num_kv_heads, 1);
+  EXPECT_EQ(v5.num_experts, 6);
+  EXPECT_EQ(v5.top_k, 3);
+  EXPECT_EQ(v5.vocab, 900);
+  EXPECT_EQ(v5.rope_theta, 1000000.0);
+  EXPECT_EQ(v5.mrope_section, (std::vector<int>{4, 4, 4}));
+  EXPECT_EQ(v5.mlp_only_layers, std::vector<int>{1});
+  EXPECT_FALSE(v5.is_moe_layer(1));
+  EXPECT_TRUE(v5.is_moe_layer(2));
+}
+
+// A minimal valid qwen3_moe config to mutate.
+json base_moe() {
+  return json::parse(R"({
+    "model_type": "qwen3_moe", "hidden_size": 64, "num_hidden_layers": 4, "num_attention_heads": 4,
+    "num_key_value_heads": 2, "head_dim": 16, "vocab_size": 100, "intermediate_size": 128,
+    "num_experts": 8, "num_experts_per_tok": 2, "moe_intermediate_size": 32, "rms_norm_eps": 1e-6,
+    "rope_theta": 10000.0
+  })");
+}
+
+// The same, in the Omni layout (thinker_config.text_config).
+json base_omni() {
+  json tc = base_moe();
+  tc.erase("model_type");
+  tc["rope_scaling"] = {{"rope_type", "default"}, {"mrope_section", {4, 2, 2}}, {"interleaved", true}};
+  return {{"model_type", "qwen3_omni_moe"}, {"thinker_config", {{"text_config", tc}}}};
+}
+
+ModelConfig parse(const json& j) { return parse_model_config(j, "cfg.json"); }
+
+void expect_config_error(const json& j, std::initializer_list<std::string> keys) {
+  std::vector<std::string> needles{"cfg.json"};
+  expect_input_error([&] { parse(j); }, {"cfg.json"});
+  for (const auto& k : keys) expect_input_error([&] { parse(j); }, {k});
+}
+
+TEST(ModelConfig, BaseConfigsParse) {
+  EXPECT_NO_THROW(parse(base_moe()));
+  EXPECT_NO_THROW(parse(base_omni()));
+}
+
+TEST(ModelConfig, BothRopeSpellingsGiveTheSameTheta) {
+  json v4 = base_moe();
+  v4["rope_theta"] = 123456.0;
+  v4["rope_scaling"] = nullptr;
+  json v5 = base_moe();
+  v5.erase("rope_theta");
+  v5["rope_parameters"] = {{"rope_type", "default"}, {"rope_theta", 123456.0}};
+  json both = v5;
+  both["rope_theta"] = 123456.0;
+  EXPECT_EQ(parse(v4).rope_theta, 123456.0);
+  EXPECT_EQ(parse(v5).rope_theta, 123456.0);
+  EXPECT_EQ(parse(both).rope_theta, 123456.0);
+  // Neither spelling: transformers' default base.
+  json none = base_moe();
+  none.erase("rope_theta");
+  EXPECT_EQ(parse(none).rope_theta, 10000.0);
+  // Both spellings disagreeing is a contradiction.
+  json bad = v5;
+  bad["rope_theta"] = 5.0;
+  expect_config_error(bad, {"rope_theta"});
+}
+
+TEST(ModelConfig, MissingHiddenSize) {
+  json j = base_moe();
+  j.erase("hidden_size");
+  expect_config_error(j, {"hidden_size"});
+  json o = base_omni();
+  o["thinker_config"]["text_config"].erase("hidden_size");
+  expect_config_error(o, {"thinker_config.text_config.hidden_size"});
+  json s = base_moe();
+  s["hidden_size"] = "64";
+  expect_config_error(s, {"hidden_size"});
+  s["hidden_size"] = 0;
+  expect_config_error(s, {"hidden_size"});
+}
+
+TEST(ModelConfig, UnknownOrMissingModelType) {
+  json j = base_moe();
+  j["model_type"] = "llama";
+  expect_config_error(j, {"model_type", "llama"});
+  j.erase("model_type");
+  expect_config_error(j, {"model_type"});
+  json o = base_omni();
+  o.erase("thinker_config");
+  expect_config_error(o, {"thinker_config"});
+}
+
+TEST(ModelConfig, SlidingWindowOn) {
+  json j = base_moe();
+  j["use_sliding_window"] = true;
+  j["sliding_window"] = 4096;
+  expect_config_error(j, {"use_sliding_window"});
+  json l = base_moe();
+  l["layer_types"] = {"full_attention", "sliding_attention", "full_attention", "full_attention"};
+  expect_config_error(l, {"layer_types"});
+  json off = base_moe();
+  off["use_sliding_window"] = false;
+  off["sliding_window"] = nullptr;
+  EXPECT_NO_THROW(parse(off));
+}
+
+TEST(ModelConfig, AttentionBiasTrue) {
+  json j = base_moe();
+  j["attention_bias"] = true;
+  expect_config_error(j, {"attention_bias"});
+  json o = base_omni();
+  o["thinker_config"]["text_config"]["attention_bias"] = true;
+  expect_config_error(o, {"thinker_config.text_config.attention_bias"});
+}
+
+TEST(ModelConfig, RopeScalingYarn) {
+  json j = base_moe();
+  j["rope_scaling"] = {{"type", "yarn"}, {"factor", 4.0}, {"original_max_position_embeddings", 32768}};
+  expect_config_error(j, {"rope_scaling", "yarn"});
+  json p = base_moe();
+  p["rope_parameters"] = {{"rope_type", "yarn"}, {"factor", 4.0}, {"rope_theta", 10000.0}};
+  expect_config_error(p, {"rope_parameters", "yarn"});
+  json l = base_moe();
+  l["rope_scaling"] = {{"rope_type", "linear"}, {"factor", 2.0}};
+  expect_config_error(l, {"rope_scaling", "linear"});
+}
+
+TEST(ModelConfig, SharedExperts) {
+  json j = base_moe();
+  j["shared_expert_intermediate_size"] = 64;
+  expect_config_error(j, {"shared_expert_intermediate_size"});
+  j["shared_expert_intermediate_size"] = 0;
+  EXPECT_NO_THROW(parse(j));
+}
+
+TEST(ModelConfig, HeadsNotAMultipleOfKvHeads) {
+  json j = base_moe();
+  j["num_attention_heads"] = 6;
+  j["num_key_value_heads"] = 4;
+  expect_config_error(j, {"num_key_value_heads"});
+}
+
+TEST(ModelConfig, MoreExpertsPerTokenThanExperts) {
+  json j = base_moe();
+  j["num_experts_per_tok"] = 9;
+  expect_config_error(j, {"num_experts_per_tok"});
+  j["num_experts_per_tok"] = 8;
+  EXPECT_NO_THROW(parse(j));
+}
+
+TEST(ModelConfig, ContradictoryExpertCounts) {
+  json j = base_moe();
+  j["num_local_experts"] = 16;
+  expect_config_error(j, {"num_local_experts"});
+  j["num_local_experts"] = 8;
+  EXPECT_EQ(parse(j).num_experts, 8);
+}
+
+TEST(ModelConfig, ContradictoryDtypes) {
+  json j = base_moe();
+  j["dtype"] = "bfloat16";
+  j["torch_dtype"] = "float32";
+  expect_config_error(j, {"dtype"});
+  j["torch_dtype"] = "bfloat16";
+  EXPECT_EQ(parse(j).weight_dtype, "bfloat16");
+}
+
+TEST(ModelConfig, MropeSectionMustSumToHalfTheHeadDim) {
+  json o = base_omni();
+  o["thinker_config"]["text_config"]["rope_scaling"]["mrope_section"] = {4, 2, 1};  // 7 != 16/2
+  expect_config_error(o, {"mrope_section"});
+  o["thinker_config"]["text_config"]["rope_scaling"]["mrope_section"] = {4, 4};
+  EXPECT_NO_THROW(parse(o));
+}
+
+TEST(ModelConfig, OtherUnsupportedOrMalformedFields) {
+  json j = base_moe();
+  j["hidden_act"] = "gelu";
+  expect_config_error(j, {"hidden_act"});
+  json e = base_moe();
+  e["num_experts"] = -1;
+  expect_config_error(e, {"num_experts"});
+  json m = base_moe();
+  m["mlp_only_layers"] = {7};
+  expect_config_error(m, {"mlp_only_layers"});
+  json s = base_moe();
+  s["decoder_sparse_step"] = 0;
+  expect_config_error(s, {"decoder_sparse_step"});
+  json h = base_moe();
+  h.erase("head_dim");
+  h["hidden_size"] = 66;  // not a multiple of 4 heads, and no head_dim
+  expect_config_error(h, {"head_dim"});
+  json d = base_moe();
+  d["model_type"] = "qwen3";
+  d.erase("intermediate_size");
+  expect_config_error(d, {"intermediate_size"});
+  expect_input_error([] { parse(json::array()); }, {"cfg.json"});
+}
+
+// transformers' rule (Qwen3MoeDecoderLayer): a layer is sparse when it is not listed in
+// mlp_only_layers and num_experts > 0 and (layer_idx + 1) % decoder_sparse_step == 0.
+bool reference_is_moe(int i, int experts, int step, const std::set<int>& mlp_only) {
+  return !mlp_only.count(i) && experts > 0 && (i + 1) % step == 0;
+}
+
+TEST(ModelConfig, IsMoeLayerFollowsSparseStepAndMlpOnlyLayers) {
+  for (int step : {1, 2, 3}) {
+    for (const std::set<int>& only : {std::set<int>{}, std::set<int>{0, 5}, std::set<int>{1, 2, 3}}) {
+      json j = base_moe();
+      j["num_hidden_layers"] = 7;
+      j["decoder_sparse_step"] = step;
+      j["mlp_only_layers"] = std::vector<int>(only.begin(), only.end());
+      ModelConfig c = parse(j);
+      for (int i = 0; i < 7; i++)
+        EXPECT_EQ(c.is_moe_layer(i), reference_is_moe(i, 8, step, only)) << "step " << step << " layer " << i;
+    }
+  }
+  json dense = base_moe();
+  dense["num_experts"] = 0;
+  ModelConfig c = parse(dense);
+  for (int i = 0; i < 4; i++) EXPECT_FALSE(c.is_moe_layer(i));
+}
+
+// BUG (segments/model/config.cpp): a `hidden_act` that is not a string throws nlohmann's type_error
+// instead of an InputError, so `segpipe` exits 3 (runtime failure) instead of 2 (bad input).
+TEST(ModelConfig, BUG_NonStringHiddenActIsAnInputError) {
+  json j = base_moe();
+  j["hidden_act"] = 5;
+  expect_input_error([&] { parse(j); }, {"cfg.json", "hidden_act"});
+}
+
+
+// BUG (segments/model/config.cpp): mrope_section entries are narrowed to int and summed in int, so
+// sections that overflow can wrap around to head_dim/2 and be accepted (in a sanitizer build the sum
+// is reported as signed overflow). 2147483647 + 2147483647 + 10 wraps to 8 = 16 / 2.
+TEST(ModelConfig, BUG_MropeSectionSumOverflowIsRejected) {
+  json o = base_omni();
+  o["thinker_config"]["text_config"]["rope_scaling"]["mrope_section"] = {2147483647, 2147483647, 10};
+  expect_input_error([&] { parse(o); }, {"mrope_section"});
+}
+
+// BUG (segments/model/config.cpp): num_experts, intermediate_size and decoder_sparse_step are read as
+// 64-bit integers and narrowed to int without a range check: 2^32 + 8 experts parses as 8 experts.
+TEST(ModelConfig, BUG_IntegersBeyondIntRangeAreRejected) {
+  json e = base_moe();
+  e["num_experts"] = 4294967304LL;  // 2^32 + 8
+  expect_input_error([&] { parse(e); }, {"num_experts"});
+  json i = base_moe();
+  i["model_type"] = "qwen3";
+  i["intermediate_size"] = 4294967424LL;  // 2^32 + 128
+  expect_input_error([&] { parse(i); }, {"intermediate_size"});
+}
+
+}  // namespace
+}  // namespace segpipe
