@@ -15,6 +15,7 @@
 #include "orchestrator/tokenizer/chat_template.h"
 #include "orchestrator/tokenizer/stream_decoder.h"
 #include "orchestrator/tokenizer/tokenizer.h"
+#include "orchestrator/tokenizer/utf8.h"
 #include "segments/checkpoint/checkpoint.h"
 #include "segments/core/errors.h"
 
@@ -89,6 +90,9 @@ int cmd_generate(const Args& args) {
       throw InputError("generate: " + lp.plan.tokenizer_dir + " has no tokenizer.json; pass --tokens \"ID ...\"");
     std::string text = a.get_or("--prompt", demo ? "What is 2 + 2? Answer briefly." : "");
     if (text.empty()) throw InputError("generate: give --prompt TEXT or --tokens \"ID ...\"");
+    for (auto [flag, value] : {std::pair<const char*, std::string>{"--prompt", text}, {"--system", a.get_or("--system", "")}})
+      if (size_t bad = utf8::find_invalid(value); bad != std::string::npos)
+        throw InputError(std::string("generate: ") + flag + ": invalid UTF-8 at byte " + std::to_string(bad));
     if (chat) {
       if (!tok->chat_template()) throw InputError(tok->config_path() + ": no chat_template for --chat");
       ChatTemplate ct(*tok->chat_template(), tok->config_path());
