@@ -30,12 +30,17 @@ std::string ensure_demo_pipeline() {
   fs::path model = root / "build" / "models" / "demo-omni";
   if (!fs::exists(model / "config.json")) {
     std::fprintf(stderr, "segpipe: creating the demo checkpoint in %s (once)\n", model.c_str());
+    // Written beside and renamed into place, so concurrent first runs never see half a checkpoint.
     MakeModelOptions o;
     o.preset = "demo-omni";
-    o.out_dir = model.string();
+    o.out_dir = model.string() + ".tmp-" + std::to_string(getpid());
     o.seed = 0;
     o.tokenizer = (root / "orchestrator" / "tokenizer" / "qwen3").string();
     make_synthetic_model(o);
+    std::error_code ec;
+    fs::rename(o.out_dir, model, ec);
+    if (ec) fs::remove_all(o.out_dir);  // another run got there first
+    if (!fs::exists(model / "config.json")) throw RuntimeFailure(model.string() + ": could not create the demo checkpoint");
   }
   return yaml.string();
 }
