@@ -1,0 +1,63 @@
+// Shared by the fuzz targets: run a call and let only segpipe::InputError through (anything else is
+// a crash the fuzzer must report), invariant checks that abort, and a private scratch folder.
+#pragma once
+#include <stdlib.h>
+#include <unistd.h>
+
+#include <cstdio>
+#include <cstdlib>
+#include <exception>
+#include <string>
+
+#include "segments/core/errors.h"
+
+namespace segpipe::fuzz {
+
+template <typename F>
+bool only_input_errors(const char* what, F&& fn) {
+  try {
+    fn();
+    return true;
+  } catch (const InputError&) {
+    return false;  // bad input, reported the documented way
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "fuzz %s: exception other than InputError escaped: %s\n", what, e.what());
+    std::abort();
+  } catch (...) {
+    std::fprintf(stderr, "fuzz %s: non-standard exception escaped\n", what);
+    std::abort();
+  }
+}
+
+#define FUZZ_INVARIANT(cond)                                                                   \
+  do {                                                                                         \
+    if (!(cond)) {                                                                             \
+      std::fprintf(stderr, "fuzz invariant violated: %s (%s:%d)\n", #cond, __FILE__, __LINE__); \
+      std::abort();                                                                            \
+    }                                                                                          \
+  } while (0)
+
+// A folder of this process's own, made once, for files the targets write.
+inline const std::string& scratch_dir() {
+  static const std::string dir = [] {
+    // Memory-backed /dev/shm when present: the targets write a file per input.
+    const char* base = std::getenv("TMPDIR");
+    std::string root = base && *base ? base : (::access("/dev/shm", W_OK) == 0 ? "/dev/shm" : "/tmp");
+    std::string t = root + "/segpipe-fuzz-XXXXXX";
+    if (!mkdtemp(t.data())) {
+      std::perror("mkdtemp");
+      std::abort();
+    }
+    // Best effort: remove the folder's files at exit.
+    static std::string keep = t;
+    std::atexit([] {
+      std::string cmd = keep;
+      for (const char* f : {"/a.safetensors", "/b.safetensors", "/golden.safetensors"}) ::unlink((cmd + f).c_str());
+      ::rmdir(cmd.c_str());
+    });
+    return t;
+  }();
+  return dir;
+}
+
+}  // namespace segpipe::fuzz
