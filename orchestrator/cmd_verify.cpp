@@ -4,6 +4,7 @@
 #include <filesystem>
 #include <fstream>
 
+#include "orchestrator/bisect.h"
 #include "orchestrator/cli_args.h"
 #include "orchestrator/commands.h"
 #include "orchestrator/golden.h"
@@ -20,6 +21,7 @@ namespace {
 const char* kVerifyHelp =
     "usage: segpipe verify (--model DIR | --pipeline FILE) [--golden FILE]... [--json FILE]\n"
     "                      [--tolerance REL_L2] [--tokens \"ID ...\"] [--max-new-tokens N]\n"
+    "                      [--bisect [--reference PIPELINE]]\n"
     "  --model DIR       checkpoint folder; with no --golden, every DIR/goldens/*.safetensors\n"
     "  --pipeline FILE   pipeline YAML; with no --golden, the segmented run is compared with the same\n"
     "                    pipeline run in-process, every boundary bit for bit, plus the greedy tokens\n"
@@ -28,6 +30,10 @@ const char* kVerifyHelp =
     "  --tokens IDS      prompt for the segmented-vs-in-process comparison (default: a fixed prompt)\n"
     "  --max-new-tokens N  greedy tokens compared (default 8)\n"
     "  --json FILE       write a JSON report\n"
+    "  --bisect          name the first segment and layer whose output diverges (against the golden,\n"
+    "                    or the in-process run), with its errors; banked layers are followed into the banks\n"
+    "  --reference P     with --bisect and no golden: the in-process run of pipeline P is the reference\n"
+    "                    (e.g. the original checkpoint of a modified copy)\n"
     "exit: 0 all passed, 1 a boundary or token differs, 2 bad input, 3 runtime failure\n";
 
 void write_json(const std::string& path, const nlohmann::json& j) {
@@ -39,8 +45,9 @@ void write_json(const std::string& path, const nlohmann::json& j) {
 }  // namespace
 
 int cmd_verify(const Args& args) {
-  CliArgs a("verify", args, {"--model", "--pipeline", "--golden", "--json", "--tolerance", "--tokens", "--max-new-tokens"},
-            {});
+  CliArgs a("verify", args, {"--model", "--pipeline", "--golden", "--json", "--tolerance", "--tokens", "--max-new-tokens",
+                                 "--reference"},
+            {"--bisect"});
   if (a.help()) {
     std::fputs(kVerifyHelp, stdout);
     return 0;
@@ -60,7 +67,15 @@ int cmd_verify(const Args& args) {
   nlohmann::json report;
   report["source"] = lp.plan.source;
   bool passed = true;
-  if (!goldens.empty()) {
+  if (a.has("--reference") && !a.has("--bisect")) throw InputError("verify: --reference needs --bisect");
+  if (a.has("--bisect")) {
+    BisectOptions bo;
+    bo.goldens = a.all("--golden");
+    bo.reference = a.get("--reference");
+    bo.tolerance = tol;
+    bo.prompt = a.has("--tokens") ? parse_id_list(*a.get("--tokens"), "--tokens") : default_verify_prompt(lp.cfg);
+    passed = run_bisect(lp, bo, report);
+  } else if (!goldens.empty()) {
     // Load every golden first: a misfit is bad input, reported before anything runs.
     std::vector<Golden> gs;
     for (auto& g : goldens) gs.push_back(load_golden(g, lp.cfg));

@@ -13,5 +13,8 @@ int cmd_make_model(const Args& args);
 int cmd_generate(const Args& args);
 int cmd_plan(const Args& args);
 int cmd_bench(const Args& args);
+int cmd_dump(const Args& args);
+int cmd_run_segment(const Args& args);
+int cmd_memory(const Args& args);
 
 }  // namespace segpipe

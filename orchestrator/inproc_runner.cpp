@@ -42,7 +42,7 @@ class InprocRunner : public Runner {
     for (const SegmentDesc& s : plan.segments) {
       if (s.kind == SegKind::Experts)
         banks_[s.name] = std::make_unique<ExpertsSegment>(*ck_, cfg_, pool_, s.layer_first, s.layer_last,
-                                                          s.expert_first, s.expert_last);
+                                                          s.expert_first, s.expert_last, s.max_resident_experts);
     }
     for (const SegmentDesc& s : plan.segments) {
       switch (s.kind) {
@@ -52,7 +52,8 @@ class InprocRunner : public Runner {
         case SegKind::Layers: {
           Stage st;
           st.desc = s;
-          st.seg = std::make_unique<LayersSegment>(*ck_, cfg_, pool_, s.layer_first, s.layer_last, !s.banks);
+          st.seg = std::make_unique<LayersSegment>(*ck_, cfg_, pool_, s.layer_first, s.layer_last, !s.banks,
+                                                   s.max_resident_experts);
           int n = s.layer_last - s.layer_first + 1;
           int64_t per = LayersSegment::kv_floats_per_layer(cfg_, plan.max_seq);
           st.kv = std::make_unique<LazyFloats>(static_cast<size_t>(per * n));

@@ -32,6 +32,9 @@ const std::map<std::string, Command>& commands() {
       {"detokenize", {segpipe::cmd_detokenize, "print the text of token ids"}},
       {"chat-template", {segpipe::cmd_chat_template, "render the chat template for a conversation"}},
       {"bench", {segpipe::cmd_bench, "CPU benchmarks: decode and prefill against measured ceilings"}},
+      {"dump", {segpipe::cmd_dump, "write every segment's inputs, outputs, layer boundaries and routes"}},
+      {"run-segment", {segpipe::cmd_run_segment, "run one segment alone on a dumped input"}},
+      {"memory", {segpipe::cmd_memory, "memory per segment process, and memory/speed experiments"}},
   };
   return c;
 }

@@ -45,6 +45,7 @@ RunPlan plan_from_pipeline_file(const std::string& path, ModelConfig& cfg, nlohm
     }
     d.banks = s.placement == ExpertPlacement::banks;
     d.threads = s.threads;
+    d.max_resident_experts = s.max_resident_experts.value_or(0);
     d.device = to_string(s.device);
     d.dtype = to_string(s.dtype);
     const bool on_gpu = s.device.type != Device::Type::cpu;

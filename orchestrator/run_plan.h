@@ -20,6 +20,8 @@ struct SegmentDesc {
   bool banks = false;                       // layers: routed experts live in experts segments
   int expert_first = -1, expert_last = -1;  // experts
   int threads = 0;                          // CPU threads (0: the plan's default)
+  int max_resident_experts = 0;             // layers (local experts), experts: at most this many experts
+                                            // resident per layer, loaded on demand (0: all)
   std::string device = "cpu";
   std::string dtype = "float32";
 };

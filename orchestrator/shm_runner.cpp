@@ -128,8 +128,15 @@ class ShmRunner : public Runner {
       auto r = call(static_cast<int>(i), proto::kReport, {});
       proto::ReportReply rr{};
       std::memcpy(&rr, r.data(), std::min(r.size(), sizeof rr));
-      out.push_back({p.desc.name, seg_kind_name(p.desc.kind), static_cast<long>(p.pid), p.hello.tensors,
-                     p.hello.weight_bytes, rr.peak_rss_bytes});
+      SegmentReport sr{p.desc.name, seg_kind_name(p.desc.kind), static_cast<long>(p.pid), p.hello.tensors,
+                       p.hello.weight_bytes, rr.peak_rss_bytes};
+      sr.max_resident_experts = rr.max_resident_experts;
+      sr.expert_uses = rr.expert_uses;
+      sr.expert_hits = rr.expert_hits;
+      sr.expert_loads = rr.expert_loads;
+      sr.expert_evictions = rr.expert_evictions;
+      sr.expert_bytes_loaded = rr.expert_bytes_loaded;
+      out.push_back(sr);
     }
     return out;
   }
@@ -178,6 +185,7 @@ class ShmRunner : public Runner {
       s.expert_first = p.desc.expert_first;
       s.expert_last = p.desc.expert_last;
       s.threads = p.desc.threads > 0 ? p.desc.threads : plan_.threads;
+      s.max_resident_experts = p.desc.max_resident_experts;
       s.max_seq = plan_.max_seq;
       s.max_tokens = Tm;
       s.capture_tokens = Tc;

@@ -15,7 +15,7 @@ nlohmann::json to_json(const WorkerSpec& s) {
           {"blocks",
            {s.status_block, s.channel_block, s.kv_block, s.capture_block, s.norm_block, s.moe_x, s.moe_experts,
             s.moe_weights, s.moe_slots}},
-          {"bank_list", banks}};
+          {"bank_list", banks},         {"max_resident_experts", s.max_resident_experts}};
 }
 
 WorkerSpec worker_spec_from_json(const nlohmann::json& j) {
@@ -46,6 +46,7 @@ WorkerSpec worker_spec_from_json(const nlohmann::json& j) {
   s.moe_experts = b[6];
   s.moe_weights = b[7];
   s.moe_slots = b[8];
+  s.max_resident_experts = j.value("max_resident_experts", 0);
   for (auto& x : j.at("bank_list")) s.bank_list.push_back({x[0], x[1], x[2], x[3]});
   return s;
 }

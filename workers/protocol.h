@@ -46,6 +46,10 @@ struct HelloReply {
 struct ReportReply {
   uint64_t peak_rss_bytes;
   uint64_t rss_bytes;
+  // Selective expert loading counters (zero without it): see ExpertCacheStats.
+  uint64_t expert_uses, expert_hits, expert_loads, expert_evictions, expert_bytes_loaded;
+  int32_t max_resident_experts;
+  int32_t reserved;
 };
 
 // One per segment, in the status block. The worker bumps `heartbeat` from a side thread; a stopped
@@ -72,6 +76,7 @@ struct WorkerSpec {
   bool banks = false;
   int expert_first = -1, expert_last = -1;
   int threads = 1;
+  int max_resident_experts = 0;  // layers (local experts), experts: selective loading (0: all resident)
   int64_t max_seq = 0;           // KV positions
   int64_t max_tokens = 0;        // tokens per step the buffers hold
   int64_t capture_tokens = 0;    // tokens the capture blocks hold (0: no capture)

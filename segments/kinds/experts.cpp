@@ -4,14 +4,18 @@
 #include <cmath>
 #include <numeric>
 
+#include <sys/mman.h>
+#include <unistd.h>
+
 #include "segments/core/errors.h"
 #include "segments/kernels/cpu/swiglu.h"
 
 namespace segpipe {
 
 ExpertsSegment::ExpertsSegment(Checkpoint& ck, const ModelConfig& cfg, ThreadPool& pool, int layer_first,
-                               int layer_last, int expert_first, int expert_last)
+                               int layer_last, int expert_first, int expert_last, int max_resident)
     : cfg_(cfg), pool_(pool), l0_(layer_first), l1_(layer_last), e0_(expert_first), e1_(expert_last) {
+  stats_.max_resident = std::max(0, max_resident);
   WeightBinder b(ck, cfg);
   for (int l = l0_; l <= l1_; l++) {
     if (!cfg.is_moe_layer(l)) continue;
@@ -52,6 +56,7 @@ void ExpertsSegment::compute(const ExpertRequest& req) {
       std::copy(req.x + t * H, req.x + (t + 1) * H, xs_.begin() + r * H);
     }
     const auto& m = it->second[static_cast<size_t>(e - e0_)];
+    touch(req.layer, e);
     linear(pool_, xs_.data(), n, m.gate, g_.data());
     linear(pool_, xs_.data(), n, m.up, u_.data());
     swiglu(g_.data(), u_.data(), n * I, g_.data());
@@ -65,6 +70,53 @@ void ExpertsSegment::compute(const ExpertRequest& req) {
     }
     i = j;
   }
+}
+
+namespace {
+
+// Page-aligned span covering a matrix's bytes (the pages it touches).
+void advise(const Mat& m, int advice) {
+  static const uintptr_t page = static_cast<uintptr_t>(sysconf(_SC_PAGESIZE));
+  if (!m.data || m.bytes() == 0) return;
+  uintptr_t b = reinterpret_cast<uintptr_t>(m.data), e = b + m.bytes();
+  b = b / page * page;
+  e = (e + page - 1) / page * page;
+  madvise(reinterpret_cast<void*>(b), e - b, advice);
+}
+
+}  // namespace
+
+void ExpertsSegment::release(const WeightBinder::ExpertMats& m) {
+  // A shared read-only file mapping: dropping the pages frees them from this process; the bytes
+  // stay in the file (and maybe the page cache) for the next load. In the fused layout an edge
+  // page may hold a neighbour expert's bytes; that neighbour just faults it in again if it runs.
+  for (const Mat* x : {&m.gate, &m.up, &m.down}) advise(*x, MADV_DONTNEED);
+}
+
+void ExpertsSegment::touch(int layer, int e) {
+  stats_.uses++;
+  if (stats_.max_resident == 0) return;
+  auto& lru = lru_[layer];
+  auto it = std::find(lru.begin(), lru.end(), e);
+  if (it != lru.end()) {
+    stats_.hits++;
+    lru.erase(it);
+    lru.push_back(e);
+    return;
+  }
+  auto& mats = mats_.at(layer);
+  while (static_cast<int>(lru.size()) >= stats_.max_resident) {
+    release(mats[static_cast<size_t>(lru.front() - e0_)]);
+    lru.erase(lru.begin());
+    stats_.evictions++;
+    stats_.resident_experts--;
+  }
+  const auto& m = mats[static_cast<size_t>(e - e0_)];
+  for (const Mat* x : {&m.gate, &m.up, &m.down}) advise(*x, MADV_WILLNEED);
+  stats_.loads++;
+  stats_.bytes_loaded += m.gate.bytes() + m.up.bytes() + m.down.bytes();
+  stats_.resident_experts++;
+  lru.push_back(e);
 }
 
 void combine_expert_outputs(const float* slots, const int32_t* experts, int64_t T, int k, int H, float* out) {

@@ -25,7 +25,7 @@ void BankedExperts::run(const ExpertRequest& req) {
 }
 
 LayersSegment::LayersSegment(Checkpoint& ck, const ModelConfig& cfg, ThreadPool& pool, int first, int last,
-                             bool local_experts)
+                             bool local_experts, int max_resident_experts)
     : cfg_(cfg), pool_(pool), first_(first), last_(last), rope_(cfg.head_dim, cfg.rope_theta) {
   SEGPIPE_ASSERT(first >= 0 && last < cfg.num_layers && first <= last);
   WeightBinder b(ck, cfg);
@@ -61,7 +61,7 @@ LayersSegment::LayersSegment(Checkpoint& ck, const ModelConfig& cfg, ThreadPool&
   bool any_moe = false;
   for (int i = first; i <= last; i++) any_moe |= cfg.is_moe_layer(i);
   if (local_experts && any_moe) {
-    local_ = std::make_unique<ExpertsSegment>(ck, cfg, pool, first, last, 0, cfg.num_experts - 1);
+    local_ = std::make_unique<ExpertsSegment>(ck, cfg, pool, first, last, 0, cfg.num_experts - 1, max_resident_experts);
     local_exec_ = std::make_unique<BankedExperts>(std::vector<ExpertsSegment*>{local_.get()});
     for (auto& l : local_->loaded()) loaded_.push_back(l);
   }

@@ -49,8 +49,10 @@ struct KvLayer {
 
 class LayersSegment {
  public:
-  // local_experts: bind this segment's routed experts (kind `layers` with `experts: local`).
-  LayersSegment(Checkpoint& ck, const ModelConfig& cfg, ThreadPool& pool, int first, int last, bool local_experts);
+  // local_experts: bind this segment's routed experts (kind `layers` with `experts: local`);
+  // max_resident_experts > 0 loads them selectively (see experts.h).
+  LayersSegment(Checkpoint& ck, const ModelConfig& cfg, ThreadPool& pool, int first, int last, bool local_experts,
+                int max_resident_experts = 0);
   ~LayersSegment();
   int first() const { return first_; }
   int last() const { return last_; }
@@ -63,6 +65,8 @@ class LayersSegment {
   // in banks (may be null with local experts).
   void forward(float* x, int64_t T, int64_t pos0, ExpertExecutor* experts, BoundaryObserver* obs);
   const std::vector<LoadedTensor>& loaded() const { return loaded_; }
+  // Local experts (null when they live in banks or the segment has no MoE layer).
+  const ExpertsSegment* local_experts() const { return local_.get(); }
 
  private:
   struct Layer;
