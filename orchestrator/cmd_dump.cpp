@@ -36,20 +36,25 @@ const char* kDumpHelp =
     "  --max-new-tokens N  greedy decode steps dumped after the prefill (default 0)\n"
     "exit: 0 written, 1 the segmented and in-process runs differ (files still written), 2 bad input, 3 runtime failure\n";
 
-std::string describe(const std::string& kind, const std::string& n) {
+std::string describe(const std::string& kind, const std::string& name) {
+  // The last component names the quantity ("layers.3.router_logits" -> "router_logits").
+  const std::string n = name.rfind("layers.", 0) == 0 ? name.substr(name.find('.', 7) + 1) : name;
   if (n == "input_ids") return "token ids of this step";
   if (n == "pos0") return "position of the step's first token";
   if (n == "prefix_hidden") return "this segment's inputs at positions 0..pos0-1 (run-segment replays them to rebuild the KV cache)";
-  if (n == "hidden") return kind == "embeddings" ? "embedding output [T, H]" : kind == "lm_head" ? "hidden states entering the final norm [T, H]" : "hidden states (residual stream) [T, H]";
+  if (n == "hidden")
+    return kind == "embeddings" ? "embedding output [T, H]"
+           : kind == "lm_head"  ? "hidden states entering the final norm [T, H]"
+                                : "hidden states (residual stream) [T, H]";
   if (n == "logits") return "lm_head output for every position of the step [T, V]";
   if (n == "norm") return "final RMSNorm output [T, H]";
-  if (n.size() > 7 && n.compare(n.size() - 7, 7, ".output") == 0) return "residual stream after this decoder layer [T, H]";
-  if (n.find(".router_logits") != std::string::npos) return "router (gate) logits before softmax [T, E]";
-  if (n.find(".experts") != std::string::npos) return "chosen experts per token, in the router's top-k order [T, k]";
-  if (n.find(".weights") != std::string::npos) return "routing weight of each chosen expert [T, k]";
-  if (n.find(".x") != std::string::npos) return "post-attention RMSNorm output sent to the banks [T, H]";
-  if (n.find(".slots") != std::string::npos) return "weighted output of each (token, slot) whose expert this bank owns; zero elsewhere [T, k, H]";
-  if (n.find(".owned") != std::string::npos) return "1 where the slot's expert belongs to this bank [T, k]";
+  if (n == "output") return "residual stream after this decoder layer [T, H]";
+  if (n == "router_logits") return "router (gate) logits before softmax [T, E]";
+  if (n == "experts") return "chosen experts per token, in the router's top-k order [T, k]";
+  if (n == "weights") return "routing weight of each chosen expert [T, k]";
+  if (n == "x") return "post-attention RMSNorm output sent to the banks [T, H]";
+  if (n == "slots") return "weighted output of each (token, slot) whose expert this bank owns; zero elsewhere [T, k, H]";
+  if (n == "owned") return "1 where the slot's expert belongs to this bank [T, k]";
   return "";
 }
 
