@@ -174,6 +174,31 @@ TEST(GoldenLoad, BUG_HugeLayerIndexIsAnInputError) {
   expect_load_error(d.file("g.safetensors"), cfg, {"layers.99999999999.output"});
 }
 
+// BUG (orchestrator/golden.cpp): tensor names are matched with std::regex, whose libstdc++
+// implementation recurses once per character: a golden with a 200000-digit layer index overflows
+// the stack and segpipe verify dies with SIGSEGV instead of reporting the name (exit 2). Run in a
+// child process so the crash fails only this test.
+TEST(GoldenLoadDeathTest, BUG_VeryLongTensorNameDoesNotCrash) {
+  GTEST_FLAG_SET(death_test_style, "threadsafe");
+  TempDir d;
+  ModelConfig cfg = read_model_config(model_dir("tiny-qwen3-moe"));
+  GoldenFile g = GoldenFile::read(kMoeShort);
+  g.add("layers." + std::string(200000, '1') + ".outputs", DType::F32, {0});
+  g.write(d.file("long.safetensors"));
+  EXPECT_EXIT(
+      {
+        try {
+          Golden l = load_golden(d.file("long.safetensors"), cfg);
+          std::exit(l.unknown.size() == 1 ? 0 : 3);
+        } catch (const InputError&) {
+          std::exit(0);
+        } catch (...) {
+          std::exit(4);
+        }
+      },
+      ::testing::ExitedWithCode(0), "");
+}
+
 TEST(GoldenLoad, UnknownNamesAreReported) {
   TempDir d;
   ModelConfig cfg = read_model_config(model_dir("tiny-qwen3-moe"));
