@@ -184,7 +184,9 @@ TensorView SafetensorsFile::view(const std::string& name) {
     uint64_t abs_begin = data_start_ + e.begin;
     uint64_t map_begin = abs_begin / page * page;
     uint64_t len = std::max<uint64_t>(1, abs_begin + v.nbytes - map_begin);
-    void* p = mmap(nullptr, len, PROT_READ, MAP_SHARED, fd_, static_cast<off_t>(map_begin));
+    // MAP_POPULATE: a segment maps exactly the tensors it computes with, so fault them in now
+    // rather than one page at a time in the middle of the first decode steps.
+    void* p = mmap(nullptr, len, PROT_READ, MAP_SHARED | MAP_POPULATE, fd_, static_cast<off_t>(map_begin));
     if (p == MAP_FAILED) throw RuntimeFailure(path_ + ": cannot map tensor '" + name + "' (" + std::strerror(errno) + ")");
     // Weights are streamed in order by the kernels; sequential readahead is the right hint.
     madvise(p, len, MADV_SEQUENTIAL);
