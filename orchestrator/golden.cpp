@@ -5,7 +5,7 @@
 #include <cstdio>
 #include <cstring>
 #include <numeric>
-#include <regex>
+#include <optional>
 
 #include "orchestrator/capture.h"
 #include "segments/checkpoint/safetensors.h"
@@ -14,6 +14,29 @@
 namespace segpipe {
 
 namespace {
+
+// "layers.{i}.output" / "layers.{i}.router_logits" -> (i, is_output); anything else -> nullopt.
+// Parsed by hand: a regex recurses per character, and a hostile name must not take the stack.
+struct LayerName {
+  uint64_t layer;
+  bool output;
+};
+std::optional<LayerName> parse_layer_name(const std::string& name) {
+  const std::string pre = "layers.";
+  if (name.compare(0, pre.size(), pre) != 0) return std::nullopt;
+  size_t i = pre.size(), j = i;
+  uint64_t v = 0;
+  bool big = false;
+  while (j < name.size() && name[j] >= '0' && name[j] <= '9') {
+    if (v > (1ull << 40)) big = true;  // far beyond any model; keep it from wrapping
+    v = big ? v : v * 10 + static_cast<uint64_t>(name[j] - '0');
+    j++;
+  }
+  if (j == i || (j - i > 1 && name[i] == '0')) return std::nullopt;
+  std::string rest = name.substr(j);
+  if (rest != ".output" && rest != ".router_logits") return std::nullopt;
+  return LayerName{big ? UINT64_MAX : v, rest == ".output"};
+}
 
 std::vector<int32_t> read_ids(SafetensorsFile& f, const std::string& name) {
   TensorView v = f.view(name);
@@ -51,7 +74,6 @@ Golden load_golden(const std::string& path, const ModelConfig& cfg) {
     if (id >= cfg.vocab)
       throw InputError(path + ": input_ids holds token " + std::to_string(id) + ", outside the model's vocabulary (" +
                        std::to_string(cfg.vocab) + ")");
-  static const std::regex layer_re(R"(layers\.(\d+)\.(output|router_logits))");
   for (auto& [name, e] : f->header().tensors) {
     if (name == "input_ids") continue;
     if (name == "generated_ids") {
@@ -60,17 +82,17 @@ Golden load_golden(const std::string& path, const ModelConfig& cfg) {
       continue;
     }
     std::vector<int64_t> want;
-    std::smatch m;
+    std::optional<LayerName> ln;
     if (name == "embeddings" || name == "norm") {
       want = {T, cfg.hidden};
     } else if (name == "logits") {
       want = {T, cfg.vocab};
-    } else if (std::regex_match(name, m, layer_re)) {
-      int layer = std::stoi(m[1].str());
-      if (layer >= cfg.num_layers)
-        throw InputError(path + ": tensor '" + name + "' names layer " + std::to_string(layer) + " but the model has " +
-                         std::to_string(cfg.num_layers) + " layers");
-      if (m[2].str() == "output") {
+    } else if ((ln = parse_layer_name(name))) {
+      if (ln->layer >= static_cast<uint64_t>(cfg.num_layers))
+        throw InputError(path + ": tensor '" + name.substr(0, 80) + "' names a layer the model does not have (" +
+                         std::to_string(cfg.num_layers) + " layers)");
+      int layer = static_cast<int>(ln->layer);
+      if (ln->output) {
         want = {T, cfg.hidden};
       } else {
         if (!cfg.is_moe_layer(layer))

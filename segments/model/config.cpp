@@ -45,6 +45,12 @@ struct Reader {
     return v.get<int64_t>();
   }
   int64_t get_int(const std::string& k, int64_t dflt) const { return has(k) ? int_of(k) : dflt; }
+  // A count or size: an int in [lo, 2^30], so nothing narrows or overflows downstream.
+  int bounded(const std::string& k, int64_t dflt, int64_t lo) const {
+    int64_t v = get_int(k, dflt);
+    if (v < lo || v > (1 << 30)) fail(k, "must be an integer in [" + std::to_string(lo) + ", 2^30], got " + std::to_string(v));
+    return static_cast<int>(v);
+  }
   double get_num(const std::string& k, double dflt) const {
     if (!has(k)) return dflt;
     if (!j[k].is_number()) fail(k, "must be a number");
@@ -103,15 +109,15 @@ void parse_rope(const Reader& r, ModelConfig& c) {
       if (theta_top > 0 && t != theta_top) r.fail("rope_theta", "contradicts " + pname + ".rope_theta");
       theta = t;
     }
-    for (auto& k : {"factor", "original_max_position_embeddings", "low_freq_factor", "high_freq_factor"})
-      if (params->contains(k) && !(*params)[k].is_null() && type == "default" && std::string(k) == "factor" &&
-          (*params)[k] != 1 && (*params)[k] != 1.0)
-        r.fail(pname + ".factor", "rope scaling factor is not implemented for default RoPE");
+    if (params->contains("factor") && !(*params)["factor"].is_null() && (*params)["factor"] != 1 &&
+        (*params)["factor"] != 1.0)
+      r.fail(pname + ".factor", "rope scaling factor is not implemented for default RoPE");
     if (params->contains("mrope_section") && !(*params)["mrope_section"].is_null()) {
       const json& s = (*params)["mrope_section"];
       if (!s.is_array()) r.fail(pname + ".mrope_section", "must be a list of integers");
       for (const json& x : s) {
-        if (!x.is_number_integer() || x.get<int64_t>() < 0) r.fail(pname + ".mrope_section", "must be a list of integers");
+        if (!x.is_number_integer() || x.get<int64_t>() < 0 || x.get<int64_t>() > (1 << 20))
+          r.fail(pname + ".mrope_section", "must be a list of integers in [0, 2^20]");
         c.mrope_section.push_back(static_cast<int>(x.get<int64_t>()));
       }
     }
@@ -140,7 +146,8 @@ void parse_text_config(const Reader& r, ModelConfig& c, bool moe) {
                                       ") is not a multiple of num_key_value_heads (" + std::to_string(c.num_kv_heads) + ")");
   c.rms_eps = static_cast<float>(r.get_num("rms_norm_eps", 1e-6));
   if (!(c.rms_eps > 0)) r.fail("rms_norm_eps", "must be positive");
-  c.max_position = static_cast<int>(r.get_int("max_position_embeddings", 0));
+  c.max_position = r.bounded("max_position_embeddings", 0, 0);
+  if (r.has("hidden_act") && !r.j["hidden_act"].is_string()) r.fail("hidden_act", "must be a string");
   std::string act = r.has("hidden_act") ? r.j["hidden_act"].get<std::string>() : "silu";
   if (act != "silu") r.fail("hidden_act", "'" + act + "' is not implemented (only silu)");
   if (r.get_bool("attention_bias", false)) r.fail("attention_bias", "attention bias is not implemented");
@@ -154,26 +161,25 @@ void parse_text_config(const Reader& r, ModelConfig& c, bool moe) {
     r.fail("shared_expert_intermediate_size", "shared experts are not implemented");
   parse_rope(r, c);
   if (!c.mrope_section.empty()) {
-    int sum = 0;
+    int64_t sum = 0;
     for (int s : c.mrope_section) sum += s;
     if (sum != c.head_dim / 2)
       r.fail("rope_scaling.mrope_section", "sections sum to " + std::to_string(sum) + ", expected head_dim/2 = " +
                                                std::to_string(c.head_dim / 2));
   }
-  c.intermediate = static_cast<int>(r.get_int("intermediate_size", 0));
+  c.intermediate = r.bounded("intermediate_size", 0, 0);
   if (moe) {
     // transformers 5 writes num_local_experts for qwen3_moe; the hub and the Omni thinker num_experts.
     if (r.has("num_experts") && r.has("num_local_experts") && r.int_of("num_experts") != r.int_of("num_local_experts"))
       r.fail("num_local_experts", "contradicts num_experts");
-    c.num_experts = static_cast<int>(r.has("num_experts") ? r.get_int("num_experts") : r.get_int("num_local_experts"));
-    if (c.num_experts < 0) r.fail("num_experts", "must not be negative");
+    if (!r.has("num_experts") && !r.has("num_local_experts")) r.fail("num_experts", "missing required field");
+    c.num_experts = r.has("num_experts") ? r.bounded("num_experts", 0, 0) : r.bounded("num_local_experts", 0, 0);
     if (c.num_experts > 0) {
       c.top_k = r.positive("num_experts_per_tok");
       if (c.top_k > c.num_experts) r.fail("num_experts_per_tok", "exceeds num_experts");
       c.moe_intermediate = r.positive("moe_intermediate_size");
     }
-    c.decoder_sparse_step = static_cast<int>(r.get_int("decoder_sparse_step", 1));
-    if (c.decoder_sparse_step <= 0) r.fail("decoder_sparse_step", "must be positive");
+    c.decoder_sparse_step = r.bounded("decoder_sparse_step", 1, 1);
     if (r.has("mlp_only_layers")) {
       if (!r.j["mlp_only_layers"].is_array()) r.fail("mlp_only_layers", "must be a list of layer indices");
       for (const json& x : r.j["mlp_only_layers"]) {
