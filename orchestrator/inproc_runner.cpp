@@ -6,6 +6,7 @@
 
 #include <map>
 
+#include "orchestrator/progress.h"
 #include "orchestrator/runner.h"
 #include "segments/core/errors.h"
 #include "segments/kinds/embeddings.h"
@@ -44,7 +45,9 @@ class InprocRunner : public Runner {
         banks_[s.name] = std::make_unique<ExpertsSegment>(*ck_, cfg_, pool_, s.layer_first, s.layer_last,
                                                           s.expert_first, s.expert_last, s.max_resident_experts);
     }
+    LoadProgress progress(plan.segments.size(), "segments");
     for (const SegmentDesc& s : plan.segments) {
+      progress.tick(s.name);
       switch (s.kind) {
         case SegKind::Embeddings: embed_ = std::make_unique<EmbeddingsSegment>(*ck_, cfg_); break;
         case SegKind::LmHead: head_ = std::make_unique<LmHeadSegment>(*ck_, cfg_, pool_); break;
@@ -102,7 +105,10 @@ class InprocRunner : public Runner {
     std::vector<SegmentReport> out;
     auto add = [&](const std::string& name, const char* kind, const std::vector<LoadedTensor>& l) {
       SegmentReport r{name, kind, static_cast<long>(getpid()), l.size(), 0, static_cast<uint64_t>(ru.ru_maxrss) * 1024};
-      for (auto& t : l) r.weight_bytes += t.bytes;
+      for (auto& t : l) {
+        r.weight_bytes += t.bytes;
+        r.tensor_names.push_back(t.name);
+      }
       out.push_back(r);
     };
     for (const SegmentDesc& s : plan_.segments) {

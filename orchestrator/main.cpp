@@ -39,6 +39,12 @@ const std::map<std::string, Command>& commands() {
   return c;
 }
 
+// Messages thrown inside a command may start with its name; the prefix printed here already says it.
+const char* strip_command(const std::string& cmd, const char* msg) {
+  size_t n = cmd.size();
+  return std::strncmp(msg, cmd.c_str(), n) == 0 && msg[n] == ':' && msg[n + 1] == ' ' ? msg + n + 2 : msg;
+}
+
 void usage(FILE* out) {
   std::fprintf(out, "usage: segpipe <command> [options]   (segpipe <command> --help for its options)\n\ncommands:\n");
   for (auto& [name, c] : commands()) std::fprintf(out, "  %-14s %s\n", name.c_str(), c.summary);
@@ -68,13 +74,13 @@ int main(int argc, char** argv) {
     }
     return it->second.fn(args);
   } catch (const segpipe::InputError& e) {
-    std::fprintf(stderr, "segpipe %s: error: %s\n", cmd.c_str(), e.what());
+    std::fprintf(stderr, "segpipe %s: error: %s\n", cmd.c_str(), strip_command(cmd, e.what()));
     return 2;
   } catch (const segpipe::CheckFailure& e) {
-    std::fprintf(stderr, "segpipe %s: check failed: %s\n", cmd.c_str(), e.what());
+    std::fprintf(stderr, "segpipe %s: check failed: %s\n", cmd.c_str(), strip_command(cmd, e.what()));
     return 1;
   } catch (const segpipe::RuntimeFailure& e) {
-    std::fprintf(stderr, "segpipe %s: runtime failure: %s\n", cmd.c_str(), e.what());
+    std::fprintf(stderr, "segpipe %s: runtime failure: %s\n", cmd.c_str(), strip_command(cmd, e.what()));
     return 3;
   } catch (const std::bad_alloc&) {
     std::fprintf(stderr, "segpipe %s: runtime failure: out of memory\n", cmd.c_str());

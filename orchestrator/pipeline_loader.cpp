@@ -4,6 +4,7 @@
 #include "orchestrator/pipeline_to_plan.h"
 #include "orchestrator/shm_runner.h"
 #include "segments/checkpoint/config_file.h"
+#include "segments/core/errors.h"
 
 namespace segpipe {
 
@@ -45,7 +46,8 @@ nlohmann::json segment_reports_json(const std::vector<SegmentReport>& r) {
                  {"pid", s.pid},
                  {"tensors", s.tensors},
                  {"weight_bytes", s.weight_bytes},
-                 {"peak_rss_bytes", s.peak_rss_bytes}});
+                 {"peak_rss_bytes", s.peak_rss_bytes},
+                 {"tensor_names", s.tensor_names}});
   return a;
 }
 

@@ -20,6 +20,7 @@ struct SegmentReport {
   size_t tensors = 0;
   uint64_t weight_bytes = 0;
   uint64_t peak_rss_bytes = 0;
+  std::vector<std::string> tensor_names;  // what the segment mapped, as it reports it
   // Selective expert loading (max_resident_experts): counters over the run so far.
   int max_resident_experts = 0;
   uint64_t expert_uses = 0, expert_hits = 0, expert_loads = 0, expert_evictions = 0, expert_bytes_loaded = 0;

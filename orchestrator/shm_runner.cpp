@@ -10,6 +10,7 @@
 #include <optional>
 
 #include "orchestrator/process.h"
+#include "orchestrator/progress.h"
 #include "segments/core/errors.h"
 #include "segments/kinds/layers.h"
 #include "segments/model/tensor_map.h"
@@ -78,10 +79,12 @@ class ShmRunner : public Runner {
     for (size_t i = 0; i < procs_.size(); i++) spawn(static_cast<int>(i));
     // Handshakes in parallel: every worker loads while we wait for the first.
     for (size_t i = 0; i < procs_.size(); i++) procs_[i].hello_step = procs_[i].ch->post_request(proto::kHello);
+    LoadProgress progress(procs_.size(), "segment processes");
     for (size_t i = 0; i < procs_.size(); i++) {
       for (int attempt = 0;; attempt++) {
         try {
           await_hello(static_cast<int>(i));
+          progress.tick(procs_[i].desc.name);
           break;
         } catch (const SegmentFailed& f) {
           if (!plan_.restart || attempt >= 3) fail(f, "during start-up");
@@ -130,6 +133,14 @@ class ShmRunner : public Runner {
       std::memcpy(&rr, r.data(), std::min(r.size(), sizeof rr));
       SegmentReport sr{p.desc.name, seg_kind_name(p.desc.kind), static_cast<long>(p.pid), p.hello.tensors,
                        p.hello.weight_bytes, rr.peak_rss_bytes};
+      // Names page by page: each reply carries as many whole names as fit.
+      while (sr.tensor_names.size() < p.hello.tensors) {
+        uint64_t first = sr.tensor_names.size();
+        auto names = call(static_cast<int>(i), proto::kNames, std::as_bytes(std::span<const uint64_t>(&first, 1)));
+        std::string text(reinterpret_cast<const char*>(names.data()), names.size());
+        if (text.empty()) throw RuntimeFailure("segment '" + p.desc.name + "' reported no tensor names");
+        for (size_t a = 0, b; (b = text.find('\n', a)) != std::string::npos; a = b + 1) sr.tensor_names.push_back(text.substr(a, b - a));
+      }
       sr.max_resident_experts = rr.max_resident_experts;
       sr.expert_uses = rr.expert_uses;
       sr.expert_hits = rr.expert_hits;

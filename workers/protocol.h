@@ -16,6 +16,7 @@ enum Op : uint32_t {
   kExperts = 3,  // expert bank: compute the owned slots of one layer: args ExpertArgs
   kReport = 4,   // reply ReportReply
   kStop = 5,     // answer, then exit 0
+  kNames = 6,    // args: uint64 index of the first name; reply: loaded tensor names from there, '\n'-terminated
 };
 
 // Reply codes (channel `code`): 0 ok; otherwise the reply bytes hold a one-line message.
