@@ -4,7 +4,9 @@
 
 #include <algorithm>
 #include <cstring>
+#include <filesystem>
 #include <fstream>
+#include <iterator>
 #include <nlohmann/json.hpp>
 #include <set>
 
@@ -140,6 +142,36 @@ TEST(PipelineRules, ViolationsAreReportedWithFileLineColumnBeforeAnyProcessStart
     EXPECT_EQ(std::count(r.err.begin(), r.err.end(), '\n'), 1) << "one line: " << r.err;
     EXPECT_TRUE(leftover_workers(r.pid).empty());
   }
+}
+
+}  // namespace
+}  // namespace segpipe::test
+
+namespace segpipe::test {
+namespace {
+
+// Every example pipeline in pipelines/ (over the committed checkpoints) is valid, segmented equals
+// in-process, and it passes its checkpoint's transformers goldens.
+TEST(ExamplePipelines, VerifyAgainstInProcessAndGoldens) {
+  int seen = 0;
+  for (auto& e : std::filesystem::directory_iterator(source_path("pipelines"))) {
+    std::string name = e.path().filename().string();
+    if (e.path().extension() != ".yaml" || name == "demo.yaml") continue;
+    seen++;
+    RunResult r = run_segpipe({"verify", "--pipeline", e.path().string()});
+    EXPECT_EQ(r.rc, 0) << name << r.out << r.err;
+    std::ifstream in(e.path());
+    std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+    auto m = text.find("model: ../models/");
+    ASSERT_NE(m, std::string::npos) << name;
+    std::string model = text.substr(m + 17, text.find('\n', m) - m - 17);
+    std::vector<std::string> args = {"verify", "--pipeline", e.path().string()};
+    for (auto& g : std::filesystem::directory_iterator(source_path("models/" + model + "/goldens")))
+      if (g.path().extension() == ".safetensors") args.insert(args.end(), {"--golden", g.path().string()});
+    RunResult gr = run_segpipe(args);
+    EXPECT_EQ(gr.rc, 0) << name << gr.out << gr.err;
+  }
+  EXPECT_GE(seen, 4);
 }
 
 }  // namespace
