@@ -9,8 +9,10 @@
 #include <cstring>
 #include <optional>
 
+#include "orchestrator/cuda_ipc.h"
 #include "orchestrator/process.h"
 #include "orchestrator/progress.h"
+#include "segments/checkpoint/config_file.h"
 #include "segments/core/errors.h"
 #include "segments/kinds/layers.h"
 #include "segments/model/tensor_map.h"
@@ -19,6 +21,7 @@
 #include "shm/channel.h"
 #include "shm/cleanup.h"
 #include "shm/layout.h"
+#include "workers/cuda_worker.h"
 #include "workers/protocol.h"
 #include "workers/worker_main.h"
 
@@ -67,12 +70,20 @@ std::vector<TensorRole> segment_roles(Checkpoint& ck, const ModelConfig& cfg, co
   return r;
 }
 
+bool on_gpu(const SegmentDesc& d) { return d.device.rfind("cuda", 0) == 0; }
+
 class ShmRunner : public Runner {
  public:
-  ShmRunner(const RunPlan& plan, const ShmOptions& opt) : plan_(plan), opt_(opt) {
-    auto ck = Checkpoint::open(plan.model_dir);
-    cfg_ = parse_model_config(ck->config_json(), plan.model_dir + "/config.json");
-    for (const SegmentDesc& d : plan.segments) check_roles(*ck, segment_roles(*ck, cfg_, d));
+  ShmRunner(const RunPlan& plan, const ShmOptions& opt, const CudaShmOptions& cuda = {})
+      : plan_(plan), opt_(opt), cuda_(cuda) {
+    check_gpu_segments();
+    if (cuda_.synthetic) {
+      cfg_ = read_model_config(plan.model_dir);  // weights made by each GPU worker
+    } else {
+      auto ck = Checkpoint::open(plan.model_dir);
+      cfg_ = parse_model_config(ck->config_json(), plan.model_dir + "/config.json");
+      for (const SegmentDesc& d : plan.segments) check_roles(*ck, segment_roles(*ck, cfg_, d));
+    }
     shm::remove_stale_arenas();
     shm::install_unlink_on_signal();
     build_arena();
@@ -89,7 +100,7 @@ class ShmRunner : public Runner {
         } catch (const SegmentFailed& f) {
           if (!plan_.restart || attempt >= 3) fail(f, "during start-up");
           std::fprintf(stderr, "segpipe: %s during start-up; restarting it\n", f.what());
-          restart(f.index);
+          restart_chain(f);
           procs_[static_cast<size_t>(f.index)].hello_step = procs_[static_cast<size_t>(f.index)].ch->post_request(proto::kHello);
           if (static_cast<size_t>(f.index) != i) continue;
         }
@@ -119,7 +130,7 @@ class ShmRunner : public Runner {
       } catch (const SegmentFailed& f) {
         if (!plan_.restart || attempt >= 3) fail(f, "");
         std::fprintf(stderr, "segpipe: %s; restarting it and repeating the step\n", f.what());
-        restart(f.index);
+        restart_chain(f);
       }
     }
   }
@@ -153,9 +164,31 @@ class ShmRunner : public Runner {
   }
 
  private:
+  // GPU segments (workers/cuda_worker.h): one device for all of them; embeddings, layers with local
+  // experts and lm_head (expert banks on a GPU are not implemented under shm).
+  void check_gpu_segments() {
+    for (const SegmentDesc& d : plan_.segments) {
+      if (!on_gpu(d)) {
+        if (cuda_.synthetic)
+          throw InputError(plan_.source + ": segment '" + d.name + "' runs on the CPU, which cannot make synthetic weights");
+        continue;
+      }
+      if (gpu_device_.empty()) gpu_device_ = d.device;
+      if (d.device != gpu_device_)
+        throw InputError(plan_.source + ": segment '" + d.name + "' runs on " + d.device + ", another on " + gpu_device_ +
+                         ": under transport: shm every GPU segment must use the same device");
+      if (d.kind == SegKind::Experts || (d.kind == SegKind::Layers && d.banks))
+        throw InputError(plan_.source + ": segment '" + d.name + "': expert banks on a GPU are not implemented under "
+                         "transport: shm (use experts: local on the GPU layers segment, or transport: inproc)");
+    }
+  }
+
   struct Proc {
     SegmentDesc desc;
     proto::WorkerSpec spec;
+    bool gpu = false;
+    proto::CudaWorkerSpec gpu_spec;
+    bool in_dev = false, out_dev = false;  // its input / output activation lives in the device arena
     pid_t pid = -1;
     std::optional<shm::Channel> ch;
     proto::HelloReply hello{};
@@ -209,7 +242,8 @@ class ShmRunner : public Runner {
       s.moe_experts = moe_[1];
       s.moe_weights = moe_[2];
       s.moe_slots = moe_[3];
-      if (p.desc.kind == SegKind::Layers) {
+      p.gpu = on_gpu(p.desc);
+      if (p.desc.kind == SegKind::Layers && !p.gpu) {
         int nl = p.desc.layer_last - p.desc.layer_first + 1;
         s.kv_block = L.add_block(shm::BlockKind::kKvCache,
                                  static_cast<size_t>(nl * LayersSegment::kv_floats_per_layer(cfg_, plan_.max_seq)) * 4,
@@ -218,8 +252,14 @@ class ShmRunner : public Runner {
         s.capture_block = L.add_block(shm::BlockKind::kActivations, static_cast<size_t>(std::max<int64_t>(1, cl.total())) * 4,
                                       4096, "cap." + p.desc.name.substr(0, 20));
       }
+      if (p.desc.kind == SegKind::Layers && p.gpu) {  // its KV cache lives in the device arena
+        auto cl = capture_layout(p.desc);
+        s.capture_block = L.add_block(shm::BlockKind::kActivations, static_cast<size_t>(std::max<int64_t>(1, cl.total())) * 4,
+                                      4096, "cap." + p.desc.name.substr(0, 20));
+      }
       procs_.push_back(std::move(p));
     }
+    plan_device_arena();
     // Banks each layers segment calls: those whose layer range meets its own.
     for (auto& p : procs_) {
       if (p.desc.kind != SegKind::Layers || !p.desc.banks) continue;
@@ -237,6 +277,50 @@ class ShmRunner : public Runner {
     }
   }
 
+  // Where GPU segments meet, the activation stays on the device: two hidden-state slots (the
+  // ping-pong of hidden.a / hidden.b) and every GPU layers segment's KV cache, in one device
+  // allocation this process owns; the workers map it through its CUDA IPC handle.
+  void plan_device_arena() {
+    if (gpu_device_.empty()) return;
+    auto align = [](uint64_t v) { return (v + 4095) & ~uint64_t{4095}; };
+    const uint64_t hid_bytes = align(static_cast<uint64_t>(kMaxStepTokens * cfg_.hidden) * 4);
+    uint64_t off = 0;
+    slots_ = {off, off + hid_bytes};
+    off += 2 * hid_bytes;
+    std::vector<size_t> chain;  // embeddings, layers and lm_head in order
+    for (size_t i = 0; i < procs_.size(); i++)
+      if (procs_[i].desc.kind != SegKind::Experts) chain.push_back(i);
+    for (size_t c = 0; c + 1 < chain.size(); c++) {
+      Proc &a = procs_[chain[c]], &b = procs_[chain[c + 1]];
+      a.out_dev = b.in_dev = a.gpu && b.gpu && a.desc.kind != SegKind::LmHead;
+    }
+    for (auto& p : procs_) {
+      if (!p.gpu) continue;
+      proto::CudaWorkerSpec& g = p.gpu_spec;
+      g.device = p.desc.device;
+      g.dtype = p.desc.dtype;
+      g.synthetic = cuda_.synthetic;
+      g.seed = cuda_.seed;
+      g.graphs = cuda_.graphs;
+      g.slots = slots_;
+      if (p.desc.kind == SegKind::Layers) {
+        g.kv_offset = static_cast<int64_t>(off);
+        const int nl = p.desc.layer_last - p.desc.layer_first + 1;
+        off += align(static_cast<uint64_t>(nl * LayersSegment::kv_floats_per_layer(cfg_, plan_.max_seq)) * 4);
+      }
+    }
+    dev_arena_ = DeviceArena::create(gpu_device_, off);
+    for (auto& p : procs_) {
+      p.gpu_spec.arena_handle = dev_arena_->ipc_handle_hex();
+      p.gpu_spec.arena_bytes = off;
+    }
+  }
+
+  // hidden.a / hidden.b, or their device slots.
+  uint32_t place(uint32_t block, bool dev) const {
+    if (!dev) return block;
+    return proto::kDeviceSlot | (block == hid_[0] ? 0u : 1u);
+  }
   proto::CaptureLayout capture_layout(const SegmentDesc& d) const {
     return proto::make_capture_layout(d.layer_first, d.layer_last, opt_.capture_tokens, cfg_.hidden, cfg_.num_experts,
                                       cfg_.top_k, [&](int l) { return cfg_.is_moe_layer(l); });
@@ -246,7 +330,10 @@ class ShmRunner : public Runner {
     Proc& p = procs_[static_cast<size_t>(i)];
     std::atomic_ref<int32_t>(status_[i].dead).store(0);
     std::atomic_ref<uint64_t>(status_[i].generation).fetch_add(1);
-    p.pid = spawn_self({kWorkerCommand, proto::to_json(p.spec).dump()});
+    if (p.gpu)
+      p.pid = spawn_self({kWorkerCommand, proto::to_json(p.spec).dump(), proto::to_json(p.gpu_spec).dump()});
+    else
+      p.pid = spawn_self({kWorkerCommand, proto::to_json(p.spec).dump()});
     std::atomic_ref<int32_t>(status_[i].pid).store(static_cast<int32_t>(p.pid));
     p.last_heartbeat = std::atomic_ref<uint64_t>(status_[i].heartbeat).load();
     p.heartbeat_seen = Clock::now();
@@ -336,14 +423,24 @@ class ShmRunner : public Runner {
         case SegKind::Layers: a.in_block = hid_[cur]; a.out_block = hid_[1 - cur]; break;
         case SegKind::LmHead: a.in_block = hid_[cur]; a.out_block = logits_block_; break;
       }
+      if (p.desc.kind != SegKind::Embeddings) a.in_block = place(a.in_block, p.in_dev);
+      if (p.desc.kind != SegKind::LmHead) a.out_block = place(a.out_block, p.out_dev);
       call(static_cast<int>(i), proto::kStep, std::as_bytes(std::span<const proto::StepArgs>(&a, 1)));
-      const float* out = arena_->payload_span<float>(a.out_block).data();
-      if (p.desc.kind == SegKind::Embeddings && obs) obs->on_tensor("embeddings", out, T, H);
+      if (p.desc.kind == SegKind::Embeddings && obs) {
+        if (p.out_dev) {
+          std::vector<float> e(static_cast<size_t>(T * H));
+          dev_arena_->read(slots_[a.out_block & ~proto::kDeviceSlot], e.data(), e.size() * 4);
+          obs->on_tensor("embeddings", e.data(), T, H);
+        } else {
+          obs->on_tensor("embeddings", arena_->payload_span<float>(a.out_block).data(), T, H);
+        }
+      }
       if (p.desc.kind == SegKind::Layers) {
         cur = 1 - cur;
         if (obs) emit_capture(p, T, obs);
       }
       if (p.desc.kind == SegKind::LmHead) {
+        const float* out = arena_->payload_span<float>(a.out_block).data();
         int64_t rows = all_logits ? T : 1;
         logits.assign(out, out + rows * cfg_.vocab);
         if (obs) {
@@ -390,6 +487,21 @@ class ShmRunner : public Runner {
     await_hello(i);
   }
 
+  // Restarts a failed segment; another segment failing meanwhile is restarted in turn (bounded).
+  void restart_chain(const SegmentFailed& first) {
+    SegmentFailed f = first;
+    for (int k = 0;; k++) {
+      try {
+        restart(f.index);
+        return;
+      } catch (const SegmentFailed& g) {
+        if (k >= 3) fail(g, "while restarting '" + procs_[static_cast<size_t>(first.index)].desc.name + "'");
+        std::fprintf(stderr, "segpipe: %s; restarting it\n", g.what());
+        f = g;
+      }
+    }
+  }
+
   [[noreturn]] void fail(const SegmentFailed& f, const std::string& when) {
     shutdown();
     throw RuntimeFailure(std::string(f.what()) + (when.empty() ? "" : " " + when));
@@ -416,6 +528,10 @@ class ShmRunner : public Runner {
 
   RunPlan plan_;
   ShmOptions opt_;
+  CudaShmOptions cuda_;
+  std::string gpu_device_;                  // the device of the GPU segments ("" if none)
+  std::unique_ptr<DeviceArena> dev_arena_;  // outlives the workers (reset after shutdown)
+  std::vector<uint64_t> slots_;
   ModelConfig cfg_;
   std::optional<shm::Arena> arena_;
   proto::SegmentStatus* status_ = nullptr;
@@ -428,6 +544,10 @@ class ShmRunner : public Runner {
 
 std::unique_ptr<Runner> make_shm_runner(const RunPlan& plan, const ShmOptions& opt) {
   return std::make_unique<ShmRunner>(plan, opt);
+}
+
+std::unique_ptr<Runner> make_shm_runner_cuda(const RunPlan& plan, const ShmOptions& opt, const CudaShmOptions& cuda) {
+  return std::make_unique<ShmRunner>(plan, opt, cuda);
 }
 
 }  // namespace segpipe
