@@ -134,6 +134,12 @@ class CudaRunnerImpl : public CudaRunner {
 
   const float* logits_device() const override { return logits_.get(); }
 
+  void reset_graph() override {
+    if (graph_exec_) cudaGraphExecDestroy(graph_exec_);
+    graph_exec_ = nullptr;
+    warm_ = false;
+  }
+
   std::string device_description() const override { return device_ + " (" + cuda::device_name(ctx_->device()) + ")"; }
 
   uint64_t weight_bytes() const override {

@@ -32,6 +32,9 @@ class CudaRunner : public Runner {
   // The same without the CUDA graph (kernel by kernel), for comparison.
   virtual void step_device_eager(const int32_t* ids, int64_t T, int64_t pos0) = 0;
   virtual const float* logits_device() const = 0;
+  // Drops the captured decode graph: the next decode steps run eagerly once, then capture again
+  // (after cuda::set_fused_decode changed which kernels a step launches).
+  virtual void reset_graph() = 0;
   virtual std::string device_description() const = 0;
   virtual uint64_t weight_bytes() const = 0;
 };

@@ -28,11 +28,13 @@ std::unique_ptr<Runner> make_runner(const RunPlan& plan, const ShmOptions& opt) 
   bool on_gpu = false;
   for (const SegmentDesc& s : plan.segments) on_gpu |= s.device.rfind("cuda", 0) == 0;
   if (on_gpu) {
-    // The GPU runs a plan in this process (segments/cuda); one process per GPU segment is not built yet.
-    if (!plan.inproc)
-      throw InputError(plan.source + ": segments on cuda devices run with transport: inproc (one process per GPU "
-                       "segment is not implemented yet)");
-    return make_cuda_runner(plan, read_model_config(plan.model_dir));
+    // inproc: the whole plan on one GPU in this process (segments/cuda); shm: one process per
+    // segment, GPU segments sharing device memory through CUDA IPC (workers/cuda_worker.h).
+    if (plan.inproc) return make_cuda_runner(plan, read_model_config(plan.model_dir));
+    if (!cuda_backend_built())
+      throw InputError(plan.source + ": segments on a cuda device need the CUDA backend, which this build does not "
+                       "have (configure with -DSEGPIPE_CUDA=ON)");
+    return make_shm_runner(plan, opt);
   }
   if (plan.inproc) return make_inproc_runner(plan);
   return make_shm_runner(plan, opt);

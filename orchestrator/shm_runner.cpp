@@ -274,6 +274,7 @@ class ShmRunner : public Runner {
     for (auto& p : procs_) {
       p.spec.arena = name;
       p.ch.emplace(shm::Channel::attach(*arena_, p.spec.channel_block));
+      if (p.gpu && cuda_.spin_count) p.ch->set_spin_count(cuda_.spin_count);
     }
   }
 
@@ -302,6 +303,7 @@ class ShmRunner : public Runner {
       g.synthetic = cuda_.synthetic;
       g.seed = cuda_.seed;
       g.graphs = cuda_.graphs;
+      g.spin_count = cuda_.spin_count;
       g.slots = slots_;
       if (p.desc.kind == SegKind::Layers) {
         g.kv_offset = static_cast<int64_t>(off);

@@ -23,6 +23,7 @@
 #include "shm/arena.h"
 #include "shm/channel.h"
 #include "workers/capture_writer.h"
+#include "workers/cuda_worker.h"
 #include "workers/protocol.h"
 #include "workers/remote_banks.h"
 
@@ -261,12 +262,16 @@ class Worker {
 }  // namespace
 
 int worker_main(const std::vector<std::string>& args) {
-  if (args.size() != 1) throw InputError("__worker: expects one JSON spec (this command is started by the orchestrator)");
+  if (args.size() != 1 && args.size() != 2)
+    throw InputError("__worker: expects one JSON spec, and a second for a GPU segment (this command is started by "
+                     "the orchestrator)");
   proto::WorkerSpec spec = proto::worker_spec_from_json(nlohmann::json::parse(args[0]));
   // Die with the orchestrator, whatever kills it; and if it is already gone, do not start at all.
   prctl(PR_SET_PDEATHSIG, SIGKILL);
   if (getppid() != spec.parent_pid) return 3;
   try {
+    if (args.size() == 2)  // a GPU segment (workers/cuda_worker.h)
+      return cuda_worker_main(spec, proto::cuda_worker_spec_from_json(nlohmann::json::parse(args[1])));
     Worker w(spec);
     w.start_heartbeat();
     w.load();

@@ -1,12 +1,14 @@
 #include "segments/cuda/kinds.h"
 
 #include <algorithm>
+#include <atomic>
 #include <cmath>
 
 #include "segments/cuda/profile.h"
 #include "segments/kernels/cuda/attention.cuh"
 #include "segments/kernels/cuda/embed.cuh"
 #include "segments/kernels/cuda/gemm.cuh"
+#include "segments/kernels/cuda/gemv.cuh"
 #include "segments/kernels/cuda/moe.cuh"
 #include "segments/kernels/cuda/norm.cuh"
 #include "segments/kernels/cuda/rope.cuh"
@@ -15,6 +17,13 @@
 #include "segments/model/tensor_map.h"
 
 namespace segpipe::cuda {
+
+namespace {
+std::atomic<bool> g_fused_decode{true};
+}  // namespace
+
+void set_fused_decode(bool on) { g_fused_decode.store(on); }
+bool fused_decode() { return g_fused_decode.load(); }
 
 namespace {
 
@@ -86,6 +95,16 @@ uint64_t Experts::weight_bytes() const {
   for (auto& x : gate_up_) b += x.bytes();
   for (auto& x : down_) b += x.bytes();
   return b;
+}
+
+bool Experts::decode_into(int layer, const void* h, int k, const int32_t* experts, const float* weights, float* x) {
+  if (!holds_layer(layer) || e0_ != 0 || e1_ != cfg_.num_experts - 1 || !moe_down_combine_fits(k)) return false;
+  const int64_t H = cfg_.hidden, I = cfg_.moe_intermediate;
+  const size_t li = static_cast<size_t>(layer - l0_);
+  act_.grow(static_cast<size_t>(k * I) * dtype_size(dt_));
+  moe_gate_up_gemv(h, k, k, experts, e0_, e1_, gate_up_[li].get(), dt_, I, H, act_.get(), ctx_.stream());
+  moe_down_combine(act_.get(), k, experts, weights, down_[li].get(), dt_, I, H, x, ctx_.stream());
+  return true;
 }
 
 void Experts::compute(const ExpertRequest& r) {
@@ -200,6 +219,15 @@ Layers::Layers(Context& ctx, WeightSource& w, const ModelConfig& cfg, const Engi
   for (int i = first; i <= last; i++) any_moe |= cfg.is_moe_layer(i);
   if (local_experts && any_moe)
     local_ = std::make_unique<Experts>(ctx, w, cfg, opt, first, last, 0, cfg.num_experts - 1);
+  for (auto& L : layers_) kv_.push_back(L->kv.get());
+  counter_.grow(1);
+  SEGPIPE_CUDA_CHECK(cudaMemsetAsync(counter_.get(), 0, sizeof(unsigned), ctx.stream()));
+  {
+    AttnShape as{cfg.num_heads, cfg.num_kv_heads, cfg.head_dim};
+    attn_part_.grow(attention_decode_scratch_floats(as));
+    attn_counters_.grow(static_cast<size_t>(cfg.num_heads));
+    SEGPIPE_CUDA_CHECK(cudaMemsetAsync(attn_counters_.get(), 0, attn_counters_.bytes(), ctx.stream()));
+  }
   auto f = rope_inv_freq(cfg.head_dim, cfg.rope_theta);
   inv_freq_.grow(f.size());
   SEGPIPE_CUDA_CHECK(cudaMemcpyAsync(inv_freq_.get(), f.data(), f.size() * 4, cudaMemcpyHostToDevice, ctx.stream()));
@@ -207,6 +235,14 @@ Layers::Layers(Context& ctx, WeightSource& w, const ModelConfig& cfg, const Engi
 }
 
 Layers::~Layers() = default;
+
+void Layers::bind_kv(float* base) {
+  const int64_t per = kv_floats_per_layer(cfg_, max_seq_);
+  for (size_t i = 0; i < layers_.size(); i++) {
+    layers_[i]->kv = Buffer<float>();
+    kv_[i] = base + static_cast<int64_t>(i) * per;
+  }
+}
 
 uint64_t Layers::weight_bytes() const {
   uint64_t b = local_ ? local_->weight_bytes() : 0;
@@ -217,9 +253,7 @@ uint64_t Layers::weight_bytes() const {
 }
 
 uint64_t Layers::kv_bytes() const {
-  uint64_t b = 0;
-  for (auto& L : layers_) b += L->kv.bytes();
-  return b;
+  return static_cast<uint64_t>(layers_.size()) * static_cast<uint64_t>(kv_floats_per_layer(cfg_, max_seq_)) * 4;
 }
 
 void Layers::ensure_scratch(int64_t T) {
@@ -258,34 +292,51 @@ void Layers::forward(float* x, int64_t T, int64_t pos0, const int32_t* d_pos0, c
     scores_.grow(static_cast<size_t>(cfg_.num_heads * T * (pos0 + T)));
     att_f32_.grow(static_cast<size_t>(T * qd));
   }
-  for (auto& Lp : layers_) {
-    Layer& L = *Lp;
+  const bool fused = T == 1 && fused_decode();
+  for (size_t li = 0; li < layers_.size(); li++) {
+    Layer& L = *layers_[li];
     PhaseTimer pt(st);
-    float* kc = L.kv.get();
+    float* kc = kv_[li];
     float* vc = kc + max_seq_ * kvd;
     // Attention block
-    rmsnorm(x, T, H, L.in_norm.get(), eps, h_.get(), dt_, st);
-    gemm_xwT(cb, h_.get(), L.qkv.get(), dt_, T, qd + 2 * kvd, H, qkv_.get(), qd + 2 * kvd, 0.0f);
+    if (fused) {
+      gemv_rmsnorm(x, L.in_norm.get(), eps, L.qkv.get(), dt_, qd + 2 * kvd, H, qkv_.get(), false, nullptr, st);
+    } else {
+      rmsnorm(x, T, H, L.in_norm.get(), eps, h_.get(), dt_, st);
+      gemm_xwT(cb, h_.get(), L.qkv.get(), dt_, T, qd + 2 * kvd, H, qkv_.get(), qd + 2 * kvd, 0.0f);
+    }
     qk_norm_rope_kv(qkv_.get(), T, d_pos0, {cfg_.num_heads, cfg_.num_kv_heads, cfg_.head_dim}, L.q_norm.get(),
                     L.k_norm.get(), eps, inv_freq_.get(), q_.get(), kc, vc, st);
     pt.mark("norm+qkv+rope");
     if (attn_gemm)
       attention_gemm(cb, q_.get(), T, pos0, {cfg_.num_heads, cfg_.num_kv_heads, cfg_.head_dim}, kc, vc, scale,
                      dt_ == DType::BF16, scores_.get(), att_f32_.get(), att_.get(), dt_, st);
+    else if (fused)
+      attention_decode(q_.get(), d_pos0, {cfg_.num_heads, cfg_.num_kv_heads, cfg_.head_dim}, kc, vc, scale,
+                       att_.get(), dt_, attn_part_.get(), attn_counters_.get(), st);
     else
       attention(q_.get(), T, d_pos0, {cfg_.num_heads, cfg_.num_kv_heads, cfg_.head_dim}, kc, vc, scale, att_.get(),
                 dt_, st);
     pt.mark("attention");
     // x += att · Wo^T (the residual add folded into the product: beta = 1)
-    gemm_xwT(cb, att_.get(), L.o.get(), dt_, T, H, qd, x, H, 1.0f);
+    if (fused)
+      gemv(att_.get(), dt_, L.o.get(), dt_, H, qd, x, true, st);
+    else
+      gemm_xwT(cb, att_.get(), L.o.get(), dt_, T, H, qd, x, H, 1.0f);
     // MLP block
-    rmsnorm(x, T, H, L.post_norm.get(), eps, h_.get(), dt_, st);
+    if (!fused || !L.moe) rmsnorm(x, T, H, L.post_norm.get(), eps, h_.get(), dt_, st);
     pt.mark("o_proj+norm");
     if (L.moe) {
       const int E = cfg_.num_experts, k = cfg_.top_k;
-      gemm_xwT(cb, h_.get(), L.router.get(), dt_, T, E, H, logits_.get(), E, 0.0f);
-      if (obs) observe(ctx_, obs, "layers." + std::to_string(L.index) + ".router_logits", logits_.get(), T, E, host_tmp_);
-      route_topk(logits_.get(), T, E, k, cfg_.norm_topk_prob, experts_.get(), weights_.get(), st);
+      if (fused) {
+        router_fused(x, L.post_norm.get(), eps, L.router.get(), dt_, E, H, logits_.get(), h_.get(), k,
+                     cfg_.norm_topk_prob, experts_.get(), weights_.get(), counter_.get(), st);
+        if (obs) observe(ctx_, obs, "layers." + std::to_string(L.index) + ".router_logits", logits_.get(), T, E, host_tmp_);
+      } else {
+        gemm_xwT(cb, h_.get(), L.router.get(), dt_, T, E, H, logits_.get(), E, 0.0f);
+        if (obs) observe(ctx_, obs, "layers." + std::to_string(L.index) + ".router_logits", logits_.get(), T, E, host_tmp_);
+        route_topk(logits_.get(), T, E, k, cfg_.norm_topk_prob, experts_.get(), weights_.get(), st);
+      }
       pt.mark("router+topk");
       ExpertRequest req;
       req.layer = L.index;
@@ -309,6 +360,11 @@ void Layers::forward(float* x, int64_t T, int64_t pos0, const int32_t* d_pos0, c
         ctx_.sync();
         obs->on_route(L.index, host_experts_.data(), w.data(), T, k);
       }
+      if (fused && local_ && local_->decode_into(L.index, h_.get(), k, experts_.get(), weights_.get(), x)) {
+        pt.mark("experts");
+        if (obs) observe(ctx_, obs, "layers." + std::to_string(L.index) + ".output", x, T, H, host_tmp_);
+        continue;
+      }
       bool served = false;
       if (local_) {
         local_->compute(req);
@@ -326,9 +382,15 @@ void Layers::forward(float* x, int64_t T, int64_t pos0, const int32_t* d_pos0, c
       pt.mark("combine");
     } else {
       const int64_t I = cfg_.intermediate;
-      gemm_xwT(cb, h_.get(), L.gate_up.get(), dt_, T, 2 * I, H, gu_.get(), 2 * I, 0.0f);
+      if (fused)
+        gemv(h_.get(), dt_, L.gate_up.get(), dt_, 2 * I, H, gu_.get(), false, st);
+      else
+        gemm_xwT(cb, h_.get(), L.gate_up.get(), dt_, T, 2 * I, H, gu_.get(), 2 * I, 0.0f);
       swiglu_rows(gu_.get(), DType::F32, T, I, act_.get(), dt_, st);
-      gemm_xwT(cb, act_.get(), L.down.get(), dt_, T, H, I, x, H, 1.0f);
+      if (fused)
+        gemv(act_.get(), dt_, L.down.get(), dt_, H, I, x, true, st);
+      else
+        gemm_xwT(cb, act_.get(), L.down.get(), dt_, T, H, I, x, H, 1.0f);
       pt.mark("dense mlp");
     }
     if (obs) observe(ctx_, obs, "layers." + std::to_string(L.index) + ".output", x, T, H, host_tmp_);
@@ -362,6 +424,12 @@ LmHead::LmHead(Context& ctx, WeightSource& w, const ModelConfig& cfg, const void
 void LmHead::forward(const float* x, int64_t T, bool all_positions, float* normed, float* logits) {
   const int64_t H = cfg_.hidden;
   cudaStream_t st = ctx_.stream();
+  if (!all_positions && fused_decode()) {
+    // One row: the final norm folded into the vocabulary product.
+    if (normed) rmsnorm(x, T, H, norm_.get(), cfg_.rms_eps, normed, DType::F32, st);
+    gemv_rmsnorm(x + (T - 1) * H, norm_.get(), cfg_.rms_eps, head_ptr_, dt_, vocab_, H, logits, false, nullptr, st);
+    return;
+  }
   h_.grow(static_cast<size_t>(T * H) * dtype_size(dt_));
   rmsnorm(x, T, H, norm_.get(), cfg_.rms_eps, h_.get(), dt_, st);
   if (normed) rmsnorm(x, T, H, norm_.get(), cfg_.rms_eps, normed, DType::F32, st);

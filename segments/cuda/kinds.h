@@ -16,6 +16,13 @@
 
 namespace segpipe::cuda {
 
+// Decode (one-token steps) through the fused single-token kernels (gemv.cuh: RMSNorm folded into the
+// products, the router with its top-k in one kernel, expert down-projection + combine in one) rather
+// than the library path (cuBLAS products, separate one-block kernels). Process-wide; on by default.
+// Graphs captured under one setting must be re-captured after a change (CudaRunner::reset_graph).
+void set_fused_decode(bool on);
+bool fused_decode();
+
 struct EngineOptions {
   int gemv_max_tokens = 4;     // MoE: up to this many tokens per step, GEMVs over the chosen experts;
                                // above, slots grouped by expert and one GEMM per expert
@@ -61,6 +68,9 @@ class Experts {
   int layer_last() const { return l1_; }
   // Fills the slots of the experts it owns.
   void compute(const ExpertRequest& r);
+  // Decode with every expert in this bank (local experts), one token: x += the combined expert
+  // outputs, without the slots buffer (moe_down_combine). False (nothing done) where it does not apply.
+  bool decode_into(int layer, const void* h, int k, const int32_t* experts, const float* weights, float* x);
   uint64_t weight_bytes() const;
 
  private:
@@ -83,6 +93,11 @@ class Layers {
   ~Layers();
   int first() const { return first_; }
   int last() const { return last_; }
+  // The KV caches in memory the caller owns (e.g. a device arena shared between processes, so that
+  // a restarted worker finds them as they were): layer i of the segment at base + i * kv_floats_per_layer,
+  // K rows then V rows. Replaces (frees) the caches the constructor allocated.
+  void bind_kv(float* base);
+  static int64_t kv_floats_per_layer(const ModelConfig& cfg, int64_t max_seq) { return 2 * max_seq * cfg.kv_dim(); }
   // x: [T, H] float32 on the device, in place. pos0 on the host (capacity checks), d_pos0 the same
   // value on the device. banks serve MoE layers when the experts are not local. With an observer,
   // every boundary is copied to the host (synchronizing).
@@ -107,6 +122,10 @@ class Layers {
   Buffer<char> h_, att_, act_;
   Buffer<float> qkv_, q_, logits_, weights_, slots_, gu_, scores_, att_f32_;
   Buffer<int32_t> experts_;
+  Buffer<unsigned> counter_;  // router_fused's completion counter
+  Buffer<float> attn_part_;   // attention_decode's partials
+  Buffer<unsigned> attn_counters_;
+  std::vector<float*> kv_;     // per layer: K [max_seq, kv_dim] then V
   std::vector<int32_t> host_experts_;
   std::vector<float> host_tmp_;
 };

@@ -14,6 +14,7 @@
 #include "segments/kernels/cuda/convert.cuh"
 #include "segments/kernels/cuda/embed.cuh"
 #include "segments/kernels/cuda/gemm.cuh"
+#include "segments/kernels/cuda/gemv.cuh"
 #include "segments/kernels/cuda/moe.cuh"
 #include "segments/kernels/cuda/norm.cuh"
 #include "segments/kernels/cuda/rope.cuh"
@@ -120,6 +121,32 @@ void test_attention(Checks& c, cudaStream_t s) {
       double e = rel_l2(out.host().data(), ref.data(), ref.size());
       double tol = ot == DType::F32 ? 1e-5 : 5e-3;
       c.expect(e < tol, "attention -> %s heads=%d/%d hd=%d T=%d pos0=%d rel_l2=%.2e", dn(ot), nh, nkv, hd, T, pos0, e);
+    }
+  // decode with the keys split over blocks (flash-decoding), short and long contexts, twice each
+  // (the per-head counters must be ready again)
+  for (DType ot : {DType::F32, DType::BF16})
+    for (auto [nh, nkv, hd, pos0] : {std::tuple{32, 4, 128, 0}, {32, 4, 128, 5}, {32, 4, 128, 100}, {4, 2, 16, 130},
+                                     {32, 4, 128, 3000}, {8, 8, 64, 127}}) {
+      const int qd = nh * hd, kvd = nkv * hd, n = pos0 + 1;
+      auto q = randn(size_t(qd), rng), kc = randn(size_t(n) * kvd, rng), vc = randn(size_t(n) * kvd, rng);
+      std::vector<float> ref(q.size());
+      attention(pool(), {nh, nkv, hd}, q.data(), 1, pos0, kc.data(), vc.data(), ref.data());
+      Dev dq(q, DType::F32), dk(kc, DType::F32), dv(vc, DType::F32);
+      auto dpos = upload(std::vector<int32_t>{pos0});
+      cuda::AttnShape as{nh, nkv, hd};
+      cuda::Buffer<float> part(cuda::attention_decode_scratch_floats(as));
+      cuda::Buffer<unsigned> cnt(static_cast<size_t>(nh));
+      SEGPIPE_CUDA_CHECK(cudaMemset(cnt.get(), 0, cnt.bytes()));
+      float scale = static_cast<float>(std::pow(double(hd), -0.5));
+      double e = 0;
+      for (int rep = 0; rep < 2; rep++) {
+        Dev out = Dev::poisoned(q.size(), ot);
+        cuda::attention_decode(dq.f(), dpos.get(), as, dk.f(), dv.f(), scale, out.p(), ot, part.get(), cnt.get(), s);
+        e = std::max(e, rel_l2(out.host().data(), ref.data(), ref.size()));
+      }
+      double tol = ot == DType::F32 ? 1e-5 : 5e-3;
+      c.expect(e < tol, "attention_decode (split) -> %s heads=%d/%d hd=%d pos0=%d rel_l2=%.2e", dn(ot), nh, nkv, hd,
+               pos0, e);
     }
 }
 
@@ -330,6 +357,91 @@ void test_synthetic(Checks& c, cudaStream_t s) {
 
 }  // namespace
 
+// The decode kernels (gemv.cuh, router_fused, moe_down_combine) against the CPU reference and
+// against the library path they replace.
+void test_decode_kernels(Checks& c, cuda::Context& ctx) {
+  cudaStream_t s = ctx.stream();
+  for (DType dt : {DType::F32, DType::BF16})
+    for (auto [rows, cols] : {std::pair{48, 64}, {5120, 2048}, {2048, 4096}, {1000, 776}, {3, 13000}}) {
+      auto x = randn(size_t(cols), rng, 2.0f), w = randn(size_t(rows) * cols, rng, 0.05f), nw = randn(size_t(cols), rng);
+      if (dt == DType::BF16) w = round_bf16(w);
+      // plain: x in the weights' dtype, accumulate onto 1
+      auto xr = dt == DType::BF16 ? round_bf16(x) : x;
+      std::vector<float> ref(static_cast<size_t>(rows));
+      linear(pool(), xr.data(), 1, Mat{w.data(), DType::F32, rows, cols}, ref.data());
+      Dev dx(xr, dt), dw(w, dt), y(std::vector<float>(size_t(rows), 1.0f), DType::F32);
+      cuda::gemv(dx.p(), dt, dw.p(), dt, rows, cols, y.f(), true, s);
+      std::vector<float> ref1 = ref;
+      for (auto& v : ref1) v += 1.0f;
+      double e = rel_l2(y.host().data(), ref1.data(), ref1.size());
+      c.expect(e < 1e-5, "gemv %s rows=%d cols=%d (+= y) rel_l2=%.2e", dn(dt), rows, cols, e);
+      if (cols > 12288) continue;
+      // fused RMSNorm: equal to rmsnorm() then the product; h_out equal to rmsnorm() bit for bit
+      Dev dxf(x, DType::F32), dnw(nw, DType::F32), h_lib = Dev::poisoned(size_t(cols), dt),
+          h_out = Dev::poisoned(size_t(cols), dt), yf = Dev::poisoned(size_t(rows), DType::F32);
+      cuda::rmsnorm(dxf.f(), 1, cols, dnw.f(), 1e-6f, h_lib.p(), dt, s);
+      cuda::gemv_rmsnorm(dxf.f(), dnw.f(), 1e-6f, dw.p(), dt, rows, cols, yf.f(), false, h_out.p(), s);
+      auto hl = h_lib.host(), ho = h_out.host();
+      std::vector<float> refn(static_cast<size_t>(rows));
+      linear(pool(), hl.data(), 1, Mat{w.data(), DType::F32, rows, cols}, refn.data());
+      e = rel_l2(yf.host().data(), refn.data(), refn.size());
+      bool same_h = std::memcmp(hl.data(), ho.data(), hl.size() * 4) == 0;
+      c.expect(e < 1e-5 && same_h, "gemv_rmsnorm %s rows=%d cols=%d rel_l2=%.2e normed row %s", dn(dt), rows, cols, e,
+               same_h ? "bit-identical to rmsnorm" : "DIFFERS");
+    }
+  // router_fused vs rmsnorm + product + route_topk
+  for (DType dt : {DType::F32, DType::BF16})
+    for (auto [E, H, k, renorm] : {std::tuple{128, 2048, 8, true}, {8, 64, 2, true}, {60, 256, 4, false}}) {
+      auto x = randn(size_t(H), rng, 2.0f), nw = randn(size_t(H), rng), w = randn(size_t(E) * H, rng, 0.05f);
+      if (dt == DType::BF16) w = round_bf16(w);
+      Dev dx(x, DType::F32), dnw(nw, DType::F32), dw(w, dt), h = Dev::poisoned(size_t(H), dt),
+          lg = Dev::poisoned(size_t(E), DType::F32), wt = Dev::poisoned(size_t(k), DType::F32);
+      cuda::Buffer<int32_t> de(static_cast<size_t>(k));
+      cuda::Buffer<unsigned> counter(1);
+      SEGPIPE_CUDA_CHECK(cudaMemset(counter.get(), 0, 4));
+      SEGPIPE_CUDA_CHECK(cudaDeviceSynchronize());
+      for (int rep = 0; rep < 3; rep++)  // the counter must be ready again after each launch
+        cuda::router_fused(dx.f(), dnw.f(), 1e-6f, dw.p(), dt, E, H, lg.f(), h.p(), k, renorm, de.get(), wt.f(),
+                           counter.get(), s);
+      auto hh = h.host();
+      std::vector<float> lref(static_cast<size_t>(E));
+      linear(pool(), hh.data(), 1, Mat{w.data(), DType::F32, E, H}, lref.data());
+      auto lgot = lg.host();
+      double e = rel_l2(lgot.data(), lref.data(), lref.size());
+      // routing of the GPU's own logits must match route_topk exactly
+      std::vector<int32_t> e_ref(static_cast<size_t>(k));
+      std::vector<float> w_ref(static_cast<size_t>(k));
+      route_topk(lgot.data(), 1, E, k, renorm, e_ref.data(), w_ref.data());
+      auto e_got = download(de, size_t(k));
+      double ew = rel_l2(wt.host().data(), w_ref.data(), w_ref.size());
+      auto cnt = download(counter, 1);
+      c.expect(e < 1e-5 && e_got == e_ref && ew < 1e-6 && cnt[0] == 0,
+               "router_fused %s E=%d H=%d k=%d logits rel_l2=%.2e experts %s weights rel_l2=%.2e counter %u", dn(dt), E,
+               H, k, e, e_got == e_ref ? "equal" : "DIFFER", ew, cnt[0]);
+    }
+  // moe_down_combine vs moe_down_gemv + moe_combine_add, bit for bit
+  for (DType dt : {DType::F32, DType::BF16})
+    for (auto [H, I, E, k] : {std::tuple{2048, 768, 16, 8}, {64, 32, 16, 4}, {256, 96, 32, 1}}) {
+      auto act = randn(size_t(k) * I, rng), wd = randn(size_t(E) * H * I, rng, 0.05f), x = randn(size_t(H), rng);
+      if (dt == DType::BF16) act = round_bf16(act), wd = round_bf16(wd);
+      std::vector<int32_t> ids(static_cast<size_t>(E));
+      std::iota(ids.begin(), ids.end(), 0);
+      std::shuffle(ids.begin(), ids.end(), rng);
+      std::vector<int32_t> experts(ids.begin(), ids.begin() + k);
+      std::vector<float> weights(static_cast<size_t>(k));
+      for (auto& v : weights) v = std::uniform_real_distribution<float>(0.05f, 1.f)(rng);
+      Dev da(act, dt), dwd(wd, dt), dw(weights, DType::F32), x1(x, DType::F32), x2(x, DType::F32),
+          slots = Dev::poisoned(size_t(k) * H, DType::F32);
+      auto de = upload(experts);
+      cuda::moe_down_gemv(da.p(), k, de.get(), dw.f(), 0, E - 1, dwd.p(), dt, I, H, slots.f(), s);
+      cuda::moe_combine_add(slots.f(), de.get(), 1, k, H, x1.f(), s);
+      cuda::moe_down_combine(da.p(), k, de.get(), dw.f(), dwd.p(), dt, I, H, x2.f(), s);
+      auto a = x1.host(), b = x2.host();
+      c.expect(std::memcmp(a.data(), b.data(), a.size() * 4) == 0, "moe_down_combine %s H=%d I=%d k=%d %s", dn(dt), H,
+               I, k, std::memcmp(a.data(), b.data(), a.size() * 4) == 0 ? "bit-identical to down + combine" : "DIFFERS");
+    }
+}
+
 int main() {
   if (skip_without_gpu("test_cuda_kernels")) return kSkip;
   try {
@@ -345,6 +457,7 @@ int main() {
     test_swiglu(c, ctx.stream());
     test_moe(c, ctx);
     test_combine(c, ctx.stream());
+    test_decode_kernels(c, ctx);
     test_embed_convert(c, ctx.stream());
     test_synthetic(c, ctx.stream());
     return c.finish("test_cuda_kernels");

@@ -17,7 +17,9 @@
 #include "orchestrator/run_plan.h"
 #include "segments/cuda/device.h"
 #include "segments/cuda/profile.h"
+#include "segments/cuda/kinds.h"
 #include "segments/kernels/cuda/gemm.cuh"
+#include "segments/kernels/cuda/gemv.cuh"
 #include "segments/kernels/cuda/synthetic.cuh"
 #include "segments/model/synthetic.h"
 
@@ -157,9 +159,14 @@ int main(int argc, char** argv) {
     auto prefill_phases = cuda::phase_ms();
     const double prefill_tflops = prefill_flops / (prefill_ms * 1e-3) / 1e12;
 
-    // Decode after a 32-token prompt: eager, then with the CUDA graph.
+    // Decode after a 32-token prompt: eager, then with the CUDA graph; with the fused single-token
+    // kernels (dec_ms) and with the library path they replace (lib_ms), same runner, same weights.
     const int p0 = 32;
-    double dec_ms[2];
+    double dec_ms[2], lib_ms[2];
+    for (int mode = 1; mode >= 0; mode--) {
+    cuda::set_fused_decode(mode == 0);
+    runner->reset_graph();
+    double* out_ms = mode == 0 ? dec_ms : lib_ms;
     for (int graphs = 0; graphs < 2; graphs++) {
       auto r = runner.get();
       r->step_device(ids.data(), p0, 0, false);
@@ -172,7 +179,8 @@ int main(int argc, char** argv) {
         else
           r->step_device_eager(&tok, 1, p0 + i);
       }
-      dec_ms[graphs] = (now_ms() - a) / decode;
+      out_ms[graphs] = (now_ms() - a) / decode;
+    }
     }
     cuda::phase_ms().clear();
     cuda::set_profiling(true);
@@ -184,7 +192,7 @@ int main(int argc, char** argv) {
     auto decode_phases = cuda::phase_ms();
     for (auto& [k, v] : decode_phases) v /= 8;
     // A single-token product through cuBLAS (the q/k/v projection's shape): achieved bandwidth.
-    double gemv_gbs = 0;
+    double gemv_gbs = 0, own_gemv_gbs = 0;
     {
       cuda::Context ctx(0);
       const int64_t rows = cfg.q_dim() + 2 * cfg.kv_dim(), cols = cfg.hidden;
@@ -199,6 +207,12 @@ int main(int argc, char** argv) {
                        cols, y.get(), rows, 0.f);
       ctx.sync();
       gemv_gbs = double(rows * cols) * 2 * 400 / ((now_ms() - a) * 1e-3) / 1e9;
+      a = now_ms();
+      for (int i = 0; i < 400; i++)
+        cuda::gemv(x.get(), DType::BF16, w.get() + size_t(i % 8) * size_t(rows * cols) * 2, DType::BF16, rows, cols,
+                   y.get(), false, ctx.stream());
+      ctx.sync();
+      own_gemv_gbs = double(rows * cols) * 2 * 400 / ((now_ms() - a) * 1e-3) / 1e9;
     }
     // Bytes one decode token must read: every active matrix once (attention, router, k experts,
     // lm_head), the embedding row, norms, and the KV cache up to the mean position (float32).
@@ -231,8 +245,12 @@ int main(int argc, char** argv) {
                 1e3 / dec_ms[0], floor_ms / dec_ms[0]);
     std::printf("decode CUDA graph         %10.3f ms/token %8.1f tokens/s  = %.2f of the floor\n", dec_ms[1],
                 1e3 / dec_ms[1], floor_ms / dec_ms[1]);
-    std::printf("cuBLAS 1-token bf16 product %lldx%d: %.0f GB/s read\n", (long long)(cfg.q_dim() + 2 * cfg.kv_dim()),
-                cfg.hidden, gemv_gbs);
+    std::printf("decode eager, library path %10.3f ms/token %8.1f tokens/s  = %.2f of the floor\n", lib_ms[0],
+                1e3 / lib_ms[0], floor_ms / lib_ms[0]);
+    std::printf("decode graph, library path %10.3f ms/token %8.1f tokens/s  = %.2f of the floor\n", lib_ms[1],
+                1e3 / lib_ms[1], floor_ms / lib_ms[1]);
+    std::printf("1-token bf16 product %lldx%d: cuBLAS %.0f GB/s, segpipe gemv %.0f GB/s read\n",
+                (long long)(cfg.q_dim() + 2 * cfg.kv_dim()), cfg.hidden, gemv_gbs, own_gemv_gbs);
     std::printf("prefill phases (ms, all layers):");
     for (auto& [k, v] : prefill_phases) std::printf("  %s %.2f", k.c_str(), v);
     std::printf("\ndecode phases (ms per token, eager):");
@@ -246,6 +264,8 @@ int main(int argc, char** argv) {
         << ",\"prefill_tokens\":" << prompt << ",\"prefill_ms\":" << prefill_ms
         << ",\"prefill_tflops\":" << prefill_tflops << ",\"decode_tokens\":" << decode
         << ",\"decode_ms_eager\":" << dec_ms[0] << ",\"decode_ms_graph\":" << dec_ms[1]
+        << ",\"decode_ms_eager_library\":" << lib_ms[0] << ",\"decode_ms_graph_library\":" << lib_ms[1]
+        << ",\"gemv_gbs_cublas\":" << gemv_gbs << ",\"gemv_gbs_segpipe\":" << own_gemv_gbs
         << ",\"decode_floor_ms\":" << floor_ms << ",\"decode_bytes_per_token\":" << tok_bytes
         << ",\"best_fraction_of_floor\":" << floor_ms / best << "}\n";
     }

@@ -1,32 +1,59 @@
 #!/usr/bin/env bash
-# Builds the CUDA backend on a GPU machine that has only the CUDA toolkit and nlohmann-json (carried
-# in .deps/ when the machine lacks it), runs the gpu-labelled tests, then the benchmarks. Logs and
-# JSON go to $OUT (default ./gpu-out); a compact table is printed last.
-# usage: tools/cuda/run_on_gpu.sh [tests|bench|hf|all]...
+# Runs the CUDA backend's tests and benchmarks on a GPU machine and prints a compact table last.
+# Logs and JSON go to $OUT (default ./gpu-out).
+#
+# Binaries: where .deps/gpu-bin/ holds a full build made elsewhere (segpipe, the gpu tests, both
+# benchmarks; tools/cuda/pack_gpu_bin.sh makes it, with the non-CUDA shared libraries they need in
+# .deps/gpu-bin/lib) and those start here, they are used as they are. Otherwise the CUDA modules are
+# built here (-DSEGPIPE_MODULES="core;segments;cuda": only the CUDA toolkit and nlohmann-json, whose
+# headers .deps/ carries); that build has no shm/cli modules, so test_cuda_shm and the shm benchmark
+# are then skipped.
+# usage: tools/cuda/run_on_gpu.sh [tests|bench|shm|hf|all]...
 set -u
 OUT=${OUT:-$PWD/gpu-out}
 mkdir -p "$OUT"
 stages="${*:-all}"
 has() { [[ " $stages " == *" $1 "* || " $stages " == *" all "* ]]; }
-prefix=""
-[ -d /usr/include/nlohmann ] || prefix="-DCMAKE_PREFIX_PATH=$PWD/.deps"
 nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.sm,clocks.mem --format=csv >"$OUT/gpu.txt" 2>&1
 date -u >>"$OUT/gpu.txt"
 t0=$(date +%s)
-if ! { cmake -S . -B build-cuda -G Ninja -DSEGPIPE_CUDA=ON -DSEGPIPE_MODULES="core;segments;cuda" $prefix &&
-       cmake --build build-cuda -j16; } >"$OUT/build.log" 2>&1; then
-  tail -40 "$OUT/build.log"; echo "BUILD FAILED"; exit 1
+BIN=""
+if [ -x .deps/gpu-bin/segpipe ]; then
+  export LD_LIBRARY_PATH="$PWD/.deps/gpu-bin/lib:/usr/local/cuda/lib64:/usr/local/cuda/lib:${LD_LIBRARY_PATH:-}"
+  if .deps/gpu-bin/segpipe --help >/dev/null 2>"$OUT/prebuilt.log" &&
+     ! ldd .deps/gpu-bin/test_* .deps/gpu-bin/segpipe_* 2>&1 | tee -a "$OUT/prebuilt.log" | grep -q "not found"; then
+    BIN=.deps/gpu-bin
+    echo "binaries: prebuilt (.deps/gpu-bin)"
+  else
+    echo "prebuilt binaries do not start here:"; cat "$OUT/prebuilt.log"
+  fi
 fi
-echo "build: $(( $(date +%s) - t0 )) s"
-if has tests; then
-  (cd build-cuda && ./tests/cuda/test_cuda_kernels; ./tests/cuda/test_cuda_synthetic; ./tests/cuda/test_cuda_goldens) \
-    >"$OUT/tests.log" 2>&1
-  ctest --test-dir build-cuda -L gpu >"$OUT/ctest.log" 2>&1
+if [ -z "$BIN" ]; then
+  prefix=""
+  [ -d /usr/include/nlohmann ] || prefix="-DCMAKE_PREFIX_PATH=$PWD/.deps"
+  if ! { cmake -S . -B build-cuda -G Ninja -DSEGPIPE_CUDA=ON -DSEGPIPE_MODULES="core;segments;cuda" $prefix &&
+         cmake --build build-cuda -j16; } >"$OUT/build.log" 2>&1; then
+    tail -40 "$OUT/build.log"; echo "BUILD FAILED"; exit 1
+  fi
+  mkdir -p build-cuda/bin
+  for f in tests/cuda/test_cuda_kernels tests/cuda/test_cuda_synthetic tests/cuda/test_cuda_goldens tools/cuda/segpipe_bench_cuda; do
+    ln -sf "$PWD/build-cuda/$f" build-cuda/bin/
+  done
+  BIN=build-cuda/bin
+  echo "build: $(( $(date +%s) - t0 )) s"
 fi
-if has bench; then
-  timeout 300 ./build-cuda/tools/cuda/segpipe_bench_cuda --json "$OUT/bench.json" >"$OUT/bench.log" 2>&1
-  echo "bench rc=$?" >>"$OUT/bench.log"
-fi
+# Order: what the newest work depends on first; each stage has its own time limit.
+run_t() {  # run_t LIMIT NAME ARGS...: $BIN/NAME, log in $OUT/NAME.log
+  local lim=$1 name=$2; shift 2
+  [ -x "$BIN/$name" ] || return 0
+  timeout "$lim" "$BIN/$name" "$@" >"$OUT/$name.log" 2>&1; echo "$name rc=$?" >>"$OUT/$name.log"
+}
+has tests && run_t 90 test_cuda_kernels
+has tests && run_t 150 test_cuda_shm --source "$PWD"
+has shm && run_t 180 segpipe_bench_cuda_shm --groups 4 ${SHM_ARGS:-}
+has bench && run_t 180 segpipe_bench_cuda ${BENCH_ARGS:-}
+has tests && run_t 90 test_cuda_goldens
+has tests && run_t 60 test_cuda_synthetic
 if has hf; then
   PYTHONUNBUFFERED=1 timeout 300 python3 tools/cuda/hf_bench.py --layers "${HF_LAYERS:-48}" --json "$OUT/hf.json" \
     >"$OUT/hf.log" 2>&1
@@ -34,7 +61,13 @@ if has hf; then
 fi
 echo "================ summary ================"
 cat "$OUT/gpu.txt"
-[ -f "$OUT/tests.log" ] && { grep -E "FAIL|error|passed, |  ok .*(float32|bfloat16)" "$OUT/tests.log" | head -60; tail -4 "$OUT/ctest.log"; }
-[ -f "$OUT/bench.log" ] && sed -n '/== segpipe_bench_cuda/,$p' "$OUT/bench.log"
+for t in test_cuda_kernels test_cuda_synthetic test_cuda_goldens test_cuda_shm; do
+  [ -f "$OUT/$t.log" ] && { grep -E "FAIL|error|rc=" "$OUT/$t.log" | head -20; grep -E "passed, " "$OUT/$t.log"; }
+done
+[ -f "$OUT/test_cuda_shm.log" ] && grep -E "^  ok" "$OUT/test_cuda_shm.log" | cut -c1-200
+b=$OUT/segpipe_bench_cuda.log
+[ -f "$b" ] && { sed -n '/== segpipe_bench_cuda/,$p' "$b"; grep -q "== segpipe_bench_cuda" "$b" || tail -5 "$b"; }
+b=$OUT/segpipe_bench_cuda_shm.log
+[ -f "$b" ] && { sed -n '/== segpipe_bench_cuda_shm/,$p' "$b"; grep -q "== segpipe_bench_cuda_shm" "$b" || tail -5 "$b"; }
 [ -f "$OUT/hf.log" ] && tail -6 "$OUT/hf.log"
 exit 0

@@ -9,6 +9,7 @@ namespace {
 
 constexpr int kWarps = 16;  // decode: many keys in flight per (head, token)
 constexpr int kMaxPerLane = 8;  // head_dim <= 256
+constexpr int kSplitBlocks = 8;  // decode: blocks per head
 
 // One block per (head, token): decode, and short prefills. Each warp walks every kWarps-th key with an online softmax (running
 // max and sum, rescaled accumulator); the warps' partial results are merged at the end. Lane l
@@ -74,6 +75,103 @@ __global__ void attention_kernel(const float* __restrict__ q, const int32_t* __r
       if (s_l[w] > 0.f) v += s_acc[w][i] * expf(s_m[w] - M);
     o[i] = from_f<O>(v / L);
   }
+}
+
+// Decode (one token), the keys split over kSplit blocks per head: block (h, sp) takes keys
+// j = (sp + kSplit i) kWarps + warp, one per warp per round, K and V rows loaded together; each block
+// writes its merged (max, sum, unnormalized accumulator) and the block that finishes last for its
+// head (a counter per head) merges the kSplit partials in split order.
+template <typename O>
+__global__ void attention_split_kernel(const float* __restrict__ q, const int32_t* __restrict__ d_pos0, int nh,
+                                       int nkv, int hd, const float* __restrict__ kc, const float* __restrict__ vc,
+                                       float scale, O* __restrict__ out, float* part, unsigned* counters) {
+  __shared__ float s_m[kWarps], s_l[kWarps];
+  __shared__ float s_acc[kWarps][kMaxPerLane * 32];
+  __shared__ bool last;
+  const int h = blockIdx.x, sp = blockIdx.y;
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+  const int g = h / (nh / nkv);
+  const int64_t p = int64_t(*d_pos0);
+  const int64_t kvd = int64_t(nkv) * hd;
+  const float* qv = q + int64_t(h) * hd;
+  float qr[kMaxPerLane], acc[kMaxPerLane];
+#pragma unroll
+  for (int r = 0; r < kMaxPerLane; r++) {
+    int i = lane + 32 * r;
+    qr[r] = i < hd ? qv[i] : 0.f;
+    acc[r] = 0.f;
+  }
+  float m = -INFINITY, l = 0.f;
+  for (int64_t j = int64_t(sp) * kWarps + warp; j <= p; j += int64_t(kSplitBlocks) * kWarps) {
+    const float* kr = kc + j * kvd + int64_t(g) * hd;
+    const float* vr = vc + j * kvd + int64_t(g) * hd;
+    float kv[kMaxPerLane], vv[kMaxPerLane];
+#pragma unroll
+    for (int r = 0; r < kMaxPerLane; r++) {
+      int i = lane + 32 * r;
+      kv[r] = i < hd ? kr[i] : 0.f;
+      vv[r] = i < hd ? vr[i] : 0.f;
+    }
+    float d = 0.f;
+#pragma unroll
+    for (int r = 0; r < kMaxPerLane; r++) d += qr[r] * kv[r];
+    float sc = warp_sum(d) * scale;
+    float mn = fmaxf(m, sc);
+    float corr = expf(m - mn);
+    float e = expf(sc - mn);
+    l = l * corr + e;
+#pragma unroll
+    for (int r = 0; r < kMaxPerLane; r++) acc[r] = acc[r] * corr + e * vv[r];
+    m = mn;
+  }
+  if (lane == 0) {
+    s_m[warp] = m;
+    s_l[warp] = l;
+  }
+#pragma unroll
+  for (int r = 0; r < kMaxPerLane; r++) s_acc[warp][lane + 32 * r] = acc[r];
+  __syncthreads();
+  float M = -INFINITY;
+  for (int w = 0; w < kWarps; w++) M = fmaxf(M, s_m[w]);
+  float L = 0.f;
+  for (int w = 0; w < kWarps; w++)
+    if (s_l[w] > 0.f) L += s_l[w] * expf(s_m[w] - M);
+  float* pp = part + (int64_t(h) * kSplitBlocks + sp) * (hd + 2);
+  for (int i = threadIdx.x; i < hd; i += kWarps * 32) {
+    float v = 0.f;
+    for (int w = 0; w < kWarps; w++)
+      if (s_l[w] > 0.f) v += s_acc[w][i] * expf(s_m[w] - M);
+    pp[i] = v;
+  }
+  if (threadIdx.x == 0) {
+    pp[hd] = M;
+    pp[hd + 1] = L;
+  }
+  __threadfence();
+  __syncthreads();
+  if (threadIdx.x == 0) last = atomicAdd(counters + h, 1u) == kSplitBlocks - 1;
+  __syncthreads();
+  if (!last) return;
+  __threadfence();
+  const float* ph = part + int64_t(h) * kSplitBlocks * (hd + 2);
+  float MM = -INFINITY;
+  for (int b = 0; b < kSplitBlocks; b++)
+    if (__ldcg(ph + b * (hd + 2) + hd + 1) > 0.f) MM = fmaxf(MM, __ldcg(ph + b * (hd + 2) + hd));
+  float LL = 0.f;
+  for (int b = 0; b < kSplitBlocks; b++) {
+    float lb = __ldcg(ph + b * (hd + 2) + hd + 1);
+    if (lb > 0.f) LL += lb * expf(__ldcg(ph + b * (hd + 2) + hd) - MM);
+  }
+  O* o = out + int64_t(h) * hd;
+  for (int i = threadIdx.x; i < hd; i += kWarps * 32) {
+    float v = 0.f;
+    for (int b = 0; b < kSplitBlocks; b++) {
+      float lb = __ldcg(ph + b * (hd + 2) + hd + 1);
+      if (lb > 0.f) v += __ldcg(ph + b * (hd + 2) + i) * expf(__ldcg(ph + b * (hd + 2) + hd) - MM);
+    }
+    o[i] = from_f<O>(v / LL);
+  }
+  if (threadIdx.x == 0) counters[h] = 0;
 }
 
 // Causal softmax of one score row in place: row (h, t) holds the scaled scores of keys 0..n-1;
@@ -148,6 +246,22 @@ void attention(const float* q, int64_t T, const int32_t* d_pos0, const AttnShape
                                                                          s.head_dim, k_cache, v_cache, scale,
                                                                          static_cast<O*>(out)));
   SEGPIPE_CUDA_LAUNCH_CHECK("attention_kernel");
+}
+
+size_t attention_decode_scratch_floats(const AttnShape& s) {
+  return size_t(s.num_heads) * kSplitBlocks * size_t(s.head_dim + 2);
+}
+
+void attention_decode(const float* q, const int32_t* d_pos0, const AttnShape& s, const float* k_cache,
+                      const float* v_cache, float scale, void* out, DType ot, float* scratch, unsigned* counters,
+                      cudaStream_t st) {
+  SEGPIPE_ASSERT(s.head_dim <= kMaxPerLane * 32 && s.num_heads % s.num_kv_heads == 0);
+  dim3 grid(static_cast<unsigned>(s.num_heads), kSplitBlocks);
+  SEGPIPE_DISPATCH_FB(ot, O,
+                      attention_split_kernel<O><<<grid, kWarps * 32, 0, st>>>(
+                          q, d_pos0, s.num_heads, s.num_kv_heads, s.head_dim, k_cache, v_cache, scale,
+                          static_cast<O*>(out), scratch, counters));
+  SEGPIPE_CUDA_LAUNCH_CHECK("attention_split_kernel");
 }
 
 }  // namespace segpipe::cuda

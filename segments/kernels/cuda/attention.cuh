@@ -22,6 +22,15 @@ struct AttnShape {
 void attention(const float* q, int64_t T, const int32_t* d_pos0, const AttnShape& s, const float* k_cache,
                const float* v_cache, float scale, void* out, DType ot, cudaStream_t st);
 
+// Decode (T = 1) with the keys split over several blocks per head (flash-decoding): the same
+// function as attention() for one token, a different summation order. scratch:
+// attention_decode_scratch_floats(s) floats; counters: num_heads unsigneds, zero before the first
+// call (each call leaves them zero).
+size_t attention_decode_scratch_floats(const AttnShape& s);
+void attention_decode(const float* q, const int32_t* d_pos0, const AttnShape& s, const float* k_cache,
+                      const float* v_cache, float scale, void* out, DType ot, float* scratch, unsigned* counters,
+                      cudaStream_t st);
+
 // Long prefills through cuBLAS: per KV group, S = scale Q K^T for its query heads (one strided-batched
 // product), a causal softmax in place, then O = P V. tf32: the products on tensor cores (bfloat16
 // mode); otherwise full float32. scores: scratch of num_heads * T * (pos0 + T) floats; out_f32:

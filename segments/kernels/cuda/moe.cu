@@ -1,5 +1,6 @@
 #include "segments/kernels/cuda/check.h"
 #include "segments/kernels/cuda/common.cuh"
+#include "segments/kernels/cuda/gemv_common.cuh"
 #include "segments/kernels/cuda/moe.cuh"
 
 namespace segpipe::cuda {
@@ -66,6 +67,54 @@ __global__ void down_gemv_kernel(const T* __restrict__ act, const int32_t* __res
   }
   a = warp_sum(a);
   if (lane == 0) slots[s * H + r] = a * weights[s];
+}
+
+// Decode, one token, all k slots local: x[r] += sum over the slots in ascending expert id of
+// weights[j] * (W_down[e_j][r, :] · act[j]), each slot's product computed exactly as down_gemv_kernel
+// computes it and added in combine_kernel's order, so the result equals down + combine bit for bit.
+// One block per output row, warp j computes slot j (its weight row and act row both read straight
+// from memory, no staging): every load of the block is in flight at once.
+constexpr int kFusedMaxK = 8;
+template <typename T>
+__global__ void __launch_bounds__(kFusedMaxK * 32) down_combine_kernel(const T* __restrict__ act,
+                                                                       const int32_t* __restrict__ experts,
+                                                                       const float* __restrict__ weights, int k,
+                                                                       const T* __restrict__ wd, int64_t I, int64_t H,
+                                                                       float* __restrict__ x) {
+  __shared__ float slot[kFusedMaxK];
+  const int j = threadIdx.x / 32, lane = threadIdx.x % 32;
+  const int64_t r = blockIdx.x;
+  if (j < k) {
+    const T* w = wd + (int64_t(experts[j]) * H + r) * I;
+    const T* aj = act + int64_t(j) * I;
+    float a = 0.f;
+#pragma unroll 4
+    for (int64_t c = int64_t(lane) * 8; c < I; c += 256) {
+      float v[8], u[8];
+      load8_stream(w + c, v);
+      load8(aj + c, u);
+#pragma unroll
+      for (int q = 0; q < 8; q++) a += v[q] * u[q];
+    }
+    a = warp_sum(a);
+    if (lane == 0) slot[j] = a * weights[j];
+  }
+  __syncthreads();
+  if (threadIdx.x == 0) {
+    int order[kFusedMaxK];
+    for (int q = 0; q < k; q++) order[q] = q;
+    for (int q = 1; q < k; q++) {
+      int v = order[q], b = q - 1;
+      while (b >= 0 && experts[order[b]] > experts[v]) {
+        order[b + 1] = order[b];
+        b--;
+      }
+      order[b + 1] = v;
+    }
+    float acc = 0.f;
+    for (int q = 0; q < k; q++) acc += slot[order[q]];
+    x[r] = x[r] + acc;
+  }
 }
 
 template <typename T>
@@ -160,6 +209,17 @@ void moe_combine_add(const float* slots, const int32_t* experts, int64_t T, int 
   if (T == 0) return;
   combine_kernel<<<static_cast<unsigned>(T), 256, 0, s>>>(slots, experts, k, H, x);
   SEGPIPE_CUDA_LAUNCH_CHECK("combine_kernel");
+}
+
+bool moe_down_combine_fits(int k) { return k >= 1 && k <= kFusedMaxK; }
+
+void moe_down_combine(const void* act, int k, const int32_t* experts, const float* weights, const void* w_down,
+                      DType dt, int64_t I, int64_t H, float* x, cudaStream_t s) {
+  SEGPIPE_ASSERT_MSG(H % 8 == 0 && I % 8 == 0 && moe_down_combine_fits(k), "moe_down_combine: shape");
+  SEGPIPE_DISPATCH_FB(dt, T,
+                      down_combine_kernel<T><<<static_cast<unsigned>(H), kFusedMaxK * 32, 0, s>>>(
+                          static_cast<const T*>(act), experts, weights, k, static_cast<const T*>(w_down), I, H, x));
+  SEGPIPE_CUDA_LAUNCH_CHECK("down_combine_kernel");
 }
 
 }  // namespace segpipe::cuda

@@ -24,6 +24,13 @@ void moe_gate_up_gemv(const void* x, int64_t S, int k, const int32_t* experts, i
 void moe_down_gemv(const void* act, int64_t S, const int32_t* experts, const float* weights, int e0, int e1,
                    const void* w_down, DType dt, int64_t I, int64_t H, float* slots, cudaStream_t s);
 
+// Decode, one token whose k experts are all in this bank (experts numbered from 0, i.e. a bank of
+// every expert): x[:] += the k weighted down products added in ascending expert id, in one kernel
+// (moe_down_gemv + moe_combine_add bit for bit). act: [k, I] from moe_gate_up_gemv.
+bool moe_down_combine_fits(int k);
+void moe_down_combine(const void* act, int k, const int32_t* experts, const float* weights, const void* w_down,
+                      DType dt, int64_t I, int64_t H, float* x, cudaStream_t s);
+
 // Prefill path. xg[r, :] = x[perm[r] / k, :] for r < n (perm: slot ids grouped by expert).
 void moe_gather_rows(const void* x, DType dt, const int32_t* perm, int64_t n, int k, int64_t H, void* xg,
                      cudaStream_t s);

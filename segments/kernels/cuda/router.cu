@@ -1,5 +1,8 @@
+#include <algorithm>
+
 #include "segments/kernels/cuda/check.h"
 #include "segments/kernels/cuda/common.cuh"
+#include "segments/kernels/cuda/gemv_common.cuh"
 #include "segments/kernels/cuda/router.cuh"
 
 namespace segpipe::cuda {
@@ -8,13 +11,9 @@ namespace {
 
 constexpr int kMaxPerLane = 16;  // E <= 512
 
-// One warp per token; lane l holds experts l, l+32, ...
-__global__ void route_topk_kernel(const float* __restrict__ logits, int64_t T, int E, int k, bool renorm,
-                                  int32_t* __restrict__ experts, float* __restrict__ weights) {
-  const int64_t t = blockIdx.x * int64_t(blockDim.x / 32) + threadIdx.x / 32;
-  const int lane = threadIdx.x % 32;
-  if (t >= T) return;
-  const float* l = logits + t * E;
+// One warp routes one token (l: its E logits); lane l holds experts l, l+32, ...
+__device__ __forceinline__ void route_one(const float* l, int E, int k, bool renorm, int32_t* eo, float* wo,
+                                          int lane) {
   float p[kMaxPerLane];
   float mx = -INFINITY;
 #pragma unroll
@@ -38,8 +37,6 @@ __global__ void route_topk_kernel(const float* __restrict__ logits, int64_t T, i
   float chosen_sum = 0.f;
   int my_e = 0;      // lane j keeps the j-th choice
   float my_w = 0.f;
-  int32_t* eo = experts + t * k;
-  float* wo = weights + t * k;
   for (int j = 0; j < k; j++) {
     float bv = -1.f;
     int bi = 0x7fffffff;
@@ -72,6 +69,44 @@ __global__ void route_topk_kernel(const float* __restrict__ logits, int64_t T, i
   }
 }
 
+__global__ void route_topk_kernel(const float* __restrict__ logits, int64_t T, int E, int k, bool renorm,
+                                  int32_t* __restrict__ experts, float* __restrict__ weights) {
+  const int64_t t = blockIdx.x * int64_t(blockDim.x / 32) + threadIdx.x / 32;
+  if (t >= T) return;
+  route_one(logits + t * E, E, k, renorm, experts + t * k, weights + t * k, threadIdx.x % 32);
+}
+
+// Decode: RMSNorm of the residual row, the router product (one warp a row, rows spread over the
+// grid), then the block that finishes last (a device counter) routes: softmax and top-k.
+template <typename W>
+__global__ void __launch_bounds__(kGemvThreads) router_fused_kernel(const float* __restrict__ x,
+                                                                    const float* __restrict__ nw, float eps,
+                                                                    const W* __restrict__ wr, int E, int64_t H,
+                                                                    float* logits, W* __restrict__ h_out, int k,
+                                                                    bool renorm, int32_t* __restrict__ experts,
+                                                                    float* __restrict__ weights,
+                                                                    unsigned* counter) {
+  extern __shared__ float xs[];
+  __shared__ bool last;
+  stage_rmsnorm<W>(x, nw, eps, H, xs, blockIdx.x == 0 ? h_out : nullptr);
+  __syncthreads();
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+  for (int64_t r = int64_t(blockIdx.x) * kGemvWarps + warp; r < E; r += int64_t(gridDim.x) * kGemvWarps) {
+    float a = warp_sum(row_dot(wr + r * H, xs, H, lane));
+    if (lane == 0) logits[r] = a;
+  }
+  __threadfence();
+  __syncthreads();
+  if (threadIdx.x == 0) last = atomicAdd(counter, 1u) == gridDim.x - 1;
+  __syncthreads();
+  if (!last) return;
+  __threadfence();
+  for (int e = threadIdx.x; e < E; e += kGemvThreads) xs[e] = __ldcg(logits + e);  // past L1: other blocks wrote them
+  __syncthreads();
+  if (warp == 0) route_one(xs, E, k, renorm, experts, weights, lane);
+  if (threadIdx.x == 0) *counter = 0;  // ready for the next launch (kernels on one stream run in order)
+}
+
 }  // namespace
 
 void route_topk(const float* logits, int64_t T, int E, int k, bool renormalize, int32_t* experts, float* weights,
@@ -81,6 +116,19 @@ void route_topk(const float* logits, int64_t T, int E, int k, bool renormalize, 
   const int warps = 4;
   route_topk_kernel<<<div_up(T, warps), warps * 32, 0, s>>>(logits, T, E, k, renormalize, experts, weights);
   SEGPIPE_CUDA_LAUNCH_CHECK("route_topk_kernel");
+}
+
+void router_fused(const float* x, const float* norm_w, float eps, const void* w_router, DType wt, int E, int64_t H,
+                  float* logits, void* h_out, int k, bool renormalize, int32_t* experts, float* weights,
+                  unsigned* counter, cudaStream_t s) {
+  SEGPIPE_ASSERT(E <= 32 * kMaxPerLane && k >= 1 && k <= E && k <= 32 && H % 8 == 0);
+  const size_t smem = size_t(std::max<int64_t>(H, E)) * sizeof(float);
+  SEGPIPE_ASSERT_MSG(smem <= 48 * 1024, "router_fused: hidden size above 12288");
+  SEGPIPE_DISPATCH_FB(wt, W,
+                      router_fused_kernel<W><<<gemv_grid(E), kGemvThreads, smem, s>>>(
+                          x, norm_w, eps, static_cast<const W*>(w_router), E, H, logits, static_cast<W*>(h_out), k,
+                          renormalize, experts, weights, counter));
+  SEGPIPE_CUDA_LAUNCH_CHECK("router_fused_kernel");
 }
 
 }  // namespace segpipe::cuda

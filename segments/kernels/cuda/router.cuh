@@ -5,10 +5,19 @@
 
 #include <cstdint>
 
+#include "segments/core/dtype.h"
+
 namespace segpipe::cuda {
 
 // logits: [T, E] float32 (E <= 512, k <= min(E, 32)); experts/weights: [T, k].
 void route_topk(const float* logits, int64_t T, int E, int k, bool renormalize, int32_t* experts, float* weights,
                 cudaStream_t s);
+
+// Decode (one token), fused: h_out (optional, [H] in wt) = rmsnorm(x) rounded to wt; logits [E] =
+// W_router · h_out (float32); then softmax and top-k as route_topk. counter: a device unsigned that
+// is 0 before the call (and is 0 again after it); one per stream.
+void router_fused(const float* x, const float* norm_w, float eps, const void* w_router, DType wt, int E, int64_t H,
+                  float* logits, void* h_out, int k, bool renormalize, int32_t* experts, float* weights,
+                  unsigned* counter, cudaStream_t s);
 
 }  // namespace segpipe::cuda

@@ -1,0 +1,42 @@
+// The orchestrator's side of GPU segments under transport: shm (workers/cuda_worker.h says where
+// state lives): one device arena per run, allocated here and shared with the GPU workers through a
+// CUDA IPC handle, so that activations between GPU segments and the KV caches of GPU layers
+// segments stay in device memory and outlive any worker. In a build without the CUDA backend
+// DeviceArena::create throws InputError.
+#pragma once
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <string>
+
+#include "orchestrator/runner.h"
+#include "orchestrator/shm_runner.h"
+
+namespace segpipe {
+
+class DeviceArena {
+ public:
+  // bytes of zeroed device memory on `device` (cuda:N).
+  static std::unique_ptr<DeviceArena> create(const std::string& device, uint64_t bytes);
+  virtual ~DeviceArena() = default;
+  virtual std::string ipc_handle_hex() const = 0;
+  virtual uint64_t bytes() const = 0;
+  // Copies [offset, offset + n) to host memory (captures of device-resident boundaries).
+  virtual void read(uint64_t offset, void* dst, size_t n) const = 0;
+};
+
+// Options of the GPU workers of a shm run.
+struct CudaShmOptions {
+  bool synthetic = false;  // weights from the synthetic formula in each GPU worker (model_dir: config.json only)
+  uint64_t seed = 0;
+  bool graphs = true;      // GPU layers workers replay one-token steps from a CUDA graph
+  // Pause-instruction spins before a GPU worker or the orchestrator waiting on a GPU worker's channel
+  // sleeps in the kernel (a few ms at the default): a process woken from a futex costs tens to
+  // hundreds of microseconds per hop on virtual machines, several hops a token. 0: the CPU default.
+  uint32_t spin_count = 100000;
+};
+
+// The shm runner (shm_runner.h) with these options for its GPU workers.
+std::unique_ptr<Runner> make_shm_runner_cuda(const RunPlan& plan, const ShmOptions& opt, const CudaShmOptions& cuda);
+
+}  // namespace segpipe

@@ -1,0 +1,374 @@
+#include "workers/cuda_worker.h"
+
+#include "segments/core/errors.h"
+
+namespace segpipe::proto {
+
+nlohmann::json to_json(const CudaWorkerSpec& s) {
+  return {{"device", s.device},       {"dtype", s.dtype},
+          {"synthetic", s.synthetic}, {"seed", s.seed},
+          {"graphs", s.graphs},       {"arena_handle", s.arena_handle},
+          {"arena_bytes", s.arena_bytes}, {"slots", s.slots},
+          {"kv_offset", s.kv_offset}, {"spin_count", s.spin_count}};
+}
+
+CudaWorkerSpec cuda_worker_spec_from_json(const nlohmann::json& j) {
+  CudaWorkerSpec s;
+  s.device = j.at("device");
+  s.dtype = j.at("dtype");
+  s.synthetic = j.at("synthetic");
+  s.seed = j.at("seed");
+  s.graphs = j.at("graphs");
+  s.arena_handle = j.at("arena_handle");
+  s.arena_bytes = j.at("arena_bytes");
+  s.slots = j.at("slots").get<std::vector<uint64_t>>();
+  s.kv_offset = j.at("kv_offset");
+  s.spin_count = j.value("spin_count", 0u);
+  return s;
+}
+
+}  // namespace segpipe::proto
+
+#ifndef SEGPIPE_HAVE_CUDA
+
+namespace segpipe {
+
+int cuda_worker_main(const proto::WorkerSpec& spec, const proto::CudaWorkerSpec&) {
+  throw InputError("segment '" + spec.name + "' runs on a cuda device, which needs the CUDA backend (this build "
+                   "does not have it)");
+}
+
+}  // namespace segpipe
+
+#else
+
+#include <signal.h>
+#include <sys/resource.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <fstream>
+#include <memory>
+#include <thread>
+
+#include "segments/checkpoint/checkpoint.h"
+#include "segments/checkpoint/config_file.h"
+#include "segments/cuda/kinds.h"
+#include "shm/arena.h"
+#include "shm/channel.h"
+#include "workers/capture_writer.h"
+#include "workers/cuda_ipc_handle.h"
+
+namespace segpipe {
+
+namespace {
+
+using namespace std::chrono_literals;
+
+uint64_t status_kb(const char* key) {
+  std::ifstream in("/proc/self/status");
+  std::string line;
+  size_t n = std::strlen(key);
+  while (std::getline(in, line))
+    if (line.compare(0, n, key) == 0) return std::strtoull(line.c_str() + n + 1, nullptr, 10);
+  return 0;
+}
+
+template <typename T>
+std::span<const std::byte> bytes_of(const T& v) {
+  return {reinterpret_cast<const std::byte*>(&v), sizeof(T)};
+}
+
+// SEGPIPE_FAULT="<segment>:<hello|step>:<n>:<signal>", as in worker_main.cpp (the first incarnation
+// raises <signal> on itself at its n-th such request).
+struct Fault {
+  uint32_t op = 0;
+  int at = 0, sig = 0, seen = 0;
+  static Fault from_env(const std::string& segment) {
+    Fault f;
+    const char* e = std::getenv("SEGPIPE_FAULT");
+    if (!e) return f;
+    std::string s = e;
+    auto a = s.find(':'), b = s.find(':', a + 1), c = s.find(':', b + 1);
+    if (a == std::string::npos || b == std::string::npos || c == std::string::npos || s.substr(0, a) != segment) return f;
+    std::string op = s.substr(a + 1, b - a - 1);
+    f.op = op == "hello" ? uint32_t{proto::kHello} : op == "step" ? uint32_t{proto::kStep} : 0u;
+    f.at = std::atoi(s.substr(b + 1, c - b - 1).c_str());
+    f.sig = std::atoi(s.substr(c + 1).c_str());
+    return f;
+  }
+  void on(uint32_t opcode) {
+    if (op != 0 && opcode == op && ++seen == at) raise(sig);
+  }
+};
+
+class CudaWorker {
+ public:
+  CudaWorker(const proto::WorkerSpec& s, const proto::CudaWorkerSpec& g)
+      : spec_(s), gpu_(g), arena_(shm::Arena::open(s.arena)), ch_(shm::Channel::attach(arena_, s.channel_block)) {
+    status_ = arena_.payload_span<proto::SegmentStatus>(s.status_block).data();
+    if (g.spin_count) ch_.set_spin_count(g.spin_count);
+  }
+
+  void start_heartbeat() {
+    hb_ = std::thread([this] {
+      while (!stop_hb_.load()) {
+        std::atomic_ref<uint64_t>(status_[spec_.index].heartbeat).fetch_add(1, std::memory_order_relaxed);
+        std::this_thread::sleep_for(20ms);
+      }
+    });
+  }
+
+  ~CudaWorker() {
+    stop_hb_ = true;
+    if (hb_.joinable()) hb_.join();
+    if (graph_) cudaGraphExecDestroy(graph_);
+    layers_.reset();
+    if (dev_arena_) cudaIpcCloseMemHandle(dev_arena_);
+    if (registered_) cudaHostUnregister(arena_.base());
+    if (pinned_) cudaFreeHost(pinned_);
+  }
+
+  void load() {
+    if (gpu_.dtype != "float32" && gpu_.dtype != "bfloat16")
+      throw InputError("segment '" + spec_.name + "': compute dtype '" + gpu_.dtype +
+                       "': the CUDA backend computes in float32 or bfloat16");
+    ctx_ = std::make_unique<cuda::Context>(cuda::parse_device(gpu_.device));
+    // The shared-memory arena, mapped for the GPU: ids, logits, captures and CPU/GPU boundaries.
+    SEGPIPE_CUDA_CHECK(cudaHostRegister(arena_.base(), arena_.size_bytes(), cudaHostRegisterMapped | cudaHostRegisterPortable));
+    registered_ = true;
+    void* d = nullptr;
+    SEGPIPE_CUDA_CHECK(cudaHostGetDevicePointer(&d, arena_.base(), 0));
+    host_dev_ = static_cast<char*>(d);
+    if (!gpu_.arena_handle.empty()) {
+      cudaIpcMemHandle_t h = ipc_handle_from_hex(gpu_.arena_handle);
+      void* p = nullptr;
+      SEGPIPE_CUDA_CHECK(cudaIpcOpenMemHandle(&p, h, cudaIpcMemLazyEnablePeerAccess));
+      dev_arena_ = static_cast<char*>(p);
+    }
+    SEGPIPE_CUDA_CHECK(cudaMallocHost(reinterpret_cast<void**>(&pinned_), sizeof(int32_t) * 2));
+    if (gpu_.synthetic) {
+      cfg_ = read_config();
+    } else {
+      ck_ = Checkpoint::open(spec_.model_dir);
+      cfg_ = parse_model_config(ck_->config_json(), spec_.model_dir + "/config.json");
+    }
+    cuda::WeightOptions wo;
+    wo.compute = gpu_.dtype == "bfloat16" ? DType::BF16 : DType::F32;
+    wo.synthetic = gpu_.synthetic;
+    wo.seed = gpu_.seed;
+    weights_ = std::make_unique<cuda::WeightSource>(*ctx_, cfg_, ck_.get(), wo);
+    cuda::EngineOptions eo;
+    const int64_t H = cfg_.hidden;
+    if (spec_.kind == "embeddings") {
+      embed_ = std::make_unique<cuda::Embeddings>(*ctx_, *weights_, cfg_);
+      bytes_ = embed_->weight_bytes();
+    } else if (spec_.kind == "lm_head") {
+      head_ = std::make_unique<cuda::LmHead>(*ctx_, *weights_, cfg_, nullptr);
+      bytes_ = head_->weight_bytes();
+      logits_.grow(static_cast<size_t>(std::max<int64_t>(1, spec_.capture_tokens) * cfg_.vocab));
+      normed_.grow(static_cast<size_t>(std::max<int64_t>(1, spec_.capture_tokens) * H));
+    } else if (spec_.kind == "layers") {
+      if (spec_.banks) throw InputError("segment '" + spec_.name + "': expert banks for a GPU layers segment under "
+                                        "transport: shm are not implemented (use experts: local)");
+      layers_ = std::make_unique<cuda::Layers>(*ctx_, *weights_, cfg_, eo, spec_.layer_first, spec_.layer_last, true,
+                                               spec_.max_seq);
+      if (!dev_arena_ || gpu_.kv_offset < 0) throw RuntimeFailure("layers segment without a KV cache in the device arena");
+      layers_->bind_kv(reinterpret_cast<float*>(dev_arena_ + gpu_.kv_offset));
+      bytes_ = layers_->weight_bytes();
+      pos_.grow(1);
+    } else {
+      throw InputError("segment '" + spec_.name + "': kind " + spec_.kind +
+                       " is not implemented on a GPU under transport: shm");
+    }
+    x_.grow(static_cast<size_t>(spec_.max_tokens * H));
+    ctx_->sync();
+  }
+
+  int serve() {
+    pid_t parent = static_cast<pid_t>(spec_.parent_pid);
+    Fault fault;
+    if (std::atomic_ref<uint64_t>(status_[spec_.index].generation).load() == 1) fault = Fault::from_env(spec_.name);
+    auto parent_alive = [parent] { return getppid() == parent; };
+    for (;;) {
+      shm::Request rq = ch_.wait_request(1s, parent_alive, 100ms);
+      if (rq.status == shm::WaitStatus::kPeerDead) return 3;
+      if (!rq.ok()) continue;
+      fault.on(rq.opcode);
+      int32_t code = proto::kOk;
+      std::string err;
+      try {
+        switch (rq.opcode) {
+          case proto::kHello: {
+            proto::HelloReply h{weights_->loaded().size(), bytes_, static_cast<int32_t>(getpid()), 0};
+            ch_.post_response(rq.step, proto::kOk, bytes_of(h));
+            continue;
+          }
+          case proto::kReport: {
+            proto::ReportReply r{status_kb("VmHWM:") * 1024, status_kb("VmRSS:") * 1024, 0, 0, 0, 0, 0, 0, 0};
+            ch_.post_response(rq.step, proto::kOk, bytes_of(r));
+            continue;
+          }
+          case proto::kStop:
+            ch_.post_response(rq.step, proto::kOk);
+            return 0;
+          case proto::kNames: {
+            uint64_t first = 0;
+            std::memcpy(&first, rq.args.data(), std::min(rq.args.size(), sizeof first));
+            std::string out;
+            const auto& names = weights_->loaded();
+            for (size_t i = first; i < names.size(); i++) {
+              if (out.size() + names[i].name.size() + 1 > shm::kChannelReplyBytes) break;
+              out += names[i].name + "\n";
+            }
+            ch_.post_response(rq.step, proto::kOk, std::as_bytes(std::span<const char>(out.data(), out.size())));
+            continue;
+          }
+          case proto::kStep: {
+            proto::StepArgs a;
+            std::memcpy(&a, rq.args.data(), sizeof a);
+            step(a);
+            break;
+          }
+          default:
+            throw RuntimeFailure("opcode " + std::to_string(rq.opcode) + " is not served by a GPU segment");
+        }
+      } catch (const InputError& e) {
+        code = proto::kBadInput;
+        err = e.what();
+      } catch (const std::exception& e) {
+        code = proto::kFailed;
+        err = e.what();
+      }
+      if (err.size() > shm::kChannelReplyBytes) err.resize(shm::kChannelReplyBytes);
+      ch_.post_response(rq.step, code, std::as_bytes(std::span<const char>(err.data(), err.size())));
+    }
+  }
+
+ private:
+  ModelConfig read_config();
+
+  // A step's block as a pointer the GPU can use: a device-arena slot, or the mapped shared arena.
+  char* dev(uint32_t block) const {
+    if (block & proto::kDeviceSlot) {
+      uint32_t i = block & ~proto::kDeviceSlot;
+      if (!dev_arena_ || i >= gpu_.slots.size()) throw RuntimeFailure("device slot " + std::to_string(i) + " does not exist");
+      return dev_arena_ + gpu_.slots[i];
+    }
+    return host_dev_ + (arena_.payload(block).data() - arena_.base());
+  }
+
+  void step(const proto::StepArgs& a) {
+    const int64_t H = cfg_.hidden, T = a.T;
+    if (T <= 0 || T > spec_.max_tokens) throw RuntimeFailure("step of " + std::to_string(T) + " tokens exceeds the buffers");
+    cudaStream_t st = ctx_->stream();
+    if (embed_) {
+      const int32_t* ids = arena_.payload_span<int32_t>(a.in_block).data();
+      for (int64_t t = 0; t < T; t++)
+        if (ids[t] < 0 || ids[t] >= cfg_.vocab) throw InputError("token id " + std::to_string(ids[t]) + " is out of range");
+      embed_->forward(reinterpret_cast<const int32_t*>(dev(a.in_block)), T, reinterpret_cast<float*>(dev(a.out_block)));
+    } else if (layers_) {
+      // Read `in`, compute in the worker's own buffer, write `out`: the input survives a crash.
+      const size_t bytes = static_cast<size_t>(T * H) * 4;
+      SEGPIPE_CUDA_CHECK(cudaMemcpyAsync(x_.get(), dev(a.in_block), bytes, cudaMemcpyDefault, st));
+      pinned_[0] = static_cast<int32_t>(a.pos0);
+      SEGPIPE_CUDA_CHECK(cudaMemcpyAsync(pos_.get(), pinned_, 4, cudaMemcpyHostToDevice, st));
+      std::unique_ptr<CaptureWriter> cap;
+      if (a.capture) cap = std::make_unique<CaptureWriter>(spec_, arena_, cfg_, T);
+      if (T == 1 && !cap && gpu_.graphs) {
+        decode_graph(a.pos0);
+      } else {
+        layers_->forward(x_.get(), T, a.pos0, pos_.get(), {}, cap.get());
+      }
+      SEGPIPE_CUDA_CHECK(cudaMemcpyAsync(dev(a.out_block), x_.get(), bytes, cudaMemcpyDefault, st));
+    } else if (head_) {
+      const int64_t rows = a.all_logits ? T : 1;
+      if (a.all_logits && T > std::max<int64_t>(1, spec_.capture_tokens))
+        throw RuntimeFailure("all-position logits of " + std::to_string(T) + " tokens exceed the logits block");
+      const size_t bytes = static_cast<size_t>(T * H) * 4;
+      SEGPIPE_CUDA_CHECK(cudaMemcpyAsync(x_.get(), dev(a.in_block), bytes, cudaMemcpyDefault, st));
+      head_->forward(x_.get(), T, a.all_logits != 0, a.capture ? normed_.get() : nullptr, logits_.get());
+      float* out = arena_.payload_span<float>(a.out_block).data();
+      SEGPIPE_CUDA_CHECK(cudaMemcpyAsync(out, logits_.get(), static_cast<size_t>(rows * cfg_.vocab) * 4,
+                                         cudaMemcpyDeviceToHost, st));
+      if (a.capture)
+        SEGPIPE_CUDA_CHECK(cudaMemcpyAsync(arena_.payload_span<float>(spec_.norm_block).data(), normed_.get(), bytes,
+                                           cudaMemcpyDeviceToHost, st));
+    }
+    ctx_->sync();  // finished before the answer: the doorbell orders the next segment after us
+  }
+
+  // One-token steps: the first runs eagerly (sizes the scratch buffers), the second is captured
+  // into a graph, every later one replays it (position read from pos_).
+  void decode_graph(int64_t pos0) {
+    cudaStream_t st = ctx_->stream();
+    if (!graph_) {
+      if (!warm_) {
+        layers_->forward(x_.get(), 1, pos0, pos_.get(), {}, nullptr);
+        warm_ = true;
+        return;
+      }
+      if (pos0 + 1 > spec_.max_seq) throw RuntimeFailure("sequence exceeds the KV cache");
+      cudaGraph_t g = nullptr;
+      SEGPIPE_CUDA_CHECK(cudaStreamBeginCapture(st, cudaStreamCaptureModeThreadLocal));
+      try {
+        layers_->forward(x_.get(), 1, pos0, pos_.get(), {}, nullptr);
+      } catch (...) {
+        cudaStreamEndCapture(st, &g);
+        if (g) cudaGraphDestroy(g);
+        throw;
+      }
+      SEGPIPE_CUDA_CHECK(cudaStreamEndCapture(st, &g));
+      cudaError_t e = cudaGraphInstantiate(&graph_, g, 0);
+      cudaGraphDestroy(g);
+      SEGPIPE_CUDA_CHECK(e);
+    }
+    if (pos0 + 1 > spec_.max_seq)
+      throw RuntimeFailure("sequence of " + std::to_string(pos0 + 1) + " tokens exceeds the KV cache (" +
+                           std::to_string(spec_.max_seq) + " positions)");
+    SEGPIPE_CUDA_CHECK(cudaGraphLaunch(graph_, st));
+  }
+
+  proto::WorkerSpec spec_;
+  proto::CudaWorkerSpec gpu_;
+  shm::Arena arena_;
+  shm::Channel ch_;
+  proto::SegmentStatus* status_ = nullptr;
+  std::thread hb_;
+  std::atomic<bool> stop_hb_{false};
+  std::unique_ptr<cuda::Context> ctx_;
+  bool registered_ = false;
+  char* host_dev_ = nullptr;   // the shared arena's base as the GPU sees it
+  char* dev_arena_ = nullptr;  // the orchestrator's device arena, mapped here
+  int32_t* pinned_ = nullptr;
+  std::shared_ptr<Checkpoint> ck_;
+  ModelConfig cfg_;
+  std::unique_ptr<cuda::WeightSource> weights_;
+  std::unique_ptr<cuda::Embeddings> embed_;
+  std::unique_ptr<cuda::Layers> layers_;
+  std::unique_ptr<cuda::LmHead> head_;
+  uint64_t bytes_ = 0;
+  cuda::Buffer<float> x_, logits_, normed_;
+  cuda::Buffer<int32_t> pos_;
+  cudaGraphExec_t graph_ = nullptr;
+  bool warm_ = false;
+};
+
+ModelConfig CudaWorker::read_config() { return read_model_config(spec_.model_dir); }
+
+}  // namespace
+
+int cuda_worker_main(const proto::WorkerSpec& spec, const proto::CudaWorkerSpec& gpu) {
+  CudaWorker w(spec, gpu);
+  w.start_heartbeat();
+  w.load();
+  return w.serve();
+}
+
+}  // namespace segpipe
+
+#endif

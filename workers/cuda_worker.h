@@ -1,0 +1,56 @@
+// A segment process on a GPU (`segpipe __worker SPEC_JSON GPU_JSON`): the GPU counterpart of the CPU
+// worker in worker_main.cpp, speaking the same protocol over the same channel, heartbeat and status
+// table. Its segment is a segments/cuda kind; activations stay in device memory.
+//
+// Where state lives (a restarted worker continues exactly):
+//   - the orchestrator allocates one device arena per run (cudaMalloc) and hands every GPU worker its
+//     CUDA IPC handle (cudaIpcGetMemHandle); workers map it with cudaIpcOpenMemHandle. It holds the
+//     activation slots between two GPU segments and the KV caches of every GPU layers segment, so they
+//     outlive any worker;
+//   - where a GPU segment meets a CPU segment (or the orchestrator: token ids, logits, captures),
+//     the tensor stays in the shared-memory arena, which each GPU worker registers for the GPU
+//     (cudaHostRegister ... Mapped; device pointer from cudaHostGetDevicePointer): the GPU reads and
+//     writes it in place;
+//   - a worker holds only its weights (re-made on restart) and scratch; a layers worker reads its
+//     input slot and writes its output slot (never the same), and a step writes KV rows only at its
+//     own positions, so repeating an interrupted step gives the uninterrupted bits.
+// Ordering: a worker answers a step only after its stream has finished (cudaStreamSynchronize), so
+// the channel's doorbell that hands the next segment its request also orders the device memory.
+#pragma once
+#include <cstdint>
+#include <nlohmann/json.hpp>
+#include <string>
+#include <vector>
+
+#include "workers/protocol.h"
+
+namespace segpipe::proto {
+
+// A StepArgs block index with this bit set names slot (index & ~kDeviceSlot) of the device arena.
+inline constexpr uint32_t kDeviceSlot = 0x80000000u;
+
+struct CudaWorkerSpec {
+  std::string device = "cuda:0";
+  std::string dtype = "float32";   // compute dtype: float32 | bfloat16
+  bool synthetic = false;          // weights from the synthetic formula (no checkpoint files)
+  uint64_t seed = 0;
+  bool graphs = true;              // layers: replay one-token steps from a CUDA graph
+  std::string arena_handle;        // hex cudaIpcMemHandle_t of the device arena; empty: none
+  uint64_t arena_bytes = 0;
+  std::vector<uint64_t> slots;     // byte offsets of the activation slots in the device arena
+  int64_t kv_offset = -1;          // layers: byte offset of its KV caches in the device arena
+  uint32_t spin_count = 0;         // channel spins before sleeping (0: the channel's default)
+};
+
+nlohmann::json to_json(const CudaWorkerSpec& s);
+CudaWorkerSpec cuda_worker_spec_from_json(const nlohmann::json& j);
+
+}  // namespace segpipe::proto
+
+namespace segpipe {
+
+// Serves a GPU segment until told to stop or the orchestrator dies; returns the exit code. Throws
+// InputError in a build without the CUDA backend.
+int cuda_worker_main(const proto::WorkerSpec& spec, const proto::CudaWorkerSpec& gpu);
+
+}  // namespace segpipe
