@@ -273,18 +273,14 @@ class CudaWorker {
       embed_->forward(reinterpret_cast<const int32_t*>(dev(a.in_block)), T, reinterpret_cast<float*>(dev(a.out_block)));
     } else if (layers_) {
       // Read `in`, compute in the worker's own buffer, write `out`: the input survives a crash.
-      const size_t bytes = static_cast<size_t>(T * H) * 4;
-      SEGPIPE_CUDA_CHECK(cudaMemcpyAsync(x_.get(), dev(a.in_block), bytes, cudaMemcpyDefault, st));
       pinned_[0] = static_cast<int32_t>(a.pos0);
-      SEGPIPE_CUDA_CHECK(cudaMemcpyAsync(pos_.get(), pinned_, 4, cudaMemcpyHostToDevice, st));
       std::unique_ptr<CaptureWriter> cap;
       if (a.capture) cap = std::make_unique<CaptureWriter>(spec_, arena_, cfg_, T);
       if (T == 1 && !cap && gpu_.graphs) {
-        decode_graph(a.pos0);
+        decode_graph(a.pos0, dev(a.in_block), dev(a.out_block));
       } else {
-        layers_->forward(x_.get(), T, a.pos0, pos_.get(), {}, cap.get());
+        layer_step(T, a.pos0, dev(a.in_block), dev(a.out_block), cap.get());
       }
-      SEGPIPE_CUDA_CHECK(cudaMemcpyAsync(dev(a.out_block), x_.get(), bytes, cudaMemcpyDefault, st));
     } else if (head_) {
       const int64_t rows = a.all_logits ? T : 1;
       if (a.all_logits && T > std::max<int64_t>(1, spec_.capture_tokens))
@@ -302,13 +298,28 @@ class CudaWorker {
     ctx_->sync();  // finished before the answer: the doorbell orders the next segment after us
   }
 
-  // One-token steps: the first runs eagerly (sizes the scratch buffers), the second is captured
-  // into a graph, every later one replays it (position read from pos_).
-  void decode_graph(int64_t pos0) {
+  // in -> x_, the layers on x_, x_ -> out; the position from pinned_[0].
+  void layer_step(int64_t T, int64_t pos0, const char* in, char* out, BoundaryObserver* cap) {
     cudaStream_t st = ctx_->stream();
+    const size_t bytes = static_cast<size_t>(T * cfg_.hidden) * 4;
+    SEGPIPE_CUDA_CHECK(cudaMemcpyAsync(pos_.get(), pinned_, 4, cudaMemcpyHostToDevice, st));
+    SEGPIPE_CUDA_CHECK(cudaMemcpyAsync(x_.get(), in, bytes, cudaMemcpyDefault, st));
+    layers_->forward(x_.get(), T, pos0, pos_.get(), {}, cap);
+    SEGPIPE_CUDA_CHECK(cudaMemcpyAsync(out, x_.get(), bytes, cudaMemcpyDefault, st));
+  }
+
+  // One-token steps: the first runs eagerly (sizes the scratch buffers), the second is captured
+  // into a graph (copies and position included), every later one replays it; captured again if
+  // the step's blocks change.
+  void decode_graph(int64_t pos0, const char* in, char* out) {
+    cudaStream_t st = ctx_->stream();
+    if (graph_ && (in != graph_in_ || out != graph_out_)) {
+      cudaGraphExecDestroy(graph_);
+      graph_ = nullptr;
+    }
     if (!graph_) {
       if (!warm_) {
-        layers_->forward(x_.get(), 1, pos0, pos_.get(), {}, nullptr);
+        layer_step(1, pos0, in, out, nullptr);
         warm_ = true;
         return;
       }
@@ -316,7 +327,7 @@ class CudaWorker {
       cudaGraph_t g = nullptr;
       SEGPIPE_CUDA_CHECK(cudaStreamBeginCapture(st, cudaStreamCaptureModeThreadLocal));
       try {
-        layers_->forward(x_.get(), 1, pos0, pos_.get(), {}, nullptr);
+        layer_step(1, pos0, in, out, nullptr);
       } catch (...) {
         cudaStreamEndCapture(st, &g);
         if (g) cudaGraphDestroy(g);
@@ -326,6 +337,8 @@ class CudaWorker {
       cudaError_t e = cudaGraphInstantiate(&graph_, g, 0);
       cudaGraphDestroy(g);
       SEGPIPE_CUDA_CHECK(e);
+      graph_in_ = in;
+      graph_out_ = out;
     }
     if (pos0 + 1 > spec_.max_seq)
       throw RuntimeFailure("sequence of " + std::to_string(pos0 + 1) + " tokens exceeds the KV cache (" +
@@ -355,6 +368,8 @@ class CudaWorker {
   cuda::Buffer<float> x_, logits_, normed_;
   cuda::Buffer<int32_t> pos_;
   cudaGraphExec_t graph_ = nullptr;
+  const char* graph_in_ = nullptr;
+  char* graph_out_ = nullptr;
   bool warm_ = false;
 };
 

@@ -14,16 +14,20 @@ __global__ void __launch_bounds__(kGemvThreads) gemv_kernel(const X* __restrict_
                                                             float eps, const W* __restrict__ w, int64_t rows,
                                                             int64_t cols, float* __restrict__ y, bool acc,
                                                             W* __restrict__ h_out) {
-  extern __shared__ float xs[];
-  if constexpr (kNorm)
-    stage_rmsnorm<W>(reinterpret_cast<const float*>(x), nw, eps, cols, xs, blockIdx.x == 0 ? h_out : nullptr);
-  else
-    for (int64_t i = threadIdx.x; i < cols; i += kGemvThreads) xs[i] = to_f(x[i]);
-  __syncthreads();
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
-  for (int64_t r = int64_t(blockIdx.x) * kGemvWarps + warp; r < rows; r += int64_t(gridDim.x) * kGemvWarps) {
-    float a = warp_sum(row_dot(w + r * cols, xs, cols, lane));
-    if (lane == 0) y[r] = acc ? y[r] + a : a;
+  if constexpr (kNorm) {
+    extern __shared__ float xs[];
+    stage_rmsnorm<W>(reinterpret_cast<const float*>(x), nw, eps, cols, xs, blockIdx.x == 0 ? h_out : nullptr);
+    __syncthreads();
+    for (int64_t r = int64_t(blockIdx.x) * kGemvWarps + warp; r < rows; r += int64_t(gridDim.x) * kGemvWarps) {
+      float a = warp_sum(row_dot(w + r * cols, xs, cols, lane));
+      if (lane == 0) y[r] = acc ? y[r] + a : a;
+    }
+  } else {
+    for (int64_t r = int64_t(blockIdx.x) * kGemvWarps + warp; r < rows; r += int64_t(gridDim.x) * kGemvWarps) {
+      float a = warp_sum(row_dot_mem(w + r * cols, x, cols, lane));
+      if (lane == 0) y[r] = acc ? y[r] + a : a;
+    }
   }
 }
 
@@ -31,8 +35,9 @@ template <typename W, typename X, bool kNorm>
 void launch(const X* x, const float* nw, float eps, const W* w, int64_t rows, int64_t cols, float* y, bool acc,
             W* h_out, cudaStream_t s) {
   SEGPIPE_ASSERT_MSG(cols % 8 == 0, "gemv: the row length must be a multiple of 8");
+  SEGPIPE_ASSERT_MSG(kNorm || reinterpret_cast<uintptr_t>(x) % 16 == 0, "gemv: x must be 16-byte aligned");
   if (rows == 0) return;
-  const size_t smem = size_t(cols) * sizeof(float);
+  const size_t smem = kNorm ? size_t(cols) * sizeof(float) : 0;
   static bool raised = false;  // one attribute call per instantiation (row lengths above 12k floats)
   if (smem > 48 * 1024 && !raised) {
     SEGPIPE_CUDA_CHECK(cudaFuncSetAttribute(gemv_kernel<W, X, kNorm>, cudaFuncAttributeMaxDynamicSharedMemorySize,

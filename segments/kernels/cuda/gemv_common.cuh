@@ -40,6 +40,33 @@ __device__ __forceinline__ float row_dot(const W* __restrict__ wr, const float* 
   return a;
 }
 
+// The same with x read from memory (16-byte loads, L1-cached across the block's warps) rather than
+// staged: the weight loads need not wait for a staging pass.
+template <typename W, typename X>
+__device__ __forceinline__ float row_dot_mem(const W* __restrict__ wr, const X* __restrict__ x, int64_t n, int lane) {
+  float a = 0.f;
+  int64_t c = int64_t(lane) * 8;
+  for (; c + 256 < n; c += 2 * 256) {
+    float v0[8], v1[8], x0[8], x1[8];
+    load8_stream(wr + c, v0);
+    load8_stream(wr + c + 256, v1);
+    load8(x + c, x0);
+    load8(x + c + 256, x1);
+#pragma unroll
+    for (int q = 0; q < 8; q++) a += v0[q] * x0[q];
+#pragma unroll
+    for (int q = 0; q < 8; q++) a += v1[q] * x1[q];
+  }
+  for (; c < n; c += 256) {
+    float v[8], xv[8];
+    load8_stream(wr + c, v);
+    load8(x + c, xv);
+#pragma unroll
+    for (int q = 0; q < 8; q++) a += v[q] * xv[q];
+  }
+  return a;
+}
+
 // xs[i] = float(round_W(nw[i] * (x[i] * inv_rms(x)))) for i < n, by the whole block (kGemvThreads
 // threads), with the same arithmetic and reduction order as rmsnorm_kernel (norm.cu): a double sum of
 // squares per thread, per warp, then over the 8 warps in order. h (optional) gets the rounded row.

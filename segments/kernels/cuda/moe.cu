@@ -10,17 +10,15 @@ namespace {
 constexpr int kWarps = 8;  // rows per block in the GEMVs
 
 // One block = 8 output rows of one slot; one warp per row (gate and up row together), 16-byte
-// streaming loads of the weights, the token's x staged in shared memory as float32.
+// streaming loads of the weights and 16-byte loads of the token's x (shared through L1 by the
+// block's warps; no staging, so the weight loads start at once).
 template <typename T>
 __global__ void gate_up_gemv_kernel(const T* __restrict__ x, int k, const int32_t* __restrict__ experts, int e0,
                                     int e1, const T* __restrict__ wgu, int64_t I, int64_t H, T* __restrict__ act) {
-  extern __shared__ float xs[];
   const int64_t s = blockIdx.y;
   const int e = experts[s];
   if (e < e0 || e > e1) return;
   const T* xr = x + (s / k) * H;
-  for (int64_t c = threadIdx.x; c < H; c += blockDim.x) xs[c] = to_f(xr[c]);
-  __syncthreads();
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
   const int64_t i = int64_t(blockIdx.x) * kWarps + warp;
   if (i >= I) return;
@@ -29,13 +27,14 @@ __global__ void gate_up_gemv_kernel(const T* __restrict__ x, int k, const int32_
   float ag = 0.f, au = 0.f;
 #pragma unroll 4
   for (int64_t c = int64_t(lane) * 8; c < H; c += 256) {
-    float g[8], u[8];
+    float g[8], u[8], xv[8];
     load8_stream(wg + c, g);
     load8_stream(wu + c, u);
+    load8(xr + c, xv);
 #pragma unroll
     for (int q = 0; q < 8; q++) {
-      ag += g[q] * xs[c + q];
-      au += u[q] * xs[c + q];
+      ag += g[q] * xv[q];
+      au += u[q] * xv[q];
     }
   }
   ag = warp_sum(ag);
@@ -164,9 +163,8 @@ void moe_gate_up_gemv(const void* x, int64_t S, int k, const int32_t* experts, i
   SEGPIPE_ASSERT_MSG(H % 8 == 0 && I % 8 == 0, "expert GEMV: hidden and expert sizes must be multiples of 8");
   if (S == 0) return;
   dim3 grid(div_up(I, kWarps), static_cast<unsigned>(S));
-  size_t smem = static_cast<size_t>(H) * sizeof(float);
   SEGPIPE_DISPATCH_FB(dt, T,
-                      gate_up_gemv_kernel<T><<<grid, kWarps * 32, smem, s>>>(
+                      gate_up_gemv_kernel<T><<<grid, kWarps * 32, 0, s>>>(
                           static_cast<const T*>(x), k, experts, e0, e1, static_cast<const T*>(w_gate_up), I, H,
                           static_cast<T*>(act)));
   SEGPIPE_CUDA_LAUNCH_CHECK("gate_up_gemv_kernel");
