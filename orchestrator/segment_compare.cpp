@@ -30,9 +30,10 @@ bool compare_segmented_with_inproc(const LoadedPlan& lp, const std::vector<int32
   base.inproc = true;
   seg.inproc = false;
   const int64_t T = static_cast<int64_t>(prompt.size());
-  auto inproc = make_inproc_runner(base);
   ShmOptions so;
   so.capture_tokens = T;
+  // make_runner: the in-process baseline runs where the plan's segments run (CPU, or one GPU).
+  auto inproc = make_runner(base, so);
   auto shm = make_shm_runner(seg, so);
   Capture a, b;
   std::vector<float> la, lb;
