@@ -162,9 +162,9 @@ TEST(GoldenLoad, LayerIndexBeyondTheModel) {
   expect_load_error(d.file("r.safetensors"), cfg, {"layers.1.router_logits"});
 }
 
-// BUG (orchestrator/golden.cpp): a layer index too large for int makes std::stoi throw
-// std::out_of_range, which is not an InputError (segpipe verify then exits 3, not 2).
-TEST(GoldenLoad, BUG_HugeLayerIndexIsAnInputError) {
+// Regression (found by these tests, fixed in 3b70836): a layer index too large for int made std::stoi
+// throw std::out_of_range, which is not an InputError (segpipe verify exited 3, not 2).
+TEST(GoldenLoad, HugeLayerIndexIsAnInputError) {
   TempDir d;
   ModelConfig cfg = read_model_config(model_dir("tiny-qwen3-moe"));
   GoldenFile g = GoldenFile::read(kMoeShort);
@@ -174,11 +174,11 @@ TEST(GoldenLoad, BUG_HugeLayerIndexIsAnInputError) {
   expect_load_error(d.file("g.safetensors"), cfg, {"layers.99999999999.output"});
 }
 
-// BUG (orchestrator/golden.cpp): tensor names are matched with std::regex, whose libstdc++
-// implementation recurses once per character: a golden with a 200000-digit layer index overflows
-// the stack and segpipe verify dies with SIGSEGV instead of reporting the name (exit 2). Run in a
-// child process so the crash fails only this test.
-TEST(GoldenLoadDeathTest, BUG_VeryLongTensorNameDoesNotCrash) {
+// Regression (found by these tests, fixed in 3b70836): tensor names were matched with std::regex,
+// whose libstdc++ implementation recurses once per character: a golden with a 200000-digit layer
+// index overflowed the stack (SIGSEGV instead of exit 2). Run in a child process so that a crash
+// fails only this test.
+TEST(GoldenLoadDeathTest, VeryLongTensorNameDoesNotCrash) {
   GTEST_FLAG_SET(death_test_style, "threadsafe");
   TempDir d;
   ModelConfig cfg = read_model_config(model_dir("tiny-qwen3-moe"));

@@ -326,27 +326,27 @@ TEST(ModelConfig, IsMoeLayerFollowsSparseStepAndMlpOnlyLayers) {
   for (int i = 0; i < 4; i++) EXPECT_FALSE(c.is_moe_layer(i));
 }
 
-// BUG (segments/model/config.cpp): a `hidden_act` that is not a string throws nlohmann's type_error
-// instead of an InputError, so `segpipe` exits 3 (runtime failure) instead of 2 (bad input).
-TEST(ModelConfig, BUG_NonStringHiddenActIsAnInputError) {
+// Regression (found by these tests, fixed in 3b70836): a `hidden_act` that is not a string threw
+// nlohmann's type_error instead of an InputError, so `segpipe` exited 3 instead of 2.
+TEST(ModelConfig, NonStringHiddenActIsAnInputError) {
   json j = base_moe();
   j["hidden_act"] = 5;
   expect_input_error([&] { parse(j); }, {"cfg.json", "hidden_act"});
 }
 
 
-// BUG (segments/model/config.cpp): mrope_section entries are narrowed to int and summed in int, so
-// sections that overflow can wrap around to head_dim/2 and be accepted (in a sanitizer build the sum
-// is reported as signed overflow). 2147483647 + 2147483647 + 10 wraps to 8 = 16 / 2.
-TEST(ModelConfig, BUG_MropeSectionSumOverflowIsRejected) {
+// Regression (fixed in 3b70836): mrope_section entries were narrowed to int and summed in int, so
+// sections that overflow wrapped around to head_dim/2 and were accepted (signed overflow in a
+// sanitizer build). 2147483647 + 2147483647 + 10 wraps to 8 = 16 / 2.
+TEST(ModelConfig, MropeSectionSumOverflowIsRejected) {
   json o = base_omni();
   o["thinker_config"]["text_config"]["rope_scaling"]["mrope_section"] = {2147483647, 2147483647, 10};
   expect_input_error([&] { parse(o); }, {"mrope_section"});
 }
 
-// BUG (segments/model/config.cpp): num_experts, intermediate_size and decoder_sparse_step are read as
-// 64-bit integers and narrowed to int without a range check: 2^32 + 8 experts parses as 8 experts.
-TEST(ModelConfig, BUG_IntegersBeyondIntRangeAreRejected) {
+// Regression (fixed in 3b70836): num_experts and intermediate_size were read as 64-bit integers and
+// narrowed to int without a range check: 2^32 + 8 experts parsed as 8 experts.
+TEST(ModelConfig, IntegersBeyondIntRangeAreRejected) {
   json e = base_moe();
   e["num_experts"] = 4294967304LL;  // 2^32 + 8
   expect_input_error([&] { parse(e); }, {"num_experts"});
