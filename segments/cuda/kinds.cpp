@@ -6,6 +6,7 @@
 
 #include "segments/cuda/profile.h"
 #include "segments/kernels/cuda/attention.cuh"
+#include "segments/kernels/cuda/convert.cuh"
 #include "segments/kernels/cuda/embed.cuh"
 #include "segments/kernels/cuda/gemm.cuh"
 #include "segments/kernels/cuda/gemv.cuh"
@@ -24,6 +25,13 @@ std::atomic<bool> g_fused_decode{true};
 
 void set_fused_decode(bool on) { g_fused_decode.store(on); }
 bool fused_decode() { return g_fused_decode.load(); }
+
+namespace {
+std::atomic<bool> g_flash{true};
+}  // namespace
+
+void set_flash_attention(bool on) { g_flash.store(on); }
+bool flash_attention() { return g_flash.load(); }
 
 namespace {
 
@@ -97,13 +105,17 @@ uint64_t Experts::weight_bytes() const {
   return b;
 }
 
-bool Experts::decode_into(int layer, const void* h, int k, const int32_t* experts, const float* weights, float* x) {
+bool Experts::decode_into(int layer, const void* h, int k, const int32_t* experts, const float* weights, float* x,
+                          const void* prefetch, uint64_t prefetch_bytes) {
   if (!holds_layer(layer) || e0_ != 0 || e1_ != cfg_.num_experts - 1 || !moe_down_combine_fits(k)) return false;
   const int64_t H = cfg_.hidden, I = cfg_.moe_intermediate;
   const size_t li = static_cast<size_t>(layer - l0_);
+  const bool ov = decode_overlap();
   act_.grow(static_cast<size_t>(k * I) * dtype_size(dt_));
-  moe_gate_up_gemv(h, k, k, experts, e0_, e1_, gate_up_[li].get(), dt_, I, H, act_.get(), ctx_.stream());
-  moe_down_combine(act_.get(), k, experts, weights, down_[li].get(), dt_, I, H, x, ctx_.stream());
+  moe_gate_up_gemv(h, k, k, experts, e0_, e1_, gate_up_[li].get(), dt_, I, H, act_.get(), ctx_.stream(),
+                   ov ? down_[li].get() : nullptr);
+  moe_down_combine(act_.get(), k, experts, weights, down_[li].get(), dt_, I, H, x, ctx_.stream(),
+                   ov ? prefetch : nullptr, ov ? prefetch_bytes : 0);
   return true;
 }
 
@@ -288,11 +300,18 @@ void Layers::forward(float* x, int64_t T, int64_t pos0, const int32_t* d_pos0, c
   const float eps = cfg_.rms_eps;
   const float scale = static_cast<float>(std::pow(static_cast<double>(cfg_.head_dim), -0.5));
   const bool attn_gemm = T >= opt_.attn_gemm_min_tokens;
-  if (attn_gemm) {
+  const AttnShape ashape{cfg_.num_heads, cfg_.num_kv_heads, cfg_.head_dim};
+  const bool flash = attn_gemm && dt_ == DType::BF16 && flash_attention() && attention_flash_supported(ashape);
+  if (flash) {
+    kb_.grow(static_cast<size_t>((pos0 + T) * kvd) * 2);
+    vb_.grow(static_cast<size_t>((pos0 + T) * kvd) * 2);
+  } else if (attn_gemm) {
     scores_.grow(static_cast<size_t>(cfg_.num_heads * T * (pos0 + T)));
     att_f32_.grow(static_cast<size_t>(T * qd));
   }
   const bool fused = T == 1 && fused_decode();
+  const bool overlap = fused && decode_overlap();
+  const uint64_t es = dtype_size(dt_);
   for (size_t li = 0; li < layers_.size(); li++) {
     Layer& L = *layers_[li];
     PhaseTimer pt(st);
@@ -305,15 +324,23 @@ void Layers::forward(float* x, int64_t T, int64_t pos0, const int32_t* d_pos0, c
       rmsnorm(x, T, H, L.in_norm.get(), eps, h_.get(), dt_, st);
       gemm_xwT(cb, h_.get(), L.qkv.get(), dt_, T, qd + 2 * kvd, H, qkv_.get(), qd + 2 * kvd, 0.0f);
     }
-    qk_norm_rope_kv(qkv_.get(), T, d_pos0, {cfg_.num_heads, cfg_.num_kv_heads, cfg_.head_dim}, L.q_norm.get(),
-                    L.k_norm.get(), eps, inv_freq_.get(), q_.get(), kc, vc, st);
+    if (!fused)
+      qk_norm_rope_kv(qkv_.get(), T, d_pos0, {cfg_.num_heads, cfg_.num_kv_heads, cfg_.head_dim}, L.q_norm.get(),
+                      L.k_norm.get(), eps, inv_freq_.get(), q_.get(), kc, vc, st);
     pt.mark("norm+qkv+rope");
-    if (attn_gemm)
-      attention_gemm(cb, q_.get(), T, pos0, {cfg_.num_heads, cfg_.num_kv_heads, cfg_.head_dim}, kc, vc, scale,
-                     dt_ == DType::BF16, scores_.get(), att_f32_.get(), att_.get(), dt_, st);
+    if (flash) {
+      // bf16 copies of the K and V rows so far, then the fused kernel
+      convert(kc, DType::F32, kb_.get(), DType::BF16, (pos0 + T) * kvd, st);
+      convert(vc, DType::F32, vb_.get(), DType::BF16, (pos0 + T) * kvd, st);
+      attention_flash(q_.get(), T, pos0, ashape, kb_.get(), vb_.get(), scale, att_.get(), dt_, st);
+    } else if (attn_gemm)
+      attention_gemm(cb, q_.get(), T, pos0, ashape, kc, vc, scale, dt_ == DType::BF16, scores_.get(),
+                     att_f32_.get(), att_.get(), dt_, st);
     else if (fused)
-      attention_decode(q_.get(), d_pos0, {cfg_.num_heads, cfg_.num_kv_heads, cfg_.head_dim}, kc, vc, scale,
-                       att_.get(), dt_, attn_part_.get(), attn_counters_.get(), st);
+      // q/k-norm, RoPE and the KV write folded in; the o_proj weights asked into L2 meanwhile
+      attention_decode_rope(qkv_.get(), d_pos0, ashape, L.q_norm.get(), L.k_norm.get(), eps, inv_freq_.get(), kc,
+                            vc, scale, att_.get(), dt_, attn_part_.get(), attn_counters_.get(),
+                            overlap ? L.o.get() : nullptr, overlap ? uint64_t(H * qd) * es : 0, st);
     else
       attention(q_.get(), T, d_pos0, {cfg_.num_heads, cfg_.num_kv_heads, cfg_.head_dim}, kc, vc, scale, att_.get(),
                 dt_, st);
@@ -360,7 +387,11 @@ void Layers::forward(float* x, int64_t T, int64_t pos0, const int32_t* d_pos0, c
         ctx_.sync();
         obs->on_route(L.index, host_experts_.data(), w.data(), T, k);
       }
-      if (fused && local_ && local_->decode_into(L.index, h_.get(), k, experts_.get(), weights_.get(), x)) {
+      const Layer* next = li + 1 < layers_.size() ? layers_[li + 1].get() : nullptr;
+      if (fused && local_ &&
+          local_->decode_into(L.index, h_.get(), k, experts_.get(), weights_.get(), x,
+                              overlap && next ? next->qkv.get() : nullptr,
+                              overlap && next ? uint64_t(qd + 2 * kvd) * uint64_t(H) * es : 0)) {
         pt.mark("experts");
         if (obs) observe(ctx_, obs, "layers." + std::to_string(L.index) + ".output", x, T, H, host_tmp_);
         continue;

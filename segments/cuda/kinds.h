@@ -23,6 +23,11 @@ namespace segpipe::cuda {
 void set_fused_decode(bool on);
 bool fused_decode();
 
+// Long prefills in bfloat16 through the fused (flash) attention kernel rather than cuBLAS products
+// over a materialized score matrix. Process-wide; on by default (float32 keeps the cuBLAS path).
+void set_flash_attention(bool on);
+bool flash_attention();
+
 struct EngineOptions {
   int gemv_max_tokens = 4;     // MoE: up to this many tokens per step, GEMVs over the chosen experts;
                                // above, slots grouped by expert and one GEMM per expert
@@ -70,7 +75,9 @@ class Experts {
   void compute(const ExpertRequest& r);
   // Decode with every expert in this bank (local experts), one token: x += the combined expert
   // outputs, without the slots buffer (moe_down_combine). False (nothing done) where it does not apply.
-  bool decode_into(int layer, const void* h, int k, const int32_t* experts, const float* weights, float* x);
+  // prefetch (optional): prefetch_bytes of the next kernel's weights asked into L2 meanwhile.
+  bool decode_into(int layer, const void* h, int k, const int32_t* experts, const float* weights, float* x,
+                   const void* prefetch = nullptr, uint64_t prefetch_bytes = 0);
   uint64_t weight_bytes() const;
 
  private:
@@ -121,6 +128,7 @@ class Layers {
   int64_t cap_ = 0;
   Buffer<char> h_, att_, act_;
   Buffer<float> qkv_, q_, logits_, weights_, slots_, gu_, scores_, att_f32_;
+  Buffer<char> kb_, vb_;  // flash attention: bf16 copies of the layer's K and V rows
   Buffer<int32_t> experts_;
   Buffer<unsigned> counter_;  // router_fused's completion counter
   Buffer<float> attn_part_;   // attention_decode's partials

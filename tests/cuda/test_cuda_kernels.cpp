@@ -1,6 +1,7 @@
 // Parity of every CUDA kernel family with its CPU reference (segments/kernels/cpu), over several
 // shapes, on fresh random inputs, with poisoned outputs (an unwritten element is NaN and fails).
 #include <algorithm>
+#include <cstdlib>
 #include <numeric>
 
 #include "gpu_test.h"
@@ -148,6 +149,87 @@ void test_attention(Checks& c, cudaStream_t s) {
       c.expect(e < tol, "attention_decode (split) -> %s heads=%d/%d hd=%d pos0=%d rel_l2=%.2e", dn(ot), nh, nkv, hd,
                pos0, e);
     }
+  // decode with q/k-norm + RoPE + the KV write folded in: against qk_norm_rope_kv + attention_decode
+  // (same arithmetic: q/k rows and cache rows equal, output bit-identical) and the CPU reference
+  for (DType ot : {DType::F32, DType::BF16})
+    for (auto [nh, nkv, hd, pos0] : {std::tuple{32, 4, 128, 0}, {32, 4, 128, 5}, {32, 4, 128, 100}, {4, 2, 16, 130},
+                                     {32, 4, 128, 3000}, {8, 8, 64, 127}}) {
+      const int qd = nh * hd, kvd = nkv * hd, row = qd + 2 * kvd, max_seq = pos0 + 3;
+      auto qkv = randn(size_t(row), rng, 2.0f), qn = randn(size_t(hd), rng), kn = randn(size_t(hd), rng);
+      auto kc = randn(size_t(max_seq) * kvd, rng), vc = randn(size_t(max_seq) * kvd, rng);
+      // CPU: norm + rope of q and k, v copied, then attention over rows 0..pos0
+      Rope rope(hd, 1e6);
+      std::vector<float> qr(static_cast<size_t>(qd)), kr(static_cast<size_t>(kvd));
+      rmsnorm(qkv.data(), nh, hd, qn.data(), 1e-6f, qr.data());
+      rmsnorm(qkv.data() + qd, nkv, hd, kn.data(), 1e-6f, kr.data());
+      rope.apply(qr.data(), nh, pos0);
+      rope.apply(kr.data(), nkv, pos0);
+      auto kref = kc, vref = vc;
+      std::copy(kr.begin(), kr.end(), kref.begin() + size_t(pos0) * kvd);
+      std::copy(qkv.begin() + qd + kvd, qkv.end(), vref.begin() + size_t(pos0) * kvd);
+      std::vector<float> ref(static_cast<size_t>(qd));
+      attention(pool(), {nh, nkv, hd}, qr.data(), 1, pos0, kref.data(), vref.data(), ref.data());
+      auto inv = cuda::rope_inv_freq(hd, 1e6);
+      Dev dqkv(qkv, DType::F32), dqn(qn, DType::F32), dkn(kn, DType::F32), dinv(inv, DType::F32);
+      Dev k1(kc, DType::F32), v1(vc, DType::F32), k2(kc, DType::F32), v2(vc, DType::F32);
+      auto dpos = upload(std::vector<int32_t>{pos0});
+      cuda::AttnShape as{nh, nkv, hd};
+      cuda::Buffer<float> part(cuda::attention_decode_scratch_floats(as));
+      cuda::Buffer<unsigned> cnt(static_cast<size_t>(nh));
+      SEGPIPE_CUDA_CHECK(cudaMemset(cnt.get(), 0, cnt.bytes()));
+      const float scale = static_cast<float>(std::pow(double(hd), -0.5));
+      Dev q = Dev::poisoned(size_t(qd), DType::F32), o1 = Dev::poisoned(size_t(qd), ot);
+      cuda::qk_norm_rope_kv(dqkv.f(), 1, dpos.get(), {nh, nkv, hd}, dqn.f(), dkn.f(), 1e-6f, dinv.f(), q.f(), k1.f(),
+                            v1.f(), s);
+      cuda::attention_decode(q.f(), dpos.get(), as, k1.f(), v1.f(), scale, o1.p(), ot, part.get(), cnt.get(), s);
+      auto a = o1.host();
+      bool same = true;
+      double e = 0;
+      for (int rep = 0; rep < 2; rep++) {
+        Dev o2 = Dev::poisoned(size_t(qd), ot);
+        cuda::attention_decode_rope(dqkv.f(), dpos.get(), as, dqn.f(), dkn.f(), 1e-6f, dinv.f(), k2.f(), v2.f(),
+                                    scale, o2.p(), ot, part.get(), cnt.get(), k2.p(), uint64_t(k2.n) * 4, s);
+        auto b = o2.host();
+        same &= std::memcmp(a.data(), b.data(), a.size() * 4) == 0;
+        e = std::max(e, rel_l2(b.data(), ref.data(), ref.size()));
+      }
+      auto kh1 = k1.host(), kh2 = k2.host(), vh1 = v1.host(), vh2 = v2.host();
+      const bool cache_same = std::memcmp(kh1.data(), kh2.data(), kh1.size() * 4) == 0 &&
+                              std::memcmp(vh1.data(), vh2.data(), vh1.size() * 4) == 0;
+      double tol = ot == DType::F32 ? 1e-5 : 5e-3;
+      c.expect(e < tol && same && cache_same,
+               "attention_decode_rope -> %s heads=%d/%d hd=%d pos0=%d rel_l2=%.2e output %s, K/V cache %s", dn(ot), nh,
+               nkv, hd, pos0, e, same ? "bit-identical to rope + attention_decode" : "DIFFERS",
+               cache_same ? "identical" : "DIFFERS");
+    }
+}
+
+// The fused (flash) prefill attention: bf16 operands (Q, K, V, P rounded), fp32 accumulation, against
+// the CPU reference on the unrounded float32 inputs. Shapes: GQA and not, head_dim 64 and 128, T not
+// a multiple of the 64-row tiles, a cached prefix (pos0 > 0).
+void test_attention_flash(Checks& c, cuda::Context& ctx) {
+  for (DType ot : {DType::BF16, DType::F32})
+    for (auto [nh, nkv, hd, T, pos0] : {std::tuple{32, 4, 128, 100, 7}, {8, 2, 64, 130, 300}, {4, 4, 128, 64, 0},
+                                       {16, 2, 128, 257, 0}, {32, 4, 128, 600, 24}, {2, 1, 64, 1, 0},
+                                       {8, 8, 128, 65, 63}}) {
+      const int qd = nh * hd, kvd = nkv * hd, n = pos0 + T;
+      auto q = randn(size_t(T) * qd, rng), kc = randn(size_t(n) * kvd, rng), vc = randn(size_t(n) * kvd, rng);
+      std::vector<float> ref(q.size());
+      attention(pool(), {nh, nkv, hd}, q.data(), T, pos0, kc.data(), vc.data(), ref.data());
+      Dev dq(q, DType::F32), dkf(kc, DType::F32), dvf(vc, DType::F32);
+      Dev kb = Dev::poisoned(kc.size(), DType::BF16), vb = Dev::poisoned(vc.size(), DType::BF16);
+      cuda::convert(dkf.p(), DType::F32, kb.p(), DType::BF16, int64_t(kc.size()), ctx.stream());
+      cuda::convert(dvf.p(), DType::F32, vb.p(), DType::BF16, int64_t(vc.size()), ctx.stream());
+      const float scale = static_cast<float>(std::pow(double(hd), -0.5));
+      double e = 0;
+      for (int rep = 0; rep < 2; rep++) {
+        Dev out = Dev::poisoned(q.size(), ot);
+        cuda::attention_flash(dq.f(), T, pos0, {nh, nkv, hd}, kb.p(), vb.p(), scale, out.p(), ot, ctx.stream());
+        e = std::max(e, rel_l2(out.host().data(), ref.data(), ref.size()));
+      }
+      c.expect(e < 2e-2, "attention_flash (bf16 tensor cores) -> %s heads=%d/%d hd=%d T=%d pos0=%d rel_l2=%.2e", dn(ot),
+               nh, nkv, hd, T, pos0, e);
+    }
 }
 
 void test_attention_gemm(Checks& c, cuda::Context& ctx) {
@@ -242,7 +324,8 @@ void test_moe(Checks& c, cuda::Context& ctx) {
         Dev slots = Dev::poisoned(ref.size(), DType::F32);
         if (path == 0) {
           Dev act = Dev::poisoned(size_t(T) * k * I, dt);
-          cuda::moe_gate_up_gemv(dx.p(), T * k, k, de.get(), e0, e1, dgu.p(), dt, I, H, act.p(), s);
+          cuda::moe_gate_up_gemv(dx.p(), T * k, k, de.get(), e0, e1, dgu.p(), dt, I, H, act.p(), s,
+                                 dwd.p());  // with the L2 prefetch of the down weights (a hint only)
           cuda::moe_down_gemv(act.p(), T * k, de.get(), dw.f(), e0, e1, dwd.p(), dt, I, H, slots.f(), s);
         } else {
           // The grouped path through the Experts segment's own steps.
@@ -435,7 +518,7 @@ void test_decode_kernels(Checks& c, cuda::Context& ctx) {
       auto de = upload(experts);
       cuda::moe_down_gemv(da.p(), k, de.get(), dw.f(), 0, E - 1, dwd.p(), dt, I, H, slots.f(), s);
       cuda::moe_combine_add(slots.f(), de.get(), 1, k, H, x1.f(), s);
-      cuda::moe_down_combine(da.p(), k, de.get(), dw.f(), dwd.p(), dt, I, H, x2.f(), s);
+      cuda::moe_down_combine(da.p(), k, de.get(), dw.f(), dwd.p(), dt, I, H, x2.f(), s, dwd.p(), dwd.n * dtype_size(dt));
       auto a = x1.host(), b = x2.host();
       c.expect(std::memcmp(a.data(), b.data(), a.size() * 4) == 0, "moe_down_combine %s H=%d I=%d k=%d %s", dn(dt), H,
                I, k, std::memcmp(a.data(), b.data(), a.size() * 4) == 0 ? "bit-identical to down + combine" : "DIFFERS");
@@ -447,12 +530,18 @@ int main() {
   try {
     cuda::Context ctx(0);
     std::printf("device: %s\n", cuda::device_name(0).c_str());
+    // The decode kernels' L2 prefetch mode (a hint: results must not depend on it); run once per mode.
+    if (const char* m = std::getenv("SEGPIPE_TEST_L2PF")) {
+      cuda::set_decode_l2_prefetch(std::atoi(m));
+      std::printf("decode L2 prefetch mode %d\n", cuda::decode_l2_prefetch());
+    }
     Checks c;
     test_gemm(c, ctx);
     test_rmsnorm(c, ctx.stream());
     test_qk_norm_rope(c, ctx.stream());
     test_attention(c, ctx.stream());
     test_attention_gemm(c, ctx);
+    test_attention_flash(c, ctx);
     test_router(c, ctx.stream());
     test_swiglu(c, ctx.stream());
     test_moe(c, ctx);

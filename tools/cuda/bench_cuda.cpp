@@ -18,6 +18,7 @@
 #include "segments/cuda/device.h"
 #include "segments/cuda/profile.h"
 #include "segments/cuda/kinds.h"
+#include "segments/kernels/cuda/attention.cuh"
 #include "segments/kernels/cuda/gemm.cuh"
 #include "segments/kernels/cuda/gemv.cuh"
 #include "segments/kernels/cuda/synthetic.cuh"
@@ -84,6 +85,7 @@ double gemm_tflops(cuda::Context& ctx, int64_t M, int64_t N, int64_t K) {
 int main(int argc, char** argv) {
   std::string preset = "qwen3-omni-30b-a3b-thinker", dtype = "bfloat16", json_out;
   int layers = 0, prompt = 2048, decode = 128, gemv_max = 4;
+  bool ncu = false;  // for a kernel profiler: one prefill of --prompt tokens, a 32-token prefill, 3 decode steps
   for (int i = 1; i < argc; i++) {
     std::string a = argv[i];
     auto next = [&]() -> std::string {
@@ -100,6 +102,8 @@ int main(int argc, char** argv) {
     else if (a == "--decode") decode = std::atoi(next().c_str());
     else if (a == "--gemv-max-tokens") gemv_max = std::atoi(next().c_str());
     else if (a == "--json") json_out = next();
+    else if (a == "--ncu") ncu = true;
+    else if (a == "--l2pf") cuda::set_decode_l2_prefetch(std::atoi(next().c_str()));
     else {
       std::fprintf(stderr, "usage: segpipe_bench_cuda [--preset NAME] [--layers N] [--dtype D] [--prompt T] "
                            "[--decode N] [--json FILE]\n");
@@ -138,6 +142,13 @@ int main(int argc, char** argv) {
     std::vector<int32_t> ids(static_cast<size_t>(std::max(prompt, 64)));
     uint32_t st = 12345;
     for (auto& x : ids) x = int32_t((st = st * 1664525u + 1013904223u) % uint32_t(cfg.vocab));
+    if (ncu) {
+      runner->step_device(ids.data(), prompt, 0, false);
+      runner->step_device(ids.data(), 32, 0, false);
+      for (int i = 0; i < 3; i++) runner->step_device_eager(&ids[size_t(i)], 1, 32 + i);
+      std::printf("segpipe_bench_cuda --ncu: done\n");
+      return 0;
+    }
 
     // Prefill: 1 warm-up, then the median of 5.
     const int64_t H = cfg.hidden, qd = cfg.q_dim(), kvd = cfg.kv_dim(), E = cfg.num_experts, k = cfg.top_k,
@@ -145,13 +156,20 @@ int main(int argc, char** argv) {
     const double per_tok_params = double(L) * (H * (qd + 2 * kvd) + qd * H + E * H + k * 3 * I * H);
     const double attn_flops = double(L) * 4.0 * cfg.num_heads * cfg.head_dim * (double(prompt) * (prompt + 1) / 2);
     const double prefill_flops = 2.0 * per_tok_params * prompt + attn_flops + 2.0 * V * H;
-    std::vector<double> pt;
-    for (int i = 0; i < 6; i++) {
-      double a = now_ms();
-      runner->step_device(ids.data(), prompt, 0, false);
-      if (i > 0) pt.push_back(now_ms() - a);
+    // The fused (flash) attention first, then the cuBLAS path over materialized scores (same runner).
+    double pre_ms[2] = {0, 0};
+    for (int mode = 0; mode < 2; mode++) {
+      cuda::set_flash_attention(mode == 0);
+      std::vector<double> pt;
+      for (int i = 0; i < 6; i++) {
+        double a = now_ms();
+        runner->step_device(ids.data(), prompt, 0, false);
+        if (i > 0) pt.push_back(now_ms() - a);
+      }
+      pre_ms[mode] = median(pt);
     }
-    const double prefill_ms = median(pt);
+    cuda::set_flash_attention(true);
+    const double prefill_ms = pre_ms[0], prefill_ms_cublas = pre_ms[1];
     cuda::phase_ms().clear();
     cuda::set_profiling(true);
     runner->step_device(ids.data(), prompt, 0, false);
@@ -161,12 +179,15 @@ int main(int argc, char** argv) {
 
     // Decode after a 32-token prompt: eager, then with the CUDA graph; with the fused single-token
     // kernels (dec_ms) and with the library path they replace (lib_ms), same runner, same weights.
+    // Modes: 2 = library path, 1 = fused kernels without overlap (no programmatic dependent launch, no
+    // L2 prefetch), 0 = fused kernels with overlap (the default).
     const int p0 = 32;
-    double dec_ms[2], lib_ms[2];
-    for (int mode = 1; mode >= 0; mode--) {
-    cuda::set_fused_decode(mode == 0);
+    double dec_ms[2], lib_ms[2], noov_ms[2];
+    for (int mode = 2; mode >= 0; mode--) {
+    cuda::set_fused_decode(mode <= 1);
+    cuda::set_decode_overlap(mode == 0);
     runner->reset_graph();
-    double* out_ms = mode == 0 ? dec_ms : lib_ms;
+    double* out_ms = mode == 0 ? dec_ms : mode == 1 ? noov_ms : lib_ms;
     for (int graphs = 0; graphs < 2; graphs++) {
       auto r = runner.get();
       r->step_device(ids.data(), p0, 0, false);
@@ -182,6 +203,23 @@ int main(int argc, char** argv) {
       out_ms[graphs] = (now_ms() - a) / decode;
     }
     }
+    // The decode kernels' L2 prefetch modes (gemv.cuh), fused kernels with overlap, CUDA graph.
+    double pf_ms[3] = {0, 0, 0};
+    const int pf_default = cuda::decode_l2_prefetch();
+    for (int m = 0; m < 3; m++) {
+      cuda::set_decode_l2_prefetch(m);
+      runner->reset_graph();
+      runner->step_device(ids.data(), p0, 0, false);
+      double a = 0;
+      for (int i = 0; i < decode + 2; i++) {
+        if (i == 2) a = now_ms();
+        int32_t tok = ids[size_t((i * 7) % 64)];
+        runner->step_device(&tok, 1, p0 + i, false);
+      }
+      pf_ms[m] = (now_ms() - a) / decode;
+    }
+    cuda::set_decode_l2_prefetch(pf_default);
+    runner->reset_graph();
     cuda::phase_ms().clear();
     cuda::set_profiling(true);
     for (int i = 0; i < 8; i++) {
@@ -239,12 +277,22 @@ int main(int argc, char** argv) {
     std::printf("bf16 GEMM %dx4096x%d    %10.1f TFLOP/s\n", prompt, int(H), gemm_moe);
     std::printf("prefill %d tokens       %10.2f ms  %8.1f TFLOP/s  = %.2f of the 8192^3 GEMM rate\n", prompt,
                 prefill_ms, prefill_tflops, prefill_tflops / gemm_big);
+    std::printf("prefill, cuBLAS attention %10.2f ms  %8.1f TFLOP/s  = %.2f of the 8192^3 GEMM rate\n",
+                prefill_ms_cublas, prefill_flops / (prefill_ms_cublas * 1e-3) / 1e12,
+                prefill_flops / (prefill_ms_cublas * 1e-3) / 1e12 / gemm_big);
     std::printf("decode bytes/token        %10.3f GB -> floor %.3f ms/token (%.0f tokens/s)\n", tok_bytes / 1e9,
                 floor_ms, 1e3 / floor_ms);
     std::printf("decode eager              %10.3f ms/token %8.1f tokens/s  = %.2f of the floor\n", dec_ms[0],
                 1e3 / dec_ms[0], floor_ms / dec_ms[0]);
     std::printf("decode CUDA graph         %10.3f ms/token %8.1f tokens/s  = %.2f of the floor\n", dec_ms[1],
                 1e3 / dec_ms[1], floor_ms / dec_ms[1]);
+    for (int m = 0; m < 3; m++)
+      std::printf("decode graph, L2 prefetch mode %d %7.3f ms/token %8.1f tokens/s  = %.2f of the floor%s\n", m,
+                  pf_ms[m], 1e3 / pf_ms[m], floor_ms / pf_ms[m], m == pf_default ? " (default)" : "");
+    std::printf("decode eager, no overlap  %10.3f ms/token %8.1f tokens/s  = %.2f of the floor\n", noov_ms[0],
+                1e3 / noov_ms[0], floor_ms / noov_ms[0]);
+    std::printf("decode graph, no overlap  %10.3f ms/token %8.1f tokens/s  = %.2f of the floor\n", noov_ms[1],
+                1e3 / noov_ms[1], floor_ms / noov_ms[1]);
     std::printf("decode eager, library path %10.3f ms/token %8.1f tokens/s  = %.2f of the floor\n", lib_ms[0],
                 1e3 / lib_ms[0], floor_ms / lib_ms[0]);
     std::printf("decode graph, library path %10.3f ms/token %8.1f tokens/s  = %.2f of the floor\n", lib_ms[1],
@@ -262,7 +310,8 @@ int main(int argc, char** argv) {
         << "\",\"card\":\"" << card << "\",\"weight_bytes\":" << wbytes << ",\"copy_gbs\":" << bw
         << ",\"gemm_tflops\":" << gemm_big << ",\"gemm_prefill_shape_tflops\":" << gemm_moe
         << ",\"prefill_tokens\":" << prompt << ",\"prefill_ms\":" << prefill_ms
-        << ",\"prefill_tflops\":" << prefill_tflops << ",\"decode_tokens\":" << decode
+        << ",\"prefill_tflops\":" << prefill_tflops << ",\"prefill_ms_cublas_attention\":" << prefill_ms_cublas
+        << ",\"decode_ms_eager_no_overlap\":" << noov_ms[0] << ",\"decode_ms_graph_no_overlap\":" << noov_ms[1] << ",\"decode_tokens\":" << decode
         << ",\"decode_ms_eager\":" << dec_ms[0] << ",\"decode_ms_graph\":" << dec_ms[1]
         << ",\"decode_ms_eager_library\":" << lib_ms[0] << ",\"decode_ms_graph_library\":" << lib_ms[1]
         << ",\"gemv_gbs_cublas\":" << gemv_gbs << ",\"gemv_gbs_segpipe\":" << own_gemv_gbs

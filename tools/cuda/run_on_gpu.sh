@@ -8,6 +8,11 @@
 # built here (-DSEGPIPE_MODULES="core;segments;cuda": only the CUDA toolkit and nlohmann-json, whose
 # headers .deps/ carries); that build has no shm/cli modules, so test_cuda_shm and the shm benchmark
 # are then skipped.
+# GPU_BIN=DIR: binaries built elsewhere for the CUDA modules alone (test_cuda_kernels,
+# test_cuda_goldens, test_cuda_synthetic, segpipe_bench_cuda; only the CUDA toolkit's shared
+# libraries needed), used where they start. BASE_BENCH=FILE: a segpipe_bench_cuda of an earlier
+# build, run first (stage "bench") with the same arguments into bench_before.log: before and after
+# on the same card in one run.
 # usage: tools/cuda/run_on_gpu.sh [tests|bench|shm|hf|all]...
 set -u
 OUT=${OUT:-$PWD/gpu-out}
@@ -18,7 +23,15 @@ nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.sm,clocks.mem --f
 date -u >>"$OUT/gpu.txt"
 t0=$(date +%s)
 BIN=""
-if [ -x .deps/gpu-bin/segpipe ]; then
+if [ -n "${GPU_BIN:-}" ] && [ -x "$GPU_BIN/test_cuda_kernels" ]; then
+  export LD_LIBRARY_PATH="/usr/local/cuda/lib64:/usr/local/cuda/lib:${LD_LIBRARY_PATH:-}"
+  if ! ldd "$GPU_BIN"/* 2>&1 | tee "$OUT/prebuilt.log" | grep -q "not found"; then
+    BIN=$GPU_BIN
+    echo "binaries: prebuilt ($GPU_BIN)"
+  else
+    echo "prebuilt binaries ($GPU_BIN) do not start here:"; cat "$OUT/prebuilt.log"
+  fi
+elif [ -x .deps/gpu-bin/segpipe ]; then
   export LD_LIBRARY_PATH="$PWD/.deps/gpu-bin/lib:/usr/local/cuda/lib64:/usr/local/cuda/lib:${LD_LIBRARY_PATH:-}"
   if .deps/gpu-bin/segpipe --help >/dev/null 2>"$OUT/prebuilt.log" &&
      ! ldd .deps/gpu-bin/test_* .deps/gpu-bin/segpipe_* 2>&1 | tee -a "$OUT/prebuilt.log" | grep -q "not found"; then
@@ -51,8 +64,11 @@ run_t() {  # run_t LIMIT NAME ARGS...: $BIN/NAME, log in $OUT/NAME.log
 has tests && run_t 90 test_cuda_kernels
 has tests && run_t 150 test_cuda_shm --source "$PWD"
 has shm && run_t 180 segpipe_bench_cuda_shm --groups 4 ${SHM_ARGS:-}
+if has bench && [ -n "${BASE_BENCH:-}" ] && [ -x "$BASE_BENCH" ]; then
+  timeout 180 "$BASE_BENCH" ${BENCH_ARGS:-} >"$OUT/bench_before.log" 2>&1; echo "bench_before rc=$?" >>"$OUT/bench_before.log"
+fi
 has bench && run_t 180 segpipe_bench_cuda ${BENCH_ARGS:-}
-has tests && run_t 90 test_cuda_goldens
+has tests && run_t 90 test_cuda_goldens "$PWD/models"
 has tests && run_t 60 test_cuda_synthetic
 if has hf; then
   PYTHONUNBUFFERED=1 timeout 300 python3 tools/cuda/hf_bench.py --layers "${HF_LAYERS:-48}" --json "$OUT/hf.json" \
@@ -65,6 +81,8 @@ for t in test_cuda_kernels test_cuda_synthetic test_cuda_goldens test_cuda_shm; 
   [ -f "$OUT/$t.log" ] && { grep -E "FAIL|error|rc=" "$OUT/$t.log" | head -20; grep -E "passed, " "$OUT/$t.log"; }
 done
 [ -f "$OUT/test_cuda_shm.log" ] && grep -E "^  ok" "$OUT/test_cuda_shm.log" | cut -c1-200
+b=$OUT/bench_before.log
+[ -f "$b" ] && { echo "---- before (BASE_BENCH) ----"; sed -n '/== segpipe_bench_cuda/,$p' "$b"; grep -q "== segpipe_bench_cuda" "$b" || tail -5 "$b"; echo "---- after ----"; }
 b=$OUT/segpipe_bench_cuda.log
 [ -f "$b" ] && { sed -n '/== segpipe_bench_cuda/,$p' "$b"; grep -q "== segpipe_bench_cuda" "$b" || tail -5 "$b"; }
 b=$OUT/segpipe_bench_cuda_shm.log

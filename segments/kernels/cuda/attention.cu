@@ -2,6 +2,8 @@
 #include "segments/kernels/cuda/check.h"
 #include "segments/kernels/cuda/common.cuh"
 #include "segments/kernels/cuda/convert.cuh"
+#include "segments/kernels/cuda/launch.cuh"
+#include "segments/kernels/cuda/rope_common.cuh"
 
 namespace segpipe::cuda {
 
@@ -81,19 +83,47 @@ __global__ void attention_kernel(const float* __restrict__ q, const int32_t* __r
 // j = (sp + kSplit i) kWarps + warp, one per warp per round, K and V rows loaded together; each block
 // writes its merged (max, sum, unnormalized accumulator) and the block that finishes last for its
 // head (a counter per head) merges the kSplit partials in split order.
-template <typename O>
-__global__ void attention_split_kernel(const float* __restrict__ q, const int32_t* __restrict__ d_pos0, int nh,
-                                       int nkv, int hd, const float* __restrict__ kc, const float* __restrict__ vc,
-                                       float scale, O* __restrict__ out, float* part, unsigned* counters) {
+//
+// kRope: q is the raw q/k/v row of the step (qkv, before q/k-norm and RoPE): every block normalizes and
+// rotates its own query head and its group's new key (norm_rope_head, the same bits as
+// qk_norm_rope_kv) and uses them and the new value row for key p straight from shared memory; the
+// first block of each group writes the new K and V rows into the cache at row p. Before waiting for
+// its inputs each block asks L2 for its share of `pf` (the next product's weights).
+template <typename O, bool kRope>
+__global__ void __launch_bounds__(kWarps * 32) attention_split_kernel(
+    const float* __restrict__ q, const int32_t* __restrict__ d_pos0, int nh, int nkv, int hd, float* kc, float* vc,
+    float scale, O* __restrict__ out, float* part, unsigned* counters, const float* __restrict__ qn,
+    const float* __restrict__ kn, float eps, const float* __restrict__ inv_freq, const void* pf, uint64_t pf_bytes) {
   __shared__ float s_m[kWarps], s_l[kWarps];
   __shared__ float s_acc[kWarps][kMaxPerLane * 32];
+  __shared__ float s_q[kMaxPerLane * 32], s_k[kMaxPerLane * 32], s_v[kMaxPerLane * 32];
   __shared__ bool last;
   const int h = blockIdx.x, sp = blockIdx.y;
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
   const int g = h / (nh / nkv);
+  prefetch_l2_share(pf, pf_bytes, blockIdx.y * gridDim.x + blockIdx.x, gridDim.x * gridDim.y);
+  pdl_wait();
+  pdl_trigger();
   const int64_t p = int64_t(*d_pos0);
   const int64_t kvd = int64_t(nkv) * hd;
   const float* qv = q + int64_t(h) * hd;
+  if constexpr (kRope) {
+    const float* kraw = q + int64_t(nh) * hd + int64_t(g) * hd;
+    const float* vraw = kraw + kvd;
+    const float fp = static_cast<float>(p);
+    if (warp == 0) norm_rope_head(qv, qn, eps, inv_freq, fp, hd, s_acc[0], s_q, lane);
+    if (warp == 1) norm_rope_head(kraw, kn, eps, inv_freq, fp, hd, s_acc[1], s_k, lane);
+    if (warp == 2)
+      for (int i = lane; i < hd; i += 32) s_v[i] = vraw[i];
+    __syncthreads();
+    if (sp == 0 && h % (nh / nkv) == 0) {  // one block per group writes the new cache rows
+      for (int i = threadIdx.x; i < hd; i += kWarps * 32) {
+        kc[p * kvd + int64_t(g) * hd + i] = s_k[i];
+        vc[p * kvd + int64_t(g) * hd + i] = s_v[i];
+      }
+    }
+    qv = s_q;
+  }
   float qr[kMaxPerLane], acc[kMaxPerLane];
 #pragma unroll
   for (int r = 0; r < kMaxPerLane; r++) {
@@ -105,6 +135,10 @@ __global__ void attention_split_kernel(const float* __restrict__ q, const int32_
   for (int64_t j = int64_t(sp) * kWarps + warp; j <= p; j += int64_t(kSplitBlocks) * kWarps) {
     const float* kr = kc + j * kvd + int64_t(g) * hd;
     const float* vr = vc + j * kvd + int64_t(g) * hd;
+    if (kRope && j == p) {
+      kr = s_k;
+      vr = s_v;
+    }
     float kv[kMaxPerLane], vv[kMaxPerLane];
 #pragma unroll
     for (int r = 0; r < kMaxPerLane; r++) {
@@ -258,10 +292,26 @@ void attention_decode(const float* q, const int32_t* d_pos0, const AttnShape& s,
   SEGPIPE_ASSERT(s.head_dim <= kMaxPerLane * 32 && s.num_heads % s.num_kv_heads == 0);
   dim3 grid(static_cast<unsigned>(s.num_heads), kSplitBlocks);
   SEGPIPE_DISPATCH_FB(ot, O,
-                      attention_split_kernel<O><<<grid, kWarps * 32, 0, st>>>(
-                          q, d_pos0, s.num_heads, s.num_kv_heads, s.head_dim, k_cache, v_cache, scale,
-                          static_cast<O*>(out), scratch, counters));
+                      SEGPIPE_CUDA_CHECK(launch_pdl(attention_split_kernel<O, false>, grid, dim3(kWarps * 32), 0, st,
+                                                    q, d_pos0, s.num_heads, s.num_kv_heads, s.head_dim,
+                                                    const_cast<float*>(k_cache), const_cast<float*>(v_cache), scale,
+                                                    static_cast<O*>(out), scratch, counters, nullptr, nullptr, 0.f,
+                                                    nullptr, nullptr, uint64_t(0))));
   SEGPIPE_CUDA_LAUNCH_CHECK("attention_split_kernel");
+}
+
+void attention_decode_rope(const float* qkv, const int32_t* d_pos0, const AttnShape& s, const float* q_norm,
+                           const float* k_norm, float eps, const float* inv_freq, float* k_cache, float* v_cache,
+                           float scale, void* out, DType ot, float* scratch, unsigned* counters, const void* prefetch,
+                           uint64_t prefetch_bytes, cudaStream_t st) {
+  SEGPIPE_ASSERT(s.head_dim <= kMaxPerLane * 32 && s.head_dim % 2 == 0 && s.num_heads % s.num_kv_heads == 0);
+  dim3 grid(static_cast<unsigned>(s.num_heads), kSplitBlocks);
+  SEGPIPE_DISPATCH_FB(ot, O,
+                      SEGPIPE_CUDA_CHECK(launch_pdl(attention_split_kernel<O, true>, grid, dim3(kWarps * 32), 0, st,
+                                                    qkv, d_pos0, s.num_heads, s.num_kv_heads, s.head_dim, k_cache,
+                                                    v_cache, scale, static_cast<O*>(out), scratch, counters, q_norm,
+                                                    k_norm, eps, inv_freq, prefetch, prefetch_bytes)));
+  SEGPIPE_CUDA_LAUNCH_CHECK("attention_split_kernel (rope)");
 }
 
 }  // namespace segpipe::cuda

@@ -31,6 +31,15 @@ void attention_decode(const float* q, const int32_t* d_pos0, const AttnShape& s,
                       const float* v_cache, float scale, void* out, DType ot, float* scratch, unsigned* counters,
                       cudaStream_t st);
 
+// The same with the q/k-norm + RoPE + KV-cache write folded in (qk_norm_rope_kv for one token, then
+// attention_decode: the same bits): qkv is the step's raw [q | k | v] row (float32); K and V rows of
+// position pos0 are written. prefetch (optional): prefetch_bytes of weights (the o_proj matrix) asked
+// into L2 while the kernel runs.
+void attention_decode_rope(const float* qkv, const int32_t* d_pos0, const AttnShape& s, const float* q_norm,
+                           const float* k_norm, float eps, const float* inv_freq, float* k_cache, float* v_cache,
+                           float scale, void* out, DType ot, float* scratch, unsigned* counters, const void* prefetch,
+                           uint64_t prefetch_bytes, cudaStream_t st);
+
 // Long prefills through cuBLAS: per KV group, S = scale Q K^T for its query heads (one strided-batched
 // product), a causal softmax in place, then O = P V. tf32: the products on tensor cores (bfloat16
 // mode); otherwise full float32. scores: scratch of num_heads * T * (pos0 + T) floats; out_f32:
@@ -38,5 +47,13 @@ void attention_decode(const float* q, const int32_t* d_pos0, const AttnShape& s,
 void attention_gemm(cublasHandle_t h, const float* q, int64_t T, int64_t pos0, const AttnShape& s,
                     const float* k_cache, const float* v_cache, float scale, bool tf32, float* scores, float* out_f32,
                     void* out, DType ot, cudaStream_t st);
+
+// Long prefills, fused (flash attention): bf16 tensor-core products with fp32 accumulation and an
+// online fp32 softmax, no score matrix. k_bf16 / v_bf16: bf16 copies of the cache rows 0..pos0+T-1
+// ([pos0 + T, num_kv_heads * head_dim]); q float32 as in attention(); out in ot (F32 or BF16).
+// head_dim 64 or 128 (attention_flash_supported).
+bool attention_flash_supported(const AttnShape& s);
+void attention_flash(const float* q, int64_t T, int64_t pos0, const AttnShape& s, const void* k_bf16,
+                     const void* v_bf16, float scale, void* out, DType ot, cudaStream_t st);
 
 }  // namespace segpipe::cuda

@@ -80,6 +80,50 @@ __device__ __forceinline__ void load8_stream(const bf16* p, float (&v)[8]) {
 
 inline unsigned div_up(int64_t a, int64_t b) { return static_cast<unsigned>((a + b - 1) / b); }
 
+// Programmatic dependent launch (Hopper): a kernel launched with launch_pdl() may start while the
+// kernel before it on the stream still runs. It may read only what no earlier kernel writes (its
+// weights) before pdl_wait(), which returns once the previous kernel has completed and its writes
+// are visible. Every block of such a kernel calls pdl_wait() before it exits (so completion stays
+// in stream order for the kernels after it) and pdl_trigger() once it is past the wait (the next
+// kernel may then be launched early). Both are no-ops where the kernel was launched normally.
+__device__ __forceinline__ void pdl_wait() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  asm volatile("griddepcontrol.wait;" ::: "memory");
+#endif
+}
+__device__ __forceinline__ void pdl_trigger() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  asm volatile("griddepcontrol.launch_dependents;" ::: "memory");
+#endif
+}
+
+// Asks the copy engine to bring [p, p + bytes) into L2 (no completion, no registers): weights that a
+// later kernel reads, fetched while memory would otherwise idle. p 16-byte aligned; bytes rounded
+// down to a multiple of 16.
+__device__ __forceinline__ void prefetch_l2(const void* p, uint64_t bytes) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  const char* c = static_cast<const char*>(p);
+  while (bytes >= 16) {
+    uint32_t n = bytes > (1u << 20) ? (1u << 20) : static_cast<uint32_t>(bytes & ~uint64_t(15));
+    asm volatile("cp.async.bulk.prefetch.L2.global [%0], %1;" ::"l"(c), "r"(n) : "memory");
+    c += n;
+    bytes -= n;
+  }
+#else
+  (void)p;
+  (void)bytes;
+#endif
+}
+
+// This block's share of an L2 prefetch spread over the grid's blocks (one thread issues it).
+__device__ __forceinline__ void prefetch_l2_share(const void* p, uint64_t bytes, unsigned block, unsigned blocks) {
+  if (!p || threadIdx.x != 0) return;
+  const uint64_t per = ((bytes + blocks - 1) / blocks + 15) & ~uint64_t(15);
+  const uint64_t b0 = uint64_t(block) * per;
+  if (b0 >= bytes) return;
+  prefetch_l2(static_cast<const char*>(p) + b0, (bytes - b0 < per ? bytes - b0 : per));
+}
+
 }  // namespace segpipe::cuda
 
 // Dispatches on a device tensor's element type (F32 or BF16) with T bound to the C++ type.

@@ -1,33 +1,52 @@
 #include <algorithm>
+#include <atomic>
 
 #include "segments/kernels/cuda/check.h"
 #include "segments/kernels/cuda/common.cuh"
 #include "segments/kernels/cuda/gemv.cuh"
 #include "segments/kernels/cuda/gemv_common.cuh"
+#include "segments/kernels/cuda/launch.cuh"
 
 namespace segpipe::cuda {
 
 namespace {
 
+// One warp per row, rows spread over the grid (grid-stride). The first row's weight chunks are loaded
+// into registers before pdl_wait(): they stream in while the previous kernel finishes and while the
+// block computes the RMSNorm prologue.
 template <typename W, typename X, bool kNorm>
 __global__ void __launch_bounds__(kGemvThreads) gemv_kernel(const X* __restrict__ x, const float* __restrict__ nw,
                                                             float eps, const W* __restrict__ w, int64_t rows,
                                                             int64_t cols, float* __restrict__ y, bool acc,
-                                                            W* __restrict__ h_out) {
+                                                            W* __restrict__ h_out, int pfm) {
+  extern __shared__ float xs[];
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+  const int64_t stride = int64_t(gridDim.x) * kGemvWarps;
+  int64_t r = int64_t(blockIdx.x) * kGemvWarps + warp;
+  if (pfm == 1) {
+    prefetch_l2_share(w, uint64_t(rows * cols) * sizeof(W), blockIdx.x, gridDim.x);
+  } else if (pfm == 2 && threadIdx.x == 0) {
+    for (int64_t r0 = int64_t(blockIdx.x) * kGemvWarps; r0 < rows; r0 += stride)
+      prefetch_l2(w + r0 * cols, uint64_t(min(int64_t(kGemvWarps), rows - r0) * cols) * sizeof(W));
+  }
+  Chunk8<W> pre[kPrefetchChunks<W>];
+  if (r < rows) row_prefetch(w + r * cols, cols, lane, pre);
+  pdl_wait();
+  pdl_trigger();
+  const X* xv = x;
   if constexpr (kNorm) {
-    extern __shared__ float xs[];
     stage_rmsnorm<W>(reinterpret_cast<const float*>(x), nw, eps, cols, xs, blockIdx.x == 0 ? h_out : nullptr);
     __syncthreads();
-    for (int64_t r = int64_t(blockIdx.x) * kGemvWarps + warp; r < rows; r += int64_t(gridDim.x) * kGemvWarps) {
-      float a = warp_sum(row_dot(w + r * cols, xs, cols, lane));
-      if (lane == 0) y[r] = acc ? y[r] + a : a;
-    }
-  } else {
-    for (int64_t r = int64_t(blockIdx.x) * kGemvWarps + warp; r < rows; r += int64_t(gridDim.x) * kGemvWarps) {
-      float a = warp_sum(row_dot_mem(w + r * cols, x, cols, lane));
-      if (lane == 0) y[r] = acc ? y[r] + a : a;
-    }
+  }
+  for (; r < rows; r += stride) {
+    float a;
+    if constexpr (kNorm)
+      a = row_dot_pre(w + r * cols, static_cast<const float*>(xs), cols, lane, pre);
+    else
+      a = row_dot_pre(w + r * cols, xv, cols, lane, pre);
+    a = warp_sum(a);
+    if (lane == 0) y[r] = acc ? y[r] + a : a;
+    if (r + stride < rows) row_prefetch(w + (r + stride) * cols, cols, lane, pre);
   }
 }
 
@@ -44,11 +63,25 @@ void launch(const X* x, const float* nw, float eps, const W* w, int64_t rows, in
                                             160 * 1024));
     raised = true;
   }
-  gemv_kernel<W, X, kNorm><<<gemv_grid(rows), kGemvThreads, smem, s>>>(x, nw, eps, w, rows, cols, y, acc, h_out);
+  // L2 prefetch of the whole matrix only where it fits well within L2 (not the vocabulary product)
+  int pfm = decode_overlap() ? decode_l2_prefetch() : 0;
+  if (uint64_t(rows * cols) * sizeof(W) > (uint64_t(32) << 20)) pfm = 0;
+  SEGPIPE_CUDA_CHECK(launch_pdl(gemv_kernel<W, X, kNorm>, dim3(gemv_grid(rows)), dim3(kGemvThreads), smem, s, x, nw,
+                                eps, w, rows, cols, y, acc, h_out, pfm));
   SEGPIPE_CUDA_LAUNCH_CHECK("gemv_kernel");
 }
 
 }  // namespace
+
+namespace {
+std::atomic<bool> g_overlap{true};
+}  // namespace
+
+std::atomic<int> g_l2pf{0};
+void set_decode_overlap(bool on) { g_overlap.store(on); }
+void set_decode_l2_prefetch(int mode) { g_l2pf.store(mode); }
+int decode_l2_prefetch() { return g_l2pf.load(std::memory_order_relaxed); }
+bool decode_overlap() { return g_overlap.load(std::memory_order_relaxed); }
 
 unsigned gemv_grid(int64_t rows) {
   static int sms = 0;

@@ -14,6 +14,18 @@
 
 namespace segpipe::cuda {
 
+// Decode kernels launched with programmatic dependent launch (each may start while the previous
+// kernel finishes, loading its weights before it waits for its inputs) and L2 prefetches of the next
+// kernel's weights. Process-wide; on by default. Graphs captured under one setting must be
+// re-captured after a change.
+void set_decode_overlap(bool on);
+bool decode_overlap();
+// How the decode kernels ask L2 for their own weights (with overlap on): 0 none (only the next
+// kernel's weights, from the kernel before it); 1 each kernel's whole matrix, spread over its blocks,
+// at its start; 2 each block its own rows.
+void set_decode_l2_prefetch(int mode);
+int decode_l2_prefetch();
+
 // y[r] = (accumulate ? y[r] : 0) + W[r, :] · x for r < rows. x: [cols] in xt (F32 or the weights'
 // dtype wt); W: [rows, cols] in wt (F32 or BF16); y float32. cols must be a multiple of 8.
 void gemv(const void* x, DType xt, const void* w, DType wt, int64_t rows, int64_t cols, float* y, bool accumulate,

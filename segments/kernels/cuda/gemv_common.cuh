@@ -69,14 +69,35 @@ __device__ __forceinline__ float row_dot_mem(const W* __restrict__ wr, const X* 
 
 // xs[i] = float(round_W(nw[i] * (x[i] * inv_rms(x)))) for i < n, by the whole block (kGemvThreads
 // threads), with the same arithmetic and reduction order as rmsnorm_kernel (norm.cu): a double sum of
-// squares per thread, per warp, then over the 8 warps in order. h (optional) gets the rounded row.
+// squares per thread over i = tid, tid + 256, ... in that order, per warp, then over the 8 warps in
+// order. h (optional) gets the rounded row. The loads go in batches of 8 per thread, all issued
+// before the first use (one memory round trip per 2048 elements instead of one per element).
 template <typename W>
 __device__ __forceinline__ void stage_rmsnorm(const float* __restrict__ x, const float* __restrict__ nw, float eps,
                                               int64_t n, float* xs, W* h) {
   __shared__ double partial[kGemvWarps];
   __shared__ float inv_s;
+  constexpr int B = 8;
   double ss = 0;
-  for (int64_t i = threadIdx.x; i < n; i += kGemvThreads) ss += double(x[i]) * x[i];
+  float g0[B];  // the first batch's norm weights, loaded with x (one memory round trip fewer)
+  for (int64_t base = threadIdx.x; base < n; base += B * kGemvThreads) {
+    float v[B];
+    const bool first = base == threadIdx.x;
+#pragma unroll
+    for (int j = 0; j < B; j++) {
+      const int64_t i = base + int64_t(j) * kGemvThreads;
+      v[j] = i < n ? x[i] : 0.f;
+      if (first) g0[j] = i < n ? nw[i] : 0.f;
+    }
+#pragma unroll
+    for (int j = 0; j < B; j++) {
+      const int64_t i = base + int64_t(j) * kGemvThreads;
+      if (i < n) {
+        ss += double(v[j]) * v[j];
+        xs[i] = v[j];  // raw x: this thread reads it back below
+      }
+    }
+  }
   ss = warp_sum(ss);
   if ((threadIdx.x & 31) == 0) partial[threadIdx.x / 32] = ss;
   __syncthreads();
@@ -88,11 +109,131 @@ __device__ __forceinline__ void stage_rmsnorm(const float* __restrict__ x, const
   }
   __syncthreads();
   const float inv = inv_s;
-  for (int64_t i = threadIdx.x; i < n; i += kGemvThreads) {
-    W r = from_f<W>(nw[i] * (x[i] * inv));
-    xs[i] = to_f(r);
-    if (h) h[i] = r;
+  for (int64_t base = threadIdx.x; base < n; base += B * kGemvThreads) {
+    float g[B];
+    const bool first = base == threadIdx.x;
+#pragma unroll
+    for (int j = 0; j < B; j++) {
+      const int64_t i = base + int64_t(j) * kGemvThreads;
+      g[j] = first ? g0[j] : (i < n ? nw[i] : 0.f);
+    }
+#pragma unroll
+    for (int j = 0; j < B; j++) {
+      const int64_t i = base + int64_t(j) * kGemvThreads;
+      if (i < n) {
+        W r = from_f<W>(g[j] * (xs[i] * inv));
+        xs[i] = to_f(r);
+        if (h) h[i] = r;
+      }
+    }
   }
+}
+
+// 8 consecutive weights as loaded (16 bytes of bf16, 32 of float32): kept raw in registers between
+// the load and the multiply so that a warp can hold a whole 2048-element bf16 row in flight.
+template <typename W>
+struct Chunk8;
+template <>
+struct Chunk8<bf16> {
+  uint4 u;
+  __device__ __forceinline__ void load(const bf16* p) { u = __ldcs(reinterpret_cast<const uint4*>(p)); }
+  __device__ __forceinline__ void to_float(float (&v)[8]) const {
+    const __nv_bfloat162* h = reinterpret_cast<const __nv_bfloat162*>(&u);
+#pragma unroll
+    for (int i = 0; i < 4; i++) {
+      float2 f = __bfloat1622float2(h[i]);
+      v[2 * i] = f.x;
+      v[2 * i + 1] = f.y;
+    }
+  }
+};
+template <>
+struct Chunk8<float> {
+  float4 a, b;
+  __device__ __forceinline__ void load(const float* p) {
+    a = __ldcs(reinterpret_cast<const float4*>(p));
+    b = __ldcs(reinterpret_cast<const float4*>(p) + 1);
+  }
+  __device__ __forceinline__ void to_float(float (&v)[8]) const {
+    v[0] = a.x; v[1] = a.y; v[2] = a.z; v[3] = a.w;
+    v[4] = b.x; v[5] = b.y; v[6] = b.z; v[7] = b.w;
+  }
+};
+// Chunks per lane held in registers: a 2048-element row in bf16 (8 x 16 bytes), half of one in f32.
+template <typename W>
+constexpr int kPrefetchChunks = sizeof(W) == 2 ? 8 : 4;
+
+// Lane `lane`'s first kPrefetchChunks chunks of row wr (elements lane*8 + 256 c), issued together.
+template <typename W>
+__device__ __forceinline__ void row_prefetch(const W* __restrict__ wr, int64_t n, int lane,
+                                             Chunk8<W> (&pre)[kPrefetchChunks<W>]) {
+#pragma unroll
+  for (int c = 0; c < kPrefetchChunks<W>; c++) {
+    const int64_t i = int64_t(lane) * 8 + int64_t(c) * 256;
+    if (i < n) pre[c].load(wr + i);
+  }
+}
+
+// x chunk as float: from shared (float) or global memory (float or bf16).
+__device__ __forceinline__ void x8(const float* x, int64_t i, float (&v)[8]) {
+  float4 a = *reinterpret_cast<const float4*>(x + i), b = *(reinterpret_cast<const float4*>(x + i) + 1);
+  v[0] = a.x; v[1] = a.y; v[2] = a.z; v[3] = a.w;
+  v[4] = b.x; v[5] = b.y; v[6] = b.z; v[7] = b.w;
+}
+__device__ __forceinline__ void x8(const bf16* x, int64_t i, float (&v)[8]) { load8(x + i, v); }
+
+// W_row · x for lane `lane`'s share, sequentially over its chunks (lane*8 + 256 c): the prefetched
+// chunks first, the rest streamed four at a time.
+template <typename W, typename X>
+__device__ __forceinline__ float row_dot_pre(const W* __restrict__ wr, const X* x, int64_t n, int lane,
+                                             const Chunk8<W> (&pre)[kPrefetchChunks<W>]) {
+  float a = 0.f;
+#pragma unroll
+  for (int c = 0; c < kPrefetchChunks<W>; c++) {
+    const int64_t i = int64_t(lane) * 8 + int64_t(c) * 256;
+    if (i < n) {
+      float w[8], xv[8];
+      pre[c].to_float(w);
+      x8(x, i, xv);
+#pragma unroll
+      for (int q = 0; q < 8; q++) a += w[q] * xv[q];
+    }
+  }
+  int64_t c = int64_t(lane) * 8 + int64_t(kPrefetchChunks<W>) * 256;
+  for (; c + 3 * 256 < n; c += 4 * 256) {
+    Chunk8<W> k0, k1, k2, k3;
+    k0.load(wr + c);
+    k1.load(wr + c + 256);
+    k2.load(wr + c + 512);
+    k3.load(wr + c + 768);
+    float w[8], xv[8];
+    k0.to_float(w);
+    x8(x, c, xv);
+#pragma unroll
+    for (int q = 0; q < 8; q++) a += w[q] * xv[q];
+    k1.to_float(w);
+    x8(x, c + 256, xv);
+#pragma unroll
+    for (int q = 0; q < 8; q++) a += w[q] * xv[q];
+    k2.to_float(w);
+    x8(x, c + 512, xv);
+#pragma unroll
+    for (int q = 0; q < 8; q++) a += w[q] * xv[q];
+    k3.to_float(w);
+    x8(x, c + 768, xv);
+#pragma unroll
+    for (int q = 0; q < 8; q++) a += w[q] * xv[q];
+  }
+  for (; c < n; c += 256) {
+    Chunk8<W> k0;
+    k0.load(wr + c);
+    float w[8], xv[8];
+    k0.to_float(w);
+    x8(x, c, xv);
+#pragma unroll
+    for (int q = 0; q < 8; q++) a += w[q] * xv[q];
+  }
+  return a;
 }
 
 }  // namespace segpipe::cuda

@@ -18,8 +18,11 @@
 namespace segpipe::cuda {
 
 // Decode path. x: [S / k, H] in dt; act: [S, I] in dt (scratch, consumed by moe_down_gemv).
+// w_down_prefetch (optional): the bank's down weights [n, H, I]; the chosen experts' matrices are
+// asked into L2 for the down kernel that follows.
 void moe_gate_up_gemv(const void* x, int64_t S, int k, const int32_t* experts, int e0, int e1, const void* w_gate_up,
-                      DType dt, int64_t I, int64_t H, void* act, cudaStream_t s);
+                      DType dt, int64_t I, int64_t H, void* act, cudaStream_t s,
+                      const void* w_down_prefetch = nullptr);
 // slots: [S, H] float32; rows of slots whose expert is outside [e0, e1] are not written.
 void moe_down_gemv(const void* act, int64_t S, const int32_t* experts, const float* weights, int e0, int e1,
                    const void* w_down, DType dt, int64_t I, int64_t H, float* slots, cudaStream_t s);
@@ -28,8 +31,10 @@ void moe_down_gemv(const void* act, int64_t S, const int32_t* experts, const flo
 // every expert): x[:] += the k weighted down products added in ascending expert id, in one kernel
 // (moe_down_gemv + moe_combine_add bit for bit). act: [k, I] from moe_gate_up_gemv.
 bool moe_down_combine_fits(int k);
+// prefetch (optional): prefetch_bytes of the next kernel's weights asked into L2.
 void moe_down_combine(const void* act, int k, const int32_t* experts, const float* weights, const void* w_down,
-                      DType dt, int64_t I, int64_t H, float* x, cudaStream_t s);
+                      DType dt, int64_t I, int64_t H, float* x, cudaStream_t s, const void* prefetch = nullptr,
+                      uint64_t prefetch_bytes = 0);
 
 // Prefill path. xg[r, :] = x[perm[r] / k, :] for r < n (perm: slot ids grouped by expert).
 void moe_gather_rows(const void* x, DType dt, const int32_t* perm, int64_t n, int k, int64_t H, void* xg,

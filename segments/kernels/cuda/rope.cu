@@ -3,6 +3,7 @@
 #include "segments/kernels/cuda/check.h"
 #include "segments/kernels/cuda/common.cuh"
 #include "segments/kernels/cuda/rope.cuh"
+#include "segments/kernels/cuda/rope_common.cuh"
 
 namespace segpipe::cuda {
 
@@ -32,7 +33,6 @@ __global__ void qk_norm_rope_kv_kernel(const float* __restrict__ qkv, const int3
   const int64_t pos = int64_t(*d_pos0) + t;
   const int64_t row = int64_t(nh + 2 * nkv) * hd;
   const int64_t kvd = int64_t(nkv) * hd;
-  const int half = hd / 2;
   const float p = static_cast<float>(pos);
   for (int head = warp; head < nh + 2 * nkv; head += kWarps) {
     const float* src = qkv + t * row + int64_t(head) * hd;
@@ -42,29 +42,9 @@ __global__ void qk_norm_rope_kv_kernel(const float* __restrict__ qkv, const int3
       continue;
     }
     const bool is_q = head < nh;
-    const float* w = is_q ? qn : kn;
-    double ss = 0;
-    for (int i = lane; i < hd; i += 32) {
-      float v = src[i];
-      buf[warp][i] = v;
-      ss += double(v) * v;
-    }
-    ss = warp_sum(ss);
-    const float inv = 1.0f / sqrtf(static_cast<float>(ss / static_cast<double>(hd)) + eps);
-    __syncwarp();
-    for (int i = lane; i < hd; i += 32) buf[warp][i] = w[i] * (buf[warp][i] * inv);
-    __syncwarp();
     float* dst = is_q ? q_out + int64_t(t) * nh * hd + int64_t(head) * hd
                       : k_cache + pos * kvd + int64_t(head - nh) * hd;
-    for (int i = lane; i < half; i += 32) {
-      float f = p * inv_freq[i];
-      float c = cosf(f), sn = sinf(f);
-      float a = buf[warp][i], b = buf[warp][i + half];
-      // Two roundings per product, as the CPU reference (no fused multiply-add).
-      dst[i] = __fsub_rn(__fmul_rn(a, c), __fmul_rn(b, sn));
-      dst[i + half] = __fadd_rn(__fmul_rn(b, c), __fmul_rn(a, sn));
-    }
-    __syncwarp();
+    norm_rope_head(src, is_q ? qn : kn, eps, inv_freq, p, hd, buf[warp], dst, lane);
   }
 }
 

@@ -3,6 +3,7 @@
 #include "segments/kernels/cuda/check.h"
 #include "segments/kernels/cuda/common.cuh"
 #include "segments/kernels/cuda/gemv_common.cuh"
+#include "segments/kernels/cuda/launch.cuh"
 #include "segments/kernels/cuda/router.cuh"
 
 namespace segpipe::cuda {
@@ -11,13 +12,16 @@ namespace {
 
 constexpr int kMaxPerLane = 16;  // E <= 512
 
-// One warp routes one token (l: its E logits); lane l holds experts l, l+32, ...
+// One warp routes one token (l: its E logits); lane l holds experts l, l+32, ... (kPer slots: E <=
+// 32 kPer; slots past E hold nothing and change no sum, maximum or choice, so every kPer gives the
+// same bits; a smaller kPer is a shorter dependent chain for the one routing warp).
+template <int kPer = kMaxPerLane>
 __device__ __forceinline__ void route_one(const float* l, int E, int k, bool renorm, int32_t* eo, float* wo,
                                           int lane) {
-  float p[kMaxPerLane];
+  float p[kPer];
   float mx = -INFINITY;
 #pragma unroll
-  for (int r = 0; r < kMaxPerLane; r++) {
+  for (int r = 0; r < kPer; r++) {
     int e = lane + 32 * r;
     p[r] = e < E ? l[e] : -INFINITY;
     mx = fmaxf(mx, p[r]);
@@ -25,14 +29,14 @@ __device__ __forceinline__ void route_one(const float* l, int E, int k, bool ren
   mx = warp_max(mx);
   float sum = 0.f;
 #pragma unroll
-  for (int r = 0; r < kMaxPerLane; r++) {
+  for (int r = 0; r < kPer; r++) {
     int e = lane + 32 * r;
     p[r] = e < E ? expf(p[r] - mx) : 0.f;
     sum += p[r];
   }
   sum = warp_sum(sum);
 #pragma unroll
-  for (int r = 0; r < kMaxPerLane; r++) p[r] = p[r] / sum;
+  for (int r = 0; r < kPer; r++) p[r] = p[r] / sum;
   unsigned taken = 0;  // bit r: this lane's expert lane+32r is chosen
   float chosen_sum = 0.f;
   int my_e = 0;      // lane j keeps the j-th choice
@@ -41,7 +45,7 @@ __device__ __forceinline__ void route_one(const float* l, int E, int k, bool ren
     float bv = -1.f;
     int bi = 0x7fffffff;
 #pragma unroll
-    for (int r = 0; r < kMaxPerLane; r++) {
+    for (int r = 0; r < kPer; r++) {
       int e = lane + 32 * r;
       if (e < E && !(taken & (1u << r)) && (p[r] > bv)) {
         bv = p[r];
@@ -73,7 +77,10 @@ __global__ void route_topk_kernel(const float* __restrict__ logits, int64_t T, i
                                   int32_t* __restrict__ experts, float* __restrict__ weights) {
   const int64_t t = blockIdx.x * int64_t(blockDim.x / 32) + threadIdx.x / 32;
   if (t >= T) return;
-  route_one(logits + t * E, E, k, renorm, experts + t * k, weights + t * k, threadIdx.x % 32);
+  if (E <= 128)
+    route_one<4>(logits + t * E, E, k, renorm, experts + t * k, weights + t * k, threadIdx.x % 32);
+  else
+    route_one<kMaxPerLane>(logits + t * E, E, k, renorm, experts + t * k, weights + t * k, threadIdx.x % 32);
 }
 
 // Decode: RMSNorm of the residual row, the router product (one warp a row, rows spread over the
@@ -88,13 +95,20 @@ __global__ void __launch_bounds__(kGemvThreads) router_fused_kernel(const float*
                                                                     unsigned* counter) {
   extern __shared__ float xs[];
   __shared__ bool last;
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+  int64_t r = int64_t(blockIdx.x) * kGemvWarps + warp;
+  Chunk8<W> pre[kPrefetchChunks<W>];
+  if (r < E) row_prefetch(wr + r * H, H, lane, pre);
+  pdl_wait();
+  pdl_trigger();
   stage_rmsnorm<W>(x, nw, eps, H, xs, blockIdx.x == 0 ? h_out : nullptr);
   __syncthreads();
-  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
-  for (int64_t r = int64_t(blockIdx.x) * kGemvWarps + warp; r < E; r += int64_t(gridDim.x) * kGemvWarps) {
-    float a = warp_sum(row_dot(wr + r * H, xs, H, lane));
+  for (; r < E; r += int64_t(gridDim.x) * kGemvWarps) {
+    float a = warp_sum(row_dot_pre(wr + r * H, static_cast<const float*>(xs), H, lane, pre));
     if (lane == 0) logits[r] = a;
+    if (r + int64_t(gridDim.x) * kGemvWarps < E) row_prefetch(wr + (r + int64_t(gridDim.x) * kGemvWarps) * H, H, lane, pre);
   }
+  __syncthreads();  // every warp is done with xs before the last block reuses it for the logits
   __threadfence();
   __syncthreads();
   if (threadIdx.x == 0) last = atomicAdd(counter, 1u) == gridDim.x - 1;
@@ -103,7 +117,12 @@ __global__ void __launch_bounds__(kGemvThreads) router_fused_kernel(const float*
   __threadfence();
   for (int e = threadIdx.x; e < E; e += kGemvThreads) xs[e] = __ldcg(logits + e);  // past L1: other blocks wrote them
   __syncthreads();
-  if (warp == 0) route_one(xs, E, k, renorm, experts, weights, lane);
+  if (warp == 0) {
+    if (E <= 128)
+      route_one<4>(xs, E, k, renorm, experts, weights, lane);
+    else
+      route_one<kMaxPerLane>(xs, E, k, renorm, experts, weights, lane);
+  }
   if (threadIdx.x == 0) *counter = 0;  // ready for the next launch (kernels on one stream run in order)
 }
 
@@ -125,9 +144,10 @@ void router_fused(const float* x, const float* norm_w, float eps, const void* w_
   const size_t smem = size_t(std::max<int64_t>(H, E)) * sizeof(float);
   SEGPIPE_ASSERT_MSG(smem <= 48 * 1024, "router_fused: hidden size above 12288");
   SEGPIPE_DISPATCH_FB(wt, W,
-                      router_fused_kernel<W><<<gemv_grid(E), kGemvThreads, smem, s>>>(
-                          x, norm_w, eps, static_cast<const W*>(w_router), E, H, logits, static_cast<W*>(h_out), k,
-                          renormalize, experts, weights, counter));
+                      SEGPIPE_CUDA_CHECK(launch_pdl(router_fused_kernel<W>, dim3(gemv_grid(E)), dim3(kGemvThreads),
+                                                    smem, s, x, norm_w, eps, static_cast<const W*>(w_router), E, H,
+                                                    logits, static_cast<W*>(h_out), k, renormalize, experts, weights,
+                                                    counter)));
   SEGPIPE_CUDA_LAUNCH_CHECK("router_fused_kernel");
 }
 

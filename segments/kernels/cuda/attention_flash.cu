@@ -1,0 +1,245 @@
+// Fused causal attention for long prefills (flash attention, forward only): per block 64 queries of
+// one head; key/value tiles of 64 rows go through shared memory (cp.async, double buffered); the
+// score and value products run on tensor cores (mma.sync m16n8k16, bf16 operands, fp32
+// accumulation) with an online softmax in fp32 (exp2 with log2(e) folded into the scale), so the
+// [T, T] score matrix never exists. Warp w owns query rows 16w..16w+15 of the tile; the score
+// fragment of a 64-key tile becomes the A operand of the value product in registers.
+#include "segments/kernels/cuda/attention.cuh"
+#include "segments/kernels/cuda/check.h"
+#include "segments/kernels/cuda/common.cuh"
+
+namespace segpipe::cuda {
+
+namespace {
+
+constexpr int kBQ = 64, kBK = 64, kThreads = 128;
+
+__device__ __forceinline__ uint32_t pack_bf16(float lo, float hi) {
+  __nv_bfloat162 v = __floats2bfloat162_rn(lo, hi);
+  return *reinterpret_cast<uint32_t*>(&v);
+}
+
+__device__ __forceinline__ void mma_bf16(float (&c)[4], const uint32_t (&a)[4], uint32_t b0, uint32_t b1) {
+  asm volatile(
+      "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
+      "{%0,%1,%2,%3};\n"
+      : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+}
+
+__device__ __forceinline__ void cp_async16(void* smem, const void* gmem, int src_bytes) {
+  const unsigned s = static_cast<unsigned>(__cvta_generic_to_shared(smem));
+  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(s), "l"(gmem), "r"(src_bytes) : "memory");
+}
+__device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::: "memory"); }
+__device__ __forceinline__ void cp_async_wait1() { asm volatile("cp.async.wait_group 1;\n" ::: "memory"); }
+
+__device__ __forceinline__ void ldmatrix_x4_trans(uint32_t (&r)[4], const void* smem) {
+  const unsigned s = static_cast<unsigned>(__cvta_generic_to_shared(smem));
+  asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0,%1,%2,%3}, [%4];\n"
+               : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+               : "r"(s));
+}
+
+template <typename O>
+__device__ __forceinline__ void store2(O* p, float a, float b);
+template <>
+__device__ __forceinline__ void store2<float>(float* p, float a, float b) {
+  *reinterpret_cast<float2*>(p) = make_float2(a, b);
+}
+template <>
+__device__ __forceinline__ void store2<bf16>(bf16* p, float a, float b) {
+  *reinterpret_cast<__nv_bfloat162*>(p) = __floats2bfloat162_rn(a, b);
+}
+
+template <int HD, typename O>
+__global__ void __launch_bounds__(kThreads) flash_attn_kernel(const float* __restrict__ q, int T, int pos0, int nh,
+                                                              int nkv, const bf16* __restrict__ kb,
+                                                              const bf16* __restrict__ vb, float scale_log2,
+                                                              O* __restrict__ out) {
+  constexpr int STR = HD + 8;  // smem row stride (bf16): rows land on distinct banks
+  extern __shared__ __align__(16) unsigned char smem_raw[];
+  bf16* Ks = reinterpret_cast<bf16*>(smem_raw);  // [2][kBK][STR]
+  bf16* Vs = Ks + 2 * kBK * STR;                 // [2][kBK][STR]
+  const int qt = gridDim.x - 1 - blockIdx.x;     // the longest (last) query tiles first
+  const int h = blockIdx.y, g = h / (nh / nkv);
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, gr = lane / 4, tq = lane % 4;
+  const int64_t qd = int64_t(nh) * HD, kvd = int64_t(nkv) * HD;
+  const int n = pos0 + T;
+  const int q0 = qt * kBQ;
+  const int last_key = pos0 + min(T - 1, q0 + kBQ - 1);
+  const int nkt = last_key / kBK + 1;
+
+  auto load_tile = [&](int kt, int buf) {
+    for (int c = threadIdx.x; c < kBK * HD / 8; c += kThreads) {
+      const int r = c / (HD / 8), col = (c % (HD / 8)) * 8;
+      const int key = kt * kBK + r;
+      const int64_t src = int64_t(min(key, n - 1)) * kvd + int64_t(g) * HD + col;
+      const int bytes = key < n ? 16 : 0;  // past the last key: zeros
+      cp_async16(Ks + (buf * kBK + r) * STR + col, kb + src, bytes);
+      cp_async16(Vs + (buf * kBK + r) * STR + col, vb + src, bytes);
+    }
+    cp_async_commit();
+  };
+  load_tile(0, 0);
+
+  // This warp's query rows (relative to the prompt): r0 and r0 + 8 for this thread.
+  const int r0 = q0 + warp * 16 + gr, r1 = r0 + 8;
+  uint32_t qa[HD / 16][4];
+  {
+    const float* qr0 = q + int64_t(min(r0, T - 1)) * qd + int64_t(h) * HD;
+    const float* qr1 = q + int64_t(min(r1, T - 1)) * qd + int64_t(h) * HD;
+#pragma unroll
+    for (int ks = 0; ks < HD / 16; ks++) {
+      const int c = ks * 16 + 2 * tq;
+      float2 a = *reinterpret_cast<const float2*>(qr0 + c), b = *reinterpret_cast<const float2*>(qr1 + c);
+      float2 a8 = *reinterpret_cast<const float2*>(qr0 + c + 8), b8 = *reinterpret_cast<const float2*>(qr1 + c + 8);
+      qa[ks][0] = pack_bf16(a.x, a.y);
+      qa[ks][1] = pack_bf16(b.x, b.y);
+      qa[ks][2] = pack_bf16(a8.x, a8.y);
+      qa[ks][3] = pack_bf16(b8.x, b8.y);
+    }
+  }
+  float o[HD / 8][4];
+#pragma unroll
+  for (int i = 0; i < HD / 8; i++) o[i][0] = o[i][1] = o[i][2] = o[i][3] = 0.f;
+  float m0 = -INFINITY, m1 = -INFINITY, l0 = 0.f, l1 = 0.f;
+  const int p0 = pos0 + r0, p1 = pos0 + r1;  // absolute positions: keys <= p attend
+  const int warp_first = pos0 + q0 + warp * 16;
+
+  for (int kt = 0; kt < nkt; kt++) {
+    if (kt + 1 < nkt)
+      load_tile(kt + 1, (kt + 1) & 1);
+    else
+      cp_async_commit();  // an empty group keeps the wait count uniform
+    cp_async_wait1();
+    __syncthreads();
+    const bf16* K = Ks + (kt & 1) * kBK * STR;
+    const bf16* V = Vs + (kt & 1) * kBK * STR;
+    float sc[kBK / 8][4];
+#pragma unroll
+    for (int nt = 0; nt < kBK / 8; nt++) sc[nt][0] = sc[nt][1] = sc[nt][2] = sc[nt][3] = 0.f;
+#pragma unroll
+    for (int ks = 0; ks < HD / 16; ks++)
+#pragma unroll
+      for (int nt = 0; nt < kBK / 8; nt++) {
+        const bf16* kr = K + (nt * 8 + gr) * STR + ks * 16 + 2 * tq;
+        mma_bf16(sc[nt], qa[ks], *reinterpret_cast<const uint32_t*>(kr), *reinterpret_cast<const uint32_t*>(kr + 8));
+      }
+    const int kbase = kt * kBK;
+    const bool mask = kbase + kBK - 1 > warp_first || kbase + kBK > n;
+    float mx0 = -INFINITY, mx1 = -INFINITY;
+#pragma unroll
+    for (int nt = 0; nt < kBK / 8; nt++)
+#pragma unroll
+      for (int e = 0; e < 4; e++) {
+        float v = sc[nt][e] * scale_log2;
+        if (mask) {
+          const int key = kbase + nt * 8 + 2 * tq + (e & 1);
+          const int p = e < 2 ? p0 : p1;
+          if (key > p || key >= n) v = -INFINITY;
+        }
+        sc[nt][e] = v;
+        if (e < 2)
+          mx0 = fmaxf(mx0, v);
+        else
+          mx1 = fmaxf(mx1, v);
+      }
+    mx0 = fmaxf(mx0, __shfl_xor_sync(0xffffffffu, mx0, 1));
+    mx0 = fmaxf(mx0, __shfl_xor_sync(0xffffffffu, mx0, 2));
+    mx1 = fmaxf(mx1, __shfl_xor_sync(0xffffffffu, mx1, 1));
+    mx1 = fmaxf(mx1, __shfl_xor_sync(0xffffffffu, mx1, 2));
+    const float mn0 = fmaxf(m0, mx0), mn1 = fmaxf(m1, mx1);
+    const float b0 = mn0 == -INFINITY ? 0.f : mn0, b1 = mn1 == -INFINITY ? 0.f : mn1;
+    const float c0 = exp2f(m0 - b0), c1 = exp2f(m1 - b1);
+    m0 = mn0;
+    m1 = mn1;
+    float s0 = 0.f, s1 = 0.f;
+#pragma unroll
+    for (int nt = 0; nt < kBK / 8; nt++) {
+      sc[nt][0] = exp2f(sc[nt][0] - b0);
+      sc[nt][1] = exp2f(sc[nt][1] - b0);
+      sc[nt][2] = exp2f(sc[nt][2] - b1);
+      sc[nt][3] = exp2f(sc[nt][3] - b1);
+      s0 += sc[nt][0] + sc[nt][1];
+      s1 += sc[nt][2] + sc[nt][3];
+    }
+    l0 = l0 * c0 + s0;
+    l1 = l1 * c1 + s1;
+#pragma unroll
+    for (int i = 0; i < HD / 8; i++) {
+      o[i][0] *= c0;
+      o[i][1] *= c0;
+      o[i][2] *= c1;
+      o[i][3] *= c1;
+    }
+#pragma unroll
+    for (int j = 0; j < kBK / 16; j++) {
+      uint32_t a[4];
+      a[0] = pack_bf16(sc[2 * j][0], sc[2 * j][1]);
+      a[1] = pack_bf16(sc[2 * j][2], sc[2 * j][3]);
+      a[2] = pack_bf16(sc[2 * j + 1][0], sc[2 * j + 1][1]);
+      a[3] = pack_bf16(sc[2 * j + 1][2], sc[2 * j + 1][3]);
+#pragma unroll
+      for (int np = 0; np < HD / 16; np++) {
+        uint32_t b[4];
+        const int key = j * 16 + ((lane >> 3) & 1) * 8 + (lane & 7);
+        const int dim = np * 16 + (lane >> 4) * 8;
+        ldmatrix_x4_trans(b, V + key * STR + dim);
+        mma_bf16(o[2 * np], a, b[0], b[1]);
+        mma_bf16(o[2 * np + 1], a, b[2], b[3]);
+      }
+    }
+    __syncthreads();  // this buffer is refilled by the load issued next iteration
+  }
+  l0 += __shfl_xor_sync(0xffffffffu, l0, 1);
+  l0 += __shfl_xor_sync(0xffffffffu, l0, 2);
+  l1 += __shfl_xor_sync(0xffffffffu, l1, 1);
+  l1 += __shfl_xor_sync(0xffffffffu, l1, 2);
+  const float i0 = 1.0f / l0, i1 = 1.0f / l1;
+#pragma unroll
+  for (int nt = 0; nt < HD / 8; nt++) {
+    const int c = h * HD + nt * 8 + 2 * tq;
+    if (r0 < T) store2<O>(out + int64_t(r0) * qd + c, o[nt][0] * i0, o[nt][1] * i0);
+    if (r1 < T) store2<O>(out + int64_t(r1) * qd + c, o[nt][2] * i1, o[nt][3] * i1);
+  }
+}
+
+template <int HD, typename O>
+void launch_flash(const float* q, int64_t T, int64_t pos0, const AttnShape& s, const bf16* kb, const bf16* vb,
+                  float scale, O* out, cudaStream_t st) {
+  const size_t smem = size_t(4) * kBK * (HD + 8) * sizeof(bf16);
+  static bool raised = false;
+  if (!raised) {
+    SEGPIPE_CUDA_CHECK(
+        cudaFuncSetAttribute(flash_attn_kernel<HD, O>, cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem)));
+    raised = true;
+  }
+  dim3 grid(div_up(T, kBQ), static_cast<unsigned>(s.num_heads));
+  flash_attn_kernel<HD, O><<<grid, kThreads, smem, st>>>(q, int(T), int(pos0), s.num_heads, s.num_kv_heads, kb, vb,
+                                                         scale * 1.4426950408889634f, out);
+  SEGPIPE_CUDA_LAUNCH_CHECK("flash_attn_kernel");
+}
+
+}  // namespace
+
+bool attention_flash_supported(const AttnShape& s) {
+  return (s.head_dim == 64 || s.head_dim == 128) && s.num_kv_heads > 0 && s.num_heads % s.num_kv_heads == 0;
+}
+
+void attention_flash(const float* q, int64_t T, int64_t pos0, const AttnShape& s, const void* k_bf16,
+                     const void* v_bf16, float scale, void* out, DType ot, cudaStream_t st) {
+  SEGPIPE_ASSERT_MSG(attention_flash_supported(s), "attention_flash: head_dim 64 or 128");
+  SEGPIPE_ASSERT_MSG(pos0 + T < (int64_t(1) << 31), "attention_flash: sequence too long");
+  if (T == 0) return;
+  const bf16* kb = static_cast<const bf16*>(k_bf16);
+  const bf16* vb = static_cast<const bf16*>(v_bf16);
+  SEGPIPE_DISPATCH_FB(ot, O, {
+    if (s.head_dim == 128)
+      launch_flash<128, O>(q, T, pos0, s, kb, vb, scale, static_cast<O*>(out), st);
+    else
+      launch_flash<64, O>(q, T, pos0, s, kb, vb, scale, static_cast<O*>(out), st);
+  });
+}
+
+}  // namespace segpipe::cuda
