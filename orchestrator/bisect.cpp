@@ -152,7 +152,8 @@ bool run_bisect(const LoadedPlan& lp, const BisectOptions& opt, json& report) {
     order.push_back("norm");
     order.push_back("logits");
     for (auto& n : order) {
-      Row r{n};
+      Row r{};
+      r.boundary = n;
       if (n.size() > 7 && n.compare(n.size() - 7, 7, ".routes") == 0) {
         int l = layer_of_boundary(n);
         const auto &x = a.routes.at(l), &y = b.routes.at(l);

@@ -104,7 +104,12 @@ class InprocRunner : public Runner {
     getrusage(RUSAGE_SELF, &ru);
     std::vector<SegmentReport> out;
     auto add = [&](const std::string& name, const char* kind, const std::vector<LoadedTensor>& l) {
-      SegmentReport r{name, kind, static_cast<long>(getpid()), l.size(), 0, static_cast<uint64_t>(ru.ru_maxrss) * 1024};
+      SegmentReport r;
+      r.name = name;
+      r.kind = kind;
+      r.pid = static_cast<long>(getpid());
+      r.tensors = l.size();
+      r.peak_rss_bytes = static_cast<uint64_t>(ru.ru_maxrss) * 1024;
       for (auto& t : l) {
         r.weight_bytes += t.bytes;
         r.tensor_names.push_back(t.name);

@@ -142,8 +142,13 @@ class ShmRunner : public Runner {
       auto r = call(static_cast<int>(i), proto::kReport, {});
       proto::ReportReply rr{};
       std::memcpy(&rr, r.data(), std::min(r.size(), sizeof rr));
-      SegmentReport sr{p.desc.name, seg_kind_name(p.desc.kind), static_cast<long>(p.pid), p.hello.tensors,
-                       p.hello.weight_bytes, rr.peak_rss_bytes};
+      SegmentReport sr;
+      sr.name = p.desc.name;
+      sr.kind = seg_kind_name(p.desc.kind);
+      sr.pid = static_cast<long>(p.pid);
+      sr.tensors = p.hello.tensors;
+      sr.weight_bytes = p.hello.weight_bytes;
+      sr.peak_rss_bytes = rr.peak_rss_bytes;
       // Names page by page: each reply carries as many whole names as fit.
       while (sr.tensor_names.size() < p.hello.tensors) {
         uint64_t first = sr.tensor_names.size();

@@ -106,7 +106,7 @@ TEST_P(SegmentDeath, WithRestartContinuesToTheUninterruptedTokens) {
 }
 
 INSTANTIATE_TEST_SUITE_P(Faults, SegmentDeath, ::testing::ValuesIn(kDeaths),
-                         [](const auto& info) { return fault_name(info.param); });
+                         [](const auto& tp) { return fault_name(tp.param); });
 
 TEST(SegmentDeath, RestartKeyInThePipelineFileWorksLikeTheFlag) {
   RunResult r = run_segpipe(gen_args(pipeline_file("restart: true\n"), false), {{"SEGPIPE_FAULT", "late:step:4:9"}});
@@ -139,7 +139,7 @@ const Fault kHangs[] = {{"late", "layers", "step", 3, SIGSTOP},
                         {"head", "lm_head", "step", 2, SIGSTOP},
                         {"embed", "embeddings", "hello", 1, SIGSTOP}};
 INSTANTIATE_TEST_SUITE_P(Hangs, HungSegment, ::testing::ValuesIn(kHangs),
-                         [](const auto& info) { return fault_name(info.param); });
+                         [](const auto& tp) { return fault_name(tp.param); });
 
 // The orchestrator itself is killed: its workers follow it, and the arena it could not remove is
 // found and removed by the next run.

@@ -57,8 +57,8 @@ TEST_P(CommittedGoldens, PassThroughAPlannedSegmentedPipeline) {
   EXPECT_TRUE(leftover_arenas(r.pid).empty());
 }
 
-INSTANTIATE_TEST_SUITE_P(Models, CommittedGoldens, ::testing::ValuesIn(models()), [](const auto& info) {
-  std::string s = info.param;
+INSTANTIATE_TEST_SUITE_P(Models, CommittedGoldens, ::testing::ValuesIn(models()), [](const auto& tp) {
+  std::string s = tp.param;
   for (auto& c : s)
     if (c == '-') c = '_';
   return s;

@@ -100,7 +100,7 @@ TEST_P(SegmentedPipeline, IsBitIdenticalToInProcessAndReportsEverySegment) {
 }
 
 INSTANTIATE_TEST_SUITE_P(Shapes, SegmentedPipeline, ::testing::ValuesIn(kCases),
-                         [](const auto& info) { return std::string(info.param.name); });
+                         [](const auto& tp) { return std::string(tp.param.name); });
 
 TEST(SegmentedPipeline, SameTokensAsInProcessThroughGenerate) {
   std::string dir = temp_dir();
