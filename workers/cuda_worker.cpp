@@ -62,6 +62,7 @@ int cuda_worker_main(const proto::WorkerSpec& spec, const proto::CudaWorkerSpec&
 #include "shm/channel.h"
 #include "workers/capture_writer.h"
 #include "workers/cuda_ipc_handle.h"
+#include "workers/worker_support.h"
 
 namespace segpipe {
 
@@ -69,42 +70,9 @@ namespace {
 
 using namespace std::chrono_literals;
 
-uint64_t status_kb(const char* key) {
-  std::ifstream in("/proc/self/status");
-  std::string line;
-  size_t n = std::strlen(key);
-  while (std::getline(in, line))
-    if (line.compare(0, n, key) == 0) return std::strtoull(line.c_str() + n + 1, nullptr, 10);
-  return 0;
-}
-
-template <typename T>
-std::span<const std::byte> bytes_of(const T& v) {
-  return {reinterpret_cast<const std::byte*>(&v), sizeof(T)};
-}
-
-// SEGPIPE_FAULT="<segment>:<hello|step>:<n>:<signal>", as in worker_main.cpp (the first incarnation
-// raises <signal> on itself at its n-th such request).
-struct Fault {
-  uint32_t op = 0;
-  int at = 0, sig = 0, seen = 0;
-  static Fault from_env(const std::string& segment) {
-    Fault f;
-    const char* e = std::getenv("SEGPIPE_FAULT");
-    if (!e) return f;
-    std::string s = e;
-    auto a = s.find(':'), b = s.find(':', a + 1), c = s.find(':', b + 1);
-    if (a == std::string::npos || b == std::string::npos || c == std::string::npos || s.substr(0, a) != segment) return f;
-    std::string op = s.substr(a + 1, b - a - 1);
-    f.op = op == "hello" ? uint32_t{proto::kHello} : op == "step" ? uint32_t{proto::kStep} : 0u;
-    f.at = std::atoi(s.substr(b + 1, c - b - 1).c_str());
-    f.sig = std::atoi(s.substr(c + 1).c_str());
-    return f;
-  }
-  void on(uint32_t opcode) {
-    if (op != 0 && opcode == op && ++seen == at) raise(sig);
-  }
-};
+using worker::bytes_of;
+using Fault = worker::FaultPlan;
+inline uint64_t status_kb(const char* key) { return worker::proc_status_kb(key); }
 
 class CudaWorker {
  public:

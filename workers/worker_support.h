@@ -1,0 +1,60 @@
+// Small pieces every worker kind (CPU and GPU) shares: reading its own memory figures, replying with
+// a plain struct, and the fault-injection hook the failure tests use.
+#pragma once
+#include <signal.h>
+
+#include <cstdint>
+#include <cstdlib>
+#include <cstring>
+#include <fstream>
+#include <span>
+#include <string>
+
+#include "workers/protocol.h"
+
+namespace segpipe::worker {
+
+// A field of /proc/self/status in kB (VmHWM:, VmRSS:).
+inline uint64_t proc_status_kb(const char* key) {
+  std::ifstream in("/proc/self/status");
+  std::string line;
+  size_t n = std::strlen(key);
+  while (std::getline(in, line))
+    if (line.compare(0, n, key) == 0) return std::strtoull(line.c_str() + n + 1, nullptr, 10);
+  return 0;
+}
+
+template <typename T>
+std::span<const std::byte> bytes_of(const T& v) {
+  return {reinterpret_cast<const std::byte*>(&v), sizeof(T)};
+}
+
+// Test hook for failure handling: SEGPIPE_FAULT="<segment>:<hello|step|experts>:<n>:<signal>" makes the
+// first incarnation of that segment raise <signal> on itself when its n-th such request arrives
+// (integration tests kill or stop segments at start-up and mid-generation this way, deterministically).
+struct FaultPlan {
+  uint32_t op = 0;
+  int at = 0, sig = 0, seen = 0;
+  static FaultPlan from_env(const std::string& segment) {
+    FaultPlan f;
+    const char* e = std::getenv("SEGPIPE_FAULT");
+    if (!e) return f;
+    std::string s = e;
+    auto a = s.find(':'), b = s.find(':', a + 1), c = s.find(':', b + 1);
+    if (a == std::string::npos || b == std::string::npos || c == std::string::npos) return f;
+    if (s.substr(0, a) != segment) return f;
+    std::string op = s.substr(a + 1, b - a - 1);
+    f.op = op == "hello"     ? uint32_t{proto::kHello}
+           : op == "step"    ? uint32_t{proto::kStep}
+           : op == "experts" ? uint32_t{proto::kExperts}
+                             : 0u;
+    f.at = std::atoi(s.substr(b + 1, c - b - 1).c_str());
+    f.sig = std::atoi(s.substr(c + 1).c_str());
+    return f;
+  }
+  void on(uint32_t opcode) {
+    if (op != 0 && opcode == op && ++seen == at) raise(sig);
+  }
+};
+
+}  // namespace segpipe::worker
