@@ -64,6 +64,11 @@ int cmd_generate(const Args& args) {
   }
   if (a.has("--model") && a.has("--pipeline")) throw InputError("generate: give at most one of --model and --pipeline");
   if (a.has("--prompt") && a.has("--tokens")) throw InputError("generate: give at most one of --prompt and --tokens");
+  // Bad text is bad input before anything is loaded (or the demo checkpoint is created).
+  for (const char* flag : {"--prompt", "--system"})
+    if (auto v = a.get(flag))
+      if (size_t bad = utf8::find_invalid(*v); bad != std::string::npos)
+        throw InputError(std::string("generate: ") + flag + ": invalid UTF-8 at byte " + std::to_string(bad));
   bool demo = !a.has("--model") && !a.has("--pipeline");
   LoadedPlan lp = a.has("--model") ? load_model_plan(*a.get("--model"))
                                    : load_pipeline_plan(demo ? ensure_demo_pipeline() : *a.get("--pipeline"));
@@ -90,9 +95,6 @@ int cmd_generate(const Args& args) {
       throw InputError("generate: " + lp.plan.tokenizer_dir + " has no tokenizer.json; pass --tokens \"ID ...\"");
     std::string text = a.get_or("--prompt", demo ? "What is 2 + 2? Answer briefly." : "");
     if (text.empty()) throw InputError("generate: give --prompt TEXT or --tokens \"ID ...\"");
-    for (auto [flag, value] : {std::pair<const char*, std::string>{"--prompt", text}, {"--system", a.get_or("--system", "")}})
-      if (size_t bad = utf8::find_invalid(value); bad != std::string::npos)
-        throw InputError(std::string("generate: ") + flag + ": invalid UTF-8 at byte " + std::to_string(bad));
     if (chat) {
       if (!tok->chat_template()) throw InputError(tok->config_path() + ": no chat_template for --chat");
       ChatTemplate ct(*tok->chat_template(), tok->config_path());
