@@ -184,18 +184,9 @@ class CudaWorker {
           case proto::kStop:
             ch_.post_response(rq.step, proto::kOk);
             return 0;
-          case proto::kNames: {
-            uint64_t first = 0;
-            std::memcpy(&first, rq.args.data(), std::min(rq.args.size(), sizeof first));
-            std::string out;
-            const auto& names = weights_->loaded();
-            for (size_t i = first; i < names.size(); i++) {
-              if (out.size() + names[i].name.size() + 1 > shm::kChannelReplyBytes) break;
-              out += names[i].name + "\n";
-            }
-            ch_.post_response(rq.step, proto::kOk, std::as_bytes(std::span<const char>(out.data(), out.size())));
+          case proto::kNames:
+            worker::post_names_page(ch_, rq, weights_->loaded());
             continue;
-          }
           case proto::kStep: {
             proto::StepArgs a;
             std::memcpy(&a, rq.args.data(), sizeof a);
@@ -212,8 +203,7 @@ class CudaWorker {
         code = proto::kFailed;
         err = e.what();
       }
-      if (err.size() > shm::kChannelReplyBytes) err.resize(shm::kChannelReplyBytes);
-      ch_.post_response(rq.step, code, std::as_bytes(std::span<const char>(err.data(), err.size())));
+      worker::post_status(ch_, rq.step, code, err);
     }
   }
 

@@ -130,19 +130,9 @@ class Worker {
           case proto::kStop:
             ch_.post_response(rq.step, proto::kOk);
             return 0;
-          case proto::kNames: {
-            // As many whole names as fit in one reply, from the requested index on.
-            uint64_t first = 0;
-            std::memcpy(&first, rq.args.data(), std::min(rq.args.size(), sizeof first));
-            std::string out;
-            for (size_t i = first; i < loaded().size(); i++) {
-              const std::string& n = loaded()[i].name;
-              if (out.size() + n.size() + 1 > shm::kChannelReplyBytes) break;
-              out += n + "\n";
-            }
-            ch_.post_response(rq.step, proto::kOk, std::as_bytes(std::span<const char>(out.data(), out.size())));
+          case proto::kNames:
+            worker::post_names_page(ch_, rq, loaded());
             continue;
-          }
           case proto::kStep: {
             proto::StepArgs a;
             std::memcpy(&a, rq.args.data(), sizeof a);
@@ -165,8 +155,7 @@ class Worker {
         code = proto::kFailed;
         err = e.what();
       }
-      if (err.size() > shm::kChannelReplyBytes) err.resize(shm::kChannelReplyBytes);
-      ch_.post_response(rq.step, code, std::as_bytes(std::span<const char>(err.data(), err.size())));
+      worker::post_status(ch_, rq.step, code, err);
     }
   }
 

@@ -10,6 +10,11 @@
 #include <span>
 #include <string>
 
+#include <algorithm>
+#include <vector>
+
+#include "segments/model/tensor_map.h"
+#include "shm/channel.h"
 #include "workers/protocol.h"
 
 namespace segpipe::worker {
@@ -27,6 +32,25 @@ inline uint64_t proc_status_kb(const char* key) {
 template <typename T>
 std::span<const std::byte> bytes_of(const T& v) {
   return {reinterpret_cast<const std::byte*>(&v), sizeof(T)};
+}
+
+// Answers a names request: as many whole tensor names ('\n'-terminated) as fit in one reply, from
+// the index the request carries on.
+inline void post_names_page(shm::Channel& ch, const shm::Request& rq, const std::vector<LoadedTensor>& loaded) {
+  uint64_t first = 0;
+  std::memcpy(&first, rq.args.data(), std::min(rq.args.size(), sizeof first));
+  std::string out;
+  for (size_t i = first; i < loaded.size(); i++) {
+    if (out.size() + loaded[i].name.size() + 1 > shm::kChannelReplyBytes) break;
+    out += loaded[i].name + "\n";
+  }
+  ch.post_response(rq.step, proto::kOk, std::as_bytes(std::span<const char>(out.data(), out.size())));
+}
+
+// Answers a request with a status code and a one-line message (cut to the reply area).
+inline void post_status(shm::Channel& ch, uint64_t step, int32_t code, std::string msg) {
+  if (msg.size() > shm::kChannelReplyBytes) msg.resize(shm::kChannelReplyBytes);
+  ch.post_response(step, code, std::as_bytes(std::span<const char>(msg.data(), msg.size())));
 }
 
 // Test hook for failure handling: SEGPIPE_FAULT="<segment>:<hello|step|experts>:<n>:<signal>" makes the
