@@ -7,8 +7,10 @@
 #include <cstddef>
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <string>
 
+#include "orchestrator/cuda_mps.h"
 #include "orchestrator/runner.h"
 #include "orchestrator/shm_runner.h"
 
@@ -34,6 +36,9 @@ struct CudaShmOptions {
   // sleeps in the kernel (a few ms at the default): a process woken from a futex costs tens to
   // hundreds of microseconds per hop on virtual machines, several hops a token. 0: the CPU default.
   uint32_t spin_count = 100000;
+  // Several GPU processes on one device: through a private MPS server (cuda_mps.h). Unset: the
+  // SEGPIPE_GPU_SHARING environment variable (default auto).
+  std::optional<GpuSharing> sharing;
 };
 
 // The shm runner (shm_runner.h) with these options for its GPU workers.

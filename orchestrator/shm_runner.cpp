@@ -10,6 +10,7 @@
 #include <optional>
 
 #include "orchestrator/cuda_ipc.h"
+#include "orchestrator/cuda_mps.h"
 #include "orchestrator/process.h"
 #include "orchestrator/progress.h"
 #include "segments/checkpoint/config_file.h"
@@ -86,7 +87,9 @@ class ShmRunner : public Runner {
     }
     shm::remove_stale_arenas();
     shm::install_unlink_on_signal();
+    setup_gpu_sharing();  // before this run's first CUDA call
     build_arena();
+    confirm_gpu_sharing();  // before any worker starts: they inherit the MPS environment
     for (size_t i = 0; i < procs_.size(); i++) spawn(static_cast<int>(i));
     // Handshakes in parallel: every worker loads while we wait for the first.
     for (size_t i = 0; i < procs_.size(); i++) procs_[i].hello_step = procs_[i].ch->post_request(proto::kHello);
@@ -169,6 +172,48 @@ class ShmRunner : public Runner {
   }
 
  private:
+  // GPU worker processes of one device share it through a private MPS server (cuda_mps.h says why).
+  void setup_gpu_sharing() {
+    std::string device;
+    size_t gpu = 0;
+    for (const SegmentDesc& d : plan_.segments)
+      if (on_gpu(d)) {
+        gpu++;
+        if (device.empty()) device = d.device;
+      }
+    const GpuSharing mode = cuda_.sharing ? *cuda_.sharing : gpu_sharing_from_env();
+    if (gpu < 2 || mode == GpuSharing::Off) return;
+    std::string why;
+    if (!private_mps_running()) {
+      why = start_private_mps();
+      // A context made before the MPS environment was set stays outside MPS, and so would the
+      // device arena the workers map.
+      if (why.empty() && cuda_context_active(device)) {
+        stop_private_mps();
+        why = "this process already uses " + device + " outside MPS";
+      }
+    }
+    sharing_device_ = why.empty() ? device : "";
+    if (!why.empty()) gpu_sharing_failed(mode, why);
+  }
+  void confirm_gpu_sharing() {
+    if (sharing_device_.empty()) return;
+    if (cuda_mps_enabled(sharing_device_)) {
+      mps_ = true;
+      return;
+    }
+    stop_private_mps();
+    gpu_sharing_failed(cuda_.sharing ? *cuda_.sharing : gpu_sharing_from_env(),
+                       "this process's context on " + sharing_device_ + " did not join the MPS server");
+  }
+  void gpu_sharing_failed(GpuSharing mode, const std::string& why) {
+    sharing_device_.clear();
+    if (mode == GpuSharing::Mps)
+      throw InputError("SEGPIPE_GPU_SHARING=mps: cannot run the GPU segments of " + plan_.source +
+                       " under a private MPS server: " + why);
+    std::fprintf(stderr, "segpipe: GPU segment processes share the device without MPS (%s)\n", why.c_str());
+  }
+
   // GPU segments (workers/cuda_worker.h): one device for all of them; embeddings, layers with local
   // experts and lm_head (expert banks on a GPU are not implemented under shm).
   void check_gpu_segments() {
@@ -536,6 +581,8 @@ class ShmRunner : public Runner {
   RunPlan plan_;
   ShmOptions opt_;
   CudaShmOptions cuda_;
+  std::string sharing_device_;  // MPS asked for, to be confirmed on this device
+  bool mps_ = false;            // the GPU workers share one MPS server
   std::string gpu_device_;                  // the device of the GPU segments ("" if none)
   std::unique_ptr<DeviceArena> dev_arena_;  // outlives the workers (reset after shutdown)
   std::vector<uint64_t> slots_;

@@ -81,6 +81,7 @@ int main(int argc, char** argv) {
   std::string preset = "qwen3-omni-30b-a3b-thinker", dtype = "bfloat16", json_out;
   int layers = 0, groups = 4, decode = 128;
   long spin = -1;
+  std::string sharing = "off";
   for (int i = 1; i < argc; i++) {
     std::string a = argv[i];
     auto next = [&]() -> std::string {
@@ -97,10 +98,25 @@ int main(int argc, char** argv) {
     else if (a == "--decode") decode = std::atoi(next().c_str());
     else if (a == "--json") json_out = next();
     else if (a == "--spin") spin = std::atol(next().c_str());
+    else if (a == "--sharing") sharing = next();
     else {
       std::fprintf(stderr, "usage: segpipe_bench_cuda_shm [--preset NAME] [--layers N] [--groups G] [--dtype D] "
-                           "[--decode N] [--json FILE]\n");
+                           "[--decode N] [--spin N] [--sharing off|mps] [--json FILE]\n"
+                           "  --sharing mps: this process and its GPU workers share one private MPS server (the\n"
+                           "  in-process baseline then runs through it too)\n");
       return 2;
+    }
+  }
+  if (sharing != "off" && sharing != "mps") {
+    std::fprintf(stderr, "--sharing: off or mps\n");
+    return 2;
+  }
+  if (sharing == "mps") {
+    // Before this process's first CUDA call, so that its own context joins the server.
+    std::string why = start_private_mps();
+    if (!why.empty()) {
+      std::fprintf(stderr, "segpipe_bench_cuda_shm: no private MPS server: %s\n", why.c_str());
+      return 3;
     }
   }
   if (cuda::device_count() == 0) {
@@ -158,6 +174,7 @@ int main(int argc, char** argv) {
       CudaShmOptions co;
       co.synthetic = true;
       if (spin >= 0) co.spin_count = static_cast<uint32_t>(spin);
+      co.sharing = sharing == "mps" ? GpuSharing::Mps : GpuSharing::Off;
       double a = now_ms();
       auto r = make_shm_runner_cuda(p, {}, co);
       double load = (now_ms() - a) / 1e3;
@@ -169,7 +186,9 @@ int main(int argc, char** argv) {
                 card.c_str());
     std::printf("in-process (1 process)       load %6.1f s  prefill 32 %7.2f ms  decode %7.3f ms/token %7.1f tokens/s\n",
                 in.load_s, in.prefill_ms, in.decode_ms, 1e3 / in.decode_ms);
-    std::printf("channel spins: %s\n", spin >= 0 ? std::to_string(spin).c_str() : "default");
+    std::printf("channel spins: %s; GPU sharing: %s (this process's context through MPS: %s)\n",
+                spin >= 0 ? std::to_string(spin).c_str() : "default", sharing.c_str(),
+                cuda_mps_enabled("cuda:0") ? "yes" : "no");
     std::printf("shm, %d layer groups (%zu proc) load %6.1f s  prefill 32 %7.2f ms  decode %7.3f ms/token %7.1f tokens/s\n",
                 groups, plan.segments.size(), sh.load_s, sh.prefill_ms, sh.decode_ms, 1e3 / sh.decode_ms);
     std::printf("shm / in-process decode tokens/s: %.3f   tokens and logits of all %d steps: %s\n",
