@@ -518,7 +518,26 @@ void test_moe_grouped(Checks& c, cuda::Context& ctx) {
                                 ws.get(), act.p(), slots.f(), s);
       got[rep] = slots.host();
     }
-    // The grouping, against the host's stable grouping.
+    // The bank cut in two (segmented runs): every slot bit-identical to the one bank's.
+    bool split_same = true;
+    if (e1 > e0) {
+      const int mid = (e0 + e1) / 2;
+      Dev act = Dev::poisoned(size_t(S) * I, DType::BF16), slots = Dev::poisoned(size_t(S) * H, DType::F32);
+      const size_t es = size_t(2 * I * H) * 2, ed = size_t(H * I) * 2;
+      cuda::Buffer<int32_t> ws2(cuda::moe_grouped_workspace_ints(S, e1 - mid));
+      cuda::moe_grouped_experts(x.dev.get(), T, k, de.get(), dw.f(), e0, mid, wgu.dev.get(), wd.dev.get(), I, H,
+                                ws.get(), act.p(), slots.f(), s);
+      cuda::moe_grouped_experts(x.dev.get(), T, k, de.get(), dw.f(), mid + 1, e1, wgu.dev.get() + size_t(mid + 1 - e0) * es,
+                                wd.dev.get() + size_t(mid + 1 - e0) * ed, I, H, ws2.get(), act.p(), slots.f(), s);
+      auto sp = slots.host();
+      split_same = std::memcmp(sp.data(), got[0].data(), sp.size() * 4) == 0;
+    }
+    // The grouping, against the host's stable grouping (run again: the split above reused ws).
+    {
+      Dev act = Dev::poisoned(size_t(S) * I, DType::BF16), slots = Dev::poisoned(size_t(S) * H, DType::F32);
+      cuda::moe_grouped_experts(x.dev.get(), T, k, de.get(), dw.f(), e0, e1, wgu.dev.get(), wd.dev.get(), I, H,
+                                ws.get(), act.p(), slots.f(), s);
+    }
     {
       const int tiles_max = int((S + cuda::kMoeGroupedTileRows - 1) / cuda::kMoeGroupedTileRows) + n;
       auto w = download(ws, cuda::moe_grouped_workspace_ints(S, n));
@@ -555,11 +574,11 @@ void test_moe_grouped(Checks& c, cuda::Context& ctx) {
     }
     double err = rel_l2(a.data(), b.data(), a.size());
     const bool same = std::memcmp(got[0].data(), got[1].data(), got[0].size() * 4) == 0;
-    c.expect(err < 5e-3 && untouched && same,
+    c.expect(err < 5e-3 && untouched && same && split_same,
              "moe grouped on device H=%d I=%d E=%d k=%d T=%d bank=[%d,%d] mode %d: rel_l2=%.2e over %zu values, "
-             "others %s, two launches %s",
+             "others %s, two launches %s, bank cut in two %s",
              H, I, E, k, T, e0, e1, cs.mode, err, a.size(), untouched ? "untouched" : "WRITTEN",
-             same ? "bit-identical" : "DIFFER");
+             same ? "bit-identical" : "DIFFER", split_same ? "bit-identical" : "DIFFERS");
     if (full) {
       // Every slot (also the ones the CPU skipped) against the cuBLAS path, whose gate/up and down
       // products are rounded to bf16 (hence the wider tolerance, as test_moe's grouped check).
