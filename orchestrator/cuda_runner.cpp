@@ -61,6 +61,7 @@ class CudaRunnerImpl : public CudaRunner {
     cuda::EngineOptions eo;
     eo.gemv_max_tokens = opt.gemv_max_tokens;
     eo.grouped_gemm = opt.grouped_gemm;
+    eo.device_grouped = opt.device_grouped;
     for (const SegmentDesc& s : plan.segments)
       if (s.kind == SegKind::Experts)
         banks_[s.name] = std::make_unique<cuda::Experts>(*ctx_, *weights_, cfg_, eo, s.layer_first, s.layer_last,

@@ -18,6 +18,7 @@ struct CudaRunnerOptions {
   bool graphs = true;         // replay the decode step from a CUDA graph
   int gemv_max_tokens = 4;    // MoE: GEMVs over the chosen experts up to this many tokens per step
   bool grouped_gemm = true;   // MoE prefill: one grouped cuBLAS call per projection and layer
+  bool device_grouped = true; // MoE bf16 prefill: grouping and expert GEMMs on the device (moe_grouped.cuh)
 };
 
 // True when this build has the CUDA backend.

@@ -11,6 +11,7 @@
 #include "segments/kernels/cuda/gemm.cuh"
 #include "segments/kernels/cuda/gemv.cuh"
 #include "segments/kernels/cuda/moe.cuh"
+#include "segments/kernels/cuda/moe_grouped.cuh"
 #include "segments/kernels/cuda/norm.cuh"
 #include "segments/kernels/cuda/rope.cuh"
 #include "segments/kernels/cuda/router.cuh"
@@ -119,6 +120,11 @@ bool Experts::decode_into(int layer, const void* h, int k, const int32_t* expert
   return true;
 }
 
+bool Experts::groups_on_device(int64_t T, int k) const {
+  return dt_ == DType::BF16 && opt_.device_grouped &&
+         moe_grouped_supported(T, k, cfg_.hidden, cfg_.moe_intermediate, e1_ - e0_ + 1);
+}
+
 void Experts::compute(const ExpertRequest& r) {
   if (!holds_layer(r.layer)) return;
   const int64_t H = cfg_.hidden, I = cfg_.moe_intermediate, S = r.T * r.k;
@@ -126,6 +132,14 @@ void Experts::compute(const ExpertRequest& r) {
   const void* wgu = gate_up_[li].get();
   const void* wd = down_[li].get();
   cudaStream_t st = ctx_.stream();
+  if ((r.host_experts || r.T > opt_.gemv_max_tokens) && groups_on_device(r.T, r.k)) {
+    // Prefill, grouped on the device: perm_ holds the grouping's workspace, act_ the SwiGLU rows.
+    perm_.grow(moe_grouped_workspace_ints(S, e1_ - e0_ + 1));
+    act_.grow(static_cast<size_t>(S * I) * dtype_size(dt_));
+    moe_grouped_experts(r.x, r.T, r.k, r.experts, r.weights, e0_, e1_, wgu, wd, I, H, perm_.get(), act_.get(),
+                        r.slots, st);
+    return;
+  }
   if (!r.host_experts) {
     // Decode: only the chosen experts' rows are read.
     act_.grow(static_cast<size_t>(S * I) * dtype_size(dt_));
@@ -374,7 +388,16 @@ void Layers::forward(float* x, int64_t T, int64_t pos0, const int32_t* d_pos0, c
       req.weights = weights_.get();
       req.slots = slots_.get();
       bool grouped = T > opt_.gemv_max_tokens;
-      if (grouped || obs) {
+      // The ids go to the host (a synchronization) only for banks that group there.
+      bool host_groups = false;
+      if (grouped) {
+        if (local_)
+          host_groups = !local_->groups_on_device(T, k);
+        else
+          for (Experts* b : banks)
+            if (b->holds_layer(L.index) && !b->groups_on_device(T, k)) host_groups = true;
+      }
+      if (host_groups || obs) {
         host_experts_.resize(static_cast<size_t>(T * k));
         SEGPIPE_CUDA_CHECK(cudaMemcpyAsync(host_experts_.data(), experts_.get(), host_experts_.size() * 4,
                                            cudaMemcpyDeviceToHost, st));

@@ -32,6 +32,9 @@ struct EngineOptions {
   int gemv_max_tokens = 4;     // MoE: up to this many tokens per step, GEMVs over the chosen experts;
                                // above, slots grouped by expert and one GEMM per expert
   bool grouped_gemm = true;    // one cublasGemmGroupedBatchedEx call for a layer's experts
+  bool device_grouped = true;  // bf16 prefill: slots grouped on the device and the experts through
+                               // moe_grouped.cuh's GEMMs (no host copy of the routing, no sync);
+                               // false, or float32: host grouping and cuBLAS
   int attn_gemm_min_tokens = 64;  // prefills of at least this many tokens: attention through cuBLAS
 };
 
@@ -73,6 +76,9 @@ class Experts {
   int layer_last() const { return l1_; }
   // Fills the slots of the experts it owns.
   void compute(const ExpertRequest& r);
+  // Whether a grouped (prefill) request of T tokens is served from the device ids alone
+  // (r.host_experts not needed).
+  bool groups_on_device(int64_t T, int k) const;
   // Decode with every expert in this bank (local experts), one token: x += the combined expert
   // outputs, without the slots buffer (moe_down_combine). False (nothing done) where it does not apply.
   // prefetch (optional): prefetch_bytes of the next kernel's weights asked into L2 meanwhile.

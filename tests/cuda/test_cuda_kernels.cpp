@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cstdlib>
 #include <numeric>
+#include <thread>
 
 #include "gpu_test.h"
 #include "segments/kernels/cpu/attention.h"
@@ -17,6 +18,7 @@
 #include "segments/kernels/cuda/gemm.cuh"
 #include "segments/kernels/cuda/gemv.cuh"
 #include "segments/kernels/cuda/moe.cuh"
+#include "segments/kernels/cuda/moe_grouped.cuh"
 #include "segments/kernels/cuda/norm.cuh"
 #include "segments/kernels/cuda/rope.cuh"
 #include "segments/kernels/cuda/router.cuh"
@@ -375,6 +377,220 @@ void test_moe(Checks& c, cuda::Context& ctx) {
     }
 }
 
+// bf16 values made on the device from the synthetic formula (uniform in [-scale, scale]; fast at the
+// full size), with their float copy on the host for the CPU reference.
+struct Bf16Tensor {
+  cuda::Buffer<char> dev;
+  std::vector<float> host;
+};
+Bf16Tensor make_bf16(int64_t n, uint64_t name_hash, float scale, cudaStream_t s) {
+  Bf16Tensor t;
+  t.dev.grow(size_t(std::max<int64_t>(1, n)) * 2);
+  cuda::synthetic_fill(7, name_hash, 0, n, scale, 0.f, DType::BF16, t.dev.get(), DType::BF16, s);
+  SEGPIPE_CUDA_CHECK(cudaStreamSynchronize(s));
+  std::vector<uint16_t> h(static_cast<size_t>(n));
+  SEGPIPE_CUDA_CHECK(cudaMemcpy(h.data(), t.dev.get(), h.size() * 2, cudaMemcpyDeviceToHost));
+  t.host.resize(h.size());
+  for (size_t i = 0; i < h.size(); i++) t.host[i] = bf16_to_f32(h[i]);
+  return t;
+}
+
+// The CPU math of test_moe's reference (segments/kinds/experts.cpp, the SwiGLU rows rounded to bf16
+// as the GPU stores them), batched per expert, for the slots marked in `want` whose expert is in
+// [e0, e1]; every other slot is NaN.
+std::vector<float> moe_reference(ThreadPool& tp, const Bf16Tensor& x, const Bf16Tensor& wgu, const Bf16Tensor& wd,
+                                 const std::vector<int32_t>& experts, const std::vector<float>& weights, int k,
+                                 int64_t H, int64_t I, int e0, int e1, const std::vector<char>& want) {
+  const size_t S = experts.size();
+  std::vector<float> ref(S * size_t(H), NAN);
+  for (int e = e0; e <= e1; e++) {
+    std::vector<size_t> sl;
+    for (size_t s = 0; s < S; s++)
+      if (experts[s] == e && want[s]) sl.push_back(s);
+    if (sl.empty()) continue;
+    const int64_t m = int64_t(sl.size());
+    std::vector<float> xe(size_t(m * H)), g(size_t(m * I)), u(size_t(m * I)), a(size_t(m * I)), d(size_t(m * H));
+    for (size_t i = 0; i < sl.size(); i++)
+      std::copy_n(x.host.begin() + int64_t(sl[i] / size_t(k)) * H, H, xe.begin() + int64_t(i) * H);
+    const float* base = wgu.host.data() + size_t(e - e0) * size_t(2 * I * H);
+    linear(tp, xe.data(), m, Mat{base, DType::F32, I, H}, g.data());
+    linear(tp, xe.data(), m, Mat{base + size_t(I * H), DType::F32, I, H}, u.data());
+    swiglu(g.data(), u.data(), m * I, a.data());
+    a = round_bf16(a);
+    linear(tp, a.data(), m, Mat{wd.host.data() + size_t(e - e0) * size_t(H * I), DType::F32, H, I}, d.data());
+    for (size_t i = 0; i < sl.size(); i++)
+      for (int64_t c = 0; c < H; c++) ref[sl[i] * size_t(H) + size_t(c)] = d[i * size_t(H) + size_t(c)] * weights[sl[i]];
+  }
+  return ref;
+}
+
+// The cuBLAS grouped path of Experts::compute (host grouping), for the cross-check at full size.
+void moe_cublas_slots(cuda::Context& ctx, const void* x, const void* wgu, const void* wd, const float* d_weights,
+                      const std::vector<int32_t>& experts, int k, int64_t H, int64_t I, int e0, int e1, float* slots) {
+  cudaStream_t s = ctx.stream();
+  const int n = e1 - e0 + 1;
+  std::vector<int32_t> perm;
+  std::vector<int64_t> cnt(static_cast<size_t>(n), 0);
+  for (int e = e0; e <= e1; e++)
+    for (size_t sl = 0; sl < experts.size(); sl++)
+      if (experts[sl] == e) perm.push_back(int32_t(sl)), cnt[size_t(e - e0)]++;
+  const int64_t m = int64_t(perm.size());
+  if (m == 0) return;
+  auto dperm = upload(perm);
+  cuda::Buffer<char> xg(size_t(m * H) * 2), gu(size_t(m * 2 * I) * 2), act(size_t(m * I) * 2), dd(size_t(m * H) * 2);
+  cuda::moe_gather_rows(x, DType::BF16, dperm.get(), m, k, H, xg.get(), s);
+  std::vector<cuda::GemmProblem> up, down;
+  int64_t off = 0;
+  for (int i = 0; i < n; i++) {
+    if (!cnt[size_t(i)]) continue;
+    up.push_back({xg.get() + off * H * 2, static_cast<const char*>(wgu) + int64_t(i) * 2 * I * H * 2,
+                  gu.get() + off * 2 * I * 2, cnt[size_t(i)]});
+    down.push_back({act.get() + off * I * 2, static_cast<const char*>(wd) + int64_t(i) * H * I * 2,
+                    dd.get() + off * H * 2, cnt[size_t(i)]});
+    off += cnt[size_t(i)];
+  }
+  cuda::Buffer<void*> ptrs(3 * size_t(n));
+  cuda::gemm_xwT_many(ctx.cublas(), up, DType::BF16, 2 * I, H, ptrs.get(), true, s);
+  cuda::swiglu_rows(gu.get(), DType::BF16, m, I, act.get(), DType::BF16, s);
+  cuda::gemm_xwT_many(ctx.cublas(), down, DType::BF16, H, I, ptrs.get(), true, s);
+  cuda::moe_scatter_weighted(dd.get(), DType::BF16, dperm.get(), d_weights, m, H, slots, s);
+  SEGPIPE_CUDA_CHECK(cudaStreamSynchronize(s));
+}
+
+// The device-grouped bf16 path (moe_grouped.cuh): the grouping (exactly the host's stable grouping),
+// the slots against the CPU reference, slots of other banks untouched, two launches bit-identical.
+// Routing modes: 0 random distinct experts per token; 1 only even experts (the odd ones get no
+// rows); 2 every token's first choice is one hot expert (several row tiles of one expert).
+void test_moe_grouped(Checks& c, cuda::Context& ctx) {
+  cudaStream_t s = ctx.stream();
+  ThreadPool tp(int(std::max(1u, std::thread::hardware_concurrency())));
+  struct Case {
+    int H, I, E, k, T, e0, e1, mode;
+  };
+  const Case cases[] = {
+      {2048, 768, 128, 8, 2048, 0, 127, 0},  // full size (reference on every 4th token, cuBLAS on all)
+      {64, 32, 8, 2, 37, 0, 7, 0},          {256, 128, 16, 4, 300, 0, 15, 0},
+      {256, 128, 16, 4, 300, 5, 12, 0},     // a bank sub-range: the other slots stay poisoned
+      {200, 72, 6, 2, 131, 0, 5, 0},        // K and N tails (not multiples of 64 / 128)
+      {136, 200, 16, 2, 50, 0, 15, 1},      // experts with no rows, and tails
+      {64, 32, 4, 1, 300, 0, 3, 2},         // every slot on one expert: tiles of 128, 128, 44 rows
+      {128, 64, 8, 2, 260, 2, 6, 2},        // a hot expert inside a sub-range
+      {64, 32, 16, 2, 3, 8, 15, 0},         // three tokens
+  };
+  int ci = 0;
+  for (const Case& cs : cases) {
+    ci++;
+    const int H = cs.H, I = cs.I, E = cs.E, k = cs.k, T = cs.T, e0 = cs.e0, e1 = cs.e1, n = e1 - e0 + 1;
+    const int64_t S = int64_t(T) * k;
+    if (!cuda::moe_grouped_supported(T, k, H, I, n)) {
+      c.expect(false, "moe_grouped_supported H=%d I=%d E=%d k=%d T=%d", H, I, E, k, T);
+      continue;
+    }
+    auto x = make_bf16(int64_t(T) * H, 100 + ci, 1.0f, s);
+    auto wgu = make_bf16(int64_t(n) * 2 * I * H, 200 + ci, 0.1f, s);
+    auto wd = make_bf16(int64_t(n) * H * I, 300 + ci, 0.1f, s);
+    std::vector<int32_t> experts(static_cast<size_t>(S));
+    std::vector<float> weights(static_cast<size_t>(S));
+    const int hot = e0 + (e1 > e0 ? 1 : 0);
+    for (int t = 0; t < T; t++) {
+      std::vector<int32_t> ids;
+      for (int e = 0; e < E; e++)
+        if ((cs.mode != 1 || e % 2 == 0) && (cs.mode != 2 || e != hot)) ids.push_back(e);
+      std::shuffle(ids.begin(), ids.end(), rng);
+      if (cs.mode == 2) ids.insert(ids.begin(), hot);
+      for (int j = 0; j < k; j++) {
+        experts[size_t(t * k + j)] = ids[size_t(j)];
+        weights[size_t(t * k + j)] = std::uniform_real_distribution<float>(0.05f, 1.f)(rng);
+      }
+    }
+    const bool full = T * k > 4096;
+    std::vector<char> want(static_cast<size_t>(S), 1);
+    if (full)
+      for (int64_t sl = 0; sl < S; sl++) want[size_t(sl)] = (sl / k) % 4 == 0;
+    auto ref = moe_reference(tp, x, wgu, wd, experts, weights, k, H, I, e0, e1, want);
+    Dev dw(weights, DType::F32);
+    auto de = upload(experts);
+    cuda::Buffer<int32_t> ws(cuda::moe_grouped_workspace_ints(S, n));
+    std::vector<float> got[2];
+    for (int rep = 0; rep < 2; rep++) {
+      Dev act = Dev::poisoned(size_t(S) * I, DType::BF16), slots = Dev::poisoned(size_t(S) * H, DType::F32);
+      cuda::moe_grouped_experts(x.dev.get(), T, k, de.get(), dw.f(), e0, e1, wgu.dev.get(), wd.dev.get(), I, H,
+                                ws.get(), act.p(), slots.f(), s);
+      got[rep] = slots.host();
+    }
+    // The bank cut in two (segmented runs): every slot bit-identical to the one bank's.
+    bool split_same = true;
+    if (e1 > e0) {
+      const int mid = (e0 + e1) / 2;
+      Dev act = Dev::poisoned(size_t(S) * I, DType::BF16), slots = Dev::poisoned(size_t(S) * H, DType::F32);
+      const size_t es = size_t(2 * I * H) * 2, ed = size_t(H * I) * 2;
+      cuda::Buffer<int32_t> ws2(cuda::moe_grouped_workspace_ints(S, e1 - mid));
+      cuda::moe_grouped_experts(x.dev.get(), T, k, de.get(), dw.f(), e0, mid, wgu.dev.get(), wd.dev.get(), I, H,
+                                ws.get(), act.p(), slots.f(), s);
+      cuda::moe_grouped_experts(x.dev.get(), T, k, de.get(), dw.f(), mid + 1, e1, wgu.dev.get() + size_t(mid + 1 - e0) * es,
+                                wd.dev.get() + size_t(mid + 1 - e0) * ed, I, H, ws2.get(), act.p(), slots.f(), s);
+      auto sp = slots.host();
+      split_same = std::memcmp(sp.data(), got[0].data(), sp.size() * 4) == 0;
+    }
+    // The grouping, against the host's stable grouping (run again: the split above reused ws).
+    {
+      Dev act = Dev::poisoned(size_t(S) * I, DType::BF16), slots = Dev::poisoned(size_t(S) * H, DType::F32);
+      cuda::moe_grouped_experts(x.dev.get(), T, k, de.get(), dw.f(), e0, e1, wgu.dev.get(), wd.dev.get(), I, H,
+                                ws.get(), act.p(), slots.f(), s);
+    }
+    {
+      const int tiles_max = int((S + cuda::kMoeGroupedTileRows - 1) / cuda::kMoeGroupedTileRows) + n;
+      auto w = download(ws, cuda::moe_grouped_workspace_ints(S, n));
+      const int32_t* off = w.data();
+      const int32_t* tf = off + n + 1;
+      const int32_t* te = tf + n + 1;
+      const int32_t* perm = te + tiles_max;
+      bool ok = true;
+      int32_t o = 0, tl = 0;
+      for (int b = 0; b < n && ok; b++) {
+        ok &= off[b] == o && tf[b] == tl;
+        int32_t cnt = 0;
+        for (int64_t sl = 0; sl < S; sl++)
+          if (experts[size_t(sl)] == e0 + b) ok &= perm[o + cnt++] == int32_t(sl);
+        const int32_t tiles = (cnt + cuda::kMoeGroupedTileRows - 1) / cuda::kMoeGroupedTileRows;
+        for (int32_t q = 0; q < tiles; q++) ok &= te[tl + q] == b;
+        o += cnt;
+        tl += tiles;
+      }
+      ok &= off[n] == o && tf[n] == tl;
+      c.expect(ok, "moe_grouped_group H=%d E=%d k=%d T=%d bank=[%d,%d]: %d rows, %d tiles %s", H, E, k, T, e0, e1, o,
+               tl, ok ? "equal to the host's stable grouping" : "DIFFER");
+    }
+    bool untouched = true;
+    std::vector<float> a, b;
+    for (size_t i = 0; i < ref.size(); i++) {
+      const int e = experts[i / size_t(H)];
+      if (e < e0 || e > e1) {
+        untouched &= std::isnan(got[0][i]);
+      } else if (!std::isnan(ref[i])) {
+        a.push_back(got[0][i]);
+        b.push_back(ref[i]);
+      }
+    }
+    double err = rel_l2(a.data(), b.data(), a.size());
+    const bool same = std::memcmp(got[0].data(), got[1].data(), got[0].size() * 4) == 0;
+    c.expect(err < 5e-3 && untouched && same && split_same,
+             "moe grouped on device H=%d I=%d E=%d k=%d T=%d bank=[%d,%d] mode %d: rel_l2=%.2e over %zu values, "
+             "others %s, two launches %s, bank cut in two %s",
+             H, I, E, k, T, e0, e1, cs.mode, err, a.size(), untouched ? "untouched" : "WRITTEN",
+             same ? "bit-identical" : "DIFFER", split_same ? "bit-identical" : "DIFFERS");
+    if (full) {
+      // Every slot (also the ones the CPU skipped) against the cuBLAS path, whose gate/up and down
+      // products are rounded to bf16 (hence the wider tolerance, as test_moe's grouped check).
+      Dev cub = Dev::poisoned(size_t(S) * H, DType::F32);
+      moe_cublas_slots(ctx, x.dev.get(), wgu.dev.get(), wd.dev.get(), dw.f(), experts, k, H, I, e0, e1, cub.f());
+      auto cb = cub.host();
+      double ec = rel_l2(got[0].data(), cb.data(), cb.size());
+      c.expect(ec < 1e-2, "moe grouped on device vs cuBLAS grouped, all %lld slots: rel_l2=%.2e", (long long)S, ec);
+    }
+  }
+}
+
 void test_combine(Checks& c, cudaStream_t s) {
   for (auto [T, k, H] : {std::tuple{1, 8, 2048}, {6, 4, 64}}) {
     auto slots = randn(size_t(T) * k * H, rng), x = randn(size_t(T) * H, rng);
@@ -545,6 +761,7 @@ int main() {
     test_router(c, ctx.stream());
     test_swiglu(c, ctx.stream());
     test_moe(c, ctx);
+    test_moe_grouped(c, ctx);
     test_combine(c, ctx.stream());
     test_decode_kernels(c, ctx);
     test_embed_convert(c, ctx.stream());

@@ -21,6 +21,9 @@
 #include "segments/kernels/cuda/attention.cuh"
 #include "segments/kernels/cuda/gemm.cuh"
 #include "segments/kernels/cuda/gemv.cuh"
+#include "segments/kernels/cuda/moe.cuh"
+#include "segments/kernels/cuda/moe_grouped.cuh"
+#include "segments/kernels/cuda/swiglu.cuh"
 #include "segments/kernels/cuda/synthetic.cuh"
 #include "segments/model/synthetic.h"
 
@@ -80,12 +83,115 @@ double gemm_tflops(cuda::Context& ctx, int64_t M, int64_t N, int64_t K) {
   return 2.0 * double(M) * N * K / (median(t) * 1e-3) / 1e12;
 }
 
+// Median milliseconds of fn() on the stream over 10 runs after 3 warm-ups.
+template <typename F>
+double time_ms(cuda::Context& ctx, F&& fn) {
+  cudaEvent_t e0, e1;
+  SEGPIPE_CUDA_CHECK(cudaEventCreate(&e0));
+  SEGPIPE_CUDA_CHECK(cudaEventCreate(&e1));
+  std::vector<double> t;
+  for (int i = 0; i < 13; i++) {
+    SEGPIPE_CUDA_CHECK(cudaEventRecord(e0, ctx.stream()));
+    fn();
+    SEGPIPE_CUDA_CHECK(cudaEventRecord(e1, ctx.stream()));
+    SEGPIPE_CUDA_CHECK(cudaEventSynchronize(e1));
+    float ms;
+    SEGPIPE_CUDA_CHECK(cudaEventElapsedTime(&ms, e0, e1));
+    if (i >= 3) t.push_back(ms);
+  }
+  SEGPIPE_CUDA_CHECK(cudaEventDestroy(e0));
+  SEGPIPE_CUDA_CHECK(cudaEventDestroy(e1));
+  return median(t);
+}
+
+// One MoE layer's routed experts alone at the preset's shapes (T tokens, random top-k routing): the
+// device-grouped kernels of moe_grouped.cuh (whole, and each step) against the cuBLAS grouped path
+// on the same inputs (gather, grouped GEMM, SwiGLU, grouped GEMM, weighted scatter; its host
+// grouping is done once, outside the timing). Rates count 2 * rows * (2I*H + H*I) flops.
+struct ExpertBench {
+  double flops = 0, dev_ms = 0, group_ms = 0, gate_up_ms = 0, down_ms = 0, cublas_ms = 0;
+};
+ExpertBench expert_bench(cuda::Context& ctx, const ModelConfig& cfg, int64_t T) {
+  ExpertBench r;
+  const int64_t H = cfg.hidden, I = cfg.moe_intermediate;
+  const int E = cfg.num_experts, k = cfg.top_k;
+  const int64_t S = T * k;
+  if (E < 1 || k < 1 || k > E || !cuda::moe_grouped_supported(T, k, H, I, E)) return r;
+  cudaStream_t st = ctx.stream();
+  cuda::Buffer<char> x(size_t(T * H) * 2), wgu(size_t(E) * size_t(2 * I * H) * 2), wd(size_t(E) * size_t(H * I) * 2);
+  cuda::synthetic_fill(9, 1, 0, T * H, 1.f, 0.f, DType::BF16, x.get(), DType::BF16, st);
+  cuda::synthetic_fill(9, 2, 0, int64_t(E) * 2 * I * H, 0.05f, 0.f, DType::BF16, wgu.get(), DType::BF16, st);
+  cuda::synthetic_fill(9, 3, 0, int64_t(E) * H * I, 0.05f, 0.f, DType::BF16, wd.get(), DType::BF16, st);
+  std::vector<int32_t> ids(static_cast<size_t>(S));
+  uint32_t lcg = 777;
+  for (int64_t t = 0; t < T; t++)
+    for (int j = 0; j < k; j++) {
+      int32_t e;
+      bool dup;
+      do {
+        e = int32_t((lcg = lcg * 1664525u + 1013904223u) >> 8) % E;
+        dup = false;
+        for (int q = 0; q < j; q++) dup |= ids[size_t(t * k + q)] == e;
+      } while (dup);
+      ids[size_t(t * k + j)] = e;
+    }
+  std::vector<float> wts(static_cast<size_t>(S), 1.0f / float(k));
+  cuda::Buffer<int32_t> d_ids(static_cast<size_t>(S)), ws(cuda::moe_grouped_workspace_ints(S, E));
+  cuda::Buffer<float> d_w(static_cast<size_t>(S)), slots(size_t(S * H));
+  cuda::Buffer<char> act(size_t(S * I) * 2);
+  SEGPIPE_CUDA_CHECK(cudaMemcpyAsync(d_ids.get(), ids.data(), ids.size() * 4, cudaMemcpyHostToDevice, st));
+  SEGPIPE_CUDA_CHECK(cudaMemcpyAsync(d_w.get(), wts.data(), wts.size() * 4, cudaMemcpyHostToDevice, st));
+  ctx.sync();
+  r.flops = 2.0 * double(S) * double(3 * I * H);
+  r.dev_ms = time_ms(ctx, [&] {
+    cuda::moe_grouped_experts(x.get(), T, k, d_ids.get(), d_w.get(), 0, E - 1, wgu.get(), wd.get(), I, H, ws.get(),
+                              act.get(), slots.get(), st);
+  });
+  r.group_ms = time_ms(ctx, [&] { cuda::moe_grouped_group(d_ids.get(), S, 0, E - 1, ws.get(), st); });
+  r.gate_up_ms = time_ms(ctx, [&] {
+    cuda::moe_grouped_gate_up(x.get(), S, k, 0, E - 1, wgu.get(), I, H, ws.get(), act.get(), st);
+  });
+  r.down_ms = time_ms(ctx, [&] {
+    cuda::moe_grouped_down(act.get(), S, 0, E - 1, d_w.get(), wd.get(), I, H, ws.get(), slots.get(), st);
+  });
+  // The cuBLAS path, grouped on the host once.
+  std::vector<int32_t> perm;
+  std::vector<int64_t> cnt(static_cast<size_t>(E), 0);
+  for (int e = 0; e < E; e++)
+    for (int64_t s = 0; s < S; s++)
+      if (ids[size_t(s)] == e) perm.push_back(int32_t(s)), cnt[size_t(e)]++;
+  cuda::Buffer<int32_t> d_perm(static_cast<size_t>(S));
+  SEGPIPE_CUDA_CHECK(cudaMemcpyAsync(d_perm.get(), perm.data(), perm.size() * 4, cudaMemcpyHostToDevice, st));
+  cuda::Buffer<char> xg(size_t(S * H) * 2), gu(size_t(S * 2 * I) * 2), dd(size_t(S * H) * 2);
+  cuda::Buffer<void*> ptrs(3 * static_cast<size_t>(E));
+  std::vector<cuda::GemmProblem> up, down;
+  int64_t off = 0;
+  for (int e = 0; e < E; e++) {
+    if (!cnt[size_t(e)]) continue;
+    up.push_back({xg.get() + off * H * 2, wgu.get() + int64_t(e) * 2 * I * H * 2, gu.get() + off * 2 * I * 2,
+                  cnt[size_t(e)]});
+    down.push_back({act.get() + off * I * 2, wd.get() + int64_t(e) * H * I * 2, dd.get() + off * H * 2,
+                    cnt[size_t(e)]});
+    off += cnt[size_t(e)];
+  }
+  ctx.sync();
+  r.cublas_ms = time_ms(ctx, [&] {
+    cuda::moe_gather_rows(x.get(), DType::BF16, d_perm.get(), S, k, H, xg.get(), st);
+    cuda::gemm_xwT_many(ctx.cublas(), up, DType::BF16, 2 * I, H, ptrs.get(), true, st);
+    cuda::swiglu_rows(gu.get(), DType::BF16, S, I, act.get(), DType::BF16, st);
+    cuda::gemm_xwT_many(ctx.cublas(), down, DType::BF16, H, I, ptrs.get(), true, st);
+    cuda::moe_scatter_weighted(dd.get(), DType::BF16, d_perm.get(), d_w.get(), S, H, slots.get(), st);
+  });
+  return r;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
   std::string preset = "qwen3-omni-30b-a3b-thinker", dtype = "bfloat16", json_out;
   int layers = 0, prompt = 2048, decode = 128, gemv_max = 4;
-  bool ncu = false;  // for a kernel profiler: one prefill of --prompt tokens, a 32-token prefill, 3 decode steps
+  bool ncu = false;
+  bool host_grouped = false;  // MoE prefill through the host grouping and cuBLAS (A/B of moe_grouped.cuh)  // for a kernel profiler: one prefill of --prompt tokens, a 32-token prefill, 3 decode steps
   for (int i = 1; i < argc; i++) {
     std::string a = argv[i];
     auto next = [&]() -> std::string {
@@ -103,6 +209,7 @@ int main(int argc, char** argv) {
     else if (a == "--gemv-max-tokens") gemv_max = std::atoi(next().c_str());
     else if (a == "--json") json_out = next();
     else if (a == "--ncu") ncu = true;
+    else if (a == "--host-grouped") host_grouped = true;
     else if (a == "--l2pf") cuda::set_decode_l2_prefetch(std::atoi(next().c_str()));
     else {
       std::fprintf(stderr, "usage: segpipe_bench_cuda [--preset NAME] [--layers N] [--dtype D] [--prompt T] "
@@ -121,11 +228,13 @@ int main(int argc, char** argv) {
     ModelConfig cfg = parse_model_config(synthetic_config(mo), "preset " + preset);
     const std::string card = cuda::device_name(0);
     double bw, gemm_big, gemm_moe;
+    ExpertBench xb;
     {
       cuda::Context ctx(0);
       bw = copy_bandwidth_gbs(ctx);
       gemm_big = gemm_tflops(ctx, 8192, 8192, 8192);
       gemm_moe = gemm_tflops(ctx, prompt, 4096, cfg.hidden);  // the q/k/v-shaped product of the prefill
+      if (cfg.num_experts > 0) xb = expert_bench(ctx, cfg, prompt);
     }
     RunPlan plan = default_plan("synthetic:" + preset, cfg);
     plan.max_seq = std::max(4096, prompt + decode + 64);
@@ -133,6 +242,7 @@ int main(int argc, char** argv) {
     CudaRunnerOptions ro;
     ro.synthetic = true;
     ro.gemv_max_tokens = gemv_max;
+    ro.device_grouped = !host_grouped;
     double t0 = now_ms();
     auto runner = make_cuda_runner(plan, cfg, ro);
     double load_ms = now_ms() - t0;
@@ -275,8 +385,15 @@ int main(int argc, char** argv) {
     std::printf("copy bandwidth (r+w)      %10.1f GB/s\n", bw);
     std::printf("bf16 GEMM 8192^3          %10.1f TFLOP/s\n", gemm_big);
     std::printf("bf16 GEMM %dx4096x%d    %10.1f TFLOP/s\n", prompt, int(H), gemm_moe);
-    std::printf("prefill %d tokens       %10.2f ms  %8.1f TFLOP/s  = %.2f of the 8192^3 GEMM rate\n", prompt,
-                prefill_ms, prefill_tflops, prefill_tflops / gemm_big);
+    if (xb.flops > 0) {
+      auto rate = [&](double ms) { return xb.flops / (ms * 1e-3) / 1e12; };
+      std::printf("experts of 1 layer, %d tokens: device-grouped %.3f ms %.1f TFLOP/s (group %.3f ms, gate_up+SwiGLU "
+                  "%.3f ms %.1f TFLOP/s, down+scatter %.3f ms %.1f TFLOP/s); cuBLAS grouped %.3f ms %.1f TFLOP/s\n",
+                  prompt, xb.dev_ms, rate(xb.dev_ms), xb.group_ms, xb.gate_up_ms, rate(xb.gate_up_ms) * 2.0 / 3.0,
+                  xb.down_ms, rate(xb.down_ms) / 3.0, xb.cublas_ms, rate(xb.cublas_ms));
+    }
+    std::printf("prefill%s %d tokens       %10.2f ms  %8.1f TFLOP/s  = %.2f of the 8192^3 GEMM rate\n",
+                host_grouped ? " (host-grouped MoE)" : "", prompt, prefill_ms, prefill_tflops, prefill_tflops / gemm_big);
     std::printf("prefill, cuBLAS attention %10.2f ms  %8.1f TFLOP/s  = %.2f of the 8192^3 GEMM rate\n",
                 prefill_ms_cublas, prefill_flops / (prefill_ms_cublas * 1e-3) / 1e12,
                 prefill_flops / (prefill_ms_cublas * 1e-3) / 1e12 / gemm_big);
@@ -316,7 +433,9 @@ int main(int argc, char** argv) {
         << ",\"decode_ms_eager_library\":" << lib_ms[0] << ",\"decode_ms_graph_library\":" << lib_ms[1]
         << ",\"gemv_gbs_cublas\":" << gemv_gbs << ",\"gemv_gbs_segpipe\":" << own_gemv_gbs
         << ",\"decode_floor_ms\":" << floor_ms << ",\"decode_bytes_per_token\":" << tok_bytes
-        << ",\"best_fraction_of_floor\":" << floor_ms / best << "}\n";
+        << ",\"best_fraction_of_floor\":" << floor_ms / best << ",\"moe_host_grouped\":" << (host_grouped ? 1 : 0)
+        << ",\"experts_layer_ms_device_grouped\":" << xb.dev_ms << ",\"experts_layer_ms_cublas\":" << xb.cublas_ms
+        << ",\"experts_layer_flops\":" << xb.flops << "}\n";
     }
   } catch (const std::exception& e) {
     std::fprintf(stderr, "segpipe_bench_cuda: %s\n", e.what());

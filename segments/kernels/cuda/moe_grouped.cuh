@@ -1,0 +1,54 @@
+// The bf16 prefill path of the routed experts (moe.cuh's slot contract) without a host round trip:
+// the slots are grouped by expert on the device, then two grouped GEMMs on tensor cores (mma.sync
+// m16n8k16, bf16 operands, fp32 accumulation) run over every expert of the bank in one launch each.
+//
+//  1. moe_grouped_group: per-expert counts and offsets of the bank's slots, the permutation perm
+//     (slot ids grouped by expert, ascending slot id inside each expert: deterministic) and the
+//     tile table of the GEMMs (each expert's first 128-row tile; tile -> expert), in `ws`.
+//  2. moe_grouped_gate_up: act[r, j] = silu(g) * u for grouped row r, where g and u are the fp32
+//     accumulators of x[perm[r] / k, :] . gate[e, j, :] and . up[e, j, :] (the A rows gathered on the
+//     fly; silu as swiglu.cu computes it, in fp32); act [n, I] bf16 in perm order.
+//  3. moe_grouped_down: slots[perm[r], :] = weights[perm[r]] * (act[r, :] . down[e]^T) in fp32
+//     (replaces moe_scatter_weighted); slots of experts outside [e0, e1] are not written.
+//
+// Compared with the cuBLAS path (gather, GEMM to bf16, swiglu_rows, GEMM to bf16, scatter), gate and
+// up and the down product are not rounded to bf16 before SwiGLU and the weighting: results differ
+// from it by that rounding, and are closer to the float32 reference.
+//
+// The GEMM grid is sized from an upper bound of the tile count (ceil(S / 128) + experts, times the
+// N tiles); CTAs past the real count (known only on the device) return at once.
+#pragma once
+#include <cuda_runtime_api.h>
+
+#include <cstddef>
+#include <cstdint>
+
+namespace segpipe::cuda {
+
+// Whether the kernels take this problem: H and I multiples of 8 (16-byte rows; tails of the tiles
+// are masked) and index ranges within int32. Otherwise the caller keeps the cuBLAS path.
+bool moe_grouped_supported(int64_t T, int k, int64_t H, int64_t I, int num_bank_experts);
+
+// int32 elements of the workspace for S = T * k slots and a bank of n experts. Layout (tests read
+// it): off [n + 1] (expert b's grouped rows are off[b] .. off[b + 1] - 1), tile_first [n + 1]
+// (expert b's first row tile; tile_first[n] = the tile count), tile_expert [ceil(S / rows per
+// tile) + n] (bank-relative expert of each tile), perm [S] (slot id of each grouped row).
+constexpr int kMoeGroupedTileRows = 128;
+size_t moe_grouped_workspace_ints(int64_t S, int n);
+
+// The steps, for tests and benchmarks. experts: [S] (device); ws: moe_grouped_workspace_ints(S, n).
+void moe_grouped_group(const int32_t* experts, int64_t S, int e0, int e1, int32_t* ws, cudaStream_t s);
+// x: [T, H] bf16; w_gate_up: the bank's [n, 2I, H] bf16; act: [S, I] bf16 (rows beyond the bank's
+// slot count are not written).
+void moe_grouped_gate_up(const void* x, int64_t S, int k, int e0, int e1, const void* w_gate_up, int64_t I,
+                         int64_t H, const int32_t* ws, void* act, cudaStream_t s);
+// w_down: the bank's [n, H, I] bf16; slots: [S, H] float32.
+void moe_grouped_down(const void* act, int64_t S, int e0, int e1, const float* weights, const void* w_down,
+                      int64_t I, int64_t H, const int32_t* ws, float* slots, cudaStream_t s);
+
+// All three: the bank's slots of one layer. act: scratch of [S, I] bf16.
+void moe_grouped_experts(const void* x, int64_t T, int k, const int32_t* experts, const float* weights, int e0,
+                         int e1, const void* w_gate_up, const void* w_down, int64_t I, int64_t H, int32_t* ws,
+                         void* act, float* slots, cudaStream_t s);
+
+}  // namespace segpipe::cuda
