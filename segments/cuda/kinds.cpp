@@ -106,17 +106,25 @@ uint64_t Experts::weight_bytes() const {
   return b;
 }
 
-bool Experts::decode_into(int layer, const void* h, int k, const int32_t* experts, const float* weights, float* x,
-                          const void* prefetch, uint64_t prefetch_bytes) {
-  if (!holds_layer(layer) || e0_ != 0 || e1_ != cfg_.num_experts - 1 || !moe_down_combine_fits(k)) return false;
+bool Experts::decodes(int layer, int k) const {
+  return holds_layer(layer) && e0_ == 0 && e1_ == cfg_.num_experts - 1 && moe_down_combine_fits(k);
+}
+
+bool Experts::decode_into(int layer, const void* h, int k, int32_t* experts, float* weights, float* x,
+                          const void* prefetch, uint64_t prefetch_bytes, const float* logits) {
+  if (!decodes(layer, k)) return false;
   const int64_t H = cfg_.hidden, I = cfg_.moe_intermediate;
   const size_t li = static_cast<size_t>(layer - l0_);
   const bool ov = decode_overlap();
   act_.grow(static_cast<size_t>(k * I) * dtype_size(dt_));
-  moe_gate_up_gemv(h, k, k, experts, e0_, e1_, gate_up_[li].get(), dt_, I, H, act_.get(), ctx_.stream(),
-                   ov ? down_[li].get() : nullptr);
+  if (logits)
+    moe_gate_up_gemv_route(h, k, logits, cfg_.num_experts, cfg_.norm_topk_prob, experts, weights, gate_up_[li].get(),
+                           dt_, I, H, act_.get(), ctx_.stream(), ov ? down_[li].get() : nullptr);
+  else
+    moe_gate_up_gemv(h, k, k, experts, e0_, e1_, gate_up_[li].get(), dt_, I, H, act_.get(), ctx_.stream(),
+                     ov ? down_[li].get() : nullptr);
   moe_down_combine(act_.get(), k, experts, weights, down_[li].get(), dt_, I, H, x, ctx_.stream(),
-                   ov ? prefetch : nullptr, ov ? prefetch_bytes : 0);
+                   ov ? prefetch : nullptr, ov ? prefetch_bytes : 0, logits, cfg_.num_experts, cfg_.norm_topk_prob);
   return true;
 }
 
@@ -369,7 +377,12 @@ void Layers::forward(float* x, int64_t T, int64_t pos0, const int32_t* d_pos0, c
     pt.mark("o_proj+norm");
     if (L.moe) {
       const int E = cfg_.num_experts, k = cfg_.top_k;
-      if (fused) {
+      // Routing inside the expert kernels (no last-block pass in the router) where they decode this
+      // layer and nothing reads the routing on the host before them (observers do).
+      const bool route_late = fused && !obs && decode_route_in_experts() && local_ && local_->decodes(L.index, k);
+      if (route_late) {
+        router_logits(x, L.post_norm.get(), eps, L.router.get(), dt_, E, H, logits_.get(), h_.get(), st);
+      } else if (fused) {
         router_fused(x, L.post_norm.get(), eps, L.router.get(), dt_, E, H, logits_.get(), h_.get(), k,
                      cfg_.norm_topk_prob, experts_.get(), weights_.get(), counter_.get(), st);
         if (obs) observe(ctx_, obs, "layers." + std::to_string(L.index) + ".router_logits", logits_.get(), T, E, host_tmp_);
@@ -414,7 +427,8 @@ void Layers::forward(float* x, int64_t T, int64_t pos0, const int32_t* d_pos0, c
       if (fused && local_ &&
           local_->decode_into(L.index, h_.get(), k, experts_.get(), weights_.get(), x,
                               overlap && next ? next->qkv.get() : nullptr,
-                              overlap && next ? uint64_t(qd + 2 * kvd) * uint64_t(H) * es : 0)) {
+                              overlap && next ? uint64_t(qd + 2 * kvd) * uint64_t(H) * es : 0,
+                              route_late ? logits_.get() : nullptr)) {
         pt.mark("experts");
         if (obs) observe(ctx_, obs, "layers." + std::to_string(L.index) + ".output", x, T, H, host_tmp_);
         continue;

@@ -741,6 +741,173 @@ void test_decode_kernels(Checks& c, cuda::Context& ctx) {
     }
 }
 
+
+// The decode attention's split count chosen from the position (set_decode_attention_split_keys):
+// positions whose key counts give every split count from 1 to 8 under each setting, launched twice
+// (bit-identical: deterministic for a given position), against the CPU reference.
+void test_attention_splits(Checks& c, cudaStream_t s) {
+  const int saved = cuda::decode_attention_split_keys();
+  for (int keys : {256, 0, 64})
+    for (DType ot : {DType::F32, DType::BF16})
+      for (auto [nh, nkv, hd, pos0] :
+           {std::tuple{32, 4, 128, 0}, {32, 4, 128, 63}, {32, 4, 128, 64}, {32, 4, 128, 130}, {32, 4, 128, 255},
+            {32, 4, 128, 256}, {32, 4, 128, 300}, {32, 4, 128, 600}, {32, 4, 128, 800}, {32, 4, 128, 1100},
+            {32, 4, 128, 1400}, {32, 4, 128, 1700}, {32, 4, 128, 2000}, {32, 4, 128, 3000}, {4, 2, 16, 500},
+            {8, 8, 64, 1333}, {2, 1, 256, 700}}) {
+        cuda::set_decode_attention_split_keys(keys);
+        const int qd = nh * hd, kvd = nkv * hd, n = pos0 + 1;
+        const int splits = keys == 0 ? 8 : std::min(8, (n + keys - 1) / keys);
+        auto q = randn(size_t(qd), rng), kc = randn(size_t(n) * kvd, rng), vc = randn(size_t(n) * kvd, rng);
+        std::vector<float> ref(q.size());
+        attention(pool(), {nh, nkv, hd}, q.data(), 1, pos0, kc.data(), vc.data(), ref.data());
+        Dev dq(q, DType::F32), dk(kc, DType::F32), dv(vc, DType::F32);
+        auto dpos = upload(std::vector<int32_t>{pos0});
+        cuda::AttnShape as{nh, nkv, hd};
+        cuda::Buffer<float> part(cuda::attention_decode_scratch_floats(as));
+        cuda::Buffer<unsigned> cnt(static_cast<size_t>(nh));
+        SEGPIPE_CUDA_CHECK(cudaMemset(cnt.get(), 0, cnt.bytes()));
+        const float scale = static_cast<float>(std::pow(double(hd), -0.5));
+        std::vector<float> first;
+        bool same = true;
+        double e = 0;
+        for (int rep = 0; rep < 2; rep++) {
+          Dev out = Dev::poisoned(q.size(), ot);
+          cuda::attention_decode(dq.f(), dpos.get(), as, dk.f(), dv.f(), scale, out.p(), ot, part.get(), cnt.get(), s);
+          auto h = out.host();
+          if (rep == 0) first = h;
+          else same = std::memcmp(first.data(), h.data(), h.size() * 4) == 0;
+          e = std::max(e, rel_l2(h.data(), ref.data(), ref.size()));
+        }
+        auto cz = download(cnt, size_t(nh));
+        const bool zero = std::all_of(cz.begin(), cz.end(), [](unsigned v) { return v == 0; });
+        const double tol = ot == DType::F32 ? 1e-5 : 5e-3;
+        c.expect(e < tol && same && zero,
+                 "attention_decode split_keys=%d (%d split%s) -> %s heads=%d/%d hd=%d pos0=%d rel_l2=%.2e %s counters %s",
+                 keys, splits, splits > 1 ? "s" : "", dn(ot), nh, nkv, hd, pos0, e,
+                 same ? "repeat bit-identical" : "repeat DIFFERS", zero ? "0" : "NOT 0");
+      }
+  cuda::set_decode_attention_split_keys(saved);
+}
+
+// Decode routing inside the expert kernels (router_logits + moe_gate_up_gemv_route + moe_down_combine
+// with logits) against router_fused + moe_gate_up_gemv + moe_down_combine with the earlier grids
+// (bit for bit: logits, experts, weights, act and x) and against the CPU (route_topk on the logits;
+// the expert MLP added to x), with persistent grids on and off, launched twice.
+void test_route_in_experts(Checks& c, cuda::Context& ctx) {
+  cudaStream_t s = ctx.stream();
+  const bool saved = cuda::decode_persistent();
+  for (DType dt : {DType::F32, DType::BF16})
+    for (auto [E, H, I, k, renorm] : {std::tuple{128, 1024, 256, 8, true}, {128, 256, 96, 8, true},
+                                      {8, 64, 40, 2, true}, {60, 136, 24, 4, false}, {200, 128, 56, 8, true},
+                                      {16, 2048, 768, 1, true}}) {
+      auto x = randn(size_t(H), rng, 2.0f), nw = randn(size_t(H), rng), wr = randn(size_t(E) * H, rng, 0.05f);
+      auto wgu = randn(size_t(E) * 2 * I * H, rng, 0.05f), wd = randn(size_t(E) * H * I, rng, 0.05f);
+      if (dt == DType::BF16) wr = round_bf16(wr), wgu = round_bf16(wgu), wd = round_bf16(wd);
+      Dev dnw(nw, DType::F32), dwr(wr, dt), dgu(wgu, dt), dwd(wd, dt);
+      // A: the earlier path, earlier grids
+      cuda::set_decode_persistent(false);
+      Dev xa(x, DType::F32), ha = Dev::poisoned(size_t(H), dt), la = Dev::poisoned(size_t(E), DType::F32),
+          wa = Dev::poisoned(size_t(k), DType::F32), acta = Dev::poisoned(size_t(k) * I, dt);
+      cuda::Buffer<int32_t> ea(static_cast<size_t>(k));
+      cuda::Buffer<unsigned> counter(1);
+      SEGPIPE_CUDA_CHECK(cudaMemset(counter.get(), 0, 4));
+      SEGPIPE_CUDA_CHECK(cudaDeviceSynchronize());
+      cuda::router_fused(xa.f(), dnw.f(), 1e-6f, dwr.p(), dt, E, H, la.f(), ha.p(), k, renorm, ea.get(), wa.f(),
+                         counter.get(), s);
+      cuda::moe_gate_up_gemv(ha.p(), k, k, ea.get(), 0, E - 1, dgu.p(), dt, I, H, acta.p(), s, dwd.p());
+      cuda::moe_down_combine(acta.p(), k, ea.get(), wa.f(), dwd.p(), dt, I, H, xa.f(), s);
+      const auto lA = la.host(), wA = wa.host(), actA = acta.host(), xA = xa.host(), hA = ha.host();
+      const auto eA = download(ea, size_t(k));
+      // CPU: routing of the GPU logits, then the chosen experts' MLP on the GPU's normalized row
+      std::vector<int32_t> e_ref(static_cast<size_t>(k));
+      std::vector<float> w_ref(static_cast<size_t>(k));
+      route_topk(lA.data(), 1, E, k, renorm, e_ref.data(), w_ref.data());
+      std::vector<float> slots(size_t(k) * H), mlp(static_cast<size_t>(H)), g(static_cast<size_t>(I)),
+          u(static_cast<size_t>(I));
+      for (int j = 0; j < k; j++) {
+        const float* base = wgu.data() + size_t(e_ref[size_t(j)]) * 2 * I * H;
+        linear(pool(), hA.data(), 1, Mat{base, DType::F32, I, H}, g.data());
+        linear(pool(), hA.data(), 1, Mat{base + size_t(I) * H, DType::F32, I, H}, u.data());
+        swiglu(g.data(), u.data(), I, g.data());
+        if (dt == DType::BF16) g = round_bf16(g);
+        linear(pool(), g.data(), 1, Mat{wd.data() + size_t(e_ref[size_t(j)]) * H * I, DType::F32, H, I},
+               slots.data() + size_t(j) * H);
+        for (int col = 0; col < H; col++) slots[size_t(j) * H + col] *= w_ref[size_t(j)];
+      }
+      combine_expert_outputs(slots.data(), e_ref.data(), 1, k, H, mlp.data());
+      std::vector<float> dA(static_cast<size_t>(H));
+      for (int i = 0; i < H; i++) dA[size_t(i)] = xA[size_t(i)] - x[size_t(i)];
+      const double eref = rel_l2(dA.data(), mlp.data(), mlp.size());
+      const double tol = dt == DType::F32 ? 1e-4 : 2e-2;  // of the MLP output, through x's rounding
+      c.expect(eA == e_ref && eref < tol, "route reference path %s E=%d H=%d I=%d k=%d experts %s mlp rel_l2=%.2e",
+               dn(dt), E, H, I, k, eA == e_ref ? "= route_topk" : "DIFFER", eref);
+      // B: routing in the expert kernels, both grids, twice each
+      for (bool persistent : {false, true})
+        for (int rep = 0; rep < 2; rep++) {
+          cuda::set_decode_persistent(persistent);
+          Dev xb(x, DType::F32), hb = Dev::poisoned(size_t(H), dt), lb = Dev::poisoned(size_t(E), DType::F32),
+              wb = Dev::poisoned(size_t(k), DType::F32), actb = Dev::poisoned(size_t(k) * I, dt);
+          cuda::Buffer<int32_t> eb(static_cast<size_t>(k));
+          SEGPIPE_CUDA_CHECK(cudaMemset(eb.get(), 0xff, eb.bytes()));
+          cuda::router_logits(xb.f(), dnw.f(), 1e-6f, dwr.p(), dt, E, H, lb.f(), hb.p(), s);
+          cuda::moe_gate_up_gemv_route(hb.p(), k, lb.f(), E, renorm, eb.get(), wb.f(), dgu.p(), dt, I, H, actb.p(), s,
+                                       dwd.p());
+          cuda::moe_down_combine(actb.p(), k, eb.get(), wb.f(), dwd.p(), dt, I, H, xb.f(), s, dwd.p(),
+                                 uint64_t(H) * 8, lb.f(), E, renorm);
+          auto bits = [](const std::vector<float>& a, const std::vector<float>& b) {
+            return a.size() == b.size() && std::memcmp(a.data(), b.data(), a.size() * 4) == 0;
+          };
+          const bool lo = bits(lb.host(), lA), ex = download(eb, size_t(k)) == eA, we = bits(wb.host(), wA),
+                     ac = bits(actb.host(), actA), xo = bits(xb.host(), xA), hh = bits(hb.host(), hA);
+          c.expect(lo && ex && we && ac && xo && hh,
+                   "route in experts %s E=%d H=%d I=%d k=%d renorm=%d persistent=%d run %d: logits %s h %s experts %s "
+                   "weights %s act %s x %s",
+                   dn(dt), E, H, I, k, int(renorm), int(persistent), rep, lo ? "=" : "DIFFER", hh ? "=" : "DIFFER",
+                   ex ? "=" : "DIFFER", we ? "=" : "DIFFER", ac ? "=" : "DIFFER", xo ? "=" : "DIFFER");
+        }
+    }
+  cuda::set_decode_persistent(saved);
+}
+
+// The decode GEMVs with persistent grids (several rows per warp, double-buffered) bit-identical to
+// the earlier grids, on shapes where warps walk 1 to ~10 rows, and against the CPU product.
+void test_gemv_persistent(Checks& c, cudaStream_t s) {
+  const bool saved = cuda::decode_persistent();
+  for (DType dt : {DType::F32, DType::BF16})
+    for (auto [rows, cols] : {std::pair{5120, 2048}, {2048, 4096}, {20011, 2048}, {1000, 776}, {9, 64}, {7, 13000}}) {
+      auto x = randn(size_t(cols), rng, 2.0f), w = randn(size_t(rows) * cols, rng, 0.05f), nw = randn(size_t(cols), rng);
+      if (dt == DType::BF16) w = round_bf16(w);
+      auto xr = dt == DType::BF16 ? round_bf16(x) : x;
+      std::vector<float> ref(static_cast<size_t>(rows));
+      linear(pool(), xr.data(), 1, Mat{w.data(), DType::F32, rows, cols}, ref.data());
+      Dev dx(xr, dt), dxf(x, DType::F32), dnw(nw, DType::F32), dw(w, dt);
+      std::vector<float> y[2][2], yn[2];
+      for (int mode = 0; mode < 2; mode++) {
+        cuda::set_decode_persistent(mode == 1);
+        for (int rep = 0; rep < 2; rep++) {
+          Dev yy = Dev::poisoned(size_t(rows), DType::F32);
+          cuda::gemv(dx.p(), dt, dw.p(), dt, rows, cols, yy.f(), false, s);
+          y[mode][rep] = yy.host();
+        }
+        if (cols <= 12288) {
+          Dev yy = Dev::poisoned(size_t(rows), DType::F32);
+          cuda::gemv_rmsnorm(dxf.f(), dnw.f(), 1e-6f, dw.p(), dt, rows, cols, yy.f(), false, nullptr, s);
+          yn[mode] = yy.host();
+        }
+      }
+      auto bits = [](const std::vector<float>& a, const std::vector<float>& b) {
+        return a.size() == b.size() && std::memcmp(a.data(), b.data(), a.size() * 4) == 0;
+      };
+      const double e = rel_l2(y[1][0].data(), ref.data(), ref.size());
+      const bool same = bits(y[0][0], y[1][0]) && bits(y[0][0], y[0][1]) && bits(y[1][0], y[1][1]);
+      const bool same_n = cols > 12288 || bits(yn[0], yn[1]);
+      c.expect(e < 1e-5 && same && same_n,
+               "gemv persistent %s rows=%d cols=%d rel_l2=%.2e, gemv %s, gemv_rmsnorm %s to the earlier grid", dn(dt),
+               rows, cols, e, same ? "bit-identical" : "DIFFERS", same_n ? "bit-identical" : "DIFFERS");
+    }
+  cuda::set_decode_persistent(saved);
+}
+
 int main() {
   if (skip_without_gpu("test_cuda_kernels")) return kSkip;
   try {
@@ -764,6 +931,17 @@ int main() {
     test_moe_grouped(c, ctx);
     test_combine(c, ctx.stream());
     test_decode_kernels(c, ctx);
+    test_attention_splits(c, ctx.stream());
+    test_route_in_experts(c, ctx);
+    test_gemv_persistent(c, ctx.stream());
+    // The earlier settings (one switch away) must still pass the same checks.
+    std::printf("earlier decode settings: attention split keys 0 (always 8 splits), earlier grids\n");
+    cuda::set_decode_attention_split_keys(0);
+    cuda::set_decode_persistent(false);
+    test_attention(c, ctx.stream());
+    test_decode_kernels(c, ctx);
+    cuda::set_decode_attention_split_keys(256);
+    cuda::set_decode_persistent(true);
     test_embed_convert(c, ctx.stream());
     test_synthetic(c, ctx.stream());
     return c.finish("test_cuda_kernels");

@@ -3,7 +3,11 @@
 //   device-to-device copy bandwidth), with and without the CUDA graph;
 //   prefill of a long prompt in TFLOP/s against the measured bf16 cuBLAS GEMM rate.
 // usage: segpipe_bench_cuda [--preset NAME] [--layers N] [--dtype bfloat16|float32] [--prompt T]
-//                           [--decode N] [--json FILE]
+//                           [--decode N] [--json FILE] [--variants] [--only-decode]
+//   --variants: the decode benchmark (CUDA graph, then an eager phase profile) once per decode-kernel
+//   variant in this process: all new settings, each one switched back alone (attention split keys
+//   0 = always 8 splits; routing by router_fused's last block; earlier GEMV grids), and all three
+//   back (the build before these switches). --only-decode skips prefill and the GEMM/GEMV figures.
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
@@ -23,6 +27,7 @@
 #include "segments/kernels/cuda/gemv.cuh"
 #include "segments/kernels/cuda/moe.cuh"
 #include "segments/kernels/cuda/moe_grouped.cuh"
+#include "segments/kernels/cuda/router.cuh"
 #include "segments/kernels/cuda/swiglu.cuh"
 #include "segments/kernels/cuda/synthetic.cuh"
 #include "segments/model/synthetic.h"
@@ -191,7 +196,8 @@ int main(int argc, char** argv) {
   std::string preset = "qwen3-omni-30b-a3b-thinker", dtype = "bfloat16", json_out;
   int layers = 0, prompt = 2048, decode = 128, gemv_max = 4;
   bool ncu = false;
-  bool host_grouped = false;  // MoE prefill through the host grouping and cuBLAS (A/B of moe_grouped.cuh)  // for a kernel profiler: one prefill of --prompt tokens, a 32-token prefill, 3 decode steps
+  bool host_grouped = false;  // MoE prefill through the host grouping and cuBLAS (A/B of moe_grouped.cuh)
+  bool variants = false, only_decode = false;  // decode once per switch setting of the decode kernels
   for (int i = 1; i < argc; i++) {
     std::string a = argv[i];
     auto next = [&]() -> std::string {
@@ -210,10 +216,16 @@ int main(int argc, char** argv) {
     else if (a == "--json") json_out = next();
     else if (a == "--ncu") ncu = true;
     else if (a == "--host-grouped") host_grouped = true;
+    else if (a == "--variants") variants = true;
+    else if (a == "--only-decode") only_decode = true;
+    else if (a == "--split-keys") cuda::set_decode_attention_split_keys(std::atoi(next().c_str()));
+    else if (a == "--route-in-experts") cuda::set_decode_route_in_experts(std::atoi(next().c_str()) != 0);
+    else if (a == "--persistent") cuda::set_decode_persistent(std::atoi(next().c_str()) != 0);
     else if (a == "--l2pf") cuda::set_decode_l2_prefetch(std::atoi(next().c_str()));
     else {
       std::fprintf(stderr, "usage: segpipe_bench_cuda [--preset NAME] [--layers N] [--dtype D] [--prompt T] "
-                           "[--decode N] [--json FILE]\n");
+                           "[--decode N] [--json FILE] [--variants] [--only-decode] [--split-keys N] "
+                           "[--route-in-experts 0|1] [--persistent 0|1] [--l2pf M] [--host-grouped]\n");
       return 2;
     }
   }
@@ -258,6 +270,60 @@ int main(int argc, char** argv) {
       for (int i = 0; i < 3; i++) runner->step_device_eager(&ids[size_t(i)], 1, 32 + i);
       std::printf("segpipe_bench_cuda --ncu: done\n");
       return 0;
+    }
+
+    if (variants) {
+      // Decode after a 32-token prompt, CUDA graph (median of 3 runs of --decode steps), then 8
+      // eager steps with the phase profile, once per variant; the same runner and weights.
+      struct Variant {
+        const char* name;
+        int split_keys;
+        bool route_late, persistent;
+      };
+      const Variant vs[] = {{"new (defaults)", 256, true, true},
+                            {"attention: always 8 splits", 0, true, true},
+                            {"attention: split keys 128", 128, true, true},
+                            {"attention: split keys 512", 512, true, true},
+                            {"router: last-block routing", 256, false, true},
+                            {"gemv: earlier grids", 256, true, false},
+                            {"all earlier (before)", 0, false, false},
+                            {"new (defaults), again", 256, true, true}};
+      const int p0 = 32;
+      std::printf("\n== decode variants: %s, %d layers, %s, card %s; %d steps after a %d-token prompt ==\n",
+                  preset.c_str(), cfg.num_layers, dtype.c_str(), cuda::device_name(0).c_str(), decode, p0);
+      for (const Variant& v : vs) {
+        cuda::set_decode_attention_split_keys(v.split_keys);
+        cuda::set_decode_route_in_experts(v.route_late);
+        cuda::set_decode_persistent(v.persistent);
+        runner->reset_graph();
+        std::vector<double> runs;
+        for (int rep = 0; rep < 3; rep++) {
+          runner->step_device(ids.data(), p0, 0, false);
+          double a = 0;
+          for (int i = 0; i < decode + 2; i++) {
+            if (i == 2) a = now_ms();
+            int32_t tok = ids[size_t((i * 7) % 64)];
+            runner->step_device(&tok, 1, p0 + i, false);
+          }
+          runs.push_back((now_ms() - a) / decode);
+        }
+        cuda::phase_ms().clear();
+        cuda::set_profiling(true);
+        for (int i = 0; i < 8; i++) {
+          int32_t tok = ids[size_t(i)];
+          runner->step_device_eager(&tok, 1, p0 + decode + 2 + i);
+        }
+        cuda::set_profiling(false);
+        std::printf("%-30s graph %7.3f ms/token (runs %.3f %.3f %.3f)  eager phases ms/token:", v.name, median(runs),
+                    runs[0], runs[1], runs[2]);
+        for (auto& [k, val] : cuda::phase_ms()) std::printf(" %s %.3f", k.c_str(), val / 8);
+        std::printf("\n");
+      }
+      cuda::set_decode_attention_split_keys(256);
+      cuda::set_decode_route_in_experts(true);
+      cuda::set_decode_persistent(true);
+      runner->reset_graph();
+      if (only_decode) return 0;
     }
 
     // Prefill: 1 warm-up, then the median of 5.
@@ -338,7 +404,7 @@ int main(int argc, char** argv) {
     }
     cuda::set_profiling(false);
     auto decode_phases = cuda::phase_ms();
-    for (auto& [k, v] : decode_phases) v /= 8;
+    for (auto& [phase, v] : decode_phases) v /= 8;
     // A single-token product through cuBLAS (the q/k/v projection's shape): achieved bandwidth.
     double gemv_gbs = 0, own_gemv_gbs = 0;
     {
@@ -417,9 +483,9 @@ int main(int argc, char** argv) {
     std::printf("1-token bf16 product %lldx%d: cuBLAS %.0f GB/s, segpipe gemv %.0f GB/s read\n",
                 (long long)(cfg.q_dim() + 2 * cfg.kv_dim()), cfg.hidden, gemv_gbs, own_gemv_gbs);
     std::printf("prefill phases (ms, all layers):");
-    for (auto& [k, v] : prefill_phases) std::printf("  %s %.2f", k.c_str(), v);
+    for (auto& [phase, v] : prefill_phases) std::printf("  %s %.2f", phase.c_str(), v);
     std::printf("\ndecode phases (ms per token, eager):");
-    for (auto& [k, v] : decode_phases) std::printf("  %s %.3f", k.c_str(), v);
+    for (auto& [phase, v] : decode_phases) std::printf("  %s %.3f", phase.c_str(), v);
     std::printf("\n");
     if (!json_out.empty()) {
       std::ofstream f(json_out);

@@ -1,3 +1,5 @@
+#include <atomic>
+
 #include "segments/kernels/cuda/attention.cuh"
 #include "segments/kernels/cuda/check.h"
 #include "segments/kernels/cuda/common.cuh"
@@ -79,21 +81,34 @@ __global__ void attention_kernel(const float* __restrict__ q, const int32_t* __r
   }
 }
 
-// Decode (one token), the keys split over kSplit blocks per head: block (h, sp) takes keys
-// j = (sp + kSplit i) kWarps + warp, one per warp per round, K and V rows loaded together; each block
+// Decode (one token), the keys split over up to kSplitBlocks blocks per head: the grid always has
+// kSplitBlocks blocks per head (the graph is captured once and replayed at every position), and the
+// split count n_split is chosen in the kernel from the device-side position: ceil((p + 1) /
+// split_keys) capped at kSplitBlocks (split_keys 0: always kSplitBlocks, the earlier behaviour).
+// Blocks sp >= n_split leave at once after the wait. Block (h, sp) takes keys
+// j = (sp + n_split i) kWarps + warp, one per warp per round; each warp issues the K and V rows of
+// kBatch such keys before it uses the first (the loads of a round overlap instead of forming one
+// memory round trip per key) and then updates its online softmax key by key in ascending j, so the
+// per-warp arithmetic, hence the bits for a given n_split, do not depend on kBatch. With one split
+// the block writes the output itself (no partials, fence, counter or merge); otherwise each block
 // writes its merged (max, sum, unnormalized accumulator) and the block that finishes last for its
-// head (a counter per head) merges the kSplit partials in split order.
+// head (a counter per head) merges the n_split partials in split order.
 //
 // kRope: q is the raw q/k/v row of the step (qkv, before q/k-norm and RoPE): every block normalizes and
 // rotates its own query head and its group's new key (norm_rope_head, the same bits as
 // qk_norm_rope_kv) and uses them and the new value row for key p straight from shared memory; the
 // first block of each group writes the new K and V rows into the cache at row p. Before waiting for
 // its inputs each block asks L2 for its share of `pf` (the next product's weights).
-template <typename O, bool kRope>
+//
+// kPer: dimensions per lane held in registers (head_dim <= 32 kPer); kBatch keys per round, so that
+// the K/V registers of a round stay at 64 per lane.
+template <typename O, bool kRope, int kPer>
 __global__ void __launch_bounds__(kWarps * 32) attention_split_kernel(
     const float* __restrict__ q, const int32_t* __restrict__ d_pos0, int nh, int nkv, int hd, float* kc, float* vc,
     float scale, O* __restrict__ out, float* part, unsigned* counters, const float* __restrict__ qn,
-    const float* __restrict__ kn, float eps, const float* __restrict__ inv_freq, const void* pf, uint64_t pf_bytes) {
+    const float* __restrict__ kn, float eps, const float* __restrict__ inv_freq, const void* pf, uint64_t pf_bytes,
+    int split_keys) {
+  constexpr int kBatch = 32 / kPer;
   __shared__ float s_m[kWarps], s_l[kWarps];
   __shared__ float s_acc[kWarps][kMaxPerLane * 32];
   __shared__ float s_q[kMaxPerLane * 32], s_k[kMaxPerLane * 32], s_v[kMaxPerLane * 32];
@@ -105,6 +120,12 @@ __global__ void __launch_bounds__(kWarps * 32) attention_split_kernel(
   pdl_wait();
   pdl_trigger();
   const int64_t p = int64_t(*d_pos0);
+  int n_split = kSplitBlocks;
+  if (split_keys > 0) {
+    const int64_t want = (p + split_keys) / split_keys;  // ceil((p + 1) / split_keys), p >= 0
+    n_split = want < kSplitBlocks ? int(want) : kSplitBlocks;
+  }
+  if (sp >= n_split) return;  // uniform per block: no barrier below is skipped by part of it
   const int64_t kvd = int64_t(nkv) * hd;
   const float* qv = q + int64_t(h) * hd;
   if constexpr (kRope) {
@@ -124,52 +145,72 @@ __global__ void __launch_bounds__(kWarps * 32) attention_split_kernel(
     }
     qv = s_q;
   }
-  float qr[kMaxPerLane], acc[kMaxPerLane];
+  float qr[kPer], acc[kPer];
 #pragma unroll
-  for (int r = 0; r < kMaxPerLane; r++) {
+  for (int r = 0; r < kPer; r++) {
     int i = lane + 32 * r;
     qr[r] = i < hd ? qv[i] : 0.f;
     acc[r] = 0.f;
   }
   float m = -INFINITY, l = 0.f;
-  for (int64_t j = int64_t(sp) * kWarps + warp; j <= p; j += int64_t(kSplitBlocks) * kWarps) {
-    const float* kr = kc + j * kvd + int64_t(g) * hd;
-    const float* vr = vc + j * kvd + int64_t(g) * hd;
-    if (kRope && j == p) {
-      kr = s_k;
-      vr = s_v;
+  const int64_t jstep = int64_t(n_split) * kWarps;
+  for (int64_t j0 = int64_t(sp) * kWarps + warp; j0 <= p; j0 += int64_t(kBatch) * jstep) {
+    float kv[kBatch][kPer], vv[kBatch][kPer];
+#pragma unroll
+    for (int b = 0; b < kBatch; b++) {
+      const int64_t j = j0 + int64_t(b) * jstep;
+      const float* kr = kc + j * kvd + int64_t(g) * hd;
+      const float* vr = vc + j * kvd + int64_t(g) * hd;
+      if (kRope && j == p) {
+        kr = s_k;
+        vr = s_v;
+      }
+#pragma unroll
+      for (int r = 0; r < kPer; r++) {
+        int i = lane + 32 * r;
+        const bool in = j <= p && i < hd;
+        kv[b][r] = in ? kr[i] : 0.f;
+        vv[b][r] = in ? vr[i] : 0.f;
+      }
     }
-    float kv[kMaxPerLane], vv[kMaxPerLane];
 #pragma unroll
-    for (int r = 0; r < kMaxPerLane; r++) {
-      int i = lane + 32 * r;
-      kv[r] = i < hd ? kr[i] : 0.f;
-      vv[r] = i < hd ? vr[i] : 0.f;
+    for (int b = 0; b < kBatch; b++) {
+      if (j0 + int64_t(b) * jstep > p) break;
+      float d = 0.f;
+#pragma unroll
+      for (int r = 0; r < kPer; r++) d += qr[r] * kv[b][r];
+      float sc = warp_sum(d) * scale;
+      float mn = fmaxf(m, sc);
+      float corr = expf(m - mn);
+      float e = expf(sc - mn);
+      l = l * corr + e;
+#pragma unroll
+      for (int r = 0; r < kPer; r++) acc[r] = acc[r] * corr + e * vv[b][r];
+      m = mn;
     }
-    float d = 0.f;
-#pragma unroll
-    for (int r = 0; r < kMaxPerLane; r++) d += qr[r] * kv[r];
-    float sc = warp_sum(d) * scale;
-    float mn = fmaxf(m, sc);
-    float corr = expf(m - mn);
-    float e = expf(sc - mn);
-    l = l * corr + e;
-#pragma unroll
-    for (int r = 0; r < kMaxPerLane; r++) acc[r] = acc[r] * corr + e * vv[r];
-    m = mn;
   }
   if (lane == 0) {
     s_m[warp] = m;
     s_l[warp] = l;
   }
 #pragma unroll
-  for (int r = 0; r < kMaxPerLane; r++) s_acc[warp][lane + 32 * r] = acc[r];
+  for (int r = 0; r < kPer; r++) s_acc[warp][lane + 32 * r] = acc[r];
   __syncthreads();
   float M = -INFINITY;
   for (int w = 0; w < kWarps; w++) M = fmaxf(M, s_m[w]);
   float L = 0.f;
   for (int w = 0; w < kWarps; w++)
     if (s_l[w] > 0.f) L += s_l[w] * expf(s_m[w] - M);
+  if (n_split == 1) {  // the whole head in this block: normalize and write, as attention_kernel does
+    O* o = out + int64_t(h) * hd;
+    for (int i = threadIdx.x; i < hd; i += kWarps * 32) {
+      float v = 0.f;
+      for (int w = 0; w < kWarps; w++)
+        if (s_l[w] > 0.f) v += s_acc[w][i] * expf(s_m[w] - M);
+      o[i] = from_f<O>(v / L);
+    }
+    return;
+  }
   float* pp = part + (int64_t(h) * kSplitBlocks + sp) * (hd + 2);
   for (int i = threadIdx.x; i < hd; i += kWarps * 32) {
     float v = 0.f;
@@ -183,23 +224,23 @@ __global__ void __launch_bounds__(kWarps * 32) attention_split_kernel(
   }
   __threadfence();
   __syncthreads();
-  if (threadIdx.x == 0) last = atomicAdd(counters + h, 1u) == kSplitBlocks - 1;
+  if (threadIdx.x == 0) last = atomicAdd(counters + h, 1u) == unsigned(n_split - 1);
   __syncthreads();
   if (!last) return;
   __threadfence();
   const float* ph = part + int64_t(h) * kSplitBlocks * (hd + 2);
   float MM = -INFINITY;
-  for (int b = 0; b < kSplitBlocks; b++)
+  for (int b = 0; b < n_split; b++)
     if (__ldcg(ph + b * (hd + 2) + hd + 1) > 0.f) MM = fmaxf(MM, __ldcg(ph + b * (hd + 2) + hd));
   float LL = 0.f;
-  for (int b = 0; b < kSplitBlocks; b++) {
+  for (int b = 0; b < n_split; b++) {
     float lb = __ldcg(ph + b * (hd + 2) + hd + 1);
     if (lb > 0.f) LL += lb * expf(__ldcg(ph + b * (hd + 2) + hd) - MM);
   }
   O* o = out + int64_t(h) * hd;
   for (int i = threadIdx.x; i < hd; i += kWarps * 32) {
     float v = 0.f;
-    for (int b = 0; b < kSplitBlocks; b++) {
+    for (int b = 0; b < n_split; b++) {
       float lb = __ldcg(ph + b * (hd + 2) + hd + 1);
       if (lb > 0.f) v += __ldcg(ph + b * (hd + 2) + i) * expf(__ldcg(ph + b * (hd + 2) + hd) - MM);
     }
@@ -286,18 +327,48 @@ size_t attention_decode_scratch_floats(const AttnShape& s) {
   return size_t(s.num_heads) * kSplitBlocks * size_t(s.head_dim + 2);
 }
 
+namespace {
+std::atomic<int> g_split_keys{256};
+}  // namespace
+
+void set_decode_attention_split_keys(int keys) { g_split_keys.store(keys < 0 ? 0 : keys); }
+int decode_attention_split_keys() { return g_split_keys.load(std::memory_order_relaxed); }
+
+namespace {
+
+template <bool kRope>
+void launch_split(const float* q, const int32_t* d_pos0, const AttnShape& s, float* k_cache, float* v_cache,
+                  float scale, void* out, DType ot, float* scratch, unsigned* counters, const float* q_norm,
+                  const float* k_norm, float eps, const float* inv_freq, const void* prefetch,
+                  uint64_t prefetch_bytes, cudaStream_t st) {
+  const dim3 grid(static_cast<unsigned>(s.num_heads), kSplitBlocks);
+  const int sk = decode_attention_split_keys();
+  SEGPIPE_DISPATCH_FB(ot, O, {
+    if (s.head_dim <= 128)
+      SEGPIPE_CUDA_CHECK(launch_pdl(attention_split_kernel<O, kRope, 4>, grid, dim3(kWarps * 32), 0, st, q, d_pos0,
+                                    s.num_heads, s.num_kv_heads, s.head_dim, k_cache, v_cache, scale,
+                                    static_cast<O*>(out), scratch, counters, q_norm, k_norm, eps, inv_freq, prefetch,
+                                    prefetch_bytes, sk));
+    else
+      SEGPIPE_CUDA_CHECK(launch_pdl(attention_split_kernel<O, kRope, kMaxPerLane>, grid, dim3(kWarps * 32), 0, st, q,
+                                    d_pos0, s.num_heads, s.num_kv_heads, s.head_dim, k_cache, v_cache, scale,
+                                    static_cast<O*>(out), scratch, counters, q_norm, k_norm, eps, inv_freq, prefetch,
+                                    prefetch_bytes, sk));
+  });
+  if (kRope)
+    SEGPIPE_CUDA_LAUNCH_CHECK("attention_split_kernel (rope)");
+  else
+    SEGPIPE_CUDA_LAUNCH_CHECK("attention_split_kernel");
+}
+
+}  // namespace
+
 void attention_decode(const float* q, const int32_t* d_pos0, const AttnShape& s, const float* k_cache,
                       const float* v_cache, float scale, void* out, DType ot, float* scratch, unsigned* counters,
                       cudaStream_t st) {
   SEGPIPE_ASSERT(s.head_dim <= kMaxPerLane * 32 && s.num_heads % s.num_kv_heads == 0);
-  dim3 grid(static_cast<unsigned>(s.num_heads), kSplitBlocks);
-  SEGPIPE_DISPATCH_FB(ot, O,
-                      SEGPIPE_CUDA_CHECK(launch_pdl(attention_split_kernel<O, false>, grid, dim3(kWarps * 32), 0, st,
-                                                    q, d_pos0, s.num_heads, s.num_kv_heads, s.head_dim,
-                                                    const_cast<float*>(k_cache), const_cast<float*>(v_cache), scale,
-                                                    static_cast<O*>(out), scratch, counters, nullptr, nullptr, 0.f,
-                                                    nullptr, nullptr, uint64_t(0))));
-  SEGPIPE_CUDA_LAUNCH_CHECK("attention_split_kernel");
+  launch_split<false>(q, d_pos0, s, const_cast<float*>(k_cache), const_cast<float*>(v_cache), scale, out, ot, scratch,
+                      counters, nullptr, nullptr, 0.f, nullptr, nullptr, 0, st);
 }
 
 void attention_decode_rope(const float* qkv, const int32_t* d_pos0, const AttnShape& s, const float* q_norm,
@@ -305,13 +376,8 @@ void attention_decode_rope(const float* qkv, const int32_t* d_pos0, const AttnSh
                            float scale, void* out, DType ot, float* scratch, unsigned* counters, const void* prefetch,
                            uint64_t prefetch_bytes, cudaStream_t st) {
   SEGPIPE_ASSERT(s.head_dim <= kMaxPerLane * 32 && s.head_dim % 2 == 0 && s.num_heads % s.num_kv_heads == 0);
-  dim3 grid(static_cast<unsigned>(s.num_heads), kSplitBlocks);
-  SEGPIPE_DISPATCH_FB(ot, O,
-                      SEGPIPE_CUDA_CHECK(launch_pdl(attention_split_kernel<O, true>, grid, dim3(kWarps * 32), 0, st,
-                                                    qkv, d_pos0, s.num_heads, s.num_kv_heads, s.head_dim, k_cache,
-                                                    v_cache, scale, static_cast<O*>(out), scratch, counters, q_norm,
-                                                    k_norm, eps, inv_freq, prefetch, prefetch_bytes)));
-  SEGPIPE_CUDA_LAUNCH_CHECK("attention_split_kernel (rope)");
+  launch_split<true>(qkv, d_pos0, s, k_cache, v_cache, scale, out, ot, scratch, counters, q_norm, k_norm, eps,
+                     inv_freq, prefetch, prefetch_bytes, st);
 }
 
 }  // namespace segpipe::cuda

@@ -27,6 +27,14 @@ void attention(const float* q, int64_t T, const int32_t* d_pos0, const AttnShape
 // attention_decode_scratch_floats(s) floats; counters: num_heads unsigneds, zero before the first
 // call (each call leaves them zero).
 size_t attention_decode_scratch_floats(const AttnShape& s);
+// How many blocks per head the decode attention splits the keys over, chosen in the kernel from the
+// device-side position (so one captured graph serves every position): ceil((pos + 1) / keys),
+// at most 8; one split writes the output directly (no partials, counter or merge). keys 0: always 8
+// (the behaviour before). Process-wide, default 256; graphs captured under one setting must be
+// re-captured after a change. Outputs are deterministic for a given (position, setting); different
+// split counts sum in different groupings (not bit-identical to each other).
+void set_decode_attention_split_keys(int keys);
+int decode_attention_split_keys();
 void attention_decode(const float* q, const int32_t* d_pos0, const AttnShape& s, const float* k_cache,
                       const float* v_cache, float scale, void* out, DType ot, float* scratch, unsigned* counters,
                       cudaStream_t st);

@@ -11,11 +11,12 @@ namespace segpipe::cuda {
 
 namespace {
 
-// One warp per row, rows spread over the grid (grid-stride). The first row's weight chunks are loaded
+// One warp per row, rows spread over the grid (grid-stride); at most 128 registers (2 blocks per
+// multiprocessor, as before the double buffer). The first row's weight chunks are loaded
 // into registers before pdl_wait(): they stream in while the previous kernel finishes and while the
 // block computes the RMSNorm prologue.
 template <typename W, typename X, bool kNorm>
-__global__ void __launch_bounds__(kGemvThreads) gemv_kernel(const X* __restrict__ x, const float* __restrict__ nw,
+__global__ void __launch_bounds__(kGemvThreads, 2) gemv_kernel(const X* __restrict__ x, const float* __restrict__ nw,
                                                             float eps, const W* __restrict__ w, int64_t rows,
                                                             int64_t cols, float* __restrict__ y, bool acc,
                                                             W* __restrict__ h_out, int pfm) {
@@ -29,24 +30,28 @@ __global__ void __launch_bounds__(kGemvThreads) gemv_kernel(const X* __restrict_
     for (int64_t r0 = int64_t(blockIdx.x) * kGemvWarps; r0 < rows; r0 += stride)
       prefetch_l2(w + r0 * cols, uint64_t(min(int64_t(kGemvWarps), rows - r0) * cols) * sizeof(W));
   }
-  Chunk8<W> pre[kPrefetchChunks<W>];
-  if (r < rows) row_prefetch(w + r * cols, cols, lane, pre);
+  // Two register buffers, used alternately: the next row's first chunks are issued before the
+  // current row is reduced (a warp walking several rows keeps its loads in flight). Each row's own
+  // arithmetic is row_dot_pre's, whichever buffer holds it.
+  Chunk8<W> pa[kPrefetchChunks<W>], pb[kPrefetchChunks<W>];
+  if (r < rows) row_prefetch(w + r * cols, cols, lane, pa);
   pdl_wait();
   pdl_trigger();
-  const X* xv = x;
   if constexpr (kNorm) {
     stage_rmsnorm<W>(reinterpret_cast<const float*>(x), nw, eps, cols, xs, blockIdx.x == 0 ? h_out : nullptr);
     __syncthreads();
   }
-  for (; r < rows; r += stride) {
-    float a;
-    if constexpr (kNorm)
-      a = row_dot_pre(w + r * cols, static_cast<const float*>(xs), cols, lane, pre);
-    else
-      a = row_dot_pre(w + r * cols, xv, cols, lane, pre);
-    a = warp_sum(a);
+  const X* xsrc = kNorm ? reinterpret_cast<const X*>(static_cast<const float*>(xs)) : x;  // X is float with kNorm
+  while (r < rows) {
+    if (r + stride < rows) row_prefetch(w + (r + stride) * cols, cols, lane, pb);
+    float a = warp_sum(row_dot_pre(w + r * cols, xsrc, cols, lane, pa));
     if (lane == 0) y[r] = acc ? y[r] + a : a;
-    if (r + stride < rows) row_prefetch(w + (r + stride) * cols, cols, lane, pre);
+    r += stride;
+    if (r >= rows) break;
+    if (r + stride < rows) row_prefetch(w + (r + stride) * cols, cols, lane, pa);
+    a = warp_sum(row_dot_pre(w + r * cols, xsrc, cols, lane, pb));
+    if (lane == 0) y[r] = acc ? y[r] + a : a;
+    r += stride;
   }
 }
 
@@ -66,7 +71,10 @@ void launch(const X* x, const float* nw, float eps, const W* w, int64_t rows, in
   // L2 prefetch of the whole matrix only where it fits well within L2 (not the vocabulary product)
   int pfm = decode_overlap() ? decode_l2_prefetch() : 0;
   if (uint64_t(rows * cols) * sizeof(W) > (uint64_t(32) << 20)) pfm = 0;
-  SEGPIPE_CUDA_CHECK(launch_pdl(gemv_kernel<W, X, kNorm>, dim3(gemv_grid(rows)), dim3(kGemvThreads), smem, s, x, nw,
+  const unsigned grid = decode_persistent() ? resident_grid(gemv_kernel<W, X, kNorm>, kGemvThreads, smem,
+                                                            (rows + kGemvWarps - 1) / kGemvWarps)
+                                            : gemv_grid(rows);
+  SEGPIPE_CUDA_CHECK(launch_pdl(gemv_kernel<W, X, kNorm>, dim3(grid), dim3(kGemvThreads), smem, s, x, nw,
                                 eps, w, rows, cols, y, acc, h_out, pfm));
   SEGPIPE_CUDA_LAUNCH_CHECK("gemv_kernel");
 }
@@ -83,15 +91,26 @@ void set_decode_l2_prefetch(int mode) { g_l2pf.store(mode); }
 int decode_l2_prefetch() { return g_l2pf.load(std::memory_order_relaxed); }
 bool decode_overlap() { return g_overlap.load(std::memory_order_relaxed); }
 
-unsigned gemv_grid(int64_t rows) {
-  static int sms = 0;
-  if (sms == 0) {
-    int dev = 0;
+namespace {
+std::atomic<bool> g_persistent{true};
+}  // namespace
+
+void set_decode_persistent(bool on) { g_persistent.store(on); }
+bool decode_persistent() { return g_persistent.load(std::memory_order_relaxed); }
+
+int sm_count() {
+  static const int sms = [] {
+    int dev = 0, n = 0;
     SEGPIPE_CUDA_CHECK(cudaGetDevice(&dev));
-    SEGPIPE_CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev));
-  }
+    SEGPIPE_CUDA_CHECK(cudaDeviceGetAttribute(&n, cudaDevAttrMultiProcessorCount, dev));
+    return n;
+  }();
+  return sms;
+}
+
+unsigned gemv_grid(int64_t rows) {
   const int64_t want = (rows + kGemvWarps - 1) / kGemvWarps;
-  return static_cast<unsigned>(std::min<int64_t>(want, int64_t(sms) * 8));
+  return static_cast<unsigned>(std::min<int64_t>(want, int64_t(sm_count()) * 8));
 }
 
 void gemv(const void* x, DType xt, const void* w, DType wt, int64_t rows, int64_t cols, float* y, bool accumulate,

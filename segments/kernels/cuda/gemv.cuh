@@ -25,6 +25,14 @@ bool decode_overlap();
 // at its start; 2 each block its own rows.
 void set_decode_l2_prefetch(int mode);
 int decode_l2_prefetch();
+// Persistent grids for the decode GEMVs (gemv, gemv_rmsnorm, moe_gate_up_gemv, moe_down_combine):
+// exactly as many blocks as are resident at once, each warp walking several rows (the next row's
+// loads issued before the current one is reduced), so there is no partial last wave and the
+// per-block prologue (RMSNorm, routing) runs once per block instead of once per wave. Each output's
+// summation order is the same either way (bit-identical results). Process-wide, on by default; off:
+// the earlier grids (one row per warp where the grid allows). Graphs must be re-captured after a change.
+void set_decode_persistent(bool on);
+bool decode_persistent();
 
 // y[r] = (accumulate ? y[r] : 0) + W[r, :] · x for r < rows. x: [cols] in xt (F32 or the weights'
 // dtype wt); W: [rows, cols] in wt (F32 or BF16); y float32. cols must be a multiple of 8.

@@ -1,91 +1,30 @@
 #include <algorithm>
+#include <atomic>
 
 #include "segments/kernels/cuda/check.h"
 #include "segments/kernels/cuda/common.cuh"
 #include "segments/kernels/cuda/gemv_common.cuh"
 #include "segments/kernels/cuda/launch.cuh"
+#include "segments/kernels/cuda/route_common.cuh"
 #include "segments/kernels/cuda/router.cuh"
 
 namespace segpipe::cuda {
 
 namespace {
 
-constexpr int kMaxPerLane = 16;  // E <= 512
-
-// One warp routes one token (l: its E logits); lane l holds experts l, l+32, ... (kPer slots: E <=
-// 32 kPer; slots past E hold nothing and change no sum, maximum or choice, so every kPer gives the
-// same bits; a smaller kPer is a shorter dependent chain for the one routing warp).
-template <int kPer = kMaxPerLane>
-__device__ __forceinline__ void route_one(const float* l, int E, int k, bool renorm, int32_t* eo, float* wo,
-                                          int lane) {
-  float p[kPer];
-  float mx = -INFINITY;
-#pragma unroll
-  for (int r = 0; r < kPer; r++) {
-    int e = lane + 32 * r;
-    p[r] = e < E ? l[e] : -INFINITY;
-    mx = fmaxf(mx, p[r]);
-  }
-  mx = warp_max(mx);
-  float sum = 0.f;
-#pragma unroll
-  for (int r = 0; r < kPer; r++) {
-    int e = lane + 32 * r;
-    p[r] = e < E ? expf(p[r] - mx) : 0.f;
-    sum += p[r];
-  }
-  sum = warp_sum(sum);
-#pragma unroll
-  for (int r = 0; r < kPer; r++) p[r] = p[r] / sum;
-  unsigned taken = 0;  // bit r: this lane's expert lane+32r is chosen
-  float chosen_sum = 0.f;
-  int my_e = 0;      // lane j keeps the j-th choice
-  float my_w = 0.f;
-  for (int j = 0; j < k; j++) {
-    float bv = -1.f;
-    int bi = 0x7fffffff;
-#pragma unroll
-    for (int r = 0; r < kPer; r++) {
-      int e = lane + 32 * r;
-      if (e < E && !(taken & (1u << r)) && (p[r] > bv)) {
-        bv = p[r];
-        bi = e;
-      }
-    }
-    for (int o = 16; o > 0; o >>= 1) {
-      float ov = __shfl_xor_sync(0xffffffffu, bv, o);
-      int oi = __shfl_xor_sync(0xffffffffu, bi, o);
-      if (ov > bv || (ov == bv && oi < bi)) {
-        bv = ov;
-        bi = oi;
-      }
-    }
-    if ((bi & 31) == lane) taken |= 1u << (bi / 32);
-    chosen_sum += bv;  // same order as the CPU: descending probability
-    if (lane == j) {
-      my_e = bi;
-      my_w = bv;
-    }
-  }
-  if (lane < k) {
-    eo[lane] = my_e;
-    wo[lane] = renorm ? my_w / chosen_sum : my_w;
-  }
-}
+constexpr int kMaxPerLane = kRouteMaxPerLane;
 
 __global__ void route_topk_kernel(const float* __restrict__ logits, int64_t T, int E, int k, bool renorm,
                                   int32_t* __restrict__ experts, float* __restrict__ weights) {
   const int64_t t = blockIdx.x * int64_t(blockDim.x / 32) + threadIdx.x / 32;
   if (t >= T) return;
-  if (E <= 128)
-    route_one<4>(logits + t * E, E, k, renorm, experts + t * k, weights + t * k, threadIdx.x % 32);
-  else
-    route_one<kMaxPerLane>(logits + t * E, E, k, renorm, experts + t * k, weights + t * k, threadIdx.x % 32);
+  route_warp(logits + t * E, E, k, renorm, experts + t * k, weights + t * k, threadIdx.x % 32);
 }
 
 // Decode: RMSNorm of the residual row, the router product (one warp a row, rows spread over the
-// grid), then the block that finishes last (a device counter) routes: softmax and top-k.
-template <typename W>
+// grid), then (kRoute) the block that finishes last (a device counter) routes: softmax and top-k.
+// Without kRoute the kernel ends with the logits: the expert kernels after it route for themselves.
+template <typename W, bool kRoute>
 __global__ void __launch_bounds__(kGemvThreads) router_fused_kernel(const float* __restrict__ x,
                                                                     const float* __restrict__ nw, float eps,
                                                                     const W* __restrict__ wr, int E, int64_t H,
@@ -94,7 +33,6 @@ __global__ void __launch_bounds__(kGemvThreads) router_fused_kernel(const float*
                                                                     float* __restrict__ weights,
                                                                     unsigned* counter) {
   extern __shared__ float xs[];
-  __shared__ bool last;
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
   int64_t r = int64_t(blockIdx.x) * kGemvWarps + warp;
   Chunk8<W> pre[kPrefetchChunks<W>];
@@ -108,22 +46,20 @@ __global__ void __launch_bounds__(kGemvThreads) router_fused_kernel(const float*
     if (lane == 0) logits[r] = a;
     if (r + int64_t(gridDim.x) * kGemvWarps < E) row_prefetch(wr + (r + int64_t(gridDim.x) * kGemvWarps) * H, H, lane, pre);
   }
-  __syncthreads();  // every warp is done with xs before the last block reuses it for the logits
-  __threadfence();
-  __syncthreads();
-  if (threadIdx.x == 0) last = atomicAdd(counter, 1u) == gridDim.x - 1;
-  __syncthreads();
-  if (!last) return;
-  __threadfence();
-  for (int e = threadIdx.x; e < E; e += kGemvThreads) xs[e] = __ldcg(logits + e);  // past L1: other blocks wrote them
-  __syncthreads();
-  if (warp == 0) {
-    if (E <= 128)
-      route_one<4>(xs, E, k, renorm, experts, weights, lane);
-    else
-      route_one<kMaxPerLane>(xs, E, k, renorm, experts, weights, lane);
+  if constexpr (kRoute) {
+    __shared__ bool last;
+    __syncthreads();  // every warp is done with xs before the last block reuses it for the logits
+    __threadfence();
+    __syncthreads();
+    if (threadIdx.x == 0) last = atomicAdd(counter, 1u) == gridDim.x - 1;
+    __syncthreads();
+    if (!last) return;
+    __threadfence();
+    for (int e = threadIdx.x; e < E; e += kGemvThreads) xs[e] = __ldcg(logits + e);  // past L1: other blocks wrote them
+    __syncthreads();
+    if (warp == 0) route_warp(xs, E, k, renorm, experts, weights, lane);
+    if (threadIdx.x == 0) *counter = 0;  // ready for the next launch (kernels on one stream run in order)
   }
-  if (threadIdx.x == 0) *counter = 0;  // ready for the next launch (kernels on one stream run in order)
 }
 
 }  // namespace
@@ -144,11 +80,32 @@ void router_fused(const float* x, const float* norm_w, float eps, const void* w_
   const size_t smem = size_t(std::max<int64_t>(H, E)) * sizeof(float);
   SEGPIPE_ASSERT_MSG(smem <= 48 * 1024, "router_fused: hidden size above 12288");
   SEGPIPE_DISPATCH_FB(wt, W,
-                      SEGPIPE_CUDA_CHECK(launch_pdl(router_fused_kernel<W>, dim3(gemv_grid(E)), dim3(kGemvThreads),
-                                                    smem, s, x, norm_w, eps, static_cast<const W*>(w_router), E, H,
-                                                    logits, static_cast<W*>(h_out), k, renormalize, experts, weights,
+                      SEGPIPE_CUDA_CHECK(launch_pdl(router_fused_kernel<W, true>, dim3(gemv_grid(E)),
+                                                    dim3(kGemvThreads), smem, s, x, norm_w, eps,
+                                                    static_cast<const W*>(w_router), E, H, logits,
+                                                    static_cast<W*>(h_out), k, renormalize, experts, weights,
                                                     counter)));
   SEGPIPE_CUDA_LAUNCH_CHECK("router_fused_kernel");
 }
+
+void router_logits(const float* x, const float* norm_w, float eps, const void* w_router, DType wt, int E, int64_t H,
+                   float* logits, void* h_out, cudaStream_t s) {
+  SEGPIPE_ASSERT(E <= 32 * kMaxPerLane && H % 8 == 0);
+  const size_t smem = size_t(H) * sizeof(float);
+  SEGPIPE_ASSERT_MSG(smem <= 48 * 1024, "router_logits: hidden size above 12288");
+  SEGPIPE_DISPATCH_FB(wt, W,
+                      SEGPIPE_CUDA_CHECK(launch_pdl(router_fused_kernel<W, false>, dim3(gemv_grid(E)),
+                                                    dim3(kGemvThreads), smem, s, x, norm_w, eps,
+                                                    static_cast<const W*>(w_router), E, H, logits,
+                                                    static_cast<W*>(h_out), 0, false, nullptr, nullptr, nullptr)));
+  SEGPIPE_CUDA_LAUNCH_CHECK("router_fused_kernel (logits)");
+}
+
+namespace {
+std::atomic<bool> g_route_in_experts{true};
+}  // namespace
+
+void set_decode_route_in_experts(bool on) { g_route_in_experts.store(on); }
+bool decode_route_in_experts() { return g_route_in_experts.load(std::memory_order_relaxed); }
 
 }  // namespace segpipe::cuda

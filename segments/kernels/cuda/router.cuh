@@ -20,4 +20,16 @@ void router_fused(const float* x, const float* norm_w, float eps, const void* w_
                   float* logits, void* h_out, int k, bool renormalize, int32_t* experts, float* weights,
                   unsigned* counter, cudaStream_t s);
 
+// Decode without the routing tail: h_out and logits as router_fused, no softmax / top-k, no counter.
+// The decode expert kernels then route from the logits themselves (moe_gate_up_gemv and
+// moe_down_combine with `logits`): every block runs the same routing code (route_topk's bits), so no
+// block waits for a last-block pass and its fence.
+void router_logits(const float* x, const float* norm_w, float eps, const void* w_router, DType wt, int E, int64_t H,
+                   float* logits, void* h_out, cudaStream_t s);
+
+// Decode layers use router_logits + expert kernels that route for themselves (true, default) rather
+// than router_fused's last-block routing. Process-wide; graphs must be re-captured after a change.
+void set_decode_route_in_experts(bool on);
+bool decode_route_in_experts();
+
 }  // namespace segpipe::cuda
