@@ -17,6 +17,7 @@
 #include "gpu_test.h"
 #include "orchestrator/capture.h"
 #include "orchestrator/cuda_ipc.h"
+#include "orchestrator/cuda_mps.h"
 #include "orchestrator/cuda_runner.h"
 #include "orchestrator/golden.h"
 #include "orchestrator/run_plan.h"
@@ -271,6 +272,16 @@ int main(int argc, char** argv) {
   }
   for (int i = 1; i + 1 < argc; i++)
     if (std::string(argv[i]) == "--source") g_source = argv[i + 1];
+  // SEGPIPE_GPU_SHARING=mps: every run of this process, the in-process baselines included, through
+  // one private MPS server, started before the first CUDA call so that this process joins it too.
+  if (const char* v = std::getenv("SEGPIPE_GPU_SHARING"); v && std::string(v) == "mps") {
+    std::string why = start_private_mps();
+    if (!why.empty()) {
+      std::fprintf(stderr, "test_cuda_shm: SEGPIPE_GPU_SHARING=mps but no private MPS server: %s\n", why.c_str());
+      return 1;
+    }
+    std::printf("test_cuda_shm: GPU processes through a private MPS server\n");
+  }
   if (skip_without_gpu("test_cuda_shm")) return kSkip;
   Checks c;
   std::string only = std::getenv("SEGPIPE_TEST_ONLY") ? std::getenv("SEGPIPE_TEST_ONLY") : "";
