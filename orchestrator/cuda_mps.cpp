@@ -92,8 +92,57 @@ void end_group(pid_t pid) {
   }
 }
 
+// Asks the daemon to quit (it then ends its server and reaps it, so no orphan is left for init to
+// reap); waits up to 2 s. The caller ends the group afterwards in any case.
+void ask_quit(const MpsState& s) {
+  std::string bin = find_in_path(kControl);
+  if (bin.empty()) return;
+  int fds[2];
+  if (pipe(fds) != 0) return;
+  const std::string pipe_dir = s.dir + "/pipe", log_dir = s.dir + "/log";
+  pid_t c = fork();
+  if (c < 0) {
+    close(fds[0]);
+    close(fds[1]);
+    return;
+  }
+  if (c == 0) {
+    dup2(fds[0], 0);
+    close(fds[0]);
+    close(fds[1]);
+    int dn = open("/dev/null", O_WRONLY);
+    if (dn >= 0) {
+      dup2(dn, 1);
+      dup2(dn, 2);
+    }
+    setenv(kPipeVar, pipe_dir.c_str(), 1);
+    setenv(kLogVar, log_dir.c_str(), 1);
+    execl(bin.c_str(), kControl, static_cast<char*>(nullptr));
+    _exit(127);
+  }
+  close(fds[0]);
+  const char quit[] = "quit\n";
+  if (write(fds[1], quit, sizeof quit - 1) < 0) {
+  }
+  close(fds[1]);
+  auto until = std::chrono::steady_clock::now() + std::chrono::seconds(2);
+  bool client_done = false, daemon_done = false;
+  while (std::chrono::steady_clock::now() < until && !(client_done && daemon_done)) {
+    if (!client_done) client_done = exited(c);
+    if (!daemon_done) daemon_done = exited(s.pid);
+    if (!(client_done && daemon_done)) std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  }
+  if (!client_done) {
+    kill(c, SIGKILL);
+    int st;
+    while (waitpid(c, &st, 0) < 0 && errno == EINTR) {
+    }
+  }
+}
+
 void stop_locked(MpsState& s) {
   if (s.pid <= 0) return;
+  ask_quit(s);
   end_group(s.pid);
   s.pid = -1;
   restore_env(kPipeVar, s.old_pipe);

@@ -15,9 +15,10 @@ echo "== normal exit"
 sleep 1
 echo "left after a normal exit: [$(left | tr '\n' ' ')]"
 echo "== orchestrator SIGKILLed while decoding"
-"$BIN/segpipe_bench_cuda_shm" --layers 8 --groups 2 --decode 1000000 --sharing mps >/dev/null 2>&1 &
+"$BIN/segpipe_bench_cuda_shm" --groups 2 --decode 470 --sharing mps >/dev/null 2>&1 &
 pid=$!
-sleep 12
+for _ in $(seq 1 600); do pgrep -f "__worker" >/dev/null && break; sleep 0.1; done
+sleep 1
 echo "running:"; ps -eo pid,pgid,ppid,comm | grep -E "mps|segpipe" | grep -v grep
 kill -9 "$pid"
 sleep 3
