@@ -8,6 +8,7 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <cstdio>
 #include <chrono>
 #include <cstdlib>
 #include <cstring>
@@ -152,6 +153,27 @@ void stop_locked(MpsState& s) {
   s.dir.clear();
 }
 
+// Directories of private servers whose orchestrator is gone (SIGKILLed: its daemon died with it
+// through PR_SET_PDEATHSIG, but nobody removed the directory).
+void remove_stale_dirs() {
+  std::error_code ec;
+  for (const auto& e : std::filesystem::directory_iterator(std::filesystem::temp_directory_path(), ec)) {
+    const std::string name = e.path().filename().string();
+    if (name.rfind("segpipe-mps-", 0) != 0) continue;
+    struct stat st{};
+    if (stat(e.path().c_str(), &st) != 0 || st.st_uid != getuid()) continue;
+    long owner = 0;
+    if (FILE* f = std::fopen((e.path() / "owner").c_str(), "r")) {
+      if (std::fscanf(f, "%ld", &owner) != 1) owner = 0;
+      std::fclose(f);
+    }
+    // No owner yet: another orchestrator between making the directory and writing its pid.
+    if (owner <= 0 || kill(static_cast<pid_t>(owner), 0) == 0 || errno != ESRCH) continue;
+    std::error_code ec2;
+    std::filesystem::remove_all(e.path(), ec2);
+  }
+}
+
 }  // namespace
 
 GpuSharing gpu_sharing_from_env() {
@@ -178,9 +200,14 @@ std::string start_private_mps() {
   if (get_env(kPipeVar)) return std::string(kPipeVar) + " is set: the MPS server it names is used as it is";
   std::string bin = find_in_path(kControl);
   if (bin.empty()) return std::string(kControl) + " was not found";
+  remove_stale_dirs();
   std::string tmpl = (std::filesystem::temp_directory_path() / "segpipe-mps-XXXXXX").string();
   if (!mkdtemp(tmpl.data())) return std::string("cannot make a directory for it: ") + std::strerror(errno);
   const std::string dir = tmpl, pipe = dir + "/pipe", log = dir + "/log";
+  if (FILE* f = std::fopen((dir + "/owner").c_str(), "w")) {
+    std::fprintf(f, "%ld\n", static_cast<long>(getpid()));
+    std::fclose(f);
+  }
   mkdir(pipe.c_str(), 0700);
   mkdir(log.c_str(), 0700);
   const pid_t parent = getpid();

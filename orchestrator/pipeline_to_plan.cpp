@@ -3,6 +3,7 @@
 #include <filesystem>
 
 #include "orchestrator/pipeline/pipeline.h"
+#include "orchestrator/cuda_mps.h"
 #include "orchestrator/cuda_runner.h"
 #include "segments/checkpoint/config_file.h"
 
@@ -15,6 +16,16 @@ RunPlan plan_from_pipeline_file(const std::string& path, ModelConfig& cfg, nlohm
   ms.num_layers = cfg.num_layers;
   ms.num_experts = cfg.num_experts;
   for (int i = 0; i < cfg.num_layers; i++) ms.moe_layer.push_back(cfg.is_moe_layer(i));
+  // Several GPU segment processes: the private MPS server (cuda_mps.h) must be running before this
+  // process's first CUDA call, the device count just below, for this process to join it.
+  if (cuda_backend_built() && spec.transport.value_or(Transport::shm) == Transport::shm) {
+    int gpu = 0;
+    for (const SegmentSpec& s : spec.segments) {
+      const auto& dev = s.settings.device ? s.settings.device : spec.defaults.device;
+      gpu += dev && dev->type == Device::Type::cuda;
+    }
+    if (gpu >= 2 && gpu_sharing_from_env() != GpuSharing::Off) start_private_mps();  // failures: the runner says
+  }
   // Without the CUDA backend every cuda:N passes the device-count rule, so that the segment loop
   // below says what is missing (the backend, not the device).
   PipelinePlan pp = validate_pipeline(spec, ms, cuda_backend_built() ? cuda_visible_devices() : 1 << 20);

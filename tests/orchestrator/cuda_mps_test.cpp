@@ -1,0 +1,186 @@
+// The private MPS server's process handling (orchestrator/cuda_mps.h), with a stand-in for
+// nvidia-cuda-mps-control on PATH: a script that makes the control socket and runs until told to
+// quit (or ended), like the real daemon in foreground mode. No GPU needed.
+#include "orchestrator/cuda_mps.h"
+
+#include <gtest/gtest.h>
+#include <signal.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <string>
+#include <thread>
+
+#include "segments/core/errors.h"
+
+namespace fs = std::filesystem;
+using namespace segpipe;
+
+namespace {
+
+// -f: the daemon (records its pid, makes the socket, waits); no argument: a client passing stdin
+// ("quit") to the daemon through a file the daemon polls.
+constexpr const char* kFakeControl = R"(#!/bin/sh
+if [ "$1" = "-f" ]; then
+  echo $$ > "$CUDA_MPS_PIPE_DIRECTORY/daemon.pid"
+  : > "$CUDA_MPS_PIPE_DIRECTORY/control"
+  while [ ! -f "$CUDA_MPS_PIPE_DIRECTORY/quit" ]; do sleep 0.01; done
+  exit 0
+fi
+cat > "$CUDA_MPS_PIPE_DIRECTORY/quit.tmp" && mv "$CUDA_MPS_PIPE_DIRECTORY/quit.tmp" "$CUDA_MPS_PIPE_DIRECTORY/quit"
+)";
+
+class CudaMpsTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    stop_private_mps();
+    char tmpl[] = "/tmp/segpipe-mpstest-XXXXXX";  // not a server directory name (those get cleaned)
+    ASSERT_NE(mkdtemp(tmpl), nullptr);
+    bin_ = tmpl;
+    std::ofstream(bin_ / "nvidia-cuda-mps-control") << kFakeControl;
+    fs::permissions(bin_ / "nvidia-cuda-mps-control", fs::perms::owner_all);
+    const char* p = std::getenv("PATH");
+    old_path_ = p ? p : "";
+    setenv("PATH", (bin_.string() + ":" + old_path_).c_str(), 1);
+    unsetenv("CUDA_MPS_PIPE_DIRECTORY");
+    unsetenv("CUDA_MPS_LOG_DIRECTORY");
+    unsetenv("SEGPIPE_GPU_SHARING");
+  }
+  void TearDown() override {
+    stop_private_mps();
+    setenv("PATH", old_path_.c_str(), 1);
+    fs::remove_all(bin_);
+    unsetenv("SEGPIPE_GPU_SHARING");
+  }
+  fs::path bin_;
+  std::string old_path_;
+};
+
+bool alive(pid_t pid) { return kill(pid, 0) == 0; }
+
+}  // namespace
+
+TEST_F(CudaMpsTest, StartsPointsTheEnvironmentAtItAndStopsCleanly) {
+  ASSERT_EQ(start_private_mps(), "");
+  EXPECT_TRUE(private_mps_running());
+  const char* pipe = std::getenv("CUDA_MPS_PIPE_DIRECTORY");
+  ASSERT_NE(pipe, nullptr);
+  ASSERT_NE(std::getenv("CUDA_MPS_LOG_DIRECTORY"), nullptr);
+  const fs::path dir = fs::path(pipe).parent_path();
+  EXPECT_EQ(dir.filename().string().rfind("segpipe-mps-", 0), 0u);
+  EXPECT_TRUE(fs::exists(fs::path(pipe) / "control"));
+  long owner = 0;
+  std::ifstream(dir / "owner") >> owner;
+  EXPECT_EQ(owner, static_cast<long>(getpid()));
+  pid_t daemon = 0;
+  std::ifstream(fs::path(pipe) / "daemon.pid") >> daemon;
+  ASSERT_GT(daemon, 0);
+  EXPECT_TRUE(alive(daemon));
+  EXPECT_EQ(start_private_mps(), "");  // once per process
+  stop_private_mps();
+  EXPECT_FALSE(private_mps_running());
+  EXPECT_EQ(std::getenv("CUDA_MPS_PIPE_DIRECTORY"), nullptr);
+  EXPECT_EQ(std::getenv("CUDA_MPS_LOG_DIRECTORY"), nullptr);
+  EXPECT_FALSE(fs::exists(dir));
+  EXPECT_FALSE(alive(daemon));
+}
+
+TEST_F(CudaMpsTest, AnMpsPipeDirectoryOfTheUsersIsLeftAlone) {
+  setenv("CUDA_MPS_PIPE_DIRECTORY", "/tmp/users-own-mps", 1);
+  std::string why = start_private_mps();
+  EXPECT_NE(why.find("CUDA_MPS_PIPE_DIRECTORY is set"), std::string::npos) << why;
+  EXPECT_FALSE(private_mps_running());
+  EXPECT_STREQ(std::getenv("CUDA_MPS_PIPE_DIRECTORY"), "/tmp/users-own-mps");
+  unsetenv("CUDA_MPS_PIPE_DIRECTORY");
+}
+
+TEST_F(CudaMpsTest, MissingControlProgramIsReportedNotFatal) {
+  setenv("PATH", "/nonexistent", 1);
+  if (access("/usr/bin/nvidia-cuda-mps-control", X_OK) == 0 || access("/usr/local/cuda/bin/nvidia-cuda-mps-control", X_OK) == 0)
+    GTEST_SKIP() << "a real nvidia-cuda-mps-control is installed";
+  std::string why = start_private_mps();
+  EXPECT_NE(why.find("not found"), std::string::npos) << why;
+  EXPECT_FALSE(private_mps_running());
+}
+
+TEST_F(CudaMpsTest, ADaemonThatNeverGetsReadyIsEndedAndItsDirectoryRemoved) {
+  std::ofstream(bin_ / "nvidia-cuda-mps-control") << "#!/bin/sh\nexit 1\n";
+  std::string why = start_private_mps();
+  EXPECT_NE(why.find("did not start"), std::string::npos) << why;
+  EXPECT_FALSE(private_mps_running());
+  EXPECT_EQ(std::getenv("CUDA_MPS_PIPE_DIRECTORY"), nullptr);
+}
+
+TEST_F(CudaMpsTest, DirectoriesOfDeadOrchestratorsAreRemovedAtTheNextStart) {
+  // A pid that cannot be alive: a child that has exited and been reaped.
+  pid_t dead = fork();
+  if (dead == 0) _exit(0);
+  int st;
+  waitpid(dead, &st, 0);
+  const fs::path tmp = fs::temp_directory_path();
+  const fs::path stale = tmp / "segpipe-mps-stale-test", live = tmp / "segpipe-mps-live-test";
+  fs::create_directories(stale / "pipe");
+  fs::create_directories(live / "pipe");
+  std::ofstream(stale / "owner") << dead << "\n";
+  std::ofstream(live / "owner") << getpid() << "\n";
+  ASSERT_EQ(start_private_mps(), "");
+  EXPECT_FALSE(fs::exists(stale));
+  EXPECT_TRUE(fs::exists(live));
+  fs::remove_all(live);
+}
+
+TEST_F(CudaMpsTest, SharingModeFromTheEnvironment) {
+  EXPECT_EQ(gpu_sharing_from_env(), GpuSharing::Auto);
+  setenv("SEGPIPE_GPU_SHARING", "mps", 1);
+  EXPECT_EQ(gpu_sharing_from_env(), GpuSharing::Mps);
+  setenv("SEGPIPE_GPU_SHARING", "off", 1);
+  EXPECT_EQ(gpu_sharing_from_env(), GpuSharing::Off);
+  setenv("SEGPIPE_GPU_SHARING", "always", 1);
+  try {
+    gpu_sharing_from_env();
+    FAIL() << "no error";
+  } catch (const InputError& e) {
+    EXPECT_NE(std::string(e.what()).find("SEGPIPE_GPU_SHARING='always'"), std::string::npos) << e.what();
+  }
+}
+
+TEST_F(CudaMpsTest, TheServerEndsWithAKilledOrchestrator) {
+  int fds[2];
+  ASSERT_EQ(pipe(fds), 0);
+  pid_t orch = fork();
+  if (orch == 0) {  // the orchestrator: starts the server, tells the daemon's pid, waits to be killed
+    close(fds[0]);
+    if (!start_private_mps().empty()) _exit(1);
+    pid_t d = 0;
+    std::ifstream(fs::path(std::getenv("CUDA_MPS_PIPE_DIRECTORY")) / "daemon.pid") >> d;
+    if (write(fds[1], &d, sizeof d) != sizeof d) _exit(1);
+    pause();
+    _exit(0);
+  }
+  close(fds[1]);
+  pid_t daemon = 0;
+  ASSERT_EQ(read(fds[0], &daemon, sizeof daemon), static_cast<ssize_t>(sizeof daemon));
+  close(fds[0]);
+  ASSERT_GT(daemon, 0);
+  EXPECT_TRUE(alive(daemon));
+  kill(orch, SIGKILL);
+  int st;
+  waitpid(orch, &st, 0);
+  bool gone = false;
+  for (int i = 0; i < 200 && !gone; i++) {
+    // The daemon is not our child: alive until reaped by init, so look at its state.
+    std::ifstream stat("/proc/" + std::to_string(daemon) + "/stat");
+    std::string pid_s, comm, state;
+    gone = !(stat >> pid_s >> comm >> state) || state == "Z";
+    if (!gone) std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  EXPECT_TRUE(gone) << "the MPS control daemon " << daemon << " outlived its orchestrator";
+  // Its directory stays behind (nobody was left to remove it) until the next start removes it.
+  ASSERT_EQ(start_private_mps(), "");
+  stop_private_mps();
+}
