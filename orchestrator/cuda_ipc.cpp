@@ -38,7 +38,8 @@ class CudaDeviceArena : public DeviceArena {
     SEGPIPE_CUDA_CHECK(cudaIpcGetMemHandle(&handle_, p_));
   }
   ~CudaDeviceArena() override {
-    if (p_) cudaFree(p_);
+    // The allocation's own device current (a run may hold arenas on several); errors ignored here.
+    if (p_ && cudaSetDevice(device_) == cudaSuccess) cudaFree(p_);
   }
   std::string ipc_handle_hex() const override { return ipc_handle_to_hex(handle_); }
   uint64_t bytes() const override { return bytes_; }

@@ -288,7 +288,7 @@ void Layers::ensure_scratch(int64_t T) {
   cap_ = T;
 }
 
-void Layers::forward(float* x, int64_t T, int64_t pos0, const int32_t* d_pos0, const std::vector<Experts*>& banks,
+void Layers::forward(float* x, int64_t T, int64_t pos0, const int32_t* d_pos0, const std::vector<ExpertBank*>& banks,
                      BoundaryObserver* obs) {
   if (pos0 + T > max_seq_)
     throw RuntimeFailure("sequence of " + std::to_string(pos0 + T) + " tokens exceeds the KV cache (" +
@@ -401,7 +401,7 @@ void Layers::forward(float* x, int64_t T, int64_t pos0, const int32_t* d_pos0, c
         local_->compute(req);
         served = true;
       } else {
-        for (Experts* b : banks)
+        for (ExpertBank* b : banks)
           if (b->holds_layer(L.index)) {
             b->compute(req);
             served = true;

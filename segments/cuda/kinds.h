@@ -63,16 +63,29 @@ struct ExpertRequest {
   float* slots = nullptr;            // [T * k, H] float32
 };
 
+// What a layers segment calls for the routed experts of its MoE layers when they are not local:
+// Experts in this process, or the bank processes of a shm run (workers/cuda_remote_banks.h). The
+// layer calls every bank holding the layer, then combines all the slots itself, so the math is one
+// code path wherever the experts run.
+class ExpertBank {
+ public:
+  virtual ~ExpertBank() = default;
+  virtual bool holds_layer(int layer) const = 0;
+  // Fills the slots of the experts it owns: ordered after the work already on the caller's stream,
+  // and before the work the caller puts on it next.
+  virtual void compute(const ExpertRequest& r) = 0;
+};
+
 // A bank: experts [e0, e1] of the MoE layers in [l0, l1].
-class Experts {
+class Experts : public ExpertBank {
  public:
   Experts(Context& ctx, WeightSource& w, const ModelConfig& cfg, const EngineOptions& opt, int l0, int l1, int e0,
           int e1);
-  bool holds_layer(int layer) const;
+  bool holds_layer(int layer) const override;
   int layer_first() const { return l0_; }
   int layer_last() const { return l1_; }
   // Fills the slots of the experts it owns.
-  void compute(const ExpertRequest& r);
+  void compute(const ExpertRequest& r) override;
   // Decode with every expert in this bank (local experts), one token: x += the combined expert
   // outputs, without the slots buffer (moe_down_combine). False (nothing done) where it does not apply.
   // prefetch (optional): prefetch_bytes of the next kernel's weights asked into L2 meanwhile.
@@ -108,7 +121,7 @@ class Layers {
   // x: [T, H] float32 on the device, in place. pos0 on the host (capacity checks), d_pos0 the same
   // value on the device. banks serve MoE layers when the experts are not local. With an observer,
   // every boundary is copied to the host (synchronizing).
-  void forward(float* x, int64_t T, int64_t pos0, const int32_t* d_pos0, const std::vector<Experts*>& banks,
+  void forward(float* x, int64_t T, int64_t pos0, const int32_t* d_pos0, const std::vector<ExpertBank*>& banks,
                BoundaryObserver* obs);
   uint64_t weight_bytes() const;
   uint64_t kv_bytes() const;
