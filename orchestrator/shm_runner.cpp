@@ -182,10 +182,14 @@ class ShmRunner : public Runner {
   // (requests and slots stay in that device's arena). Checked before anything is read or started.
   void check_gpu_segments() {
     bool any_gpu = false;
-    for (const SegmentDesc& d : plan_.segments) {
-      any_gpu |= on_gpu(d);
-      if (!on_gpu(d) && cuda_.synthetic)
-        throw InputError(plan_.source + ": segment '" + d.name + "' runs on the CPU, which cannot make synthetic weights");
+    for (SegmentDesc& d : plan_.segments) {
+      if (!on_gpu(d)) {
+        if (cuda_.synthetic)
+          throw InputError(plan_.source + ": segment '" + d.name + "' runs on the CPU, which cannot make synthetic weights");
+        continue;
+      }
+      any_gpu = true;
+      d.device = "cuda:" + std::to_string(device_index(d));  // "cuda" is cuda:0: one device, one arena
     }
     for (const SegmentDesc& b : plan_.segments)
       for (const SegmentDesc& l : plan_.segments) {

@@ -9,8 +9,9 @@ namespace segpipe {
 
 CudaRemoteBanks::CudaRemoteBanks(const proto::WorkerSpec& spec, const shm::Arena& arena, proto::SegmentStatus* status,
                                  cuda::Context& ctx, const ModelConfig& cfg, DType compute,
-                                 const std::vector<char*>& exchange)
+                                 const std::vector<char*>& exchange, uint32_t spin_count)
     : spec_(spec), banks_(spec, arena, status), ctx_(ctx), hidden_(cfg.hidden), dt_(compute) {
+  if (spin_count) banks_.set_spin_count(spin_count);
   if (exchange.size() != 4) throw RuntimeFailure("layers segment '" + spec.name + "' has no bank exchange in the device arena");
   x_ = exchange[0];
   experts_ = exchange[1];

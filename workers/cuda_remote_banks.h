@@ -19,7 +19,8 @@ class CudaRemoteBanks : public cuda::ExpertBank {
   // exchange: x, expert ids, weights and slots of the bank exchange (device pointers into the
   // mapped device arena), sized for spec.max_tokens tokens.
   CudaRemoteBanks(const proto::WorkerSpec& spec, const shm::Arena& arena, proto::SegmentStatus* status,
-                  cuda::Context& ctx, const ModelConfig& cfg, DType compute, const std::vector<char*>& exchange);
+                  cuda::Context& ctx, const ModelConfig& cfg, DType compute, const std::vector<char*>& exchange,
+                  uint32_t spin_count);
   bool holds_layer(int layer) const override { return banks_.holds_layer(layer); }
   void compute(const cuda::ExpertRequest& r) override;
 

@@ -150,7 +150,8 @@ class CudaWorker {
       if (!dev_arena_ || gpu_.kv_offset < 0) throw RuntimeFailure("layers segment without a KV cache in the device arena");
       layers_->bind_kv(reinterpret_cast<float*>(dev_arena_ + gpu_.kv_offset));
       if (spec_.banks) {
-        remote_ = std::make_unique<CudaRemoteBanks>(spec_, arena_, status_, *ctx_, cfg_, wo.compute, exchange());
+        remote_ = std::make_unique<CudaRemoteBanks>(spec_, arena_, status_, *ctx_, cfg_, wo.compute, exchange(),
+                                                     gpu_.spin_count);
         banks_.push_back(remote_.get());
       }
       bytes_ = layers_->weight_bytes();

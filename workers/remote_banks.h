@@ -25,6 +25,10 @@ class BankCaller {
   // RuntimeFailure (the orchestrator names it and restarts or fails the run); a bank's silence is
   // judged by the orchestrator's heartbeat watch, so there is no deadline here.
   void call(int layer, std::span<const std::byte> args);
+  // Spins before sleeping while waiting for a bank (GPU banks: see CudaShmOptions::spin_count).
+  void set_spin_count(uint32_t spins) {
+    for (Bank& b : banks_) b.ch.set_spin_count(spins);
+  }
 
  private:
   struct Bank {
