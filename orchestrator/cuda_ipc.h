@@ -1,5 +1,5 @@
 // The orchestrator's side of GPU segments under transport: shm (workers/cuda_worker.h says where
-// state lives): one device arena per run, allocated here and shared with the GPU workers through a
+// state lives): one device arena per device a run uses, allocated here and shared with the GPU workers through a
 // CUDA IPC handle, so that activations between GPU segments and the KV caches of GPU layers
 // segments stay in device memory and outlive any worker. In a build without the CUDA backend
 // DeviceArena::create throws InputError.

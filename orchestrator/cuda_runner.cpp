@@ -180,7 +180,7 @@ class CudaRunnerImpl : public CudaRunner {
   struct Stage {
     SegmentDesc desc;
     std::unique_ptr<cuda::Layers> seg;
-    std::vector<cuda::Experts*> banks;
+    std::vector<cuda::ExpertBank*> banks;
   };
 
   // Everything a step does on the device after its inputs are in ids_/pos_.

@@ -6,6 +6,7 @@
 #include "orchestrator/capture.h"
 #include "orchestrator/golden.h"
 #include "orchestrator/shm_runner.h"
+#include "segments/core/errors.h"
 
 namespace segpipe {
 
@@ -24,8 +25,25 @@ int32_t argmax(const std::vector<float>& v, size_t off, size_t n) {
 }
 }  // namespace
 
+std::string inproc_baseline_problem(const RunPlan& plan) {
+  bool gpu = false;
+  for (const SegmentDesc& s : plan.segments) gpu |= s.device.rfind("cuda", 0) == 0;
+  if (!gpu || plan.segments.empty()) return "";  // all on the CPU: the CPU in-process runner
+  const SegmentDesc& a = plan.segments.front();
+  for (const SegmentDesc& s : plan.segments) {
+    if (s.device == a.device && s.dtype == a.dtype) continue;
+    return plan.source + ": verify without --golden compares the segmented run bit for bit with the same pipeline "
+           "in one process, which needs every segment on one backend and device in one dtype; here segment '" + a.name +
+           "' runs on " + a.device + " (" + a.dtype + ") and '" + s.name + "' on " + s.device + " (" + s.dtype +
+           "). Check this pipeline against a golden instead: segpipe verify --pipeline " + plan.source +
+           " --golden FILE";
+  }
+  return "";
+}
+
 bool compare_segmented_with_inproc(const LoadedPlan& lp, const std::vector<int32_t>& prompt, int new_tokens,
                                    nlohmann::json& report) {
+  if (std::string why = inproc_baseline_problem(lp.plan); !why.empty()) throw InputError(why);
   RunPlan base = lp.plan, seg = lp.plan;
   base.inproc = true;
   seg.inproc = false;

@@ -7,10 +7,12 @@
 #include <chrono>
 #include <cstdio>
 #include <cstring>
+#include <map>
 #include <optional>
 
 #include "orchestrator/cuda_ipc.h"
 #include "orchestrator/cuda_mps.h"
+#include "orchestrator/cuda_runner.h"
 #include "orchestrator/process.h"
 #include "orchestrator/progress.h"
 #include "segments/checkpoint/config_file.h"
@@ -72,6 +74,12 @@ std::vector<TensorRole> segment_roles(Checkpoint& ck, const ModelConfig& cfg, co
 }
 
 bool on_gpu(const SegmentDesc& d) { return d.device.rfind("cuda", 0) == 0; }
+
+// Does bank b serve layers segment l (their layer ranges meet)?
+bool serves(const SegmentDesc& b, const SegmentDesc& l) {
+  return b.kind == SegKind::Experts && l.kind == SegKind::Layers && l.banks && b.layer_last >= l.layer_first &&
+         b.layer_first <= l.layer_last;
+}
 
 class ShmRunner : public Runner {
  public:
@@ -214,23 +222,55 @@ class ShmRunner : public Runner {
     std::fprintf(stderr, "segpipe: GPU segment processes share the device without MPS (%s)\n", why.c_str());
   }
 
-  // GPU segments (workers/cuda_worker.h): one device for all of them; embeddings, layers with local
-  // experts and lm_head (expert banks on a GPU are not implemented under shm).
+  // GPU segments (workers/cuda_worker.h): embeddings, layers, expert banks and lm_head, on any
+  // devices that exist; a bank on the device, and in the dtype, of every layers segment it serves
+  // (requests and slots stay in that device's arena). Checked before anything is read or started.
   void check_gpu_segments() {
-    for (const SegmentDesc& d : plan_.segments) {
+    bool any_gpu = false;
+    for (SegmentDesc& d : plan_.segments) {
       if (!on_gpu(d)) {
         if (cuda_.synthetic)
           throw InputError(plan_.source + ": segment '" + d.name + "' runs on the CPU, which cannot make synthetic weights");
         continue;
       }
-      if (gpu_device_.empty()) gpu_device_ = d.device;
-      if (d.device != gpu_device_)
-        throw InputError(plan_.source + ": segment '" + d.name + "' runs on " + d.device + ", another on " + gpu_device_ +
-                         ": under transport: shm every GPU segment must use the same device");
-      if (d.kind == SegKind::Experts || (d.kind == SegKind::Layers && d.banks))
-        throw InputError(plan_.source + ": segment '" + d.name + "': expert banks on a GPU are not implemented under "
-                         "transport: shm (use experts: local on the GPU layers segment, or transport: inproc)");
+      any_gpu = true;
+      d.device = "cuda:" + std::to_string(device_index(d));  // "cuda" is cuda:0: one device, one arena
     }
+    for (const SegmentDesc& b : plan_.segments)
+      for (const SegmentDesc& l : plan_.segments) {
+        if (!serves(b, l)) continue;
+        if (b.device != l.device)
+          throw InputError(plan_.source + ": expert bank '" + b.name + "' runs on " + b.device + " but serves layers segment '" +
+                           l.name + "' on " + l.device + ": under transport: shm a bank must be on the device of the layers "
+                           "segment it serves");
+        if (on_gpu(b) && b.dtype != l.dtype)
+          throw InputError(plan_.source + ": expert bank '" + b.name + "' computes in " + b.dtype + " but serves layers segment '" +
+                           l.name + "' in " + l.dtype + ": a GPU bank computes in the dtype of the layers segment it serves");
+      }
+    if (!any_gpu) return;
+    const int n = cuda_backend_built() ? cuda_visible_devices() : 0;
+    for (const SegmentDesc& d : plan_.segments) {
+      if (!on_gpu(d)) continue;
+      if (!cuda_backend_built())
+        throw InputError(plan_.source + ": segment '" + d.name + "' runs on " + d.device + ", which needs the CUDA "
+                         "backend (this build does not have it; configure with -DSEGPIPE_CUDA=ON)");
+      int idx = device_index(d);
+      if (idx >= n)
+        throw InputError(plan_.source + ": segment '" + d.name + "' runs on " + d.device + ", which does not exist: " +
+                         (n == 0 ? std::string("no CUDA device is visible")
+                                 : std::to_string(n) + " CUDA device" + (n == 1 ? " is" : "s are") + " visible (cuda:0" +
+                                       (n == 1 ? "" : "..cuda:" + std::to_string(n - 1)) + ")"));
+    }
+  }
+
+  // cuda:N -> N ("cuda" -> 0), without touching the driver.
+  int device_index(const SegmentDesc& d) const {
+    const std::string& s = d.device;
+    if (s == "cuda") return 0;
+    bool ok = s.size() > 5 && s.size() <= 9 && s.compare(0, 5, "cuda:") == 0;
+    for (size_t i = 5; ok && i < s.size(); i++) ok = s[i] >= '0' && s[i] <= '9';
+    if (!ok) throw InputError(plan_.source + ": segment '" + d.name + "': device '" + s + "': expected cpu or cuda:N");
+    return std::stoi(s.substr(5));
   }
 
   struct Proc {
@@ -258,8 +298,8 @@ class ShmRunner : public Runner {
     hid_[1] = L.add_block(shm::BlockKind::kActivations, static_cast<size_t>(Tm * H) * 4, 4096, "hidden.b");
     logits_block_ = L.add_block(shm::BlockKind::kActivations, static_cast<size_t>(std::max<int64_t>(1, Tc) * V) * 4, 4096, "logits");
     norm_block_ = L.add_block(shm::BlockKind::kActivations, static_cast<size_t>(std::max<int64_t>(1, Tc) * H) * 4, 4096, "norm");
-    bool any_banks = false;
-    for (auto& d : plan_.segments) any_banks |= d.kind == SegKind::Experts;
+    bool any_banks = false;  // on the CPU: GPU banks exchange through their device arena
+    for (auto& d : plan_.segments) any_banks |= d.kind == SegKind::Experts && !on_gpu(d);
     int64_t mt = any_banks ? Tm : 1;
     moe_[0] = L.add_block(shm::BlockKind::kActivations, static_cast<size_t>(mt * H) * 4, 4096, "moe.x");
     moe_[1] = L.add_block(shm::BlockKind::kActivations, static_cast<size_t>(mt * k) * 4, 64, "moe.experts");
@@ -314,8 +354,7 @@ class ShmRunner : public Runner {
     for (auto& p : procs_) {
       if (p.desc.kind != SegKind::Layers || !p.desc.banks) continue;
       for (auto& b : procs_)
-        if (b.desc.kind == SegKind::Experts && b.desc.layer_last >= p.desc.layer_first &&
-            b.desc.layer_first <= p.desc.layer_last)
+        if (serves(b.desc, p.desc))
           p.spec.bank_list.push_back({b.spec.index, b.spec.channel_block, b.desc.layer_first, b.desc.layer_last});
     }
     std::string name = shm::make_arena_name();
@@ -328,25 +367,45 @@ class ShmRunner : public Runner {
     }
   }
 
-  // Where GPU segments meet, the activation stays on the device: two hidden-state slots (the
-  // ping-pong of hidden.a / hidden.b) and every GPU layers segment's KV cache, in one device
-  // allocation this process owns; the workers map it through its CUDA IPC handle.
+  // Where GPU segments of one device meet, the activation stays on the device: one device allocation
+  // per device used, which this process owns and the workers of that device map through its CUDA IPC
+  // handle. Each holds two hidden-state slots (the ping-pong of hidden.a / hidden.b), the bank
+  // exchange where that device has expert banks (shared by its layers segments, which run one at a
+  // time), and the KV cache of every layers segment of the device. Between devices the activation
+  // goes through the shared arena, as between the GPU and the CPU.
   void plan_device_arena() {
-    if (gpu_device_.empty()) return;
     auto align = [](uint64_t v) { return (v + 4095) & ~uint64_t{4095}; };
-    const uint64_t hid_bytes = align(static_cast<uint64_t>(kMaxStepTokens * cfg_.hidden) * 4);
-    uint64_t off = 0;
-    slots_ = {off, off + hid_bytes};
-    off += 2 * hid_bytes;
+    const int64_t Tm = kMaxStepTokens, H = cfg_.hidden, k = std::max(1, cfg_.top_k);
+    const uint64_t hid_bytes = align(static_cast<uint64_t>(Tm * H) * 4);
     std::vector<size_t> chain;  // embeddings, layers and lm_head in order
     for (size_t i = 0; i < procs_.size(); i++)
       if (procs_[i].desc.kind != SegKind::Experts) chain.push_back(i);
     for (size_t c = 0; c + 1 < chain.size(); c++) {
       Proc &a = procs_[chain[c]], &b = procs_[chain[c + 1]];
-      a.out_dev = b.in_dev = a.gpu && b.gpu && a.desc.kind != SegKind::LmHead;
+      a.out_dev = b.in_dev = a.gpu && b.gpu && a.desc.device == b.desc.device && a.desc.kind != SegKind::LmHead;
+    }
+    std::map<std::string, uint64_t> size;  // device -> bytes planned so far
+    for (auto& p : procs_) {
+      if (!p.gpu || dev_.count(p.desc.device)) continue;
+      DevArena& da = dev_[p.desc.device];
+      uint64_t off = 0;
+      da.slots = {off, off + hid_bytes};
+      off += 2 * hid_bytes;
+      bool banks = false;
+      for (auto& b : procs_) banks |= b.gpu && b.desc.kind == SegKind::Experts && b.desc.device == p.desc.device;
+      if (banks) {
+        // x in the compute dtype (at most 4 bytes), ids, weights, float32 slots: for the longest step
+        for (uint64_t bytes : {static_cast<uint64_t>(Tm * H) * 4, static_cast<uint64_t>(Tm * k) * 4,
+                               static_cast<uint64_t>(Tm * k) * 4, static_cast<uint64_t>(Tm * k * H) * 4}) {
+          da.moe.push_back(off);
+          off += align(bytes);
+        }
+      }
+      size[p.desc.device] = off;
     }
     for (auto& p : procs_) {
       if (!p.gpu) continue;
+      const DevArena& da = dev_.at(p.desc.device);
       proto::CudaWorkerSpec& g = p.gpu_spec;
       g.device = p.desc.device;
       g.dtype = p.desc.dtype;
@@ -354,17 +413,21 @@ class ShmRunner : public Runner {
       g.seed = cuda_.seed;
       g.graphs = cuda_.graphs;
       g.spin_count = cuda_.spin_count;
-      g.slots = slots_;
+      g.slots = da.slots;
+      if (p.desc.kind == SegKind::Experts || (p.desc.kind == SegKind::Layers && p.desc.banks)) g.moe = da.moe;
       if (p.desc.kind == SegKind::Layers) {
+        uint64_t& off = size[p.desc.device];
         g.kv_offset = static_cast<int64_t>(off);
         const int nl = p.desc.layer_last - p.desc.layer_first + 1;
         off += align(static_cast<uint64_t>(nl * LayersSegment::kv_floats_per_layer(cfg_, plan_.max_seq)) * 4);
       }
     }
-    dev_arena_ = DeviceArena::create(gpu_device_, off);
+    for (auto& [device, da] : dev_) da.arena = DeviceArena::create(device, size[device]);
     for (auto& p : procs_) {
-      p.gpu_spec.arena_handle = dev_arena_->ipc_handle_hex();
-      p.gpu_spec.arena_bytes = off;
+      if (!p.gpu) continue;
+      const DevArena& da = dev_.at(p.desc.device);
+      p.gpu_spec.arena_handle = da.arena->ipc_handle_hex();
+      p.gpu_spec.arena_bytes = da.arena->bytes();
     }
   }
 
@@ -481,7 +544,8 @@ class ShmRunner : public Runner {
       if (p.desc.kind == SegKind::Embeddings && obs) {
         if (p.out_dev) {
           std::vector<float> e(static_cast<size_t>(T * H));
-          dev_arena_->read(slots_[a.out_block & ~proto::kDeviceSlot], e.data(), e.size() * 4);
+          const DevArena& da = dev_.at(p.desc.device);
+          da.arena->read(da.slots[a.out_block & ~proto::kDeviceSlot], e.data(), e.size() * 4);
           obs->on_tensor("embeddings", e.data(), T, H);
         } else {
           obs->on_tensor("embeddings", arena_->payload_span<float>(a.out_block).data(), T, H);
@@ -583,9 +647,12 @@ class ShmRunner : public Runner {
   CudaShmOptions cuda_;
   std::string sharing_device_;  // MPS asked for, to be confirmed on this device
   bool mps_ = false;            // the GPU workers share one MPS server
-  std::string gpu_device_;                  // the device of the GPU segments ("" if none)
-  std::unique_ptr<DeviceArena> dev_arena_;  // outlives the workers (reset after shutdown)
-  std::vector<uint64_t> slots_;
+  struct DevArena {
+    std::unique_ptr<DeviceArena> arena;  // outlives the workers (freed after shutdown)
+    std::vector<uint64_t> slots;         // the two hidden-state slots
+    std::vector<uint64_t> moe;           // the bank exchange: x, ids, weights, slots (empty: no GPU banks)
+  };
+  std::map<std::string, DevArena> dev_;  // per device used by a GPU segment
   ModelConfig cfg_;
   std::optional<shm::Arena> arena_;
   proto::SegmentStatus* status_ = nullptr;

@@ -9,7 +9,7 @@ nlohmann::json to_json(const CudaWorkerSpec& s) {
           {"synthetic", s.synthetic}, {"seed", s.seed},
           {"graphs", s.graphs},       {"arena_handle", s.arena_handle},
           {"arena_bytes", s.arena_bytes}, {"slots", s.slots},
-          {"kv_offset", s.kv_offset}, {"spin_count", s.spin_count}};
+          {"kv_offset", s.kv_offset}, {"moe", s.moe}, {"spin_count", s.spin_count}};
 }
 
 CudaWorkerSpec cuda_worker_spec_from_json(const nlohmann::json& j) {
@@ -23,6 +23,7 @@ CudaWorkerSpec cuda_worker_spec_from_json(const nlohmann::json& j) {
   s.arena_bytes = j.at("arena_bytes");
   s.slots = j.at("slots").get<std::vector<uint64_t>>();
   s.kv_offset = j.at("kv_offset");
+  s.moe = j.value("moe", std::vector<uint64_t>{});
   s.spin_count = j.value("spin_count", 0u);
   return s;
 }
@@ -62,6 +63,7 @@ int cuda_worker_main(const proto::WorkerSpec& spec, const proto::CudaWorkerSpec&
 #include "shm/channel.h"
 #include "workers/capture_writer.h"
 #include "workers/cuda_ipc_handle.h"
+#include "workers/cuda_remote_banks.h"
 #include "workers/worker_support.h"
 
 namespace segpipe {
@@ -95,7 +97,9 @@ class CudaWorker {
     stop_hb_ = true;
     if (hb_.joinable()) hb_.join();
     if (graph_) cudaGraphExecDestroy(graph_);
+    remote_.reset();
     layers_.reset();
+    bank_.reset();
     if (dev_arena_) cudaIpcCloseMemHandle(dev_arena_);
     if (registered_) cudaHostUnregister(arena_.base());
     if (pinned_) cudaFreeHost(pinned_);
@@ -141,19 +145,28 @@ class CudaWorker {
       logits_.grow(static_cast<size_t>(std::max<int64_t>(1, spec_.capture_tokens) * cfg_.vocab));
       normed_.grow(static_cast<size_t>(std::max<int64_t>(1, spec_.capture_tokens) * H));
     } else if (spec_.kind == "layers") {
-      if (spec_.banks) throw InputError("segment '" + spec_.name + "': expert banks for a GPU layers segment under "
-                                        "transport: shm are not implemented (use experts: local)");
-      layers_ = std::make_unique<cuda::Layers>(*ctx_, *weights_, cfg_, eo, spec_.layer_first, spec_.layer_last, true,
-                                               spec_.max_seq);
+      layers_ = std::make_unique<cuda::Layers>(*ctx_, *weights_, cfg_, eo, spec_.layer_first, spec_.layer_last,
+                                               !spec_.banks, spec_.max_seq);
       if (!dev_arena_ || gpu_.kv_offset < 0) throw RuntimeFailure("layers segment without a KV cache in the device arena");
       layers_->bind_kv(reinterpret_cast<float*>(dev_arena_ + gpu_.kv_offset));
+      if (spec_.banks) {
+        remote_ = std::make_unique<CudaRemoteBanks>(spec_, arena_, status_, *ctx_, cfg_, wo.compute, exchange(),
+                                                     gpu_.spin_count);
+        banks_.push_back(remote_.get());
+      }
       bytes_ = layers_->weight_bytes();
       pos_.grow(1);
+    } else if (spec_.kind == "experts") {
+      // Only its own experts' weights; requests and slots in the device arena's bank exchange.
+      bank_ = std::make_unique<cuda::Experts>(*ctx_, *weights_, cfg_, eo, spec_.layer_first, spec_.layer_last,
+                                              spec_.expert_first, spec_.expert_last);
+      exchange_ = exchange();
+      bytes_ = bank_->weight_bytes();
     } else {
       throw InputError("segment '" + spec_.name + "': kind " + spec_.kind +
                        " is not implemented on a GPU under transport: shm");
     }
-    x_.grow(static_cast<size_t>(spec_.max_tokens * H));
+    if (!bank_) x_.grow(static_cast<size_t>(spec_.max_tokens * H));
     ctx_->sync();
   }
 
@@ -193,6 +206,13 @@ class CudaWorker {
             step(a);
             break;
           }
+          case proto::kExperts: {
+            proto::CudaExpertArgs a;
+            if (rq.args.size() < sizeof a) throw RuntimeFailure("malformed expert request");
+            std::memcpy(&a, rq.args.data(), sizeof a);
+            experts(a);
+            break;
+          }
           default:
             throw RuntimeFailure("opcode " + std::to_string(rq.opcode) + " is not served by a GPU segment");
         }
@@ -220,7 +240,47 @@ class CudaWorker {
     return host_dev_ + (arena_.payload(block).data() - arena_.base());
   }
 
+  // The bank exchange of the device arena: x, expert ids, weights, slots.
+  std::vector<char*> exchange() const {
+    if (!dev_arena_ || gpu_.moe.size() != 4)
+      throw RuntimeFailure("segment '" + spec_.name + "' has no bank exchange in the device arena");
+    std::vector<char*> p;
+    for (uint64_t off : gpu_.moe) {
+      if (off >= gpu_.arena_bytes) throw RuntimeFailure("bank exchange outside the device arena");
+      p.push_back(dev_arena_ + off);
+    }
+    return p;
+  }
+
+  // A bank: the slots of its experts for one layer's request, from and into the bank exchange.
+  void experts(const proto::CudaExpertArgs& a) {
+    if (!bank_) throw RuntimeFailure("only expert banks compute experts");
+    if (a.T <= 0 || a.T > spec_.max_tokens || a.k != cfg_.top_k)
+      throw RuntimeFailure("expert request of " + std::to_string(a.T) + " tokens, top-" + std::to_string(a.k) +
+                           " does not fit the bank exchange");
+    cuda::ExpertRequest r;
+    r.layer = a.layer;
+    r.x = exchange_[0];
+    r.T = a.T;
+    r.k = a.k;
+    r.experts = reinterpret_cast<const int32_t*>(exchange_[1]);
+    r.weights = reinterpret_cast<const float*>(exchange_[2]);
+    r.slots = reinterpret_cast<float*>(exchange_[3]);
+    r.grouped = a.grouped != 0;
+    if (r.grouped && !bank_->groups_on_device(r.T, r.k)) {
+      // The grouped path sorts the slots by expert on the host, as the layer's host copy would.
+      host_experts_.resize(static_cast<size_t>(a.T * a.k));
+      SEGPIPE_CUDA_CHECK(cudaMemcpyAsync(host_experts_.data(), r.experts, host_experts_.size() * 4,
+                                         cudaMemcpyDeviceToHost, ctx_->stream()));
+      ctx_->sync();
+      r.host_experts = host_experts_.data();
+    }
+    bank_->compute(r);
+    ctx_->sync();  // the slots are complete before the answer
+  }
+
   void step(const proto::StepArgs& a) {
+    if (bank_) throw RuntimeFailure("an expert bank does not run steps");
     const int64_t H = cfg_.hidden, T = a.T;
     if (T <= 0 || T > spec_.max_tokens) throw RuntimeFailure("step of " + std::to_string(T) + " tokens exceeds the buffers");
     cudaStream_t st = ctx_->stream();
@@ -234,7 +294,8 @@ class CudaWorker {
       pinned_[0] = static_cast<int32_t>(a.pos0);
       std::unique_ptr<CaptureWriter> cap;
       if (a.capture) cap = std::make_unique<CaptureWriter>(spec_, arena_, cfg_, T);
-      if (T == 1 && !cap && gpu_.graphs) {
+      // Remote banks take host round trips inside every MoE layer: no graph, one-token steps run eagerly.
+      if (T == 1 && !cap && gpu_.graphs && !remote_) {
         decode_graph(a.pos0, dev(a.in_block), dev(a.out_block));
       } else {
         layer_step(T, a.pos0, dev(a.in_block), dev(a.out_block), cap.get());
@@ -262,7 +323,7 @@ class CudaWorker {
     const size_t bytes = static_cast<size_t>(T * cfg_.hidden) * 4;
     SEGPIPE_CUDA_CHECK(cudaMemcpyAsync(pos_.get(), pinned_, 4, cudaMemcpyHostToDevice, st));
     SEGPIPE_CUDA_CHECK(cudaMemcpyAsync(x_.get(), in, bytes, cudaMemcpyDefault, st));
-    layers_->forward(x_.get(), T, pos0, pos_.get(), {}, cap);
+    layers_->forward(x_.get(), T, pos0, pos_.get(), banks_, cap);
     SEGPIPE_CUDA_CHECK(cudaMemcpyAsync(out, x_.get(), bytes, cudaMemcpyDefault, st));
   }
 
@@ -322,6 +383,11 @@ class CudaWorker {
   std::unique_ptr<cuda::Embeddings> embed_;
   std::unique_ptr<cuda::Layers> layers_;
   std::unique_ptr<cuda::LmHead> head_;
+  std::unique_ptr<cuda::Experts> bank_;      // kind experts
+  std::vector<char*> exchange_;              // kind experts: the bank exchange
+  std::vector<int32_t> host_experts_;
+  std::unique_ptr<CudaRemoteBanks> remote_;  // layers with banks
+  std::vector<cuda::ExpertBank*> banks_;
   uint64_t bytes_ = 0;
   cuda::Buffer<float> x_, logits_, normed_;
   cuda::Buffer<int32_t> pos_;

@@ -11,6 +11,15 @@
 //     the tensor stays in the shared-memory arena, which each GPU worker registers for the GPU
 //     (cudaHostRegister ... Mapped; device pointer from cudaHostGetDevicePointer): the GPU reads and
 //     writes it in place;
+//   - expert banks on a GPU are processes too (kind experts, on the device of the layers segment
+//     they serve): the device arena of that device holds one bank exchange (the layer's normalized
+//     states in the compute dtype [T, H], expert ids [T, k], weights [T, k], float32 slots [T*k, H],
+//     sized for the longest step), shared by the layers segments of the device, which run one at a
+//     time. The layers worker copies its request there, synchronizes, rings every bank holding the
+//     layer, waits for all, copies the slots back and combines them itself (workers/cuda_remote_banks.h);
+//   - with GPU segments on several devices there is one device arena per device; where consecutive
+//     GPU segments are on different devices, the activation goes through the shared arena, as at a
+//     CPU/GPU boundary;
 //   - a worker holds only its weights (re-made on restart) and scratch; a layers worker reads its
 //     input slot and writes its output slot (never the same), and a step writes KV rows only at its
 //     own positions, so repeating an interrupted step gives the uninterrupted bits.
@@ -20,6 +29,7 @@
 #include <cstdint>
 #include <nlohmann/json.hpp>
 #include <string>
+#include <type_traits>
 #include <vector>
 
 #include "workers/protocol.h"
@@ -39,8 +49,22 @@ struct CudaWorkerSpec {
   uint64_t arena_bytes = 0;
   std::vector<uint64_t> slots;     // byte offsets of the activation slots in the device arena
   int64_t kv_offset = -1;          // layers: byte offset of its KV caches in the device arena
+  // layers with banks, experts: byte offsets in the device arena of the bank exchange's x, expert
+  // ids, weights and slots (empty: none)
+  std::vector<uint64_t> moe;
   uint32_t spin_count = 0;         // channel spins before sleeping (0: the channel's default)
 };
+
+// kExperts to a GPU bank: ExpertArgs and whether the layer takes the grouped (prefill) path, which
+// needs the expert ids on the host (the bank reads them back from the exchange itself).
+struct CudaExpertArgs {
+  int32_t layer;
+  int32_t k;
+  int64_t T;
+  int32_t grouped;
+  int32_t reserved;
+};
+static_assert(std::is_trivially_copyable_v<CudaExpertArgs>);
 
 nlohmann::json to_json(const CudaWorkerSpec& s);
 CudaWorkerSpec cuda_worker_spec_from_json(const nlohmann::json& j);

@@ -7,35 +7,27 @@
 
 namespace segpipe {
 
-RemoteBanks::RemoteBanks(const proto::WorkerSpec& spec, const shm::Arena& arena, const ModelConfig& cfg,
-                         proto::SegmentStatus* status)
-    : spec_(spec), arena_(arena), status_(status) {
+BankCaller::BankCaller(const proto::WorkerSpec& spec, const shm::Arena& arena, proto::SegmentStatus* status)
+    : status_(status) {
   for (auto& b : spec.bank_list)
     banks_.push_back({b.index, b.layer_first, b.layer_last, shm::Channel::attach(arena, b.channel_block)});
-  stage_.x = arena.payload_span<float>(spec.moe_x).data();
-  stage_.experts = arena.payload_span<int32_t>(spec.moe_experts).data();
-  stage_.weights = arena.payload_span<float>(spec.moe_weights).data();
-  stage_.slots = arena.payload_span<float>(spec.moe_slots).data();
 }
 
-ExpertStaging RemoteBanks::staging(int64_t T, int k) {
-  if (T > spec_.max_tokens) throw RuntimeFailure("expert exchange holds " + std::to_string(spec_.max_tokens) + " tokens");
-  return stage_;
+bool BankCaller::holds_layer(int layer) const {
+  for (const Bank& b : banks_)
+    if (layer >= b.layer_first && layer <= b.layer_last) return true;
+  return false;
 }
 
-void RemoteBanks::run(const ExpertRequest& req) {
-  SEGPIPE_ASSERT(req.x == stage_.x && req.out == stage_.slots);
-  proto::ExpertArgs a{req.layer, req.k, req.T};
-  auto args = std::as_bytes(std::span<const proto::ExpertArgs>(&a, 1));
+void BankCaller::call(int layer, std::span<const std::byte> args) {
   // Post to every bank of this layer first, then wait: the banks compute in parallel.
   std::vector<std::pair<Bank*, uint64_t>> posted;
   for (Bank& b : banks_)
-    if (req.layer >= b.layer_first && req.layer <= b.layer_last) posted.push_back({&b, b.ch.post_request(proto::kExperts, args)});
+    if (layer >= b.layer_first && layer <= b.layer_last) posted.push_back({&b, b.ch.post_request(proto::kExperts, args)});
   for (auto& [b, step] : posted) {
     proto::SegmentStatus& st = status_[b->index];
     uint64_t gen = std::atomic_ref<uint64_t>(st.generation).load();
-    // A bank is alive while the orchestrator has not marked it dead or restarted it. The bank's own
-    // silence is judged by the orchestrator's heartbeat watch, so wait without a deadline here.
+    // A bank is alive while the orchestrator has not marked it dead or restarted it.
     auto alive = [&st, gen] {
       return std::atomic_ref<int32_t>(st.dead).load() == 0 && std::atomic_ref<uint64_t>(st.generation).load() == gen;
     };
@@ -44,6 +36,26 @@ void RemoteBanks::run(const ExpertRequest& req) {
     if (r.code != 0)
       throw RuntimeFailure(std::string(reinterpret_cast<const char*>(r.reply.data()), r.reply.size()));
   }
+}
+
+RemoteBanks::RemoteBanks(const proto::WorkerSpec& spec, const shm::Arena& arena, const ModelConfig&,
+                         proto::SegmentStatus* status)
+    : spec_(spec), banks_(spec, arena, status) {
+  stage_.x = arena.payload_span<float>(spec.moe_x).data();
+  stage_.experts = arena.payload_span<int32_t>(spec.moe_experts).data();
+  stage_.weights = arena.payload_span<float>(spec.moe_weights).data();
+  stage_.slots = arena.payload_span<float>(spec.moe_slots).data();
+}
+
+ExpertStaging RemoteBanks::staging(int64_t T, int) {
+  if (T > spec_.max_tokens) throw RuntimeFailure("expert exchange holds " + std::to_string(spec_.max_tokens) + " tokens");
+  return stage_;
+}
+
+void RemoteBanks::run(const ExpertRequest& req) {
+  SEGPIPE_ASSERT(req.x == stage_.x && req.out == stage_.slots);
+  proto::ExpertArgs a{req.layer, req.k, req.T};
+  banks_.call(req.layer, std::as_bytes(std::span<const proto::ExpertArgs>(&a, 1)));
 }
 
 }  // namespace segpipe

@@ -140,7 +140,7 @@ void Experts::compute(const ExpertRequest& r) {
   const void* wgu = gate_up_[li].get();
   const void* wd = down_[li].get();
   cudaStream_t st = ctx_.stream();
-  if ((r.host_experts || r.T > opt_.gemv_max_tokens) && groups_on_device(r.T, r.k)) {
+  if (r.grouped && groups_on_device(r.T, r.k)) {
     // Prefill, grouped on the device: perm_ holds the grouping's workspace, act_ the SwiGLU rows.
     perm_.grow(moe_grouped_workspace_ints(S, e1_ - e0_ + 1));
     act_.grow(static_cast<size_t>(S * I) * dtype_size(dt_));
@@ -148,7 +148,7 @@ void Experts::compute(const ExpertRequest& r) {
                         r.slots, st);
     return;
   }
-  if (!r.host_experts) {
+  if (!r.grouped) {
     // Decode: only the chosen experts' rows are read.
     act_.grow(static_cast<size_t>(S * I) * dtype_size(dt_));
     moe_gate_up_gemv(r.x, S, r.k, r.experts, e0_, e1_, wgu, dt_, I, H, act_.get(), st);
@@ -156,6 +156,7 @@ void Experts::compute(const ExpertRequest& r) {
     return;
   }
   // Prefill: slots grouped by expert (stable, so each expert's rows keep token order).
+  if (!r.host_experts) throw RuntimeFailure("a grouped expert request without the host copy of the expert ids");
   std::vector<int32_t> perm;
   std::vector<int64_t> count(static_cast<size_t>(e1_ - e0_ + 1), 0);
   for (int64_t s = 0; s < S; s++) {
@@ -310,7 +311,7 @@ void Layers::ensure_scratch(int64_t T) {
   cap_ = T;
 }
 
-void Layers::forward(float* x, int64_t T, int64_t pos0, const int32_t* d_pos0, const std::vector<Experts*>& banks,
+void Layers::forward(float* x, int64_t T, int64_t pos0, const int32_t* d_pos0, const std::vector<ExpertBank*>& banks,
                      BoundaryObserver* obs) {
   if (pos0 + T > max_seq_)
     throw RuntimeFailure("sequence of " + std::to_string(pos0 + T) + " tokens exceeds the KV cache (" +
@@ -401,13 +402,14 @@ void Layers::forward(float* x, int64_t T, int64_t pos0, const int32_t* d_pos0, c
       req.weights = weights_.get();
       req.slots = slots_.get();
       bool grouped = T > opt_.gemv_max_tokens;
+      req.grouped = grouped;
       // The ids go to the host (a synchronization) only for banks that group there.
       bool host_groups = false;
       if (grouped) {
         if (local_)
           host_groups = !local_->groups_on_device(T, k);
         else
-          for (Experts* b : banks)
+          for (ExpertBank* b : banks)
             if (b->holds_layer(L.index) && !b->groups_on_device(T, k)) host_groups = true;
       }
       if (host_groups || obs) {
@@ -438,7 +440,7 @@ void Layers::forward(float* x, int64_t T, int64_t pos0, const int32_t* d_pos0, c
         local_->compute(req);
         served = true;
       } else {
-        for (Experts* b : banks)
+        for (ExpertBank* b : banks)
           if (b->holds_layer(L.index)) {
             b->compute(req);
             served = true;

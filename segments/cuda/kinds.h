@@ -62,23 +62,43 @@ struct ExpertRequest {
   int k = 0;
   const int32_t* experts = nullptr;  // [T, k] on the device
   const float* weights = nullptr;    // [T, k] on the device
-  const int32_t* host_experts = nullptr;  // [T, k] on the host for the grouped path; null: GEMV path
+  // The layer's choice, the same for every bank: slots grouped by expert with one GEMM per expert
+  // (prefill), else GEMVs over the chosen experts' rows (decode).
+  bool grouped = false;
+  // [T, k] on the host: needed by a grouped request only where the bank groups on the host
+  // (!groups_on_device), null otherwise.
+  const int32_t* host_experts = nullptr;
   float* slots = nullptr;            // [T * k, H] float32
 };
 
+// What a layers segment calls for the routed experts of its MoE layers when they are not local:
+// Experts in this process, or the bank processes of a shm run (workers/cuda_remote_banks.h). The
+// layer calls every bank holding the layer, then combines all the slots itself, so the math is one
+// code path wherever the experts run.
+class ExpertBank {
+ public:
+  virtual ~ExpertBank() = default;
+  virtual bool holds_layer(int layer) const = 0;
+  // Fills the slots of the experts it owns: ordered after the work already on the caller's stream,
+  // and before the work the caller puts on it next.
+  virtual void compute(const ExpertRequest& r) = 0;
+  // Whether a grouped request of T tokens needs no host copy of the expert ids (r.host_experts).
+  virtual bool groups_on_device(int64_t T, int k) const = 0;
+};
+
 // A bank: experts [e0, e1] of the MoE layers in [l0, l1].
-class Experts {
+class Experts : public ExpertBank {
  public:
   Experts(Context& ctx, WeightSource& w, const ModelConfig& cfg, const EngineOptions& opt, int l0, int l1, int e0,
           int e1);
-  bool holds_layer(int layer) const;
+  bool holds_layer(int layer) const override;
   int layer_first() const { return l0_; }
   int layer_last() const { return l1_; }
   // Fills the slots of the experts it owns.
-  void compute(const ExpertRequest& r);
+  void compute(const ExpertRequest& r) override;
   // Whether a grouped (prefill) request of T tokens is served from the device ids alone
   // (r.host_experts not needed).
-  bool groups_on_device(int64_t T, int k) const;
+  bool groups_on_device(int64_t T, int k) const override;
   // Decode with every expert in this bank (local experts), one token: x += the combined expert
   // outputs, without the slots buffer (moe_down_combine). False (nothing done) where it does not apply.
   // prefetch (optional): prefetch_bytes of the next kernel's weights asked into L2 meanwhile.
@@ -118,7 +138,7 @@ class Layers {
   // x: [T, H] float32 on the device, in place. pos0 on the host (capacity checks), d_pos0 the same
   // value on the device. banks serve MoE layers when the experts are not local. With an observer,
   // every boundary is copied to the host (synchronizing).
-  void forward(float* x, int64_t T, int64_t pos0, const int32_t* d_pos0, const std::vector<Experts*>& banks,
+  void forward(float* x, int64_t T, int64_t pos0, const int32_t* d_pos0, const std::vector<ExpertBank*>& banks,
                BoundaryObserver* obs);
   uint64_t weight_bytes() const;
   uint64_t kv_bytes() const;

@@ -5,12 +5,20 @@
 //   2. mixed CPU/GPU pipelines (the shared arena registered for the GPU where they meet) against the
 //      committed transformers goldens in float32, exactly as `segpipe verify` compares;
 //   3. a GPU layers worker killed mid-generation: with restart, the run continues bit for bit (the
-//      KV cache lives in the orchestrator's device arena); without, a RuntimeFailure naming it.
+//      KV cache lives in the orchestrator's device arena); without, a RuntimeFailure naming it;
+//   4. GPU expert banks as processes (2 and 3 banks, f32 and bf16) bit-identical to the same plan
+//      in-process on the GPU, as in 1; a bank SIGKILLed mid-step: restart continues bit for bit,
+//      without restart a RuntimeFailure naming the bank;
+//   5. segments on two GPUs (skipped with one): against the goldens, and all-GPU f32 bit-identical
+//      to the single-device run of the same split; a device that does not exist: an InputError
+//      naming the segment before any worker starts.
 // Needs the segpipe command's libraries (workers, shm): it is its own worker executable
 // (`test_cuda_shm __worker ...`). Exits 77 where no GPU is visible.
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <algorithm>
+#include <cerrno>
 #include <cstdlib>
 #include <filesystem>
 
@@ -38,7 +46,16 @@ struct Seg {
   SegKind kind;
   int l0 = -1, l1 = -1;
   const char* device = "cuda:0";
+  bool banks = false;     // layers: experts: banks
+  int e0 = -1, e1 = -1;   // experts
 };
+
+Seg banked(const char* name, int l0, int l1, const char* device = "cuda:0") {
+  return {name, SegKind::Layers, l0, l1, device, true};
+}
+Seg bank(const char* name, int l0, int l1, int e0, int e1, const char* device = "cuda:0") {
+  return {name, SegKind::Experts, l0, l1, device, false, e0, e1};
+}
 
 RunPlan make_plan(const std::string& model, const std::vector<Seg>& segs, const std::string& dtype) {
   RunPlan p;
@@ -52,6 +69,9 @@ RunPlan make_plan(const std::string& model, const std::vector<Seg>& segs, const 
     SegmentDesc d{s.name, s.kind};
     d.layer_first = s.l0;
     d.layer_last = s.l1;
+    d.banks = s.banks;
+    d.expert_first = s.e0;
+    d.expert_last = s.e1;
     d.device = s.device;
     d.dtype = std::string(s.device) == "cpu" ? "float32" : dtype;
     p.segments.push_back(d);
@@ -90,6 +110,50 @@ std::vector<int32_t> prompt_for(const ModelConfig& cfg, int n) {
   return p;
 }
 
+// Two runs of the same prompt compared bit for bit: every captured boundary, every route, the
+// prefill logits and `steps` greedy decode steps. Prints one check line.
+void expect_identical(Checks& c, Runner& ref, Runner& other, const std::vector<int32_t>& prompt, int steps,
+                      const std::string& label) {
+  Capture ca, cb;
+  std::vector<std::vector<float>> la = run(ref, prompt, steps, &ca), lb = run(other, prompt, steps, &cb);
+  int differ = 0, n = 0;
+  std::string first;
+  for (const std::string& name : ca.order) {
+    n++;
+    auto it = cb.tensors.find(name);
+    bool same = it != cb.tensors.end() && it->second.size() == ca.tensors[name].size() &&
+                std::memcmp(it->second.data(), ca.tensors[name].data(), it->second.size() * 4) == 0;
+    if (!same && first.empty()) first = name;
+    differ += !same;
+  }
+  for (auto& [layer, ra] : ca.routes) {
+    n++;
+    auto it = cb.routes.find(layer);
+    bool same = it != cb.routes.end() && it->second.experts == ra.experts &&
+                std::memcmp(it->second.weights.data(), ra.weights.data(), ra.weights.size() * 4) == 0;
+    if (!same && first.empty()) first = "routes of layer " + std::to_string(layer);
+    differ += !same;
+  }
+  bool logits_same = la.size() == lb.size();
+  for (size_t i = 0; logits_same && i < la.size(); i++)
+    logits_same = la[i].size() == lb[i].size() && std::memcmp(la[i].data(), lb[i].data(), la[i].size() * 4) == 0;
+  c.expect(differ == 0 && n > 0 && logits_same,
+           "%s: %d/%d boundaries+routes bit-identical%s%s, prefill + %d decode logits %s", label.c_str(), n - differ, n,
+           first.empty() ? "" : ", first differing: ", first.c_str(), steps, logits_same ? "bit-identical" : "DIFFER");
+}
+
+// The plan under shm against the same plan in-process on the GPU (CudaRunner).
+void expect_same_as_inproc(Checks& c, const RunPlan& plan, const ModelConfig& cfg, const std::string& label) {
+  RunPlan inproc = plan;
+  inproc.inproc = true;
+  auto prompt = prompt_for(cfg, 12);
+  ShmOptions so;
+  so.capture_tokens = static_cast<int64_t>(prompt.size());
+  auto ref = make_cuda_runner(inproc, cfg);
+  auto shm = make_shm_runner_cuda(plan, so, {});
+  expect_identical(c, *ref, *shm, prompt, 8, label);
+}
+
 void test_bit_identical(Checks& c) {
   struct Case {
     const char* model;
@@ -116,46 +180,54 @@ void test_bit_identical(Checks& c) {
     for (auto& s : cs.segs)
       if (s.l1 == -2) s.l1 = cfg.num_layers - 1;
     RunPlan plan = make_plan(cs.model, cs.segs, cs.dtype);
-    RunPlan inproc = plan;
-    inproc.inproc = true;
-    auto prompt = prompt_for(cfg, 12);
-    const int steps = 8;
-    Capture ca, cb;
-    std::vector<std::vector<float>> la, lb;
-    {
-      auto ref = make_cuda_runner(inproc, cfg);
-      la = run(*ref, prompt, steps, &ca);
+    expect_same_as_inproc(c, plan, cfg,
+                          std::string("shm GPU vs in-process GPU ") + cs.model + " " + cs.dtype + ", " +
+                              std::to_string(plan.segments.size()) + " processes");
+  }
+}
+
+// `segs` fitted to the model (l1 == -2: its last layer; ranges clamped, segments that became empty
+// dropped), run under shm against every committed golden of the model in float32, exactly as
+// `segpipe verify` compares (tolerance 1e-4).
+void expect_goldens(Checks& c, const char* model, std::vector<Seg> segs, const char* what) {
+  const std::string dir = g_source + "/models/" + model;
+  ModelConfig cfg = read_model_config(dir);
+  for (auto& s : segs) {
+    if (s.l1 == -2) s.l1 = cfg.num_layers - 1;
+    if (s.l0 >= cfg.num_layers) s.l0 = cfg.num_layers - 1;
+    if (s.l1 >= cfg.num_layers) s.l1 = cfg.num_layers - 1;
+  }
+  // drop layers segments that became empty or overlap on small models
+  std::vector<Seg> ok;
+  int next = 0;
+  for (auto& s : segs) {
+    if (s.kind == SegKind::Layers) {
+      if (s.l0 < next) s.l0 = next;
+      if (s.l0 > s.l1) continue;
+      next = s.l1 + 1;
     }
-    ShmOptions so;
-    so.capture_tokens = static_cast<int64_t>(prompt.size());
-    auto shm = make_shm_runner_cuda(plan, so, {});
-    lb = run(*shm, prompt, steps, &cb);
-    int differ = 0, n = 0;
-    std::string first;
-    for (const std::string& name : ca.order) {
-      n++;
-      auto it = cb.tensors.find(name);
-      bool same = it != cb.tensors.end() && it->second.size() == ca.tensors[name].size() &&
-                  std::memcmp(it->second.data(), ca.tensors[name].data(), it->second.size() * 4) == 0;
-      if (!same && first.empty()) first = name;
-      differ += !same;
-    }
-    for (auto& [layer, ra] : ca.routes) {
-      n++;
-      auto it = cb.routes.find(layer);
-      bool same = it != cb.routes.end() && it->second.experts == ra.experts &&
-                  std::memcmp(it->second.weights.data(), ra.weights.data(), ra.weights.size() * 4) == 0;
-      if (!same && first.empty()) first = "routes of layer " + std::to_string(layer);
-      differ += !same;
-    }
-    bool logits_same = la.size() == lb.size();
-    for (size_t i = 0; logits_same && i < la.size(); i++)
-      logits_same = la[i].size() == lb[i].size() && std::memcmp(la[i].data(), lb[i].data(), la[i].size() * 4) == 0;
-    c.expect(differ == 0 && n > 0 && logits_same,
-             "shm GPU vs in-process GPU %s %s, %zu processes: %d/%d boundaries+routes bit-identical%s%s, prefill + %d "
-             "decode logits %s",
-             cs.model, cs.dtype, plan.segments.size(), n - differ, n, first.empty() ? "" : ", first differing: ",
-             first.c_str(), steps, logits_same ? "bit-identical" : "DIFFER");
+    ok.push_back(s);
+  }
+  RunPlan plan = make_plan(model, ok, "float32");
+  std::vector<std::string> goldens;
+  for (auto& e : fs::directory_iterator(dir + "/goldens"))
+    if (e.path().extension() == ".safetensors") goldens.push_back(e.path().string());
+  std::sort(goldens.begin(), goldens.end());
+  std::vector<Golden> gs;
+  ShmOptions so;
+  for (auto& g : goldens) {
+    gs.push_back(load_golden(g, cfg));
+    so.capture_tokens = std::max<int64_t>(so.capture_tokens, static_cast<int64_t>(gs.back().input_ids.size()));
+  }
+  auto runner = make_shm_runner_cuda(plan, so, {});
+  std::string layout;
+  for (auto& s : ok) layout += std::string(layout.empty() ? "" : " ") + s.name + "@" + s.device;
+  for (const Golden& g : gs) {
+    GoldenReport r = verify_golden(*runner, g, cfg, 1e-4);
+    double worst = 0;
+    for (auto& b : r.boundaries) worst = std::max(worst, b.rel_l2);
+    c.expect(r.passed, "%s %s [%s] golden %s: worst rel_l2 %.2e, %s", what, model, layout.c_str(),
+             fs::path(r.golden).filename().c_str(), worst, r.passed ? "passed" : "FAILED");
   }
 }
 
@@ -167,58 +239,14 @@ void test_mixed_goldens(Checks& c) {
       {{"embed", SegKind::Embeddings}, {"layers-a", SegKind::Layers, 0, 1}, {"layers-b", SegKind::Layers, 2, -2, "cpu"},
        {"head", SegKind::LmHead}},
   };
-  for (const char* model : {"tiny-qwen3-moe", "tiny-qwen3-dense"}) {
-    const std::string dir = g_source + "/models/" + model;
-    ModelConfig cfg = read_model_config(dir);
-    for (size_t pi = 0; pi < pipes.size(); pi++) {
-      auto segs = pipes[pi];
-      for (auto& s : segs) {
-        if (s.l1 == -2) s.l1 = cfg.num_layers - 1;
-        if (s.l0 >= cfg.num_layers) s.l0 = cfg.num_layers - 1;
-        if (s.l1 >= cfg.num_layers) s.l1 = cfg.num_layers - 1;
-      }
-      // drop segments that became empty or overlap on small models
-      std::vector<Seg> ok;
-      int next = 0;
-      for (auto& s : segs) {
-        if (s.kind == SegKind::Layers) {
-          if (s.l0 < next) s.l0 = next;
-          if (s.l0 > s.l1) continue;
-          next = s.l1 + 1;
-        }
-        ok.push_back(s);
-      }
-      RunPlan plan = make_plan(model, ok, "float32");
-      std::vector<std::string> goldens;
-      for (auto& e : fs::directory_iterator(dir + "/goldens"))
-        if (e.path().extension() == ".safetensors") goldens.push_back(e.path().string());
-      std::sort(goldens.begin(), goldens.end());
-      std::vector<Golden> gs;
-      ShmOptions so;
-      for (auto& g : goldens) {
-        gs.push_back(load_golden(g, cfg));
-        so.capture_tokens = std::max<int64_t>(so.capture_tokens, static_cast<int64_t>(gs.back().input_ids.size()));
-      }
-      auto runner = make_shm_runner_cuda(plan, so, {});
-      std::string layout;
-      for (auto& s : ok) layout += std::string(layout.empty() ? "" : " ") + s.name + "@" + s.device;
-      for (const Golden& g : gs) {
-        GoldenReport r = verify_golden(*runner, g, cfg, 1e-4);
-        double worst = 0;
-        for (auto& b : r.boundaries) worst = std::max(worst, b.rel_l2);
-        c.expect(r.passed, "mixed %s [%s] golden %s: worst rel_l2 %.2e, %s", model, layout.c_str(),
-                 fs::path(r.golden).filename().c_str(), worst, r.passed ? "passed" : "FAILED");
-      }
-    }
-  }
+  for (const char* model : {"tiny-qwen3-moe", "tiny-qwen3-dense"})
+    for (auto& segs : pipes) expect_goldens(c, model, segs, "mixed");
 }
 
-void test_restart(Checks& c) {
-  const std::string model = "tiny-qwen3-moe";
-  ModelConfig cfg = read_model_config(g_source + "/models/" + model);
-  std::vector<Seg> segs = {{"embed", SegKind::Embeddings}, {"layers-a", SegKind::Layers, 0, 1},
-                           {"layers-b", SegKind::Layers, 2, 4}, {"head", SegKind::LmHead}};
-  RunPlan plan = make_plan(model, segs, "bfloat16");
+// `plan` run clean, then with SEGPIPE_FAULT=`fault` (segment `victim` SIGKILLed) with restart (the
+// 9 steps' logits must be bit-identical to the clean run) and without (a RuntimeFailure naming it).
+void expect_restart(Checks& c, RunPlan plan, const ModelConfig& cfg, const char* victim, const char* fault,
+                    const char* what) {
   plan.timeout_ms = 4000;
   auto prompt = prompt_for(cfg, 10);
   std::vector<std::vector<float>> clean, restarted;
@@ -228,8 +256,7 @@ void test_restart(Checks& c) {
     auto r = make_shm_runner_cuda(plan, so, {});
     clean = run(*r, prompt, 8, nullptr);
   }
-  // SIGKILL at layers-b's 5th step (the 4th decode step, after its graph was captured).
-  setenv("SEGPIPE_FAULT", "layers-b:step:5:9", 1);
+  setenv("SEGPIPE_FAULT", fault, 1);
   plan.restart = true;
   bool threw = false;
   try {
@@ -242,7 +269,7 @@ void test_restart(Checks& c) {
   bool same = !threw && clean.size() == restarted.size();
   for (size_t i = 0; same && i < clean.size(); i++)
     same = std::memcmp(clean[i].data(), restarted[i].data(), clean[i].size() * 4) == 0;
-  c.expect(same, "GPU layers worker killed at its 5th step, restart: the 9 steps' logits %s the uninterrupted run",
+  c.expect(same, "%s, restart: the 9 steps' logits %s the uninterrupted run", what,
            same ? "bit-identical to" : "DIFFER from");
   plan.restart = false;
   std::string msg;
@@ -255,8 +282,125 @@ void test_restart(Checks& c) {
     msg = std::string("(not a RuntimeFailure) ") + e.what();
   }
   unsetenv("SEGPIPE_FAULT");
-  bool named = msg.find("layers-b") != std::string::npos && msg.find("not a RuntimeFailure") == std::string::npos;
-  c.expect(named, "without restart: RuntimeFailure (exit 3) naming the segment: \"%s\"", msg.c_str());
+  bool named = msg.find(victim) != std::string::npos && msg.find("not a RuntimeFailure") == std::string::npos;
+  c.expect(named, "%s, without restart: RuntimeFailure (exit 3) naming '%s': \"%s\"", what, victim, msg.c_str());
+}
+
+void test_restart(Checks& c) {
+  const std::string model = "tiny-qwen3-moe";
+  ModelConfig cfg = read_model_config(g_source + "/models/" + model);
+  std::vector<Seg> segs = {{"embed", SegKind::Embeddings}, {"layers-a", SegKind::Layers, 0, 1},
+                           {"layers-b", SegKind::Layers, 2, 4}, {"head", SegKind::LmHead}};
+  // SIGKILL at layers-b's 5th step (the 4th decode step, after its graph was captured).
+  expect_restart(c, make_plan(model, segs, "bfloat16"), cfg, "layers-b", "layers-b:step:5:9",
+                 "GPU layers worker killed at its 5th step");
+}
+
+// Expert banks on the GPU as processes: tiny-qwen3-moe (5 layers, layer 1 dense, 8 experts, top-2).
+void test_banks(Checks& c) {
+  const char* model = "tiny-qwen3-moe";
+  ModelConfig cfg = read_model_config(g_source + "/models/" + model);
+  struct Case {
+    const char* what;
+    std::vector<Seg> segs;
+  };
+  std::vector<Case> cases = {
+      // 2 banks over every layer, serving two layers segments
+      {"2 banks",
+       {{"embed", SegKind::Embeddings}, banked("layers-a", 0, 1), banked("layers-b", 2, 4), bank("bank-lo", 0, 4, 0, 3),
+        bank("bank-hi", 0, 4, 4, 7), {"head", SegKind::LmHead}}},
+      // 3 uneven banks serving the first layers segment; the second computes its experts locally
+      {"3 banks",
+       {{"embed", SegKind::Embeddings}, bank("bank-a", 0, 2, 0, 2), banked("layers-a", 0, 2), bank("bank-b", 0, 2, 3, 5),
+        bank("bank-c", 0, 2, 6, 7), {"layers-b", SegKind::Layers, 3, 4}, {"head", SegKind::LmHead}}},
+  };
+  for (const char* dtype : {"float32", "bfloat16"})
+    for (const Case& cs : cases) {
+      RunPlan plan = make_plan(model, cs.segs, dtype);
+      expect_same_as_inproc(c, plan, cfg,
+                            std::string("GPU banks as processes vs in-process GPU banks, ") + model + " " + dtype + ", " +
+                                cs.what + ", " + std::to_string(plan.segments.size()) + " processes");
+    }
+}
+
+void test_bank_restart(Checks& c) {
+  const char* model = "tiny-qwen3-moe";
+  ModelConfig cfg = read_model_config(g_source + "/models/" + model);
+  std::vector<Seg> segs = {{"embed", SegKind::Embeddings}, banked("layers-a", 0, 1), banked("layers-b", 2, 4),
+                           bank("bank-lo", 0, 4, 0, 3), bank("bank-hi", 0, 4, 4, 7), {"head", SegKind::LmHead}};
+  // 4 MoE layers (0, 2, 3, 4): requests 1-4 are the prefill, 5-8 the first decode step, 9-12 the
+  // second; the 11th is layer 3, inside layers-b after it wrote layer 2's KV rows at this position.
+  expect_restart(c, make_plan(model, segs, "bfloat16"), cfg, "bank-hi", "bank-hi:experts:11:9",
+                 "GPU expert bank killed at its 11th request");
+}
+
+// Segments on two GPUs. Needs 2 visible devices; says so and passes nothing otherwise.
+void test_two_devices(Checks& c) {
+  const int n = cuda::device_count();
+  if (n < 2) {
+    std::printf("  SKIPPED two devices: %d CUDA device%s visible, the multi-device checks need 2\n", n,
+                n == 1 ? " is" : "s are");
+    return;
+  }
+  const char* model = "tiny-qwen3-moe";
+  std::vector<Seg> two = {{"embed", SegKind::Embeddings, -1, -1, "cuda:0"}, {"layers-a", SegKind::Layers, 0, 1, "cuda:0"},
+                          {"layers-b", SegKind::Layers, 2, -2, "cuda:1"}, {"head", SegKind::LmHead, -1, -1, "cuda:1"}};
+  std::vector<Seg> with_cpu = {{"embed", SegKind::Embeddings, -1, -1, "cuda:0"},
+                               {"layers-a", SegKind::Layers, 0, 1, "cuda:0"},
+                               {"layers-b", SegKind::Layers, 2, 2, "cpu"},
+                               {"layers-c", SegKind::Layers, 3, -2, "cuda:1"},
+                               {"head", SegKind::LmHead, -1, -1, "cuda:1"}};
+  std::vector<Seg> banks_on_1 = {{"embed", SegKind::Embeddings, -1, -1, "cuda:0"},
+                                 {"layers-a", SegKind::Layers, 0, 1, "cuda:0"},
+                                 banked("layers-b", 2, 4, "cuda:1"),
+                                 bank("bank-lo", 2, 4, 0, 3, "cuda:1"),
+                                 bank("bank-hi", 2, 4, 4, 7, "cuda:1"),
+                                 {"head", SegKind::LmHead, -1, -1, "cuda:1"}};
+  for (const char* m : {"tiny-qwen3-moe", "tiny-qwen3-dense"}) {
+    expect_goldens(c, m, two, "two devices");
+    expect_goldens(c, m, with_cpu, "two devices and the CPU");
+  }
+  expect_goldens(c, model, banks_on_1, "two devices, banks on cuda:1");
+  // The same split on one device: the same kernels in the same dtype, so the same bits.
+  ModelConfig cfg = read_model_config(g_source + "/models/" + model);
+  for (auto& s : two)
+    if (s.l1 == -2) s.l1 = cfg.num_layers - 1;
+  std::vector<Seg> one = two;
+  for (auto& s : one) s.device = "cuda:0";
+  auto prompt = prompt_for(cfg, 12);
+  ShmOptions so;
+  so.capture_tokens = static_cast<int64_t>(prompt.size());
+  auto a = make_shm_runner_cuda(make_plan(model, one, "float32"), so, {});
+  auto b = make_shm_runner_cuda(make_plan(model, two, "float32"), so, {});
+  expect_identical(c, *a, *b, prompt, 8, "two devices vs one device, same split, f32");
+}
+
+// A device that does not exist: an InputError naming the segment and the device, before any worker.
+void test_missing_device(Checks& c) {
+  const int n = cuda::device_count();
+  if (n > 7) {
+    std::printf("  SKIPPED missing device: %d CUDA devices are visible, cuda:7 exists\n", n);
+    return;
+  }
+  const char* model = "tiny-qwen3-moe";
+  std::vector<Seg> segs = {{"embed", SegKind::Embeddings}, {"layers", SegKind::Layers, 0, 4},
+                           {"head", SegKind::LmHead, -1, -1, "cuda:7"}};
+  std::string msg;
+  bool input = false;
+  try {
+    make_shm_runner_cuda(make_plan(model, segs, "float32"), {}, {});
+  } catch (const InputError& e) {
+    input = true;
+    msg = e.what();
+  } catch (const std::exception& e) {
+    msg = e.what();
+  }
+  // No worker was started: there is no child process to reap.
+  errno = 0;
+  bool no_child = waitpid(-1, nullptr, WNOHANG) == -1 && errno == ECHILD;
+  c.expect(input && msg.find("'head'") != std::string::npos && msg.find("cuda:7") != std::string::npos && no_child,
+           "cuda:7 on a machine with %d device%s: InputError (exit 2), no worker process left%s: \"%s\"", n,
+           n == 1 ? "" : "s", no_child ? "" : " (a child process exists!)", msg.c_str());
 }
 
 }  // namespace
@@ -293,8 +437,12 @@ int main(int argc, char** argv) {
       c.expect(false, "%s: error: %s", name, e.what());
     }
   };
+  guard("missing-device", test_missing_device);  // first: it checks that no worker process was ever started
   guard("identical", test_bit_identical);
   guard("mixed", test_mixed_goldens);
   guard("restart", test_restart);
+  guard("banks", test_banks);
+  guard("bank-restart", test_bank_restart);
+  guard("two-devices", test_two_devices);
   return c.finish("test_cuda_shm");
 }

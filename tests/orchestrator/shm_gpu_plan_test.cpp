@@ -1,0 +1,122 @@
+// GPU segments under transport: shm, the checks that need no GPU: a bank on another device (or in
+// another dtype) than the layers segment it serves, a device that does not exist, and verify
+// without a golden on a plan no single in-process runner computes. Each must be an InputError
+// (exit 2) naming what is wrong, raised before any process starts or any weight is read.
+#include <gtest/gtest.h>
+
+#include <string>
+
+#include "orchestrator/cuda_runner.h"
+#include "orchestrator/segment_compare.h"
+#include "orchestrator/shm_runner.h"
+#include "segments/core/errors.h"
+
+namespace segpipe {
+namespace {
+
+SegmentDesc seg(const std::string& name, SegKind kind, const std::string& device, int l0 = -1, int l1 = -1) {
+  SegmentDesc d{name, kind};
+  d.layer_first = l0;
+  d.layer_last = l1;
+  d.device = device;
+  return d;
+}
+
+// tiny-qwen3-moe: 5 layers, 8 experts. Layers on `layers_dev`, banks on bank_lo_dev / bank_hi_dev.
+RunPlan bank_plan(const std::string& layers_dev, const std::string& bank_lo_dev, const std::string& bank_hi_dev) {
+  RunPlan p;
+  p.model_dir = std::string(SEGPIPE_SOURCE_DIR) + "/models/tiny-qwen3-moe";
+  p.source = "test.yaml";
+  p.inproc = false;
+  p.segments.push_back(seg("embed", SegKind::Embeddings, layers_dev));
+  SegmentDesc l = seg("layers", SegKind::Layers, layers_dev, 0, 4);
+  l.banks = true;
+  p.segments.push_back(l);
+  SegmentDesc lo = seg("bank-lo", SegKind::Experts, bank_lo_dev, 0, 4);
+  lo.expert_first = 0;
+  lo.expert_last = 3;
+  SegmentDesc hi = seg("bank-hi", SegKind::Experts, bank_hi_dev, 0, 4);
+  hi.expert_first = 4;
+  hi.expert_last = 7;
+  p.segments.push_back(lo);
+  p.segments.push_back(hi);
+  p.segments.push_back(seg("head", SegKind::LmHead, layers_dev));
+  return p;
+}
+
+std::string input_error(const RunPlan& p) {
+  try {
+    make_shm_runner(p);
+  } catch (const InputError& e) {
+    return e.what();
+  } catch (const std::exception& e) {
+    return std::string("(not an InputError) ") + e.what();
+  }
+  return "(no error)";
+}
+
+bool has(const std::string& s, const std::string& part) { return s.find(part) != std::string::npos; }
+
+TEST(ShmGpuPlan, BankOnAnotherDeviceThanItsLayersIsRefused) {
+  std::string m = input_error(bank_plan("cuda:0", "cuda:0", "cuda:1"));
+  EXPECT_TRUE(has(m, "bank-hi") && has(m, "cuda:1") && has(m, "cuda:0") && has(m, "'layers'")) << m;
+  EXPECT_FALSE(has(m, "not an InputError")) << m;
+}
+
+TEST(ShmGpuPlan, CpuBankServingGpuLayersIsRefused) {
+  std::string m = input_error(bank_plan("cuda:0", "cpu", "cuda:0"));
+  EXPECT_TRUE(has(m, "bank-lo") && has(m, "runs on cpu") && has(m, "cuda:0")) << m;
+  m = input_error(bank_plan("cpu", "cpu", "cuda:0"));  // and a GPU bank serving CPU layers
+  EXPECT_TRUE(has(m, "bank-hi") && has(m, "runs on cuda:0") && has(m, "on cpu")) << m;
+}
+
+TEST(ShmGpuPlan, BankInAnotherDtypeIsRefused) {
+  RunPlan p = bank_plan("cuda:0", "cuda:0", "cuda:0");
+  p.segments[3].dtype = "bfloat16";
+  std::string m = input_error(p);
+  EXPECT_TRUE(has(m, "bank-hi") && has(m, "bfloat16") && has(m, "float32")) << m;
+}
+
+TEST(ShmGpuPlan, MissingDeviceIsRefusedNamingTheSegment) {
+  RunPlan p = bank_plan("cpu", "cpu", "cpu");
+  p.segments[4].device = "cuda:7";  // head
+  std::string m = input_error(p);
+  // Without the CUDA backend the line says so; with it, that cuda:7 does not exist (fewer than 8 GPUs).
+  EXPECT_TRUE(has(m, "'head'") && has(m, "cuda:7") &&
+              (cuda_backend_built() ? has(m, "does not exist") : has(m, "CUDA backend")))
+      << m;
+  EXPECT_FALSE(has(m, "not an InputError")) << m;
+}
+
+TEST(ShmGpuPlan, MalformedDeviceIsRefused) {
+  RunPlan p = bank_plan("cpu", "cpu", "cpu");
+  p.segments[0].device = "cuda:x";
+  std::string m = input_error(p);
+  EXPECT_TRUE(has(m, "'embed'") && has(m, "cuda:x")) << m;
+  EXPECT_FALSE(has(m, "not an InputError") || has(m, "no error")) << m;
+}
+
+TEST(ShmGpuPlan, VerifyWithoutGoldenNeedsOneBackend) {
+  EXPECT_EQ(inproc_baseline_problem(bank_plan("cpu", "cpu", "cpu")), "");
+  EXPECT_EQ(inproc_baseline_problem(bank_plan("cuda:0", "cuda:0", "cuda:0")), "");
+  RunPlan mixed = bank_plan("cuda:0", "cuda:0", "cuda:0");
+  mixed.segments[4].device = "cpu";
+  std::string m = inproc_baseline_problem(mixed);
+  EXPECT_TRUE(has(m, "--golden") && has(m, "'head'") && has(m, "cpu") && has(m, "cuda:0")) << m;
+  EXPECT_FALSE(has(m, "every segment on one device")) << m;  // not the GPU runner's message
+  RunPlan two = bank_plan("cuda:0", "cuda:0", "cuda:0");
+  two.segments[4].device = "cuda:1";
+  EXPECT_TRUE(has(inproc_baseline_problem(two), "cuda:1"));
+  RunPlan dtypes = bank_plan("cuda:0", "cuda:0", "cuda:0");
+  for (auto& s : dtypes.segments) s.dtype = "bfloat16";
+  dtypes.segments[0].dtype = "float32";
+  EXPECT_TRUE(has(inproc_baseline_problem(dtypes), "bfloat16"));
+  // compare_segmented_with_inproc refuses before loading anything (no runner, no GPU needed).
+  LoadedPlan lp;
+  lp.plan = mixed;
+  nlohmann::json report;
+  EXPECT_THROW(compare_segmented_with_inproc(lp, {1, 2, 3}, 2, report), InputError);
+}
+
+}  // namespace
+}  // namespace segpipe
