@@ -223,7 +223,7 @@ void test_attention_flash(Checks& c, cuda::Context& ctx) {
       cuda::convert(dkf.p(), DType::F32, kb.p(), DType::BF16, int64_t(kc.size()), ctx.stream());
       cuda::convert(dvf.p(), DType::F32, vb.p(), DType::BF16, int64_t(vc.size()), ctx.stream());
       const float scale = static_cast<float>(std::pow(double(hd), -0.5));
-      for (int variant : {0, 1, 2}) {  // attention.cuh set_flash_variant: every kernel
+      for (int variant : {0, 1, 2, 3}) {  // attention.cuh set_flash_variant: every kernel
         cuda::set_flash_variant(variant);
         double e = 0;
         std::vector<float> first;

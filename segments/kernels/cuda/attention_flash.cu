@@ -224,7 +224,7 @@ __global__ void __launch_bounds__(kThreads) flash_attn_kernel(const float* __res
 
 constexpr int kBQ2 = 128;  // flash_attn_q128: queries per block (4 warps x 32 rows)
 
-template <int HD, int MP, typename O>
+template <int HD, int MP, int KS, typename O>
 __global__ void __launch_bounds__(kThreads, 2)
     flash_attn_q128(const float* __restrict__ q, int T, int pos0, int nh, int nkv, const bf16* __restrict__ kb,
                     const bf16* __restrict__ vb, float scale_log2, O* __restrict__ out) {
@@ -285,27 +285,30 @@ __global__ void __launch_bounds__(kThreads, 2)
       cp_async_commit();  // an empty group keeps the wait count uniform
     cp_async_wait1();
     __syncthreads();
-    const int kbase = kt * kBK;
-    if (kbase <= warp_last) {  // warp-uniform: tiles wholly after the warp's rows are skipped
-      const bf16* K = Ks + (kt & 1) * kBK * STR;
-      const bf16* V = Vs + (kt & 1) * kBK * STR;
-      const bool mask = kbase + kBK - 1 > pos0 + wr0 || kbase + kBK > n;
-      uint32_t pa[2][kBK / 16][4];  // probabilities as bf16 A fragments of the value product
+    // KS keys per softmax step (64: the whole tile; 32: half the score registers, no spills)
+#pragma unroll
+    for (int sub = 0; sub < kBK / KS; sub++) {
+    const int kbase = kt * kBK + sub * KS;
+    if (kbase <= warp_last) {  // warp-uniform: key steps wholly after the warp's rows are skipped
+      const bf16* K = Ks + ((kt & 1) * kBK + sub * KS) * STR;
+      const bf16* V = Vs + ((kt & 1) * kBK + sub * KS) * STR;
+      const bool mask = kbase + KS - 1 > pos0 + wr0 || kbase + KS > n;
+      uint32_t pa[2][KS / 16][4];  // probabilities as bf16 A fragments of the value product
       // MP m16 tiles per pass: 2 = each K fragment feeds both tiles; 1 = fewer live registers
 #pragma unroll
       for (int pass = 0; pass < 2 / MP; pass++) {
-        float sc[MP][kBK / 8][4];
+        float sc[MP][KS / 8][4];
 #pragma unroll
         for (int mm = 0; mm < MP; mm++)
 #pragma unroll
-          for (int nt = 0; nt < kBK / 8; nt++) sc[mm][nt][0] = sc[mm][nt][1] = sc[mm][nt][2] = sc[mm][nt][3] = 0.f;
+          for (int nt = 0; nt < KS / 8; nt++) sc[mm][nt][0] = sc[mm][nt][1] = sc[mm][nt][2] = sc[mm][nt][3] = 0.f;
 #pragma unroll
         for (int ks = 0; ks < HD / 16; ks++) {
           uint32_t qa[MP][4];
 #pragma unroll
           for (int mm = 0; mm < MP; mm++) ldmatrix_x4(qa[mm], Qw + (pass * MP + mm) * 16 * STR + ks * 16);
 #pragma unroll
-          for (int np = 0; np < kBK / 16; np++) {
+          for (int np = 0; np < KS / 16; np++) {
             // keys np*16 + 0..7 (dims +0 / +8), then keys np*16 + 8..15: b0/b1 of two n8 tiles
             uint32_t kf[4];
             ldmatrix_x4(kf, K + (np * 16 + (lane & 7) + (lane >> 4) * 8) * STR + ks * 16 + ((lane >> 3) & 1) * 8);
@@ -322,7 +325,7 @@ __global__ void __launch_bounds__(kThreads, 2)
           const int p0 = pos0 + wr0 + mt * 16 + gr, p1 = p0 + 8;  // absolute positions: keys <= p attend
           float mx0 = -INFINITY, mx1 = -INFINITY;
 #pragma unroll
-          for (int nt = 0; nt < kBK / 8; nt++)
+          for (int nt = 0; nt < KS / 8; nt++)
 #pragma unroll
             for (int e = 0; e < 4; e++) {
               float v = sc[mm][nt][e] * scale_log2;
@@ -348,7 +351,7 @@ __global__ void __launch_bounds__(kThreads, 2)
           m[mt][1] = mn1;
           float s0 = 0.f, s1 = 0.f;
 #pragma unroll
-          for (int nt = 0; nt < kBK / 8; nt++) {
+          for (int nt = 0; nt < KS / 8; nt++) {
             sc[mm][nt][0] = exp2f(sc[mm][nt][0] - b0);
             sc[mm][nt][1] = exp2f(sc[mm][nt][1] - b0);
             sc[mm][nt][2] = exp2f(sc[mm][nt][2] - b1);
@@ -369,7 +372,7 @@ __global__ void __launch_bounds__(kThreads, 2)
             }
           }
 #pragma unroll
-          for (int j = 0; j < kBK / 16; j++) {
+          for (int j = 0; j < KS / 16; j++) {
             pa[mt][j][0] = pack_bf16(sc[mm][2 * j][0], sc[mm][2 * j][1]);
             pa[mt][j][1] = pack_bf16(sc[mm][2 * j][2], sc[mm][2 * j][3]);
             pa[mt][j][2] = pack_bf16(sc[mm][2 * j + 1][0], sc[mm][2 * j + 1][1]);
@@ -378,7 +381,7 @@ __global__ void __launch_bounds__(kThreads, 2)
         }
       }
 #pragma unroll
-      for (int j = 0; j < kBK / 16; j++)
+      for (int j = 0; j < KS / 16; j++)
 #pragma unroll
         for (int np = 0; np < HD / 16; np++) {
           uint32_t b[4];
@@ -389,6 +392,7 @@ __global__ void __launch_bounds__(kThreads, 2)
             mma_bf16(o[mt][2 * np + 1], pa[mt][j], b[2], b[3]);
           }
         }
+    }
     }
     __syncthreads();  // this buffer is refilled by the load issued next iteration
   }
@@ -429,11 +433,12 @@ void launch_flash(const float* q, int64_t T, int64_t pos0, const AttnShape& s, c
     return;
   }
   const size_t smem = size_t(kBQ2 + 4 * kBK) * (HD + 8) * sizeof(bf16);
-  auto kern = variant == 2 ? flash_attn_q128<HD, 1, O> : flash_attn_q128<HD, 2, O>;
-  static bool raised[2] = {false, false};
-  if (!raised[variant == 2]) {
+  auto kern = variant == 2 ? flash_attn_q128<HD, 2, 32, O> : variant == 3 ? flash_attn_q128<HD, 1, 64, O>
+                                                                           : flash_attn_q128<HD, 2, 64, O>;
+  static bool raised[4] = {false, false, false, false};
+  if (!raised[variant & 3]) {
     SEGPIPE_CUDA_CHECK(cudaFuncSetAttribute(kern, cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem)));
-    raised[variant == 2] = true;
+    raised[variant & 3] = true;
   }
   dim3 grid(static_cast<unsigned>(s.num_heads), div_up(T, kBQ2));
   kern<<<grid, kThreads, smem, st>>>(q, int(T), int(pos0), s.num_heads, s.num_kv_heads, kb, vb, scale_log2, out);
