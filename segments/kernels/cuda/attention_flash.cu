@@ -285,114 +285,115 @@ __global__ void __launch_bounds__(kThreads, 2)
       cp_async_commit();  // an empty group keeps the wait count uniform
     cp_async_wait1();
     __syncthreads();
-    // KS keys per softmax step (64: the whole tile; 32: half the score registers, no spills)
+    // KS keys per softmax step (64: the whole tile; 32: half the score registers, 20 spilled bytes
+    // instead of 92 at head_dim 128, but measured slower: 173 vs 168 us)
 #pragma unroll
     for (int sub = 0; sub < kBK / KS; sub++) {
-    const int kbase = kt * kBK + sub * KS;
-    if (kbase <= warp_last) {  // warp-uniform: key steps wholly after the warp's rows are skipped
-      const bf16* K = Ks + ((kt & 1) * kBK + sub * KS) * STR;
-      const bf16* V = Vs + ((kt & 1) * kBK + sub * KS) * STR;
-      const bool mask = kbase + KS - 1 > pos0 + wr0 || kbase + KS > n;
-      uint32_t pa[2][KS / 16][4];  // probabilities as bf16 A fragments of the value product
-      // MP m16 tiles per pass: 2 = each K fragment feeds both tiles; 1 = fewer live registers
+      const int kbase = kt * kBK + sub * KS;
+      if (kbase <= warp_last) {  // warp-uniform: key steps wholly after the warp's rows are skipped
+        const bf16* K = Ks + ((kt & 1) * kBK + sub * KS) * STR;
+        const bf16* V = Vs + ((kt & 1) * kBK + sub * KS) * STR;
+        const bool mask = kbase + KS - 1 > pos0 + wr0 || kbase + KS > n;
+        uint32_t pa[2][KS / 16][4];  // probabilities as bf16 A fragments of the value product
+        // MP m16 tiles per pass: 2 = each K fragment feeds both tiles; 1 = fewer live registers
 #pragma unroll
-      for (int pass = 0; pass < 2 / MP; pass++) {
-        float sc[MP][KS / 8][4];
+        for (int pass = 0; pass < 2 / MP; pass++) {
+          float sc[MP][KS / 8][4];
 #pragma unroll
-        for (int mm = 0; mm < MP; mm++)
+          for (int mm = 0; mm < MP; mm++)
 #pragma unroll
-          for (int nt = 0; nt < KS / 8; nt++) sc[mm][nt][0] = sc[mm][nt][1] = sc[mm][nt][2] = sc[mm][nt][3] = 0.f;
+            for (int nt = 0; nt < KS / 8; nt++) sc[mm][nt][0] = sc[mm][nt][1] = sc[mm][nt][2] = sc[mm][nt][3] = 0.f;
 #pragma unroll
-        for (int ks = 0; ks < HD / 16; ks++) {
-          uint32_t qa[MP][4];
+          for (int ks = 0; ks < HD / 16; ks++) {
+            uint32_t qa[MP][4];
 #pragma unroll
-          for (int mm = 0; mm < MP; mm++) ldmatrix_x4(qa[mm], Qw + (pass * MP + mm) * 16 * STR + ks * 16);
+            for (int mm = 0; mm < MP; mm++) ldmatrix_x4(qa[mm], Qw + (pass * MP + mm) * 16 * STR + ks * 16);
 #pragma unroll
-          for (int np = 0; np < KS / 16; np++) {
-            // keys np*16 + 0..7 (dims +0 / +8), then keys np*16 + 8..15: b0/b1 of two n8 tiles
-            uint32_t kf[4];
-            ldmatrix_x4(kf, K + (np * 16 + (lane & 7) + (lane >> 4) * 8) * STR + ks * 16 + ((lane >> 3) & 1) * 8);
+            for (int np = 0; np < KS / 16; np++) {
+              // keys np*16 + 0..7 (dims +0 / +8), then keys np*16 + 8..15: b0/b1 of two n8 tiles
+              uint32_t kf[4];
+              ldmatrix_x4(kf, K + (np * 16 + (lane & 7) + (lane >> 4) * 8) * STR + ks * 16 + ((lane >> 3) & 1) * 8);
 #pragma unroll
-            for (int mm = 0; mm < MP; mm++) {
-              mma_bf16(sc[mm][2 * np], qa[mm], kf[0], kf[1]);
-              mma_bf16(sc[mm][2 * np + 1], qa[mm], kf[2], kf[3]);
-            }
-          }
-        }
-#pragma unroll
-        for (int mm = 0; mm < MP; mm++) {
-          const int mt = pass * MP + mm;
-          const int p0 = pos0 + wr0 + mt * 16 + gr, p1 = p0 + 8;  // absolute positions: keys <= p attend
-          float mx0 = -INFINITY, mx1 = -INFINITY;
-#pragma unroll
-          for (int nt = 0; nt < KS / 8; nt++)
-#pragma unroll
-            for (int e = 0; e < 4; e++) {
-              float v = sc[mm][nt][e] * scale_log2;
-              if (mask) {
-                const int key = kbase + nt * 8 + 2 * tq + (e & 1);
-                const int p = e < 2 ? p0 : p1;
-                if (key > p || key >= n) v = -INFINITY;
+              for (int mm = 0; mm < MP; mm++) {
+                mma_bf16(sc[mm][2 * np], qa[mm], kf[0], kf[1]);
+                mma_bf16(sc[mm][2 * np + 1], qa[mm], kf[2], kf[3]);
               }
-              sc[mm][nt][e] = v;
-              if (e < 2)
-                mx0 = fmaxf(mx0, v);
-              else
-                mx1 = fmaxf(mx1, v);
-            }
-          mx0 = fmaxf(mx0, __shfl_xor_sync(0xffffffffu, mx0, 1));
-          mx0 = fmaxf(mx0, __shfl_xor_sync(0xffffffffu, mx0, 2));
-          mx1 = fmaxf(mx1, __shfl_xor_sync(0xffffffffu, mx1, 1));
-          mx1 = fmaxf(mx1, __shfl_xor_sync(0xffffffffu, mx1, 2));
-          const float mn0 = fmaxf(m[mt][0], mx0), mn1 = fmaxf(m[mt][1], mx1);
-          const float b0 = mn0 == -INFINITY ? 0.f : mn0, b1 = mn1 == -INFINITY ? 0.f : mn1;
-          const float c0 = exp2f(m[mt][0] - b0), c1 = exp2f(m[mt][1] - b1);
-          m[mt][0] = mn0;
-          m[mt][1] = mn1;
-          float s0 = 0.f, s1 = 0.f;
-#pragma unroll
-          for (int nt = 0; nt < KS / 8; nt++) {
-            sc[mm][nt][0] = exp2f(sc[mm][nt][0] - b0);
-            sc[mm][nt][1] = exp2f(sc[mm][nt][1] - b0);
-            sc[mm][nt][2] = exp2f(sc[mm][nt][2] - b1);
-            sc[mm][nt][3] = exp2f(sc[mm][nt][3] - b1);
-            s0 += sc[mm][nt][0] + sc[mm][nt][1];
-            s1 += sc[mm][nt][2] + sc[mm][nt][3];
-          }
-          l[mt][0] = l[mt][0] * c0 + s0;
-          l[mt][1] = l[mt][1] * c1 + s1;
-          // Skipped where no row of the warp's tile got a new maximum (c = 1: the same bits).
-          if (__any_sync(0xffffffffu, c0 != 1.f || c1 != 1.f)) {
-#pragma unroll
-            for (int i = 0; i < HD / 8; i++) {
-              o[mt][i][0] *= c0;
-              o[mt][i][1] *= c0;
-              o[mt][i][2] *= c1;
-              o[mt][i][3] *= c1;
             }
           }
 #pragma unroll
-          for (int j = 0; j < KS / 16; j++) {
-            pa[mt][j][0] = pack_bf16(sc[mm][2 * j][0], sc[mm][2 * j][1]);
-            pa[mt][j][1] = pack_bf16(sc[mm][2 * j][2], sc[mm][2 * j][3]);
-            pa[mt][j][2] = pack_bf16(sc[mm][2 * j + 1][0], sc[mm][2 * j + 1][1]);
-            pa[mt][j][3] = pack_bf16(sc[mm][2 * j + 1][2], sc[mm][2 * j + 1][3]);
+          for (int mm = 0; mm < MP; mm++) {
+            const int mt = pass * MP + mm;
+            const int p0 = pos0 + wr0 + mt * 16 + gr, p1 = p0 + 8;  // absolute positions: keys <= p attend
+            float mx0 = -INFINITY, mx1 = -INFINITY;
+#pragma unroll
+            for (int nt = 0; nt < KS / 8; nt++)
+#pragma unroll
+              for (int e = 0; e < 4; e++) {
+                float v = sc[mm][nt][e] * scale_log2;
+                if (mask) {
+                  const int key = kbase + nt * 8 + 2 * tq + (e & 1);
+                  const int p = e < 2 ? p0 : p1;
+                  if (key > p || key >= n) v = -INFINITY;
+                }
+                sc[mm][nt][e] = v;
+                if (e < 2)
+                  mx0 = fmaxf(mx0, v);
+                else
+                  mx1 = fmaxf(mx1, v);
+              }
+            mx0 = fmaxf(mx0, __shfl_xor_sync(0xffffffffu, mx0, 1));
+            mx0 = fmaxf(mx0, __shfl_xor_sync(0xffffffffu, mx0, 2));
+            mx1 = fmaxf(mx1, __shfl_xor_sync(0xffffffffu, mx1, 1));
+            mx1 = fmaxf(mx1, __shfl_xor_sync(0xffffffffu, mx1, 2));
+            const float mn0 = fmaxf(m[mt][0], mx0), mn1 = fmaxf(m[mt][1], mx1);
+            const float b0 = mn0 == -INFINITY ? 0.f : mn0, b1 = mn1 == -INFINITY ? 0.f : mn1;
+            const float c0 = exp2f(m[mt][0] - b0), c1 = exp2f(m[mt][1] - b1);
+            m[mt][0] = mn0;
+            m[mt][1] = mn1;
+            float s0 = 0.f, s1 = 0.f;
+#pragma unroll
+            for (int nt = 0; nt < KS / 8; nt++) {
+              sc[mm][nt][0] = exp2f(sc[mm][nt][0] - b0);
+              sc[mm][nt][1] = exp2f(sc[mm][nt][1] - b0);
+              sc[mm][nt][2] = exp2f(sc[mm][nt][2] - b1);
+              sc[mm][nt][3] = exp2f(sc[mm][nt][3] - b1);
+              s0 += sc[mm][nt][0] + sc[mm][nt][1];
+              s1 += sc[mm][nt][2] + sc[mm][nt][3];
+            }
+            l[mt][0] = l[mt][0] * c0 + s0;
+            l[mt][1] = l[mt][1] * c1 + s1;
+            // Skipped where no row of the warp's tile got a new maximum (c = 1: the same bits).
+            if (__any_sync(0xffffffffu, c0 != 1.f || c1 != 1.f)) {
+#pragma unroll
+              for (int i = 0; i < HD / 8; i++) {
+                o[mt][i][0] *= c0;
+                o[mt][i][1] *= c0;
+                o[mt][i][2] *= c1;
+                o[mt][i][3] *= c1;
+              }
+            }
+#pragma unroll
+            for (int j = 0; j < KS / 16; j++) {
+              pa[mt][j][0] = pack_bf16(sc[mm][2 * j][0], sc[mm][2 * j][1]);
+              pa[mt][j][1] = pack_bf16(sc[mm][2 * j][2], sc[mm][2 * j][3]);
+              pa[mt][j][2] = pack_bf16(sc[mm][2 * j + 1][0], sc[mm][2 * j + 1][1]);
+              pa[mt][j][3] = pack_bf16(sc[mm][2 * j + 1][2], sc[mm][2 * j + 1][3]);
+            }
           }
         }
+#pragma unroll
+        for (int j = 0; j < KS / 16; j++)
+#pragma unroll
+          for (int np = 0; np < HD / 16; np++) {
+            uint32_t b[4];
+            ldmatrix_x4_trans(b, V + (j * 16 + ((lane >> 3) & 1) * 8 + (lane & 7)) * STR + np * 16 + (lane >> 4) * 8);
+#pragma unroll
+            for (int mt = 0; mt < 2; mt++) {
+              mma_bf16(o[mt][2 * np], pa[mt][j], b[0], b[1]);
+              mma_bf16(o[mt][2 * np + 1], pa[mt][j], b[2], b[3]);
+            }
+          }
       }
-#pragma unroll
-      for (int j = 0; j < KS / 16; j++)
-#pragma unroll
-        for (int np = 0; np < HD / 16; np++) {
-          uint32_t b[4];
-          ldmatrix_x4_trans(b, V + (j * 16 + ((lane >> 3) & 1) * 8 + (lane & 7)) * STR + np * 16 + (lane >> 4) * 8);
-#pragma unroll
-          for (int mt = 0; mt < 2; mt++) {
-            mma_bf16(o[mt][2 * np], pa[mt][j], b[0], b[1]);
-            mma_bf16(o[mt][2 * np + 1], pa[mt][j], b[2], b[3]);
-          }
-        }
-    }
     }
     __syncthreads();  // this buffer is refilled by the load issued next iteration
   }
