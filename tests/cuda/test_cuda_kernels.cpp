@@ -223,14 +223,27 @@ void test_attention_flash(Checks& c, cuda::Context& ctx) {
       cuda::convert(dkf.p(), DType::F32, kb.p(), DType::BF16, int64_t(kc.size()), ctx.stream());
       cuda::convert(dvf.p(), DType::F32, vb.p(), DType::BF16, int64_t(vc.size()), ctx.stream());
       const float scale = static_cast<float>(std::pow(double(hd), -0.5));
-      double e = 0;
-      for (int rep = 0; rep < 2; rep++) {
-        Dev out = Dev::poisoned(q.size(), ot);
-        cuda::attention_flash(dq.f(), T, pos0, {nh, nkv, hd}, kb.p(), vb.p(), scale, out.p(), ot, ctx.stream());
-        e = std::max(e, rel_l2(out.host().data(), ref.data(), ref.size()));
+      for (int variant : {0, 1, 2, 3}) {  // attention.cuh set_flash_variant: every kernel
+        cuda::set_flash_variant(variant);
+        double e = 0;
+        std::vector<float> first;
+        bool same = true;
+        for (int rep = 0; rep < 2; rep++) {
+          Dev out = Dev::poisoned(q.size(), ot);
+          cuda::attention_flash(dq.f(), T, pos0, {nh, nkv, hd}, kb.p(), vb.p(), scale, out.p(), ot, ctx.stream());
+          std::vector<float> h = out.host();
+          e = std::max(e, rel_l2(h.data(), ref.data(), ref.size()));
+          if (rep == 0)
+            first = h;
+          else
+            same = std::memcmp(first.data(), h.data(), h.size() * 4) == 0;
+        }
+        c.expect(e < 2e-2 && same,
+                 "attention_flash variant %d (bf16 tensor cores) -> %s heads=%d/%d hd=%d T=%d pos0=%d rel_l2=%.2e, "
+                 "second launch %s",
+                 variant, dn(ot), nh, nkv, hd, T, pos0, e, same ? "bit-identical" : "DIFFERS");
       }
-      c.expect(e < 2e-2, "attention_flash (bf16 tensor cores) -> %s heads=%d/%d hd=%d T=%d pos0=%d rel_l2=%.2e", dn(ot),
-               nh, nkv, hd, T, pos0, e);
+      cuda::set_flash_variant(0);
     }
 }
 

@@ -8,7 +8,10 @@
 //   variant in this process: all new settings, each one switched back alone (attention split keys
 //   0 = always 8 splits; routing by router_fused's last block; earlier GEMV grids), and all three
 //   back (the build before these switches). --only-decode skips prefill and the GEMM/GEMV figures.
+//   --attention-only: only the flash attention kernel alone at T = --prompt (each variant, and the
+//   K/V conversions); --flash-variant V: the kernel the prefill uses (attention.cuh set_flash_variant).
 #include <algorithm>
+#include <cmath>
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
@@ -23,6 +26,7 @@
 #include "segments/cuda/profile.h"
 #include "segments/cuda/kinds.h"
 #include "segments/kernels/cuda/attention.cuh"
+#include "segments/kernels/cuda/convert.cuh"
 #include "segments/kernels/cuda/gemm.cuh"
 #include "segments/kernels/cuda/gemv.cuh"
 #include "segments/kernels/cuda/moe.cuh"
@@ -107,6 +111,63 @@ double time_ms(cuda::Context& ctx, F&& fn) {
   SEGPIPE_CUDA_CHECK(cudaEventDestroy(e0));
   SEGPIPE_CUDA_CHECK(cudaEventDestroy(e1));
   return median(t);
+}
+
+// The flash prefill attention kernel alone at the preset's head shapes, T queries from position 0
+// (causal): each variant of attention_flash (set_flash_variant), and the two bf16 conversions of the
+// K and V rows that precede it in a layer. Rates count the causal products' flops, 4 T (T+1) / 2
+// head_dim num_heads. diff: rel. L2 of each variant's output against variant 1 (the first kernel).
+struct FlashBench {
+  double flops = 0, convert_ms = 0, ms[3] = {0, 0, 0}, diff[3] = {0, 0, 0};
+};
+FlashBench flash_bench(cuda::Context& ctx, const ModelConfig& cfg, int64_t T) {
+  FlashBench r;
+  const cuda::AttnShape s{cfg.num_heads, cfg.num_kv_heads, cfg.head_dim};
+  if (!cuda::attention_flash_supported(s)) return r;
+  const int64_t qd = cfg.q_dim(), kvd = cfg.kv_dim();
+  cuda::Buffer<float> q(size_t(T * qd)), kc(size_t(T * kvd)), vc(size_t(T * kvd));
+  cuda::Buffer<char> kb(size_t(T * kvd) * 2), vb(size_t(T * kvd) * 2), out(size_t(T * qd) * 2 * 3);
+  cuda::synthetic_fill(9, 1, 0, T * qd, 1.f, 0.f, DType::F32, q.get(), DType::F32, ctx.stream());
+  cuda::synthetic_fill(9, 2, 0, T * kvd, 1.f, 0.f, DType::F32, kc.get(), DType::F32, ctx.stream());
+  cuda::synthetic_fill(9, 3, 0, T * kvd, 1.f, 0.f, DType::F32, vc.get(), DType::F32, ctx.stream());
+  r.convert_ms = time_ms(ctx, [&] {
+    cuda::convert(kc.get(), DType::F32, kb.get(), DType::BF16, T * kvd, ctx.stream());
+    cuda::convert(vc.get(), DType::F32, vb.get(), DType::BF16, T * kvd, ctx.stream());
+  });
+  const float scale = static_cast<float>(std::pow(double(cfg.head_dim), -0.5));
+  const int before = cuda::flash_variant();
+  for (int v = 0; v < 3; v++) {
+    cuda::set_flash_variant(v);
+    char* o = out.get() + size_t(v) * size_t(T * qd) * 2;
+    r.ms[v] = time_ms(ctx, [&] {
+      cuda::attention_flash(q.get(), T, 0, s, kb.get(), vb.get(), scale, o, DType::BF16, ctx.stream());
+    });
+  }
+  cuda::set_flash_variant(before);
+  std::vector<uint16_t> h(size_t(T * qd) * 3);
+  SEGPIPE_CUDA_CHECK(cudaMemcpyAsync(h.data(), out.get(), h.size() * 2, cudaMemcpyDeviceToHost, ctx.stream()));
+  ctx.sync();
+  const size_t n = size_t(T * qd);
+  for (int v = 0; v < 3; v++) {
+    double num = 0, den = 0;
+    for (size_t i = 0; i < n; i++) {
+      const double a = bf16_to_f32(h[size_t(v) * n + i]), b = bf16_to_f32(h[n + i]);
+      num += (a - b) * (a - b);
+      den += b * b;
+    }
+    r.diff[v] = std::sqrt(num / std::max(den, 1e-30));
+  }
+  r.flops = 4.0 * double(T) * double(T + 1) / 2.0 * cfg.head_dim * cfg.num_heads;
+  return r;
+}
+
+void print_flash_bench(const FlashBench& f, int64_t T) {
+  if (f.flops == 0) return;
+  static const char* names[3] = {"q128, 64-key softmax steps", "q64 (first kernel)", "q128, 32-key softmax steps"};
+  for (int v = 0; v < 3; v++)
+    std::printf("flash attention alone, T=%lld, %-34s %8.1f us %7.1f TFLOP/s  rel. diff to q64 %.2e\n",
+                (long long)T, names[v], f.ms[v] * 1e3, f.flops / (f.ms[v] * 1e-3) / 1e12, f.diff[v]);
+  std::printf("flash attention, K and V bf16 copies (2 converts) %8.1f us\n", f.convert_ms * 1e3);
 }
 
 // One MoE layer's routed experts alone at the preset's shapes (T tokens, random top-k routing): the
@@ -198,6 +259,7 @@ int main(int argc, char** argv) {
   bool ncu = false;
   bool host_grouped = false;  // MoE prefill through the host grouping and cuBLAS (A/B of moe_grouped.cuh)
   bool variants = false, only_decode = false;  // decode once per switch setting of the decode kernels
+  bool attention_only = false;                 // only the flash attention kernel alone (flash_bench)
   for (int i = 1; i < argc; i++) {
     std::string a = argv[i];
     auto next = [&]() -> std::string {
@@ -218,6 +280,8 @@ int main(int argc, char** argv) {
     else if (a == "--host-grouped") host_grouped = true;
     else if (a == "--variants") variants = true;
     else if (a == "--only-decode") only_decode = true;
+    else if (a == "--attention-only") attention_only = true;
+    else if (a == "--flash-variant") cuda::set_flash_variant(std::atoi(next().c_str()));
     else if (a == "--split-keys") cuda::set_decode_attention_split_keys(std::atoi(next().c_str()));
     else if (a == "--route-in-experts") cuda::set_decode_route_in_experts(std::atoi(next().c_str()) != 0);
     else if (a == "--persistent") cuda::set_decode_persistent(std::atoi(next().c_str()) != 0);
@@ -225,7 +289,8 @@ int main(int argc, char** argv) {
     else {
       std::fprintf(stderr, "usage: segpipe_bench_cuda [--preset NAME] [--layers N] [--dtype D] [--prompt T] "
                            "[--decode N] [--json FILE] [--variants] [--only-decode] [--split-keys N] "
-                           "[--route-in-experts 0|1] [--persistent 0|1] [--l2pf M] [--host-grouped]\n");
+                           "[--route-in-experts 0|1] [--persistent 0|1] [--l2pf M] [--host-grouped] [--attention-only] "
+                           "[--flash-variant V]\n");
       return 2;
     }
   }
@@ -241,8 +306,18 @@ int main(int argc, char** argv) {
     const std::string card = cuda::device_name(0);
     double bw, gemm_big, gemm_moe;
     ExpertBench xb;
+    FlashBench fb;
+    if (attention_only) {
+      cuda::Context ctx(0);
+      fb = flash_bench(ctx, cfg, prompt);
+      std::printf("== flash attention alone: %s, heads %d/%d, head_dim %d, card %s ==\n", preset.c_str(),
+                  cfg.num_heads, cfg.num_kv_heads, cfg.head_dim, card.c_str());
+      print_flash_bench(fb, prompt);
+      return 0;
+    }
     {
       cuda::Context ctx(0);
+      fb = flash_bench(ctx, cfg, prompt);
       bw = copy_bandwidth_gbs(ctx);
       gemm_big = gemm_tflops(ctx, 8192, 8192, 8192);
       gemm_moe = gemm_tflops(ctx, prompt, 4096, cfg.hidden);  // the q/k/v-shaped product of the prefill
@@ -333,9 +408,12 @@ int main(int argc, char** argv) {
     const double attn_flops = double(L) * 4.0 * cfg.num_heads * cfg.head_dim * (double(prompt) * (prompt + 1) / 2);
     const double prefill_flops = 2.0 * per_tok_params * prompt + attn_flops + 2.0 * V * H;
     // The fused (flash) attention first, then the cuBLAS path over materialized scores (same runner).
-    double pre_ms[2] = {0, 0};
-    for (int mode = 0; mode < 2; mode++) {
-      cuda::set_flash_attention(mode == 0);
+    // Mode 2: the flash path with the first flash kernel (set_flash_variant(1)), for the A/B.
+    double pre_ms[3] = {0, 0, 0};
+    const int flash_default = cuda::flash_variant();
+    for (int mode = 0; mode < 3; mode++) {
+      cuda::set_flash_attention(mode != 1);
+      cuda::set_flash_variant(mode == 2 ? 1 : flash_default);
       std::vector<double> pt;
       for (int i = 0; i < 6; i++) {
         double a = now_ms();
@@ -345,7 +423,8 @@ int main(int argc, char** argv) {
       pre_ms[mode] = median(pt);
     }
     cuda::set_flash_attention(true);
-    const double prefill_ms = pre_ms[0], prefill_ms_cublas = pre_ms[1];
+    cuda::set_flash_variant(flash_default);
+    const double prefill_ms = pre_ms[0], prefill_ms_cublas = pre_ms[1], prefill_ms_flash1 = pre_ms[2];
     cuda::phase_ms().clear();
     cuda::set_profiling(true);
     runner->step_device(ids.data(), prompt, 0, false);
@@ -458,8 +537,12 @@ int main(int argc, char** argv) {
                   prompt, xb.dev_ms, rate(xb.dev_ms), xb.group_ms, xb.gate_up_ms, rate(xb.gate_up_ms) * 2.0 / 3.0,
                   xb.down_ms, rate(xb.down_ms) / 3.0, xb.cublas_ms, rate(xb.cublas_ms));
     }
+    print_flash_bench(fb, prompt);
     std::printf("prefill%s %d tokens       %10.2f ms  %8.1f TFLOP/s  = %.2f of the 8192^3 GEMM rate\n",
                 host_grouped ? " (host-grouped MoE)" : "", prompt, prefill_ms, prefill_tflops, prefill_tflops / gemm_big);
+    std::printf("prefill, first flash kernel %8.2f ms  %8.1f TFLOP/s  = %.2f of the 8192^3 GEMM rate\n",
+                prefill_ms_flash1, prefill_flops / (prefill_ms_flash1 * 1e-3) / 1e12,
+                prefill_flops / (prefill_ms_flash1 * 1e-3) / 1e12 / gemm_big);
     std::printf("prefill, cuBLAS attention %10.2f ms  %8.1f TFLOP/s  = %.2f of the 8192^3 GEMM rate\n",
                 prefill_ms_cublas, prefill_flops / (prefill_ms_cublas * 1e-3) / 1e12,
                 prefill_flops / (prefill_ms_cublas * 1e-3) / 1e12 / gemm_big);
@@ -494,6 +577,7 @@ int main(int argc, char** argv) {
         << ",\"gemm_tflops\":" << gemm_big << ",\"gemm_prefill_shape_tflops\":" << gemm_moe
         << ",\"prefill_tokens\":" << prompt << ",\"prefill_ms\":" << prefill_ms
         << ",\"prefill_tflops\":" << prefill_tflops << ",\"prefill_ms_cublas_attention\":" << prefill_ms_cublas
+        << ",\"prefill_ms_flash_first_kernel\":" << prefill_ms_flash1 << ",\"flash_alone_us\":" << fb.ms[0] * 1e3
         << ",\"decode_ms_eager_no_overlap\":" << noov_ms[0] << ",\"decode_ms_graph_no_overlap\":" << noov_ms[1] << ",\"decode_tokens\":" << decode
         << ",\"decode_ms_eager\":" << dec_ms[0] << ",\"decode_ms_graph\":" << dec_ms[1]
         << ",\"decode_ms_eager_library\":" << lib_ms[0] << ",\"decode_ms_graph_library\":" << lib_ms[1]

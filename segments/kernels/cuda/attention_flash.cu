@@ -4,6 +4,16 @@
 // accumulation) with an online softmax in fp32 (exp2 with log2(e) folded into the scale), so the
 // [T, T] score matrix never exists. Warp w owns query rows 16w..16w+15 of the tile; the score
 // fragment of a 64-key tile becomes the A operand of the value product in registers.
+//
+// Two kernels. flash_attn_q128 (the default): 128 queries per block, each of the 4 warps owns 32
+// rows (two m16 tiles) so that every K and V fragment read from shared memory (ldmatrix) feeds two
+// products: half the shared-memory reads per FLOP of flash_attn_kernel (64 queries, 16 rows a warp,
+// K read with 32-bit loads), which was bound by them. Q goes to shared memory as bf16 once and is
+// read per 16-dim step (it would take 64 registers a thread). Query tiles are dispatched heaviest
+// first over all heads (blockIdx.x = head, so the heads of a KV group run side by side and share
+// their K/V tiles in L2). flash_attn_kernel stays selectable (set_flash_variant(1)).
+#include <atomic>
+
 #include "segments/kernels/cuda/attention.cuh"
 #include "segments/kernels/cuda/check.h"
 #include "segments/kernels/cuda/common.cuh"
@@ -33,6 +43,13 @@ __device__ __forceinline__ void cp_async16(void* smem, const void* gmem, int src
 }
 __device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::: "memory"); }
 __device__ __forceinline__ void cp_async_wait1() { asm volatile("cp.async.wait_group 1;\n" ::: "memory"); }
+
+__device__ __forceinline__ void ldmatrix_x4(uint32_t (&r)[4], const void* smem) {
+  const unsigned s = static_cast<unsigned>(__cvta_generic_to_shared(smem));
+  asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];\n"
+               : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+               : "r"(s));
+}
 
 __device__ __forceinline__ void ldmatrix_x4_trans(uint32_t (&r)[4], const void* smem) {
   const unsigned s = static_cast<unsigned>(__cvta_generic_to_shared(smem));
@@ -205,23 +222,236 @@ __global__ void __launch_bounds__(kThreads) flash_attn_kernel(const float* __res
   }
 }
 
-template <int HD, typename O>
-void launch_flash(const float* q, int64_t T, int64_t pos0, const AttnShape& s, const bf16* kb, const bf16* vb,
-                  float scale, O* out, cudaStream_t st) {
-  const size_t smem = size_t(4) * kBK * (HD + 8) * sizeof(bf16);
-  static bool raised = false;
-  if (!raised) {
-    SEGPIPE_CUDA_CHECK(
-        cudaFuncSetAttribute(flash_attn_kernel<HD, O>, cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem)));
-    raised = true;
+constexpr int kBQ2 = 128;  // flash_attn_q128: queries per block (4 warps x 32 rows)
+
+template <int HD, int MP, int KS, typename O>
+__global__ void __launch_bounds__(kThreads, 2)
+    flash_attn_q128(const float* __restrict__ q, int T, int pos0, int nh, int nkv, const bf16* __restrict__ kb,
+                    const bf16* __restrict__ vb, float scale_log2, O* __restrict__ out) {
+  constexpr int STR = HD + 8;  // smem row stride (bf16): the 8 rows of an ldmatrix land on distinct banks
+  extern __shared__ __align__(16) unsigned char smem_raw[];
+  bf16* Qs = reinterpret_cast<bf16*>(smem_raw);  // [kBQ2][STR]
+  bf16* Ks = Qs + kBQ2 * STR;                    // [2][kBK][STR]
+  bf16* Vs = Ks + 2 * kBK * STR;                 // [2][kBK][STR]
+  const int qt = gridDim.y - 1 - blockIdx.y;     // the longest (last) query tiles first, all heads
+  const int h = blockIdx.x, g = h / (nh / nkv);
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, gr = lane / 4, tq = lane % 4;
+  const int64_t qd = int64_t(nh) * HD, kvd = int64_t(nkv) * HD;
+  const int n = pos0 + T;
+  const int q0 = qt * kBQ2;
+  const int last_key = pos0 + min(T - 1, q0 + kBQ2 - 1);
+  const int nkt = last_key / kBK + 1;
+
+  // Not unrolled: unrolled, the 8 chunks' addresses stay live through the loop (register spills).
+  auto load_tile = [&](int kt, int buf) {
+#pragma unroll 1
+    for (int c = threadIdx.x; c < kBK * HD / 8; c += kThreads) {
+      const int r = c / (HD / 8), col = (c % (HD / 8)) * 8;
+      const int key = kt * kBK + r;
+      const int64_t src = int64_t(min(key, n - 1)) * kvd + int64_t(g) * HD + col;
+      const int bytes = key < n ? 16 : 0;  // past the last key: zeros
+      cp_async16(Ks + (buf * kBK + r) * STR + col, kb + src, bytes);
+      cp_async16(Vs + (buf * kBK + r) * STR + col, vb + src, bytes);
+    }
+    cp_async_commit();
+  };
+  load_tile(0, 0);
+
+  // The block's query rows as bf16 (rows past T repeat row T-1: computed, never stored). Made
+  // visible by the barrier at the top of the first key tile.
+  for (int c = threadIdx.x; c < kBQ2 * HD / 4; c += kThreads) {
+    const int r = c / (HD / 4), col = (c % (HD / 4)) * 4;
+    const float4 v = *reinterpret_cast<const float4*>(q + int64_t(min(q0 + r, T - 1)) * qd + int64_t(h) * HD + col);
+    *reinterpret_cast<uint2*>(Qs + r * STR + col) = make_uint2(pack_bf16(v.x, v.y), pack_bf16(v.z, v.w));
   }
-  dim3 grid(div_up(T, kBQ), static_cast<unsigned>(s.num_heads));
-  flash_attn_kernel<HD, O><<<grid, kThreads, smem, st>>>(q, int(T), int(pos0), s.num_heads, s.num_kv_heads, kb, vb,
-                                                         scale * 1.4426950408889634f, out);
-  SEGPIPE_CUDA_LAUNCH_CHECK("flash_attn_kernel");
+
+  // Thread rows (relative to the prompt): wr0 + 16 mt + gr (half 0) and + 8 (half 1), mt = 0, 1.
+  const int wr0 = q0 + warp * 32;
+  const int warp_last = pos0 + wr0 + 31;  // no key past this position is seen by the warp's rows
+  float o[2][HD / 8][4];
+#pragma unroll
+  for (int mt = 0; mt < 2; mt++)
+#pragma unroll
+    for (int i = 0; i < HD / 8; i++) o[mt][i][0] = o[mt][i][1] = o[mt][i][2] = o[mt][i][3] = 0.f;
+  float m[2][2], l[2][2];
+#pragma unroll
+  for (int mt = 0; mt < 2; mt++) m[mt][0] = m[mt][1] = -INFINITY, l[mt][0] = l[mt][1] = 0.f;
+  const bf16* Qw = Qs + (warp * 32 + (lane & 15)) * STR + (lane >> 4) * 8;  // this lane's ldmatrix row
+
+  for (int kt = 0; kt < nkt; kt++) {
+    if (kt + 1 < nkt)
+      load_tile(kt + 1, (kt + 1) & 1);
+    else
+      cp_async_commit();  // an empty group keeps the wait count uniform
+    cp_async_wait1();
+    __syncthreads();
+    // KS keys per softmax step (64: the whole tile; 32: half the score registers, 20 spilled bytes
+    // instead of 92 at head_dim 128, but measured slower: 173 vs 168 us)
+#pragma unroll
+    for (int sub = 0; sub < kBK / KS; sub++) {
+      const int kbase = kt * kBK + sub * KS;
+      if (kbase <= warp_last) {  // warp-uniform: key steps wholly after the warp's rows are skipped
+        const bf16* K = Ks + ((kt & 1) * kBK + sub * KS) * STR;
+        const bf16* V = Vs + ((kt & 1) * kBK + sub * KS) * STR;
+        const bool mask = kbase + KS - 1 > pos0 + wr0 || kbase + KS > n;
+        uint32_t pa[2][KS / 16][4];  // probabilities as bf16 A fragments of the value product
+        // MP m16 tiles per pass: 2 = each K fragment feeds both tiles; 1 = fewer live registers
+#pragma unroll
+        for (int pass = 0; pass < 2 / MP; pass++) {
+          float sc[MP][KS / 8][4];
+#pragma unroll
+          for (int mm = 0; mm < MP; mm++)
+#pragma unroll
+            for (int nt = 0; nt < KS / 8; nt++) sc[mm][nt][0] = sc[mm][nt][1] = sc[mm][nt][2] = sc[mm][nt][3] = 0.f;
+#pragma unroll
+          for (int ks = 0; ks < HD / 16; ks++) {
+            uint32_t qa[MP][4];
+#pragma unroll
+            for (int mm = 0; mm < MP; mm++) ldmatrix_x4(qa[mm], Qw + (pass * MP + mm) * 16 * STR + ks * 16);
+#pragma unroll
+            for (int np = 0; np < KS / 16; np++) {
+              // keys np*16 + 0..7 (dims +0 / +8), then keys np*16 + 8..15: b0/b1 of two n8 tiles
+              uint32_t kf[4];
+              ldmatrix_x4(kf, K + (np * 16 + (lane & 7) + (lane >> 4) * 8) * STR + ks * 16 + ((lane >> 3) & 1) * 8);
+#pragma unroll
+              for (int mm = 0; mm < MP; mm++) {
+                mma_bf16(sc[mm][2 * np], qa[mm], kf[0], kf[1]);
+                mma_bf16(sc[mm][2 * np + 1], qa[mm], kf[2], kf[3]);
+              }
+            }
+          }
+#pragma unroll
+          for (int mm = 0; mm < MP; mm++) {
+            const int mt = pass * MP + mm;
+            const int p0 = pos0 + wr0 + mt * 16 + gr, p1 = p0 + 8;  // absolute positions: keys <= p attend
+            float mx0 = -INFINITY, mx1 = -INFINITY;
+#pragma unroll
+            for (int nt = 0; nt < KS / 8; nt++)
+#pragma unroll
+              for (int e = 0; e < 4; e++) {
+                float v = sc[mm][nt][e] * scale_log2;
+                if (mask) {
+                  const int key = kbase + nt * 8 + 2 * tq + (e & 1);
+                  const int p = e < 2 ? p0 : p1;
+                  if (key > p || key >= n) v = -INFINITY;
+                }
+                sc[mm][nt][e] = v;
+                if (e < 2)
+                  mx0 = fmaxf(mx0, v);
+                else
+                  mx1 = fmaxf(mx1, v);
+              }
+            mx0 = fmaxf(mx0, __shfl_xor_sync(0xffffffffu, mx0, 1));
+            mx0 = fmaxf(mx0, __shfl_xor_sync(0xffffffffu, mx0, 2));
+            mx1 = fmaxf(mx1, __shfl_xor_sync(0xffffffffu, mx1, 1));
+            mx1 = fmaxf(mx1, __shfl_xor_sync(0xffffffffu, mx1, 2));
+            const float mn0 = fmaxf(m[mt][0], mx0), mn1 = fmaxf(m[mt][1], mx1);
+            const float b0 = mn0 == -INFINITY ? 0.f : mn0, b1 = mn1 == -INFINITY ? 0.f : mn1;
+            const float c0 = exp2f(m[mt][0] - b0), c1 = exp2f(m[mt][1] - b1);
+            m[mt][0] = mn0;
+            m[mt][1] = mn1;
+            float s0 = 0.f, s1 = 0.f;
+#pragma unroll
+            for (int nt = 0; nt < KS / 8; nt++) {
+              sc[mm][nt][0] = exp2f(sc[mm][nt][0] - b0);
+              sc[mm][nt][1] = exp2f(sc[mm][nt][1] - b0);
+              sc[mm][nt][2] = exp2f(sc[mm][nt][2] - b1);
+              sc[mm][nt][3] = exp2f(sc[mm][nt][3] - b1);
+              s0 += sc[mm][nt][0] + sc[mm][nt][1];
+              s1 += sc[mm][nt][2] + sc[mm][nt][3];
+            }
+            l[mt][0] = l[mt][0] * c0 + s0;
+            l[mt][1] = l[mt][1] * c1 + s1;
+            // Skipped where no row of the warp's tile got a new maximum (c = 1: the same bits).
+            if (__any_sync(0xffffffffu, c0 != 1.f || c1 != 1.f)) {
+#pragma unroll
+              for (int i = 0; i < HD / 8; i++) {
+                o[mt][i][0] *= c0;
+                o[mt][i][1] *= c0;
+                o[mt][i][2] *= c1;
+                o[mt][i][3] *= c1;
+              }
+            }
+#pragma unroll
+            for (int j = 0; j < KS / 16; j++) {
+              pa[mt][j][0] = pack_bf16(sc[mm][2 * j][0], sc[mm][2 * j][1]);
+              pa[mt][j][1] = pack_bf16(sc[mm][2 * j][2], sc[mm][2 * j][3]);
+              pa[mt][j][2] = pack_bf16(sc[mm][2 * j + 1][0], sc[mm][2 * j + 1][1]);
+              pa[mt][j][3] = pack_bf16(sc[mm][2 * j + 1][2], sc[mm][2 * j + 1][3]);
+            }
+          }
+        }
+#pragma unroll
+        for (int j = 0; j < KS / 16; j++)
+#pragma unroll
+          for (int np = 0; np < HD / 16; np++) {
+            uint32_t b[4];
+            ldmatrix_x4_trans(b, V + (j * 16 + ((lane >> 3) & 1) * 8 + (lane & 7)) * STR + np * 16 + (lane >> 4) * 8);
+#pragma unroll
+            for (int mt = 0; mt < 2; mt++) {
+              mma_bf16(o[mt][2 * np], pa[mt][j], b[0], b[1]);
+              mma_bf16(o[mt][2 * np + 1], pa[mt][j], b[2], b[3]);
+            }
+          }
+      }
+    }
+    __syncthreads();  // this buffer is refilled by the load issued next iteration
+  }
+#pragma unroll
+  for (int mt = 0; mt < 2; mt++) {
+    float l0 = l[mt][0], l1 = l[mt][1];
+    l0 += __shfl_xor_sync(0xffffffffu, l0, 1);
+    l0 += __shfl_xor_sync(0xffffffffu, l0, 2);
+    l1 += __shfl_xor_sync(0xffffffffu, l1, 1);
+    l1 += __shfl_xor_sync(0xffffffffu, l1, 2);
+    const float i0 = 1.0f / l0, i1 = 1.0f / l1;
+    const int r0 = wr0 + mt * 16 + gr, r1 = r0 + 8;
+#pragma unroll
+    for (int nt = 0; nt < HD / 8; nt++) {
+      const int c = h * HD + nt * 8 + 2 * tq;
+      if (r0 < T) store2<O>(out + int64_t(r0) * qd + c, o[mt][nt][0] * i0, o[mt][nt][1] * i0);
+      if (r1 < T) store2<O>(out + int64_t(r1) * qd + c, o[mt][nt][2] * i1, o[mt][nt][3] * i1);
+    }
+  }
 }
 
+template <int HD, typename O>
+void launch_flash(const float* q, int64_t T, int64_t pos0, const AttnShape& s, const bf16* kb, const bf16* vb,
+                  float scale, O* out, int variant, cudaStream_t st) {
+  const float scale_log2 = scale * 1.4426950408889634f;
+  if (variant == 1) {
+    const size_t smem = size_t(4) * kBK * (HD + 8) * sizeof(bf16);
+    static bool raised = false;
+    if (!raised) {
+      SEGPIPE_CUDA_CHECK(
+          cudaFuncSetAttribute(flash_attn_kernel<HD, O>, cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem)));
+      raised = true;
+    }
+    dim3 grid(div_up(T, kBQ), static_cast<unsigned>(s.num_heads));
+    flash_attn_kernel<HD, O><<<grid, kThreads, smem, st>>>(q, int(T), int(pos0), s.num_heads, s.num_kv_heads, kb, vb,
+                                                           scale_log2, out);
+    SEGPIPE_CUDA_LAUNCH_CHECK("flash_attn_kernel");
+    return;
+  }
+  const size_t smem = size_t(kBQ2 + 4 * kBK) * (HD + 8) * sizeof(bf16);
+  auto kern = variant == 2 ? flash_attn_q128<HD, 2, 32, O> : variant == 3 ? flash_attn_q128<HD, 1, 64, O>
+                                                                           : flash_attn_q128<HD, 2, 64, O>;
+  static bool raised[4] = {false, false, false, false};
+  if (!raised[variant & 3]) {
+    SEGPIPE_CUDA_CHECK(cudaFuncSetAttribute(kern, cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem)));
+    raised[variant & 3] = true;
+  }
+  dim3 grid(static_cast<unsigned>(s.num_heads), div_up(T, kBQ2));
+  kern<<<grid, kThreads, smem, st>>>(q, int(T), int(pos0), s.num_heads, s.num_kv_heads, kb, vb, scale_log2, out);
+  SEGPIPE_CUDA_LAUNCH_CHECK("flash_attn_q128");
+}
+
+std::atomic<int> g_flash_variant{0};
+
 }  // namespace
+
+void set_flash_variant(int v) { g_flash_variant.store(v); }
+int flash_variant() { return g_flash_variant.load(); }
 
 bool attention_flash_supported(const AttnShape& s) {
   return (s.head_dim == 64 || s.head_dim == 128) && s.num_kv_heads > 0 && s.num_heads % s.num_kv_heads == 0;
@@ -234,11 +464,12 @@ void attention_flash(const float* q, int64_t T, int64_t pos0, const AttnShape& s
   if (T == 0) return;
   const bf16* kb = static_cast<const bf16*>(k_bf16);
   const bf16* vb = static_cast<const bf16*>(v_bf16);
+  const int variant = flash_variant();
   SEGPIPE_DISPATCH_FB(ot, O, {
     if (s.head_dim == 128)
-      launch_flash<128, O>(q, T, pos0, s, kb, vb, scale, static_cast<O*>(out), st);
+      launch_flash<128, O>(q, T, pos0, s, kb, vb, scale, static_cast<O*>(out), variant, st);
     else
-      launch_flash<64, O>(q, T, pos0, s, kb, vb, scale, static_cast<O*>(out), st);
+      launch_flash<64, O>(q, T, pos0, s, kb, vb, scale, static_cast<O*>(out), variant, st);
   });
 }
 
