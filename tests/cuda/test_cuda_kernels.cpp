@@ -578,7 +578,7 @@ void test_moe_grouped_kernel(Checks& c, cuda::Context& ctx, const char* kname) {
     c.expect(err < 5e-3 && untouched && same && split_same,
              "moe grouped on device [%s] H=%d I=%d E=%d k=%d T=%d bank=[%d,%d] mode %d: rel_l2=%.2e over %zu values, "
              "others %s, two launches %s, bank cut in two %s",
-             H, I, E, k, T, e0, e1, cs.mode, err, a.size(), untouched ? "untouched" : "WRITTEN",
+             kname, H, I, E, k, T, e0, e1, cs.mode, err, a.size(), untouched ? "untouched" : "WRITTEN",
              same ? "bit-identical" : "DIFFER", split_same ? "bit-identical" : "DIFFERS");
     if (full) {
       // Every slot (also the ones the CPU skipped) against the cuBLAS path, whose gate/up and down

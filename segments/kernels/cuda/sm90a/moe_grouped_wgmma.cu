@@ -16,6 +16,7 @@
 // through), then the block barrier (every thread's copies, and every warpgroup done with the stage
 // the next load refills: each waited for its MMAs at the end of the previous step).
 #include <atomic>
+#include <cstdlib>
 
 #include "segments/kernels/cuda/check.h"
 #include "segments/kernels/cuda/moe_grouped_impl.cuh"
@@ -30,6 +31,9 @@ constexpr bool kHaveWgmma = true;
 constexpr bool kHaveWgmma = false;
 #endif
 
+// The deep variant (SEGPIPE_WGMMA_DEEP=1): one CTA per SM, 6 stages, loads 4 steps ahead.
+constexpr int kDeepStages = 6, kDeepDist = kDeepStages - 2;
+
 // Shared-memory matrix descriptor: start address, leading byte offset 16 (unused by swizzled
 // K-major layouts), stride byte offset 1024 (between 8-row groups), 128-byte swizzle (mode 1).
 __device__ __forceinline__ uint64_t smem_desc(const void* p) {
@@ -40,6 +44,7 @@ __device__ __forceinline__ uint64_t smem_desc(const void* p) {
 __device__ __forceinline__ void wgmma_fence() { asm volatile("wgmma.fence.sync.aligned;\n" ::: "memory"); }
 __device__ __forceinline__ void wgmma_commit() { asm volatile("wgmma.commit_group.sync.aligned;\n" ::: "memory"); }
 __device__ __forceinline__ void wgmma_wait0() { asm volatile("wgmma.wait_group.sync.aligned 0;\n" ::: "memory"); }
+__device__ __forceinline__ void wgmma_wait1() { asm volatile("wgmma.wait_group.sync.aligned 1;\n" ::: "memory"); }
 __device__ __forceinline__ void fence_proxy_async() { asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory"); }
 
 // d[64] += A (64 x 16) . B (16 x 128), both K-major in 128-byte-swizzled shared memory (the
@@ -65,8 +70,8 @@ __device__ __forceinline__ void wgmma_m64n128k16(float (&d)[64], uint64_t desc_a
       : "memory");
 }
 
-template <bool kGateUp>
-__global__ void __launch_bounds__(kThreads, 2) wgmma_gemm_kernel(const GemmArgs p) {
+template <bool kGateUp, bool kDeep>
+__global__ void __launch_bounds__(kThreads, kDeep ? 1 : 2) wgmma_gemm_kernel(const GemmArgs p) {
   if constexpr (kHaveWgmma) {
     extern __shared__ unsigned char smem_raw[];
     // wgmma's 128-byte swizzle is a function of the address bits: the tiles must be 1024-byte aligned.
@@ -128,28 +133,59 @@ __global__ void __launch_bounds__(kThreads, 2) wgmma_gemm_kernel(const GemmArgs 
     for (int i = 0; i < 64; i++) acc[i] = 0.f;
     const bool active = wg * 64 < rows;  // warpgroup-uniform
 
+    if (!kDeep) {
 #pragma unroll
-    for (int st = 0; st < kStages - 1; st++) {
-      if (st < ktiles) load_stage(st, st);
-      cp_async_commit();  // empty groups keep the wait count uniform
-    }
-    for (int kt = 0; kt < ktiles; kt++) {
-      // Stage kt's group is complete when at most kStages - 2 are pending (see moe_grouped.cu).
-      cp_async_wait<kStages - 2>();
-      fence_proxy_async();
-      __syncthreads();
-      if (kt + kStages - 1 < ktiles) load_stage((kt + kStages - 1) % kStages, kt + kStages - 1);
-      cp_async_commit();
-      if (active) {
-        const bf16* sa = sm + (kt % kStages) * kStageElems + wg * 64 * kBK;
-        const bf16* sb = sm + (kt % kStages) * kStageElems + kBM * kBK;
-        wgmma_fence();
-#pragma unroll
-        for (int ks = 0; ks < kBK / 16; ks++)  // 16 columns = 32 bytes further along the swizzled rows
-          wgmma_m64n128k16(acc, smem_desc(sa + ks * 16), smem_desc(sb + ks * 16));
-        wgmma_commit();
-        wgmma_wait0();
+      for (int st = 0; st < kStages - 1; st++) {
+        if (st < ktiles) load_stage(st, st);
+        cp_async_commit();  // empty groups keep the wait count uniform
       }
+      for (int kt = 0; kt < ktiles; kt++) {
+        // Stage kt's group is complete when at most kStages - 2 are pending (see moe_grouped.cu).
+        cp_async_wait<kStages - 2>();
+        fence_proxy_async();
+        __syncthreads();
+        if (kt + kStages - 1 < ktiles) load_stage((kt + kStages - 1) % kStages, kt + kStages - 1);
+        cp_async_commit();
+        if (active) {
+          const bf16* sa = sm + (kt % kStages) * kStageElems + wg * 64 * kBK;
+          const bf16* sb = sm + (kt % kStages) * kStageElems + kBM * kBK;
+          wgmma_fence();
+#pragma unroll
+          for (int ks = 0; ks < kBK / 16; ks++)  // 16 columns = 32 bytes further along the swizzled rows
+            wgmma_m64n128k16(acc, smem_desc(sa + ks * 16), smem_desc(sb + ks * 16));
+          wgmma_commit();
+          wgmma_wait0();
+        }
+      }
+    } else {
+      // kDeepStages stages, loads kDeepDist steps ahead, the MMAs of step kt left in flight
+      // (wait_group 1 waits for those of kt - 1). The stage refilled at step kt held step
+      // kt - 2 (kDeepDist = kDeepStages - 2), whose MMAs every warpgroup waited for before this
+      // step's barrier: one barrier a step.
+#pragma unroll
+      for (int st = 0; st < kDeepDist; st++) {
+        if (st < ktiles) load_stage(st, st);
+        cp_async_commit();
+      }
+      for (int kt = 0; kt < ktiles; kt++) {
+        // Groups committed: kDeepDist + kt; step kt's is complete when kDeepDist - 1 are pending.
+        cp_async_wait<kDeepDist - 1>();
+        fence_proxy_async();
+        __syncthreads();
+        if (kt + kDeepDist < ktiles) load_stage((kt + kDeepDist) % kDeepStages, kt + kDeepDist);
+        cp_async_commit();
+        if (active) {
+          const bf16* sa = sm + (kt % kDeepStages) * kStageElems + wg * 64 * kBK;
+          const bf16* sb = sm + (kt % kDeepStages) * kStageElems + kBM * kBK;
+          wgmma_fence();
+#pragma unroll
+          for (int ks = 0; ks < kBK / 16; ks++)
+            wgmma_m64n128k16(acc, smem_desc(sa + ks * 16), smem_desc(sb + ks * 16));
+          wgmma_commit();
+          wgmma_wait1();
+        }
+      }
+      wgmma_wait0();
     }
     cp_async_wait<0>();  // only empty groups can be pending; none outlives the block
 
@@ -194,39 +230,51 @@ __global__ void __launch_bounds__(kThreads, 2) wgmma_gemm_kernel(const GemmArgs 
   }
 }
 
-constexpr int kWgmmaSmemBytes = kSmemBytes + 1024;  // + the alignment slack
+// + the alignment slack
+constexpr int kWgmmaSmemBytes = kSmemBytes + 1024;
+constexpr int kDeepSmemBytes = kDeepStages * kStageElems * int(sizeof(uint16_t)) + 1024;
+static_assert(kDeepSmemBytes <= 227 * 1024, "one CTA per SM");
+template <bool kDeep>
+constexpr int smem_bytes() { return kDeep ? kDeepSmemBytes : kWgmmaSmemBytes; }
 
-template <bool kGateUp>
+template <bool kGateUp, bool kDeep>
 void raise_smem_once() {
   static std::atomic<uint64_t> done{0};
   int dev = 0;
   SEGPIPE_CUDA_CHECK(cudaGetDevice(&dev));
   const uint64_t bit = dev < 64 ? uint64_t(1) << dev : 0;
   if (bit && (done.load() & bit)) return;
-  SEGPIPE_CUDA_CHECK(cudaFuncSetAttribute(wgmma_gemm_kernel<kGateUp>, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                          kWgmmaSmemBytes));
-  SEGPIPE_CUDA_CHECK(cudaFuncSetAttribute(wgmma_gemm_kernel<kGateUp>,
+  SEGPIPE_CUDA_CHECK(cudaFuncSetAttribute(wgmma_gemm_kernel<kGateUp, kDeep>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                          smem_bytes<kDeep>()));
+  SEGPIPE_CUDA_CHECK(cudaFuncSetAttribute(wgmma_gemm_kernel<kGateUp, kDeep>,
                                           cudaFuncAttributePreferredSharedMemoryCarveout,
                                           int(cudaSharedmemCarveoutMaxShared)));
   done.fetch_or(bit);
 }
 
-template <bool kGateUp>
+template <bool kGateUp, bool kDeep>
 void launch(const GemmArgs& a, cudaStream_t s) {
-  raise_smem_once<kGateUp>();
+  raise_smem_once<kGateUp, kDeep>();
   const int64_t blocks = int64_t(a.max_tiles) * a.n_tiles_n;
   SEGPIPE_ASSERT_MSG(blocks < (int64_t(1) << 31), "grouped expert GEMM (wgmma): grid too large");
-  wgmma_gemm_kernel<kGateUp><<<static_cast<unsigned>(blocks), kThreads, kWgmmaSmemBytes, s>>>(a);
+  wgmma_gemm_kernel<kGateUp, kDeep><<<static_cast<unsigned>(blocks), kThreads, smem_bytes<kDeep>(), s>>>(a);
   SEGPIPE_CUDA_LAUNCH_CHECK("wgmma_gemm_kernel");
 }
 
 }  // namespace
 
 void launch_gemm_wgmma(const GemmArgs& a, bool gate_up, cudaStream_t s) {
+  // SEGPIPE_WGMMA_DEEP=1: the deep variant (A/B). (A first overlap variant, 3 stages and two
+  // barriers a step with the MMAs in flight across them, was slower on an H200: 0.606 against
+  // 0.542 ms a layer.)
+  static const bool deep = [] {
+    const char* v = std::getenv("SEGPIPE_WGMMA_DEEP");
+    return v && v[0] == '1';
+  }();
   if (gate_up)
-    launch<true>(a, s);
+    deep ? launch<true, true>(a, s) : launch<true, false>(a, s);
   else
-    launch<false>(a, s);
+    deep ? launch<false, true>(a, s) : launch<false, false>(a, s);
 }
 
 }  // namespace segpipe::cuda::grouped_detail
