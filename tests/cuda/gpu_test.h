@@ -26,7 +26,7 @@ inline bool skip_without_gpu(const char* test) {
 
 struct Checks {
   int failed = 0, passed = 0;
-  void expect(bool ok, const char* fmt, ...) {
+  __attribute__((format(printf, 3, 4))) void expect(bool ok, const char* fmt, ...) {
     va_list ap;
     va_start(ap, fmt);
     std::printf("  %s ", ok ? "ok  " : "FAIL");

@@ -474,7 +474,8 @@ void moe_cublas_slots(cuda::Context& ctx, const void* x, const void* wgu, const 
 // the slots against the CPU reference, slots of other banks untouched, two launches bit-identical.
 // Routing modes: 0 random distinct experts per token; 1 only even experts (the odd ones get no
 // rows); 2 every token's first choice is one hot expert (several row tiles of one expert).
-void test_moe_grouped(Checks& c, cuda::Context& ctx) {
+// Once per GEMM kernel (mma.sync, and wgmma where the device is compute capability 9.0).
+void test_moe_grouped_kernel(Checks& c, cuda::Context& ctx, const char* kname) {
   cudaStream_t s = ctx.stream();
   ThreadPool tp(int(std::max(1u, std::thread::hardware_concurrency())));
   struct Case {
@@ -588,9 +589,9 @@ void test_moe_grouped(Checks& c, cuda::Context& ctx) {
     double err = rel_l2(a.data(), b.data(), a.size());
     const bool same = std::memcmp(got[0].data(), got[1].data(), got[0].size() * 4) == 0;
     c.expect(err < 5e-3 && untouched && same && split_same,
-             "moe grouped on device H=%d I=%d E=%d k=%d T=%d bank=[%d,%d] mode %d: rel_l2=%.2e over %zu values, "
+             "moe grouped on device [%s] H=%d I=%d E=%d k=%d T=%d bank=[%d,%d] mode %d: rel_l2=%.2e over %zu values, "
              "others %s, two launches %s, bank cut in two %s",
-             H, I, E, k, T, e0, e1, cs.mode, err, a.size(), untouched ? "untouched" : "WRITTEN",
+             kname, H, I, E, k, T, e0, e1, cs.mode, err, a.size(), untouched ? "untouched" : "WRITTEN",
              same ? "bit-identical" : "DIFFER", split_same ? "bit-identical" : "DIFFERS");
     if (full) {
       // Every slot (also the ones the CPU skipped) against the cuBLAS path, whose gate/up and down
@@ -599,9 +600,21 @@ void test_moe_grouped(Checks& c, cuda::Context& ctx) {
       moe_cublas_slots(ctx, x.dev.get(), wgu.dev.get(), wd.dev.get(), dw.f(), experts, k, H, I, e0, e1, cub.f());
       auto cb = cub.host();
       double ec = rel_l2(got[0].data(), cb.data(), cb.size());
-      c.expect(ec < 1e-2, "moe grouped on device vs cuBLAS grouped, all %lld slots: rel_l2=%.2e", (long long)S, ec);
+      c.expect(ec < 1e-2, "moe grouped on device [%s] vs cuBLAS grouped, all %lld slots: rel_l2=%.2e", kname,
+               (long long)S, ec);
     }
   }
+}
+
+void test_moe_grouped(Checks& c, cuda::Context& ctx) {
+  cuda::set_moe_grouped_kernel(cuda::MoeGroupedKernel::MmaSync);
+  test_moe_grouped_kernel(c, ctx, "mma.sync");
+  cuda::set_moe_grouped_kernel(cuda::MoeGroupedKernel::Wgmma);
+  if (cuda::moe_grouped_kernel_in_use() == cuda::MoeGroupedKernel::Wgmma)
+    test_moe_grouped_kernel(c, ctx, "wgmma");
+  else
+    std::printf("  (wgmma grouped GEMMs: not on this device, compute capability 9.0 only)\n");
+  cuda::set_moe_grouped_kernel(cuda::MoeGroupedKernel::Auto);
 }
 
 void test_combine(Checks& c, cudaStream_t s) {

@@ -257,6 +257,7 @@ int main(int argc, char** argv) {
   std::string preset = "qwen3-omni-30b-a3b-thinker", dtype = "bfloat16", json_out;
   int layers = 0, prompt = 2048, decode = 128, gemv_max = 4;
   bool ncu = false;
+  cuda::MoeGroupedKernel moe_choice = cuda::MoeGroupedKernel::Auto;  // --moe-kernel auto|mma|wgmma
   bool host_grouped = false;  // MoE prefill through the host grouping and cuBLAS (A/B of moe_grouped.cuh)
   bool variants = false, only_decode = false;  // decode once per switch setting of the decode kernels
   bool attention_only = false;                 // only the flash attention kernel alone (flash_bench)
@@ -278,6 +279,13 @@ int main(int argc, char** argv) {
     else if (a == "--json") json_out = next();
     else if (a == "--ncu") ncu = true;
     else if (a == "--host-grouped") host_grouped = true;
+    else if (a == "--moe-kernel") {
+      const std::string v = next();
+      moe_choice = v == "mma" ? cuda::MoeGroupedKernel::MmaSync
+                   : v == "wgmma" ? cuda::MoeGroupedKernel::Wgmma
+                                  : cuda::MoeGroupedKernel::Auto;
+      cuda::set_moe_grouped_kernel(moe_choice);
+    }
     else if (a == "--variants") variants = true;
     else if (a == "--only-decode") only_decode = true;
     else if (a == "--attention-only") attention_only = true;
@@ -290,7 +298,7 @@ int main(int argc, char** argv) {
       std::fprintf(stderr, "usage: segpipe_bench_cuda [--preset NAME] [--layers N] [--dtype D] [--prompt T] "
                            "[--decode N] [--json FILE] [--variants] [--only-decode] [--split-keys N] "
                            "[--route-in-experts 0|1] [--persistent 0|1] [--l2pf M] [--host-grouped] [--attention-only] "
-                           "[--flash-variant V]\n");
+                           "[--flash-variant V] [--moe-kernel auto|mma|wgmma]\n");
       return 2;
     }
   }
@@ -305,7 +313,7 @@ int main(int argc, char** argv) {
     ModelConfig cfg = parse_model_config(synthetic_config(mo), "preset " + preset);
     const std::string card = cuda::device_name(0);
     double bw, gemm_big, gemm_moe;
-    ExpertBench xb;
+    ExpertBench xb, xb_mma;
     FlashBench fb;
     if (attention_only) {
       cuda::Context ctx(0);
@@ -321,7 +329,14 @@ int main(int argc, char** argv) {
       bw = copy_bandwidth_gbs(ctx);
       gemm_big = gemm_tflops(ctx, 8192, 8192, 8192);
       gemm_moe = gemm_tflops(ctx, prompt, 4096, cfg.hidden);  // the q/k/v-shaped product of the prefill
-      if (cfg.num_experts > 0) xb = expert_bench(ctx, cfg, prompt);
+      if (cfg.num_experts > 0) {
+        xb = expert_bench(ctx, cfg, prompt);
+        if (cuda::moe_grouped_kernel_in_use() == cuda::MoeGroupedKernel::Wgmma) {
+          cuda::set_moe_grouped_kernel(cuda::MoeGroupedKernel::MmaSync);
+          xb_mma = expert_bench(ctx, cfg, prompt);
+          cuda::set_moe_grouped_kernel(moe_choice);
+        }
+      }
     }
     RunPlan plan = default_plan("synthetic:" + preset, cfg);
     plan.max_seq = std::max(4096, prompt + decode + 64);
@@ -424,6 +439,20 @@ int main(int argc, char** argv) {
     }
     cuda::set_flash_attention(true);
     cuda::set_flash_variant(flash_default);
+    // The same prefill with the other grouped-expert GEMM kernel (mma.sync where wgmma runs).
+    const cuda::MoeGroupedKernel moe_kernel = cuda::moe_grouped_kernel_in_use();
+    double pre_ms_mma = 0;
+    if (!host_grouped && moe_kernel == cuda::MoeGroupedKernel::Wgmma) {
+      cuda::set_moe_grouped_kernel(cuda::MoeGroupedKernel::MmaSync);
+      std::vector<double> pt;
+      for (int i = 0; i < 6; i++) {
+        double a = now_ms();
+        runner->step_device(ids.data(), prompt, 0, false);
+        if (i > 0) pt.push_back(now_ms() - a);
+      }
+      pre_ms_mma = median(pt);
+      cuda::set_moe_grouped_kernel(moe_choice);
+    }
     const double prefill_ms = pre_ms[0], prefill_ms_cublas = pre_ms[1], prefill_ms_flash1 = pre_ms[2];
     cuda::phase_ms().clear();
     cuda::set_profiling(true);
@@ -530,16 +559,23 @@ int main(int argc, char** argv) {
     std::printf("copy bandwidth (r+w)      %10.1f GB/s\n", bw);
     std::printf("bf16 GEMM 8192^3          %10.1f TFLOP/s\n", gemm_big);
     std::printf("bf16 GEMM %dx4096x%d    %10.1f TFLOP/s\n", prompt, int(H), gemm_moe);
-    if (xb.flops > 0) {
-      auto rate = [&](double ms) { return xb.flops / (ms * 1e-3) / 1e12; };
-      std::printf("experts of 1 layer, %d tokens: device-grouped %.3f ms %.1f TFLOP/s (group %.3f ms, gate_up+SwiGLU "
+    for (const ExpertBench* xp : {&xb, &xb_mma}) {
+      const ExpertBench& r = *xp;
+      if (r.flops <= 0) continue;
+      auto rate = [&](double ms) { return r.flops / (ms * 1e-3) / 1e12; };
+      std::printf("experts of 1 layer [%s], %d tokens: device-grouped %.3f ms %.1f TFLOP/s (group %.3f ms, gate_up+SwiGLU "
                   "%.3f ms %.1f TFLOP/s, down+scatter %.3f ms %.1f TFLOP/s); cuBLAS grouped %.3f ms %.1f TFLOP/s\n",
-                  prompt, xb.dev_ms, rate(xb.dev_ms), xb.group_ms, xb.gate_up_ms, rate(xb.gate_up_ms) * 2.0 / 3.0,
-                  xb.down_ms, rate(xb.down_ms) / 3.0, xb.cublas_ms, rate(xb.cublas_ms));
+                  xp == &xb_mma ? "mma.sync" : cuda::moe_grouped_kernel_in_use() == cuda::MoeGroupedKernel::Wgmma ? "wgmma" : "mma.sync",
+                  prompt, r.dev_ms, rate(r.dev_ms), r.group_ms, r.gate_up_ms, rate(r.gate_up_ms) * 2.0 / 3.0,
+                  r.down_ms, rate(r.down_ms) / 3.0, r.cublas_ms, rate(r.cublas_ms));
     }
     print_flash_bench(fb, prompt);
-    std::printf("prefill%s %d tokens       %10.2f ms  %8.1f TFLOP/s  = %.2f of the 8192^3 GEMM rate\n",
-                host_grouped ? " (host-grouped MoE)" : "", prompt, prefill_ms, prefill_tflops, prefill_tflops / gemm_big);
+    std::printf("prefill%s %d tokens       %10.2f ms  %8.1f TFLOP/s  = %.2f of the 8192^3 GEMM rate (experts: %s)\n",
+                host_grouped ? " (host-grouped MoE)" : "", prompt, prefill_ms, prefill_tflops, prefill_tflops / gemm_big,
+                host_grouped ? "cuBLAS" : moe_kernel == cuda::MoeGroupedKernel::Wgmma ? "wgmma" : "mma.sync");
+    if (pre_ms_mma > 0)
+      std::printf("prefill, mma.sync experts %10.2f ms  %8.1f TFLOP/s  = %.2f of the 8192^3 GEMM rate\n", pre_ms_mma,
+                  prefill_flops / (pre_ms_mma * 1e-3) / 1e12, prefill_flops / (pre_ms_mma * 1e-3) / 1e12 / gemm_big);
     std::printf("prefill, first flash kernel %8.2f ms  %8.1f TFLOP/s  = %.2f of the 8192^3 GEMM rate\n",
                 prefill_ms_flash1, prefill_flops / (prefill_ms_flash1 * 1e-3) / 1e12,
                 prefill_flops / (prefill_ms_flash1 * 1e-3) / 1e12 / gemm_big);

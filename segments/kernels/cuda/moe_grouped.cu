@@ -17,63 +17,13 @@
 #include "segments/kernels/cuda/check.h"
 #include "segments/kernels/cuda/common.cuh"
 #include "segments/kernels/cuda/moe_grouped.cuh"
+#include "segments/kernels/cuda/moe_grouped_impl.cuh"
 
 namespace segpipe::cuda {
 
 namespace {
 
-constexpr int kBM = kMoeGroupedTileRows, kBN = 128, kBK = 64, kStages = 3, kThreads = 256;
-constexpr int kWarpM = 64, kWarpN = 32;
-constexpr int kStageElems = (kBM + kBN) * kBK;                             // bf16 elements
-constexpr int kSmemBytes = kStages * kStageElems * int(sizeof(uint16_t));  // 98304
-constexpr int kGroupThreads = 256;
-constexpr int kMaxBankExperts = 12288;  // the grouping kernel's histogram in 48 KB of shared memory
-static_assert(kBM == kBN, "the load mapping covers A and B rows with the same thread rows");
-static_assert(kBM * kBK / 8 == 4 * kThreads, "four 16-byte chunks of A (and of B) per thread and stage");
-static_assert(2 * kWarpM == kBM && 4 * kWarpN == kBN, "8 warps, 2 along M x 4 along N");
-
-// Element offset of 16-byte chunk `chunk` (0..7) of row `row` in a [rows][64] bf16 tile.
-__device__ __forceinline__ int swz(int row, int chunk) { return row * kBK + ((chunk ^ (row & 7)) << 3); }
-
-__device__ __forceinline__ void cp_async16(void* smem, const void* gmem, int src_bytes) {
-  const unsigned s = static_cast<unsigned>(__cvta_generic_to_shared(smem));
-  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(s), "l"(gmem), "r"(src_bytes) : "memory");
-}
-__device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::: "memory"); }
-template <int N>
-__device__ __forceinline__ void cp_async_wait() {
-  asm volatile("cp.async.wait_group %0;\n" ::"n"(N) : "memory");
-}
-
-__device__ __forceinline__ void ldmatrix_x4(uint32_t (&r)[4], const void* smem) {
-  const unsigned s = static_cast<unsigned>(__cvta_generic_to_shared(smem));
-  asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];\n"
-               : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
-               : "r"(s));
-}
-
-__device__ __forceinline__ void mma_bf16(float (&c)[4], const uint32_t (&a)[4], uint32_t b0, uint32_t b1) {
-  asm volatile(
-      "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
-      "{%0,%1,%2,%3};\n"
-      : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
-      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
-}
-
-// The workspace: off [n + 1] (grouped row offsets), tile_first [n + 1] (first row tile of each
-// expert; tile_first[n] = the real tile count), tile_expert [max_tiles], perm [S].
-struct Workspace {
-  int32_t *off, *tile_first, *tile_expert, *perm;
-};
-__host__ __device__ inline int max_tiles(int64_t S, int n) { return int((S + kBM - 1) / kBM) + n; }
-__host__ __device__ inline Workspace carve(int32_t* ws, int64_t S, int n) {
-  Workspace w;
-  w.off = ws;
-  w.tile_first = ws + n + 1;
-  w.tile_expert = w.tile_first + n + 1;
-  w.perm = w.tile_expert + max_tiles(S, n);
-  return w;
-}
+using namespace grouped_detail;
 
 __device__ __forceinline__ int warp_sum_int(int v) {
 #pragma unroll
@@ -140,21 +90,6 @@ __global__ void __launch_bounds__(kGroupThreads) group_kernel(const int32_t* __r
   }
 }
 
-struct GemmArgs {
-  const bf16* a;      // gate_up: x [T, K]; down: act [rows, K]
-  const bf16* w;      // the bank's weights, expert b at w + b * w_stride
-  int64_t w_stride;
-  int K;              // reduction length (H for gate_up, I for down)
-  int N;              // gate_up: I (act columns; B holds 2I rows); down: H
-  int k;              // top-k (gate_up: slot s reads token s / k)
-  int n;              // experts in the bank
-  int max_tiles, n_tiles_n;
-  const int32_t* ws;
-  int64_t S;
-  bf16* act;             // gate_up output [rows, I]
-  float* slots;          // down output [S, H]
-  const float* weights;  // [S]
-};
 
 // kGateUp: A rows gathered through perm, B row n of the tile is gate row j (n % 32 < 16) or up row
 // I + j (n % 32 >= 16) of act column j = n_tile * 64 + (n / 32) * 16 + n % 16, so that warp wn's
@@ -321,8 +256,30 @@ void raise_smem_once() {
   done.fetch_or(bit);
 }
 
+std::atomic<int> g_kernel{int(MoeGroupedKernel::Auto)};
+
+// Compute capability 9.0 (the sm_90a code of the wgmma kernels), cached per device.
+bool device_is_sm90(int dev) {
+  static std::atomic<uint64_t> known{0}, yes{0};
+  const uint64_t bit = dev < 64 ? uint64_t(1) << dev : 0;
+  if (bit && (known.load() & bit)) return (yes.load() & bit) != 0;
+  int major = 0, minor = 0;
+  SEGPIPE_CUDA_CHECK(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev));
+  SEGPIPE_CUDA_CHECK(cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, dev));
+  const bool is90 = major == 9 && minor == 0;
+  if (bit) {
+    if (is90) yes.fetch_or(bit);
+    known.fetch_or(bit);
+  }
+  return is90;
+}
+
 template <bool kGateUp>
 void launch_gemm(const GemmArgs& a, cudaStream_t s) {
+  if (moe_grouped_kernel_in_use() == MoeGroupedKernel::Wgmma) {
+    launch_gemm_wgmma(a, kGateUp, s);
+    return;
+  }
   raise_smem_once<kGateUp>();
   const int64_t blocks = int64_t(a.max_tiles) * a.n_tiles_n;
   SEGPIPE_ASSERT_MSG(blocks < (int64_t(1) << 31), "grouped expert GEMM: grid too large");
@@ -331,6 +288,16 @@ void launch_gemm(const GemmArgs& a, cudaStream_t s) {
 }
 
 }  // namespace
+
+void set_moe_grouped_kernel(MoeGroupedKernel k) { g_kernel.store(int(k)); }
+
+MoeGroupedKernel moe_grouped_kernel_in_use() {
+  const auto k = MoeGroupedKernel(g_kernel.load());
+  if (k == MoeGroupedKernel::MmaSync) return k;
+  int dev = 0;
+  SEGPIPE_CUDA_CHECK(cudaGetDevice(&dev));
+  return device_is_sm90(dev) ? MoeGroupedKernel::Wgmma : MoeGroupedKernel::MmaSync;
+}
 
 bool moe_grouped_supported(int64_t T, int k, int64_t H, int64_t I, int num_bank_experts) {
   // Slot ids, grouped rows and tile indices are int32; every element offset is formed in int64.

@@ -46,6 +46,14 @@ void moe_grouped_gate_up(const void* x, int64_t S, int k, int e0, int e1, const 
 void moe_grouped_down(const void* act, int64_t S, int e0, int e1, const float* weights, const void* w_down,
                       int64_t I, int64_t H, const int32_t* ws, float* slots, cudaStream_t s);
 
+// Which kernels run the two GEMMs: mma.sync m16n8k16 (any sm_90 build, the fallback), or wgmma
+// (warpgroup MMA, sm_90a machine code: compute capability 9.0 only). Auto (the default) and Wgmma
+// take wgmma on a 9.0 device and mma.sync elsewhere. The two differ in the fp32 accumulation order
+// (last bits); every run of a process must use one setting for segmented runs to equal monolithic.
+enum class MoeGroupedKernel { Auto, MmaSync, Wgmma };
+void set_moe_grouped_kernel(MoeGroupedKernel k);
+MoeGroupedKernel moe_grouped_kernel_in_use();  // Wgmma or MmaSync, for the current device
+
 // All three: the bank's slots of one layer. act: scratch of [S, I] bf16.
 void moe_grouped_experts(const void* x, int64_t T, int k, const int32_t* experts, const float* weights, int e0,
                          int e1, const void* w_gate_up, const void* w_down, int64_t I, int64_t H, int32_t* ws,
