@@ -21,6 +21,7 @@
 #include <cerrno>
 #include <cstdlib>
 #include <filesystem>
+#include <fstream>
 
 #include "gpu_test.h"
 #include "orchestrator/capture.h"
@@ -395,9 +396,20 @@ void test_missing_device(Checks& c) {
   } catch (const std::exception& e) {
     msg = e.what();
   }
-  // No worker was started: there is no child process to reap.
-  errno = 0;
-  bool no_child = waitpid(-1, nullptr, WNOHANG) == -1 && errno == ECHILD;
+  // No worker was started: no child process but the private MPS daemon (SEGPIPE_GPU_SHARING=mps).
+  bool no_child = true;
+  if (!fs::exists("/proc/self/task/" + std::to_string(getpid()) + "/children")) {  // kernel without the list
+    errno = 0;
+    no_child = waitpid(-1, nullptr, WNOHANG) == -1 && errno == ECHILD;
+  } else
+  for (const auto& t : fs::directory_iterator("/proc/self/task")) {
+    std::ifstream ch(t.path() / "children");
+    for (long pid; ch >> pid;) {
+      std::string comm;
+      std::ifstream(fs::path("/proc") / std::to_string(pid) / "comm") >> comm;
+      if (comm.rfind("nvidia-cuda-mps", 0) != 0) no_child = false;
+    }
+  }
   c.expect(input && msg.find("'head'") != std::string::npos && msg.find("cuda:7") != std::string::npos && no_child,
            "cuda:7 on a machine with %d device%s: InputError (exit 2), no worker process left%s: \"%s\"", n,
            n == 1 ? "" : "s", no_child ? "" : " (a child process exists!)", msg.c_str());
