@@ -85,6 +85,7 @@ class ShmRunner : public Runner {
  public:
   ShmRunner(const RunPlan& plan, const ShmOptions& opt, const CudaShmOptions& cuda = {})
       : plan_(plan), opt_(opt), cuda_(cuda) {
+    start_gpu_sharing();  // before this run's first CUDA call (the device count of the checks)
     check_gpu_segments();
     if (cuda_.synthetic) {
       cfg_ = read_model_config(plan.model_dir);  // weights made by each GPU worker
@@ -95,7 +96,7 @@ class ShmRunner : public Runner {
     }
     shm::remove_stale_arenas();
     shm::install_unlink_on_signal();
-    setup_gpu_sharing();  // before this run's first CUDA call
+    check_gpu_sharing();
     build_arena();
     confirm_gpu_sharing();  // before any worker starts: they inherit the MPS environment
     for (size_t i = 0; i < procs_.size(); i++) spawn(static_cast<int>(i));
@@ -181,28 +182,29 @@ class ShmRunner : public Runner {
 
  private:
   // GPU worker processes of one device share it through a private MPS server (cuda_mps.h says why).
-  void setup_gpu_sharing() {
-    std::string device;
+  GpuSharing sharing_mode() const { return cuda_.sharing ? *cuda_.sharing : gpu_sharing_from_env(); }
+  void start_gpu_sharing() {
     size_t gpu = 0;
     for (const SegmentDesc& d : plan_.segments)
       if (on_gpu(d)) {
         gpu++;
-        if (device.empty()) device = d.device;
+        if (sharing_device_.empty()) sharing_device_ = d.device;
       }
-    const GpuSharing mode = cuda_.sharing ? *cuda_.sharing : gpu_sharing_from_env();
-    if (gpu < 2 || mode == GpuSharing::Off) return;
-    std::string why;
-    if (!private_mps_running()) {
-      why = start_private_mps();
-      // A context made before the MPS environment was set stays outside MPS, and so would the
-      // device arena the workers map.
-      if (why.empty() && cuda_context_active(device)) {
-        stop_private_mps();
-        why = "this process already uses " + device + " outside MPS";
-      }
+    const GpuSharing mode = sharing_mode();
+    if (gpu < 2 || mode == GpuSharing::Off) {
+      sharing_device_.clear();
+      return;
     }
-    sharing_device_ = why.empty() ? device : "";
+    if (private_mps_running()) return;
+    std::string why = start_private_mps();
     if (!why.empty()) gpu_sharing_failed(mode, why);
+  }
+  // A context made before the MPS environment was set stays outside MPS, and so would the device
+  // arena the workers map.
+  void check_gpu_sharing() {
+    if (sharing_device_.empty() || !cuda_context_active(sharing_device_) || cuda_mps_enabled(sharing_device_)) return;
+    stop_private_mps();
+    gpu_sharing_failed(sharing_mode(), "this process already uses " + sharing_device_ + " outside MPS");
   }
   void confirm_gpu_sharing() {
     if (sharing_device_.empty()) return;
@@ -211,8 +213,7 @@ class ShmRunner : public Runner {
       return;
     }
     stop_private_mps();
-    gpu_sharing_failed(cuda_.sharing ? *cuda_.sharing : gpu_sharing_from_env(),
-                       "this process's context on " + sharing_device_ + " did not join the MPS server");
+    gpu_sharing_failed(sharing_mode(), "this process's context on " + sharing_device_ + " did not join the MPS server");
   }
   void gpu_sharing_failed(GpuSharing mode, const std::string& why) {
     sharing_device_.clear();
