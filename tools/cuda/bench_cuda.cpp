@@ -224,6 +224,7 @@ int main(int argc, char** argv) {
     else if (a == "--l2pf") cuda::set_decode_l2_prefetch(std::atoi(next().c_str()));
     else if (a == "--expert-stream") cuda::set_decode_expert_stream(std::atoi(next().c_str()) != 0);
     else if (a == "--expert-ring-kb") cuda::set_decode_expert_ring_kb(std::atoi(next().c_str()));
+    else if (a == "--expert-pf-at") cuda::set_decode_expert_prefetch_at(std::atoi(next().c_str()));
     else {
       std::fprintf(stderr, "usage: segpipe_bench_cuda [--preset NAME] [--layers N] [--dtype D] [--prompt T] "
                            "[--decode N] [--json FILE] [--variants] [--only-decode] [--split-keys N] "
@@ -282,12 +283,14 @@ int main(int argc, char** argv) {
         const char* name;
         int split_keys;
         bool route_late, persistent, stream;
-        int ring_kb;
+        int ring_kb, pf_at = 1;
       };
       const Variant vs[] = {{"new (defaults)", 256, false, true, true, 96},
                             {"experts: two kernels (before)", 256, false, true, false, 96},
                             {"experts: stream ring 64 KB", 256, false, true, true, 64},
-                            {"experts: stream ring 192 KB", 256, false, true, true, 192},
+                            {"experts: stream ring 64 KB, pf at end", 256, false, true, true, 64, 0},
+                            {"experts: stream, L2 pf at end", 256, false, true, true, 96, 0},
+                            {"experts: stream, L2 pf at start", 256, false, true, true, 96, 2},
                             {"router: routing in experts", 256, true, true, false, 96},
                             {"attention: always 8 splits", 0, false, true, true, 96},
                             {"gemv: earlier grids", 256, false, false, true, 96},
@@ -302,6 +305,7 @@ int main(int argc, char** argv) {
         cuda::set_decode_persistent(v.persistent);
         cuda::set_decode_expert_stream(v.stream);
         cuda::set_decode_expert_ring_kb(v.ring_kb);
+        cuda::set_decode_expert_prefetch_at(v.pf_at);
         runner->reset_graph();
         std::vector<double> runs;
         for (int rep = 0; rep < 3; rep++) {
@@ -331,6 +335,7 @@ int main(int argc, char** argv) {
       cuda::set_decode_persistent(true);
       cuda::set_decode_expert_stream(true);
       cuda::set_decode_expert_ring_kb(96);
+      cuda::set_decode_expert_prefetch_at(1);
       runner->reset_graph();
       if (only_decode) return 0;
     }

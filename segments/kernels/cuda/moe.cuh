@@ -63,6 +63,10 @@ void set_decode_expert_stream(bool on);
 bool decode_expert_stream();
 void set_decode_expert_ring_kb(int kb);
 int decode_expert_ring_kb();
+// When each block of moe_experts_stream asks L2 for its share of `prefetch`: 0 when it finishes,
+// 1 (default) once the gate/up results are complete (down phase), 2 at its start.
+void set_decode_expert_prefetch_at(int at);
+int decode_expert_prefetch_at();
 
 // Prefill path. xg[r, :] = x[perm[r] / k, :] for r < n (perm: slot ids grouped by expert).
 void moe_gather_rows(const void* x, DType dt, const int32_t* perm, int64_t n, int k, int64_t H, void* xg,

@@ -120,7 +120,7 @@ __global__ void __launch_bounds__(kThreads, 2) experts_stream_kernel(
     const T* __restrict__ h, int k, const int32_t* __restrict__ experts, const float* __restrict__ weights,
     const T* __restrict__ wgu, const T* __restrict__ wd, int64_t I, int64_t H, T* __restrict__ act,
     float* __restrict__ x, unsigned* __restrict__ ctr, int stages, uint32_t stage_bytes, int d_rows, const void* pf,
-    uint64_t pf_bytes) {
+    uint64_t pf_bytes, int pf_at) {
   extern __shared__ __align__(128) unsigned char ring[];  // [stages][stage_bytes], then h as T [H]
   __shared__ uint64_t full[kMaxStages];
   __shared__ int s_item[kMaxStages];
@@ -151,6 +151,7 @@ __global__ void __launch_bounds__(kThreads, 2) experts_stream_kernel(
     *reinterpret_cast<Vec8<T>*>(hs + i) = v;
   }
   __syncthreads();  // s_e, hs, and the barriers' initialization
+  if (pf_at == 2) prefetch_l2_share(pf, pf_bytes, blockIdx.x, gridDim.x);
 
   // Thread 0: fill stage q with item `it` (or mark the end: an arrival without bytes).
   auto refill = [&](int q, unsigned it) {
@@ -219,6 +220,7 @@ __global__ void __launch_bounds__(kThreads, 2) experts_stream_kernel(
       if (!passed) {  // uniform: the same item for the whole block
         if (threadIdx.x == 0)
           while (ld_acquire(&ctr[1]) < n_gu) __nanosleep(32);
+        if (pf_at == 1) prefetch_l2_share(pf, pf_bytes, blockIdx.x, gridDim.x);
         __syncthreads();
         passed = true;
         if (warp < k) {
@@ -288,7 +290,7 @@ __global__ void __launch_bounds__(kThreads, 2) experts_stream_kernel(
     }
   }
   if (threadIdx.x == 0) {
-    prefetch_l2_share(pf, pf_bytes, blockIdx.x, gridDim.x);  // the next kernel's weights, during the tail
+    if (pf_at == 0) prefetch_l2_share(pf, pf_bytes, blockIdx.x, gridDim.x);  // the next kernel's weights
     __threadfence();
     if (atomicAdd(&ctr[2], 1u) == gridDim.x - 1) {
       ctr[0] = 0;
@@ -306,6 +308,7 @@ struct StreamShape {
 
 std::atomic<int> g_ring_kb{96};
 std::atomic<bool> g_stream{true};
+std::atomic<int> g_pf_at{1};
 
 StreamShape stream_shape(int k, int64_t H, int64_t I, DType dt) {
   StreamShape s;
@@ -333,6 +336,8 @@ void set_decode_expert_stream(bool on) { g_stream.store(on); }
 bool decode_expert_stream() { return g_stream.load(std::memory_order_relaxed); }
 void set_decode_expert_ring_kb(int kb) { g_ring_kb.store(kb < 16 ? 16 : kb); }
 int decode_expert_ring_kb() { return g_ring_kb.load(std::memory_order_relaxed); }
+void set_decode_expert_prefetch_at(int at) { g_pf_at.store(at); }
+int decode_expert_prefetch_at() { return g_pf_at.load(std::memory_order_relaxed); }
 
 bool moe_experts_stream_fits(int k, int64_t H, int64_t I, DType dt) {
   return (dt == DType::F32 || dt == DType::BF16) && stream_shape(k, H, I, dt).stages > 0;
@@ -355,7 +360,7 @@ void moe_experts_stream(const void* h, int k, const int32_t* experts, const floa
     SEGPIPE_CUDA_CHECK(launch_pdl(experts_stream_kernel<T>, dim3(grid), dim3(kThreads), sh.smem, s,
                                   static_cast<const T*>(h), k, experts, weights, static_cast<const T*>(w_gate_up),
                                   static_cast<const T*>(w_down), I, H, static_cast<T*>(act), x, counters, sh.stages,
-                                  sh.stage, sh.d_rows, prefetch, prefetch_bytes));
+                                  sh.stage, sh.d_rows, prefetch, prefetch_bytes, g_pf_at.load()));
   });
   SEGPIPE_CUDA_LAUNCH_CHECK("experts_stream_kernel");
 }
