@@ -285,17 +285,17 @@ int main(int argc, char** argv) {
         bool route_late, persistent, stream;
         int ring_kb, pf_at = 1;
       };
-      const Variant vs[] = {{"new (defaults)", 256, false, true, true, 96},
-                            {"experts: two kernels (before)", 256, false, true, false, 96},
+      const Variant vs[] = {{"new (defaults)", 256, false, true, false, 96},
+                            {"experts: stream ring 96 KB", 256, false, true, true, 96},
                             {"experts: stream ring 64 KB", 256, false, true, true, 64},
                             {"experts: stream ring 64 KB, pf at end", 256, false, true, true, 64, 0},
                             {"experts: stream, L2 pf at end", 256, false, true, true, 96, 0},
                             {"experts: stream, L2 pf at start", 256, false, true, true, 96, 2},
                             {"router: routing in experts", 256, true, true, false, 96},
-                            {"attention: always 8 splits", 0, false, true, true, 96},
-                            {"gemv: earlier grids", 256, false, false, true, 96},
+                            {"attention: always 8 splits", 0, false, true, false, 96},
+                            {"gemv: earlier grids", 256, false, false, false, 96},
                             {"all earlier", 0, true, false, false, 96},
-                            {"new (defaults), again", 256, false, true, true, 96}};
+                            {"new (defaults), again", 256, false, true, false, 96}};
       const int p0 = 32;
       std::printf("\n== decode variants: %s, %d layers, %s, card %s; %d steps after a %d-token prompt ==\n",
                   preset.c_str(), cfg.num_layers, dtype.c_str(), cuda::device_name(0).c_str(), decode, p0);
@@ -333,7 +333,7 @@ int main(int argc, char** argv) {
       cuda::set_decode_attention_split_keys(256);
       cuda::set_decode_route_in_experts(false);
       cuda::set_decode_persistent(true);
-      cuda::set_decode_expert_stream(true);
+      cuda::set_decode_expert_stream(false);
       cuda::set_decode_expert_ring_kb(96);
       cuda::set_decode_expert_prefetch_at(1);
       runner->reset_graph();

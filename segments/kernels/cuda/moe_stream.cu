@@ -307,7 +307,7 @@ struct StreamShape {
 };
 
 std::atomic<int> g_ring_kb{96};
-std::atomic<bool> g_stream{true};
+std::atomic<bool> g_stream{false};
 std::atomic<int> g_pf_at{1};
 
 StreamShape stream_shape(int k, int64_t H, int64_t I, DType dt) {
