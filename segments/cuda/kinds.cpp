@@ -92,6 +92,8 @@ Experts::Experts(Context& ctx, WeightSource& w, const ModelConfig& cfg, const En
       w.expert(l, e, gate_up_.back().get() + i * 2 * I * H * es, down_.back().get() + i * H * I * es, dt_);
     }
   }
+  stream_ctr_.grow(3);
+  SEGPIPE_CUDA_CHECK(cudaMemsetAsync(stream_ctr_.get(), 0, 3 * sizeof(unsigned), ctx_.stream()));
   ctx_.sync();
 }
 
@@ -117,6 +119,11 @@ bool Experts::decode_into(int layer, const void* h, int k, int32_t* experts, flo
   const size_t li = static_cast<size_t>(layer - l0_);
   const bool ov = decode_overlap();
   act_.grow(static_cast<size_t>(k * I) * dtype_size(dt_));
+  if (!logits && decode_expert_stream() && moe_experts_stream_fits(k, H, I, dt_)) {
+    moe_experts_stream(h, k, experts, weights, gate_up_[li].get(), down_[li].get(), dt_, I, H, act_.get(), x,
+                       stream_ctr_.get(), ctx_.stream(), ov ? prefetch : nullptr, ov ? prefetch_bytes : 0);
+    return true;
+  }
   if (logits)
     moe_gate_up_gemv_route(h, k, logits, cfg_.num_experts, cfg_.norm_topk_prob, experts, weights, gate_up_[li].get(),
                            dt_, I, H, act_.get(), ctx_.stream(), ov ? down_[li].get() : nullptr);

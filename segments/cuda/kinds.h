@@ -120,6 +120,7 @@ class Experts : public ExpertBank {
   Buffer<char> xg_, act_, gu_, d_;  // compute dtype
   Buffer<int32_t> perm_;
   Buffer<void*> ptrs_;
+  Buffer<unsigned> stream_ctr_;  // moe_experts_stream's item counters (zero between launches)
 };
 
 class Layers {

@@ -895,6 +895,82 @@ void test_route_in_experts(Checks& c, cuda::Context& ctx) {
   cuda::set_decode_persistent(saved);
 }
 
+// The one-kernel decode experts (moe_experts_stream: bulk copies into shared memory, a device item
+// counter, a grid-wide wait between gate/up and down) bit-identical to moe_gate_up_gemv +
+// moe_down_combine (act and x), against the CPU (the expert MLP added to x), launched twice (the
+// counters must be back to 0), with ring sizes that give 2 to 8 stages; shapes that do not fit are
+// reported by moe_experts_stream_fits.
+void test_experts_stream(Checks& c, cuda::Context& ctx) {
+  cudaStream_t s = ctx.stream();
+  const int saved_ring = cuda::decode_expert_ring_kb();
+  for (DType dt : {DType::F32, DType::BF16})
+    for (auto [E, H, I, k] : {std::tuple{12, 2048, 768, 8}, {16, 64, 32, 4}, {32, 256, 96, 1}, {60, 136, 24, 4},
+                              {20, 1024, 256, 8}, {8, 8, 8, 2}, {10, 2048, 1536, 8}, {8, 512, 1280, 6},
+                              {6, 4096, 256, 4}}) {
+        cuda::set_decode_expert_ring_kb(96);
+        if (!cuda::moe_experts_stream_fits(k, H, I, dt)) {
+          c.expect(dt == DType::F32 && H > 2048, "moe_experts_stream %s E=%d H=%d I=%d k=%d: does not fit", dn(dt), E,
+                   H, I, k);
+          continue;
+        }
+        auto h = randn(size_t(H), rng, 1.0f), x = randn(size_t(H), rng);
+        auto wgu = randn(size_t(E) * 2 * I * H, rng, 0.05f), wd = randn(size_t(E) * H * I, rng, 0.05f);
+        if (dt == DType::BF16) h = round_bf16(h), wgu = round_bf16(wgu), wd = round_bf16(wd);
+        std::vector<int32_t> ids(static_cast<size_t>(E));
+        std::iota(ids.begin(), ids.end(), 0);
+        std::shuffle(ids.begin(), ids.end(), rng);
+        std::vector<int32_t> experts(ids.begin(), ids.begin() + k);
+        std::vector<float> weights(static_cast<size_t>(k));
+        for (auto& v : weights) v = std::uniform_real_distribution<float>(0.05f, 1.f)(rng);
+        Dev dh(h, dt), dgu(wgu, dt), dwd(wd, dt), dw(weights, DType::F32);
+        auto de = upload(experts);
+        // A: the two kernels
+        Dev xa(x, DType::F32), acta = Dev::poisoned(size_t(k) * I, dt);
+        cuda::moe_gate_up_gemv(dh.p(), k, k, de.get(), 0, E - 1, dgu.p(), dt, I, H, acta.p(), s, dwd.p());
+        cuda::moe_down_combine(acta.p(), k, de.get(), dw.f(), dwd.p(), dt, I, H, xa.f(), s);
+        const auto xA = xa.host(), actA = acta.host();
+        // CPU: the chosen experts' MLP on h
+        std::vector<float> slots(size_t(k) * H), mlp(static_cast<size_t>(H)), g(static_cast<size_t>(I)),
+            u(static_cast<size_t>(I));
+        for (int j = 0; j < k; j++) {
+          const float* base = wgu.data() + size_t(experts[size_t(j)]) * 2 * I * H;
+          linear(pool(), h.data(), 1, Mat{base, DType::F32, I, H}, g.data());
+          linear(pool(), h.data(), 1, Mat{base + size_t(I) * H, DType::F32, I, H}, u.data());
+          swiglu(g.data(), u.data(), I, g.data());
+          if (dt == DType::BF16) g = round_bf16(g);
+          linear(pool(), g.data(), 1, Mat{wd.data() + size_t(experts[size_t(j)]) * H * I, DType::F32, H, I},
+                 slots.data() + size_t(j) * H);
+          for (int col = 0; col < H; col++) slots[size_t(j) * H + col] *= weights[size_t(j)];
+        }
+        combine_expert_outputs(slots.data(), experts.data(), 1, k, H, mlp.data());
+        cuda::Buffer<unsigned> ctr(3);
+        SEGPIPE_CUDA_CHECK(cudaMemset(ctr.get(), 0, 3 * sizeof(unsigned)));
+        SEGPIPE_CUDA_CHECK(cudaDeviceSynchronize());
+        for (int ring : {96, 16, 200})
+        for (int rep = 0; rep < 2; rep++) {
+          cuda::set_decode_expert_ring_kb(ring);
+          if (!cuda::moe_experts_stream_fits(k, H, I, dt)) continue;
+          Dev xb(x, DType::F32), actb = Dev::poisoned(size_t(k) * I, dt);
+          cuda::moe_experts_stream(dh.p(), k, de.get(), dw.f(), dgu.p(), dwd.p(), dt, I, H, actb.p(), xb.f(), ctr.get(),
+                                   s, dwd.p(), uint64_t(H) * 8);
+          const auto xB = xb.host(), actB = actb.host();
+          const bool same_x = std::memcmp(xA.data(), xB.data(), xA.size() * 4) == 0,
+                     same_act = std::memcmp(actA.data(), actB.data(), actA.size() * 4) == 0;
+          std::vector<float> d(static_cast<size_t>(H));
+          for (int i = 0; i < H; i++) d[size_t(i)] = xB[size_t(i)] - x[size_t(i)];
+          const double e = rel_l2(d.data(), mlp.data(), mlp.size());
+          const double tol = dt == DType::F32 ? 1e-4 : 2e-2;  // of the MLP output, through x's rounding
+          const auto cnt = download(ctr, 3);
+          c.expect(same_x && same_act && e < tol && cnt[0] == 0 && cnt[1] == 0 && cnt[2] == 0,
+                   "moe_experts_stream %s E=%d H=%d I=%d k=%d ring %d KB run %d: act %s x %s to gate_up + down_combine, "
+                   "mlp rel_l2=%.2e, counters %u %u %u",
+                   dn(dt), E, H, I, k, ring, rep, same_act ? "=" : "DIFFER", same_x ? "=" : "DIFFER", e, cnt[0], cnt[1],
+                   cnt[2]);
+        }
+      }
+  cuda::set_decode_expert_ring_kb(saved_ring);
+}
+
 // The decode GEMVs with persistent grids (several rows per warp, double-buffered) bit-identical to
 // the earlier grids, on shapes where warps walk 1 to ~10 rows, and against the CPU product.
 void test_gemv_persistent(Checks& c, cudaStream_t s) {
@@ -960,6 +1036,7 @@ int main() {
     test_attention_splits(c, ctx.stream());
     test_route_in_experts(c, ctx);
     test_gemv_persistent(c, ctx.stream());
+    test_experts_stream(c, ctx);
     // The earlier settings (one switch away) must still pass the same checks.
     std::printf("earlier decode settings: attention split keys 0 (always 8 splits), earlier grids\n");
     cuda::set_decode_attention_split_keys(0);

@@ -294,10 +294,14 @@ int main(int argc, char** argv) {
     else if (a == "--route-in-experts") cuda::set_decode_route_in_experts(std::atoi(next().c_str()) != 0);
     else if (a == "--persistent") cuda::set_decode_persistent(std::atoi(next().c_str()) != 0);
     else if (a == "--l2pf") cuda::set_decode_l2_prefetch(std::atoi(next().c_str()));
+    else if (a == "--expert-stream") cuda::set_decode_expert_stream(std::atoi(next().c_str()) != 0);
+    else if (a == "--expert-ring-kb") cuda::set_decode_expert_ring_kb(std::atoi(next().c_str()));
+    else if (a == "--expert-pf-at") cuda::set_decode_expert_prefetch_at(std::atoi(next().c_str()));
     else {
       std::fprintf(stderr, "usage: segpipe_bench_cuda [--preset NAME] [--layers N] [--dtype D] [--prompt T] "
                            "[--decode N] [--json FILE] [--variants] [--only-decode] [--split-keys N] "
-                           "[--route-in-experts 0|1] [--persistent 0|1] [--l2pf M] [--host-grouped] [--attention-only] "
+                           "[--route-in-experts 0|1] [--persistent 0|1] [--l2pf M] [--expert-stream 0|1] "
+                           "[--expert-ring-kb KB] [--expert-pf-at N] [--host-grouped] [--attention-only] "
                            "[--flash-variant V] [--moe-kernel auto|mma|wgmma]\n");
       return 2;
     }
@@ -368,16 +372,20 @@ int main(int argc, char** argv) {
       struct Variant {
         const char* name;
         int split_keys;
-        bool route_late, persistent;
+        bool route_late, persistent, stream;
+        int ring_kb, pf_at = 1;
       };
-      const Variant vs[] = {{"new (defaults)", 256, true, true},
-                            {"attention: always 8 splits", 0, true, true},
-                            {"attention: split keys 128", 128, true, true},
-                            {"attention: split keys 512", 512, true, true},
-                            {"router: last-block routing", 256, false, true},
-                            {"gemv: earlier grids", 256, true, false},
-                            {"all earlier (before)", 0, false, false},
-                            {"new (defaults), again", 256, true, true}};
+      const Variant vs[] = {{"new (defaults)", 256, false, true, false, 96},
+                            {"experts: stream ring 96 KB", 256, false, true, true, 96},
+                            {"experts: stream ring 64 KB", 256, false, true, true, 64},
+                            {"experts: stream ring 64 KB, pf at end", 256, false, true, true, 64, 0},
+                            {"experts: stream, L2 pf at end", 256, false, true, true, 96, 0},
+                            {"experts: stream, L2 pf at start", 256, false, true, true, 96, 2},
+                            {"router: routing in experts", 256, true, true, false, 96},
+                            {"attention: always 8 splits", 0, false, true, false, 96},
+                            {"gemv: earlier grids", 256, false, false, false, 96},
+                            {"all earlier", 0, true, false, false, 96},
+                            {"new (defaults), again", 256, false, true, false, 96}};
       const int p0 = 32;
       std::printf("\n== decode variants: %s, %d layers, %s, card %s; %d steps after a %d-token prompt ==\n",
                   preset.c_str(), cfg.num_layers, dtype.c_str(), cuda::device_name(0).c_str(), decode, p0);
@@ -385,6 +393,9 @@ int main(int argc, char** argv) {
         cuda::set_decode_attention_split_keys(v.split_keys);
         cuda::set_decode_route_in_experts(v.route_late);
         cuda::set_decode_persistent(v.persistent);
+        cuda::set_decode_expert_stream(v.stream);
+        cuda::set_decode_expert_ring_kb(v.ring_kb);
+        cuda::set_decode_expert_prefetch_at(v.pf_at);
         runner->reset_graph();
         std::vector<double> runs;
         for (int rep = 0; rep < 3; rep++) {
@@ -410,8 +421,11 @@ int main(int argc, char** argv) {
         std::printf("\n");
       }
       cuda::set_decode_attention_split_keys(256);
-      cuda::set_decode_route_in_experts(true);
+      cuda::set_decode_route_in_experts(false);
       cuda::set_decode_persistent(true);
+      cuda::set_decode_expert_stream(false);
+      cuda::set_decode_expert_ring_kb(96);
+      cuda::set_decode_expert_prefetch_at(1);
       runner->reset_graph();
       if (only_decode) return 0;
     }

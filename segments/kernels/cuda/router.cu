@@ -102,7 +102,7 @@ void router_logits(const float* x, const float* norm_w, float eps, const void* w
 }
 
 namespace {
-std::atomic<bool> g_route_in_experts{true};
+std::atomic<bool> g_route_in_experts{false};
 }  // namespace
 
 void set_decode_route_in_experts(bool on) { g_route_in_experts.store(on); }

@@ -27,8 +27,10 @@ void router_fused(const float* x, const float* norm_w, float eps, const void* w_
 void router_logits(const float* x, const float* norm_w, float eps, const void* w_router, DType wt, int E, int64_t H,
                    float* logits, void* h_out, cudaStream_t s);
 
-// Decode layers use router_logits + expert kernels that route for themselves (true, default) rather
-// than router_fused's last-block routing. Process-wide; graphs must be re-captured after a change.
+// Decode layers use router_logits + expert kernels that route for themselves (true) rather than
+// router_fused's last-block routing (false, default: measured on an H200, routing in every expert
+// block cost 0.24 ms/token in the experts for 0.16 saved in the router). Process-wide; graphs must
+// be re-captured after a change.
 void set_decode_route_in_experts(bool on);
 bool decode_route_in_experts();
 
