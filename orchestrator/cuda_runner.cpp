@@ -21,6 +21,7 @@ std::unique_ptr<CudaRunner> make_cuda_runner(const RunPlan& plan, const ModelCon
 #include <sys/resource.h>
 #include <unistd.h>
 
+#include <cstring>
 #include <map>
 
 #include "segments/checkpoint/checkpoint.h"
@@ -95,6 +96,7 @@ class CudaRunnerImpl : public CudaRunner {
   ~CudaRunnerImpl() override {
     if (graph_exec_) cudaGraphExecDestroy(graph_exec_);
     if (host_io_) cudaFreeHost(host_io_);
+    if (host_logits_) cudaFreeHost(host_logits_);
   }
 
   void step(const int32_t* ids, int64_t T, int64_t pos0, bool all_logits, BoundaryObserver* obs,
@@ -103,9 +105,19 @@ class CudaRunnerImpl : public CudaRunner {
     run(ids, T, pos0, all_logits, obs);
     const int64_t rows = all_logits ? T : 1;
     logits.resize(static_cast<size_t>(rows * V));
-    SEGPIPE_CUDA_CHECK(cudaMemcpyAsync(logits.data(), logits_.get(), logits.size() * 4, cudaMemcpyDeviceToHost,
-                                       ctx_->stream()));
-    ctx_->sync();
+    if (rows == 1) {
+      // One row a decode step: through pinned memory (a pageable destination makes the driver stage
+      // the copy in pieces, several times slower), then a host copy.
+      if (!host_logits_) SEGPIPE_CUDA_CHECK(cudaMallocHost(reinterpret_cast<void**>(&host_logits_), V * sizeof(float)));
+      SEGPIPE_CUDA_CHECK(cudaMemcpyAsync(host_logits_, logits_.get(), V * sizeof(float), cudaMemcpyDeviceToHost,
+                                         ctx_->stream()));
+      ctx_->sync();
+      std::memcpy(logits.data(), host_logits_, V * sizeof(float));
+    } else {
+      SEGPIPE_CUDA_CHECK(cudaMemcpyAsync(logits.data(), logits_.get(), logits.size() * 4, cudaMemcpyDeviceToHost,
+                                         ctx_->stream()));
+      ctx_->sync();
+    }
     if (obs) {
       std::vector<float> n(static_cast<size_t>(T * H));
       SEGPIPE_CUDA_CHECK(cudaMemcpyAsync(n.data(), normed_.get(), n.size() * 4, cudaMemcpyDeviceToHost, ctx_->stream()));
@@ -268,6 +280,7 @@ class CudaRunnerImpl : public CudaRunner {
   cuda::Buffer<int32_t> ids_, pos_;
   cuda::Buffer<float> x_, normed_, logits_;
   int32_t* host_io_ = nullptr;  // pinned: decode inputs copied from here, also during graph replay
+  float* host_logits_ = nullptr;  // pinned: one row of logits
   cudaGraphExec_t graph_exec_ = nullptr;
   bool warm_ = false;
 };
