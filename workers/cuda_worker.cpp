@@ -87,7 +87,8 @@ class CudaWorker {
   void start_heartbeat() {
     hb_ = std::thread([this] {
       while (!stop_hb_.load()) {
-        std::atomic_ref<uint64_t>(status_[spec_.index].heartbeat).fetch_add(1, std::memory_order_relaxed);
+        if (worker::busy_watch().moving(0))  // no progress signal from inside a GPU step
+          std::atomic_ref<uint64_t>(status_[spec_.index].heartbeat).fetch_add(1, std::memory_order_relaxed);
         std::this_thread::sleep_for(20ms);
       }
     });
@@ -179,6 +180,7 @@ class CudaWorker {
       shm::Request rq = ch_.wait_request(1s, parent_alive, 100ms);
       if (rq.status == shm::WaitStatus::kPeerDead) return 3;
       if (!rq.ok()) continue;
+      worker::BusyScope busy;
       fault.on(rq.opcode);
       int32_t code = proto::kOk;
       std::string err;

@@ -4,6 +4,7 @@
 #include <chrono>
 
 #include "segments/core/errors.h"
+#include "workers/worker_support.h"
 
 namespace segpipe {
 
@@ -24,6 +25,10 @@ void BankCaller::call(int layer, std::span<const std::byte> args) {
   std::vector<std::pair<Bank*, uint64_t>> posted;
   for (Bank& b : banks_)
     if (layer >= b.layer_first && layer <= b.layer_last) posted.push_back({&b, b.ch.post_request(proto::kExperts, args)});
+  worker::busy_watch().pause();
+  struct Resume {
+    ~Resume() { worker::busy_watch().resume(); }
+  } resume;
   for (auto& [b, step] : posted) {
     proto::SegmentStatus& st = status_[b->index];
     uint64_t gen = std::atomic_ref<uint64_t>(st.generation).load();

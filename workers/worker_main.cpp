@@ -49,7 +49,8 @@ class Worker {
   void start_heartbeat() {
     hb_ = std::thread([this] {
       while (!stop_hb_.load()) {
-        std::atomic_ref<uint64_t>(status_[spec_.index].heartbeat).fetch_add(1, std::memory_order_relaxed);
+        if (worker::busy_watch().moving(pool_.progress()))
+          std::atomic_ref<uint64_t>(status_[spec_.index].heartbeat).fetch_add(1, std::memory_order_relaxed);
         std::this_thread::sleep_for(20ms);
       }
     });
@@ -101,6 +102,7 @@ class Worker {
       shm::Request rq = ch_.wait_request(1s, parent_alive, 100ms);
       if (rq.status == shm::WaitStatus::kPeerDead) return 3;  // orchestrator gone: nothing to serve
       if (!rq.ok()) continue;
+      worker::BusyScope busy;
       fault.on(rq.opcode);
       int32_t code = proto::kOk;
       std::string err;

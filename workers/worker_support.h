@@ -3,6 +3,7 @@
 #pragma once
 #include <signal.h>
 
+#include <atomic>
 #include <cstdint>
 #include <cstdlib>
 #include <cstring>
@@ -53,9 +54,51 @@ inline void post_status(shm::Channel& ch, uint64_t step, int32_t code, std::stri
   ch.post_response(step, code, std::as_bytes(std::span<const char>(msg.data(), msg.size())));
 }
 
+// Whether a worker busy with a request is still moving. The heartbeat thread beats only while the
+// worker is idle, waiting on another segment, or has shown progress since the last beat: a compute
+// thread spinning forever or a GPU kernel that never ends then stops the heartbeat, and after the
+// pipeline's timeout_ms without one the orchestrator treats the segment as hung, as it does a
+// stopped process. Progress is what the worker passes in: the CPU thread pool's finished chunks
+// (each far shorter than any timeout); none on the GPU, where a whole request must then finish within
+// the timeout (a step takes milliseconds there). One per worker process.
+class BusyWatch {
+ public:
+  // A request's work starts / ends.
+  void begin() { busy_.store(true, std::memory_order_relaxed); }
+  void end() { busy_.store(false, std::memory_order_relaxed); }
+  // Waiting on other segments (expert banks): their heartbeats answer for the wait, not ours.
+  void pause() { paused_.fetch_add(1, std::memory_order_relaxed); }
+  void resume() { paused_.fetch_sub(1, std::memory_order_relaxed); }
+  // From the heartbeat thread at every tick: beat?
+  bool moving(uint64_t progress) {
+    const bool moved = progress != last_progress_;
+    last_progress_ = progress;
+    return !busy_.load(std::memory_order_relaxed) || paused_.load(std::memory_order_relaxed) > 0 || moved;
+  }
+
+ private:
+  std::atomic<bool> busy_{false};
+  std::atomic<int> paused_{0};
+  uint64_t last_progress_ = 0;  // heartbeat thread only
+};
+
+inline BusyWatch& busy_watch() {
+  static BusyWatch w;
+  return w;
+}
+
+// One request's work, on every path out of it.
+struct BusyScope {
+  BusyScope() { busy_watch().begin(); }
+  ~BusyScope() { busy_watch().end(); }
+  BusyScope(const BusyScope&) = delete;
+  BusyScope& operator=(const BusyScope&) = delete;
+};
+
 // Test hook for failure handling: SEGPIPE_FAULT="<segment>:<hello|step|experts>:<n>:<signal>" makes the
 // first incarnation of that segment raise <signal> on itself when its n-th such request arrives
-// (integration tests kill or stop segments at start-up and mid-generation this way, deterministically).
+// (integration tests kill or stop segments at start-up and mid-generation this way, deterministically);
+// signal 0 spins forever in the request's thread instead (wedged, its heartbeat thread alive).
 struct FaultPlan {
   uint32_t op = 0;
   int at = 0, sig = 0, seen = 0;
@@ -77,7 +120,10 @@ struct FaultPlan {
     return f;
   }
   void on(uint32_t opcode) {
-    if (op != 0 && opcode == op && ++seen == at) raise(sig);
+    if (op == 0 || opcode != op || ++seen != at) return;
+    if (sig != 0) raise(sig);
+    for (volatile bool forever = true; forever;) {  // 0: a computation that never ends
+    }
   }
 };
 

@@ -118,7 +118,7 @@ class HungSegment : public ::testing::TestWithParam<Fault> {};
 
 TEST_P(HungSegment, HitsTheTimeoutAndIsNamed) {
   const Fault& f = GetParam();
-  std::string spec = std::string(f.segment) + ":" + f.when + ":" + std::to_string(f.at) + ":" + std::to_string(SIGSTOP);
+  std::string spec = std::string(f.segment) + ":" + f.when + ":" + std::to_string(f.at) + ":" + std::to_string(f.sig);
   RunResult r = run_segpipe(gen_args(pipeline_file(), false), {{"SEGPIPE_FAULT", spec}});
   EXPECT_EQ(r.rc, 3) << r.err;
   EXPECT_NE(r.err.find("segment '" + std::string(f.segment) + "'"), std::string::npos) << r.err;
@@ -134,10 +134,15 @@ TEST_P(HungSegment, HitsTheTimeoutAndIsNamed) {
   EXPECT_EQ(r2.out, baseline_tokens());
 }
 
+// Signal 0: the request's thread spins forever while the process's heartbeat thread lives on (a
+// wedged computation): the heartbeat stops because the work stops moving.
 const Fault kHangs[] = {{"late", "layers", "step", 3, SIGSTOP},
                         {"bank-hi", "experts", "experts", 3, SIGSTOP},
                         {"head", "lm_head", "step", 2, SIGSTOP},
-                        {"embed", "embeddings", "hello", 1, SIGSTOP}};
+                        {"embed", "embeddings", "hello", 1, SIGSTOP},
+                        {"late", "layers", "step", 3, 0},
+                        {"bank-lo", "experts", "experts", 2, 0},
+                        {"head", "lm_head", "step", 2, 0}};
 INSTANTIATE_TEST_SUITE_P(Hangs, HungSegment, ::testing::ValuesIn(kHangs),
                          [](const auto& tp) { return fault_name(tp.param); });
 

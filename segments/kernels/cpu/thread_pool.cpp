@@ -36,6 +36,7 @@ void ThreadPool::run_chunks(uint32_t job) {
     int64_t c = static_cast<int64_t>(t & 0xffffffffu);
     int64_t b = n_ * c / chunks_, e = n_ * (c + 1) / chunks_;
     if (b < e) (*fn_)(b, e);
+    progress_.fetch_add(1, std::memory_order_relaxed);
     if (done_.fetch_add(1, std::memory_order_acq_rel) + 1 == chunks_) done_.notify_one();
     t = ticket_.load(std::memory_order_acquire);
   }
@@ -59,6 +60,7 @@ void ThreadPool::parallel_for(int64_t n, const std::function<void(int64_t, int64
   int64_t chunks = std::min<int64_t>(by_grain, 4 * static_cast<int64_t>(size()));
   if (chunks <= 1 || workers_.empty()) {
     fn(0, n);
+    progress_.fetch_add(1, std::memory_order_relaxed);
     return;
   }
   uint32_t job = job_.load(std::memory_order_relaxed) + 1;

@@ -23,6 +23,9 @@ class ThreadPool {
   ThreadPool& operator=(const ThreadPool&) = delete;
 
   int size() const { return static_cast<int>(workers_.size()) + 1; }
+  // Chunks finished since the pool was made: a computation that moves shows it here (a worker
+  // process's heartbeat stops when a request's work stops moving; workers/worker_support.h).
+  uint64_t progress() const { return progress_.load(std::memory_order_relaxed); }
   // fn(begin, end) over contiguous chunks of [0, n); `grain` is the smallest chunk worth a thread.
   void parallel_for(int64_t n, const std::function<void(int64_t, int64_t)>& fn, int64_t grain = 1);
 
@@ -36,6 +39,7 @@ class ThreadPool {
   std::atomic<uint32_t> job_{0};   // workers sleep on it (futex) between jobs
   std::atomic<int64_t> done_{0};   // chunks finished in the current job; the caller waits on it
   std::atomic<bool> stop_{false};
+  std::atomic<uint64_t> progress_{0};
   // The current job: written before ticket_ is published, stable until all its chunks are done.
   const std::function<void(int64_t, int64_t)>* fn_ = nullptr;
   int64_t n_ = 0;
