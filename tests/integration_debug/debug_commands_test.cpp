@@ -103,7 +103,9 @@ TEST(DumpTest, WritesEveryBoundaryAndRunSegmentReproducesEachSegmentBitForBit) {
   for (int l = 0; l <= 4; l++) {
     std::string seg = l <= 1 ? "early" : "late";
     EXPECT_TRUE(files.count(seg + ".layers." + std::to_string(l) + ".output.safetensors"));
-    if (l != 1) EXPECT_TRUE(files.count(seg + ".layers." + std::to_string(l) + ".router.safetensors"));  // layer 1 is dense
+    if (l != 1) {  // layer 1 is dense
+      EXPECT_TRUE(files.count(seg + ".layers." + std::to_string(l) + ".router.safetensors"));
+    }
   }
   // Shapes: T=6, H=96, k=2, V=1000; the bank files carry the requests and their answers.
   DumpFile emb = read_dump_file(d / "dump/embed.output.safetensors");

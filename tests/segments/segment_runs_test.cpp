@@ -74,8 +74,8 @@ TEST_P(PrefillThenDecode, EqualsFullRecomputation) {
 
 INSTANTIATE_TEST_SUITE_P(CommittedModels, PrefillThenDecode,
                          ::testing::Values("tiny-qwen3-moe", "tiny-qwen3-dense", "tiny-qwen3-omni"),
-                         [](const auto& info) {
-                           std::string s = info.param;
+                         [](const auto& tp) {
+                           std::string s = tp.param;
                            for (auto& c : s)
                              if (c == '-') c = '_';
                            return s;
