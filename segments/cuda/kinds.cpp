@@ -354,15 +354,22 @@ void Layers::forward(float* x, int64_t T, int64_t pos0, const int32_t* d_pos0, c
       rmsnorm(x, T, H, L.in_norm.get(), eps, h_.get(), dt_, st);
       gemm_xwT(cb, h_.get(), L.qkv.get(), dt_, T, qd + 2 * kvd, H, qkv_.get(), qd + 2 * kvd, 0.0f);
     }
-    if (!fused)
+    if (flash)
+      // The flash kernel's operands written by the same pass: q as bf16, and the new K/V rows' bf16
+      // copies beside the float32 cache rows.
+      qk_norm_rope_kv_bf16(qkv_.get(), T, d_pos0, {cfg_.num_heads, cfg_.num_kv_heads, cfg_.head_dim},
+                           L.q_norm.get(), L.k_norm.get(), eps, inv_freq_.get(), q_.get(), kc, vc, kb_.get(),
+                           vb_.get(), st);
+    else if (!fused)
       qk_norm_rope_kv(qkv_.get(), T, d_pos0, {cfg_.num_heads, cfg_.num_kv_heads, cfg_.head_dim}, L.q_norm.get(),
                       L.k_norm.get(), eps, inv_freq_.get(), q_.get(), kc, vc, st);
     pt.mark("norm+qkv+rope");
     if (flash) {
-      // bf16 copies of the K and V rows so far, then the fused kernel
-      convert(kc, DType::F32, kb_.get(), DType::BF16, (pos0 + T) * kvd, st);
-      convert(vc, DType::F32, vb_.get(), DType::BF16, (pos0 + T) * kvd, st);
-      attention_flash(q_.get(), T, pos0, ashape, kb_.get(), vb_.get(), scale, att_.get(), dt_, st);
+      // bf16 copies of the earlier rows (a prompt continued at pos0 > 0; kb_/vb_ are shared by the
+      // layers, so they are made again per layer), then the fused kernel
+      convert(kc, DType::F32, kb_.get(), DType::BF16, pos0 * kvd, st);
+      convert(vc, DType::F32, vb_.get(), DType::BF16, pos0 * kvd, st);
+      attention_flash(q_.get(), DType::BF16, T, pos0, ashape, kb_.get(), vb_.get(), scale, att_.get(), dt_, st);
     } else if (attn_gemm)
       attention_gemm(cb, q_.get(), T, pos0, ashape, kc, vc, scale, dt_ == DType::BF16, scores_.get(),
                      att_f32_.get(), att_.get(), dt_, st);

@@ -106,6 +106,32 @@ void test_qk_norm_rope(Checks& c, cudaStream_t s) {
              nkv, hd, T, pos0, eq, ek, ev);
     // rows outside pos0..pos0+T-1 stay untouched (poison)
     c.expect(std::isnan(kh[size_t(pos0 + T) * kvd]), "qk_norm_rope_kv writes only its rows");
+    // The flash prefill's variant: the same float32 cache, q and the new K/V rows as the bf16
+    // roundings of the float32 results (bit for bit), no other row of the bf16 copies written.
+    Dev qb = Dev::poisoned(q_ref.size(), DType::BF16), kc2 = Dev::poisoned(size_t(max_seq) * kvd, DType::F32),
+        vc2 = Dev::poisoned(size_t(max_seq) * kvd, DType::F32), kb = Dev::poisoned(size_t(max_seq) * kvd, DType::BF16),
+        vb = Dev::poisoned(size_t(max_seq) * kvd, DType::BF16);
+    cuda::qk_norm_rope_kv_bf16(dqkv.f(), T, dpos.get(), {nh, nkv, hd}, dqn.f(), dkn.f(), 1e-6f, dinv.f(), qb.p(),
+                               kc2.f(), vc2.f(), kb.p(), vb.p(), s);
+    auto kh2 = kc2.host(), vh2 = vc2.host(), kbh = kb.host(), vbh = vb.host();
+    const auto q_round = round_bf16(q.host()), qbh = qb.host();
+    const bool cache_same = std::memcmp(kh.data(), kh2.data(), kh.size() * 4) == 0 &&
+                            std::memcmp(vh.data(), vh2.data(), vh.size() * 4) == 0;
+    const bool q_same = std::memcmp(q_round.data(), qbh.data(), qbh.size() * 4) == 0;
+    bool mirror_same = true;
+    for (size_t i = 0; i < kbh.size(); i++) {
+      const bool row_new = i >= size_t(pos0) * kvd && i < size_t(pos0 + T) * kvd;
+      if (row_new) {
+        const auto kr = round_bf16({kh[i]}), vr = round_bf16({vh[i]});
+        mirror_same &= std::memcmp(&kr[0], &kbh[i], 4) == 0 && std::memcmp(&vr[0], &vbh[i], 4) == 0;
+      } else {
+        mirror_same &= std::isnan(kbh[i]) && std::isnan(vbh[i]);
+      }
+    }
+    c.expect(cache_same && q_same && mirror_same,
+             "qk_norm_rope_kv_bf16 heads=%d/%d hd=%d T=%d pos0=%d: float32 cache %s, bf16 q %s, bf16 K/V rows %s", nh,
+             nkv, hd, T, pos0, cache_same ? "identical" : "DIFFERS", q_same ? "= rounded q" : "DIFFERS",
+             mirror_same ? "= rounded cache rows, others untouched" : "DIFFER");
   }
 }
 
@@ -222,6 +248,9 @@ void test_attention_flash(Checks& c, cuda::Context& ctx) {
       Dev kb = Dev::poisoned(kc.size(), DType::BF16), vb = Dev::poisoned(vc.size(), DType::BF16);
       cuda::convert(dkf.p(), DType::F32, kb.p(), DType::BF16, int64_t(kc.size()), ctx.stream());
       cuda::convert(dvf.p(), DType::F32, vb.p(), DType::BF16, int64_t(vc.size()), ctx.stream());
+      // q rounded to bf16 beforehand (as qk_norm_rope_kv_bf16 writes it): the same bits out
+      Dev dqb = Dev::poisoned(q.size(), DType::BF16);
+      cuda::convert(dq.p(), DType::F32, dqb.p(), DType::BF16, int64_t(q.size()), ctx.stream());
       const float scale = static_cast<float>(std::pow(double(hd), -0.5));
       for (int variant : {0, 1, 2, 3}) {  // attention.cuh set_flash_variant: every kernel
         cuda::set_flash_variant(variant);
@@ -238,10 +267,16 @@ void test_attention_flash(Checks& c, cuda::Context& ctx) {
           else
             same = std::memcmp(first.data(), h.data(), h.size() * 4) == 0;
         }
-        c.expect(e < 2e-2 && same,
+        Dev outb = Dev::poisoned(q.size(), ot);
+        cuda::attention_flash(dqb.p(), DType::BF16, T, pos0, {nh, nkv, hd}, kb.p(), vb.p(), scale, outb.p(), ot,
+                              ctx.stream());
+        const std::vector<float> hb = outb.host();
+        const bool same_qb = std::memcmp(first.data(), hb.data(), hb.size() * 4) == 0;
+        c.expect(e < 2e-2 && same && same_qb,
                  "attention_flash variant %d (bf16 tensor cores) -> %s heads=%d/%d hd=%d T=%d pos0=%d rel_l2=%.2e, "
-                 "second launch %s",
-                 variant, dn(ot), nh, nkv, hd, T, pos0, e, same ? "bit-identical" : "DIFFERS");
+                 "second launch %s, bf16 q %s",
+                 variant, dn(ot), nh, nkv, hd, T, pos0, e, same ? "bit-identical" : "DIFFERS",
+                 same_qb ? "bit-identical" : "DIFFERS");
       }
       cuda::set_flash_variant(0);
     }

@@ -1,7 +1,9 @@
 // Synthetic weights made on the GPU are the weights `segpipe make-model` writes: a tiny checkpoint is
 // written on the CPU, and the GPU runner built from it and the GPU runner built from the formula
 // alone (no files) give bit-identical logits, in float32 and in bfloat16. (A slice of the full-size
-// preset's last tensor is compared with synthetic_value in test_cuda_kernels.)
+// preset's last tensor is compared with synthetic_value in test_cuda_kernels.) Also the bf16 flash
+// prefill continued at pos0 > 0 (the bf16 K/V copies of the earlier rows) against the same tokens in
+// one prefill and against the cuBLAS attention path.
 #include <unistd.h>
 
 #include <filesystem>
@@ -10,6 +12,7 @@
 #include "orchestrator/cuda_runner.h"
 #include "orchestrator/run_plan.h"
 #include "segments/checkpoint/config_file.h"
+#include "segments/cuda/kinds.h"
 #include "segments/model/synthetic.h"
 
 using namespace segpipe;
@@ -57,6 +60,40 @@ int main() {
         c.expect(dsame, "%s %s: 4 decode steps bit-identical", preset.c_str(), dtype.c_str());
       }
       fs::remove_all(dir);
+    }
+    {
+      // head_dim 64: the flash kernel runs for prefills of >= 64 tokens. A 200-token prompt in one
+      // step, then as 120 + 80 tokens (the second at pos0 = 120 needs the bf16 copies of rows 0..119
+      // of every layer), then 120 + 80 through the cuBLAS attention path: last-position logits agree
+      // up to bf16 rounding (a missing or stale K/V row moves them far more).
+      MakeModelOptions o;
+      o.preset = "bench-moe";
+      o.num_layers = 2;
+      ModelConfig cfg = parse_model_config(synthetic_config(o), "preset bench-moe");
+      RunPlan p = default_plan("synthetic:bench-moe", cfg);
+      p.max_seq = 256;
+      for (auto& s : p.segments) s.device = "cuda:0", s.dtype = "bfloat16";
+      CudaRunnerOptions ro;
+      ro.synthetic = true;
+      auto r = make_cuda_runner(p, cfg, ro);
+      std::vector<int32_t> ids(200);
+      uint32_t st = 99;
+      for (auto& x : ids) x = int32_t((st = st * 1664525u + 1013904223u) % uint32_t(cfg.vocab));
+      std::vector<float> whole, chunked, chunked_cublas, tmp;
+      r->step(ids.data(), 200, 0, false, nullptr, whole);
+      r->step(ids.data(), 120, 0, false, nullptr, tmp);
+      r->step(ids.data() + 120, 80, 120, false, nullptr, chunked);
+      cuda::set_flash_attention(false);
+      r->step(ids.data(), 120, 0, false, nullptr, tmp);
+      r->step(ids.data() + 120, 80, 120, false, nullptr, chunked_cublas);
+      cuda::set_flash_attention(true);
+      const bool sized = !whole.empty() && chunked.size() == whole.size() && chunked_cublas.size() == whole.size();
+      const double e1 = sized ? rel_l2(chunked.data(), whole.data(), whole.size()) : 1.0;
+      const double e2 = sized ? rel_l2(chunked.data(), chunked_cublas.data(), whole.size()) : 1.0;
+      c.expect(sized && e1 < 1e-2 && e2 < 2e-2,
+               "bf16 flash prefill continued at pos0 = 120: last logits vs one 200-token prefill rel_l2=%.2e, vs the "
+               "cuBLAS attention path rel_l2=%.2e",
+               e1, e2);
     }
   } catch (const std::exception& e) {
     fs::remove_all(dir);

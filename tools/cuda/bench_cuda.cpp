@@ -10,6 +10,7 @@
 //   back (the build before these switches). --only-decode skips prefill and the GEMM/GEMV figures.
 //   --attention-only: only the flash attention kernel alone at T = --prompt (each variant, and the
 //   K/V conversions); --flash-variant V: the kernel the prefill uses (attention.cuh set_flash_variant).
+//   --prefill-only: the flash prefill alone (median of 9) and its phase profile (before/after A/Bs).
 #include <algorithm>
 #include <cmath>
 #include <chrono>
@@ -261,6 +262,7 @@ int main(int argc, char** argv) {
   bool host_grouped = false;  // MoE prefill through the host grouping and cuBLAS (A/B of moe_grouped.cuh)
   bool variants = false, only_decode = false;  // decode once per switch setting of the decode kernels
   bool attention_only = false;                 // only the flash attention kernel alone (flash_bench)
+  bool prefill_only = false;                   // only the flash prefill: median of 9 and the phase profile
   for (int i = 1; i < argc; i++) {
     std::string a = argv[i];
     auto next = [&]() -> std::string {
@@ -289,6 +291,7 @@ int main(int argc, char** argv) {
     else if (a == "--variants") variants = true;
     else if (a == "--only-decode") only_decode = true;
     else if (a == "--attention-only") attention_only = true;
+    else if (a == "--prefill-only") prefill_only = true;
     else if (a == "--flash-variant") cuda::set_flash_variant(std::atoi(next().c_str()));
     else if (a == "--split-keys") cuda::set_decode_attention_split_keys(std::atoi(next().c_str()));
     else if (a == "--route-in-experts") cuda::set_decode_route_in_experts(std::atoi(next().c_str()) != 0);
@@ -302,7 +305,7 @@ int main(int argc, char** argv) {
                            "[--decode N] [--json FILE] [--variants] [--only-decode] [--split-keys N] "
                            "[--route-in-experts 0|1] [--persistent 0|1] [--l2pf M] [--expert-stream 0|1] "
                            "[--expert-ring-kb KB] [--expert-pf-at N] [--host-grouped] [--attention-only] "
-                           "[--flash-variant V] [--moe-kernel auto|mma|wgmma]\n");
+                           "[--flash-variant V] [--moe-kernel auto|mma|wgmma] [--prefill-only]\n");
       return 2;
     }
   }
@@ -316,7 +319,7 @@ int main(int argc, char** argv) {
     if (layers > 0) mo.num_layers = layers;
     ModelConfig cfg = parse_model_config(synthetic_config(mo), "preset " + preset);
     const std::string card = cuda::device_name(0);
-    double bw, gemm_big, gemm_moe;
+    double bw = 0, gemm_big = 0, gemm_moe = 0;
     ExpertBench xb, xb_mma;
     FlashBench fb;
     if (attention_only) {
@@ -327,7 +330,7 @@ int main(int argc, char** argv) {
       print_flash_bench(fb, prompt);
       return 0;
     }
-    {
+    if (!prefill_only) {
       cuda::Context ctx(0);
       fb = flash_bench(ctx, cfg, prompt);
       bw = copy_bandwidth_gbs(ctx);
@@ -363,6 +366,28 @@ int main(int argc, char** argv) {
       runner->step_device(ids.data(), 32, 0, false);
       for (int i = 0; i < 3; i++) runner->step_device_eager(&ids[size_t(i)], 1, 32 + i);
       std::printf("segpipe_bench_cuda --ncu: done\n");
+      return 0;
+    }
+
+    if (prefill_only) {
+      // The default (flash) prefill alone: 1 warm-up, the median of 9, then one with the phase profile.
+      std::vector<double> pt;
+      for (int i = 0; i < 10; i++) {
+        double a = now_ms();
+        runner->step_device(ids.data(), prompt, 0, false);
+        if (i > 0) pt.push_back(now_ms() - a);
+      }
+      std::sort(pt.begin(), pt.end());
+      cuda::phase_ms().clear();
+      cuda::set_profiling(true);
+      runner->step_device(ids.data(), prompt, 0, false);
+      cuda::set_profiling(false);
+      std::printf("== prefill only: %s, %d layers, %s, card %s ==\nprefill %d tokens %.2f ms (min %.2f, max %.2f)\n"
+                  "prefill phases (ms, all layers):",
+                  preset.c_str(), cfg.num_layers, dtype.c_str(), card.c_str(), prompt, median(pt), pt.front(),
+                  pt.back());
+      for (auto& [phase, v] : cuda::phase_ms()) std::printf("  %s %.2f", phase.c_str(), v);
+      std::printf("\n");
       return 0;
     }
 

@@ -63,6 +63,10 @@ void attention_gemm(cublasHandle_t h, const float* q, int64_t T, int64_t pos0, c
 bool attention_flash_supported(const AttnShape& s);
 void attention_flash(const float* q, int64_t T, int64_t pos0, const AttnShape& s, const void* k_bf16,
                      const void* v_bf16, float scale, void* out, DType ot, cudaStream_t st);
+// q in qt: F32 (rounded to bf16 in the kernel) or BF16 (qk_norm_rope_kv_bf16's q, already rounded the
+// same way: the same result, half the bytes read).
+void attention_flash(const void* q, DType qt, int64_t T, int64_t pos0, const AttnShape& s, const void* k_bf16,
+                     const void* v_bf16, float scale, void* out, DType ot, cudaStream_t st);
 // Which flash kernel attention_flash launches (benchmarks, A/B). 128 queries a block, 32 rows a
 // warp: 0 = softmax steps of 64 keys (bit-identical to 1), 2 = steps of 32 keys, 3 = 64-key steps
 // with one m16 tile a pass; 1 = the first kernel (64 queries a block, 16 rows a warp).

@@ -58,6 +58,19 @@ __device__ __forceinline__ void ldmatrix_x4_trans(uint32_t (&r)[4], const void* 
                : "r"(s));
 }
 
+// Two and four consecutive query values as packed bf16: float32 queries rounded here (to nearest),
+// bf16 ones (qk_norm_rope_kv_bf16, the same rounding done there) taken as they are.
+__device__ __forceinline__ uint32_t load_q2(const float* p) {
+  const float2 v = *reinterpret_cast<const float2*>(p);
+  return pack_bf16(v.x, v.y);
+}
+__device__ __forceinline__ uint32_t load_q2(const bf16* p) { return *reinterpret_cast<const uint32_t*>(p); }
+__device__ __forceinline__ uint2 load_q4(const float* p) {
+  const float4 v = *reinterpret_cast<const float4*>(p);
+  return make_uint2(pack_bf16(v.x, v.y), pack_bf16(v.z, v.w));
+}
+__device__ __forceinline__ uint2 load_q4(const bf16* p) { return *reinterpret_cast<const uint2*>(p); }
+
 template <typename O>
 __device__ __forceinline__ void store2(O* p, float a, float b);
 template <>
@@ -69,8 +82,8 @@ __device__ __forceinline__ void store2<bf16>(bf16* p, float a, float b) {
   *reinterpret_cast<__nv_bfloat162*>(p) = __floats2bfloat162_rn(a, b);
 }
 
-template <int HD, typename O>
-__global__ void __launch_bounds__(kThreads) flash_attn_kernel(const float* __restrict__ q, int T, int pos0, int nh,
+template <int HD, typename Q, typename O>
+__global__ void __launch_bounds__(kThreads) flash_attn_kernel(const Q* __restrict__ q, int T, int pos0, int nh,
                                                               int nkv, const bf16* __restrict__ kb,
                                                               const bf16* __restrict__ vb, float scale_log2,
                                                               O* __restrict__ out) {
@@ -104,17 +117,15 @@ __global__ void __launch_bounds__(kThreads) flash_attn_kernel(const float* __res
   const int r0 = q0 + warp * 16 + gr, r1 = r0 + 8;
   uint32_t qa[HD / 16][4];
   {
-    const float* qr0 = q + int64_t(min(r0, T - 1)) * qd + int64_t(h) * HD;
-    const float* qr1 = q + int64_t(min(r1, T - 1)) * qd + int64_t(h) * HD;
+    const Q* qr0 = q + int64_t(min(r0, T - 1)) * qd + int64_t(h) * HD;
+    const Q* qr1 = q + int64_t(min(r1, T - 1)) * qd + int64_t(h) * HD;
 #pragma unroll
     for (int ks = 0; ks < HD / 16; ks++) {
       const int c = ks * 16 + 2 * tq;
-      float2 a = *reinterpret_cast<const float2*>(qr0 + c), b = *reinterpret_cast<const float2*>(qr1 + c);
-      float2 a8 = *reinterpret_cast<const float2*>(qr0 + c + 8), b8 = *reinterpret_cast<const float2*>(qr1 + c + 8);
-      qa[ks][0] = pack_bf16(a.x, a.y);
-      qa[ks][1] = pack_bf16(b.x, b.y);
-      qa[ks][2] = pack_bf16(a8.x, a8.y);
-      qa[ks][3] = pack_bf16(b8.x, b8.y);
+      qa[ks][0] = load_q2(qr0 + c);
+      qa[ks][1] = load_q2(qr1 + c);
+      qa[ks][2] = load_q2(qr0 + c + 8);
+      qa[ks][3] = load_q2(qr1 + c + 8);
     }
   }
   float o[HD / 8][4];
@@ -224,9 +235,9 @@ __global__ void __launch_bounds__(kThreads) flash_attn_kernel(const float* __res
 
 constexpr int kBQ2 = 128;  // flash_attn_q128: queries per block (4 warps x 32 rows)
 
-template <int HD, int MP, int KS, typename O>
+template <int HD, int MP, int KS, typename Q, typename O>
 __global__ void __launch_bounds__(kThreads, 2)
-    flash_attn_q128(const float* __restrict__ q, int T, int pos0, int nh, int nkv, const bf16* __restrict__ kb,
+    flash_attn_q128(const Q* __restrict__ q, int T, int pos0, int nh, int nkv, const bf16* __restrict__ kb,
                     const bf16* __restrict__ vb, float scale_log2, O* __restrict__ out) {
   constexpr int STR = HD + 8;  // smem row stride (bf16): the 8 rows of an ldmatrix land on distinct banks
   extern __shared__ __align__(16) unsigned char smem_raw[];
@@ -261,8 +272,7 @@ __global__ void __launch_bounds__(kThreads, 2)
   // visible by the barrier at the top of the first key tile.
   for (int c = threadIdx.x; c < kBQ2 * HD / 4; c += kThreads) {
     const int r = c / (HD / 4), col = (c % (HD / 4)) * 4;
-    const float4 v = *reinterpret_cast<const float4*>(q + int64_t(min(q0 + r, T - 1)) * qd + int64_t(h) * HD + col);
-    *reinterpret_cast<uint2*>(Qs + r * STR + col) = make_uint2(pack_bf16(v.x, v.y), pack_bf16(v.z, v.w));
+    *reinterpret_cast<uint2*>(Qs + r * STR + col) = load_q4(q + int64_t(min(q0 + r, T - 1)) * qd + int64_t(h) * HD + col);
   }
 
   // Thread rows (relative to the prompt): wr0 + 16 mt + gr (half 0) and + 8 (half 1), mt = 0, 1.
@@ -415,8 +425,8 @@ __global__ void __launch_bounds__(kThreads, 2)
   }
 }
 
-template <int HD, typename O>
-void launch_flash(const float* q, int64_t T, int64_t pos0, const AttnShape& s, const bf16* kb, const bf16* vb,
+template <int HD, typename Q, typename O>
+void launch_flash(const Q* q, int64_t T, int64_t pos0, const AttnShape& s, const bf16* kb, const bf16* vb,
                   float scale, O* out, int variant, cudaStream_t st) {
   const float scale_log2 = scale * 1.4426950408889634f;
   if (variant == 1) {
@@ -424,18 +434,18 @@ void launch_flash(const float* q, int64_t T, int64_t pos0, const AttnShape& s, c
     static bool raised = false;
     if (!raised) {
       SEGPIPE_CUDA_CHECK(
-          cudaFuncSetAttribute(flash_attn_kernel<HD, O>, cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem)));
+          cudaFuncSetAttribute(flash_attn_kernel<HD, Q, O>, cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem)));
       raised = true;
     }
     dim3 grid(div_up(T, kBQ), static_cast<unsigned>(s.num_heads));
-    flash_attn_kernel<HD, O><<<grid, kThreads, smem, st>>>(q, int(T), int(pos0), s.num_heads, s.num_kv_heads, kb, vb,
+    flash_attn_kernel<HD, Q, O><<<grid, kThreads, smem, st>>>(q, int(T), int(pos0), s.num_heads, s.num_kv_heads, kb, vb,
                                                            scale_log2, out);
     SEGPIPE_CUDA_LAUNCH_CHECK("flash_attn_kernel");
     return;
   }
   const size_t smem = size_t(kBQ2 + 4 * kBK) * (HD + 8) * sizeof(bf16);
-  auto kern = variant == 2 ? flash_attn_q128<HD, 2, 32, O> : variant == 3 ? flash_attn_q128<HD, 1, 64, O>
-                                                                           : flash_attn_q128<HD, 2, 64, O>;
+  auto kern = variant == 2 ? flash_attn_q128<HD, 2, 32, Q, O> : variant == 3 ? flash_attn_q128<HD, 1, 64, Q, O>
+                                                                              : flash_attn_q128<HD, 2, 64, Q, O>;
   static bool raised[4] = {false, false, false, false};
   if (!raised[variant & 3]) {
     SEGPIPE_CUDA_CHECK(cudaFuncSetAttribute(kern, cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem)));
@@ -457,7 +467,7 @@ bool attention_flash_supported(const AttnShape& s) {
   return (s.head_dim == 64 || s.head_dim == 128) && s.num_kv_heads > 0 && s.num_heads % s.num_kv_heads == 0;
 }
 
-void attention_flash(const float* q, int64_t T, int64_t pos0, const AttnShape& s, const void* k_bf16,
+void attention_flash(const void* q, DType qt, int64_t T, int64_t pos0, const AttnShape& s, const void* k_bf16,
                      const void* v_bf16, float scale, void* out, DType ot, cudaStream_t st) {
   SEGPIPE_ASSERT_MSG(attention_flash_supported(s), "attention_flash: head_dim 64 or 128");
   SEGPIPE_ASSERT_MSG(pos0 + T < (int64_t(1) << 31), "attention_flash: sequence too long");
@@ -465,12 +475,20 @@ void attention_flash(const float* q, int64_t T, int64_t pos0, const AttnShape& s
   const bf16* kb = static_cast<const bf16*>(k_bf16);
   const bf16* vb = static_cast<const bf16*>(v_bf16);
   const int variant = flash_variant();
-  SEGPIPE_DISPATCH_FB(ot, O, {
-    if (s.head_dim == 128)
-      launch_flash<128, O>(q, T, pos0, s, kb, vb, scale, static_cast<O*>(out), variant, st);
-    else
-      launch_flash<64, O>(q, T, pos0, s, kb, vb, scale, static_cast<O*>(out), variant, st);
+  SEGPIPE_DISPATCH_FB(qt, Q, {
+    SEGPIPE_DISPATCH_FB(ot, O, {
+      const Q* qp = static_cast<const Q*>(q);
+      if (s.head_dim == 128)
+        launch_flash<128, Q, O>(qp, T, pos0, s, kb, vb, scale, static_cast<O*>(out), variant, st);
+      else
+        launch_flash<64, Q, O>(qp, T, pos0, s, kb, vb, scale, static_cast<O*>(out), variant, st);
+    });
   });
+}
+
+void attention_flash(const float* q, int64_t T, int64_t pos0, const AttnShape& s, const void* k_bf16,
+                     const void* v_bf16, float scale, void* out, DType ot, cudaStream_t st) {
+  attention_flash(q, DType::F32, T, pos0, s, k_bf16, v_bf16, scale, out, ot, st);
 }
 
 }  // namespace segpipe::cuda

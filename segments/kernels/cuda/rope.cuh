@@ -27,4 +27,13 @@ void qk_norm_rope_kv(const float* qkv, int64_t T, const int32_t* d_pos0, const Q
                      const float* k_norm, float eps, const float* inv_freq, float* q_out, float* k_cache,
                      float* v_cache, cudaStream_t st);
 
+// The same for the flash prefill (bf16 mode): q written as bf16 into q_bf16 ([T, num_heads *
+// head_dim]), and besides the float32 cache rows (still written: decode reads them) their bf16
+// copies into k_bf16 / v_bf16 ([>= pos0 + T, num_kv_heads * head_dim], rows pos0..pos0+T-1), the
+// flash kernel's K/V operands. Every value is the float32 one above rounded to nearest: the flash
+// kernel sees the bits it saw when it rounded q itself and K/V came from convert().
+void qk_norm_rope_kv_bf16(const float* qkv, int64_t T, const int32_t* d_pos0, const QkvShape& s,
+                          const float* q_norm, const float* k_norm, float eps, const float* inv_freq, void* q_bf16,
+                          float* k_cache, float* v_cache, void* k_bf16, void* v_bf16, cudaStream_t st);
+
 }  // namespace segpipe::cuda
