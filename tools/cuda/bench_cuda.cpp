@@ -203,7 +203,8 @@ ExpertBench expert_bench(cuda::Context& ctx, const ModelConfig& cfg, int64_t T) 
     }
   std::vector<float> wts(static_cast<size_t>(S), 1.0f / float(k));
   cuda::Buffer<int32_t> d_ids(static_cast<size_t>(S)), ws(cuda::moe_grouped_workspace_ints(S, E));
-  cuda::Buffer<float> d_w(static_cast<size_t>(S)), slots(size_t(S * H));
+  cuda::Buffer<float> d_w(static_cast<size_t>(S));
+  cuda::Buffer<char> slots(size_t(S * H) * 2);  // bf16: moe_slot_dtype of a bf16 grouped request
   cuda::Buffer<char> act(size_t(S * I) * 2);
   SEGPIPE_CUDA_CHECK(cudaMemcpyAsync(d_ids.get(), ids.data(), ids.size() * 4, cudaMemcpyHostToDevice, st));
   SEGPIPE_CUDA_CHECK(cudaMemcpyAsync(d_w.get(), wts.data(), wts.size() * 4, cudaMemcpyHostToDevice, st));
@@ -246,7 +247,7 @@ ExpertBench expert_bench(cuda::Context& ctx, const ModelConfig& cfg, int64_t T) 
     cuda::gemm_xwT_many(ctx.cublas(), up, DType::BF16, 2 * I, H, ptrs.get(), true, st);
     cuda::swiglu_rows(gu.get(), DType::BF16, S, I, act.get(), DType::BF16, st);
     cuda::gemm_xwT_many(ctx.cublas(), down, DType::BF16, H, I, ptrs.get(), true, st);
-    cuda::moe_scatter_weighted(dd.get(), DType::BF16, d_perm.get(), d_w.get(), S, H, slots.get(), st);
+    cuda::moe_scatter_weighted(dd.get(), DType::BF16, d_perm.get(), d_w.get(), S, H, slots.get(), DType::BF16, st);
   });
   return r;
 }

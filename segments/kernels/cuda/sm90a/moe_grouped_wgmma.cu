@@ -216,13 +216,13 @@ __global__ void __launch_bounds__(kThreads, kDeep ? 1 : 2) wgmma_gemm_kernel(con
       } else {
         const int s = ws.perm[row0 + r];
         const float wt = p.weights[s];
-        float* out = p.slots + int64_t(s) * p.N;
+        bf16* out = p.slots + int64_t(s) * p.N;
 #pragma unroll
         for (int ni = 0; ni < 16; ni++) {
           const int c = nt * kBN + ni * 8 + 2 * tq;
           if (c >= p.N) continue;
-          *reinterpret_cast<float2*>(out + c) =
-              make_float2(__fmul_rn(wt, acc[4 * ni + 2 * h]), __fmul_rn(wt, acc[4 * ni + 2 * h + 1]));
+          *reinterpret_cast<__nv_bfloat162*>(out + c) =
+              __floats2bfloat162_rn(__fmul_rn(wt, acc[4 * ni + 2 * h]), __fmul_rn(wt, acc[4 * ni + 2 * h + 1]));
         }
       }
     }
