@@ -611,9 +611,16 @@ void test_moe_grouped(Checks& c, cuda::Context& ctx) {
   cuda::set_moe_grouped_kernel(cuda::MoeGroupedKernel::MmaSync);
   test_moe_grouped_kernel(c, ctx, "mma.sync");
   cuda::set_moe_grouped_kernel(cuda::MoeGroupedKernel::Wgmma);
-  if (cuda::moe_grouped_kernel_in_use() == cuda::MoeGroupedKernel::Wgmma)
-    test_moe_grouped_kernel(c, ctx, "wgmma");
-  else
+  if (cuda::moe_grouped_kernel_in_use() == cuda::MoeGroupedKernel::Wgmma) {
+    const int saved = cuda::moe_wgmma_variant();
+    for (int v = 0; v < cuda::kMoeWgmmaVariants; v++) {
+      cuda::set_moe_wgmma_variant(v);
+      char name[32];
+      std::snprintf(name, sizeof name, "wgmma v%d", v);
+      test_moe_grouped_kernel(c, ctx, name);
+    }
+    cuda::set_moe_wgmma_variant(saved);
+  } else
     std::printf("  (wgmma grouped GEMMs: not on this device, compute capability 9.0 only)\n");
   cuda::set_moe_grouped_kernel(cuda::MoeGroupedKernel::Auto);
 }

@@ -55,6 +55,14 @@ enum class MoeGroupedKernel { Auto, MmaSync, Wgmma };
 void set_moe_grouped_kernel(MoeGroupedKernel k);
 MoeGroupedKernel moe_grouped_kernel_in_use();  // Wgmma or MmaSync, for the current device
 
+// The wgmma kernels' tile variant (sm90a/moe_grouped_wgmma.cu says what each does): 0 128 x 128
+// tiles, 2 CTAs an SM; 1 128 x 256 tiles, one CTA an SM; 2 as 1 with the MMAs in flight across K
+// steps. Process-wide, like set_moe_grouped_kernel (the variants differ in the last bits: wgmma's
+// accumulation order within a K step is the hardware's).
+constexpr int kMoeWgmmaVariants = 3, kMoeWgmmaDefaultVariant = 0;
+void set_moe_wgmma_variant(int v);
+int moe_wgmma_variant();
+
 // All three: the bank's slots of one layer. act: scratch of [S, I] bf16.
 void moe_grouped_experts(const void* x, int64_t T, int k, const int32_t* experts, const float* weights, int e0,
                          int e1, const void* w_gate_up, const void* w_down, int64_t I, int64_t H, int32_t* ws,
