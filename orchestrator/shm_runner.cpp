@@ -395,7 +395,8 @@ class ShmRunner : public Runner {
       bool banks = false;
       for (auto& b : procs_) banks |= b.gpu && b.desc.kind == SegKind::Experts && b.desc.device == p.desc.device;
       if (banks) {
-        // x in the compute dtype (at most 4 bytes), ids, weights, float32 slots: for the longest step
+        // x in the compute dtype (at most 4 bytes), ids, weights, slots (float32, or bf16 for a bf16
+        // prefill: moe_slot_dtype; sized for float32, which covers both): for the longest step
         for (uint64_t bytes : {static_cast<uint64_t>(Tm * H) * 4, static_cast<uint64_t>(Tm * k) * 4,
                                static_cast<uint64_t>(Tm * k) * 4, static_cast<uint64_t>(Tm * k * H) * 4}) {
           da.moe.push_back(off);

@@ -3,6 +3,7 @@
 #include "workers/cuda_remote_banks.h"
 
 #include "segments/core/errors.h"
+#include "segments/kernels/cuda/moe.cuh"
 #include "workers/cuda_worker.h"
 
 namespace segpipe {
@@ -32,7 +33,8 @@ void CudaRemoteBanks::compute(const cuda::ExpertRequest& r) {
   proto::CudaExpertArgs a{r.layer, r.k, r.T, r.grouped ? 1 : 0, 0};
   banks_.call(r.layer, std::as_bytes(std::span<const proto::CudaExpertArgs>(&a, 1)));
   // Every bank answered after synchronizing its own stream: the slots are complete.
-  SEGPIPE_CUDA_CHECK(cudaMemcpyAsync(r.slots, slots_, T * k * H * 4, cudaMemcpyDeviceToDevice, st));
+  SEGPIPE_CUDA_CHECK(cudaMemcpyAsync(r.slots, slots_, T * k * H * dtype_size(cuda::moe_slot_dtype(dt_, r.grouped)),
+                                     cudaMemcpyDeviceToDevice, st));
 }
 
 }  // namespace segpipe

@@ -267,7 +267,7 @@ class CudaWorker {
     r.k = a.k;
     r.experts = reinterpret_cast<const int32_t*>(exchange_[1]);
     r.weights = reinterpret_cast<const float*>(exchange_[2]);
-    r.slots = reinterpret_cast<float*>(exchange_[3]);
+    r.slots = exchange_[3];  // in moe_slot_dtype(compute, grouped): float32 bytes are enough for either
     r.grouped = a.grouped != 0;
     if (r.grouped && !bank_->groups_on_device(r.T, r.k)) {
       // The grouped path sorts the slots by expert on the host, as the layer's host copy would.

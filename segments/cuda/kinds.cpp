@@ -159,7 +159,7 @@ void Experts::compute(const ExpertRequest& r) {
     // Decode: only the chosen experts' rows are read.
     act_.grow(static_cast<size_t>(S * I) * dtype_size(dt_));
     moe_gate_up_gemv(r.x, S, r.k, r.experts, e0_, e1_, wgu, dt_, I, H, act_.get(), st);
-    moe_down_gemv(act_.get(), S, r.experts, r.weights, e0_, e1_, wd, dt_, I, H, r.slots, st);
+    moe_down_gemv(act_.get(), S, r.experts, r.weights, e0_, e1_, wd, dt_, I, H, static_cast<float*>(r.slots), st);
     return;
   }
   // Prefill: slots grouped by expert (stable, so each expert's rows keep token order).
@@ -203,7 +203,7 @@ void Experts::compute(const ExpertRequest& r) {
   gemm_xwT_many(ctx_.cublas(), up, dt_, 2 * I, H, ptrs_.get(), opt_.grouped_gemm, st);
   swiglu_rows(gu_.get(), dt_, n, I, act_.get(), dt_, st);
   gemm_xwT_many(ctx_.cublas(), down, dt_, H, I, ptrs_.get(), opt_.grouped_gemm, st);
-  moe_scatter_weighted(d_.get(), dt_, perm_.get(), r.weights, n, H, r.slots, st);
+  moe_scatter_weighted(d_.get(), dt_, perm_.get(), r.weights, n, H, r.slots, moe_slot_dtype(dt_, true), st);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -462,7 +462,7 @@ void Layers::forward(float* x, int64_t T, int64_t pos0, const int32_t* d_pos0, c
       }
       if (!served) throw RuntimeFailure("layer " + std::to_string(L.index) + " has routed experts but no expert bank");
       pt.mark("experts");
-      moe_combine_add(slots_.get(), experts_.get(), T, k, H, x, st);
+      moe_combine_add(slots_.get(), moe_slot_dtype(dt_, grouped), experts_.get(), T, k, H, x, st);
       pt.mark("combine");
     } else {
       const int64_t I = cfg_.intermediate;

@@ -68,7 +68,9 @@ struct ExpertRequest {
   // [T, k] on the host: needed by a grouped request only where the bank groups on the host
   // (!groups_on_device), null otherwise.
   const int32_t* host_experts = nullptr;
-  float* slots = nullptr;            // [T * k, H] float32
+  // [T * k, H] in moe_slot_dtype(compute dtype, grouped) (moe.cuh): bf16 for a bf16 grouped
+  // request, float32 otherwise; every bank of the layer writes that one dtype.
+  void* slots = nullptr;
 };
 
 // What a layers segment calls for the routed experts of its MoE layers when they are not local:

@@ -371,7 +371,8 @@ void test_moe(Checks& c, cuda::Context& ctx) {
       auto de = upload(experts);
       const double tol = dt == DType::F32 ? 1e-5 : 5e-3;
       for (int path = 0; path < 2; path++) {
-        Dev slots = Dev::poisoned(ref.size(), DType::F32);
+        // The slots in the dtype a layer hands its banks (bf16 for a bf16 grouped request).
+        Dev slots = Dev::poisoned(ref.size(), cuda::moe_slot_dtype(dt, path == 1));
         if (path == 0) {
           Dev act = Dev::poisoned(size_t(T) * k * I, dt);
           cuda::moe_gate_up_gemv(dx.p(), T * k, k, de.get(), e0, e1, dgu.p(), dt, I, H, act.p(), s,
@@ -404,7 +405,7 @@ void test_moe(Checks& c, cuda::Context& ctx) {
           cuda::gemm_xwT_many(ctx.cublas(), up, dt, 2 * I, H, ptrs.get(), true, s);
           cuda::swiglu_rows(gu.p(), dt, m, I, act.p(), dt, s);
           cuda::gemm_xwT_many(ctx.cublas(), down, dt, H, I, ptrs.get(), true, s);
-          cuda::moe_scatter_weighted(dd.p(), dt, dperm.get(), dw.f(), m, H, slots.f(), s);
+          cuda::moe_scatter_weighted(dd.p(), dt, dperm.get(), dw.f(), m, H, slots.p(), cuda::moe_slot_dtype(dt, true), s);
         }
         auto got = slots.host();
         bool untouched = true;
@@ -474,7 +475,7 @@ std::vector<float> moe_reference(ThreadPool& tp, const Bf16Tensor& x, const Bf16
 
 // The cuBLAS grouped path of Experts::compute (host grouping), for the cross-check at full size.
 void moe_cublas_slots(cuda::Context& ctx, const void* x, const void* wgu, const void* wd, const float* d_weights,
-                      const std::vector<int32_t>& experts, int k, int64_t H, int64_t I, int e0, int e1, float* slots) {
+                      const std::vector<int32_t>& experts, int k, int64_t H, int64_t I, int e0, int e1, void* slots) {
   cudaStream_t s = ctx.stream();
   const int n = e1 - e0 + 1;
   std::vector<int32_t> perm;
@@ -501,7 +502,7 @@ void moe_cublas_slots(cuda::Context& ctx, const void* x, const void* wgu, const 
   cuda::gemm_xwT_many(ctx.cublas(), up, DType::BF16, 2 * I, H, ptrs.get(), true, s);
   cuda::swiglu_rows(gu.get(), DType::BF16, m, I, act.get(), DType::BF16, s);
   cuda::gemm_xwT_many(ctx.cublas(), down, DType::BF16, H, I, ptrs.get(), true, s);
-  cuda::moe_scatter_weighted(dd.get(), DType::BF16, dperm.get(), d_weights, m, H, slots, s);
+  cuda::moe_scatter_weighted(dd.get(), DType::BF16, dperm.get(), d_weights, m, H, slots, DType::BF16, s);
   SEGPIPE_CUDA_CHECK(cudaStreamSynchronize(s));
 }
 
@@ -562,30 +563,30 @@ void test_moe_grouped_kernel(Checks& c, cuda::Context& ctx, const char* kname) {
     cuda::Buffer<int32_t> ws(cuda::moe_grouped_workspace_ints(S, n));
     std::vector<float> got[2];
     for (int rep = 0; rep < 2; rep++) {
-      Dev act = Dev::poisoned(size_t(S) * I, DType::BF16), slots = Dev::poisoned(size_t(S) * H, DType::F32);
+      Dev act = Dev::poisoned(size_t(S) * I, DType::BF16), slots = Dev::poisoned(size_t(S) * H, DType::BF16);
       cuda::moe_grouped_experts(x.dev.get(), T, k, de.get(), dw.f(), e0, e1, wgu.dev.get(), wd.dev.get(), I, H,
-                                ws.get(), act.p(), slots.f(), s);
+                                ws.get(), act.p(), slots.p(), s);
       got[rep] = slots.host();
     }
     // The bank cut in two (segmented runs): every slot bit-identical to the one bank's.
     bool split_same = true;
     if (e1 > e0) {
       const int mid = (e0 + e1) / 2;
-      Dev act = Dev::poisoned(size_t(S) * I, DType::BF16), slots = Dev::poisoned(size_t(S) * H, DType::F32);
+      Dev act = Dev::poisoned(size_t(S) * I, DType::BF16), slots = Dev::poisoned(size_t(S) * H, DType::BF16);
       const size_t es = size_t(2 * I * H) * 2, ed = size_t(H * I) * 2;
       cuda::Buffer<int32_t> ws2(cuda::moe_grouped_workspace_ints(S, e1 - mid));
       cuda::moe_grouped_experts(x.dev.get(), T, k, de.get(), dw.f(), e0, mid, wgu.dev.get(), wd.dev.get(), I, H,
-                                ws.get(), act.p(), slots.f(), s);
+                                ws.get(), act.p(), slots.p(), s);
       cuda::moe_grouped_experts(x.dev.get(), T, k, de.get(), dw.f(), mid + 1, e1, wgu.dev.get() + size_t(mid + 1 - e0) * es,
-                                wd.dev.get() + size_t(mid + 1 - e0) * ed, I, H, ws2.get(), act.p(), slots.f(), s);
+                                wd.dev.get() + size_t(mid + 1 - e0) * ed, I, H, ws2.get(), act.p(), slots.p(), s);
       auto sp = slots.host();
       split_same = std::memcmp(sp.data(), got[0].data(), sp.size() * 4) == 0;
     }
     // The grouping, against the host's stable grouping (run again: the split above reused ws).
     {
-      Dev act = Dev::poisoned(size_t(S) * I, DType::BF16), slots = Dev::poisoned(size_t(S) * H, DType::F32);
+      Dev act = Dev::poisoned(size_t(S) * I, DType::BF16), slots = Dev::poisoned(size_t(S) * H, DType::BF16);
       cuda::moe_grouped_experts(x.dev.get(), T, k, de.get(), dw.f(), e0, e1, wgu.dev.get(), wd.dev.get(), I, H,
-                                ws.get(), act.p(), slots.f(), s);
+                                ws.get(), act.p(), slots.p(), s);
     }
     {
       const int tiles_max = int((S + cuda::kMoeGroupedTileRows - 1) / cuda::kMoeGroupedTileRows) + n;
@@ -631,8 +632,8 @@ void test_moe_grouped_kernel(Checks& c, cuda::Context& ctx, const char* kname) {
     if (full) {
       // Every slot (also the ones the CPU skipped) against the cuBLAS path, whose gate/up and down
       // products are rounded to bf16 (hence the wider tolerance, as test_moe's grouped check).
-      Dev cub = Dev::poisoned(size_t(S) * H, DType::F32);
-      moe_cublas_slots(ctx, x.dev.get(), wgu.dev.get(), wd.dev.get(), dw.f(), experts, k, H, I, e0, e1, cub.f());
+      Dev cub = Dev::poisoned(size_t(S) * H, DType::BF16);
+      moe_cublas_slots(ctx, x.dev.get(), wgu.dev.get(), wd.dev.get(), dw.f(), experts, k, H, I, e0, e1, cub.p());
       auto cb = cub.host();
       double ec = rel_l2(got[0].data(), cb.data(), cb.size());
       c.expect(ec < 1e-2, "moe grouped on device [%s] vs cuBLAS grouped, all %lld slots: rel_l2=%.2e", kname,
@@ -645,16 +646,25 @@ void test_moe_grouped(Checks& c, cuda::Context& ctx) {
   cuda::set_moe_grouped_kernel(cuda::MoeGroupedKernel::MmaSync);
   test_moe_grouped_kernel(c, ctx, "mma.sync");
   cuda::set_moe_grouped_kernel(cuda::MoeGroupedKernel::Wgmma);
-  if (cuda::moe_grouped_kernel_in_use() == cuda::MoeGroupedKernel::Wgmma)
-    test_moe_grouped_kernel(c, ctx, "wgmma");
-  else
+  if (cuda::moe_grouped_kernel_in_use() == cuda::MoeGroupedKernel::Wgmma) {
+    const int saved = cuda::moe_wgmma_variant();
+    for (int v = 0; v < cuda::kMoeWgmmaVariants; v++) {
+      cuda::set_moe_wgmma_variant(v);
+      char name[32];
+      std::snprintf(name, sizeof name, "wgmma v%d", v);
+      test_moe_grouped_kernel(c, ctx, name);
+    }
+    cuda::set_moe_wgmma_variant(saved);
+  } else
     std::printf("  (wgmma grouped GEMMs: not on this device, compute capability 9.0 only)\n");
   cuda::set_moe_grouped_kernel(cuda::MoeGroupedKernel::Auto);
 }
 
 void test_combine(Checks& c, cudaStream_t s) {
-  for (auto [T, k, H] : {std::tuple{1, 8, 2048}, {6, 4, 64}}) {
+  for (DType sdt : {DType::F32, DType::BF16})
+  for (auto [T, k, H] : {std::tuple{1, 8, 2048}, {6, 4, 64}, {300, 8, 2048}}) {
     auto slots = randn(size_t(T) * k * H, rng), x = randn(size_t(T) * H, rng);
+    if (sdt == DType::BF16) slots = round_bf16(slots);  // the CPU sums the bf16 slots' values
     std::vector<int32_t> experts(size_t(T) * k);
     for (auto& e : experts) e = int32_t(rng() % 1000);
     for (int t = 0; t < T; t++)  // distinct per token
@@ -662,11 +672,12 @@ void test_combine(Checks& c, cudaStream_t s) {
     std::vector<float> mlp(x.size()), ref(x.size());
     combine_expert_outputs(slots.data(), experts.data(), T, k, H, mlp.data());
     for (size_t i = 0; i < x.size(); i++) ref[i] = x[i] + mlp[i];
-    Dev ds(slots, DType::F32), dx(x, DType::F32);
+    Dev ds(slots, sdt), dx(x, DType::F32);
     auto de = upload(experts);
-    cuda::moe_combine_add(ds.f(), de.get(), T, k, H, dx.f(), s);
+    cuda::moe_combine_add(ds.p(), sdt, de.get(), T, k, H, dx.f(), s);
     auto got = dx.host();
-    c.expect(std::memcmp(got.data(), ref.data(), ref.size() * 4) == 0, "moe_combine_add T=%d k=%d H=%d bit-identical", T, k, H);
+    c.expect(std::memcmp(got.data(), ref.data(), ref.size() * 4) == 0, "moe_combine_add %s slots T=%d k=%d H=%d bit-identical",
+             dn(sdt), T, k, H);
   }
 }
 
@@ -794,7 +805,7 @@ void test_decode_kernels(Checks& c, cuda::Context& ctx) {
           slots = Dev::poisoned(size_t(k) * H, DType::F32);
       auto de = upload(experts);
       cuda::moe_down_gemv(da.p(), k, de.get(), dw.f(), 0, E - 1, dwd.p(), dt, I, H, slots.f(), s);
-      cuda::moe_combine_add(slots.f(), de.get(), 1, k, H, x1.f(), s);
+      cuda::moe_combine_add(slots.p(), DType::F32, de.get(), 1, k, H, x1.f(), s);
       cuda::moe_down_combine(da.p(), k, de.get(), dw.f(), dwd.p(), dt, I, H, x2.f(), s, dwd.p(), dwd.n * dtype_size(dt));
       auto a = x1.host(), b = x2.host();
       c.expect(std::memcmp(a.data(), b.data(), a.size() * 4) == 0, "moe_down_combine %s H=%d I=%d k=%d %s", dn(dt), H,

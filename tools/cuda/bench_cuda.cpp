@@ -204,7 +204,8 @@ ExpertBench expert_bench(cuda::Context& ctx, const ModelConfig& cfg, int64_t T) 
     }
   std::vector<float> wts(static_cast<size_t>(S), 1.0f / float(k));
   cuda::Buffer<int32_t> d_ids(static_cast<size_t>(S)), ws(cuda::moe_grouped_workspace_ints(S, E));
-  cuda::Buffer<float> d_w(static_cast<size_t>(S)), slots(size_t(S * H));
+  cuda::Buffer<float> d_w(static_cast<size_t>(S));
+  cuda::Buffer<char> slots(size_t(S * H) * 2);  // bf16: moe_slot_dtype of a bf16 grouped request
   cuda::Buffer<char> act(size_t(S * I) * 2);
   SEGPIPE_CUDA_CHECK(cudaMemcpyAsync(d_ids.get(), ids.data(), ids.size() * 4, cudaMemcpyHostToDevice, st));
   SEGPIPE_CUDA_CHECK(cudaMemcpyAsync(d_w.get(), wts.data(), wts.size() * 4, cudaMemcpyHostToDevice, st));
@@ -247,7 +248,7 @@ ExpertBench expert_bench(cuda::Context& ctx, const ModelConfig& cfg, int64_t T) 
     cuda::gemm_xwT_many(ctx.cublas(), up, DType::BF16, 2 * I, H, ptrs.get(), true, st);
     cuda::swiglu_rows(gu.get(), DType::BF16, S, I, act.get(), DType::BF16, st);
     cuda::gemm_xwT_many(ctx.cublas(), down, DType::BF16, H, I, ptrs.get(), true, st);
-    cuda::moe_scatter_weighted(dd.get(), DType::BF16, d_perm.get(), d_w.get(), S, H, slots.get(), st);
+    cuda::moe_scatter_weighted(dd.get(), DType::BF16, d_perm.get(), d_w.get(), S, H, slots.get(), DType::BF16, st);
   });
   return r;
 }
@@ -281,6 +282,8 @@ int main(int argc, char** argv) {
     else if (a == "--json") json_out = next();
     else if (a == "--ncu") ncu = true;
     else if (a == "--host-grouped") host_grouped = true;
+    else if (a == "--wgmma-variant" && i + 1 < argc)
+      cuda::set_moe_wgmma_variant(std::atoi(argv[++i]));
     else if (a == "--moe-kernel") {
       const std::string v = next();
       moe_choice = v == "mma" ? cuda::MoeGroupedKernel::MmaSync
@@ -305,7 +308,7 @@ int main(int argc, char** argv) {
                            "[--decode N] [--json FILE] [--variants] [--only-decode] [--split-keys N] "
                            "[--route-in-experts 0|1] [--persistent 0|1] [--l2pf M] [--expert-stream 0|1] "
                            "[--expert-ring-kb KB] [--expert-pf-at N] [--host-grouped] [--attention-only] "
-                           "[--flash-variant V] [--moe-kernel auto|mma|wgmma] [--prefill-only]\n");
+                           "[--flash-variant V] [--moe-kernel auto|mma|wgmma] [--wgmma-variant V] [--prefill-only]\n");
       return 2;
     }
   }
@@ -321,6 +324,7 @@ int main(int argc, char** argv) {
     const std::string card = cuda::device_name(0);
     double bw = 0, gemm_big = 0, gemm_moe = 0;
     ExpertBench xb, xb_mma;
+    std::vector<ExpertBench> xb_var;  // each wgmma tile variant
     FlashBench fb;
     if (attention_only) {
       cuda::Context ctx(0);
@@ -339,6 +343,13 @@ int main(int argc, char** argv) {
       if (cfg.num_experts > 0) {
         xb = expert_bench(ctx, cfg, prompt);
         if (cuda::moe_grouped_kernel_in_use() == cuda::MoeGroupedKernel::Wgmma) {
+          // every wgmma tile variant, the chosen one last as it was
+          const int chosen = cuda::moe_wgmma_variant();
+          for (int v = 0; v < cuda::kMoeWgmmaVariants; v++) {
+            cuda::set_moe_wgmma_variant(v);
+            xb_var.push_back(expert_bench(ctx, cfg, prompt));
+          }
+          cuda::set_moe_wgmma_variant(chosen);
           cuda::set_moe_grouped_kernel(cuda::MoeGroupedKernel::MmaSync);
           xb_mma = expert_bench(ctx, cfg, prompt);
           cuda::set_moe_grouped_kernel(moe_choice);
@@ -492,6 +503,22 @@ int main(int argc, char** argv) {
       pre_ms_mma = median(pt);
       cuda::set_moe_grouped_kernel(moe_choice);
     }
+    // The same prefill with each wgmma tile variant.
+    std::vector<double> pre_ms_var;
+    if (!host_grouped && moe_kernel == cuda::MoeGroupedKernel::Wgmma) {
+      const int chosen = cuda::moe_wgmma_variant();
+      for (int v = 0; v < cuda::kMoeWgmmaVariants; v++) {
+        cuda::set_moe_wgmma_variant(v);
+        std::vector<double> pt;
+        for (int i = 0; i < 6; i++) {
+          double a = now_ms();
+          runner->step_device(ids.data(), prompt, 0, false);
+          if (i > 0) pt.push_back(now_ms() - a);
+        }
+        pre_ms_var.push_back(median(pt));
+      }
+      cuda::set_moe_wgmma_variant(chosen);
+    }
     const double prefill_ms = pre_ms[0], prefill_ms_cublas = pre_ms[1], prefill_ms_flash1 = pre_ms[2];
     cuda::phase_ms().clear();
     cuda::set_profiling(true);
@@ -598,6 +625,14 @@ int main(int argc, char** argv) {
     std::printf("copy bandwidth (r+w)      %10.1f GB/s\n", bw);
     std::printf("bf16 GEMM 8192^3          %10.1f TFLOP/s\n", gemm_big);
     std::printf("bf16 GEMM %dx4096x%d    %10.1f TFLOP/s\n", prompt, int(H), gemm_moe);
+    for (size_t v = 0; v < xb_var.size(); v++) {
+      const ExpertBench& r = xb_var[v];
+      auto rate = [&](double ms) { return r.flops / (ms * 1e-3) / 1e12; };
+      std::printf("experts of 1 layer [wgmma v%zu], %d tokens: device-grouped %.3f ms %.1f TFLOP/s (gate_up+SwiGLU "
+                  "%.3f ms %.1f TFLOP/s, down+scatter %.3f ms %.1f TFLOP/s)\n",
+                  v, prompt, r.dev_ms, rate(r.dev_ms), r.gate_up_ms, rate(r.gate_up_ms) * 2.0 / 3.0, r.down_ms,
+                  rate(r.down_ms) / 3.0);
+    }
     for (const ExpertBench* xp : {&xb, &xb_mma}) {
       const ExpertBench& r = *xp;
       if (r.flops <= 0) continue;
@@ -612,6 +647,10 @@ int main(int argc, char** argv) {
     std::printf("prefill%s %d tokens       %10.2f ms  %8.1f TFLOP/s  = %.2f of the 8192^3 GEMM rate (experts: %s)\n",
                 host_grouped ? " (host-grouped MoE)" : "", prompt, prefill_ms, prefill_tflops, prefill_tflops / gemm_big,
                 host_grouped ? "cuBLAS" : moe_kernel == cuda::MoeGroupedKernel::Wgmma ? "wgmma" : "mma.sync");
+    for (size_t v = 0; v < pre_ms_var.size(); v++)
+      std::printf("prefill, wgmma v%zu experts  %10.2f ms  %8.1f TFLOP/s  = %.2f of the 8192^3 GEMM rate\n", v,
+                  pre_ms_var[v], prefill_flops / (pre_ms_var[v] * 1e-3) / 1e12,
+                  prefill_flops / (pre_ms_var[v] * 1e-3) / 1e12 / gemm_big);
     if (pre_ms_mma > 0)
       std::printf("prefill, mma.sync experts %10.2f ms  %8.1f TFLOP/s  = %.2f of the 8192^3 GEMM rate\n", pre_ms_mma,
                   prefill_flops / (pre_ms_mma * 1e-3) / 1e12, prefill_flops / (pre_ms_mma * 1e-3) / 1e12 / gemm_big);

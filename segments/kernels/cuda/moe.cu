@@ -230,22 +230,21 @@ __global__ void gather_kernel(const T* __restrict__ x, const int32_t* __restrict
   for (int64_t c = threadIdx.x; c < H; c += blockDim.x) xg[r * H + c] = src[c];
 }
 
-template <typename D>
+template <typename D, typename O>
 __global__ void scatter_kernel(const D* __restrict__ d, const int32_t* __restrict__ perm,
-                               const float* __restrict__ weights, int64_t H, float* __restrict__ slots) {
+                               const float* __restrict__ weights, int64_t H, O* __restrict__ slots) {
   const int64_t r = blockIdx.x;
   const int64_t s = perm[r];
   const float w = weights[s];
-  for (int64_t c = threadIdx.x; c < H; c += blockDim.x) slots[s * H + c] = to_f(d[r * H + c]) * w;
+  for (int64_t c = threadIdx.x; c < H; c += blockDim.x) slots[s * H + c] = from_f<O>(to_f(d[r * H + c]) * w);
 }
 
-__global__ void combine_kernel(const float* __restrict__ slots, const int32_t* __restrict__ experts, int k, int64_t H,
-                               float* __restrict__ x) {
-  __shared__ int order[32];
-  const int64_t t = blockIdx.x;
+// Token t's k slot indices t*k + j in ascending expert id (insertion sort by thread 0; ids are
+// distinct), into order[k].
+__device__ __forceinline__ void slot_order(const int32_t* __restrict__ experts, int64_t t, int k, int* order) {
   if (threadIdx.x == 0) {
     for (int j = 0; j < k; j++) order[j] = j;
-    for (int a = 1; a < k; a++) {  // insertion sort by expert id (ids are distinct)
+    for (int a = 1; a < k; a++) {
       int v = order[a], b = a - 1;
       while (b >= 0 && experts[t * k + order[b]] > experts[t * k + v]) {
         order[b + 1] = order[b];
@@ -255,10 +254,45 @@ __global__ void combine_kernel(const float* __restrict__ slots, const int32_t* _
     }
   }
   __syncthreads();
+}
+
+__global__ void combine_kernel(const float* __restrict__ slots, const int32_t* __restrict__ experts, int k, int64_t H,
+                               float* __restrict__ x) {
+  __shared__ int order[32];
+  const int64_t t = blockIdx.x;
+  slot_order(experts, t, k, order);
   for (int64_t c = threadIdx.x; c < H; c += blockDim.x) {
     float acc = 0.f;
     for (int j = 0; j < k; j++) acc += slots[(t * k + order[j]) * H + c];
     x[t * H + c] = x[t * H + c] + acc;
+  }
+}
+
+// bf16 slots (H a multiple of 8): 8 columns a thread, one 16-byte load per slot; per column the
+// same sum as combine_kernel (0 + the k slots in ascending expert id, fp32).
+__global__ void combine_bf16_kernel(const bf16* __restrict__ slots, const int32_t* __restrict__ experts, int k,
+                                    int64_t H, float* __restrict__ x) {
+  __shared__ int order[32];
+  const int64_t t = blockIdx.x;
+  slot_order(experts, t, k, order);
+  for (int64_t c = int64_t(threadIdx.x) * 8; c < H; c += int64_t(blockDim.x) * 8) {
+    float acc[8];
+#pragma unroll
+    for (int i = 0; i < 8; i++) acc[i] = 0.f;
+    for (int j = 0; j < k; j++) {
+      const uint4 v = *reinterpret_cast<const uint4*>(slots + (t * k + order[j]) * H + c);
+      const __nv_bfloat162* h2 = reinterpret_cast<const __nv_bfloat162*>(&v);
+#pragma unroll
+      for (int i = 0; i < 4; i++) {
+        const float2 f = __bfloat1622float2(h2[i]);
+        acc[2 * i] += f.x;
+        acc[2 * i + 1] += f.y;
+      }
+    }
+    float4* xo = reinterpret_cast<float4*>(x + t * H + c);
+    const float4 x0 = xo[0], x1 = xo[1];
+    xo[0] = make_float4(x0.x + acc[0], x0.y + acc[1], x0.z + acc[2], x0.w + acc[3]);
+    xo[1] = make_float4(x1.x + acc[4], x1.y + acc[5], x1.z + acc[6], x1.w + acc[7]);
   }
 }
 
@@ -323,19 +357,30 @@ void moe_gather_rows(const void* x, DType dt, const int32_t* perm, int64_t n, in
 }
 
 void moe_scatter_weighted(const void* d, DType dt, const int32_t* perm, const float* weights, int64_t n, int64_t H,
-                          float* slots, cudaStream_t s) {
+                          void* slots, DType slot_dt, cudaStream_t s) {
+  SEGPIPE_ASSERT_MSG(slot_dt == DType::F32 || slot_dt == DType::BF16, "expert slots are float32 or bfloat16");
   if (n == 0) return;
-  SEGPIPE_DISPATCH_FB(dt, D,
-                      scatter_kernel<D><<<static_cast<unsigned>(n), 256, 0, s>>>(static_cast<const D*>(d), perm,
-                                                                                  weights, H, slots));
+  if (slot_dt == DType::F32)
+    SEGPIPE_DISPATCH_FB(dt, D,
+                        scatter_kernel<D, float><<<static_cast<unsigned>(n), 256, 0, s>>>(
+                            static_cast<const D*>(d), perm, weights, H, static_cast<float*>(slots)));
+  else
+    SEGPIPE_DISPATCH_FB(dt, D,
+                        scatter_kernel<D, bf16><<<static_cast<unsigned>(n), 256, 0, s>>>(
+                            static_cast<const D*>(d), perm, weights, H, static_cast<bf16*>(slots)));
   SEGPIPE_CUDA_LAUNCH_CHECK("scatter_kernel");
 }
 
-void moe_combine_add(const float* slots, const int32_t* experts, int64_t T, int k, int64_t H, float* x,
+void moe_combine_add(const void* slots, DType slot_dt, const int32_t* experts, int64_t T, int k, int64_t H, float* x,
                      cudaStream_t s) {
   SEGPIPE_ASSERT(k <= 32);
+  SEGPIPE_ASSERT_MSG(slot_dt == DType::F32 || (slot_dt == DType::BF16 && H % 8 == 0),
+                     "expert slots: float32, or bfloat16 rows of a multiple of 8");
   if (T == 0) return;
-  combine_kernel<<<static_cast<unsigned>(T), 256, 0, s>>>(slots, experts, k, H, x);
+  if (slot_dt == DType::F32)
+    combine_kernel<<<static_cast<unsigned>(T), 256, 0, s>>>(static_cast<const float*>(slots), experts, k, H, x);
+  else
+    combine_bf16_kernel<<<static_cast<unsigned>(T), 256, 0, s>>>(static_cast<const bf16*>(slots), experts, k, H, x);
   SEGPIPE_CUDA_LAUNCH_CHECK("combine_kernel");
 }
 

@@ -73,12 +73,23 @@ int decode_expert_prefetch_at();
 // Prefill path. xg[r, :] = x[perm[r] / k, :] for r < n (perm: slot ids grouped by expert).
 void moe_gather_rows(const void* x, DType dt, const int32_t* perm, int64_t n, int k, int64_t H, void* xg,
                      cudaStream_t s);
-// slots[perm[r], :] = weights[perm[r]] * d[r, :]; d in dt (F32 or BF16).
+// slots[perm[r], :] = weights[perm[r]] * d[r, :]; d in dt (F32 or BF16), slots in slot_dt (F32 or
+// BF16: the product rounded once).
 void moe_scatter_weighted(const void* d, DType dt, const int32_t* perm, const float* weights, int64_t n, int64_t H,
-                          float* slots, cudaStream_t s);
+                          void* slots, DType slot_dt, cudaStream_t s);
 
-// x[t, :] += (0 + slot_a + slot_b + ...) over token t's k slots in ascending expert id.
-void moe_combine_add(const float* slots, const int32_t* experts, int64_t T, int k, int64_t H, float* x,
+// The dtype of a request's slots: bfloat16 for a grouped (prefill) request in bfloat16 compute
+// (the slots are the largest tensor of a prefill layer: [T * k, H], written by the experts and
+// read by the combine; bf16 halves both), float32 otherwise (decode; float32 verification runs).
+// Every bank of a layer and the layer's combine use this one rule, so that a segmented run
+// equals the monolithic one bit for bit.
+inline DType moe_slot_dtype(DType compute, bool grouped) {
+  return compute == DType::BF16 && grouped ? DType::BF16 : DType::F32;
+}
+
+// x[t, :] += (0 + slot_a + slot_b + ...) over token t's k slots in ascending expert id, in fp32;
+// slots in slot_dt (F32, or BF16 with H a multiple of 8).
+void moe_combine_add(const void* slots, DType slot_dt, const int32_t* experts, int64_t T, int k, int64_t H, float* x,
                      cudaStream_t s);
 
 }  // namespace segpipe::cuda

@@ -227,14 +227,15 @@ __global__ void __launch_bounds__(kThreads, 2) grouped_gemm_kernel(const GemmArg
       } else {
         const int s = ws.perm[row0 + r];
         const float wt = p.weights[s];
-        float* out = p.slots + int64_t(s) * p.N;
+        bf16* out = p.slots + int64_t(s) * p.N;
 #pragma unroll
         for (int ni = 0; ni < 4; ni++) {
           const int c = nt * kBN + wn * kWarpN + ni * 8 + 2 * tq;
           if (c >= p.N) continue;
-          // weight * value (IEEE products commute: equal to moe_scatter_weighted's value * weight)
-          *reinterpret_cast<float2*>(out + c) =
-              make_float2(__fmul_rn(wt, acc[mi][ni][2 * h]), __fmul_rn(wt, acc[mi][ni][2 * h + 1]));
+          // weight * value (IEEE products commute: equal to moe_scatter_weighted's value * weight),
+          // rounded once to the bf16 slot
+          *reinterpret_cast<__nv_bfloat162*>(out + c) =
+              __floats2bfloat162_rn(__fmul_rn(wt, acc[mi][ni][2 * h]), __fmul_rn(wt, acc[mi][ni][2 * h + 1]));
         }
       }
     }
@@ -340,7 +341,7 @@ void moe_grouped_gate_up(const void* x, int64_t S, int k, int e0, int e1, const 
 }
 
 void moe_grouped_down(const void* act, int64_t S, int e0, int e1, const float* weights, const void* w_down,
-                      int64_t I, int64_t H, const int32_t* ws, float* slots, cudaStream_t s) {
+                      int64_t I, int64_t H, const int32_t* ws, void* slots, cudaStream_t s) {
   const int n = e1 - e0 + 1;
   SEGPIPE_ASSERT_MSG(moe_grouped_supported(S, 1, H, I, n), "moe_grouped_down: shape");
   if (S == 0) return;
@@ -356,14 +357,14 @@ void moe_grouped_down(const void* act, int64_t S, int e0, int e1, const float* w
   a.n_tiles_n = int(div_up(H, kBN));
   a.ws = ws;
   a.S = S;
-  a.slots = slots;
+  a.slots = static_cast<bf16*>(slots);
   a.weights = weights;
   launch_gemm<false>(a, s);
 }
 
 void moe_grouped_experts(const void* x, int64_t T, int k, const int32_t* experts, const float* weights, int e0,
                          int e1, const void* w_gate_up, const void* w_down, int64_t I, int64_t H, int32_t* ws,
-                         void* act, float* slots, cudaStream_t s) {
+                         void* act, void* slots, cudaStream_t s) {
   const int64_t S = T * k;
   if (S == 0) return;
   moe_grouped_group(experts, S, e0, e1, ws, s);

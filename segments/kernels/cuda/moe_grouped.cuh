@@ -8,8 +8,9 @@
 //  2. moe_grouped_gate_up: act[r, j] = silu(g) * u for grouped row r, where g and u are the fp32
 //     accumulators of x[perm[r] / k, :] . gate[e, j, :] and . up[e, j, :] (the A rows gathered on the
 //     fly; silu as swiglu.cu computes it, in fp32); act [n, I] bf16 in perm order.
-//  3. moe_grouped_down: slots[perm[r], :] = weights[perm[r]] * (act[r, :] . down[e]^T) in fp32
-//     (replaces moe_scatter_weighted); slots of experts outside [e0, e1] are not written.
+//  3. moe_grouped_down: slots[perm[r], :] = weights[perm[r]] * (act[r, :] . down[e]^T) in fp32,
+//     stored in bf16 (moe_slot_dtype of a bf16 grouped request; replaces moe_scatter_weighted);
+//     slots of experts outside [e0, e1] are not written.
 //
 // Compared with the cuBLAS path (gather, GEMM to bf16, swiglu_rows, GEMM to bf16, scatter), gate and
 // up and the down product are not rounded to bf16 before SwiGLU and the weighting: results differ
@@ -42,9 +43,9 @@ void moe_grouped_group(const int32_t* experts, int64_t S, int e0, int e1, int32_
 // slot count are not written).
 void moe_grouped_gate_up(const void* x, int64_t S, int k, int e0, int e1, const void* w_gate_up, int64_t I,
                          int64_t H, const int32_t* ws, void* act, cudaStream_t s);
-// w_down: the bank's [n, H, I] bf16; slots: [S, H] float32.
+// w_down: the bank's [n, H, I] bf16; slots: [S, H] bf16.
 void moe_grouped_down(const void* act, int64_t S, int e0, int e1, const float* weights, const void* w_down,
-                      int64_t I, int64_t H, const int32_t* ws, float* slots, cudaStream_t s);
+                      int64_t I, int64_t H, const int32_t* ws, void* slots, cudaStream_t s);
 
 // Which kernels run the two GEMMs: mma.sync m16n8k16 (any sm_90 build, the fallback), or wgmma
 // (warpgroup MMA, sm_90a machine code: compute capability 9.0 only). Auto (the default) and Wgmma
@@ -54,9 +55,18 @@ enum class MoeGroupedKernel { Auto, MmaSync, Wgmma };
 void set_moe_grouped_kernel(MoeGroupedKernel k);
 MoeGroupedKernel moe_grouped_kernel_in_use();  // Wgmma or MmaSync, for the current device
 
+// The wgmma kernels' tile variant (sm90a/moe_grouped_wgmma.cu says what each does): 0 128 x 128
+// tiles, 2 CTAs an SM; 1 128 x 256 tiles, one CTA an SM; 2 as 1 with the MMAs in flight across K
+// steps, the default (H200, one run, 2,048 tokens, experts of one layer: 0.524 ms against 0.540
+// for 0 and 0.554 for 1). Process-wide, like set_moe_grouped_kernel (the variants differ in the last bits: wgmma's
+// accumulation order within a K step is the hardware's).
+constexpr int kMoeWgmmaVariants = 3, kMoeWgmmaDefaultVariant = 2;
+void set_moe_wgmma_variant(int v);
+int moe_wgmma_variant();
+
 // All three: the bank's slots of one layer. act: scratch of [S, I] bf16.
 void moe_grouped_experts(const void* x, int64_t T, int k, const int32_t* experts, const float* weights, int e0,
                          int e1, const void* w_gate_up, const void* w_down, int64_t I, int64_t H, int32_t* ws,
-                         void* act, float* slots, cudaStream_t s);
+                         void* act, void* slots, cudaStream_t s);
 
 }  // namespace segpipe::cuda

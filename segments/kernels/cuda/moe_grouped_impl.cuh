@@ -76,7 +76,7 @@ struct GemmArgs {
   const int32_t* ws;
   int64_t S;
   bf16* act;             // gate_up output [rows, I]
-  float* slots;          // down output [S, H]
+  bf16* slots;           // down output [S, H]
   const float* weights;  // [S]
 };
 

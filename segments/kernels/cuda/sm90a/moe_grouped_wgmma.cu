@@ -1,20 +1,22 @@
 // The grouped expert GEMMs of moe_grouped.cuh on Hopper's warpgroup MMA (wgmma), for sm_90a.
 //
 // The same tiles, grid order, load path and epilogues as moe_grouped.cu's mma.sync kernel (see
-// there and moe_grouped_impl.cuh): 128 x 128 tiles, K in steps of 64 through a 3-stage cp.async
-// pipeline, 96 KB of shared memory, two CTAs per SM. The stage layout (rows of 128 bytes, 16-byte
+// there and moe_grouped_impl.cuh) in variant 0: 128 x 128 tiles, K in steps of 64 through a
+// 3-stage cp.async pipeline, 96 KB of shared memory, two CTAs per SM; variants 1 and 2 take 128 x
+// 256 tiles (Cfg below lists them). The stage layout (rows of 128 bytes, 16-byte
 // chunk c of row r at position c ^ (r & 7), 8-row groups 1024 bytes apart, each operand tile
 // 1024-byte aligned) is exactly wgmma's 128-byte swizzle for K-major operands, so the tensor cores
 // read the tiles that cp.async wrote without any reshuffle. The 8 warps form two warpgroups; each
-// multiplies its 64 rows of A by the 128 rows of B (m64n128k16, 4 per K step) into 64 fp32
-// accumulators a thread, laid out as mma.sync's m16n8 fragments repeated along N: the SwiGLU and
+// multiplies its 64 rows of A by the 128 (256) rows of B (m64n128k16 or m64n256k16, 4 per K step)
+// into 64 (128) fp32 accumulators a thread, laid out as mma.sync's m16n8 fragments repeated along N: the SwiGLU and
 // scatter epilogues keep their shape. A warpgroup whose 64 rows are all past the tile's rows (the
 // second half of a last, short tile) skips its MMAs.
 //
 // Ordering per K step: cp.async.wait_group (this thread's copies of the stage landed), then
 // fence.proxy.async (those generic-proxy writes made visible to the async proxy that wgmma reads
 // through), then the block barrier (every thread's copies, and every warpgroup done with the stage
-// the next load refills: each waited for its MMAs at the end of the previous step).
+// the next load refills: each waited for its MMAs at the end of the previous step, or, with the
+// MMAs in flight, of the step before).
 #include <atomic>
 #include <cstdlib>
 
@@ -31,9 +33,34 @@ constexpr bool kHaveWgmma = true;
 constexpr bool kHaveWgmma = false;
 #endif
 
-// The deep variant (SEGPIPE_WGMMA_DEEP=1): one CTA per SM, 6 stages, loads 4 steps ahead. Slower
-// on an H200 (0.596 against 0.561 ms a layer, same run): kept for A/B only.
-constexpr int kDeepStages = 6, kDeepDist = kDeepStages - 2;
+// The variants (set_moe_wgmma_variant; SEGPIPE_WGMMA_DEEP=1 picks the deep one over variant 0):
+//  0: 128 x 128 tiles, 3 stages, loads 2 steps ahead, MMAs waited each step, 2 CTAs an SM (grouped2).
+//  1: 128 x 256 tiles (m64n256k16 per warpgroup): every gathered A tile is read by half as many
+//     N-tile CTAs (gate_up 6, down 8), the L2 traffic that bounds variant 0; 4 stages (192 KB), loads
+//     3 steps ahead, MMAs waited each step, one CTA an SM.
+//  2: variant 1 with the MMAs of step kt left in flight across the next barrier (wait_group 1), loads
+//     2 steps ahead.
+//  deep: 128 x 128, 6 stages, loads 4 steps ahead, MMAs in flight, one CTA an SM. Slower than 0 on
+//     an H200 (0.596 against 0.561 ms a layer, same run): kept for A/B only.
+// Each: kBN tile columns (B rows), kSt stages, loads kDist steps ahead, kWait1: the MMAs of a step
+// stay in flight until the next step's end, kMinBlocks CTAs an SM.
+template <int kBN_, int kSt, int kDist, bool kWait1, int kMinBlocks>
+struct Cfg {
+  static constexpr int BN = kBN_, St = kSt, Dist = kDist, MinBlocks = kMinBlocks;
+  static constexpr bool Wait1 = kWait1;
+  static constexpr int StageElems = (kBM + BN) * kBK;
+  static constexpr int Smem = St * StageElems * int(sizeof(uint16_t)) + 1024;  // + the alignment slack
+  static constexpr int Acc = BN / 2;  // fp32 accumulators a thread (m64 x BN over 128 threads)
+  // The stage refilled at step kt held step kt + kDist - kSt; its MMAs must have been waited for
+  // before step kt's barrier: kt - 1 (waited at once) or kt - 2 (wait_group 1 at step kt - 1).
+  static_assert(kWait1 ? kDist <= kSt - 2 : kDist <= kSt - 1, "a stage refilled while MMAs read it");
+  static_assert(kDist >= 1 && BN % 32 == 0 && (BN == 128 || BN == 256), "tile shape");
+  static_assert(Smem <= 227 * 1024 && (kMinBlocks == 1 || kMinBlocks * Smem <= 228 * 1024), "shared memory");
+};
+using CfgV0 = Cfg<128, kStages, kStages - 1, false, 2>;
+using CfgV1 = Cfg<256, 4, 3, false, 1>;
+using CfgV2 = Cfg<256, 4, 2, true, 1>;
+using CfgDeep = Cfg<128, 6, 4, true, 1>;
 
 // Shared-memory matrix descriptor: start address, leading byte offset 16 (unused by swizzled
 // K-major layouts), stride byte offset 1024 (between 8-row groups), 128-byte swizzle (mode 1).
@@ -59,21 +86,39 @@ __device__ __forceinline__ void wgmma_m64n128k16(float (&d)[64], uint64_t desc_a
       "{%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31, %32, %33, %34, %35, %36, %37, %38, %39, %40, %41, %42, %43, %44, %45, %46, %47, %48, %49, %50, %51, %52, %53, %54, %55, %56, %57, %58, %59, %60, %61, %62, %63}, "
       "%64, %65, p, 1, 1, 0, 0;\n"
       "}\n"
-      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]),
-        "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]),
-        "+f"(d[16]), "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]),
-        "+f"(d[24]), "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31]),
-        "+f"(d[32]), "+f"(d[33]), "+f"(d[34]), "+f"(d[35]), "+f"(d[36]), "+f"(d[37]), "+f"(d[38]), "+f"(d[39]),
-        "+f"(d[40]), "+f"(d[41]), "+f"(d[42]), "+f"(d[43]), "+f"(d[44]), "+f"(d[45]), "+f"(d[46]), "+f"(d[47]),
-        "+f"(d[48]), "+f"(d[49]), "+f"(d[50]), "+f"(d[51]), "+f"(d[52]), "+f"(d[53]), "+f"(d[54]), "+f"(d[55]),
-        "+f"(d[56]), "+f"(d[57]), "+f"(d[58]), "+f"(d[59]), "+f"(d[60]), "+f"(d[61]), "+f"(d[62]), "+f"(d[63])
+      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]), "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]), "+f"(d[16]), "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]), "+f"(d[24]), "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31]), "+f"(d[32]), "+f"(d[33]), "+f"(d[34]), "+f"(d[35]), "+f"(d[36]), "+f"(d[37]), "+f"(d[38]), "+f"(d[39]), "+f"(d[40]), "+f"(d[41]), "+f"(d[42]), "+f"(d[43]), "+f"(d[44]), "+f"(d[45]), "+f"(d[46]), "+f"(d[47]), "+f"(d[48]), "+f"(d[49]), "+f"(d[50]), "+f"(d[51]), "+f"(d[52]), "+f"(d[53]), "+f"(d[54]), "+f"(d[55]), "+f"(d[56]), "+f"(d[57]), "+f"(d[58]), "+f"(d[59]), "+f"(d[60]), "+f"(d[61]), "+f"(d[62]), "+f"(d[63])
       : "l"(desc_a), "l"(desc_b)
       : "memory");
 }
 
-template <bool kGateUp, bool kDeep>
-__global__ void __launch_bounds__(kThreads, kDeep ? 1 : 2) wgmma_gemm_kernel(const GemmArgs p) {
+// d[128] += A (64 x 16) . B (16 x 256), both K-major in 128-byte-swizzled shared memory (the
+// descriptors); scale-d = 1 (accumulate: d starts at zero).
+__device__ __forceinline__ void wgmma_m64n256k16(float (&d)[128], uint64_t desc_a, uint64_t desc_b) {
+  asm volatile(
+      "{\n"
+      ".reg .pred p;\n"
+      "setp.ne.b32 p, 1, 0;\n"
+      "wgmma.mma_async.sync.aligned.m64n256k16.f32.bf16.bf16 "
+      "{%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31, %32, %33, %34, %35, %36, %37, %38, %39, %40, %41, %42, %43, %44, %45, %46, %47, %48, %49, %50, %51, %52, %53, %54, %55, %56, %57, %58, %59, %60, %61, %62, %63, %64, %65, %66, %67, %68, %69, %70, %71, %72, %73, %74, %75, %76, %77, %78, %79, %80, %81, %82, %83, %84, %85, %86, %87, %88, %89, %90, %91, %92, %93, %94, %95, %96, %97, %98, %99, %100, %101, %102, %103, %104, %105, %106, %107, %108, %109, %110, %111, %112, %113, %114, %115, %116, %117, %118, %119, %120, %121, %122, %123, %124, %125, %126, %127}, "
+      "%128, %129, p, 1, 1, 0, 0;\n"
+      "}\n"
+      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]), "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]), "+f"(d[16]), "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]), "+f"(d[24]), "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31]), "+f"(d[32]), "+f"(d[33]), "+f"(d[34]), "+f"(d[35]), "+f"(d[36]), "+f"(d[37]), "+f"(d[38]), "+f"(d[39]), "+f"(d[40]), "+f"(d[41]), "+f"(d[42]), "+f"(d[43]), "+f"(d[44]), "+f"(d[45]), "+f"(d[46]), "+f"(d[47]), "+f"(d[48]), "+f"(d[49]), "+f"(d[50]), "+f"(d[51]), "+f"(d[52]), "+f"(d[53]), "+f"(d[54]), "+f"(d[55]), "+f"(d[56]), "+f"(d[57]), "+f"(d[58]), "+f"(d[59]), "+f"(d[60]), "+f"(d[61]), "+f"(d[62]), "+f"(d[63]), "+f"(d[64]), "+f"(d[65]), "+f"(d[66]), "+f"(d[67]), "+f"(d[68]), "+f"(d[69]), "+f"(d[70]), "+f"(d[71]), "+f"(d[72]), "+f"(d[73]), "+f"(d[74]), "+f"(d[75]), "+f"(d[76]), "+f"(d[77]), "+f"(d[78]), "+f"(d[79]), "+f"(d[80]), "+f"(d[81]), "+f"(d[82]), "+f"(d[83]), "+f"(d[84]), "+f"(d[85]), "+f"(d[86]), "+f"(d[87]), "+f"(d[88]), "+f"(d[89]), "+f"(d[90]), "+f"(d[91]), "+f"(d[92]), "+f"(d[93]), "+f"(d[94]), "+f"(d[95]), "+f"(d[96]), "+f"(d[97]), "+f"(d[98]), "+f"(d[99]), "+f"(d[100]), "+f"(d[101]), "+f"(d[102]), "+f"(d[103]), "+f"(d[104]), "+f"(d[105]), "+f"(d[106]), "+f"(d[107]), "+f"(d[108]), "+f"(d[109]), "+f"(d[110]), "+f"(d[111]), "+f"(d[112]), "+f"(d[113]), "+f"(d[114]), "+f"(d[115]), "+f"(d[116]), "+f"(d[117]), "+f"(d[118]), "+f"(d[119]), "+f"(d[120]), "+f"(d[121]), "+f"(d[122]), "+f"(d[123]), "+f"(d[124]), "+f"(d[125]), "+f"(d[126]), "+f"(d[127])
+      : "l"(desc_a), "l"(desc_b)
+      : "memory");
+}
+
+template <int N>
+__device__ __forceinline__ void wgmma_tile(float (&d)[N / 2], uint64_t desc_a, uint64_t desc_b) {
+  if constexpr (N == 128)
+    wgmma_m64n128k16(d, desc_a, desc_b);
+  else
+    wgmma_m64n256k16(d, desc_a, desc_b);
+}
+
+template <bool kGateUp, class C>
+__global__ void __launch_bounds__(kThreads, C::MinBlocks) wgmma_gemm_kernel(const GemmArgs p) {
   if constexpr (kHaveWgmma) {
+    constexpr int BN = C::BN, kBRows = BN / 32;  // B rows a thread loads per stage
     extern __shared__ unsigned char smem_raw[];
     // wgmma's 128-byte swizzle is a function of the address bits: the tiles must be 1024-byte aligned.
     const uint32_t base = static_cast<uint32_t>(__cvta_generic_to_shared(smem_raw));
@@ -89,12 +134,12 @@ __global__ void __launch_bounds__(kThreads, kDeep ? 1 : 2) wgmma_gemm_kernel(con
     const int K = p.K;
     const int ktiles = (K + kBK - 1) / kBK;
 
-    // This thread's load rows (tid / 8 + 32 i of A and of B) and chunk column (tid % 8); null: a
-    // masked row (zero-filled, nothing read). As moe_grouped.cu.
+    // This thread's load rows (A: tid / 8 + 32 i, i < 4; B: tid / 8 + 32 i, i < BN / 32) and chunk
+    // column (tid % 8); null: a masked row (zero-filled, nothing read). As moe_grouped.cu.
     const int lrow = tid / 8, lc = tid % 8;
     const bf16* wexp = p.w + int64_t(b) * p.w_stride;
     const bf16* a_src[4];
-    const bf16* b_src[4];
+    const bf16* b_src[kBRows];
 #pragma unroll
     for (int i = 0; i < 4; i++) {
       const int r = lrow + 32 * i;
@@ -102,96 +147,83 @@ __global__ void __launch_bounds__(kThreads, kDeep ? 1 : 2) wgmma_gemm_kernel(con
         a_src[i] = r < rows ? p.a + int64_t(ws.perm[row0 + r] / p.k) * K : nullptr;
       else
         a_src[i] = r < rows ? p.a + int64_t(row0 + r) * K : nullptr;
+    }
+#pragma unroll
+    for (int i = 0; i < kBRows; i++) {
+      const int r = lrow + 32 * i;
       int wrow;
       bool ok;
       if (kGateUp) {
-        const int j = nt * (kBN / 2) + (r / 32) * 16 + (r % 16);
+        // B rows in groups of 32: 16 gate rows then the 16 up rows of the same act columns
+        const int j = nt * (BN / 2) + (r / 32) * 16 + (r % 16);
         ok = j < p.N;
         wrow = (r % 32 < 16 ? 0 : p.N) + j;
       } else {
-        wrow = nt * kBN + r;
+        wrow = nt * BN + r;
         ok = wrow < p.N;
       }
       b_src[i] = ok ? wexp + int64_t(wrow) * K : nullptr;
     }
 
     auto load_stage = [&](int stage, int kt) {
-      bf16* sa = sm + stage * kStageElems;
+      bf16* sa = sm + stage * C::StageElems;
       bf16* sb = sa + kBM * kBK;
       const int col = kt * kBK + lc * 8;
       const bool kin = col < K;  // K is a multiple of 8: a chunk is wholly inside or outside
 #pragma unroll
       for (int i = 0; i < 4; i++) {
         const int r = lrow + 32 * i;
-        const bool av = kin && a_src[i] != nullptr, bv = kin && b_src[i] != nullptr;
+        const bool av = kin && a_src[i] != nullptr;
         cp_async16(sa + swz(r, lc), av ? a_src[i] + col : p.a, av ? 16 : 0);
+      }
+#pragma unroll
+      for (int i = 0; i < kBRows; i++) {
+        const int r = lrow + 32 * i;
+        const bool bv = kin && b_src[i] != nullptr;
         cp_async16(sb + swz(r, lc), bv ? b_src[i] + col : p.w, bv ? 16 : 0);
       }
     };
 
-    float acc[64];
+    float acc[C::Acc];
 #pragma unroll
-    for (int i = 0; i < 64; i++) acc[i] = 0.f;
+    for (int i = 0; i < C::Acc; i++) acc[i] = 0.f;
     const bool active = wg * 64 < rows;  // warpgroup-uniform
 
-    if (!kDeep) {
 #pragma unroll
-      for (int st = 0; st < kStages - 1; st++) {
-        if (st < ktiles) load_stage(st, st);
-        cp_async_commit();  // empty groups keep the wait count uniform
-      }
-      for (int kt = 0; kt < ktiles; kt++) {
-        // Stage kt's group is complete when at most kStages - 2 are pending (see moe_grouped.cu).
-        cp_async_wait<kStages - 2>();
-        fence_proxy_async();
-        __syncthreads();
-        if (kt + kStages - 1 < ktiles) load_stage((kt + kStages - 1) % kStages, kt + kStages - 1);
-        cp_async_commit();
-        if (active) {
-          const bf16* sa = sm + (kt % kStages) * kStageElems + wg * 64 * kBK;
-          const bf16* sb = sm + (kt % kStages) * kStageElems + kBM * kBK;
-          wgmma_fence();
-#pragma unroll
-          for (int ks = 0; ks < kBK / 16; ks++)  // 16 columns = 32 bytes further along the swizzled rows
-            wgmma_m64n128k16(acc, smem_desc(sa + ks * 16), smem_desc(sb + ks * 16));
-          wgmma_commit();
-          wgmma_wait0();
-        }
-      }
-    } else {
-      // kDeepStages stages, loads kDeepDist steps ahead, the MMAs of step kt left in flight
-      // (wait_group 1 waits for those of kt - 1). The stage refilled at step kt held step
-      // kt - 2 (kDeepDist = kDeepStages - 2), whose MMAs every warpgroup waited for before this
-      // step's barrier: one barrier a step.
-#pragma unroll
-      for (int st = 0; st < kDeepDist; st++) {
-        if (st < ktiles) load_stage(st, st);
-        cp_async_commit();
-      }
-      for (int kt = 0; kt < ktiles; kt++) {
-        // Groups committed: kDeepDist + kt; step kt's is complete when kDeepDist - 1 are pending.
-        cp_async_wait<kDeepDist - 1>();
-        fence_proxy_async();
-        __syncthreads();
-        if (kt + kDeepDist < ktiles) load_stage((kt + kDeepDist) % kDeepStages, kt + kDeepDist);
-        cp_async_commit();
-        if (active) {
-          const bf16* sa = sm + (kt % kDeepStages) * kStageElems + wg * 64 * kBK;
-          const bf16* sb = sm + (kt % kDeepStages) * kStageElems + kBM * kBK;
-          wgmma_fence();
-#pragma unroll
-          for (int ks = 0; ks < kBK / 16; ks++)
-            wgmma_m64n128k16(acc, smem_desc(sa + ks * 16), smem_desc(sb + ks * 16));
-          wgmma_commit();
-          wgmma_wait1();
-        }
-      }
-      wgmma_wait0();
+    for (int st = 0; st < C::Dist; st++) {
+      if (st < ktiles) load_stage(st, st);
+      cp_async_commit();  // empty groups keep the wait count uniform
     }
+    for (int kt = 0; kt < ktiles; kt++) {
+      // Groups committed: Dist + kt; step kt's is complete when Dist - 1 are pending. Then
+      // fence.proxy.async (this thread's generic-proxy writes visible to wgmma's async proxy), then
+      // the barrier (every thread's copies; every warpgroup done with the stage refilled next).
+      cp_async_wait<C::Dist - 1>();
+      fence_proxy_async();
+      __syncthreads();
+      if (kt + C::Dist < ktiles) load_stage((kt + C::Dist) % C::St, kt + C::Dist);
+      cp_async_commit();
+      // With the MMAs in flight across steps every warpgroup issues them (on zero-filled rows past
+      // the tile's): behind a branch, ptxas serializes wgmma (C7518) and the overlap is lost.
+      if (C::Wait1 || active) {
+        const bf16* sa = sm + (kt % C::St) * C::StageElems + wg * 64 * kBK;
+        const bf16* sb = sm + (kt % C::St) * C::StageElems + kBM * kBK;
+        wgmma_fence();
+#pragma unroll
+        for (int ks = 0; ks < kBK / 16; ks++)  // 16 columns = 32 bytes further along the swizzled rows
+          wgmma_tile<BN>(acc, smem_desc(sa + ks * 16), smem_desc(sb + ks * 16));
+        wgmma_commit();
+        if constexpr (C::Wait1)
+          wgmma_wait1();
+        else
+          wgmma_wait0();
+      }
+    }
+    if constexpr (C::Wait1) wgmma_wait0();
     cp_async_wait<0>();  // only empty groups can be pending; none outlives the block
 
     // Accumulator i = 4 * ni + 2 * h + c is row wg*64 + (warp%4)*16 + lane/4 + 8h, column
-    // ni*8 + 2*(lane%4) + c of the tile (ni = 0..15).
+    // ni*8 + 2*(lane%4) + c of the tile (ni = 0 .. BN/8 - 1).
     const int g = lane / 4, tq = lane % 4;
 #pragma unroll
     for (int h = 0; h < 2; h++) {
@@ -199,13 +231,13 @@ __global__ void __launch_bounds__(kThreads, kDeep ? 1 : 2) wgmma_gemm_kernel(con
       if (r >= rows) continue;
       if (kGateUp) {
         // Column n of the tile is B row n: gate for n % 32 < 16, else up, act column
-        // nt*64 + (n/32)*16 + n%16: gate ni = 4q + c' pairs with up ni = 4q + c' + 2.
+        // nt*BN/2 + (n/32)*16 + n%16: gate ni = 4q + c' pairs with up ni = 4q + c' + 2.
         bf16* out = p.act + int64_t(row0 + r) * p.N;
 #pragma unroll
-        for (int q = 0; q < 4; q++)
+        for (int q = 0; q < BN / 32; q++)
 #pragma unroll
           for (int c2 = 0; c2 < 2; c2++) {
-            const int j = nt * (kBN / 2) + q * 16 + c2 * 8 + 2 * tq;
+            const int j = nt * (BN / 2) + q * 16 + c2 * 8 + 2 * tq;
             if (j >= p.N) continue;  // p.N is even: j + 1 < p.N as well
             const int gi = 4 * (4 * q + c2) + 2 * h, ui = gi + 8;
             const float g0 = acc[gi], g1 = acc[gi + 1], u0 = acc[ui], u1 = acc[ui + 1];
@@ -216,13 +248,13 @@ __global__ void __launch_bounds__(kThreads, kDeep ? 1 : 2) wgmma_gemm_kernel(con
       } else {
         const int s = ws.perm[row0 + r];
         const float wt = p.weights[s];
-        float* out = p.slots + int64_t(s) * p.N;
+        bf16* out = p.slots + int64_t(s) * p.N;
 #pragma unroll
-        for (int ni = 0; ni < 16; ni++) {
-          const int c = nt * kBN + ni * 8 + 2 * tq;
+        for (int ni = 0; ni < BN / 8; ni++) {
+          const int c = nt * BN + ni * 8 + 2 * tq;
           if (c >= p.N) continue;
-          *reinterpret_cast<float2*>(out + c) =
-              make_float2(__fmul_rn(wt, acc[4 * ni + 2 * h]), __fmul_rn(wt, acc[4 * ni + 2 * h + 1]));
+          *reinterpret_cast<__nv_bfloat162*>(out + c) =
+              __floats2bfloat162_rn(__fmul_rn(wt, acc[4 * ni + 2 * h]), __fmul_rn(wt, acc[4 * ni + 2 * h + 1]));
         }
       }
     }
@@ -231,51 +263,67 @@ __global__ void __launch_bounds__(kThreads, kDeep ? 1 : 2) wgmma_gemm_kernel(con
   }
 }
 
-// + the alignment slack
-constexpr int kWgmmaSmemBytes = kSmemBytes + 1024;
-constexpr int kDeepSmemBytes = kDeepStages * kStageElems * int(sizeof(uint16_t)) + 1024;
-static_assert(kDeepSmemBytes <= 227 * 1024, "one CTA per SM");
-template <bool kDeep>
-constexpr int smem_bytes() { return kDeep ? kDeepSmemBytes : kWgmmaSmemBytes; }
-
-template <bool kGateUp, bool kDeep>
+template <bool kGateUp, class C>
 void raise_smem_once() {
   static std::atomic<uint64_t> done{0};
   int dev = 0;
   SEGPIPE_CUDA_CHECK(cudaGetDevice(&dev));
   const uint64_t bit = dev < 64 ? uint64_t(1) << dev : 0;
   if (bit && (done.load() & bit)) return;
-  SEGPIPE_CUDA_CHECK(cudaFuncSetAttribute(wgmma_gemm_kernel<kGateUp, kDeep>, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                          smem_bytes<kDeep>()));
-  SEGPIPE_CUDA_CHECK(cudaFuncSetAttribute(wgmma_gemm_kernel<kGateUp, kDeep>,
+  SEGPIPE_CUDA_CHECK(
+      cudaFuncSetAttribute(wgmma_gemm_kernel<kGateUp, C>, cudaFuncAttributeMaxDynamicSharedMemorySize, C::Smem));
+  SEGPIPE_CUDA_CHECK(cudaFuncSetAttribute(wgmma_gemm_kernel<kGateUp, C>,
                                           cudaFuncAttributePreferredSharedMemoryCarveout,
                                           int(cudaSharedmemCarveoutMaxShared)));
   done.fetch_or(bit);
 }
 
-template <bool kGateUp, bool kDeep>
-void launch(const GemmArgs& a, cudaStream_t s) {
-  raise_smem_once<kGateUp, kDeep>();
+template <bool kGateUp, class C>
+void launch(GemmArgs a, cudaStream_t s) {
+  raise_smem_once<kGateUp, C>();
+  // The N tiles of this variant's width (the caller's n_tiles_n counts 128-column tiles).
+  a.n_tiles_n = int(kGateUp ? (int64_t(a.N) + C::BN / 2 - 1) / (C::BN / 2) : (int64_t(a.N) + C::BN - 1) / C::BN);
   const int64_t blocks = int64_t(a.max_tiles) * a.n_tiles_n;
   SEGPIPE_ASSERT_MSG(blocks < (int64_t(1) << 31), "grouped expert GEMM (wgmma): grid too large");
-  wgmma_gemm_kernel<kGateUp, kDeep><<<static_cast<unsigned>(blocks), kThreads, smem_bytes<kDeep>(), s>>>(a);
+  wgmma_gemm_kernel<kGateUp, C><<<static_cast<unsigned>(blocks), kThreads, C::Smem, s>>>(a);
   SEGPIPE_CUDA_LAUNCH_CHECK("wgmma_gemm_kernel");
 }
+
+template <class C>
+void launch_both(const GemmArgs& a, bool gate_up, cudaStream_t s) {
+  gate_up ? launch<true, C>(a, s) : launch<false, C>(a, s);
+}
+
+std::atomic<int> g_variant{kMoeWgmmaDefaultVariant};
 
 }  // namespace
 
 void launch_gemm_wgmma(const GemmArgs& a, bool gate_up, cudaStream_t s) {
-  // SEGPIPE_WGMMA_DEEP=1: the deep variant (A/B). (A first overlap variant, 3 stages and two
-  // barriers a step with the MMAs in flight across them, was slower on an H200: 0.606 against
-  // 0.542 ms a layer.)
+  // SEGPIPE_WGMMA_DEEP=1: the deep variant in place of variant 0 (A/B). (A first overlap variant,
+  // 3 stages and two barriers a step with the MMAs in flight across them, was slower on an H200:
+  // 0.606 against 0.542 ms a layer.)
   static const bool deep = [] {
     const char* v = std::getenv("SEGPIPE_WGMMA_DEEP");
     return v && v[0] == '1';
   }();
-  if (gate_up)
-    deep ? launch<true, true>(a, s) : launch<true, false>(a, s);
-  else
-    deep ? launch<false, true>(a, s) : launch<false, false>(a, s);
+  switch (g_variant.load()) {
+    case 1:
+      return launch_both<CfgV1>(a, gate_up, s);
+    case 2:
+      return launch_both<CfgV2>(a, gate_up, s);
+    default:
+      return deep ? launch_both<CfgDeep>(a, gate_up, s) : launch_both<CfgV0>(a, gate_up, s);
+  }
 }
 
 }  // namespace segpipe::cuda::grouped_detail
+
+namespace segpipe::cuda {
+
+void set_moe_wgmma_variant(int v) {
+  SEGPIPE_ASSERT_MSG(v >= 0 && v < kMoeWgmmaVariants, "wgmma grouped GEMM variant out of range");
+  grouped_detail::g_variant.store(v);
+}
+int moe_wgmma_variant() { return grouped_detail::g_variant.load(); }
+
+}  // namespace segpipe::cuda
