@@ -1,6 +1,7 @@
 // Parity of every CUDA kernel family with its CPU reference (segments/kernels/cpu), over several
 // shapes, on fresh random inputs, with poisoned outputs (an unwritten element is NaN and fails).
 #include <algorithm>
+#include <cmath>
 #include <cstdlib>
 #include <numeric>
 #include <thread>
@@ -1005,7 +1006,12 @@ void test_experts_stream(Checks& c, cuda::Context& ctx) {
           std::vector<float> d(static_cast<size_t>(H));
           for (int i = 0; i < H; i++) d[size_t(i)] = xB[size_t(i)] - x[size_t(i)];
           const double e = rel_l2(d.data(), mlp.data(), mlp.size());
-          const double tol = dt == DType::F32 ? 1e-4 : 2e-2;  // of the MLP output, through x's rounding
+          // Of the MLP output, read through x's rounding: where the output is small beside x (tiny
+          // shapes), x's last bits alone are a larger share of it.
+          double nx = 0, nm = 0;
+          for (int i = 0; i < H; i++) nx += double(x[size_t(i)]) * x[size_t(i)], nm += double(mlp[size_t(i)]) * mlp[size_t(i)];
+          const double x_ulps = 4.0 * 1.2e-7 * std::sqrt(nx / std::max(nm, 1e-30));
+          const double tol = (dt == DType::F32 ? 1e-4 : 2e-2) + x_ulps;
           const auto cnt = download(ctr, 3);
           c.expect(same_x && same_act && e < tol && cnt[0] == 0 && cnt[1] == 0 && cnt[2] == 0,
                    "moe_experts_stream %s E=%d H=%d I=%d k=%d ring %d KB run %d: act %s x %s to gate_up + down_combine, "
