@@ -62,8 +62,17 @@ run_t() {  # run_t LIMIT NAME ARGS...: $BIN/NAME, log in $OUT/NAME.log
   timeout "$lim" "$BIN/$name" "$@" >"$OUT/$name.log" 2>&1; echo "$name rc=$?" >>"$OUT/$name.log"
 }
 has tests && run_t 90 test_cuda_kernels
-has tests && run_t 150 test_cuda_shm --source "$PWD"
-has shm && run_t 180 segpipe_bench_cuda_shm --groups 4 ${SHM_ARGS:-}
+# test_cuda_shm twice: GPU processes with their own contexts, then through a private MPS server.
+has tests && SEGPIPE_GPU_SHARING=off run_t 200 test_cuda_shm --source "$PWD"
+has tests && [ -f "$OUT/test_cuda_shm.log" ] && mv "$OUT/test_cuda_shm.log" "$OUT/test_cuda_shm_off.log" &&
+  SEGPIPE_GPU_SHARING=mps run_t 200 test_cuda_shm --source "$PWD" && mv "$OUT/test_cuda_shm.log" "$OUT/test_cuda_shm_mps.log"
+if has shm; then
+  run_t 180 segpipe_bench_cuda_shm --groups 4 --sharing off ${SHM_ARGS:-}
+  [ -f "$OUT/segpipe_bench_cuda_shm.log" ] && mv "$OUT/segpipe_bench_cuda_shm.log" "$OUT/segpipe_bench_cuda_shm_off.log"
+  run_t 180 segpipe_bench_cuda_shm --groups 4 --sharing mps ${SHM_ARGS:-}
+  [ -f "$OUT/segpipe_bench_cuda_shm.log" ] && mv "$OUT/segpipe_bench_cuda_shm.log" "$OUT/segpipe_bench_cuda_shm_mps.log"
+  bash tools/cuda/check_mps_cleanup.sh "$BIN" >"$OUT/mps_cleanup.log" 2>&1
+fi
 if has bench && [ -n "${BASE_BENCH:-}" ] && [ -x "$BASE_BENCH" ]; then
   timeout 180 "$BASE_BENCH" ${BENCH_ARGS:-} >"$OUT/bench_before.log" 2>&1; echo "bench_before rc=$?" >>"$OUT/bench_before.log"
 fi
@@ -77,15 +86,17 @@ if has hf; then
 fi
 echo "================ summary ================"
 cat "$OUT/gpu.txt"
-for t in test_cuda_kernels test_cuda_synthetic test_cuda_goldens test_cuda_shm; do
+for t in test_cuda_kernels test_cuda_synthetic test_cuda_goldens test_cuda_shm_off test_cuda_shm_mps; do
   [ -f "$OUT/$t.log" ] && { grep -E "FAIL|error|rc=" "$OUT/$t.log" | head -20; grep -E "passed, " "$OUT/$t.log"; }
 done
-[ -f "$OUT/test_cuda_shm.log" ] && grep -E "^  ok" "$OUT/test_cuda_shm.log" | cut -c1-200
+[ -f "$OUT/test_cuda_shm_mps.log" ] && grep -E "^  ok" "$OUT/test_cuda_shm_mps.log" | cut -c1-200
 b=$OUT/bench_before.log
 [ -f "$b" ] && { echo "---- before (BASE_BENCH) ----"; sed -n '/== segpipe_bench_cuda/,$p' "$b"; grep -q "== segpipe_bench_cuda" "$b" || tail -5 "$b"; echo "---- after ----"; }
 b=$OUT/segpipe_bench_cuda.log
 [ -f "$b" ] && { sed -n '/== segpipe_bench_cuda/,$p' "$b"; grep -q "== segpipe_bench_cuda" "$b" || tail -5 "$b"; }
-b=$OUT/segpipe_bench_cuda_shm.log
-[ -f "$b" ] && { sed -n '/== segpipe_bench_cuda_shm/,$p' "$b"; grep -q "== segpipe_bench_cuda_shm" "$b" || tail -5 "$b"; }
+for b in "$OUT"/segpipe_bench_cuda_shm_off.log "$OUT"/segpipe_bench_cuda_shm_mps.log; do
+  [ -f "$b" ] && { sed -n '/== segpipe_bench_cuda_shm/,$p' "$b"; grep -q "== segpipe_bench_cuda_shm" "$b" || tail -5 "$b"; }
+done
+[ -f "$OUT/mps_cleanup.log" ] && grep "^left" "$OUT/mps_cleanup.log"
 [ -f "$OUT/hf.log" ] && tail -6 "$OUT/hf.log"
 exit 0
