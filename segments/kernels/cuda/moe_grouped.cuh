@@ -60,7 +60,7 @@ MoeGroupedKernel moe_grouped_kernel_in_use();  // Wgmma or MmaSync, for the curr
 // steps, the default (H200, one run, 2,048 tokens, experts of one layer: 0.524 ms against 0.540
 // for 0 and 0.554 for 1). Process-wide, like set_moe_grouped_kernel (the variants differ in the last bits: wgmma's
 // accumulation order within a K step is the hardware's).
-constexpr int kMoeWgmmaVariants = 3, kMoeWgmmaDefaultVariant = 2;
+constexpr int kMoeWgmmaVariants = 5, kMoeWgmmaDefaultVariant = 3;
 void set_moe_wgmma_variant(int v);
 int moe_wgmma_variant();
 
