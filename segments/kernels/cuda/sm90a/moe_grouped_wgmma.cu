@@ -49,13 +49,21 @@ constexpr bool kHaveWgmma = false;
 //     zero-filled rows: such a tile costs half the tensor-core time. Per element the same k16
 //     MMAs in the same order, only the instruction's N differs.
 //  4: variant 0 with split tails (each warpgroup m64n64k16 over half the 128 columns).
+//  5: variant 3 with merged tails: an expert's remainder of <= 64 rows joins its last 128-row tile
+//     (the grouping makes one tile of up to 192 rows: moe_grouped_tile_count), so the tail no longer
+//     streams the expert's weights through L2 again; the weight tiles, not the MMAs, are what
+//     bounds the kernels (L2 to SM traffic). Rows 128..191 are a third m64 block, each warpgroup
+//     m64n128k16 over its half of the columns beside its m64n256k16 (192 accumulators a thread);
+//     stages of 192 + 256 rows (56 KB, 4 of them: 225 KB).
 // Each: kBN tile columns (B rows), kSt stages, loads kDist steps ahead, kWait1: the MMAs of a step
-// stay in flight until the next step's end, kMinBlocks CTAs an SM, kSplit: split tails as in 3.
-template <int kBN_, int kSt, int kDist, bool kWait1, int kMinBlocks, bool kSplit = false>
+// stay in flight until the next step's end, kMinBlocks CTAs an SM, kSplit: split tails as in 3,
+// kMerge: merged tails as in 5.
+template <int kBN_, int kSt, int kDist, bool kWait1, int kMinBlocks, bool kSplit = false, bool kMerge = false>
 struct Cfg {
   static constexpr int BN = kBN_, St = kSt, Dist = kDist, MinBlocks = kMinBlocks;
-  static constexpr bool Wait1 = kWait1, Split = kSplit;
-  static constexpr int StageElems = (kBM + BN) * kBK;
+  static constexpr bool Wait1 = kWait1, Split = kSplit, Merge = kMerge;
+  static constexpr int AM = kMerge ? kBM + 64 : kBM;  // A rows of a stage
+  static constexpr int StageElems = (AM + BN) * kBK;
   static constexpr int Smem = St * StageElems * int(sizeof(uint16_t)) + 1024;  // + the alignment slack
   // The stage refilled at step kt held step kt + kDist - kSt; its MMAs must have been waited for
   // before step kt's barrier: kt - 1 (waited at once) or kt - 2 (wait_group 1 at step kt - 1).
@@ -69,6 +77,7 @@ using CfgV2 = Cfg<256, 4, 2, true, 1>;
 using CfgDeep = Cfg<128, 6, 4, true, 1>;
 using CfgV3 = Cfg<256, 4, 2, true, 1, true>;
 using CfgV4 = Cfg<128, kStages, kStages - 1, false, 2, true>;
+using CfgV5 = Cfg<256, 4, 2, true, 1, true, true>;
 
 // Shared-memory matrix descriptor: start address, leading byte offset 16 (unused by swizzled
 // K-major layouts), stride byte offset 1024 (between 8-row groups), 128-byte swizzle (mode 1).
@@ -155,20 +164,22 @@ __global__ void __launch_bounds__(kThreads, C::MinBlocks) wgmma_gemm_kernel(cons
     if (t >= ws.tile_first[p.n]) return;  // past the real tile count
     const int b = ws.tile_expert[t];
     const int row0 = ws.off[b] + (t - ws.tile_first[b]) * kBM;
-    const int rows = min(kBM, ws.off[b + 1] - row0);
+    // The last tile of an expert holds the rest of its rows (up to 192 in a merged-tail grouping).
+    const int rows = t + 1 == ws.tile_first[b + 1] ? ws.off[b + 1] - row0 : kBM;
     const int tid = threadIdx.x, warp = tid / 32, lane = tid % 32;
     const int wg = warp / 4;  // warpgroup: rows wg * 64 .. + 63 of the tile
     const int K = p.K;
     const int ktiles = (K + kBK - 1) / kBK;
 
-    // This thread's load rows (A: tid / 8 + 32 i, i < 4; B: tid / 8 + 32 i, i < BN / 32) and chunk
+    // This thread's load rows (A: tid / 8 + 32 i, i < AM / 32; B: tid / 8 + 32 i, i < BN / 32) and chunk
     // column (tid % 8); null: a masked row (zero-filled, nothing read). As moe_grouped.cu.
     const int lrow = tid / 8, lc = tid % 8;
     const bf16* wexp = p.w + int64_t(b) * p.w_stride;
-    const bf16* a_src[4];
+    constexpr int kARows = C::AM / 32;  // A rows a thread loads per stage
+    const bf16* a_src[kARows];
     const bf16* b_src[kBRows];
 #pragma unroll
-    for (int i = 0; i < 4; i++) {
+    for (int i = 0; i < kARows; i++) {
       const int r = lrow + 32 * i;
       if (kGateUp)
         a_src[i] = r < rows ? p.a + int64_t(ws.perm[row0 + r] / p.k) * K : nullptr;
@@ -194,11 +205,11 @@ __global__ void __launch_bounds__(kThreads, C::MinBlocks) wgmma_gemm_kernel(cons
 
     auto load_stage = [&](int stage, int kt) {
       bf16* sa = sm + stage * C::StageElems;
-      bf16* sb = sa + kBM * kBK;
+      bf16* sb = sa + C::AM * kBK;
       const int col = kt * kBK + lc * 8;
       const bool kin = col < K;  // K is a multiple of 8: a chunk is wholly inside or outside
 #pragma unroll
-      for (int i = 0; i < 4; i++) {
+      for (int i = 0; i < kARows; i++) {
         const int r = lrow + 32 * i;
         const bool av = kin && a_src[i] != nullptr;
         cp_async16(sa + swz(r, lc), av ? a_src[i] + col : p.a, av ? 16 : 0);
@@ -211,55 +222,11 @@ __global__ void __launch_bounds__(kThreads, C::MinBlocks) wgmma_gemm_kernel(cons
       }
     };
 
-    // The main loop and epilogue of one tile shape (kHalf: the split tail, both warpgroups on rows
-    // 0..63, warpgroup wg on tile columns wg*BN/2 ..; else warpgroup wg on rows wg*64 .., all BN
-    // columns). Instantiated twice behind a CTA-uniform branch outside the loop, so that no branch
-    // sits between the MMAs in flight (ptxas serializes wgmma there: C7518).
-    auto run = [&](auto half_tag) {
-      constexpr bool kHalf = decltype(half_tag)::value;
-      constexpr int NW = kHalf ? BN / 2 : BN;  // columns of a warpgroup's MMAs
-      const int arow = kHalf ? 0 : wg * 64;    // first A row (tile row) of this warpgroup
-      const int bcol = kHalf ? wg * NW : 0;    // first B row (tile column) of this warpgroup
-      float acc[NW / 2];
-#pragma unroll
-      for (int i = 0; i < NW / 2; i++) acc[i] = 0.f;
-      const bool active = arow < rows;  // warpgroup-uniform
-
-#pragma unroll
-      for (int st = 0; st < C::Dist; st++) {
-        if (st < ktiles) load_stage(st, st);
-        cp_async_commit();  // empty groups keep the wait count uniform
-      }
-      for (int kt = 0; kt < ktiles; kt++) {
-        // Groups committed: Dist + kt; step kt's is complete when Dist - 1 are pending. Then
-        // fence.proxy.async (this thread's generic-proxy writes visible to wgmma's async proxy), then
-        // the barrier (every thread's copies; every warpgroup done with the stage refilled next).
-        cp_async_wait<C::Dist - 1>();
-        fence_proxy_async();
-        __syncthreads();
-        if (kt + C::Dist < ktiles) load_stage((kt + C::Dist) % C::St, kt + C::Dist);
-        cp_async_commit();
-        // With the MMAs in flight across steps every warpgroup issues them (on zero-filled rows past
-        // the tile's): behind a branch, ptxas serializes wgmma (C7518) and the overlap is lost.
-        if (C::Wait1 || active) {
-          const bf16* sa = sm + (kt % C::St) * C::StageElems + arow * kBK;
-          const bf16* sb = sm + (kt % C::St) * C::StageElems + kBM * kBK + bcol * kBK;
-          wgmma_fence();
-#pragma unroll
-          for (int ks = 0; ks < kBK / 16; ks++)  // 16 columns = 32 bytes further along the swizzled rows
-            wgmma_tile<NW>(acc, smem_desc(sa + ks * 16), smem_desc(sb + ks * 16));
-          wgmma_commit();
-          if constexpr (C::Wait1)
-            wgmma_wait1();
-          else
-            wgmma_wait0();
-        }
-      }
-      if constexpr (C::Wait1) wgmma_wait0();
-      cp_async_wait<0>();  // only empty groups can be pending; none outlives the block
-
-      // Accumulator i = 4 * ni + 2 * h + c is row arow + (warp%4)*16 + lane/4 + 8h, column
-      // bcol + ni*8 + 2*(lane%4) + c of the tile (ni = 0 .. NW/8 - 1).
+    // The epilogue of one accumulator array of a warpgroup: NA = NW / 2 accumulators a thread for
+    // its m64 x NW block at tile rows arow.., columns bcol... Accumulator i = 4 * ni + 2 * h + c is
+    // row arow + (warp%4)*16 + lane/4 + 8h, column bcol + ni*8 + 2*(lane%4) + c (ni < NW / 8).
+    auto epilogue = [&](const auto& acc, int arow, int bcol) {
+      constexpr int NW = 2 * int(std::extent<std::remove_reference_t<decltype(acc)>>::value);
       const int g = lane / 4, tq = lane % 4;
 #pragma unroll
       for (int h = 0; h < 2; h++) {
@@ -296,14 +263,84 @@ __global__ void __launch_bounds__(kThreads, C::MinBlocks) wgmma_gemm_kernel(cons
         }
       }
     };
-    if constexpr (C::Split) {
-      if (rows <= 64)  // CTA-uniform
-        run(std::true_type{});
-      else
-        run(std::false_type{});
-    } else {
-      run(std::false_type{});
+
+    // The main loop and epilogue of one tile shape. kShape 0: warpgroup wg on rows wg*64 .., all BN
+    // columns; 1 (split tail, <= 64 rows): both warpgroups on rows 0..63, warpgroup wg on columns
+    // wg*BN/2 ..; 2 (merged tail, > 128 rows): shape 0 plus rows 128..191, warpgroup wg on columns
+    // wg*BN/2 .. (a second accumulator array). Instantiated per shape behind a CTA-uniform branch
+    // outside the loop, so that no branch sits between the MMAs in flight (ptxas serializes wgmma
+    // there: C7518).
+    auto run = [&](auto shape_tag) {
+      constexpr int kShape = decltype(shape_tag)::value;
+      constexpr int NW = kShape == 1 ? BN / 2 : BN;  // columns of a warpgroup's (first) MMAs
+      const int arow = kShape == 1 ? 0 : wg * 64;    // first A row (tile row) of this warpgroup
+      const int bcol = kShape == 1 ? wg * NW : 0;    // first B row (tile column) of this warpgroup
+      float acc[NW / 2];
+      float acc2[kShape == 2 ? BN / 4 : 1];  // shape 2: rows 128..191, columns wg*BN/2 ..
+#pragma unroll
+      for (int i = 0; i < NW / 2; i++) acc[i] = 0.f;
+#pragma unroll
+      for (int i = 0; i < (kShape == 2 ? BN / 4 : 1); i++) acc2[i] = 0.f;
+      const bool active = arow < rows;  // warpgroup-uniform
+
+#pragma unroll
+      for (int st = 0; st < C::Dist; st++) {
+        if (st < ktiles) load_stage(st, st);
+        cp_async_commit();  // empty groups keep the wait count uniform
+      }
+      for (int kt = 0; kt < ktiles; kt++) {
+        // Groups committed: Dist + kt; step kt's is complete when Dist - 1 are pending. Then
+        // fence.proxy.async (this thread's generic-proxy writes visible to wgmma's async proxy), then
+        // the barrier (every thread's copies; every warpgroup done with the stage refilled next).
+        cp_async_wait<C::Dist - 1>();
+        fence_proxy_async();
+        __syncthreads();
+        if (kt + C::Dist < ktiles) load_stage((kt + C::Dist) % C::St, kt + C::Dist);
+        cp_async_commit();
+        // With the MMAs in flight across steps every warpgroup issues them (on zero-filled rows past
+        // the tile's): behind a branch, ptxas serializes wgmma (C7518) and the overlap is lost.
+        if (C::Wait1 || active) {
+          const bf16* st_a = sm + (kt % C::St) * C::StageElems;
+          const bf16* st_b = st_a + C::AM * kBK;
+          const bf16* sa = st_a + arow * kBK;
+          const bf16* sb = st_b + bcol * kBK;
+          wgmma_fence();
+#pragma unroll
+          for (int ks = 0; ks < kBK / 16; ks++)  // 16 columns = 32 bytes further along the swizzled rows
+            wgmma_tile<NW>(acc, smem_desc(sa + ks * 16), smem_desc(sb + ks * 16));
+          if constexpr (kShape == 2) {
+            const bf16* sa2 = st_a + 2 * 64 * kBK;
+            const bf16* sb2 = st_b + wg * (BN / 2) * kBK;
+#pragma unroll
+            for (int ks = 0; ks < kBK / 16; ks++)
+              wgmma_tile<BN / 2>(acc2, smem_desc(sa2 + ks * 16), smem_desc(sb2 + ks * 16));
+          }
+          wgmma_commit();
+          if constexpr (C::Wait1)
+            wgmma_wait1();
+          else
+            wgmma_wait0();
+        }
+      }
+      if constexpr (C::Wait1) wgmma_wait0();
+      cp_async_wait<0>();  // only empty groups can be pending; none outlives the block
+
+      epilogue(acc, arow, bcol);
+      if constexpr (kShape == 2) epilogue(acc2, 2 * 64, wg * (BN / 2));
+    };
+    if constexpr (C::Merge) {
+      if (rows > kBM) {  // CTA-uniform
+        run(std::integral_constant<int, 2>{});
+        return;
+      }
     }
+    if constexpr (C::Split) {
+      if (rows <= 64) {
+        run(std::integral_constant<int, 1>{});
+        return;
+      }
+    }
+    run(std::integral_constant<int, 0>{});
   } else {
     __trap();  // no sm_90a code: the host never launches this (moe_grouped_kernel_in_use)
   }
@@ -361,6 +398,8 @@ void launch_gemm_wgmma(const GemmArgs& a, bool gate_up, cudaStream_t s) {
       return launch_both<CfgV3>(a, gate_up, s);
     case 4:
       return launch_both<CfgV4>(a, gate_up, s);
+    case 5:
+      return launch_both<CfgV5>(a, gate_up, s);
     default:
       return deep ? launch_both<CfgDeep>(a, gate_up, s) : launch_both<CfgV0>(a, gate_up, s);
   }
@@ -375,5 +414,6 @@ void set_moe_wgmma_variant(int v) {
   grouped_detail::g_variant.store(v);
 }
 int moe_wgmma_variant() { return grouped_detail::g_variant.load(); }
+bool moe_wgmma_variant_merges_tails(int v) { return v == 5; }
 
 }  // namespace segpipe::cuda
