@@ -36,7 +36,7 @@ __device__ __forceinline__ int warp_sum_int(int v) {
 // before it, then a stable compaction of its slots (ballot + prefix over the block's warps, chunk
 // after chunk in slot order).
 __global__ void __launch_bounds__(kGroupThreads) group_kernel(const int32_t* __restrict__ experts, int S, int e0,
-                                                              int n, int32_t* ws) {
+                                                              int n, bool merged, int32_t* ws) {
   extern __shared__ int hist[];
   __shared__ int wcnt[kGroupThreads / 32];
   __shared__ int base_s[2];
@@ -52,14 +52,14 @@ __global__ void __launch_bounds__(kGroupThreads) group_kernel(const int32_t* __r
     int o = 0, t = 0;
     for (int i = lane; i < b; i += 32) {
       o += hist[i];
-      t += (hist[i] + kBM - 1) / kBM;
+      t += moe_grouped_tile_count(hist[i], merged);
     }
     o = warp_sum_int(o);
     t = warp_sum_int(t);
     if (lane == 0) base_s[0] = o, base_s[1] = t;
   }
   __syncthreads();
-  const int off_b = base_s[0], tile_b = base_s[1], cnt = hist[b], tiles = (cnt + kBM - 1) / kBM;
+  const int off_b = base_s[0], tile_b = base_s[1], cnt = hist[b], tiles = moe_grouped_tile_count(cnt, merged);
   Workspace w = carve(ws, S, n);
   if (tid == 0) {
     w.off[b] = off_b;
@@ -300,6 +300,10 @@ MoeGroupedKernel moe_grouped_kernel_in_use() {
   return device_is_sm90(dev) ? MoeGroupedKernel::Wgmma : MoeGroupedKernel::MmaSync;
 }
 
+bool moe_grouped_merged_tails() {
+  return moe_grouped_kernel_in_use() == MoeGroupedKernel::Wgmma && moe_wgmma_variant_merges_tails(moe_wgmma_variant());
+}
+
 bool moe_grouped_supported(int64_t T, int k, int64_t H, int64_t I, int num_bank_experts) {
   // Slot ids, grouped rows and tile indices are int32; every element offset is formed in int64.
   return H > 0 && I > 0 && H % 8 == 0 && I % 8 == 0 && k >= 1 && T >= 0 && T * k < (int64_t(1) << 30) &&
@@ -315,7 +319,8 @@ void moe_grouped_group(const int32_t* experts, int64_t S, int e0, int e1, int32_
   const int n = e1 - e0 + 1;
   SEGPIPE_ASSERT_MSG(n >= 1 && n <= kMaxBankExperts && S < (int64_t(1) << 30), "moe_grouped_group: shape");
   if (S == 0) return;
-  group_kernel<<<static_cast<unsigned>(n), kGroupThreads, size_t(n) * sizeof(int), s>>>(experts, int(S), e0, n, ws);
+  group_kernel<<<static_cast<unsigned>(n), kGroupThreads, size_t(n) * sizeof(int), s>>>(experts, int(S), e0, n,
+                                                                                      moe_grouped_merged_tails(), ws);
   SEGPIPE_CUDA_LAUNCH_CHECK("group_kernel");
 }
 

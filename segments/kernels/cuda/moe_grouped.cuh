@@ -4,7 +4,8 @@
 //
 //  1. moe_grouped_group: per-expert counts and offsets of the bank's slots, the permutation perm
 //     (slot ids grouped by expert, ascending slot id inside each expert: deterministic) and the
-//     tile table of the GEMMs (each expert's first 128-row tile; tile -> expert), in `ws`.
+//     tile table of the GEMMs (each expert's first row tile; tile -> expert), in `ws`. Tiles hold
+//     128 rows but an expert's last (moe_grouped_tile_count).
 //  2. moe_grouped_gate_up: act[r, j] = silu(g) * u for grouped row r, where g and u are the fp32
 //     accumulators of x[perm[r] / k, :] . gate[e, j, :] and . up[e, j, :] (the A rows gathered on the
 //     fly; silu as swiglu.cu computes it, in fp32); act [n, I] bf16 in perm order.
@@ -32,8 +33,9 @@ bool moe_grouped_supported(int64_t T, int k, int64_t H, int64_t I, int num_bank_
 
 // int32 elements of the workspace for S = T * k slots and a bank of n experts. Layout (tests read
 // it): off [n + 1] (expert b's grouped rows are off[b] .. off[b + 1] - 1), tile_first [n + 1]
-// (expert b's first row tile; tile_first[n] = the tile count), tile_expert [ceil(S / rows per
-// tile) + n] (bank-relative expert of each tile), perm [S] (slot id of each grouped row).
+// (expert b's first row tile, rows off[b] + 128 * (tile - tile_first[b]) ..; tile_first[n] = the
+// tile count), tile_expert [ceil(S / 128) + n] (bank-relative expert of each tile), perm [S] (slot
+// id of each grouped row).
 constexpr int kMoeGroupedTileRows = 128;
 size_t moe_grouped_workspace_ints(int64_t S, int n);
 
@@ -57,12 +59,26 @@ MoeGroupedKernel moe_grouped_kernel_in_use();  // Wgmma or MmaSync, for the curr
 
 // The wgmma kernels' tile variant (sm90a/moe_grouped_wgmma.cu says what each does): 0 128 x 128
 // tiles, 2 CTAs an SM; 1 128 x 256 tiles, one CTA an SM; 2 as 1 with the MMAs in flight across K
-// steps, the default (H200, one run, 2,048 tokens, experts of one layer: 0.524 ms against 0.540
-// for 0 and 0.554 for 1). Process-wide, like set_moe_grouped_kernel (the variants differ in the last bits: wgmma's
-// accumulation order within a K step is the hardware's).
-constexpr int kMoeWgmmaVariants = 3, kMoeWgmmaDefaultVariant = 2;
+// steps; 3 as 2 with tiles of <= 64 rows split by columns over the two warpgroups; 4 as 0 with
+// split tails; 5 as 3 with merged tails (an expert's remainder of <= 64 rows in its last tile, up
+// to 192 rows), the default. Process-wide, like set_moe_grouped_kernel. Every element is the same
+// k16 MMAs in the same K order in all of them: the variants give the same bits (measured on an
+// H200: test_moe_grouped), only their speed differs.
+constexpr int kMoeWgmmaVariants = 6, kMoeWgmmaDefaultVariant = 5;
 void set_moe_wgmma_variant(int v);
 int moe_wgmma_variant();
+bool moe_wgmma_variant_merges_tails(int v);
+
+// Row tiles of an expert with `rows` grouped rows: ceil(rows / 128), or with merged tails (wgmma
+// variant 5) a remainder of <= 64 rows joins the last full tile (tiles of up to 192 rows): every
+// tile holds 128 rows but an expert's last, which holds the rest. moe_grouped_group builds the
+// table for the kernel in use (moe_grouped_merged_tails); the grouping and the GEMMs of one layer
+// must run under one setting.
+__host__ __device__ inline int moe_grouped_tile_count(int rows, bool merged) {
+  const int f = rows / kMoeGroupedTileRows, r = rows % kMoeGroupedTileRows;
+  return f + ((r > 0 && (!merged || f == 0 || r > kMoeGroupedTileRows / 2)) ? 1 : 0);
+}
+bool moe_grouped_merged_tails();
 
 // All three: the bank's slots of one layer. act: scratch of [S, I] bf16.
 void moe_grouped_experts(const void* x, int64_t T, int k, const int32_t* experts, const float* weights, int e0,

@@ -19,6 +19,7 @@
 // MMAs in flight, of the step before).
 #include <atomic>
 #include <cstdlib>
+#include <type_traits>
 
 #include "segments/kernels/cuda/check.h"
 #include "segments/kernels/cuda/moe_grouped_impl.cuh"
@@ -42,15 +43,28 @@ constexpr bool kHaveWgmma = false;
 //     2 steps ahead.
 //  deep: 128 x 128, 6 stages, loads 4 steps ahead, MMAs in flight, one CTA an SM. Slower than 0 on
 //     an H200 (0.596 against 0.561 ms a layer, same run): kept for A/B only.
+//  3: variant 2 with split tails: a tile of <= 64 rows (the last of an expert whose remainder is
+//     <= 64; the tile table is unchanged, the row count tells) is computed by both warpgroups on the
+//     same 64 rows, each m64n128k16 over half the columns, instead of a 128-row MMA half on
+//     zero-filled rows: such a tile costs half the tensor-core time. Per element the same k16
+//     MMAs in the same order, only the instruction's N differs.
+//  4: variant 0 with split tails (each warpgroup m64n64k16 over half the 128 columns).
+//  5: variant 3 with merged tails: an expert's remainder of <= 64 rows joins its last 128-row tile
+//     (the grouping makes one tile of up to 192 rows: moe_grouped_tile_count), so the tail no longer
+//     streams the expert's weights through L2 again; the weight tiles, not the MMAs, are what
+//     bounds the kernels (L2 to SM traffic). Rows 128..191 are a third m64 block, each warpgroup
+//     m64n128k16 over its half of the columns beside its m64n256k16 (192 accumulators a thread);
+//     stages of 192 + 256 rows (56 KB, 4 of them: 225 KB).
 // Each: kBN tile columns (B rows), kSt stages, loads kDist steps ahead, kWait1: the MMAs of a step
-// stay in flight until the next step's end, kMinBlocks CTAs an SM.
-template <int kBN_, int kSt, int kDist, bool kWait1, int kMinBlocks>
+// stay in flight until the next step's end, kMinBlocks CTAs an SM, kSplit: split tails as in 3,
+// kMerge: merged tails as in 5.
+template <int kBN_, int kSt, int kDist, bool kWait1, int kMinBlocks, bool kSplit = false, bool kMerge = false>
 struct Cfg {
   static constexpr int BN = kBN_, St = kSt, Dist = kDist, MinBlocks = kMinBlocks;
-  static constexpr bool Wait1 = kWait1;
-  static constexpr int StageElems = (kBM + BN) * kBK;
+  static constexpr bool Wait1 = kWait1, Split = kSplit, Merge = kMerge;
+  static constexpr int AM = kMerge ? kBM + 64 : kBM;  // A rows of a stage
+  static constexpr int StageElems = (AM + BN) * kBK;
   static constexpr int Smem = St * StageElems * int(sizeof(uint16_t)) + 1024;  // + the alignment slack
-  static constexpr int Acc = BN / 2;  // fp32 accumulators a thread (m64 x BN over 128 threads)
   // The stage refilled at step kt held step kt + kDist - kSt; its MMAs must have been waited for
   // before step kt's barrier: kt - 1 (waited at once) or kt - 2 (wait_group 1 at step kt - 1).
   static_assert(kWait1 ? kDist <= kSt - 2 : kDist <= kSt - 1, "a stage refilled while MMAs read it");
@@ -61,6 +75,9 @@ using CfgV0 = Cfg<128, kStages, kStages - 1, false, 2>;
 using CfgV1 = Cfg<256, 4, 3, false, 1>;
 using CfgV2 = Cfg<256, 4, 2, true, 1>;
 using CfgDeep = Cfg<128, 6, 4, true, 1>;
+using CfgV3 = Cfg<256, 4, 2, true, 1, true>;
+using CfgV4 = Cfg<128, kStages, kStages - 1, false, 2, true>;
+using CfgV5 = Cfg<256, 4, 2, true, 1, true, true>;
 
 // Shared-memory matrix descriptor: start address, leading byte offset 16 (unused by swizzled
 // K-major layouts), stride byte offset 1024 (between 8-row groups), 128-byte swizzle (mode 1).
@@ -74,6 +91,22 @@ __device__ __forceinline__ void wgmma_commit() { asm volatile("wgmma.commit_grou
 __device__ __forceinline__ void wgmma_wait0() { asm volatile("wgmma.wait_group.sync.aligned 0;\n" ::: "memory"); }
 __device__ __forceinline__ void wgmma_wait1() { asm volatile("wgmma.wait_group.sync.aligned 1;\n" ::: "memory"); }
 __device__ __forceinline__ void fence_proxy_async() { asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory"); }
+
+// d[32] += A (64 x 16) . B (16 x 64), both K-major in 128-byte-swizzled shared memory (the
+// descriptors); scale-d = 1 (accumulate: d starts at zero).
+__device__ __forceinline__ void wgmma_m64n64k16(float (&d)[32], uint64_t desc_a, uint64_t desc_b) {
+  asm volatile(
+      "{\n"
+      ".reg .pred p;\n"
+      "setp.ne.b32 p, 1, 0;\n"
+      "wgmma.mma_async.sync.aligned.m64n64k16.f32.bf16.bf16 "
+      "{%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31}, "
+      "%32, %33, p, 1, 1, 0, 0;\n"
+      "}\n"
+      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]), "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]), "+f"(d[16]), "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]), "+f"(d[24]), "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31])
+      : "l"(desc_a), "l"(desc_b)
+      : "memory");
+}
 
 // d[64] += A (64 x 16) . B (16 x 128), both K-major in 128-byte-swizzled shared memory (the
 // descriptors); scale-d = 1 (accumulate: d starts at zero).
@@ -109,7 +142,10 @@ __device__ __forceinline__ void wgmma_m64n256k16(float (&d)[128], uint64_t desc_
 
 template <int N>
 __device__ __forceinline__ void wgmma_tile(float (&d)[N / 2], uint64_t desc_a, uint64_t desc_b) {
-  if constexpr (N == 128)
+  static_assert(N == 64 || N == 128 || N == 256, "wgmma N");
+  if constexpr (N == 64)
+    wgmma_m64n64k16(d, desc_a, desc_b);
+  else if constexpr (N == 128)
     wgmma_m64n128k16(d, desc_a, desc_b);
   else
     wgmma_m64n256k16(d, desc_a, desc_b);
@@ -128,20 +164,22 @@ __global__ void __launch_bounds__(kThreads, C::MinBlocks) wgmma_gemm_kernel(cons
     if (t >= ws.tile_first[p.n]) return;  // past the real tile count
     const int b = ws.tile_expert[t];
     const int row0 = ws.off[b] + (t - ws.tile_first[b]) * kBM;
-    const int rows = min(kBM, ws.off[b + 1] - row0);
+    // The last tile of an expert holds the rest of its rows (up to 192 in a merged-tail grouping).
+    const int rows = t + 1 == ws.tile_first[b + 1] ? ws.off[b + 1] - row0 : kBM;
     const int tid = threadIdx.x, warp = tid / 32, lane = tid % 32;
     const int wg = warp / 4;  // warpgroup: rows wg * 64 .. + 63 of the tile
     const int K = p.K;
     const int ktiles = (K + kBK - 1) / kBK;
 
-    // This thread's load rows (A: tid / 8 + 32 i, i < 4; B: tid / 8 + 32 i, i < BN / 32) and chunk
+    // This thread's load rows (A: tid / 8 + 32 i, i < AM / 32; B: tid / 8 + 32 i, i < BN / 32) and chunk
     // column (tid % 8); null: a masked row (zero-filled, nothing read). As moe_grouped.cu.
     const int lrow = tid / 8, lc = tid % 8;
     const bf16* wexp = p.w + int64_t(b) * p.w_stride;
-    const bf16* a_src[4];
+    constexpr int kARows = C::AM / 32;  // A rows a thread loads per stage
+    const bf16* a_src[kARows];
     const bf16* b_src[kBRows];
 #pragma unroll
-    for (int i = 0; i < 4; i++) {
+    for (int i = 0; i < kARows; i++) {
       const int r = lrow + 32 * i;
       if (kGateUp)
         a_src[i] = r < rows ? p.a + int64_t(ws.perm[row0 + r] / p.k) * K : nullptr;
@@ -167,11 +205,11 @@ __global__ void __launch_bounds__(kThreads, C::MinBlocks) wgmma_gemm_kernel(cons
 
     auto load_stage = [&](int stage, int kt) {
       bf16* sa = sm + stage * C::StageElems;
-      bf16* sb = sa + kBM * kBK;
+      bf16* sb = sa + C::AM * kBK;
       const int col = kt * kBK + lc * 8;
       const bool kin = col < K;  // K is a multiple of 8: a chunk is wholly inside or outside
 #pragma unroll
-      for (int i = 0; i < 4; i++) {
+      for (int i = 0; i < kARows; i++) {
         const int r = lrow + 32 * i;
         const bool av = kin && a_src[i] != nullptr;
         cp_async16(sa + swz(r, lc), av ? a_src[i] + col : p.a, av ? 16 : 0);
@@ -184,80 +222,125 @@ __global__ void __launch_bounds__(kThreads, C::MinBlocks) wgmma_gemm_kernel(cons
       }
     };
 
-    float acc[C::Acc];
+    // The epilogue of one accumulator array of a warpgroup: NA = NW / 2 accumulators a thread for
+    // its m64 x NW block at tile rows arow.., columns bcol... Accumulator i = 4 * ni + 2 * h + c is
+    // row arow + (warp%4)*16 + lane/4 + 8h, column bcol + ni*8 + 2*(lane%4) + c (ni < NW / 8).
+    auto epilogue = [&](const auto& acc, int arow, int bcol) {
+      constexpr int NW = 2 * int(std::extent<std::remove_reference_t<decltype(acc)>>::value);
+      const int g = lane / 4, tq = lane % 4;
 #pragma unroll
-    for (int i = 0; i < C::Acc; i++) acc[i] = 0.f;
-    const bool active = wg * 64 < rows;  // warpgroup-uniform
-
+      for (int h = 0; h < 2; h++) {
+        const int r = arow + (warp % 4) * 16 + g + 8 * h;
+        if (r >= rows) continue;
+        if (kGateUp) {
+          // Column n of the tile is B row n: gate for n % 32 < 16, else up, act column
+          // nt*BN/2 + (n/32)*16 + n%16: gate ni = 4q + c' pairs with up ni = 4q + c' + 2 (bcol is
+          // a multiple of 32).
+          bf16* out = p.act + int64_t(row0 + r) * p.N;
 #pragma unroll
-    for (int st = 0; st < C::Dist; st++) {
-      if (st < ktiles) load_stage(st, st);
-      cp_async_commit();  // empty groups keep the wait count uniform
-    }
-    for (int kt = 0; kt < ktiles; kt++) {
-      // Groups committed: Dist + kt; step kt's is complete when Dist - 1 are pending. Then
-      // fence.proxy.async (this thread's generic-proxy writes visible to wgmma's async proxy), then
-      // the barrier (every thread's copies; every warpgroup done with the stage refilled next).
-      cp_async_wait<C::Dist - 1>();
-      fence_proxy_async();
-      __syncthreads();
-      if (kt + C::Dist < ktiles) load_stage((kt + C::Dist) % C::St, kt + C::Dist);
-      cp_async_commit();
-      // With the MMAs in flight across steps every warpgroup issues them (on zero-filled rows past
-      // the tile's): behind a branch, ptxas serializes wgmma (C7518) and the overlap is lost.
-      if (C::Wait1 || active) {
-        const bf16* sa = sm + (kt % C::St) * C::StageElems + wg * 64 * kBK;
-        const bf16* sb = sm + (kt % C::St) * C::StageElems + kBM * kBK;
-        wgmma_fence();
+          for (int q = 0; q < NW / 32; q++)
 #pragma unroll
-        for (int ks = 0; ks < kBK / 16; ks++)  // 16 columns = 32 bytes further along the swizzled rows
-          wgmma_tile<BN>(acc, smem_desc(sa + ks * 16), smem_desc(sb + ks * 16));
-        wgmma_commit();
-        if constexpr (C::Wait1)
-          wgmma_wait1();
-        else
-          wgmma_wait0();
-      }
-    }
-    if constexpr (C::Wait1) wgmma_wait0();
-    cp_async_wait<0>();  // only empty groups can be pending; none outlives the block
-
-    // Accumulator i = 4 * ni + 2 * h + c is row wg*64 + (warp%4)*16 + lane/4 + 8h, column
-    // ni*8 + 2*(lane%4) + c of the tile (ni = 0 .. BN/8 - 1).
-    const int g = lane / 4, tq = lane % 4;
+            for (int c2 = 0; c2 < 2; c2++) {
+              const int j = nt * (BN / 2) + (bcol / 32 + q) * 16 + c2 * 8 + 2 * tq;
+              if (j >= p.N) continue;  // p.N is even: j + 1 < p.N as well
+              const int gi = 4 * (4 * q + c2) + 2 * h, ui = gi + 8;
+              const float g0 = acc[gi], g1 = acc[gi + 1], u0 = acc[ui], u1 = acc[ui + 1];
+              // swiglu.cu's formula, in fp32 from the accumulators
+              const float v0 = __fmul_rn(g0 / (1.0f + expf(-g0)), u0), v1 = __fmul_rn(g1 / (1.0f + expf(-g1)), u1);
+              *reinterpret_cast<__nv_bfloat162*>(out + j) = __floats2bfloat162_rn(v0, v1);
+            }
+        } else {
+          const int s = ws.perm[row0 + r];
+          const float wt = p.weights[s];
+          bf16* out = p.slots + int64_t(s) * p.N;
 #pragma unroll
-    for (int h = 0; h < 2; h++) {
-      const int r = wg * 64 + (warp % 4) * 16 + g + 8 * h;
-      if (r >= rows) continue;
-      if (kGateUp) {
-        // Column n of the tile is B row n: gate for n % 32 < 16, else up, act column
-        // nt*BN/2 + (n/32)*16 + n%16: gate ni = 4q + c' pairs with up ni = 4q + c' + 2.
-        bf16* out = p.act + int64_t(row0 + r) * p.N;
-#pragma unroll
-        for (int q = 0; q < BN / 32; q++)
-#pragma unroll
-          for (int c2 = 0; c2 < 2; c2++) {
-            const int j = nt * (BN / 2) + q * 16 + c2 * 8 + 2 * tq;
-            if (j >= p.N) continue;  // p.N is even: j + 1 < p.N as well
-            const int gi = 4 * (4 * q + c2) + 2 * h, ui = gi + 8;
-            const float g0 = acc[gi], g1 = acc[gi + 1], u0 = acc[ui], u1 = acc[ui + 1];
-            // swiglu.cu's formula, in fp32 from the accumulators
-            const float v0 = __fmul_rn(g0 / (1.0f + expf(-g0)), u0), v1 = __fmul_rn(g1 / (1.0f + expf(-g1)), u1);
-            *reinterpret_cast<__nv_bfloat162*>(out + j) = __floats2bfloat162_rn(v0, v1);
+          for (int ni = 0; ni < NW / 8; ni++) {
+            const int c = nt * BN + bcol + ni * 8 + 2 * tq;
+            if (c >= p.N) continue;
+            *reinterpret_cast<__nv_bfloat162*>(out + c) =
+                __floats2bfloat162_rn(__fmul_rn(wt, acc[4 * ni + 2 * h]), __fmul_rn(wt, acc[4 * ni + 2 * h + 1]));
           }
-      } else {
-        const int s = ws.perm[row0 + r];
-        const float wt = p.weights[s];
-        bf16* out = p.slots + int64_t(s) * p.N;
-#pragma unroll
-        for (int ni = 0; ni < BN / 8; ni++) {
-          const int c = nt * BN + ni * 8 + 2 * tq;
-          if (c >= p.N) continue;
-          *reinterpret_cast<__nv_bfloat162*>(out + c) =
-              __floats2bfloat162_rn(__fmul_rn(wt, acc[4 * ni + 2 * h]), __fmul_rn(wt, acc[4 * ni + 2 * h + 1]));
         }
       }
+    };
+
+    // The main loop and epilogue of one tile shape. kShape 0: warpgroup wg on rows wg*64 .., all BN
+    // columns; 1 (split tail, <= 64 rows): both warpgroups on rows 0..63, warpgroup wg on columns
+    // wg*BN/2 ..; 2 (merged tail, > 128 rows): shape 0 plus rows 128..191, warpgroup wg on columns
+    // wg*BN/2 .. (a second accumulator array). Instantiated per shape behind a CTA-uniform branch
+    // outside the loop, so that no branch sits between the MMAs in flight (ptxas serializes wgmma
+    // there: C7518).
+    auto run = [&](auto shape_tag) {
+      constexpr int kShape = decltype(shape_tag)::value;
+      constexpr int NW = kShape == 1 ? BN / 2 : BN;  // columns of a warpgroup's (first) MMAs
+      const int arow = kShape == 1 ? 0 : wg * 64;    // first A row (tile row) of this warpgroup
+      const int bcol = kShape == 1 ? wg * NW : 0;    // first B row (tile column) of this warpgroup
+      float acc[NW / 2];
+      float acc2[kShape == 2 ? BN / 4 : 1];  // shape 2: rows 128..191, columns wg*BN/2 ..
+#pragma unroll
+      for (int i = 0; i < NW / 2; i++) acc[i] = 0.f;
+#pragma unroll
+      for (int i = 0; i < (kShape == 2 ? BN / 4 : 1); i++) acc2[i] = 0.f;
+      const bool active = arow < rows;  // warpgroup-uniform
+
+#pragma unroll
+      for (int st = 0; st < C::Dist; st++) {
+        if (st < ktiles) load_stage(st, st);
+        cp_async_commit();  // empty groups keep the wait count uniform
+      }
+      for (int kt = 0; kt < ktiles; kt++) {
+        // Groups committed: Dist + kt; step kt's is complete when Dist - 1 are pending. Then
+        // fence.proxy.async (this thread's generic-proxy writes visible to wgmma's async proxy), then
+        // the barrier (every thread's copies; every warpgroup done with the stage refilled next).
+        cp_async_wait<C::Dist - 1>();
+        fence_proxy_async();
+        __syncthreads();
+        if (kt + C::Dist < ktiles) load_stage((kt + C::Dist) % C::St, kt + C::Dist);
+        cp_async_commit();
+        // With the MMAs in flight across steps every warpgroup issues them (on zero-filled rows past
+        // the tile's): behind a branch, ptxas serializes wgmma (C7518) and the overlap is lost.
+        if (C::Wait1 || active) {
+          const bf16* st_a = sm + (kt % C::St) * C::StageElems;
+          const bf16* st_b = st_a + C::AM * kBK;
+          const bf16* sa = st_a + arow * kBK;
+          const bf16* sb = st_b + bcol * kBK;
+          wgmma_fence();
+#pragma unroll
+          for (int ks = 0; ks < kBK / 16; ks++)  // 16 columns = 32 bytes further along the swizzled rows
+            wgmma_tile<NW>(acc, smem_desc(sa + ks * 16), smem_desc(sb + ks * 16));
+          if constexpr (kShape == 2) {
+            const bf16* sa2 = st_a + 2 * 64 * kBK;
+            const bf16* sb2 = st_b + wg * (BN / 2) * kBK;
+#pragma unroll
+            for (int ks = 0; ks < kBK / 16; ks++)
+              wgmma_tile<BN / 2>(acc2, smem_desc(sa2 + ks * 16), smem_desc(sb2 + ks * 16));
+          }
+          wgmma_commit();
+          if constexpr (C::Wait1)
+            wgmma_wait1();
+          else
+            wgmma_wait0();
+        }
+      }
+      if constexpr (C::Wait1) wgmma_wait0();
+      cp_async_wait<0>();  // only empty groups can be pending; none outlives the block
+
+      epilogue(acc, arow, bcol);
+      if constexpr (kShape == 2) epilogue(acc2, 2 * 64, wg * (BN / 2));
+    };
+    if constexpr (C::Merge) {
+      if (rows > kBM) {  // CTA-uniform
+        run(std::integral_constant<int, 2>{});
+        return;
+      }
     }
+    if constexpr (C::Split) {
+      if (rows <= 64) {
+        run(std::integral_constant<int, 1>{});
+        return;
+      }
+    }
+    run(std::integral_constant<int, 0>{});
   } else {
     __trap();  // no sm_90a code: the host never launches this (moe_grouped_kernel_in_use)
   }
@@ -311,6 +394,12 @@ void launch_gemm_wgmma(const GemmArgs& a, bool gate_up, cudaStream_t s) {
       return launch_both<CfgV1>(a, gate_up, s);
     case 2:
       return launch_both<CfgV2>(a, gate_up, s);
+    case 3:
+      return launch_both<CfgV3>(a, gate_up, s);
+    case 4:
+      return launch_both<CfgV4>(a, gate_up, s);
+    case 5:
+      return launch_both<CfgV5>(a, gate_up, s);
     default:
       return deep ? launch_both<CfgDeep>(a, gate_up, s) : launch_both<CfgV0>(a, gate_up, s);
   }
@@ -325,5 +414,6 @@ void set_moe_wgmma_variant(int v) {
   grouped_detail::g_variant.store(v);
 }
 int moe_wgmma_variant() { return grouped_detail::g_variant.load(); }
+bool moe_wgmma_variant_merges_tails(int v) { return v == 5; }
 
 }  // namespace segpipe::cuda
