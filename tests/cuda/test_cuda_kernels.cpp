@@ -65,7 +65,7 @@ void test_gemm(Checks& c, cuda::Context& ctx) {
 
 void test_rmsnorm(Checks& c, cudaStream_t s) {
   for (DType dt : {DType::F32, DType::BF16})
-    for (auto [rows, n] : {std::pair{1, 64}, {5, 2048}, {33, 100}}) {
+    for (auto [rows, n] : {std::pair{1, 64}, {5, 2048}, {33, 100}, {3, 3000}}) {
       auto x = randn(size_t(rows) * n, rng, 3.0f), w = randn(size_t(n), rng);
       std::vector<float> ref(x.size());
       rmsnorm(x.data(), rows, n, w.data(), 1e-6f, ref.data());
@@ -74,6 +74,13 @@ void test_rmsnorm(Checks& c, cudaStream_t s) {
       double e = rel_l2(y.host().data(), ref.data(), ref.size());
       double tol = dt == DType::F32 ? 1e-6 : 5e-3;
       c.expect(e < tol, "rmsnorm -> %s rows=%d n=%d rel_l2=%.2e", dn(dt), rows, n, e);
+      if (dt == DType::F32) {  // in place (y = x): the same bits
+        Dev xy(x, DType::F32);
+        cuda::rmsnorm(xy.f(), rows, n, dw.f(), 1e-6f, xy.p(), dt, s);
+        const auto a = y.host(), b = xy.host();
+        c.expect(std::memcmp(a.data(), b.data(), a.size() * 4) == 0, "rmsnorm in place rows=%d n=%d: %s", rows, n,
+                 std::memcmp(a.data(), b.data(), a.size() * 4) == 0 ? "identical" : "DIFFERS");
+      }
     }
 }
 
@@ -134,6 +141,45 @@ void test_qk_norm_rope(Checks& c, cudaStream_t s) {
              nkv, hd, T, pos0, cache_same ? "identical" : "DIFFERS", q_same ? "= rounded q" : "DIFFERS",
              mirror_same ? "= rounded cache rows, others untouched" : "DIFFER");
   }
+}
+
+// qk_norm_rope_kv's per-token kernel (the default) against its warp-per-head one (norm_rope_head,
+// the decode attention's own step): every bit of q, of the float32 cache and of the bf16 copies
+// the same, over head shapes (the per-token kernel takes each: head_dim % 4 == 0, cudaMalloc'd
+// buffers) and positions up to where the angles leave sinf/cosf's fast range reduction (|x| >
+// 105615). The caches are as long as the position needs, so the big positions use small kv rows.
+void test_qk_norm_rope_kernels(Checks& c, cudaStream_t s) {
+  for (auto [nh, nkv, hd] : {std::tuple{32, 4, 128}, {16, 2, 64}, {4, 2, 16}, {8, 8, 256}, {6, 3, 12}})
+    for (int pos0 : {0, 1000, 30000, 200000}) {
+      const int T = 37, qd = nh * hd, kvd = nkv * hd, row = qd + 2 * kvd, max_seq = pos0 + T + 2;
+      if (size_t(max_seq) * kvd > (size_t(1) << 24)) continue;
+      auto qkv = randn(size_t(T) * row, rng, 2.0f), qn = randn(size_t(hd), rng), kn = randn(size_t(hd), rng);
+      auto inv = cuda::rope_inv_freq(hd, 1e6);
+      Dev dqkv(qkv, DType::F32), dqn(qn, DType::F32), dkn(kn, DType::F32), dinv(inv, DType::F32);
+      auto dpos = upload(std::vector<int32_t>{pos0});
+      bool same32 = true, same16 = true;
+      std::vector<std::vector<float>> got[2];
+      for (int per_head = 0; per_head < 2; per_head++) {
+        Dev q = Dev::poisoned(size_t(T) * qd, DType::F32), kc = Dev::poisoned(size_t(max_seq) * kvd, DType::F32),
+            vc = Dev::poisoned(size_t(max_seq) * kvd, DType::F32);
+        cuda::qk_norm_rope_kv(dqkv.f(), T, dpos.get(), {nh, nkv, hd}, dqn.f(), dkn.f(), 1e-6f, dinv.f(), q.f(),
+                              kc.f(), vc.f(), s, per_head == 1);
+        Dev qb = Dev::poisoned(size_t(T) * qd, DType::BF16), kc2 = Dev::poisoned(size_t(max_seq) * kvd, DType::F32),
+            vc2 = Dev::poisoned(size_t(max_seq) * kvd, DType::F32),
+            kb = Dev::poisoned(size_t(max_seq) * kvd, DType::BF16),
+            vb = Dev::poisoned(size_t(max_seq) * kvd, DType::BF16);
+        cuda::qk_norm_rope_kv_bf16(dqkv.f(), T, dpos.get(), {nh, nkv, hd}, dqn.f(), dkn.f(), 1e-6f, dinv.f(), qb.p(),
+                                   kc2.f(), vc2.f(), kb.p(), vb.p(), s, per_head == 1);
+        got[per_head] = {q.host(), kc.host(), vc.host(), qb.host(), kc2.host(), vc2.host(), kb.host(), vb.host()};
+      }
+      for (size_t i = 0; i < got[0].size(); i++) {
+        const bool eq = std::memcmp(got[0][i].data(), got[1][i].data(), got[0][i].size() * 4) == 0;
+        (i < 3 ? same32 : same16) &= eq;
+      }
+      c.expect(same32 && same16,
+               "qk_norm_rope_kv per-token = per-head kernel heads=%d/%d hd=%d T=%d pos0=%d: f32 %s, bf16 %s", nh, nkv,
+               hd, T, pos0, same32 ? "identical" : "DIFFERS", same16 ? "identical" : "DIFFERS");
+    }
 }
 
 void test_attention(Checks& c, cudaStream_t s) {
@@ -1099,6 +1145,7 @@ int main() {
     test_gemm(c, ctx);
     test_rmsnorm(c, ctx.stream());
     test_qk_norm_rope(c, ctx.stream());
+    test_qk_norm_rope_kernels(c, ctx.stream());
     test_attention(c, ctx.stream());
     test_attention_gemm(c, ctx);
     test_attention_flash(c, ctx);

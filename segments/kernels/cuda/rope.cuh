@@ -23,9 +23,13 @@ std::vector<float> rope_inv_freq(int head_dim, double theta);
 // qkv: [T, (num_heads + 2 num_kv_heads) * head_dim] float32 (q, then k, then v per row).
 // q_out: [T, num_heads * head_dim]; k_cache / v_cache: [max_seq, num_kv_heads * head_dim], rows
 // pos0..pos0+T-1 written. inv_freq: [head_dim / 2] on the device.
+// Two kernels give the same bits: one block per token with the row in shared memory (taken where
+// head_dim % 4 == 0, the row fits 48 KiB and the buffers are 16-byte aligned), else one warp per
+// head as the decode attention rotates (norm_rope_head); per_head forces the latter, for the tests
+// that hold the two to the same bits.
 void qk_norm_rope_kv(const float* qkv, int64_t T, const int32_t* d_pos0, const QkvShape& s, const float* q_norm,
                      const float* k_norm, float eps, const float* inv_freq, float* q_out, float* k_cache,
-                     float* v_cache, cudaStream_t st);
+                     float* v_cache, cudaStream_t st, bool per_head = false);
 
 // The same for the flash prefill (bf16 mode): q written as bf16 into q_bf16 ([T, num_heads *
 // head_dim]), and besides the float32 cache rows (still written: decode reads them) their bf16
@@ -34,6 +38,7 @@ void qk_norm_rope_kv(const float* qkv, int64_t T, const int32_t* d_pos0, const Q
 // kernel sees the bits it saw when it rounded q itself and K/V came from convert().
 void qk_norm_rope_kv_bf16(const float* qkv, int64_t T, const int32_t* d_pos0, const QkvShape& s,
                           const float* q_norm, const float* k_norm, float eps, const float* inv_freq, void* q_bf16,
-                          float* k_cache, float* v_cache, void* k_bf16, void* v_bf16, cudaStream_t st);
+                          float* k_cache, float* v_cache, void* k_bf16, void* v_bf16, cudaStream_t st,
+                          bool per_head = false);
 
 }  // namespace segpipe::cuda

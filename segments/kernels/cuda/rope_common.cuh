@@ -1,10 +1,35 @@
 // The per-head q/k step (RMSNorm over head_dim, then rotate-half RoPE) as one warp computes it; shared
-// by qk_norm_rope_kv (rope.cu) and the decode attention that folds it in (attention.cu), so that both
-// give the same bits. Included from .cu files only.
+// by the kernels that must give the same bits for the same token: qk_norm_rope_kv (rope.cu, both its
+// warp-per-head kernel and its per-token one) and the decode attention that folds it in
+// (attention.cu). The pieces below are the only place their expressions are written. Included from
+// .cu files only.
 #pragma once
 #include "segments/kernels/cuda/common.cuh"
 
 namespace segpipe::cuda {
+
+// The rotation's cosine and sine for pair i at position p.
+__device__ __forceinline__ void rope_cos_sin(const float* __restrict__ inv_freq, float p, int i, float& c, float& s) {
+  const float f = p * inv_freq[i];
+  c = cosf(f);
+  s = sinf(f);
+}
+
+// 1 / rms of a head from its sum of squares; ss is summed in double, lane l over elements l, l + 32,
+// ... in that order, then warp_sum: every caller keeps that order (the products are exact in double,
+// the sums are not).
+__device__ __forceinline__ float head_inv_rms(double ss, int hd, float eps) {
+  return 1.0f / sqrtf(static_cast<float>(ss / static_cast<double>(hd)) + eps);
+}
+
+// The rotated pair (a at i, b at i + hd/2): two roundings per product, as the CPU reference (no fused
+// multiply-add).
+__device__ __forceinline__ float rope_lo(float a, float b, float c, float s) {
+  return __fsub_rn(__fmul_rn(a, c), __fmul_rn(b, s));
+}
+__device__ __forceinline__ float rope_hi(float a, float b, float c, float s) {
+  return __fadd_rn(__fmul_rn(b, c), __fmul_rn(a, s));
+}
 
 // dst[0..hd) = rope(w * (src * inv_rms(src)), position p), by one warp; buf: hd floats of scratch in
 // shared memory for this warp. dst may be global or shared memory.
@@ -19,17 +44,16 @@ __device__ __forceinline__ void norm_rope_head(const float* __restrict__ src, co
     ss += double(v) * v;
   }
   ss = warp_sum(ss);
-  const float inv = 1.0f / sqrtf(static_cast<float>(ss / static_cast<double>(hd)) + eps);
+  const float inv = head_inv_rms(ss, hd, eps);
   __syncwarp();
   for (int i = lane; i < hd; i += 32) buf[i] = w[i] * (buf[i] * inv);
   __syncwarp();
   for (int i = lane; i < half; i += 32) {
-    float f = p * inv_freq[i];
-    float c = cosf(f), sn = sinf(f);
-    float a = buf[i], b = buf[i + half];
-    // Two roundings per product, as the CPU reference (no fused multiply-add).
-    dst[i] = __fsub_rn(__fmul_rn(a, c), __fmul_rn(b, sn));
-    dst[i + half] = __fadd_rn(__fmul_rn(b, c), __fmul_rn(a, sn));
+    float c, sn;
+    rope_cos_sin(inv_freq, p, i, c, sn);
+    const float a = buf[i], b = buf[i + half];
+    dst[i] = rope_lo(a, b, c, sn);
+    dst[i + half] = rope_hi(a, b, c, sn);
   }
   __syncwarp();
 }
