@@ -208,10 +208,7 @@ class ShmRunner : public Runner {
   }
   void confirm_gpu_sharing() {
     if (sharing_device_.empty()) return;
-    if (cuda_mps_enabled(sharing_device_)) {
-      mps_ = true;
-      return;
-    }
+    if (cuda_mps_enabled(sharing_device_)) return;
     stop_private_mps();
     gpu_sharing_failed(sharing_mode(), "this process's context on " + sharing_device_ + " did not join the MPS server");
   }
@@ -648,7 +645,6 @@ class ShmRunner : public Runner {
   ShmOptions opt_;
   CudaShmOptions cuda_;
   std::string sharing_device_;  // MPS asked for, to be confirmed on this device
-  bool mps_ = false;            // the GPU workers share one MPS server
   struct DevArena {
     std::unique_ptr<DeviceArena> arena;  // outlives the workers (freed after shutdown)
     std::vector<uint64_t> slots;         // the two hidden-state slots
