@@ -12,11 +12,16 @@
 // read per 16-dim step (it would take 64 registers a thread). Query tiles are dispatched heaviest
 // first over all heads (blockIdx.x = head, so the heads of a KV group run side by side and share
 // their K/V tiles in L2). flash_attn_kernel stays selectable (set_flash_variant(1)).
+//
+// Variants 4..6 (attention.cuh): the Hopper kernel of sm90a/attention_flash_wgmma.cu (wgmma,
+// sm_90a) where it runs (compute capability 9.0, head_dim 128); flash_attn_q128 elsewhere.
 #include <atomic>
 
 #include "segments/kernels/cuda/attention.cuh"
 #include "segments/kernels/cuda/check.h"
 #include "segments/kernels/cuda/common.cuh"
+#include "segments/kernels/cuda/device_caps.h"
+#include "segments/kernels/cuda/sm90a/attention_flash_wgmma.cuh"
 
 namespace segpipe::cuda {
 
@@ -460,7 +465,10 @@ std::atomic<int> g_flash_variant{0};
 
 }  // namespace
 
-void set_flash_variant(int v) { g_flash_variant.store(v); }
+void set_flash_variant(int v) {
+  SEGPIPE_ASSERT_MSG(v >= 0 && v < kFlashVariants, "flash attention variant out of range");
+  g_flash_variant.store(v);
+}
 int flash_variant() { return g_flash_variant.load(); }
 
 bool attention_flash_supported(const AttnShape& s) {
@@ -474,7 +482,15 @@ void attention_flash(const void* q, DType qt, int64_t T, int64_t pos0, const Att
   if (T == 0) return;
   const bf16* kb = static_cast<const bf16*>(k_bf16);
   const bf16* vb = static_cast<const bf16*>(v_bf16);
-  const int variant = flash_variant();
+  int variant = flash_variant();
+  if (variant >= kFlashWgmmaVariant0) {
+    if (s.head_dim == 128 && current_device_is_sm90()) {
+      attention_flash_wgmma(q, qt, int(T), int(pos0), s.num_heads, s.num_kv_heads, k_bf16, v_bf16,
+                            scale * 1.4426950408889634f, out, ot, variant - kFlashWgmmaVariant0, st);
+      return;
+    }
+    variant = 0;  // the mma.sync kernel elsewhere (head_dim 64, devices other than compute capability 9.0)
+  }
   SEGPIPE_DISPATCH_FB(qt, Q, {
     SEGPIPE_DISPATCH_FB(ot, O, {
       const Q* qp = static_cast<const Q*>(q);
