@@ -238,6 +238,7 @@ void test_attention(Checks& c, cudaStream_t s) {
 // the CPU reference on the unrounded float32 inputs. Shapes: GQA and not, head_dim 64 and 128, T not
 // a multiple of the 64-row tiles, a cached prefix (pos0 > 0).
 void test_attention_flash(Checks& c, cuda::Context& ctx) {
+  const int default_variant = cuda::flash_variant();
   for (DType ot : {DType::BF16, DType::F32})
     for (auto [nh, nkv, hd, T, pos0] : {std::tuple{32, 4, 128, 100, 7}, {8, 2, 64, 130, 300}, {4, 4, 128, 64, 0},
                                        {16, 2, 128, 257, 0}, {32, 4, 128, 600, 24}, {2, 1, 64, 1, 0},
@@ -282,7 +283,7 @@ void test_attention_flash(Checks& c, cuda::Context& ctx) {
                  variant, dn(ot), nh, nkv, hd, T, pos0, e, same ? "bit-identical" : "DIFFERS",
                  same_qb ? "bit-identical" : "DIFFERS");
       }
-      cuda::set_flash_variant(0);
+      cuda::set_flash_variant(default_variant);
     }
 }
 

@@ -73,6 +73,7 @@ void attention_flash(const void* q, DType qt, int64_t T, int64_t pos0, const Att
 // Hopper kernel (wgmma; 128 queries a block, two warpgroups of 64 rows): 4 = 128-key tiles, 5 =
 // 64-key tiles, 6 = 64-key tiles at two blocks an SM; only on compute capability 9.0 at head_dim
 // 128, variant 0 elsewhere (the same function, other bits: a different summation grouping).
+// Default: 6.
 constexpr int kFlashWgmmaVariant0 = 4;
 constexpr int kFlashVariants = 7;
 void set_flash_variant(int v);
