@@ -119,7 +119,7 @@ double time_ms(cuda::Context& ctx, F&& fn) {
 // K and V rows that precede it in a layer. Rates count the causal products' flops, 4 T (T+1) / 2
 // head_dim num_heads. diff: rel. L2 of each variant's output against variant 1 (the first kernel).
 struct FlashBench {
-  double flops = 0, convert_ms = 0, ms[3] = {0, 0, 0}, diff[3] = {0, 0, 0};
+  double flops = 0, convert_ms = 0, ms[cuda::kFlashVariants] = {}, diff[cuda::kFlashVariants] = {};
 };
 FlashBench flash_bench(cuda::Context& ctx, const ModelConfig& cfg, int64_t T) {
   FlashBench r;
@@ -127,7 +127,8 @@ FlashBench flash_bench(cuda::Context& ctx, const ModelConfig& cfg, int64_t T) {
   if (!cuda::attention_flash_supported(s)) return r;
   const int64_t qd = cfg.q_dim(), kvd = cfg.kv_dim();
   cuda::Buffer<float> q(size_t(T * qd)), kc(size_t(T * kvd)), vc(size_t(T * kvd));
-  cuda::Buffer<char> kb(size_t(T * kvd) * 2), vb(size_t(T * kvd) * 2), out(size_t(T * qd) * 2 * 3);
+  constexpr int kV = cuda::kFlashVariants;
+  cuda::Buffer<char> kb(size_t(T * kvd) * 2), vb(size_t(T * kvd) * 2), out(size_t(T * qd) * 2 * kV);
   cuda::synthetic_fill(9, 1, 0, T * qd, 1.f, 0.f, DType::F32, q.get(), DType::F32, ctx.stream());
   cuda::synthetic_fill(9, 2, 0, T * kvd, 1.f, 0.f, DType::F32, kc.get(), DType::F32, ctx.stream());
   cuda::synthetic_fill(9, 3, 0, T * kvd, 1.f, 0.f, DType::F32, vc.get(), DType::F32, ctx.stream());
@@ -137,7 +138,7 @@ FlashBench flash_bench(cuda::Context& ctx, const ModelConfig& cfg, int64_t T) {
   });
   const float scale = static_cast<float>(std::pow(double(cfg.head_dim), -0.5));
   const int before = cuda::flash_variant();
-  for (int v = 0; v < 3; v++) {
+  for (int v = 0; v < kV; v++) {
     cuda::set_flash_variant(v);
     char* o = out.get() + size_t(v) * size_t(T * qd) * 2;
     r.ms[v] = time_ms(ctx, [&] {
@@ -145,11 +146,11 @@ FlashBench flash_bench(cuda::Context& ctx, const ModelConfig& cfg, int64_t T) {
     });
   }
   cuda::set_flash_variant(before);
-  std::vector<uint16_t> h(size_t(T * qd) * 3);
+  std::vector<uint16_t> h(size_t(T * qd) * kV);
   SEGPIPE_CUDA_CHECK(cudaMemcpyAsync(h.data(), out.get(), h.size() * 2, cudaMemcpyDeviceToHost, ctx.stream()));
   ctx.sync();
   const size_t n = size_t(T * qd);
-  for (int v = 0; v < 3; v++) {
+  for (int v = 0; v < kV; v++) {
     double num = 0, den = 0;
     for (size_t i = 0; i < n; i++) {
       const double a = bf16_to_f32(h[size_t(v) * n + i]), b = bf16_to_f32(h[n + i]);
@@ -164,8 +165,10 @@ FlashBench flash_bench(cuda::Context& ctx, const ModelConfig& cfg, int64_t T) {
 
 void print_flash_bench(const FlashBench& f, int64_t T) {
   if (f.flops == 0) return;
-  static const char* names[3] = {"q128, 64-key softmax steps", "q64 (first kernel)", "q128, 32-key softmax steps"};
-  for (int v = 0; v < 3; v++)
+  static const char* names[cuda::kFlashVariants] = {
+      "q128, 64-key softmax steps", "q64 (first kernel)",      "q128, 32-key softmax steps", "q128, one m16 a pass",
+      "wgmma, 128-key tiles",       "wgmma, 64-key tiles",     "wgmma, 64-key, 2 CTAs/SM"};
+  for (int v = 0; v < cuda::kFlashVariants; v++)
     std::printf("flash attention alone, T=%lld, %-34s %8.1f us %7.1f TFLOP/s  rel. diff to q64 %.2e\n",
                 (long long)T, names[v], f.ms[v] * 1e3, f.flops / (f.ms[v] * 1e-3) / 1e12, f.diff[v]);
   std::printf("flash attention, K and V bf16 copies (2 converts) %8.1f us\n", f.convert_ms * 1e3);

@@ -69,7 +69,13 @@ void attention_flash(const void* q, DType qt, int64_t T, int64_t pos0, const Att
                      const void* v_bf16, float scale, void* out, DType ot, cudaStream_t st);
 // Which flash kernel attention_flash launches (benchmarks, A/B). 128 queries a block, 32 rows a
 // warp: 0 = softmax steps of 64 keys (bit-identical to 1), 2 = steps of 32 keys, 3 = 64-key steps
-// with one m16 tile a pass; 1 = the first kernel (64 queries a block, 16 rows a warp).
+// with one m16 tile a pass; 1 = the first kernel (64 queries a block, 16 rows a warp). 4..6: the
+// Hopper kernel (wgmma; 128 queries a block, two warpgroups of 64 rows): 4 = 128-key tiles, 5 =
+// 64-key tiles, 6 = 64-key tiles at two blocks an SM; only on compute capability 9.0 at head_dim
+// 128, variant 0 elsewhere (the same function, other bits: a different summation grouping).
+// Default: 6.
+constexpr int kFlashWgmmaVariant0 = 4;
+constexpr int kFlashVariants = 7;
 void set_flash_variant(int v);
 int flash_variant();
 

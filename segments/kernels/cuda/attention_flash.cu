@@ -5,18 +5,23 @@
 // [T, T] score matrix never exists. Warp w owns query rows 16w..16w+15 of the tile; the score
 // fragment of a 64-key tile becomes the A operand of the value product in registers.
 //
-// Two kernels. flash_attn_q128 (the default): 128 queries per block, each of the 4 warps owns 32
+// Two kernels. flash_attn_q128 (the default off Hopper): 128 queries per block, each of the 4 warps owns 32
 // rows (two m16 tiles) so that every K and V fragment read from shared memory (ldmatrix) feeds two
 // products: half the shared-memory reads per FLOP of flash_attn_kernel (64 queries, 16 rows a warp,
 // K read with 32-bit loads), which was bound by them. Q goes to shared memory as bf16 once and is
 // read per 16-dim step (it would take 64 registers a thread). Query tiles are dispatched heaviest
 // first over all heads (blockIdx.x = head, so the heads of a KV group run side by side and share
 // their K/V tiles in L2). flash_attn_kernel stays selectable (set_flash_variant(1)).
+//
+// Variants 4..6 (attention.cuh): the Hopper kernel of sm90a/attention_flash_wgmma.cu (wgmma,
+// sm_90a) where it runs (compute capability 9.0, head_dim 128); flash_attn_q128 elsewhere.
 #include <atomic>
 
 #include "segments/kernels/cuda/attention.cuh"
 #include "segments/kernels/cuda/check.h"
 #include "segments/kernels/cuda/common.cuh"
+#include "segments/kernels/cuda/device_caps.h"
+#include "segments/kernels/cuda/sm90a/attention_flash_wgmma.cuh"
 
 namespace segpipe::cuda {
 
@@ -456,11 +461,16 @@ void launch_flash(const Q* q, int64_t T, int64_t pos0, const AttnShape& s, const
   SEGPIPE_CUDA_LAUNCH_CHECK("flash_attn_q128");
 }
 
-std::atomic<int> g_flash_variant{0};
+// The wgmma kernel at 64-key tiles, two CTAs an SM (variant 6): 130 against 172 us for variant 0 at
+// T = 2048 on an H200 (32/4 heads, head_dim 128); variant 0 where it does not run.
+std::atomic<int> g_flash_variant{6};
 
 }  // namespace
 
-void set_flash_variant(int v) { g_flash_variant.store(v); }
+void set_flash_variant(int v) {
+  SEGPIPE_ASSERT_MSG(v >= 0 && v < kFlashVariants, "flash attention variant out of range");
+  g_flash_variant.store(v);
+}
 int flash_variant() { return g_flash_variant.load(); }
 
 bool attention_flash_supported(const AttnShape& s) {
@@ -474,7 +484,15 @@ void attention_flash(const void* q, DType qt, int64_t T, int64_t pos0, const Att
   if (T == 0) return;
   const bf16* kb = static_cast<const bf16*>(k_bf16);
   const bf16* vb = static_cast<const bf16*>(v_bf16);
-  const int variant = flash_variant();
+  int variant = flash_variant();
+  if (variant >= kFlashWgmmaVariant0) {
+    if (s.head_dim == 128 && current_device_is_sm90()) {
+      attention_flash_wgmma(q, qt, int(T), int(pos0), s.num_heads, s.num_kv_heads, k_bf16, v_bf16,
+                            scale * 1.4426950408889634f, out, ot, variant - kFlashWgmmaVariant0, st);
+      return;
+    }
+    variant = 0;  // the mma.sync kernel elsewhere (head_dim 64, devices other than compute capability 9.0)
+  }
   SEGPIPE_DISPATCH_FB(qt, Q, {
     SEGPIPE_DISPATCH_FB(ot, O, {
       const Q* qp = static_cast<const Q*>(q);

@@ -16,6 +16,7 @@
 
 #include "segments/kernels/cuda/check.h"
 #include "segments/kernels/cuda/common.cuh"
+#include "segments/kernels/cuda/device_caps.h"
 #include "segments/kernels/cuda/moe_grouped.cuh"
 #include "segments/kernels/cuda/moe_grouped_impl.cuh"
 
@@ -258,22 +259,6 @@ void raise_smem_once() {
 }
 
 std::atomic<int> g_kernel{int(MoeGroupedKernel::Auto)};
-
-// Compute capability 9.0 (the sm_90a code of the wgmma kernels), cached per device.
-bool device_is_sm90(int dev) {
-  static std::atomic<uint64_t> known{0}, yes{0};
-  const uint64_t bit = dev < 64 ? uint64_t(1) << dev : 0;
-  if (bit && (known.load() & bit)) return (yes.load() & bit) != 0;
-  int major = 0, minor = 0;
-  SEGPIPE_CUDA_CHECK(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev));
-  SEGPIPE_CUDA_CHECK(cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, dev));
-  const bool is90 = major == 9 && minor == 0;
-  if (bit) {
-    if (is90) yes.fetch_or(bit);
-    known.fetch_or(bit);
-  }
-  return is90;
-}
 
 template <bool kGateUp>
 void launch_gemm(const GemmArgs& a, cudaStream_t s) {
