@@ -694,7 +694,7 @@ int main(int argc, char** argv) {
         << ",\"gemm_tflops\":" << gemm_big << ",\"gemm_prefill_shape_tflops\":" << gemm_moe
         << ",\"prefill_tokens\":" << prompt << ",\"prefill_ms\":" << prefill_ms
         << ",\"prefill_tflops\":" << prefill_tflops << ",\"prefill_ms_cublas_attention\":" << prefill_ms_cublas
-        << ",\"prefill_ms_flash_first_kernel\":" << prefill_ms_flash1 << ",\"flash_alone_us\":" << fb.ms[0] * 1e3
+        << ",\"prefill_ms_flash_first_kernel\":" << prefill_ms_flash1 << ",\"flash_alone_us\":" << fb.ms[cuda::flash_variant()] * 1e3 << ",\"flash_variant\":" << cuda::flash_variant()
         << ",\"decode_ms_eager_no_overlap\":" << noov_ms[0] << ",\"decode_ms_graph_no_overlap\":" << noov_ms[1] << ",\"decode_tokens\":" << decode
         << ",\"decode_ms_eager\":" << dec_ms[0] << ",\"decode_ms_graph\":" << dec_ms[1]
         << ",\"decode_ms_eager_library\":" << lib_ms[0] << ",\"decode_ms_graph_library\":" << lib_ms[1]
