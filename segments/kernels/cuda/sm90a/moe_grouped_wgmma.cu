@@ -25,6 +25,7 @@
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
+#include <cstring>
 #include <type_traits>
 
 #include "segments/kernels/cuda/check.h"
@@ -376,8 +377,10 @@ constexpr int kWsSt = 4, kWsLag = 2, kWsThreads = 384, kWsProdRegs = 40, kWsCons
 constexpr int kWsAM = kBM + 64, kWsBN = 256;
 constexpr int kWsStageElems = (kWsAM + kWsBN) * kBK;
 constexpr int kWsBarOff = kWsSt * kWsStageElems * int(sizeof(uint16_t));  // bytes from the aligned base
-constexpr int kWsSmem = kWsBarOff + 2 * kWsSt * int(sizeof(uint64_t)) + 1024;  // + the alignment slack
-constexpr uint32_t kWsBBytes = kWsBN * kBK * sizeof(uint16_t);  // TMA bytes a stage
+// + the barriers, the two row tables, the alignment slack
+constexpr int kWsSmem = kWsBarOff + 2 * kWsSt * int(sizeof(uint64_t)) + 2 * kWsAM * int(sizeof(int)) + 1024;
+constexpr uint32_t kWsBBytes = kWsBN * kBK * sizeof(uint16_t);  // TMA bytes of a weight tile
+constexpr uint32_t kWsABytes = kWsAM * kBK * sizeof(uint16_t);  // TMA bytes of an A tile (down)
 // A producer thread may wait on empty[g - kWsSt] only after arriving on full[g - 1 - kWsLag]...: the
 // consumers free stage g - kWsSt at step g - kWsSt + 1, which needs full[g - kWsSt + 1].
 static_assert(kWsLag <= kWsSt - 2, "producer lag deadlocks the ring");
@@ -415,6 +418,13 @@ __device__ __forceinline__ void tma_load_3d(void* dst, const CUtensorMap* map, i
       "l"(reinterpret_cast<uint64_t>(map)), "r"(c0), "r"(c1), "r"(c2), "r"(smem_u32(b))
       : "memory");
 }
+__device__ __forceinline__ void tma_load_2d(void* dst, const CUtensorMap* map, int c0, int c1, uint64_t* b) {
+  asm volatile(
+      "cp.async.bulk.tensor.2d.shared::cluster.global.mbarrier::complete_tx::bytes [%0], [%1, {%2, %3}], [%4];\n" ::"r"(
+          smem_u32(dst)),
+      "l"(reinterpret_cast<uint64_t>(map)), "r"(c0), "r"(c1), "r"(smem_u32(b))
+      : "memory");
+}
 template <int N>
 __device__ __forceinline__ void setmaxnreg_dec() {
   asm volatile("setmaxnreg.dec.sync.aligned.u32 %0;\n" ::"n"(N));
@@ -440,23 +450,26 @@ __device__ __forceinline__ WsTile ws_tile(const Workspace& ws, int w, int n_tile
 }
 
 // map: the bank's weights as [n][B rows][K] (gate_up: 2N rows, boxes of 16 rows; down: N rows,
-// boxes of 256 rows).
+// boxes of 256 rows); amap (down only): act as [S][K], boxes of kWsAM rows.
 template <bool kGateUp>
 __global__ void __launch_bounds__(kWsThreads, 1) wgmma_ws_kernel(const __grid_constant__ GemmArgs p,
-                                                                 const __grid_constant__ CUtensorMap map) {
+                                                                 const __grid_constant__ CUtensorMap map,
+                                                                 const __grid_constant__ CUtensorMap amap) {
   if constexpr (kHaveWgmma) {
     extern __shared__ unsigned char smem_raw[];
     unsigned char* sm_al = smem_raw + ((1024 - (smem_u32(smem_raw) & 1023)) & 1023);
     bf16* sm = reinterpret_cast<bf16*>(sm_al);
     uint64_t* full = reinterpret_cast<uint64_t*>(sm_al + kWsBarOff);
     uint64_t* empty = full + kWsSt;
+    int* row_tab = reinterpret_cast<int*>(empty + kWsSt);  // [2][kWsAM]
     const Workspace ws = carve(const_cast<int32_t*>(p.ws), p.S, p.n);
     const int n_work = ws.tile_first[p.n] * p.n_tiles_n;
     const int K = p.K, ktiles = (K + kBK - 1) / kBK;
     const int tid = threadIdx.x;
     if (tid == 0) {
       for (int s = 0; s < kWsSt; s++) {
-        mbar_init(&full[s], 128 + 1);  // the producer's threads + thread 0's expect_tx arrival
+        // gate_up: the producer's threads + thread 0's expect_tx arrival; down: thread 0's
+        mbar_init(&full[s], kGateUp ? 128 + 1 : 1);
         mbar_init(&empty[s], 8);       // the consumer warps
       }
       asm volatile("fence.mbarrier_init.release.cluster;\n" ::: "memory");  // visible to the TMA unit
@@ -464,53 +477,72 @@ __global__ void __launch_bounds__(kWsThreads, 1) wgmma_ws_kernel(const __grid_co
     __syncthreads();
 
     if (tid < 128) {
-      // Producer warpgroup. Thread tid loads 16-byte chunk tid % 8 of A rows tid / 8 + 16 i.
       setmaxnreg_dec<kWsProdRegs>();
-      const int lrow = tid / 8, lc = tid % 8;
       uint32_t g = 0;  // steps issued, over all tiles of this CTA
-      for (int w = int(blockIdx.x); w < n_work; w += int(gridDim.x)) {
-        const WsTile x = ws_tile(ws, w, p.n_tiles_n);
-        for (int kt = 0; kt < ktiles; kt++, g++) {
-          const int s = int(g % kWsSt);
-          if (g >= uint32_t(kWsSt)) mbar_wait(&empty[s], ((g / kWsSt) + 1) & 1);
-          bf16* sa = sm + s * kWsStageElems;
-          bf16* sb = sa + kWsAM * kBK;
-          if (tid == 0) {
-            mbar_arrive_expect_tx(&full[s], kWsBBytes);
-            if (kGateUp) {
+      if constexpr (!kGateUp) {
+        // down: A is the grouped act rows, contiguous: one thread loads A and B by TMA (rows past
+        // the tile's are the next expert's or zero: their outputs are never stored).
+        if (tid == 0) {
+          for (int w = int(blockIdx.x); w < n_work; w += int(gridDim.x)) {
+            const WsTile x = ws_tile(ws, w, p.n_tiles_n);
+            for (int kt = 0; kt < ktiles; kt++, g++) {
+              const int s = int(g % kWsSt);
+              if (g >= uint32_t(kWsSt)) mbar_wait(&empty[s], ((g / kWsSt) + 1) & 1);
+              bf16* sa = sm + s * kWsStageElems;
+              mbar_arrive_expect_tx(&full[s], kWsABytes + kWsBBytes);
+              tma_load_2d(sa, &amap, kt * kBK, x.row0, &full[s]);
+              tma_load_3d(sa + kWsAM * kBK, &map, kt * kBK, x.nt * kWsBN, x.b, &full[s]);
+            }
+          }
+        }
+      } else {
+        // gate_up: thread tid gathers 16-byte chunk tid % 8 of A rows tid / 8 + 16 i by cp.async;
+        // the tile's source rows (token ids) are looked up once a tile into a shared table (two,
+        // alternating: a barrier of the producer warpgroup a tile keeps the threads within a tile).
+        const int lrow = tid / 8, lc = tid % 8;
+        int tile_no = 0;
+        for (int w = int(blockIdx.x); w < n_work; w += int(gridDim.x), tile_no++) {
+          const WsTile x = ws_tile(ws, w, p.n_tiles_n);
+          int* tab = row_tab + (tile_no & 1) * kWsAM;
+          for (int r = tid; r < kWsAM; r += 128) tab[r] = r < x.rows ? ws.perm[x.row0 + r] / p.k : -1;
+          asm volatile("bar.sync 1, 128;\n" ::: "memory");
+          for (int kt = 0; kt < ktiles; kt++, g++) {
+            const int s = int(g % kWsSt);
+            if (g >= uint32_t(kWsSt)) mbar_wait(&empty[s], ((g / kWsSt) + 1) & 1);
+            bf16* sa = sm + s * kWsStageElems;
+            bf16* sb = sa + kWsAM * kBK;
+            if (tid == 0) {
+              mbar_arrive_expect_tx(&full[s], kWsBBytes);
               // B rows in groups of 32: 16 gate rows (j..j+15), then the up rows (N + j..) of the
               // same act columns. Gate rows past N read up rows: their act columns are never stored.
-#pragma unroll 1
+#pragma unroll
               for (int q = 0; q < kWsBN / 32; q++) {
                 const int j = x.nt * (kWsBN / 2) + q * 16;
                 tma_load_3d(sb + (q * 32) * kBK, &map, kt * kBK, j, x.b, &full[s]);
                 tma_load_3d(sb + (q * 32 + 16) * kBK, &map, kt * kBK, p.N + j, x.b, &full[s]);
               }
-            } else {
-              tma_load_3d(sb, &map, kt * kBK, x.nt * kWsBN, x.b, &full[s]);
+            }
+            const int col = kt * kBK + lc * 8;
+            const bool kin = col < K;  // K is a multiple of 8: a chunk is wholly inside or outside
+#pragma unroll
+            for (int i = 0; i < kWsAM / 16; i++) {
+              const int r = lrow + 16 * i;
+              const int src_row = tab[r];
+              const bool v = kin && src_row >= 0;
+              cp_async16(sa + swz(r, lc), v ? p.a + int64_t(src_row) * K + col : p.a, v ? 16 : 0);
+            }
+            cp_async_commit();
+            if (g >= uint32_t(kWsLag)) {
+              cp_async_wait<kWsLag>();  // step g - kWsLag's copies of this thread landed
+              fence_proxy_async();
+              mbar_arrive(&full[(g - kWsLag) % kWsSt]);
             }
           }
-          const int col = kt * kBK + lc * 8;
-          const bool kin = col < K;  // K is a multiple of 8: a chunk is wholly inside or outside
-#pragma unroll 4
-          for (int i = 0; i < kWsAM / 16; i++) {
-            const int r = lrow + 16 * i;
-            const bool v = kin && r < x.rows;
-            const bf16* src = p.a;
-            if (v) src = p.a + int64_t(kGateUp ? ws.perm[x.row0 + r] / p.k : x.row0 + r) * K + col;
-            cp_async16(sa + swz(r, lc), src, v ? 16 : 0);
-          }
-          cp_async_commit();
-          if (g >= uint32_t(kWsLag)) {
-            cp_async_wait<kWsLag>();  // step g - kWsLag's copies of this thread landed
-            fence_proxy_async();
-            mbar_arrive(&full[(g - kWsLag) % kWsSt]);
-          }
         }
+        cp_async_wait<0>();
+        fence_proxy_async();
+        for (uint32_t q = g >= uint32_t(kWsLag) ? g - kWsLag : 0; q < g; q++) mbar_arrive(&full[q % kWsSt]);
       }
-      cp_async_wait<0>();
-      fence_proxy_async();
-      for (uint32_t q = g >= uint32_t(kWsLag) ? g - kWsLag : 0; q < g; q++) mbar_arrive(&full[q % kWsSt]);
     } else {
       setmaxnreg_inc<kWsConsRegs>();
       const int ctid = tid - 128, warp = ctid / 32, lane = ctid % 32, wg = warp / 4;
@@ -638,10 +670,25 @@ bool weight_map(const GemmArgs& a, bool gate_up, CUtensorMap& m) {
   return r == CUDA_SUCCESS;
 }
 
+// down's A: act [S][K] bf16, boxes of 64 K columns by kWsAM rows.
+bool act_map(const GemmArgs& a, CUtensorMap& m) {
+  if ((reinterpret_cast<uintptr_t>(a.a) & 15) != 0) return false;
+  const cuuint64_t dims[2] = {cuuint64_t(a.K), cuuint64_t(a.S)};
+  const cuuint64_t strides[1] = {cuuint64_t(a.K) * 2};
+  const cuuint32_t box[2] = {cuuint32_t(kBK), cuuint32_t(kWsAM)};
+  const cuuint32_t elem_strides[2] = {1, 1};
+  const CUresult r = tensor_map_encoder()(&m, CU_TENSOR_MAP_DATA_TYPE_BFLOAT16, 2, const_cast<bf16*>(a.a), dims,
+                                          strides, box, elem_strides, CU_TENSOR_MAP_INTERLEAVE_NONE,
+                                          CU_TENSOR_MAP_SWIZZLE_128B, CU_TENSOR_MAP_L2_PROMOTION_L2_256B,
+                                          CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE);
+  return r == CUDA_SUCCESS;
+}
+
 template <bool kGateUp>
 void launch_ws(GemmArgs a, cudaStream_t s) {
-  CUtensorMap map;
-  if (!weight_map(a, kGateUp, map)) {
+  CUtensorMap map, amap;
+  std::memset(&amap, 0, sizeof amap);  // unused by gate_up
+  if (!weight_map(a, kGateUp, map) || (!kGateUp && !act_map(a, amap))) {
     static std::atomic<bool> told{false};
     if (!told.exchange(true)) std::fprintf(stderr, "wgmma variant 6: no tensor map for this bank, variant 5 runs\n");
     return launch<kGateUp, CfgV5>(a, s);
@@ -661,11 +708,17 @@ void launch_ws(GemmArgs a, cudaStream_t s) {
   const int64_t work = int64_t(a.max_tiles) * a.n_tiles_n;
   SEGPIPE_ASSERT_MSG(work < (int64_t(1) << 31), "grouped expert GEMM (wgmma ws): too many tiles");
   const int64_t blocks = std::max<int64_t>(1, std::min<int64_t>(work, sms));
-  wgmma_ws_kernel<kGateUp><<<static_cast<unsigned>(blocks), kWsThreads, kWsSmem, s>>>(a, map);
+  wgmma_ws_kernel<kGateUp><<<static_cast<unsigned>(blocks), kWsThreads, kWsSmem, s>>>(a, map, amap);
   SEGPIPE_CUDA_LAUNCH_CHECK("wgmma_ws_kernel");
 }
 
-std::atomic<int> g_variant{kMoeWgmmaDefaultVariant};
+// SEGPIPE_WGMMA_VARIANT=V: the process starts with variant V (whole-model tests of a non-default one).
+int initial_variant() {
+  const char* v = std::getenv("SEGPIPE_WGMMA_VARIANT");
+  const int x = v ? std::atoi(v) : kMoeWgmmaDefaultVariant;
+  return x >= 0 && x < kMoeWgmmaVariants ? x : kMoeWgmmaDefaultVariant;
+}
+std::atomic<int> g_variant{initial_variant()};
 
 }  // namespace
 
