@@ -375,6 +375,8 @@ __global__ void __launch_bounds__(kThreads, C::MinBlocks) wgmma_gemm_kernel(cons
 // consumers (192 accumulators a thread on a merged tail) rise to kWsConsRegs (setmaxnreg).
 constexpr int kWsSt = 4, kWsLag = 2, kWsThreads = 384, kWsProdRegs = 40, kWsConsRegs = 232;
 constexpr int kWsAM = kBM + 64, kWsBN = 256;
+constexpr int kWsGather = 96;  // gate_up's gathering threads (producer warps 1..3)
+static_assert(kWsAM % (kWsGather / 8) == 0, "gather rows");
 constexpr int kWsStageElems = (kWsAM + kWsBN) * kBK;
 constexpr int kWsBarOff = kWsSt * kWsStageElems * int(sizeof(uint16_t));  // bytes from the aligned base
 // + the barriers, the two row tables, the alignment slack
@@ -468,8 +470,8 @@ __global__ void __launch_bounds__(kWsThreads, 1) wgmma_ws_kernel(const __grid_co
     const int tid = threadIdx.x;
     if (tid == 0) {
       for (int s = 0; s < kWsSt; s++) {
-        // gate_up: the producer's threads + thread 0's expect_tx arrival; down: thread 0's
-        mbar_init(&full[s], kGateUp ? 128 + 1 : 1);
+        // gate_up: the gathering threads + thread 0's expect_tx arrival; down: thread 0's
+        mbar_init(&full[s], kGateUp ? kWsGather + 1 : 1);
         mbar_init(&empty[s], 8);       // the consumer warps
       }
       asm volatile("fence.mbarrier_init.release.cluster;\n" ::: "memory");  // visible to the TMA unit
@@ -496,22 +498,18 @@ __global__ void __launch_bounds__(kWsThreads, 1) wgmma_ws_kernel(const __grid_co
           }
         }
       } else {
-        // gate_up: thread tid gathers 16-byte chunk tid % 8 of A rows tid / 8 + 16 i by cp.async;
-        // the tile's source rows (token ids) are looked up once a tile into a shared table (two,
-        // alternating: a barrier of the producer warpgroup a tile keeps the threads within a tile).
-        const int lrow = tid / 8, lc = tid % 8;
-        int tile_no = 0;
-        for (int w = int(blockIdx.x); w < n_work; w += int(gridDim.x), tile_no++) {
-          const WsTile x = ws_tile(ws, w, p.n_tiles_n);
-          int* tab = row_tab + (tile_no & 1) * kWsAM;
-          for (int r = tid; r < kWsAM; r += 128) tab[r] = r < x.rows ? ws.perm[x.row0 + r] / p.k : -1;
-          asm volatile("bar.sync 1, 128;\n" ::: "memory");
-          for (int kt = 0; kt < ktiles; kt++, g++) {
-            const int s = int(g % kWsSt);
-            if (g >= uint32_t(kWsSt)) mbar_wait(&empty[s], ((g / kWsSt) + 1) & 1);
-            bf16* sa = sm + s * kWsStageElems;
-            bf16* sb = sa + kWsAM * kBK;
-            if (tid == 0) {
+        // gate_up: thread 0 loads the weight tiles by TMA, running ahead of the gather (it waits only
+        // for free stages); warps 1..3 gather A: thread tid gathers 16-byte chunk (tid - 32) % 8 of
+        // A rows (tid - 32) / 8 + 12 i by cp.async. The tile's source rows (token ids) are looked up
+        // once a tile into a shared table (two, alternating: a barrier of the gathering warps a tile
+        // keeps them within a tile of each other).
+        if (tid == 0) {
+          for (int w = int(blockIdx.x); w < n_work; w += int(gridDim.x)) {
+            const WsTile x = ws_tile(ws, w, p.n_tiles_n);
+            for (int kt = 0; kt < ktiles; kt++, g++) {
+              const int s = int(g % kWsSt);
+              if (g >= uint32_t(kWsSt)) mbar_wait(&empty[s], ((g / kWsSt) + 1) & 1);
+              bf16* sb = sm + s * kWsStageElems + kWsAM * kBK;
               mbar_arrive_expect_tx(&full[s], kWsBBytes);
               // B rows in groups of 32: 16 gate rows (j..j+15), then the up rows (N + j..) of the
               // same act columns. Gate rows past N read up rows: their act columns are never stored.
@@ -522,26 +520,41 @@ __global__ void __launch_bounds__(kWsThreads, 1) wgmma_ws_kernel(const __grid_co
                 tma_load_3d(sb + (q * 32 + 16) * kBK, &map, kt * kBK, p.N + j, x.b, &full[s]);
               }
             }
-            const int col = kt * kBK + lc * 8;
-            const bool kin = col < K;  // K is a multiple of 8: a chunk is wholly inside or outside
-#pragma unroll
-            for (int i = 0; i < kWsAM / 16; i++) {
-              const int r = lrow + 16 * i;
-              const int src_row = tab[r];
-              const bool v = kin && src_row >= 0;
-              cp_async16(sa + swz(r, lc), v ? p.a + int64_t(src_row) * K + col : p.a, v ? 16 : 0);
-            }
-            cp_async_commit();
-            if (g >= uint32_t(kWsLag)) {
-              cp_async_wait<kWsLag>();  // step g - kWsLag's copies of this thread landed
-              fence_proxy_async();
-              mbar_arrive(&full[(g - kWsLag) % kWsSt]);
+          }
+        } else if (tid >= 32) {
+          const int lrow = (tid - 32) / 8, lc = tid % 8;
+          int tile_no = 0;
+          for (int w = int(blockIdx.x); w < n_work; w += int(gridDim.x), tile_no++) {
+            const WsTile x = ws_tile(ws, w, p.n_tiles_n);
+            int* tab = row_tab + (tile_no & 1) * kWsAM;
+            for (int r = tid - 32; r < kWsAM; r += kWsGather)
+              tab[r] = r < x.rows ? ws.perm[x.row0 + r] / p.k : -1;
+            asm volatile("bar.sync 1, %0;\n" ::"n"(kWsGather) : "memory");
+            for (int kt = 0; kt < ktiles; kt++, g++) {
+              const int s = int(g % kWsSt);
+              if (g >= uint32_t(kWsSt)) mbar_wait(&empty[s], ((g / kWsSt) + 1) & 1);
+              bf16* sa = sm + s * kWsStageElems;
+              const int col = kt * kBK + lc * 8;
+              const bool kin = col < K;  // K is a multiple of 8: a chunk is wholly inside or outside
+#pragma unroll 4
+              for (int i = 0; i < kWsAM / (kWsGather / 8); i++) {
+                const int r = lrow + (kWsGather / 8) * i;
+                const int src_row = tab[r];
+                const bool v = kin && src_row >= 0;
+                cp_async16(sa + swz(r, lc), v ? p.a + int64_t(src_row) * K + col : p.a, v ? 16 : 0);
+              }
+              cp_async_commit();
+              if (g >= uint32_t(kWsLag)) {
+                cp_async_wait<kWsLag>();  // step g - kWsLag's copies of this thread landed
+                fence_proxy_async();
+                mbar_arrive(&full[(g - kWsLag) % kWsSt]);
+              }
             }
           }
+          cp_async_wait<0>();
+          fence_proxy_async();
+          for (uint32_t q = g >= uint32_t(kWsLag) ? g - kWsLag : 0; q < g; q++) mbar_arrive(&full[q % kWsSt]);
         }
-        cp_async_wait<0>();
-        fence_proxy_async();
-        for (uint32_t q = g >= uint32_t(kWsLag) ? g - kWsLag : 0; q < g; q++) mbar_arrive(&full[q % kWsSt]);
       }
     } else {
       setmaxnreg_inc<kWsConsRegs>();
@@ -745,6 +758,10 @@ void launch_gemm_wgmma(const GemmArgs& a, bool gate_up, cudaStream_t s) {
       // A bank the tensor map cannot describe takes variant 5 (same tiles, same bits).
       if (!ws_supported(a)) return launch_both<CfgV5>(a, gate_up, s);
       return gate_up ? launch_ws<true>(a, s) : launch_ws<false>(a, s);
+    case 7:
+      // gate_up as variant 5 (its gathered A rows through cp.async by all 8 warps), down as 6.
+      if (gate_up || !ws_supported(a)) return launch_both<CfgV5>(a, gate_up, s);
+      return launch_ws<false>(a, s);
     default:
       return deep ? launch_both<CfgDeep>(a, gate_up, s) : launch_both<CfgV0>(a, gate_up, s);
   }
@@ -759,6 +776,6 @@ void set_moe_wgmma_variant(int v) {
   grouped_detail::g_variant.store(v);
 }
 int moe_wgmma_variant() { return grouped_detail::g_variant.load(); }
-bool moe_wgmma_variant_merges_tails(int v) { return v == 5 || v == 6; }
+bool moe_wgmma_variant_merges_tails(int v) { return v >= 5; }
 
 }  // namespace segpipe::cuda
