@@ -62,6 +62,7 @@ constexpr bool kHaveWgmma = false;
 //     bounds the kernels (L2 to SM traffic). Rows 128..191 are a third m64 block, each warpgroup
 //     m64n128k16 over its half of the columns beside its m64n256k16 (192 accumulators a thread);
 //     stages of 192 + 256 rows (56 KB, 4 of them: 225 KB).
+//  6, 7: wgmma_ws_kernel below (warp-specialized); 7, the default, is variant 5's gate_up with 6's down.
 // Each: kBN tile columns (B rows), kSt stages, loads kDist steps ahead, kWait1: the MMAs of a step
 // stay in flight until the next step's end, kMinBlocks CTAs an SM, kSplit: split tails as in 3,
 // kMerge: merged tails as in 5.
