@@ -636,11 +636,12 @@ void test_moe_grouped_kernel(Checks& c, cuda::Context& ctx, const char* kname) {
     // The wgmma variants on the same inputs (once per case, at variant 0): each element is the same
     // k16 MMAs in the same order in every variant, only the tile shape and the instruction's N
     // differ. Split and merged tails (3, 4, 5) must equal their base variants (2, 0, 2) bit for
-    // bit; whether the 128- and 256-column tiles agree (0 and 2) is printed.
-    static_assert(cuda::kMoeWgmmaVariants == 6, "the split-tail pairs below");
+    // bit, the warp-specialized 6 (and 7, its down) their tiles' variant 5; whether the 128- and 256-column tiles agree
+    // (0 and 2) is printed.
+    static_assert(cuda::kMoeWgmmaVariants == 8, "the split-tail pairs below");
     if (cuda::moe_grouped_kernel_in_use() == cuda::MoeGroupedKernel::Wgmma && cuda::moe_wgmma_variant() == 0) {
-      std::vector<float> vs[6];
-      for (int v = 0; v < 6; v++) {
+      std::vector<float> vs[8];
+      for (int v = 0; v < 8; v++) {
         cuda::set_moe_wgmma_variant(v);
         Dev act = Dev::poisoned(size_t(S) * I, DType::BF16), slots = Dev::poisoned(size_t(S) * H, DType::BF16);
         cuda::moe_grouped_experts(x.dev.get(), T, k, de.get(), dw.f(), e0, e1, wgu.dev.get(), wd.dev.get(), I, H,
@@ -649,12 +650,12 @@ void test_moe_grouped_kernel(Checks& c, cuda::Context& ctx, const char* kname) {
       }
       cuda::set_moe_wgmma_variant(0);
       auto eq = [&](int u, int v) { return std::memcmp(vs[u].data(), vs[v].data(), vs[u].size() * 4) == 0; };
-      c.expect(eq(3, 2) && eq(4, 0) && eq(5, 2),
+      c.expect(eq(3, 2) && eq(4, 0) && eq(5, 2) && eq(6, 5) && eq(7, 5),
                "moe grouped wgmma variants, H=%d I=%d E=%d k=%d T=%d mode %d: split tails v3 vs v2 %s, v4 vs v0 %s; "
-               "merged tails v5 vs v2 %s; v0 vs v2 %s, v1 vs v2 %s",
+               "merged tails v5 vs v2 %s; warp-specialized v6 vs v5 %s, v7 vs v5 %s; v0 vs v2 %s, v1 vs v2 %s",
                H, I, E, k, T, cs.mode, eq(3, 2) ? "bit-identical" : "DIFFER", eq(4, 0) ? "bit-identical" : "DIFFER",
-               eq(5, 2) ? "bit-identical" : "DIFFER", eq(0, 2) ? "bit-identical" : "differ",
-               eq(1, 2) ? "bit-identical" : "differ");
+               eq(5, 2) ? "bit-identical" : "DIFFER", eq(6, 5) ? "bit-identical" : "DIFFER", eq(7, 5) ? "bit-identical" : "DIFFER",
+               eq(0, 2) ? "bit-identical" : "differ", eq(1, 2) ? "bit-identical" : "differ");
     }
     // The grouping, against the host's stable grouping (run again: the split above reused ws).
     {

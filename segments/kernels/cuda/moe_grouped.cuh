@@ -61,10 +61,12 @@ MoeGroupedKernel moe_grouped_kernel_in_use();  // Wgmma or MmaSync, for the curr
 // tiles, 2 CTAs an SM; 1 128 x 256 tiles, one CTA an SM; 2 as 1 with the MMAs in flight across K
 // steps; 3 as 2 with tiles of <= 64 rows split by columns over the two warpgroups; 4 as 0 with
 // split tails; 5 as 3 with merged tails (an expert's remainder of <= 64 rows in its last tile, up
-// to 192 rows), the default. Process-wide, like set_moe_grouped_kernel. Every element is the same
+// to 192 rows); 6 as 5, warp-specialized (a producer warpgroup, TMA weight tiles,
+// an mbarrier ring, persistent CTAs); 7 gate_up as 5, down as 6, the default. Process-wide, like
+// set_moe_grouped_kernel. Every element is the same
 // k16 MMAs in the same K order in all of them: the variants give the same bits (measured on an
 // H200: test_moe_grouped), only their speed differs.
-constexpr int kMoeWgmmaVariants = 6, kMoeWgmmaDefaultVariant = 5;
+constexpr int kMoeWgmmaVariants = 8, kMoeWgmmaDefaultVariant = 7;
 void set_moe_wgmma_variant(int v);
 int moe_wgmma_variant();
 bool moe_wgmma_variant_merges_tails(int v);
