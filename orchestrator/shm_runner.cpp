@@ -190,11 +190,11 @@ class ShmRunner : public Runner {
         gpu++;
         if (sharing_device_.empty()) sharing_device_ = d.device;
       }
-    const GpuSharing mode = sharing_mode();
-    if (gpu < 2 || mode == GpuSharing::Off) {
+    if (gpu < 2 || sharing_mode() == GpuSharing::Off) {  // the variable is read only where it applies
       sharing_device_.clear();
       return;
     }
+    const GpuSharing mode = sharing_mode();
     if (private_mps_running()) return;
     std::string why = start_private_mps();
     if (!why.empty()) gpu_sharing_failed(mode, why);
