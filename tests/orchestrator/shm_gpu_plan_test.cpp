@@ -120,3 +120,26 @@ TEST(ShmGpuPlan, VerifyWithoutGoldenNeedsOneBackend) {
 
 }  // namespace
 }  // namespace segpipe
+
+namespace segpipe {
+namespace {
+
+// SEGPIPE_GPU_SHARING is read only for runs with several GPU processes: a CPU run ignores even a
+// value that is not one of auto|mps|off; a GPU run names the variable (exit 2) before anything starts.
+TEST(ShmGpuPlan, GpuSharingVariableIsCheckedWhereItApplies) {
+  setenv("SEGPIPE_GPU_SHARING", "always", 1);
+  // A CPU plan whose checkpoint is missing (so that no worker process starts): the error is the
+  // checkpoint's, the variable is not read.
+  RunPlan cpu = bank_plan("cpu", "cpu", "cpu");
+  cpu.model_dir = "/nonexistent-segpipe-model";
+  const std::string c = input_error(cpu);
+  RunPlan gpu = bank_plan("cuda:0", "cuda:0", "cuda:0");
+  const std::string e = input_error(gpu);
+  unsetenv("SEGPIPE_GPU_SHARING");
+  EXPECT_FALSE(has(c, "SEGPIPE_GPU_SHARING")) << c;
+  EXPECT_TRUE(has(c, "nonexistent-segpipe-model")) << c;
+  EXPECT_TRUE(has(e, "SEGPIPE_GPU_SHARING='always'")) << e;
+}
+
+}  // namespace
+}  // namespace segpipe
