@@ -125,17 +125,8 @@ __global__ void __launch_bounds__(kThreads, 2) grouped_gemm_kernel(const GemmArg
       a_src[i] = r < rows ? p.a + int64_t(ws.perm[row0 + r] / p.k) * K : nullptr;
     else
       a_src[i] = r < rows ? p.a + int64_t(row0 + r) * K : nullptr;
-    int wrow;
-    bool ok;
-    if (kGateUp) {
-      const int j = nt * (kBN / 2) + (r / 32) * 16 + (r % 16);
-      ok = j < p.N;
-      wrow = (r % 32 < 16 ? 0 : p.N) + j;
-    } else {
-      wrow = nt * kBN + r;
-      ok = wrow < p.N;
-    }
-    b_src[i] = ok ? wexp + int64_t(wrow) * K : nullptr;
+    const int wrow = b_weight_row(kGateUp, r, nt, kBN, p.N);
+    b_src[i] = wrow >= 0 ? wexp + int64_t(wrow) * K : nullptr;
   }
 
   auto load_stage = [&](int stage, int kt) {

@@ -80,6 +80,18 @@ struct GemmArgs {
   const float* weights;  // [S]
 };
 
+// Which weight row feeds B row r of N-tile nt (tile width BN), or -1 past the matrix. gate_up: B rows
+// in groups of 32, the 16 gate rows then the 16 up rows of the same act columns (so that a warp's
+// accumulators hold matching gate and up values for the fused SwiGLU); down: row nt * BN + r.
+__device__ __forceinline__ int b_weight_row(bool gate_up, int r, int nt, int BN, int N) {
+  if (gate_up) {
+    const int j = nt * (BN / 2) + (r / 32) * 16 + (r % 16);
+    return j < N ? (r % 32 < 16 ? 0 : N) + j : -1;
+  }
+  const int row = nt * BN + r;
+  return row < N ? row : -1;
+}
+
 // The wgmma kernels (sm90a/moe_grouped_wgmma.cu, sm_90a machine code only: call only on a device
 // of compute capability 9.0).
 void launch_gemm_wgmma(const GemmArgs& a, bool gate_up, cudaStream_t s);

@@ -167,18 +167,8 @@ __global__ void __launch_bounds__(kThreads, C::MinBlocks) wgmma_gemm_kernel(cons
 #pragma unroll
     for (int i = 0; i < kBRows; i++) {
       const int r = lrow + 32 * i;
-      int wrow;
-      bool ok;
-      if (kGateUp) {
-        // B rows in groups of 32: 16 gate rows then the 16 up rows of the same act columns
-        const int j = nt * (BN / 2) + (r / 32) * 16 + (r % 16);
-        ok = j < p.N;
-        wrow = (r % 32 < 16 ? 0 : p.N) + j;
-      } else {
-        wrow = nt * BN + r;
-        ok = wrow < p.N;
-      }
-      b_src[i] = ok ? wexp + int64_t(wrow) * K : nullptr;
+      const int wrow = b_weight_row(kGateUp, r, nt, BN, p.N);
+      b_src[i] = wrow >= 0 ? wexp + int64_t(wrow) * K : nullptr;
     }
 
     auto load_stage = [&](int stage, int kt) {
