@@ -178,15 +178,10 @@ __global__ void __launch_bounds__(kThreads) flash_attn_kernel(const Q* __restric
         else
           mx1 = fmaxf(mx1, v);
       }
-    mx0 = fmaxf(mx0, __shfl_xor_sync(0xffffffffu, mx0, 1));
-    mx0 = fmaxf(mx0, __shfl_xor_sync(0xffffffffu, mx0, 2));
-    mx1 = fmaxf(mx1, __shfl_xor_sync(0xffffffffu, mx1, 1));
-    mx1 = fmaxf(mx1, __shfl_xor_sync(0xffffffffu, mx1, 2));
-    const float mn0 = fmaxf(m0, mx0), mn1 = fmaxf(m1, mx1);
-    const float b0 = mn0 == -INFINITY ? 0.f : mn0, b1 = mn1 == -INFINITY ? 0.f : mn1;
-    const float c0 = exp2f(m0 - b0), c1 = exp2f(m1 - b1);
-    m0 = mn0;
-    m1 = mn1;
+    const OnlineMax r0 = online_max(m0, quad_max(mx0)), r1 = online_max(m1, quad_max(mx1));
+    const float b0 = r0.base, b1 = r1.base, c0 = r0.scale, c1 = r1.scale;
+    m0 = r0.m;
+    m1 = r1.m;
     float s0 = 0.f, s1 = 0.f;
 #pragma unroll
     for (int nt = 0; nt < kBK / 8; nt++) {
@@ -356,15 +351,10 @@ __global__ void __launch_bounds__(kThreads, 2)
                 else
                   mx1 = fmaxf(mx1, v);
               }
-            mx0 = fmaxf(mx0, __shfl_xor_sync(0xffffffffu, mx0, 1));
-            mx0 = fmaxf(mx0, __shfl_xor_sync(0xffffffffu, mx0, 2));
-            mx1 = fmaxf(mx1, __shfl_xor_sync(0xffffffffu, mx1, 1));
-            mx1 = fmaxf(mx1, __shfl_xor_sync(0xffffffffu, mx1, 2));
-            const float mn0 = fmaxf(m[mt][0], mx0), mn1 = fmaxf(m[mt][1], mx1);
-            const float b0 = mn0 == -INFINITY ? 0.f : mn0, b1 = mn1 == -INFINITY ? 0.f : mn1;
-            const float c0 = exp2f(m[mt][0] - b0), c1 = exp2f(m[mt][1] - b1);
-            m[mt][0] = mn0;
-            m[mt][1] = mn1;
+            const OnlineMax r0 = online_max(m[mt][0], quad_max(mx0)), r1 = online_max(m[mt][1], quad_max(mx1));
+            const float b0 = r0.base, b1 = r1.base, c0 = r0.scale, c1 = r1.scale;
+            m[mt][0] = r0.m;
+            m[mt][1] = r1.m;
             float s0 = 0.f, s1 = 0.f;
 #pragma unroll
             for (int nt = 0; nt < KS / 8; nt++) {

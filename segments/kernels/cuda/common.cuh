@@ -43,6 +43,33 @@ __device__ __forceinline__ float warp_max(float v) {
   return v;
 }
 
+// Online softmax of the flash kernels (exp2 units), per accumulator row. The tile's row maximum over
+// the 4 lanes of an mma/wgmma quad (lanes differing in bits 0-1):
+__device__ __forceinline__ float quad_max(float v) {
+  v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, 1));
+  return fmaxf(v, __shfl_xor_sync(0xffffffffu, v, 2));
+}
+// the new running maximum, the exp2 base (0 while a row has seen only masked keys, so no inf - inf)
+// and the factor for the sums so far.
+struct OnlineMax {
+  float m, base, scale;
+};
+__device__ __forceinline__ OnlineMax online_max(float m_old, float tile_max) {
+  const float mn = fmaxf(m_old, tile_max), b = mn == -INFINITY ? 0.f : mn;
+  return {mn, b, exp2f(m_old - b)};
+}
+
+// 8 bf16 values (one 16-byte load) as float, in order.
+__device__ __forceinline__ void bf16x8_to_float(const uint4& u, float (&v)[8]) {
+  const __nv_bfloat162* h = reinterpret_cast<const __nv_bfloat162*>(&u);
+#pragma unroll
+  for (int i = 0; i < 4; i++) {
+    float2 f = __bfloat1622float2(h[i]);
+    v[2 * i] = f.x;
+    v[2 * i + 1] = f.y;
+  }
+}
+
 // 8 consecutive elements as float; p must be 16-byte aligned.
 __device__ __forceinline__ void load8(const float* p, float (&v)[8]) {
   float4 a = __ldg(reinterpret_cast<const float4*>(p));
@@ -51,14 +78,7 @@ __device__ __forceinline__ void load8(const float* p, float (&v)[8]) {
   v[4] = b.x; v[5] = b.y; v[6] = b.z; v[7] = b.w;
 }
 __device__ __forceinline__ void load8(const bf16* p, float (&v)[8]) {
-  uint4 u = __ldg(reinterpret_cast<const uint4*>(p));
-  const __nv_bfloat162* h = reinterpret_cast<const __nv_bfloat162*>(&u);
-#pragma unroll
-  for (int i = 0; i < 4; i++) {
-    float2 f = __bfloat1622float2(h[i]);
-    v[2 * i] = f.x;
-    v[2 * i + 1] = f.y;
-  }
+  bf16x8_to_float(__ldg(reinterpret_cast<const uint4*>(p)), v);
 }
 // Streaming variant for weights read once per step: do not keep them in L1.
 __device__ __forceinline__ void load8_stream(const float* p, float (&v)[8]) {
@@ -68,14 +88,7 @@ __device__ __forceinline__ void load8_stream(const float* p, float (&v)[8]) {
   v[4] = b.x; v[5] = b.y; v[6] = b.z; v[7] = b.w;
 }
 __device__ __forceinline__ void load8_stream(const bf16* p, float (&v)[8]) {
-  uint4 u = __ldcs(reinterpret_cast<const uint4*>(p));
-  const __nv_bfloat162* h = reinterpret_cast<const __nv_bfloat162*>(&u);
-#pragma unroll
-  for (int i = 0; i < 4; i++) {
-    float2 f = __bfloat1622float2(h[i]);
-    v[2 * i] = f.x;
-    v[2 * i + 1] = f.y;
-  }
+  bf16x8_to_float(__ldcs(reinterpret_cast<const uint4*>(p)), v);
 }
 
 inline unsigned div_up(int64_t a, int64_t b) { return static_cast<unsigned>((a + b - 1) / b); }

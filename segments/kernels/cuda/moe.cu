@@ -280,14 +280,10 @@ __global__ void combine_bf16_kernel(const bf16* __restrict__ slots, const int32_
 #pragma unroll
     for (int i = 0; i < 8; i++) acc[i] = 0.f;
     for (int j = 0; j < k; j++) {
-      const uint4 v = *reinterpret_cast<const uint4*>(slots + (t * k + order[j]) * H + c);
-      const __nv_bfloat162* h2 = reinterpret_cast<const __nv_bfloat162*>(&v);
+      float f[8];
+      bf16x8_to_float(*reinterpret_cast<const uint4*>(slots + (t * k + order[j]) * H + c), f);
 #pragma unroll
-      for (int i = 0; i < 4; i++) {
-        const float2 f = __bfloat1622float2(h2[i]);
-        acc[2 * i] += f.x;
-        acc[2 * i + 1] += f.y;
-      }
+      for (int i = 0; i < 8; i++) acc[i] += f[i];
     }
     float4* xo = reinterpret_cast<float4*>(x + t * H + c);
     const float4 x0 = xo[0], x1 = xo[1];

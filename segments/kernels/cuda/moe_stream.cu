@@ -69,13 +69,7 @@ struct Vec8<bf16> {
   __device__ __forceinline__ void lds(const bf16* p) { u = *reinterpret_cast<const uint4*>(p); }
   __device__ __forceinline__ void ldcg(const bf16* p) { u = __ldcg(reinterpret_cast<const uint4*>(p)); }
   __device__ __forceinline__ void to_float(float (&v)[8]) const {
-    const __nv_bfloat162* h = reinterpret_cast<const __nv_bfloat162*>(&u);
-#pragma unroll
-    for (int i = 0; i < 4; i++) {
-      float2 f = __bfloat1622float2(h[i]);
-      v[2 * i] = f.x;
-      v[2 * i + 1] = f.y;
-    }
+    bf16x8_to_float(u, v);
   }
 };
 template <>

@@ -175,17 +175,12 @@ __global__ void __launch_bounds__(kThreads, MinBlocks)
           else
             mx0 = fmaxf(mx0, v);
         }
-        mx0 = fmaxf(mx0, __shfl_xor_sync(0xffffffffu, mx0, 1));
-        mx0 = fmaxf(mx0, __shfl_xor_sync(0xffffffffu, mx0, 2));
-        mx1 = fmaxf(mx1, __shfl_xor_sync(0xffffffffu, mx1, 1));
-        mx1 = fmaxf(mx1, __shfl_xor_sync(0xffffffffu, mx1, 2));
-        const float mn0 = fmaxf(m0, mx0), mn1 = fmaxf(m1, mx1);
         // Every row attends key 0 (tile 0): its maximum is finite from the first tile on; the guard
         // keeps a row of padding (past T, never stored) free of inf - inf.
-        const float b0 = mn0 == -INFINITY ? 0.f : mn0, b1 = mn1 == -INFINITY ? 0.f : mn1;
-        const float c0 = exp2f(m0 - b0), c1 = exp2f(m1 - b1);
-        m0 = mn0;
-        m1 = mn1;
+        const OnlineMax r0 = online_max(m0, quad_max(mx0)), r1 = online_max(m1, quad_max(mx1));
+        const float b0 = r0.base, b1 = r1.base, c0 = r0.scale, c1 = r1.scale;
+        m0 = r0.m;
+        m1 = r1.m;
         float s0 = 0.f, s1 = 0.f;
 #pragma unroll
         for (int i = 0; i < BK / 2; i++) {
