@@ -11,6 +11,7 @@
 #include "segments/kernels/cuda/gemm.cuh"
 #include "segments/kernels/cuda/gemv.cuh"
 #include "segments/kernels/cuda/moe.cuh"
+#include "segments/kernels/cuda/moe_block.cuh"
 #include "segments/kernels/cuda/moe_grouped.cuh"
 #include "segments/kernels/cuda/norm.cuh"
 #include "segments/kernels/cuda/rope.cuh"
@@ -94,6 +95,8 @@ Experts::Experts(Context& ctx, WeightSource& w, const ModelConfig& cfg, const En
   }
   stream_ctr_.grow(3);
   SEGPIPE_CUDA_CHECK(cudaMemsetAsync(stream_ctr_.get(), 0, 3 * sizeof(unsigned), ctx_.stream()));
+  block_ctr_.grow(3);
+  SEGPIPE_CUDA_CHECK(cudaMemsetAsync(block_ctr_.get(), 0, 3 * sizeof(unsigned), ctx_.stream()));
   ctx_.sync();
 }
 
@@ -118,6 +121,7 @@ bool Experts::decode_into(int layer, const void* h, int k, int32_t* experts, flo
   const int64_t H = cfg_.hidden, I = cfg_.moe_intermediate;
   const size_t li = static_cast<size_t>(layer - l0_);
   const bool ov = decode_overlap();
+  const bool pf_down = ov && (decode_prefetch_next() & 2);
   act_.grow(static_cast<size_t>(k * I) * dtype_size(dt_));
   if (!logits && decode_expert_stream() && moe_experts_stream_fits(k, H, I, dt_)) {
     moe_experts_stream(h, k, experts, weights, gate_up_[li].get(), down_[li].get(), dt_, I, H, act_.get(), x,
@@ -126,13 +130,27 @@ bool Experts::decode_into(int layer, const void* h, int k, int32_t* experts, flo
   }
   if (logits)
     moe_gate_up_gemv_route(h, k, logits, cfg_.num_experts, cfg_.norm_topk_prob, experts, weights, gate_up_[li].get(),
-                           dt_, I, H, act_.get(), ctx_.stream(), ov ? down_[li].get() : nullptr);
+                           dt_, I, H, act_.get(), ctx_.stream(), pf_down ? down_[li].get() : nullptr);
   else
     moe_gate_up_gemv(h, k, k, experts, e0_, e1_, gate_up_[li].get(), dt_, I, H, act_.get(), ctx_.stream(),
-                     ov ? down_[li].get() : nullptr);
+                     pf_down ? down_[li].get() : nullptr);
   moe_down_combine(act_.get(), k, experts, weights, down_[li].get(), dt_, I, H, x, ctx_.stream(),
                    ov ? prefetch : nullptr, ov ? prefetch_bytes : 0, logits, cfg_.num_experts, cfg_.norm_topk_prob);
   return true;
+}
+
+bool Experts::decode_block(int layer, float* x, const float* norm_w, float eps, const void* w_router, int k,
+                           float* logits, void* h, int32_t* experts, float* weights, const void* prefetch,
+                           uint64_t prefetch_bytes) {
+  const int64_t H = cfg_.hidden, I = cfg_.moe_intermediate;
+  const int E = cfg_.num_experts;
+  if (!decodes(layer, k) || !moe_block_fits(E, k, H, I, dt_)) return false;
+  const size_t li = static_cast<size_t>(layer - l0_);
+  const bool ov = decode_overlap();
+  act_.grow(static_cast<size_t>(k * I) * dtype_size(dt_));
+  return moe_decode_block(x, norm_w, eps, w_router, E, cfg_.norm_topk_prob, k, logits, h, experts, weights,
+                          gate_up_[li].get(), down_[li].get(), dt_, I, H, act_.get(), block_ctr_.get(),
+                          ctx_.stream(), ov ? prefetch : nullptr, ov ? prefetch_bytes : 0);
 }
 
 bool Experts::groups_on_device(int64_t T, int k) const {
@@ -341,6 +359,7 @@ void Layers::forward(float* x, int64_t T, int64_t pos0, const int32_t* d_pos0, c
   }
   const bool fused = T == 1 && fused_decode();
   const bool overlap = fused && decode_overlap();
+  const int pf_next = overlap ? decode_prefetch_next() : 0;
   const uint64_t es = dtype_size(dt_);
   for (size_t li = 0; li < layers_.size(); li++) {
     Layer& L = *layers_[li];
@@ -377,7 +396,7 @@ void Layers::forward(float* x, int64_t T, int64_t pos0, const int32_t* d_pos0, c
       // q/k-norm, RoPE and the KV write folded in; the o_proj weights asked into L2 meanwhile
       attention_decode_rope(qkv_.get(), d_pos0, ashape, L.q_norm.get(), L.k_norm.get(), eps, inv_freq_.get(), kc,
                             vc, scale, att_.get(), dt_, attn_part_.get(), attn_counters_.get(),
-                            overlap ? L.o.get() : nullptr, overlap ? uint64_t(H * qd) * es : 0, st);
+                            pf_next & 1 ? L.o.get() : nullptr, pf_next & 1 ? uint64_t(H * qd) * es : 0, st);
     else
       attention(q_.get(), T, d_pos0, {cfg_.num_heads, cfg_.num_kv_heads, cfg_.head_dim}, kc, vc, scale, att_.get(),
                 dt_, st);
@@ -392,6 +411,16 @@ void Layers::forward(float* x, int64_t T, int64_t pos0, const int32_t* d_pos0, c
     pt.mark("o_proj+norm");
     if (L.moe) {
       const int E = cfg_.num_experts, k = cfg_.top_k;
+      const Layer* next_layer = li + 1 < layers_.size() ? layers_[li + 1].get() : nullptr;
+      // The whole MLP block in one kernel where every expert is local and nothing reads the routing
+      // on the host (observers do).
+      if (fused && !obs && decode_moe_block() && local_ &&
+          local_->decode_block(L.index, x, L.post_norm.get(), eps, L.router.get(), k, logits_.get(), h_.get(),
+                               experts_.get(), weights_.get(), pf_next & 4 && next_layer ? next_layer->qkv.get() : nullptr,
+                               pf_next & 4 && next_layer ? uint64_t(qd + 2 * kvd) * uint64_t(H) * es : 0)) {
+        pt.mark("moe block");
+        continue;
+      }
       // Routing inside the expert kernels (no last-block pass in the router) where they decode this
       // layer and nothing reads the routing on the host before them (observers do).
       const bool route_late = fused && !obs && decode_route_in_experts() && local_ && local_->decodes(L.index, k);
@@ -399,7 +428,9 @@ void Layers::forward(float* x, int64_t T, int64_t pos0, const int32_t* d_pos0, c
         router_logits(x, L.post_norm.get(), eps, L.router.get(), dt_, E, H, logits_.get(), h_.get(), st);
       } else if (fused) {
         router_fused(x, L.post_norm.get(), eps, L.router.get(), dt_, E, H, logits_.get(), h_.get(), k,
-                     cfg_.norm_topk_prob, experts_.get(), weights_.get(), counter_.get(), st);
+                     cfg_.norm_topk_prob, experts_.get(), weights_.get(), counter_.get(), st,
+                     pf_next & 8 && next_layer ? next_layer->qkv.get() : nullptr,
+                     pf_next & 8 && next_layer ? uint64_t(qd + 2 * kvd) * uint64_t(H) * es : 0);
         if (obs) observe(ctx_, obs, "layers." + std::to_string(L.index) + ".router_logits", logits_.get(), T, E, host_tmp_);
       } else {
         gemm_xwT(cb, h_.get(), L.router.get(), dt_, T, E, H, logits_.get(), E, 0.0f);
@@ -442,8 +473,8 @@ void Layers::forward(float* x, int64_t T, int64_t pos0, const int32_t* d_pos0, c
       const Layer* next = li + 1 < layers_.size() ? layers_[li + 1].get() : nullptr;
       if (fused && local_ &&
           local_->decode_into(L.index, h_.get(), k, experts_.get(), weights_.get(), x,
-                              overlap && next ? next->qkv.get() : nullptr,
-                              overlap && next ? uint64_t(qd + 2 * kvd) * uint64_t(H) * es : 0,
+                              pf_next & 4 && next ? next->qkv.get() : nullptr,
+                              pf_next & 4 && next ? uint64_t(qd + 2 * kvd) * uint64_t(H) * es : 0,
                               route_late ? logits_.get() : nullptr)) {
         pt.mark("experts");
         if (obs) observe(ctx_, obs, "layers." + std::to_string(L.index) + ".output", x, T, H, host_tmp_);

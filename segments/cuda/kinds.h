@@ -110,6 +110,12 @@ class Experts : public ExpertBank {
                    const void* prefetch = nullptr, uint64_t prefetch_bytes = 0, const float* logits = nullptr);
   // Whether decode_into applies to this layer and top-k.
   bool decodes(int layer, int k) const;
+  // The whole MLP block of the layer for one token in one kernel (moe_decode_block): RMSNorm of x
+  // with norm_w, the router (w_router, E experts, top-k), the experts, x += their weighted sum;
+  // logits / h / experts / weights written as router_fused writes them. False (nothing done) where
+  // it does not apply (decodes() and moe_block_fits()).
+  bool decode_block(int layer, float* x, const float* norm_w, float eps, const void* w_router, int k, float* logits,
+                    void* h, int32_t* experts, float* weights, const void* prefetch, uint64_t prefetch_bytes);
   uint64_t weight_bytes() const;
 
  private:
@@ -123,6 +129,7 @@ class Experts : public ExpertBank {
   Buffer<int32_t> perm_;
   Buffer<void*> ptrs_;
   Buffer<unsigned> stream_ctr_;  // moe_experts_stream's item counters (zero between launches)
+  Buffer<unsigned> block_ctr_;   // moe_decode_block's counters (zero between launches)
 };
 
 class Layers {

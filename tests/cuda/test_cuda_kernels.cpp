@@ -20,6 +20,7 @@
 #include "segments/kernels/cuda/gemm.cuh"
 #include "segments/kernels/cuda/gemv.cuh"
 #include "segments/kernels/cuda/moe.cuh"
+#include "segments/kernels/cuda/moe_block.cuh"
 #include "segments/kernels/cuda/moe_grouped.cuh"
 #include "segments/kernels/cuda/norm.cuh"
 #include "segments/kernels/cuda/rope.cuh"
@@ -1016,6 +1017,98 @@ void test_route_in_experts(Checks& c, cuda::Context& ctx) {
   cuda::set_decode_persistent(saved);
 }
 
+// The MoE block in one kernel (moe_decode_block: router, routing, gate/up, down and the weighted
+// sum, with device counters instead of kernel boundaries) bit-identical to router_fused +
+// moe_gate_up_gemv + moe_down_combine (logits, h, experts, weights, act, x) and against the CPU
+// (route_topk on the logits; the experts' MLP added to x), launched three times in a row on one
+// counter set (the counters must come back to 0), with and without an L2 prefetch.
+void test_moe_block(Checks& c, cuda::Context& ctx) {
+  cudaStream_t s = ctx.stream();
+  for (DType dt : {DType::F32, DType::BF16})
+    for (auto [E, H, I, k, renorm] :
+         {std::tuple{128, 2048, 768, 8, true}, {128, 256, 96, 8, true}, {8, 64, 40, 2, true}, {60, 136, 24, 4, false},
+          {200, 128, 56, 8, true}, {16, 2048, 768, 1, true}, {512, 64, 16, 8, true}, {32, 4096, 1280, 6, false},
+          {4, 8, 8, 4, true}}) {
+      if (!cuda::moe_block_fits(E, k, H, I, dt)) {
+        c.expect(false, "moe_block_fits %s E=%d H=%d I=%d k=%d: does not fit", dn(dt), E, H, I, k);
+        continue;
+      }
+      auto x = randn(size_t(H), rng, 2.0f), nw = randn(size_t(H), rng), wr = randn(size_t(E) * H, rng, 0.05f);
+      auto wgu = randn(size_t(E) * 2 * I * H, rng, 0.05f), wd = randn(size_t(E) * H * I, rng, 0.05f);
+      if (dt == DType::BF16) wr = round_bf16(wr), wgu = round_bf16(wgu), wd = round_bf16(wd);
+      Dev dnw(nw, DType::F32), dwr(wr, dt), dgu(wgu, dt), dwd(wd, dt);
+      // A: the three kernels
+      Dev xa(x, DType::F32), ha = Dev::poisoned(size_t(H), dt), la = Dev::poisoned(size_t(E), DType::F32),
+          wa = Dev::poisoned(size_t(k), DType::F32), acta = Dev::poisoned(size_t(k) * I, dt);
+      cuda::Buffer<int32_t> ea(static_cast<size_t>(k));
+      cuda::Buffer<unsigned> counter(1);
+      SEGPIPE_CUDA_CHECK(cudaMemset(counter.get(), 0, 4));
+      SEGPIPE_CUDA_CHECK(cudaDeviceSynchronize());
+      cuda::router_fused(xa.f(), dnw.f(), 1e-6f, dwr.p(), dt, E, H, la.f(), ha.p(), k, renorm, ea.get(), wa.f(),
+                         counter.get(), s);
+      cuda::moe_gate_up_gemv(ha.p(), k, k, ea.get(), 0, E - 1, dgu.p(), dt, I, H, acta.p(), s, dwd.p());
+      cuda::moe_down_combine(acta.p(), k, ea.get(), wa.f(), dwd.p(), dt, I, H, xa.f(), s);
+      const auto lA = la.host(), wA = wa.host(), actA = acta.host(), xA = xa.host(), hA = ha.host();
+      const auto eA = download(ea, size_t(k));
+      // CPU: routing of the GPU logits, then the chosen experts' MLP on the GPU's normalized row
+      std::vector<int32_t> e_ref(static_cast<size_t>(k));
+      std::vector<float> w_ref(static_cast<size_t>(k));
+      route_topk(lA.data(), 1, E, k, renorm, e_ref.data(), w_ref.data());
+      std::vector<float> slots(size_t(k) * H), mlp(static_cast<size_t>(H)), g(static_cast<size_t>(I)),
+          u(static_cast<size_t>(I));
+      for (int j = 0; j < k; j++) {
+        const float* base = wgu.data() + size_t(e_ref[size_t(j)]) * 2 * I * H;
+        linear(pool(), hA.data(), 1, Mat{base, DType::F32, I, H}, g.data());
+        linear(pool(), hA.data(), 1, Mat{base + size_t(I) * H, DType::F32, I, H}, u.data());
+        swiglu(g.data(), u.data(), I, g.data());
+        if (dt == DType::BF16) g = round_bf16(g);
+        linear(pool(), g.data(), 1, Mat{wd.data() + size_t(e_ref[size_t(j)]) * H * I, DType::F32, H, I},
+               slots.data() + size_t(j) * H);
+        for (int col = 0; col < H; col++) slots[size_t(j) * H + col] *= w_ref[size_t(j)];
+      }
+      combine_expert_outputs(slots.data(), e_ref.data(), 1, k, H, mlp.data());
+      // B: the one kernel, three launches in a row on one counter set
+      cuda::Buffer<unsigned> ctr(3);
+      SEGPIPE_CUDA_CHECK(cudaMemset(ctr.get(), 0, 3 * sizeof(unsigned)));
+      SEGPIPE_CUDA_CHECK(cudaDeviceSynchronize());
+      for (int rep = 0; rep < 3; rep++) {
+        cuda::set_decode_moe_block_flags(rep == 1 ? 1 : 0);  // run 1 with the L2 prefetch
+        Dev xb(x, DType::F32), hb = Dev::poisoned(size_t(H), dt), lb = Dev::poisoned(size_t(E), DType::F32),
+            wb = Dev::poisoned(size_t(k), DType::F32), actb = Dev::poisoned(size_t(k) * I, dt);
+        cuda::Buffer<int32_t> eb(static_cast<size_t>(k));
+        SEGPIPE_CUDA_CHECK(cudaMemset(eb.get(), 0xff, eb.bytes()));
+        const bool launched = cuda::moe_decode_block(xb.f(), dnw.f(), 1e-6f, dwr.p(), E, renorm, k, lb.f(), hb.p(),
+                                                     eb.get(), wb.f(), dgu.p(), dwd.p(), dt, I, H, actb.p(), ctr.get(),
+                                                     s, rep == 1 ? dwd.p() : nullptr, rep == 1 ? uint64_t(H) * 8 : 0);
+        if (!launched) {
+          c.expect(false, "moe_decode_block %s E=%d H=%d I=%d k=%d: not launched", dn(dt), E, H, I, k);
+          break;
+        }
+        auto bits = [](const std::vector<float>& a, const std::vector<float>& b) {
+          return a.size() == b.size() && std::memcmp(a.data(), b.data(), a.size() * 4) == 0;
+        };
+        const auto xB = xb.host();
+        const bool lo = bits(lb.host(), lA), ex = download(eb, size_t(k)) == eA, we = bits(wb.host(), wA),
+                   ac = bits(actb.host(), actA), xo = bits(xB, xA), hh = bits(hb.host(), hA);
+        std::vector<float> d(static_cast<size_t>(H));
+        for (int i = 0; i < H; i++) d[size_t(i)] = xB[size_t(i)] - x[size_t(i)];
+        const double e = rel_l2(d.data(), mlp.data(), mlp.size());
+        double nx = 0, nm = 0;  // x's own rounding, as a share of the MLP output (tiny shapes)
+        for (int i = 0; i < H; i++) nx += double(x[size_t(i)]) * x[size_t(i)], nm += double(mlp[size_t(i)]) * mlp[size_t(i)];
+        const double tol = (dt == DType::F32 ? 1e-4 : 2e-2) + 4.0 * 1.2e-7 * std::sqrt(nx / std::max(nm, 1e-30));
+        const auto cnt = download(ctr, 3);
+        c.expect(lo && ex && we && ac && xo && hh && eA == e_ref && e < tol && cnt[0] == 0 && cnt[1] == 0 &&
+                     cnt[2] == 0,
+                 "moe_decode_block %s E=%d H=%d I=%d k=%d renorm=%d run %d: logits %s h %s experts %s weights %s act "
+                 "%s x %s to the three kernels; experts %s route_topk, mlp rel_l2=%.2e; counters %u %u %u",
+                 dn(dt), E, H, I, k, int(renorm), rep, lo ? "=" : "DIFFER", hh ? "=" : "DIFFER", ex ? "=" : "DIFFER",
+                 we ? "=" : "DIFFER", ac ? "=" : "DIFFER", xo ? "=" : "DIFFER", eA == e_ref ? "=" : "DIFFER", e,
+                 cnt[0], cnt[1], cnt[2]);
+      }
+      cuda::set_decode_moe_block_flags(0);
+    }
+}
+
 // The one-kernel decode experts (moe_experts_stream: bulk copies into shared memory, a device item
 // counter, a grid-wide wait between gate/up and down) bit-identical to moe_gate_up_gemv +
 // moe_down_combine (act and x), against the CPU (the expert MLP added to x), launched twice (the
@@ -1170,6 +1263,7 @@ int main(int argc, char** argv) {
     test_route_in_experts(c, ctx);
     test_gemv_persistent(c, ctx.stream());
     test_experts_stream(c, ctx);
+    test_moe_block(c, ctx);
     // The earlier settings (one switch away) must still pass the same checks.
     std::printf("earlier decode settings: attention split keys 0 (always 8 splits), earlier grids\n");
     cuda::set_decode_attention_split_keys(0);

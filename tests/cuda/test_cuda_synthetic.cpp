@@ -13,6 +13,8 @@
 #include "orchestrator/run_plan.h"
 #include "segments/checkpoint/config_file.h"
 #include "segments/cuda/kinds.h"
+#include "segments/cuda/profile.h"
+#include "segments/kernels/cuda/moe_block.cuh"
 #include "segments/model/synthetic.h"
 
 using namespace segpipe;
@@ -58,6 +60,37 @@ int main() {
           next = (next * 31 + 7) % cfg.vocab;
         }
         c.expect(dsame, "%s %s: 4 decode steps bit-identical", preset.c_str(), dtype.c_str());
+        if (cfg.num_experts > 0) {
+          // The one-kernel MoE block (moe_decode_block) against router + expert kernels: 6 decode
+          // steps (graph replay) bit-identical, and the block kernel did run (its profile phase).
+          const bool saved = cuda::decode_moe_block();
+          std::vector<std::vector<float>> runs[2];
+          bool block_ran = false;
+          for (int blk = 0; blk < 2; blk++) {
+            cuda::set_decode_moe_block(blk == 1);
+            auto r = make_cuda_runner(p, cfg, from_formula);
+            std::vector<float> l;
+            r->step(ids.data(), int64_t(ids.size()), 0, false, nullptr, l);
+            int32_t tok = 5;
+            for (int i = 0; i < 6; i++) {
+              r->step(&tok, 1, int64_t(ids.size()) + i, false, nullptr, l);
+              runs[blk].push_back(l);
+              tok = (tok * 37 + 11) % cfg.vocab;
+            }
+            if (blk == 1) {
+              cuda::phase_ms().clear();
+              cuda::set_profiling(true);
+              r->step_device_eager(&tok, 1, int64_t(ids.size()) + 6);
+              cuda::set_profiling(false);
+              block_ran = cuda::phase_ms().count("moe block") == 1;
+            }
+          }
+          cuda::set_decode_moe_block(saved);
+          c.expect(block_ran && runs[0] == runs[1],
+                   "%s %s: one-kernel MoE block %s, 6 decode steps' logits %s to router + expert kernels",
+                   preset.c_str(), dtype.c_str(), block_ran ? "ran" : "DID NOT RUN",
+                   runs[0] == runs[1] ? "bit-identical" : "DIFFERENT");
+        }
       }
       fs::remove_all(dir);
     }

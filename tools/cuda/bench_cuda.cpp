@@ -31,11 +31,13 @@
 #include "segments/kernels/cuda/gemm.cuh"
 #include "segments/kernels/cuda/gemv.cuh"
 #include "segments/kernels/cuda/moe.cuh"
+#include "segments/kernels/cuda/moe_block.cuh"
 #include "segments/kernels/cuda/moe_grouped.cuh"
 #include "segments/kernels/cuda/router.cuh"
 #include "segments/kernels/cuda/swiglu.cuh"
 #include "segments/kernels/cuda/synthetic.cuh"
 #include "segments/model/synthetic.h"
+#include "tools/cuda/read_ceiling.h"
 
 using namespace segpipe;
 
@@ -261,7 +263,8 @@ ExpertBench expert_bench(cuda::Context& ctx, const ModelConfig& cfg, int64_t T) 
 int main(int argc, char** argv) {
   std::string preset = "qwen3-omni-30b-a3b-thinker", dtype = "bfloat16", json_out;
   int layers = 0, prompt = 2048, decode = 128, gemv_max = 4;
-  bool ncu = false;
+  int experts = 0;  // --experts: the preset with this many routed experts (top-k unchanged)
+  bool ncu = false, trace = false, read_ceiling = false;
   cuda::MoeGroupedKernel moe_choice = cuda::MoeGroupedKernel::Auto;  // --moe-kernel auto|mma|wgmma
   bool host_grouped = false;  // MoE prefill through the host grouping and cuBLAS (A/B of moe_grouped.cuh)
   bool variants = false, only_decode = false;  // decode once per switch setting of the decode kernels
@@ -278,12 +281,15 @@ int main(int argc, char** argv) {
     };
     if (a == "--preset") preset = next();
     else if (a == "--layers") layers = std::atoi(next().c_str());
+    else if (a == "--experts") experts = std::atoi(next().c_str());
     else if (a == "--dtype") dtype = next();
     else if (a == "--prompt") prompt = std::atoi(next().c_str());
     else if (a == "--decode") decode = std::atoi(next().c_str());
     else if (a == "--gemv-max-tokens") gemv_max = std::atoi(next().c_str());
     else if (a == "--json") json_out = next();
     else if (a == "--ncu") ncu = true;
+    else if (a == "--moe-block-trace") trace = true;
+    else if (a == "--read-ceiling") read_ceiling = true;
     else if (a == "--host-grouped") host_grouped = true;
     else if (a == "--wgmma-variant" && i + 1 < argc)
       cuda::set_moe_wgmma_variant(std::atoi(argv[++i]));
@@ -304,6 +310,10 @@ int main(int argc, char** argv) {
     else if (a == "--persistent") cuda::set_decode_persistent(std::atoi(next().c_str()) != 0);
     else if (a == "--l2pf") cuda::set_decode_l2_prefetch(std::atoi(next().c_str()));
     else if (a == "--expert-stream") cuda::set_decode_expert_stream(std::atoi(next().c_str()) != 0);
+    else if (a == "--moe-block") cuda::set_decode_moe_block(std::atoi(next().c_str()) != 0);
+    else if (a == "--moe-block-flags") cuda::set_decode_moe_block_flags(std::atoi(next().c_str()));
+    else if (a == "--blocks-per-sm") cuda::set_decode_blocks_per_sm(std::atoi(next().c_str()));
+    else if (a == "--prefetch-next") cuda::set_decode_prefetch_next(std::atoi(next().c_str()));
     else if (a == "--expert-ring-kb") cuda::set_decode_expert_ring_kb(std::atoi(next().c_str()));
     else if (a == "--expert-pf-at") cuda::set_decode_expert_prefetch_at(std::atoi(next().c_str()));
     else {
@@ -323,12 +333,25 @@ int main(int argc, char** argv) {
     MakeModelOptions mo;
     mo.preset = preset;
     if (layers > 0) mo.num_layers = layers;
+    if (experts > 0) mo.num_experts = experts;
     ModelConfig cfg = parse_model_config(synthetic_config(mo), "preset " + preset);
     const std::string card = cuda::device_name(0);
     double bw = 0, gemm_big = 0, gemm_moe = 0;
     ExpertBench xb, xb_mma;
     std::vector<ExpertBench> xb_var;  // each wgmma tile variant
     FlashBench fb;
+    if (read_ceiling) {
+      // One MoE layer's chosen experts: k regions of one expert's gate/up + down bytes, experts apart
+      const size_t es = dtype == "float32" ? 4 : 2;
+      const size_t per_expert = size_t(3) * size_t(cfg.hidden) * size_t(cfg.moe_intermediate) * es;
+      const size_t region = per_expert / 4096 * 4096;
+      std::printf("== read ceilings: %d regions of %.2f MB (%.1f MB), experts %d apart of %.2f MB, card %s ==\n",
+                  cfg.top_k, double(region) / 1e6, double(region) * cfg.top_k / 1e6, cfg.num_experts,
+                  double(per_expert) / 1e6, card.c_str());
+      for (const auto& r : benchtools::read_ceilings(cfg.top_k, region, per_expert, cfg.num_experts))
+        std::printf("  %-36s %8.2f us  %7.1f GB/s\n", r.method.c_str(), r.us, r.gbs);
+      return 0;
+    }
     if (attention_only) {
       cuda::Context ctx(0);
       fb = flash_bench(ctx, cfg, prompt);
@@ -375,6 +398,41 @@ int main(int argc, char** argv) {
     std::vector<int32_t> ids(static_cast<size_t>(std::max(prompt, 64)));
     uint32_t st = 12345;
     for (auto& x : ids) x = int32_t((st = st * 1664525u + 1013904223u) % uint32_t(cfg.vocab));
+    if (trace) {
+      // The one-kernel MoE block's timeline in the last layer of an eager decode step: per phase
+      // point, when blocks reach it (us after the first block's entry; globaltimer aligns the blocks,
+      // clock64 times the phases within a block).
+      cuda::set_decode_moe_block(true);
+      int sms = 0;
+      SEGPIPE_CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, 0));
+      cuda::Buffer<unsigned long long> tb(size_t(sms) * cuda::kMoeBlockTracePoints * 2);
+      SEGPIPE_CUDA_CHECK(cudaMemset(tb.get(), 0, tb.bytes()));
+      cuda::set_moe_block_trace(tb.get());
+      runner->step_device(ids.data(), 32, 0, false);
+      for (int i = 0; i < 3; i++) runner->step_device_eager(&ids[size_t(i)], 1, 32 + i);
+      SEGPIPE_CUDA_CHECK(cudaDeviceSynchronize());
+      cuda::set_moe_block_trace(nullptr);
+      std::vector<unsigned long long> h(tb.size());
+      SEGPIPE_CUDA_CHECK(cudaMemcpy(h.data(), tb.get(), tb.bytes(), cudaMemcpyDeviceToHost));
+      const int P = cuda::kMoeBlockTracePoints;
+      auto gt = [&](int b, int i) { return double(h[(size_t(b) * P + i) * 2]); };
+      auto ck = [&](int b, int i) { return double(h[(size_t(b) * P + i) * 2 + 1]); };
+      double first = 1e300;
+      for (int b = 0; b < sms; b++) first = std::min(first, gt(b, 0));
+      std::printf("== moe block timeline (last layer, eager decode step), us after the first block's entry ==\n");
+      const char* names[] = {"entry", "past pdl_wait", "x normalized", "router done", "routing ready", "routed",
+                             "gate/up done", "all gate/up done", "down done", "combined"};
+      for (int i = 0; i < P; i++) {
+        std::vector<double> t;
+        for (int b = 0; b < sms; b++) {
+          const double rate = (ck(b, P - 1) - ck(b, 0)) / std::max(1.0, gt(b, P - 1) - gt(b, 0));  // cycles per ns
+          t.push_back((gt(b, 0) - first + (ck(b, i) - ck(b, 0)) / rate) / 1000.0);
+        }
+        std::sort(t.begin(), t.end());
+        std::printf("  %-18s min %7.2f  median %7.2f  max %7.2f\n", names[i], t.front(), t[t.size() / 2], t.back());
+      }
+      return 0;
+    }
     if (ncu) {
       runner->step_device(ids.data(), prompt, 0, false);
       runner->step_device(ids.data(), 32, 0, false);
@@ -413,19 +471,19 @@ int main(int argc, char** argv) {
         int split_keys;
         bool route_late, persistent, stream;
         int ring_kb, pf_at = 1;
+        bool moe_block = false;
+        int block_flags = 0;
+        int per_sm = 0;
+        int pf_next = 0;
       };
       const Variant vs[] = {{"new (defaults)", 256, false, true, false, 96},
-                            {"experts: stream ring 96 KB", 256, false, true, true, 96},
-                            {"experts: stream ring 64 KB", 256, false, true, true, 64},
-                            {"experts: stream ring 64 KB, pf at end", 256, false, true, true, 64, 0},
-                            {"experts: stream, L2 pf at end", 256, false, true, true, 96, 0},
-                            {"experts: stream, L2 pf at start", 256, false, true, true, 96, 2},
-                            {"router: routing in experts", 256, true, true, false, 96},
-                            {"attention: always 8 splits", 0, false, true, false, 96},
-                            {"gemv: earlier grids", 256, false, false, false, 96},
-                            {"all earlier", 0, true, false, false, 96},
+                            {"next-weight L2 pf: all three (before)", 256, false, true, false, 96, 1, false, 0, 0, 7},
+                            {"next-weight L2 pf: q/k/v in router", 256, false, true, false, 96, 1, false, 0, 0, 8},
+                            {"next-weight L2 pf: o_proj + q/k/v in router", 256, false, true, false, 96, 1, false, 0, 0, 9},
+                            {"moe block (TMA rings)", 256, false, true, false, 96, 1, true, 0, 0, 0},
                             {"new (defaults), again", 256, false, true, false, 96}};
       const int p0 = 32;
+      const bool default_moe_block = cuda::decode_moe_block();
       std::printf("\n== decode variants: %s, %d layers, %s, card %s; %d steps after a %d-token prompt ==\n",
                   preset.c_str(), cfg.num_layers, dtype.c_str(), cuda::device_name(0).c_str(), decode, p0);
       for (const Variant& v : vs) {
@@ -435,6 +493,10 @@ int main(int argc, char** argv) {
         cuda::set_decode_expert_stream(v.stream);
         cuda::set_decode_expert_ring_kb(v.ring_kb);
         cuda::set_decode_expert_prefetch_at(v.pf_at);
+        cuda::set_decode_moe_block(v.moe_block);
+        cuda::set_decode_moe_block_flags(v.block_flags);
+        cuda::set_decode_blocks_per_sm(v.per_sm);
+        cuda::set_decode_prefetch_next(v.pf_next);
         runner->reset_graph();
         std::vector<double> runs;
         for (int rep = 0; rep < 3; rep++) {
@@ -465,6 +527,10 @@ int main(int argc, char** argv) {
       cuda::set_decode_expert_stream(false);
       cuda::set_decode_expert_ring_kb(96);
       cuda::set_decode_expert_prefetch_at(1);
+      cuda::set_decode_moe_block(default_moe_block);
+      cuda::set_decode_moe_block_flags(0);
+      cuda::set_decode_blocks_per_sm(0);
+      cuda::set_decode_prefetch_next(0);
       runner->reset_graph();
       if (only_decode) return 0;
     }

@@ -80,6 +80,16 @@ __device__ __forceinline__ void load8(const float* p, float (&v)[8]) {
 __device__ __forceinline__ void load8(const bf16* p, float (&v)[8]) {
   bf16x8_to_float(__ldg(reinterpret_cast<const uint4*>(p)), v);
 }
+// Past L1 (L2 only): data that other blocks of the running kernel wrote.
+__device__ __forceinline__ void load8_cg(const float* p, float (&v)[8]) {
+  float4 a = __ldcg(reinterpret_cast<const float4*>(p));
+  float4 b = __ldcg(reinterpret_cast<const float4*>(p) + 1);
+  v[0] = a.x; v[1] = a.y; v[2] = a.z; v[3] = a.w;
+  v[4] = b.x; v[5] = b.y; v[6] = b.z; v[7] = b.w;
+}
+__device__ __forceinline__ void load8_cg(const bf16* p, float (&v)[8]) {
+  bf16x8_to_float(__ldcg(reinterpret_cast<const uint4*>(p)), v);
+}
 // Streaming variant for weights read once per step: do not keep them in L1.
 __device__ __forceinline__ void load8_stream(const float* p, float (&v)[8]) {
   float4 a = __ldcs(reinterpret_cast<const float4*>(p));
@@ -128,13 +138,17 @@ __device__ __forceinline__ void prefetch_l2(const void* p, uint64_t bytes) {
 #endif
 }
 
-// This block's share of an L2 prefetch spread over the grid's blocks (one thread issues it).
-__device__ __forceinline__ void prefetch_l2_share(const void* p, uint64_t bytes, unsigned block, unsigned blocks) {
-  if (!p || threadIdx.x != 0) return;
-  const uint64_t per = ((bytes + blocks - 1) / blocks + 15) & ~uint64_t(15);
-  const uint64_t b0 = uint64_t(block) * per;
+// Part `part` of `parts` equal parts of an L2 prefetch (issued by the calling thread).
+__device__ __forceinline__ void prefetch_l2_part(const void* p, uint64_t bytes, unsigned part, unsigned parts) {
+  if (!p) return;
+  const uint64_t per = ((bytes + parts - 1) / parts + 15) & ~uint64_t(15);
+  const uint64_t b0 = uint64_t(part) * per;
   if (b0 >= bytes) return;
   prefetch_l2(static_cast<const char*>(p) + b0, (bytes - b0 < per ? bytes - b0 : per));
+}
+// This block's share of an L2 prefetch spread over the grid's blocks (one thread issues it).
+__device__ __forceinline__ void prefetch_l2_share(const void* p, uint64_t bytes, unsigned block, unsigned blocks) {
+  if (threadIdx.x == 0) prefetch_l2_part(p, bytes, block, blocks);
 }
 
 }  // namespace segpipe::cuda

@@ -96,6 +96,16 @@ std::atomic<bool> g_persistent{true};
 }  // namespace
 
 void set_decode_persistent(bool on) { g_persistent.store(on); }
+namespace {
+std::atomic<int> g_blocks_per_sm{0};
+}  // namespace
+namespace {
+std::atomic<int> g_prefetch_next{0};
+}  // namespace
+void set_decode_prefetch_next(int mask) { g_prefetch_next.store(mask); }
+int decode_prefetch_next() { return g_prefetch_next.load(std::memory_order_relaxed); }
+void set_decode_blocks_per_sm(int n) { g_blocks_per_sm.store(n < 0 ? 0 : n); }
+int decode_blocks_per_sm() { return g_blocks_per_sm.load(std::memory_order_relaxed); }
 bool decode_persistent() { return g_persistent.load(std::memory_order_relaxed); }
 
 int sm_count() {

@@ -33,6 +33,17 @@ int decode_l2_prefetch();
 // the earlier grids (one row per warp where the grid allows). Graphs must be re-captured after a change.
 void set_decode_persistent(bool on);
 bool decode_persistent();
+// At most this many blocks per multiprocessor in the persistent decode grids (0: as many as fit).
+// One block of a kernel that takes half the registers leaves room for the next kernel's blocks,
+// which then load their weights while this one finishes (programmatic dependent launch).
+void set_decode_blocks_per_sm(int n);
+// Which decode kernels ask L2 for the next kernel's weights (only with decode_overlap()), a mask:
+// bit 0 the o_proj matrix during attention, bit 1 the chosen experts' down matrices during gate/up,
+// bit 2 the next layer's q/k/v during down, bit 3 the next layer's q/k/v during the router. Default
+// 0: on an H200 every one of them made the decode step slower or no faster (docs/benchmarks-cuda.md).
+void set_decode_prefetch_next(int mask);
+int decode_prefetch_next();
+int decode_blocks_per_sm();
 
 // y[r] = (accumulate ? y[r] : 0) + W[r, :] · x for r < rows. x: [cols] in xt (F32 or the weights'
 // dtype wt); W: [rows, cols] in wt (F32 or BF16); y float32. cols must be a multiple of 8.

@@ -72,6 +72,8 @@ __device__ __forceinline__ float row_dot_mem(const W* __restrict__ wr, const X* 
 // squares per thread over i = tid, tid + 256, ... in that order, per warp, then over the 8 warps in
 // order. h (optional) gets the rounded row. The loads go in batches of 8 per thread, all issued
 // before the first use (one memory round trip per 2048 elements instead of one per element).
+// Blocks of more than kGemvThreads threads: the first kGemvThreads compute (the same bits), every
+// thread of the block must call it (it synchronizes the block).
 template <typename W>
 __device__ __forceinline__ void stage_rmsnorm(const float* __restrict__ x, const float* __restrict__ nw, float eps,
                                               int64_t n, float* xs, W* h) {
@@ -80,7 +82,8 @@ __device__ __forceinline__ void stage_rmsnorm(const float* __restrict__ x, const
   constexpr int B = 8;
   double ss = 0;
   float g0[B];  // the first batch's norm weights, loaded with x (one memory round trip fewer)
-  for (int64_t base = threadIdx.x; base < n; base += B * kGemvThreads) {
+  const int64_t n_mine = threadIdx.x < kGemvThreads ? n : 0;
+  for (int64_t base = threadIdx.x; base < n_mine; base += B * kGemvThreads) {
     float v[B];
     const bool first = base == threadIdx.x;
 #pragma unroll
@@ -99,7 +102,7 @@ __device__ __forceinline__ void stage_rmsnorm(const float* __restrict__ x, const
     }
   }
   ss = warp_sum(ss);
-  if ((threadIdx.x & 31) == 0) partial[threadIdx.x / 32] = ss;
+  if ((threadIdx.x & 31) == 0 && threadIdx.x < kGemvThreads) partial[threadIdx.x / 32] = ss;
   __syncthreads();
   if (threadIdx.x == 0) {
     double t = 0;
@@ -109,7 +112,7 @@ __device__ __forceinline__ void stage_rmsnorm(const float* __restrict__ x, const
   }
   __syncthreads();
   const float inv = inv_s;
-  for (int64_t base = threadIdx.x; base < n; base += B * kGemvThreads) {
+  for (int64_t base = threadIdx.x; base < n_mine; base += B * kGemvThreads) {
     float g[B];
     const bool first = base == threadIdx.x;
 #pragma unroll

@@ -52,7 +52,8 @@ unsigned resident_grid(K kernel, int threads, size_t smem, int64_t want) {
     if (per_sm < 1) per_sm = 1;
     if (used < 8) cache[used++] = {reinterpret_cast<const void*>(kernel), smem, per_sm};
   }
-  const int64_t n = int64_t(sm_count()) * per_sm;
+  const int cap = decode_blocks_per_sm();
+  const int64_t n = int64_t(sm_count()) * (cap > 0 && cap < per_sm ? cap : per_sm);
   return static_cast<unsigned>(want < n ? (want < 1 ? 1 : want) : n);
 }
 

@@ -31,7 +31,8 @@ __global__ void __launch_bounds__(kGemvThreads) router_fused_kernel(const float*
                                                                     float* logits, W* __restrict__ h_out, int k,
                                                                     bool renorm, int32_t* __restrict__ experts,
                                                                     float* __restrict__ weights,
-                                                                    unsigned* counter) {
+                                                                    unsigned* counter, const void* pf,
+                                                                    uint64_t pf_bytes) {
   extern __shared__ float xs[];
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
   int64_t r = int64_t(blockIdx.x) * kGemvWarps + warp;
@@ -39,6 +40,7 @@ __global__ void __launch_bounds__(kGemvThreads) router_fused_kernel(const float*
   if (r < E) row_prefetch(wr + r * H, H, lane, pre);
   pdl_wait();
   pdl_trigger();
+  prefetch_l2_share(pf, pf_bytes, blockIdx.x, gridDim.x);
   stage_rmsnorm<W>(x, nw, eps, H, xs, blockIdx.x == 0 ? h_out : nullptr);
   __syncthreads();
   for (; r < E; r += int64_t(gridDim.x) * kGemvWarps) {
@@ -75,7 +77,7 @@ void route_topk(const float* logits, int64_t T, int E, int k, bool renormalize, 
 
 void router_fused(const float* x, const float* norm_w, float eps, const void* w_router, DType wt, int E, int64_t H,
                   float* logits, void* h_out, int k, bool renormalize, int32_t* experts, float* weights,
-                  unsigned* counter, cudaStream_t s) {
+                  unsigned* counter, cudaStream_t s, const void* prefetch, uint64_t prefetch_bytes) {
   SEGPIPE_ASSERT(E <= 32 * kMaxPerLane && k >= 1 && k <= E && k <= 32 && H % 8 == 0);
   const size_t smem = size_t(std::max<int64_t>(H, E)) * sizeof(float);
   SEGPIPE_ASSERT_MSG(smem <= 48 * 1024, "router_fused: hidden size above 12288");
@@ -84,7 +86,7 @@ void router_fused(const float* x, const float* norm_w, float eps, const void* w_
                                                     dim3(kGemvThreads), smem, s, x, norm_w, eps,
                                                     static_cast<const W*>(w_router), E, H, logits,
                                                     static_cast<W*>(h_out), k, renormalize, experts, weights,
-                                                    counter)));
+                                                    counter, prefetch, prefetch_bytes)));
   SEGPIPE_CUDA_LAUNCH_CHECK("router_fused_kernel");
 }
 
@@ -97,7 +99,8 @@ void router_logits(const float* x, const float* norm_w, float eps, const void* w
                       SEGPIPE_CUDA_CHECK(launch_pdl(router_fused_kernel<W, false>, dim3(gemv_grid(E)),
                                                     dim3(kGemvThreads), smem, s, x, norm_w, eps,
                                                     static_cast<const W*>(w_router), E, H, logits,
-                                                    static_cast<W*>(h_out), 0, false, nullptr, nullptr, nullptr)));
+                                                    static_cast<W*>(h_out), 0, false, nullptr, nullptr, nullptr,
+                                                    nullptr, uint64_t(0))));
   SEGPIPE_CUDA_LAUNCH_CHECK("router_fused_kernel (logits)");
 }
 

@@ -16,9 +16,11 @@ void route_topk(const float* logits, int64_t T, int E, int k, bool renormalize, 
 // Decode (one token), fused: h_out (optional, [H] in wt) = rmsnorm(x) rounded to wt; logits [E] =
 // W_router · h_out (float32); then softmax and top-k as route_topk. counter: a device unsigned that
 // is 0 before the call (and is 0 again after it); one per stream.
+// prefetch (optional): prefetch_bytes of later kernels' weights asked into L2 once the kernel is past
+// its wait (the memory idles while the router and the routing run).
 void router_fused(const float* x, const float* norm_w, float eps, const void* w_router, DType wt, int E, int64_t H,
                   float* logits, void* h_out, int k, bool renormalize, int32_t* experts, float* weights,
-                  unsigned* counter, cudaStream_t s);
+                  unsigned* counter, cudaStream_t s, const void* prefetch = nullptr, uint64_t prefetch_bytes = 0);
 
 // Decode without the routing tail: h_out and logits as router_fused, no softmax / top-k, no counter.
 // The decode expert kernels then route from the logits themselves (moe_gate_up_gemv and
