@@ -937,6 +937,29 @@ void test_attention_splits(Checks& c, cudaStream_t s) {
   cuda::set_decode_attention_split_keys(saved);
 }
 
+// The chosen experts' MLP on one token's row h, on the CPU: per slot j, weights[j] * down(silu(gate(h))
+// * up(h)) with the SwiGLU output rounded to bf16 where dt is (as the GPU's act), added up as the
+// reference combines the slots (combine_expert_outputs).
+std::vector<float> cpu_expert_mlp(const std::vector<float>& h, const std::vector<float>& wgu,
+                                  const std::vector<float>& wd, const std::vector<int32_t>& experts,
+                                  const std::vector<float>& weights, int H, int I, DType dt) {
+  const int k = int(experts.size());
+  std::vector<float> slots(size_t(k) * H), mlp(static_cast<size_t>(H)), g(static_cast<size_t>(I)),
+      u(static_cast<size_t>(I));
+  for (int j = 0; j < k; j++) {
+    const float* base = wgu.data() + size_t(experts[size_t(j)]) * 2 * I * H;
+    linear(pool(), h.data(), 1, Mat{base, DType::F32, I, H}, g.data());
+    linear(pool(), h.data(), 1, Mat{base + size_t(I) * H, DType::F32, I, H}, u.data());
+    swiglu(g.data(), u.data(), I, g.data());
+    if (dt == DType::BF16) g = round_bf16(g);
+    linear(pool(), g.data(), 1, Mat{wd.data() + size_t(experts[size_t(j)]) * H * I, DType::F32, H, I},
+           slots.data() + size_t(j) * H);
+    for (int col = 0; col < H; col++) slots[size_t(j) * H + col] *= weights[size_t(j)];
+  }
+  combine_expert_outputs(slots.data(), experts.data(), 1, k, H, mlp.data());
+  return mlp;
+}
+
 // Decode routing inside the expert kernels (router_logits + moe_gate_up_gemv_route + moe_down_combine
 // with logits) against router_fused + moe_gate_up_gemv + moe_down_combine with the earlier grids
 // (bit for bit: logits, experts, weights, act and x) and against the CPU (route_topk on the logits;
@@ -970,19 +993,7 @@ void test_route_in_experts(Checks& c, cuda::Context& ctx) {
       std::vector<int32_t> e_ref(static_cast<size_t>(k));
       std::vector<float> w_ref(static_cast<size_t>(k));
       route_topk(lA.data(), 1, E, k, renorm, e_ref.data(), w_ref.data());
-      std::vector<float> slots(size_t(k) * H), mlp(static_cast<size_t>(H)), g(static_cast<size_t>(I)),
-          u(static_cast<size_t>(I));
-      for (int j = 0; j < k; j++) {
-        const float* base = wgu.data() + size_t(e_ref[size_t(j)]) * 2 * I * H;
-        linear(pool(), hA.data(), 1, Mat{base, DType::F32, I, H}, g.data());
-        linear(pool(), hA.data(), 1, Mat{base + size_t(I) * H, DType::F32, I, H}, u.data());
-        swiglu(g.data(), u.data(), I, g.data());
-        if (dt == DType::BF16) g = round_bf16(g);
-        linear(pool(), g.data(), 1, Mat{wd.data() + size_t(e_ref[size_t(j)]) * H * I, DType::F32, H, I},
-               slots.data() + size_t(j) * H);
-        for (int col = 0; col < H; col++) slots[size_t(j) * H + col] *= w_ref[size_t(j)];
-      }
-      combine_expert_outputs(slots.data(), e_ref.data(), 1, k, H, mlp.data());
+      const std::vector<float> mlp = cpu_expert_mlp(hA, wgu, wd, e_ref, w_ref, H, I, dt);
       std::vector<float> dA(static_cast<size_t>(H));
       for (int i = 0; i < H; i++) dA[size_t(i)] = xA[size_t(i)] - x[size_t(i)];
       const double eref = rel_l2(dA.data(), mlp.data(), mlp.size());
@@ -1054,19 +1065,7 @@ void test_moe_block(Checks& c, cuda::Context& ctx) {
       std::vector<int32_t> e_ref(static_cast<size_t>(k));
       std::vector<float> w_ref(static_cast<size_t>(k));
       route_topk(lA.data(), 1, E, k, renorm, e_ref.data(), w_ref.data());
-      std::vector<float> slots(size_t(k) * H), mlp(static_cast<size_t>(H)), g(static_cast<size_t>(I)),
-          u(static_cast<size_t>(I));
-      for (int j = 0; j < k; j++) {
-        const float* base = wgu.data() + size_t(e_ref[size_t(j)]) * 2 * I * H;
-        linear(pool(), hA.data(), 1, Mat{base, DType::F32, I, H}, g.data());
-        linear(pool(), hA.data(), 1, Mat{base + size_t(I) * H, DType::F32, I, H}, u.data());
-        swiglu(g.data(), u.data(), I, g.data());
-        if (dt == DType::BF16) g = round_bf16(g);
-        linear(pool(), g.data(), 1, Mat{wd.data() + size_t(e_ref[size_t(j)]) * H * I, DType::F32, H, I},
-               slots.data() + size_t(j) * H);
-        for (int col = 0; col < H; col++) slots[size_t(j) * H + col] *= w_ref[size_t(j)];
-      }
-      combine_expert_outputs(slots.data(), e_ref.data(), 1, k, H, mlp.data());
+      const std::vector<float> mlp = cpu_expert_mlp(hA, wgu, wd, e_ref, w_ref, H, I, dt);
       // B: the one kernel, three launches in a row on one counter set
       cuda::Buffer<unsigned> ctr(3);
       SEGPIPE_CUDA_CHECK(cudaMemset(ctr.get(), 0, 3 * sizeof(unsigned)));
@@ -1144,19 +1143,7 @@ void test_experts_stream(Checks& c, cuda::Context& ctx) {
         cuda::moe_down_combine(acta.p(), k, de.get(), dw.f(), dwd.p(), dt, I, H, xa.f(), s);
         const auto xA = xa.host(), actA = acta.host();
         // CPU: the chosen experts' MLP on h
-        std::vector<float> slots(size_t(k) * H), mlp(static_cast<size_t>(H)), g(static_cast<size_t>(I)),
-            u(static_cast<size_t>(I));
-        for (int j = 0; j < k; j++) {
-          const float* base = wgu.data() + size_t(experts[size_t(j)]) * 2 * I * H;
-          linear(pool(), h.data(), 1, Mat{base, DType::F32, I, H}, g.data());
-          linear(pool(), h.data(), 1, Mat{base + size_t(I) * H, DType::F32, I, H}, u.data());
-          swiglu(g.data(), u.data(), I, g.data());
-          if (dt == DType::BF16) g = round_bf16(g);
-          linear(pool(), g.data(), 1, Mat{wd.data() + size_t(experts[size_t(j)]) * H * I, DType::F32, H, I},
-                 slots.data() + size_t(j) * H);
-          for (int col = 0; col < H; col++) slots[size_t(j) * H + col] *= weights[size_t(j)];
-        }
-        combine_expert_outputs(slots.data(), experts.data(), 1, k, H, mlp.data());
+        const std::vector<float> mlp = cpu_expert_mlp(h, wgu, wd, experts, weights, H, I, dt);
         cuda::Buffer<unsigned> ctr(3);
         SEGPIPE_CUDA_CHECK(cudaMemset(ctr.get(), 0, 3 * sizeof(unsigned)));
         SEGPIPE_CUDA_CHECK(cudaDeviceSynchronize());

@@ -4,6 +4,7 @@
 #include <cstdint>
 
 #include "segments/cuda/device.h"
+#include "segments/kernels/cuda/bulk_copy.cuh"
 #include "segments/kernels/cuda/check.h"
 #include "segments/kernels/cuda/common.cuh"
 #include "tools/cuda/read_ceiling.h"
@@ -65,10 +66,6 @@ __global__ void __launch_bounds__(256, 2) read_regs_kernel(Regions r, float* out
   if (lane == 0) out[blockIdx.x * 8 + threadIdx.x / 32] = acc;
 }
 
-__device__ __forceinline__ uint32_t smem_u32(const void* p) {
-  return static_cast<uint32_t>(__cvta_generic_to_shared(p));
-}
-
 // Bulk copies: lane 0 of each warp keeps S rows of its own in flight in shared memory.
 template <int S>
 __global__ void __launch_bounds__(512, 1) read_bulk_kernel(Regions r, float* out) {
@@ -80,24 +77,18 @@ __global__ void __launch_bounds__(512, 1) read_bulk_kernel(Regions r, float* out
   const int64_t mine = t0 < total ? (total - 1 - t0) / W + 1 : 0;
   unsigned char* my = ring + size_t(warp) * S * kRow;
   if (lane == 0) {
-    for (int q = 0; q < S; q++)
-      asm volatile("mbarrier.init.shared::cta.b64 [%0], %1;" ::"r"(smem_u32(&bars[warp][q])), "r"(1) : "memory");
-    asm volatile("fence.mbarrier_init.release.cluster;" ::: "memory");
+    for (int q = 0; q < S; q++) cuda::mbar_init(&bars[warp][q], 1);
+    cuda::mbar_init_fence();
   }
   __syncwarp();
   int64_t issued = 0;
   auto issue = [&]() {
     uint64_t* bar = &bars[warp][issued % S];
     if (issued < mine) {
-      asm volatile("mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], %1;" ::"r"(smem_u32(bar)), "r"(kRow)
-                   : "memory");
-      asm volatile(
-          "cp.async.bulk.shared::cluster.global.mbarrier::complete_tx::bytes [%0], [%1], %2, [%3];" ::"r"(
-              smem_u32(my + size_t(issued % S) * kRow)),
-          "l"(row_ptr(r, t0 + issued * W)), "r"(kRow), "r"(smem_u32(bar))
-          : "memory");
+      cuda::mbar_arrive_tx(bar, kRow);
+      cuda::bulk_load(my + size_t(issued % S) * kRow, row_ptr(r, t0 + issued * W), kRow, bar);
     } else {
-      asm volatile("mbarrier.arrive.shared::cta.b64 _, [%0];" ::"r"(smem_u32(bar)) : "memory");
+      cuda::mbar_arrive(bar);
     }
     issued++;
   };
@@ -105,12 +96,7 @@ __global__ void __launch_bounds__(512, 1) read_bulk_kernel(Regions r, float* out
     for (int q = 0; q < S; q++) issue();
   float acc = 0.f;
   for (int64_t n = 0; n < mine + S; n++) {  // S more: the trailing arrivals, so nothing is in flight at exit
-    const uint32_t parity = uint32_t(n / S) & 1u;
-    asm volatile(
-        "{\n.reg .pred P1;\nRW:\nmbarrier.try_wait.parity.shared::cta.b64 P1, [%0], %1;\n@P1 bra RD;\nbra RW;\nRD:\n}\n" ::"r"(
-            smem_u32(&bars[warp][n % S])),
-        "r"(parity)
-        : "memory");
+    cuda::mbar_wait(&bars[warp][n % S], uint32_t(n / S) & 1u);
     if (n < mine) {
       const uint4* p = reinterpret_cast<const uint4*>(my + size_t(n % S) * kRow) + lane;
 #pragma unroll

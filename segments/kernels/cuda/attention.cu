@@ -117,6 +117,11 @@ __global__ void __launch_bounds__(kWarps * 32) attention_split_kernel(
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
   const int g = h / (nh / nkv);
   prefetch_l2_share(pf, pf_bytes, blockIdx.y * gridDim.x + blockIdx.x, gridDim.x * gridDim.y);
+  if constexpr (kRope) {
+    prefetch_l1_block(qn, uint64_t(hd) * sizeof(float));
+    prefetch_l1_block(kn, uint64_t(hd) * sizeof(float));
+    prefetch_l1_block(inv_freq, uint64_t(hd / 2) * sizeof(float));
+  }
   pdl_wait();
   pdl_trigger();
   const int64_t p = int64_t(*d_pos0);

@@ -138,6 +138,21 @@ __device__ __forceinline__ void prefetch_l2(const void* p, uint64_t bytes) {
 #endif
 }
 
+// Asks this multiprocessor's L1 for [p, p + bytes), a 128-byte line per thread of the block: small
+// constants (norm weights, RoPE frequencies) a decode kernel reads right after pdl_wait(), which
+// otherwise come from memory then (nothing keeps them in L2 from one token to the next), one round
+// trip of the kernel's dependent chain.
+__device__ __forceinline__ void prefetch_l1_block(const void* p, uint64_t bytes) {
+#if defined(__CUDA_ARCH__)
+  const char* c = static_cast<const char*>(p);
+  for (uint64_t off = uint64_t(threadIdx.x) * 128; off < bytes; off += uint64_t(blockDim.x) * 128)
+    asm volatile("prefetch.global.L1 [%0];" ::"l"(c + off));
+#else
+  (void)p;
+  (void)bytes;
+#endif
+}
+
 // Part `part` of `parts` equal parts of an L2 prefetch (issued by the calling thread).
 __device__ __forceinline__ void prefetch_l2_part(const void* p, uint64_t bytes, unsigned part, unsigned parts) {
   if (!p) return;

@@ -35,6 +35,7 @@ __global__ void __launch_bounds__(kGemvThreads, 2) gemv_kernel(const X* __restri
   // arithmetic is row_dot_pre's, whichever buffer holds it.
   Chunk8<W> pa[kPrefetchChunks<W>], pb[kPrefetchChunks<W>];
   if (r < rows) row_prefetch(w + r * cols, cols, lane, pa);
+  if constexpr (kNorm) prefetch_l1_block(nw, uint64_t(cols) * sizeof(float));
   pdl_wait();
   pdl_trigger();
   if constexpr (kNorm) {

@@ -134,17 +134,7 @@ __global__ void __launch_bounds__(kFusedMaxK * 32) down_combine_kernel(const T* 
     s_e[threadIdx.x] = __ldcg(experts + threadIdx.x);
   }
   __syncthreads();
-  if (threadIdx.x == 0) {  // the slots in ascending expert id (insertion sort; ids are distinct)
-    for (int q = 0; q < k; q++) s_order[q] = q;
-    for (int q = 1; q < k; q++) {
-      int v = s_order[q], b = q - 1;
-      while (b >= 0 && s_e[s_order[b]] > s_e[v]) {
-        s_order[b + 1] = s_order[b];
-        b--;
-      }
-      s_order[b + 1] = v;
-    }
-  }
+  if (threadIdx.x == 0) ascending_slots(s_e, k, s_order);
   __syncthreads();
   const int64_t n_groups = (H + kDownRows - 1) / kDownRows;
   const T* w = j < k ? wd + int64_t(s_e[j]) * H * I : nullptr;
@@ -239,20 +229,9 @@ __global__ void scatter_kernel(const D* __restrict__ d, const int32_t* __restric
   for (int64_t c = threadIdx.x; c < H; c += blockDim.x) slots[s * H + c] = from_f<O>(to_f(d[r * H + c]) * w);
 }
 
-// Token t's k slot indices t*k + j in ascending expert id (insertion sort by thread 0; ids are
-// distinct), into order[k].
+// Token t's k slot indices t*k + j in ascending expert id, into order[k], for the whole block.
 __device__ __forceinline__ void slot_order(const int32_t* __restrict__ experts, int64_t t, int k, int* order) {
-  if (threadIdx.x == 0) {
-    for (int j = 0; j < k; j++) order[j] = j;
-    for (int a = 1; a < k; a++) {
-      int v = order[a], b = a - 1;
-      while (b >= 0 && experts[t * k + order[b]] > experts[t * k + v]) {
-        order[b + 1] = order[b];
-        b--;
-      }
-      order[b + 1] = v;
-    }
-  }
+  if (threadIdx.x == 0) ascending_slots(experts + t * k, k, order);
   __syncthreads();
 }
 

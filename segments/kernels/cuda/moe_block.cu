@@ -2,6 +2,7 @@
 #include <algorithm>
 #include <atomic>
 
+#include "segments/kernels/cuda/bulk_copy.cuh"
 #include "segments/kernels/cuda/check.h"
 #include "segments/kernels/cuda/common.cuh"
 #include "segments/kernels/cuda/gemv_common.cuh"
@@ -20,11 +21,6 @@ constexpr int kMaxK = 8;              // down: warp w computes slot w % 8
 constexpr int kDownRows = 4;          // output rows per down item (moe_down_combine's)
 constexpr int kActRegs = 4;           // act chunks per lane held in registers (I <= 1024), the rest read from L2
 
-__device__ __forceinline__ unsigned ld_acquire(const unsigned* p) {
-  unsigned v;
-  asm volatile("ld.acquire.gpu.global.u32 %0, [%1];" : "=r"(v) : "l"(p) : "memory");
-  return v;
-}
 // Thread 0 waits until *p reaches n, then the whole block goes on (the writes counted into *p
 // were fenced before their count).
 __device__ __forceinline__ void block_wait(const unsigned* p, unsigned n) {
@@ -38,72 +34,6 @@ __device__ __forceinline__ void block_arrive(unsigned* p) {
   __syncthreads();
   if (threadIdx.x == 0) atomicAdd(p, 1u);
 }
-
-__device__ __forceinline__ uint32_t smem_u32(const void* p) {
-  return static_cast<uint32_t>(__cvta_generic_to_shared(p));
-}
-__device__ __forceinline__ void mbar_init(uint64_t* b, unsigned count) {
-  asm volatile("mbarrier.init.shared::cta.b64 [%0], %1;" ::"r"(smem_u32(b)), "r"(count) : "memory");
-}
-// One arrival that also announces `bytes` of bulk copies completing on this barrier.
-__device__ __forceinline__ void mbar_arrive_tx(uint64_t* b, uint32_t bytes) {
-  asm volatile("mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], %1;" ::"r"(smem_u32(b)), "r"(bytes) : "memory");
-}
-__device__ __forceinline__ void mbar_arrive(uint64_t* b) {
-  asm volatile("mbarrier.arrive.shared::cta.b64 _, [%0];" ::"r"(smem_u32(b)) : "memory");
-}
-__device__ __forceinline__ void mbar_wait(uint64_t* b, uint32_t parity) {
-  asm volatile(
-      "{\n"
-      ".reg .pred P1;\n"
-      "MB_WAIT:\n"
-      "mbarrier.try_wait.parity.shared::cta.b64 P1, [%0], %1;\n"
-      "@P1 bra MB_DONE;\n"
-      "bra MB_WAIT;\n"
-      "MB_DONE:\n"
-      "}\n" ::"r"(smem_u32(b)),
-      "r"(parity)
-      : "memory");
-}
-// Global -> shared bulk copy by the copy engine (16-byte aligned, a multiple of 16 bytes), completing
-// on barrier b.
-__device__ __forceinline__ void bulk_load(void* dst, const void* src, uint32_t bytes, uint64_t* b) {
-  asm volatile("cp.async.bulk.shared::cluster.global.mbarrier::complete_tx::bytes [%0], [%1], %2, [%3];" ::"r"(
-                   smem_u32(dst)),
-               "l"(src), "r"(bytes), "r"(smem_u32(b))
-               : "memory");
-}
-
-// 8 values of a lane as float: from shared memory (a ring stage) or past L1 (act, written by other
-// blocks of this kernel), or kept as loaded in registers.
-template <typename T>
-struct Vec8;
-template <>
-struct Vec8<bf16> {
-  uint4 u;
-  __device__ __forceinline__ void load_cg(const bf16* p) { u = __ldcg(reinterpret_cast<const uint4*>(p)); }
-  __device__ __forceinline__ void to_float(float (&v)[8]) const { bf16x8_to_float(u, v); }
-  static __device__ __forceinline__ void lds(const bf16* p, float (&v)[8]) {
-    bf16x8_to_float(*reinterpret_cast<const uint4*>(p), v);
-  }
-};
-template <>
-struct Vec8<float> {
-  float4 a, b;
-  __device__ __forceinline__ void load_cg(const float* p) {
-    a = __ldcg(reinterpret_cast<const float4*>(p));
-    b = __ldcg(reinterpret_cast<const float4*>(p) + 1);
-  }
-  __device__ __forceinline__ void to_float(float (&v)[8]) const {
-    v[0] = a.x; v[1] = a.y; v[2] = a.z; v[3] = a.w;
-    v[4] = b.x; v[5] = b.y; v[6] = b.z; v[7] = b.w;
-  }
-  static __device__ __forceinline__ void lds(const float* p, float (&v)[8]) {
-    const float4 x = reinterpret_cast<const float4*>(p)[0], y = reinterpret_cast<const float4*>(p)[1];
-    v[0] = x.x; v[1] = x.y; v[2] = x.z; v[3] = x.w;
-    v[4] = y.x; v[5] = y.y; v[6] = y.z; v[7] = y.w;
-  }
-};
 
 // Phase timestamps for the benchmark's timeline (set_moe_block_trace): thread 0 of each block writes
 // (globaltimer, clock64) at phase i into trace[(block * kTracePoints + i) * 2].
@@ -176,13 +106,14 @@ __global__ void __launch_bounds__(kThreads, 1) moe_block_kernel(
 
   if (lane == 0) {
     for (int q = 0; q < S; q++) mbar_init(&bars[warp][q], 1);
-    asm volatile("fence.mbarrier_init.release.cluster;" ::: "memory");
+    mbar_init_fence();
   }
   __syncwarp();
   const int64_t rrow = int64_t(b) * kRouterWarps + warp;
   Chunk8<T> pre[kPrefetchChunks<T>];
   trace_point(0);
   if (router && rrow < E) row_prefetch(wr + rrow * H, H, lane, pre);
+  prefetch_l1_block(nw, uint64_t(H) * sizeof(float));
   pdl_wait();
   pdl_trigger();
   trace_point(1);
@@ -211,17 +142,7 @@ __global__ void __launch_bounds__(kThreads, 1) moe_block_kernel(
     e_out[threadIdx.x] = s_e[threadIdx.x];
     w_out[threadIdx.x] = s_w[threadIdx.x];
   }
-  if (threadIdx.x == 0) {  // the slots in ascending expert id (insertion sort; ids are distinct)
-    for (int q = 0; q < k; q++) s_order[q] = q;
-    for (int q = 1; q < k; q++) {
-      int v = s_order[q], c = q - 1;
-      while (c >= 0 && s_e[s_order[c]] > s_e[v]) {
-        s_order[c + 1] = s_order[c];
-        c--;
-      }
-      s_order[c + 1] = v;
-    }
-  }
+  if (threadIdx.x == 0) ascending_slots(s_e, k, s_order);
 
   // 3. this warp's segment stream: gate/up segments, then down segments
   const int nsh = int((H + kSeg - 1) / kSeg), nsi = int((I + kSeg - 1) / kSeg);  // segments per row
@@ -309,7 +230,9 @@ __global__ void __launch_bounds__(kThreads, 1) moe_block_kernel(
         take([&](const T* seg) {
           for (int c = lo; c < kSeg && int64_t(g) * kSeg + c < H; c += 256) {
             float w[8], xv[8];
-            Vec8<T>::lds(seg + c, w);
+            Vec8<T> wv;
+            wv.lds(seg + c);
+            wv.to_float(w);
             x8(static_cast<const float*>(xs), int64_t(g) * kSeg + c, xv);
 #pragma unroll
             for (int e = 0; e < 8; e++) a += w[e] * xv[e];
@@ -333,7 +256,7 @@ __global__ void __launch_bounds__(kThreads, 1) moe_block_kernel(
   if (my_items > 0) {
 #pragma unroll
     for (int u = 0; u < kActRegs; u++)
-      if (u * 256 + lo < I) ar[u].load_cg(act + int64_t(j) * I + u * 256 + lo);  // other blocks wrote it
+      if (u * 256 + lo < I) ar[u].ldcg(act + int64_t(j) * I + u * 256 + lo);  // other blocks wrote it
   }
   const float wj = j < k ? s_w[j] : 0.f;
   for (int mm = 0; mm < my_items; mm++) {
@@ -348,7 +271,9 @@ __global__ void __launch_bounds__(kThreads, 1) moe_block_kernel(
               const int c = u * 256 + lo;
               if (c < kSeg && c < I) {
                 float w[8], av[8];
-                Vec8<T>::lds(seg + c, w);
+                Vec8<T> wv;
+                wv.lds(seg + c);
+                wv.to_float(w);
                 ar[u].to_float(av);
 #pragma unroll
                 for (int e = 0; e < 8; e++) a += w[e] * av[e];
@@ -357,9 +282,10 @@ __global__ void __launch_bounds__(kThreads, 1) moe_block_kernel(
           }
           for (int c = g == 0 ? kActRegs * 256 + lo : lo; c < kSeg && int64_t(g) * kSeg + c < I; c += 256) {
             float w[8], av[8];
-            Vec8<T>::lds(seg + c, w);
-            Vec8<T> v;
-            v.load_cg(act + int64_t(j) * I + int64_t(g) * kSeg + c);
+            Vec8<T> wv, v;
+            wv.lds(seg + c);
+            wv.to_float(w);
+            v.ldcg(act + int64_t(j) * I + int64_t(g) * kSeg + c);
             v.to_float(av);
 #pragma unroll
             for (int e = 0; e < 8; e++) a += w[e] * av[e];
@@ -453,19 +379,12 @@ bool moe_decode_block(float* x, const float* norm_w, float eps, const void* w_ro
   SEGPIPE_ASSERT_MSG(moe_block_fits(E, k, H, I, dt), "moe_decode_block: shape");
   // Rings of 3 stages a warp (192 KB) where they fit beside xs, 2 otherwise.
   const size_t big = block_smem(H, I, 3);
-  if (dt == DType::BF16)
-    return big <= kSmemMax ? launch_block<bf16, 3>(x, norm_w, eps, w_router, E, renormalize, k, logits, h_out, experts,
-                                                   weights, w_gate_up, w_down, I, H, act, counters, s, prefetch,
-                                                   prefetch_bytes, big)
-                           : launch_block<bf16, 2>(x, norm_w, eps, w_router, E, renormalize, k, logits, h_out, experts,
-                                                   weights, w_gate_up, w_down, I, H, act, counters, s, prefetch,
-                                                   prefetch_bytes, block_smem(H, I, 2));
-  return big <= kSmemMax ? launch_block<float, 3>(x, norm_w, eps, w_router, E, renormalize, k, logits, h_out, experts,
-                                                  weights, w_gate_up, w_down, I, H, act, counters, s, prefetch,
-                                                  prefetch_bytes, big)
-                         : launch_block<float, 2>(x, norm_w, eps, w_router, E, renormalize, k, logits, h_out, experts,
-                                                  weights, w_gate_up, w_down, I, H, act, counters, s, prefetch,
-                                                  prefetch_bytes, block_smem(H, I, 2));
+  SEGPIPE_DISPATCH_FB(dt, T, {
+    auto launch = big <= kSmemMax ? launch_block<T, 3> : launch_block<T, 2>;
+    return launch(x, norm_w, eps, w_router, E, renormalize, k, logits, h_out, experts, weights, w_gate_up, w_down, I,
+                  H, act, counters, s, prefetch, prefetch_bytes, big <= kSmemMax ? big : block_smem(H, I, 2));
+  });
+  return false;
 }
 
 }  // namespace segpipe::cuda

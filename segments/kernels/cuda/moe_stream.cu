@@ -3,11 +3,13 @@
 #include <algorithm>
 #include <atomic>
 
+#include "segments/kernels/cuda/bulk_copy.cuh"
 #include "segments/kernels/cuda/check.h"
 #include "segments/kernels/cuda/common.cuh"
 #include "segments/kernels/cuda/gemv_common.cuh"
 #include "segments/kernels/cuda/launch.cuh"
 #include "segments/kernels/cuda/moe.cuh"
+#include "segments/kernels/cuda/route_common.cuh"
 
 namespace segpipe::cuda {
 
@@ -19,75 +21,6 @@ constexpr int kMaxK = 8;        // down item: warp j computes slot j
 constexpr int kMaxStages = 8;
 constexpr int kActChunks = 4;   // act chunks per lane kept in registers (I up to 1024), the rest read from L2
 constexpr uint32_t kMaxStage = 64 * 1024;
-
-__device__ __forceinline__ uint32_t smem_u32(const void* p) {
-  return static_cast<uint32_t>(__cvta_generic_to_shared(p));
-}
-__device__ __forceinline__ void mbar_init(uint64_t* b, unsigned count) {
-  asm volatile("mbarrier.init.shared::cta.b64 [%0], %1;" ::"r"(smem_u32(b)), "r"(count) : "memory");
-}
-// One arrival that also announces `bytes` of bulk copies completing on this barrier.
-__device__ __forceinline__ void mbar_arrive_tx(uint64_t* b, uint32_t bytes) {
-  asm volatile("mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], %1;" ::"r"(smem_u32(b)), "r"(bytes) : "memory");
-}
-__device__ __forceinline__ void mbar_arrive(uint64_t* b) {
-  asm volatile("mbarrier.arrive.shared::cta.b64 _, [%0];" ::"r"(smem_u32(b)) : "memory");
-}
-__device__ __forceinline__ void mbar_wait(uint64_t* b, uint32_t parity) {
-  asm volatile(
-      "{\n"
-      ".reg .pred P1;\n"
-      "LAB_WAIT:\n"
-      "mbarrier.try_wait.parity.shared::cta.b64 P1, [%0], %1;\n"
-      "@P1 bra DONE;\n"
-      "bra LAB_WAIT;\n"
-      "DONE:\n"
-      "}\n" ::"r"(smem_u32(b)),
-      "r"(parity)
-      : "memory");
-}
-// Global -> shared bulk copy (16-byte aligned, a multiple of 16 bytes), completing on barrier b.
-__device__ __forceinline__ void bulk_load(void* dst, const void* src, uint32_t bytes, uint64_t* b) {
-  asm volatile("cp.async.bulk.shared::cluster.global.mbarrier::complete_tx::bytes [%0], [%1], %2, [%3];" ::"r"(
-                   smem_u32(dst)),
-               "l"(src), "r"(bytes), "r"(smem_u32(b))
-               : "memory");
-}
-__device__ __forceinline__ unsigned ld_acquire(const unsigned* p) {
-  unsigned v;
-  asm volatile("ld.acquire.gpu.global.u32 %0, [%1];" : "=r"(v) : "l"(p) : "memory");
-  return v;
-}
-
-// 8 values of type T from shared memory (plain load) or from L2 (past L1: written by other blocks
-// of this kernel).
-template <typename T>
-struct Vec8;
-template <>
-struct Vec8<bf16> {
-  uint4 u;
-  __device__ __forceinline__ void lds(const bf16* p) { u = *reinterpret_cast<const uint4*>(p); }
-  __device__ __forceinline__ void ldcg(const bf16* p) { u = __ldcg(reinterpret_cast<const uint4*>(p)); }
-  __device__ __forceinline__ void to_float(float (&v)[8]) const {
-    bf16x8_to_float(u, v);
-  }
-};
-template <>
-struct Vec8<float> {
-  float4 a, b;
-  __device__ __forceinline__ void lds(const float* p) {
-    a = reinterpret_cast<const float4*>(p)[0];
-    b = reinterpret_cast<const float4*>(p)[1];
-  }
-  __device__ __forceinline__ void ldcg(const float* p) {
-    a = __ldcg(reinterpret_cast<const float4*>(p));
-    b = __ldcg(reinterpret_cast<const float4*>(p) + 1);
-  }
-  __device__ __forceinline__ void to_float(float (&v)[8]) const {
-    v[0] = a.x; v[1] = a.y; v[2] = a.z; v[3] = a.w;
-    v[4] = b.x; v[5] = b.y; v[6] = b.z; v[7] = b.w;
-  }
-};
 
 // The whole expert MLP of one decode token (k slots, every expert in the bank) in one kernel:
 //   gate/up items (slot s, rows i0..i0+3): act[s, i] = silu(Wg[e_s][i] · h) * (Wu[e_s][i] · h)
@@ -129,7 +62,7 @@ __global__ void __launch_bounds__(kThreads, 2) experts_stream_kernel(
 
   if (threadIdx.x == 0) {
     for (int q = 0; q < stages; q++) mbar_init(&full[q], 1);
-    asm volatile("fence.mbarrier_init.release.cluster;" ::: "memory");
+    mbar_init_fence();
   }
   pdl_wait();
   pdl_trigger();
@@ -174,15 +107,7 @@ __global__ void __launch_bounds__(kThreads, 2) experts_stream_kernel(
     const unsigned first = next;
     for (int q = 0; q < stages; q++) refill(q, first + unsigned(q));
     next = first + unsigned(stages) < n_items ? atomicAdd(&ctr[0], 1u) : n_items;
-    for (int q = 0; q < k; q++) s_order[q] = q;  // the slots in ascending expert id (ids are distinct)
-    for (int q = 1; q < k; q++) {
-      int v = s_order[q], b = q - 1;
-      while (b >= 0 && s_e[s_order[b]] > s_e[v]) {
-        s_order[b + 1] = s_order[b];
-        b--;
-      }
-      s_order[b + 1] = v;
-    }
+    ascending_slots(s_e, k, s_order);
   }
   Vec8<T> ar[kActChunks];  // this lane's chunks of act[warp], loaded once every gate/up item is written
   bool passed = false;

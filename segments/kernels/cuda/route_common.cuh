@@ -72,6 +72,22 @@ __device__ __forceinline__ void route_one(const float* l, int E, int k, bool ren
 }
 
 
+// The k slots of one token in ascending expert id (the order the reference adds the experts'
+// outputs in): order[q] = the slot with the q-th smallest id of e[0..k); one thread, insertion sort
+// (the ids of a token are distinct).
+__device__ __forceinline__ void ascending_slots(const int32_t* e, int k, int* order) {
+  for (int q = 0; q < k; q++) order[q] = q;
+  for (int q = 1; q < k; q++) {
+    const int v = order[q];
+    int c = q - 1;
+    while (c >= 0 && e[order[c]] > e[v]) {
+      order[c + 1] = order[c];
+      c--;
+    }
+    order[c + 1] = v;
+  }
+}
+
 // route_one with the per-lane slots sized to E (a shorter chain for E <= 128; the same bits).
 template <bool kLdcg = false>
 __device__ __forceinline__ void route_warp(const float* l, int E, int k, bool renorm, int32_t* eo, float* wo,

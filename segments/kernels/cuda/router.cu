@@ -38,6 +38,7 @@ __global__ void __launch_bounds__(kGemvThreads) router_fused_kernel(const float*
   int64_t r = int64_t(blockIdx.x) * kGemvWarps + warp;
   Chunk8<W> pre[kPrefetchChunks<W>];
   if (r < E) row_prefetch(wr + r * H, H, lane, pre);
+  prefetch_l1_block(nw, uint64_t(H) * sizeof(float));
   pdl_wait();
   pdl_trigger();
   prefetch_l2_share(pf, pf_bytes, blockIdx.x, gridDim.x);
