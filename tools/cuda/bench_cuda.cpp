@@ -478,8 +478,8 @@ int main(int argc, char** argv) {
       };
       const Variant vs[] = {{"new (defaults)", 256, false, true, false, 96},
                             {"next-weight L2 pf: all three (before)", 256, false, true, false, 96, 1, false, 0, 0, 7},
-                            {"next-weight L2 pf: q/k/v in router", 256, false, true, false, 96, 1, false, 0, 0, 8},
-                            {"next-weight L2 pf: o_proj + q/k/v in router", 256, false, true, false, 96, 1, false, 0, 0, 9},
+                            {"router: routing in experts", 256, true, true, false, 96},
+                            {"experts: stream ring 64 KB", 256, false, true, true, 64},
                             {"moe block (TMA rings)", 256, false, true, false, 96, 1, true, 0, 0, 0},
                             {"new (defaults), again", 256, false, true, false, 96}};
       const int p0 = 32;

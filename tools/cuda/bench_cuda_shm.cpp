@@ -3,7 +3,8 @@
 // only its own segment's weights on the GPU from the same seed. Decode after a 32-token prompt,
 // greedy, through Runner::step (logits to the host each step) in both; the tokens and the logits of
 // every step must be bit-identical between (a) and (b).
-// usage: segpipe_bench_cuda_shm [--preset NAME] [--layers N] [--groups G] [--dtype D] [--decode N] [--json FILE]
+// usage: segpipe_bench_cuda_shm [--preset NAME] [--layers N] [--groups G] [--banks B] [--dtype D] [--decode N]
+//                               [--sharing off|mps] [--json FILE]
 #include <unistd.h>
 
 #include <algorithm>
@@ -79,7 +80,7 @@ int main(int argc, char** argv) {
     }
   }
   std::string preset = "qwen3-omni-30b-a3b-thinker", dtype = "bfloat16", json_out;
-  int layers = 0, groups = 4, decode = 128;
+  int layers = 0, groups = 4, decode = 128, banks = 0;
   long spin = -1;
   std::string sharing = "off";
   for (int i = 1; i < argc; i++) {
@@ -94,6 +95,7 @@ int main(int argc, char** argv) {
     if (a == "--preset") preset = next();
     else if (a == "--layers") layers = std::atoi(next().c_str());
     else if (a == "--groups") groups = std::atoi(next().c_str());
+    else if (a == "--banks") banks = std::atoi(next().c_str());
     else if (a == "--dtype") dtype = next();
     else if (a == "--decode") decode = std::atoi(next().c_str());
     else if (a == "--json") json_out = next();
@@ -101,7 +103,9 @@ int main(int argc, char** argv) {
     else if (a == "--sharing") sharing = next();
     else {
       std::fprintf(stderr, "usage: segpipe_bench_cuda_shm [--preset NAME] [--layers N] [--groups G] [--dtype D] "
-                           "[--decode N] [--spin N] [--sharing off|mps] [--json FILE]\n"
+                           "[--decode N] [--spin N] [--sharing off|mps] [--banks B] [--json FILE]\n"
+                           "  --banks B: the routed experts in B expert-bank segments (each all layers, 1/B of the\n"
+                           "  experts) instead of inside the layers segments, in both runs\n"
                            "  --sharing mps: this process and its GPU workers share one private MPS server (the\n"
                            "  in-process baseline then runs through it too)\n");
       return 2;
@@ -150,7 +154,15 @@ int main(int argc, char** argv) {
     };
     seg("embed", SegKind::Embeddings, -1, -1);
     const int L = cfg.num_layers;
-    for (int g = 0; g < groups; g++) seg("layers-" + std::to_string(g), SegKind::Layers, g * L / groups, (g + 1) * L / groups - 1);
+    for (int g = 0; g < groups; g++) {
+      seg("layers-" + std::to_string(g), SegKind::Layers, g * L / groups, (g + 1) * L / groups - 1);
+      plan.segments.back().banks = banks > 0;
+    }
+    for (int b = 0; b < banks; b++) {
+      seg("experts-" + std::to_string(b), SegKind::Experts, 0, L - 1);
+      plan.segments.back().expert_first = b * cfg.num_experts / banks;
+      plan.segments.back().expert_last = (b + 1) * cfg.num_experts / banks - 1;
+    }
     seg("head", SegKind::LmHead, -1, -1);
     std::vector<int32_t> prompt(32);
     uint32_t st = 12345;
@@ -189,13 +201,14 @@ int main(int argc, char** argv) {
     std::printf("channel spins: %s; GPU sharing: %s (this process's context through MPS: %s)\n",
                 spin >= 0 ? std::to_string(spin).c_str() : "default", sharing.c_str(),
                 cuda_mps_enabled("cuda:0") ? "yes" : "no");
+    if (banks > 0) std::printf("expert banks: %d segments, each all layers and 1/%d of the experts\n", banks, banks);
     std::printf("shm, %d layer groups (%zu proc) load %6.1f s  prefill 32 %7.2f ms  decode %7.3f ms/token %7.1f tokens/s\n",
                 groups, plan.segments.size(), sh.load_s, sh.prefill_ms, sh.decode_ms, 1e3 / sh.decode_ms);
     std::printf("shm / in-process decode tokens/s: %.3f   tokens and logits of all %d steps: %s\n",
                 in.decode_ms / sh.decode_ms, decode + 4, same ? "bit-identical" : "DIFFER");
     if (!json_out.empty())
       std::ofstream(json_out) << "{\"preset\":\"" << preset << "\",\"layers\":" << L << ",\"dtype\":\"" << dtype
-                              << "\",\"card\":\"" << card << "\",\"groups\":" << groups
+                              << "\",\"card\":\"" << card << "\",\"groups\":" << groups << ",\"banks\":" << banks
                               << ",\"processes\":" << plan.segments.size() << ",\"decode_tokens\":" << decode
                               << ",\"inproc_decode_ms\":" << in.decode_ms << ",\"shm_decode_ms\":" << sh.decode_ms
                               << ",\"ratio\":" << in.decode_ms / sh.decode_ms << ",\"inproc_load_s\":" << in.load_s

@@ -61,7 +61,7 @@ run_t() {  # run_t LIMIT NAME ARGS...: $BIN/NAME, log in $OUT/NAME.log
   [ -x "$BIN/$name" ] || return 0
   timeout "$lim" "$BIN/$name" "$@" >"$OUT/$name.log" 2>&1; echo "$name rc=$?" >>"$OUT/$name.log"
 }
-has tests && run_t 90 test_cuda_kernels
+has tests && run_t 180 test_cuda_kernels
 # test_cuda_shm twice: GPU processes with their own contexts, then through a private MPS server.
 has tests && SEGPIPE_GPU_SHARING=off run_t 200 test_cuda_shm --source "$PWD"
 has tests && [ -f "$OUT/test_cuda_shm.log" ] && mv "$OUT/test_cuda_shm.log" "$OUT/test_cuda_shm_off.log" &&
