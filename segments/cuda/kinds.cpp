@@ -393,7 +393,8 @@ void Layers::forward(float* x, int64_t T, int64_t pos0, const int32_t* d_pos0, c
       attention_gemm(cb, q_.get(), T, pos0, ashape, kc, vc, scale, dt_ == DType::BF16, scores_.get(),
                      att_f32_.get(), att_.get(), dt_, st);
     else if (fused)
-      // q/k-norm, RoPE and the KV write folded in; the o_proj weights asked into L2 meanwhile
+      // q/k-norm, RoPE and the KV write folded in (the o_proj weights asked into L2 meanwhile with
+      // decode_prefetch_next() bit 0)
       attention_decode_rope(qkv_.get(), d_pos0, ashape, L.q_norm.get(), L.k_norm.get(), eps, inv_freq_.get(), kc,
                             vc, scale, att_.get(), dt_, attn_part_.get(), attn_counters_.get(),
                             pf_next & 1 ? L.o.get() : nullptr, pf_next & 1 ? uint64_t(H * qd) * es : 0, st);
@@ -470,11 +471,10 @@ void Layers::forward(float* x, int64_t T, int64_t pos0, const int32_t* d_pos0, c
         ctx_.sync();
         obs->on_route(L.index, host_experts_.data(), w.data(), T, k);
       }
-      const Layer* next = li + 1 < layers_.size() ? layers_[li + 1].get() : nullptr;
       if (fused && local_ &&
           local_->decode_into(L.index, h_.get(), k, experts_.get(), weights_.get(), x,
-                              pf_next & 4 && next ? next->qkv.get() : nullptr,
-                              pf_next & 4 && next ? uint64_t(qd + 2 * kvd) * uint64_t(H) * es : 0,
+                              pf_next & 4 && next_layer ? next_layer->qkv.get() : nullptr,
+                              pf_next & 4 && next_layer ? uint64_t(qd + 2 * kvd) * uint64_t(H) * es : 0,
                               route_late ? logits_.get() : nullptr)) {
         pt.mark("experts");
         if (obs) observe(ctx_, obs, "layers." + std::to_string(L.index) + ".output", x, T, H, host_tmp_);

@@ -1071,7 +1071,6 @@ void test_moe_block(Checks& c, cuda::Context& ctx) {
       SEGPIPE_CUDA_CHECK(cudaMemset(ctr.get(), 0, 3 * sizeof(unsigned)));
       SEGPIPE_CUDA_CHECK(cudaDeviceSynchronize());
       for (int rep = 0; rep < 3; rep++) {
-        cuda::set_decode_moe_block_flags(rep == 1 ? 1 : 0);  // run 1 with the L2 prefetch
         Dev xb(x, DType::F32), hb = Dev::poisoned(size_t(H), dt), lb = Dev::poisoned(size_t(E), DType::F32),
             wb = Dev::poisoned(size_t(k), DType::F32), actb = Dev::poisoned(size_t(k) * I, dt);
         cuda::Buffer<int32_t> eb(static_cast<size_t>(k));
@@ -1104,7 +1103,6 @@ void test_moe_block(Checks& c, cuda::Context& ctx) {
                  we ? "=" : "DIFFER", ac ? "=" : "DIFFER", xo ? "=" : "DIFFER", eA == e_ref ? "=" : "DIFFER", e,
                  cnt[0], cnt[1], cnt[2]);
       }
-      cuda::set_decode_moe_block_flags(0);
     }
 }
 

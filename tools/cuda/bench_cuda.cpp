@@ -5,9 +5,13 @@
 // usage: segpipe_bench_cuda [--preset NAME] [--layers N] [--dtype bfloat16|float32] [--prompt T]
 //                           [--decode N] [--json FILE] [--variants] [--only-decode]
 //   --variants: the decode benchmark (CUDA graph, then an eager phase profile) once per decode-kernel
-//   variant in this process: all new settings, each one switched back alone (attention split keys
-//   0 = always 8 splits; routing by router_fused's last block; earlier GEMV grids), and all three
-//   back (the build before these switches). --only-decode skips prefill and the GEMM/GEMV figures.
+//   variant in this process (the defaults first and last; the next-weight L2 prefetches of the
+//   earlier build, routing in the expert kernels, the streaming expert kernel, the one-kernel MoE
+//   block). --only-decode skips prefill and the GEMM/GEMV figures.
+//   --read-ceiling: how fast one MoE layer's chosen experts' bytes are read alone (read_ceiling.h).
+//   --moe-block-trace: the one-kernel MoE block's phase timeline (moe_block.cuh).
+//   --experts N: the preset with N routed experts. Decode switches: --prefetch-next MASK,
+//   --moe-block 0|1, --blocks-per-sm N (gemv.cuh, moe_block.cuh).
 //   --attention-only: only the flash attention kernel alone at T = --prompt (each variant, and the
 //   K/V conversions); --flash-variant V: the kernel the prefill uses (attention.cuh set_flash_variant).
 //   --prefill-only: the flash prefill alone (median of 9) and its phase profile (before/after A/Bs).
@@ -311,7 +315,6 @@ int main(int argc, char** argv) {
     else if (a == "--l2pf") cuda::set_decode_l2_prefetch(std::atoi(next().c_str()));
     else if (a == "--expert-stream") cuda::set_decode_expert_stream(std::atoi(next().c_str()) != 0);
     else if (a == "--moe-block") cuda::set_decode_moe_block(std::atoi(next().c_str()) != 0);
-    else if (a == "--moe-block-flags") cuda::set_decode_moe_block_flags(std::atoi(next().c_str()));
     else if (a == "--blocks-per-sm") cuda::set_decode_blocks_per_sm(std::atoi(next().c_str()));
     else if (a == "--prefetch-next") cuda::set_decode_prefetch_next(std::atoi(next().c_str()));
     else if (a == "--expert-ring-kb") cuda::set_decode_expert_ring_kb(std::atoi(next().c_str()));
@@ -321,7 +324,9 @@ int main(int argc, char** argv) {
                            "[--decode N] [--json FILE] [--variants] [--only-decode] [--split-keys N] "
                            "[--route-in-experts 0|1] [--persistent 0|1] [--l2pf M] [--expert-stream 0|1] "
                            "[--expert-ring-kb KB] [--expert-pf-at N] [--host-grouped] [--attention-only] "
-                           "[--flash-variant V] [--moe-kernel auto|mma|wgmma] [--wgmma-variant V] [--prefill-only]\n");
+                           "[--flash-variant V] [--moe-kernel auto|mma|wgmma] [--wgmma-variant V] [--prefill-only] "
+                           "[--experts N] [--read-ceiling] [--moe-block-trace] [--moe-block 0|1] "
+                           "[--prefetch-next MASK] [--blocks-per-sm N]\n");
       return 2;
     }
   }
@@ -472,15 +477,14 @@ int main(int argc, char** argv) {
         bool route_late, persistent, stream;
         int ring_kb, pf_at = 1;
         bool moe_block = false;
-        int block_flags = 0;
-        int per_sm = 0;
-        int pf_next = 0;
+        int pf_next = 0;  // set_decode_prefetch_next's mask
+        int per_sm = 0;   // set_decode_blocks_per_sm
       };
       const Variant vs[] = {{"new (defaults)", 256, false, true, false, 96},
-                            {"next-weight L2 pf: all three (before)", 256, false, true, false, 96, 1, false, 0, 0, 7},
+                            {"next-weight L2 pf: all three (before)", 256, false, true, false, 96, 1, false, 7},
                             {"router: routing in experts", 256, true, true, false, 96},
                             {"experts: stream ring 64 KB", 256, false, true, true, 64},
-                            {"moe block (TMA rings)", 256, false, true, false, 96, 1, true, 0, 0, 0},
+                            {"moe block (bulk-copy rings)", 256, false, true, false, 96, 1, true},
                             {"new (defaults), again", 256, false, true, false, 96}};
       const int p0 = 32;
       const bool default_moe_block = cuda::decode_moe_block();
@@ -494,7 +498,6 @@ int main(int argc, char** argv) {
         cuda::set_decode_expert_ring_kb(v.ring_kb);
         cuda::set_decode_expert_prefetch_at(v.pf_at);
         cuda::set_decode_moe_block(v.moe_block);
-        cuda::set_decode_moe_block_flags(v.block_flags);
         cuda::set_decode_blocks_per_sm(v.per_sm);
         cuda::set_decode_prefetch_next(v.pf_next);
         runner->reset_graph();
@@ -528,7 +531,6 @@ int main(int argc, char** argv) {
       cuda::set_decode_expert_ring_kb(96);
       cuda::set_decode_expert_prefetch_at(1);
       cuda::set_decode_moe_block(default_moe_block);
-      cuda::set_decode_moe_block_flags(0);
       cuda::set_decode_blocks_per_sm(0);
       cuda::set_decode_prefetch_next(0);
       runner->reset_graph();

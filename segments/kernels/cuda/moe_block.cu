@@ -86,7 +86,7 @@ __global__ void __launch_bounds__(kThreads, 1) moe_block_kernel(
     float* __restrict__ x, const float* __restrict__ nw, float eps, const T* __restrict__ wr, int E, bool renorm,
     int k, float* __restrict__ logits, T* __restrict__ h_out, int32_t* __restrict__ e_out, float* __restrict__ w_out,
     const T* __restrict__ wgu, const T* __restrict__ wd, int64_t I, int64_t H, T* __restrict__ act,
-    unsigned* __restrict__ ctr, const void* pf, uint64_t pf_bytes, int flags) {
+    unsigned* __restrict__ ctr, const void* pf, uint64_t pf_bytes) {
   constexpr int kSeg = int(kSegBytes / sizeof(T));  // elements per segment
   extern __shared__ __align__(128) unsigned char dyn[];
   unsigned char* ring = dyn;  // [16 warps][S][kSegBytes]
@@ -118,7 +118,7 @@ __global__ void __launch_bounds__(kThreads, 1) moe_block_kernel(
   pdl_trigger();
   trace_point(1);
   // Not before the wait: the kernel before this one (the o_proj product) still streams its weights.
-  if (!router && (flags & 1)) prefetch_l2_share(pf, pf_bytes, b - R, G - R);
+  if (!router) prefetch_l2_share(pf, pf_bytes, b - R, G - R);
 
   // 1. the router (every block normalizes x)
   stage_rmsnorm<T>(x, nw, eps, H, xs, b == 0 ? h_out : nullptr);
@@ -319,13 +319,11 @@ __global__ void __launch_bounds__(kThreads, 1) moe_block_kernel(
 }
 
 std::atomic<bool> g_block{false};
-std::atomic<int> g_flags{0};
 
 }  // namespace
 
 void set_decode_moe_block(bool on) { g_block.store(on); }
 bool decode_moe_block() { return g_block.load(std::memory_order_relaxed); }
-void set_decode_moe_block_flags(int flags) { g_flags.store(flags); }
 void set_moe_block_trace(unsigned long long* device_buffer) {
   SEGPIPE_CUDA_CHECK(cudaMemcpyToSymbol(g_trace, &device_buffer, sizeof(device_buffer)));
 }
@@ -363,7 +361,7 @@ bool launch_block(float* x, const float* norm_w, float eps, const void* w_router
   SEGPIPE_CUDA_CHECK(launch_pdl(moe_block_kernel<T, S>, dim3(grid), dim3(kThreads), smem, s, x, norm_w, eps,
                                 static_cast<const T*>(w_router), E, renormalize, k, logits, static_cast<T*>(h_out),
                                 experts, weights, static_cast<const T*>(w_gate_up), static_cast<const T*>(w_down), I,
-                                H, static_cast<T*>(act), counters, prefetch, prefetch_bytes, g_flags.load()));
+                                H, static_cast<T*>(act), counters, prefetch, prefetch_bytes));
   SEGPIPE_CUDA_LAUNCH_CHECK("moe_block_kernel");
   return true;
 }

@@ -24,7 +24,7 @@ bool moe_block_fits(int E, int k, int64_t H, int64_t I, DType dt);
 // float32, h_out [H] in dt (the normalized row), experts / weights [k], act [k, I] in dt.
 // counters: 3 unsigned on the device, zero before the first launch and left zero by each launch (one
 // set per stream). prefetch (optional): prefetch_bytes of the next kernel's weights asked into L2
-// while the router runs (bit 0 of set_decode_moe_block_flags). Needs one resident block of 512
+// while the router runs. Needs one resident block of 512
 // threads and about 200 KB of shared memory on every multiprocessor; false (nothing launched) where
 // the device does not give that.
 bool moe_decode_block(float* x, const float* norm_w, float eps, const void* w_router, int E, bool renormalize, int k,
@@ -36,9 +36,6 @@ bool moe_decode_block(float* x, const float* norm_w, float eps, const void* w_ro
 // kernels (false). Process-wide; graphs must be re-captured after a change.
 void set_decode_moe_block(bool on);
 bool decode_moe_block();
-// Experiments (benchmarks): bit 0 asks L2 for `prefetch` once the router runs (off by default: on an
-// H200 the decode step was faster without it).
-void set_decode_moe_block_flags(int flags);
 // Benchmarks: thread 0 of every block writes (globaltimer ns, clock64) at each of its phase points
 // into device_buffer[(block * kMoeBlockTracePoints + point) * 2 + {0, 1}] (nullptr: off, the default).
 // Points: 0 entry, 1 past pdl_wait, 2 x normalized, 3 router done, 4 routing ready, 5 routed,
