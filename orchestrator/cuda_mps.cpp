@@ -141,10 +141,27 @@ void ask_quit(const MpsState& s) {
   }
 }
 
+// Reaps what is left of the daemon's process group: an MPS server that outlived its daemon became
+// this process's child (start_private_mps makes it a subreaper) and is reaped here instead of staying
+// a zombie where the machine's init does not reap orphans (a container's PID 1). Waits up to 1 s for
+// members still dying (end_group has sent them SIGKILL).
+void reap_group(pid_t pgid) {
+  auto until = std::chrono::steady_clock::now() + std::chrono::seconds(1);
+  for (;;) {
+    int st = 0;
+    const pid_t r = waitpid(-pgid, &st, WNOHANG);
+    if (r > 0) continue;
+    if (r < 0 && errno == EINTR) continue;
+    if (r < 0 || std::chrono::steady_clock::now() >= until) return;  // ECHILD: none of ours left
+    std::this_thread::sleep_for(std::chrono::milliseconds(2));
+  }
+}
+
 void stop_locked(MpsState& s) {
   if (s.pid <= 0) return;
   ask_quit(s);
   end_group(s.pid);
+  reap_group(s.pid);
   s.pid = -1;
   restore_env(kPipeVar, s.old_pipe);
   restore_env(kLogVar, s.old_log);
@@ -210,6 +227,9 @@ std::string start_private_mps() {
   }
   mkdir(pipe.c_str(), 0700);
   mkdir(log.c_str(), 0700);
+  // The daemon starts the server as its own child; should the server outlive the daemon, it is
+  // re-parented to this process (not to init) and reaped at stop (reap_group).
+  prctl(PR_SET_CHILD_SUBREAPER, 1);
   const pid_t parent = getpid();
   pid_t pid = fork();
   if (pid < 0) {

@@ -25,9 +25,13 @@ namespace {
 
 // -f: the daemon (records its pid, makes the socket, waits); no argument: a client passing stdin
 // ("quit") to the daemon through a file the daemon polls.
+// The daemon also starts a "server" (a background loop in its process group, its pid in
+// server.pid) and quits without waiting for it, as the real daemon may leave its server exiting.
 constexpr const char* kFakeControl = R"(#!/bin/sh
 if [ "$1" = "-f" ]; then
   echo $$ > "$CUDA_MPS_PIPE_DIRECTORY/daemon.pid"
+  sh -c 'echo $$ > "$CUDA_MPS_PIPE_DIRECTORY/server.pid"; while :; do sleep 0.01; done' &
+  while [ ! -f "$CUDA_MPS_PIPE_DIRECTORY/server.pid" ]; do sleep 0.01; done
   : > "$CUDA_MPS_PIPE_DIRECTORY/control"
   while [ ! -f "$CUDA_MPS_PIPE_DIRECTORY/quit" ]; do sleep 0.01; done
   exit 0
@@ -81,9 +85,17 @@ TEST_F(CudaMpsTest, StartsPointsTheEnvironmentAtItAndStopsCleanly) {
   std::ifstream(fs::path(pipe) / "daemon.pid") >> daemon;
   ASSERT_GT(daemon, 0);
   EXPECT_TRUE(alive(daemon));
+  pid_t server = 0;
+  std::ifstream(fs::path(pipe) / "server.pid") >> server;
+  ASSERT_GT(server, 0);
+  EXPECT_TRUE(alive(server));
   EXPECT_EQ(start_private_mps(), "");  // once per process
   stop_private_mps();
   EXPECT_FALSE(private_mps_running());
+  // Nothing of the daemon's process group is left, not even a zombie: the server that outlived its
+  // daemon was ended and reaped here (kill() succeeds on a zombie).
+  EXPECT_FALSE(alive(server)) << "the server " << server << " is left (a zombie: nobody reaped it)";
+  EXPECT_FALSE(kill(-daemon, 0) == 0) << "a process of the daemon's group is left";
   EXPECT_EQ(std::getenv("CUDA_MPS_PIPE_DIRECTORY"), nullptr);
   EXPECT_EQ(std::getenv("CUDA_MPS_LOG_DIRECTORY"), nullptr);
   EXPECT_FALSE(fs::exists(dir));
