@@ -33,9 +33,13 @@ struct CudaShmOptions {
   uint64_t seed = 0;
   bool graphs = true;      // GPU layers workers replay one-token steps from a CUDA graph
   // Pause-instruction spins before a GPU worker or the orchestrator waiting on a GPU worker's channel
-  // sleeps in the kernel (a few ms at the default): a process woken from a futex costs tens to
-  // hundreds of microseconds per hop on virtual machines, several hops a token. 0: the CPU default.
-  uint32_t spin_count = 100000;
+  // sleeps in the kernel (about 10 ms at the default): a process woken from a futex costs tens to
+  // hundreds of microseconds per hop on virtual machines, several hops a token. A layers worker of a
+  // pipeline waits most of a decode step for its turn (3-4 ms of the thinker's 4.5 ms on an H200), so
+  // the spin must outlast a step: 4-layer-group pipeline through MPS 0.908 / 0.914 of the in-process
+  // rate at 100000 spins (2.5 ms), 0.944 at 400000, 0.941 at 2000000 (one H200, one call). The cost
+  // is a busy core per waiting GPU process while tokens flow. 0: the CPU default.
+  uint32_t spin_count = 400000;
   // Several GPU processes on one device: through a private MPS server (cuda_mps.h). Unset: the
   // SEGPIPE_GPU_SHARING environment variable (default auto).
   std::optional<GpuSharing> sharing;
