@@ -960,6 +960,36 @@ std::vector<float> cpu_expert_mlp(const std::vector<float>& h, const std::vector
   return mlp;
 }
 
+// The decode MLP block of one token through router_fused + moe_gate_up_gemv + moe_down_combine on
+// the GPU (x: the residual row), and on the CPU the routing of the GPU's logits and the chosen
+// experts' MLP on the GPU's normalized row.
+struct MoeBlockRef {
+  std::vector<float> logits, weights, act, x, h, mlp;
+  std::vector<int32_t> experts, experts_cpu;
+};
+MoeBlockRef moe_block_three_kernels(const std::vector<float>& x, const Dev& dnw, const Dev& dwr, const Dev& dgu,
+                                    const Dev& dwd, const std::vector<float>& wgu, const std::vector<float>& wd,
+                                    DType dt, int E, int H, int I, int k, bool renorm, cudaStream_t s) {
+  Dev xa(x, DType::F32), ha = Dev::poisoned(size_t(H), dt), la = Dev::poisoned(size_t(E), DType::F32),
+      wa = Dev::poisoned(size_t(k), DType::F32), acta = Dev::poisoned(size_t(k) * I, dt);
+  cuda::Buffer<int32_t> ea(static_cast<size_t>(k));
+  cuda::Buffer<unsigned> counter(1);
+  SEGPIPE_CUDA_CHECK(cudaMemset(counter.get(), 0, 4));
+  SEGPIPE_CUDA_CHECK(cudaDeviceSynchronize());
+  cuda::router_fused(xa.f(), dnw.f(), 1e-6f, dwr.p(), dt, E, H, la.f(), ha.p(), k, renorm, ea.get(), wa.f(),
+                     counter.get(), s);
+  cuda::moe_gate_up_gemv(ha.p(), k, k, ea.get(), 0, E - 1, dgu.p(), dt, I, H, acta.p(), s, dwd.p());
+  cuda::moe_down_combine(acta.p(), k, ea.get(), wa.f(), dwd.p(), dt, I, H, xa.f(), s);
+  MoeBlockRef r;
+  r.logits = la.host(), r.weights = wa.host(), r.act = acta.host(), r.x = xa.host(), r.h = ha.host();
+  r.experts = download(ea, size_t(k));
+  r.experts_cpu.resize(static_cast<size_t>(k));
+  std::vector<float> w_ref(static_cast<size_t>(k));
+  route_topk(r.logits.data(), 1, E, k, renorm, r.experts_cpu.data(), w_ref.data());
+  r.mlp = cpu_expert_mlp(r.h, wgu, wd, r.experts_cpu, w_ref, H, I, dt);
+  return r;
+}
+
 // Decode routing inside the expert kernels (router_logits + moe_gate_up_gemv_route + moe_down_combine
 // with logits) against router_fused + moe_gate_up_gemv + moe_down_combine with the earlier grids
 // (bit for bit: logits, experts, weights, act and x) and against the CPU (route_topk on the logits;
@@ -977,23 +1007,9 @@ void test_route_in_experts(Checks& c, cuda::Context& ctx) {
       Dev dnw(nw, DType::F32), dwr(wr, dt), dgu(wgu, dt), dwd(wd, dt);
       // A: the earlier path, earlier grids
       cuda::set_decode_persistent(false);
-      Dev xa(x, DType::F32), ha = Dev::poisoned(size_t(H), dt), la = Dev::poisoned(size_t(E), DType::F32),
-          wa = Dev::poisoned(size_t(k), DType::F32), acta = Dev::poisoned(size_t(k) * I, dt);
-      cuda::Buffer<int32_t> ea(static_cast<size_t>(k));
-      cuda::Buffer<unsigned> counter(1);
-      SEGPIPE_CUDA_CHECK(cudaMemset(counter.get(), 0, 4));
-      SEGPIPE_CUDA_CHECK(cudaDeviceSynchronize());
-      cuda::router_fused(xa.f(), dnw.f(), 1e-6f, dwr.p(), dt, E, H, la.f(), ha.p(), k, renorm, ea.get(), wa.f(),
-                         counter.get(), s);
-      cuda::moe_gate_up_gemv(ha.p(), k, k, ea.get(), 0, E - 1, dgu.p(), dt, I, H, acta.p(), s, dwd.p());
-      cuda::moe_down_combine(acta.p(), k, ea.get(), wa.f(), dwd.p(), dt, I, H, xa.f(), s);
-      const auto lA = la.host(), wA = wa.host(), actA = acta.host(), xA = xa.host(), hA = ha.host();
-      const auto eA = download(ea, size_t(k));
-      // CPU: routing of the GPU logits, then the chosen experts' MLP on the GPU's normalized row
-      std::vector<int32_t> e_ref(static_cast<size_t>(k));
-      std::vector<float> w_ref(static_cast<size_t>(k));
-      route_topk(lA.data(), 1, E, k, renorm, e_ref.data(), w_ref.data());
-      const std::vector<float> mlp = cpu_expert_mlp(hA, wgu, wd, e_ref, w_ref, H, I, dt);
+      const MoeBlockRef ref = moe_block_three_kernels(x, dnw, dwr, dgu, dwd, wgu, wd, dt, E, H, I, k, renorm, s);
+      const auto &lA = ref.logits, &wA = ref.weights, &actA = ref.act, &xA = ref.x, &hA = ref.h, &mlp = ref.mlp;
+      const auto &eA = ref.experts, &e_ref = ref.experts_cpu;
       std::vector<float> dA(static_cast<size_t>(H));
       for (int i = 0; i < H; i++) dA[size_t(i)] = xA[size_t(i)] - x[size_t(i)];
       const double eref = rel_l2(dA.data(), mlp.data(), mlp.size());
@@ -1049,23 +1065,9 @@ void test_moe_block(Checks& c, cuda::Context& ctx) {
       if (dt == DType::BF16) wr = round_bf16(wr), wgu = round_bf16(wgu), wd = round_bf16(wd);
       Dev dnw(nw, DType::F32), dwr(wr, dt), dgu(wgu, dt), dwd(wd, dt);
       // A: the three kernels
-      Dev xa(x, DType::F32), ha = Dev::poisoned(size_t(H), dt), la = Dev::poisoned(size_t(E), DType::F32),
-          wa = Dev::poisoned(size_t(k), DType::F32), acta = Dev::poisoned(size_t(k) * I, dt);
-      cuda::Buffer<int32_t> ea(static_cast<size_t>(k));
-      cuda::Buffer<unsigned> counter(1);
-      SEGPIPE_CUDA_CHECK(cudaMemset(counter.get(), 0, 4));
-      SEGPIPE_CUDA_CHECK(cudaDeviceSynchronize());
-      cuda::router_fused(xa.f(), dnw.f(), 1e-6f, dwr.p(), dt, E, H, la.f(), ha.p(), k, renorm, ea.get(), wa.f(),
-                         counter.get(), s);
-      cuda::moe_gate_up_gemv(ha.p(), k, k, ea.get(), 0, E - 1, dgu.p(), dt, I, H, acta.p(), s, dwd.p());
-      cuda::moe_down_combine(acta.p(), k, ea.get(), wa.f(), dwd.p(), dt, I, H, xa.f(), s);
-      const auto lA = la.host(), wA = wa.host(), actA = acta.host(), xA = xa.host(), hA = ha.host();
-      const auto eA = download(ea, size_t(k));
-      // CPU: routing of the GPU logits, then the chosen experts' MLP on the GPU's normalized row
-      std::vector<int32_t> e_ref(static_cast<size_t>(k));
-      std::vector<float> w_ref(static_cast<size_t>(k));
-      route_topk(lA.data(), 1, E, k, renorm, e_ref.data(), w_ref.data());
-      const std::vector<float> mlp = cpu_expert_mlp(hA, wgu, wd, e_ref, w_ref, H, I, dt);
+      const MoeBlockRef ref = moe_block_three_kernels(x, dnw, dwr, dgu, dwd, wgu, wd, dt, E, H, I, k, renorm, s);
+      const auto &lA = ref.logits, &wA = ref.weights, &actA = ref.act, &xA = ref.x, &hA = ref.h, &mlp = ref.mlp;
+      const auto &eA = ref.experts, &e_ref = ref.experts_cpu;
       // B: the one kernel, three launches in a row on one counter set
       cuda::Buffer<unsigned> ctr(3);
       SEGPIPE_CUDA_CHECK(cudaMemset(ctr.get(), 0, 3 * sizeof(unsigned)));
