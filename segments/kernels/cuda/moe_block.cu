@@ -69,12 +69,15 @@ constexpr uint32_t kSegBytes = 4096;  // a ring stage: at most this much of one 
 //      then multiply the rows already in the rings; the block adds each row's slots in ascending
 //      expert id into x (moe_down_combine's arithmetic).
 //
-// Why: the three-kernel path holds its in-flight weights in registers (two 8-warp blocks per
-// multiprocessor, 128 registers, about one row per warp ahead) and streams at 2-2.8 TB/s; halving the
-// warps per multiprocessor cost a quarter of the decode rate, so bytes in flight bound it. Here a
-// multiprocessor keeps 16 x S x 4 KB (192 KB) in flight at the cost of one copy instruction per
-// segment, and moves on to the down rows while the last gate/up rows arrive. (16-byte cp.async
-// copies per lane did the same with an instruction per 512 bytes: issue-bound, slower.)
+// Why it was built: the three-kernel path holds its in-flight weights in registers (about one row per
+// warp ahead) and streams at 2-2.8 TB/s, and halving the warps per multiprocessor cost a quarter of
+// the decode rate; here a multiprocessor keeps 16 x S x 4 KB (192 KB) in flight at one copy
+// instruction per segment, with no kernel boundary inside the block. Measured on an H200
+// (docs/benchmarks-cuda.md): as fast as the three kernels alone (a 75 MB read reaches ~3.1 TB/s
+// however it is issued), slower in the decode graph (3.26-3.38 against 3.03-3.05 ms/token), where the
+// three kernels hide part of the router's chain behind the kernel before them; off by default, kept
+// as the tested first half of a persistent per-layer kernel. (16-byte cp.async copies per lane
+// instead of bulk copies: issue-bound, slower still.)
 //
 // Blocks are numbered from the router's end (rank = (b - R) mod G), so the routing blocks get the
 // fewest tasks. The waits need every block resident at once: the grid is the resident grid of this
