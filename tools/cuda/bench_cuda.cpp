@@ -22,6 +22,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <fstream>
+#include <map>
 #include <string>
 #include <vector>
 
@@ -54,6 +55,21 @@ double now_ms() {
 double median(std::vector<double> v) {
   std::sort(v.begin(), v.end());
   return v[v.size() / 2];
+}
+
+// The phase profile of 8 eager one-token steps at positions pos .. pos + 7: ms per token per phase.
+template <typename R>
+std::map<std::string, double> eager_decode_phases(R& runner, const std::vector<int32_t>& ids, int64_t pos) {
+  cuda::phase_ms().clear();
+  cuda::set_profiling(true);
+  for (int i = 0; i < 8; i++) {
+    int32_t tok = ids[size_t(i)];
+    runner.step_device_eager(&tok, 1, pos + i);
+  }
+  cuda::set_profiling(false);
+  auto phases = cuda::phase_ms();
+  for (auto& [phase, v] : phases) v /= 8;
+  return phases;
 }
 
 // Device-to-device copy of 2 GiB, counting bytes read plus bytes written.
@@ -512,16 +528,10 @@ int main(int argc, char** argv) {
           }
           runs.push_back((now_ms() - a) / decode);
         }
-        cuda::phase_ms().clear();
-        cuda::set_profiling(true);
-        for (int i = 0; i < 8; i++) {
-          int32_t tok = ids[size_t(i)];
-          runner->step_device_eager(&tok, 1, p0 + decode + 2 + i);
-        }
-        cuda::set_profiling(false);
+        const auto phases = eager_decode_phases(*runner, ids, p0 + decode + 2);
         std::printf("%-30s graph %7.3f ms/token (runs %.3f %.3f %.3f)  eager phases ms/token:", v.name, median(runs),
                     runs[0], runs[1], runs[2]);
-        for (auto& [k, val] : cuda::phase_ms()) std::printf(" %s %.3f", k.c_str(), val / 8);
+        for (auto& [k, val] : phases) std::printf(" %s %.3f", k.c_str(), val);
         std::printf("\n");
       }
       cuda::set_decode_attention_split_keys(256);
@@ -641,15 +651,7 @@ int main(int argc, char** argv) {
     }
     cuda::set_decode_l2_prefetch(pf_default);
     runner->reset_graph();
-    cuda::phase_ms().clear();
-    cuda::set_profiling(true);
-    for (int i = 0; i < 8; i++) {
-      int32_t tok = ids[size_t(i)];
-      runner->step_device_eager(&tok, 1, p0 + decode + 2 + i);
-    }
-    cuda::set_profiling(false);
-    auto decode_phases = cuda::phase_ms();
-    for (auto& [phase, v] : decode_phases) v /= 8;
+    const auto decode_phases = eager_decode_phases(*runner, ids, p0 + decode + 2);
     // A single-token product through cuBLAS (the q/k/v projection's shape): achieved bandwidth.
     double gemv_gbs = 0, own_gemv_gbs = 0;
     {
