@@ -38,6 +38,19 @@ std::string device_name(int device) {
   return p.name;
 }
 
+uint64_t l2_set_aside(uint64_t bytes) {
+  int dev = 0;
+  SEGPIPE_CUDA_CHECK(cudaGetDevice(&dev));
+  int max_bytes = 0;
+  SEGPIPE_CUDA_CHECK(cudaDeviceGetAttribute(&max_bytes, cudaDevAttrMaxPersistingL2CacheSize, dev));
+  const uint64_t n = bytes < uint64_t(max_bytes) ? bytes : uint64_t(max_bytes);
+  if (max_bytes <= 0) return 0;
+  SEGPIPE_CUDA_CHECK(cudaDeviceSetLimit(cudaLimitPersistingL2CacheSize, n));
+  size_t got = 0;
+  SEGPIPE_CUDA_CHECK(cudaDeviceGetLimit(&got, cudaLimitPersistingL2CacheSize));
+  return got;
+}
+
 Context::Context(int device) : device_(device) {
   SEGPIPE_CUDA_CHECK(cudaSetDevice(device));
   SEGPIPE_CUDA_CHECK(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking));

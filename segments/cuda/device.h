@@ -17,6 +17,10 @@ int device_count();
 // "cuda:N" -> N; "cuda" -> 0. Throws InputError for anything else or a device that does not exist.
 int parse_device(const std::string& s);
 std::string device_name(int device);
+// Sets aside up to `bytes` of the current device's L2 for persisting (evict_last) lines
+// (cudaLimitPersistingL2CacheSize, clamped to what the device allows) and returns the bytes set aside;
+// 0 where the device has none. Lines of other accesses use the portion while no kept line needs it.
+uint64_t l2_set_aside(uint64_t bytes);
 
 class Context {
  public:

@@ -6,6 +6,7 @@
 
 #include "segments/cuda/profile.h"
 #include "segments/kernels/cuda/attention.cuh"
+#include "segments/kernels/cuda/attention_oproj.cuh"
 #include "segments/kernels/cuda/convert.cuh"
 #include "segments/kernels/cuda/embed.cuh"
 #include "segments/kernels/cuda/gemm.cuh"
@@ -287,6 +288,11 @@ Layers::Layers(Context& ctx, WeightSource& w, const ModelConfig& cfg, const Engi
     attn_part_.grow(attention_decode_scratch_floats(as));
     attn_counters_.grow(static_cast<size_t>(cfg.num_heads));
     SEGPIPE_CUDA_CHECK(cudaMemsetAsync(attn_counters_.get(), 0, attn_counters_.bytes(), ctx.stream()));
+    if (attention_oproj_split(as, cfg.hidden, dt_) > 0) {
+      oproj_part_.grow(attention_oproj_scratch_floats(as, cfg.hidden));
+      oproj_counters_.grow(kAttentionOprojCounters);
+      SEGPIPE_CUDA_CHECK(cudaMemsetAsync(oproj_counters_.get(), 0, oproj_counters_.bytes(), ctx.stream()));
+    }
   }
   auto f = rope_inv_freq(cfg.head_dim, cfg.rope_theta);
   inv_freq_.grow(f.size());
@@ -360,6 +366,8 @@ void Layers::forward(float* x, int64_t T, int64_t pos0, const int32_t* d_pos0, c
   const bool fused = T == 1 && fused_decode();
   const bool overlap = fused && decode_overlap();
   const int pf_next = overlap ? decode_prefetch_next() : 0;
+  const bool keep = pf_next && decode_l2_keep();
+  const bool oproj_fused = fused && !attn_gemm && decode_attention_oproj() && oproj_part_.get() != nullptr;
   const uint64_t es = dtype_size(dt_);
   for (size_t li = 0; li < layers_.size(); li++) {
     Layer& L = *layers_[li];
@@ -368,7 +376,8 @@ void Layers::forward(float* x, int64_t T, int64_t pos0, const int32_t* d_pos0, c
     float* vc = kc + max_seq_ * kvd;
     // Attention block
     if (fused) {
-      gemv_rmsnorm(x, L.in_norm.get(), eps, L.qkv.get(), dt_, qd + 2 * kvd, H, qkv_.get(), false, nullptr, st);
+      gemv_rmsnorm(x, L.in_norm.get(), eps, L.qkv.get(), dt_, qd + 2 * kvd, H, qkv_.get(), false, nullptr, st,
+                   pf_next & 16 ? L.o.get() : nullptr, pf_next & 16 ? l2_request(uint64_t(H * qd) * es, keep) : 0);
     } else {
       rmsnorm(x, T, H, L.in_norm.get(), eps, h_.get(), dt_, st);
       gemm_xwT(cb, h_.get(), L.qkv.get(), dt_, T, qd + 2 * kvd, H, qkv_.get(), qd + 2 * kvd, 0.0f);
@@ -392,20 +401,24 @@ void Layers::forward(float* x, int64_t T, int64_t pos0, const int32_t* d_pos0, c
     } else if (attn_gemm)
       attention_gemm(cb, q_.get(), T, pos0, ashape, kc, vc, scale, dt_ == DType::BF16, scores_.get(),
                      att_f32_.get(), att_.get(), dt_, st);
+    else if (fused && oproj_fused)
+      // attention and the output projection (+ residual) in one kernel
+      attention_oproj(qkv_.get(), d_pos0, ashape, L.q_norm.get(), L.k_norm.get(), eps, inv_freq_.get(), kc, vc, scale,
+                      L.o.get(), dt_, H, x, oproj_part_.get(), oproj_counters_.get(), st);
     else if (fused)
       // q/k-norm, RoPE and the KV write folded in (the o_proj weights asked into L2 meanwhile with
       // decode_prefetch_next() bit 0)
       attention_decode_rope(qkv_.get(), d_pos0, ashape, L.q_norm.get(), L.k_norm.get(), eps, inv_freq_.get(), kc,
                             vc, scale, att_.get(), dt_, attn_part_.get(), attn_counters_.get(),
-                            pf_next & 1 ? L.o.get() : nullptr, pf_next & 1 ? uint64_t(H * qd) * es : 0, st);
+                            pf_next & 1 ? L.o.get() : nullptr, pf_next & 1 ? l2_request(uint64_t(H * qd) * es, keep) : 0, st);
     else
       attention(q_.get(), T, d_pos0, {cfg_.num_heads, cfg_.num_kv_heads, cfg_.head_dim}, kc, vc, scale, att_.get(),
                 dt_, st);
-    pt.mark("attention");
-    // x += att · Wo^T (the residual add folded into the product: beta = 1)
-    if (fused)
+    pt.mark(oproj_fused ? "attention+o_proj" : "attention");
+    // x += att · Wo^T (the residual add folded into the product: beta = 1; with oproj_fused, done)
+    if (fused && !oproj_fused)
       gemv(att_.get(), dt_, L.o.get(), dt_, H, qd, x, true, st);
-    else
+    else if (!fused)
       gemm_xwT(cb, att_.get(), L.o.get(), dt_, T, H, qd, x, H, 1.0f);
     // MLP block
     if (!fused || !L.moe) rmsnorm(x, T, H, L.post_norm.get(), eps, h_.get(), dt_, st);
@@ -431,7 +444,7 @@ void Layers::forward(float* x, int64_t T, int64_t pos0, const int32_t* d_pos0, c
         router_fused(x, L.post_norm.get(), eps, L.router.get(), dt_, E, H, logits_.get(), h_.get(), k,
                      cfg_.norm_topk_prob, experts_.get(), weights_.get(), counter_.get(), st,
                      pf_next & 8 && next_layer ? next_layer->qkv.get() : nullptr,
-                     pf_next & 8 && next_layer ? uint64_t(qd + 2 * kvd) * uint64_t(H) * es : 0);
+                     pf_next & 8 && next_layer ? l2_request(uint64_t(qd + 2 * kvd) * uint64_t(H) * es, keep) : 0);
         if (obs) observe(ctx_, obs, "layers." + std::to_string(L.index) + ".router_logits", logits_.get(), T, E, host_tmp_);
       } else {
         gemm_xwT(cb, h_.get(), L.router.get(), dt_, T, E, H, logits_.get(), E, 0.0f);
@@ -474,7 +487,7 @@ void Layers::forward(float* x, int64_t T, int64_t pos0, const int32_t* d_pos0, c
       if (fused && local_ &&
           local_->decode_into(L.index, h_.get(), k, experts_.get(), weights_.get(), x,
                               pf_next & 4 && next_layer ? next_layer->qkv.get() : nullptr,
-                              pf_next & 4 && next_layer ? uint64_t(qd + 2 * kvd) * uint64_t(H) * es : 0,
+                              pf_next & 4 && next_layer ? l2_request(uint64_t(qd + 2 * kvd) * uint64_t(H) * es, keep) : 0,
                               route_late ? logits_.get() : nullptr)) {
         pt.mark("experts");
         if (obs) observe(ctx_, obs, "layers." + std::to_string(L.index) + ".output", x, T, H, host_tmp_);

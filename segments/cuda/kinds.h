@@ -173,6 +173,8 @@ class Layers {
   Buffer<unsigned> counter_;  // router_fused's completion counter
   Buffer<float> attn_part_;   // attention_decode's partials
   Buffer<unsigned> attn_counters_;
+  Buffer<float> oproj_part_;  // attention_oproj's head partials
+  Buffer<unsigned> oproj_counters_;
   std::vector<float*> kv_;     // per layer: K [max_seq, kv_dim] then V
   std::vector<int32_t> host_experts_;
   std::vector<float> host_tmp_;

@@ -15,6 +15,7 @@
 #include "segments/kernels/cpu/router.h"
 #include "segments/kernels/cpu/swiglu.h"
 #include "segments/kernels/cuda/attention.cuh"
+#include "segments/kernels/cuda/attention_oproj.cuh"
 #include "segments/kernels/cuda/convert.cuh"
 #include "segments/kernels/cuda/embed.cuh"
 #include "segments/kernels/cuda/gemm.cuh"
@@ -278,6 +279,74 @@ void test_attention(Checks& c, cudaStream_t s) {
                "attention_decode_rope -> %s heads=%d/%d hd=%d pos0=%d rel_l2=%.2e output %s, K/V cache %s", dn(ot), nh,
                nkv, hd, pos0, e, same ? "bit-identical to rope + attention_decode" : "DIFFERS",
                cache_same ? "identical" : "DIFFERS");
+    }
+}
+
+// Attention + output projection in one kernel (attention_oproj): x += W_o · att against the CPU
+// reference (q/k-norm, RoPE, attention over the cache with the new row, att rounded to the weights'
+// dtype as the product reads it, then the product), the K/V rows it writes against
+// attention_decode_rope's, and twice in a row with the same bits (the slice counters are ready again).
+void test_attention_oproj(Checks& c, cudaStream_t s) {
+  for (DType dt : {DType::F32, DType::BF16})
+    for (auto [nh, nkv, hd, H, pos0] : {std::tuple{32, 4, 128, 2048, 0}, {32, 4, 128, 2048, 5}, {32, 4, 128, 2048, 100},
+                                        {4, 2, 16, 64, 130}, {32, 4, 128, 2048, 3000}, {8, 8, 64, 520, 127},
+                                        {2, 1, 256, 1000, 40}, {16, 4, 128, 2304, 17}}) {
+      const int qd = nh * hd, kvd = nkv * hd, row = qd + 2 * kvd, max_seq = pos0 + 3;
+      cuda::AttnShape as{nh, nkv, hd};
+      const int S = cuda::attention_oproj_split(as, H, dt);
+      if (S == 0) {
+        c.expect(false, "attention_oproj: shape heads=%d hd=%d H=%d %s not taken", nh, hd, H, dn(dt));
+        continue;
+      }
+      auto qkv = randn(size_t(row), rng, 2.0f), qn = randn(size_t(hd), rng), kn = randn(size_t(hd), rng);
+      auto kc = randn(size_t(max_seq) * kvd, rng), vc = randn(size_t(max_seq) * kvd, rng);
+      auto wo = randn(size_t(H) * qd, rng, 0.05f), x0 = randn(size_t(H), rng);
+      if (dt == DType::BF16) wo = round_bf16(wo);
+      Rope rope(hd, 1e6);
+      std::vector<float> qr(static_cast<size_t>(qd)), kr(static_cast<size_t>(kvd));
+      rmsnorm(qkv.data(), nh, hd, qn.data(), 1e-6f, qr.data());
+      rmsnorm(qkv.data() + qd, nkv, hd, kn.data(), 1e-6f, kr.data());
+      rope.apply(qr.data(), nh, pos0);
+      rope.apply(kr.data(), nkv, pos0);
+      auto kref = kc, vref = vc;
+      std::copy(kr.begin(), kr.end(), kref.begin() + size_t(pos0) * kvd);
+      std::copy(qkv.begin() + qd + kvd, qkv.end(), vref.begin() + size_t(pos0) * kvd);
+      std::vector<float> att(static_cast<size_t>(qd)), ref(static_cast<size_t>(H));
+      attention(pool(), {nh, nkv, hd}, qr.data(), 1, pos0, kref.data(), vref.data(), att.data());
+      if (dt == DType::BF16) att = round_bf16(att);
+      linear(pool(), att.data(), 1, Mat{wo.data(), DType::F32, H, qd}, ref.data());
+      auto inv = cuda::rope_inv_freq(hd, 1e6);
+      Dev dqkv(qkv, DType::F32), dqn(qn, DType::F32), dkn(kn, DType::F32), dinv(inv, DType::F32), dwo(wo, dt);
+      Dev k1(kc, DType::F32), v1(vc, DType::F32), k2(kc, DType::F32), v2(vc, DType::F32);
+      auto dpos = upload(std::vector<int32_t>{pos0});
+      cuda::Buffer<float> part(cuda::attention_decode_scratch_floats(as)), opart(cuda::attention_oproj_scratch_floats(as, H));
+      cuda::Buffer<unsigned> cnt(static_cast<size_t>(nh)), ocnt(static_cast<size_t>(cuda::kAttentionOprojCounters));
+      SEGPIPE_CUDA_CHECK(cudaMemset(cnt.get(), 0, cnt.bytes()));
+      SEGPIPE_CUDA_CHECK(cudaMemset(ocnt.get(), 0, ocnt.bytes()));
+      const float scale = static_cast<float>(std::pow(double(hd), -0.5));
+      Dev o1 = Dev::poisoned(size_t(qd), dt);
+      cuda::attention_decode_rope(dqkv.f(), dpos.get(), as, dqn.f(), dkn.f(), 1e-6f, dinv.f(), k1.f(), v1.f(), scale,
+                                  o1.p(), dt, part.get(), cnt.get(), nullptr, 0, s);
+      std::vector<float> first;
+      bool same = true;
+      double e = 0;
+      for (int rep = 0; rep < 2; rep++) {
+        Dev x(x0, DType::F32);
+        cuda::attention_oproj(dqkv.f(), dpos.get(), as, dqn.f(), dkn.f(), 1e-6f, dinv.f(), k2.f(), v2.f(), scale,
+                              dwo.p(), dt, H, x.f(), opart.get(), ocnt.get(), s);
+        auto xh = x.host();
+        if (rep == 0) first = xh;
+        same &= std::memcmp(first.data(), xh.data(), xh.size() * 4) == 0;
+        for (size_t i = 0; i < xh.size(); i++) xh[i] -= x0[i];  // the product's share
+        e = std::max(e, rel_l2(xh.data(), ref.data(), ref.size()));
+      }
+      auto kh1 = k1.host(), kh2 = k2.host(), vh1 = v1.host(), vh2 = v2.host();
+      const bool cache_same = std::memcmp(kh1.data(), kh2.data(), kh1.size() * 4) == 0 &&
+                              std::memcmp(vh1.data(), vh2.data(), vh1.size() * 4) == 0;
+      const double tol = dt == DType::F32 ? 1e-5 : 5e-3;
+      c.expect(e < tol && same && cache_same,
+               "attention_oproj %s heads=%d/%d hd=%d H=%d pos0=%d (%d blocks a head) rel_l2=%.2e, runs %s, K/V cache %s",
+               dn(dt), nh, nkv, hd, H, pos0, S, e, same ? "identical" : "DIFFER", cache_same ? "identical" : "DIFFERS");
     }
 }
 
@@ -1227,6 +1296,12 @@ int main(int argc, char** argv) {
       test_attention_flash(c, ctx);
       return c.finish("test_cuda_kernels flash");
     }
+    // `test_cuda_kernels oproj`: the attention + o_proj decode kernel's checks alone.
+    if (argc > 1 && std::string(argv[1]) == "oproj") {
+      Checks c;
+      test_attention_oproj(c, ctx.stream());
+      return c.finish("test_cuda_kernels oproj");
+    }
     // The decode kernels' L2 prefetch mode (a hint: results must not depend on it); run once per mode.
     if (const char* m = std::getenv("SEGPIPE_TEST_L2PF")) {
       cuda::set_decode_l2_prefetch(std::atoi(m));
@@ -1238,6 +1313,7 @@ int main(int argc, char** argv) {
     test_qk_norm_rope(c, ctx.stream());
     test_qk_norm_rope_kernels(c, ctx.stream());
     test_attention(c, ctx.stream());
+    test_attention_oproj(c, ctx.stream());
     test_attention_gemm(c, ctx);
     test_attention_flash(c, ctx);
     test_router(c, ctx.stream());

@@ -14,6 +14,7 @@
 #include "segments/checkpoint/config_file.h"
 #include "segments/cuda/kinds.h"
 #include "segments/cuda/profile.h"
+#include "segments/kernels/cuda/attention_oproj.cuh"
 #include "segments/kernels/cuda/moe_block.cuh"
 #include "segments/model/synthetic.h"
 
@@ -90,6 +91,40 @@ int main() {
                    "%s %s: one-kernel MoE block %s, 6 decode steps' logits %s to router + expert kernels",
                    preset.c_str(), dtype.c_str(), block_ran ? "ran" : "DID NOT RUN",
                    runs[0] == runs[1] ? "bit-identical" : "DIFFERENT");
+        }
+        {
+          // Attention + o_proj in one kernel (attention_oproj, off by default): 6 decode steps (graph
+          // replay) against the two kernels, a different summation order, so within rounding, and the
+          // fused kernel did run (its profile phase).
+          const bool saved = cuda::decode_attention_oproj();
+          std::vector<std::vector<float>> runs[2];
+          bool ran = false;
+          for (int fused = 0; fused < 2; fused++) {
+            cuda::set_decode_attention_oproj(fused == 1);
+            auto r = make_cuda_runner(p, cfg, from_formula);
+            std::vector<float> l;
+            r->step(ids.data(), int64_t(ids.size()), 0, false, nullptr, l);
+            int32_t tok = 5;
+            for (int i = 0; i < 6; i++) {
+              r->step(&tok, 1, int64_t(ids.size()) + i, false, nullptr, l);
+              runs[fused].push_back(l);
+              tok = (tok * 37 + 11) % cfg.vocab;
+            }
+            if (fused == 1) {
+              cuda::phase_ms().clear();
+              cuda::set_profiling(true);
+              r->step_device_eager(&tok, 1, int64_t(ids.size()) + 6);
+              cuda::set_profiling(false);
+              ran = cuda::phase_ms().count("attention+o_proj") == 1;
+            }
+          }
+          cuda::set_decode_attention_oproj(saved);
+          double e = 0;
+          for (size_t i = 0; i < runs[0].size(); i++)
+            e = std::max(e, rel_l2(runs[1][i].data(), runs[0][i].data(), runs[0][i].size()));
+          const double tol = dtype == "float32" ? 1e-5 : 3e-2;
+          c.expect(ran && e < tol, "%s %s: attention + o_proj kernel %s, 6 decode steps' logits rel_l2 %.2e from two kernels",
+                   preset.c_str(), dtype.c_str(), ran ? "ran" : "DID NOT RUN", e);
         }
       }
       fs::remove_all(dir);

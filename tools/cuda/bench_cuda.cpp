@@ -9,6 +9,7 @@
 //   earlier build, routing in the expert kernels, the streaming expert kernel, the one-kernel MoE
 //   block). --only-decode skips prefill and the GEMM/GEMV figures.
 //   --read-ceiling: how fast one MoE layer's chosen experts' bytes are read alone (read_ceiling.h).
+//   --l2-probe: whether q/k/v weights asked into L2 survive the expert stream (l2_probe.h).
 //   --moe-block-trace: the one-kernel MoE block's phase timeline (moe_block.cuh).
 //   --experts N: the preset with N routed experts. Decode switches: --prefetch-next MASK,
 //   --moe-block 0|1, --blocks-per-sm N (gemv.cuh, moe_block.cuh).
@@ -32,6 +33,7 @@
 #include "segments/cuda/profile.h"
 #include "segments/cuda/kinds.h"
 #include "segments/kernels/cuda/attention.cuh"
+#include "segments/kernels/cuda/attention_oproj.cuh"
 #include "segments/kernels/cuda/convert.cuh"
 #include "segments/kernels/cuda/gemm.cuh"
 #include "segments/kernels/cuda/gemv.cuh"
@@ -42,6 +44,7 @@
 #include "segments/kernels/cuda/swiglu.cuh"
 #include "segments/kernels/cuda/synthetic.cuh"
 #include "segments/model/synthetic.h"
+#include "tools/cuda/l2_probe.h"
 #include "tools/cuda/read_ceiling.h"
 
 using namespace segpipe;
@@ -284,7 +287,7 @@ int main(int argc, char** argv) {
   std::string preset = "qwen3-omni-30b-a3b-thinker", dtype = "bfloat16", json_out;
   int layers = 0, prompt = 2048, decode = 128, gemv_max = 4;
   int experts = 0;  // --experts: the preset with this many routed experts (top-k unchanged)
-  bool ncu = false, trace = false, read_ceiling = false;
+  bool ncu = false, trace = false, read_ceiling = false, l2probe = false;
   cuda::MoeGroupedKernel moe_choice = cuda::MoeGroupedKernel::Auto;  // --moe-kernel auto|mma|wgmma
   bool host_grouped = false;  // MoE prefill through the host grouping and cuBLAS (A/B of moe_grouped.cuh)
   bool variants = false, only_decode = false;  // decode once per switch setting of the decode kernels
@@ -310,6 +313,7 @@ int main(int argc, char** argv) {
     else if (a == "--ncu") ncu = true;
     else if (a == "--moe-block-trace") trace = true;
     else if (a == "--read-ceiling") read_ceiling = true;
+    else if (a == "--l2-probe") l2probe = true;
     else if (a == "--host-grouped") host_grouped = true;
     else if (a == "--wgmma-variant" && i + 1 < argc)
       cuda::set_moe_wgmma_variant(std::atoi(argv[++i]));
@@ -341,7 +345,7 @@ int main(int argc, char** argv) {
                            "[--route-in-experts 0|1] [--persistent 0|1] [--l2pf M] [--expert-stream 0|1] "
                            "[--expert-ring-kb KB] [--expert-pf-at N] [--host-grouped] [--attention-only] "
                            "[--flash-variant V] [--moe-kernel auto|mma|wgmma] [--wgmma-variant V] [--prefill-only] "
-                           "[--experts N] [--read-ceiling] [--moe-block-trace] [--moe-block 0|1] "
+                           "[--experts N] [--read-ceiling] [--l2-probe] [--moe-block-trace] [--moe-block 0|1] "
                            "[--prefetch-next MASK] [--blocks-per-sm N]\n");
       return 2;
     }
@@ -371,6 +375,17 @@ int main(int argc, char** argv) {
                   double(per_expert) / 1e6, card.c_str());
       for (const auto& r : benchtools::read_ceilings(cfg.top_k, region, per_expert, cfg.num_experts))
         std::printf("  %-36s %8.2f us  %7.1f GB/s\n", r.method.c_str(), r.us, r.gbs);
+      return 0;
+    }
+    if (l2probe) {
+      const int64_t H = cfg.hidden, qkv_rows = cfg.q_dim() + 2 * cfg.kv_dim();
+      const uint64_t stream = uint64_t(cfg.top_k) * 3 * uint64_t(H) * uint64_t(cfg.moe_intermediate) * 2;
+      std::printf("== L2 probe: q/k/v %lld x %lld, o_proj %lld x %lld (bf16), expert stream %.1f MB, card %s ==\n",
+                  static_cast<long long>(qkv_rows), static_cast<long long>(H), static_cast<long long>(H),
+                  static_cast<long long>(cfg.q_dim()), double(stream) / 1e6, card.c_str());
+      for (const auto& r : benchtools::l2_probe(qkv_rows, H, H, cfg.q_dim(), stream))
+        std::printf("  %-62s q/k/v %7.2f us %7.1f GB/s%s\n", r.scenario.c_str(), r.us, r.gbs,
+                    r.us2 > 0 ? (" | o_proj " + std::to_string(r.us2) + " us").c_str() : "");
       return 0;
     }
     if (attention_only) {
@@ -495,13 +510,15 @@ int main(int argc, char** argv) {
         bool moe_block = false;
         int pf_next = 0;  // set_decode_prefetch_next's mask
         int per_sm = 0;   // set_decode_blocks_per_sm
+        bool keep = false;  // set_decode_l2_keep, with the largest L2 set-aside
+        bool oproj = true;  // set_decode_attention_oproj
+        int oproj_split = 0;  // set_attention_oproj_split
+        bool oproj_whole = false;  // !set_attention_oproj_split_keys
       };
-      const Variant vs[] = {{"new (defaults)", 256, false, true, false, 96},
-                            {"next-weight L2 pf: all three (before)", 256, false, true, false, 96, 1, false, 7},
-                            {"router: routing in experts", 256, true, true, false, 96},
-                            {"experts: stream ring 64 KB", 256, false, true, true, 64},
-                            {"moe block (bulk-copy rings)", 256, false, true, false, 96, 1, true},
-                            {"new (defaults), again", 256, false, true, false, 96}};
+      const Variant vs[] = {{"defaults", 256, false, true, false, 96},
+                            {"attention + o_proj: two kernels", 256, false, true, false, 96, 1, false, 0, 0, false, false},
+                            {"attn + o_proj, whole head a block", 256, false, true, false, 96, 1, false, 0, 0, false, true, 0, true},
+                            {"defaults, again", 256, false, true, false, 96}};
       const int p0 = 32;
       const bool default_moe_block = cuda::decode_moe_block();
       std::printf("\n== decode variants: %s, %d layers, %s, card %s; %d steps after a %d-token prompt ==\n",
@@ -516,6 +533,18 @@ int main(int argc, char** argv) {
         cuda::set_decode_moe_block(v.moe_block);
         cuda::set_decode_blocks_per_sm(v.per_sm);
         cuda::set_decode_prefetch_next(v.pf_next);
+        cuda::set_decode_l2_keep(v.keep);
+        cuda::set_decode_attention_oproj(v.oproj);
+        cuda::set_attention_oproj_split(v.oproj_split);
+        cuda::set_attention_oproj_split_keys(!v.oproj_whole);
+        if (v.oproj) {
+          const cuda::AttnShape as{cfg.num_heads, cfg.num_kv_heads, cfg.head_dim};
+          const DType wt = dtype == "float32" ? DType::F32 : DType::BF16;
+          std::printf("  (attention + o_proj: %d blocks a head, %d clusters resident at most, %d needed)\n",
+                      cuda::attention_oproj_split(as, cfg.hidden, wt),
+                      cuda::attention_oproj_max_clusters(as, cfg.hidden, wt), cfg.num_heads);
+        }
+        const uint64_t aside = cuda::l2_set_aside(v.keep ? ~uint64_t(0) : 0);
         runner->reset_graph();
         std::vector<double> runs;
         for (int rep = 0; rep < 3; rep++) {
@@ -529,8 +558,8 @@ int main(int argc, char** argv) {
           runs.push_back((now_ms() - a) / decode);
         }
         const auto phases = eager_decode_phases(*runner, ids, p0 + decode + 2);
-        std::printf("%-30s graph %7.3f ms/token (runs %.3f %.3f %.3f)  eager phases ms/token:", v.name, median(runs),
-                    runs[0], runs[1], runs[2]);
+        std::printf("%-30s graph %7.3f ms/token (runs %.3f %.3f %.3f; L2 set aside %llu MiB)  eager phases ms/token:",
+                    v.name, median(runs), runs[0], runs[1], runs[2], static_cast<unsigned long long>(aside >> 20));
         for (auto& [k, val] : phases) std::printf(" %s %.3f", k.c_str(), val);
         std::printf("\n");
       }
@@ -543,6 +572,11 @@ int main(int argc, char** argv) {
       cuda::set_decode_moe_block(default_moe_block);
       cuda::set_decode_blocks_per_sm(0);
       cuda::set_decode_prefetch_next(0);
+      cuda::set_decode_l2_keep(false);
+      cuda::set_decode_attention_oproj(true);
+      cuda::set_attention_oproj_split(0);
+      cuda::set_attention_oproj_split_keys(true);
+      cuda::l2_set_aside(0);
       runner->reset_graph();
       if (only_decode) return 0;
     }

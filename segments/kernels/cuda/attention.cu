@@ -1,6 +1,7 @@
 #include <atomic>
 
 #include "segments/kernels/cuda/attention.cuh"
+#include "segments/kernels/cuda/attention_decode_common.cuh"
 #include "segments/kernels/cuda/check.h"
 #include "segments/kernels/cuda/common.cuh"
 #include "segments/kernels/cuda/convert.cuh"
@@ -11,8 +12,8 @@ namespace segpipe::cuda {
 
 namespace {
 
-constexpr int kWarps = 16;  // decode: many keys in flight per (head, token)
-constexpr int kMaxPerLane = 8;  // head_dim <= 256
+constexpr int kWarps = kDecodeWarps;  // decode: many keys in flight per (head, token)
+constexpr int kMaxPerLane = kDecodeMaxPerLane;  // head_dim <= 256
 constexpr int kSplitBlocks = 8;  // decode: blocks per head
 
 // One block per (head, token): decode, and short prefills. Each warp walks every kWarps-th key with an online softmax (running
@@ -108,13 +109,9 @@ __global__ void __launch_bounds__(kWarps * 32) attention_split_kernel(
     float scale, O* __restrict__ out, float* part, unsigned* counters, const float* __restrict__ qn,
     const float* __restrict__ kn, float eps, const float* __restrict__ inv_freq, const void* pf, uint64_t pf_bytes,
     int split_keys) {
-  constexpr int kBatch = 32 / kPer;
-  __shared__ float s_m[kWarps], s_l[kWarps];
-  __shared__ float s_acc[kWarps][kMaxPerLane * 32];
-  __shared__ float s_q[kMaxPerLane * 32], s_k[kMaxPerLane * 32], s_v[kMaxPerLane * 32];
+  __shared__ DecodeHeadSmem sm;
   __shared__ bool last;
   const int h = blockIdx.x, sp = blockIdx.y;
-  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
   const int g = h / (nh / nkv);
   prefetch_l2_share(pf, pf_bytes, blockIdx.y * gridDim.x + blockIdx.x, gridDim.x * gridDim.y);
   if constexpr (kRope) {
@@ -134,95 +131,21 @@ __global__ void __launch_bounds__(kWarps * 32) attention_split_kernel(
   const int64_t kvd = int64_t(nkv) * hd;
   const float* qv = q + int64_t(h) * hd;
   if constexpr (kRope) {
-    const float* kraw = q + int64_t(nh) * hd + int64_t(g) * hd;
-    const float* vraw = kraw + kvd;
-    const float fp = static_cast<float>(p);
-    if (warp == 0) norm_rope_head(qv, qn, eps, inv_freq, fp, hd, s_acc[0], s_q, lane);
-    if (warp == 1) norm_rope_head(kraw, kn, eps, inv_freq, fp, hd, s_acc[1], s_k, lane);
-    if (warp == 2)
-      for (int i = lane; i < hd; i += 32) s_v[i] = vraw[i];
-    __syncthreads();
-    if (sp == 0 && h % (nh / nkv) == 0) {  // one block per group writes the new cache rows
-      for (int i = threadIdx.x; i < hd; i += kWarps * 32) {
-        kc[p * kvd + int64_t(g) * hd + i] = s_k[i];
-        vc[p * kvd + int64_t(g) * hd + i] = s_v[i];
-      }
-    }
-    qv = s_q;
+    // one block per group writes the new cache rows
+    decode_new_kv(q, h, g, nh, hd, kvd, qn, kn, eps, inv_freq, p, sp == 0 && h % (nh / nkv) == 0, kc, vc, sm);
+    qv = sm.q;
   }
-  float qr[kPer], acc[kPer];
-#pragma unroll
-  for (int r = 0; r < kPer; r++) {
-    int i = lane + 32 * r;
-    qr[r] = i < hd ? qv[i] : 0.f;
-    acc[r] = 0.f;
-  }
-  float m = -INFINITY, l = 0.f;
-  const int64_t jstep = int64_t(n_split) * kWarps;
-  for (int64_t j0 = int64_t(sp) * kWarps + warp; j0 <= p; j0 += int64_t(kBatch) * jstep) {
-    float kv[kBatch][kPer], vv[kBatch][kPer];
-#pragma unroll
-    for (int b = 0; b < kBatch; b++) {
-      const int64_t j = j0 + int64_t(b) * jstep;
-      const float* kr = kc + j * kvd + int64_t(g) * hd;
-      const float* vr = vc + j * kvd + int64_t(g) * hd;
-      if (kRope && j == p) {
-        kr = s_k;
-        vr = s_v;
-      }
-#pragma unroll
-      for (int r = 0; r < kPer; r++) {
-        int i = lane + 32 * r;
-        const bool in = j <= p && i < hd;
-        kv[b][r] = in ? kr[i] : 0.f;
-        vv[b][r] = in ? vr[i] : 0.f;
-      }
-    }
-#pragma unroll
-    for (int b = 0; b < kBatch; b++) {
-      if (j0 + int64_t(b) * jstep > p) break;
-      float d = 0.f;
-#pragma unroll
-      for (int r = 0; r < kPer; r++) d += qr[r] * kv[b][r];
-      float sc = warp_sum(d) * scale;
-      float mn = fmaxf(m, sc);
-      float corr = expf(m - mn);
-      float e = expf(sc - mn);
-      l = l * corr + e;
-#pragma unroll
-      for (int r = 0; r < kPer; r++) acc[r] = acc[r] * corr + e * vv[b][r];
-      m = mn;
-    }
-  }
-  if (lane == 0) {
-    s_m[warp] = m;
-    s_l[warp] = l;
-  }
-#pragma unroll
-  for (int r = 0; r < kPer; r++) s_acc[warp][lane + 32 * r] = acc[r];
+  decode_keys<kPer>(qv, kc, vc, kvd, g, hd, p, sp, n_split, kRope, scale, sm);
   __syncthreads();
-  float M = -INFINITY;
-  for (int w = 0; w < kWarps; w++) M = fmaxf(M, s_m[w]);
-  float L = 0.f;
-  for (int w = 0; w < kWarps; w++)
-    if (s_l[w] > 0.f) L += s_l[w] * expf(s_m[w] - M);
+  float M, L;
+  decode_block_ml(sm, M, L);
   if (n_split == 1) {  // the whole head in this block: normalize and write, as attention_kernel does
     O* o = out + int64_t(h) * hd;
-    for (int i = threadIdx.x; i < hd; i += kWarps * 32) {
-      float v = 0.f;
-      for (int w = 0; w < kWarps; w++)
-        if (s_l[w] > 0.f) v += s_acc[w][i] * expf(s_m[w] - M);
-      o[i] = from_f<O>(v / L);
-    }
+    for (int i = threadIdx.x; i < hd; i += kWarps * 32) o[i] = from_f<O>(decode_block_acc(sm, M, i) / L);
     return;
   }
   float* pp = part + (int64_t(h) * kSplitBlocks + sp) * (hd + 2);
-  for (int i = threadIdx.x; i < hd; i += kWarps * 32) {
-    float v = 0.f;
-    for (int w = 0; w < kWarps; w++)
-      if (s_l[w] > 0.f) v += s_acc[w][i] * expf(s_m[w] - M);
-    pp[i] = v;
-  }
+  for (int i = threadIdx.x; i < hd; i += kWarps * 32) pp[i] = decode_block_acc(sm, M, i);
   if (threadIdx.x == 0) {
     pp[hd] = M;
     pp[hd + 1] = L;

@@ -42,12 +42,6 @@ __device__ __forceinline__ void mma_bf16(float (&c)[4], const uint32_t (&a)[4], 
       : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
 }
 
-__device__ __forceinline__ void cp_async16(void* smem, const void* gmem, int src_bytes) {
-  const unsigned s = static_cast<unsigned>(__cvta_generic_to_shared(smem));
-  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(s), "l"(gmem), "r"(src_bytes) : "memory");
-}
-__device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::: "memory"); }
-__device__ __forceinline__ void cp_async_wait1() { asm volatile("cp.async.wait_group 1;\n" ::: "memory"); }
 
 __device__ __forceinline__ void ldmatrix_x4(uint32_t (&r)[4], const void* smem) {
   const unsigned s = static_cast<unsigned>(__cvta_generic_to_shared(smem));
@@ -145,7 +139,7 @@ __global__ void __launch_bounds__(kThreads) flash_attn_kernel(const Q* __restric
       load_tile(kt + 1, (kt + 1) & 1);
     else
       cp_async_commit();  // an empty group keeps the wait count uniform
-    cp_async_wait1();
+    cp_async_wait<1>();
     __syncthreads();
     const bf16* K = Ks + (kt & 1) * kBK * STR;
     const bf16* V = Vs + (kt & 1) * kBK * STR;
@@ -293,7 +287,7 @@ __global__ void __launch_bounds__(kThreads, 2)
       load_tile(kt + 1, (kt + 1) & 1);
     else
       cp_async_commit();  // an empty group keeps the wait count uniform
-    cp_async_wait1();
+    cp_async_wait<1>();
     __syncthreads();
     // KS keys per softmax step (64: the whole tile; 32: half the score registers, 20 spilled bytes
     // instead of 92 at head_dim 128, but measured slower: 173 vs 168 us)

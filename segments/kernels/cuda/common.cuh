@@ -9,6 +9,7 @@
 
 #include "segments/core/dtype.h"
 #include "segments/core/errors.h"
+#include "segments/kernels/cuda/l2_request.h"
 
 namespace segpipe::cuda {
 
@@ -120,15 +121,36 @@ __device__ __forceinline__ void pdl_trigger() {
 #endif
 }
 
+// 16-byte asynchronous copy global -> shared (cp.async, L1 bypassed); src_bytes < 16 zero-fills the
+// rest. Completion in groups: cp_async_commit() closes a group, cp_async_wait<N>() waits until at
+// most N groups of this thread are pending.
+__device__ __forceinline__ void cp_async16(void* smem, const void* gmem, int src_bytes = 16) {
+  const unsigned s = static_cast<unsigned>(__cvta_generic_to_shared(smem));
+  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(s), "l"(gmem), "r"(src_bytes) : "memory");
+}
+__device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::: "memory"); }
+template <int N>
+__device__ __forceinline__ void cp_async_wait() {
+  asm volatile("cp.async.wait_group %0;\n" ::"n"(N) : "memory");
+}
+
 // Asks the copy engine to bring [p, p + bytes) into L2 (no completion, no registers): weights that a
 // later kernel reads, fetched while memory would otherwise idle. p 16-byte aligned; bytes rounded
-// down to a multiple of 16.
+// down to a multiple of 16; bit 63 of `bytes`: kL2KeepBit.
 __device__ __forceinline__ void prefetch_l2(const void* p, uint64_t bytes) {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  const bool keep = bytes & kL2KeepBit;
+  bytes &= ~kL2KeepBit;
+  uint64_t policy = 0;
+  if (keep) asm volatile("createpolicy.fractional.L2::evict_last.b64 %0, 1.0;" : "=l"(policy));
   const char* c = static_cast<const char*>(p);
   while (bytes >= 16) {
     uint32_t n = bytes > (1u << 20) ? (1u << 20) : static_cast<uint32_t>(bytes & ~uint64_t(15));
-    asm volatile("cp.async.bulk.prefetch.L2.global [%0], %1;" ::"l"(c), "r"(n) : "memory");
+    if (keep)
+      asm volatile("cp.async.bulk.prefetch.L2.global.L2::cache_hint [%0], %1, %2;" ::"l"(c), "r"(n), "l"(policy)
+                   : "memory");
+    else
+      asm volatile("cp.async.bulk.prefetch.L2.global [%0], %1;" ::"l"(c), "r"(n) : "memory");
     c += n;
     bytes -= n;
   }
@@ -156,10 +178,12 @@ __device__ __forceinline__ void prefetch_l1_block(const void* p, uint64_t bytes)
 // Part `part` of `parts` equal parts of an L2 prefetch (issued by the calling thread).
 __device__ __forceinline__ void prefetch_l2_part(const void* p, uint64_t bytes, unsigned part, unsigned parts) {
   if (!p) return;
+  const uint64_t keep = bytes & kL2KeepBit;
+  bytes &= ~kL2KeepBit;
   const uint64_t per = ((bytes + parts - 1) / parts + 15) & ~uint64_t(15);
   const uint64_t b0 = uint64_t(part) * per;
   if (b0 >= bytes) return;
-  prefetch_l2(static_cast<const char*>(p) + b0, (bytes - b0 < per ? bytes - b0 : per));
+  prefetch_l2(static_cast<const char*>(p) + b0, (bytes - b0 < per ? bytes - b0 : per) | keep);
 }
 // This block's share of an L2 prefetch spread over the grid's blocks (one thread issues it).
 __device__ __forceinline__ void prefetch_l2_share(const void* p, uint64_t bytes, unsigned block, unsigned blocks) {

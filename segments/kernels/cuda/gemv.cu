@@ -19,7 +19,8 @@ template <typename W, typename X, bool kNorm>
 __global__ void __launch_bounds__(kGemvThreads, 2) gemv_kernel(const X* __restrict__ x, const float* __restrict__ nw,
                                                             float eps, const W* __restrict__ w, int64_t rows,
                                                             int64_t cols, float* __restrict__ y, bool acc,
-                                                            W* __restrict__ h_out, int pfm) {
+                                                            W* __restrict__ h_out, int pfm, const void* pf,
+                                                            uint64_t pf_bytes) {
   extern __shared__ float xs[];
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
   const int64_t stride = int64_t(gridDim.x) * kGemvWarps;
@@ -38,6 +39,7 @@ __global__ void __launch_bounds__(kGemvThreads, 2) gemv_kernel(const X* __restri
   if constexpr (kNorm) prefetch_l1_block(nw, uint64_t(cols) * sizeof(float));
   pdl_wait();
   pdl_trigger();
+  prefetch_l2_share(pf, pf_bytes, blockIdx.x, gridDim.x);  // the next kernel's weights (optional)
   if constexpr (kNorm) {
     stage_rmsnorm<W>(reinterpret_cast<const float*>(x), nw, eps, cols, xs, blockIdx.x == 0 ? h_out : nullptr);
     __syncthreads();
@@ -58,7 +60,7 @@ __global__ void __launch_bounds__(kGemvThreads, 2) gemv_kernel(const X* __restri
 
 template <typename W, typename X, bool kNorm>
 void launch(const X* x, const float* nw, float eps, const W* w, int64_t rows, int64_t cols, float* y, bool acc,
-            W* h_out, cudaStream_t s) {
+            W* h_out, cudaStream_t s, const void* pf, uint64_t pf_bytes) {
   SEGPIPE_ASSERT_MSG(cols % 8 == 0, "gemv: the row length must be a multiple of 8");
   SEGPIPE_ASSERT_MSG(kNorm || reinterpret_cast<uintptr_t>(x) % 16 == 0, "gemv: x must be 16-byte aligned");
   if (rows == 0) return;
@@ -76,7 +78,7 @@ void launch(const X* x, const float* nw, float eps, const W* w, int64_t rows, in
                                                             (rows + kGemvWarps - 1) / kGemvWarps)
                                             : gemv_grid(rows);
   SEGPIPE_CUDA_CHECK(launch_pdl(gemv_kernel<W, X, kNorm>, dim3(grid), dim3(kGemvThreads), smem, s, x, nw,
-                                eps, w, rows, cols, y, acc, h_out, pfm));
+                                eps, w, rows, cols, y, acc, h_out, pfm, pf, pf_bytes));
   SEGPIPE_CUDA_LAUNCH_CHECK("gemv_kernel");
 }
 
@@ -104,6 +106,11 @@ namespace {
 std::atomic<int> g_prefetch_next{0};
 }  // namespace
 void set_decode_prefetch_next(int mask) { g_prefetch_next.store(mask); }
+namespace {
+std::atomic<bool> g_l2_keep{false};
+}  // namespace
+void set_decode_l2_keep(bool on) { g_l2_keep.store(on); }
+bool decode_l2_keep() { return g_l2_keep.load(std::memory_order_relaxed); }
 int decode_prefetch_next() { return g_prefetch_next.load(std::memory_order_relaxed); }
 void set_decode_blocks_per_sm(int n) { g_blocks_per_sm.store(n < 0 ? 0 : n); }
 int decode_blocks_per_sm() { return g_blocks_per_sm.load(std::memory_order_relaxed); }
@@ -125,23 +132,24 @@ unsigned gemv_grid(int64_t rows) {
 }
 
 void gemv(const void* x, DType xt, const void* w, DType wt, int64_t rows, int64_t cols, float* y, bool accumulate,
-          cudaStream_t s) {
+          cudaStream_t s, const void* prefetch, uint64_t prefetch_bytes) {
   SEGPIPE_ASSERT_MSG(xt == DType::F32 || xt == wt, "gemv: x is float32 or in the weights' dtype");
   SEGPIPE_DISPATCH_FB(wt, W, {
     if (xt == DType::F32)
       launch<W, float, false>(static_cast<const float*>(x), nullptr, 0.f, static_cast<const W*>(w), rows, cols, y,
-                              accumulate, nullptr, s);
+                              accumulate, nullptr, s, prefetch, prefetch_bytes);
     else
       launch<W, W, false>(static_cast<const W*>(x), nullptr, 0.f, static_cast<const W*>(w), rows, cols, y, accumulate,
-                          nullptr, s);
+                          nullptr, s, prefetch, prefetch_bytes);
   });
 }
 
 void gemv_rmsnorm(const float* xf, const float* norm_w, float eps, const void* w, DType wt, int64_t rows, int64_t cols,
-                  float* y, bool accumulate, void* h_out, cudaStream_t s) {
+                  float* y, bool accumulate, void* h_out, cudaStream_t s, const void* prefetch,
+                  uint64_t prefetch_bytes) {
   SEGPIPE_DISPATCH_FB(wt, W,
                       launch<W, float, true>(xf, norm_w, eps, static_cast<const W*>(w), rows, cols, y, accumulate,
-                                             static_cast<W*>(h_out), s));
+                                             static_cast<W*>(h_out), s, prefetch, prefetch_bytes));
 }
 
 }  // namespace segpipe::cuda

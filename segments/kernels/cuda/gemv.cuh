@@ -11,6 +11,7 @@
 #include <cstdint>
 
 #include "segments/core/dtype.h"
+#include "segments/kernels/cuda/l2_request.h"
 
 namespace segpipe::cuda {
 
@@ -39,21 +40,30 @@ bool decode_persistent();
 void set_decode_blocks_per_sm(int n);
 // Which decode kernels ask L2 for the next kernel's weights (only with decode_overlap()), a mask:
 // bit 0 the o_proj matrix during attention, bit 1 the chosen experts' down matrices during gate/up,
-// bit 2 the next layer's q/k/v during down, bit 3 the next layer's q/k/v during the router. Default
-// 0: on an H200 every one of them made the decode step slower or no faster (docs/benchmarks-cuda.md).
+// bit 2 the next layer's q/k/v during down, bit 3 the next layer's q/k/v during the router, bit 4 the
+// o_proj matrix during the q/k/v product. Default 0: on an H200 every one of them made the decode
+// step slower or no faster when L2 treats the lines as ordinary ones (docs/benchmarks-cuda.md).
 void set_decode_prefetch_next(int mask);
 int decode_prefetch_next();
+// Those prefetches ask L2 to keep their lines (evict_last, kL2KeepBit) so that they outlive the expert
+// stream between the router and the next layer's q/k/v; takes an L2 portion set aside for persisting
+// lines (l2_set_aside, segments/cuda/device.h). Off by default.
+void set_decode_l2_keep(bool on);
+bool decode_l2_keep();
 int decode_blocks_per_sm();
 
 // y[r] = (accumulate ? y[r] : 0) + W[r, :] · x for r < rows. x: [cols] in xt (F32 or the weights'
 // dtype wt); W: [rows, cols] in wt (F32 or BF16); y float32. cols must be a multiple of 8.
+// prefetch (optional): the next kernel's weights, asked into L2 by the blocks once past their wait
+// (prefetch_bytes may carry kL2KeepBit).
 void gemv(const void* x, DType xt, const void* w, DType wt, int64_t rows, int64_t cols, float* y, bool accumulate,
-          cudaStream_t s);
+          cudaStream_t s, const void* prefetch = nullptr, uint64_t prefetch_bytes = 0);
 
 // The same with x = rmsnorm(xf) computed in the kernel, exactly as rmsnorm() (norm.cuh) computes it
 // and rounded to wt (what the library path feeds the product). h_out (optional, [cols] in wt)
 // receives that normalized row.
 void gemv_rmsnorm(const float* xf, const float* norm_w, float eps, const void* w, DType wt, int64_t rows, int64_t cols,
-                  float* y, bool accumulate, void* h_out, cudaStream_t s);
+                  float* y, bool accumulate, void* h_out, cudaStream_t s, const void* prefetch = nullptr,
+                  uint64_t prefetch_bytes = 0);
 
 }  // namespace segpipe::cuda

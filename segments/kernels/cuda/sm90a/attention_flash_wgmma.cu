@@ -61,12 +61,6 @@ __device__ __forceinline__ uint4 load_q8(const float* p) {
 }
 __device__ __forceinline__ uint4 load_q8(const bf16* p) { return *reinterpret_cast<const uint4*>(p); }
 
-__device__ __forceinline__ void cp_async16(void* smem, const void* gmem, int src_bytes) {
-  const unsigned s = static_cast<unsigned>(__cvta_generic_to_shared(smem));
-  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(s), "l"(gmem), "r"(src_bytes) : "memory");
-}
-__device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::: "memory"); }
-__device__ __forceinline__ void cp_async_wait0() { asm volatile("cp.async.wait_group 0;\n" ::: "memory"); }
 
 template <typename O>
 __device__ __forceinline__ void store2(O* p, float a, float b);
@@ -142,7 +136,7 @@ __global__ void __launch_bounds__(kThreads, MinBlocks)
       // Tile kt landed (this thread's copies; the only group pending), made visible to wgmma, then
       // the barrier: every thread's copies, and both warpgroups done with tile kt - 1, whose stage
       // the next load refills.
-      cp_async_wait0();
+      cp_async_wait<0>();
       fence_proxy_async();
       __syncthreads();
       if (kt + 1 < nkt) load_tile(kt + 1, (kt + 1) & 1);

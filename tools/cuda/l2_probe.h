@@ -1,0 +1,23 @@
+// Whether weights asked into L2 while memory idles are still there when their kernel runs: the decode
+// q/k/v product (the real gemv_rmsnorm kernel on a [rows, cols] bf16 matrix) timed after each way of
+// getting its matrix into L2, with and without the 75 MB expert stream in between and with and without
+// an L2 portion set aside for kept (evict_last) lines.
+#pragma once
+#include <cstdint>
+#include <string>
+#include <vector>
+
+namespace segpipe::benchtools {
+
+struct L2Probe {
+  std::string scenario;
+  double us = 0;    // median time of the product (events around it alone)
+  double gbs = 0;   // matrix bytes / time
+  double us2 = 0;   // the second product (o_proj) where the scenario has one, else 0
+};
+
+// rows x cols: the q/k/v matrix; rows2 x cols2: the o_proj matrix; stream_bytes: the expert bytes a
+// layer reads between the router and the next q/k/v (read once with evict-first loads).
+std::vector<L2Probe> l2_probe(int64_t rows, int64_t cols, int64_t rows2, int64_t cols2, uint64_t stream_bytes);
+
+}  // namespace segpipe::benchtools
