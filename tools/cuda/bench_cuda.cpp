@@ -511,13 +511,11 @@ int main(int argc, char** argv) {
         int pf_next = 0;  // set_decode_prefetch_next's mask
         int per_sm = 0;   // set_decode_blocks_per_sm
         bool keep = false;  // set_decode_l2_keep, with the largest L2 set-aside
-        bool oproj = true;  // set_decode_attention_oproj
+        bool oproj = false;  // set_decode_attention_oproj
         int oproj_split = 0;  // set_attention_oproj_split
-        bool oproj_whole = false;  // !set_attention_oproj_split_keys
       };
       const Variant vs[] = {{"defaults", 256, false, true, false, 96},
-                            {"attention + o_proj: two kernels", 256, false, true, false, 96, 1, false, 0, 0, false, false},
-                            {"attn + o_proj, whole head a block", 256, false, true, false, 96, 1, false, 0, 0, false, true, 0, true},
+                            {"attention + o_proj, one kernel", 256, false, true, false, 96, 1, false, 0, 0, false, true},
                             {"defaults, again", 256, false, true, false, 96}};
       const int p0 = 32;
       const bool default_moe_block = cuda::decode_moe_block();
@@ -536,7 +534,6 @@ int main(int argc, char** argv) {
         cuda::set_decode_l2_keep(v.keep);
         cuda::set_decode_attention_oproj(v.oproj);
         cuda::set_attention_oproj_split(v.oproj_split);
-        cuda::set_attention_oproj_split_keys(!v.oproj_whole);
         if (v.oproj) {
           const cuda::AttnShape as{cfg.num_heads, cfg.num_kv_heads, cfg.head_dim};
           const DType wt = dtype == "float32" ? DType::F32 : DType::BF16;
@@ -573,9 +570,8 @@ int main(int argc, char** argv) {
       cuda::set_decode_blocks_per_sm(0);
       cuda::set_decode_prefetch_next(0);
       cuda::set_decode_l2_keep(false);
-      cuda::set_decode_attention_oproj(true);
+      cuda::set_decode_attention_oproj(false);
       cuda::set_attention_oproj_split(0);
-      cuda::set_attention_oproj_split_keys(true);
       cuda::l2_set_aside(0);
       runner->reset_graph();
       if (only_decode) return 0;

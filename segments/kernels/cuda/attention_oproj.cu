@@ -23,7 +23,7 @@ constexpr size_t kMaxRowsBytes = 160 * 1024;  // shared memory for a block's row
 // 16-byte loads of 8 consecutive threads (one row each) fall in different banks.
 __host__ __device__ inline int64_t slice_stride(int hd, size_t es) { return int64_t(hd) * int64_t(es) + 16; }
 
-template <typename W, int kPer, int S, bool kSplit>
+template <typename W, int kPer, int S>
 __global__ void __launch_bounds__(kThreads, 1) attention_oproj_kernel(
     const float* __restrict__ qkv, const int32_t* __restrict__ d_pos0, int nh, int nkv, int hd, float* kc, float* vc,
     float scale, const float* __restrict__ qn, const float* __restrict__ kn, float eps,
@@ -34,7 +34,8 @@ __global__ void __launch_bounds__(kThreads, 1) attention_oproj_kernel(
   __shared__ float mine[kDecodeMaxPerLane * 32 + 2];  // this block's (accumulator, max, sum) for the merge
   __shared__ float att[kDecodeMaxPerLane * 32];        // att_h as the product reads it (rounded to W)
   __shared__ bool last;
-  const int h = blockIdx.x / S, s = blockIdx.x % S;  // s: the block's rank in its cluster (kSplit)
+  cg::cluster_group cluster = cg::this_cluster();
+  const int h = blockIdx.x / S, s = int(cluster.block_rank());
   const int g = h / (nh / nkv);
   const int64_t qd = int64_t(nh) * hd, kvd = int64_t(nkv) * hd;
   const int64_t R = (H + S - 1) / S, r0 = int64_t(s) * R;
@@ -43,8 +44,8 @@ __global__ void __launch_bounds__(kThreads, 1) attention_oproj_kernel(
   const int64_t stride = slice_stride(hd, sizeof(W));
 
   // 1. this block's rows of W_o[:, h] into shared memory before the wait: 16-byte asynchronous copies,
-  //    consecutive threads on consecutive pieces of a row (whole 32-byte sectors per pair of threads;
-  //    one bulk copy a 256-byte row was much slower: the copy engine takes small copies one by one)
+  //    consecutive threads on consecutive pieces of a row (one bulk copy per 256-byte row measured no
+  //    faster)
   const int64_t per_row = row_bytes / 16;
   for (int64_t i = threadIdx.x; i < nr * per_row; i += kThreads) {
     const int64_t r = i / per_row, c = i - r * per_row;
@@ -60,46 +61,36 @@ __global__ void __launch_bounds__(kThreads, 1) attention_oproj_kernel(
   // 2. attention of head h over split s of S (the split kernel's pieces)
   const int64_t p = int64_t(*d_pos0);
   decode_new_kv(qkv, h, g, nh, hd, kvd, qn, kn, eps, inv_freq, p, s == 0 && h % (nh / nkv) == 0, kc, vc, sm);
-  if constexpr (!kSplit) {
-    // every block of the head walks all its keys (no cluster): the split kernel's one-split bits
-    decode_keys<kPer>(sm.q, kc, vc, kvd, g, hd, p, 0, 1, true, scale, sm);
-    __syncthreads();
-    float M, L;
-    decode_block_ml(sm, M, L);
-    for (int i = threadIdx.x; i < hd; i += kThreads) att[i] = to_f(from_f<W>(decode_block_acc(sm, M, i) / L));
-  } else {
-    cg::cluster_group cluster = cg::this_cluster();
-    decode_keys<kPer>(sm.q, kc, vc, kvd, g, hd, p, s, S, true, scale, sm);
-    __syncthreads();
-    float M, L;
-    decode_block_ml(sm, M, L);
-    for (int i = threadIdx.x; i < hd; i += kThreads) mine[i] = decode_block_acc(sm, M, i);
-    if (threadIdx.x == 0) {
-      mine[hd] = M;
-      mine[hd + 1] = L;
-    }
-    cluster.sync();
-    // 3. the S partials merged in split order, in every block of the cluster (the split kernel's
-    //    last-block expressions)
-    float MM = -INFINITY, LL = 0.f;
-    for (int b = 0; b < S; b++) {
-      const float* o = cluster.map_shared_rank(mine, b);
-      if (o[hd + 1] > 0.f) MM = fmaxf(MM, o[hd]);
-    }
-    for (int b = 0; b < S; b++) {
-      const float* o = cluster.map_shared_rank(mine, b);
-      if (o[hd + 1] > 0.f) LL += o[hd + 1] * expf(o[hd] - MM);
-    }
-    for (int i = threadIdx.x; i < hd; i += kThreads) {
-      float v = 0.f;
-      for (int b = 0; b < S; b++) {
-        const float* o = cluster.map_shared_rank(mine, b);
-        if (o[hd + 1] > 0.f) v += o[i] * expf(o[hd] - MM);
-      }
-      att[i] = to_f(from_f<W>(v / LL));
-    }
-    cluster.sync();  // no block leaves or reuses `mine` while another reads it
+  decode_keys<kPer>(sm.q, kc, vc, kvd, g, hd, p, s, S, true, scale, sm);
+  __syncthreads();
+  float M, L;
+  decode_block_ml(sm, M, L);
+  for (int i = threadIdx.x; i < hd; i += kThreads) mine[i] = decode_block_acc(sm, M, i);
+  if (threadIdx.x == 0) {
+    mine[hd] = M;
+    mine[hd + 1] = L;
   }
+  cluster.sync();
+  // 3. the S partials merged in split order, in every block of the cluster (the split kernel's
+  //    last-block expressions)
+  float MM = -INFINITY, LL = 0.f;
+  for (int b = 0; b < S; b++) {
+    const float* o = cluster.map_shared_rank(mine, b);
+    if (o[hd + 1] > 0.f) MM = fmaxf(MM, o[hd]);
+  }
+  for (int b = 0; b < S; b++) {
+    const float* o = cluster.map_shared_rank(mine, b);
+    if (o[hd + 1] > 0.f) LL += o[hd + 1] * expf(o[hd] - MM);
+  }
+  for (int i = threadIdx.x; i < hd; i += kThreads) {
+    float v = 0.f;
+    for (int b = 0; b < S; b++) {
+      const float* o = cluster.map_shared_rank(mine, b);
+      if (o[hd + 1] > 0.f) v += o[i] * expf(o[hd] - MM);
+    }
+    att[i] = to_f(from_f<W>(v / LL));
+  }
+  cluster.sync();  // no block leaves or reuses `mine` while another reads it
   // 4. this block's rows of W_o[:, h] · att_h, one row a thread, elements in ascending order
   cp_async_wait<0>();
   __syncthreads();  // att complete, every thread's copies landed
@@ -132,26 +123,22 @@ __global__ void __launch_bounds__(kThreads, 1) attention_oproj_kernel(
   if (threadIdx.x == 0) counters[s] = 0;  // ready for the next launch (kernels on one stream run in order)
 }
 
-std::atomic<bool> g_split_keys_mode{true};
-
 template <typename W, int kPer, int S>
 void launch(const float* qkv, const int32_t* d_pos0, const AttnShape& sh, const float* qn, const float* kn, float eps,
             const float* inv_freq, float* kc, float* vc, float scale, const W* wo, int64_t H, float* x, float* part,
             unsigned* counters, cudaStream_t st) {
-  const bool split = g_split_keys_mode.load(std::memory_order_relaxed);
-  auto kernel = split ? attention_oproj_kernel<W, kPer, S, true> : attention_oproj_kernel<W, kPer, S, false>;
+  auto kernel = attention_oproj_kernel<W, kPer, S>;
   const size_t smem = size_t((H + S - 1) / S) * size_t(slice_stride(sh.head_dim, sizeof(W)));
-  static bool raised = false;  // one attribute call per instantiation pair
+  static bool raised = false;  // one attribute call per instantiation
   if (!raised) {
-    for (auto k : {attention_oproj_kernel<W, kPer, S, true>, attention_oproj_kernel<W, kPer, S, false>})
-      SEGPIPE_CUDA_CHECK(cudaFuncSetAttribute(k, cudaFuncAttributeMaxDynamicSharedMemorySize, int(kMaxRowsBytes)));
+    SEGPIPE_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(kMaxRowsBytes)));
     raised = true;
   }
   cudaLaunchAttribute attr[2];
   attr[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
   attr[0].val.programmaticStreamSerializationAllowed = decode_overlap() ? 1 : 0;
   attr[1].id = cudaLaunchAttributeClusterDimension;
-  attr[1].val.clusterDim.x = split ? S : 1;
+  attr[1].val.clusterDim.x = S;
   attr[1].val.clusterDim.y = 1;
   attr[1].val.clusterDim.z = 1;
   cudaLaunchConfig_t cfg{};
@@ -183,7 +170,7 @@ std::atomic<int> g_split{0};
 
 template <typename W, int kPer, int S>
 int max_clusters(const AttnShape& sh, int64_t H) {
-  auto kernel = attention_oproj_kernel<W, kPer, S, true>;
+  auto kernel = attention_oproj_kernel<W, kPer, S>;
   SEGPIPE_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(kMaxRowsBytes)));
   cudaLaunchAttribute attr[1];
   attr[0].id = cudaLaunchAttributeClusterDimension;
@@ -240,7 +227,6 @@ void attention_oproj(const float* qkv, const int32_t* d_pos0, const AttnShape& s
 }
 
 void set_decode_attention_oproj(bool on) { g_on.store(on); }
-void set_attention_oproj_split_keys(bool on) { g_split_keys_mode.store(on); }
 void set_attention_oproj_split(int blocks) { g_split.store(blocks == 1 || blocks == 2 || blocks == 4 || blocks == 8 ? blocks : 0); }
 int attention_oproj_max_clusters(const AttnShape& s, int64_t hidden, DType wt) {
   const int S = attention_oproj_split(s, hidden, wt);

@@ -14,6 +14,14 @@
 // nh partials in head order to x. Summation order therefore differs from attention_decode_rope +
 // gemv (a different but fixed grouping): deterministic, the same bits in every run and in every
 // segmentation of the model.
+//
+// Measured on an H200 (docs/benchmarks-cuda.md): slower in the decode graph (3.42-3.54 against
+// 3.03-3.06 ms/token). The Omni shape needs 32 clusters of 4 blocks that each take a whole
+// multiprocessor (139 KB of W_o rows), and only 30 such clusters fit at once, so two heads run in a
+// second wave; with every head resident a block walking its head's keys whole (no cluster) was as
+// fast as the two kernels (3.050 against 3.040), not faster: the o_proj blocks of the two-kernel path
+// already load their first rows while the attention runs. Off by default; kept as the tested
+// attention half of a persistent per-layer kernel.
 #pragma once
 #include <cuda_runtime_api.h>
 
@@ -49,8 +57,6 @@ bool decode_attention_oproj();
 // Benchmarks: blocks per head forced (1, 2, 4 or 8; 0 = chosen by attention_oproj_split), and how many
 // clusters of the chosen shape can be resident at once (cudaOccupancyMaxActiveClusters).
 void set_attention_oproj_split(int blocks);
-// Benchmarks: the head's keys split over its blocks (a cluster, default) or walked whole by each block.
-void set_attention_oproj_split_keys(bool on);
 int attention_oproj_max_clusters(const AttnShape& s, int64_t hidden, DType wt);
 
 }  // namespace segpipe::cuda
