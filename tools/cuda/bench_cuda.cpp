@@ -383,7 +383,8 @@ int main(int argc, char** argv) {
       std::printf("== L2 probe: q/k/v %lld x %lld, o_proj %lld x %lld (bf16), expert stream %.1f MB, card %s ==\n",
                   static_cast<long long>(qkv_rows), static_cast<long long>(H), static_cast<long long>(H),
                   static_cast<long long>(cfg.q_dim()), double(stream) / 1e6, card.c_str());
-      for (const auto& r : benchtools::l2_probe(qkv_rows, H, H, cfg.q_dim(), stream))
+      for (const auto& r : benchtools::l2_probe(qkv_rows, H, H, cfg.q_dim(), stream, cfg.vocab, cfg.top_k,
+                                                cfg.moe_intermediate))
         std::printf("  %-62s q/k/v %7.2f us %7.1f GB/s%s\n", r.scenario.c_str(), r.us, r.gbs,
                     r.us2 > 0 ? (" | o_proj " + std::to_string(r.us2) + " us").c_str() : "");
       return 0;
@@ -514,9 +515,12 @@ int main(int argc, char** argv) {
         bool oproj = false;  // set_decode_attention_oproj
         int oproj_split = 0;  // set_attention_oproj_split
       };
-      const Variant vs[] = {{"defaults", 256, false, true, false, 96},
-                            {"attention + o_proj, one kernel", 256, false, true, false, 96, 1, false, 0, 0, false, true},
-                            {"defaults, again", 256, false, true, false, 96}};
+      const Variant vs[] = {{"defaults (pf o in attention + q/k/v in router)", 256, false, true, false, 96, 1, false, 9},
+                            {"no next-weight prefetch (before)", 256, false, true, false, 96, 1, false, 0},
+                            {"pf q/k/v in router, kept", 256, false, true, false, 96, 1, false, 8, 0, true},
+                            {"attention + o_proj, one kernel", 256, false, true, false, 96, 1, false, 9, 0, false, true},
+                            {"moe block (bulk-copy rings)", 256, false, true, false, 96, 1, true, 9},
+                            {"defaults, again", 256, false, true, false, 96, 1, false, 9}};
       const int p0 = 32;
       const bool default_moe_block = cuda::decode_moe_block();
       std::printf("\n== decode variants: %s, %d layers, %s, card %s; %d steps after a %d-token prompt ==\n",
@@ -568,7 +572,7 @@ int main(int argc, char** argv) {
       cuda::set_decode_expert_prefetch_at(1);
       cuda::set_decode_moe_block(default_moe_block);
       cuda::set_decode_blocks_per_sm(0);
-      cuda::set_decode_prefetch_next(0);
+      cuda::set_decode_prefetch_next(9);
       cuda::set_decode_l2_keep(false);
       cuda::set_decode_attention_oproj(false);
       cuda::set_attention_oproj_split(0);

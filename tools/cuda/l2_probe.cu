@@ -7,6 +7,7 @@
 #include "segments/kernels/cuda/common.cuh"
 #include "segments/kernels/cuda/gemv.cuh"
 #include "segments/kernels/cuda/launch.cuh"
+#include "segments/kernels/cuda/moe.cuh"
 #include "tools/cuda/l2_probe.h"
 
 namespace segpipe::benchtools {
@@ -51,7 +52,8 @@ double median(std::vector<double> v) {
 
 }  // namespace
 
-std::vector<L2Probe> l2_probe(int64_t rows, int64_t cols, int64_t rows2, int64_t cols2, uint64_t stream_bytes) {
+std::vector<L2Probe> l2_probe(int64_t rows, int64_t cols, int64_t rows2, int64_t cols2, uint64_t stream_bytes,
+                              int64_t vocab, int moe_k, int64_t moe_inter) {
   cudaStream_t s;
   SEGPIPE_CUDA_CHECK(cudaStreamCreateWithFlags(&s, cudaStreamNonBlocking));
   const uint64_t wbytes = uint64_t(rows * cols) * 2, wbytes2 = uint64_t(rows2 * cols2) * 2;
@@ -205,6 +207,72 @@ std::vector<L2Probe> l2_probe(int64_t rows, int64_t cols, int64_t rows2, int64_t
   chain("chain: plain 16-byte reads of the q/k/v bytes, distinct", [&](int i) {
     read(reinterpret_cast<const uint4*>(many.get() + i * mb), wbytes, true);
   }, wbytes);
+  if (moe_k > 0 && moe_inter > 0 && cuda::moe_down_combine_fits(moe_k)) {
+    // n layers of moe_k experts each (expert ids 0..k-1 of a k-expert bank: the same bytes a layer
+    // reads when it chooses k of many)
+    const int64_t H = cols, I = moe_inter;
+    const uint64_t per_layer = uint64_t(moe_k) * uint64_t(3 * I * H) * 2;
+    cuda::Buffer<bf16> gu{size_t(n) * size_t(moe_k) * size_t(2 * I * H)}, dn{size_t(n) * size_t(moe_k) * size_t(I * H)};
+    cuda::Buffer<bf16> hx{size_t(H)}, act{size_t(moe_k) * size_t(I)};
+    cuda::Buffer<int32_t> ids{size_t(moe_k)};
+    cuda::Buffer<float> wts{size_t(moe_k)}, xo{size_t(H)};
+    SEGPIPE_CUDA_CHECK(cudaMemsetAsync(gu.get(), 0x3c, gu.bytes(), s));
+    SEGPIPE_CUDA_CHECK(cudaMemsetAsync(dn.get(), 0x3c, dn.bytes(), s));
+    SEGPIPE_CUDA_CHECK(cudaMemsetAsync(hx.get(), 0, hx.bytes(), s));
+    SEGPIPE_CUDA_CHECK(cudaMemsetAsync(wts.get(), 0, wts.bytes(), s));
+    SEGPIPE_CUDA_CHECK(cudaMemsetAsync(xo.get(), 0, xo.bytes(), s));
+    std::vector<int32_t> hid(static_cast<size_t>(moe_k));
+    for (int i = 0; i < moe_k; i++) hid[size_t(i)] = i;
+    SEGPIPE_CUDA_CHECK(cudaMemcpyAsync(ids.get(), hid.data(), hid.size() * 4, cudaMemcpyHostToDevice, s));
+    const size_t gstride = size_t(moe_k) * size_t(2 * I * H), dstride = size_t(moe_k) * size_t(I * H);
+    chain("chain: expert layers, gate/up + down-combine (" + std::to_string(moe_k) + " experts)", [&](int i) {
+      cuda::moe_gate_up_gemv(hx.get(), moe_k, moe_k, ids.get(), 0, moe_k - 1, gu.get() + i * gstride, DType::BF16, I,
+                             H, act.get(), s);
+      cuda::moe_down_combine(act.get(), moe_k, ids.get(), wts.get(), dn.get() + i * dstride, DType::BF16, I, H,
+                             xo.get(), s);
+    }, per_layer);
+    chain("chain: expert layers, gate/up only", [&](int i) {
+      cuda::moe_gate_up_gemv(hx.get(), moe_k, moe_k, ids.get(), 0, moe_k - 1, gu.get() + i * gstride, DType::BF16, I,
+                             H, act.get(), s);
+    }, per_layer * 2 / 3);
+    chain("chain: plain reads of each layer's expert bytes (gate/up, then down)", [&](int i) {
+      read(reinterpret_cast<const uint4*>(gu.get() + i * gstride), per_layer * 2 / 3, true);
+      read(reinterpret_cast<const uint4*>(dn.get() + i * dstride), per_layer / 3, true);
+    }, per_layer);
+  }
+  if (vocab > 0) {
+    // The vocabulary product alone (events around it, median of 10): far beyond L2, its rate is the
+    // sustained one; beside it a plain read and a copy of the same bytes.
+    const uint64_t vb = uint64_t(vocab * cols) * 2;
+    cuda::Buffer<bf16> big{size_t(vocab * cols)};
+    cuda::Buffer<float> yv{size_t(vocab)};
+    cuda::Buffer<char> dst{size_t(vb)};
+    SEGPIPE_CUDA_CHECK(cudaMemsetAsync(big.get(), 0x3c, vb, s));
+    auto alone = [&](const std::string& name, auto body, uint64_t bytes) {
+      std::vector<double> t;
+      for (int i = 0; i < 12; i++) {
+        SEGPIPE_CUDA_CHECK(cudaEventRecord(e0, s));
+        body();
+        SEGPIPE_CUDA_CHECK(cudaEventRecord(e1, s));
+        SEGPIPE_CUDA_CHECK(cudaStreamSynchronize(s));
+        float ms = 0;
+        SEGPIPE_CUDA_CHECK(cudaEventElapsedTime(&ms, e0, e1));
+        if (i >= 2) t.push_back(double(ms) * 1e3);
+      }
+      L2Probe r;
+      r.scenario = name;
+      r.us = median(t);
+      r.gbs = double(bytes) / (r.us * 1e3);
+      out.push_back(r);
+    };
+    alone("vocabulary product (gemv_rmsnorm " + std::to_string(vocab) + " rows)", [&] {
+      cuda::gemv_rmsnorm(x.get(), nw.get(), 1e-6f, big.get(), DType::BF16, vocab, cols, yv.get(), false, nullptr, s);
+    }, vb);
+    alone("plain 16-byte reads of the same bytes", [&] { read(reinterpret_cast<const uint4*>(big.get()), vb, true); }, vb);
+    alone("device-to-device copy of the same bytes (read + write)", [&] {
+      SEGPIPE_CUDA_CHECK(cudaMemcpyAsync(dst.get(), big.get(), vb, cudaMemcpyDeviceToDevice, s));
+    }, 2 * vb);
+  }
   SEGPIPE_CUDA_CHECK(cudaEventDestroy(e0));
   SEGPIPE_CUDA_CHECK(cudaEventDestroy(e1));
   SEGPIPE_CUDA_CHECK(cudaEventDestroy(e2));

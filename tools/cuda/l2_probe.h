@@ -18,6 +18,12 @@ struct L2Probe {
 
 // rows x cols: the q/k/v matrix; rows2 x cols2: the o_proj matrix; stream_bytes: the expert bytes a
 // layer reads between the router and the next q/k/v (read once with evict-first loads).
-std::vector<L2Probe> l2_probe(int64_t rows, int64_t cols, int64_t rows2, int64_t cols2, uint64_t stream_bytes);
+// vocab (optional, > 0): also the vocabulary product (vocab x cols, the lm_head's gemv_rmsnorm) alone,
+// beside a plain read and a device-to-device copy of the same bytes.
+// moe_k, moe_inter (optional, > 0): also a chain of decode MoE layers' expert kernels (gate/up, then
+// down + combine; moe_k experts of moe_inter rows, each layer's own weights) beside a plain read of
+// the same bytes.
+std::vector<L2Probe> l2_probe(int64_t rows, int64_t cols, int64_t rows2, int64_t cols2, uint64_t stream_bytes,
+                              int64_t vocab = 0, int moe_k = 0, int64_t moe_inter = 0);
 
 }  // namespace segpipe::benchtools

@@ -103,7 +103,7 @@ namespace {
 std::atomic<int> g_blocks_per_sm{0};
 }  // namespace
 namespace {
-std::atomic<int> g_prefetch_next{0};
+std::atomic<int> g_prefetch_next{9};  // o_proj during attention, next q/k/v during the router (gemv.cuh)
 }  // namespace
 void set_decode_prefetch_next(int mask) { g_prefetch_next.store(mask); }
 namespace {

@@ -41,8 +41,9 @@ void set_decode_blocks_per_sm(int n);
 // Which decode kernels ask L2 for the next kernel's weights (only with decode_overlap()), a mask:
 // bit 0 the o_proj matrix during attention, bit 1 the chosen experts' down matrices during gate/up,
 // bit 2 the next layer's q/k/v during down, bit 3 the next layer's q/k/v during the router, bit 4 the
-// o_proj matrix during the q/k/v product. Default 0: on an H200 every one of them made the decode
-// step slower or no faster when L2 treats the lines as ordinary ones (docs/benchmarks-cuda.md).
+// o_proj matrix during the q/k/v product. Default 9 (bits 0 and 3, the two that fetch while the memory
+// idles): on an H100 the decode step 3.51 -> 3.43 ms/token, on an H200 no change (3.05); the others
+// cost more than they save on both (docs/benchmarks-cuda.md).
 void set_decode_prefetch_next(int mask);
 int decode_prefetch_next();
 // Those prefetches ask L2 to keep their lines (evict_last, kL2KeepBit) so that they outlive the expert
