@@ -185,6 +185,26 @@ void test_qk_norm_rope_kernels(Checks& c, cudaStream_t s) {
     }
 }
 
+// The CPU reference of one decode token's attention from the raw q/k/v row: q/k-norm, RoPE at pos0,
+// the new K/V row placed at pos0 of copies of the caches, attention over rows 0..pos0.
+std::vector<float> cpu_decode_attention(const std::vector<float>& qkv, const std::vector<float>& qn,
+                                        const std::vector<float>& kn, const std::vector<float>& kc,
+                                        const std::vector<float>& vc, int nh, int nkv, int hd, int pos0) {
+  const int qd = nh * hd, kvd = nkv * hd;
+  Rope rope(hd, 1e6);
+  std::vector<float> qr(static_cast<size_t>(qd)), kr(static_cast<size_t>(kvd));
+  rmsnorm(qkv.data(), nh, hd, qn.data(), 1e-6f, qr.data());
+  rmsnorm(qkv.data() + qd, nkv, hd, kn.data(), 1e-6f, kr.data());
+  rope.apply(qr.data(), nh, pos0);
+  rope.apply(kr.data(), nkv, pos0);
+  auto kref = kc, vref = vc;
+  std::copy(kr.begin(), kr.end(), kref.begin() + size_t(pos0) * kvd);
+  std::copy(qkv.begin() + qd + kvd, qkv.end(), vref.begin() + size_t(pos0) * kvd);
+  std::vector<float> out(static_cast<size_t>(qd));
+  attention(pool(), {nh, nkv, hd}, qr.data(), 1, pos0, kref.data(), vref.data(), out.data());
+  return out;
+}
+
 void test_attention(Checks& c, cudaStream_t s) {
   for (DType ot : {DType::F32, DType::BF16})
     for (auto [nh, nkv, hd, T, pos0] :
@@ -235,18 +255,7 @@ void test_attention(Checks& c, cudaStream_t s) {
       const int qd = nh * hd, kvd = nkv * hd, row = qd + 2 * kvd, max_seq = pos0 + 3;
       auto qkv = randn(size_t(row), rng, 2.0f), qn = randn(size_t(hd), rng), kn = randn(size_t(hd), rng);
       auto kc = randn(size_t(max_seq) * kvd, rng), vc = randn(size_t(max_seq) * kvd, rng);
-      // CPU: norm + rope of q and k, v copied, then attention over rows 0..pos0
-      Rope rope(hd, 1e6);
-      std::vector<float> qr(static_cast<size_t>(qd)), kr(static_cast<size_t>(kvd));
-      rmsnorm(qkv.data(), nh, hd, qn.data(), 1e-6f, qr.data());
-      rmsnorm(qkv.data() + qd, nkv, hd, kn.data(), 1e-6f, kr.data());
-      rope.apply(qr.data(), nh, pos0);
-      rope.apply(kr.data(), nkv, pos0);
-      auto kref = kc, vref = vc;
-      std::copy(kr.begin(), kr.end(), kref.begin() + size_t(pos0) * kvd);
-      std::copy(qkv.begin() + qd + kvd, qkv.end(), vref.begin() + size_t(pos0) * kvd);
-      std::vector<float> ref(static_cast<size_t>(qd));
-      attention(pool(), {nh, nkv, hd}, qr.data(), 1, pos0, kref.data(), vref.data(), ref.data());
+      const std::vector<float> ref = cpu_decode_attention(qkv, qn, kn, kc, vc, nh, nkv, hd, pos0);
       auto inv = cuda::rope_inv_freq(hd, 1e6);
       Dev dqkv(qkv, DType::F32), dqn(qn, DType::F32), dkn(kn, DType::F32), dinv(inv, DType::F32);
       Dev k1(kc, DType::F32), v1(vc, DType::F32), k2(kc, DType::F32), v2(vc, DType::F32);
@@ -302,17 +311,7 @@ void test_attention_oproj(Checks& c, cudaStream_t s) {
       auto kc = randn(size_t(max_seq) * kvd, rng), vc = randn(size_t(max_seq) * kvd, rng);
       auto wo = randn(size_t(H) * qd, rng, 0.05f), x0 = randn(size_t(H), rng);
       if (dt == DType::BF16) wo = round_bf16(wo);
-      Rope rope(hd, 1e6);
-      std::vector<float> qr(static_cast<size_t>(qd)), kr(static_cast<size_t>(kvd));
-      rmsnorm(qkv.data(), nh, hd, qn.data(), 1e-6f, qr.data());
-      rmsnorm(qkv.data() + qd, nkv, hd, kn.data(), 1e-6f, kr.data());
-      rope.apply(qr.data(), nh, pos0);
-      rope.apply(kr.data(), nkv, pos0);
-      auto kref = kc, vref = vc;
-      std::copy(kr.begin(), kr.end(), kref.begin() + size_t(pos0) * kvd);
-      std::copy(qkv.begin() + qd + kvd, qkv.end(), vref.begin() + size_t(pos0) * kvd);
-      std::vector<float> att(static_cast<size_t>(qd)), ref(static_cast<size_t>(H));
-      attention(pool(), {nh, nkv, hd}, qr.data(), 1, pos0, kref.data(), vref.data(), att.data());
+      std::vector<float> att = cpu_decode_attention(qkv, qn, kn, kc, vc, nh, nkv, hd, pos0), ref(static_cast<size_t>(H));
       if (dt == DType::BF16) att = round_bf16(att);
       linear(pool(), att.data(), 1, Mat{wo.data(), DType::F32, H, qd}, ref.data());
       auto inv = cuda::rope_inv_freq(hd, 1e6);

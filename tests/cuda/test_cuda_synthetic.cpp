@@ -61,64 +61,51 @@ int main() {
           next = (next * 31 + 7) % cfg.vocab;
         }
         c.expect(dsame, "%s %s: 4 decode steps bit-identical", preset.c_str(), dtype.c_str());
-        if (cfg.num_experts > 0) {
-          // The one-kernel MoE block (moe_decode_block) against router + expert kernels: 6 decode
-          // steps (graph replay) bit-identical, and the block kernel did run (its profile phase).
-          const bool saved = cuda::decode_moe_block();
-          std::vector<std::vector<float>> runs[2];
-          bool block_ran = false;
-          for (int blk = 0; blk < 2; blk++) {
-            cuda::set_decode_moe_block(blk == 1);
-            auto r = make_cuda_runner(p, cfg, from_formula);
-            std::vector<float> l;
-            r->step(ids.data(), int64_t(ids.size()), 0, false, nullptr, l);
-            int32_t tok = 5;
-            for (int i = 0; i < 6; i++) {
-              r->step(&tok, 1, int64_t(ids.size()) + i, false, nullptr, l);
-              runs[blk].push_back(l);
-              tok = (tok * 37 + 11) % cfg.vocab;
-            }
-            if (blk == 1) {
-              cuda::phase_ms().clear();
-              cuda::set_profiling(true);
-              r->step_device_eager(&tok, 1, int64_t(ids.size()) + 6);
-              cuda::set_profiling(false);
-              block_ran = cuda::phase_ms().count("moe block") == 1;
-            }
-          }
-          cuda::set_decode_moe_block(saved);
-          c.expect(block_ran && runs[0] == runs[1],
-                   "%s %s: one-kernel MoE block %s, 6 decode steps' logits %s to router + expert kernels",
-                   preset.c_str(), dtype.c_str(), block_ran ? "ran" : "DID NOT RUN",
-                   runs[0] == runs[1] ? "bit-identical" : "DIFFERENT");
-        }
-        {
-          // Attention + o_proj in one kernel (attention_oproj, off by default): 6 decode steps (graph
-          // replay) against the two kernels, a different summation order, so within rounding, and the
-          // fused kernel did run (its profile phase).
-          const bool saved = cuda::decode_attention_oproj();
+        // 6 decode steps (graph replay) with a decode switch off and on, and whether the switched-on
+        // kernel ran (its profile phase in one more, eager step).
+        struct SwitchRuns {
           std::vector<std::vector<float>> runs[2];
           bool ran = false;
-          for (int fused = 0; fused < 2; fused++) {
-            cuda::set_decode_attention_oproj(fused == 1);
+        };
+        auto switch_runs = [&](void (*set)(bool), bool saved, const char* phase) {
+          SwitchRuns out;
+          for (int on = 0; on < 2; on++) {
+            set(on == 1);
             auto r = make_cuda_runner(p, cfg, from_formula);
             std::vector<float> l;
             r->step(ids.data(), int64_t(ids.size()), 0, false, nullptr, l);
             int32_t tok = 5;
             for (int i = 0; i < 6; i++) {
               r->step(&tok, 1, int64_t(ids.size()) + i, false, nullptr, l);
-              runs[fused].push_back(l);
+              out.runs[on].push_back(l);
               tok = (tok * 37 + 11) % cfg.vocab;
             }
-            if (fused == 1) {
+            if (on == 1) {
               cuda::phase_ms().clear();
               cuda::set_profiling(true);
               r->step_device_eager(&tok, 1, int64_t(ids.size()) + 6);
               cuda::set_profiling(false);
-              ran = cuda::phase_ms().count("attention+o_proj") == 1;
+              out.ran = cuda::phase_ms().count(phase) == 1;
             }
           }
-          cuda::set_decode_attention_oproj(saved);
+          set(saved);
+          return out;
+        };
+        if (cfg.num_experts > 0) {
+          // The one-kernel MoE block (moe_decode_block) against router + expert kernels: bit-identical.
+          const SwitchRuns m = switch_runs(cuda::set_decode_moe_block, cuda::decode_moe_block(), "moe block");
+          c.expect(m.ran && m.runs[0] == m.runs[1],
+                   "%s %s: one-kernel MoE block %s, 6 decode steps' logits %s to router + expert kernels",
+                   preset.c_str(), dtype.c_str(), m.ran ? "ran" : "DID NOT RUN",
+                   m.runs[0] == m.runs[1] ? "bit-identical" : "DIFFERENT");
+        }
+        {
+          // Attention + o_proj in one kernel (attention_oproj, off by default) against the two kernels:
+          // a different summation order, so within rounding.
+          const SwitchRuns m =
+              switch_runs(cuda::set_decode_attention_oproj, cuda::decode_attention_oproj(), "attention+o_proj");
+          const auto& runs = m.runs;
+          const bool ran = m.ran;
           double e = 0;
           for (size_t i = 0; i < runs[0].size(); i++)
             e = std::max(e, rel_l2(runs[1][i].data(), runs[0][i].data(), runs[0][i].size()));
