@@ -21,11 +21,13 @@ std::unique_ptr<CudaRunner> make_cuda_runner(const RunPlan& plan, const ModelCon
 #include <sys/resource.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstring>
 #include <map>
 
 #include "segments/checkpoint/checkpoint.h"
 #include "segments/cuda/kinds.h"
+#include "segments/kernels/cuda/greedy.cuh"
 
 namespace segpipe {
 
@@ -91,10 +93,18 @@ class CudaRunnerImpl : public CudaRunner {
     ids_.grow(16);
     pos_.grow(1);
     x_.grow(static_cast<size_t>(cfg_.hidden));
+    // decode_greedy's state, never reallocated (its graph keeps the addresses)
+    greedy_tokens_.grow(static_cast<size_t>(std::max<int64_t>(1, plan.max_seq)));
+    greedy_step_.grow(1);
+    greedy_val_.grow(static_cast<size_t>(cuda::greedy_blocks()));
+    greedy_idx_.grow(static_cast<size_t>(cuda::greedy_blocks()));
+    greedy_ticket_.grow(1);
+    SEGPIPE_CUDA_CHECK(cudaMemsetAsync(greedy_ticket_.get(), 0, sizeof(unsigned), ctx_->stream()));
   }
 
   ~CudaRunnerImpl() override {
     if (graph_exec_) cudaGraphExecDestroy(graph_exec_);
+    if (greedy_exec_) cudaGraphExecDestroy(greedy_exec_);
     if (host_io_) cudaFreeHost(host_io_);
     if (host_logits_) cudaFreeHost(host_logits_);
   }
@@ -147,9 +157,74 @@ class CudaRunnerImpl : public CudaRunner {
 
   const float* logits_device() const override { return logits_.get(); }
 
+  std::vector<int32_t> decode_greedy(int32_t token, int64_t pos0, int n) override {
+    if (n <= 0) return {};
+    if (token < 0 || token >= cfg_.vocab)
+      throw InputError("token id " + std::to_string(token) + " is out of range (vocabulary size " +
+                       std::to_string(cfg_.vocab) + ")");
+    if (pos0 < 0 || pos0 + n > plan_.max_seq)
+      throw RuntimeFailure("sequence of " + std::to_string(pos0 + n) + " tokens exceeds the KV cache (" +
+                           std::to_string(plan_.max_seq) + " positions)");
+    cudaStream_t st = ctx_->stream();
+    if (!warm_) {
+      // The first one-token step runs eagerly (it sizes every scratch buffer); the chain below
+      // rewrites its K/V rows at pos0 with the same values.
+      run(&token, 1, pos0, false, nullptr);
+      warm_ = true;
+    }
+    host_io_[0] = token;
+    host_io_[1] = static_cast<int32_t>(pos0);
+    SEGPIPE_CUDA_CHECK(cudaMemcpyAsync(ids_.get(), &host_io_[0], 4, cudaMemcpyHostToDevice, st));
+    SEGPIPE_CUDA_CHECK(cudaMemcpyAsync(pos_.get(), &host_io_[1], 4, cudaMemcpyHostToDevice, st));
+    SEGPIPE_CUDA_CHECK(cudaMemsetAsync(greedy_step_.get(), 0, sizeof(int32_t), st));
+    cuda::GreedyState gs;
+    gs.ids = ids_.get();
+    gs.pos = pos_.get();
+    gs.tokens = greedy_tokens_.get();
+    gs.step = greedy_step_.get();
+    gs.part_val = greedy_val_.get();
+    gs.part_idx = greedy_idx_.get();
+    gs.ticket = greedy_ticket_.get();
+    if (opt_.graphs) {
+      if (greedy_exec_ && greedy_epoch_ != cuda::buffer_epoch()) {
+        cudaGraphExecDestroy(greedy_exec_);
+        greedy_exec_ = nullptr;
+      }
+      if (!greedy_exec_) {
+        cudaGraph_t g = nullptr;
+        SEGPIPE_CUDA_CHECK(cudaStreamBeginCapture(st, cudaStreamCaptureModeThreadLocal));
+        try {
+          device_work(1, pos0, false, nullptr);
+          cuda::greedy_next_token(logits_.get(), cfg_.vocab, gs, st);
+        } catch (...) {
+          cudaStreamEndCapture(st, &g);
+          if (g) cudaGraphDestroy(g);
+          throw;
+        }
+        SEGPIPE_CUDA_CHECK(cudaStreamEndCapture(st, &g));
+        cudaError_t e = cudaGraphInstantiate(&greedy_exec_, g, 0);
+        cudaGraphDestroy(g);
+        SEGPIPE_CUDA_CHECK(e);
+        greedy_epoch_ = cuda::buffer_epoch();
+      }
+      for (int i = 0; i < n; i++) SEGPIPE_CUDA_CHECK(cudaGraphLaunch(greedy_exec_, st));
+    } else {
+      for (int i = 0; i < n; i++) {
+        device_work(1, pos0 + i, false, nullptr);
+        cuda::greedy_next_token(logits_.get(), cfg_.vocab, gs, st);
+      }
+    }
+    std::vector<int32_t> out(static_cast<size_t>(n));
+    SEGPIPE_CUDA_CHECK(cudaMemcpyAsync(out.data(), greedy_tokens_.get(), out.size() * 4, cudaMemcpyDeviceToHost, st));
+    ctx_->sync();
+    return out;
+  }
+
   void reset_graph() override {
     if (graph_exec_) cudaGraphExecDestroy(graph_exec_);
+    if (greedy_exec_) cudaGraphExecDestroy(greedy_exec_);
     graph_exec_ = nullptr;
+    greedy_exec_ = nullptr;
     warm_ = false;
   }
 
@@ -217,6 +292,11 @@ class CudaRunnerImpl : public CudaRunner {
                          std::to_string(cfg_.vocab) + ")");
     const int64_t H = cfg_.hidden, V = cfg_.vocab;
     const bool decode = T == 1 && !obs && opt_.graphs;
+    if (decode && graph_exec_ && graph_epoch_ != cuda::buffer_epoch()) {
+      // A buffer the graph uses moved (a longer prefill grew it): capture again.
+      cudaGraphExecDestroy(graph_exec_);
+      graph_exec_ = nullptr;
+    }
     if (!decode || !graph_exec_) {
       // Buffers are sized before any capture, never inside one.
       ids_.grow(static_cast<size_t>(T));
@@ -262,6 +342,7 @@ class CudaRunnerImpl : public CudaRunner {
       cudaError_t e = cudaGraphInstantiate(&graph_exec_, g, 0);
       cudaGraphDestroy(g);
       SEGPIPE_CUDA_CHECK(e);
+      graph_epoch_ = cuda::buffer_epoch();
     }
     SEGPIPE_CUDA_CHECK(cudaGraphLaunch(graph_exec_, st));
   }
@@ -282,6 +363,12 @@ class CudaRunnerImpl : public CudaRunner {
   int32_t* host_io_ = nullptr;  // pinned: decode inputs copied from here, also during graph replay
   float* host_logits_ = nullptr;  // pinned: one row of logits
   cudaGraphExec_t graph_exec_ = nullptr;
+  uint64_t graph_epoch_ = 0;  // cuda::buffer_epoch() at graph_exec_'s capture
+  cudaGraphExec_t greedy_exec_ = nullptr;  // decode_greedy: a decode step + greedy_next_token
+  uint64_t greedy_epoch_ = 0;
+  cuda::Buffer<int32_t> greedy_tokens_, greedy_step_, greedy_idx_;
+  cuda::Buffer<float> greedy_val_;
+  cuda::Buffer<unsigned> greedy_ticket_;
   bool warm_ = false;
 };
 

@@ -334,7 +334,7 @@ class CudaWorker {
   // the step's blocks change.
   void decode_graph(int64_t pos0, const char* in, char* out) {
     cudaStream_t st = ctx_->stream();
-    if (graph_ && (in != graph_in_ || out != graph_out_)) {
+    if (graph_ && (in != graph_in_ || out != graph_out_ || graph_epoch_ != cuda::buffer_epoch())) {
       cudaGraphExecDestroy(graph_);
       graph_ = nullptr;
     }
@@ -360,6 +360,7 @@ class CudaWorker {
       SEGPIPE_CUDA_CHECK(e);
       graph_in_ = in;
       graph_out_ = out;
+      graph_epoch_ = cuda::buffer_epoch();
     }
     if (pos0 + 1 > spec_.max_seq)
       throw RuntimeFailure("sequence of " + std::to_string(pos0 + 1) + " tokens exceeds the KV cache (" +
@@ -396,6 +397,7 @@ class CudaWorker {
   cudaGraphExec_t graph_ = nullptr;
   const char* graph_in_ = nullptr;
   char* graph_out_ = nullptr;
+  uint64_t graph_epoch_ = 0;  // cuda::buffer_epoch() when graph_ was captured
   bool warm_ = false;
 };
 

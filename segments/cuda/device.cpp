@@ -1,12 +1,17 @@
 #include "segments/cuda/device.h"
 
+#include <atomic>
 #include <cstdlib>
 
 namespace segpipe::cuda {
 
 namespace {
 constexpr size_t kCublasWorkspace = 32u << 20;
-}
+std::atomic<uint64_t> g_buffer_epoch{0};
+}  // namespace
+
+uint64_t buffer_epoch() { return g_buffer_epoch.load(std::memory_order_relaxed); }
+void bump_buffer_epoch() { g_buffer_epoch.fetch_add(1, std::memory_order_relaxed); }
 
 int device_count() {
   int n = 0;

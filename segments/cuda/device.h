@@ -40,6 +40,12 @@ class Context {
   void* workspace_ = nullptr;
 };
 
+// Counts every device reallocation of a Buffer in this process: a captured CUDA graph bakes in the
+// addresses of the buffers it uses, so whoever replays one compares this count with the one at
+// capture and captures again where a buffer moved (a longer prefill grew a scratch buffer).
+uint64_t buffer_epoch();
+void bump_buffer_epoch();
+
 // An owned device allocation of n elements of T (uninitialized). grow() reallocates only to get
 // larger, dropping the contents.
 template <typename T>
@@ -73,6 +79,7 @@ class Buffer {
     }
     p_ = static_cast<T*>(p);
     n_ = n;
+    bump_buffer_epoch();
   }
   T* get() const { return p_; }
   size_t size() const { return n_; }

@@ -20,6 +20,7 @@
 #include "segments/kernels/cuda/embed.cuh"
 #include "segments/kernels/cuda/gemm.cuh"
 #include "segments/kernels/cuda/gemv.cuh"
+#include "segments/kernels/cuda/greedy.cuh"
 #include "segments/kernels/cuda/moe.cuh"
 #include "segments/kernels/cuda/moe_block.cuh"
 #include "segments/kernels/cuda/moe_grouped.cuh"
@@ -846,6 +847,57 @@ void test_embed_convert(Checks& c, cudaStream_t s) {
   c.expect(std::memcmp(got.data(), v.data(), v.size() * 4) == 0, "convert bf16 -> f32 exact");
 }
 
+// greedy_next_token against the host's sequential first-maximum scan (`v[i] > v[best]`): ties at
+// several indices, NaN (never chosen, except at index 0), infinities, rows shorter than the grid;
+// launched twice per row (the ticket must be back at 0, step and pos advance by one each time).
+void test_greedy(Checks& c, cudaStream_t s) {
+  const float inf = INFINITY, nan = NAN;
+  struct Case {
+    const char* name;
+    int64_t n;
+    std::vector<std::pair<int64_t, float>> plant;
+  };
+  const std::vector<Case> cases = {
+      {"random vocabulary row", 151936, {}},
+      {"equal maxima at 5000, 70000, 151000", 151936, {{151000, 9.f}, {5000, 9.f}, {70000, 9.f}}},
+      {"maximum at the last index", 151936, {{151935, 9.f}}},
+      {"7 elements (fewer than blocks)", 7, {{4, 9.f}, {6, 9.f}}},
+      {"NaN beside the maximum", 1000, {{3, nan}, {500, 9.f}, {501, nan}}},
+      {"NaN at index 0", 1000, {{0, nan}, {500, 9.f}}},
+      {"+inf at 10 and 20", 1000, {{20, inf}, {10, inf}}},
+      {"+inf at 0", 1000, {{0, inf}, {999, inf}}},
+      {"all -inf", 300, {}},
+      {"all -inf with NaN at 5", 300, {{5, nan}}},
+  };
+  for (const Case& k : cases) {
+    std::vector<float> v = std::string(k.name).rfind("all -inf", 0) == 0 ? std::vector<float>(size_t(k.n), -inf)
+                                                                         : randn(size_t(k.n), rng);
+    for (auto [i, x] : k.plant) v[size_t(i)] = x;
+    int32_t want = 0;
+    for (int64_t i = 1; i < k.n; i++)
+      if (v[size_t(i)] > v[size_t(want)]) want = int32_t(i);
+    auto dv = upload(v);
+    auto ids = upload(std::vector<int32_t>{-1}), pos = upload(std::vector<int32_t>{41});
+    auto tokens = upload(std::vector<int32_t>{-1, -1, -1, -1}), step = upload(std::vector<int32_t>{2});
+    cuda::Buffer<float> pv(size_t(cuda::greedy_blocks()));
+    cuda::Buffer<int32_t> pi(size_t(cuda::greedy_blocks()));
+    auto ticket = upload(std::vector<unsigned>{0});
+    cuda::GreedyState g;
+    g.ids = ids.get(), g.pos = pos.get(), g.tokens = tokens.get(), g.step = step.get();
+    g.part_val = pv.get(), g.part_idx = pi.get(), g.ticket = ticket.get();
+    cuda::greedy_next_token(dv.get(), k.n, g, s);
+    cuda::greedy_next_token(dv.get(), k.n, g, s);
+    SEGPIPE_CUDA_CHECK(cudaStreamSynchronize(s));
+    const auto got_ids = download(ids, 1), got_pos = download(pos, 1), got_tok = download(tokens, 4),
+               got_step = download(step, 1);
+    const auto got_ticket = download(ticket, 1);
+    const bool ok = got_ids[0] == want && got_tok[2] == want && got_tok[3] == want && got_tok[0] == -1 &&
+                    got_tok[1] == -1 && got_step[0] == 4 && got_pos[0] == 43 && got_ticket[0] == 0;
+    c.expect(ok, "greedy_next_token, %s (n=%lld): token %d (host %d), step %d, pos %d, ticket %u", k.name,
+             static_cast<long long>(k.n), got_ids[0], want, got_step[0], got_pos[0], got_ticket[0]);
+  }
+}
+
 void test_synthetic(Checks& c, cudaStream_t s) {
   const uint64_t h = synthetic_name_hash("thinker.model.layers.47.mlp.experts.127.down_proj.weight");
   for (DType ck : {DType::BF16, DType::F32, DType::F16})
@@ -1335,6 +1387,7 @@ int main(int argc, char** argv) {
     cuda::set_decode_attention_split_keys(256);
     cuda::set_decode_persistent(true);
     test_embed_convert(c, ctx.stream());
+    test_greedy(c, ctx.stream());
     test_synthetic(c, ctx.stream());
     return c.finish("test_cuda_kernels");
   } catch (const std::exception& e) {

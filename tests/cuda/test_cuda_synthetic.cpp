@@ -11,6 +11,7 @@
 #include "gpu_test.h"
 #include "orchestrator/cuda_runner.h"
 #include "orchestrator/run_plan.h"
+#include "orchestrator/sampler.h"
 #include "segments/checkpoint/config_file.h"
 #include "segments/cuda/kinds.h"
 #include "segments/cuda/profile.h"
@@ -21,6 +22,14 @@
 using namespace segpipe;
 using namespace segpipe::gputest;
 namespace fs = std::filesystem;
+
+namespace {
+// The host's greedy choice, as generate makes it.
+int32_t host_argmax(const std::vector<float>& v) {
+  Sampler greedy(SamplingParams{});
+  return greedy.next(v.data(), static_cast<int>(v.size()));
+}
+}  // namespace
 
 int main() {
   if (skip_without_gpu("test_cuda_synthetic")) return kSkip;
@@ -61,6 +70,61 @@ int main() {
           next = (next * 31 + 7) % cfg.vocab;
         }
         c.expect(dsame, "%s %s: 4 decode steps bit-identical", preset.c_str(), dtype.c_str());
+        // Greedy decoding chained on the device (decode_greedy: the next token chosen by a kernel, no
+        // host round trip) against the host loop (step(), then the host's first-maximum argmax),
+        // with and without graphs: the same tokens and the same last logits, bit for bit.
+        for (const bool graphs : {true, false}) {
+          CudaRunnerOptions go = from_formula;
+          go.graphs = graphs;
+          auto r = make_cuda_runner(p, cfg, go);
+          const int n = 7;
+          const int64_t p0 = int64_t(ids.size());
+          std::vector<float> l;
+          r->step(ids.data(), p0, 0, false, nullptr, l);
+          const int32_t first = host_argmax(l);
+          std::vector<int32_t> host_tokens;
+          int32_t tok = first;
+          for (int i = 0; i < n; i++) {
+            r->step(&tok, 1, p0 + i, false, nullptr, l);
+            tok = host_argmax(l);
+            host_tokens.push_back(tok);
+          }
+          const std::vector<float> host_last = l;
+          const std::vector<int32_t> dev_tokens = r->decode_greedy(first, p0, n);
+          std::vector<float> dev_last(host_last.size());
+          SEGPIPE_CUDA_CHECK(cudaMemcpy(dev_last.data(), r->logits_device(), dev_last.size() * 4, cudaMemcpyDeviceToHost));
+          // once more from the same point: the chain's graph replayed, not captured
+          const std::vector<int32_t> again = r->decode_greedy(first, p0, n);
+          c.expect(dev_tokens == host_tokens && again == host_tokens && dev_last == host_last,
+                   "%s %s, graphs %s: %d greedy steps chained on the device give the host loop's tokens (%s, again "
+                   "%s) and last logits (%s)",
+                   preset.c_str(), dtype.c_str(), graphs ? "on" : "off", n,
+                   dev_tokens == host_tokens ? "same" : "DIFFERENT", again == host_tokens ? "same" : "DIFFERENT",
+                   dev_last == host_last ? "bit-identical" : "DIFFERENT");
+        }
+        {
+          // A longer prefill after the decode graph was captured grows the scratch buffers the graph
+          // uses: the next decode steps must capture again (cuda::buffer_epoch), not replay freed
+          // addresses. Against a fresh runner doing the same prefill and steps.
+          std::vector<int32_t> longer(40);
+          for (size_t i = 0; i < longer.size(); i++) longer[i] = int32_t((i * 131 + 17) % size_t(cfg.vocab));
+          auto r = make_cuda_runner(p, cfg, from_formula);
+          auto fresh = make_cuda_runner(p, cfg, from_formula);
+          std::vector<float> l, lf;
+          r->step(ids.data(), int64_t(ids.size()), 0, false, nullptr, l);
+          int32_t tok = 9;
+          for (int i = 0; i < 3; i++) r->step(&tok, 1, int64_t(ids.size()) + i, false, nullptr, l);
+          r->step(longer.data(), 40, 0, false, nullptr, l);
+          fresh->step(longer.data(), 40, 0, false, nullptr, lf);
+          bool ok = l == lf;
+          for (int i = 0; i < 3; i++) {
+            r->step(&tok, 1, 40 + i, false, nullptr, l);
+            fresh->step(&tok, 1, 40 + i, false, nullptr, lf);
+            ok &= l == lf;
+          }
+          c.expect(ok, "%s %s: decode after a longer prefill (buffers grown after the graph's capture) equals a "
+                   "fresh runner's, bit for bit", preset.c_str(), dtype.c_str());
+        }
         // 6 decode steps (graph replay) with a decode switch off and on, and whether the switched-on
         // kernel ran (its profile phase in one more, eager step).
         struct SwitchRuns {

@@ -558,9 +558,20 @@ int main(int argc, char** argv) {
           }
           runs.push_back((now_ms() - a) / decode);
         }
+        // greedy chained on the device (decode_greedy), median of 3
+        std::vector<double> chain;
+        runner->step_device(ids.data(), p0, 0, false);
+        runner->decode_greedy(ids[0], p0, 2);
+        for (int rep = 0; rep < 3; rep++) {
+          const double a = now_ms();
+          runner->decode_greedy(ids[0], p0, decode);
+          chain.push_back((now_ms() - a) / decode);
+        }
         const auto phases = eager_decode_phases(*runner, ids, p0 + decode + 2);
-        std::printf("%-30s graph %7.3f ms/token (runs %.3f %.3f %.3f; L2 set aside %llu MiB)  eager phases ms/token:",
-                    v.name, median(runs), runs[0], runs[1], runs[2], static_cast<unsigned long long>(aside >> 20));
+        std::printf("%-30s graph %7.3f ms/token (runs %.3f %.3f %.3f; L2 set aside %llu MiB), device chain %7.3f "
+                    "(%.3f %.3f %.3f)  eager phases ms/token:",
+                    v.name, median(runs), runs[0], runs[1], runs[2], static_cast<unsigned long long>(aside >> 20),
+                    median(chain), chain[0], chain[1], chain[2]);
         for (auto& [k, val] : phases) std::printf(" %s %.3f", k.c_str(), val);
         std::printf("\n");
       }
@@ -668,6 +679,17 @@ int main(int argc, char** argv) {
       out_ms[graphs] = (now_ms() - a) / decode;
     }
     }
+    // Greedy decoding chained on the device (decode_greedy): the same graph plus the next-token
+    // kernel, replayed back to back; no host round trip (token copy, launch, synchronize) per token.
+    double chain_ms = 0;
+    {
+      runner->reset_graph();
+      runner->step_device(ids.data(), p0, 0, false);
+      runner->decode_greedy(ids[0], p0, 2);  // the eager step and the capture
+      const double a = now_ms();
+      runner->decode_greedy(ids[0], p0, decode);
+      chain_ms = (now_ms() - a) / decode;
+    }
     // The decode kernels' L2 prefetch modes (gemv.cuh), fused kernels with overlap, CUDA graph.
     double pf_ms[3] = {0, 0, 0};
     const int pf_default = cuda::decode_l2_prefetch();
@@ -773,6 +795,8 @@ int main(int argc, char** argv) {
                 1e3 / dec_ms[0], floor_ms / dec_ms[0]);
     std::printf("decode CUDA graph         %10.3f ms/token %8.1f tokens/s  = %.2f of the floor\n", dec_ms[1],
                 1e3 / dec_ms[1], floor_ms / dec_ms[1]);
+    std::printf("decode, greedy chain on the device %7.3f ms/token %8.1f tokens/s  = %.2f of the floor\n", chain_ms,
+                1e3 / chain_ms, floor_ms / chain_ms);
     for (int m = 0; m < 3; m++)
       std::printf("decode graph, L2 prefetch mode %d %7.3f ms/token %8.1f tokens/s  = %.2f of the floor%s\n", m,
                   pf_ms[m], 1e3 / pf_ms[m], floor_ms / pf_ms[m], m == pf_default ? " (default)" : "");
@@ -801,6 +825,7 @@ int main(int argc, char** argv) {
         << ",\"prefill_ms_flash_first_kernel\":" << prefill_ms_flash1 << ",\"flash_alone_us\":" << fb.ms[cuda::flash_variant()] * 1e3 << ",\"flash_variant\":" << cuda::flash_variant()
         << ",\"decode_ms_eager_no_overlap\":" << noov_ms[0] << ",\"decode_ms_graph_no_overlap\":" << noov_ms[1] << ",\"decode_tokens\":" << decode
         << ",\"decode_ms_eager\":" << dec_ms[0] << ",\"decode_ms_graph\":" << dec_ms[1]
+        << ",\"decode_ms_greedy_chain\":" << chain_ms
         << ",\"decode_ms_eager_library\":" << lib_ms[0] << ",\"decode_ms_graph_library\":" << lib_ms[1]
         << ",\"gemv_gbs_cublas\":" << gemv_gbs << ",\"gemv_gbs_segpipe\":" << own_gemv_gbs
         << ",\"decode_floor_ms\":" << floor_ms << ",\"decode_bytes_per_token\":" << tok_bytes

@@ -45,6 +45,45 @@ __global__ void empty_kernel() {
   cuda::pdl_trigger();
 }
 
+// A read kernel in a chain handed off three ways (kSync): 0 an ordinary launch (the next starts once
+// this one has completed); 1 programmatic launch, griddepcontrol.wait before the reads; 2 programmatic
+// launch, the reads start once every block of the previous kernel has added 1 to its counter (`prev`
+// reaching prev_target, an acquire load by one thread a block), and each block adds 1 to `mine` (a
+// release) once its reads are done: the hand-off without the grid-completion handshake.
+__device__ __forceinline__ unsigned ld_acquire(const unsigned* p) {
+  unsigned v;
+  asm volatile("ld.acquire.gpu.global.u32 %0, [%1];" : "=r"(v) : "l"(p) : "memory");
+  return v;
+}
+__device__ __forceinline__ void red_release_add(unsigned* p, unsigned v) {
+  asm volatile("red.release.gpu.global.add.u32 [%0], %1;" ::"l"(p), "r"(v) : "memory");
+}
+template <int kSync>
+__global__ void handoff_read_kernel(const uint4* __restrict__ p, uint64_t n16, const unsigned* prev,
+                                    unsigned prev_target, unsigned* mine, unsigned* out) {
+  if constexpr (kSync == 1) {
+    cuda::pdl_wait();
+    cuda::pdl_trigger();
+  } else if constexpr (kSync == 2) {
+    cuda::pdl_trigger();
+    if (prev && threadIdx.x == 0)
+      while (ld_acquire(prev) < prev_target) {
+      }
+    __syncthreads();
+  }
+  unsigned acc = 0;
+  for (uint64_t i = uint64_t(blockIdx.x) * blockDim.x + threadIdx.x; i < n16; i += uint64_t(gridDim.x) * blockDim.x) {
+    const uint4 u = __ldcs(p + i);
+    acc ^= u.x ^ u.y ^ u.z ^ u.w;
+  }
+  if (acc == 0x9e3779b9u) *out = acc;
+  if constexpr (kSync == 2) {
+    __syncthreads();
+    if (threadIdx.x == 0) red_release_add(mine, 1);
+    cuda::pdl_wait();  // completion stays in stream order
+  }
+}
+
 double median(std::vector<double> v) {
   std::sort(v.begin(), v.end());
   return v[v.size() / 2];
@@ -188,6 +227,36 @@ std::vector<L2Probe> l2_probe(int64_t rows, int64_t cols, int64_t rows2, int64_t
   chain("chain: empty kernels (programmatic launch)", [&](int) {
     SEGPIPE_CUDA_CHECK(cuda::launch_pdl(empty_kernel, dim3(sms * 2), dim3(256), 0, s));
   }, 0);
+  {
+    // Kernel hand-offs: ordinary launch / programmatic launch + wait / block counters (kSync above),
+    // empty (n16 = 0) and reading the q/k/v bytes. The counters are cleared by a memset node at the
+    // head of each graph.
+    cuda::Buffer<unsigned> ctr{size_t(n)};
+    const unsigned g_empty = unsigned(sms) * 2, g_read = unsigned(sms) * 2;  // room left for the next kernel's blocks
+    for (const bool reads : {false, true}) {
+      const unsigned grid = reads ? g_read : g_empty, threads = reads ? 512 : 256;
+      const uint64_t n16 = reads ? wbytes / 16 : 0;
+      const std::string what = reads ? "plain reads of the q/k/v bytes, distinct" : "empty kernels";
+      const char* how[3] = {"ordinary launch", "programmatic launch + wait", "block counters"};
+      for (int sync = 0; sync < 3; sync++) {
+        chain("chain: " + what + ", " + how[sync], [&](int i) {
+          if (i == 0) SEGPIPE_CUDA_CHECK(cudaMemsetAsync(ctr.get(), 0, ctr.bytes(), s));
+          const uint4* p = reinterpret_cast<const uint4*>(many.get() + i * mb);
+          const unsigned* prev = i > 0 ? ctr.get() + i - 1 : nullptr;
+          if (sync == 0) {
+            handoff_read_kernel<0><<<grid, threads, 0, s>>>(p, n16, prev, grid, ctr.get() + i, sink.get());
+            SEGPIPE_CUDA_LAUNCH_CHECK("handoff_read_kernel");
+          } else if (sync == 1) {
+            SEGPIPE_CUDA_CHECK(cuda::launch_pdl(handoff_read_kernel<1>, dim3(grid), dim3(threads), 0, s, p, n16, prev,
+                                                grid, ctr.get() + i, sink.get()));
+          } else {
+            SEGPIPE_CUDA_CHECK(cuda::launch_pdl(handoff_read_kernel<2>, dim3(grid), dim3(threads), 0, s, p, n16, prev,
+                                                grid, ctr.get() + i, sink.get()));
+          }
+        }, reads ? wbytes : 0);
+      }
+    }
+  }
   chain("chain: q/k/v + RMSNorm, one matrix (L2)", [&](int) { qkv(); }, wbytes);
   chain("chain: q/k/v + RMSNorm, distinct matrices", [&](int i) {
     cuda::gemv_rmsnorm(x.get(), nw.get(), 1e-6f, many.get() + i * mb, DType::BF16, rows, cols, y.get(), false, nullptr,
