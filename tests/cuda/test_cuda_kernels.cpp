@@ -498,6 +498,18 @@ void test_moe(Checks& c, cuda::Context& ctx) {
           Dev act = Dev::poisoned(size_t(T) * k * I, dt);
           cuda::moe_gate_up_gemv(dx.p(), T * k, k, de.get(), e0, e1, dgu.p(), dt, I, H, act.p(), s,
                                  dwd.p());  // with the L2 prefetch of the down weights (a hint only)
+          // one token: expert ids and row staged in shared memory (default) or read per item
+          const bool saved_stage = cuda::decode_gate_up_stage();
+          cuda::set_decode_gate_up_stage(!saved_stage);
+          Dev act2 = Dev::poisoned(size_t(T) * k * I, dt);
+          cuda::moe_gate_up_gemv(dx.p(), T * k, k, de.get(), e0, e1, dgu.p(), dt, I, H, act2.p(), s);
+          cuda::set_decode_gate_up_stage(saved_stage);
+          const auto a1 = act.host(), a2 = act2.host();
+          bool same_act = true;  // slots of other banks stay poisoned (NaN) in both
+          for (size_t i = 0; i < a1.size(); i++)
+            same_act &= std::memcmp(&a1[i], &a2[i], 4) == 0;
+          c.expect(same_act, "moe_gate_up_gemv %s T=%d H=%d I=%d k=%d bank=[%d,%d]: staged and unstaged act %s", dn(dt), T,
+                   H, I, k, e0, e1, same_act ? "bit-identical" : "DIFFER");
           cuda::moe_down_gemv(act.p(), T * k, de.get(), dw.f(), e0, e1, dwd.p(), dt, I, H, slots.f(), s);
         } else {
           // The grouped path through the Experts segment's own steps.
@@ -986,9 +998,15 @@ void test_decode_kernels(Checks& c, cuda::Context& ctx) {
                "router_fused %s E=%d H=%d k=%d logits rel_l2=%.2e experts %s weights rel_l2=%.2e counter %u", dn(dt), E,
                H, k, e, e_got == e_ref ? "equal" : "DIFFER", ew, cnt[0]);
     }
-  // moe_down_combine vs moe_down_gemv + moe_combine_add, bit for bit
+  // moe_down_combine vs moe_down_gemv + moe_combine_add, bit for bit; bf16 with the rows staged in
+  // shared memory (the default) and held in registers
+  const bool saved_smem = cuda::decode_down_smem();
+  for (const bool smem : {true, false})
   for (DType dt : {DType::F32, DType::BF16})
-    for (auto [H, I, E, k] : {std::tuple{2048, 768, 16, 8}, {64, 32, 16, 4}, {256, 96, 32, 1}}) {
+    for (auto [H, I, E, k] : {std::tuple{2048, 768, 16, 8}, {64, 32, 16, 4}, {256, 96, 32, 1}, {200, 776, 16, 8},
+                              {1000, 1536, 8, 8}, {4096, 64, 8, 3}}) {
+      if (dt == DType::F32 && !smem) continue;  // f32 has one kernel: checked once
+      cuda::set_decode_down_smem(smem);
       auto act = randn(size_t(k) * I, rng), wd = randn(size_t(E) * H * I, rng, 0.05f), x = randn(size_t(H), rng);
       if (dt == DType::BF16) act = round_bf16(act), wd = round_bf16(wd);
       std::vector<int32_t> ids(static_cast<size_t>(E));
@@ -1004,17 +1022,22 @@ void test_decode_kernels(Checks& c, cuda::Context& ctx) {
       cuda::moe_combine_add(slots.p(), DType::F32, de.get(), 1, k, H, x1.f(), s);
       cuda::moe_down_combine(da.p(), k, de.get(), dw.f(), dwd.p(), dt, I, H, x2.f(), s, dwd.p(), dwd.n * dtype_size(dt));
       auto a = x1.host(), b = x2.host();
-      c.expect(std::memcmp(a.data(), b.data(), a.size() * 4) == 0, "moe_down_combine %s H=%d I=%d k=%d %s", dn(dt), H,
-               I, k, std::memcmp(a.data(), b.data(), a.size() * 4) == 0 ? "bit-identical to down + combine" : "DIFFERS");
+      c.expect(std::memcmp(a.data(), b.data(), a.size() * 4) == 0, "moe_down_combine %s%s H=%d I=%d k=%d %s", dn(dt),
+               dt == DType::BF16 ? (smem ? " (rows in shared memory)" : " (rows in registers)") : "", H, I, k,
+               std::memcmp(a.data(), b.data(), a.size() * 4) == 0 ? "bit-identical to down + combine" : "DIFFERS");
     }
+  cuda::set_decode_down_smem(saved_smem);
 }
 
 
 // The decode attention's split count chosen from the position (set_decode_attention_split_keys):
 // positions whose key counts give every split count from 1 to 8 under each setting, launched twice
 // (bit-identical: deterministic for a given position), against the CPU reference.
+// Every split setting against the CPU, on positions around the split boundaries; launched twice, with
+// the position and first cache rows read before the wait (default) and after it: bit-identical.
 void test_attention_splits(Checks& c, cudaStream_t s) {
   const int saved = cuda::decode_attention_split_keys();
+  const bool saved_early = cuda::decode_attention_early();
   for (int keys : {256, 0, 64})
     for (DType ot : {DType::F32, DType::BF16})
       for (auto [nh, nkv, hd, pos0] :
@@ -1039,6 +1062,7 @@ void test_attention_splits(Checks& c, cudaStream_t s) {
         bool same = true;
         double e = 0;
         for (int rep = 0; rep < 2; rep++) {
+          cuda::set_decode_attention_early(rep == 0);
           Dev out = Dev::poisoned(q.size(), ot);
           cuda::attention_decode(dq.f(), dpos.get(), as, dk.f(), dv.f(), scale, out.p(), ot, part.get(), cnt.get(), s);
           auto h = out.host();
@@ -1052,9 +1076,10 @@ void test_attention_splits(Checks& c, cudaStream_t s) {
         c.expect(e < tol && same && zero,
                  "attention_decode split_keys=%d (%d split%s) -> %s heads=%d/%d hd=%d pos0=%d rel_l2=%.2e %s counters %s",
                  keys, splits, splits > 1 ? "s" : "", dn(ot), nh, nkv, hd, pos0, e,
-                 same ? "repeat bit-identical" : "repeat DIFFERS", zero ? "0" : "NOT 0");
+                 same ? "early and late position bit-identical" : "early and late position DIFFER", zero ? "0" : "NOT 0");
       }
   cuda::set_decode_attention_split_keys(saved);
+  cuda::set_decode_attention_early(saved_early);
 }
 
 // The chosen experts' MLP on one token's row h, on the CPU: per slot j, weights[j] * down(silu(gate(h))
@@ -1299,41 +1324,59 @@ void test_experts_stream(Checks& c, cuda::Context& ctx) {
 
 // The decode GEMVs with persistent grids (several rows per warp, double-buffered) bit-identical to
 // the earlier grids, on shapes where warps walk 1 to ~10 rows, and against the CPU product.
+// The decode GEMV's grid and register-buffer settings (persistent grid on/off x both buffers filled
+// before the wait on/off) give bit-identical results, each against the CPU; x in the weights' dtype
+// and in float32 (o_proj's attention input), with and without the RMSNorm prologue.
 void test_gemv_persistent(Checks& c, cudaStream_t s) {
   const bool saved = cuda::decode_persistent();
+  const int saved_early = cuda::decode_gemv_early();
   for (DType dt : {DType::F32, DType::BF16})
-    for (auto [rows, cols] : {std::pair{5120, 2048}, {2048, 4096}, {20011, 2048}, {1000, 776}, {9, 64}, {7, 13000}}) {
+    for (auto [rows, cols] : {std::pair{5120, 2048}, {2048, 4096}, {2048, 4104}, {100, 4096}, {3000, 3000},
+                              {20011, 2048}, {1000, 776}, {9, 64}, {7, 13000}}) {
       auto x = randn(size_t(cols), rng, 2.0f), w = randn(size_t(rows) * cols, rng, 0.05f), nw = randn(size_t(cols), rng);
       if (dt == DType::BF16) w = round_bf16(w);
       auto xr = dt == DType::BF16 ? round_bf16(x) : x;
-      std::vector<float> ref(static_cast<size_t>(rows));
+      std::vector<float> ref(static_cast<size_t>(rows)), ref_f(static_cast<size_t>(rows));
       linear(pool(), xr.data(), 1, Mat{w.data(), DType::F32, rows, cols}, ref.data());
+      linear(pool(), x.data(), 1, Mat{w.data(), DType::F32, rows, cols}, ref_f.data());
       Dev dx(xr, dt), dxf(x, DType::F32), dnw(nw, DType::F32), dw(w, dt);
-      std::vector<float> y[2][2], yn[2];
-      for (int mode = 0; mode < 2; mode++) {
-        cuda::set_decode_persistent(mode == 1);
+      std::vector<float> y[4][2], yf[4], yn[4];
+      for (int mode = 0; mode < 4; mode++) {
+        cuda::set_decode_persistent((mode & 1) != 0);
+        cuda::set_decode_gemv_early((mode & 2) ? 3 : 0);
         for (int rep = 0; rep < 2; rep++) {
           Dev yy = Dev::poisoned(size_t(rows), DType::F32);
           cuda::gemv(dx.p(), dt, dw.p(), dt, rows, cols, yy.f(), false, s);
           y[mode][rep] = yy.host();
         }
+        Dev yy = Dev::poisoned(size_t(rows), DType::F32);
+        cuda::gemv(dxf.p(), DType::F32, dw.p(), dt, rows, cols, yy.f(), false, s);
+        yf[mode] = yy.host();
         if (cols <= 12288) {
-          Dev yy = Dev::poisoned(size_t(rows), DType::F32);
-          cuda::gemv_rmsnorm(dxf.f(), dnw.f(), 1e-6f, dw.p(), dt, rows, cols, yy.f(), false, nullptr, s);
-          yn[mode] = yy.host();
+          Dev yz = Dev::poisoned(size_t(rows), DType::F32);
+          cuda::gemv_rmsnorm(dxf.f(), dnw.f(), 1e-6f, dw.p(), dt, rows, cols, yz.f(), false, nullptr, s);
+          yn[mode] = yz.host();
         }
       }
       auto bits = [](const std::vector<float>& a, const std::vector<float>& b) {
         return a.size() == b.size() && std::memcmp(a.data(), b.data(), a.size() * 4) == 0;
       };
-      const double e = rel_l2(y[1][0].data(), ref.data(), ref.size());
-      const bool same = bits(y[0][0], y[1][0]) && bits(y[0][0], y[0][1]) && bits(y[1][0], y[1][1]);
-      const bool same_n = cols > 12288 || bits(yn[0], yn[1]);
-      c.expect(e < 1e-5 && same && same_n,
-               "gemv persistent %s rows=%d cols=%d rel_l2=%.2e, gemv %s, gemv_rmsnorm %s to the earlier grid", dn(dt),
-               rows, cols, e, same ? "bit-identical" : "DIFFERS", same_n ? "bit-identical" : "DIFFERS");
+      const double e = rel_l2(y[3][0].data(), ref.data(), ref.size());
+      const double ef = rel_l2(yf[3].data(), ref_f.data(), ref_f.size());
+      bool same = true, same_f = true, same_n = true;
+      for (int mode = 0; mode < 4; mode++) {
+        same &= bits(y[0][0], y[mode][0]) && bits(y[mode][0], y[mode][1]);
+        same_f &= bits(yf[0], yf[mode]);
+        same_n &= cols > 12288 || bits(yn[0], yn[mode]);
+      }
+      c.expect(e < 1e-5 && ef < 1e-5 && same && same_f && same_n,
+               "gemv %s rows=%d cols=%d rel_l2=%.2e (x float32 %.2e); persistent grid and early loads on/off: gemv %s, "
+               "x float32 %s, gemv_rmsnorm %s",
+               dn(dt), rows, cols, e, ef, same ? "bit-identical" : "DIFFERS", same_f ? "bit-identical" : "DIFFERS",
+               same_n ? "bit-identical" : "DIFFERS");
     }
   cuda::set_decode_persistent(saved);
+  cuda::set_decode_gemv_early(saved_early);
 }
 
 int main(int argc, char** argv) {

@@ -108,27 +108,40 @@ __global__ void __launch_bounds__(kWarps * 32) attention_split_kernel(
     const float* __restrict__ q, const int32_t* __restrict__ d_pos0, int nh, int nkv, int hd, float* kc, float* vc,
     float scale, O* __restrict__ out, float* part, unsigned* counters, const float* __restrict__ qn,
     const float* __restrict__ kn, float eps, const float* __restrict__ inv_freq, const void* pf, uint64_t pf_bytes,
-    int split_keys) {
+    int split_keys, bool early) {
   __shared__ DecodeHeadSmem sm;
   __shared__ bool last;
   const int h = blockIdx.x, sp = blockIdx.y;
   const int g = h / (nh / nkv);
+  const int64_t kvd = int64_t(nkv) * hd;
   prefetch_l2_share(pf, pf_bytes, blockIdx.y * gridDim.x + blockIdx.x, gridDim.x * gridDim.y);
   if constexpr (kRope) {
     prefetch_l1_block(qn, uint64_t(hd) * sizeof(float));
     prefetch_l1_block(kn, uint64_t(hd) * sizeof(float));
     prefetch_l1_block(inv_freq, uint64_t(hd / 2) * sizeof(float));
   }
+  // The position, and with it the split and the first cache rows, before the wait (`early`): the
+  // position is written before the step's first kernel (a copy, or the greedy kernel of the step
+  // before), never by the kernels this one waits for; otherwise after it, one round trip later.
+  auto splits = [&](int64_t pos) {
+    if (split_keys <= 0) return kSplitBlocks;
+    const int64_t want = (pos + split_keys) / split_keys;  // ceil((pos + 1) / split_keys), pos >= 0
+    return want < kSplitBlocks ? int(want) : kSplitBlocks;
+  };
+  int64_t p = 0;
+  int n_split = kSplitBlocks;
+  if (early) {
+    p = int64_t(*d_pos0);
+    n_split = splits(p);
+    if (sp < n_split) decode_keys_prefetch<kPer>(kc, vc, kvd, g, hd, p, sp, n_split);
+  }
   pdl_wait();
   pdl_trigger();
-  const int64_t p = int64_t(*d_pos0);
-  int n_split = kSplitBlocks;
-  if (split_keys > 0) {
-    const int64_t want = (p + split_keys) / split_keys;  // ceil((p + 1) / split_keys), p >= 0
-    n_split = want < kSplitBlocks ? int(want) : kSplitBlocks;
+  if (!early) {
+    p = int64_t(*d_pos0);
+    n_split = splits(p);
   }
   if (sp >= n_split) return;  // uniform per block: no barrier below is skipped by part of it
-  const int64_t kvd = int64_t(nkv) * hd;
   const float* qv = q + int64_t(h) * hd;
   if constexpr (kRope) {
     // one block per group writes the new cache rows
@@ -259,6 +272,12 @@ namespace {
 std::atomic<int> g_split_keys{256};
 }  // namespace
 
+namespace {
+std::atomic<bool> g_attention_early{true};
+}  // namespace
+void set_decode_attention_early(bool on) { g_attention_early.store(on); }
+bool decode_attention_early() { return g_attention_early.load(std::memory_order_relaxed); }
+
 void set_decode_attention_split_keys(int keys) { g_split_keys.store(keys < 0 ? 0 : keys); }
 int decode_attention_split_keys() { return g_split_keys.load(std::memory_order_relaxed); }
 
@@ -271,17 +290,18 @@ void launch_split(const float* q, const int32_t* d_pos0, const AttnShape& s, flo
                   uint64_t prefetch_bytes, cudaStream_t st) {
   const dim3 grid(static_cast<unsigned>(s.num_heads), kSplitBlocks);
   const int sk = decode_attention_split_keys();
+  const bool early = decode_attention_early();
   SEGPIPE_DISPATCH_FB(ot, O, {
     if (s.head_dim <= 128)
       SEGPIPE_CUDA_CHECK(launch_pdl(attention_split_kernel<O, kRope, 4>, grid, dim3(kWarps * 32), 0, st, q, d_pos0,
                                     s.num_heads, s.num_kv_heads, s.head_dim, k_cache, v_cache, scale,
                                     static_cast<O*>(out), scratch, counters, q_norm, k_norm, eps, inv_freq, prefetch,
-                                    prefetch_bytes, sk));
+                                    prefetch_bytes, sk, early));
     else
       SEGPIPE_CUDA_CHECK(launch_pdl(attention_split_kernel<O, kRope, kMaxPerLane>, grid, dim3(kWarps * 32), 0, st, q,
                                     d_pos0, s.num_heads, s.num_kv_heads, s.head_dim, k_cache, v_cache, scale,
                                     static_cast<O*>(out), scratch, counters, q_norm, k_norm, eps, inv_freq, prefetch,
-                                    prefetch_bytes, sk));
+                                    prefetch_bytes, sk, early));
   });
   if (kRope)
     SEGPIPE_CUDA_LAUNCH_CHECK("attention_split_kernel (rope)");

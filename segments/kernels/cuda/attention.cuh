@@ -35,6 +35,12 @@ size_t attention_decode_scratch_floats(const AttnShape& s);
 // split counts sum in different groupings (not bit-identical to each other).
 void set_decode_attention_split_keys(int keys);
 int decode_attention_split_keys();
+// The decode attention reads the position before it waits for its inputs and asks L1 for each warp's
+// first batch of cache rows then (rows of earlier steps): two memory round trips out of its dependent
+// chain. Off: both after the wait (the earlier kernel). Bit-identical either way; process-wide, on
+// by default; graphs must be re-captured after a change.
+void set_decode_attention_early(bool on);
+bool decode_attention_early();
 void attention_decode(const float* q, const int32_t* d_pos0, const AttnShape& s, const float* k_cache,
                       const float* v_cache, float scale, void* out, DType ot, float* scratch, unsigned* counters,
                       cudaStream_t st);

@@ -106,6 +106,30 @@ __device__ __forceinline__ void decode_keys(const float* qv, const float* kc, co
   for (int r = 0; r < kPer; r++) sm.acc[warp][lane + 32 * r] = acc[r];
 }
 
+// Asks L1 for this warp's first batch of cache rows (the K and V rows decode_keys reads first, keys
+// below p), before the kernel waits for its inputs: they were written by earlier steps, never by the
+// kernels a decode kernel waits for, and otherwise come from memory after the wait, one more round
+// trip of the attention's dependent chain.
+template <int kPer>
+__device__ __forceinline__ void decode_keys_prefetch(const float* kc, const float* vc, int64_t kvd, int g, int hd,
+                                                     int64_t p, int sp, int n_split) {
+#if defined(__CUDA_ARCH__)
+  constexpr int kBatch = 32 / kPer;
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+  const int64_t jstep = int64_t(n_split) * kDecodeWarps, j0 = int64_t(sp) * kDecodeWarps + warp;
+  const int lines = (hd * int(sizeof(float)) + 127) / 128;  // 128-byte lines a row
+  for (int t = lane; t < 2 * kBatch * lines; t += 32) {
+    const int which = t / (kBatch * lines), b = (t % (kBatch * lines)) / lines, ln = t % lines;
+    const int64_t j = j0 + int64_t(b) * jstep;
+    if (j >= p) continue;
+    const float* row = (which ? vc : kc) + j * kvd + int64_t(g) * hd;
+    asm volatile("prefetch.global.L1 [%0];" ::"l"(reinterpret_cast<const char*>(row) + ln * 128));
+  }
+#else
+  (void)kc, (void)vc, (void)kvd, (void)g, (void)hd, (void)p, (void)sp, (void)n_split;
+#endif
+}
+
 // The block's (max, sum) over its warps, in warp order.
 __device__ __forceinline__ void decode_block_ml(const DecodeHeadSmem& sm, float& M, float& L) {
   M = -INFINITY;

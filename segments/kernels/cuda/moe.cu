@@ -1,3 +1,6 @@
+#include <algorithm>
+#include <atomic>
+
 #include "segments/kernels/cuda/check.h"
 #include "segments/kernels/cuda/common.cuh"
 #include "segments/kernels/cuda/gemv_common.cuh"
@@ -22,7 +25,11 @@ constexpr int kWarps = 8;  // rows per block in the GEMVs
 // logits (optional, one token: S == k): the expert ids come from routing these router logits in
 // the block itself (route_warp: route_topk's code and bits) rather than from `experts`; block 0
 // writes the routing to e_out / w_out for the kernels and observers after it.
-template <typename T>
+//
+// kStage (one token, S == k, no logits): the block reads the k expert ids and the token's row into
+// shared memory right after the wait, both loads in one round trip, before any weight load; the rows
+// then read x from shared memory (the same values: the same bits).
+template <typename T, bool kStage>
 __global__ void __launch_bounds__(kWarps * 32) gate_up_gemv_kernel(const T* __restrict__ x, int k,
                                                                    const int32_t* __restrict__ experts, int e0,
                                                                    int e1, const T* __restrict__ wgu, int64_t I,
@@ -33,9 +40,21 @@ __global__ void __launch_bounds__(kWarps * 32) gate_up_gemv_kernel(const T* __re
                                                                    float* __restrict__ w_out) {
   __shared__ int32_t s_e[32];
   __shared__ float s_w[32];
+  extern __shared__ __align__(16) unsigned char s_x_raw[];
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
   pdl_wait();
   pdl_trigger();
+  if constexpr (kStage) {
+    if (threadIdx.x < k) s_e[threadIdx.x] = experts[threadIdx.x];
+    float* s_x = reinterpret_cast<float*>(s_x_raw);  // as float: exact for bf16, read with generic loads
+    for (int64_t i = int64_t(threadIdx.x) * 8; i < H; i += int64_t(blockDim.x) * 8) {  // H: a multiple of 8
+      float v[8];
+      load8(x + i, v);
+#pragma unroll
+      for (int q = 0; q < 8; q++) s_x[i + q] = v[q];
+    }
+    __syncthreads();
+  }
   if (logits) {
     if (warp == 0) route_warp<true>(logits, E, k, renorm, s_e, s_w, lane);
     __syncthreads();
@@ -47,7 +66,7 @@ __global__ void __launch_bounds__(kWarps * 32) gate_up_gemv_kernel(const T* __re
   const int64_t n_groups = (I + kWarps - 1) / kWarps;
   for (int64_t item = blockIdx.x; item < n_groups * S; item += gridDim.x) {
     const int64_t s = item / n_groups, grp = item % n_groups;
-    const int e = logits ? s_e[s] : experts[s];
+    const int e = (logits || kStage) ? s_e[s] : experts[s];
     if (e < e0 || e > e1) continue;  // uniform per block
     if (pfm == 1) {
       prefetch_l2_share(wgu + int64_t(e - e0) * 2 * I * H, uint64_t(2 * I * H) * sizeof(T), unsigned(grp),
@@ -60,7 +79,6 @@ __global__ void __launch_bounds__(kWarps * 32) gate_up_gemv_kernel(const T* __re
     if (wd_pf)
       prefetch_l2_share(wd_pf + int64_t(e - e0) * H * I, uint64_t(H * I) * sizeof(T), unsigned(grp),
                         unsigned(n_groups));
-    const T* xr = x + (s / k) * H;
     const int64_t i = grp * kWarps + warp;
     if (i >= I) continue;
     const T* wg = wgu + (int64_t(e - e0) * 2 * I + i) * H;
@@ -68,8 +86,16 @@ __global__ void __launch_bounds__(kWarps * 32) gate_up_gemv_kernel(const T* __re
     Chunk8<T> pg[kPrefetchChunks<T>], pu[kPrefetchChunks<T>];
     row_prefetch(wg, H, lane, pg);
     row_prefetch(wu, H, lane, pu);
-    float ag = row_dot_pre(wg, xr, H, lane, pg);
-    float au = row_dot_pre(wu, xr, H, lane, pu);
+    float ag, au;
+    if constexpr (kStage) {
+      const float* xs = reinterpret_cast<const float*>(s_x_raw);
+      ag = row_dot_pre(wg, xs, H, lane, pg);
+      au = row_dot_pre(wu, xs, H, lane, pu);
+    } else {
+      const T* xr = x + (s / k) * H;
+      ag = row_dot_pre(wg, xr, H, lane, pg);
+      au = row_dot_pre(wu, xr, H, lane, pu);
+    }
     ag = warp_sum(ag);
     au = warp_sum(au);
     if (lane == 0) act[s * I + i] = from_f<T>(__fmul_rn(ag / (1.0f + expf(-ag)), au));
@@ -212,6 +238,80 @@ __global__ void __launch_bounds__(kFusedMaxK * 32) down_combine_kernel(const T* 
   }
 }
 
+// down_combine_kernel with each block's weight rows staged in shared memory (bf16): warp j copies
+// rows r0..r0+R-1 of its expert's down matrix with 16-byte cp.async (lane l the chunks l + 32 c, the
+// ones it reads back), all of a group's rows before the wait, and no registers hold them; R rows a
+// group chosen so that one round of groups fills the resident grid (moe_down_combine: 8 for the
+// thinker, 96 KB a block), so every down weight of the layer is asked for before the wait instead of
+// the second group's after the first group's products. Each slot's product and the combine are
+// down_combine_kernel's arithmetic in its order (the same bits).
+constexpr int kSmemRowsMax = 16;
+constexpr size_t kSmemBlockBytes = 100 * 1024;  // two blocks a multiprocessor
+__global__ void __launch_bounds__(kFusedMaxK * 32) down_combine_smem_kernel(const bf16* __restrict__ act,
+                                                                            const int32_t* __restrict__ experts,
+                                                                            const float* __restrict__ weights, int k,
+                                                                            const bf16* __restrict__ wd, int64_t I,
+                                                                            int64_t H, float* __restrict__ x,
+                                                                            const void* pf, uint64_t pf_bytes, int R) {
+  extern __shared__ __align__(16) unsigned char dyn[];
+  __shared__ float slot[kSmemRowsMax][kFusedMaxK];
+  __shared__ int32_t s_e[kFusedMaxK];
+  __shared__ int s_order[kFusedMaxK];
+  const int j = threadIdx.x / 32, lane = threadIdx.x % 32;
+  if (threadIdx.x < k) s_e[threadIdx.x] = __ldcg(experts + threadIdx.x);
+  __syncthreads();
+  if (threadIdx.x == 0) ascending_slots(s_e, k, s_order);  // read after the group's first barrier
+  const int64_t n_groups = (H + R - 1) / R;
+  bf16* mine = reinterpret_cast<bf16*>(dyn) + int64_t(j) * R * I;
+  const bf16* w = j < k ? wd + int64_t(s_e[j]) * H * I : nullptr;
+  prefetch_l2_share(pf, pf_bytes, blockIdx.x, gridDim.x);
+  bool waited = false;
+#pragma unroll 1
+  for (int64_t grp = blockIdx.x; grp < n_groups; grp += gridDim.x) {
+    const int64_t r0 = grp * R;
+    const int nr = int(min(int64_t(R), H - r0));
+    if (j < k) {
+      for (int rr = 0; rr < nr; rr++)
+        for (int64_t i = int64_t(lane) * 8; i < I; i += 256) cp_async16(mine + rr * I + i, w + (r0 + rr) * I + i);
+      cp_async_commit();
+    }
+    if (!waited) {
+      pdl_wait();
+      pdl_trigger();
+      waited = true;
+    }
+    if (j < k) {
+      cp_async_wait<0>();  // this lane's copies: it reads back only what it copied
+      const bf16* aj = act + int64_t(j) * I;
+      const float wj = weights[j];
+      for (int rr = 0; rr < nr; rr++) {
+        float a = 0.f;
+        for (int64_t i = int64_t(lane) * 8; i < I; i += 256) {
+          float v[8], u[8];
+          bf16x8_to_float(*reinterpret_cast<const uint4*>(mine + rr * I + i), v);
+          load8(aj + i, u);
+#pragma unroll
+          for (int q = 0; q < 8; q++) a += v[q] * u[q];
+        }
+        a = warp_sum(a);
+        if (lane == 0) slot[rr][j] = a * wj;
+      }
+    }
+    __syncthreads();
+    if (threadIdx.x < nr) {
+      const int rr = threadIdx.x;
+      float acc = 0.f;
+      for (int q = 0; q < k; q++) acc += slot[rr][s_order[q]];
+      x[r0 + rr] = x[r0 + rr] + acc;
+    }
+    __syncthreads();  // slot[] and the rows are rewritten by the next group
+  }
+  if (!waited) {
+    pdl_wait();
+    pdl_trigger();
+  }
+}
+
 template <typename T>
 __global__ void gather_kernel(const T* __restrict__ x, const int32_t* __restrict__ perm, int k, int64_t H,
                               T* __restrict__ xg) {
@@ -279,10 +379,13 @@ void launch_gate_up(const void* x, int64_t S, int k, const int32_t* experts, int
                     DType dt, int64_t I, int64_t H, void* act, cudaStream_t s, const void* w_down_prefetch,
                     const float* logits, int E, bool renorm, int32_t* e_out, float* w_out) {
   const int64_t items = int64_t(div_up(I, kWarps)) * S;
+  const bool stage = decode_gate_up_stage() && !logits && S == k && k <= 32;
   SEGPIPE_DISPATCH_FB(dt, T, {
-    const unsigned grid = decode_persistent() ? resident_grid(gate_up_gemv_kernel<T>, kWarps * 32, 0, items)
+    auto kernel = stage ? gate_up_gemv_kernel<T, true> : gate_up_gemv_kernel<T, false>;
+    const size_t smem = stage ? size_t(H) * sizeof(float) : 0;
+    const unsigned grid = decode_persistent() ? resident_grid(kernel, kWarps * 32, smem, items)
                                               : static_cast<unsigned>(items);
-    SEGPIPE_CUDA_CHECK(launch_pdl(gate_up_gemv_kernel<T>, dim3(grid), dim3(kWarps * 32), 0, s,
+    SEGPIPE_CUDA_CHECK(launch_pdl(kernel, dim3(grid), dim3(kWarps * 32), smem, s,
                                   static_cast<const T*>(x), k, experts, e0, e1, static_cast<const T*>(w_gate_up), I,
                                   H, static_cast<T*>(act), static_cast<const T*>(w_down_prefetch),
                                   decode_overlap() ? decode_l2_prefetch() : 0, S, logits, E, renorm, e_out, w_out));
@@ -361,11 +464,47 @@ void moe_combine_add(const void* slots, DType slot_dt, const int32_t* experts, i
 
 bool moe_down_combine_fits(int k) { return k >= 1 && k <= kFusedMaxK; }
 
+namespace {
+std::atomic<bool> g_down_smem{false};
+}  // namespace
+void set_decode_down_smem(bool on) { g_down_smem.store(on); }
+namespace {
+std::atomic<bool> g_gate_up_stage{true};
+}  // namespace
+void set_decode_gate_up_stage(bool on) { g_gate_up_stage.store(on); }
+bool decode_gate_up_stage() { return g_gate_up_stage.load(std::memory_order_relaxed); }
+bool decode_down_smem() { return g_down_smem.load(std::memory_order_relaxed); }
+
 void moe_down_combine(const void* act, int k, const int32_t* experts, const float* weights, const void* w_down,
                       DType dt, int64_t I, int64_t H, float* x, cudaStream_t s, const void* prefetch,
                       uint64_t prefetch_bytes, const float* logits, int E, bool renormalize) {
   SEGPIPE_ASSERT_MSG(H % 8 == 0 && I % 8 == 0 && moe_down_combine_fits(k), "moe_down_combine: shape");
   SEGPIPE_ASSERT(!logits || (E >= 1 && E <= 32 * kRouteMaxPerLane && k <= E));
+  if (dt == DType::BF16 && !logits && decode_down_smem()) {
+    // Rows a group: one round of groups over the resident grid (two blocks a multiprocessor), as many
+    // as the shared-memory budget allows.
+    const size_t row_bytes = size_t(k) * size_t(I) * 2;
+    const int64_t fit = int64_t(kSmemBlockBytes / row_bytes), want = div_up(H, int64_t(sm_count()) * 2);
+    const int R = int(std::min<int64_t>({fit, want, kSmemRowsMax}));
+    if (R >= 1) {
+      const size_t smem = size_t(R) * row_bytes;
+      static bool raised = false;
+      if (!raised) {
+        SEGPIPE_CUDA_CHECK(cudaFuncSetAttribute(down_combine_smem_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                                int(kSmemBlockBytes)));
+        raised = true;
+      }
+      const int64_t groups = div_up(H, int64_t(R));
+      const unsigned grid = decode_persistent()
+                                ? resident_grid(down_combine_smem_kernel, kFusedMaxK * 32, smem, groups)
+                                : static_cast<unsigned>(groups);
+      SEGPIPE_CUDA_CHECK(launch_pdl(down_combine_smem_kernel, dim3(grid), dim3(kFusedMaxK * 32), smem, s,
+                                    static_cast<const bf16*>(act), experts, weights, k,
+                                    static_cast<const bf16*>(w_down), I, H, x, prefetch, prefetch_bytes, R));
+      SEGPIPE_CUDA_LAUNCH_CHECK("down_combine_smem_kernel");
+      return;
+    }
+  }
   const int64_t groups = div_up(H, kDownRows);
   SEGPIPE_DISPATCH_FB(dt, T, {
     const unsigned grid = decode_persistent()
