@@ -1340,10 +1340,11 @@ void test_gemv_persistent(Checks& c, cudaStream_t s) {
       linear(pool(), xr.data(), 1, Mat{w.data(), DType::F32, rows, cols}, ref.data());
       linear(pool(), x.data(), 1, Mat{w.data(), DType::F32, rows, cols}, ref_f.data());
       Dev dx(xr, dt), dxf(x, DType::F32), dnw(nw, DType::F32), dw(w, dt);
-      std::vector<float> y[4][2], yf[4], yn[4];
-      for (int mode = 0; mode < 4; mode++) {
+      constexpr int kModes = 6;  // persistent grid off/on x early-load masks 0, 3, 4
+      std::vector<float> y[kModes][2], yf[kModes], yn[kModes];
+      for (int mode = 0; mode < kModes; mode++) {
         cuda::set_decode_persistent((mode & 1) != 0);
-        cuda::set_decode_gemv_early((mode & 2) ? 3 : 0);
+        cuda::set_decode_gemv_early(mode / 2 == 0 ? 0 : mode / 2 == 1 ? 3 : 4);
         for (int rep = 0; rep < 2; rep++) {
           Dev yy = Dev::poisoned(size_t(rows), DType::F32);
           cuda::gemv(dx.p(), dt, dw.p(), dt, rows, cols, yy.f(), false, s);
@@ -1361,10 +1362,10 @@ void test_gemv_persistent(Checks& c, cudaStream_t s) {
       auto bits = [](const std::vector<float>& a, const std::vector<float>& b) {
         return a.size() == b.size() && std::memcmp(a.data(), b.data(), a.size() * 4) == 0;
       };
-      const double e = rel_l2(y[3][0].data(), ref.data(), ref.size());
-      const double ef = rel_l2(yf[3].data(), ref_f.data(), ref_f.size());
+      const double e = rel_l2(y[kModes - 1][0].data(), ref.data(), ref.size());
+      const double ef = rel_l2(yf[kModes - 1].data(), ref_f.data(), ref_f.size());
       bool same = true, same_f = true, same_n = true;
-      for (int mode = 0; mode < 4; mode++) {
+      for (int mode = 0; mode < kModes; mode++) {
         same &= bits(y[0][0], y[mode][0]) && bits(y[mode][0], y[mode][1]);
         same_f &= bits(yf[0], yf[mode]);
         same_n &= cols > 12288 || bits(yn[0], yn[mode]);

@@ -521,10 +521,10 @@ int main(int argc, char** argv) {
         bool stage = true;       // set_decode_gate_up_stage
       };
       const Variant vs[] = {{"defaults (pf o in attention + q/k/v in router)", 256, false, true, false, 96, 1, false, 9},
+                            {"o_proj rest of row right after the wait", 256, false, true, false, 96, 1, false, 9, 0,
+                             false, false, 0, 4},
                             {"gate/up unstaged (before)", 256, false, true, false, 96, 1, false, 9, 0, false, false, 0,
                              0, true, false, -1, false},
-                            {"gate/up unstaged, attention late (before)", 256, false, true, false, 96, 1, false, 9, 0,
-                             false, false, 0, 0, false, false, -1, false},
                             {"defaults, again", 256, false, true, false, 96, 1, false, 9}};
       const int p0 = 32;
       const bool default_moe_block = cuda::decode_moe_block();

@@ -41,7 +41,8 @@ __global__ void __launch_bounds__(kGemvThreads, 2) gemv_kernel(const X* __restri
   // row longer than a buffer (o_proj: 4096 columns), with that row's next chunks, which otherwise come
   // in two more round trips after the wait.
   Chunk8<W> pa[kPrefetchChunks<W>], pb[kPrefetchChunks<W>];
-  const bool whole = (kEarly & 2) && r < rows && r + stride >= rows && cols > int64_t(kPrefetchChunks<W>) * 256;
+  const bool one_long_row = r < rows && r + stride >= rows && cols > int64_t(kPrefetchChunks<W>) * 256;
+  const bool whole = (kEarly & 2) && one_long_row;
   bool b_loaded = false;
   if (r < rows) row_prefetch(w + r * cols, cols, lane, pa);
   if (whole) {
@@ -59,6 +60,14 @@ __global__ void __launch_bounds__(kGemvThreads, 2) gemv_kernel(const X* __restri
     __syncthreads();
   }
   const X* xsrc = kNorm ? reinterpret_cast<const X*>(static_cast<const float*>(xs)) : x;  // X is float with kNorm
+  if ((kEarly & 4) && !whole && one_long_row) {
+    // The rest of the warp's only row asked for right after the wait, with x, rather than chunk group
+    // by chunk group as the held chunks are used (o_proj: its matrix is in L2 by then).
+    row_prefetch_at(w + r * cols, cols, lane, kPrefetchChunks<W>, pb);
+    const float a = warp_sum(row_dot_pre(w + r * cols, xsrc, cols, lane, pa, &pb));
+    if (lane == 0) y[r] = acc ? y[r] + a : a;
+    return;
+  }
   if (whole) {  // the warp's only row (no barrier follows)
     const float a = warp_sum(row_dot_pre(w + r * cols, xsrc, cols, lane, pa, &pb));
     if (lane == 0) y[r] = acc ? y[r] + a : a;
@@ -88,7 +97,7 @@ void launch(const X* x, const float* nw, float eps, const W* w, int64_t rows, in
   static bool raised = false;  // one attribute call per instantiation (row lengths above 12k floats)
   if (smem > 48 * 1024 && !raised) {
     for (auto k : {gemv_kernel<W, X, kNorm, 0>, gemv_kernel<W, X, kNorm, 1>, gemv_kernel<W, X, kNorm, 2>,
-                   gemv_kernel<W, X, kNorm, 3>})
+                   gemv_kernel<W, X, kNorm, 3>, gemv_kernel<W, X, kNorm, 4>})
       SEGPIPE_CUDA_CHECK(cudaFuncSetAttribute(k, cudaFuncAttributeMaxDynamicSharedMemorySize, 160 * 1024));
     raised = true;
   }
@@ -99,6 +108,7 @@ void launch(const X* x, const float* nw, float eps, const W* w, int64_t rows, in
   auto kernel = e == 3   ? gemv_kernel<W, X, kNorm, 3>
                 : e == 2 ? gemv_kernel<W, X, kNorm, 2>
                 : e == 1 ? gemv_kernel<W, X, kNorm, 1>
+                : e == 4 ? gemv_kernel<W, X, kNorm, 4>
                          : gemv_kernel<W, X, kNorm, 0>;
   const unsigned grid = decode_persistent()
                             ? resident_grid(kernel, kGemvThreads, smem, (rows + kGemvWarps - 1) / kGemvWarps)
@@ -136,7 +146,7 @@ namespace {
 std::atomic<bool> g_l2_keep{false};
 std::atomic<int> g_gemv_early{0};
 }  // namespace
-void set_decode_gemv_early(int mask) { g_gemv_early.store(mask & 3); }
+void set_decode_gemv_early(int mask) { g_gemv_early.store(mask == 4 ? 4 : mask & 3); }
 
 namespace {
 std::atomic<int> g_carveout{-1};
