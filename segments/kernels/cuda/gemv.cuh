@@ -52,11 +52,12 @@ int decode_prefetch_next();
 void set_decode_l2_keep(bool on);
 bool decode_l2_keep();
 int decode_blocks_per_sm();
-// The decode GEMVs fill their second register buffer before they wait for their input, a mask: bit 0
-// with the warp's second row, bit 1 with the rest of a row longer than one buffer (o_proj's 4096
-// columns: its last chunks otherwise come in two more round trips after the wait). 0 (default): one
-// buffer before the wait; on an H100 both bits made the decode step slower (3.478 against 3.407
-// ms/token, docs/benchmarks-cuda.md). Bit-identical either way. Graphs must be re-captured.
+// The decode GEMVs fill their second register buffer early, a mask: bit 0 with the warp's second row
+// before the wait, bit 1 with the rest of a row longer than one buffer (o_proj's 4096 columns, whose
+// last chunks otherwise come in two more round trips after the wait) before the wait; or 4: that rest
+// right after the wait, with x. 0 (default): one buffer before the wait. On an H100 every setting made
+// the decode step slower (3.39-3.48 against 3.28-3.41 ms/token, docs/benchmarks-cuda.md). Bit-identical
+// either way. Graphs must be re-captured after a change.
 void set_decode_gemv_early(int mask);
 int decode_gemv_early();
 // The preferred shared-memory carveout (percent of the unified L1/shared storage, -1: the driver's
