@@ -191,20 +191,10 @@ class CudaRunnerImpl : public CudaRunner {
         greedy_exec_ = nullptr;
       }
       if (!greedy_exec_) {
-        cudaGraph_t g = nullptr;
-        SEGPIPE_CUDA_CHECK(cudaStreamBeginCapture(st, cudaStreamCaptureModeThreadLocal));
-        try {
+        greedy_exec_ = cuda::capture_graph(st, [&] {
           device_work(1, pos0, false, nullptr);
           cuda::greedy_next_token(logits_.get(), cfg_.vocab, gs, st);
-        } catch (...) {
-          cudaStreamEndCapture(st, &g);
-          if (g) cudaGraphDestroy(g);
-          throw;
-        }
-        SEGPIPE_CUDA_CHECK(cudaStreamEndCapture(st, &g));
-        cudaError_t e = cudaGraphInstantiate(&greedy_exec_, g, 0);
-        cudaGraphDestroy(g);
-        SEGPIPE_CUDA_CHECK(e);
+        });
         greedy_epoch_ = cuda::buffer_epoch();
       }
       for (int i = 0; i < n; i++) SEGPIPE_CUDA_CHECK(cudaGraphLaunch(greedy_exec_, st));
@@ -329,19 +319,7 @@ class CudaRunnerImpl : public CudaRunner {
         warm_ = true;
         return;
       }
-      cudaGraph_t g = nullptr;
-      SEGPIPE_CUDA_CHECK(cudaStreamBeginCapture(st, cudaStreamCaptureModeThreadLocal));
-      try {
-        device_work(1, pos0, false, nullptr);
-      } catch (...) {
-        cudaStreamEndCapture(st, &g);
-        if (g) cudaGraphDestroy(g);
-        throw;
-      }
-      SEGPIPE_CUDA_CHECK(cudaStreamEndCapture(st, &g));
-      cudaError_t e = cudaGraphInstantiate(&graph_exec_, g, 0);
-      cudaGraphDestroy(g);
-      SEGPIPE_CUDA_CHECK(e);
+      graph_exec_ = cuda::capture_graph(st, [&] { device_work(1, pos0, false, nullptr); });
       graph_epoch_ = cuda::buffer_epoch();
     }
     SEGPIPE_CUDA_CHECK(cudaGraphLaunch(graph_exec_, st));

@@ -345,19 +345,7 @@ class CudaWorker {
         return;
       }
       if (pos0 + 1 > spec_.max_seq) throw RuntimeFailure("sequence exceeds the KV cache");
-      cudaGraph_t g = nullptr;
-      SEGPIPE_CUDA_CHECK(cudaStreamBeginCapture(st, cudaStreamCaptureModeThreadLocal));
-      try {
-        layer_step(1, pos0, in, out, nullptr);
-      } catch (...) {
-        cudaStreamEndCapture(st, &g);
-        if (g) cudaGraphDestroy(g);
-        throw;
-      }
-      SEGPIPE_CUDA_CHECK(cudaStreamEndCapture(st, &g));
-      cudaError_t e = cudaGraphInstantiate(&graph_, g, 0);
-      cudaGraphDestroy(g);
-      SEGPIPE_CUDA_CHECK(e);
+      graph_ = cuda::capture_graph(st, [&] { layer_step(1, pos0, in, out, nullptr); });
       graph_in_ = in;
       graph_out_ = out;
       graph_epoch_ = cuda::buffer_epoch();

@@ -10,6 +10,24 @@ constexpr size_t kCublasWorkspace = 32u << 20;
 std::atomic<uint64_t> g_buffer_epoch{0};
 }  // namespace
 
+cudaGraphExec_t capture_graph(cudaStream_t st, const std::function<void()>& body) {
+  cudaGraph_t g = nullptr;
+  SEGPIPE_CUDA_CHECK(cudaStreamBeginCapture(st, cudaStreamCaptureModeThreadLocal));
+  try {
+    body();
+  } catch (...) {
+    cudaStreamEndCapture(st, &g);
+    if (g) cudaGraphDestroy(g);
+    throw;
+  }
+  SEGPIPE_CUDA_CHECK(cudaStreamEndCapture(st, &g));
+  cudaGraphExec_t exec = nullptr;
+  const cudaError_t e = cudaGraphInstantiate(&exec, g, 0);
+  cudaGraphDestroy(g);
+  SEGPIPE_CUDA_CHECK(e);
+  return exec;
+}
+
 uint64_t buffer_epoch() { return g_buffer_epoch.load(std::memory_order_relaxed); }
 void bump_buffer_epoch() { g_buffer_epoch.fetch_add(1, std::memory_order_relaxed); }
 

@@ -6,6 +6,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <functional>
 #include <string>
 
 #include "segments/kernels/cuda/check.h"
@@ -21,6 +22,10 @@ std::string device_name(int device);
 // (cudaLimitPersistingL2CacheSize, clamped to what the device allows) and returns the bytes set aside;
 // 0 where the device has none. Lines of other accesses use the portion while no kept line needs it.
 uint64_t l2_set_aside(uint64_t bytes);
+
+// Captures what body() launches on stream st (thread-local capture mode) into an executable graph;
+// if body throws, the capture is ended and discarded and the exception passes on.
+cudaGraphExec_t capture_graph(cudaStream_t st, const std::function<void()>& body);
 
 class Context {
  public:
