@@ -998,15 +998,10 @@ void test_decode_kernels(Checks& c, cuda::Context& ctx) {
                "router_fused %s E=%d H=%d k=%d logits rel_l2=%.2e experts %s weights rel_l2=%.2e counter %u", dn(dt), E,
                H, k, e, e_got == e_ref ? "equal" : "DIFFER", ew, cnt[0]);
     }
-  // moe_down_combine vs moe_down_gemv + moe_combine_add, bit for bit; bf16 with the rows staged in
-  // shared memory (the default) and held in registers
-  const bool saved_smem = cuda::decode_down_smem();
-  for (const bool smem : {true, false})
+  // moe_down_combine vs moe_down_gemv + moe_combine_add, bit for bit
   for (DType dt : {DType::F32, DType::BF16})
     for (auto [H, I, E, k] : {std::tuple{2048, 768, 16, 8}, {64, 32, 16, 4}, {256, 96, 32, 1}, {200, 776, 16, 8},
                               {1000, 1536, 8, 8}, {4096, 64, 8, 3}}) {
-      if (dt == DType::F32 && !smem) continue;  // f32 has one kernel: checked once
-      cuda::set_decode_down_smem(smem);
       auto act = randn(size_t(k) * I, rng), wd = randn(size_t(E) * H * I, rng, 0.05f), x = randn(size_t(H), rng);
       if (dt == DType::BF16) act = round_bf16(act), wd = round_bf16(wd);
       std::vector<int32_t> ids(static_cast<size_t>(E));
@@ -1022,11 +1017,9 @@ void test_decode_kernels(Checks& c, cuda::Context& ctx) {
       cuda::moe_combine_add(slots.p(), DType::F32, de.get(), 1, k, H, x1.f(), s);
       cuda::moe_down_combine(da.p(), k, de.get(), dw.f(), dwd.p(), dt, I, H, x2.f(), s, dwd.p(), dwd.n * dtype_size(dt));
       auto a = x1.host(), b = x2.host();
-      c.expect(std::memcmp(a.data(), b.data(), a.size() * 4) == 0, "moe_down_combine %s%s H=%d I=%d k=%d %s", dn(dt),
-               dt == DType::BF16 ? (smem ? " (rows in shared memory)" : " (rows in registers)") : "", H, I, k,
-               std::memcmp(a.data(), b.data(), a.size() * 4) == 0 ? "bit-identical to down + combine" : "DIFFERS");
+      c.expect(std::memcmp(a.data(), b.data(), a.size() * 4) == 0, "moe_down_combine %s H=%d I=%d k=%d %s", dn(dt), H,
+               I, k, std::memcmp(a.data(), b.data(), a.size() * 4) == 0 ? "bit-identical to down + combine" : "DIFFERS");
     }
-  cuda::set_decode_down_smem(saved_smem);
 }
 
 
@@ -1324,12 +1317,11 @@ void test_experts_stream(Checks& c, cuda::Context& ctx) {
 
 // The decode GEMVs with persistent grids (several rows per warp, double-buffered) bit-identical to
 // the earlier grids, on shapes where warps walk 1 to ~10 rows, and against the CPU product.
-// The decode GEMV's grid and register-buffer settings (persistent grid on/off x both buffers filled
-// before the wait on/off) give bit-identical results, each against the CPU; x in the weights' dtype
-// and in float32 (o_proj's attention input), with and without the RMSNorm prologue.
+// The decode GEMV with the persistent grid on and off gives bit-identical results, each against the
+// CPU; x in the weights' dtype and in float32 (o_proj's attention input), with and without the RMSNorm
+// prologue; rows longer than one register buffer (4096, 4104, 13000 columns), fewer rows than warps.
 void test_gemv_persistent(Checks& c, cudaStream_t s) {
   const bool saved = cuda::decode_persistent();
-  const int saved_early = cuda::decode_gemv_early();
   for (DType dt : {DType::F32, DType::BF16})
     for (auto [rows, cols] : {std::pair{5120, 2048}, {2048, 4096}, {2048, 4104}, {100, 4096}, {3000, 3000},
                               {20011, 2048}, {1000, 776}, {9, 64}, {7, 13000}}) {
@@ -1340,11 +1332,10 @@ void test_gemv_persistent(Checks& c, cudaStream_t s) {
       linear(pool(), xr.data(), 1, Mat{w.data(), DType::F32, rows, cols}, ref.data());
       linear(pool(), x.data(), 1, Mat{w.data(), DType::F32, rows, cols}, ref_f.data());
       Dev dx(xr, dt), dxf(x, DType::F32), dnw(nw, DType::F32), dw(w, dt);
-      constexpr int kModes = 6;  // persistent grid off/on x early-load masks 0, 3, 4
+      constexpr int kModes = 2;  // persistent grid off / on
       std::vector<float> y[kModes][2], yf[kModes], yn[kModes];
       for (int mode = 0; mode < kModes; mode++) {
-        cuda::set_decode_persistent((mode & 1) != 0);
-        cuda::set_decode_gemv_early(mode / 2 == 0 ? 0 : mode / 2 == 1 ? 3 : 4);
+        cuda::set_decode_persistent(mode == 1);
         for (int rep = 0; rep < 2; rep++) {
           Dev yy = Dev::poisoned(size_t(rows), DType::F32);
           cuda::gemv(dx.p(), dt, dw.p(), dt, rows, cols, yy.f(), false, s);
@@ -1371,13 +1362,12 @@ void test_gemv_persistent(Checks& c, cudaStream_t s) {
         same_n &= cols > 12288 || bits(yn[0], yn[mode]);
       }
       c.expect(e < 1e-5 && ef < 1e-5 && same && same_f && same_n,
-               "gemv %s rows=%d cols=%d rel_l2=%.2e (x float32 %.2e); persistent grid and early loads on/off: gemv %s, "
+               "gemv %s rows=%d cols=%d rel_l2=%.2e (x float32 %.2e); persistent grid on/off: gemv %s, "
                "x float32 %s, gemv_rmsnorm %s",
                dn(dt), rows, cols, e, ef, same ? "bit-identical" : "DIFFERS", same_f ? "bit-identical" : "DIFFERS",
                same_n ? "bit-identical" : "DIFFERS");
     }
   cuda::set_decode_persistent(saved);
-  cuda::set_decode_gemv_early(saved_early);
 }
 
 int main(int argc, char** argv) {

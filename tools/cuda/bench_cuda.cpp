@@ -514,17 +514,15 @@ int main(int argc, char** argv) {
         bool keep = false;  // set_decode_l2_keep, with the largest L2 set-aside
         bool oproj = false;  // set_decode_attention_oproj
         int oproj_split = 0;  // set_attention_oproj_split
-        int early = 0;        // set_decode_gemv_early
         bool attn_early = true;  // set_decode_attention_early
-        bool down_smem = false;  // set_decode_down_smem
-        int carveout = -1;       // set_decode_carveout
         bool stage = true;       // set_decode_gate_up_stage
       };
       const Variant vs[] = {{"defaults (pf o in attention + q/k/v in router)", 256, false, true, false, 96, 1, false, 9},
-                            {"o_proj rest of row right after the wait", 256, false, true, false, 96, 1, false, 9, 0,
-                             false, false, 0, 4},
-                            {"gate/up unstaged (before)", 256, false, true, false, 96, 1, false, 9, 0, false, false, 0,
-                             0, true, false, -1, false},
+                            {"gate/up unstaged", 256, false, true, false, 96, 1, false, 9, 0, false, false, 0, true,
+                             false},
+                            {"gate/up unstaged, attention position after the wait", 256, false, true, false, 96, 1,
+                             false, 9, 0, false, false, 0, false, false},
+                            {"moe block (bulk-copy rings)", 256, false, true, false, 96, 1, true, 9},
                             {"defaults, again", 256, false, true, false, 96, 1, false, 9}};
       const int p0 = 32;
       const bool default_moe_block = cuda::decode_moe_block();
@@ -543,10 +541,7 @@ int main(int argc, char** argv) {
         cuda::set_decode_l2_keep(v.keep);
         cuda::set_decode_attention_oproj(v.oproj);
         cuda::set_attention_oproj_split(v.oproj_split);
-        cuda::set_decode_gemv_early(v.early);
         cuda::set_decode_attention_early(v.attn_early);
-        cuda::set_decode_down_smem(v.down_smem);
-        cuda::set_decode_carveout(v.carveout);
         cuda::set_decode_gate_up_stage(v.stage);
         if (v.oproj) {
           const cuda::AttnShape as{cfg.num_heads, cfg.num_kv_heads, cfg.head_dim};
@@ -597,10 +592,7 @@ int main(int argc, char** argv) {
       cuda::set_decode_l2_keep(false);
       cuda::set_decode_attention_oproj(false);
       cuda::set_attention_oproj_split(0);
-      cuda::set_decode_gemv_early(0);
       cuda::set_decode_attention_early(true);
-      cuda::set_decode_down_smem(false);
-      cuda::set_decode_carveout(-1);
       cuda::set_decode_gate_up_stage(true);
       cuda::l2_set_aside(0);
       runner->reset_graph();

@@ -1,8 +1,5 @@
 #include <algorithm>
 #include <atomic>
-#include <mutex>
-#include <utility>
-#include <vector>
 
 #include "segments/kernels/cuda/check.h"
 #include "segments/kernels/cuda/common.cuh"
@@ -18,7 +15,7 @@ namespace {
 // multiprocessor, as before the double buffer). The first row's weight chunks are loaded
 // into registers before pdl_wait(): they stream in while the previous kernel finishes and while the
 // block computes the RMSNorm prologue.
-template <typename W, typename X, bool kNorm, int kEarly>
+template <typename W, typename X, bool kNorm>
 __global__ void __launch_bounds__(kGemvThreads, 2) gemv_kernel(const X* __restrict__ x, const float* __restrict__ nw,
                                                             float eps, const W* __restrict__ w, int64_t rows,
                                                             int64_t cols, float* __restrict__ y, bool acc,
@@ -36,21 +33,9 @@ __global__ void __launch_bounds__(kGemvThreads, 2) gemv_kernel(const X* __restri
   }
   // Two register buffers, used alternately: the next row's first chunks are issued before the
   // current row is reduced (a warp walking several rows keeps its loads in flight). Each row's own
-  // arithmetic is row_dot_pre's, whichever buffer holds it. kEarly (set_decode_gemv_early) fills the
-  // second buffer before the wait too: bit 0 with the warp's second row, bit 1, where the warp has one
-  // row longer than a buffer (o_proj: 4096 columns), with that row's next chunks, which otherwise come
-  // in two more round trips after the wait.
+  // arithmetic is row_dot_pre's, whichever buffer holds it.
   Chunk8<W> pa[kPrefetchChunks<W>], pb[kPrefetchChunks<W>];
-  const bool one_long_row = r < rows && r + stride >= rows && cols > int64_t(kPrefetchChunks<W>) * 256;
-  const bool whole = (kEarly & 2) && one_long_row;
-  bool b_loaded = false;
   if (r < rows) row_prefetch(w + r * cols, cols, lane, pa);
-  if (whole) {
-    row_prefetch_at(w + r * cols, cols, lane, kPrefetchChunks<W>, pb);
-  } else if ((kEarly & 1) && r + stride < rows) {
-    row_prefetch(w + (r + stride) * cols, cols, lane, pb);
-    b_loaded = true;
-  }
   if constexpr (kNorm) prefetch_l1_block(nw, uint64_t(cols) * sizeof(float));
   pdl_wait();
   pdl_trigger();
@@ -60,22 +45,8 @@ __global__ void __launch_bounds__(kGemvThreads, 2) gemv_kernel(const X* __restri
     __syncthreads();
   }
   const X* xsrc = kNorm ? reinterpret_cast<const X*>(static_cast<const float*>(xs)) : x;  // X is float with kNorm
-  if ((kEarly & 4) && !whole && one_long_row) {
-    // The rest of the warp's only row asked for right after the wait, with x, rather than chunk group
-    // by chunk group as the held chunks are used (o_proj: its matrix is in L2 by then).
-    row_prefetch_at(w + r * cols, cols, lane, kPrefetchChunks<W>, pb);
-    const float a = warp_sum(row_dot_pre(w + r * cols, xsrc, cols, lane, pa, &pb));
-    if (lane == 0) y[r] = acc ? y[r] + a : a;
-    return;
-  }
-  if (whole) {  // the warp's only row (no barrier follows)
-    const float a = warp_sum(row_dot_pre(w + r * cols, xsrc, cols, lane, pa, &pb));
-    if (lane == 0) y[r] = acc ? y[r] + a : a;
-    return;
-  }
   while (r < rows) {
-    if (r + stride < rows && !b_loaded) row_prefetch(w + (r + stride) * cols, cols, lane, pb);
-    b_loaded = false;
+    if (r + stride < rows) row_prefetch(w + (r + stride) * cols, cols, lane, pb);
     float a = warp_sum(row_dot_pre(w + r * cols, xsrc, cols, lane, pa));
     if (lane == 0) y[r] = acc ? y[r] + a : a;
     r += stride;
@@ -96,25 +67,18 @@ void launch(const X* x, const float* nw, float eps, const W* w, int64_t rows, in
   const size_t smem = kNorm ? size_t(cols) * sizeof(float) : 0;
   static bool raised = false;  // one attribute call per instantiation (row lengths above 12k floats)
   if (smem > 48 * 1024 && !raised) {
-    for (auto k : {gemv_kernel<W, X, kNorm, 0>, gemv_kernel<W, X, kNorm, 1>, gemv_kernel<W, X, kNorm, 2>,
-                   gemv_kernel<W, X, kNorm, 3>, gemv_kernel<W, X, kNorm, 4>})
-      SEGPIPE_CUDA_CHECK(cudaFuncSetAttribute(k, cudaFuncAttributeMaxDynamicSharedMemorySize, 160 * 1024));
+    SEGPIPE_CUDA_CHECK(cudaFuncSetAttribute(gemv_kernel<W, X, kNorm>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                            160 * 1024));
     raised = true;
   }
   // L2 prefetch of the whole matrix only where it fits well within L2 (not the vocabulary product)
   int pfm = decode_overlap() ? decode_l2_prefetch() : 0;
   if (uint64_t(rows * cols) * sizeof(W) > (uint64_t(32) << 20)) pfm = 0;
-  const int e = decode_gemv_early();
-  auto kernel = e == 3   ? gemv_kernel<W, X, kNorm, 3>
-                : e == 2 ? gemv_kernel<W, X, kNorm, 2>
-                : e == 1 ? gemv_kernel<W, X, kNorm, 1>
-                : e == 4 ? gemv_kernel<W, X, kNorm, 4>
-                         : gemv_kernel<W, X, kNorm, 0>;
-  const unsigned grid = decode_persistent()
-                            ? resident_grid(kernel, kGemvThreads, smem, (rows + kGemvWarps - 1) / kGemvWarps)
-                            : gemv_grid(rows);
-  SEGPIPE_CUDA_CHECK(launch_pdl(kernel, dim3(grid), dim3(kGemvThreads), smem, s, x, nw, eps, w, rows, cols, y, acc,
-                                h_out, pfm, pf, pf_bytes));
+  const unsigned grid = decode_persistent() ? resident_grid(gemv_kernel<W, X, kNorm>, kGemvThreads, smem,
+                                                            (rows + kGemvWarps - 1) / kGemvWarps)
+                                            : gemv_grid(rows);
+  SEGPIPE_CUDA_CHECK(launch_pdl(gemv_kernel<W, X, kNorm>, dim3(grid), dim3(kGemvThreads), smem, s, x, nw,
+                                eps, w, rows, cols, y, acc, h_out, pfm, pf, pf_bytes));
   SEGPIPE_CUDA_LAUNCH_CHECK("gemv_kernel");
 }
 
@@ -144,32 +108,7 @@ std::atomic<int> g_prefetch_next{9};  // o_proj during attention, next q/k/v dur
 void set_decode_prefetch_next(int mask) { g_prefetch_next.store(mask); }
 namespace {
 std::atomic<bool> g_l2_keep{false};
-std::atomic<int> g_gemv_early{0};
 }  // namespace
-void set_decode_gemv_early(int mask) { g_gemv_early.store(mask == 4 ? 4 : mask & 3); }
-
-namespace {
-std::atomic<int> g_carveout{-1};
-}  // namespace
-void set_decode_carveout(int percent) { g_carveout.store(percent < 0 ? -1 : std::min(percent, 100)); }
-int decode_carveout() { return g_carveout.load(std::memory_order_relaxed); }
-void apply_decode_carveout(const void* kernel) {
-  static std::mutex mu;
-  static std::vector<std::pair<const void*, int>> applied;  // kernel, carveout it has
-  const int want = decode_carveout();
-  std::lock_guard<std::mutex> lock(mu);
-  for (auto& [k, v] : applied)
-    if (k == kernel) {
-      if (v != want) {
-        SEGPIPE_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributePreferredSharedMemoryCarveout, want));
-        v = want;
-      }
-      return;
-    }
-  if (want != -1) SEGPIPE_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributePreferredSharedMemoryCarveout, want));
-  applied.emplace_back(kernel, want);
-}
-int decode_gemv_early() { return g_gemv_early.load(std::memory_order_relaxed); }
 void set_decode_l2_keep(bool on) { g_l2_keep.store(on); }
 bool decode_l2_keep() { return g_l2_keep.load(std::memory_order_relaxed); }
 int decode_prefetch_next() { return g_prefetch_next.load(std::memory_order_relaxed); }

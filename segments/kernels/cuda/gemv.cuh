@@ -52,20 +52,6 @@ int decode_prefetch_next();
 void set_decode_l2_keep(bool on);
 bool decode_l2_keep();
 int decode_blocks_per_sm();
-// The decode GEMVs fill their second register buffer early, a mask: bit 0 with the warp's second row
-// before the wait, bit 1 with the rest of a row longer than one buffer (o_proj's 4096 columns, whose
-// last chunks otherwise come in two more round trips after the wait) before the wait; or 4: that rest
-// right after the wait, with x. 0 (default): one buffer before the wait. On an H100 every setting made
-// the decode step slower (3.39-3.48 against 3.28-3.41 ms/token, docs/benchmarks-cuda.md). Bit-identical
-// either way. Graphs must be re-captured after a change.
-void set_decode_gemv_early(int mask);
-int decode_gemv_early();
-// The preferred shared-memory carveout (percent of the unified L1/shared storage, -1: the driver's
-// choice) of every kernel launched with programmatic dependent launch (the decode kernels): one
-// value for all, so that consecutive kernels need no reconfiguration of a multiprocessor (which
-// waits for it to drain) before the next kernel's blocks can start there. Default -1.
-void set_decode_carveout(int percent);
-int decode_carveout();
 
 // y[r] = (accumulate ? y[r] : 0) + W[r, :] · x for r < rows. x: [cols] in xt (F32 or the weights'
 // dtype wt); W: [rows, cols] in wt (F32 or BF16); y float32. cols must be a multiple of 8.

@@ -171,17 +171,6 @@ __device__ __forceinline__ void row_prefetch(const W* __restrict__ wr, int64_t n
   }
 }
 
-// The same for chunks first + c (c < kPrefetchChunks): the second register buffer of a long row.
-template <typename W>
-__device__ __forceinline__ void row_prefetch_at(const W* __restrict__ wr, int64_t n, int lane, int first,
-                                                Chunk8<W> (&pre)[kPrefetchChunks<W>]) {
-#pragma unroll
-  for (int c = 0; c < kPrefetchChunks<W>; c++) {
-    const int64_t i = int64_t(lane) * 8 + int64_t(first + c) * 256;
-    if (i < n) pre[c].load(wr + i);
-  }
-}
-
 // x chunk as float: from shared (float) or global memory (float or bf16).
 __device__ __forceinline__ void x8(const float* x, int64_t i, float (&v)[8]) {
   float4 a = *reinterpret_cast<const float4*>(x + i), b = *(reinterpret_cast<const float4*>(x + i) + 1);
@@ -190,13 +179,15 @@ __device__ __forceinline__ void x8(const float* x, int64_t i, float (&v)[8]) {
 }
 __device__ __forceinline__ void x8(const bf16* x, int64_t i, float (&v)[8]) { load8(x + i, v); }
 
-// a += the held chunks first + c of W_row · x (lane `lane`'s share), in ascending order.
+// W_row · x for lane `lane`'s share, sequentially over its chunks (lane*8 + 256 c): the prefetched
+// chunks first, the rest streamed four at a time.
 template <typename W, typename X>
-__device__ __forceinline__ void row_dot_held(float& a, const X* x, int64_t n, int lane, int first,
+__device__ __forceinline__ float row_dot_pre(const W* __restrict__ wr, const X* x, int64_t n, int lane,
                                              const Chunk8<W> (&pre)[kPrefetchChunks<W>]) {
+  float a = 0.f;
 #pragma unroll
   for (int c = 0; c < kPrefetchChunks<W>; c++) {
-    const int64_t i = int64_t(lane) * 8 + int64_t(first + c) * 256;
+    const int64_t i = int64_t(lane) * 8 + int64_t(c) * 256;
     if (i < n) {
       float w[8], xv[8];
       pre[c].to_float(w);
@@ -205,24 +196,7 @@ __device__ __forceinline__ void row_dot_held(float& a, const X* x, int64_t n, in
       for (int q = 0; q < 8; q++) a += w[q] * xv[q];
     }
   }
-}
-
-// W_row · x for lane `lane`'s share, sequentially over its chunks (lane*8 + 256 c): the held chunks
-// first (`pre`, and `pre2` for the next kPrefetchChunks where given), the rest streamed four at a
-// time. Every chunk is added in ascending order into one accumulator, so the result does not depend
-// on how many chunks were held.
-template <typename W, typename X>
-__device__ __forceinline__ float row_dot_pre(const W* __restrict__ wr, const X* x, int64_t n, int lane,
-                                             const Chunk8<W> (&pre)[kPrefetchChunks<W>],
-                                             const Chunk8<W> (*pre2)[kPrefetchChunks<W>] = nullptr) {
-  float a = 0.f;
-  row_dot_held(a, x, n, lane, 0, pre);
-  int held = kPrefetchChunks<W>;
-  if (pre2) {
-    row_dot_held(a, x, n, lane, held, *pre2);
-    held += kPrefetchChunks<W>;
-  }
-  int64_t c = int64_t(lane) * 8 + int64_t(held) * 256;
+  int64_t c = int64_t(lane) * 8 + int64_t(kPrefetchChunks<W>) * 256;
   for (; c + 3 * 256 < n; c += 4 * 256) {
     Chunk8<W> k0, k1, k2, k3;
     k0.load(wr + c);

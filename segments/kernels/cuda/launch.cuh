@@ -11,14 +11,9 @@
 
 namespace segpipe::cuda {
 
-// Sets `kernel`'s preferred shared-memory carveout to decode_carveout() (gemv.cuh) once per kernel
-// and setting.
-void apply_decode_carveout(const void* kernel);
-
 template <typename... KArgs, typename... Args>
 cudaError_t launch_pdl(void (*kernel)(KArgs...), dim3 grid, dim3 block, size_t smem, cudaStream_t s,
                        Args&&... args) {
-  apply_decode_carveout(reinterpret_cast<const void*>(kernel));
   cudaLaunchAttribute attr[1];
   attr[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
   attr[0].val.programmaticStreamSerializationAllowed = decode_overlap() ? 1 : 0;

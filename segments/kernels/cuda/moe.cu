@@ -1,4 +1,3 @@
-#include <algorithm>
 #include <atomic>
 
 #include "segments/kernels/cuda/check.h"
@@ -238,80 +237,6 @@ __global__ void __launch_bounds__(kFusedMaxK * 32) down_combine_kernel(const T* 
   }
 }
 
-// down_combine_kernel with each block's weight rows staged in shared memory (bf16): warp j copies
-// rows r0..r0+R-1 of its expert's down matrix with 16-byte cp.async (lane l the chunks l + 32 c, the
-// ones it reads back), all of a group's rows before the wait, and no registers hold them; R rows a
-// group chosen so that one round of groups fills the resident grid (moe_down_combine: 8 for the
-// thinker, 96 KB a block), so every down weight of the layer is asked for before the wait instead of
-// the second group's after the first group's products. Each slot's product and the combine are
-// down_combine_kernel's arithmetic in its order (the same bits).
-constexpr int kSmemRowsMax = 16;
-constexpr size_t kSmemBlockBytes = 100 * 1024;  // two blocks a multiprocessor
-__global__ void __launch_bounds__(kFusedMaxK * 32) down_combine_smem_kernel(const bf16* __restrict__ act,
-                                                                            const int32_t* __restrict__ experts,
-                                                                            const float* __restrict__ weights, int k,
-                                                                            const bf16* __restrict__ wd, int64_t I,
-                                                                            int64_t H, float* __restrict__ x,
-                                                                            const void* pf, uint64_t pf_bytes, int R) {
-  extern __shared__ __align__(16) unsigned char dyn[];
-  __shared__ float slot[kSmemRowsMax][kFusedMaxK];
-  __shared__ int32_t s_e[kFusedMaxK];
-  __shared__ int s_order[kFusedMaxK];
-  const int j = threadIdx.x / 32, lane = threadIdx.x % 32;
-  if (threadIdx.x < k) s_e[threadIdx.x] = __ldcg(experts + threadIdx.x);
-  __syncthreads();
-  if (threadIdx.x == 0) ascending_slots(s_e, k, s_order);  // read after the group's first barrier
-  const int64_t n_groups = (H + R - 1) / R;
-  bf16* mine = reinterpret_cast<bf16*>(dyn) + int64_t(j) * R * I;
-  const bf16* w = j < k ? wd + int64_t(s_e[j]) * H * I : nullptr;
-  prefetch_l2_share(pf, pf_bytes, blockIdx.x, gridDim.x);
-  bool waited = false;
-#pragma unroll 1
-  for (int64_t grp = blockIdx.x; grp < n_groups; grp += gridDim.x) {
-    const int64_t r0 = grp * R;
-    const int nr = int(min(int64_t(R), H - r0));
-    if (j < k) {
-      for (int rr = 0; rr < nr; rr++)
-        for (int64_t i = int64_t(lane) * 8; i < I; i += 256) cp_async16(mine + rr * I + i, w + (r0 + rr) * I + i);
-      cp_async_commit();
-    }
-    if (!waited) {
-      pdl_wait();
-      pdl_trigger();
-      waited = true;
-    }
-    if (j < k) {
-      cp_async_wait<0>();  // this lane's copies: it reads back only what it copied
-      const bf16* aj = act + int64_t(j) * I;
-      const float wj = weights[j];
-      for (int rr = 0; rr < nr; rr++) {
-        float a = 0.f;
-        for (int64_t i = int64_t(lane) * 8; i < I; i += 256) {
-          float v[8], u[8];
-          bf16x8_to_float(*reinterpret_cast<const uint4*>(mine + rr * I + i), v);
-          load8(aj + i, u);
-#pragma unroll
-          for (int q = 0; q < 8; q++) a += v[q] * u[q];
-        }
-        a = warp_sum(a);
-        if (lane == 0) slot[rr][j] = a * wj;
-      }
-    }
-    __syncthreads();
-    if (threadIdx.x < nr) {
-      const int rr = threadIdx.x;
-      float acc = 0.f;
-      for (int q = 0; q < k; q++) acc += slot[rr][s_order[q]];
-      x[r0 + rr] = x[r0 + rr] + acc;
-    }
-    __syncthreads();  // slot[] and the rows are rewritten by the next group
-  }
-  if (!waited) {
-    pdl_wait();
-    pdl_trigger();
-  }
-}
-
 template <typename T>
 __global__ void gather_kernel(const T* __restrict__ x, const int32_t* __restrict__ perm, int k, int64_t H,
                               T* __restrict__ xg) {
@@ -379,7 +304,8 @@ void launch_gate_up(const void* x, int64_t S, int k, const int32_t* experts, int
                     DType dt, int64_t I, int64_t H, void* act, cudaStream_t s, const void* w_down_prefetch,
                     const float* logits, int E, bool renorm, int32_t* e_out, float* w_out) {
   const int64_t items = int64_t(div_up(I, kWarps)) * S;
-  const bool stage = decode_gate_up_stage() && !logits && S == k && k <= 32;
+  // (the staged row within the 48 KB of dynamic shared memory a launch gets without opting in)
+  const bool stage = decode_gate_up_stage() && !logits && S == k && k <= 32 && H * 4 <= 48 * 1024;
   SEGPIPE_DISPATCH_FB(dt, T, {
     auto kernel = stage ? gate_up_gemv_kernel<T, true> : gate_up_gemv_kernel<T, false>;
     const size_t smem = stage ? size_t(H) * sizeof(float) : 0;
@@ -465,46 +391,16 @@ void moe_combine_add(const void* slots, DType slot_dt, const int32_t* experts, i
 bool moe_down_combine_fits(int k) { return k >= 1 && k <= kFusedMaxK; }
 
 namespace {
-std::atomic<bool> g_down_smem{false};
-}  // namespace
-void set_decode_down_smem(bool on) { g_down_smem.store(on); }
-namespace {
 std::atomic<bool> g_gate_up_stage{true};
 }  // namespace
 void set_decode_gate_up_stage(bool on) { g_gate_up_stage.store(on); }
 bool decode_gate_up_stage() { return g_gate_up_stage.load(std::memory_order_relaxed); }
-bool decode_down_smem() { return g_down_smem.load(std::memory_order_relaxed); }
 
 void moe_down_combine(const void* act, int k, const int32_t* experts, const float* weights, const void* w_down,
                       DType dt, int64_t I, int64_t H, float* x, cudaStream_t s, const void* prefetch,
                       uint64_t prefetch_bytes, const float* logits, int E, bool renormalize) {
   SEGPIPE_ASSERT_MSG(H % 8 == 0 && I % 8 == 0 && moe_down_combine_fits(k), "moe_down_combine: shape");
   SEGPIPE_ASSERT(!logits || (E >= 1 && E <= 32 * kRouteMaxPerLane && k <= E));
-  if (dt == DType::BF16 && !logits && decode_down_smem()) {
-    // Rows a group: one round of groups over the resident grid (two blocks a multiprocessor), as many
-    // as the shared-memory budget allows.
-    const size_t row_bytes = size_t(k) * size_t(I) * 2;
-    const int64_t fit = int64_t(kSmemBlockBytes / row_bytes), want = div_up(H, int64_t(sm_count()) * 2);
-    const int R = int(std::min<int64_t>({fit, want, kSmemRowsMax}));
-    if (R >= 1) {
-      const size_t smem = size_t(R) * row_bytes;
-      static bool raised = false;
-      if (!raised) {
-        SEGPIPE_CUDA_CHECK(cudaFuncSetAttribute(down_combine_smem_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                                int(kSmemBlockBytes)));
-        raised = true;
-      }
-      const int64_t groups = div_up(H, int64_t(R));
-      const unsigned grid = decode_persistent()
-                                ? resident_grid(down_combine_smem_kernel, kFusedMaxK * 32, smem, groups)
-                                : static_cast<unsigned>(groups);
-      SEGPIPE_CUDA_CHECK(launch_pdl(down_combine_smem_kernel, dim3(grid), dim3(kFusedMaxK * 32), smem, s,
-                                    static_cast<const bf16*>(act), experts, weights, k,
-                                    static_cast<const bf16*>(w_down), I, H, x, prefetch, prefetch_bytes, R));
-      SEGPIPE_CUDA_LAUNCH_CHECK("down_combine_smem_kernel");
-      return;
-    }
-  }
   const int64_t groups = div_up(H, kDownRows);
   SEGPIPE_DISPATCH_FB(dt, T, {
     const unsigned grid = decode_persistent()

@@ -44,12 +44,6 @@ void moe_down_combine(const void* act, int k, const int32_t* experts, const floa
                       DType dt, int64_t I, int64_t H, float* x, cudaStream_t s, const void* prefetch = nullptr,
                       uint64_t prefetch_bytes = 0, const float* logits = nullptr, int E = 0,
                       bool renormalize = false);
-// moe_down_combine in bf16 without logits stages each block's weight rows in shared memory (cp.async,
-// every group's rows asked for before the kernel waits for act; 8 rows a block for the thinker, one
-// round of groups) instead of holding 4 rows at a time in registers. The same bits either way.
-// Process-wide, on by default; graphs must be re-captured after a change.
-void set_decode_down_smem(bool on);
-bool decode_down_smem();
 // moe_gate_up_gemv for one token (S == k) stages the expert ids and the token's row in shared memory
 // right after the wait (one round trip for both, before any weight load) instead of reading them per
 // item. The same bits either way; process-wide, on by default; graphs must be re-captured.
