@@ -37,8 +37,10 @@ void set_decode_attention_split_keys(int keys);
 int decode_attention_split_keys();
 // The decode attention reads the position before it waits for its inputs and asks L1 for each warp's
 // first batch of cache rows then (rows of earlier steps): two memory round trips out of its dependent
-// chain. Off: both after the wait (the earlier kernel). Bit-identical either way; process-wide, on
-// by default; graphs must be re-captured after a change.
+// chain. It requires that d_pos0 is written before the step's first kernel (a copy, or a kernel at least
+// two launches earlier, as greedy_next_token of the step before), never by the kernel it waits for.
+// Off: both after the wait (the earlier kernel). Bit-identical either way; process-wide, on by
+// default; graphs must be re-captured after a change.
 void set_decode_attention_early(bool on);
 bool decode_attention_early();
 void attention_decode(const float* q, const int32_t* d_pos0, const AttnShape& s, const float* k_cache,
