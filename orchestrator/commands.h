@@ -16,5 +16,6 @@ int cmd_bench(const Args& args);
 int cmd_dump(const Args& args);
 int cmd_run_segment(const Args& args);
 int cmd_memory(const Args& args);
+int cmd_eval(const Args& args);
 
 }  // namespace segpipe

@@ -34,6 +34,7 @@ const std::map<std::string, Command>& commands() {
       {"bench", {segpipe::cmd_bench, "CPU benchmarks: decode and prefill against measured ceilings"}},
       {"dump", {segpipe::cmd_dump, "write every segment's inputs, outputs, layer boundaries and routes"}},
       {"run-segment", {segpipe::cmd_run_segment, "run one segment alone on a dumped input"}},
+      {"eval", {segpipe::cmd_eval, "answer a question set through a model or pipeline: accuracy and agreement"}},
       {"memory", {segpipe::cmd_memory, "memory per segment process, and memory/speed experiments"}},
   };
   return c;
