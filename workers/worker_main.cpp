@@ -226,6 +226,11 @@ int worker_main(const std::vector<std::string>& args) {
   // Die with the orchestrator, whatever kills it; and if it is already gone, do not start at all.
   prctl(PR_SET_PDEATHSIG, SIGKILL);
   if (getppid() != spec.parent_pid) return 3;
+  // Ctrl-C in a terminal reaches the whole foreground process group, workers included. The orchestrator
+  // decides what it means (the chat loop ends the reply, then stops every worker in order); a worker that
+  // died of it first would be reported as a failed segment. Without the orchestrator a worker dies anyway
+  // (PDEATHSIG above).
+  ::signal(SIGINT, SIG_IGN);
   try {
     if (args.size() == 2)  // a GPU segment (workers/cuda_worker.h)
       return cuda_worker_main(spec, proto::cuda_worker_spec_from_json(nlohmann::json::parse(args[1])));
