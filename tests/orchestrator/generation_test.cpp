@@ -1,0 +1,108 @@
+// The shared generation loop (orchestrator/generation.h): a prompt that starts with tokens the runner's
+// cache already holds is computed from the first token that differs, and gives the same bits as a fresh
+// run of the whole prompt; stop ids end the reply; the context bound is checked before anything runs.
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <cstring>
+
+#include "orchestrator/generation.h"
+#include "orchestrator/pipeline_loader.h"
+#include "segments/core/errors.h"
+
+namespace segpipe {
+namespace {
+
+// Forwards to a real runner and keeps every step's logits.
+class Recording : public Runner {
+ public:
+  explicit Recording(std::unique_ptr<Runner> r) : r_(std::move(r)) {}
+  void step(const int32_t* ids, int64_t T, int64_t pos0, bool all, BoundaryObserver* obs,
+            std::vector<float>& logits) override {
+    r_->step(ids, T, pos0, all, obs, logits);
+    steps.push_back(logits);
+    positions.push_back({pos0, T});
+  }
+  int vocab() const override { return r_->vocab(); }
+  std::vector<SegmentReport> reports() override { return r_->reports(); }
+  std::vector<std::vector<float>> steps;
+  std::vector<std::pair<int64_t, int64_t>> positions;
+
+ private:
+  std::unique_ptr<Runner> r_;
+};
+
+LoadedPlan tiny() { return load_model_plan(std::string(SEGPIPE_SOURCE_DIR) + "/models/tiny-qwen3-moe"); }
+
+bool same_bits(const std::vector<float>& a, const std::vector<float>& b) {
+  return a.size() == b.size() && std::memcmp(a.data(), b.data(), a.size() * sizeof(float)) == 0;
+}
+
+TEST(Generator, ReusedPrefixGivesTheSameBitsAsAFreshRun) {
+  LoadedPlan lp = tiny();
+  const std::vector<int32_t> first = {11, 12, 13, 14, 15, 16, 17};
+  // Shares 4 tokens with the first prompt, then differs (as a re-rendered conversation does).
+  const std::vector<int32_t> second = {11, 12, 13, 14, 40, 41, 42, 43, 44};
+  Recording reused(make_inproc_runner(lp.plan)), fresh(make_inproc_runner(lp.plan));
+  Generator a(reused, {}, lp.plan.max_seq), b(fresh, {}, lp.plan.max_seq);
+  Sampler s1(SamplingParams{}), s2(SamplingParams{}), s3(SamplingParams{});
+  GenerationResult r1 = a.run(first, s1, 5, [](int32_t) { return true; });
+  EXPECT_EQ(r1.prefilled_tokens, 7);
+  size_t mark = reused.steps.size();
+  GenerationResult r2 = a.run(second, s2, 6, [](int32_t) { return true; });
+  GenerationResult r3 = b.run(second, s3, 6, [](int32_t) { return true; });
+  EXPECT_EQ(r2.prefilled_tokens, 5) << "only the tokens after the common prefix are computed";
+  EXPECT_EQ(reused.positions[mark], (std::pair<int64_t, int64_t>{4, 5}));
+  EXPECT_EQ(r2.ids, r3.ids);
+  ASSERT_EQ(reused.steps.size() - mark, fresh.steps.size());
+  for (size_t i = 0; i < fresh.steps.size(); i++)
+    EXPECT_TRUE(same_bits(reused.steps[mark + i], fresh.steps[i])) << "step " << i;
+  // The whole prompt already cached (the same question again): the last token is computed again, for its logits.
+  size_t mark2 = reused.steps.size();
+  Sampler s4(SamplingParams{});
+  GenerationResult r4 = a.run(second, s4, 6, [](int32_t) { return true; });
+  EXPECT_EQ(r4.prefilled_tokens, 1);
+  EXPECT_EQ(r4.ids, r3.ids);
+  EXPECT_TRUE(same_bits(reused.steps[mark2], fresh.steps[0]));
+}
+
+TEST(Generator, StopsAtAStopIdAndWhenToldTo) {
+  LoadedPlan lp = tiny();
+  auto runner = make_inproc_runner(lp.plan);
+  const std::vector<int32_t> prompt = {972, 466, 363};  // the golden "short" prompt: varied greedy tokens
+  Generator free_run(*runner, {}, lp.plan.max_seq);
+  Sampler s(SamplingParams{});
+  GenerationResult all = free_run.run(prompt, s, 6, [](int32_t) { return true; });
+  ASSERT_EQ(all.ids.size(), 6u);
+  EXPECT_FALSE(all.stopped);
+  // Stop at the first token that does not occur earlier in the reply.
+  size_t at = 1;
+  while (at < all.ids.size() && std::find(all.ids.begin(), all.ids.begin() + static_cast<long>(at), all.ids[at]) !=
+                                    all.ids.begin() + static_cast<long>(at))
+    at++;
+  ASSERT_LT(at, all.ids.size()) << "the tiny model repeats one token; pick another prompt";
+  Generator stopping(*runner, {all.ids[at]}, lp.plan.max_seq);
+  Sampler s2(SamplingParams{});
+  GenerationResult cut = stopping.run(prompt, s2, 6, [](int32_t) { return true; });
+  EXPECT_TRUE(cut.stopped);
+  EXPECT_EQ(cut.ids, std::vector<int32_t>(all.ids.begin(), all.ids.begin() + static_cast<long>(at)));
+  Sampler s3(SamplingParams{});
+  int seen = 0;
+  GenerationResult told = free_run.run(prompt, s3, 6, [&](int32_t) { return ++seen < 3; });
+  EXPECT_TRUE(told.interrupted);
+  EXPECT_EQ(told.ids.size(), 3u);
+}
+
+TEST(Generator, RefusesWhatDoesNotFitOrIsNotInTheVocabulary) {
+  LoadedPlan lp = tiny();
+  auto runner = make_inproc_runner(lp.plan);
+  Generator g(*runner, {}, 10);
+  Sampler s(SamplingParams{});
+  auto any = [](int32_t) { return true; };
+  EXPECT_THROW(g.run({1, 2, 3, 4, 5, 6}, s, 5, any), InputError);
+  EXPECT_THROW(g.run({1, 2, runner->vocab()}, s, 2, any), InputError);
+  EXPECT_THROW(g.run({}, s, 2, any), InputError);
+}
+
+}  // namespace
+}  // namespace segpipe
