@@ -204,7 +204,7 @@ int cmd_generate(const Args& args) {
         throw InputError(std::string("generate: ") + flag + ": invalid UTF-8 at byte " + std::to_string(bad));
   bool demo = !a.has("--model") && !a.has("--pipeline");
   LoadedPlan lp = a.has("--model") ? load_model_plan(*a.get("--model"))
-                                   : load_pipeline_plan(demo ? ensure_demo_pipeline() : *a.get("--pipeline"));
+                                   : load_pipeline_plan(demo ? demo_pipeline() : *a.get("--pipeline"));
   if (a.has("--restart")) lp.plan.restart = true;
   const nlohmann::json& g = lp.generation;
   int max_new = static_cast<int>(a.get_int("--max-new-tokens", g.value("max_new_tokens", demo ? 32 : 64), 1, 1 << 20));

@@ -2,12 +2,10 @@
 
 #include <unistd.h>
 
-#include <cstdio>
 #include <filesystem>
 
 #include "orchestrator/pipeline/pipeline.h"
 #include "segments/core/errors.h"
-#include "segments/model/synthetic.h"
 
 namespace segpipe {
 
@@ -30,26 +28,12 @@ fs::path demo_yaml() {
 
 }  // namespace
 
-std::string ensure_demo_pipeline() {
+std::string demo_pipeline() {
   fs::path yaml = demo_yaml();
   if (!fs::exists(yaml)) throw InputError(yaml.string() + ": the demo pipeline is missing from this installation");
-  // The checkpoint goes where the pipeline says it is.
   fs::path model = parse_pipeline_file(yaml.string()).model_dir;
-  if (!fs::exists(model / "config.json")) {
-    std::fprintf(stderr, "segpipe: creating the demo checkpoint in %s (once)\n", model.c_str());
-    // Written beside and renamed into place, so concurrent first runs never see half a checkpoint.
-    MakeModelOptions o;
-    o.preset = "demo-omni";
-    o.out_dir = model.string() + ".tmp-" + std::to_string(getpid());
-    o.seed = 0;
-    o.tokenizer = (yaml.parent_path().parent_path() / "orchestrator" / "tokenizer" / "qwen3").string();
-    fs::create_directories(model.parent_path());
-    make_synthetic_model(o);
-    std::error_code ec;
-    fs::rename(o.out_dir, model, ec);
-    if (ec) fs::remove_all(o.out_dir);  // another run got there first
-    if (!fs::exists(model / "config.json")) throw RuntimeFailure(model.string() + ": could not create the demo checkpoint");
-  }
+  if (!fs::exists(model / "config.json"))
+    throw InputError(model.string() + ": the demo model is missing from this installation (it is committed under models/)");
   return yaml.string();
 }
 
