@@ -22,9 +22,12 @@ What it does:
      tools/goldens/make_goldens.py.
 
 Usage (repository root):
-  python3 tools/demo_model/train.py --out OUTDIR [--steps N] [--batch B]
-Outputs in OUTDIR: the checkpoint folder, train_log.jsonl (loss per step), heldout.jsonl (questions, expected
-answers, transformers' answers), report.json (accuracy per task, timings, parity figures).
+  python3 tools/demo_model/train.py --out OUTDIR [--steps N | --train-seconds S] [--batch B] [--stage all]
+Stages: `train` (GPU, or --device cpu; --tokenizer build/segpipe where transformers is not installed) writes
+OUTDIR/trained.pt; `finish` (needs transformers) exports, checks parity, answers the held-out set and writes
+the goldens; `all` does both. Outputs in OUTDIR: trained.pt, train_log.jsonl (loss per 25 steps),
+report.json (settings, timings, parity, held-out accuracy), and the checkpoint folder OUTDIR/qwen3-moe-demo
+with its goldens/ and eval/heldout.jsonl (questions, expected answers, transformers' answers).
 """
 
 import argparse
@@ -103,6 +106,40 @@ def load_tokenizer():
     return AutoTokenizer.from_pretrained(TOKENIZER_DIR)
 
 
+class HfEncoder:
+    """Batch encoding through transformers' tokenizer (the reference)."""
+
+    def __init__(self, tok):
+        self.tok = tok
+
+    def __call__(self, texts):
+        return self.tok(list(texts), add_special_tokens=False)["input_ids"]
+
+
+class SegpipeEncoder:
+    """Batch encoding through `segpipe tokenize --jsonl` (ids identical to Hugging Face tokenizers, which the
+    project's tokenizer parity tests check): for training where transformers is not installed."""
+
+    def __init__(self, exe):
+        self.exe = exe
+
+    def __call__(self, texts):
+        import subprocess
+        import tempfile
+
+        with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False, encoding="utf-8") as f:
+            json.dump(list(texts), f, ensure_ascii=False)
+            path = f.name
+        try:
+            out = subprocess.run([self.exe, "tokenize", "--tokenizer", TOKENIZER_DIR, "--file", path, "--jsonl"],
+                                 check=True, capture_output=True, text=True).stdout
+        finally:
+            os.unlink(path)
+        rows = [json.loads(l) for l in out.splitlines() if l.strip()]
+        if len(rows) != len(texts):
+            raise RuntimeError("segpipe tokenize returned a different number of rows")
+        return rows
+
 
 def check_render(tok, convs):
     for c in convs:
@@ -117,21 +154,30 @@ def check_render(tok, convs):
                 raise RuntimeError(f"generation prompt differs:\nours {ours!r}\nref  {ref!r}")
 
 
-def encode_conversations(tok, convs):
-    """token ids and a 0/1 loss mask per conversation (1 where the token is part of an assistant target)."""
+def encode_conversations(encode, convs):
+    """Token ids and a 0/1 loss mask per conversation (1 on the tokens of the assistant targets). The mask
+    comes from encoding the text up to each target's start and end: both must be prefixes of the whole
+    text's tokens (target boundaries fall on token boundaries), which is checked for every conversation."""
     texts, spans = zip(*(render(c) for c in convs))
-    enc = tok(list(texts), return_offsets_mapping=True, add_special_tokens=False)
+    pieces = []
+    for t, sp in zip(texts, spans):
+        pieces.append(t)
+        for a, b in sp:
+            pieces += [t[:a], t[:b]]
+    enc = encode(pieces)
     ids, masks = [], []
-    for t_ids, offs, sp in zip(enc["input_ids"], enc["offset_mapping"], spans):
-        o = np.asarray(offs, dtype=np.int64).reshape(-1, 2)
-        m = np.zeros(len(t_ids), dtype=np.uint8)
-        for s, e in sp:
-            inside = (o[:, 0] >= s) & (o[:, 1] <= e)
-            straddle = (o[:, 0] < s) & (o[:, 1] > s) | (o[:, 0] < e) & (o[:, 1] > e)
-            if straddle.any():
-                raise RuntimeError("a token straddles an assistant target boundary")
-            m |= inside.astype(np.uint8)
-        ids.append(np.asarray(t_ids, dtype=np.int32))
+    k = 0
+    for t, sp in zip(texts, spans):
+        full = enc[k]
+        k += 1
+        m = np.zeros(len(full), dtype=np.uint8)
+        for _ in sp:
+            a, b = enc[k], enc[k + 1]
+            k += 2
+            if full[:len(a)] != a or full[:len(b)] != b:
+                raise RuntimeError(f"an assistant target boundary splits a token in {t!r}")
+            m[len(a):len(b)] = 1
+        ids.append(np.asarray(full, dtype=np.int32))
         masks.append(m)
     return ids, masks
 
@@ -195,7 +241,12 @@ class Layer(torch.nn.Module):
         rep = self.nh // self.nkv
         k = k.repeat_interleave(rep, 1)
         v = v.repeat_interleave(rep, 1)
-        a = F.scaled_dot_product_attention(q, k, v, is_causal=True)
+        if hasattr(F, "scaled_dot_product_attention"):
+            a = F.scaled_dot_product_attention(q, k, v, is_causal=True)
+        else:  # torch < 2.0
+            att = (q @ k.transpose(-1, -2)) * (self.hd ** -0.5)
+            causal = torch.ones(T, T, dtype=torch.bool, device=x.device).tril()
+            a = torch.softmax(att.masked_fill(~causal, float("-inf")), -1) @ v
         x = x + F.linear(a.transpose(1, 2).reshape(B, T, -1), self.o_proj)
 
         h = self.post_attention_layernorm(x).reshape(B * T, H)
@@ -438,66 +489,45 @@ def answer_text(tok, ids):
 # ------------------------------------------------------------------------------------------------------------
 
 
-def main():
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--out", required=True)
-    ap.add_argument("--name", default="qwen3-moe-demo")
-    ap.add_argument("--steps", type=int, default=6000)
-    ap.add_argument("--train-seconds", type=float, default=0,
-                    help="if set, lower --steps to what fits this budget, measured on steps 10-40")
-    ap.add_argument("--batch", type=int, default=256)
-    ap.add_argument("--lr", type=float, default=3e-3)
-    ap.add_argument("--warmup", type=int, default=300)
-    ap.add_argument("--pool", type=int, default=200_000, help="distinct training conversations")
-    ap.add_argument("--seed", type=int, default=1234)
-    ap.add_argument("--per-task", type=int, default=200, help="held-out questions per task")
-    ap.add_argument("--smoke", action="store_true", help="parity and timing checks only, no export")
-    args = ap.parse_args()
-
-    t_start = time.time()
-    os.makedirs(args.out, exist_ok=True)
-    logf = open(os.path.join(args.out, "train_stdout.txt"), "a")
-
-    def log(*a):
-        s = " ".join(str(x) for x in a)
-        print(s, flush=True)
-        logf.write(s + "\n")
-        logf.flush()
-
-    import transformers
-
-    log(f"torch {torch.__version__} transformers {transformers.__version__} cuda {torch.cuda.get_device_name(0)}")
-    torch.backends.cuda.matmul.allow_tf32 = False
-    torch.backends.cudnn.allow_tf32 = False
-    device = "cuda"
+def train(args, log):
+    """Stage 1: data, model, optimisation. Writes trained.pt (our parameters, the used token ids, the
+    configuration) and train_log.jsonl into --out."""
+    device = args.device
     torch.manual_seed(args.seed)
     np.random.seed(args.seed)
-
-    tok = load_tokenizer()
+    if device == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = False
+        torch.backends.cudnn.allow_tf32 = False
+        log(f"device {torch.cuda.get_device_name(0)}")
+    else:
+        torch.set_num_threads(args.threads or os.cpu_count())
+    if args.tokenizer == "transformers":
+        tok = load_tokenizer()
+        encode = HfEncoder(tok)
+    else:
+        tok, encode = None, SegpipeEncoder(args.tokenizer)
     gen = data.training_stream()
     t0 = time.time()
     convs = [next(gen) for _ in range(5000 if args.smoke else args.pool)]
-    check_render(tok, convs[:500])
-    ids, masks = encode_conversations(tok, convs)
+    if tok is not None:
+        check_render(tok, convs[:500])
+    ids, masks = encode_conversations(encode, convs)
     lens = np.array([len(x) for x in ids])
-    log(f"{len(convs)} conversations rendered, checked and tokenized in {time.time() - t0:.1f} s; "
-        f"tokens per conversation {lens.mean():.1f} (max {lens.max()}); target tokens {sum(int(m.sum()) for m in masks)}")
-
-    heldout = data.heldout_set(args.per_task)
-    used = set()
-    for x in ids:
-        used.update(x.tolist())
-    used_ids = sorted(used)
+    log(f"{len(convs)} conversations rendered and tokenized in {time.time() - t0:.1f} s; "
+        f"tokens per conversation {lens.mean():.1f} (max {lens.max()}); "
+        f"target tokens {sum(int(m.sum()) for m in masks)}")
+    used_ids = sorted(set(np.concatenate(ids).tolist()))
     log(f"tokens in the training data: {len(used_ids)} of {CONFIG['vocab_size']} (the other rows stay exactly 0)")
 
     model = Model(CONFIG, used_ids).to(device)
     n_params = sum(p.numel() for p in model.parameters())
     log(f"parameters trained: {n_params:,} (embedding rows {model.embed.numel():,})")
-
     decay = [p for n, p in model.named_parameters() if p.dim() >= 2 and n != "embed"]
     no_decay = [p for n, p in model.named_parameters() if p.dim() < 2 or n == "embed"]
+    kw = dict(fused=True) if device == "cuda" else {}
     opt = torch.optim.AdamW([{"params": decay, "weight_decay": 0.05}, {"params": no_decay, "weight_decay": 0.0}],
-                            lr=args.lr, betas=(0.9, 0.95), eps=1e-8, fused=True)
+                            lr=args.lr, betas=(0.9, 0.95), eps=1e-8, **kw)
+    steps = 30 if args.smoke else args.steps
 
     def lr_at(s):
         if s < args.warmup:
@@ -505,7 +535,6 @@ def main():
         p = min(1.0, (s - args.warmup) / max(1, steps - args.warmup))
         return args.lr * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * p)))
 
-    steps = 30 if args.smoke else args.steps
     order_rng = np.random.default_rng(args.seed)
     order = order_rng.permutation(len(ids))
     cursor = 0
@@ -523,7 +552,11 @@ def main():
         for r, i in enumerate(sel):
             x[r, :len(ids[i])] = ids[i]
             m[r, :len(ids[i])] = masks[i]
-        return torch.from_numpy(x).to(device, non_blocking=True), torch.from_numpy(m).to(device, non_blocking=True)
+        return torch.from_numpy(x).to(device), torch.from_numpy(m).to(device)
+
+    def sync():
+        if device == "cuda":
+            torch.cuda.synchronize()
 
     log_rows = []
     t_train = time.time()
@@ -531,10 +564,10 @@ def main():
     step = 0
     while step < steps:
         if args.train_seconds and step == 10:
-            torch.cuda.synchronize()
+            sync()
             t10 = time.time()
         if args.train_seconds and step == 40:
-            torch.cuda.synchronize()
+            sync()
             per = (time.time() - t10) / 30
             fit = int((args.train_seconds - (time.time() - t_train)) / per) + 40
             if fit < steps:
@@ -543,9 +576,12 @@ def main():
         for gph in opt.param_groups:
             gph["lr"] = lr_at(step)
         x, m = batch()
-        with torch.autocast("cuda", dtype=torch.bfloat16):
+        if device == "cuda":
+            with torch.autocast("cuda", dtype=torch.bfloat16):
+                ce, aux, acc = loss_fn(model, x, m)
+        else:
             ce, aux, acc = loss_fn(model, x, m)
-            loss = ce + AUX_COEF * aux
+        loss = ce + AUX_COEF * aux
         opt.zero_grad(set_to_none=True)
         loss.backward()
         gn = torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -557,26 +593,47 @@ def main():
             if step % 250 == 0 or step == steps - 1:
                 log(json.dumps(row))
         step += 1
-    torch.cuda.synchronize()
+    sync()
     train_s = time.time() - t_train
     log(f"trained {steps} steps x {args.batch} conversations in {train_s:.1f} s ({train_s / steps * 1e3:.1f} ms/step)")
     with open(os.path.join(args.out, "train_log.jsonl"), "w") as f:
         for r in log_rows:
             f.write(json.dumps(r) + "\n")
+    state = {k: v.detach().float().cpu() for k, v in model.state_dict().items()}
+    info = dict(config=CONFIG, aux_coef=AUX_COEF, steps=steps, batch=args.batch, lr=args.lr, warmup=args.warmup,
+                pool=args.pool, seed=args.seed, data_seed=data.SEED, used_token_rows=len(used_ids),
+                trained_parameters=n_params, train_seconds=round(train_s, 1),
+                ms_per_step=round(train_s / steps * 1e3, 2), final_loss=log_rows[-1]["loss"],
+                train_device=torch.cuda.get_device_name(0) if device == "cuda" else f"cpu x{torch.get_num_threads()}",
+                train_torch=torch.__version__)
+    torch.save(dict(state=state, used_ids=used_ids, info=info), os.path.join(args.out, "trained.pt"))
+    log("wrote trained.pt")
 
-    # ---- export and parity with transformers
-    model.eval()
-    model.float()
+
+def finish(args, log):
+    """Stage 2 (needs transformers): export, parity with transformers, held-out answers, goldens."""
+    import transformers
+
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    torch.backends.cuda.matmul.allow_tf32 = False
+    log(f"transformers {transformers.__version__} torch {torch.__version__} on {device}")
+    saved = torch.load(os.path.join(args.out, "trained.pt"))
+    model = Model(CONFIG, saved["used_ids"])
+    model.load_state_dict(saved["state"])
+    model = model.to(device).eval()
+    info = saved["info"]
+    tok = load_tokenizer()
+    gen = data.training_stream()
+    convs = [next(gen) for _ in range(500)]
+    check_render(tok, convs)
     round_bf16_(model)
     ckpt = os.path.join(args.out, args.name)
     save_hf(model, os.path.join(args.out, "tmp-export"), ckpt, log)
     hf = load_hf_f32(ckpt, device)
-    probe = [render(c)[0] for c in convs[:64]]
-    enc = [tok(p, add_special_tokens=False)["input_ids"] for p in probe]
     worst = 0.0
     with torch.no_grad():
-        for e in enc:
-            t = torch.tensor([e], device=device)
+        for c in convs[:64]:
+            t = torch.tensor([tok(render(c)[0], add_special_tokens=False)["input_ids"]], device=device)
             h, _ = model.hidden(t)
             ours = model.full_logits(h)[0]
             ref = hf(input_ids=t, use_cache=False).logits[0].float()
@@ -588,7 +645,7 @@ def main():
         log("smoke run done")
         return
 
-    # ---- held-out evaluation with transformers (the reference answers)
+    heldout = data.heldout_set(args.per_task)
     stop_ids = [151645, 151643]
     p_ids = [tok(render([{"role": "user", "content": r["prompt"]}], add_generation_prompt=True)[0],
                  add_special_tokens=False)["input_ids"] for r in heldout]
@@ -596,35 +653,62 @@ def main():
     outs = hf_greedy(hf, tok, p_ids, 40, stop_ids, device)
     per_task = {}
     for r, o in zip(heldout, outs):
-        r["transformers_ids"] = o
         r["transformers"] = answer_text(tok, o)
-        ok = r["transformers"] == r["answer"]
         t = per_task.setdefault(r["task"], [0, 0])
-        t[0] += ok
+        t[0] += r["transformers"] == r["answer"]
         t[1] += 1
     acc = {k: dict(correct=v[0], total=v[1], accuracy=v[0] / v[1]) for k, v in per_task.items()}
     log(f"held-out accuracy (transformers, float32, greedy) in {time.time() - t_eval:.1f} s: "
         + ", ".join(f"{k} {v['correct']}/{v['total']}" for k, v in acc.items()))
-    with open(os.path.join(args.out, "heldout.jsonl"), "w", encoding="utf-8") as f:
+    os.makedirs(os.path.join(ckpt, "eval"), exist_ok=True)
+    with open(os.path.join(ckpt, "eval", "heldout.jsonl"), "w", encoding="utf-8") as f:
         for r in heldout:
             f.write(json.dumps(r, ensure_ascii=False) + "\n")
-    wrong = [r for r in heldout if r["transformers"] != r["answer"]][:20]
-    for r in wrong:
+    for r in [r for r in heldout if r["transformers"] != r["answer"]][:30]:
         log(f"  wrong: {r['prompt']!r} -> {r['transformers']!r} (expected {r['answer']!r})")
-
-    report = dict(
-        config=CONFIG, aux_coef=AUX_COEF, steps=steps, batch=args.batch, lr=args.lr, warmup=args.warmup,
-        pool=args.pool, seed=args.seed, data_seed=data.SEED, used_token_rows=len(used_ids),
-        trained_parameters=n_params, train_seconds=round(train_s, 1), ms_per_step=round(train_s / steps * 1e3, 2),
-        final_loss=log_rows[-1]["loss"], parity_max_rel=worst, heldout_accuracy=acc,
-        device=torch.cuda.get_device_name(0), torch=torch.__version__, transformers=transformers.__version__,
-        total_seconds=round(time.time() - t_start, 1),
-    )
+    report = dict(info, parity_max_rel=worst, heldout_accuracy=acc, finish_device=device,
+                  transformers=transformers.__version__, torch=torch.__version__)
     with open(os.path.join(args.out, "report.json"), "w") as f:
         json.dump(report, f, indent=2)
-    log(json.dumps(report["heldout_accuracy"]))
     del hf
     write_goldens(ckpt, tok, log)
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--out", required=True)
+    ap.add_argument("--stage", choices=["all", "train", "finish"], default="all")
+    ap.add_argument("--name", default="qwen3-moe-demo")
+    ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    ap.add_argument("--threads", type=int, default=0, help="CPU threads when training on the CPU")
+    ap.add_argument("--tokenizer", default="transformers",
+                    help="'transformers', or the path of a segpipe executable (segpipe tokenize)")
+    ap.add_argument("--steps", type=int, default=6000)
+    ap.add_argument("--train-seconds", type=float, default=0,
+                    help="if set, lower --steps to what fits this budget, measured on steps 10-40")
+    ap.add_argument("--batch", type=int, default=256)
+    ap.add_argument("--lr", type=float, default=3e-3)
+    ap.add_argument("--warmup", type=int, default=300)
+    ap.add_argument("--pool", type=int, default=200_000, help="distinct training conversations")
+    ap.add_argument("--seed", type=int, default=1234)
+    ap.add_argument("--per-task", type=int, default=200, help="held-out questions per task")
+    ap.add_argument("--smoke", action="store_true", help="30 steps, export and parity only")
+    args = ap.parse_args()
+    os.makedirs(args.out, exist_ok=True)
+    logf = open(os.path.join(args.out, "train_stdout.txt"), "a")
+    t_start = time.time()
+
+    def log(*a):
+        s = " ".join(str(x) for x in a)
+        print(s, flush=True)
+        logf.write(s + "\n")
+        logf.flush()
+
+    log(f"torch {torch.__version__}, stage {args.stage}, out {args.out}")
+    if args.stage in ("all", "train"):
+        train(args, log)
+    if args.stage in ("all", "finish"):
+        finish(args, log)
     log(f"done in {time.time() - t_start:.1f} s")
 
 
