@@ -10,6 +10,7 @@
 #include "orchestrator/cli_args.h"
 #include "orchestrator/commands.h"
 #include "orchestrator/demo.h"
+#include "orchestrator/output.h"
 #include "orchestrator/pipeline_loader.h"
 #include "orchestrator/sampler.h"
 #include "orchestrator/tokenizer/chat_template.h"
@@ -146,7 +147,7 @@ int cmd_generate(const Args& args) {
         std::printf(first_id ? "%d" : " %d", next);
         first_id = false;
       }
-      std::fflush(stdout);
+      flush_stdout();  // a closed pipe or a full disk stops the run here (output.h)
     }
     if (stop || generated >= max_new) break;
     runner->step(&next, 1, pos++, false, nullptr, logits);
@@ -156,7 +157,7 @@ int cmd_generate(const Args& args) {
     std::fwrite(s.data(), 1, s.size(), stdout);
   }
   std::printf("\n");
-  std::fflush(stdout);
+  flush_stdout();
   auto t_end = std::chrono::steady_clock::now();
   double prefill_s = std::chrono::duration<double>(t_first - t0).count();
   double decode_s = std::chrono::duration<double>(t_end - t_first).count();

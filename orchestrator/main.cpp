@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "orchestrator/commands.h"
+#include "orchestrator/output.h"
 #include "orchestrator/tokenizer/cli_tokenizer.h"
 #include "segments/core/errors.h"
 #include "workers/worker_main.h"
@@ -72,7 +73,14 @@ int main(int argc, char** argv) {
       usage(stderr);
       return 2;
     }
-    return it->second.fn(args);
+    segpipe::ignore_sigpipe();
+    const int rc = it->second.fn(args);
+    // Buffered output is written here at the latest: a command whose results did not reach standard
+    // output (a full disk, /dev/full) must not exit 0.
+    segpipe::flush_stdout();
+    return rc;
+  } catch (const segpipe::OutputClosed&) {
+    return 0;
   } catch (const segpipe::InputError& e) {
     std::fprintf(stderr, "segpipe %s: error: %s\n", cmd.c_str(), strip_command(cmd, e.what()));
     return 2;

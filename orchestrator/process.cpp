@@ -26,6 +26,8 @@ pid_t spawn_self(const std::vector<std::string>& args) {
   if (pid < 0) throw RuntimeFailure(std::string("fork failed: ") + std::strerror(errno));
   if (pid == 0) {
     prctl(PR_SET_PDEATHSIG, SIGKILL);
+    // The orchestrator ignores SIGPIPE (output.h); an ignored signal would survive execv.
+    signal(SIGPIPE, SIG_DFL);
     execv(exe, argv.data());
     _exit(127);
   }

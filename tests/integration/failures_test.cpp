@@ -146,6 +146,23 @@ const Fault kHangs[] = {{"late", "layers", "step", 3, SIGSTOP},
 INSTANTIATE_TEST_SUITE_P(Hangs, HungSegment, ::testing::ValuesIn(kHangs),
                          [](const auto& tp) { return fault_name(tp.param); });
 
+// `segpipe generate --ids | head -c 20`: the reader goes away. The orchestrator used to die of SIGPIPE,
+// printing nothing and leaving its arena behind; now it stops, releases everything and exits 0.
+TEST(ClosedOutput, GenerateStopsCleanlyWhenItsReaderGoes) {
+  for (size_t bytes : {size_t{0}, size_t{20}}) {
+    // 2000 tokens: far more than a pipe holds before the reader has gone.
+    std::vector<std::string> a = {"generate", "--pipeline", pipeline_file(), "--tokens", "11 22 33 44",
+                                  "--ids", "--max-new-tokens", "2000"};
+    RunResult r = run_segpipe_reader_closes(a, bytes);
+    EXPECT_EQ(r.rc, 0) << "reader gone after " << bytes << " bytes: " << r.err;
+    EXPECT_EQ(r.err.find("failure"), std::string::npos) << r.err;
+    EXPECT_EQ(r.out.size(), bytes);
+    EXPECT_TRUE(leftover_arenas(r.pid).empty()) << "reader gone after " << bytes << " bytes";
+    for (int i = 0; i < 50 && !leftover_workers(r.pid).empty(); i++) usleep(20000);
+    EXPECT_TRUE(leftover_workers(r.pid).empty());
+  }
+}
+
 // The orchestrator itself is killed: its workers follow it, and the arena it could not remove is
 // found and removed by the next run.
 TEST(OrchestratorDeath, WorkersExitAndTheNextRunRemovesTheStaleArena) {

@@ -7,7 +7,9 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
+#include <cstdint>
 #include <cstring>
 #include <fstream>
 #include <sstream>
@@ -15,8 +17,23 @@
 
 namespace segpipe::test {
 
+namespace {
+RunResult run_impl(const std::vector<std::string>& args, const std::map<std::string, std::string>& env,
+                   double timeout_s, size_t close_out_after);
+}
+
 RunResult run_segpipe(const std::vector<std::string>& args, const std::map<std::string, std::string>& env,
                       double timeout_s) {
+  return run_impl(args, env, timeout_s, SIZE_MAX);
+}
+
+RunResult run_segpipe_reader_closes(const std::vector<std::string>& args, size_t read_bytes, double timeout_s) {
+  return run_impl(args, {}, timeout_s, read_bytes);
+}
+
+namespace {
+RunResult run_impl(const std::vector<std::string>& args, const std::map<std::string, std::string>& env,
+                   double timeout_s, size_t close_out_after) {
   int out[2], err[2];
   if (pipe(out) != 0 || pipe(err) != 0) throw std::runtime_error("pipe");
   auto t0 = std::chrono::steady_clock::now();
@@ -42,6 +59,12 @@ RunResult run_segpipe(const std::vector<std::string>& args, const std::map<std::
   pollfd fds[2] = {{out[0], POLLIN, 0}, {err[0], POLLIN, 0}};
   int open_fds = 2;
   char buf[4096];
+  auto close_out = [&] {
+    close(fds[0].fd);
+    fds[0].fd = -1;
+    open_fds--;
+  };
+  if (close_out_after == 0) close_out();
   while (open_fds > 0) {
     double left = timeout_s - std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     if (left <= 0) {
@@ -51,13 +74,15 @@ RunResult run_segpipe(const std::vector<std::string>& args, const std::map<std::
     if (poll(fds, 2, static_cast<int>(left * 1000)) <= 0) continue;
     for (int i = 0; i < 2; i++) {
       if (fds[i].fd < 0 || !(fds[i].revents & (POLLIN | POLLHUP))) continue;
-      ssize_t n = read(fds[i].fd, buf, sizeof buf);
+      size_t want = i == 0 ? std::min(sizeof buf, close_out_after - r.out.size()) : sizeof buf;
+      ssize_t n = read(fds[i].fd, buf, want);
       if (n <= 0) {
         close(fds[i].fd);
         fds[i].fd = -1;
         open_fds--;
       } else {
         (i == 0 ? r.out : r.err).append(buf, static_cast<size_t>(n));
+        if (i == 0 && r.out.size() >= close_out_after) close_out();
       }
     }
   }
@@ -69,6 +94,7 @@ RunResult run_segpipe(const std::vector<std::string>& args, const std::map<std::
   r.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   return r;
 }
+}  // namespace
 
 std::vector<pid_t> leftover_workers(pid_t orchestrator) {
   std::vector<pid_t> out;

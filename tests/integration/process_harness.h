@@ -18,6 +18,9 @@ struct RunResult {
 
 RunResult run_segpipe(const std::vector<std::string>& args, const std::map<std::string, std::string>& env = {},
                       double timeout_s = 60);
+// Like run_segpipe, but standard output's reader goes away after `read_bytes` bytes (as `| head -c N`
+// does); 0 closes it before the command writes anything. out holds what was read.
+RunResult run_segpipe_reader_closes(const std::vector<std::string>& args, size_t read_bytes, double timeout_s = 60);
 // Worker processes started by orchestrator `pid` that still exist.
 std::vector<pid_t> leftover_workers(pid_t orchestrator);
 // Arenas in /dev/shm created by `pid`.

@@ -200,6 +200,58 @@ TEST(RunSegmentTest, RefusesCraftedInputFieldsWithExit2NamingFileAndField) {
   }
 }
 
+// Output that cannot be written is a runtime failure (exit 3, one line), never a silent exit 0.
+TEST(OutputErrors, StandardOutputOnAFullDeviceIsExit3WithOneLine) {
+  const std::string tiny = kSrc + "/models/tiny-qwen3-moe";
+  TempDir d;
+  for (const std::string& cmd :
+       {"generate --pipeline " + kBanks + " --tokens '" + kPrompt + "' --ids --max-new-tokens 3",
+        "dump --pipeline " + kBanks + " --tokens '5 6' --out " + (d / "dump"), "plan --model " + tiny,
+        "tokenize --tokenizer " + kSrc + "/orchestrator/tokenizer/qwen3 --text hello",
+        "detokenize --tokenizer " + kSrc + "/orchestrator/tokenizer/qwen3 --ids '14990'", "inspect " + tiny}) {
+    Result r = run(cmd, "2>&1 >/dev/full");
+    EXPECT_EQ(r.code, 3) << cmd << "\n" << r.out;
+    EXPECT_EQ(lines(r.out), 1u) << cmd << "\n" << r.out;
+    EXPECT_NE(r.out.find("standard output"), std::string::npos) << cmd << "\n" << r.out;
+  }
+}
+
+TEST(OutputErrors, ReportFilesThatCannotBeWrittenFail) {
+  TempDir d;
+  const std::string run_args = " --pipeline " + kBanks + " --tokens '" + kPrompt + "'";
+  for (const std::string& cmd : {"memory" + run_args + " --json /dev/full", "memory" + run_args + " --html /dev/full",
+                                 "verify" + run_args + " --max-new-tokens 1 --json /dev/full"}) {
+    Result r = run_err(cmd);
+    EXPECT_EQ(r.code, 3) << cmd << "\n" << r.out;
+    EXPECT_EQ(lines(r.out), 1u) << cmd << "\n" << r.out;
+    EXPECT_NE(r.out.find("/dev/full"), std::string::npos) << cmd << "\n" << r.out;
+  }
+  // A report path in a folder that does not exist: the path is bad input.
+  Result r = run_err("verify" + run_args + " --max-new-tokens 1 --json " + (d / "no/such/dir/r.json"));
+  EXPECT_EQ(r.code, 2) << r.out;
+  EXPECT_NE(r.out.find(d / "no/such/dir/r.json"), std::string::npos) << r.out;
+}
+
+TEST(OutputErrors, DumpOutThatCannotBeAFolderIsExit2NamingThePath) {
+  TempDir d;
+  std::ofstream(d / "file") << "x";
+  fs::create_directories(d / "m/manifest.json");  // the manifest cannot be written over a folder
+  std::vector<std::pair<std::string, std::string>> cases = {
+      {d / "file", d / "file"}, {d / "file/sub", d / "file/sub"}, {d / "m", d / "m/manifest.json"}};
+  if (geteuid() != 0) {  // permissions do not stop root
+    fs::create_directories(d / "ro");
+    fs::permissions(d / "ro", fs::perms::owner_read | fs::perms::owner_exec);
+    cases.push_back({d / "ro/out", d / "ro/out"});
+  }
+  for (auto& [out, named] : cases) {
+    Result r = run_err("dump --pipeline " + kBanks + " --tokens '5 6' --out " + out);
+    EXPECT_EQ(r.code, 2) << out << "\n" << r.out;
+    EXPECT_EQ(lines(r.out), 1u) << out << "\n" << r.out;
+    EXPECT_NE(r.out.find(named), std::string::npos) << out << "\n" << r.out;
+  }
+  if (fs::exists(d / "ro")) fs::permissions(d / "ro", fs::perms::owner_all, fs::perm_options::replace);
+}
+
 // Copies tiny-qwen3-moe and flips exponent bits of one expert's down_proj in layer 3.
 std::string corrupt_copy(const TempDir& d, int expert) {
   fs::path src = kSrc + "/models/tiny-qwen3-moe", dst = d / "broken";
