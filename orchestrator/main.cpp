@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "orchestrator/commands.h"
+#include "orchestrator/mapped_fault.h"
 #include "orchestrator/output.h"
 #include "orchestrator/tokenizer/cli_tokenizer.h"
 #include "segments/core/errors.h"
@@ -74,6 +75,7 @@ int main(int argc, char** argv) {
       return 2;
     }
     segpipe::ignore_sigpipe();
+    segpipe::report_mapped_file_faults(cmd);
     const int rc = it->second.fn(args);
     // Buffered output is written here at the latest: a command whose results did not reach standard
     // output (a full disk, /dev/full) must not exit 0.

@@ -8,6 +8,8 @@
 
 #include <fcntl.h>
 
+#include <algorithm>
+#include <filesystem>
 #include <thread>
 
 #include "process_harness.h"
@@ -161,6 +163,33 @@ TEST(ClosedOutput, GenerateStopsCleanlyWhenItsReaderGoes) {
     for (int i = 0; i < 50 && !leftover_workers(r.pid).empty(); i++) usleep(20000);
     EXPECT_TRUE(leftover_workers(r.pid).empty());
   }
+}
+
+// transport: inproc maps the weights into the orchestrator itself; a checkpoint truncated during the
+// run used to kill it with SIGBUS (exit 135, nothing printed). Now: exit 3 naming segment and file.
+TEST(ChangedCheckpoint, TruncatedDuringAnInprocRunIsExit3NamingSegmentAndFile) {
+  const std::string dir = temp_dir();
+  std::filesystem::copy(source_path("models/tiny-qwen3-moe"), dir + "/m", std::filesystem::copy_options::recursive);
+  std::string yaml = kPipeline;
+  yaml.replace(yaml.find("%MODEL%"), 7, dir + "/m");
+  yaml += "transport: inproc\n";
+  write_file(dir + "/p.yaml", yaml);
+  const std::string shard = dir + "/m/model-00002-of-00003.safetensors";
+  std::vector<std::string> a = {"generate", "--pipeline", dir + "/p.yaml", "--tokens", "11 22 33 44",
+                                "--ids", "--max-new-tokens", "2000"};
+  // Stopped while it generates, so that the truncation lands between two steps of a run that has
+  // many steps left; every step reads all of the shard's weights again.
+  RunResult r = run_segpipe_then(a, [&](pid_t pid) {
+    kill(pid, SIGSTOP);
+    EXPECT_EQ(truncate(shard.c_str(), 300000), 0);
+    kill(pid, SIGCONT);
+  });
+  EXPECT_EQ(r.rc, 3) << r.err;
+  EXPECT_EQ(std::count(r.err.begin(), r.err.end(), '\n'), 1) << r.err;
+  EXPECT_NE(r.err.find("segment '"), std::string::npos) << r.err;
+  EXPECT_NE(r.err.find(shard), std::string::npos) << r.err;
+  EXPECT_NE(r.err.find("SIGBUS"), std::string::npos) << r.err;
+  std::filesystem::remove_all(dir);
 }
 
 // The orchestrator itself is killed: its workers follow it, and the arena it could not remove is

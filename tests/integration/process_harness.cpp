@@ -19,7 +19,7 @@ namespace segpipe::test {
 
 namespace {
 RunResult run_impl(const std::vector<std::string>& args, const std::map<std::string, std::string>& env,
-                   double timeout_s, size_t close_out_after);
+                   double timeout_s, size_t close_out_after, const std::function<void(pid_t)>& on_first_output = {});
 }
 
 RunResult run_segpipe(const std::vector<std::string>& args, const std::map<std::string, std::string>& env,
@@ -31,9 +31,14 @@ RunResult run_segpipe_reader_closes(const std::vector<std::string>& args, size_t
   return run_impl(args, {}, timeout_s, read_bytes);
 }
 
+RunResult run_segpipe_then(const std::vector<std::string>& args, const std::function<void(pid_t)>& on_first_output,
+                           double timeout_s) {
+  return run_impl(args, {}, timeout_s, SIZE_MAX, on_first_output);
+}
+
 namespace {
 RunResult run_impl(const std::vector<std::string>& args, const std::map<std::string, std::string>& env,
-                   double timeout_s, size_t close_out_after) {
+                   double timeout_s, size_t close_out_after, const std::function<void(pid_t)>& on_first_output) {
   int out[2], err[2];
   if (pipe(out) != 0 || pipe(err) != 0) throw std::runtime_error("pipe");
   auto t0 = std::chrono::steady_clock::now();
@@ -81,7 +86,9 @@ RunResult run_impl(const std::vector<std::string>& args, const std::map<std::str
         fds[i].fd = -1;
         open_fds--;
       } else {
+        const bool first = i == 0 && r.out.empty();
         (i == 0 ? r.out : r.err).append(buf, static_cast<size_t>(n));
+        if (first && on_first_output) on_first_output(pid);
         if (i == 0 && r.out.size() >= close_out_after) close_out();
       }
     }
