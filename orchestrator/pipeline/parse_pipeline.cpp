@@ -11,13 +11,13 @@
 #include <charconv>
 #include <cmath>
 #include <filesystem>
-#include <fstream>
 #include <limits>
 #include <sstream>
 #include <string_view>
 
 #include "orchestrator/pipeline/pipeline.h"
 #include "orchestrator/pipeline/yaml_errors.h"
+#include "segments/core/input_file.h"
 
 namespace segpipe {
 
@@ -419,6 +419,9 @@ void check_one_document(const std::string& text, const std::string& source) {
 }  // namespace
 
 PipelineSpec parse_pipeline_string(const std::string& text, const std::string& source, const std::string& base_dir) {
+  if (text.size() > kMaxPipelineBytes)
+    throw InputError(source + ": pipeline file of " + std::to_string(text.size()) + " bytes, more than the limit of " +
+                     std::to_string(kMaxPipelineBytes) + " bytes");
   YAML::Node root;
   try {
     check_one_document(text, source);
@@ -437,13 +440,9 @@ PipelineSpec parse_pipeline_string(const std::string& text, const std::string& s
 }
 
 PipelineSpec parse_pipeline_file(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) throw InputError(path + ": cannot open pipeline file");
-  std::ostringstream text;
-  text << in.rdbuf();
-  if (in.bad()) throw InputError(path + ": cannot read pipeline file");
+  const std::string text = read_input_file(path, kMaxPipelineBytes, "pipeline file");
   std::filesystem::path dir = std::filesystem::path(path).parent_path();
-  return parse_pipeline_string(text.str(), path, dir.empty() ? "." : dir.string());
+  return parse_pipeline_string(text, path, dir.empty() ? "." : dir.string());
 }
 
 }  // namespace segpipe
