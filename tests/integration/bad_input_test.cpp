@@ -71,5 +71,48 @@ TEST(SpecialFiles, ADirectoryInPlaceOfConfigJsonSaysSo) {
   expect_bad_input({"inspect", m.dir}, m.dir + "/config.json", "is a directory");
 }
 
+// config.json values: refused with exit 2 naming the file and the key, never replaced or kept silently.
+TEST(ConfigJson, OutOfRangeAndDuplicateValuesAreExit2NamingTheKey) {
+  struct Case {
+    std::string from, to, key;
+  };
+  for (const Case& c : {Case{"\"rope_theta\": 1000000.0", "\"rope_theta\": -5", "rope_theta"},
+                        Case{"\"rms_norm_eps\": 1e-06", "\"rms_norm_eps\": 1e300", "rms_norm_eps"},
+                        Case{"\"rope_theta\": 1000000.0", "\"rope_theta\": 1000000.0, \"rope_theta\": 5.0",
+                             "duplicate key 'rope_theta'"}}) {
+    ModelCopy m("tiny-qwen3-moe");
+    std::ifstream in(m.dir + "/config.json");
+    std::stringstream ss;
+    ss << in.rdbuf();
+    std::string text = ss.str();
+    ASSERT_NE(text.find(c.from), std::string::npos) << c.from << " not in " << text;
+    text.replace(text.find(c.from), c.from.size(), c.to);
+    write_file(m.dir + "/config.json", text);
+    expect_bad_input({"generate", "--model", m.dir, "--tokens", "1 2", "--ids", "--max-new-tokens", "2"},
+                     m.dir + "/config.json", c.key);
+  }
+}
+
+// Untrusted sizes: a document far larger than any pipeline is refused before it is parsed (a 100 MB
+// YAML list ran out of memory, exit 3), and a huge value is not echoed whole into the message.
+TEST(PipelineYaml, HugeDocumentsDeepNestingAndHugeValuesGiveShortMessages) {
+  std::string dir = temp_dir();
+  std::string big = "version: 1\nbogus:\n";
+  while (big.size() < (2u << 20)) big += "  - 12345678\n";
+  write_file(dir + "/big.yaml", big);
+  expect_bad_input({"generate", "--pipeline", dir + "/big.yaml"}, dir + "/big.yaml", "limit");
+
+  write_file(dir + "/deep.yaml", "version: 1\nsegments: " + std::string(5000, '[') + std::string(5000, ']') + "\n");
+  expect_bad_input({"generate", "--pipeline", dir + "/deep.yaml"}, dir + "/deep.yaml", "nested");
+
+  const std::string long_path = "/" + std::string(100000, 'p');
+  RunResult r = run_segpipe({"generate", "--model", long_path, "--tokens", "1"});
+  EXPECT_EQ(r.rc, 2) << r.err.substr(0, 300);
+  EXPECT_EQ(lines(r.err), 1u);
+  EXPECT_LT(r.err.size(), 1000u) << r.err.substr(0, 300);
+  EXPECT_NE(r.err.find(" bytes)..."), std::string::npos) << r.err;
+  fs::remove_all(dir);
+}
+
 }  // namespace
 }  // namespace segpipe::test
