@@ -192,6 +192,47 @@ TEST(ChangedCheckpoint, TruncatedDuringAnInprocRunIsExit3NamingSegmentAndFile) {
   std::filesystem::remove_all(dir);
 }
 
+// A run held in the middle of a step (the 'late' worker stops itself): its orchestrator pid, once its
+// workers exist (the arena is created before they start).
+pid_t start_held_run(const std::string& yaml) {
+  pid_t pid = fork();
+  if (pid == 0) {
+    setenv("SEGPIPE_FAULT", "late:step:2:19", 1);
+    int devnull = open("/dev/null", O_WRONLY);
+    dup2(devnull, 1);
+    dup2(devnull, 2);
+    std::vector<std::string> a = gen_args(yaml, false);
+    a.insert(a.begin(), SEGPIPE_BIN);
+    std::vector<char*> argv;
+    for (auto& s : a) argv.push_back(s.data());
+    argv.push_back(nullptr);
+    execv(SEGPIPE_BIN, argv.data());
+    _exit(127);
+  }
+  for (int i = 0; i < 1000 && leftover_workers(pid).empty(); i++) usleep(10000);
+  return pid;
+}
+
+// Any signal that ends the orchestrator ends it without leaving its arena: SIGQUIT, SIGUSR1 and
+// SIGALRM used to leave it in /dev/shm. SIGPIPE is ignored (a closed output is handled as EPIPE).
+TEST(OrchestratorSignal, EndsTheRunAndLeavesNoArenaOrProcess) {
+  std::string yaml = pipeline_file("", 60000);
+  for (int sig : {SIGTERM, SIGINT, SIGHUP, SIGQUIT, SIGUSR1, SIGUSR2, SIGALRM, SIGPIPE}) {
+    pid_t pid = start_held_run(yaml);
+    ASSERT_FALSE(leftover_workers(pid).empty()) << "signal " << sig;
+    ASSERT_FALSE(leftover_arenas(pid).empty()) << "signal " << sig;
+    kill(pid, sig);
+    if (sig == SIGPIPE) kill(pid, SIGTERM);  // survived it: end the held run the usual way
+    int st = 0;
+    waitpid(pid, &st, 0);
+    EXPECT_TRUE(WIFSIGNALED(st)) << "signal " << sig;
+    EXPECT_EQ(WTERMSIG(st), sig == SIGPIPE ? SIGTERM : sig) << "it still dies of the signal";
+    EXPECT_TRUE(leftover_arenas(pid).empty()) << "signal " << sig;
+    for (int i = 0; i < 100 && !leftover_workers(pid).empty(); i++) usleep(20000);
+    EXPECT_TRUE(leftover_workers(pid).empty()) << "signal " << sig;
+  }
+}
+
 // The orchestrator itself is killed: its workers follow it, and the arena it could not remove is
 // found and removed by the next run.
 TEST(OrchestratorDeath, WorkersExitAndTheNextRunRemovesTheStaleArena) {
