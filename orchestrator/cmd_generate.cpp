@@ -79,7 +79,7 @@ int cmd_generate(const Args& args) {
   SamplingParams sp;
   sp.temperature = a.get_double("--temperature", g.value("temperature", 0.0), 0.0, 1e6);
   sp.top_k = static_cast<int>(a.get_int("--top-k", g.value("top_k", 0), 0, 1 << 30));
-  sp.top_p = a.get_double("--top-p", g.value("top_p", 1.0), 1e-9, 1.0);
+  sp.top_p = a.get_double("--top-p", g.value("top_p", 1.0), 0.0, 1.0, /*lo_open=*/true);
   sp.seed = static_cast<uint64_t>(a.get_int("--seed", g.value("seed", 0), 0, (1ll << 62)));
 
   // The tokenizer is needed for text in or out; a checkpoint without one works with ids only.
