@@ -93,21 +93,14 @@ class InprocRunner : public Runner {
             std::vector<float>& logits) override {
     const int64_t H = cfg_.hidden;
     x_.resize(static_cast<size_t>(T * H));
-    {
-      RunningSegment running(embed_name_);
-      embed_->forward(ids, T, x_.data());
-    }
+    in_segment(embed_name_, "embeddings", [&] { embed_->forward(ids, T, x_.data()); });
     if (obs) obs->on_tensor("embeddings", x_.data(), T, H);
-    for (Stage& st : stages_) {
-      RunningSegment running(st.desc.name);  // its banks run inside it
-      st.seg->forward(x_.data(), T, pos0, st.exec.get(), obs);
-    }
+    for (Stage& st : stages_)  // its banks run inside it
+      in_segment(st.desc.name, "layers", [&] { st.seg->forward(x_.data(), T, pos0, st.exec.get(), obs); });
     logits.resize(static_cast<size_t>((all_logits ? T : 1) * head_->vocab()));
     normed_.resize(static_cast<size_t>(T * H));
-    {
-      RunningSegment running(head_name_);
-      head_->forward(x_.data(), T, all_logits, obs ? normed_.data() : nullptr, logits.data());
-    }
+    in_segment(head_name_, "lm_head",
+               [&] { head_->forward(x_.data(), T, all_logits, obs ? normed_.data() : nullptr, logits.data()); });
     if (obs) {
       obs->on_tensor("norm", normed_.data(), T, H);
       if (all_logits) obs->on_tensor("logits", logits.data(), T, head_->vocab());

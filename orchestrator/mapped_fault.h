@@ -16,6 +16,8 @@
 #pragma once
 #include <string>
 
+#include "segments/core/errors.h"
+
 namespace segpipe {
 
 // Installs the SIGBUS handler; `command` names the command in the message (copied).
@@ -32,5 +34,18 @@ class RunningSegment {
  private:
   const char* previous_;
 };
+
+// Runs one segment's call in this process: marks it running (above), and names it in a runtime
+// failure it throws ("segment 'late' (layers): non-finite output of layer 3 ..."), as the
+// orchestrator names a segment process that reports one.
+template <typename F>
+void in_segment(const std::string& name, const char* kind, F&& call) {
+  RunningSegment running(name);
+  try {
+    call();
+  } catch (const RuntimeFailure& e) {
+    throw RuntimeFailure("segment '" + name + "' (" + kind + "): " + e.what());
+  }
+}
 
 }  // namespace segpipe

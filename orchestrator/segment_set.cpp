@@ -173,8 +173,7 @@ const ExpertsSegment* SegmentSet::experts_of(const std::string& name) const {
 
 void SegmentSet::embed(const int32_t* ids, int64_t T, float* out) {
   SEGPIPE_ASSERT_MSG(embed_ != nullptr, "embeddings segment not loaded");
-  RunningSegment running(segment_of(SegKind::Embeddings));
-  embed_->forward(ids, T, out);
+  in_segment(segment_of(SegKind::Embeddings), "embeddings", [&] { embed_->forward(ids, T, out); });
 }
 
 void SegmentSet::layers(const std::string& name, float* x, int64_t T, int64_t pos0, BoundaryObserver* obs,
@@ -183,8 +182,7 @@ void SegmentSet::layers(const std::string& name, float* x, int64_t T, int64_t po
     if (st->desc.name != name) continue;
     std::unique_ptr<Recorder> rec;
     if (!st->banks.empty()) rec = std::make_unique<Recorder>(st->banks, cfg_.hidden, calls);
-    RunningSegment running(st->desc.name);
-    st->seg->forward(x, T, pos0, rec.get(), obs);
+    in_segment(st->desc.name, "layers", [&] { st->seg->forward(x, T, pos0, rec.get(), obs); });
     return;
   }
   throw InputError("layers segment '" + name + "' is not loaded");
@@ -193,14 +191,12 @@ void SegmentSet::layers(const std::string& name, float* x, int64_t T, int64_t po
 void SegmentSet::bank(const std::string& name, const ExpertRequest& req) {
   auto it = banks_.find(name);
   if (it == banks_.end()) throw InputError("experts segment '" + name + "' is not loaded");
-  RunningSegment running(it->first);
-  it->second->compute(req);
+  in_segment(it->first, "experts", [&] { it->second->compute(req); });
 }
 
 void SegmentSet::head(const float* x, int64_t T, bool all_positions, float* normed, float* logits) {
   SEGPIPE_ASSERT_MSG(head_ != nullptr, "lm_head segment not loaded");
-  RunningSegment running(segment_of(SegKind::LmHead));
-  head_->forward(x, T, all_positions, normed, logits);
+  in_segment(segment_of(SegKind::LmHead), "lm_head", [&] { head_->forward(x, T, all_positions, normed, logits); });
 }
 
 void SegmentSet::step(const int32_t* ids, int64_t T, int64_t pos0, bool all_logits, BoundaryObserver* obs,

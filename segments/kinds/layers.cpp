@@ -3,6 +3,7 @@
 #include <algorithm>
 
 #include "segments/core/errors.h"
+#include "segments/core/finite.h"
 #include "segments/kernels/cpu/attention.h"
 #include "segments/kernels/cpu/rmsnorm.h"
 #include "segments/kernels/cpu/router.h"
@@ -144,6 +145,8 @@ void LayersSegment::forward(float* x, int64_t T, int64_t pos0, ExpertExecutor* e
     }
     for (int64_t i = 0; i < T * H; i++) x[i] = x[i] + mlp_[static_cast<size_t>(i)];
     if (obs) obs->on_tensor("layers." + std::to_string(L.index) + ".output", x, T, H);
+    // Where the first NaN or Inf appears, named by layer: later layers and the logits only inherit it.
+    if (first_non_finite(x, T * H) >= 0) check_finite(x, T, H, "output of layer " + std::to_string(L.index));
   }
 }
 
