@@ -11,7 +11,8 @@
 // that opens an arena hold a shared flock() on it for as long as they live (arena.h), and a pid
 // says nothing about a process in another PID namespace that shares /dev/shm (a run there had its
 // live arena deleted). Cleanup takes the lock exclusively, without waiting, and removes the file
-// only if it got it, the file belongs to this user, and its creator had finished writing it.
+// only if it got it, the file belongs to this user, and its creator had finished writing it. An
+// arena whose last processes are still exiting is therefore kept; a later run removes it.
 //
 // Arena::create registers the name here automatically and Arena::remove / the destructor
 // unregisters it, so callers only choose how signals are handled. A stronger option still: once

@@ -254,11 +254,14 @@ TEST(OrchestratorDeath, WorkersExitAndTheNextRunRemovesTheStaleArena) {
   for (int i = 0; i < 200 && leftover_arenas(pid).empty(); i++) usleep(10000);
   usleep(300000);
   ASSERT_FALSE(leftover_arenas(pid).empty());
-  ASSERT_FALSE(leftover_workers(pid).empty());
+  const std::vector<pid_t> workers = leftover_workers(pid);
+  ASSERT_FALSE(workers.empty());
   kill(pid, SIGKILL);
   int st;
   waitpid(pid, &st, 0);
-  for (int i = 0; i < 100 && !leftover_workers(pid).empty(); i++) usleep(20000);
+  // Until every worker has fully exited it still holds the arena's in-use lock, and the next run's
+  // cleanup rightly keeps the arena.
+  EXPECT_TRUE(wait_for_exit(workers)) << "workers must exit with their orchestrator";
   EXPECT_TRUE(leftover_workers(pid).empty()) << "workers must exit with their orchestrator";
   // SIGKILL leaves the arena behind; the next run (or one running beside this test, which is just as
   // good) removes it.

@@ -4,6 +4,7 @@
 #include <fcntl.h>
 #include <poll.h>
 #include <signal.h>
+#include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -121,6 +122,18 @@ std::vector<pid_t> leftover_workers(pid_t orchestrator) {
   }
   closedir(d);
   return out;
+}
+
+bool wait_for_exit(const std::vector<pid_t>& pids, double timeout_s) {
+  bool all = true;
+  for (pid_t p : pids) {
+    const int fd = static_cast<int>(syscall(SYS_pidfd_open, p, 0));
+    if (fd < 0) continue;  // ESRCH: already gone
+    pollfd w{fd, POLLIN, 0};
+    all &= poll(&w, 1, static_cast<int>(timeout_s * 1000)) == 1;
+    close(fd);
+  }
+  return all;
 }
 
 std::vector<std::string> leftover_arenas(pid_t pid) {

@@ -28,6 +28,11 @@ RunResult run_segpipe_then(const std::vector<std::string>& args, const std::func
                            double timeout_s = 60);
 // Worker processes started by orchestrator `pid` that still exist.
 std::vector<pid_t> leftover_workers(pid_t orchestrator);
+// Waits until each of these processes (our children or not) has exited and closed its descriptors
+// (and so released its locks): a pidfd turns readable only then. False if one is still running
+// after `timeout_s`. A process that does not show in leftover_workers() any more may still be
+// exiting (its command line goes before its descriptors do).
+bool wait_for_exit(const std::vector<pid_t>& pids, double timeout_s = 30);
 // Arenas in /dev/shm created by `pid`.
 std::vector<std::string> leftover_arenas(pid_t pid);
 std::string temp_dir();
