@@ -197,6 +197,13 @@ TEST(ChangedCheckpoint, TruncatedDuringAnInprocRunIsExit3NamingSegmentAndFile) {
 pid_t start_held_run(const std::string& yaml) {
   pid_t pid = fork();
   if (pid == 0) {
+    // Default dispositions, whatever this test inherited (a shell's background job ignores SIGINT
+    // and SIGQUIT, and segpipe rightly keeps a signal ignored that it was started with).
+    for (int sig = 1; sig < NSIG; sig++)
+      if (sig != SIGKILL && sig != SIGSTOP) signal(sig, SIG_DFL);
+    sigset_t none;
+    sigemptyset(&none);
+    sigprocmask(SIG_SETMASK, &none, nullptr);
     setenv("SEGPIPE_FAULT", "late:step:2:19", 1);
     int devnull = open("/dev/null", O_WRONLY);
     dup2(devnull, 1);
@@ -209,7 +216,8 @@ pid_t start_held_run(const std::string& yaml) {
     execv(SEGPIPE_BIN, argv.data());
     _exit(127);
   }
-  for (int i = 0; i < 1000 && leftover_workers(pid).empty(); i++) usleep(10000);
+  // All six started (each arms PR_SET_PDEATHSIG before it execs), not only the first.
+  for (int i = 0; i < 1000 && leftover_workers(pid).size() < 6; i++) usleep(10000);
   return pid;
 }
 
@@ -219,7 +227,8 @@ TEST(OrchestratorSignal, EndsTheRunAndLeavesNoArenaOrProcess) {
   std::string yaml = pipeline_file("", 60000);
   for (int sig : {SIGTERM, SIGINT, SIGHUP, SIGQUIT, SIGUSR1, SIGUSR2, SIGALRM, SIGPIPE}) {
     pid_t pid = start_held_run(yaml);
-    ASSERT_FALSE(leftover_workers(pid).empty()) << "signal " << sig;
+    const std::vector<pid_t> workers = leftover_workers(pid);
+    ASSERT_EQ(workers.size(), 6u) << "signal " << sig;
     ASSERT_FALSE(leftover_arenas(pid).empty()) << "signal " << sig;
     kill(pid, sig);
     if (sig == SIGPIPE) kill(pid, SIGTERM);  // survived it: end the held run the usual way
@@ -228,7 +237,7 @@ TEST(OrchestratorSignal, EndsTheRunAndLeavesNoArenaOrProcess) {
     EXPECT_TRUE(WIFSIGNALED(st)) << "signal " << sig;
     EXPECT_EQ(WTERMSIG(st), sig == SIGPIPE ? SIGTERM : sig) << "it still dies of the signal";
     EXPECT_TRUE(leftover_arenas(pid).empty()) << "signal " << sig;
-    for (int i = 0; i < 100 && !leftover_workers(pid).empty(); i++) usleep(20000);
+    EXPECT_TRUE(wait_for_exit(workers)) << "signal " << sig;
     EXPECT_TRUE(leftover_workers(pid).empty()) << "signal " << sig;
   }
 }
