@@ -1,6 +1,7 @@
 #include "orchestrator/cli_args.h"
 
 #include <cerrno>
+#include <cstdio>
 #include <cstdlib>
 
 #include "segments/core/errors.h"
@@ -74,15 +75,18 @@ long long CliArgs::get_int(const std::string& flag, long long dflt, long long lo
   return x;
 }
 
-double CliArgs::get_double(const std::string& flag, double dflt, double lo, double hi) const {
+double CliArgs::get_double(const std::string& flag, double dflt, double lo, double hi, bool lo_open) const {
   auto v = get(flag);
   if (!v) return dflt;
   errno = 0;
   char* end = nullptr;
   double x = std::strtod(v->c_str(), &end);
-  if (v->empty() || *end != 0 || errno != 0 || !(x >= lo && x <= hi))
-    throw InputError(command_ + ": " + flag + " must be a number in [" + std::to_string(lo) + ", " +
-                     std::to_string(hi) + "], got '" + *v + "'");
+  if (v->empty() || *end != 0 || errno != 0 || !((lo_open ? x > lo : x >= lo) && x <= hi)) {
+    // %g: "[0, 1]", not std::to_string's "[0.000000, 1.000000]".
+    char range[96];
+    std::snprintf(range, sizeof range, "%s%g, %g]", lo_open ? "(" : "[", lo, hi);
+    throw InputError(command_ + ": " + flag + " must be a number in " + range + ", got '" + *v + "'");
+  }
   return x;
 }
 

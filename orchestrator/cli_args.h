@@ -22,7 +22,8 @@ class CliArgs {
   const std::vector<std::string>& positional() const { return positional_; }
   // Typed getters: a malformed number is an InputError naming the flag.
   long long get_int(const std::string& flag, long long dflt, long long lo, long long hi) const;
-  double get_double(const std::string& flag, double dflt, double lo, double hi) const;
+  // A number in [lo, hi], or in (lo, hi] when lo_open (e.g. --top-p, where 0 keeps no token).
+  double get_double(const std::string& flag, double dflt, double lo, double hi, bool lo_open = false) const;
   bool help() const { return help_; }
 
  private:

@@ -11,6 +11,7 @@
 #include "orchestrator/capture.h"
 #include "orchestrator/cli_args.h"
 #include "orchestrator/commands.h"
+#include "orchestrator/output.h"
 #include "orchestrator/debug_common.h"
 #include "orchestrator/dump_io.h"
 #include "orchestrator/router_stats.h"
@@ -135,7 +136,7 @@ int cmd_dump(const Args& args) {
 
   Writer w;
   w.root = *a.get("--out");
-  fs::create_directories(w.root);
+  make_output_dir(w.root.string());  // a file in the way or a read-only folder: exit 2 before the run
   ShmOptions so;
   so.capture_tokens = T;
   auto runner = make_runner(lp.plan, so);
@@ -264,7 +265,7 @@ int cmd_dump(const Args& args) {
             "Decode step n lives in decode-<n>/. Bank files (experts segments) come from the in-process run of the "
             "same pipeline; every other file from the run as configured. Floats are F32, ids I64, expert ids I32."}};
   if (!all_same) man["first_difference"] = first_diff;
-  std::ofstream(w.root / "manifest.json") << man.dump(2) << "\n";
+  write_output_file((w.root / "manifest.json").string(), man.dump(2) + "\n");
 
   std::printf("dump: %zu files in %s (prompt %lld tokens, %d decode steps, %zu segments)\n", w.files.size(),
               w.root.string().c_str(), static_cast<long long>(T), steps, lp.plan.segments.size());

@@ -14,6 +14,7 @@
 #include "orchestrator/commands.h"
 #include "orchestrator/demo.h"
 #include "orchestrator/generation.h"
+#include "orchestrator/output.h"
 #include "orchestrator/pipeline_loader.h"
 #include "orchestrator/sampler.h"
 #include "orchestrator/tokenizer/chat_template.h"
@@ -101,7 +102,7 @@ Reply reply(Generator& gen, Sampler& sampler, const std::vector<int32_t>& prompt
           std::printf(first_id ? "%d" : " %d", id);
           first_id = false;
         }
-        std::fflush(stdout);
+        flush_stdout();  // a closed pipe or a full disk stops the run here (output.h)
         return true;
       },
       interrupt);
@@ -111,7 +112,7 @@ Reply reply(Generator& gen, Sampler& sampler, const std::vector<int32_t>& prompt
     std::fwrite(s.data(), 1, s.size(), stdout);
   }
   std::printf("\n");
-  std::fflush(stdout);
+  flush_stdout();
   const GenerationResult& r = out.result;
   // The stop token was generated too (the count users of other tools expect); decode steps are one fewer.
   const int generated = static_cast<int>(r.ids.size()) + (r.stopped ? 1 : 0);
@@ -211,7 +212,7 @@ int cmd_generate(const Args& args) {
   SamplingParams sp;
   sp.temperature = a.get_double("--temperature", g.value("temperature", 0.0), 0.0, 1e6);
   sp.top_k = static_cast<int>(a.get_int("--top-k", g.value("top_k", 0), 0, 1 << 30));
-  sp.top_p = a.get_double("--top-p", g.value("top_p", 1.0), 1e-9, 1.0);
+  sp.top_p = a.get_double("--top-p", g.value("top_p", 1.0), 0.0, 1.0, /*lo_open=*/true);
   sp.seed = static_cast<uint64_t>(a.get_int("--seed", g.value("seed", 0), 0, (1ll << 62)));
 
   // The tokenizer is needed for text in or out; a checkpoint without one works with ids only.

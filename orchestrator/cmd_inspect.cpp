@@ -1,5 +1,6 @@
 // segpipe inspect DIR: architecture, shapes, dtypes, bytes; missing, extra and malformed tensors.
 #include <cstdio>
+#include <cstring>
 #include <map>
 #include <set>
 
@@ -32,13 +33,38 @@ std::string part_of(const std::string& name) {
   return dot == std::string::npos ? name : name.substr(0, dot);
 }
 
+// NaN and Inf of every float dtype have all exponent bits set; the check reads the bits, so it needs
+// no conversion and treats the three dtypes alike.
+struct NonFinite {
+  uint64_t count = 0;
+  int64_t first = -1;  // flat index of the first one
+};
+NonFinite non_finite(const TensorView& v) {
+  NonFinite r;
+  const int64_t n = v.numel();
+  auto scan = [&](auto word, auto exp_mask) {
+    using W = decltype(word);
+    const W* p = static_cast<const W*>(v.data);
+    for (int64_t i = 0; i < n; i++) {
+      W w;
+      std::memcpy(&w, p + i, sizeof w);
+      if ((w & exp_mask) == exp_mask && r.count++ == 0) r.first = i;
+    }
+  };
+  if (v.dtype == DType::F32) scan(uint32_t{0}, uint32_t{0x7f800000u});
+  if (v.dtype == DType::BF16) scan(uint16_t{0}, uint16_t{0x7f80u});
+  if (v.dtype == DType::F16) scan(uint16_t{0}, uint16_t{0x7c00u});
+  return r;
+}
+
 }  // namespace
 
 int cmd_inspect(const Args& args) {
-  CliArgs a("inspect", args, {}, {});
+  CliArgs a("inspect", args, {}, {"--check-values"});
   if (a.help() || a.positional().size() != 1) {
-    std::fputs("usage: segpipe inspect DIR\n  summarizes a checkpoint: architecture, shapes, dtypes, bytes, and any\n"
-               "  missing, extra or malformed tensors (exit 1 when the text model is incomplete)\n",
+    std::fputs("usage: segpipe inspect DIR [--check-values]\n  summarizes a checkpoint: architecture, shapes, dtypes, bytes, and any\n"
+               "  missing, extra or malformed tensors (exit 1 when the text model is incomplete)\n"
+               "  --check-values   also read every weight of the text model: NaN or Inf makes it exit 1\n",
                a.help() ? stdout : stderr);
     return a.help() ? 0 : 2;
   }
@@ -65,7 +91,7 @@ int cmd_inspect(const Args& args) {
 
   // Roles of the text model vs what the files hold.
   std::set<std::string> expected;
-  std::vector<std::string> missing, malformed;
+  std::vector<std::string> missing, malformed, non_finite_values;
   uint64_t text_bytes = 0;
   std::map<std::string, uint64_t> by_dtype;
   for (const TensorRole& r : all_roles(*ck, c)) {
@@ -75,9 +101,16 @@ int cmd_inspect(const Args& args) {
       continue;
     }
     const TensorEntry& e = ck->entry(r.name);
-    if (e.shape != r.shape || !is_float_dtype(e.dtype))
-      malformed.push_back(r.name + ": " + dtype_name(e.dtype) + " " + shape_str(e.shape) + ", expected " +
-                          shape_str(r.shape));
+    // Say which is wrong: "I32 [700, 64], expected [700, 64]" left the reader to guess it was the dtype.
+    std::string why;
+    if (!is_float_dtype(e.dtype)) why = "dtype " + std::string(dtype_name(e.dtype)) + ", expected F32, BF16 or F16";
+    if (e.shape != r.shape)
+      why += (why.empty() ? "" : "; ") + std::string("shape ") + shape_str(e.shape) + ", expected " + shape_str(r.shape);
+    if (!why.empty()) malformed.push_back(r.name + ": " + dtype_name(e.dtype) + " " + shape_str(e.shape) + ": " + why);
+    else if (a.has("--check-values"))
+      if (NonFinite nf = non_finite(ck->view(r.name)); nf.count)
+        non_finite_values.push_back(r.name + ": " + std::to_string(nf.count) + " NaN/Inf value" + (nf.count == 1 ? "" : "s") +
+                                    " (first at element " + std::to_string(nf.first) + ")");
     text_bytes += e.end - e.begin;
     by_dtype[dtype_name(e.dtype)] += e.end - e.begin;
   }
@@ -97,11 +130,16 @@ int cmd_inspect(const Args& args) {
                 human_bytes(x.second).c_str());
   for (auto& m : missing) std::printf("MISSING      %s\n", m.c_str());
   for (auto& m : malformed) std::printf("MALFORMED    %s\n", m.c_str());
+  for (auto& m : non_finite_values) std::printf("NON-FINITE   %s\n", m.c_str());
   if (!missing.empty() || !malformed.empty()) {
     std::printf("=> incomplete: %zu missing, %zu malformed\n", missing.size(), malformed.size());
     return 1;
   }
-  std::printf("=> complete\n");
+  if (!non_finite_values.empty()) {
+    std::printf("=> complete, but %zu tensors hold NaN or Inf\n", non_finite_values.size());
+    return 1;
+  }
+  std::printf(a.has("--check-values") ? "=> complete, every weight finite\n" : "=> complete\n");
   return 0;
 }
 

@@ -17,6 +17,7 @@
 #include "orchestrator/capture.h"
 #include "orchestrator/cli_args.h"
 #include "orchestrator/commands.h"
+#include "orchestrator/output.h"
 #include "orchestrator/debug_common.h"
 #include "orchestrator/memory_report.h"
 #include "orchestrator/report_html.h"
@@ -275,11 +276,7 @@ void print_report(const json& r) {
               r.contains("inproc") ? (", " + std::to_string(r["inproc"]["decode_tokens_per_s"].get<double>()).substr(0, 6) + " in-process").c_str() : "");
 }
 
-void write_text(const std::string& path, const std::string& s) {
-  std::ofstream out(path);
-  if (!out) throw InputError(path + ": cannot write");
-  out << s;
-}
+void write_text(const std::string& path, const std::string& s) { write_output_file(path, s); }
 
 void hold(const CliArgs& a) {
   auto p = a.get("--hold-until-file");

@@ -30,6 +30,34 @@ const char* kRunSegmentHelp =
 
 std::vector<float> copy_f32(const DumpTensor& t) { return std::vector<float>(t.f32(), t.f32() + t.numel()); }
 
+// Every field of an input file is untrusted (a dump may be edited, or crafted): each is checked here
+// against the pipeline before any of it reaches a kernel, and a bad one is exit 2 naming the file and
+// the field. pos0 indexes the KV cache, so a negative or huge one would write outside it.
+int64_t checked_pos0(const DumpFile& in) {
+  if (!in.has("pos0")) return 0;
+  const DumpTensor& p = in.get("pos0", DType::I64, 1);
+  if (p.numel() != 1) throw InputError(in.path + ": field 'pos0' must hold one value, got shape " + shape_str(p.shape));
+  int64_t pos0 = p.i64()[0];
+  if (pos0 < 0) throw InputError(in.path + ": field 'pos0' is " + std::to_string(pos0) + ", must be >= 0");
+  return pos0;
+}
+
+void check_positions(const DumpFile& in, int64_t pos0, int64_t T, int64_t max_seq) {
+  if (T < 1) throw InputError(in.path + ": the input holds no tokens (T = " + std::to_string(T) + ")");
+  if (T > max_seq || pos0 > max_seq - T)
+    throw InputError(in.path + ": field 'pos0' is " + std::to_string(pos0) + " with " + std::to_string(T) +
+                     " tokens, past the pipeline's " + std::to_string(max_seq) + " KV-cache positions");
+}
+
+// A [T, width] float32 tensor of the file, T >= 1.
+const DumpTensor& rows_of(const DumpFile& in, const std::string& n, int64_t width, const char* what) {
+  const DumpTensor& t = in.get(n, DType::F32, 2);
+  if (t.shape[1] != width)
+    throw InputError(in.path + ": field '" + n + "' has width " + std::to_string(t.shape[1]) + ", the model's " + what +
+                     " is " + std::to_string(width));
+  return t;
+}
+
 }  // namespace
 
 int cmd_run_segment(const Args& args) {
@@ -53,8 +81,8 @@ int cmd_run_segment(const Args& args) {
   if (in.metadata.count("segment") && in.metadata.at("segment") != name)
     std::fprintf(stderr, "run-segment: note: %s was dumped for segment '%s', running it through '%s'\n", in.path.c_str(),
                  in.metadata.at("segment").c_str(), name.c_str());
-  const int64_t H = cfg.hidden;
-  int64_t pos0 = in.has("pos0") ? in.get("pos0", DType::I64, 1).i64()[0] : 0;
+  const int64_t H = cfg.hidden, max_seq = lp.plan.max_seq;
+  const int64_t pos0 = checked_pos0(in);
 
   auto t0 = std::chrono::steady_clock::now();
   SegmentSet set(lp.plan, cfg, {name});
@@ -66,17 +94,24 @@ int cmd_run_segment(const Args& args) {
     case SegKind::Embeddings: {
       const DumpTensor& t = in.get("input_ids", DType::I64, 1);
       T = t.numel();
+      check_positions(in, pos0, T, max_seq);
       std::vector<int32_t> ids(static_cast<size_t>(T));
-      for (int64_t i = 0; i < T; i++) ids[static_cast<size_t>(i)] = static_cast<int32_t>(t.i64()[i]);
+      for (int64_t i = 0; i < T; i++) {
+        // Checked as int64 before the narrowing: 2^32 + 5 must not become token 5.
+        if (t.i64()[i] < 0 || t.i64()[i] >= cfg.vocab)
+          throw InputError(in.path + ": field 'input_ids' holds token " + std::to_string(t.i64()[i]) + " at " +
+                           std::to_string(i) + ", outside the vocabulary 0.." + std::to_string(cfg.vocab - 1));
+        ids[static_cast<size_t>(i)] = static_cast<int32_t>(t.i64()[i]);
+      }
       std::vector<float> h(static_cast<size_t>(T * H));
       set.embed(ids.data(), T, h.data());
       out.tensors["hidden"] = DumpTensor::from_f32(h.data(), {T, H});
       break;
     }
     case SegKind::Layers: {
-      const DumpTensor& t = in.get("hidden", DType::F32, 2);
+      const DumpTensor& t = rows_of(in, "hidden", H, "hidden size");
       T = t.shape[0];
-      if (t.shape[1] != H) throw InputError(in.path + ": 'hidden' has width " + std::to_string(t.shape[1]) + ", the model's hidden size is " + std::to_string(H));
+      check_positions(in, pos0, T, max_seq);
       if (pos0 > 0) {
         // Rebuild the KV cache of positions < pos0 from the segment's own earlier inputs.
         if (!in.has("prefix_hidden"))
@@ -114,9 +149,13 @@ int cmd_run_segment(const Args& args) {
         const DumpTensor& e = in.get(L + ".experts", DType::I32, 2);
         const DumpTensor& w = in.get(L + ".weights", DType::F32, 2);
         T = x.shape[0];
-        int k = static_cast<int>(e.shape[1]);
         if (x.shape[1] != H || e.shape[0] != T || w.shape != e.shape)
           throw InputError(in.path + ": " + L + ".x/.experts/.weights have inconsistent shapes");
+        check_positions(in, pos0, T, max_seq);
+        if (e.shape[1] != cfg.top_k)
+          throw InputError(in.path + ": field '" + L + ".experts' has " + std::to_string(e.shape[1]) +
+                           " experts per token, the model routes to " + std::to_string(cfg.top_k));
+        int k = static_cast<int>(e.shape[1]);
         for (int64_t i = 0; i < e.numel(); i++)
           if (e.i32()[i] < 0 || e.i32()[i] >= cfg.num_experts)
             throw InputError(in.path + ": " + L + ".experts holds expert " + std::to_string(e.i32()[i]) + ", outside 0.." + std::to_string(cfg.num_experts - 1));
@@ -134,8 +173,9 @@ int cmd_run_segment(const Args& args) {
       break;
     }
     case SegKind::LmHead: {
-      const DumpTensor& t = in.get("hidden", DType::F32, 2);
+      const DumpTensor& t = rows_of(in, "hidden", H, "hidden size");
       T = t.shape[0];
+      check_positions(in, pos0, T, max_seq);
       std::vector<float> normed(static_cast<size_t>(T * H)), logits(static_cast<size_t>(T * cfg.vocab));
       set.head(t.f32(), T, true, normed.data(), logits.data());
       out.tensors["logits"] = DumpTensor::from_f32(logits.data(), {T, cfg.vocab});

@@ -7,6 +7,7 @@
 #include "orchestrator/bisect.h"
 #include "orchestrator/cli_args.h"
 #include "orchestrator/commands.h"
+#include "orchestrator/output.h"
 #include "orchestrator/golden.h"
 #include "orchestrator/pipeline_loader.h"
 #include "orchestrator/segment_compare.h"
@@ -36,11 +37,7 @@ const char* kVerifyHelp =
     "                    (e.g. the original checkpoint of a modified copy)\n"
     "exit: 0 all passed, 1 a boundary or token differs, 2 bad input, 3 runtime failure\n";
 
-void write_json(const std::string& path, const nlohmann::json& j) {
-  std::ofstream out(path);
-  if (!out) throw InputError(path + ": cannot write the JSON report");
-  out << j.dump(2) << "\n";
-}
+void write_json(const std::string& path, const nlohmann::json& j) { write_output_file(path, j.dump(2) + "\n"); }
 
 }  // namespace
 

@@ -118,6 +118,7 @@ void ask_quit(const MpsState& s) {
     }
     setenv(kPipeVar, pipe_dir.c_str(), 1);
     setenv(kLogVar, log_dir.c_str(), 1);
+    signal(SIGPIPE, SIG_DFL);  // ignored by the orchestrator (output.h); not by the programs it starts
     execl(bin.c_str(), kControl, static_cast<char*>(nullptr));
     _exit(127);
   }
@@ -249,6 +250,7 @@ std::string start_private_mps() {
     }
     setenv(kPipeVar, pipe.c_str(), 1);
     setenv(kLogVar, log.c_str(), 1);
+    signal(SIGPIPE, SIG_DFL);  // ignored by the orchestrator (output.h); not by the programs it starts
     execl(bin.c_str(), kControl, "-f", static_cast<char*>(nullptr));
     _exit(127);
   }

@@ -6,6 +6,7 @@
 
 #include <map>
 
+#include "orchestrator/mapped_fault.h"
 #include "orchestrator/progress.h"
 #include "orchestrator/runner.h"
 #include "segments/core/errors.h"
@@ -40,17 +41,25 @@ class InprocRunner : public Runner {
   explicit InprocRunner(const RunPlan& plan) : plan_(plan), pool_(plan.threads) {
     ck_ = Checkpoint::open(plan.model_dir);
     cfg_ = parse_model_config(ck_->config_json(), plan.model_dir + "/config.json");
-    for (const SegmentDesc& s : plan.segments) {
+    for (const SegmentDesc& s : plan_.segments) {
+      RunningSegment running(s.name);
       if (s.kind == SegKind::Experts)
         banks_[s.name] = std::make_unique<ExpertsSegment>(*ck_, cfg_, pool_, s.layer_first, s.layer_last,
                                                           s.expert_first, s.expert_last, s.max_resident_experts);
     }
     LoadProgress progress(plan.segments.size(), "segments");
-    for (const SegmentDesc& s : plan.segments) {
+    for (const SegmentDesc& s : plan_.segments) {
       progress.tick(s.name);
+      RunningSegment running(s.name);
       switch (s.kind) {
-        case SegKind::Embeddings: embed_ = std::make_unique<EmbeddingsSegment>(*ck_, cfg_); break;
-        case SegKind::LmHead: head_ = std::make_unique<LmHeadSegment>(*ck_, cfg_, pool_); break;
+        case SegKind::Embeddings:
+          embed_ = std::make_unique<EmbeddingsSegment>(*ck_, cfg_);
+          embed_name_ = s.name;
+          break;
+        case SegKind::LmHead:
+          head_ = std::make_unique<LmHeadSegment>(*ck_, cfg_, pool_);
+          head_name_ = s.name;
+          break;
         case SegKind::Experts: break;
         case SegKind::Layers: {
           Stage st;
@@ -84,12 +93,14 @@ class InprocRunner : public Runner {
             std::vector<float>& logits) override {
     const int64_t H = cfg_.hidden;
     x_.resize(static_cast<size_t>(T * H));
-    embed_->forward(ids, T, x_.data());
+    in_segment(embed_name_, "embeddings", [&] { embed_->forward(ids, T, x_.data()); });
     if (obs) obs->on_tensor("embeddings", x_.data(), T, H);
-    for (Stage& st : stages_) st.seg->forward(x_.data(), T, pos0, st.exec.get(), obs);
+    for (Stage& st : stages_)  // its banks run inside it
+      in_segment(st.desc.name, "layers", [&] { st.seg->forward(x_.data(), T, pos0, st.exec.get(), obs); });
     logits.resize(static_cast<size_t>((all_logits ? T : 1) * head_->vocab()));
     normed_.resize(static_cast<size_t>(T * H));
-    head_->forward(x_.data(), T, all_logits, obs ? normed_.data() : nullptr, logits.data());
+    in_segment(head_name_, "lm_head",
+               [&] { head_->forward(x_.data(), T, all_logits, obs ? normed_.data() : nullptr, logits.data()); });
     if (obs) {
       obs->on_tensor("norm", normed_.data(), T, H);
       if (all_logits) obs->on_tensor("logits", logits.data(), T, head_->vocab());
@@ -140,6 +151,7 @@ class InprocRunner : public Runner {
   ModelConfig cfg_;
   std::unique_ptr<EmbeddingsSegment> embed_;
   std::unique_ptr<LmHeadSegment> head_;
+  std::string embed_name_, head_name_;
   std::map<std::string, std::unique_ptr<ExpertsSegment>> banks_;
   std::vector<Stage> stages_;
   std::vector<float> x_, normed_;

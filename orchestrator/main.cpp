@@ -7,9 +7,12 @@
 #include <map>
 #include <new>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "orchestrator/commands.h"
+#include "orchestrator/mapped_fault.h"
+#include "orchestrator/output.h"
 #include "orchestrator/tokenizer/cli_tokenizer.h"
 #include "segments/core/errors.h"
 #include "workers/worker_main.h"
@@ -46,6 +49,48 @@ const char* strip_command(const std::string& cmd, const char* msg) {
   return std::strncmp(msg, cmd.c_str(), n) == 0 && msg[n] == ':' && msg[n + 1] == ' ' ? msg + n + 2 : msg;
 }
 
+// A message is one line of reasonable length whatever the input held: control characters are
+// escaped, and any single word longer than kLongWord (a 100 MB path, a pasted document) keeps its
+// start and end around a note of its length, so that the reason after it stays readable.
+std::string one_line(std::string_view msg) {
+  constexpr size_t kLongWord = 240, kHead = 120, kTail = 80;
+  auto utf8_cont = [](char c) { return (static_cast<unsigned char>(c) & 0xc0) == 0x80; };
+  std::string out;
+  size_t i = 0;
+  while (i < msg.size()) {
+    size_t j = i;
+    while (j < msg.size() && msg[j] != ' ') j++;
+    std::string_view word = msg.substr(i, j - i);
+    if (word.size() > kLongWord) {
+      size_t h = kHead, t = word.size() - kTail;
+      while (h > 0 && utf8_cont(word[h])) h--;
+      while (t < word.size() && utf8_cont(word[t])) t++;
+      out += std::string(word.substr(0, h)) + "...(" + std::to_string(word.size()) + " bytes)..." +
+             std::string(word.substr(t));
+    } else {
+      out += word;
+    }
+    if (j < msg.size()) out += ' ';
+    i = j + 1;
+  }
+  std::string esc;
+  for (char c : out) {
+    unsigned char u = static_cast<unsigned char>(c);
+    if (u >= 0x20 && u != 0x7f) {
+      esc += c;
+    } else {
+      char b[8];
+      std::snprintf(b, sizeof b, "\\x%02x", u);
+      esc += b;
+    }
+  }
+  return esc;
+}
+
+void report(const std::string& cmd, const char* kind, const char* msg) {
+  std::fprintf(stderr, "segpipe %s: %s: %s\n", one_line(cmd).c_str(), kind, one_line(strip_command(cmd, msg)).c_str());
+}
+
 void usage(FILE* out) {
   std::fprintf(out, "usage: segpipe <command> [options]   (segpipe <command> --help for its options)\n\ncommands:\n");
   for (auto& [name, c] : commands()) std::fprintf(out, "  %-14s %s\n", name.c_str(), c.summary);
@@ -69,25 +114,33 @@ int main(int argc, char** argv) {
     }
     auto it = commands().find(cmd);
     if (it == commands().end()) {
-      std::fprintf(stderr, "segpipe: unknown command '%s'\n", cmd.c_str());
+      std::fprintf(stderr, "segpipe: unknown command '%s'\n", one_line(cmd).c_str());
       usage(stderr);
       return 2;
     }
-    return it->second.fn(args);
+    segpipe::ignore_sigpipe();
+    segpipe::report_mapped_file_faults(cmd);
+    const int rc = it->second.fn(args);
+    // Buffered output is written here at the latest: a command whose results did not reach standard
+    // output (a full disk, /dev/full) must not exit 0.
+    segpipe::flush_stdout();
+    return rc;
+  } catch (const segpipe::OutputClosed&) {
+    return 0;
   } catch (const segpipe::InputError& e) {
-    std::fprintf(stderr, "segpipe %s: error: %s\n", cmd.c_str(), strip_command(cmd, e.what()));
+    report(cmd, "error", e.what());
     return 2;
   } catch (const segpipe::CheckFailure& e) {
-    std::fprintf(stderr, "segpipe %s: check failed: %s\n", cmd.c_str(), strip_command(cmd, e.what()));
+    report(cmd, "check failed", e.what());
     return 1;
   } catch (const segpipe::RuntimeFailure& e) {
-    std::fprintf(stderr, "segpipe %s: runtime failure: %s\n", cmd.c_str(), strip_command(cmd, e.what()));
+    report(cmd, "runtime failure", e.what());
     return 3;
   } catch (const std::bad_alloc&) {
-    std::fprintf(stderr, "segpipe %s: runtime failure: out of memory\n", cmd.c_str());
+    report(cmd, "runtime failure", "out of memory");
     return 3;
   } catch (const std::exception& e) {
-    std::fprintf(stderr, "segpipe %s: runtime failure: %s\n", cmd.c_str(), e.what());
+    report(cmd, "runtime failure", e.what());
     return 3;
   }
 }

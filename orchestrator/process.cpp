@@ -22,10 +22,16 @@ pid_t spawn_self(const std::vector<std::string>& args) {
   ssize_t n = readlink("/proc/self/exe", exe, sizeof exe - 1);
   if (n <= 0) throw RuntimeFailure("cannot find the segpipe executable (/proc/self/exe)");
   exe[n] = 0;
+  const pid_t parent = getpid();
   pid_t pid = fork();
   if (pid < 0) throw RuntimeFailure(std::string("fork failed: ") + std::strerror(errno));
   if (pid == 0) {
     prctl(PR_SET_PDEATHSIG, SIGKILL);
+    // The orchestrator may have died between fork() and prctl(): no signal would come then, and the
+    // worker would run on as an orphan.
+    if (getppid() != parent) _exit(127);
+    // The orchestrator ignores SIGPIPE (output.h); an ignored signal would survive execv.
+    signal(SIGPIPE, SIG_DFL);
     execv(exe, argv.data());
     _exit(127);
   }

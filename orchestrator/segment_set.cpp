@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <cstring>
 
+#include "orchestrator/mapped_fault.h"
 #include "segments/checkpoint/checkpoint.h"
 #include "segments/core/errors.h"
 
@@ -61,6 +62,7 @@ class SegmentSet::Recorder : public ExpertExecutor {
     }
     for (auto& [name, b] : banks_) {
       if (req.layer < b->layer_first() || req.layer > b->layer_last()) continue;
+      RunningSegment running(name);
       if (!c) {
         b->compute(req);
         continue;
@@ -99,12 +101,15 @@ SegmentSet::SegmentSet(const RunPlan& plan, const ModelConfig& cfg, const std::s
       for (const SegmentDesc& b : plan.segments)
         if (serves(b, s)) bank_names.insert(b.name);
   }
-  for (const SegmentDesc& s : plan.segments)
-    if (bank_names.count(s.name))
+  for (const SegmentDesc& s : plan_.segments)
+    if (bank_names.count(s.name)) {
+      RunningSegment running(s.name);
       banks_[s.name] = std::make_unique<ExpertsSegment>(*ck_, cfg_, pool_, s.layer_first, s.layer_last, s.expert_first,
                                                         s.expert_last, s.max_resident_experts);
-  for (const SegmentDesc& s : plan.segments) {
+    }
+  for (const SegmentDesc& s : plan_.segments) {
     if (!wanted(s)) continue;
+    RunningSegment running(s.name);
     if (s.kind == SegKind::Embeddings) embed_ = std::make_unique<EmbeddingsSegment>(*ck_, cfg_);
     if (s.kind == SegKind::LmHead) head_ = std::make_unique<LmHeadSegment>(*ck_, cfg_, pool_);
     if (s.kind != SegKind::Layers) continue;
@@ -125,6 +130,13 @@ SegmentSet::SegmentSet(const RunPlan& plan, const ModelConfig& cfg, const std::s
 }
 
 SegmentSet::~SegmentSet() = default;
+
+const std::string& SegmentSet::segment_of(SegKind kind) const {
+  for (const SegmentDesc& s : plan_.segments)
+    if (s.kind == kind) return s.name;
+  static const std::string none;
+  return none;
+}
 
 const SegmentDesc& SegmentSet::desc(const std::string& name) const {
   for (const SegmentDesc& s : plan_.segments)
@@ -161,7 +173,7 @@ const ExpertsSegment* SegmentSet::experts_of(const std::string& name) const {
 
 void SegmentSet::embed(const int32_t* ids, int64_t T, float* out) {
   SEGPIPE_ASSERT_MSG(embed_ != nullptr, "embeddings segment not loaded");
-  embed_->forward(ids, T, out);
+  in_segment(segment_of(SegKind::Embeddings), "embeddings", [&] { embed_->forward(ids, T, out); });
 }
 
 void SegmentSet::layers(const std::string& name, float* x, int64_t T, int64_t pos0, BoundaryObserver* obs,
@@ -170,7 +182,7 @@ void SegmentSet::layers(const std::string& name, float* x, int64_t T, int64_t po
     if (st->desc.name != name) continue;
     std::unique_ptr<Recorder> rec;
     if (!st->banks.empty()) rec = std::make_unique<Recorder>(st->banks, cfg_.hidden, calls);
-    st->seg->forward(x, T, pos0, rec.get(), obs);
+    in_segment(st->desc.name, "layers", [&] { st->seg->forward(x, T, pos0, rec.get(), obs); });
     return;
   }
   throw InputError("layers segment '" + name + "' is not loaded");
@@ -179,12 +191,12 @@ void SegmentSet::layers(const std::string& name, float* x, int64_t T, int64_t po
 void SegmentSet::bank(const std::string& name, const ExpertRequest& req) {
   auto it = banks_.find(name);
   if (it == banks_.end()) throw InputError("experts segment '" + name + "' is not loaded");
-  it->second->compute(req);
+  in_segment(it->first, "experts", [&] { it->second->compute(req); });
 }
 
 void SegmentSet::head(const float* x, int64_t T, bool all_positions, float* normed, float* logits) {
   SEGPIPE_ASSERT_MSG(head_ != nullptr, "lm_head segment not loaded");
-  head_->forward(x, T, all_positions, normed, logits);
+  in_segment(segment_of(SegKind::LmHead), "lm_head", [&] { head_->forward(x, T, all_positions, normed, logits); });
 }
 
 void SegmentSet::step(const int32_t* ids, int64_t T, int64_t pos0, bool all_logits, BoundaryObserver* obs,

@@ -9,6 +9,7 @@
 #include <cstring>
 #include <map>
 #include <optional>
+#include <string>
 
 #include "orchestrator/cuda_ipc.h"
 #include "orchestrator/cuda_mps.h"
@@ -283,6 +284,8 @@ class ShmRunner : public Runner {
     uint64_t hello_step = 0;
     uint64_t last_heartbeat = 0;
     Clock::time_point heartbeat_seen{};
+    std::optional<int> reaped_status;  // reaped by restart()'s settling, not yet reported
+    std::string ended;                 // how it ended, once reported (until it is restarted)
   };
 
   void build_arena() {
@@ -353,7 +356,7 @@ class ShmRunner : public Runner {
       if (p.desc.kind != SegKind::Layers || !p.desc.banks) continue;
       for (auto& b : procs_)
         if (serves(b.desc, p.desc))
-          p.spec.bank_list.push_back({b.spec.index, b.spec.channel_block, b.desc.layer_first, b.desc.layer_last});
+          p.spec.bank_list.push_back({b.spec.index, b.spec.channel_block, b.desc.layer_first, b.desc.layer_last, b.desc.name});
     }
     std::string name = shm::make_arena_name();
     arena_.emplace(shm::Arena::create(name, L));
@@ -444,6 +447,8 @@ class ShmRunner : public Runner {
     Proc& p = procs_[static_cast<size_t>(i)];
     std::atomic_ref<int32_t>(status_[i].dead).store(0);
     std::atomic_ref<uint64_t>(status_[i].generation).fetch_add(1);
+    p.ended.clear();
+    p.reaped_status.reset();
     if (p.gpu)
       p.pid = spawn_self({kWorkerCommand, proto::to_json(p.spec).dump(), proto::to_json(p.gpu_spec).dump()});
     else
@@ -459,12 +464,15 @@ class ShmRunner : public Runner {
     for (size_t i = 0; i < procs_.size(); i++) {
       Proc& p = procs_[i];
       int st = 0;
-      if (p.pid > 0 && reap_if_exited(p.pid, st)) {
+      if (p.reaped_status) st = *p.reaped_status;
+      if (p.pid > 0 && (p.reaped_status || reap_if_exited(p.pid, st))) {
         std::atomic_ref<int32_t>(status_[i].dead).store(1);
         pid_t pid = p.pid;
         p.pid = -1;
-        throw SegmentFailed(static_cast<int>(i), "segment '" + p.desc.name + "' (" + seg_kind_name(p.desc.kind) +
-                                                     ", pid " + std::to_string(pid) + ") " + describe_status(st));
+        p.reaped_status.reset();
+        p.ended = "segment '" + p.desc.name + "' (" + seg_kind_name(p.desc.kind) + ", pid " + std::to_string(pid) +
+                  ") " + describe_status(st);
+        throw SegmentFailed(static_cast<int>(i), p.ended);
       }
       uint64_t hb = std::atomic_ref<uint64_t>(status_[i].heartbeat).load();
       if (hb != p.last_heartbeat) {
@@ -499,8 +507,12 @@ class ShmRunner : public Runner {
     std::vector<std::byte> reply(r.reply.begin(), r.reply.end());
     if (r.code != proto::kOk) {
       std::string msg(reinterpret_cast<const char*>(reply.data()), reply.size());
-      // A worker that failed because a peer died: report the peer.
+      // A worker that failed because a peer died: report the peer, with how it ended (a bank's
+      // death may have been seen by an earlier wait, the layers segment's error arriving after).
       check_all();
+      for (size_t j = 0; j < procs_.size(); j++)
+        if (static_cast<int>(j) != i && !procs_[j].ended.empty() && std::atomic_ref<int32_t>(status_[j].dead).load())
+          throw SegmentFailed(static_cast<int>(j), procs_[j].ended);
       if (r.code == proto::kBadInput) throw InputError(msg);
       throw RuntimeFailure("segment '" + p.desc.name + "': " + msg);
     }
@@ -591,7 +603,10 @@ class ShmRunner : public Runner {
       if (static_cast<int>(j) == i) continue;
       while (procs_[j].ch->request_pending() && Clock::now() < deadline) {
         int st;
-        if (procs_[j].pid > 0 && reap_if_exited(procs_[j].pid, st)) break;
+        if (procs_[j].pid > 0 && reap_if_exited(procs_[j].pid, st)) {
+          procs_[j].reaped_status = st;  // reported by the next check_all, with this status
+          break;
+        }
         std::this_thread::sleep_for(1ms);
       }
       if (procs_[j].ch->request_pending()) throw RuntimeFailure("segment '" + procs_[j].desc.name + "' did not settle after a restart");

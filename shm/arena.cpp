@@ -1,6 +1,7 @@
 #include "shm/arena.h"
 
 #include <fcntl.h>
+#include <sys/file.h>
 #include <sys/statvfs.h>
 #include <unistd.h>
 
@@ -58,6 +59,21 @@ void reserve_pages(const std::string& name, int fd, std::size_t bytes) {
            " bytes free)";
   }
   fail(name, msg);
+}
+
+// The in-use lock (cleanup.h): a shared flock() on a descriptor of our own, held until the Arena
+// object dies (the process's death releases it too). Blocking: start-up cleanup holds its
+// exclusive lock only for a moment, and never removes a file it finds unfinished.
+int take_use_lock(const std::string& name, int fd) {
+  const int d = ::fcntl(fd, F_DUPFD_CLOEXEC, 0);
+  if (d < 0) fail(name, std::string("cannot keep a descriptor: ") + std::strerror(errno));
+  while (::flock(d, LOCK_SH) != 0) {
+    if (errno == EINTR) continue;
+    const int e = errno;
+    ::close(d);
+    fail(name, std::string("cannot lock: ") + std::strerror(e));
+  }
+  return d;
 }
 
 // Everything a reader relies on, checked before any pointer is formed from an offset.
@@ -139,6 +155,7 @@ Arena Arena::create(const std::string& name, const ArenaLayout& layout, CreateOp
   }
   UnlinkOnFailure guard{name};
   Arena a;
+  a.lock_fd_ = take_use_lock(name, shm.get_mapping_handle().handle);
   try {
     shm.truncate(static_cast<bip::offset_t>(total));
     if (options.reserve) reserve_pages(name, shm.get_mapping_handle().handle, total);
@@ -195,6 +212,7 @@ Arena Arena::open(const std::string& name) {
   }
   Arena a;
   a.name_ = name;
+  a.lock_fd_ = take_use_lock(name, shm.get_mapping_handle().handle);
   bip::offset_t size = 0;
   if (!shm.get_size(size) || size <= 0) fail(name, "is empty; not a segpipe arena");
   try {
@@ -211,11 +229,14 @@ Arena::Arena(Arena&& other) noexcept
       region_(std::move(other.region_)),
       creator_(std::exchange(other.creator_, false)),
       owner_pid_(std::exchange(other.owner_pid_, 0)),
-      cleanup_slot_(std::exchange(other.cleanup_slot_, -1)) {}
+      cleanup_slot_(std::exchange(other.cleanup_slot_, -1)),
+      lock_fd_(std::exchange(other.lock_fd_, -1)) {}
 
 Arena& Arena::operator=(Arena&& other) noexcept {
   if (this != &other) {
     if (creator_) remove();
+    if (lock_fd_ >= 0) ::close(lock_fd_);
+    lock_fd_ = std::exchange(other.lock_fd_, -1);
     name_ = std::move(other.name_);
     region_ = std::move(other.region_);
     creator_ = std::exchange(other.creator_, false);
@@ -227,6 +248,7 @@ Arena& Arena::operator=(Arena&& other) noexcept {
 
 Arena::~Arena() {
   if (creator_) remove();
+  if (lock_fd_ >= 0) ::close(lock_fd_);
 }
 
 void Arena::remove() {

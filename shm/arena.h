@@ -13,7 +13,9 @@
 //   Channel ch = Channel::attach(arena, channel_block);          // channel.h
 //
 // Modes are explicit: create() fails if the name exists, open() fails if it does not. Only the
-// creator unlinks: remove(), or its destructor unless release() was called. Unlinking while workers
+// creator unlinks: remove(), or its destructor unless release() was called. Every Arena object
+// holds a shared flock() on its arena while it lives: start-up cleanup of another run tells an
+// arena in use from a leftover by that lock (cleanup.h). Unlinking while workers
 // still have the arena mapped is safe (their mappings stay valid until they unmap).
 //
 // Memory is reserved up front (posix_fallocate): a /dev/shm that is too small fails here with a
@@ -96,6 +98,7 @@ class Arena {
   bool creator_ = false;      // this object created the name and may unlink it
   pid_t owner_pid_ = 0;       // unlink only from the creating process, never from a fork()ed copy
   int cleanup_slot_ = -1;     // registration in cleanup.h's signal-safe table
+  int lock_fd_ = -1;          // holds the shared in-use lock while this object lives (cleanup.h)
 };
 
 template <typename T>

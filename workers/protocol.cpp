@@ -4,7 +4,7 @@ namespace segpipe::proto {
 
 nlohmann::json to_json(const WorkerSpec& s) {
   nlohmann::json banks = nlohmann::json::array();
-  for (auto& b : s.bank_list) banks.push_back({b.index, b.channel_block, b.layer_first, b.layer_last});
+  for (auto& b : s.bank_list) banks.push_back({b.index, b.channel_block, b.layer_first, b.layer_last, b.name});
   return {{"arena", s.arena},           {"index", s.index},
           {"name", s.name},             {"kind", s.kind},
           {"model_dir", s.model_dir},   {"layers", {s.layer_first, s.layer_last}},
@@ -47,7 +47,8 @@ WorkerSpec worker_spec_from_json(const nlohmann::json& j) {
   s.moe_weights = b[7];
   s.moe_slots = b[8];
   s.max_resident_experts = j.value("max_resident_experts", 0);
-  for (auto& x : j.at("bank_list")) s.bank_list.push_back({x[0], x[1], x[2], x[3]});
+  for (auto& x : j.at("bank_list"))
+    s.bank_list.push_back({x[0], x[1], x[2], x[3], x.size() > 4 ? x[4].get<std::string>() : std::string()});
   return s;
 }
 

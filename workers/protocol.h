@@ -95,6 +95,7 @@ struct WorkerSpec {
     int index;
     uint32_t channel_block;
     int layer_first, layer_last;
+    std::string name;  // for messages: a bank that fails is named, not numbered
   };
   std::vector<Bank> bank_list;
 };

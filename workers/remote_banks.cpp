@@ -11,7 +11,7 @@ namespace segpipe {
 BankCaller::BankCaller(const proto::WorkerSpec& spec, const shm::Arena& arena, proto::SegmentStatus* status)
     : status_(status) {
   for (auto& b : spec.bank_list)
-    banks_.push_back({b.index, b.layer_first, b.layer_last, shm::Channel::attach(arena, b.channel_block)});
+    banks_.push_back({b.index, b.layer_first, b.layer_last, shm::Channel::attach(arena, b.channel_block), b.name});
 }
 
 bool BankCaller::holds_layer(int layer) const {
@@ -37,7 +37,11 @@ void BankCaller::call(int layer, std::span<const std::byte> args) {
       return std::atomic_ref<int32_t>(st.dead).load() == 0 && std::atomic_ref<uint64_t>(st.generation).load() == gen;
     };
     shm::Response r = b->ch.wait_response(step, std::chrono::hours(24 * 365), alive, std::chrono::milliseconds(50));
-    if (!r.ok()) throw RuntimeFailure("expert segment #" + std::to_string(b->index) + " died during a request");
+    // The orchestrator saw it die (and names the signal); this names the bank for the case where
+    // this message is what reaches the user.
+    if (!r.ok())
+      throw RuntimeFailure("expert bank '" + b->name + "' (segment #" + std::to_string(b->index) +
+                           ") died or was restarted during a request for layer " + std::to_string(layer));
     if (r.code != 0)
       throw RuntimeFailure(std::string(reinterpret_cast<const char*>(r.reply.data()), r.reply.size()));
   }

@@ -35,6 +35,7 @@ class BankCaller {
     int index;
     int layer_first, layer_last;
     shm::Channel ch;
+    std::string name;
   };
   proto::SegmentStatus* status_;
   std::vector<Bank> banks_;

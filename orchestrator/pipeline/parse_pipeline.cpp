@@ -4,6 +4,7 @@
 // Values are read strictly: an integer is a plain (unquoted) decimal scalar, a boolean is true/false,
 // so that `threads: "2"` or `restart: yes` is reported instead of guessed at. Strings may be any
 // scalar. Duplicate keys are errors: yaml-cpp keeps both, and silently taking one would hide a typo.
+#include <yaml-cpp/depthguard.h>
 #include <yaml-cpp/eventhandler.h>
 #include <yaml-cpp/yaml.h>
 
@@ -11,13 +12,13 @@
 #include <charconv>
 #include <cmath>
 #include <filesystem>
-#include <fstream>
 #include <limits>
 #include <sstream>
 #include <string_view>
 
 #include "orchestrator/pipeline/pipeline.h"
 #include "orchestrator/pipeline/yaml_errors.h"
+#include "segments/core/input_file.h"
 
 namespace segpipe {
 
@@ -381,18 +382,35 @@ PipelineSpec Parser::parse(const YAML::Node& root) {
   return spec;
 }
 
-// Notes where each document starts; the events themselves are not needed.
+// A pipeline nests four levels at most (segments -> segment -> layers -> value); deeper input is
+// refused while it is read, with a message that says so (yaml-cpp's own depth guard says "bad file").
+constexpr int kMaxNesting = 32;
+
+[[noreturn]] void too_deep(const std::string& source, const YAML::Mark& m) {
+  fail_at(source, to_mark(m), "YAML nested more than " + std::to_string(kMaxNesting) +
+                                   " levels deep (a pipeline nests at most 4)");
+}
+
+// Notes where each document starts and how deep it nests; the events themselves are not needed.
 struct DocumentStarts : YAML::EventHandler {
+  explicit DocumentStarts(const std::string& src) : source(src) {}
+  const std::string& source;
   YAML::Mark start;
+  int depth = 0;
   void OnDocumentStart(const YAML::Mark& mark) override { start = mark; }
   void OnDocumentEnd() override {}
   void OnNull(const YAML::Mark&, YAML::anchor_t) override {}
   void OnAlias(const YAML::Mark&, YAML::anchor_t) override {}
   void OnScalar(const YAML::Mark&, const std::string&, YAML::anchor_t, const std::string&) override {}
-  void OnSequenceStart(const YAML::Mark&, const std::string&, YAML::anchor_t, YAML::EmitterStyle::value) override {}
-  void OnSequenceEnd() override {}
-  void OnMapStart(const YAML::Mark&, const std::string&, YAML::anchor_t, YAML::EmitterStyle::value) override {}
-  void OnMapEnd() override {}
+  void OnSequenceStart(const YAML::Mark& m, const std::string&, YAML::anchor_t, YAML::EmitterStyle::value) override {
+    enter(m);
+  }
+  void OnSequenceEnd() override { depth--; }
+  void OnMapStart(const YAML::Mark& m, const std::string&, YAML::anchor_t, YAML::EmitterStyle::value) override { enter(m); }
+  void OnMapEnd() override { depth--; }
+  void enter(const YAML::Mark& m) {
+    if (++depth > kMaxNesting) too_deep(source, m);
+  }
 };
 
 // A pipeline is one YAML document. This walks the documents itself instead of calling
@@ -401,7 +419,7 @@ struct DocumentStarts : YAML::EventHandler {
 void check_one_document(const std::string& text, const std::string& source) {
   std::istringstream in(text);
   YAML::Parser parser(in);
-  DocumentStarts doc;
+  DocumentStarts doc(source);
   int documents = 0;
   int previous_start = -1;
   while (parser.HandleNextDocument(doc)) {
@@ -419,10 +437,15 @@ void check_one_document(const std::string& text, const std::string& source) {
 }  // namespace
 
 PipelineSpec parse_pipeline_string(const std::string& text, const std::string& source, const std::string& base_dir) {
+  if (text.size() > kMaxPipelineBytes)
+    throw InputError(source + ": pipeline file of " + std::to_string(text.size()) + " bytes, more than the limit of " +
+                     std::to_string(kMaxPipelineBytes) + " bytes");
   YAML::Node root;
   try {
     check_one_document(text, source);
     root = YAML::Load(text);
+  } catch (const YAML::DeepRecursion& e) {
+    too_deep(source, e.mark);
   } catch (const YAML::Exception& e) {
     // ParserException and the depth guard's DeepRecursion both carry the position of the fault.
     fail_at(source, to_mark(e.mark), "YAML syntax error: " + e.msg);
@@ -437,13 +460,9 @@ PipelineSpec parse_pipeline_string(const std::string& text, const std::string& s
 }
 
 PipelineSpec parse_pipeline_file(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) throw InputError(path + ": cannot open pipeline file");
-  std::ostringstream text;
-  text << in.rdbuf();
-  if (in.bad()) throw InputError(path + ": cannot read pipeline file");
+  const std::string text = read_input_file(path, kMaxPipelineBytes, "pipeline file");
   std::filesystem::path dir = std::filesystem::path(path).parent_path();
-  return parse_pipeline_string(text.str(), path, dir.empty() ? "." : dir.string());
+  return parse_pipeline_string(text, path, dir.empty() ? "." : dir.string());
 }
 
 }  // namespace segpipe

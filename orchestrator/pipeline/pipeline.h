@@ -12,6 +12,10 @@
 
 namespace segpipe {
 
+// Pipelines are written by hand and hold a few kilobytes; yaml-cpp needs about 100 bytes of memory
+// and a microsecond per byte, so a document larger than this is refused before it is parsed.
+constexpr size_t kMaxPipelineBytes = 1 << 20;
+
 // Reads and parses a pipeline file. Relative `model` / `tokenizer` paths resolve against the file's
 // folder. Checks the schema only (types, allowed keys, value ranges that need no model).
 PipelineSpec parse_pipeline_file(const std::string& path);

@@ -6,6 +6,7 @@
 #include <sstream>
 
 #include "segments/core/errors.h"
+#include "segments/core/input_file.h"
 
 namespace segpipe::tok {
 namespace {
@@ -16,8 +17,11 @@ using nlohmann::json;
   throw InputError(path + ": key '" + key + "': " + why);
 }
 
+// tokenizer.json of real models is ~11 MB; anything far larger is not one (and would be parsed whole).
+constexpr uint64_t kMaxTokenizerFileBytes = 256ull << 20;
+
 json parse(const std::string& path, const char* what) {
-  const std::string text = read_file(path, what);
+  const std::string text = read_input_file(path, kMaxTokenizerFileBytes, what);
   try {
     return json::parse(text);
   } catch (const json::exception& e) {
@@ -323,7 +327,7 @@ TokenizerJson read_tokenizer_json(const std::string& path) {
   out.path = path;
   json j;
   {
-    const std::string text = read_file(path, "tokenizer file");
+    const std::string text = read_input_file(path, kMaxTokenizerFileBytes, "tokenizer file");
     out.vocab.reserve(1 << 18);
     out.merges.reserve(1 << 18);
     TokenizerSax sax(j, out);

@@ -2,10 +2,10 @@
 
 #include <algorithm>
 #include <filesystem>
-#include <fstream>
-#include <sstream>
+#include <set>
 
 #include "segments/core/errors.h"
+#include "segments/core/input_file.h"
 
 namespace segpipe {
 
@@ -13,15 +13,28 @@ namespace fs = std::filesystem;
 using nlohmann::json;
 
 json read_json_file(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) throw InputError(path + ": cannot open");
-  std::stringstream ss;
-  ss << in.rdbuf();
+  const std::string text = read_input_file(path, kMaxJsonFileBytes, "JSON file");
+  // nlohmann keeps the last of duplicate keys silently; a config.json saying rope_theta twice is
+  // ambiguous, so every object's keys are tracked during the parse and a repeat is refused.
+  std::vector<std::set<std::string>> keys;
+  std::string duplicate;
+  auto cb = [&](int, json::parse_event_t ev, json& parsed) {
+    if (ev == json::parse_event_t::object_start) keys.emplace_back();
+    if (ev == json::parse_event_t::object_end && !keys.empty()) keys.pop_back();
+    if (ev == json::parse_event_t::key && !keys.empty() && duplicate.empty()) {
+      std::string k = parsed.get<std::string>();
+      if (!keys.back().insert(k).second) duplicate = k;
+    }
+    return true;
+  };
+  json j;
   try {
-    return json::parse(ss.str());
+    j = json::parse(text, cb);
   } catch (const json::exception& e) {
     throw InputError(path + ": invalid JSON (" + e.what() + ")");
   }
+  if (!duplicate.empty()) throw InputError(path + ": duplicate key '" + duplicate + "'");
+  return j;
 }
 
 std::shared_ptr<Checkpoint> Checkpoint::open(const std::string& dir) {

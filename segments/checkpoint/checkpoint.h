@@ -13,6 +13,10 @@
 namespace segpipe {
 
 // Reads a JSON file; a missing file or invalid JSON is an InputError naming the file.
+// config.json, indexes and generation configs are kilobytes to a few megabytes.
+constexpr uint64_t kMaxJsonFileBytes = 64ull << 20;
+// A regular file of at most kMaxJsonFileBytes holding valid JSON with no key repeated in any
+// object; InputError naming the file otherwise.
 nlohmann::json read_json_file(const std::string& path);
 
 class Checkpoint {

@@ -12,6 +12,7 @@
 #include <set>
 
 #include "segments/core/errors.h"
+#include "segments/core/input_file.h"
 
 namespace segpipe {
 
@@ -132,11 +133,10 @@ SafetensorsHeader parse_safetensors_header(std::string_view text, uint64_t data_
 
 std::shared_ptr<SafetensorsFile> SafetensorsFile::open(const std::string& path) {
   std::shared_ptr<SafetensorsFile> f(new SafetensorsFile(path));
-  f->fd_ = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
-  if (f->fd_ < 0) throw InputError(path + ": cannot open (" + std::strerror(errno) + ")");
+  // A FIFO in place of a shard would block a plain open() forever; this refuses it first.
+  f->fd_ = open_regular_file(path, "safetensors file");
   struct stat st {};
   if (fstat(f->fd_, &st) != 0) throw InputError(path + ": cannot stat (" + std::strerror(errno) + ")");
-  if (!S_ISREG(st.st_mode)) throw InputError(path + ": not a regular file");
   uint64_t size = static_cast<uint64_t>(st.st_size);
   if (size < 8) throw InputError(path + ": truncated file (" + std::to_string(size) + " bytes, no header length)");
   unsigned char lenbuf[8];

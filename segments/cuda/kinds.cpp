@@ -344,9 +344,11 @@ void Layers::ensure_scratch(int64_t T) {
 
 void Layers::forward(float* x, int64_t T, int64_t pos0, const int32_t* d_pos0, const std::vector<ExpertBank*>& banks,
                      BoundaryObserver* obs) {
-  if (pos0 + T > max_seq_)
-    throw RuntimeFailure("sequence of " + std::to_string(pos0 + T) + " tokens exceeds the KV cache (" +
-                         std::to_string(max_seq_) + " positions)");
+  // Written as pos0 > max_seq_ - T so that no sum can overflow: the KV cache is written at
+  // (pos0 + t) * kv_dim, and a negative or huge pos0 from an input file must never reach that.
+  if (T < 0 || pos0 < 0 || T > max_seq_ || pos0 > max_seq_ - T)
+    throw RuntimeFailure("positions " + std::to_string(pos0) + " + " + std::to_string(T) +
+                         " tokens do not fit the KV cache (0.." + std::to_string(max_seq_) + " positions)");
   ensure_scratch(T);
   cudaStream_t st = ctx_.stream();
   cublasHandle_t cb = ctx_.cublas();

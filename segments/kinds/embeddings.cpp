@@ -1,6 +1,7 @@
 #include "segments/kinds/embeddings.h"
 
 #include "segments/core/errors.h"
+#include "segments/core/finite.h"
 
 namespace segpipe {
 
@@ -17,6 +18,7 @@ void EmbeddingsSegment::forward(const int32_t* ids, int64_t T, float* out) const
                        std::to_string(table_.rows) + ")");
     mat_row_to_f32(table_, ids[t], out + t * table_.cols);
   }
+  check_finite(out, T, table_.cols, "embeddings");
 }
 
 }  // namespace segpipe

@@ -3,6 +3,7 @@
 #include <algorithm>
 
 #include "segments/core/errors.h"
+#include "segments/core/finite.h"
 #include "segments/kernels/cpu/attention.h"
 #include "segments/kernels/cpu/rmsnorm.h"
 #include "segments/kernels/cpu/router.h"
@@ -76,9 +77,11 @@ void LayersSegment::bind_kv(std::vector<KvLayer> kv, int64_t max_seq) {
 }
 
 void LayersSegment::forward(float* x, int64_t T, int64_t pos0, ExpertExecutor* experts, BoundaryObserver* obs) {
-  if (pos0 + T > max_seq_)
-    throw RuntimeFailure("sequence of " + std::to_string(pos0 + T) + " tokens exceeds the KV cache (" +
-                         std::to_string(max_seq_) + " positions)");
+  // Written as pos0 > max_seq_ - T so that no sum can overflow: the KV cache is written at
+  // (pos0 + t) * kv_dim, and a negative or huge pos0 from an input file must never reach that.
+  if (T < 0 || pos0 < 0 || T > max_seq_ || pos0 > max_seq_ - T)
+    throw RuntimeFailure("positions " + std::to_string(pos0) + " + " + std::to_string(T) +
+                         " tokens do not fit the KV cache (0.." + std::to_string(max_seq_) + " positions)");
   const int64_t H = cfg_.hidden, qd = cfg_.q_dim(), kvd = cfg_.kv_dim(), hd = cfg_.head_dim;
   h_.resize(static_cast<size_t>(T * H));
   q_.resize(static_cast<size_t>(T * qd));
@@ -142,6 +145,8 @@ void LayersSegment::forward(float* x, int64_t T, int64_t pos0, ExpertExecutor* e
     }
     for (int64_t i = 0; i < T * H; i++) x[i] = x[i] + mlp_[static_cast<size_t>(i)];
     if (obs) obs->on_tensor("layers." + std::to_string(L.index) + ".output", x, T, H);
+    // Where the first NaN or Inf appears, named by layer: later layers and the logits only inherit it.
+    if (first_non_finite(x, T * H) >= 0) check_finite(x, T, H, "output of layer " + std::to_string(L.index));
   }
 }
 

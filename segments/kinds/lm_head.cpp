@@ -1,5 +1,6 @@
 #include "segments/kinds/lm_head.h"
 
+#include "segments/core/finite.h"
 #include "segments/kernels/cpu/rmsnorm.h"
 
 namespace segpipe {
@@ -22,6 +23,8 @@ void LmHeadSegment::forward(const float* x, int64_t T, bool all_positions, float
     linear(pool_, h_.data(), T, head_, logits);
   else
     linear(pool_, h_.data() + (T - 1) * H, 1, head_, logits);
+  // Always: sampling from NaN logits picks token 0 forever, and says nothing.
+  check_finite(logits, all_positions ? T : 1, cfg_.vocab, "logits");
 }
 
 }  // namespace segpipe

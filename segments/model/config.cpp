@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdio>
 
 #include "segments/core/errors.h"
 
@@ -25,6 +26,12 @@ const char* ModelConfig::arch_name() const {
 }
 
 namespace {
+
+std::string number_text(double v) {
+  char b[32];
+  std::snprintf(b, sizeof b, "%g", v);
+  return b;
+}
 
 struct Reader {
   const json& j;
@@ -90,7 +97,13 @@ void parse_rope(const Reader& r, ModelConfig& c) {
       pname = "rope_scaling";
     }
   }
-  double theta_top = r.get_num("rope_theta", -1);
+  // No spelling given: transformers' default base. Given, it must make sense: the frequencies are
+  // theta^(-2i/head_dim), so theta <= 1 (or inf/NaN) is no rotary embedding at all, not a choice.
+  auto check_theta = [&](const std::string& key, double t) {
+    if (!std::isfinite(t) || t <= 1) r.fail(key, "must be a finite number > 1, got " + number_text(t));
+    return t;
+  };
+  double theta_top = r.has("rope_theta") ? check_theta("rope_theta", r.get_num("rope_theta", 0)) : -1;
   double theta = theta_top;
   if (params) {
     if (!params->is_object()) r.fail(pname, "must be an object");
@@ -105,7 +118,7 @@ void parse_rope(const Reader& r, ModelConfig& c) {
       r.fail(pname + ".rope_type", "rope scaling type '" + type + "' is not implemented (only default RoPE)");
     if (params->contains("rope_theta")) {
       if (!(*params)["rope_theta"].is_number()) r.fail(pname + ".rope_theta", "must be a number");
-      double t = (*params)["rope_theta"].get<double>();
+      double t = check_theta(pname + ".rope_theta", (*params)["rope_theta"].get<double>());
       if (theta_top > 0 && t != theta_top) r.fail("rope_theta", "contradicts " + pname + ".rope_theta");
       theta = t;
     }
@@ -124,8 +137,7 @@ void parse_rope(const Reader& r, ModelConfig& c) {
     for (auto& k : {"interleaved", "mrope_interleaved"})
       if (params->contains(k) && (*params)[k].is_boolean() && (*params)[k].get<bool>()) c.mrope_interleaved = true;
   }
-  c.rope_theta = theta > 0 ? theta : 10000.0;  // transformers' default base
-  if (!(c.rope_theta > 0) || !std::isfinite(c.rope_theta)) r.fail("rope_theta", "must be positive");
+  c.rope_theta = theta > 0 ? theta : 10000.0;
 }
 
 void parse_text_config(const Reader& r, ModelConfig& c, bool moe) {
@@ -141,11 +153,17 @@ void parse_text_config(const Reader& r, ModelConfig& c, bool moe) {
     c.head_dim = c.hidden / c.num_heads;
   }
   if (c.head_dim % 2 != 0) r.fail("head_dim", "must be even for rotate-half RoPE");
+  // q_dim() and kv_dim() are ints, like every size below them.
+  if (int64_t{c.num_heads} * c.head_dim > (1 << 30))
+    r.fail("head_dim", "num_attention_heads x head_dim exceeds 2^30");
   if (c.num_heads % c.num_kv_heads != 0)
     r.fail("num_key_value_heads", "num_attention_heads (" + std::to_string(c.num_heads) +
                                       ") is not a multiple of num_key_value_heads (" + std::to_string(c.num_kv_heads) + ")");
-  c.rms_eps = static_cast<float>(r.get_num("rms_norm_eps", 1e-6));
-  if (!(c.rms_eps > 0)) r.fail("rms_norm_eps", "must be positive");
+  // Added to a mean square before its inverse square root: a small positive constant. 1e300 became
+  // inf in float and zeroed every norm (the model then said token 0 forever); 1e-50 becomes 0.
+  const double eps = r.get_num("rms_norm_eps", 1e-6);
+  if (!(eps >= 1e-12 && eps <= 1)) r.fail("rms_norm_eps", "must be a number in [1e-12, 1], got " + number_text(eps));
+  c.rms_eps = static_cast<float>(eps);
   c.max_position = r.bounded("max_position_embeddings", 0, 0);
   if (r.has("hidden_act") && !r.j["hidden_act"].is_string()) r.fail("hidden_act", "must be a string");
   std::string act = r.has("hidden_act") ? r.j["hidden_act"].get<std::string>() : "silu";

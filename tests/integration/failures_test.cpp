@@ -8,6 +8,8 @@
 
 #include <fcntl.h>
 
+#include <algorithm>
+#include <filesystem>
 #include <thread>
 
 #include "process_harness.h"
@@ -146,6 +148,100 @@ const Fault kHangs[] = {{"late", "layers", "step", 3, SIGSTOP},
 INSTANTIATE_TEST_SUITE_P(Hangs, HungSegment, ::testing::ValuesIn(kHangs),
                          [](const auto& tp) { return fault_name(tp.param); });
 
+// `segpipe generate --ids | head -c 20`: the reader goes away. The orchestrator used to die of SIGPIPE,
+// printing nothing and leaving its arena behind; now it stops, releases everything and exits 0.
+TEST(ClosedOutput, GenerateStopsCleanlyWhenItsReaderGoes) {
+  for (size_t bytes : {size_t{0}, size_t{20}}) {
+    // 2000 tokens: far more than a pipe holds before the reader has gone.
+    std::vector<std::string> a = {"generate", "--pipeline", pipeline_file(), "--tokens", "11 22 33 44",
+                                  "--ids", "--max-new-tokens", "2000"};
+    RunResult r = run_segpipe_reader_closes(a, bytes);
+    EXPECT_EQ(r.rc, 0) << "reader gone after " << bytes << " bytes: " << r.err;
+    EXPECT_EQ(r.err.find("failure"), std::string::npos) << r.err;
+    EXPECT_EQ(r.out.size(), bytes);
+    EXPECT_TRUE(leftover_arenas(r.pid).empty()) << "reader gone after " << bytes << " bytes";
+    for (int i = 0; i < 50 && !leftover_workers(r.pid).empty(); i++) usleep(20000);
+    EXPECT_TRUE(leftover_workers(r.pid).empty());
+  }
+}
+
+// transport: inproc maps the weights into the orchestrator itself; a checkpoint truncated during the
+// run used to kill it with SIGBUS (exit 135, nothing printed). Now: exit 3 naming segment and file.
+TEST(ChangedCheckpoint, TruncatedDuringAnInprocRunIsExit3NamingSegmentAndFile) {
+  const std::string dir = temp_dir();
+  std::filesystem::copy(source_path("models/tiny-qwen3-moe"), dir + "/m", std::filesystem::copy_options::recursive);
+  std::string yaml = kPipeline;
+  yaml.replace(yaml.find("%MODEL%"), 7, dir + "/m");
+  yaml += "transport: inproc\n";
+  write_file(dir + "/p.yaml", yaml);
+  const std::string shard = dir + "/m/model-00002-of-00003.safetensors";
+  std::vector<std::string> a = {"generate", "--pipeline", dir + "/p.yaml", "--tokens", "11 22 33 44",
+                                "--ids", "--max-new-tokens", "2000"};
+  // Stopped while it generates, so that the truncation lands between two steps of a run that has
+  // many steps left; every step reads all of the shard's weights again.
+  RunResult r = run_segpipe_then(a, [&](pid_t pid) {
+    kill(pid, SIGSTOP);
+    EXPECT_EQ(truncate(shard.c_str(), 300000), 0);
+    kill(pid, SIGCONT);
+  });
+  EXPECT_EQ(r.rc, 3) << r.err;
+  EXPECT_EQ(std::count(r.err.begin(), r.err.end(), '\n'), 1) << r.err;
+  EXPECT_NE(r.err.find("segment '"), std::string::npos) << r.err;
+  EXPECT_NE(r.err.find(shard), std::string::npos) << r.err;
+  EXPECT_NE(r.err.find("SIGBUS"), std::string::npos) << r.err;
+  std::filesystem::remove_all(dir);
+}
+
+// A run held in the middle of a step (the 'late' worker stops itself): its orchestrator pid, once its
+// workers exist (the arena is created before they start).
+pid_t start_held_run(const std::string& yaml) {
+  pid_t pid = fork();
+  if (pid == 0) {
+    // Default dispositions, whatever this test inherited (a shell's background job ignores SIGINT
+    // and SIGQUIT, and segpipe rightly keeps a signal ignored that it was started with).
+    for (int sig = 1; sig < NSIG; sig++)
+      if (sig != SIGKILL && sig != SIGSTOP) signal(sig, SIG_DFL);
+    sigset_t none;
+    sigemptyset(&none);
+    sigprocmask(SIG_SETMASK, &none, nullptr);
+    setenv("SEGPIPE_FAULT", "late:step:2:19", 1);
+    int devnull = open("/dev/null", O_WRONLY);
+    dup2(devnull, 1);
+    dup2(devnull, 2);
+    std::vector<std::string> a = gen_args(yaml, false);
+    a.insert(a.begin(), SEGPIPE_BIN);
+    std::vector<char*> argv;
+    for (auto& s : a) argv.push_back(s.data());
+    argv.push_back(nullptr);
+    execv(SEGPIPE_BIN, argv.data());
+    _exit(127);
+  }
+  // All six started (each arms PR_SET_PDEATHSIG before it execs), not only the first.
+  for (int i = 0; i < 1000 && leftover_workers(pid).size() < 6; i++) usleep(10000);
+  return pid;
+}
+
+// Any signal that ends the orchestrator ends it without leaving its arena: SIGQUIT, SIGUSR1 and
+// SIGALRM used to leave it in /dev/shm. SIGPIPE is ignored (a closed output is handled as EPIPE).
+TEST(OrchestratorSignal, EndsTheRunAndLeavesNoArenaOrProcess) {
+  std::string yaml = pipeline_file("", 60000);
+  for (int sig : {SIGTERM, SIGINT, SIGHUP, SIGQUIT, SIGUSR1, SIGUSR2, SIGALRM, SIGPIPE}) {
+    pid_t pid = start_held_run(yaml);
+    const std::vector<pid_t> workers = leftover_workers(pid);
+    ASSERT_EQ(workers.size(), 6u) << "signal " << sig;
+    ASSERT_FALSE(leftover_arenas(pid).empty()) << "signal " << sig;
+    kill(pid, sig);
+    if (sig == SIGPIPE) kill(pid, SIGTERM);  // survived it: end the held run the usual way
+    int st = 0;
+    waitpid(pid, &st, 0);
+    EXPECT_TRUE(WIFSIGNALED(st)) << "signal " << sig;
+    EXPECT_EQ(WTERMSIG(st), sig == SIGPIPE ? SIGTERM : sig) << "it still dies of the signal";
+    EXPECT_TRUE(leftover_arenas(pid).empty()) << "signal " << sig;
+    EXPECT_TRUE(wait_for_exit(workers)) << "signal " << sig;
+    EXPECT_TRUE(leftover_workers(pid).empty()) << "signal " << sig;
+  }
+}
+
 // The orchestrator itself is killed: its workers follow it, and the arena it could not remove is
 // found and removed by the next run.
 TEST(OrchestratorDeath, WorkersExitAndTheNextRunRemovesTheStaleArena) {
@@ -167,11 +263,14 @@ TEST(OrchestratorDeath, WorkersExitAndTheNextRunRemovesTheStaleArena) {
   for (int i = 0; i < 200 && leftover_arenas(pid).empty(); i++) usleep(10000);
   usleep(300000);
   ASSERT_FALSE(leftover_arenas(pid).empty());
-  ASSERT_FALSE(leftover_workers(pid).empty());
+  const std::vector<pid_t> workers = leftover_workers(pid);
+  ASSERT_FALSE(workers.empty());
   kill(pid, SIGKILL);
   int st;
   waitpid(pid, &st, 0);
-  for (int i = 0; i < 100 && !leftover_workers(pid).empty(); i++) usleep(20000);
+  // Until every worker has fully exited it still holds the arena's in-use lock, and the next run's
+  // cleanup rightly keeps the arena.
+  EXPECT_TRUE(wait_for_exit(workers)) << "workers must exit with their orchestrator";
   EXPECT_TRUE(leftover_workers(pid).empty()) << "workers must exit with their orchestrator";
   // SIGKILL leaves the arena behind; the next run (or one running beside this test, which is just as
   // good) removes it.

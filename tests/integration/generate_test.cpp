@@ -94,7 +94,9 @@ TEST(Generate, BadInputIsExit2WithOneLine) {
       {{"generate", "--model", model, "--prompt", "hi"}, "tokenizer.json"},
       {{"generate", "--model", model, "--tokens", "1 x"}, "'x'"},
       {{"generate", "--prompt", "\xff\xfe", "--max-new-tokens", "1"}, "UTF-8"},
-      {{"generate", "--model", model, "--tokens", "1", "--top-p", "0"}, "--top-p"},
+      // It used to say "must be a number in [0.000000, 1.000000]" while refusing 0.
+      {{"generate", "--model", model, "--tokens", "1", "--top-p", "0"}, "--top-p must be a number in (0, 1], got '0'"},
+      {{"generate", "--model", model, "--tokens", "1", "--temperature", "-1"}, "must be a number in [0, 1e+06]"},
   };
   for (auto& b : bad) {
     RunResult r = run_segpipe(b.args, {}, 300);

@@ -4,10 +4,13 @@
 #include <fcntl.h>
 #include <poll.h>
 #include <signal.h>
+#include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
+#include <cstdint>
 #include <cstring>
 #include <fstream>
 #include <sstream>
@@ -15,8 +18,28 @@
 
 namespace segpipe::test {
 
+namespace {
+RunResult run_impl(const std::vector<std::string>& args, const std::map<std::string, std::string>& env,
+                   double timeout_s, size_t close_out_after, const std::function<void(pid_t)>& on_first_output = {});
+}
+
 RunResult run_segpipe(const std::vector<std::string>& args, const std::map<std::string, std::string>& env,
                       double timeout_s) {
+  return run_impl(args, env, timeout_s, SIZE_MAX);
+}
+
+RunResult run_segpipe_reader_closes(const std::vector<std::string>& args, size_t read_bytes, double timeout_s) {
+  return run_impl(args, {}, timeout_s, read_bytes);
+}
+
+RunResult run_segpipe_then(const std::vector<std::string>& args, const std::function<void(pid_t)>& on_first_output,
+                           double timeout_s) {
+  return run_impl(args, {}, timeout_s, SIZE_MAX, on_first_output);
+}
+
+namespace {
+RunResult run_impl(const std::vector<std::string>& args, const std::map<std::string, std::string>& env,
+                   double timeout_s, size_t close_out_after, const std::function<void(pid_t)>& on_first_output) {
   int out[2], err[2];
   if (pipe(out) != 0 || pipe(err) != 0) throw std::runtime_error("pipe");
   auto t0 = std::chrono::steady_clock::now();
@@ -42,6 +65,12 @@ RunResult run_segpipe(const std::vector<std::string>& args, const std::map<std::
   pollfd fds[2] = {{out[0], POLLIN, 0}, {err[0], POLLIN, 0}};
   int open_fds = 2;
   char buf[4096];
+  auto close_out = [&] {
+    close(fds[0].fd);
+    fds[0].fd = -1;
+    open_fds--;
+  };
+  if (close_out_after == 0) close_out();
   while (open_fds > 0) {
     double left = timeout_s - std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     if (left <= 0) {
@@ -51,13 +80,17 @@ RunResult run_segpipe(const std::vector<std::string>& args, const std::map<std::
     if (poll(fds, 2, static_cast<int>(left * 1000)) <= 0) continue;
     for (int i = 0; i < 2; i++) {
       if (fds[i].fd < 0 || !(fds[i].revents & (POLLIN | POLLHUP))) continue;
-      ssize_t n = read(fds[i].fd, buf, sizeof buf);
+      size_t want = i == 0 ? std::min(sizeof buf, close_out_after - r.out.size()) : sizeof buf;
+      ssize_t n = read(fds[i].fd, buf, want);
       if (n <= 0) {
         close(fds[i].fd);
         fds[i].fd = -1;
         open_fds--;
       } else {
+        const bool first = i == 0 && r.out.empty();
         (i == 0 ? r.out : r.err).append(buf, static_cast<size_t>(n));
+        if (first && on_first_output) on_first_output(pid);
+        if (i == 0 && r.out.size() >= close_out_after) close_out();
       }
     }
   }
@@ -69,6 +102,7 @@ RunResult run_segpipe(const std::vector<std::string>& args, const std::map<std::
   r.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   return r;
 }
+}  // namespace
 
 std::vector<pid_t> leftover_workers(pid_t orchestrator) {
   std::vector<pid_t> out;
@@ -88,6 +122,18 @@ std::vector<pid_t> leftover_workers(pid_t orchestrator) {
   }
   closedir(d);
   return out;
+}
+
+bool wait_for_exit(const std::vector<pid_t>& pids, double timeout_s) {
+  bool all = true;
+  for (pid_t p : pids) {
+    const int fd = static_cast<int>(syscall(SYS_pidfd_open, p, 0));
+    if (fd < 0) continue;  // ESRCH: already gone
+    pollfd w{fd, POLLIN, 0};
+    all &= poll(&w, 1, static_cast<int>(timeout_s * 1000)) == 1;
+    close(fd);
+  }
+  return all;
 }
 
 std::vector<std::string> leftover_arenas(pid_t pid) {

@@ -3,6 +3,7 @@
 #pragma once
 #include <sys/types.h>
 
+#include <functional>
 #include <map>
 #include <string>
 #include <vector>
@@ -18,8 +19,20 @@ struct RunResult {
 
 RunResult run_segpipe(const std::vector<std::string>& args, const std::map<std::string, std::string>& env = {},
                       double timeout_s = 60);
+// Like run_segpipe, but standard output's reader goes away after `read_bytes` bytes (as `| head -c N`
+// does); 0 closes it before the command writes anything. out holds what was read.
+RunResult run_segpipe_reader_closes(const std::vector<std::string>& args, size_t read_bytes, double timeout_s = 60);
+// Like run_segpipe, calling `on_first_output(pid)` once, as soon as standard output has its first bytes
+// (the run is then past loading and in its generation loop).
+RunResult run_segpipe_then(const std::vector<std::string>& args, const std::function<void(pid_t)>& on_first_output,
+                           double timeout_s = 60);
 // Worker processes started by orchestrator `pid` that still exist.
 std::vector<pid_t> leftover_workers(pid_t orchestrator);
+// Waits until each of these processes (our children or not) has exited and closed its descriptors
+// (and so released its locks): a pidfd turns readable only then. False if one is still running
+// after `timeout_s`. A process that does not show in leftover_workers() any more may still be
+// exiting (its command line goes before its descriptors do).
+bool wait_for_exit(const std::vector<pid_t>& pids, double timeout_s = 30);
 // Arenas in /dev/shm created by `pid`.
 std::vector<std::string> leftover_arenas(pid_t pid);
 std::string temp_dir();

@@ -5,7 +5,9 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
+#include <climits>
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
@@ -36,10 +38,10 @@ struct Result {
   std::string out;
 };
 
-// Runs segpipe with a shell command line; stdout and stderr together.
-Result run(const std::string& args) {
+// Runs segpipe with a shell command line; stdout and stderr together (or as `redirect` says).
+Result run(const std::string& args, const std::string& redirect = "2>&1") {
   Result r;
-  std::string cmd = kExe + " " + args + " 2>&1";
+  std::string cmd = kExe + " " + args + " " + redirect;
   FILE* p = popen(cmd.c_str(), "r");
   char buf[4096];
   size_t n;
@@ -49,12 +51,17 @@ Result run(const std::string& args) {
   return r;
 }
 
+// Standard error alone (standard output discarded), for the one-line error contract.
+Result run_err(const std::string& args) { return run(args, "2>&1 >/dev/null"); }
+
+size_t lines(const std::string& s) { return static_cast<size_t>(std::count(s.begin(), s.end(), '\n')); }
+
 struct TempDir {
   fs::path path;
   TempDir() {
-    path = fs::temp_directory_path() / ("segpipe-debug-" + std::to_string(getpid()) + "-" +
-                                        std::to_string(std::chrono::steady_clock::now().time_since_epoch().count()));
-    fs::create_directories(path);
+    std::string t = (fs::temp_directory_path() / "segpipe-debug-XXXXXX").string();
+    if (!mkdtemp(t.data())) throw std::runtime_error("mkdtemp failed");
+    path = t;
   }
   ~TempDir() { fs::remove_all(path); }
   std::string operator/(const std::string& s) const { return (path / s).string(); }
@@ -135,6 +142,114 @@ TEST(DumpTest, WritesEveryBoundaryAndRunSegmentReproducesEachSegmentBitForBit) {
                    " --output " + (d / "o2.safetensors") + " --expect " + (d / "dump/late.output.safetensors"));
   EXPECT_EQ(bad.code, 1) << bad.out;
   EXPECT_NE(bad.out.find("hidden"), std::string::npos);
+}
+
+// Crafted inputs for run-segment: every field of a dump is untrusted. Each must end in exit 2 with
+// one line naming the file and the field (a negative pos0 used to write outside the KV cache).
+TEST(RunSegmentTest, RefusesCraftedInputFieldsWithExit2NamingFileAndField) {
+  TempDir d;
+  std::vector<float> h(96 * 2, 0.25f);
+  struct Case {
+    std::string name, segment;
+    DumpFile file;
+    std::string field;
+  };
+  auto layers_input = [&](DumpTensor pos0) {
+    DumpFile f;
+    f.tensors["hidden"] = DumpTensor::from_f32(h.data(), {2, 96});
+    f.tensors["pos0"] = std::move(pos0);
+    return f;
+  };
+  std::vector<Case> cases;
+  for (int64_t p : {int64_t{-1}, int64_t{-1000000}, -(int64_t{1} << 62), int64_t{1} << 62, int64_t{LLONG_MAX}, int64_t{4095}})
+    cases.push_back({"pos0_" + std::to_string(p), "early", layers_input(DumpTensor::from_i64({p}, {1})), "pos0"});
+  cases.push_back({"pos0_empty", "early", layers_input(DumpTensor::from_i64({}, {0})), "pos0"});
+  cases.push_back({"pos0_two", "early", layers_input(DumpTensor::from_i64({0, 0}, {2})), "pos0"});
+  cases.push_back({"pos0_f32", "early", layers_input(DumpTensor::from_f32(h.data(), {1})), "pos0"});
+  {
+    DumpFile f;
+    f.tensors["hidden"] = DumpTensor::from_f32(h.data(), {2, 96});
+    f.tensors["pos0"] = DumpTensor::from_i64({-3}, {1});
+    cases.push_back({"head_pos0", "head", f, "pos0"});
+    DumpFile w;
+    w.tensors["hidden"] = DumpTensor::from_f32(h.data(), {1, 95});  // reads past the rows if unchecked
+    cases.push_back({"head_width", "head", w, "hidden"});
+    DumpFile e;
+    e.tensors["hidden"] = DumpTensor::from_f32(h.data(), {0, 96});
+    cases.push_back({"no_tokens", "early", e, "T = 0"});
+    DumpFile ids;
+    ids.tensors["input_ids"] = DumpTensor::from_i64({5, (int64_t{1} << 32) + 5}, {2});
+    cases.push_back({"ids_wrap", "embed", ids, "input_ids"});
+    DumpFile x;
+    std::vector<int32_t> ex = {0, 1, 2};
+    std::vector<float> wt = {1, 0, 0};
+    x.tensors["layers.2.x"] = DumpTensor::from_f32(h.data(), {1, 96});
+    x.tensors["layers.2.experts"] = DumpTensor::from_i32(ex.data(), {1, 3});
+    x.tensors["layers.2.weights"] = DumpTensor::from_f32(wt.data(), {1, 3});
+    cases.push_back({"experts_k", "bank-lo", x, "layers.2.experts"});
+  }
+  for (auto& c : cases) {
+    std::string in = d / (c.name + ".safetensors");
+    write_dump_file(in, c.file);
+    Result r = run_err("run-segment --pipeline " + kBanks + " --segment " + c.segment + " --input " + in + " --output " +
+                       (d / "out.safetensors"));
+    EXPECT_EQ(r.code, 2) << c.name << ": " << r.out;
+    EXPECT_EQ(lines(r.out), 1u) << c.name << ": " << r.out;
+    EXPECT_NE(r.out.find(in), std::string::npos) << c.name << ": " << r.out;
+    EXPECT_NE(r.out.find(c.field), std::string::npos) << c.name << ": " << r.out;
+  }
+}
+
+// Output that cannot be written is a runtime failure (exit 3, one line), never a silent exit 0.
+TEST(OutputErrors, StandardOutputOnAFullDeviceIsExit3WithOneLine) {
+  const std::string tiny = kSrc + "/models/tiny-qwen3-moe";
+  TempDir d;
+  for (const std::string& cmd :
+       {"generate --pipeline " + kBanks + " --tokens '" + kPrompt + "' --ids --max-new-tokens 3",
+        "dump --pipeline " + kBanks + " --tokens '5 6' --out " + (d / "dump"), "plan --model " + tiny,
+        "tokenize --tokenizer " + kSrc + "/orchestrator/tokenizer/qwen3 --text hello",
+        "detokenize --tokenizer " + kSrc + "/orchestrator/tokenizer/qwen3 --ids '14990'", "inspect " + tiny}) {
+    Result r = run(cmd, "2>&1 >/dev/full");
+    EXPECT_EQ(r.code, 3) << cmd << "\n" << r.out;
+    EXPECT_EQ(lines(r.out), 1u) << cmd << "\n" << r.out;
+    EXPECT_NE(r.out.find("standard output"), std::string::npos) << cmd << "\n" << r.out;
+  }
+}
+
+TEST(OutputErrors, ReportFilesThatCannotBeWrittenFail) {
+  TempDir d;
+  const std::string run_args = " --pipeline " + kBanks + " --tokens '" + kPrompt + "'";
+  for (const std::string& cmd : {"memory" + run_args + " --json /dev/full", "memory" + run_args + " --html /dev/full",
+                                 "verify" + run_args + " --max-new-tokens 1 --json /dev/full"}) {
+    Result r = run_err(cmd);
+    EXPECT_EQ(r.code, 3) << cmd << "\n" << r.out;
+    EXPECT_EQ(lines(r.out), 1u) << cmd << "\n" << r.out;
+    EXPECT_NE(r.out.find("/dev/full"), std::string::npos) << cmd << "\n" << r.out;
+  }
+  // A report path in a folder that does not exist: the path is bad input.
+  Result r = run_err("verify" + run_args + " --max-new-tokens 1 --json " + (d / "no/such/dir/r.json"));
+  EXPECT_EQ(r.code, 2) << r.out;
+  EXPECT_NE(r.out.find(d / "no/such/dir/r.json"), std::string::npos) << r.out;
+}
+
+TEST(OutputErrors, DumpOutThatCannotBeAFolderIsExit2NamingThePath) {
+  TempDir d;
+  std::ofstream(d / "file") << "x";
+  fs::create_directories(d / "m/manifest.json");  // the manifest cannot be written over a folder
+  std::vector<std::pair<std::string, std::string>> cases = {
+      {d / "file", d / "file"}, {d / "file/sub", d / "file/sub"}, {d / "m", d / "m/manifest.json"}};
+  if (geteuid() != 0) {  // permissions do not stop root
+    fs::create_directories(d / "ro");
+    fs::permissions(d / "ro", fs::perms::owner_read | fs::perms::owner_exec);
+    cases.push_back({d / "ro/out", d / "ro/out"});
+  }
+  for (auto& [out, named] : cases) {
+    Result r = run_err("dump --pipeline " + kBanks + " --tokens '5 6' --out " + out);
+    EXPECT_EQ(r.code, 2) << out << "\n" << r.out;
+    EXPECT_EQ(lines(r.out), 1u) << out << "\n" << r.out;
+    EXPECT_NE(r.out.find(named), std::string::npos) << out << "\n" << r.out;
+  }
+  if (fs::exists(d / "ro")) fs::permissions(d / "ro", fs::perms::owner_all, fs::perm_options::replace);
 }
 
 // Copies tiny-qwen3-moe and flips exponent bits of one expert's down_proj in layer 3.

@@ -5,10 +5,13 @@
 
 #include <gtest/gtest.h>
 #include <signal.h>
+#include <poll.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <cerrno>
 #include <chrono>
 #include <cstdlib>
 #include <filesystem>
@@ -27,10 +30,14 @@ namespace {
 // ("quit") to the daemon through a file the daemon polls.
 // The daemon also starts a "server" (a background loop in its process group, its pid in
 // server.pid) and quits without waiting for it, as the real daemon may leave its server exiting.
+// Ended by a signal (its orchestrator died: PR_SET_PDEATHSIG), it ends its server first, as the
+// real daemon shuts its server down; without that the loop outlived the suite, reparented to init.
 constexpr const char* kFakeControl = R"(#!/bin/sh
 if [ "$1" = "-f" ]; then
   echo $$ > "$CUDA_MPS_PIPE_DIRECTORY/daemon.pid"
   sh -c 'echo $$ > "$CUDA_MPS_PIPE_DIRECTORY/server.pid"; while :; do sleep 0.01; done' &
+  server=$!
+  trap 'kill -KILL $server; exit 143' TERM INT HUP
   while [ ! -f "$CUDA_MPS_PIPE_DIRECTORY/server.pid" ]; do sleep 0.01; done
   : > "$CUDA_MPS_PIPE_DIRECTORY/control"
   while [ ! -f "$CUDA_MPS_PIPE_DIRECTORY/quit" ]; do sleep 0.01; done
@@ -66,6 +73,17 @@ class CudaMpsTest : public ::testing::Test {
 };
 
 bool alive(pid_t pid) { return kill(pid, 0) == 0; }
+
+// Waits until a process that is not our child has ended (a pidfd is readable once it has exited).
+// False if it is still running after `timeout_ms` (or cannot be watched).
+bool ends_within(pid_t pid, int timeout_ms) {
+  const int fd = static_cast<int>(syscall(SYS_pidfd_open, pid, 0));
+  if (fd < 0) return errno == ESRCH;  // already gone
+  pollfd p{fd, POLLIN, 0};
+  const bool ended = poll(&p, 1, timeout_ms) == 1;
+  close(fd);
+  return ended;
+}
 
 }  // namespace
 
@@ -168,30 +186,31 @@ TEST_F(CudaMpsTest, TheServerEndsWithAKilledOrchestrator) {
   if (orch == 0) {  // the orchestrator: starts the server, tells the daemon's pid, waits to be killed
     close(fds[0]);
     if (!start_private_mps().empty()) _exit(1);
-    pid_t d = 0;
-    std::ifstream(fs::path(std::getenv("CUDA_MPS_PIPE_DIRECTORY")) / "daemon.pid") >> d;
-    if (write(fds[1], &d, sizeof d) != sizeof d) _exit(1);
+    pid_t d[2] = {0, 0};
+    std::ifstream(fs::path(std::getenv("CUDA_MPS_PIPE_DIRECTORY")) / "daemon.pid") >> d[0];
+    std::ifstream(fs::path(std::getenv("CUDA_MPS_PIPE_DIRECTORY")) / "server.pid") >> d[1];
+    if (write(fds[1], d, sizeof d) != sizeof d) _exit(1);
     pause();
     _exit(0);
   }
   close(fds[1]);
-  pid_t daemon = 0;
-  ASSERT_EQ(read(fds[0], &daemon, sizeof daemon), static_cast<ssize_t>(sizeof daemon));
+  pid_t pids[2] = {0, 0};
+  ASSERT_EQ(read(fds[0], pids, sizeof pids), static_cast<ssize_t>(sizeof pids));
   close(fds[0]);
+  const pid_t daemon = pids[0], server = pids[1];
   ASSERT_GT(daemon, 0);
+  ASSERT_GT(server, 0);
   EXPECT_TRUE(alive(daemon));
+  EXPECT_TRUE(alive(server));
   kill(orch, SIGKILL);
   int st;
   waitpid(orch, &st, 0);
-  bool gone = false;
-  for (int i = 0; i < 200 && !gone; i++) {
-    // The daemon is not our child: alive until reaped by init, so look at its state.
-    std::ifstream stat("/proc/" + std::to_string(daemon) + "/stat");
-    std::string pid_s, comm, state;
-    gone = !(stat >> pid_s >> comm >> state) || state == "Z";
-    if (!gone) std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  // Whatever the outcome, nothing of this test may outlive it: what failed to end is ended here.
+  for (pid_t p : {daemon, server}) {
+    if (ends_within(p, 10000)) continue;
+    ADD_FAILURE() << (p == daemon ? "the MPS control daemon " : "the MPS server ") << p << " outlived its orchestrator";
+    kill(p, SIGKILL);
   }
-  EXPECT_TRUE(gone) << "the MPS control daemon " << daemon << " outlived its orchestrator";
   // Its directory stays behind (nobody was left to remove it) until the next start removes it.
   ASSERT_EQ(start_private_mps(), "");
   stop_private_mps();

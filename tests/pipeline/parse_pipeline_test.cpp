@@ -90,7 +90,7 @@ TEST(ParsePipeline, MissingFile) {
         try {
           parse_pipeline_file("/nonexistent/p.yaml");
         } catch (const InputError& e) {
-          EXPECT_EQ(std::string(e.what()), "/nonexistent/p.yaml: cannot open pipeline file");
+          EXPECT_EQ(std::string(e.what()), "/nonexistent/p.yaml: cannot open pipeline file (No such file or directory)");
           throw;
         }
       },

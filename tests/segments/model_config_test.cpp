@@ -2,6 +2,7 @@
 // rotary spellings agree, and every unsupported or contradictory setting is an InputError naming the key.
 #include <gtest/gtest.h>
 
+#include <fstream>
 #include <nlohmann/json.hpp>
 #include <set>
 
@@ -168,6 +169,44 @@ TEST(ModelConfig, BothRopeSpellingsGiveTheSameTheta) {
   json bad = v5;
   bad["rope_theta"] = 5.0;
   expect_config_error(bad, {"rope_theta"});
+}
+
+// Values outside their meaningful range are refused, never replaced: rope_theta -5 used to become
+// 10000 silently, and rms_norm_eps 1e300 became inf in float (every norm zero, token 0 forever).
+TEST(ModelConfig, OutOfRangeValuesAreRefusedNotReplaced) {
+  for (double t : {-5.0, 0.0, 1.0, 1e400}) {
+    json j = base_moe();
+    j["rope_theta"] = t;
+    expect_config_error(j, {"rope_theta"});
+    json p = base_moe();
+    p.erase("rope_theta");
+    p["rope_parameters"] = {{"rope_type", "default"}, {"rope_theta", t}};
+    expect_config_error(p, {"rope_parameters.rope_theta"});
+  }
+  for (double e : {1e300, 0.0, -1e-6, 1e-50, 2.0}) {
+    json j = base_moe();
+    j["rms_norm_eps"] = e;
+    expect_config_error(j, {"rms_norm_eps"});
+  }
+  json j = base_moe();
+  j["rms_norm_eps"] = 1e-5;
+  EXPECT_NO_THROW(parse(j));
+  json h = base_moe();
+  h["num_attention_heads"] = 1 << 20;
+  h["num_key_value_heads"] = 1 << 20;
+  h["head_dim"] = 1 << 12;
+  expect_config_error(h, {"head_dim"});
+}
+
+// A key given twice in config.json is ambiguous (a JSON parser keeps one of them silently).
+TEST(ModelConfig, DuplicateKeysInTheFileAreRefused) {
+  testing::TempDir d;
+  std::ofstream(d.path() / "config.json") << R"({"model_type": "qwen3", "rope_theta": 10000.0, "x": {"a": 1, "a": 2}})";
+  expect_input_error([&] { read_json_file((d.path() / "config.json").string()); }, {"config.json", "duplicate key 'a'"});
+  std::ofstream(d.path() / "config.json") << R"({"model_type": "qwen3", "rope_theta": 10000.0, "rope_theta": -5})";
+  expect_input_error([&] { read_json_file((d.path() / "config.json").string()); }, {"config.json", "duplicate key 'rope_theta'"});
+  std::ofstream(d.path() / "config.json") << R"({"a": {"k": 1}, "b": {"k": 2}, "k": [{"k": 1}, {"k": 2}]})";
+  EXPECT_NO_THROW(read_json_file((d.path() / "config.json").string())) << "the same key in different objects is fine";
 }
 
 TEST(ModelConfig, MissingHiddenSize) {

@@ -3,6 +3,7 @@
 #include <fcntl.h>
 #include <gtest/gtest.h>
 #include <signal.h>
+#include <sys/file.h>
 #include <sys/mman.h>
 #include <unistd.h>
 
@@ -11,9 +12,11 @@
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
+#include <optional>
 
 #include "shm/arena.h"
 #include "shm/arena_name.h"
+#include "shm/block_header.h"
 #include "tests/shm/test_support.h"
 
 namespace segpipe::shm {
@@ -105,20 +108,61 @@ TEST(RemoveStaleArenas, RemovesArenaOfCreatorKilledWithSigkill) {
   EXPECT_FALSE(arena_exists(child.name));
 }
 
-TEST(RemoveStaleArenas, KeepsLiveCreatorsAndForeignFiles) {
-  const auto dir = std::filesystem::temp_directory_path() / ("shm-stale-" + std::to_string(::getpid()));
-  std::filesystem::create_directories(dir);
+// Liveness is the in-use lock, not the pid in the name: a run in another PID namespace sharing
+// /dev/shm has a pid that looks dead (or belongs to someone else) here, and its arena was deleted.
+// Only this user's files are touched, and never one whose creator may still be writing it.
+TEST(RemoveStaleArenas, RemovesOnlyUnlockedFinishedArenasOfThisUser) {
+  char tmpl[] = "/tmp/shm-stale-XXXXXX";
+  ASSERT_NE(::mkdtemp(tmpl), nullptr);
+  const std::filesystem::path dir = tmpl;
+  auto arena_file = [&](const std::string& name, bool finished) {
+    ArenaHeader h{};
+    h.magic = finished ? kArenaMagic : 0;
+    std::ofstream(dir / name, std::ios::binary).write(reinterpret_cast<const char*>(&h), sizeof h);
+    return (dir / name).string();
+  };
   const std::string dead = "segpipe-" + std::to_string(dead_pid()) + "-00ff";
-  const std::string live = "segpipe-" + std::to_string(::getpid()) + "-00ff";
-  for (const std::string& f : {dead, live, std::string("other-file"), std::string("segpipe-notapid-1")}) {
-    std::ofstream(dir / f) << "x";
+  const std::string live_pid = "segpipe-" + std::to_string(::getpid()) + "-00ff";  // a pid proves nothing
+  const std::string other_ns = "segpipe-" + std::to_string(dead_pid()) + "-01ff";  // held by its run
+  const std::string unfinished = "segpipe-" + std::to_string(dead_pid()) + "-02ff";  // creator in create()
+  arena_file(dead, true);
+  arena_file(live_pid, true);
+  const int held = ::open(arena_file(other_ns, true).c_str(), O_RDONLY);
+  ASSERT_EQ(::flock(held, LOCK_SH), 0);
+  arena_file(unfinished, false);
+  for (const std::string& f : {std::string("other-file"), std::string("segpipe-notapid-1")}) std::ofstream(dir / f) << "x";
+  std::string foreign_user;
+  if (::geteuid() == 0) {  // root: a file of another user must survive root's cleanup
+    foreign_user = "segpipe-" + std::to_string(dead_pid()) + "-03ff";
+    ASSERT_EQ(::chown(arena_file(foreign_user, true).c_str(), 65534, 65534), 0);
   }
-  const auto removed = remove_stale_arenas(dir.string());
-  EXPECT_EQ(removed, std::vector<std::string>{dead});
-  EXPECT_FALSE(std::filesystem::exists(dir / dead));
-  EXPECT_TRUE(std::filesystem::exists(dir / live));
+  auto removed = remove_stale_arenas(dir.string());
+  std::sort(removed.begin(), removed.end());
+  std::vector<std::string> expected = {dead, live_pid};
+  std::sort(expected.begin(), expected.end());
+  EXPECT_EQ(removed, expected);
+  EXPECT_TRUE(std::filesystem::exists(dir / other_ns)) << "in use by a run this namespace cannot see";
+  EXPECT_TRUE(std::filesystem::exists(dir / unfinished));
   EXPECT_TRUE(std::filesystem::exists(dir / "other-file"));
+  if (!foreign_user.empty()) EXPECT_TRUE(std::filesystem::exists(dir / foreign_user)) << "another user's file";
+  ::close(held);  // its run ends: now it is a leftover
+  EXPECT_EQ(remove_stale_arenas(dir.string()), std::vector<std::string>{other_ns});
   std::filesystem::remove_all(dir);
+}
+
+// A live arena is locked by its creator and by every process that opened it.
+TEST(RemoveStaleArenas, KeepsAnArenaWhileAnyProcessHoldsIt) {
+  std::optional<Arena> created(Arena::create(make_arena_name(), one_block()));
+  const std::string name = created->name();
+  Arena opened = Arena::open(name);
+  created->release();  // the name outlives its creator object (as after a creator's death)
+  created.reset();
+  EXPECT_FALSE(contains(remove_stale_arenas(), name)) << "a process still has it open";
+  EXPECT_TRUE(arena_exists(name));
+  { Arena gone = std::move(opened); }
+  const auto removed = remove_stale_arenas();
+  EXPECT_TRUE(contains(removed, name) || !arena_exists(name));  // a parallel cleanup may win the race
+  EXPECT_FALSE(arena_exists(name));
 }
 
 TEST(UnlinkOnSignal, SigtermUnlinksOwnedArenasAndStillKills) {
