@@ -36,7 +36,10 @@ std::string did_you_mean(std::string_view word, const std::vector<std::string_vi
   }
   // Up to 2 edits, and fewer than half the key, so that 'id' does not suggest 'kind'.
   if (best.empty() || best_distance > 2 || best_distance * 2 >= std::max(word.size(), best.size())) return "";
-  return " (did you mean '" + std::string(best) + "'?)";
+  std::string out = " (did you mean '";  // appended piecewise: gcc 12 warns (-Wrestrict) on a + chain here
+  out.append(best);
+  out += "'?)";
+  return out;
 }
 
 bool is_printable_utf8(std::string_view text) {

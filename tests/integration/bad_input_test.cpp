@@ -36,7 +36,9 @@ void expect_bad_input(const std::vector<std::string>& args, const std::string& n
   EXPECT_EQ(r.rc, 2) << args[0] << " " << named << ": " << r.err;
   EXPECT_EQ(lines(r.err), 1u) << r.err;
   EXPECT_NE(r.err.find(named), std::string::npos) << r.err;
-  if (!says.empty()) EXPECT_NE(r.err.find(says), std::string::npos) << r.err;
+  if (!says.empty()) {
+    EXPECT_NE(r.err.find(says), std::string::npos) << r.err;
+  }
 }
 
 TEST(SpecialFiles, AFifoInPlaceOfACheckpointFileIsRefusedNotWaitedOn) {

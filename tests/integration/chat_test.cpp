@@ -26,17 +26,17 @@ namespace {
 class Interactive {
  public:
   explicit Interactive(const std::vector<std::string>& args) {
-    int in[2], out[2], err[2];
-    if (pipe(in) != 0 || pipe(out) != 0 || pipe(err) != 0) throw std::runtime_error("pipe");
+    int in[2], o[2], e[2];
+    if (pipe(in) != 0 || pipe(o) != 0 || pipe(e) != 0) throw std::runtime_error("pipe");
     pid_ = fork();
     if (pid_ == 0) {
       setpgid(0, 0);
       dup2(in[0], 0);
-      dup2(out[1], 1);
-      dup2(err[1], 2);
+      dup2(o[1], 1);
+      dup2(e[1], 2);
       close(in[1]);
-      close(out[0]);
-      close(err[0]);
+      close(o[0]);
+      close(e[0]);
       std::vector<std::string> a = {SEGPIPE_BIN};
       a.insert(a.end(), args.begin(), args.end());
       std::vector<char*> argv;
@@ -47,9 +47,9 @@ class Interactive {
     }
     setpgid(pid_, pid_);  // both sides, so the group exists before either goes on
     close(in[0]);
-    close(out[1]);
-    close(err[1]);
-    in_ = in[1], out_ = out[0], err_ = err[0];
+    close(o[1]);
+    close(e[1]);
+    in_ = in[1], out_ = o[0], err_ = e[0];
   }
   ~Interactive() {
     if (pid_ > 0 && !reaped_) {
@@ -186,7 +186,9 @@ TEST(Demo, HeldOutQuestionsAgreeSegmentedInProcessAndWithTransformers) {
   for (auto& [task, t] : rep["tasks"].items()) {
     EXPECT_EQ(t["n"].get<int>(), 25) << task;
     EXPECT_EQ(t["agrees_with_reference"], t["with_reference"]) << task << ": an answer differs from transformers'";
-    if (task == "add" || task == "sub") EXPECT_GE(t["accuracy"].get<double>(), 0.95) << task;
+    if (task == "add" || task == "sub") {
+      EXPECT_GE(t["accuracy"].get<double>(), 0.95) << task;
+    }
   }
 }
 

@@ -144,7 +144,9 @@ TEST(RemoveStaleArenas, RemovesOnlyUnlockedFinishedArenasOfThisUser) {
   EXPECT_TRUE(std::filesystem::exists(dir / other_ns)) << "in use by a run this namespace cannot see";
   EXPECT_TRUE(std::filesystem::exists(dir / unfinished));
   EXPECT_TRUE(std::filesystem::exists(dir / "other-file"));
-  if (!foreign_user.empty()) EXPECT_TRUE(std::filesystem::exists(dir / foreign_user)) << "another user's file";
+  if (!foreign_user.empty()) {
+    EXPECT_TRUE(std::filesystem::exists(dir / foreign_user)) << "another user's file";
+  }
   ::close(held);  // its run ends: now it is a leftover
   EXPECT_EQ(remove_stale_arenas(dir.string()), std::vector<std::string>{other_ns});
   std::filesystem::remove_all(dir);
