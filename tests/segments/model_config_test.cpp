@@ -2,6 +2,8 @@
 // rotary spellings agree, and every unsupported or contradictory setting is an InputError naming the key.
 #include <gtest/gtest.h>
 
+#include <limits>
+
 #include <fstream>
 #include <nlohmann/json.hpp>
 #include <set>
@@ -174,7 +176,7 @@ TEST(ModelConfig, BothRopeSpellingsGiveTheSameTheta) {
 // Values outside their meaningful range are refused, never replaced: rope_theta -5 used to become
 // 10000 silently, and rms_norm_eps 1e300 became inf in float (every norm zero, token 0 forever).
 TEST(ModelConfig, OutOfRangeValuesAreRefusedNotReplaced) {
-  for (double t : {-5.0, 0.0, 1.0, 1e300}) {
+  for (double t : {-5.0, 0.0, 1.0, std::numeric_limits<double>::infinity()}) {
     json j = base_moe();
     j["rope_theta"] = t;
     expect_config_error(j, {"rope_theta"});
