@@ -218,6 +218,7 @@ class Layer(torch.nn.Module):
                                 c["num_experts"], c["moe_intermediate_size"])
         self.nh, self.nkv, self.hd, self.E, self.k = nh, nkv, hd, E, c["num_experts_per_tok"]
         self.norm_topk = c["norm_topk_prob"]
+        self.sparse = False  # set by Model.set_sparse_experts
         eps = c["rms_norm_eps"]
         std = c["initializer_range"]
         self.input_layernorm = RMSNorm(H, eps)
@@ -255,11 +256,28 @@ class Layer(torch.nn.Module):
         w, sel = torch.topk(probs, self.k, -1)
         if self.norm_topk:
             w = w / w.sum(-1, keepdim=True)
-        dense_w = torch.zeros_like(probs).scatter(1, sel, w).to(h.dtype)  # [N, E]
-        g = torch.einsum("nh,eih->nei", h, self.w_gate)
-        u = torch.einsum("nh,eih->nei", h, self.w_up)
-        y = torch.einsum("nei,ehi->neh", F.silu(g) * u, self.w_down)
-        out = torch.einsum("neh,ne->nh", y, dense_w)
+        if self.sparse:
+            # Each token through its k experts only (the CPU's way; the same function as below).
+            N = h.shape[0]
+            flat_e = sel.reshape(-1)
+            order = torch.argsort(flat_e, stable=True)
+            tok = torch.arange(N, device=h.device).repeat_interleave(self.k)[order]
+            counts = torch.bincount(flat_e, minlength=self.E).tolist()
+            parts = []
+            for e, xs in enumerate(torch.split(h[tok], counts)):
+                if counts[e]:
+                    parts.append(F.linear(F.silu(F.linear(xs, self.w_gate[e])) * F.linear(xs, self.w_up[e]),
+                                          self.w_down[e]))
+            y = torch.cat(parts) * w.reshape(-1)[order].to(h.dtype)[:, None]
+            out = torch.zeros_like(h).index_add(0, tok, y)
+        else:
+            # Every expert on every token, weighted by the (mostly zero) routing weights: few large products,
+            # which a GPU runs faster than many small gathered ones.
+            dense_w = torch.zeros_like(probs).scatter(1, sel, w).to(h.dtype)  # [N, E]
+            g = torch.einsum("nh,eih->nei", h, self.w_gate)
+            u = torch.einsum("nh,eih->nei", h, self.w_up)
+            y = torch.einsum("nei,ehi->neh", F.silu(g) * u, self.w_down)
+            out = torch.einsum("neh,ne->nh", y, dense_w)
         # load balancing (Switch / transformers' load_balancing_loss_func): E * sum_e f_e * P_e
         f = torch.zeros_like(probs).scatter(1, sel, 1.0).mean(0)
         aux = self.E * (f * probs.mean(0)).sum() / self.k
@@ -278,6 +296,10 @@ class Model(torch.nn.Module):
         self.embed = torch.nn.Parameter(torch.randn(len(used_ids), c["hidden_size"]) * c["initializer_range"])
         self.layers = torch.nn.ModuleList(Layer(c) for _ in range(c["num_hidden_layers"]))
         self.norm = RMSNorm(c["hidden_size"], c["rms_norm_eps"])
+
+    def set_sparse_experts(self, on):
+        for layer in self.layers:
+            layer.sparse = on
 
     def hidden(self, ids):
         rows = self.lut[ids]
@@ -520,6 +542,7 @@ def train(args, log):
     log(f"tokens in the training data: {len(used_ids)} of {CONFIG['vocab_size']} (the other rows stay exactly 0)")
 
     model = Model(CONFIG, used_ids).to(device)
+    model.set_sparse_experts(device != "cuda")
     n_params = sum(p.numel() for p in model.parameters())
     log(f"parameters trained: {n_params:,} (embedding rows {model.embed.numel():,})")
     decay = [p for n, p in model.named_parameters() if p.dim() >= 2 and n != "embed"]
