@@ -1,8 +1,9 @@
 // A small harness for the GPU tests (no GoogleTest: they must build on GPU machines that lack it).
-// A test exits 77 — ctest's SKIP_RETURN_CODE — with one line saying why when no GPU is visible, so
-// that on a machine without a GPU it is neither failed nor passed.
+// The verdicts (gpu_checks.h): a test exits 77 — ctest's SKIP_RETURN_CODE — only on a machine
+// without an NVIDIA GPU; where the machine has one and CUDA does not start, it fails.
 #pragma once
 #include <cuda_runtime_api.h>
+#include <unistd.h>
 
 #include <cmath>
 #include <cstdarg>
@@ -11,35 +12,30 @@
 #include <random>
 #include <vector>
 
+#include "gpu_checks.h"
 #include "segments/core/dtype.h"
 #include "segments/cuda/device.h"
 
 namespace segpipe::gputest {
 
-constexpr int kSkip = 77;
-
-inline bool skip_without_gpu(const char* test) {
-  if (cuda::device_count() > 0) return false;
-  std::printf("SKIPPED: %s: no CUDA device is visible to this process\n", test);
-  return true;
+// What this machine shows of a GPU and what cudaGetDeviceCount says (not cuda::device_count(),
+// which turns every error into 0 devices).
+inline GpuProbe probe_gpu() {
+  GpuProbe p;
+  p.device_node = access("/dev/nvidia0", F_OK) == 0;
+  p.driver = access("/proc/driver/nvidia/version", F_OK) == 0;
+  const cudaError_t e = cudaGetDeviceCount(&p.devices);
+  p.runtime_ok = e == cudaSuccess;
+  if (!p.runtime_ok) {
+    p.devices = 0;
+    p.error = std::string(cudaGetErrorName(e)) + ": " + cudaGetErrorString(e);
+    cudaGetLastError();
+  }
+  return p;
 }
 
-struct Checks {
-  int failed = 0, passed = 0;
-  __attribute__((format(printf, 3, 4))) void expect(bool ok, const char* fmt, ...) {
-    va_list ap;
-    va_start(ap, fmt);
-    std::printf("  %s ", ok ? "ok  " : "FAIL");
-    std::vprintf(fmt, ap);
-    std::printf("\n");
-    va_end(ap);
-    (ok ? passed : failed)++;
-  }
-  int finish(const char* test) {
-    std::printf("%s: %d passed, %d failed\n", test, passed, failed);
-    return failed ? 1 : 0;
-  }
-};
+// -1: a GPU works, test on; otherwise the exit code (77: no GPU on this machine; 1: CUDA broken).
+inline int gpu_start(const char* test) { return gpu_verdict(probe_gpu(), test); }
 
 // ||a - ref|| / ||ref|| in double; any NaN (an unwritten, poisoned element) gives infinity.
 inline double rel_l2(const float* a, const float* ref, size_t n) {

@@ -32,7 +32,7 @@ int32_t host_argmax(const std::vector<float>& v) {
 }  // namespace
 
 int main() {
-  if (skip_without_gpu("test_cuda_synthetic")) return kSkip;
+  if (const int rc = gpu_start("test_cuda_synthetic"); rc >= 0) return rc;
   Checks c;
   fs::path dir = fs::temp_directory_path() / ("segpipe-cuda-synth-" + std::to_string(getpid()));
   try {

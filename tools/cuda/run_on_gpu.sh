@@ -13,8 +13,14 @@
 # libraries needed), used where they start. BASE_BENCH=FILE: a segpipe_bench_cuda of an earlier
 # build, run first (stage "bench") with the same arguments into bench_before.log: before and after
 # on the same card in one run.
+# Exit status: 0 only when every stage that ran exited 0 (a test that skips, exit 77, counts as a
+# failure here: this script is run where a GPU should work); otherwise 1, naming the stages.
 # usage: tools/cuda/run_on_gpu.sh [tests|bench|shm|hf|all]...
 set -u
+failed=""
+note() {  # note NAME RC: remembers a stage that did not exit 0
+  [ "$2" -eq 0 ] || failed="$failed $1(rc=$2)"
+}
 OUT=${OUT:-$PWD/gpu-out}
 mkdir -p "$OUT"
 stages="${*:-all}"
@@ -59,30 +65,40 @@ fi
 run_t() {  # run_t LIMIT NAME ARGS...: $BIN/NAME, log in $OUT/NAME.log
   local lim=$1 name=$2; shift 2
   [ -x "$BIN/$name" ] || return 0
-  timeout "$lim" "$BIN/$name" "$@" >"$OUT/$name.log" 2>&1; echo "$name rc=$?" >>"$OUT/$name.log"
+  local rc=0
+  timeout "$lim" "$BIN/$name" "$@" >"$OUT/$name.log" 2>&1 || rc=$?
+  echo "$name rc=$rc" >>"$OUT/$name.log"
+  note "$name${STAGE_TAG:-}" "$rc"
 }
 has tests && run_t 180 test_cuda_kernels
 # test_cuda_shm twice: GPU processes with their own contexts, then through a private MPS server.
-has tests && SEGPIPE_GPU_SHARING=off run_t 200 test_cuda_shm --source "$PWD"
-has tests && [ -f "$OUT/test_cuda_shm.log" ] && mv "$OUT/test_cuda_shm.log" "$OUT/test_cuda_shm_off.log" &&
-  SEGPIPE_GPU_SHARING=mps run_t 200 test_cuda_shm --source "$PWD" && mv "$OUT/test_cuda_shm.log" "$OUT/test_cuda_shm_mps.log"
+if has tests; then
+  SEGPIPE_GPU_SHARING=off STAGE_TAG=_off run_t 200 test_cuda_shm --source "$PWD"
+  [ -f "$OUT/test_cuda_shm.log" ] && mv "$OUT/test_cuda_shm.log" "$OUT/test_cuda_shm_off.log" &&
+    SEGPIPE_GPU_SHARING=mps STAGE_TAG=_mps run_t 200 test_cuda_shm --source "$PWD" &&
+    mv "$OUT/test_cuda_shm.log" "$OUT/test_cuda_shm_mps.log"
+fi
 if has shm; then
-  run_t 180 segpipe_bench_cuda_shm --groups 4 --sharing off ${SHM_ARGS:-}
+  STAGE_TAG=_off run_t 180 segpipe_bench_cuda_shm --groups 4 --sharing off ${SHM_ARGS:-}
   [ -f "$OUT/segpipe_bench_cuda_shm.log" ] && mv "$OUT/segpipe_bench_cuda_shm.log" "$OUT/segpipe_bench_cuda_shm_off.log"
-  run_t 180 segpipe_bench_cuda_shm --groups 4 --sharing mps ${SHM_ARGS:-}
+  STAGE_TAG=_mps run_t 180 segpipe_bench_cuda_shm --groups 4 --sharing mps ${SHM_ARGS:-}
   [ -f "$OUT/segpipe_bench_cuda_shm.log" ] && mv "$OUT/segpipe_bench_cuda_shm.log" "$OUT/segpipe_bench_cuda_shm_mps.log"
-  bash tools/cuda/check_mps_cleanup.sh "$BIN" >"$OUT/mps_cleanup.log" 2>&1
+  if [ -x "$BIN/segpipe_bench_cuda_shm" ]; then
+    rc=0; bash tools/cuda/check_mps_cleanup.sh "$BIN" >"$OUT/mps_cleanup.log" 2>&1 || rc=$?
+    note mps_cleanup "$rc"
+  fi
 fi
 if has bench && [ -n "${BASE_BENCH:-}" ] && [ -x "$BASE_BENCH" ]; then
-  timeout 180 "$BASE_BENCH" ${BENCH_ARGS:-} >"$OUT/bench_before.log" 2>&1; echo "bench_before rc=$?" >>"$OUT/bench_before.log"
+  rc=0; timeout 180 "$BASE_BENCH" ${BENCH_ARGS:-} >"$OUT/bench_before.log" 2>&1 || rc=$?
+  echo "bench_before rc=$rc" >>"$OUT/bench_before.log"; note bench_before "$rc"
 fi
 has bench && run_t 180 segpipe_bench_cuda ${BENCH_ARGS:-}
 has tests && run_t 90 test_cuda_goldens "$PWD/models"
 has tests && run_t 60 test_cuda_synthetic
 if has hf; then
-  PYTHONUNBUFFERED=1 timeout 300 python3 tools/cuda/hf_bench.py --layers "${HF_LAYERS:-48}" --json "$OUT/hf.json" \
-    >"$OUT/hf.log" 2>&1
-  echo "hf rc=$?" >>"$OUT/hf.log"
+  rc=0; PYTHONUNBUFFERED=1 timeout 300 python3 tools/cuda/hf_bench.py --layers "${HF_LAYERS:-48}" --json "$OUT/hf.json" \
+    >"$OUT/hf.log" 2>&1 || rc=$?
+  echo "hf rc=$rc" >>"$OUT/hf.log"; note hf "$rc"
 fi
 echo "================ summary ================"
 cat "$OUT/gpu.txt"
@@ -99,4 +115,9 @@ for b in "$OUT"/segpipe_bench_cuda_shm_off.log "$OUT"/segpipe_bench_cuda_shm_mps
 done
 [ -f "$OUT/mps_cleanup.log" ] && grep "^left" "$OUT/mps_cleanup.log"
 [ -f "$OUT/hf.log" ] && tail -6 "$OUT/hf.log"
+if [ -n "$failed" ]; then
+  echo "FAILED stages:$failed"
+  exit 1
+fi
+echo "all stages passed"
 exit 0
