@@ -247,6 +247,16 @@ GoldenReport verify_golden(Runner& runner, const Golden& g, const ModelConfig& c
   } else {
     rep.skipped.push_back("generated_ids");
   }
+  // A golden may omit any boundary (golden-format.md), but one that holds none proves nothing: a
+  // truncated or wrongly written golden must not read as a pass.
+  if (rep.boundaries.empty()) {
+    BoundaryResult r;
+    r.name = kNoBoundary;
+    r.passed = false;
+    r.note = "the golden holds no boundary to compare (only input_ids)";
+    rep.boundaries.push_back(r);
+    rep.passed = false;
+  }
   return rep;
 }
 
@@ -254,7 +264,7 @@ void print_golden_report(const GoldenReport& r, double tolerance) {
   std::printf("golden %s (tolerance: relative L2 <= %.0e)\n", r.golden.c_str(), tolerance);
   std::printf("  %-28s %12s %12s  %s\n", "boundary", "max_abs", "rel_l2", "verdict");
   for (const auto& b : r.boundaries) {
-    if (b.name == "generated_ids")
+    if (b.name == "generated_ids" || b.name == kNoBoundary)
       std::printf("  %-28s %12s %12s  %s  %s\n", b.name.c_str(), "-", "-", b.passed ? "ok" : "FAIL", b.note.c_str());
     else
       std::printf("  %-28s %12.3e %12.3e  %s%s%s\n", b.name.c_str(), b.max_abs, b.rel_l2, b.passed ? "ok" : "FAIL",
@@ -272,7 +282,7 @@ nlohmann::json golden_report_json(const GoldenReport& r) {
   j["generated_ids"] = r.generated;
   for (const auto& b : r.boundaries) {
     nlohmann::json e{{"name", b.name}, {"passed", b.passed}, {"bitwise", b.bitwise}, {"note", b.note}};
-    if (b.name != "generated_ids") {
+    if (b.name != "generated_ids" && b.name != kNoBoundary) {
       e["max_abs"] = std::isfinite(b.max_abs) ? nlohmann::json(b.max_abs) : nlohmann::json("inf");
       e["rel_l2"] = std::isfinite(b.rel_l2) ? nlohmann::json(b.rel_l2) : nlohmann::json("inf");
     }

@@ -37,6 +37,9 @@ struct BoundaryResult {
   std::string note;            // e.g. top-k differences within tolerance
 };
 
+// The row of a report whose golden holds no comparable boundary at all (a failure).
+inline constexpr const char* kNoBoundary = "(no boundary)";
+
 struct GoldenReport {
   std::string golden;
   std::vector<BoundaryResult> boundaries;

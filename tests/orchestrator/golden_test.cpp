@@ -1,12 +1,17 @@
 // Golden files (orchestrator/golden.h): loading rejects goldens that do not fit the model, reports
-// unknown names, and verify_golden catches a perturbed boundary or token.
+// unknown names, and verify_golden catches a perturbed boundary or token and fails a golden with no
+// boundary to compare. The committed goldens are the files their summary.json records (sha256) and
+// come from transformers (their `source`).
 #include <gtest/gtest.h>
 #include <stdlib.h>
 
 #include <cmath>
 #include <filesystem>
+#include <fstream>
 #include <functional>
+#include <nlohmann/json.hpp>
 #include <random>
+#include <set>
 
 #include "orchestrator/golden.h"
 #include "orchestrator/runner.h"
@@ -14,6 +19,7 @@
 #include "segments/checkpoint/safetensors.h"
 #include "segments/checkpoint/safetensors_writer.h"
 #include "segments/core/errors.h"
+#include "sha256.h"
 
 namespace segpipe {
 namespace {
@@ -318,6 +324,106 @@ TEST_F(GoldenVerify, SkippedBoundariesAreListed) {
   EXPECT_TRUE(r.passed);
   EXPECT_NE(std::find(r.skipped.begin(), r.skipped.end(), "norm"), r.skipped.end());
   EXPECT_NE(std::find(r.skipped.begin(), r.skipped.end(), "logits"), r.skipped.end());
+}
+
+TEST_F(GoldenVerify, GoldenWithOnlyInputIdsFails) {
+  TempDir d;
+  GoldenFile g = GoldenFile::read(kMoeShort);
+  g.specs.erase(std::remove_if(g.specs.begin(), g.specs.end(), [](auto& s) { return s.name != "input_ids"; }),
+                g.specs.end());
+  g.write(d.file("i.safetensors"));
+  GoldenReport r = verify(d.file("i.safetensors"));
+  EXPECT_FALSE(r.passed);
+  ASSERT_EQ(r.boundaries.size(), 1u);
+  EXPECT_EQ(r.boundaries[0].name, kNoBoundary);
+  EXPECT_FALSE(r.boundaries[0].passed);
+  // Every boundary the format defines for this model is listed as skipped: embeddings, 5 layers,
+  // 4 routers, norm, logits, generated_ids.
+  EXPECT_EQ(r.skipped.size(), 13u);
+}
+
+// What is wrong with a goldens folder against its summary.json: a file whose sha256 differs from the
+// recorded one, a golden the summary does not list, a source (summary or file metadata) that is not
+// transformers. Empty when all holds.
+std::vector<std::string> provenance_problems(const fs::path& dir) {
+  using testing_sha256::sha256_file;
+  std::vector<std::string> out;
+  std::ifstream in(dir / "summary.json");
+  const nlohmann::json j = nlohmann::json::parse(in, nullptr, false);
+  if (!j.is_object() || !j.contains("goldens") || !j["goldens"].is_array()) return {dir.string() + ": no summary.json"};
+  const std::string source = j.value("source", "");
+  if (source.rfind("transformers ", 0) != 0) out.push_back(dir.string() + ": summary source '" + source + "'");
+  std::set<std::string> listed;
+  for (const auto& g : j["goldens"]) {
+    const std::string file = g.value("file", ""), want = g.value("sha256", "");
+    listed.insert(file);
+    const fs::path p = dir / file;
+    if (want.size() != 64 || sha256_file(p.string()) != want) {
+      out.push_back(p.string() + ": sha256 differs from summary.json");
+      continue;
+    }
+    try {
+      const auto meta = SafetensorsFile::open(p.string())->header().metadata;
+      const auto it = meta.find("source");
+      const std::string s = it == meta.end() ? "" : it->second;
+      if (s.rfind("transformers ", 0) != 0 || s != source) out.push_back(p.string() + ": source '" + s + "'");
+    } catch (const std::exception& e) {
+      out.push_back(p.string() + ": " + e.what());
+    }
+  }
+  for (const auto& e : fs::directory_iterator(dir))
+    if (e.path().extension() == ".safetensors" && !listed.count(e.path().filename().string()))
+      out.push_back(e.path().string() + ": not in summary.json");
+  return out;
+}
+
+TEST(GoldenProvenance, Sha256OfAKnownString) {
+  EXPECT_EQ(testing_sha256::sha256_hex(""), "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855");
+  EXPECT_EQ(testing_sha256::sha256_hex(std::string(1000, 'a')),
+            "41edece42d63e8d9bf515a9ba6932e1c20cbc9f5a5d134645adb5db1b9737ea3");
+}
+
+TEST(GoldenProvenance, CommittedGoldensMatchTheirHashesAndSource) {
+  int dirs = 0;
+  for (const auto& m : fs::directory_iterator(std::string(SEGPIPE_SOURCE_DIR) + "/models")) {
+    if (!fs::is_directory(m.path() / "goldens")) continue;
+    dirs++;
+    for (const auto& p : provenance_problems(m.path() / "goldens")) ADD_FAILURE() << p;
+  }
+  EXPECT_GE(dirs, 6);
+}
+
+TEST(GoldenProvenance, AChangedByteOrANonTransformersSourceIsCaught) {
+  TempDir d;
+  const fs::path src = model_dir("tiny-qwen3-moe") + "/goldens", dst = d.file("goldens");
+  fs::copy(src, dst);
+  ASSERT_TRUE(provenance_problems(dst).empty());
+  // One byte of a tensor changed: its hash no longer matches.
+  {
+    std::fstream f(dst / "mid.safetensors", std::ios::in | std::ios::out | std::ios::binary);
+    f.seekg(-1, std::ios::end);
+    char c = 0;
+    f.get(c);
+    f.seekp(-1, std::ios::end);
+    f.put(static_cast<char>(c ^ 1));
+  }
+  auto p = provenance_problems(dst);
+  ASSERT_EQ(p.size(), 1u);
+  EXPECT_NE(p[0].find("mid.safetensors: sha256"), std::string::npos) << p[0];
+  // A golden rewritten by something else, with its summary hash updated to match: its source fails.
+  fs::copy_file(src / "mid.safetensors", dst / "mid.safetensors", fs::copy_options::overwrite_existing);
+  GoldenFile g = GoldenFile::read((src / "short.safetensors").string());
+  g.meta["source"] = "segpipe dump";
+  g.write((dst / "short.safetensors").string());
+  std::ifstream in(dst / "summary.json");
+  nlohmann::json j = nlohmann::json::parse(in);
+  in.close();
+  for (auto& e : j["goldens"])
+    if (e["file"] == "short.safetensors") e["sha256"] = testing_sha256::sha256_file((dst / "short.safetensors").string());
+  std::ofstream(dst / "summary.json") << j.dump(1);
+  p = provenance_problems(dst);
+  ASSERT_EQ(p.size(), 1u);
+  EXPECT_NE(p[0].find("short.safetensors: source 'segpipe dump'"), std::string::npos) << p[0];
 }
 
 TEST(GoldenCompare, ErrorsAndBitwise) {
