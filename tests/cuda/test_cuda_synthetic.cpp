@@ -34,7 +34,12 @@ int32_t host_argmax(const std::vector<float>& v) {
 int main() {
   if (const int rc = gpu_start("test_cuda_synthetic"); rc >= 0) return rc;
   Checks c;
-  fs::path dir = fs::temp_directory_path() / ("segpipe-cuda-synth-" + std::to_string(getpid()));
+  std::string tmpl = (fs::temp_directory_path() / "segpipe-cuda-synth-XXXXXX").string();
+  if (mkdtemp(tmpl.data()) == nullptr) {
+    std::printf("test_cuda_synthetic: error: mkdtemp failed\n");
+    return 1;
+  }
+  fs::path dir = tmpl;
   try {
     for (std::string preset : {"tiny-qwen3-omni", "tiny-qwen3"}) {
       MakeModelOptions o;

@@ -90,10 +90,11 @@ TEST_P(SegmentDeath, IsReportedWithExit3AndNothingLeftBehind) {
   EXPECT_EQ(r.rc, 3) << r.err;
   EXPECT_NE(r.err.find("segment '" + std::string(f.segment) + "' (" + f.kind), std::string::npos) << r.err;
   EXPECT_NE(r.err.find("signal " + std::to_string(f.sig)), std::string::npos) << r.err;
-  EXPECT_LT(r.seconds, 5.0);
+  // Seen as a death (waitpid), not later as a hang: no clock needed, so it holds under load.
+  EXPECT_EQ(r.err.find("stopped answering"), std::string::npos) << r.err;
   EXPECT_TRUE(leftover_arenas(r.pid).empty());
-  // Workers die with the orchestrator (PR_SET_PDEATHSIG); give the kernel a moment to deliver it.
-  for (int i = 0; i < 50 && !leftover_workers(r.pid).empty(); i++) usleep(20000);
+  // Workers die with the orchestrator (PR_SET_PDEATHSIG): wait for each one's exit (pidfd).
+  EXPECT_TRUE(wait_for_exit(leftover_workers(r.pid)));
   EXPECT_TRUE(leftover_workers(r.pid).empty());
 }
 
@@ -125,10 +126,11 @@ TEST_P(HungSegment, HitsTheTimeoutAndIsNamed) {
   EXPECT_EQ(r.rc, 3) << r.err;
   EXPECT_NE(r.err.find("segment '" + std::string(f.segment) + "'"), std::string::npos) << r.err;
   EXPECT_NE(r.err.find("stopped answering for 1500 ms"), std::string::npos) << r.err;
-  // Detected within one second of the timeout (the run itself takes milliseconds).
-  EXPECT_LT(r.seconds, 1.5 + 1.0 + 0.5) << r.err;
+  // Detected by the timeout rather than never: a bound that holds on a loaded machine (how soon
+  // after the 1.5 s timeout is a latency, not a correctness property).
+  EXPECT_LT(r.seconds, 1.5 + 60) << r.err;
   EXPECT_TRUE(leftover_arenas(r.pid).empty());
-  for (int i = 0; i < 50 && !leftover_workers(r.pid).empty(); i++) usleep(20000);
+  EXPECT_TRUE(wait_for_exit(leftover_workers(r.pid)));
   EXPECT_TRUE(leftover_workers(r.pid).empty());
   // And with --restart the stopped one is replaced.
   RunResult r2 = run_segpipe(gen_args(pipeline_file(), true), {{"SEGPIPE_FAULT", spec}});
@@ -160,7 +162,7 @@ TEST(ClosedOutput, GenerateStopsCleanlyWhenItsReaderGoes) {
     EXPECT_EQ(r.err.find("failure"), std::string::npos) << r.err;
     EXPECT_EQ(r.out.size(), bytes);
     EXPECT_TRUE(leftover_arenas(r.pid).empty()) << "reader gone after " << bytes << " bytes";
-    for (int i = 0; i < 50 && !leftover_workers(r.pid).empty(); i++) usleep(20000);
+    EXPECT_TRUE(wait_for_exit(leftover_workers(r.pid)));
     EXPECT_TRUE(leftover_workers(r.pid).empty());
   }
 }
@@ -246,22 +248,7 @@ TEST(OrchestratorSignal, EndsTheRunAndLeavesNoArenaOrProcess) {
 // found and removed by the next run.
 TEST(OrchestratorDeath, WorkersExitAndTheNextRunRemovesTheStaleArena) {
   std::string yaml = pipeline_file("", 60000);
-  pid_t pid = fork();
-  if (pid == 0) {
-    setenv("SEGPIPE_FAULT", "late:step:2:19", 1);  // hold the run in the middle of a step
-    int devnull = open("/dev/null", O_WRONLY);
-    dup2(devnull, 1);
-    dup2(devnull, 2);
-    std::vector<std::string> a = gen_args(yaml, false);
-    a.insert(a.begin(), SEGPIPE_BIN);
-    std::vector<char*> argv;
-    for (auto& s : a) argv.push_back(s.data());
-    argv.push_back(nullptr);
-    execv(SEGPIPE_BIN, argv.data());
-    _exit(127);
-  }
-  for (int i = 0; i < 200 && leftover_arenas(pid).empty(); i++) usleep(10000);
-  usleep(300000);
+  const pid_t pid = start_held_run(yaml);  // returns once all six workers exist
   ASSERT_FALSE(leftover_arenas(pid).empty());
   const std::vector<pid_t> workers = leftover_workers(pid);
   ASSERT_FALSE(workers.empty());

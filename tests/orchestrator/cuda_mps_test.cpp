@@ -152,8 +152,13 @@ TEST_F(CudaMpsTest, DirectoriesOfDeadOrchestratorsAreRemovedAtTheNextStart) {
   if (dead == 0) _exit(0);
   int st;
   waitpid(dead, &st, 0);
+  // Unique names (mkdtemp) in the server directories' namespace, so that concurrent runs of this
+  // test never share one.
   const fs::path tmp = fs::temp_directory_path();
-  const fs::path stale = tmp / "segpipe-mps-stale-test", live = tmp / "segpipe-mps-live-test";
+  std::string ts = (tmp / "segpipe-mps-stale-XXXXXX").string(), tl = (tmp / "segpipe-mps-live-XXXXXX").string();
+  ASSERT_NE(mkdtemp(ts.data()), nullptr);
+  ASSERT_NE(mkdtemp(tl.data()), nullptr);
+  const fs::path stale = ts, live = tl;
   fs::create_directories(stale / "pipe");
   fs::create_directories(live / "pipe");
   std::ofstream(stale / "owner") << dead << "\n";

@@ -1,5 +1,6 @@
 // The schema checks of parse_pipeline_*: types, allowed keys, values that need no model. Every error
 // is compared in full, position included, because the message is the interface a user sees.
+#include <stdlib.h>
 #include <gtest/gtest.h>
 #include <unistd.h>
 
@@ -68,7 +69,9 @@ TEST(ParsePipeline, AllOptionalKeys) {
 }
 
 TEST(ParsePipeline, FileResolvesPathsAgainstItsFolder) {
-  auto dir = std::filesystem::temp_directory_path() / ("segpipe_pipeline_test_" + std::to_string(::getpid()));
+  std::string tmpl = (std::filesystem::temp_directory_path() / "segpipe-pipeline-test-XXXXXX").string();
+  ASSERT_NE(::mkdtemp(tmpl.data()), nullptr);
+  const std::filesystem::path dir = tmpl;
   std::filesystem::create_directories(dir / "pipes");
   std::string path = (dir / "pipes" / "p.yaml").string();
   std::ofstream(path) << "version: 1\nmodel: ../models/m\nsegments: []\n";

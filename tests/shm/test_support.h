@@ -21,6 +21,15 @@ int wait_child(pid_t pid, std::chrono::milliseconds timeout = std::chrono::secon
 // True while the child has not exited (does not reap it).
 bool child_alive(pid_t pid);
 
+// Waits until thread or process `tid` is asleep in the kernel (state S in /proc/<tid>/stat), as a
+// waiter blocked in FUTEX_WAIT is: the synchronization a test needs before it rings a sleeper, in
+// place of a sleep that guesses how long falling asleep takes. False after `timeout` or if it exited.
+bool wait_until_sleeping(pid_t tid, std::chrono::milliseconds timeout = std::chrono::seconds(60));
+
+// A CPU this process may run on (the first one of its affinity mask), for tests that pin to one:
+// CPU 0 may be outside the cpuset.
+int allowed_cpu();
+
 // Names in /dev/shm created by this process (segpipe-<getpid()>-*).
 std::vector<std::string> own_arenas();
 

@@ -1,6 +1,7 @@
 // Driver for the tokenize / detokenize / chat-template command functions: calls them as the segpipe
 // main does and checks stdout against the reference fixtures.
 #include <gtest/gtest.h>
+#include <stdlib.h>
 
 #include <filesystem>
 #include <fstream>
@@ -37,6 +38,13 @@ nlohmann::json fixture(const char* name) {
   return nlohmann::json::parse(f);
 }
 
+// A new folder of its own under the temp folder (mkdtemp): concurrent runs never share one.
+fs::path unique_dir(const std::string& prefix) {
+  std::string tmpl = (fs::temp_directory_path() / (prefix + "XXXXXX")).string();
+  if (::mkdtemp(tmpl.data()) == nullptr) throw std::runtime_error("mkdtemp failed");
+  return tmpl;
+}
+
 std::string join_ids(const nlohmann::json& ids, const char* sep) {
   std::string s;
   for (size_t i = 0; i < ids.size(); ++i) {
@@ -66,8 +74,7 @@ TEST(CliTokenizer, TokenizeTextMatchesReference) {
 TEST(CliTokenizer, TokenizeJsonlAndFile) {
   const auto corpus = fixture("corpus.json");
   const auto ref = fixture("corpus_hf_ids.json");
-  const fs::path dir = fs::temp_directory_path() / (std::string("segpipe_cli_tok_") + std::to_string(::getpid()));
-  fs::create_directories(dir);
+  const fs::path dir = unique_dir("segpipe-cli-tok-");
   nlohmann::json some = nlohmann::json::array();
   std::string expected;
   for (size_t i = 100; i < 160; ++i) {
@@ -94,8 +101,7 @@ TEST(CliTokenizer, DetokenizeMatchesReference) {
 
 TEST(CliTokenizer, ChatTemplateMatchesTransformers) {
   const auto cases = fixture("chat_renderings.json");
-  const fs::path dir = fs::temp_directory_path() / (std::string("segpipe_cli_chat_") + std::to_string(::getpid()));
-  fs::create_directories(dir);
+  const fs::path dir = unique_dir("segpipe-cli-chat-");
   int checked = 0;
   for (size_t i = 0; i < cases.size(); ++i) {
     if (cases[i].contains("tools")) continue;  // the command takes messages only

@@ -1,5 +1,6 @@
 // Bad tokenizer files and bad input: each must raise segpipe::InputError whose one-line message names
 // the file and the key (or the input at fault).
+#include <stdlib.h>
 #include <gtest/gtest.h>
 
 #include <filesystem>
@@ -24,9 +25,9 @@ const json& vendored() {
 }
 
 fs::path temp_dir(const std::string& name) {
-  const fs::path d = fs::temp_directory_path() / ("segpipe_tok_" + name + "_" + std::to_string(::getpid()));
-  fs::create_directories(d);
-  return d;
+  std::string tmpl = (fs::temp_directory_path() / ("segpipe-tok-" + name + "-XXXXXX")).string();
+  if (::mkdtemp(tmpl.data()) == nullptr) throw std::runtime_error("mkdtemp failed");
+  return tmpl;
 }
 
 // Writes a modified copy of the vendored tokenizer.json and expects load() to fail naming `needle`.
