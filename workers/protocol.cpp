@@ -1,5 +1,10 @@
 #include "workers/protocol.h"
 
+#include <algorithm>
+#include <iterator>
+
+#include "segments/core/errors.h"
+
 namespace segpipe::proto {
 
 nlohmann::json to_json(const WorkerSpec& s) {
@@ -18,37 +23,72 @@ nlohmann::json to_json(const WorkerSpec& s) {
           {"bank_list", banks},         {"max_resident_experts", s.max_resident_experts}};
 }
 
+namespace {
+
+// The spec's values the worker sizes and indexes with: a spec that breaks one is refused here, before
+// anything is opened (the spec comes from the orchestrator, but it is a command line all the same).
+void check_spec(const WorkerSpec& s) {
+  auto bad = [](const std::string& why) { throw InputError("worker spec: " + why); };
+  static const char* const kKinds[] = {"embeddings", "layers", "experts", "lm_head"};
+  if (std::find(std::begin(kKinds), std::end(kKinds), s.kind) == std::end(kKinds)) bad("unknown kind '" + s.kind + "'");
+  if (s.index < 0) bad("'index' is negative");
+  if (s.threads < 1) bad("'threads' must be >= 1");
+  if (s.max_seq < 1 || s.max_tokens < 1) bad("'max_seq' and 'max_tokens' must be >= 1");
+  if (s.capture_tokens < 0) bad("'capture_tokens' is negative");
+  if (s.timeout_ms < 1) bad("'timeout_ms' must be >= 1");
+  if (s.max_resident_experts < 0) bad("'max_resident_experts' is negative");
+  if (s.layer_first > s.layer_last || s.layer_first < -1) bad("'layers' is not a range");
+  if (s.expert_first > s.expert_last || s.expert_first < -1) bad("'experts' is not a range");
+  for (const auto& b : s.bank_list)
+    if (b.index < 0 || b.layer_first > b.layer_last || b.layer_first < 0) bad("bank '" + b.name + "' out of range");
+}
+
+}  // namespace
+
 WorkerSpec worker_spec_from_json(const nlohmann::json& j) {
+  // A missing key, a value of the wrong type or out of its integer's range is a bad spec (InputError),
+  // not a json exception escaping from the worker's start.
+  try {
+    WorkerSpec s = worker_spec_from_json_unchecked(j);
+    check_spec(s);
+    return s;
+  } catch (const nlohmann::json::exception& e) {
+    throw InputError(std::string("worker spec: ") + e.what());
+  }
+}
+
+WorkerSpec worker_spec_from_json_unchecked(const nlohmann::json& j) {
   WorkerSpec s;
   s.arena = j.at("arena");
   s.index = j.at("index");
   s.name = j.at("name");
   s.kind = j.at("kind");
   s.model_dir = j.at("model_dir");
-  s.layer_first = j.at("layers")[0];
-  s.layer_last = j.at("layers")[1];
+  s.layer_first = j.at("layers").at(0);
+  s.layer_last = j.at("layers").at(1);
   s.banks = j.at("banks");
-  s.expert_first = j.at("experts")[0];
-  s.expert_last = j.at("experts")[1];
+  s.expert_first = j.at("experts").at(0);
+  s.expert_last = j.at("experts").at(1);
   s.threads = j.at("threads");
   s.max_seq = j.at("max_seq");
   s.max_tokens = j.at("max_tokens");
   s.capture_tokens = j.at("capture_tokens");
   s.timeout_ms = j.at("timeout_ms");
   s.parent_pid = j.at("parent_pid");
+  // .at(): operator[] on a const json does not check its index.
   const auto& b = j.at("blocks");
-  s.status_block = b[0];
-  s.channel_block = b[1];
-  s.kv_block = b[2];
-  s.capture_block = b[3];
-  s.norm_block = b[4];
-  s.moe_x = b[5];
-  s.moe_experts = b[6];
-  s.moe_weights = b[7];
-  s.moe_slots = b[8];
+  s.status_block = b.at(0);
+  s.channel_block = b.at(1);
+  s.kv_block = b.at(2);
+  s.capture_block = b.at(3);
+  s.norm_block = b.at(4);
+  s.moe_x = b.at(5);
+  s.moe_experts = b.at(6);
+  s.moe_weights = b.at(7);
+  s.moe_slots = b.at(8);
   s.max_resident_experts = j.value("max_resident_experts", 0);
   for (auto& x : j.at("bank_list"))
-    s.bank_list.push_back({x[0], x[1], x[2], x[3], x.size() > 4 ? x[4].get<std::string>() : std::string()});
+    s.bank_list.push_back({x.at(0), x.at(1), x.at(2), x.at(3), x.size() > 4 ? x.at(4).get<std::string>() : std::string()});
   return s;
 }
 

@@ -101,7 +101,10 @@ struct WorkerSpec {
 };
 
 nlohmann::json to_json(const WorkerSpec& s);
+// Throws InputError ("worker spec: ...") for a missing key, a wrong type or a value out of range.
 WorkerSpec worker_spec_from_json(const nlohmann::json& j);
+// The fields as they are, unchecked (nlohmann exceptions escape): worker_spec_from_json's reader.
+WorkerSpec worker_spec_from_json_unchecked(const nlohmann::json& j);
 
 }  // namespace segpipe::proto
 

@@ -3,14 +3,26 @@
 //                            (8 bytes data-region size + header text), plus small complete files
 //   OUT/model_config/        models/*/config.json and the config of every synthetic preset
 //   OUT/golden/              the committed short goldens (complete files)
+//   OUT/shard_index/         models/*/model.safetensors.index.json
+//   OUT/dump_file/           the segment input and output files `segpipe dump` writes for the
+//                            committed tiny-qwen3-moe pipeline with banks (inproc; one prefill, one decode step)
+//   OUT/tokenizer_json/      a small tokenizer.json cut from the committed Qwen3 one (its first 512
+//                            vocabulary entries, the merges among them, its added tokens)
+//   OUT/chat_messages/       the message arrays of tests/tokenizer/fixtures/chat_renderings.json
+//   OUT/worker_spec/         the spec JSON of a worker of each kind, as the orchestrator writes it
 // usage: make_fuzz_seeds SOURCE_DIR OUT_DIR
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
 #include <string>
 
+#include <nlohmann/json.hpp>
+
+#include "orchestrator/commands.h"
+#include "orchestrator/tokenizer/tokenizer.h"
 #include "segments/checkpoint/safetensors_writer.h"
 #include "segments/model/synthetic.h"
+#include "workers/protocol.h"
 
 namespace fs = std::filesystem;
 
@@ -28,6 +40,116 @@ static std::string le64(uint64_t n) {
   std::string s(8, '\0');
   for (int i = 0; i < 8; i++) s[static_cast<size_t>(i)] = static_cast<char>((n >> (8 * i)) & 0xff);
   return s;
+}
+
+// Each returns 1 when it wrote at least one seed, saying so otherwise.
+static int done(const fs::path& dir, int count) {
+  std::printf("%d seeds in %s\n", count, dir.c_str());
+  if (count == 0) std::fprintf(stderr, "make_fuzz_seeds: no seed for %s\n", dir.c_str());
+  return count > 0 ? 1 : 0;
+}
+
+static int shard_index_seeds(const fs::path& src, const fs::path& dir) {
+  fs::create_directories(dir);
+  int count = 0;
+  for (auto& m : fs::directory_iterator(src / "models"))
+    if (fs::exists(m.path() / "model.safetensors.index.json")) {
+      spit(dir / (m.path().filename().string() + ".json"), slurp(m.path() / "model.safetensors.index.json"));
+      count++;
+    }
+  return done(dir, count);
+}
+
+static int dump_file_seeds(const fs::path& src, const fs::path& dir) {
+  fs::create_directories(dir);
+  const fs::path run = dir.parent_path() / "dump-run";
+  fs::remove_all(run);
+  int count = 0;
+  try {
+    segpipe::cmd_dump({"--pipeline", (src / "pipelines" / "tiny-qwen3-moe-inproc.yaml").string(), "--tokens",
+                       "11 22 33", "--max-new-tokens", "2", "--out", run.string()});
+    for (auto& e : fs::recursive_directory_iterator(run))
+      if (e.is_regular_file() && e.path().extension() == ".safetensors" && e.file_size() < (1u << 20)) {
+        std::string tag = fs::relative(e.path(), run).string();
+        for (auto& c : tag)
+          if (c == '/') c = '-';
+        fs::copy_file(e.path(), dir / tag, fs::copy_options::overwrite_existing);
+        count++;
+      }
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "make_fuzz_seeds: segpipe dump failed: %s\n", e.what());
+  }
+  fs::remove_all(run);
+  return done(dir, count);
+}
+
+static int tokenizer_json_seeds(const fs::path& src, const fs::path& dir) {
+  fs::create_directories(dir);
+  nlohmann::ordered_json j = nlohmann::ordered_json::parse(slurp(src / "orchestrator/tokenizer/qwen3/tokenizer.json"));
+  auto& model = j["model"];
+  nlohmann::ordered_json vocab = nlohmann::ordered_json::object();
+  for (auto& [k, v] : model["vocab"].items())
+    if (v.get<int64_t>() < 512) vocab[k] = v;
+  nlohmann::ordered_json merges = nlohmann::ordered_json::array();
+  for (auto& m : model["merges"]) {
+    std::string a, b;
+    if (m.is_array() && m.size() == 2) {
+      a = m[0], b = m[1];
+    } else if (m.is_string()) {
+      const std::string t = m;
+      const auto sp = t.find(' ');
+      if (sp == std::string::npos) continue;
+      a = t.substr(0, sp), b = t.substr(sp + 1);
+    }
+    if (vocab.contains(a) && vocab.contains(b) && vocab.contains(a + b)) merges.push_back(m);
+  }
+  model["vocab"] = vocab;
+  model["merges"] = merges;
+  const fs::path small = dir / "qwen3-small.json";
+  spit(small, j.dump(1));
+  try {
+    segpipe::Tokenizer::load(small.string());
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "make_fuzz_seeds: note: the small tokenizer seed does not load: %s\n", e.what());
+  }
+  return done(dir, 1);
+}
+
+static int chat_messages_seeds(const fs::path& src, const fs::path& dir) {
+  fs::create_directories(dir);
+  int count = 0;
+  const auto cases = nlohmann::ordered_json::parse(slurp(src / "tests/tokenizer/fixtures/chat_renderings.json"));
+  for (const auto& c : cases)
+    if (c.is_object() && c.contains("messages") && !c.contains("tools"))
+      spit(dir / ("case-" + std::to_string(count++) + ".json"), c["messages"].dump(1));
+  return done(dir, count);
+}
+
+static int worker_spec_seeds(const fs::path& dir) {
+  fs::create_directories(dir);
+  int count = 0;
+  for (const char* kind : {"embeddings", "layers", "experts", "lm_head"}) {
+    segpipe::proto::WorkerSpec s;
+    s.arena = "segpipe-1-0123456789abcdef";
+    s.index = count;
+    s.name = std::string("seg-") + kind;
+    s.kind = kind;
+    s.model_dir = "models/tiny-qwen3-moe";
+    if (std::string(kind) == "layers" || std::string(kind) == "experts") s.layer_first = 0, s.layer_last = 4;
+    if (std::string(kind) == "experts") s.expert_first = 0, s.expert_last = 3;
+    if (std::string(kind) == "layers") {
+      s.banks = true;
+      s.bank_list.push_back({3, 7, 0, 4, "bank-lo"});
+    }
+    s.max_seq = 256;
+    s.max_tokens = 256;
+    s.capture_tokens = 16;
+    s.parent_pid = 1234;
+    s.status_block = 0, s.channel_block = 1, s.kv_block = 2, s.capture_block = 3, s.moe_x = 4;
+    spit(dir / (std::string(kind) + ".json"), segpipe::proto::to_json(s).dump());
+    count++;
+  }
+  return done(dir, count);
 }
 
 int main(int argc, char** argv) {
@@ -77,5 +199,8 @@ int main(int argc, char** argv) {
   segpipe::write_safetensors((hdr / "small-file-b.safetensors").string(),
                              {{"model.embed_tokens.weight", DType::F16, {4, 2}}, {"ids", DType::I64, {3}}}, {}, fill);
   std::printf("%d real headers, seeds in %s\n", n, out.c_str());
-  return n > 0 ? 0 : 1;
+  const int more = shard_index_seeds(src, out / "shard_index") + dump_file_seeds(src, out / "dump_file") +
+                   tokenizer_json_seeds(src, out / "tokenizer_json") + chat_messages_seeds(src, out / "chat_messages") +
+                   worker_spec_seeds(out / "worker_spec");
+  return n > 0 && more == 5 ? 0 : 1;
 }
