@@ -13,15 +13,18 @@ namespace fs = std::filesystem;
 
 namespace {
 
-// The demo pipeline: beside the executable's parent (<root>/build/segpipe), else in the source tree
-// this binary was built from (out-of-tree build folders).
+// The demo pipeline: beside the executable's parent (<root>/build/segpipe), else where `cmake
+// --install` puts it (<prefix>/bin/segpipe -> <prefix>/share/segpipe/pipelines, the demo model in
+// share/segpipe/models beside it, as the pipeline's relative `model:` expects), else in the source
+// tree this binary was built from (out-of-tree build folders).
 fs::path demo_yaml() {
   char exe[4096];
   ssize_t n = readlink("/proc/self/exe", exe, sizeof exe - 1);
   if (n > 0) {
     exe[n] = 0;
-    fs::path p = fs::path(exe).parent_path().parent_path() / "pipelines" / "demo.yaml";
-    if (fs::exists(p)) return p;
+    const fs::path root = fs::path(exe).parent_path().parent_path();
+    for (const fs::path& p : {root / "pipelines" / "demo.yaml", root / "share" / "segpipe" / "pipelines" / "demo.yaml"})
+      if (fs::exists(p)) return p;
   }
   return fs::path(SEGPIPE_SOURCE_DIR) / "pipelines" / "demo.yaml";
 }
