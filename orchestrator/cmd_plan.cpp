@@ -8,6 +8,7 @@
 #include "orchestrator/plan_builder.h"
 #include "segments/checkpoint/checkpoint.h"
 #include "segments/core/errors.h"
+#include "segments/core/hf_cache.h"
 #include "segments/model/tensor_map.h"
 
 namespace segpipe {
@@ -57,7 +58,8 @@ int cmd_plan(const Args& args) {
     return 0;
   }
   if (!a.get("--model")) throw InputError("plan: --model DIR is required");
-  std::string dir = *a.get("--model");
+  // A folder, or a Hugging Face repository id in the local cache (the plan then names its snapshot).
+  std::string dir = hf::resolve_model(*a.get("--model"));
   auto ck = Checkpoint::open(dir);
   ModelConfig c = parse_model_config(ck->config_json(), dir + "/config.json");
   int n = static_cast<int>(a.get_int("--layer-groups", 0, 1, c.num_layers));

@@ -19,7 +19,8 @@ struct LoadedPlan {
 };
 
 ModelConfig load_model_config(const std::string& model_dir);
-LoadedPlan load_model_plan(const std::string& model_dir);
+// model: a checkpoint folder, or a Hugging Face repository id in the local cache (no download).
+LoadedPlan load_model_plan(const std::string& model);
 LoadedPlan load_pipeline_plan(const std::string& yaml_path);
 // The runner the plan asks for: in-process, or one process per segment.
 std::unique_ptr<Runner> make_runner(const RunPlan& plan, const ShmOptions& opt = {});

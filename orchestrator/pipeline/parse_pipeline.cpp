@@ -18,6 +18,7 @@
 
 #include "orchestrator/pipeline/pipeline.h"
 #include "orchestrator/pipeline/yaml_errors.h"
+#include "segments/core/hf_cache.h"
 #include "segments/core/input_file.h"
 
 namespace segpipe {
@@ -351,7 +352,12 @@ PipelineSpec Parser::parse(const YAML::Node& root) {
   if (!model) fail(map.marks.self, "missing key 'model' (the checkpoint folder)");
   spec.model = read_string(map, *model);
   if (spec.model.empty()) fail(value_mark(*model), "'model' must not be empty");
-  spec.model_dir = resolve(spec.model);
+  // A folder (relative to this file), or a Hugging Face repository id found in the local cache.
+  try {
+    spec.model_dir = hf::resolve_model(spec.model, resolve(spec.model));
+  } catch (const InputError& e) {
+    fail(value_mark(*model), e.what());
+  }
   spec.tokenizer_dir = spec.model_dir;
   if (const Entry* e = map.find("tokenizer")) {
     spec.tokenizer = read_string(map, *e);
