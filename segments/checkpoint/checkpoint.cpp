@@ -1,6 +1,7 @@
 #include "segments/checkpoint/checkpoint.h"
 
 #include <algorithm>
+#include <cstdio>
 #include <filesystem>
 #include <set>
 
@@ -52,8 +53,18 @@ std::shared_ptr<Checkpoint> Checkpoint::open(const std::string& dir) {
     for (auto it = j["weight_map"].begin(); it != j["weight_map"].end(); ++it) {
       if (!it.value().is_string()) throw InputError(index.string() + ": weight_map['" + it.key() + "'] must be a file name");
       std::string f = it.value().get<std::string>();
-      if (f.find('/') != std::string::npos || f == ".." || f.empty())
-        throw InputError(index.string() + ": weight_map['" + it.key() + "'] names '" + f + "', not a file in the folder");
+      // A plain name of a file in this folder: no path, not the folder itself, and no NUL (the name
+      // would end there when opened, naming the folder).
+      const bool control = std::any_of(f.begin(), f.end(), [](char ch) { return static_cast<unsigned char>(ch) < 0x20; });
+      if (f.find('/') != std::string::npos || f == ".." || f == "." || f.empty() || control) {
+        std::string shown;  // control characters escaped: a NUL would end the message itself
+        for (char ch : f) {
+          char hex[8];
+          std::snprintf(hex, sizeof hex, "\\x%02x", static_cast<unsigned char>(ch));
+          shown += static_cast<unsigned char>(ch) < 0x20 ? std::string(hex) : std::string(1, ch);
+        }
+        throw InputError(index.string() + ": weight_map['" + it.key() + "'] names '" + shown + "', not a file in the folder");
+      }
       c->where_[it.key()] = f;
     }
     c->indexed_ = true;

@@ -127,6 +127,12 @@ TEST(ShardedCheckpoint, InvalidIndexJson) {
   expect_input_error([&] { Checkpoint::open(d.path().string()); }, {index, "'a'"});
   write_bytes(index, R"({"weight_map": {"a": "../model-00001-of-00002.safetensors"}})");
   expect_input_error([&] { Checkpoint::open(d.path().string()); }, {index, "'a'"});
+  // "." is the folder itself, not a file in it (found by the shard-index fuzz target).
+  write_bytes(index, R"({"weight_map": {"a": "."}})");
+  expect_input_error([&] { Checkpoint::open(d.path().string()); }, {index, "'a'", "not a file in the folder"});
+  // A NUL ends the name when the file is opened: "\u0000x" would open the folder.
+  write_bytes(index, R"({"weight_map": {"a": "\u0000model-00001-of-00002.safetensors"}})");
+  expect_input_error([&] { Checkpoint::open(d.path().string()); }, {index, "'a'", "not a file in the folder"});
 }
 
 TEST(ShardedCheckpoint, MissingTensorAndMissingFolder) {
