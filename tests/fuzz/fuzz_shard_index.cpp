@@ -14,7 +14,8 @@ namespace {
 
 namespace fs = std::filesystem;
 
-// The scratch checkpoint: config.json and the shards, linked once (the index is rewritten per input).
+// The scratch checkpoint: config.json and the shards, copied once (the index is rewritten per input);
+// it goes with the scratch folder at exit.
 const std::string& checkpoint_dir() {
   static const std::string dir = [] {
     const fs::path d = fs::path(segpipe::fuzz::scratch_dir()) / "ckpt";
@@ -23,8 +24,6 @@ const std::string& checkpoint_dir() {
     for (const auto& e : fs::directory_iterator(src))
       if (e.is_regular_file() && e.path().filename() != "model.safetensors.index.json")
         fs::copy_file(e.path(), d / e.path().filename(), fs::copy_options::overwrite_existing);
-    static std::string keep = d.string();
-    std::atexit([] { std::error_code ec; fs::remove_all(keep, ec); });
     return d.string();
   }();
   return dir;

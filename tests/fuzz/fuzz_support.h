@@ -7,6 +7,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <exception>
+#include <filesystem>
 #include <string>
 
 #include "segments/core/errors.h"
@@ -48,12 +49,11 @@ inline const std::string& scratch_dir() {
       std::perror("mkdtemp");
       std::abort();
     }
-    // Best effort: remove the folder's files at exit.
+    // Removed whole at exit, whatever the targets wrote in it (files, the shard-index checkpoint).
     static std::string keep = t;
     std::atexit([] {
-      std::string cmd = keep;
-      for (const char* f : {"/a.safetensors", "/b.safetensors", "/golden.safetensors"}) ::unlink((cmd + f).c_str());
-      ::rmdir(cmd.c_str());
+      std::error_code ec;
+      std::filesystem::remove_all(keep, ec);
     });
     return t;
   }();
