@@ -670,7 +670,8 @@ def train(args, log):
                 ms_per_step=round(train_s / steps * 1e3, 2), final_loss=log_rows[-1]["loss"],
                 train_device=torch.cuda.get_device_name(0) if device == "cuda" else f"cpu x{torch.get_num_threads()}",
                 train_torch=torch.__version__)
-    torch.save(dict(state=state, used_ids=used_ids, info=info), os.path.join(args.out, "trained.pt"))
+    info = json.loads(json.dumps(info, default=str))  # plain types only: the file is read back with weights_only
+    torch.save(dict(state=state, used_ids=[int(i) for i in used_ids], info=info), os.path.join(args.out, "trained.pt"))
     log("wrote trained.pt")
 
 
@@ -776,7 +777,9 @@ def main():
     if args.stage in ("all", "finish"):
         finish(args, log)
     if args.stage == "local":
-        saved = torch.load(os.path.join(args.out, "trained.pt"), weights_only=True)
+        # torch 1.x's restricted unpickler rejects plain floats (pickle BINFLOAT); there, this stage reads the
+        # file the train stage of the same checkout just wrote, and nothing else.
+        saved = torch.load(os.path.join(args.out, "trained.pt"), weights_only=not torch.__version__.startswith("1."))
         model = Model(CONFIG, saved["used_ids"])
         model.load_state_dict(saved["state"])
         save_local(model, os.path.join(args.out, args.name + "-local"), log)
