@@ -10,6 +10,8 @@
 #include <fstream>
 #include <optional>
 
+#include <spdlog/spdlog.h>
+
 #include "orchestrator/cli_args.h"
 #include "orchestrator/commands.h"
 #include "orchestrator/demo.h"
@@ -264,9 +266,10 @@ int cmd_generate(const Args& args) {
   auto t_load = std::chrono::steady_clock::now();
   auto runner = make_runner(lp.plan);
   double load_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t_load).count();
-  if (isatty(2))
-    std::fprintf(stderr, "segpipe: %zu segments ready (%s) in %.2f s\n", lp.plan.segments.size(),
-                 lp.plan.inproc ? "in-process" : "one process each", load_s);
+  // Shown at the default level on a terminal only, as before logging had levels; --log-level debug
+  // shows it in pipes and files too.
+  spdlog::log(isatty(2) ? spdlog::level::info : spdlog::level::debug, "{} segments ready ({}) in {:.2f} s",
+              lp.plan.segments.size(), lp.plan.inproc ? "in-process" : "one process each", load_s);
 
   Sampler sampler(sp);
   Generator gen(*runner, stops, lp.plan.max_seq);

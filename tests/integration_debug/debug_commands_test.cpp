@@ -575,6 +575,44 @@ TEST(MemoryBoundTest, MaxResidentExpertsBoundsResidentWeightsFromLoadToExit) {
   EXPECT_TRUE(WIFEXITED(release.status) && WEXITSTATUS(release.status) == 0) << std::ifstream(d / "log").rdbuf();
 }
 
+// Issue 14: diagnostics were ad-hoc writes to stderr. Now through spdlog with levels: the global
+// `--log-level` (exported to the segment processes) or SEGPIPE_LOG_LEVEL; each segment process tags its
+// lines with its segment name and pid; the exit-2/3 line stays one line whatever the level.
+TEST(LoggingTest, LevelsReachWorkersWhoseLinesNameSegmentAndPid) {
+  const std::string gen = "generate --pipeline " + kBanks + " --tokens '" + kPrompt + "' --max-new-tokens 1 --ids";
+  Result r = run_err("--log-level debug " + gen);
+  ASSERT_EQ(r.code, 0) << r.out;
+  for (std::string seg : {"embed", "early", "late", "bank-lo", "bank-hi", "head"})
+    EXPECT_TRUE(std::regex_search(r.out, std::regex("segpipe worker '" + seg + "' pid [0-9]+: weights mapped; serving")))
+        << seg << "\n" << r.out;
+  EXPECT_NE(r.out.find("segpipe: 6 segments ready"), std::string::npos) << r.out;  // debug: also in a pipe
+
+  // The default level keeps the workers quiet; the variable sets the level where no flag does.
+  Result q = run_err(gen);
+  ASSERT_EQ(q.code, 0) << q.out;
+  EXPECT_EQ(q.out.find("segpipe worker"), std::string::npos) << q.out;
+  setenv("SEGPIPE_LOG_LEVEL", "debug", 1);
+  Result e = run_err(gen);
+  unsetenv("SEGPIPE_LOG_LEVEL");
+  ASSERT_EQ(e.code, 0) << e.out;
+  EXPECT_NE(e.out.find("segpipe worker 'head' pid "), std::string::npos) << e.out;
+
+  // Bad levels are bad input, one line naming the flag or the variable; errors stay one line at debug.
+  Result b = run_err("--log-level loud " + gen);
+  EXPECT_EQ(b.code, 2);
+  EXPECT_EQ(lines(b.out), 1u) << b.out;
+  EXPECT_NE(b.out.find("--log-level: 'loud' is not a log level"), std::string::npos) << b.out;
+  setenv("SEGPIPE_LOG_LEVEL", "loud", 1);
+  Result v = run_err(gen);
+  unsetenv("SEGPIPE_LOG_LEVEL");
+  EXPECT_EQ(v.code, 2);
+  EXPECT_EQ(lines(v.out), 1u) << v.out;
+  EXPECT_NE(v.out.find("SEGPIPE_LOG_LEVEL: 'loud'"), std::string::npos) << v.out;
+  Result m = run_err("--log-level debug generate --pipeline /nonexistent-segpipe-dir/p.yaml --tokens '1 2'");
+  EXPECT_EQ(m.code, 2);
+  EXPECT_EQ(lines(m.out), 1u) << m.out;
+}
+
 TEST(SweepTest, CutsAndSelectiveExpertLoadingGiveTheSameBits) {
   TempDir d;
   Result r = run("memory --sweep --model " + kSrc + "/models/tiny-qwen3-moe --groups 1,2 --banks 0,2 --resident 0,1,3 "
