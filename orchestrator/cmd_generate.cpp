@@ -158,20 +158,19 @@ int chat_loop(Generator& gen, Sampler& sampler, const Tokenizer& tok, const Chat
       continue;
     }
     if (size_t bad = utf8::find_invalid(line); bad != std::string::npos) {
-      std::fprintf(stderr, "segpipe: that line is not valid UTF-8 (byte %zu); ignored\n", bad);
+      spdlog::warn("that line is not valid UTF-8 (byte {}); ignored", bad);
       continue;
     }
     history.push_back({"user", line, std::nullopt, nullptr});
     std::vector<int32_t> prompt = tok.encode(ct.render(history, true, thinking));
     if (static_cast<int64_t>(prompt.size()) + max_new > gen.max_seq()) {
-      std::fprintf(stderr, "segpipe: the conversation reached the context of %lld positions; starting a new one\n",
-                   static_cast<long long>(gen.max_seq()));
+      spdlog::info("the conversation reached the context of {} positions; starting a new one", gen.max_seq());
       history = start;
       history.push_back({"user", line, std::nullopt, nullptr});
       gen.reset();
       prompt = tok.encode(ct.render(history, true, thinking));
       if (static_cast<int64_t>(prompt.size()) + max_new > gen.max_seq()) {
-        std::fprintf(stderr, "segpipe: that message alone does not fit the context; ignored\n");
+        spdlog::warn("that message alone does not fit the context; ignored");
         history = start;
         continue;
       }

@@ -93,7 +93,9 @@ void report(const std::string& cmd, const char* kind, const char* msg) {
 }
 
 void usage(FILE* out) {
-  std::fprintf(out, "usage: segpipe <command> [options]   (segpipe <command> --help for its options)\n\ncommands:\n");
+  std::fprintf(out, "usage: segpipe [--log-level trace|debug|info|warn|error|off] <command> [options]\n"
+                   "       (segpipe <command> --help for its options; SEGPIPE_LOG_LEVEL sets the level without the flag)\n\n"
+                   "commands:\n");
   for (auto& [name, c] : commands()) std::fprintf(out, "  %-14s %s\n", name.c_str(), c.summary);
 }
 
