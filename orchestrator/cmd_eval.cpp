@@ -13,6 +13,8 @@
 #include <nlohmann/json.hpp>
 #include <optional>
 
+#include <spdlog/spdlog.h>
+
 #include "orchestrator/cli_args.h"
 #include "orchestrator/commands.h"
 #include "orchestrator/generation.h"
@@ -215,7 +217,7 @@ int cmd_eval(const Args& args) {
     all.n += t.n, all.correct += t.correct, all.with_ref += t.with_ref, all.agree_ref += t.agree_ref;
   }
   for (const Run& r : runs)
-    std::fprintf(stderr, "eval: %s run: %zu questions in %.1f s\n", r.name.c_str(), qs.size(), r.seconds);
+    spdlog::info("eval: {} run: {} questions in {:.1f} s", r.name, qs.size(), r.seconds);
   if (!twins_agree) std::fprintf(stderr, "eval: the segmented and the in-process answers differ\n");
   if (below) std::fprintf(stderr, "eval: a task's accuracy is below --min-accuracy %.3f\n", min_acc);
   if (auto j = a.get("--json")) {

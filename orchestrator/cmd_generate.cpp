@@ -10,6 +10,8 @@
 #include <fstream>
 #include <optional>
 
+#include <spdlog/spdlog.h>
+
 #include "orchestrator/cli_args.h"
 #include "orchestrator/commands.h"
 #include "orchestrator/demo.h"
@@ -156,20 +158,19 @@ int chat_loop(Generator& gen, Sampler& sampler, const Tokenizer& tok, const Chat
       continue;
     }
     if (size_t bad = utf8::find_invalid(line); bad != std::string::npos) {
-      std::fprintf(stderr, "segpipe: that line is not valid UTF-8 (byte %zu); ignored\n", bad);
+      spdlog::warn("that line is not valid UTF-8 (byte {}); ignored", bad);
       continue;
     }
     history.push_back({"user", line, std::nullopt, nullptr});
     std::vector<int32_t> prompt = tok.encode(ct.render(history, true, thinking));
     if (static_cast<int64_t>(prompt.size()) + max_new > gen.max_seq()) {
-      std::fprintf(stderr, "segpipe: the conversation reached the context of %lld positions; starting a new one\n",
-                   static_cast<long long>(gen.max_seq()));
+      spdlog::info("the conversation reached the context of {} positions; starting a new one", gen.max_seq());
       history = start;
       history.push_back({"user", line, std::nullopt, nullptr});
       gen.reset();
       prompt = tok.encode(ct.render(history, true, thinking));
       if (static_cast<int64_t>(prompt.size()) + max_new > gen.max_seq()) {
-        std::fprintf(stderr, "segpipe: that message alone does not fit the context; ignored\n");
+        spdlog::warn("that message alone does not fit the context; ignored");
         history = start;
         continue;
       }
@@ -264,9 +265,10 @@ int cmd_generate(const Args& args) {
   auto t_load = std::chrono::steady_clock::now();
   auto runner = make_runner(lp.plan);
   double load_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t_load).count();
-  if (isatty(2))
-    std::fprintf(stderr, "segpipe: %zu segments ready (%s) in %.2f s\n", lp.plan.segments.size(),
-                 lp.plan.inproc ? "in-process" : "one process each", load_s);
+  // Shown at the default level on a terminal only, as before logging had levels; --log-level debug
+  // shows it in pipes and files too.
+  spdlog::log(isatty(2) ? spdlog::level::info : spdlog::level::debug, "{} segments ready ({}) in {:.2f} s",
+              lp.plan.segments.size(), lp.plan.inproc ? "in-process" : "one process each", load_s);
 
   Sampler sampler(sp);
   Generator gen(*runner, stops, lp.plan.max_seq);

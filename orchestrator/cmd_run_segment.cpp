@@ -7,6 +7,8 @@
 #include <cstdio>
 #include <cstring>
 
+#include <spdlog/spdlog.h>
+
 #include "orchestrator/capture.h"
 #include "orchestrator/cli_args.h"
 #include "orchestrator/commands.h"
@@ -79,8 +81,8 @@ int cmd_run_segment(const Args& args) {
   const SegmentDesc& d = *dp;
   DumpFile in = read_dump_file(*a.get("--input"));
   if (in.metadata.count("segment") && in.metadata.at("segment") != name)
-    std::fprintf(stderr, "run-segment: note: %s was dumped for segment '%s', running it through '%s'\n", in.path.c_str(),
-                 in.metadata.at("segment").c_str(), name.c_str());
+    spdlog::info("run-segment: note: {} was dumped for segment '{}', running it through '{}'", in.path,
+                 in.metadata.at("segment"), name);
   const int64_t H = cfg.hidden, max_seq = lp.plan.max_seq;
   const int64_t pos0 = checked_pos0(in);
 

@@ -15,6 +15,7 @@
 #include "orchestrator/output.h"
 #include "orchestrator/tokenizer/cli_tokenizer.h"
 #include "segments/core/errors.h"
+#include "workers/log.h"
 #include "workers/worker_main.h"
 
 namespace {
@@ -92,13 +93,34 @@ void report(const std::string& cmd, const char* kind, const char* msg) {
 }
 
 void usage(FILE* out) {
-  std::fprintf(out, "usage: segpipe <command> [options]   (segpipe <command> --help for its options)\n\ncommands:\n");
+  std::fprintf(out, "usage: segpipe [--log-level trace|debug|info|warn|error|off] <command> [options]\n"
+                   "       (segpipe <command> --help for its options; SEGPIPE_LOG_LEVEL sets the level without the flag)\n\n"
+                   "commands:\n");
   for (auto& [name, c] : commands()) std::fprintf(out, "  %-14s %s\n", name.c_str(), c.summary);
 }
 
 }  // namespace
 
 int main(int argc, char** argv) {
+  // A global option before the command: `segpipe --log-level LEVEL <command> ...` (workers/log.h).
+  // Only there, so that no command's own arguments (a prompt, say) can be taken for it.
+  std::string log_level;
+  if (argc >= 2 && std::string_view(argv[1]).rfind("--log-level", 0) == 0) {
+    std::string_view a = argv[1];
+    int used = 1;
+    if (a.size() > 12 && a[11] == '=') {
+      log_level = std::string(a.substr(12));
+    } else if (a == "--log-level" && argc >= 3) {
+      log_level = argv[2];
+      used = 2;
+    } else {
+      std::fprintf(stderr, "segpipe: --log-level needs a level (trace, debug, info, warn, error, off)\n");
+      return 2;
+    }
+    argv += used;
+    argc -= used;
+    argv[0] = argv[-used];  // unused from here on; keeps argv[0] meaningful
+  }
   if (argc < 2) {
     // No command: the built-in demo is `segpipe generate` with no model.
     usage(stderr);
@@ -108,6 +130,7 @@ int main(int argc, char** argv) {
   std::vector<std::string> args(argv + 2, argv + argc);
   try {
     if (cmd == segpipe::kWorkerCommand) return segpipe::worker_main(args);
+    segpipe::init_orchestrator_logging(log_level);
     if (cmd == "--help" || cmd == "-h" || cmd == "help") {
       usage(stdout);
       return 0;

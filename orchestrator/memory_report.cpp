@@ -175,6 +175,46 @@ std::vector<WeightRange> segment_weight_ranges(Checkpoint& ck, const ModelConfig
   return out;
 }
 
+ExpertResidencyBound expert_residency_bound(Checkpoint& ck, const ModelConfig& cfg, const SegmentDesc& d) {
+  ExpertResidencyBound b;
+  const int M = d.max_resident_experts;
+  b.max_resident_experts = M;
+  uint64_t total = 0;
+  const auto ranges = segment_weight_ranges(ck, cfg, d);
+  for (auto& r : ranges) total += r.end - r.begin;
+  uint64_t all_experts = 0, expert_tensors = 0, resident_expert_tensors = 0;
+  const bool holds_experts = d.kind == SegKind::Experts || (d.kind == SegKind::Layers && !d.banks);
+  if (holds_experts && M > 0) {
+    const int e0 = d.kind == SegKind::Experts ? d.expert_first : 0;
+    const int e1 = d.kind == SegKind::Experts ? d.expert_last : cfg.num_experts - 1;
+    for (int l = d.layer_first; l <= d.layer_last; l++) {
+      if (!cfg.is_moe_layer(l)) continue;
+      ExpertLayout lay = expert_layout(ck, cfg, l);
+      std::vector<uint64_t> sizes;
+      for (int e = e0; e <= e1; e++) {
+        uint64_t s = 0;
+        auto roles = expert_roles(cfg, l, e, lay);
+        if (lay == ExpertLayout::PerExpert) {
+          for (auto& r : roles) s += ck.entry(r.name).end - ck.entry(r.name).begin;
+        } else {
+          for (auto& r : roles) s += (ck.entry(r.name).end - ck.entry(r.name).begin) / static_cast<uint64_t>(cfg.num_experts);
+        }
+        sizes.push_back(s);
+        all_experts += s;
+        expert_tensors += roles.size();
+      }
+      std::sort(sizes.rbegin(), sizes.rend());
+      const size_t keep = std::min(sizes.size(), static_cast<size_t>(M));
+      for (size_t i = 0; i < keep; i++) b.expert_bytes += sizes[i];
+      resident_expert_tensors += keep * (lay == ExpertLayout::PerExpert ? 3 : 2);
+    }
+  }
+  b.non_expert_bytes = total - std::min(total, all_experts);
+  const uint64_t non_expert_tensors = ranges.size() - std::min<uint64_t>(ranges.size(), expert_tensors);
+  b.slack_bytes = 2 * kPage * (non_expert_tensors + resident_expert_tensors) + (1ull << 20);
+  return b;
+}
+
 WeightResidency check_weight_residency(const ProcMemory& pm, const std::vector<WeightRange>& own) {
   WeightResidency r;
   int fd = ::open(("/proc/" + std::to_string(pm.pid) + "/pagemap").c_str(), O_RDONLY | O_CLOEXEC);

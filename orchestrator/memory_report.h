@@ -44,6 +44,20 @@ struct WeightRange {
 };
 std::vector<WeightRange> segment_weight_ranges(Checkpoint& ck, const ModelConfig& cfg, const SegmentDesc& d);
 
+// What selective expert loading (max_resident_experts M > 0) promises a segment may hold resident of
+// its weights: its non-expert tensors whole, plus the M largest experts of each MoE layer it holds.
+// Slack: two pages per tensor that may be resident (a tensor's mapping is page-aligned, so its first
+// and last page may hold a neighbour's bytes) and 1 MiB.
+struct ExpertResidencyBound {
+  int max_resident_experts = 0;
+  uint64_t non_expert_bytes = 0;  // the segment's weights that are not routed experts
+  uint64_t expert_bytes = 0;      // M largest experts per MoE layer held, summed over those layers
+  uint64_t slack_bytes = 0;
+  uint64_t limit() const { return non_expert_bytes + expert_bytes + slack_bytes; }
+};
+// Only for a segment with d.max_resident_experts > 0 (layers with local experts, or experts).
+ExpertResidencyBound expert_residency_bound(Checkpoint& ck, const ModelConfig& cfg, const SegmentDesc& d);
+
 struct WeightResidency {
   uint64_t own_resident_bytes = 0;      // resident pages holding only this segment's weights
   uint64_t edge_resident_pages = 0;     // resident pages shared with a neighbouring tensor's bytes

@@ -25,6 +25,7 @@
 #include "shm/channel.h"
 #include "shm/cleanup.h"
 #include "shm/layout.h"
+#include "workers/log.h"
 #include "workers/cuda_worker.h"
 #include "workers/protocol.h"
 #include "workers/worker_main.h"
@@ -112,7 +113,7 @@ class ShmRunner : public Runner {
           break;
         } catch (const SegmentFailed& f) {
           if (!plan_.restart || attempt >= 3) fail(f, "during start-up");
-          std::fprintf(stderr, "segpipe: %s during start-up; restarting it\n", f.what());
+          spdlog::warn("{} during start-up; restarting it", f.what());
           restart_chain(f);
           procs_[static_cast<size_t>(f.index)].hello_step = procs_[static_cast<size_t>(f.index)].ch->post_request(proto::kHello);
           if (static_cast<size_t>(f.index) != i) continue;
@@ -142,7 +143,7 @@ class ShmRunner : public Runner {
         return;
       } catch (const SegmentFailed& f) {
         if (!plan_.restart || attempt >= 3) fail(f, "");
-        std::fprintf(stderr, "segpipe: %s; restarting it and repeating the step\n", f.what());
+        spdlog::warn("{}; restarting it and repeating the step", f.what());
         restart_chain(f);
       }
     }
@@ -218,7 +219,7 @@ class ShmRunner : public Runner {
     if (mode == GpuSharing::Mps)
       throw InputError("SEGPIPE_GPU_SHARING=mps: cannot run the GPU segments of " + plan_.source +
                        " under a private MPS server: " + why);
-    std::fprintf(stderr, "segpipe: GPU segment processes share the device without MPS (%s)\n", why.c_str());
+    spdlog::warn("GPU segment processes share the device without MPS ({})", why);
   }
 
   // GPU segments (workers/cuda_worker.h): embeddings, layers, expert banks and lm_head, on any
@@ -626,7 +627,7 @@ class ShmRunner : public Runner {
         return;
       } catch (const SegmentFailed& g) {
         if (k >= 3) fail(g, "while restarting '" + procs_[static_cast<size_t>(first.index)].desc.name + "'");
-        std::fprintf(stderr, "segpipe: %s; restarting it\n", g.what());
+        spdlog::warn("{}; restarting it", g.what());
         f = g;
       }
     }

@@ -24,6 +24,7 @@
 #include "shm/channel.h"
 #include "workers/capture_writer.h"
 #include "workers/cuda_worker.h"
+#include "workers/log.h"
 #include "workers/protocol.h"
 #include "workers/remote_banks.h"
 #include "workers/worker_support.h"
@@ -223,6 +224,7 @@ int worker_main(const std::vector<std::string>& args) {
     throw InputError("__worker: expects one JSON spec, and a second for a GPU segment (this command is started by "
                      "the orchestrator)");
   proto::WorkerSpec spec = proto::worker_spec_from_json(nlohmann::json::parse(args[0]));
+  init_worker_logging(spec.name);
   // Die with the orchestrator, whatever kills it; and if it is already gone, do not start at all.
   prctl(PR_SET_PDEATHSIG, SIGKILL);
   if (getppid() != spec.parent_pid) return 3;
@@ -237,10 +239,13 @@ int worker_main(const std::vector<std::string>& args) {
     Worker w(spec);
     w.start_heartbeat();
     w.load();
-    return w.serve();
+    spdlog::debug("weights mapped; serving");
+    int rc = w.serve();
+    spdlog::debug("stopped (exit {})", rc);
+    return rc;
   } catch (const std::exception& e) {
     // Before the handshake: the orchestrator reads our exit status and this line.
-    std::fprintf(stderr, "segpipe worker '%s': %s\n", spec.name.c_str(), e.what());
+    spdlog::error("{}", e.what());
     return dynamic_cast<const InputError*>(&e) ? 2 : 3;
   }
 }

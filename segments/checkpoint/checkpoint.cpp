@@ -129,9 +129,9 @@ const TensorEntry& Checkpoint::entry(const std::string& name) {
   return e->second;
 }
 
-TensorView Checkpoint::view(const std::string& name) {
+TensorView Checkpoint::view(const std::string& name, bool populate) {
   entry(name);  // validates presence in the shard
-  return shard(where_.at(name)).view(name);
+  return shard(where_.at(name)).view(name, populate);
 }
 
 uint64_t Checkpoint::mapped_tensor_bytes() const {

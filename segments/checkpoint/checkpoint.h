@@ -31,7 +31,8 @@ class Checkpoint {
   // Header entry (dtype, shape, offsets) without touching tensor bytes.
   const TensorEntry& entry(const std::string& name);
   // Maps the tensor and returns a view; a missing tensor is an InputError naming it.
-  TensorView view(const std::string& name);
+  // populate: see SafetensorsFile::view.
+  TensorView view(const std::string& name, bool populate = true);
   // Bytes of all tensors mapped so far (what this process has loaded).
   uint64_t mapped_tensor_bytes() const;
   // Shard file (path) holding a tensor.

@@ -166,7 +166,7 @@ SafetensorsFile::~SafetensorsFile() {
   if (fd_ >= 0) ::close(fd_);
 }
 
-TensorView SafetensorsFile::view(const std::string& name) {
+TensorView SafetensorsFile::view(const std::string& name, bool populate) {
   auto it = header_.tensors.find(name);
   if (it == header_.tensors.end()) throw InputError(path_ + ": missing tensor '" + name + "'");
   const TensorEntry& e = it->second;
@@ -185,8 +185,10 @@ TensorView SafetensorsFile::view(const std::string& name) {
     uint64_t map_begin = abs_begin / page * page;
     uint64_t len = std::max<uint64_t>(1, abs_begin + v.nbytes - map_begin);
     // MAP_POPULATE: a segment maps exactly the tensors it computes with, so fault them in now
-    // rather than one page at a time in the middle of the first decode steps.
-    void* p = mmap(nullptr, len, PROT_READ, MAP_SHARED | MAP_POPULATE, fd_, static_cast<off_t>(map_begin));
+    // rather than one page at a time in the middle of the first decode steps. Not for tensors it
+    // uses only in part or only some of the time (see the header): those fault in on use.
+    int flags = MAP_SHARED | (populate ? MAP_POPULATE : 0);
+    void* p = mmap(nullptr, len, PROT_READ, flags, fd_, static_cast<off_t>(map_begin));
     if (p == MAP_FAILED) throw RuntimeFailure(path_ + ": cannot map tensor '" + name + "' (" + std::strerror(errno) + ")");
     // Weights are streamed in order by the kernels; sequential readahead is the right hint.
     madvise(p, len, MADV_SEQUENTIAL);

@@ -50,7 +50,10 @@ class SafetensorsFile {
   const SafetensorsHeader& header() const { return header_; }
   bool has(const std::string& name) const { return header_.tensors.count(name) != 0; }
   // Maps the tensor's pages (once) and returns a view; throws InputError if absent.
-  TensorView view(const std::string& name);
+  // populate: fault every page of the tensor in now (MAP_POPULATE). Experts loaded on demand
+  // (max_resident_experts) and slices of fused expert tensors pass false: populating them would make
+  // resident the very bytes that selective loading and banks exist to leave on disk.
+  TensorView view(const std::string& name, bool populate = true);
   // Bytes of the tensors mapped so far (what this reader has been asked for).
   uint64_t mapped_tensor_bytes() const;
   // Drops the mapping of one tensor (selective expert loading releases evicted experts this way).

@@ -20,7 +20,9 @@ ExpertsSegment::ExpertsSegment(Checkpoint& ck, const ModelConfig& cfg, ThreadPoo
   for (int l = l0_; l <= l1_; l++) {
     if (!cfg.is_moe_layer(l)) continue;
     auto& v = mats_[l];
-    for (int e = e0_; e <= e1_; e++) v.push_back(b.expert(l, e));
+    // With selective loading nothing of an expert is resident before its first use (no populate):
+    // the bound max_resident experts per layer then holds from load on, not only after evictions.
+    for (int e = e0_; e <= e1_; e++) v.push_back(b.expert(l, e, stats_.max_resident == 0));
   }
   loaded_ = b.loaded();
 }

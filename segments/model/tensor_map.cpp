@@ -79,9 +79,9 @@ std::vector<TensorRole> all_roles(const Checkpoint& ck, const ModelConfig& c) {
   return v;
 }
 
-TensorView WeightBinder::checked(const TensorRole& role) {
+TensorView WeightBinder::checked(const TensorRole& role, bool populate) {
   check_roles(ck_, {role});
-  return ck_.view(role.name);
+  return ck_.view(role.name, populate);
 }
 
 void WeightBinder::note(const std::string& name, uint64_t bytes) {
@@ -93,8 +93,8 @@ void WeightBinder::note(const std::string& name, uint64_t bytes) {
   loaded_.push_back({name, bytes});
 }
 
-Mat WeightBinder::mat(const TensorRole& role) {
-  TensorView v = checked(role);
+Mat WeightBinder::mat(const TensorRole& role, bool populate) {
+  TensorView v = checked(role, populate);
   note(v.name, v.nbytes);
   return Mat{v.data, v.dtype, v.shape[0], v.numel() / std::max<int64_t>(1, v.shape[0])};
 }
@@ -108,13 +108,13 @@ std::vector<float> WeightBinder::vec(const TensorRole& role) {
   return out;
 }
 
-WeightBinder::ExpertMats WeightBinder::expert(int layer, int e) {
+WeightBinder::ExpertMats WeightBinder::expert(int layer, int e, bool populate) {
   ExpertLayout lay = expert_layout(ck_, cfg_, layer);
   auto roles = expert_roles(cfg_, layer, e, lay);
-  if (lay == ExpertLayout::PerExpert) return {mat(roles[0]), mat(roles[1]), mat(roles[2])};
+  if (lay == ExpertLayout::PerExpert) return {mat(roles[0], populate), mat(roles[1], populate), mat(roles[2], populate)};
   // Fused: slices of [E, 2I, H] and [E, H, I]; gate rows come first, then up (chunk(2) order).
-  TensorView gu = checked(roles[0]);
-  TensorView dn = checked(roles[1]);
+  TensorView gu = checked(roles[0], false);
+  TensorView dn = checked(roles[1], false);
   int64_t H = cfg_.hidden, I = cfg_.moe_intermediate;
   size_t es = dtype_size(gu.dtype);
   const auto* gbase = static_cast<const std::byte*>(gu.data) + static_cast<size_t>(e) * 2 * I * H * es;

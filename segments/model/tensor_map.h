@@ -43,19 +43,22 @@ struct LoadedTensor {
 class WeightBinder {
  public:
   WeightBinder(Checkpoint& ck, const ModelConfig& c) : ck_(ck), cfg_(c) {}
-  Mat mat(const TensorRole& role);
+  Mat mat(const TensorRole& role, bool populate = true);
   // Norm weights are small: converted to float32 once.
   std::vector<float> vec(const TensorRole& role);
-  // One expert's gate, up and down projections, in either layout.
+  // One expert's gate, up and down projections, in either layout. populate: fault its pages in now
+  // (full residency); selective loading passes false so that an expert is resident only from its
+  // first use to its eviction. A fused tensor is never populated: a bank or an expert uses only its
+  // slice, and populating the whole [E, ...] tensor would make every other expert resident too.
   struct ExpertMats {
     Mat gate, up, down;
   };
-  ExpertMats expert(int layer, int expert);
+  ExpertMats expert(int layer, int expert, bool populate = true);
   const std::vector<LoadedTensor>& loaded() const { return loaded_; }
   uint64_t loaded_bytes() const;
 
  private:
-  TensorView checked(const TensorRole& role);
+  TensorView checked(const TensorRole& role, bool populate = true);
   void note(const std::string& name, uint64_t bytes);
   Checkpoint& ck_;
   const ModelConfig& cfg_;

@@ -1,0 +1,28 @@
+// Diagnostics through spdlog, for the orchestrator and the segment processes alike (a worker is the
+// same executable). Not for the one-line error of exit 2/3 (main.cpp writes it, whatever the level)
+// nor for a command's output: only the messages a user may want more or fewer of.
+//
+// Level: `segpipe --log-level LEVEL <command>`, else the environment variable SEGPIPE_LOG_LEVEL, else
+// info. LEVEL is trace, debug, info, warn, error or off. The orchestrator puts the level it chose in
+// SEGPIPE_LOG_LEVEL, so the segment processes it starts log at the same level.
+// Format: `segpipe: MESSAGE` from the orchestrator; `segpipe worker 'SEGMENT' pid PID: MESSAGE` from
+// a segment process, so that lines of several processes on one terminal say whose they are.
+#pragma once
+#include <spdlog/spdlog.h>
+
+#include <string>
+
+namespace segpipe {
+
+constexpr const char* kLogLevelEnv = "SEGPIPE_LOG_LEVEL";
+
+// Parses a level name; InputError naming `what` (the flag or the variable) for any other value.
+spdlog::level::level_enum parse_log_level(const std::string& value, const std::string& what);
+
+// The orchestrator: level from `flag_value` (empty: the environment, else info); exported to workers.
+void init_orchestrator_logging(const std::string& flag_value);
+
+// A segment process: level from the environment its orchestrator gave it; every line tagged.
+void init_worker_logging(const std::string& segment);
+
+}  // namespace segpipe
