@@ -145,17 +145,7 @@ int cmd_eval(const Args& args) {
   Tokenizer tok = Tokenizer::load(lp.plan.tokenizer_dir);
   if (!tok.chat_template()) throw InputError(tok.config_path() + ": no chat_template");
   ChatTemplate ct(*tok.chat_template(), tok.config_path());
-  std::vector<int32_t> stops;
-  if (nlohmann::json g = fs::exists(fs::path(lp.plan.model_dir) / "generation_config.json")
-                             ? read_json_file((fs::path(lp.plan.model_dir) / "generation_config.json").string())
-                             : nlohmann::json();
-      g.is_object() && g.contains("eos_token_id")) {
-    const auto& e = g["eos_token_id"];
-    if (e.is_number_integer()) stops.push_back(e.get<int32_t>());
-    if (e.is_array())
-      for (auto& x : e)
-        if (x.is_number_integer()) stops.push_back(x.get<int32_t>());
-  }
+  std::vector<int32_t> stops = generation_config_stops(lp.plan.model_dir);
   for (int32_t s : tok.stop_token_ids()) stops.push_back(s);
   const bool thinking = !a.has("--no-thinking");
 

@@ -46,22 +46,6 @@ const char* kHelp =
     "  --ids            print token ids instead of text\n"
     "  --temperature 0  greedy (default); --seed makes sampling reproducible\n";
 
-// Stop ids from generation_config.json (eos_token_id: int or list).
-std::vector<int32_t> generation_config_stops(const std::string& model_dir) {
-  std::vector<int32_t> out;
-  fs::path p = fs::path(model_dir) / "generation_config.json";
-  if (!fs::exists(p)) return out;
-  nlohmann::json j = read_json_file(p.string());
-  if (!j.is_object() || !j.contains("eos_token_id")) return out;
-  const auto& e = j["eos_token_id"];
-  if (e.is_number_integer()) out.push_back(e.get<int32_t>());
-  if (e.is_array())
-    for (auto& x : e)
-      if (x.is_number_integer()) out.push_back(x.get<int32_t>());
-  return out;
-}
-
-
 // The built-in demo's question when no prompt is given.
 constexpr const char* kDemoQuestion = "What is 2 + 2?";
 

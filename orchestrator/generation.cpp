@@ -2,11 +2,27 @@
 
 #include <algorithm>
 #include <chrono>
+#include <filesystem>
 #include <string>
 
+#include "segments/checkpoint/checkpoint.h"
 #include "segments/core/errors.h"
 
 namespace segpipe {
+
+std::vector<int32_t> generation_config_stops(const std::string& model_dir) {
+  std::vector<int32_t> out;
+  std::filesystem::path p = std::filesystem::path(model_dir) / "generation_config.json";
+  if (!std::filesystem::exists(p)) return out;
+  nlohmann::json j = read_json_file(p.string());
+  if (!j.is_object() || !j.contains("eos_token_id")) return out;
+  const auto& e = j["eos_token_id"];
+  if (e.is_number_integer()) out.push_back(e.get<int32_t>());
+  if (e.is_array())
+    for (auto& x : e)
+      if (x.is_number_integer()) out.push_back(x.get<int32_t>());
+  return out;
+}
 
 bool Generator::is_stop(int32_t id) const { return std::find(stops_.begin(), stops_.end(), id) != stops_.end(); }
 

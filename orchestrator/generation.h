@@ -9,12 +9,16 @@
 #include <csignal>
 #include <cstdint>
 #include <functional>
+#include <string>
 #include <vector>
 
 #include "orchestrator/runner.h"
 #include "orchestrator/sampler.h"
 
 namespace segpipe {
+
+// Stop ids from the checkpoint's generation_config.json (eos_token_id: an id or a list); none when absent.
+std::vector<int32_t> generation_config_stops(const std::string& model_dir);
 
 struct GenerationResult {
   std::vector<int32_t> ids;  // sampled tokens, the stop id excluded
