@@ -50,6 +50,7 @@ SCALES = dict(
     router=0.3,  # mlp.gate.weight: router logits std ~ 0.3 * sqrt(H)
     proj=0.1,  # q/k/v/o, dense MLP and expert projections: every layer moves the residual stream
     norm_jitter=0.25,  # every RMSNorm weight = 1 + 0.25 * N(0,1), so a missing weight multiply shows
+    bias=0.3,  # q/k/v biases (Qwen2-MoE): large enough that a dropped bias changes every layer
 )
 
 BF16 = torch.bfloat16
@@ -209,6 +210,49 @@ CHECKPOINTS = [
             bos_token_id=698, eos_token_id=699,
         ),
     ),
+    dict(
+        # Qwen2-MoE as Qwen1.5-MoE-A2.7B ships it: transformers-4 hub spelling (rope_theta, torch_dtype, no head_dim,
+        # no qkv_bias key), full multi-head attention with q/k/v biases, a shared expert behind a sigmoid gate,
+        # norm_topk_prob false, one dense layer through mlp_only_layers, sliding window present but off, sharded.
+        name="tiny-qwen2-moe",
+        kind="qwen2_moe",
+        seed=7000,
+        shard_bytes=500_000,
+        save_dtype=BF16,
+        spelling="hub",
+        hub_version="4.39.0.dev0",
+        hub_extra={"max_window_layers": 21, "sliding_window": 32768, "use_sliding_window": False},
+        hub_drop=("qkv_bias", "layer_types"),
+        expect_theta=1e6,
+        prompts=[("short", 3), ("long", 40)],
+        config=dict(
+            vocab_size=800, hidden_size=64, intermediate_size=160, moe_intermediate_size=32,
+            shared_expert_intermediate_size=96, num_hidden_layers=4, num_attention_heads=4, num_key_value_heads=4,
+            num_experts=8, num_experts_per_tok=4, norm_topk_prob=False, decoder_sparse_step=1, mlp_only_layers=[2],
+            rms_norm_eps=1e-6, max_position_embeddings=2048, rope_parameters=rope(1e6), tie_word_embeddings=False,
+            bos_token_id=798, eos_token_id=799,
+        ),
+    ),
+    dict(
+        # Qwen2-MoE in transformers 5's own spelling, shaped like Qwen2-57B-A14B: grouped-query attention,
+        # dense layers through decoder_sparse_step 2, normalised top-k, tied embeddings (a layout the hub models
+        # do not use, but the config allows).
+        name="tiny-qwen2-moe-v5",
+        kind="qwen2_moe",
+        seed=8000,
+        shard_bytes=None,
+        save_dtype=BF16,
+        spelling="v5",
+        scales=dict(proj=0.2),  # tied embeddings: the layers must outweigh the token's own embedding
+        prompts=[("short", 3), ("long", 40)],
+        config=dict(
+            vocab_size=600, hidden_size=96, intermediate_size=192, moe_intermediate_size=24,
+            shared_expert_intermediate_size=64, num_hidden_layers=4, num_attention_heads=6, num_key_value_heads=2,
+            num_experts=12, num_experts_per_tok=3, norm_topk_prob=True, decoder_sparse_step=2, mlp_only_layers=[],
+            rms_norm_eps=1e-5, max_position_embeddings=2048, rope_parameters=rope(10000.0),
+            tie_word_embeddings=True, bos_token_id=598, eos_token_id=599,
+        ),
+    ),
 ]
 
 
@@ -217,6 +261,8 @@ CHECKPOINTS = [
 
 
 def model_class(kind):
+    if kind == "qwen2_moe":
+        return transformers.Qwen2MoeConfig, transformers.Qwen2MoeForCausalLM
     if kind == "qwen3_moe":
         return transformers.Qwen3MoeConfig, transformers.Qwen3MoeForCausalLM
     if kind == "qwen3":
@@ -267,6 +313,8 @@ def build_model(spec, seed):
                 p.copy_(sc["embed"] * randn(p.shape))
             elif name.endswith("mlp.gate.weight"):
                 p.copy_(sc["router"] * randn(p.shape))
+            elif name.endswith("_proj.bias"):  # Qwen2-MoE's q/k/v biases
+                p.copy_(sc["bias"] * randn(p.shape))
             elif p.dim() >= 2:
                 p.copy_(sc["proj"] * randn(p.shape))
             else:
@@ -443,8 +491,9 @@ def acceptable(spec, all_stats):
 # config spelling
 
 
-def to_hub_spelling(cfg, version, extra):
-    """transformers-5 config.json -> the spelling transformers 4 wrote on the hub."""
+def to_hub_spelling(cfg, version, extra, drop=()):
+    """transformers-5 config.json -> the spelling transformers 4 wrote on the hub (keys that transformers 5 adds
+    and the hub files lack, such as Qwen2-MoE's qkv_bias and layer_types, are named in `drop`)."""
 
     def conv(d):
         if isinstance(d, list):
@@ -471,6 +520,8 @@ def to_hub_spelling(cfg, version, extra):
         return out
 
     out = conv(cfg)
+    for k in drop:
+        out.pop(k, None)
     out.update(extra or {})
     out["transformers_version"] = version
     return out
@@ -561,6 +612,7 @@ HIGHLIGHT_KEYS = [
     "vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads", "num_key_value_heads", "head_dim",
     "intermediate_size", "moe_intermediate_size", "num_experts", "num_local_experts", "num_experts_per_tok",
     "decoder_sparse_step", "mlp_only_layers", "norm_topk_prob", "tie_word_embeddings", "rms_norm_eps",
+    "shared_expert_intermediate_size", "qkv_bias", "use_sliding_window", "sliding_window",
     "rope_theta", "rope_scaling", "rope_parameters", "dtype", "torch_dtype",
 ]
 
@@ -618,7 +670,8 @@ def make_checkpoint(spec, out_root):
             ref_logits = text_parts(v5, kind)[2](prompts[-1][1][None])[0]
         del v5
         cfg_path = os.path.join(tmp, "config.json")
-        write_json(cfg_path, to_hub_spelling(read_json(cfg_path), spec["hub_version"], spec.get("hub_extra")))
+        write_json(cfg_path, to_hub_spelling(read_json(cfg_path), spec["hub_version"], spec.get("hub_extra"),
+                                             spec.get("hub_drop", ())))
 
     # 4. reload in float32, eager, and record the goldens
     reloaded = load_f32(spec, tmp)
