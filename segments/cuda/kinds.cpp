@@ -238,6 +238,10 @@ Layers::Layers(Context& ctx, WeightSource& w, const ModelConfig& cfg, const Engi
                bool local_experts, int64_t max_seq)
     : ctx_(ctx), cfg_(cfg), opt_(opt), dt_(w.options().compute), first_(first), last_(last), max_seq_(max_seq) {
   SEGPIPE_ASSERT(first >= 0 && last < cfg.num_layers && first <= last);
+  if (cfg.qkv_bias || !cfg.qk_norm || cfg.shared_expert_intermediate > 0)
+    throw InputError(cfg.where + ": model_type " + cfg.model_type +
+                     ": q/k/v biases, attention without q/k norm and shared experts are not implemented on the CUDA "
+                     "backend yet (run these layers with device: cpu)");
   const size_t H = static_cast<size_t>(cfg.hidden), qd = static_cast<size_t>(cfg.q_dim()),
                kvd = static_cast<size_t>(cfg.kv_dim()), es = dtype_size(dt_);
   for (int i = first; i <= last; i++) {

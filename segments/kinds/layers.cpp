@@ -1,6 +1,7 @@
 #include "segments/kinds/layers.h"
 
 #include <algorithm>
+#include <cmath>
 
 #include "segments/core/errors.h"
 #include "segments/core/finite.h"
@@ -14,11 +15,21 @@ namespace segpipe {
 struct LayersSegment::Layer {
   int index = 0;
   bool moe = false;
-  std::vector<float> in_norm, post_norm, q_norm, k_norm;
+  std::vector<float> in_norm, post_norm, q_norm, k_norm;  // q_norm/k_norm: when cfg.qk_norm
+  std::vector<float> q_bias, k_bias, v_bias;               // when cfg.qkv_bias
   Mat q, k, v, o;
   Mat router;                // MoE: [E, H]
   Mat gate, up, down;        // dense MLP
+  Mat sh_gate, sh_up, sh_down, sh_gate_w;  // MoE with a shared expert: its SwiGLU and its [1, H] gate
 };
+
+namespace {
+void add_bias(float* y, int64_t T, const std::vector<float>& b) {
+  const int64_t n = static_cast<int64_t>(b.size());
+  for (int64_t t = 0; t < T; t++)
+    for (int64_t i = 0; i < n; i++) y[t * n + i] += b[static_cast<size_t>(i)];
+}
+}  // namespace
 
 void BankedExperts::run(const ExpertRequest& req) {
   for (ExpertsSegment* b : banks_)
@@ -46,11 +57,24 @@ LayersSegment::LayersSegment(Checkpoint& ck, const ModelConfig& cfg, ThreadPool&
     L->k = b.mat(role("attn.k_proj"));
     L->v = b.mat(role("attn.v_proj"));
     L->o = b.mat(role("attn.o_proj"));
-    L->q_norm = b.vec(role("attn.q_norm"));
-    L->k_norm = b.vec(role("attn.k_norm"));
+    if (cfg.qk_norm) {
+      L->q_norm = b.vec(role("attn.q_norm"));
+      L->k_norm = b.vec(role("attn.k_norm"));
+    }
+    if (cfg.qkv_bias) {
+      L->q_bias = b.vec(role("attn.q_bias"));
+      L->k_bias = b.vec(role("attn.k_bias"));
+      L->v_bias = b.vec(role("attn.v_bias"));
+    }
     L->post_norm = b.vec(role("post_attention_layernorm"));
     if (L->moe) {
       L->router = b.mat(role("router"));
+      if (cfg.shared_expert_intermediate > 0) {
+        L->sh_gate = b.mat(role("shared.gate_proj"));
+        L->sh_up = b.mat(role("shared.up_proj"));
+        L->sh_down = b.mat(role("shared.down_proj"));
+        L->sh_gate_w = b.mat(role("shared.gate"));
+      }
     } else {
       L->gate = b.mat(role("mlp.gate_proj"));
       L->up = b.mat(role("mlp.up_proj"));
@@ -98,9 +122,15 @@ void LayersSegment::forward(float* x, int64_t T, int64_t pos0, ExpertExecutor* e
     linear(pool_, h_.data(), T, L.q, q_.data());
     linear(pool_, h_.data(), T, L.k, k_.data());
     linear(pool_, h_.data(), T, L.v, v_.data());
-    // q/k RMSNorm over head_dim, before RoPE (as the reference applies them)
-    rmsnorm(q_.data(), T * cfg_.num_heads, hd, L.q_norm.data(), cfg_.rms_eps, q_.data());
-    rmsnorm(k_.data(), T * cfg_.num_kv_heads, hd, L.k_norm.data(), cfg_.rms_eps, k_.data());
+    if (cfg_.qkv_bias) {
+      add_bias(q_.data(), T, L.q_bias);
+      add_bias(k_.data(), T, L.k_bias);
+      add_bias(v_.data(), T, L.v_bias);
+    }
+    if (cfg_.qk_norm) {  // q/k RMSNorm over head_dim, before RoPE (as the reference applies them)
+      rmsnorm(q_.data(), T * cfg_.num_heads, hd, L.q_norm.data(), cfg_.rms_eps, q_.data());
+      rmsnorm(k_.data(), T * cfg_.num_kv_heads, hd, L.k_norm.data(), cfg_.rms_eps, k_.data());
+    }
     for (int64_t t = 0; t < T; t++) {
       rope_.apply(q_.data() + t * qd, cfg_.num_heads, pos0 + t);
       rope_.apply(k_.data() + t * kvd, cfg_.num_kv_heads, pos0 + t);
@@ -132,6 +162,7 @@ void LayersSegment::forward(float* x, int64_t T, int64_t pos0, ExpertExecutor* e
       exec->run(req);
       mlp_.resize(static_cast<size_t>(T * H));
       combine_expert_outputs(st.slots, st.experts, T, k, static_cast<int>(H), mlp_.data());
+      if (cfg_.shared_expert_intermediate > 0) shared_expert(L, st.x, T);
     } else {
       rmsnorm(x, T, H, L.post_norm.data(), cfg_.rms_eps, h_.data());
       const int64_t I = cfg_.intermediate;
@@ -147,6 +178,25 @@ void LayersSegment::forward(float* x, int64_t T, int64_t pos0, ExpertExecutor* e
     if (obs) obs->on_tensor("layers." + std::to_string(L.index) + ".output", x, T, H);
     // Where the first NaN or Inf appears, named by layer: later layers and the logits only inherit it.
     if (first_non_finite(x, T * H) >= 0) check_finite(x, T, H, "output of layer " + std::to_string(L.index));
+  }
+}
+
+// The reference adds the shared expert after summing the routed ones: routed + sigmoid(x . w_g) * shared(x),
+// x being the post-attention-normed states the routed experts saw.
+void LayersSegment::shared_expert(const Layer& L, const float* xn, int64_t T) {
+  const int64_t H = cfg_.hidden, S = cfg_.shared_expert_intermediate;
+  g_.resize(static_cast<size_t>(T * S));
+  u_.resize(static_cast<size_t>(T * S));
+  sh_.resize(static_cast<size_t>(T * H));
+  sg_.resize(static_cast<size_t>(T));
+  linear(pool_, xn, T, L.sh_gate, g_.data());
+  linear(pool_, xn, T, L.sh_up, u_.data());
+  swiglu(g_.data(), u_.data(), T * S, g_.data());
+  linear(pool_, g_.data(), T, L.sh_down, sh_.data());
+  linear(pool_, xn, T, L.sh_gate_w, sg_.data());
+  for (int64_t t = 0; t < T; t++) {
+    const float g = 1.0f / (1.0f + std::exp(-sg_[static_cast<size_t>(t)]));
+    for (int64_t i = 0; i < H; i++) mlp_[static_cast<size_t>(t * H + i)] += g * sh_[static_cast<size_t>(t * H + i)];
   }
 }
 

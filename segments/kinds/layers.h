@@ -70,6 +70,7 @@ class LayersSegment {
 
  private:
   struct Layer;
+  void shared_expert(const Layer& L, const float* xn, int64_t T);
   const ModelConfig& cfg_;
   ThreadPool& pool_;
   int first_, last_;
@@ -81,7 +82,7 @@ class LayersSegment {
   Rope rope_;
   std::vector<LoadedTensor> loaded_;
   // scratch
-  std::vector<float> h_, q_, k_, v_, att_, o_, logits_, slots_, mlp_, g_, u_;
+  std::vector<float> h_, q_, k_, v_, att_, o_, logits_, slots_, mlp_, g_, u_, sh_, sg_;
   std::vector<int32_t> top_e_;
   std::vector<float> top_w_;
 };

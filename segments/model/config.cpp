@@ -21,6 +21,7 @@ const char* ModelConfig::arch_name() const {
     case Arch::Qwen3: return "qwen3 (dense)";
     case Arch::Qwen3Moe: return "qwen3_moe";
     case Arch::Qwen3OmniMoe: return "qwen3_omni_moe (thinker text model)";
+    case Arch::Qwen2Moe: return "qwen2_moe";
   }
   return "?";
 }
@@ -175,8 +176,15 @@ void parse_text_config(const Reader& r, ModelConfig& c, bool moe) {
       if (!t.is_string() || t.get<std::string>() != "full_attention")
         r.fail("layer_types", "only full_attention layers are implemented");
   }
-  if (r.get_int("shared_expert_intermediate_size", 0) > 0)
-    r.fail("shared_expert_intermediate_size", "shared experts are not implemented");
+  if (c.arch == Arch::Qwen2Moe) {
+    // transformers' Qwen2MoeConfig: q/k/v biases unless qkv_bias says otherwise (the hub files predate the key);
+    // no q/k norm; every MoE layer has a shared expert of this size behind a sigmoid gate.
+    c.qk_norm = false;
+    c.qkv_bias = r.get_bool("qkv_bias", true);
+    c.shared_expert_intermediate = r.positive("shared_expert_intermediate_size");
+  } else if (r.get_int("shared_expert_intermediate_size", 0) > 0) {
+    r.fail("shared_expert_intermediate_size", "shared experts are implemented for qwen2_moe only");
+  }
   parse_rope(r, c);
   if (!c.mrope_section.empty()) {
     int64_t sum = 0;
@@ -231,12 +239,12 @@ ModelConfig parse_model_config(const json& j, const std::string& where) {
   if (j.contains("dtype") && j.contains("torch_dtype") && j["dtype"].is_string() && j["torch_dtype"].is_string() &&
       j["dtype"] != j["torch_dtype"])
     throw InputError(where + ": torch_dtype: contradicts dtype");
-  if (c.model_type == "qwen3" || c.model_type == "qwen3_moe") {
-    c.arch = c.model_type == "qwen3" ? Arch::Qwen3 : Arch::Qwen3Moe;
+  if (c.model_type == "qwen3" || c.model_type == "qwen3_moe" || c.model_type == "qwen2_moe") {
+    c.arch = c.model_type == "qwen3" ? Arch::Qwen3 : c.model_type == "qwen3_moe" ? Arch::Qwen3Moe : Arch::Qwen2Moe;
     c.tensor_prefix = "model.";
     c.lm_head_name = "lm_head.weight";
     Reader r{j, where, ""};
-    parse_text_config(r, c, c.arch == Arch::Qwen3Moe);
+    parse_text_config(r, c, c.arch != Arch::Qwen3);
     c.tie_word_embeddings = r.get_bool("tie_word_embeddings", false);
     c.weight_dtype = dtype_field(j);
   } else if (c.model_type == "qwen3_omni_moe") {
@@ -260,7 +268,7 @@ ModelConfig parse_model_config(const json& j, const std::string& where) {
     if (c.weight_dtype.empty()) c.weight_dtype = dtype_field(j);
   } else {
     throw InputError(where + ": model_type: unknown model type '" + c.model_type +
-                     "' (supported: qwen3, qwen3_moe, qwen3_omni_moe)");
+                     "' (supported: qwen3, qwen3_moe, qwen3_omni_moe, qwen2_moe)");
   }
   if (c.weight_dtype.empty()) c.weight_dtype = dtype_field(j);
   return c;

@@ -12,6 +12,7 @@ enum class Arch {
   Qwen3,         // model_type qwen3: dense decoder
   Qwen3Moe,      // model_type qwen3_moe: routed experts, optional dense layers
   Qwen3OmniMoe,  // model_type qwen3_omni_moe: the thinker's text model (thinker_config.text_config)
+  Qwen2Moe,      // model_type qwen2_moe: q/k/v biases, no q/k norm, a gated shared expert beside the routed ones
 };
 
 struct ModelConfig {
@@ -34,6 +35,12 @@ struct ModelConfig {
   bool mrope_interleaved = false;
   bool tie_word_embeddings = false;  // lm_head reuses the embedding table
   int max_position = 0;        // max_position_embeddings (0: unknown)
+
+  // What a decoder layer holds beyond the common core (norms, q/k/v/o, RoPE attention, MLP or router).
+  // The architectures differ only here; the tensor map and every backend read these flags, never the arch.
+  bool qk_norm = true;         // RMSNorm over head_dim on q and k before RoPE (Qwen3)
+  bool qkv_bias = false;       // q/k/v projections carry biases (Qwen2-MoE)
+  int shared_expert_intermediate = 0;  // > 0: MoE layers add sigmoid(x . w_g) * SwiGLU_shared(x) (Qwen2-MoE)
   std::string weight_dtype;    // dtype/torch_dtype as written (informational)
 
   // Mixture of experts (num_experts == 0: dense model)

@@ -31,12 +31,26 @@ std::vector<TensorRole> layer_roles(const ModelConfig& c, int i) {
       {p + "self_attn.k_proj.weight", {I64(c.kv_dim()), H}, "attn.k_proj"},
       {p + "self_attn.v_proj.weight", {I64(c.kv_dim()), H}, "attn.v_proj"},
       {p + "self_attn.o_proj.weight", {H, I64(c.q_dim())}, "attn.o_proj"},
-      {p + "self_attn.q_norm.weight", {hd}, "attn.q_norm"},
-      {p + "self_attn.k_norm.weight", {hd}, "attn.k_norm"},
       {p + "post_attention_layernorm.weight", {H}, "post_attention_layernorm"},
   };
+  if (c.qkv_bias) {
+    v.push_back({p + "self_attn.q_proj.bias", {I64(c.q_dim())}, "attn.q_bias"});
+    v.push_back({p + "self_attn.k_proj.bias", {I64(c.kv_dim())}, "attn.k_bias"});
+    v.push_back({p + "self_attn.v_proj.bias", {I64(c.kv_dim())}, "attn.v_bias"});
+  }
+  if (c.qk_norm) {
+    v.push_back({p + "self_attn.q_norm.weight", {hd}, "attn.q_norm"});
+    v.push_back({p + "self_attn.k_norm.weight", {hd}, "attn.k_norm"});
+  }
   if (c.is_moe_layer(i)) {
     v.push_back({p + "mlp.gate.weight", {I64(c.num_experts), H}, "router"});
+    if (c.shared_expert_intermediate > 0) {  // the shared expert lives with its layer (every token uses it)
+      int64_t S = c.shared_expert_intermediate;
+      v.push_back({p + "mlp.shared_expert.gate_proj.weight", {S, H}, "shared.gate_proj"});
+      v.push_back({p + "mlp.shared_expert.up_proj.weight", {S, H}, "shared.up_proj"});
+      v.push_back({p + "mlp.shared_expert.down_proj.weight", {H, S}, "shared.down_proj"});
+      v.push_back({p + "mlp.shared_expert_gate.weight", {1, H}, "shared.gate"});
+    }
   } else {
     int64_t I = c.intermediate;
     v.push_back({p + "mlp.gate_proj.weight", {I, H}, "mlp.gate_proj"});

@@ -279,6 +279,49 @@ TEST(ModelConfig, SharedExperts) {
   EXPECT_NO_THROW(parse(j));
 }
 
+// Qwen1.5-MoE-A2.7B's config.json as the hub serves it (transformers-4 spelling, no qkv_bias or head_dim key).
+json qwen15_moe_hub() {
+  return json::parse(R"({"architectures": ["Qwen2MoeForCausalLM"], "attention_dropout": 0.0, "bos_token_id": 151643,
+    "decoder_sparse_step": 1, "eos_token_id": 151643, "hidden_act": "silu", "hidden_size": 2048,
+    "initializer_range": 0.02, "intermediate_size": 5632, "max_position_embeddings": 8192, "max_window_layers": 21,
+    "model_type": "qwen2_moe", "moe_intermediate_size": 1408, "norm_topk_prob": false, "num_attention_heads": 16,
+    "num_experts": 60, "num_experts_per_tok": 4, "num_hidden_layers": 24, "num_key_value_heads": 16,
+    "output_router_logits": false, "rms_norm_eps": 1e-06, "rope_theta": 1000000.0, "router_aux_loss_coef": 0.001,
+    "shared_expert_intermediate_size": 5632, "sliding_window": 32768, "tie_word_embeddings": false,
+    "torch_dtype": "bfloat16", "transformers_version": "4.39.0.dev0", "use_cache": true,
+    "use_sliding_window": false, "vocab_size": 151936})");
+}
+
+TEST(ModelConfig, Qwen2MoeHubConfig) {
+  ModelConfig c = parse(qwen15_moe_hub());
+  EXPECT_EQ(c.arch, Arch::Qwen2Moe);
+  EXPECT_EQ(c.head_dim, 128);  // hidden / heads: the file has no head_dim
+  EXPECT_TRUE(c.qkv_bias);     // transformers' default where the key is absent
+  EXPECT_FALSE(c.qk_norm);
+  EXPECT_EQ(c.shared_expert_intermediate, 5632);
+  EXPECT_EQ(c.num_experts, 60);
+  EXPECT_EQ(c.top_k, 4);
+  EXPECT_FALSE(c.norm_topk_prob);
+  EXPECT_EQ(c.rope_theta, 1e6);
+  EXPECT_EQ(c.tensor_prefix, "model.");
+  for (int i = 0; i < c.num_layers; i++) EXPECT_TRUE(c.is_moe_layer(i));
+  json nb = qwen15_moe_hub();
+  nb["qkv_bias"] = false;
+  EXPECT_FALSE(parse(nb).qkv_bias);
+}
+
+TEST(ModelConfig, Qwen2MoeRefusals) {
+  json j = qwen15_moe_hub();
+  j.erase("shared_expert_intermediate_size");
+  expect_config_error(j, {"shared_expert_intermediate_size"});
+  json s = qwen15_moe_hub();
+  s["use_sliding_window"] = true;
+  expect_config_error(s, {"use_sliding_window"});
+  json q = qwen15_moe_hub();
+  q["qkv_bias"] = "yes";
+  expect_config_error(q, {"qkv_bias"});
+}
+
 TEST(ModelConfig, HeadsNotAMultipleOfKvHeads) {
   json j = base_moe();
   j["num_attention_heads"] = 6;
