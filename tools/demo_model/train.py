@@ -371,6 +371,58 @@ def export_state(model):
     return sd
 
 
+def import_checkpoint(ckpt, log):
+    """The inverse of export_state: our model from a checkpoint this script wrote (`local` or `finish`), so that
+    `finish` can run on a model trained earlier without its trained.pt. The trained vocabulary rows are the
+    non-zero rows of the embedding table (training leaves every other row exactly zero)."""
+    import hashlib
+
+    from safetensors.torch import load_file
+
+    path = os.path.join(ckpt, "model.safetensors")
+    sd = {k: v.float() for k, v in load_file(path).items()}
+    with open(os.path.join(ckpt, "config.json")) as f:
+        cfg = json.load(f)
+    for k in ("hidden_size", "num_hidden_layers", "num_attention_heads", "num_key_value_heads", "head_dim",
+              "moe_intermediate_size", "num_experts_per_tok", "vocab_size"):
+        if cfg.get(k) != CONFIG[k]:
+            raise RuntimeError(f"{ckpt}: config {k}={cfg.get(k)} is not this script's {CONFIG[k]}")
+    E_full = sd["model.embed_tokens.weight"]
+    used = torch.nonzero(E_full.abs().sum(-1) > 0).flatten().tolist()
+    model = Model(CONFIG, used)
+    with torch.no_grad():
+        model.embed.copy_(E_full[used])
+        for i, L in enumerate(model.layers):
+            p = f"model.layers.{i}."
+            L.input_layernorm.weight.copy_(sd[p + "input_layernorm.weight"])
+            L.post_attention_layernorm.weight.copy_(sd[p + "post_attention_layernorm.weight"])
+            L.q_proj.copy_(sd[p + "self_attn.q_proj.weight"])
+            L.k_proj.copy_(sd[p + "self_attn.k_proj.weight"])
+            L.v_proj.copy_(sd[p + "self_attn.v_proj.weight"])
+            L.o_proj.copy_(sd[p + "self_attn.o_proj.weight"])
+            L.q_norm.weight.copy_(sd[p + "self_attn.q_norm.weight"])
+            L.k_norm.weight.copy_(sd[p + "self_attn.k_norm.weight"])
+            L.gate.copy_(sd[p + "mlp.gate.weight"])
+            for e in range(CONFIG["num_experts"]):
+                L.w_gate[e].copy_(sd[p + f"mlp.experts.{e}.gate_proj.weight"])
+                L.w_up[e].copy_(sd[p + f"mlp.experts.{e}.up_proj.weight"])
+                L.w_down[e].copy_(sd[p + f"mlp.experts.{e}.down_proj.weight"])
+        model.norm.weight.copy_(sd["model.norm.weight"])
+    back = export_state(model)
+    bad = [k for k in back if not torch.equal(back[k], sd[k])] + sorted(set(sd) - set(back))
+    if bad:
+        raise RuntimeError(f"{ckpt}: import/export round trip differs on {bad[:5]}")
+    with open(path, "rb") as f:
+        digest = hashlib.sha256(f.read()).hexdigest()
+    log(f"imported {ckpt}: {len(used)} trained vocabulary rows, sha256 {digest}")
+    info = dict(config=CONFIG, imported_from=ckpt, imported_sha256=digest, used_token_rows=len(used))
+    report = os.path.join(ckpt, "train_report.json")
+    if os.path.exists(report):
+        with open(report) as f:
+            info.update(json.load(f))
+    return model, info
+
+
 def round_bf16_(model):
     """Round every parameter to bf16 (the saved dtype) so that what we evaluate is what is committed."""
     with torch.no_grad():
@@ -682,11 +734,14 @@ def finish(args, log):
     device = "cuda" if torch.cuda.is_available() else "cpu"
     torch.backends.cuda.matmul.allow_tf32 = False
     log(f"transformers {transformers.__version__} torch {torch.__version__} on {device}")
-    saved = torch.load(os.path.join(args.out, "trained.pt"), weights_only=True)
-    model = Model(CONFIG, saved["used_ids"])
-    model.load_state_dict(saved["state"])
+    if args.from_checkpoint:
+        model, info = import_checkpoint(args.from_checkpoint, log)
+    else:
+        saved = torch.load(os.path.join(args.out, "trained.pt"), weights_only=True)
+        model = Model(CONFIG, saved["used_ids"])
+        model.load_state_dict(saved["state"])
+        info = saved["info"]
     model = model.to(device).eval()
-    info = saved["info"]
     tok = load_tokenizer()
     gen = data.training_stream()
     convs = [next(gen) for _ in range(500)]
@@ -760,6 +815,8 @@ def main():
     ap.add_argument("--seed", type=int, default=1234)
     ap.add_argument("--per-task", type=int, default=200, help="held-out questions per task")
     ap.add_argument("--smoke", action="store_true", help="30 steps, export and parity only")
+    ap.add_argument("--from-checkpoint", default="",
+                    help="finish: start from this checkpoint's weights (one this script wrote) instead of trained.pt")
     args = ap.parse_args()
     os.makedirs(args.out, exist_ok=True)
     logf = open(os.path.join(args.out, "train_stdout.txt"), "a")
