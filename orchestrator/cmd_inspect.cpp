@@ -83,6 +83,11 @@ int cmd_inspect(const Args& args) {
                 c.num_experts, c.top_k, c.moe_intermediate, c.norm_topk_prob ? "true" : "false", moe,
                 c.num_layers - moe);
   }
+  if (c.shared_expert_intermediate > 0)
+    std::printf("shared       one shared expert per MoE layer, intermediate %d, sigmoid gate\n",
+                c.shared_expert_intermediate);
+  std::printf("attention    %s, %s\n", c.qk_norm ? "q/k RMSNorm" : "no q/k norm",
+              c.qkv_bias ? "q/k/v biases" : "no biases");
   if (c.intermediate > 0) std::printf("dense MLP    intermediate %d\n", c.intermediate);
   std::printf("rope         theta %g%s%s\n", c.rope_theta, c.mrope_section.empty() ? "" : ", M-RoPE sections",
               c.mrope_section.empty() ? "" : (c.mrope_interleaved ? " (interleaved)" : ""));

@@ -42,6 +42,7 @@ struct Shape {
   bool tie;
   double theta;
   std::vector<int> mrope;
+  int shared_expert = 0;  // qwen2_moe: the shared expert's inner size
 };
 
 Shape preset_shape(const std::string& p) {
@@ -50,6 +51,9 @@ Shape preset_shape(const std::string& p) {
   if (p == "tiny-qwen3-omni") return {64, 4, 4, 2, 16, 512, 128, 16, 4, 32, "qwen3_omni_moe", false, 1e6, {2, 3, 3}};
   // The built-in demo: the Omni layout with the real vocabulary, so the real tokenizer drives it.
   if (p == "demo-omni") return {128, 6, 8, 2, 32, 152064, 256, 32, 4, 64, "qwen3_omni_moe", false, 1e6, {6, 5, 5}};
+  if (p == "tiny-qwen2-moe") return {64, 4, 4, 4, 16, 512, 128, 8, 4, 32, "qwen2_moe", false, 1e6, {}, 96};
+  if (p == "qwen1.5-moe-a2.7b")
+    return {2048, 24, 16, 16, 128, 151936, 5632, 60, 4, 1408, "qwen2_moe", false, 1e6, {}, 5632};
   if (p == "bench-moe") return {1024, 12, 16, 4, 64, 32000, 2816, 32, 4, 512, "qwen3_moe", false, 1e6, {}};
   if (p == "qwen3-omni-30b-a3b-thinker")
     return {2048, 48, 32, 4, 128, 152064, 768, 128, 8, 768, "qwen3_omni_moe", false, 1e6, {24, 20, 20}};
@@ -77,13 +81,20 @@ json text_config(const Shape& s, const std::string& dtype) {
     rope["interleaved"] = true;
   }
   c["rope_parameters"] = rope;
+  if (s.type == "qwen2_moe") {  // as Qwen2MoeConfig writes it: no head_dim or attention_bias key, q/k/v biases
+    c.erase("head_dim");
+    c.erase("attention_bias");
+    c["qkv_bias"] = true;
+    c["use_sliding_window"] = false;
+    c["shared_expert_intermediate_size"] = s.shared_expert;
+  }
   if (s.experts > 0) {
     c["num_experts"] = s.experts;
     c["num_experts_per_tok"] = s.top_k;
     c["moe_intermediate_size"] = s.moe_intermediate;
     c["decoder_sparse_step"] = 1;
     c["mlp_only_layers"] = json::array();
-    c["norm_topk_prob"] = true;
+    c["norm_topk_prob"] = s.type != "qwen2_moe";
     c["router_aux_loss_coef"] = 0.001;
   }
   return c;
@@ -109,6 +120,8 @@ std::vector<PresetInfo> synthetic_presets() {
   return {{"tiny-qwen3", "dense qwen3, 2 layers, tied embeddings (tests)"},
           {"tiny-qwen3-moe", "qwen3_moe, 4 layers, 8 experts top-2 (tests)"},
           {"tiny-qwen3-omni", "qwen3_omni_moe layout, 4 layers, 16 experts top-4 (tests)"},
+          {"tiny-qwen2-moe", "qwen2_moe, 4 layers, 8 experts top-4 beside a shared expert, q/k/v biases (tests)"},
+          {"qwen1.5-moe-a2.7b", "qwen2_moe with Qwen1.5-MoE-A2.7B's shapes: 24 layers, 60 experts top-4 + shared (~29 GB)"},
           {"demo-omni", "qwen3_omni_moe layout with the real 152064-token vocabulary (the built-in demo)"},
           {"bench-moe", "qwen3_moe, 12 layers, hidden 1024, 32 experts top-4: ~1.4 GB in bf16 (benchmarks)"},
           {"qwen3-omni-30b-a3b-thinker", "the real thinker shapes: 48 layers, hidden 2048, 128 experts top-8 (~61 GB)"}};
@@ -127,7 +140,9 @@ json synthetic_config(const MakeModelOptions& o) {
   json tc = text_config(s, dt);
   if (s.type != "qwen3_omni_moe") {
     tc["model_type"] = s.type;
-    tc["architectures"] = {s.type == "qwen3" ? "Qwen3ForCausalLM" : "Qwen3MoeForCausalLM"};
+    tc["architectures"] = {s.type == "qwen3"       ? "Qwen3ForCausalLM"
+                           : s.type == "qwen2_moe" ? "Qwen2MoeForCausalLM"
+                                                   : "Qwen3MoeForCausalLM"};
     return tc;
   }
   tc["model_type"] = "qwen3_omni_moe_text";
@@ -163,7 +178,9 @@ uint64_t make_synthetic_model(const MakeModelOptions& o) {
     specs.push_back({r.name, o.dtype, r.shape});
     float fan_in = static_cast<float>(r.shape.back());
     float scale = std::sqrt(3.0f / fan_in), offset = 0.f;
-    if (r.shape.size() == 1) {
+    if (r.role.size() > 5 && r.role.compare(r.role.size() - 5, 5, "_bias") == 0) {
+      scale = 0.5f;  // q/k/v biases: around 0
+    } else if (r.shape.size() == 1) {
       scale = 0.1f;  // norms: around 1
       offset = 1.0f;
     } else if (r.role == "embed_tokens") {
