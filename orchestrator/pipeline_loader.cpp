@@ -3,7 +3,7 @@
 #include "orchestrator/cuda_runner.h"
 #include "orchestrator/pipeline_to_plan.h"
 #include "orchestrator/shm_runner.h"
-#include "segments/checkpoint/config_file.h"
+#include "segments/model/config_file.h"
 #include "segments/core/errors.h"
 #include "segments/core/hf_cache.h"
 

@@ -5,7 +5,7 @@
 #include "orchestrator/pipeline/pipeline.h"
 #include "orchestrator/cuda_mps.h"
 #include "orchestrator/cuda_runner.h"
-#include "segments/checkpoint/config_file.h"
+#include "segments/model/config_file.h"
 
 namespace segpipe {
 

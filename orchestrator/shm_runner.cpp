@@ -16,7 +16,7 @@
 #include "orchestrator/cuda_runner.h"
 #include "orchestrator/process.h"
 #include "orchestrator/progress.h"
-#include "segments/checkpoint/config_file.h"
+#include "segments/model/config_file.h"
 #include "segments/core/errors.h"
 #include "segments/kinds/layers.h"
 #include "segments/model/tensor_map.h"

@@ -57,7 +57,7 @@ int cuda_worker_main(const proto::WorkerSpec& spec, const proto::CudaWorkerSpec&
 #include <thread>
 
 #include "segments/checkpoint/checkpoint.h"
-#include "segments/checkpoint/config_file.h"
+#include "segments/model/config_file.h"
 #include "segments/cuda/kinds.h"
 #include "shm/arena.h"
 #include "shm/channel.h"

@@ -14,6 +14,7 @@
 #include <algorithm>
 #include <vector>
 
+#include "segments/kernels/cpu/linear.h"
 #include "segments/model/tensor_map.h"
 #include "shm/channel.h"
 #include "workers/protocol.h"

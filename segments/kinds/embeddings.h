@@ -3,6 +3,7 @@
 #include <cstdint>
 #include <vector>
 
+#include "segments/kernels/cpu/linear.h"
 #include "segments/model/tensor_map.h"
 
 namespace segpipe {

@@ -15,6 +15,7 @@
 #include <map>
 #include <vector>
 
+#include "segments/kernels/cpu/linear.h"
 #include "segments/model/tensor_map.h"
 
 namespace segpipe {

@@ -10,6 +10,7 @@
 #include "segments/kinds/boundary_observer.h"
 #include "segments/kinds/experts.h"
 #include "segments/kernels/cpu/rope.h"
+#include "segments/kernels/cpu/linear.h"
 #include "segments/model/tensor_map.h"
 
 namespace segpipe {

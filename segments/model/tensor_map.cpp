@@ -4,6 +4,7 @@
 #include <set>
 
 #include "segments/core/errors.h"
+#include "segments/kernels/cpu/linear.h"  // mat_row_to_f32
 
 namespace segpipe {
 

@@ -7,7 +7,7 @@
 #include <vector>
 
 #include "segments/checkpoint/checkpoint.h"
-#include "segments/kernels/cpu/linear.h"
+#include "segments/core/mat.h"
 #include "segments/model/config.h"
 
 namespace segpipe {

@@ -15,7 +15,7 @@
 #include "orchestrator/cuda_runner.h"
 #include "orchestrator/golden.h"
 #include "orchestrator/run_plan.h"
-#include "segments/checkpoint/config_file.h"
+#include "segments/model/config_file.h"
 
 using namespace segpipe;
 using namespace segpipe::gputest;

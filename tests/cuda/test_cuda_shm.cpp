@@ -31,7 +31,7 @@
 #include "orchestrator/golden.h"
 #include "orchestrator/run_plan.h"
 #include "orchestrator/shm_runner.h"
-#include "segments/checkpoint/config_file.h"
+#include "segments/model/config_file.h"
 #include "workers/worker_main.h"
 
 using namespace segpipe;

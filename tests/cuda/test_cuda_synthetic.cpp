@@ -12,7 +12,7 @@
 #include "orchestrator/cuda_runner.h"
 #include "orchestrator/run_plan.h"
 #include "orchestrator/sampler.h"
-#include "segments/checkpoint/config_file.h"
+#include "segments/model/config_file.h"
 #include "segments/cuda/kinds.h"
 #include "segments/cuda/profile.h"
 #include "segments/kernels/cuda/attention_oproj.cuh"

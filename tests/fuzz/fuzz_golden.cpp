@@ -9,7 +9,7 @@
 
 #include "fuzz_support.h"
 #include "orchestrator/golden.h"
-#include "segments/checkpoint/config_file.h"
+#include "segments/model/config_file.h"
 
 namespace {
 

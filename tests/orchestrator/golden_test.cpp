@@ -15,7 +15,7 @@
 
 #include "orchestrator/golden.h"
 #include "orchestrator/runner.h"
-#include "segments/checkpoint/config_file.h"
+#include "segments/model/config_file.h"
 #include "segments/checkpoint/safetensors.h"
 #include "segments/checkpoint/safetensors_writer.h"
 #include "segments/core/errors.h"

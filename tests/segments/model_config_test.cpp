@@ -9,7 +9,7 @@
 #include <set>
 
 #include "segments/checkpoint/checkpoint.h"
-#include "segments/checkpoint/config_file.h"
+#include "segments/model/config_file.h"
 #include "segments/model/config.h"
 #include "segments_test_support.h"
 

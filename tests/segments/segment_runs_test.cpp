@@ -8,7 +8,7 @@
 #include "orchestrator/golden.h"
 #include "orchestrator/runner.h"
 #include "segments/checkpoint/checkpoint.h"
-#include "segments/checkpoint/config_file.h"
+#include "segments/model/config_file.h"
 #include "segments/checkpoint/safetensors_writer.h"
 #include "segments/model/tensor_map.h"
 #include "segments_test_support.h"

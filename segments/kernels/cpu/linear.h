@@ -6,17 +6,10 @@
 #include <cstdint>
 
 #include "segments/core/dtype.h"
+#include "segments/core/mat.h"
 #include "segments/kernels/cpu/thread_pool.h"
 
 namespace segpipe {
-
-struct Mat {
-  const void* data = nullptr;  // row-major [rows, cols]
-  DType dtype = DType::F32;
-  int64_t rows = 0;
-  int64_t cols = 0;
-  uint64_t bytes() const { return static_cast<uint64_t>(rows * cols) * dtype_size(dtype); }
-};
 
 void linear(ThreadPool& pool, const float* x, int64_t T, const Mat& w, float* y);
 

@@ -1,4 +1,4 @@
-#include "segments/checkpoint/config_file.h"
+#include "segments/model/config_file.h"
 
 #include "segments/checkpoint/checkpoint.h"
 
