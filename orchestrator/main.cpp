@@ -10,9 +10,9 @@
 #include <string_view>
 #include <vector>
 
-#include "orchestrator/commands.h"
-#include "orchestrator/mapped_fault.h"
-#include "orchestrator/output.h"
+#include "orchestrator/commands/commands.h"
+#include "orchestrator/drivers/mapped_fault.h"
+#include "orchestrator/reports/output.h"
 #include "orchestrator/tokenizer/cli_tokenizer.h"
 #include "segments/core/errors.h"
 #include "workers/log.h"

@@ -12,9 +12,9 @@
 #include <nlohmann/json.hpp>
 
 #include "gpu_test.h"
-#include "orchestrator/cuda_runner.h"
-#include "orchestrator/golden.h"
-#include "orchestrator/run_plan.h"
+#include "orchestrator/drivers/cuda_runner.h"
+#include "orchestrator/debugging/golden.h"
+#include "orchestrator/planning/run_plan.h"
 #include "segments/model/config_file.h"
 
 using namespace segpipe;

@@ -24,13 +24,13 @@
 #include <fstream>
 
 #include "gpu_test.h"
-#include "orchestrator/capture.h"
-#include "orchestrator/cuda_ipc.h"
-#include "orchestrator/cuda_mps.h"
-#include "orchestrator/cuda_runner.h"
-#include "orchestrator/golden.h"
-#include "orchestrator/run_plan.h"
-#include "orchestrator/shm_runner.h"
+#include "orchestrator/debugging/capture.h"
+#include "orchestrator/drivers/cuda_ipc.h"
+#include "orchestrator/drivers/cuda_mps.h"
+#include "orchestrator/drivers/cuda_runner.h"
+#include "orchestrator/debugging/golden.h"
+#include "orchestrator/planning/run_plan.h"
+#include "orchestrator/drivers/shm_runner.h"
 #include "segments/model/config_file.h"
 #include "workers/worker_main.h"
 

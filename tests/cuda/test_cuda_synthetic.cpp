@@ -9,9 +9,9 @@
 #include <filesystem>
 
 #include "gpu_test.h"
-#include "orchestrator/cuda_runner.h"
-#include "orchestrator/run_plan.h"
-#include "orchestrator/sampler.h"
+#include "orchestrator/drivers/cuda_runner.h"
+#include "orchestrator/planning/run_plan.h"
+#include "orchestrator/drivers/sampler.h"
 #include "segments/model/config_file.h"
 #include "segments/cuda/kinds.h"
 #include "segments/cuda/profile.h"

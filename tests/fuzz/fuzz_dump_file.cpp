@@ -1,4 +1,4 @@
-// Fuzz target: dump files read by run-segment (orchestrator/dump_io.h, orchestrator/cmd_run_segment.cpp).
+// Fuzz target: dump files read by run-segment (orchestrator/debugging/dump_io.h, orchestrator/commands/cmd_run_segment.cpp).
 // The input is written as the --input file and run through every segment of the committed
 // tiny-qwen3-moe pipeline with banks (embeddings, layers, expert banks, lm_head): every field is
 // untrusted (a crafted pos0 once wrote outside the KV cache), so only InputError (exit 2) and
@@ -12,8 +12,8 @@
 #include <exception>
 
 #include "fuzz_write.h"
-#include "orchestrator/commands.h"
-#include "orchestrator/dump_io.h"
+#include "orchestrator/commands/commands.h"
+#include "orchestrator/debugging/dump_io.h"
 #include "segments/core/errors.h"
 
 namespace {

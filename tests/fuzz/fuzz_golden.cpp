@@ -1,4 +1,4 @@
-// Fuzz target: golden files (orchestrator/golden.h load_golden). The input is written as a file and
+// Fuzz target: golden files (orchestrator/debugging/golden.h load_golden). The input is written as a file and
 // loaded against every committed model's config; only InputError may escape, and an accepted golden
 // must hold tensors of the shapes it declares.
 #include <fcntl.h>
@@ -8,7 +8,7 @@
 #include <vector>
 
 #include "fuzz_support.h"
-#include "orchestrator/golden.h"
+#include "orchestrator/debugging/golden.h"
 #include "segments/model/config_file.h"
 
 namespace {

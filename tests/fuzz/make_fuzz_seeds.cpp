@@ -18,7 +18,7 @@
 
 #include <nlohmann/json.hpp>
 
-#include "orchestrator/commands.h"
+#include "orchestrator/commands/commands.h"
 #include "orchestrator/tokenizer/tokenizer.h"
 #include "segments/checkpoint/safetensors_writer.h"
 #include "segments/model/synthetic.h"

@@ -20,7 +20,7 @@
 #include <string>
 #include <thread>
 
-#include "orchestrator/dump_io.h"
+#include "orchestrator/debugging/dump_io.h"
 #include "segments/checkpoint/safetensors.h"
 
 namespace fs = std::filesystem;

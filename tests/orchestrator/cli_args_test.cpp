@@ -1,8 +1,8 @@
-// CLI flag parsing (orchestrator/cli_args.h): unknown flags, missing values and malformed numbers are
+// CLI flag parsing (orchestrator/commands/cli_args.h): unknown flags, missing values and malformed numbers are
 // InputErrors naming the flag.
 #include <gtest/gtest.h>
 
-#include "orchestrator/cli_args.h"
+#include "orchestrator/commands/cli_args.h"
 #include "segments/core/errors.h"
 
 namespace segpipe {

@@ -1,7 +1,7 @@
-// The private MPS server's process handling (orchestrator/cuda_mps.h), with a stand-in for
+// The private MPS server's process handling (orchestrator/drivers/cuda_mps.h), with a stand-in for
 // nvidia-cuda-mps-control on PATH: a script that makes the control socket and runs until told to
 // quit (or ended), like the real daemon in foreground mode. No GPU needed.
-#include "orchestrator/cuda_mps.h"
+#include "orchestrator/drivers/cuda_mps.h"
 
 #include <gtest/gtest.h>
 #include <signal.h>

@@ -1,4 +1,4 @@
-// The shared generation loop (orchestrator/generation.h): a prompt that starts with tokens the runner's
+// The shared generation loop (orchestrator/drivers/generation.h): a prompt that starts with tokens the runner's
 // cache already holds is computed from the first token that differs, and gives the same bits as a fresh
 // run of the whole prompt; stop ids end the reply; the context bound is checked before anything runs.
 #include <gtest/gtest.h>
@@ -6,8 +6,8 @@
 #include <algorithm>
 #include <cstring>
 
-#include "orchestrator/generation.h"
-#include "orchestrator/pipeline_loader.h"
+#include "orchestrator/drivers/generation.h"
+#include "orchestrator/planning/pipeline_loader.h"
 #include "segments/core/errors.h"
 
 namespace segpipe {

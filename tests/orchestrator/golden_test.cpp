@@ -1,4 +1,4 @@
-// Golden files (orchestrator/golden.h): loading rejects goldens that do not fit the model, reports
+// Golden files (orchestrator/debugging/golden.h): loading rejects goldens that do not fit the model, reports
 // unknown names, and verify_golden catches a perturbed boundary or token and fails a golden with no
 // boundary to compare. The committed goldens are the files their summary.json records (sha256) and
 // come from transformers (their `source`).
@@ -13,8 +13,8 @@
 #include <random>
 #include <set>
 
-#include "orchestrator/golden.h"
-#include "orchestrator/runner.h"
+#include "orchestrator/debugging/golden.h"
+#include "orchestrator/drivers/runner.h"
 #include "segments/model/config_file.h"
 #include "segments/checkpoint/safetensors.h"
 #include "segments/checkpoint/safetensors_writer.h"

@@ -1,4 +1,4 @@
-// The sampler (orchestrator/sampler.h): greedy is argmax; seeded sampling is reproducible; top-k,
+// The sampler (orchestrator/drivers/sampler.h): greedy is argmax; seeded sampling is reproducible; top-k,
 // top-p and temperature give the distributions their definitions give.
 #include <gtest/gtest.h>
 
@@ -6,7 +6,7 @@
 #include <random>
 #include <vector>
 
-#include "orchestrator/sampler.h"
+#include "orchestrator/drivers/sampler.h"
 
 namespace segpipe {
 namespace {

@@ -6,9 +6,9 @@
 
 #include <string>
 
-#include "orchestrator/cuda_runner.h"
-#include "orchestrator/segment_compare.h"
-#include "orchestrator/shm_runner.h"
+#include "orchestrator/drivers/cuda_runner.h"
+#include "orchestrator/debugging/segment_compare.h"
+#include "orchestrator/drivers/shm_runner.h"
 #include "segments/core/errors.h"
 
 namespace segpipe {

@@ -1,12 +1,12 @@
-// Whole segments on committed checkpoints, through the in-process runner (orchestrator/runner.h):
+// Whole segments on committed checkpoints, through the in-process runner (orchestrator/drivers/runner.h):
 // cached decode equals full recomputation, expert banks equal local experts, and the fused expert
 // layout equals the per-expert layout — bit for bit, since every row is computed independently and
 // every reduction has a fixed order.
 #include <gtest/gtest.h>
 
-#include "orchestrator/capture.h"
-#include "orchestrator/golden.h"
-#include "orchestrator/runner.h"
+#include "orchestrator/debugging/capture.h"
+#include "orchestrator/debugging/golden.h"
+#include "orchestrator/drivers/runner.h"
 #include "segments/checkpoint/checkpoint.h"
 #include "segments/model/config_file.h"
 #include "segments/checkpoint/safetensors_writer.h"

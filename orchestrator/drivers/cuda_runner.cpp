@@ -1,0 +1,361 @@
+#include "orchestrator/drivers/cuda_runner.h"
+
+#include "segments/core/errors.h"
+
+#ifndef SEGPIPE_HAVE_CUDA
+
+namespace segpipe {
+
+bool cuda_backend_built() { return false; }
+int cuda_visible_devices() { return 0; }
+
+std::unique_ptr<CudaRunner> make_cuda_runner(const RunPlan& plan, const ModelConfig&, const CudaRunnerOptions&) {
+  throw InputError(plan.source + ": segments on a cuda device need the CUDA backend, which this build does not have "
+                   "(configure with -DSEGPIPE_CUDA=ON)");
+}
+
+}  // namespace segpipe
+
+#else
+
+#include <sys/resource.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cstring>
+#include <map>
+
+#include "segments/checkpoint/checkpoint.h"
+#include "segments/cuda/kinds.h"
+#include "segments/kernels/cuda/greedy.cuh"
+
+namespace segpipe {
+
+bool cuda_backend_built() { return true; }
+int cuda_visible_devices() { return cuda::device_count(); }
+
+namespace {
+
+class CudaRunnerImpl : public CudaRunner {
+ public:
+  CudaRunnerImpl(const RunPlan& plan, const ModelConfig& cfg, const CudaRunnerOptions& opt)
+      : plan_(plan), cfg_(cfg), opt_(opt) {
+    std::string device, dtype;
+    for (const SegmentDesc& s : plan.segments) {
+      if (device.empty()) {
+        device = s.device;
+        dtype = s.dtype;
+      }
+      if (s.device != device || s.dtype != dtype)
+        throw InputError(plan.source + ": segment '" + s.name + "' runs on " + s.device + " in " + s.dtype +
+                         ", but the GPU runner needs every segment on one device in one dtype (" + device + ", " +
+                         dtype + ")");
+    }
+    if (dtype != "float32" && dtype != "bfloat16")
+      throw InputError(plan.source + ": compute dtype '" + dtype + "': the CUDA backend computes in float32 or bfloat16");
+    ctx_ = std::make_unique<cuda::Context>(cuda::parse_device(device));
+    device_ = device;
+    cuda::WeightOptions wo;
+    wo.compute = dtype == "bfloat16" ? DType::BF16 : DType::F32;
+    wo.synthetic = opt.synthetic;
+    wo.seed = opt.seed;
+    if (!opt.synthetic) ck_ = Checkpoint::open(plan.model_dir);
+    weights_ = std::make_unique<cuda::WeightSource>(*ctx_, cfg_, ck_.get(), wo);
+    cuda::EngineOptions eo;
+    eo.gemv_max_tokens = opt.gemv_max_tokens;
+    eo.grouped_gemm = opt.grouped_gemm;
+    eo.device_grouped = opt.device_grouped;
+    for (const SegmentDesc& s : plan.segments)
+      if (s.kind == SegKind::Experts)
+        banks_[s.name] = std::make_unique<cuda::Experts>(*ctx_, *weights_, cfg_, eo, s.layer_first, s.layer_last,
+                                                         s.expert_first, s.expert_last);
+    for (const SegmentDesc& s : plan.segments) {
+      switch (s.kind) {
+        case SegKind::Embeddings: embed_ = std::make_unique<cuda::Embeddings>(*ctx_, *weights_, cfg_); break;
+        case SegKind::LmHead: break;  // below: it may share the embedding table
+        case SegKind::Experts: break;
+        case SegKind::Layers: {
+          Stage st;
+          st.desc = s;
+          st.seg = std::make_unique<cuda::Layers>(*ctx_, *weights_, cfg_, eo, s.layer_first, s.layer_last, !s.banks,
+                                                  plan.max_seq);
+          if (s.banks)
+            for (auto& [name, b] : banks_)
+              if (b->layer_last() >= s.layer_first && b->layer_first() <= s.layer_last) st.banks.push_back(b.get());
+          stages_.push_back(std::move(st));
+          break;
+        }
+      }
+    }
+    SEGPIPE_ASSERT_MSG(embed_, "plan without embeddings");
+    head_ = std::make_unique<cuda::LmHead>(*ctx_, *weights_, cfg_, cfg_.tie_word_embeddings ? embed_->table() : nullptr);
+    SEGPIPE_CUDA_CHECK(cudaMallocHost(reinterpret_cast<void**>(&host_io_), sizeof(int32_t) * 2));
+    ids_.grow(16);
+    pos_.grow(1);
+    x_.grow(static_cast<size_t>(cfg_.hidden));
+    // decode_greedy's state, never reallocated (its graph keeps the addresses)
+    greedy_tokens_.grow(static_cast<size_t>(std::max<int64_t>(1, plan.max_seq)));
+    greedy_step_.grow(1);
+    greedy_val_.grow(static_cast<size_t>(cuda::greedy_blocks()));
+    greedy_idx_.grow(static_cast<size_t>(cuda::greedy_blocks()));
+    greedy_ticket_.grow(1);
+    SEGPIPE_CUDA_CHECK(cudaMemsetAsync(greedy_ticket_.get(), 0, sizeof(unsigned), ctx_->stream()));
+  }
+
+  ~CudaRunnerImpl() override {
+    if (graph_exec_) cudaGraphExecDestroy(graph_exec_);
+    if (greedy_exec_) cudaGraphExecDestroy(greedy_exec_);
+    if (host_io_) cudaFreeHost(host_io_);
+    if (host_logits_) cudaFreeHost(host_logits_);
+  }
+
+  void step(const int32_t* ids, int64_t T, int64_t pos0, bool all_logits, BoundaryObserver* obs,
+            std::vector<float>& logits) override {
+    const int64_t V = cfg_.vocab, H = cfg_.hidden;
+    run(ids, T, pos0, all_logits, obs);
+    const int64_t rows = all_logits ? T : 1;
+    logits.resize(static_cast<size_t>(rows * V));
+    if (rows == 1) {
+      // One row a decode step: through pinned memory (a pageable destination makes the driver stage
+      // the copy in pieces, several times slower), then a host copy.
+      if (!host_logits_) SEGPIPE_CUDA_CHECK(cudaMallocHost(reinterpret_cast<void**>(&host_logits_), V * sizeof(float)));
+      SEGPIPE_CUDA_CHECK(cudaMemcpyAsync(host_logits_, logits_.get(), V * sizeof(float), cudaMemcpyDeviceToHost,
+                                         ctx_->stream()));
+      ctx_->sync();
+      std::memcpy(logits.data(), host_logits_, V * sizeof(float));
+    } else {
+      SEGPIPE_CUDA_CHECK(cudaMemcpyAsync(logits.data(), logits_.get(), logits.size() * 4, cudaMemcpyDeviceToHost,
+                                         ctx_->stream()));
+      ctx_->sync();
+    }
+    if (obs) {
+      std::vector<float> n(static_cast<size_t>(T * H));
+      SEGPIPE_CUDA_CHECK(cudaMemcpyAsync(n.data(), normed_.get(), n.size() * 4, cudaMemcpyDeviceToHost, ctx_->stream()));
+      ctx_->sync();
+      obs->on_tensor("norm", n.data(), T, H);
+      if (all_logits) obs->on_tensor("logits", logits.data(), T, V);
+    }
+  }
+
+  void step_device(const int32_t* ids, int64_t T, int64_t pos0, bool all_logits) override {
+    run(ids, T, pos0, all_logits, nullptr);
+    ctx_->sync();
+  }
+
+  void step_device_eager(const int32_t* ids, int64_t T, int64_t pos0) override {
+    bool g = opt_.graphs;
+    opt_.graphs = false;
+    try {
+      run(ids, T, pos0, false, nullptr);
+    } catch (...) {
+      opt_.graphs = g;
+      throw;
+    }
+    opt_.graphs = g;
+    ctx_->sync();
+  }
+
+  const float* logits_device() const override { return logits_.get(); }
+
+  std::vector<int32_t> decode_greedy(int32_t token, int64_t pos0, int n) override {
+    if (n <= 0) return {};
+    if (token < 0 || token >= cfg_.vocab)
+      throw InputError("token id " + std::to_string(token) + " is out of range (vocabulary size " +
+                       std::to_string(cfg_.vocab) + ")");
+    if (pos0 < 0 || pos0 + n > plan_.max_seq)
+      throw RuntimeFailure("sequence of " + std::to_string(pos0 + n) + " tokens exceeds the KV cache (" +
+                           std::to_string(plan_.max_seq) + " positions)");
+    cudaStream_t st = ctx_->stream();
+    if (!warm_) {
+      // The first one-token step runs eagerly (it sizes every scratch buffer); the chain below
+      // rewrites its K/V rows at pos0 with the same values.
+      run(&token, 1, pos0, false, nullptr);
+      warm_ = true;
+    }
+    host_io_[0] = token;
+    host_io_[1] = static_cast<int32_t>(pos0);
+    SEGPIPE_CUDA_CHECK(cudaMemcpyAsync(ids_.get(), &host_io_[0], 4, cudaMemcpyHostToDevice, st));
+    SEGPIPE_CUDA_CHECK(cudaMemcpyAsync(pos_.get(), &host_io_[1], 4, cudaMemcpyHostToDevice, st));
+    SEGPIPE_CUDA_CHECK(cudaMemsetAsync(greedy_step_.get(), 0, sizeof(int32_t), st));
+    cuda::GreedyState gs;
+    gs.ids = ids_.get();
+    gs.pos = pos_.get();
+    gs.tokens = greedy_tokens_.get();
+    gs.step = greedy_step_.get();
+    gs.part_val = greedy_val_.get();
+    gs.part_idx = greedy_idx_.get();
+    gs.ticket = greedy_ticket_.get();
+    if (opt_.graphs) {
+      if (greedy_exec_ && greedy_epoch_ != cuda::buffer_epoch()) {
+        cudaGraphExecDestroy(greedy_exec_);
+        greedy_exec_ = nullptr;
+      }
+      if (!greedy_exec_) {
+        greedy_exec_ = cuda::capture_graph(st, [&] {
+          device_work(1, pos0, false, nullptr);
+          cuda::greedy_next_token(logits_.get(), cfg_.vocab, gs, st);
+        });
+        greedy_epoch_ = cuda::buffer_epoch();
+      }
+      for (int i = 0; i < n; i++) SEGPIPE_CUDA_CHECK(cudaGraphLaunch(greedy_exec_, st));
+    } else {
+      for (int i = 0; i < n; i++) {
+        device_work(1, pos0 + i, false, nullptr);
+        cuda::greedy_next_token(logits_.get(), cfg_.vocab, gs, st);
+      }
+    }
+    std::vector<int32_t> out(static_cast<size_t>(n));
+    SEGPIPE_CUDA_CHECK(cudaMemcpyAsync(out.data(), greedy_tokens_.get(), out.size() * 4, cudaMemcpyDeviceToHost, st));
+    ctx_->sync();
+    return out;
+  }
+
+  void reset_graph() override {
+    if (graph_exec_) cudaGraphExecDestroy(graph_exec_);
+    if (greedy_exec_) cudaGraphExecDestroy(greedy_exec_);
+    graph_exec_ = nullptr;
+    greedy_exec_ = nullptr;
+    warm_ = false;
+  }
+
+  std::string device_description() const override { return device_ + " (" + cuda::device_name(ctx_->device()) + ")"; }
+
+  uint64_t weight_bytes() const override {
+    uint64_t b = embed_->weight_bytes() + head_->weight_bytes();
+    for (auto& st : stages_) b += st.seg->weight_bytes();
+    for (auto& [n, bank] : banks_) b += bank->weight_bytes();
+    return b;
+  }
+
+  int vocab() const override { return cfg_.vocab; }
+
+  std::vector<SegmentReport> reports() override {
+    struct rusage ru {};
+    getrusage(RUSAGE_SELF, &ru);
+    std::vector<SegmentReport> out;
+    auto add = [&](const std::string& name, const char* kind, uint64_t bytes) {
+      SegmentReport r;
+      r.name = name;
+      r.kind = kind;
+      r.pid = static_cast<long>(getpid());
+      r.weight_bytes = bytes;
+      r.peak_rss_bytes = static_cast<uint64_t>(ru.ru_maxrss) * 1024;
+      out.push_back(r);
+    };
+    for (const SegmentDesc& s : plan_.segments) {
+      if (s.kind == SegKind::Embeddings) add(s.name, "embeddings", embed_->weight_bytes());
+      if (s.kind == SegKind::LmHead) add(s.name, "lm_head", head_->weight_bytes());
+      if (s.kind == SegKind::Experts) add(s.name, "experts", banks_.at(s.name)->weight_bytes());
+      if (s.kind == SegKind::Layers)
+        for (auto& st : stages_)
+          if (st.desc.name == s.name) add(s.name, "layers", st.seg->weight_bytes());
+    }
+    return out;
+  }
+
+ private:
+  struct Stage {
+    SegmentDesc desc;
+    std::unique_ptr<cuda::Layers> seg;
+    std::vector<cuda::ExpertBank*> banks;
+  };
+
+  // Everything a step does on the device after its inputs are in ids_/pos_.
+  void device_work(int64_t T, int64_t pos0, bool all_logits, BoundaryObserver* obs) {
+    const int64_t H = cfg_.hidden;
+    embed_->forward(ids_.get(), T, x_.get());
+    if (obs) {
+      std::vector<float> e(static_cast<size_t>(T * H));
+      SEGPIPE_CUDA_CHECK(cudaMemcpyAsync(e.data(), x_.get(), e.size() * 4, cudaMemcpyDeviceToHost, ctx_->stream()));
+      ctx_->sync();
+      obs->on_tensor("embeddings", e.data(), T, H);
+    }
+    for (Stage& st : stages_) st.seg->forward(x_.get(), T, pos0, pos_.get(), st.banks, obs);
+    head_->forward(x_.get(), T, all_logits, obs ? normed_.get() : nullptr, logits_.get());
+  }
+
+  void run(const int32_t* ids, int64_t T, int64_t pos0, bool all_logits, BoundaryObserver* obs) {
+    if (T <= 0) throw InputError("a step needs at least one token");
+    for (int64_t t = 0; t < T; t++)
+      if (ids[t] < 0 || ids[t] >= cfg_.vocab)
+        throw InputError("token id " + std::to_string(ids[t]) + " is out of range (vocabulary size " +
+                         std::to_string(cfg_.vocab) + ")");
+    const int64_t H = cfg_.hidden, V = cfg_.vocab;
+    const bool decode = T == 1 && !obs && opt_.graphs;
+    if (decode && graph_exec_ && graph_epoch_ != cuda::buffer_epoch()) {
+      // A buffer the graph uses moved (a longer prefill grew it): capture again.
+      cudaGraphExecDestroy(graph_exec_);
+      graph_exec_ = nullptr;
+    }
+    if (!decode || !graph_exec_) {
+      // Buffers are sized before any capture, never inside one.
+      ids_.grow(static_cast<size_t>(T));
+      x_.grow(static_cast<size_t>(T * H));
+      normed_.grow(static_cast<size_t>(T * H));
+      logits_.grow(static_cast<size_t>((all_logits ? T : 1) * V));
+    }
+    cudaStream_t st = ctx_->stream();
+    if (T == 1) {
+      host_io_[0] = ids[0];
+      host_io_[1] = static_cast<int32_t>(pos0);
+      SEGPIPE_CUDA_CHECK(cudaMemcpyAsync(ids_.get(), &host_io_[0], 4, cudaMemcpyHostToDevice, st));
+      SEGPIPE_CUDA_CHECK(cudaMemcpyAsync(pos_.get(), &host_io_[1], 4, cudaMemcpyHostToDevice, st));
+    } else {
+      int32_t p = static_cast<int32_t>(pos0);
+      SEGPIPE_CUDA_CHECK(cudaMemcpyAsync(ids_.get(), ids, static_cast<size_t>(T) * 4, cudaMemcpyHostToDevice, st));
+      SEGPIPE_CUDA_CHECK(cudaMemcpyAsync(pos_.get(), &p, 4, cudaMemcpyHostToDevice, st));
+      ctx_->sync();  // the pageable source must outlive the copy
+    }
+    if (!decode) {
+      device_work(T, pos0, all_logits, obs);
+      return;
+    }
+    if (pos0 + 1 > plan_.max_seq)
+      throw RuntimeFailure("sequence of " + std::to_string(pos0 + 1) + " tokens exceeds the KV cache (" +
+                           std::to_string(plan_.max_seq) + " positions)");
+    if (!graph_exec_) {
+      if (!warm_) {  // the first decode step runs eagerly: it sizes every scratch buffer
+        device_work(1, pos0, false, nullptr);
+        warm_ = true;
+        return;
+      }
+      graph_exec_ = cuda::capture_graph(st, [&] { device_work(1, pos0, false, nullptr); });
+      graph_epoch_ = cuda::buffer_epoch();
+    }
+    SEGPIPE_CUDA_CHECK(cudaGraphLaunch(graph_exec_, st));
+  }
+
+  RunPlan plan_;
+  ModelConfig cfg_;
+  CudaRunnerOptions opt_;
+  std::string device_;
+  std::unique_ptr<cuda::Context> ctx_;
+  std::shared_ptr<Checkpoint> ck_;
+  std::unique_ptr<cuda::WeightSource> weights_;
+  std::unique_ptr<cuda::Embeddings> embed_;
+  std::unique_ptr<cuda::LmHead> head_;
+  std::map<std::string, std::unique_ptr<cuda::Experts>> banks_;
+  std::vector<Stage> stages_;
+  cuda::Buffer<int32_t> ids_, pos_;
+  cuda::Buffer<float> x_, normed_, logits_;
+  int32_t* host_io_ = nullptr;  // pinned: decode inputs copied from here, also during graph replay
+  float* host_logits_ = nullptr;  // pinned: one row of logits
+  cudaGraphExec_t graph_exec_ = nullptr;
+  uint64_t graph_epoch_ = 0;  // cuda::buffer_epoch() at graph_exec_'s capture
+  cudaGraphExec_t greedy_exec_ = nullptr;  // decode_greedy: a decode step + greedy_next_token
+  uint64_t greedy_epoch_ = 0;
+  cuda::Buffer<int32_t> greedy_tokens_, greedy_step_, greedy_idx_;
+  cuda::Buffer<float> greedy_val_;
+  cuda::Buffer<unsigned> greedy_ticket_;
+  bool warm_ = false;
+};
+
+}  // namespace
+
+std::unique_ptr<CudaRunner> make_cuda_runner(const RunPlan& plan, const ModelConfig& cfg, const CudaRunnerOptions& opt) {
+  return std::make_unique<CudaRunnerImpl>(plan, cfg, opt);
+}
+
+}  // namespace segpipe
+
+#endif

@@ -1,0 +1,77 @@
+#include "orchestrator/drivers/generation.h"
+
+#include <algorithm>
+#include <chrono>
+#include <filesystem>
+#include <string>
+
+#include "segments/checkpoint/checkpoint.h"
+#include "segments/core/errors.h"
+
+namespace segpipe {
+
+std::vector<int32_t> generation_config_stops(const std::string& model_dir) {
+  std::vector<int32_t> out;
+  std::filesystem::path p = std::filesystem::path(model_dir) / "generation_config.json";
+  if (!std::filesystem::exists(p)) return out;
+  nlohmann::json j = read_json_file(p.string());
+  if (!j.is_object() || !j.contains("eos_token_id")) return out;
+  const auto& e = j["eos_token_id"];
+  if (e.is_number_integer()) out.push_back(e.get<int32_t>());
+  if (e.is_array())
+    for (auto& x : e)
+      if (x.is_number_integer()) out.push_back(x.get<int32_t>());
+  return out;
+}
+
+bool Generator::is_stop(int32_t id) const { return std::find(stops_.begin(), stops_.end(), id) != stops_.end(); }
+
+GenerationResult Generator::run(const std::vector<int32_t>& prompt, Sampler& sampler, int max_new,
+                                const std::function<bool(int32_t)>& on_token,
+                                const volatile std::sig_atomic_t* interrupt) {
+  if (prompt.empty()) throw InputError("the prompt is empty");
+  const int64_t T = static_cast<int64_t>(prompt.size());
+  if (T + max_new > max_seq_)
+    throw InputError("prompt (" + std::to_string(T) + " tokens) + " + std::to_string(max_new) +
+                     " new tokens exceed the context of " + std::to_string(max_seq_) + " positions");
+  for (int32_t id : prompt)
+    if (id < 0 || id >= runner_.vocab())
+      throw InputError("token id " + std::to_string(id) + " is out of range (vocabulary size " +
+                       std::to_string(runner_.vocab()) + ")");
+  // Reuse the common prefix, but always compute the last prompt token: its logits pick the first reply token.
+  auto [mismatch, unused] = std::mismatch(prompt.begin(), prompt.end(), cached_.begin(), cached_.end());
+  (void)unused;
+  const int64_t from = std::min<int64_t>(mismatch - prompt.begin(), T - 1);
+  cached_.assign(prompt.begin(), prompt.begin() + from);  // what stays valid if the step below fails
+
+  GenerationResult r;
+  r.prompt_tokens = T;
+  r.prefilled_tokens = T - from;
+  std::vector<float> logits;
+  auto t0 = std::chrono::steady_clock::now();
+  runner_.step(prompt.data() + from, T - from, from, false, nullptr, logits);
+  cached_ = prompt;
+  auto t_first = std::chrono::steady_clock::now();
+  int64_t pos = T;
+  for (int n = 0; n < max_new; n++) {
+    int32_t next = sampler.next(logits.data(), runner_.vocab());
+    if (is_stop(next)) {
+      r.stopped = true;
+      break;
+    }
+    r.ids.push_back(next);
+    if (!on_token(next) || (interrupt && *interrupt)) {
+      r.interrupted = true;
+      break;
+    }
+    if (n + 1 == max_new) break;
+    runner_.step(&next, 1, pos++, false, nullptr, logits);
+    cached_.push_back(next);
+  }
+  auto t_end = std::chrono::steady_clock::now();
+  r.prefill_s = std::chrono::duration<double>(t_first - t0).count();
+  r.decode_s = std::chrono::duration<double>(t_end - t_first).count();
+  return r;
+}
+
+}  // namespace segpipe

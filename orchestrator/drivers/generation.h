@@ -1,0 +1,56 @@
+// The generation loop that every text command shares (generate, its chat loop, eval): prefill what the
+// runner's KV cache does not hold yet, then sample one token at a time until a stop id or the budget.
+//
+// A Generator remembers which tokens the runner's cache holds. A new prompt that starts with some of them
+// (the next turn of a conversation, re-rendered through the chat template) is computed only from the first
+// token that differs: positions past that point are overwritten, and attention never reads beyond the
+// current position, so the result is bit-identical to a fresh run of the whole prompt (tested).
+#pragma once
+#include <csignal>
+#include <cstdint>
+#include <functional>
+#include <string>
+#include <vector>
+
+#include "orchestrator/drivers/runner.h"
+#include "orchestrator/drivers/sampler.h"
+
+namespace segpipe {
+
+// Stop ids from the checkpoint's generation_config.json (eos_token_id: an id or a list); none when absent.
+std::vector<int32_t> generation_config_stops(const std::string& model_dir);
+
+struct GenerationResult {
+  std::vector<int32_t> ids;  // sampled tokens, the stop id excluded
+  bool stopped = false;      // ended by a stop id
+  bool interrupted = false;  // ended by the interrupt flag or by on_token returning false
+  int64_t prompt_tokens = 0;
+  int64_t prefilled_tokens = 0;  // prompt tokens computed (the rest came from the cache)
+  double prefill_s = 0, decode_s = 0;
+};
+
+class Generator {
+ public:
+  Generator(Runner& runner, std::vector<int32_t> stop_ids, int64_t max_seq)
+      : runner_(runner), stops_(std::move(stop_ids)), max_seq_(max_seq) {}
+
+  // on_token sees every sampled token that is not a stop id, as soon as it is chosen; returning false
+  // ends the reply there. `interrupt` (optional) is polled between tokens (a Ctrl-C flag).
+  GenerationResult run(const std::vector<int32_t>& prompt, Sampler& sampler, int max_new,
+                       const std::function<bool(int32_t)>& on_token,
+                       const volatile std::sig_atomic_t* interrupt = nullptr);
+
+  // Forget what the cache holds (the next run computes its whole prompt).
+  void reset() { cached_.clear(); }
+  const std::vector<int32_t>& cached() const { return cached_; }
+  int64_t max_seq() const { return max_seq_; }
+  bool is_stop(int32_t id) const;
+
+ private:
+  Runner& runner_;
+  std::vector<int32_t> stops_;
+  int64_t max_seq_;
+  std::vector<int32_t> cached_;  // tokens whose keys and values the runner holds, from position 0
+};
+
+}  // namespace segpipe

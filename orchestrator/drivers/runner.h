@@ -1,0 +1,43 @@
+// Runs one step (a prefill of T tokens or a decode of one) through every segment of a plan.
+// InprocRunner calls the segments in this process (the monolithic baseline); the shm runner
+// (shm_runner.h) drives one process per segment. Both produce the same bits.
+#pragma once
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "orchestrator/planning/run_plan.h"
+#include "segments/kinds/boundary_observer.h"
+#include "segments/checkpoint/checkpoint.h"
+
+namespace segpipe {
+
+struct SegmentReport {
+  std::string name;
+  std::string kind;
+  long pid = 0;
+  size_t tensors = 0;
+  uint64_t weight_bytes = 0;
+  uint64_t peak_rss_bytes = 0;
+  std::vector<std::string> tensor_names;  // what the segment mapped, as it reports it
+  // Selective expert loading (max_resident_experts): counters over the run so far.
+  int max_resident_experts = 0;
+  uint64_t expert_uses = 0, expert_hits = 0, expert_loads = 0, expert_evictions = 0, expert_bytes_loaded = 0;
+};
+
+class Runner {
+ public:
+  virtual ~Runner() = default;
+  // ids [T] at positions pos0..pos0+T-1. logits receives [T, V] when all_logits, else [V] for the
+  // last position. obs (optional) sees every boundary: embeddings, layers.{i}.output,
+  // layers.{i}.router_logits, routes, norm, logits (when all_logits).
+  virtual void step(const int32_t* ids, int64_t T, int64_t pos0, bool all_logits, BoundaryObserver* obs,
+                    std::vector<float>& logits) = 0;
+  virtual int vocab() const = 0;
+  virtual std::vector<SegmentReport> reports() = 0;
+};
+
+std::unique_ptr<Runner> make_inproc_runner(const RunPlan& plan);
+
+}  // namespace segpipe

@@ -1,0 +1,19 @@
+// One process per segment. The orchestrator lays out one arena (activations, KV caches, MoE
+// exchange, capture buffers, a channel and a status slot per segment), starts a worker per segment,
+// waits for each one's handshake, then drives steps through the channels. A segment that dies or
+// stops answering is detected within about 100 ms (death) or at the timeout (silence); it is either
+// reported (exit 3) or restarted, and the interrupted step is repeated (--restart).
+#pragma once
+#include <memory>
+
+#include "orchestrator/drivers/runner.h"
+
+namespace segpipe {
+
+struct ShmOptions {
+  int64_t capture_tokens = 0;   // tokens of internal boundaries the capture buffers hold (verify)
+};
+
+std::unique_ptr<Runner> make_shm_runner(const RunPlan& plan, const ShmOptions& opt = {});
+
+}  // namespace segpipe

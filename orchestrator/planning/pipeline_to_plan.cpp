@@ -1,0 +1,86 @@
+#include "orchestrator/planning/pipeline_to_plan.h"
+
+#include <filesystem>
+
+#include "orchestrator/pipeline/pipeline.h"
+#include "orchestrator/drivers/cuda_mps.h"
+#include "orchestrator/drivers/cuda_runner.h"
+#include "segments/model/config_file.h"
+
+namespace segpipe {
+
+RunPlan plan_from_pipeline_file(const std::string& path, ModelConfig& cfg, nlohmann::json& generation) {
+  PipelineSpec spec = parse_pipeline_file(path);
+  cfg = read_model_config(spec.model_dir);
+  ModelSummary ms;
+  ms.num_layers = cfg.num_layers;
+  ms.num_experts = cfg.num_experts;
+  for (int i = 0; i < cfg.num_layers; i++) ms.moe_layer.push_back(cfg.is_moe_layer(i));
+  // Several GPU segment processes: the private MPS server (cuda_mps.h) must be running before this
+  // process's first CUDA call, the device count just below, for this process to join it.
+  if (cuda_backend_built() && spec.transport.value_or(Transport::shm) == Transport::shm) {
+    int gpu = 0;
+    for (const SegmentSpec& s : spec.segments) {
+      const auto& dev = s.settings.device ? s.settings.device : spec.defaults.device;
+      gpu += dev && dev->type == Device::Type::cuda;
+    }
+    if (gpu >= 2 && gpu_sharing_from_env() != GpuSharing::Off) start_private_mps();  // failures: the runner says
+  }
+  // Without the CUDA backend every cuda:N passes the device-count rule, so that the segment loop
+  // below says what is missing (the backend, not the device).
+  PipelinePlan pp = validate_pipeline(spec, ms, cuda_backend_built() ? cuda_visible_devices() : 1 << 20);
+  RunPlan p;
+  p.model_dir = pp.model_dir;
+  p.tokenizer_dir = pp.tokenizer_dir;
+  p.source = path;
+  p.inproc = pp.transport == Transport::inproc;
+  p.restart = pp.restart;
+  p.timeout_ms = pp.timeout_ms;
+  if (cfg.max_position > 0) p.max_seq = std::min<int64_t>(p.max_seq, cfg.max_position);
+  for (const PlannedSegment& s : pp.segments) {
+    SegmentDesc d;
+    d.name = s.name;
+    switch (s.kind) {
+      case SegmentKind::embeddings: d.kind = SegKind::Embeddings; break;
+      case SegmentKind::layers: d.kind = SegKind::Layers; break;
+      case SegmentKind::experts: d.kind = SegKind::Experts; break;
+      case SegmentKind::lm_head: d.kind = SegKind::LmHead; break;
+    }
+    if (s.layers) {
+      d.layer_first = s.layers->first;
+      d.layer_last = s.layers->last;
+    }
+    if (s.experts) {
+      d.expert_first = s.experts->first;
+      d.expert_last = s.experts->last;
+    }
+    d.banks = s.placement == ExpertPlacement::banks;
+    d.threads = s.threads;
+    d.max_resident_experts = s.max_resident_experts.value_or(0);
+    d.device = to_string(s.device);
+    d.dtype = to_string(s.dtype);
+    const bool on_gpu = s.device.type != Device::Type::cpu;
+    if (on_gpu && !cuda_backend_built())
+      throw InputError(path + ": segment '" + s.name + "': device " + d.device +
+                       " needs the CUDA backend, which this build does not have");
+    if (d.dtype != "float32" && !on_gpu)
+      throw InputError(path + ": segment '" + s.name + "': compute dtype " + d.dtype +
+                       " is only implemented on the CUDA backend; the CPU computes in float32");
+    p.segments.push_back(d);
+  }
+  const GenerationSpec* g = pp.generation.max_new_tokens || pp.generation.temperature || pp.generation.top_k ||
+                                    pp.generation.top_p || pp.generation.seed
+                                ? &pp.generation
+                                : nullptr;
+  generation = nlohmann::json::object();
+  if (g) {
+    if (g->max_new_tokens) generation["max_new_tokens"] = *g->max_new_tokens;
+    if (g->temperature) generation["temperature"] = *g->temperature;
+    if (g->top_k) generation["top_k"] = *g->top_k;
+    if (g->top_p) generation["top_p"] = *g->top_p;
+    if (g->seed) generation["seed"] = *g->seed;
+  }
+  return p;
+}
+
+}  // namespace segpipe
