@@ -5,7 +5,7 @@
 namespace segpipe::proto {
 
 nlohmann::json to_json(const CudaWorkerSpec& s) {
-  return {{"device", s.device},       {"dtype", s.dtype},
+  return {{"device", to_string(s.device)}, {"dtype", to_string(s.dtype)},
           {"synthetic", s.synthetic}, {"seed", s.seed},
           {"graphs", s.graphs},       {"arena_handle", s.arena_handle},
           {"arena_bytes", s.arena_bytes}, {"slots", s.slots},
@@ -14,8 +14,13 @@ nlohmann::json to_json(const CudaWorkerSpec& s) {
 
 CudaWorkerSpec cuda_worker_spec_from_json(const nlohmann::json& j) {
   CudaWorkerSpec s;
-  s.device = j.at("device");
-  s.dtype = j.at("dtype");
+  const std::string device = j.at("device"), dtype = j.at("dtype");
+  const auto d = parse_device(device);
+  const auto t = parse_compute_dtype(dtype);
+  if (!d || !d->is_cuda()) throw InputError("gpu worker spec: device '" + device + "': expected cuda:N");
+  if (!t) throw InputError("gpu worker spec: dtype '" + dtype + "': expected float32 or bfloat16");
+  s.device = *d;
+  s.dtype = *t;
   s.synthetic = j.at("synthetic");
   s.seed = j.at("seed");
   s.graphs = j.at("graphs");
@@ -107,10 +112,8 @@ class CudaWorker {
   }
 
   void load() {
-    if (gpu_.dtype != "float32" && gpu_.dtype != "bfloat16")
-      throw InputError("segment '" + spec_.name + "': compute dtype '" + gpu_.dtype +
-                       "': the CUDA backend computes in float32 or bfloat16");
-    ctx_ = std::make_unique<cuda::Context>(cuda::parse_device(gpu_.device));
+    cuda::require_device(gpu_.device.index);
+    ctx_ = std::make_unique<cuda::Context>(gpu_.device.index);
     // The shared-memory arena, mapped for the GPU: ids, logits, captures and CPU/GPU boundaries.
     SEGPIPE_CUDA_CHECK(cudaHostRegister(arena_.base(), arena_.size_bytes(), cudaHostRegisterMapped | cudaHostRegisterPortable));
     registered_ = true;
@@ -131,21 +134,21 @@ class CudaWorker {
       cfg_ = parse_model_config(ck_->config_json(), spec_.model_dir + "/config.json");
     }
     cuda::WeightOptions wo;
-    wo.compute = gpu_.dtype == "bfloat16" ? DType::BF16 : DType::F32;
+    wo.compute = gpu_.dtype == ComputeDType::bfloat16 ? DType::BF16 : DType::F32;
     wo.synthetic = gpu_.synthetic;
     wo.seed = gpu_.seed;
     weights_ = std::make_unique<cuda::WeightSource>(*ctx_, cfg_, ck_.get(), wo);
     cuda::EngineOptions eo;
     const int64_t H = cfg_.hidden;
-    if (spec_.kind == "embeddings") {
+    if (spec_.kind == SegmentKind::embeddings) {
       embed_ = std::make_unique<cuda::Embeddings>(*ctx_, *weights_, cfg_);
       bytes_ = embed_->weight_bytes();
-    } else if (spec_.kind == "lm_head") {
+    } else if (spec_.kind == SegmentKind::lm_head) {
       head_ = std::make_unique<cuda::LmHead>(*ctx_, *weights_, cfg_, nullptr);
       bytes_ = head_->weight_bytes();
       logits_.grow(static_cast<size_t>(std::max<int64_t>(1, spec_.capture_tokens) * cfg_.vocab));
       normed_.grow(static_cast<size_t>(std::max<int64_t>(1, spec_.capture_tokens) * H));
-    } else if (spec_.kind == "layers") {
+    } else if (spec_.kind == SegmentKind::layers) {
       layers_ = std::make_unique<cuda::Layers>(*ctx_, *weights_, cfg_, eo, spec_.layer_first, spec_.layer_last,
                                                !spec_.banks, spec_.max_seq);
       if (!dev_arena_ || gpu_.kv_offset < 0) throw RuntimeFailure("layers segment without a KV cache in the device arena");
@@ -157,14 +160,14 @@ class CudaWorker {
       }
       bytes_ = layers_->weight_bytes();
       pos_.grow(1);
-    } else if (spec_.kind == "experts") {
+    } else if (spec_.kind == SegmentKind::experts) {
       // Only its own experts' weights; requests and slots in the device arena's bank exchange.
       bank_ = std::make_unique<cuda::Experts>(*ctx_, *weights_, cfg_, eo, spec_.layer_first, spec_.layer_last,
                                               spec_.expert_first, spec_.expert_last);
       exchange_ = exchange();
       bytes_ = bank_->weight_bytes();
     } else {
-      throw InputError("segment '" + spec_.name + "': kind " + spec_.kind +
+      throw InputError("segment '" + spec_.name + "': kind " + to_string(spec_.kind) +
                        " is not implemented on a GPU under transport: shm");
     }
     if (!bank_) x_.grow(static_cast<size_t>(spec_.max_tokens * H));

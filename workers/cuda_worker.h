@@ -40,8 +40,8 @@ namespace segpipe::proto {
 inline constexpr uint32_t kDeviceSlot = 0x80000000u;
 
 struct CudaWorkerSpec {
-  std::string device = "cuda:0";
-  std::string dtype = "float32";   // compute dtype: float32 | bfloat16
+  Device device{Device::Type::cuda, 0};
+  ComputeDType dtype = ComputeDType::float32;
   bool synthetic = false;          // weights from the synthetic formula (no checkpoint files)
   uint64_t seed = 0;
   bool graphs = true;              // layers: replay one-token steps from a CUDA graph

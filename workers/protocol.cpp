@@ -11,7 +11,7 @@ nlohmann::json to_json(const WorkerSpec& s) {
   nlohmann::json banks = nlohmann::json::array();
   for (auto& b : s.bank_list) banks.push_back({b.index, b.channel_block, b.layer_first, b.layer_last, b.name});
   return {{"arena", s.arena},           {"index", s.index},
-          {"name", s.name},             {"kind", s.kind},
+          {"name", s.name},             {"kind", to_string(s.kind)},
           {"model_dir", s.model_dir},   {"layers", {s.layer_first, s.layer_last}},
           {"banks", s.banks},           {"experts", {s.expert_first, s.expert_last}},
           {"threads", s.threads},       {"max_seq", s.max_seq},
@@ -29,8 +29,6 @@ namespace {
 // anything is opened (the spec comes from the orchestrator, but it is a command line all the same).
 void check_spec(const WorkerSpec& s) {
   auto bad = [](const std::string& why) { throw InputError("worker spec: " + why); };
-  static const char* const kKinds[] = {"embeddings", "layers", "experts", "lm_head"};
-  if (std::find(std::begin(kKinds), std::end(kKinds), s.kind) == std::end(kKinds)) bad("unknown kind '" + s.kind + "'");
   if (s.index < 0) bad("'index' is negative");
   if (s.threads < 1) bad("'threads' must be >= 1");
   if (s.max_seq < 1 || s.max_tokens < 1) bad("'max_seq' and 'max_tokens' must be >= 1");
@@ -62,7 +60,10 @@ WorkerSpec worker_spec_from_json_unchecked(const nlohmann::json& j) {
   s.arena = j.at("arena");
   s.index = j.at("index");
   s.name = j.at("name");
-  s.kind = j.at("kind");
+  const std::string kind = j.at("kind");
+  const auto k = parse_segment_kind(kind);
+  if (!k) throw InputError("worker spec: unknown kind '" + kind + "'");
+  s.kind = *k;
   s.model_dir = j.at("model_dir");
   s.layer_first = j.at("layers").at(0);
   s.layer_last = j.at("layers").at(1);

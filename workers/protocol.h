@@ -8,6 +8,8 @@
 #include <type_traits>
 #include <vector>
 
+#include "segments/core/segment_types.h"
+
 namespace segpipe::proto {
 
 enum Op : uint32_t {
@@ -71,7 +73,8 @@ static_assert(std::is_trivially_copyable_v<StepArgs> && std::is_trivially_copyab
 struct WorkerSpec {
   std::string arena;
   int index = 0;                 // this segment's index in the plan (status slot)
-  std::string name, kind;        // kind: embeddings | layers | experts | lm_head
+  std::string name;
+  SegmentKind kind = SegmentKind::layers;  // written as its name in the JSON
   std::string model_dir;
   int layer_first = -1, layer_last = -1;
   bool banks = false;

@@ -65,14 +65,14 @@ class Worker {
   void load() {
     ck_ = Checkpoint::open(spec_.model_dir);
     cfg_ = parse_model_config(ck_->config_json(), spec_.model_dir + "/config.json");
-    if (spec_.kind == "embeddings") {
+    if (spec_.kind == SegmentKind::embeddings) {
       embed_ = std::make_unique<EmbeddingsSegment>(*ck_, cfg_);
-    } else if (spec_.kind == "lm_head") {
+    } else if (spec_.kind == SegmentKind::lm_head) {
       head_ = std::make_unique<LmHeadSegment>(*ck_, cfg_, pool_);
-    } else if (spec_.kind == "experts") {
+    } else if (spec_.kind == SegmentKind::experts) {
       bank_ = std::make_unique<ExpertsSegment>(*ck_, cfg_, pool_, spec_.layer_first, spec_.layer_last,
                                                spec_.expert_first, spec_.expert_last, spec_.max_resident_experts);
-    } else if (spec_.kind == "layers") {
+    } else {
       layers_ = std::make_unique<LayersSegment>(*ck_, cfg_, pool_, spec_.layer_first, spec_.layer_last, !spec_.banks,
                                                 spec_.max_resident_experts);
       // The KV cache lives in the arena: a restarted worker finds it as the last one left it.
@@ -82,8 +82,6 @@ class Worker {
       for (int i = 0; i <= spec_.layer_last - spec_.layer_first; i++) v.push_back({kv + per * i, kv + per * i + per / 2});
       layers_->bind_kv(std::move(v), spec_.max_seq);
       if (spec_.banks) banks_ = std::make_unique<RemoteBanks>(spec_, arena_, cfg_, status_);
-    } else {
-      throw InputError("unknown segment kind '" + spec_.kind + "'");
     }
   }
 

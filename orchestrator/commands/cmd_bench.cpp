@@ -167,16 +167,16 @@ int bench_pipeline(const CliArgs& a) {
   RunPlan p = lp.plan;
   p.threads = threads;
   p.segments.clear();
-  p.segments.push_back({"embed", SegKind::Embeddings});
+  p.segments.push_back({"embed", SegmentKind::embeddings});
   for (int g = 0; g < groups; g++) {
-    SegmentDesc d{"layers-" + std::to_string(g), SegKind::Layers};
+    SegmentDesc d{"layers-" + std::to_string(g), SegmentKind::layers};
     d.layer_first = lp.cfg.num_layers * g / groups;
     d.layer_last = lp.cfg.num_layers * (g + 1) / groups - 1;
     d.banks = banks > 0;
     p.segments.push_back(d);
   }
   for (int b = 0; b < banks; b++) {
-    SegmentDesc d{"bank-" + std::to_string(b), SegKind::Experts};
+    SegmentDesc d{"bank-" + std::to_string(b), SegmentKind::experts};
     d.layer_first = 0;
     d.layer_last = lp.cfg.num_layers - 1;
     d.expert_first = lp.cfg.num_experts * b / banks;
@@ -185,7 +185,7 @@ int bench_pipeline(const CliArgs& a) {
     d.threads = std::max(1, threads / banks);
     p.segments.push_back(d);
   }
-  p.segments.push_back({"head", SegKind::LmHead});
+  p.segments.push_back({"head", SegmentKind::lm_head});
   RunPlan q = p;
   q.inproc = true;
   p.inproc = false;

@@ -168,18 +168,18 @@ int cmd_dump(const Args& args) {
     std::string dir = s == 0 ? "" : "decode-" + std::to_string(s) + "/";
     std::string prev = "embeddings";
     for (const SegmentDesc& sd : lp.plan.segments) {
-      const std::string kind = seg_kind_name(sd.kind);
+      const std::string kind = to_string(sd.kind);
       const std::string base = dir + sd.name;
       DumpFile in, out;
       in.tensors["pos0"] = DumpTensor::from_i64({pos0}, {1});
       switch (sd.kind) {
-        case SegKind::Embeddings: {
+        case SegmentKind::embeddings: {
           std::vector<int64_t> v(cur.begin(), cur.end());
           in.tensors["input_ids"] = DumpTensor::from_i64(v, {n});
           out.tensors["hidden"] = f32(seg, "embeddings");
           break;
         }
-        case SegKind::Layers: {
+        case SegmentKind::layers: {
           in.tensors["hidden"] = f32(seg, prev);
           auto& hist = history[sd.name];
           if (pos0 > 0) in.tensors["prefix_hidden"] = DumpTensor::from_f32(hist.data(), {pos0, H});
@@ -205,7 +205,7 @@ int cmd_dump(const Args& args) {
           prev = last;
           break;
         }
-        case SegKind::Experts: {
+        case SegmentKind::experts: {
           for (const BankCall& c : calls) {
             if (c.layer < sd.layer_first || c.layer > sd.layer_last) continue;
             std::string L = "layers." + std::to_string(c.layer);
@@ -222,7 +222,7 @@ int cmd_dump(const Args& args) {
           w.emit(base + ".output.safetensors", out, sd.name, kind, "output", kInprocSource);
           continue;
         }
-        case SegKind::LmHead:
+        case SegmentKind::lm_head:
           in.tensors["hidden"] = f32(seg, prev);
           out.tensors["logits"] = DumpTensor::from_f32(lseg.data(), {n, V});
           out.tensors["norm"] = f32(seg, "norm");
@@ -239,11 +239,11 @@ int cmd_dump(const Args& args) {
 
   json segs = json::array();
   for (const SegmentDesc& sd : lp.plan.segments) {
-    json j{{"name", sd.name}, {"kind", seg_kind_name(sd.kind)}, {"input", sd.name + ".input.safetensors"},
+    json j{{"name", sd.name}, {"kind", to_string(sd.kind)}, {"input", sd.name + ".input.safetensors"},
            {"output", sd.name + ".output.safetensors"}};
     if (sd.layer_first >= 0) j["layers"] = {sd.layer_first, sd.layer_last};
     if (sd.expert_first >= 0) j["experts"] = {sd.expert_first, sd.expert_last};
-    if (sd.kind == SegKind::Layers) j["experts_in_banks"] = sd.banks;
+    if (sd.kind == SegmentKind::layers) j["experts_in_banks"] = sd.banks;
     segs.push_back(j);
   }
   json man{{"format", "segpipe-dump/1"},

@@ -219,7 +219,7 @@ RunResult measure_segmented(const RunPlan& plan_in, const ModelConfig& cfg, cons
     e["kv_cache_bytes"] = kv;
     e["kv_cache_reserved_bytes"] = kv_bytes(cfg, d, plan.max_seq);
     e["gpu_bytes"] = nullptr;
-    e["gpu"] = "none: " + d.device + " segment (this build has no CUDA backend)";
+    e["gpu"] = "none: " + to_string(d.device) + " segment (this build has no CUDA backend)";
     e["weights_resident"] = {{"own_bytes", wr.own_resident_bytes},
                              {"edge_pages", wr.edge_resident_pages},
                              {"foreign_pages", wr.foreign_resident_pages},
@@ -311,7 +311,7 @@ RunPlan cut_plan(const std::string& model_dir, const ModelConfig& cfg, Checkpoin
   p.inproc = false;
   p.threads = 1;
   p.segments.clear();
-  p.segments.push_back({"embed", SegKind::Embeddings});
+  p.segments.push_back({"embed", SegmentKind::embeddings});
   std::vector<uint64_t> bytes(static_cast<size_t>(cfg.num_layers));
   for (int l = 0; l < cfg.num_layers; l++) {
     for (auto& r : layer_roles(cfg, l)) bytes[static_cast<size_t>(l)] += ck.entry(r.name).end - ck.entry(r.name).begin;
@@ -334,7 +334,7 @@ RunPlan cut_plan(const std::string& model_dir, const ModelConfig& cfg, Checkpoin
       last_moe = l;
     }
   auto add_group = [&](int a, int b) {
-    SegmentDesc d{"layers-" + std::to_string(made++), SegKind::Layers};
+    SegmentDesc d{"layers-" + std::to_string(made++), SegmentKind::layers};
     d.layer_first = a;
     d.layer_last = b;
     bool any = false;
@@ -355,7 +355,7 @@ RunPlan cut_plan(const std::string& model_dir, const ModelConfig& cfg, Checkpoin
   }
   add_group(start, cfg.num_layers - 1);
   for (int b = 0; b < banks && first_moe >= 0; b++) {
-    SegmentDesc d{"bank-" + std::to_string(b), SegKind::Experts};
+    SegmentDesc d{"bank-" + std::to_string(b), SegmentKind::experts};
     d.layer_first = first_moe;
     d.layer_last = last_moe;
     d.expert_first = cfg.num_experts * b / banks;
@@ -364,7 +364,7 @@ RunPlan cut_plan(const std::string& model_dir, const ModelConfig& cfg, Checkpoin
     d.threads = 1;
     p.segments.push_back(d);
   }
-  p.segments.push_back({"head", SegKind::LmHead});
+  p.segments.push_back({"head", SegmentKind::lm_head});
   p.segments.back().threads = 1;
   p.source = model_dir + " (cut: " + std::to_string(groups) + " layer groups, " + std::to_string(banks) + " banks" +
              (resident ? ", max_resident_experts " + std::to_string(resident) : "") + ")";

@@ -93,7 +93,7 @@ int cmd_run_segment(const Args& args) {
   int64_t T = 0;
   std::string extra;
   switch (d.kind) {
-    case SegKind::Embeddings: {
+    case SegmentKind::embeddings: {
       const DumpTensor& t = in.get("input_ids", DType::I64, 1);
       T = t.numel();
       check_positions(in, pos0, T, max_seq);
@@ -110,7 +110,7 @@ int cmd_run_segment(const Args& args) {
       out.tensors["hidden"] = DumpTensor::from_f32(h.data(), {T, H});
       break;
     }
-    case SegKind::Layers: {
+    case SegmentKind::layers: {
       const DumpTensor& t = rows_of(in, "hidden", H, "hidden size");
       T = t.shape[0];
       check_positions(in, pos0, T, max_seq);
@@ -142,7 +142,7 @@ int cmd_run_segment(const Args& args) {
       }
       break;
     }
-    case SegKind::Experts: {
+    case SegmentKind::experts: {
       int layers_run = 0;
       for (int l = d.layer_first; l <= d.layer_last; l++) {
         std::string L = "layers." + std::to_string(l);
@@ -174,7 +174,7 @@ int cmd_run_segment(const Args& args) {
       extra += ", " + std::to_string(layers_run) + " MoE layer requests";
       break;
     }
-    case SegKind::LmHead: {
+    case SegmentKind::lm_head: {
       const DumpTensor& t = rows_of(in, "hidden", H, "hidden size");
       T = t.shape[0];
       check_positions(in, pos0, T, max_seq);
@@ -186,13 +186,13 @@ int cmd_run_segment(const Args& args) {
     }
   }
   auto t2 = std::chrono::steady_clock::now();
-  out.metadata = {{"format", "segpipe-dump/1"}, {"segment", name}, {"kind", seg_kind_name(d.kind)},
+  out.metadata = {{"format", "segpipe-dump/1"}, {"segment", name}, {"kind", to_string(d.kind)},
                   {"role", "output"}, {"pos0", std::to_string(pos0)}, {"source", "segpipe run-segment"}};
   if (in.metadata.count("step")) out.metadata["step"] = in.metadata.at("step");
   write_dump_file(*a.get("--output"), out);
   auto ms = [](auto x) { return std::chrono::duration<double, std::milli>(x).count(); };
   std::printf("run-segment: '%s' (%s) on %lld tokens at position %lld%s: load %.1f ms, run %.1f ms, %.1f MB of weights\n",
-              name.c_str(), seg_kind_name(d.kind), static_cast<long long>(T), static_cast<long long>(pos0), extra.c_str(),
+              name.c_str(), to_string(d.kind), static_cast<long long>(T), static_cast<long long>(pos0), extra.c_str(),
               ms(t1 - t0), ms(t2 - t1), static_cast<double>(set.weight_bytes(name)) / 1e6);
   std::printf("wrote %s (%zu tensors)\n", a.get("--output")->c_str(), out.tensors.size());
   if (!a.has("--expect")) return 0;

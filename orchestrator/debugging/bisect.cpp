@@ -201,14 +201,14 @@ bool run_bisect(const LoadedPlan& lp, const BisectOptions& opt, json& report) {
                 {"rel_l2", num(r.rel_l2)}, {"note", r.note}};
   std::string kind;
   for (auto& s : lp.plan.segments)
-    if (s.name == seg) kind = seg_kind_name(s.kind);
+    if (s.name == seg) kind = to_string(s.kind);
   std::printf("bisect: first divergence in segment '%s' (%s)%s at %s: max_abs %.3e, rel_l2 %.3e%s%s\n", seg.c_str(),
               kind.c_str(), layer >= 0 ? (", layer " + std::to_string(layer)).c_str() : "", r.boundary.c_str(), r.max_abs,
               r.rel_l2, r.note.empty() ? "" : "; ", r.note.c_str());
   // A banked MoE layer whose router agreed: look inside the banks (in-process reference only).
   bool banked = false;
   for (auto& s : lp.plan.segments)
-    if (s.name == seg && s.kind == SegKind::Layers && s.banks) banked = true;
+    if (s.name == seg && s.kind == SegmentKind::layers && s.banks) banked = true;
   if (banked && layer >= 0 && cfg.is_moe_layer(layer) && opt.goldens.empty() &&
       r.boundary == "layers." + std::to_string(layer) + ".output") {
     RunPlan ref_plan = ref ? ref->plan : lp.plan;

@@ -48,9 +48,9 @@ int layer_of_boundary(const std::string& b) {
 std::string segment_of_boundary(const RunPlan& plan, const std::string& b) {
   int layer = layer_of_boundary(b);
   for (const SegmentDesc& s : plan.segments) {
-    if (b == "embeddings" && s.kind == SegKind::Embeddings) return s.name;
-    if ((b == "norm" || b == "logits") && s.kind == SegKind::LmHead) return s.name;
-    if (layer >= 0 && s.kind == SegKind::Layers && layer >= s.layer_first && layer <= s.layer_last) return s.name;
+    if (b == "embeddings" && s.kind == SegmentKind::embeddings) return s.name;
+    if ((b == "norm" || b == "logits") && s.kind == SegmentKind::lm_head) return s.name;
+    if (layer >= 0 && s.kind == SegmentKind::layers && layer >= s.layer_first && layer <= s.layer_last) return s.name;
   }
   return "";
 }

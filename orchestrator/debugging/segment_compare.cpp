@@ -27,14 +27,15 @@ int32_t argmax(const std::vector<float>& v, size_t off, size_t n) {
 
 std::string inproc_baseline_problem(const RunPlan& plan) {
   bool gpu = false;
-  for (const SegmentDesc& s : plan.segments) gpu |= s.device.rfind("cuda", 0) == 0;
+  for (const SegmentDesc& s : plan.segments) gpu |= s.device.is_cuda();
   if (!gpu || plan.segments.empty()) return "";  // all on the CPU: the CPU in-process runner
   const SegmentDesc& a = plan.segments.front();
   for (const SegmentDesc& s : plan.segments) {
     if (s.device == a.device && s.dtype == a.dtype) continue;
     return plan.source + ": verify without --golden compares the segmented run bit for bit with the same pipeline "
            "in one process, which needs every segment on one backend and device in one dtype; here segment '" + a.name +
-           "' runs on " + a.device + " (" + a.dtype + ") and '" + s.name + "' on " + s.device + " (" + s.dtype +
+           "' runs on " + to_string(a.device) + " (" + to_string(a.dtype) + ") and '" + s.name + "' on " +
+           to_string(s.device) + " (" + to_string(s.dtype) +
            "). Check this pipeline against a golden instead: segpipe verify --pipeline " + plan.source +
            " --golden FILE";
   }

@@ -6,8 +6,8 @@
 
 namespace segpipe {
 
-std::unique_ptr<DeviceArena> DeviceArena::create(const std::string& device, uint64_t) {
-  throw InputError("device " + device + " needs the CUDA backend, which this build does not have");
+std::unique_ptr<DeviceArena> DeviceArena::create(int device, uint64_t) {
+  throw InputError("device cuda:" + std::to_string(device) + " needs the CUDA backend, which this build does not have");
 }
 
 }  // namespace segpipe
@@ -41,7 +41,7 @@ class DeviceScope {
 
 class CudaDeviceArena : public DeviceArena {
  public:
-  CudaDeviceArena(const std::string& device, uint64_t bytes) : device_(cuda::parse_device(device)), bytes_(bytes) {
+  CudaDeviceArena(int device, uint64_t bytes) : device_(device), bytes_(bytes) {
     DeviceScope scope(device_);
     cudaError_t e = cudaMalloc(&p_, std::max<uint64_t>(bytes, 256));
     if (e != cudaSuccess) {
@@ -77,7 +77,7 @@ class CudaDeviceArena : public DeviceArena {
 
 }  // namespace
 
-std::unique_ptr<DeviceArena> DeviceArena::create(const std::string& device, uint64_t bytes) {
+std::unique_ptr<DeviceArena> DeviceArena::create(int device, uint64_t bytes) {
   return std::make_unique<CudaDeviceArena>(device, bytes);
 }
 

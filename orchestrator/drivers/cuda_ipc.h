@@ -18,8 +18,8 @@ namespace segpipe {
 
 class DeviceArena {
  public:
-  // bytes of zeroed device memory on `device` (cuda:N).
-  static std::unique_ptr<DeviceArena> create(const std::string& device, uint64_t bytes);
+  // bytes of zeroed device memory on device `device` (the N of cuda:N).
+  static std::unique_ptr<DeviceArena> create(int device, uint64_t bytes);
   virtual ~DeviceArena() = default;
   virtual std::string ipc_handle_hex() const = 0;
   virtual uint64_t bytes() const = 0;

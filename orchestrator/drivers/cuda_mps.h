@@ -34,9 +34,9 @@ void stop_private_mps();
 bool private_mps_running();
 
 // CUDA side (cuda_mps_cuda.cpp; answers false / "" without the CUDA backend):
-// does this process already hold a CUDA context on `device` (cuda:N)?
-bool cuda_context_active(const std::string& device);
+// does this process already hold a CUDA context on device `device` (the N of cuda:N)?
+bool cuda_context_active(int device);
 // do this process's contexts on `device` run through MPS (CU_DEVICE_ATTRIBUTE_MPS_ENABLED)?
-bool cuda_mps_enabled(const std::string& device);
+bool cuda_mps_enabled(int device);
 
 }  // namespace segpipe

@@ -4,8 +4,8 @@
 #ifndef SEGPIPE_HAVE_CUDA
 
 namespace segpipe {
-bool cuda_context_active(const std::string&) { return false; }
-bool cuda_mps_enabled(const std::string&) { return false; }
+bool cuda_context_active(int) { return false; }
+bool cuda_mps_enabled(int) { return false; }
 }  // namespace segpipe
 
 #else
@@ -17,7 +17,7 @@ bool cuda_mps_enabled(const std::string&) { return false; }
 
 namespace segpipe {
 
-bool cuda_context_active(const std::string& device) {
+bool cuda_context_active(int device) {
   // Through the runtime's driver entry point: the build links cudart only.
   using Fn = CUresult (*)(CUdevice, unsigned int*, int*);
   void* fn = nullptr;
@@ -30,14 +30,14 @@ bool cuda_context_active(const std::string& device) {
   }
   unsigned flags = 0;
   int active = 0;
-  if (reinterpret_cast<Fn>(fn)(static_cast<CUdevice>(cuda::parse_device(device)), &flags, &active) != CUDA_SUCCESS)
+  if (reinterpret_cast<Fn>(fn)(static_cast<CUdevice>(device), &flags, &active) != CUDA_SUCCESS)
     return true;
   return active != 0;
 }
 
-bool cuda_mps_enabled(const std::string& device) {
+bool cuda_mps_enabled(int device) {
   int v = 0;
-  if (cudaDeviceGetAttribute(&v, cudaDevAttrMpsEnabled, cuda::parse_device(device)) != cudaSuccess) {
+  if (cudaDeviceGetAttribute(&v, cudaDevAttrMpsEnabled, device) != cudaSuccess) {
     cudaGetLastError();
     return false;
   }

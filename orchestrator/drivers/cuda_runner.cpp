@@ -40,23 +40,19 @@ class CudaRunnerImpl : public CudaRunner {
  public:
   CudaRunnerImpl(const RunPlan& plan, const ModelConfig& cfg, const CudaRunnerOptions& opt)
       : plan_(plan), cfg_(cfg), opt_(opt) {
-    std::string device, dtype;
-    for (const SegmentDesc& s : plan.segments) {
-      if (device.empty()) {
-        device = s.device;
-        dtype = s.dtype;
-      }
-      if (s.device != device || s.dtype != dtype)
-        throw InputError(plan.source + ": segment '" + s.name + "' runs on " + s.device + " in " + s.dtype +
-                         ", but the GPU runner needs every segment on one device in one dtype (" + device + ", " +
-                         dtype + ")");
-    }
-    if (dtype != "float32" && dtype != "bfloat16")
-      throw InputError(plan.source + ": compute dtype '" + dtype + "': the CUDA backend computes in float32 or bfloat16");
-    ctx_ = std::make_unique<cuda::Context>(cuda::parse_device(device));
-    device_ = device;
+    SEGPIPE_ASSERT(!plan.segments.empty());
+    const Device device = plan.segments.front().device;
+    const ComputeDType dtype = plan.segments.front().dtype;
+    for (const SegmentDesc& s : plan.segments)
+      if (!s.device.is_cuda() || s.device != device || s.dtype != dtype)
+        throw InputError(plan.source + ": segment '" + s.name + "' runs on " + to_string(s.device) + " in " +
+                         to_string(s.dtype) + ", but the GPU runner needs every segment on one GPU in one dtype (" +
+                         to_string(device) + ", " + to_string(dtype) + ")");
+    cuda::require_device(device.index);
+    ctx_ = std::make_unique<cuda::Context>(device.index);
+    device_ = to_string(device);
     cuda::WeightOptions wo;
-    wo.compute = dtype == "bfloat16" ? DType::BF16 : DType::F32;
+    wo.compute = dtype == ComputeDType::bfloat16 ? DType::BF16 : DType::F32;
     wo.synthetic = opt.synthetic;
     wo.seed = opt.seed;
     if (!opt.synthetic) ck_ = Checkpoint::open(plan.model_dir);
@@ -66,15 +62,15 @@ class CudaRunnerImpl : public CudaRunner {
     eo.grouped_gemm = opt.grouped_gemm;
     eo.device_grouped = opt.device_grouped;
     for (const SegmentDesc& s : plan.segments)
-      if (s.kind == SegKind::Experts)
+      if (s.kind == SegmentKind::experts)
         banks_[s.name] = std::make_unique<cuda::Experts>(*ctx_, *weights_, cfg_, eo, s.layer_first, s.layer_last,
                                                          s.expert_first, s.expert_last);
     for (const SegmentDesc& s : plan.segments) {
       switch (s.kind) {
-        case SegKind::Embeddings: embed_ = std::make_unique<cuda::Embeddings>(*ctx_, *weights_, cfg_); break;
-        case SegKind::LmHead: break;  // below: it may share the embedding table
-        case SegKind::Experts: break;
-        case SegKind::Layers: {
+        case SegmentKind::embeddings: embed_ = std::make_unique<cuda::Embeddings>(*ctx_, *weights_, cfg_); break;
+        case SegmentKind::lm_head: break;  // below: it may share the embedding table
+        case SegmentKind::experts: break;
+        case SegmentKind::layers: {
           Stage st;
           st.desc = s;
           st.seg = std::make_unique<cuda::Layers>(*ctx_, *weights_, cfg_, eo, s.layer_first, s.layer_last, !s.banks,
@@ -243,10 +239,10 @@ class CudaRunnerImpl : public CudaRunner {
       out.push_back(r);
     };
     for (const SegmentDesc& s : plan_.segments) {
-      if (s.kind == SegKind::Embeddings) add(s.name, "embeddings", embed_->weight_bytes());
-      if (s.kind == SegKind::LmHead) add(s.name, "lm_head", head_->weight_bytes());
-      if (s.kind == SegKind::Experts) add(s.name, "experts", banks_.at(s.name)->weight_bytes());
-      if (s.kind == SegKind::Layers)
+      if (s.kind == SegmentKind::embeddings) add(s.name, "embeddings", embed_->weight_bytes());
+      if (s.kind == SegmentKind::lm_head) add(s.name, "lm_head", head_->weight_bytes());
+      if (s.kind == SegmentKind::experts) add(s.name, "experts", banks_.at(s.name)->weight_bytes());
+      if (s.kind == SegmentKind::layers)
         for (auto& st : stages_)
           if (st.desc.name == s.name) add(s.name, "layers", st.seg->weight_bytes());
     }

@@ -43,7 +43,7 @@ class InprocRunner : public Runner {
     cfg_ = parse_model_config(ck_->config_json(), plan.model_dir + "/config.json");
     for (const SegmentDesc& s : plan_.segments) {
       RunningSegment running(s.name);
-      if (s.kind == SegKind::Experts)
+      if (s.kind == SegmentKind::experts)
         banks_[s.name] = std::make_unique<ExpertsSegment>(*ck_, cfg_, pool_, s.layer_first, s.layer_last,
                                                           s.expert_first, s.expert_last, s.max_resident_experts);
     }
@@ -52,16 +52,16 @@ class InprocRunner : public Runner {
       progress.tick(s.name);
       RunningSegment running(s.name);
       switch (s.kind) {
-        case SegKind::Embeddings:
+        case SegmentKind::embeddings:
           embed_ = std::make_unique<EmbeddingsSegment>(*ck_, cfg_);
           embed_name_ = s.name;
           break;
-        case SegKind::LmHead:
+        case SegmentKind::lm_head:
           head_ = std::make_unique<LmHeadSegment>(*ck_, cfg_, pool_);
           head_name_ = s.name;
           break;
-        case SegKind::Experts: break;
-        case SegKind::Layers: {
+        case SegmentKind::experts: break;
+        case SegmentKind::layers: {
           Stage st;
           st.desc = s;
           st.seg = std::make_unique<LayersSegment>(*ck_, cfg_, pool_, s.layer_first, s.layer_last, !s.banks,
@@ -128,10 +128,10 @@ class InprocRunner : public Runner {
       out.push_back(r);
     };
     for (const SegmentDesc& s : plan_.segments) {
-      if (s.kind == SegKind::Embeddings) add(s.name, "embeddings", embed_->loaded());
-      if (s.kind == SegKind::LmHead) add(s.name, "lm_head", head_->loaded());
-      if (s.kind == SegKind::Experts) add(s.name, "experts", banks_.at(s.name)->loaded());
-      if (s.kind == SegKind::Layers)
+      if (s.kind == SegmentKind::embeddings) add(s.name, "embeddings", embed_->loaded());
+      if (s.kind == SegmentKind::lm_head) add(s.name, "lm_head", head_->loaded());
+      if (s.kind == SegmentKind::experts) add(s.name, "experts", banks_.at(s.name)->loaded());
+      if (s.kind == SegmentKind::layers)
         for (auto& st : stages_)
           if (st.desc.name == s.name) add(s.name, "layers", st.seg->loaded());
     }

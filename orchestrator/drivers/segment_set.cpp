@@ -29,7 +29,7 @@ struct LazyKv {
 };
 
 bool serves(const SegmentDesc& bank, const SegmentDesc& layers) {
-  return bank.kind == SegKind::Experts && layers.kind == SegKind::Layers && layers.banks &&
+  return bank.kind == SegmentKind::experts && layers.kind == SegmentKind::layers && layers.banks &&
          bank.layer_last >= layers.layer_first && bank.layer_first <= layers.layer_last;
 }
 
@@ -96,8 +96,8 @@ SegmentSet::SegmentSet(const RunPlan& plan, const ModelConfig& cfg, const std::s
   auto wanted = [&](const SegmentDesc& s) { return only.empty() || only.count(s.name) != 0; };
   std::set<std::string> bank_names;
   for (const SegmentDesc& s : plan.segments) {
-    if (s.kind == SegKind::Experts && wanted(s)) bank_names.insert(s.name);
-    if (s.kind == SegKind::Layers && wanted(s))
+    if (s.kind == SegmentKind::experts && wanted(s)) bank_names.insert(s.name);
+    if (s.kind == SegmentKind::layers && wanted(s))
       for (const SegmentDesc& b : plan.segments)
         if (serves(b, s)) bank_names.insert(b.name);
   }
@@ -110,9 +110,9 @@ SegmentSet::SegmentSet(const RunPlan& plan, const ModelConfig& cfg, const std::s
   for (const SegmentDesc& s : plan_.segments) {
     if (!wanted(s)) continue;
     RunningSegment running(s.name);
-    if (s.kind == SegKind::Embeddings) embed_ = std::make_unique<EmbeddingsSegment>(*ck_, cfg_);
-    if (s.kind == SegKind::LmHead) head_ = std::make_unique<LmHeadSegment>(*ck_, cfg_, pool_);
-    if (s.kind != SegKind::Layers) continue;
+    if (s.kind == SegmentKind::embeddings) embed_ = std::make_unique<EmbeddingsSegment>(*ck_, cfg_);
+    if (s.kind == SegmentKind::lm_head) head_ = std::make_unique<LmHeadSegment>(*ck_, cfg_, pool_);
+    if (s.kind != SegmentKind::layers) continue;
     auto st = std::make_unique<Stage>();
     st->desc = s;
     st->seg = std::make_unique<LayersSegment>(*ck_, cfg_, pool_, s.layer_first, s.layer_last, !s.banks,
@@ -131,7 +131,7 @@ SegmentSet::SegmentSet(const RunPlan& plan, const ModelConfig& cfg, const std::s
 
 SegmentSet::~SegmentSet() = default;
 
-const std::string& SegmentSet::segment_of(SegKind kind) const {
+const std::string& SegmentSet::segment_of(SegmentKind kind) const {
   for (const SegmentDesc& s : plan_.segments)
     if (s.kind == kind) return s.name;
   static const std::string none;
@@ -153,9 +153,9 @@ std::vector<std::string> SegmentSet::loaded_banks() const {
 uint64_t SegmentSet::weight_bytes(const std::string& name) const {
   const std::vector<LoadedTensor>* l = nullptr;
   const SegmentDesc& d = desc(name);
-  if (d.kind == SegKind::Embeddings && embed_) l = &embed_->loaded();
-  if (d.kind == SegKind::LmHead && head_) l = &head_->loaded();
-  if (d.kind == SegKind::Experts && banks_.count(name)) l = &banks_.at(name)->loaded();
+  if (d.kind == SegmentKind::embeddings && embed_) l = &embed_->loaded();
+  if (d.kind == SegmentKind::lm_head && head_) l = &head_->loaded();
+  if (d.kind == SegmentKind::experts && banks_.count(name)) l = &banks_.at(name)->loaded();
   for (auto& st : stages_)
     if (st->desc.name == name) l = &st->seg->loaded();
   uint64_t b = 0;
@@ -173,7 +173,7 @@ const ExpertsSegment* SegmentSet::experts_of(const std::string& name) const {
 
 void SegmentSet::embed(const int32_t* ids, int64_t T, float* out) {
   SEGPIPE_ASSERT_MSG(embed_ != nullptr, "embeddings segment not loaded");
-  in_segment(segment_of(SegKind::Embeddings), "embeddings", [&] { embed_->forward(ids, T, out); });
+  in_segment(segment_of(SegmentKind::embeddings), "embeddings", [&] { embed_->forward(ids, T, out); });
 }
 
 void SegmentSet::layers(const std::string& name, float* x, int64_t T, int64_t pos0, BoundaryObserver* obs,
@@ -196,7 +196,7 @@ void SegmentSet::bank(const std::string& name, const ExpertRequest& req) {
 
 void SegmentSet::head(const float* x, int64_t T, bool all_positions, float* normed, float* logits) {
   SEGPIPE_ASSERT_MSG(head_ != nullptr, "lm_head segment not loaded");
-  in_segment(segment_of(SegKind::LmHead), "lm_head", [&] { head_->forward(x, T, all_positions, normed, logits); });
+  in_segment(segment_of(SegmentKind::lm_head), "lm_head", [&] { head_->forward(x, T, all_positions, normed, logits); });
 }
 
 void SegmentSet::step(const int32_t* ids, int64_t T, int64_t pos0, bool all_logits, BoundaryObserver* obs,

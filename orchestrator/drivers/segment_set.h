@@ -60,7 +60,7 @@ class SegmentSet {
   int vocab() const { return head_ ? head_->vocab() : 0; }
 
  private:
-  const std::string& segment_of(SegKind kind) const;  // the first segment of that kind ("" if none)
+  const std::string& segment_of(SegmentKind kind) const;  // the first segment of that kind ("" if none)
   struct Stage;
   class Recorder;
   const RunPlan& plan_;

@@ -60,13 +60,13 @@ std::vector<TensorRole> segment_roles(Checkpoint& ck, const ModelConfig& cfg, co
     }
   };
   switch (d.kind) {
-    case SegKind::Embeddings: r.push_back(embed_role(cfg)); break;
-    case SegKind::LmHead:
+    case SegmentKind::embeddings: r.push_back(embed_role(cfg)); break;
+    case SegmentKind::lm_head:
       r = lm_head_roles(cfg);
       if (cfg.tie_word_embeddings) r.push_back(embed_role(cfg));
       break;
-    case SegKind::Experts: experts(d.layer_first, d.layer_last, d.expert_first, d.expert_last); break;
-    case SegKind::Layers:
+    case SegmentKind::experts: experts(d.layer_first, d.layer_last, d.expert_first, d.expert_last); break;
+    case SegmentKind::layers:
       for (int l = d.layer_first; l <= d.layer_last; l++)
         for (auto& x : layer_roles(cfg, l)) r.push_back(x);
       if (!d.banks) experts(d.layer_first, d.layer_last, 0, cfg.num_experts - 1);
@@ -75,11 +75,11 @@ std::vector<TensorRole> segment_roles(Checkpoint& ck, const ModelConfig& cfg, co
   return r;
 }
 
-bool on_gpu(const SegmentDesc& d) { return d.device.rfind("cuda", 0) == 0; }
+bool on_gpu(const SegmentDesc& d) { return d.device.is_cuda(); }
 
 // Does bank b serve layers segment l (their layer ranges meet)?
 bool serves(const SegmentDesc& b, const SegmentDesc& l) {
-  return b.kind == SegKind::Experts && l.kind == SegKind::Layers && l.banks && b.layer_last >= l.layer_first &&
+  return b.kind == SegmentKind::experts && l.kind == SegmentKind::layers && l.banks && b.layer_last >= l.layer_first &&
          b.layer_first <= l.layer_last;
 }
 
@@ -158,7 +158,7 @@ class ShmRunner : public Runner {
       std::memcpy(&rr, r.data(), std::min(r.size(), sizeof rr));
       SegmentReport sr;
       sr.name = p.desc.name;
-      sr.kind = seg_kind_name(p.desc.kind);
+      sr.kind = to_string(p.desc.kind);
       sr.pid = static_cast<long>(p.pid);
       sr.tensors = p.hello.tensors;
       sr.weight_bytes = p.hello.weight_bytes;
@@ -190,10 +190,10 @@ class ShmRunner : public Runner {
     for (const SegmentDesc& d : plan_.segments)
       if (on_gpu(d)) {
         gpu++;
-        if (sharing_device_.empty()) sharing_device_ = d.device;
+        if (sharing_device_ < 0) sharing_device_ = d.device.index;
       }
     if (gpu < 2 || sharing_mode() == GpuSharing::Off) {  // the variable is read only where it applies
-      sharing_device_.clear();
+      sharing_device_ = -1;
       return;
     }
     const GpuSharing mode = sharing_mode();
@@ -204,18 +204,18 @@ class ShmRunner : public Runner {
   // A context made before the MPS environment was set stays outside MPS, and so would the device
   // arena the workers map.
   void check_gpu_sharing() {
-    if (sharing_device_.empty() || !cuda_context_active(sharing_device_) || cuda_mps_enabled(sharing_device_)) return;
+    if (sharing_device_ < 0 || !cuda_context_active(sharing_device_) || cuda_mps_enabled(sharing_device_)) return;
     stop_private_mps();
-    gpu_sharing_failed(sharing_mode(), "this process already uses " + sharing_device_ + " outside MPS");
+    gpu_sharing_failed(sharing_mode(), "this process already uses cuda:" + std::to_string(sharing_device_) + " outside MPS");
   }
   void confirm_gpu_sharing() {
-    if (sharing_device_.empty()) return;
+    if (sharing_device_ < 0) return;
     if (cuda_mps_enabled(sharing_device_)) return;
     stop_private_mps();
-    gpu_sharing_failed(sharing_mode(), "this process's context on " + sharing_device_ + " did not join the MPS server");
+    gpu_sharing_failed(sharing_mode(), "this process's context on cuda:" + std::to_string(sharing_device_) + " did not join the MPS server");
   }
   void gpu_sharing_failed(GpuSharing mode, const std::string& why) {
-    sharing_device_.clear();
+    sharing_device_ = -1;
     if (mode == GpuSharing::Mps)
       throw InputError("SEGPIPE_GPU_SHARING=mps: cannot run the GPU segments of " + plan_.source +
                        " under a private MPS server: " + why);
@@ -234,43 +234,33 @@ class ShmRunner : public Runner {
         continue;
       }
       any_gpu = true;
-      d.device = "cuda:" + std::to_string(device_index(d));  // "cuda" is cuda:0: one device, one arena
     }
     for (const SegmentDesc& b : plan_.segments)
       for (const SegmentDesc& l : plan_.segments) {
         if (!serves(b, l)) continue;
         if (b.device != l.device)
-          throw InputError(plan_.source + ": expert bank '" + b.name + "' runs on " + b.device + " but serves layers segment '" +
-                           l.name + "' on " + l.device + ": under transport: shm a bank must be on the device of the layers "
+          throw InputError(plan_.source + ": expert bank '" + b.name + "' runs on " + to_string(b.device) +
+                           " but serves layers segment '" + l.name + "' on " + to_string(l.device) +
+                           ": under transport: shm a bank must be on the device of the layers "
                            "segment it serves");
         if (on_gpu(b) && b.dtype != l.dtype)
-          throw InputError(plan_.source + ": expert bank '" + b.name + "' computes in " + b.dtype + " but serves layers segment '" +
-                           l.name + "' in " + l.dtype + ": a GPU bank computes in the dtype of the layers segment it serves");
+          throw InputError(plan_.source + ": expert bank '" + b.name + "' computes in " + to_string(b.dtype) +
+                           " but serves layers segment '" + l.name + "' in " + to_string(l.dtype) +
+                           ": a GPU bank computes in the dtype of the layers segment it serves");
       }
     if (!any_gpu) return;
     const int n = cuda_backend_built() ? cuda_visible_devices() : 0;
     for (const SegmentDesc& d : plan_.segments) {
       if (!on_gpu(d)) continue;
       if (!cuda_backend_built())
-        throw InputError(plan_.source + ": segment '" + d.name + "' runs on " + d.device + ", which needs the CUDA "
+        throw InputError(plan_.source + ": segment '" + d.name + "' runs on " + to_string(d.device) + ", which needs the CUDA "
                          "backend (this build does not have it; configure with -DSEGPIPE_CUDA=ON)");
-      int idx = device_index(d);
-      if (idx >= n)
-        throw InputError(plan_.source + ": segment '" + d.name + "' runs on " + d.device + ", which does not exist: " +
+      if (d.device.index >= n)
+        throw InputError(plan_.source + ": segment '" + d.name + "' runs on " + to_string(d.device) + ", which does not exist: " +
                          (n == 0 ? std::string("no CUDA device is visible")
                                  : std::to_string(n) + " CUDA device" + (n == 1 ? " is" : "s are") + " visible (cuda:0" +
                                        (n == 1 ? "" : "..cuda:" + std::to_string(n - 1)) + ")"));
     }
-  }
-
-  // cuda:N -> N ("cuda" -> 0), without touching the driver.
-  int device_index(const SegmentDesc& d) const {
-    const std::string& s = d.device;
-    if (s == "cuda") return 0;
-    bool ok = s.size() > 5 && s.size() <= 9 && s.compare(0, 5, "cuda:") == 0;
-    for (size_t i = 5; ok && i < s.size(); i++) ok = s[i] >= '0' && s[i] <= '9';
-    if (!ok) throw InputError(plan_.source + ": segment '" + d.name + "': device '" + s + "': expected cpu or cuda:N");
-    return std::stoi(s.substr(5));
   }
 
   struct Proc {
@@ -301,7 +291,7 @@ class ShmRunner : public Runner {
     logits_block_ = L.add_block(shm::BlockKind::kActivations, static_cast<size_t>(std::max<int64_t>(1, Tc) * V) * 4, 4096, "logits");
     norm_block_ = L.add_block(shm::BlockKind::kActivations, static_cast<size_t>(std::max<int64_t>(1, Tc) * H) * 4, 4096, "norm");
     bool any_banks = false;  // on the CPU: GPU banks exchange through their device arena
-    for (auto& d : plan_.segments) any_banks |= d.kind == SegKind::Experts && !on_gpu(d);
+    for (auto& d : plan_.segments) any_banks |= d.kind == SegmentKind::experts && !on_gpu(d);
     int64_t mt = any_banks ? Tm : 1;
     moe_[0] = L.add_block(shm::BlockKind::kActivations, static_cast<size_t>(mt * H) * 4, 4096, "moe.x");
     moe_[1] = L.add_block(shm::BlockKind::kActivations, static_cast<size_t>(mt * k) * 4, 64, "moe.experts");
@@ -313,7 +303,7 @@ class ShmRunner : public Runner {
       proto::WorkerSpec& s = p.spec;
       s.index = static_cast<int>(i);
       s.name = p.desc.name;
-      s.kind = seg_kind_name(p.desc.kind);
+      s.kind = p.desc.kind;
       s.model_dir = plan_.model_dir;
       s.layer_first = p.desc.layer_first;
       s.layer_last = p.desc.layer_last;
@@ -335,7 +325,7 @@ class ShmRunner : public Runner {
       s.moe_weights = moe_[2];
       s.moe_slots = moe_[3];
       p.gpu = on_gpu(p.desc);
-      if (p.desc.kind == SegKind::Layers && !p.gpu) {
+      if (p.desc.kind == SegmentKind::layers && !p.gpu) {
         int nl = p.desc.layer_last - p.desc.layer_first + 1;
         s.kv_block = L.add_block(shm::BlockKind::kKvCache,
                                  static_cast<size_t>(nl * LayersSegment::kv_floats_per_layer(cfg_, plan_.max_seq)) * 4,
@@ -344,7 +334,7 @@ class ShmRunner : public Runner {
         s.capture_block = L.add_block(shm::BlockKind::kActivations, static_cast<size_t>(std::max<int64_t>(1, cl.total())) * 4,
                                       4096, "cap." + p.desc.name.substr(0, 20));
       }
-      if (p.desc.kind == SegKind::Layers && p.gpu) {  // its KV cache lives in the device arena
+      if (p.desc.kind == SegmentKind::layers && p.gpu) {  // its KV cache lives in the device arena
         auto cl = capture_layout(p.desc);
         s.capture_block = L.add_block(shm::BlockKind::kActivations, static_cast<size_t>(std::max<int64_t>(1, cl.total())) * 4,
                                       4096, "cap." + p.desc.name.substr(0, 20));
@@ -354,7 +344,7 @@ class ShmRunner : public Runner {
     plan_device_arena();
     // Banks each layers segment calls: those whose layer range meets its own.
     for (auto& p : procs_) {
-      if (p.desc.kind != SegKind::Layers || !p.desc.banks) continue;
+      if (p.desc.kind != SegmentKind::layers || !p.desc.banks) continue;
       for (auto& b : procs_)
         if (serves(b.desc, p.desc))
           p.spec.bank_list.push_back({b.spec.index, b.spec.channel_block, b.desc.layer_first, b.desc.layer_last, b.desc.name});
@@ -381,20 +371,20 @@ class ShmRunner : public Runner {
     const uint64_t hid_bytes = align(static_cast<uint64_t>(Tm * H) * 4);
     std::vector<size_t> chain;  // embeddings, layers and lm_head in order
     for (size_t i = 0; i < procs_.size(); i++)
-      if (procs_[i].desc.kind != SegKind::Experts) chain.push_back(i);
+      if (procs_[i].desc.kind != SegmentKind::experts) chain.push_back(i);
     for (size_t c = 0; c + 1 < chain.size(); c++) {
       Proc &a = procs_[chain[c]], &b = procs_[chain[c + 1]];
-      a.out_dev = b.in_dev = a.gpu && b.gpu && a.desc.device == b.desc.device && a.desc.kind != SegKind::LmHead;
+      a.out_dev = b.in_dev = a.gpu && b.gpu && a.desc.device == b.desc.device && a.desc.kind != SegmentKind::lm_head;
     }
-    std::map<std::string, uint64_t> size;  // device -> bytes planned so far
+    std::map<int, uint64_t> size;  // device -> bytes planned so far
     for (auto& p : procs_) {
-      if (!p.gpu || dev_.count(p.desc.device)) continue;
-      DevArena& da = dev_[p.desc.device];
+      if (!p.gpu || dev_.count(p.desc.device.index)) continue;
+      DevArena& da = dev_[p.desc.device.index];
       uint64_t off = 0;
       da.slots = {off, off + hid_bytes};
       off += 2 * hid_bytes;
       bool banks = false;
-      for (auto& b : procs_) banks |= b.gpu && b.desc.kind == SegKind::Experts && b.desc.device == p.desc.device;
+      for (auto& b : procs_) banks |= b.gpu && b.desc.kind == SegmentKind::experts && b.desc.device == p.desc.device;
       if (banks) {
         // x in the compute dtype (at most 4 bytes), ids, weights, slots (float32, or bf16 for a bf16
         // prefill: moe_slot_dtype; sized for float32, which covers both): for the longest step
@@ -404,11 +394,11 @@ class ShmRunner : public Runner {
           off += align(bytes);
         }
       }
-      size[p.desc.device] = off;
+      size[p.desc.device.index] = off;
     }
     for (auto& p : procs_) {
       if (!p.gpu) continue;
-      const DevArena& da = dev_.at(p.desc.device);
+      const DevArena& da = dev_.at(p.desc.device.index);
       proto::CudaWorkerSpec& g = p.gpu_spec;
       g.device = p.desc.device;
       g.dtype = p.desc.dtype;
@@ -417,9 +407,9 @@ class ShmRunner : public Runner {
       g.graphs = cuda_.graphs;
       g.spin_count = cuda_.spin_count;
       g.slots = da.slots;
-      if (p.desc.kind == SegKind::Experts || (p.desc.kind == SegKind::Layers && p.desc.banks)) g.moe = da.moe;
-      if (p.desc.kind == SegKind::Layers) {
-        uint64_t& off = size[p.desc.device];
+      if (p.desc.kind == SegmentKind::experts || (p.desc.kind == SegmentKind::layers && p.desc.banks)) g.moe = da.moe;
+      if (p.desc.kind == SegmentKind::layers) {
+        uint64_t& off = size[p.desc.device.index];
         g.kv_offset = static_cast<int64_t>(off);
         const int nl = p.desc.layer_last - p.desc.layer_first + 1;
         off += align(static_cast<uint64_t>(nl * LayersSegment::kv_floats_per_layer(cfg_, plan_.max_seq)) * 4);
@@ -428,7 +418,7 @@ class ShmRunner : public Runner {
     for (auto& [device, da] : dev_) da.arena = DeviceArena::create(device, size[device]);
     for (auto& p : procs_) {
       if (!p.gpu) continue;
-      const DevArena& da = dev_.at(p.desc.device);
+      const DevArena& da = dev_.at(p.desc.device.index);
       p.gpu_spec.arena_handle = da.arena->ipc_handle_hex();
       p.gpu_spec.arena_bytes = da.arena->bytes();
     }
@@ -471,7 +461,7 @@ class ShmRunner : public Runner {
         pid_t pid = p.pid;
         p.pid = -1;
         p.reaped_status.reset();
-        p.ended = "segment '" + p.desc.name + "' (" + seg_kind_name(p.desc.kind) + ", pid " + std::to_string(pid) +
+        p.ended = "segment '" + p.desc.name + "' (" + to_string(p.desc.kind) + ", pid " + std::to_string(pid) +
                   ") " + describe_status(st);
         throw SegmentFailed(static_cast<int>(i), p.ended);
       }
@@ -481,7 +471,7 @@ class ShmRunner : public Runner {
         p.heartbeat_seen = now;
       } else if (now - p.heartbeat_seen > std::chrono::milliseconds(plan_.timeout_ms)) {
         std::atomic_ref<int32_t>(status_[i].dead).store(1);
-        throw SegmentFailed(static_cast<int>(i), "segment '" + p.desc.name + "' (" + seg_kind_name(p.desc.kind) +
+        throw SegmentFailed(static_cast<int>(i), "segment '" + p.desc.name + "' (" + to_string(p.desc.kind) +
                                                      ", pid " + std::to_string(p.pid) + ") stopped answering for " +
                                                      std::to_string(plan_.timeout_ms) + " ms (hung)");
       }
@@ -545,29 +535,29 @@ class ShmRunner : public Runner {
       Proc& p = procs_[i];
       proto::StepArgs a{pos0, T, 0, 0, all_logits ? 1u : 0u, obs ? 1u : 0u};
       switch (p.desc.kind) {
-        case SegKind::Experts: continue;  // called by layers segments
-        case SegKind::Embeddings: a.in_block = ids_block_; a.out_block = hid_[0]; cur = 0; break;
-        case SegKind::Layers: a.in_block = hid_[cur]; a.out_block = hid_[1 - cur]; break;
-        case SegKind::LmHead: a.in_block = hid_[cur]; a.out_block = logits_block_; break;
+        case SegmentKind::experts: continue;  // called by layers segments
+        case SegmentKind::embeddings: a.in_block = ids_block_; a.out_block = hid_[0]; cur = 0; break;
+        case SegmentKind::layers: a.in_block = hid_[cur]; a.out_block = hid_[1 - cur]; break;
+        case SegmentKind::lm_head: a.in_block = hid_[cur]; a.out_block = logits_block_; break;
       }
-      if (p.desc.kind != SegKind::Embeddings) a.in_block = place(a.in_block, p.in_dev);
-      if (p.desc.kind != SegKind::LmHead) a.out_block = place(a.out_block, p.out_dev);
+      if (p.desc.kind != SegmentKind::embeddings) a.in_block = place(a.in_block, p.in_dev);
+      if (p.desc.kind != SegmentKind::lm_head) a.out_block = place(a.out_block, p.out_dev);
       call(static_cast<int>(i), proto::kStep, std::as_bytes(std::span<const proto::StepArgs>(&a, 1)));
-      if (p.desc.kind == SegKind::Embeddings && obs) {
+      if (p.desc.kind == SegmentKind::embeddings && obs) {
         if (p.out_dev) {
           std::vector<float> e(static_cast<size_t>(T * H));
-          const DevArena& da = dev_.at(p.desc.device);
+          const DevArena& da = dev_.at(p.desc.device.index);
           da.arena->read(da.slots[a.out_block & ~proto::kDeviceSlot], e.data(), e.size() * 4);
           obs->on_tensor("embeddings", e.data(), T, H);
         } else {
           obs->on_tensor("embeddings", arena_->payload_span<float>(a.out_block).data(), T, H);
         }
       }
-      if (p.desc.kind == SegKind::Layers) {
+      if (p.desc.kind == SegmentKind::layers) {
         cur = 1 - cur;
         if (obs) emit_capture(p, T, obs);
       }
-      if (p.desc.kind == SegKind::LmHead) {
+      if (p.desc.kind == SegmentKind::lm_head) {
         const float* out = arena_->payload_span<float>(a.out_block).data();
         int64_t rows = all_logits ? T : 1;
         logits.assign(out, out + rows * cfg_.vocab);
@@ -660,13 +650,13 @@ class ShmRunner : public Runner {
   RunPlan plan_;
   ShmOptions opt_;
   CudaShmOptions cuda_;
-  std::string sharing_device_;  // MPS asked for, to be confirmed on this device
+  int sharing_device_ = -1;  // MPS asked for, to be confirmed on this device (cuda:N); -1: none
   struct DevArena {
     std::unique_ptr<DeviceArena> arena;  // outlives the workers (freed after shutdown)
     std::vector<uint64_t> slots;         // the two hidden-state slots
     std::vector<uint64_t> moe;           // the bank exchange: x, ids, weights, slots (empty: no GPU banks)
   };
-  std::map<std::string, DevArena> dev_;  // per device used by a GPU segment
+  std::map<int, DevArena> dev_;  // per device (cuda:N) used by a GPU segment
   ModelConfig cfg_;
   std::optional<shm::Arena> arena_;
   proto::SegmentStatus* status_ = nullptr;

@@ -12,6 +12,8 @@
 #include <string>
 #include <vector>
 
+#include "segments/core/segment_types.h"
+
 namespace segpipe {
 
 // Where something was written: 1-based line and column (yaml-cpp's Mark is 0-based). 0 = unknown
@@ -37,17 +39,8 @@ struct KeyMarks {
   friend bool operator==(const KeyMarks&, const KeyMarks&) { return true; }  // provenance, see SourceMark
 };
 
-enum class SegmentKind { embeddings, layers, experts, lm_head };
 enum class Transport { shm, inproc };         // shm: one process per segment; inproc: one process
-enum class ComputeDType { float32, bfloat16 };       // compute dtype of a segment
 enum class ExpertPlacement { local, banks };  // where a layers segment's MoE experts are computed
-
-struct Device {
-  enum class Type { cpu, cuda };
-  Type type = Type::cpu;
-  int index = 0;  // N of cuda:N; 0 for cpu
-  friend bool operator==(const Device&, const Device&) = default;
-};
 
 // An inclusive range [first, last] as written in `layers: [a, b]` or `experts: [e0, e1]`.
 struct IndexRange {
@@ -116,10 +109,7 @@ struct PipelineSpec {
 inline constexpr int kDefaultThreads = 1;
 inline constexpr int kDefaultTimeoutMs = 10000;
 
-const char* to_string(SegmentKind kind);
 const char* to_string(Transport transport);
-const char* to_string(ComputeDType dtype);
 const char* to_string(ExpertPlacement placement);
-std::string to_string(const Device& device);  // "cpu" or "cuda:N"
 
 }  // namespace segpipe

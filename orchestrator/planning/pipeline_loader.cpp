@@ -29,7 +29,7 @@ LoadedPlan load_pipeline_plan(const std::string& yaml_path) {
 
 std::unique_ptr<Runner> make_runner(const RunPlan& plan, const ShmOptions& opt) {
   bool on_gpu = false;
-  for (const SegmentDesc& s : plan.segments) on_gpu |= s.device.rfind("cuda", 0) == 0;
+  for (const SegmentDesc& s : plan.segments) on_gpu |= s.device.is_cuda();
   if (on_gpu) {
     // inproc: the whole plan on one GPU in this process (segments/cuda); shm: one process per
     // segment, GPU segments sharing device memory through CUDA IPC (workers/cuda_worker.h).

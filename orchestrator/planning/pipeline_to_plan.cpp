@@ -40,12 +40,7 @@ RunPlan plan_from_pipeline_file(const std::string& path, ModelConfig& cfg, nlohm
   for (const PlannedSegment& s : pp.segments) {
     SegmentDesc d;
     d.name = s.name;
-    switch (s.kind) {
-      case SegmentKind::embeddings: d.kind = SegKind::Embeddings; break;
-      case SegmentKind::layers: d.kind = SegKind::Layers; break;
-      case SegmentKind::experts: d.kind = SegKind::Experts; break;
-      case SegmentKind::lm_head: d.kind = SegKind::LmHead; break;
-    }
+    d.kind = s.kind;
     if (s.layers) {
       d.layer_first = s.layers->first;
       d.layer_last = s.layers->last;
@@ -57,14 +52,14 @@ RunPlan plan_from_pipeline_file(const std::string& path, ModelConfig& cfg, nlohm
     d.banks = s.placement == ExpertPlacement::banks;
     d.threads = s.threads;
     d.max_resident_experts = s.max_resident_experts.value_or(0);
-    d.device = to_string(s.device);
-    d.dtype = to_string(s.dtype);
-    const bool on_gpu = s.device.type != Device::Type::cpu;
+    d.device = s.device;
+    d.dtype = s.dtype;
+    const bool on_gpu = s.device.is_cuda();
     if (on_gpu && !cuda_backend_built())
-      throw InputError(path + ": segment '" + s.name + "': device " + d.device +
+      throw InputError(path + ": segment '" + s.name + "': device " + to_string(d.device) +
                        " needs the CUDA backend, which this build does not have");
-    if (d.dtype != "float32" && !on_gpu)
-      throw InputError(path + ": segment '" + s.name + "': compute dtype " + d.dtype +
+    if (d.dtype != ComputeDType::float32 && !on_gpu)
+      throw InputError(path + ": segment '" + s.name + "': compute dtype " + to_string(d.dtype) +
                        " is only implemented on the CUDA backend; the CPU computes in float32");
     p.segments.push_back(d);
   }

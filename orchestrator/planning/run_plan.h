@@ -6,24 +6,23 @@
 #include <string>
 #include <vector>
 
+#include "segments/core/segment_types.h"
 #include "segments/model/config.h"
 
 namespace segpipe {
 
-enum class SegKind { Embeddings, Layers, Experts, LmHead };
-const char* seg_kind_name(SegKind k);
 
 struct SegmentDesc {
   std::string name;
-  SegKind kind = SegKind::Layers;
+  SegmentKind kind = SegmentKind::layers;
   int layer_first = -1, layer_last = -1;    // layers, experts
   bool banks = false;                       // layers: routed experts live in experts segments
   int expert_first = -1, expert_last = -1;  // experts
   int threads = 0;                          // CPU threads (0: the plan's default)
   int max_resident_experts = 0;             // layers (local experts), experts: at most this many experts
                                             // resident per layer, loaded on demand (0: all)
-  std::string device = "cpu";
-  std::string dtype = "float32";
+  Device device;                            // cpu or cuda:N
+  ComputeDType dtype = ComputeDType::float32;
 };
 
 struct RunPlan {

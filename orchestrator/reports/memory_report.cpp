@@ -156,14 +156,14 @@ std::vector<WeightRange> segment_weight_ranges(Checkpoint& ck, const ModelConfig
     }
   };
   switch (d.kind) {
-    case SegKind::Embeddings: whole(embed_role(cfg)); break;
-    case SegKind::LmHead:
+    case SegmentKind::embeddings: whole(embed_role(cfg)); break;
+    case SegmentKind::lm_head:
       whole(final_norm_role(cfg));
       if (cfg.tie_word_embeddings) whole(embed_role(cfg));
       else for (auto& r : lm_head_roles(cfg)) whole(r);
       break;
-    case SegKind::Experts: experts(d.layer_first, d.layer_last, d.expert_first, d.expert_last); break;
-    case SegKind::Layers:
+    case SegmentKind::experts: experts(d.layer_first, d.layer_last, d.expert_first, d.expert_last); break;
+    case SegmentKind::layers:
       for (int l = d.layer_first; l <= d.layer_last; l++)
         for (auto& r : layer_roles(cfg, l)) whole(r);
       if (!d.banks) experts(d.layer_first, d.layer_last, 0, cfg.num_experts - 1);
@@ -183,10 +183,10 @@ ExpertResidencyBound expert_residency_bound(Checkpoint& ck, const ModelConfig& c
   const auto ranges = segment_weight_ranges(ck, cfg, d);
   for (auto& r : ranges) total += r.end - r.begin;
   uint64_t all_experts = 0, expert_tensors = 0, resident_expert_tensors = 0;
-  const bool holds_experts = d.kind == SegKind::Experts || (d.kind == SegKind::Layers && !d.banks);
+  const bool holds_experts = d.kind == SegmentKind::experts || (d.kind == SegmentKind::layers && !d.banks);
   if (holds_experts && M > 0) {
-    const int e0 = d.kind == SegKind::Experts ? d.expert_first : 0;
-    const int e1 = d.kind == SegKind::Experts ? d.expert_last : cfg.num_experts - 1;
+    const int e0 = d.kind == SegmentKind::experts ? d.expert_first : 0;
+    const int e1 = d.kind == SegmentKind::experts ? d.expert_last : cfg.num_experts - 1;
     for (int l = d.layer_first; l <= d.layer_last; l++) {
       if (!cfg.is_moe_layer(l)) continue;
       ExpertLayout lay = expert_layout(ck, cfg, l);
@@ -268,7 +268,7 @@ nlohmann::json proc_memory_json(const ProcMemory& m) {
 }
 
 uint64_t kv_bytes(const ModelConfig& cfg, const SegmentDesc& d, int64_t positions) {
-  if (d.kind != SegKind::Layers) return 0;
+  if (d.kind != SegmentKind::layers) return 0;
   uint64_t n = static_cast<uint64_t>(d.layer_last - d.layer_first + 1);
   uint64_t per = static_cast<uint64_t>(positions) * static_cast<uint64_t>(cfg.kv_dim()) * 4;  // K or V of one layer
   per = (per + kPage - 1) / kPage * kPage;

@@ -40,19 +40,11 @@ int device_count() {
   return n;
 }
 
-int parse_device(const std::string& s) {
-  int idx = 0;
-  if (s != "cuda") {
-    if (s.rfind("cuda:", 0) != 0 || s.size() == 5) throw InputError("device '" + s + "': expected cpu or cuda:N");
-    for (size_t i = 5; i < s.size(); i++)
-      if (s[i] < '0' || s[i] > '9') throw InputError("device '" + s + "': expected cpu or cuda:N");
-    idx = std::atoi(s.c_str() + 5);
-  }
-  int n = device_count();
-  if (idx >= n)
-    throw InputError("device '" + s + "' does not exist: this machine has " + std::to_string(n) + " CUDA device" +
-                     (n == 1 ? "" : "s"));
-  return idx;
+void require_device(int index) {
+  const int n = device_count();
+  if (index < 0 || index >= n)
+    throw InputError("device cuda:" + std::to_string(index) + " does not exist: this machine has " + std::to_string(n) +
+                     " CUDA device" + (n == 1 ? "" : "s"));
 }
 
 std::string device_name(int device) {

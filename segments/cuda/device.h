@@ -15,8 +15,8 @@ namespace segpipe::cuda {
 
 // Number of CUDA devices; 0 when there is no driver or no GPU (never throws).
 int device_count();
-// "cuda:N" -> N; "cuda" -> 0. Throws InputError for anything else or a device that does not exist.
-int parse_device(const std::string& s);
+// Throws InputError naming cuda:N when that device does not exist on this machine.
+void require_device(int index);
 std::string device_name(int device);
 // Sets aside up to `bytes` of the current device's L2 for persisting (evict_last) lines
 // (cudaLimitPersistingL2CacheSize, clamped to what the device allows) and returns the bytes set aside;

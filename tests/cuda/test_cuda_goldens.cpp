@@ -62,11 +62,11 @@ RunPlan gpu_plan(const std::string& dir, const ModelConfig& cfg, const std::stri
     // embed, layers (experts in banks), two banks splitting the experts, head
     std::vector<SegmentDesc> segs;
     for (auto& s : p.segments) {
-      if (s.kind == SegKind::Layers) s.banks = true;
+      if (s.kind == SegmentKind::layers) s.banks = true;
       segs.push_back(s);
     }
     int half = cfg.num_experts / 2;
-    SegmentDesc b0{"bank-lo", SegKind::Experts}, b1{"bank-hi", SegKind::Experts};
+    SegmentDesc b0{"bank-lo", SegmentKind::experts}, b1{"bank-hi", SegmentKind::experts};
     b0.layer_first = b1.layer_first = 0;
     b0.layer_last = b1.layer_last = cfg.num_layers - 1;
     b0.expert_first = 0;
@@ -78,8 +78,8 @@ RunPlan gpu_plan(const std::string& dir, const ModelConfig& cfg, const std::stri
     p.segments = segs;
   }
   for (auto& s : p.segments) {
-    s.device = "cuda:0";
-    s.dtype = dtype;
+    s.device = Device{Device::Type::cuda, 0};
+    s.dtype = *parse_compute_dtype(dtype);
   }
   return p;
 }

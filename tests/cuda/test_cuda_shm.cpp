@@ -44,7 +44,7 @@ std::string g_source = SEGPIPE_SOURCE_DIR;
 
 struct Seg {
   const char* name;
-  SegKind kind;
+  SegmentKind kind;
   int l0 = -1, l1 = -1;
   const char* device = "cuda:0";
   bool banks = false;     // layers: experts: banks
@@ -52,10 +52,10 @@ struct Seg {
 };
 
 Seg banked(const char* name, int l0, int l1, const char* device = "cuda:0") {
-  return {name, SegKind::Layers, l0, l1, device, true};
+  return {name, SegmentKind::layers, l0, l1, device, true};
 }
 Seg bank(const char* name, int l0, int l1, int e0, int e1, const char* device = "cuda:0") {
-  return {name, SegKind::Experts, l0, l1, device, false, e0, e1};
+  return {name, SegmentKind::experts, l0, l1, device, false, e0, e1};
 }
 
 RunPlan make_plan(const std::string& model, const std::vector<Seg>& segs, const std::string& dtype) {
@@ -73,8 +73,8 @@ RunPlan make_plan(const std::string& model, const std::vector<Seg>& segs, const 
     d.banks = s.banks;
     d.expert_first = s.e0;
     d.expert_last = s.e1;
-    d.device = s.device;
-    d.dtype = std::string(s.device) == "cpu" ? "float32" : dtype;
+    d.device = *parse_device(s.device);
+    d.dtype = std::string(s.device) == "cpu" ? ComputeDType::float32 : *parse_compute_dtype(dtype);
     p.segments.push_back(d);
   }
   return p;
@@ -163,17 +163,17 @@ void test_bit_identical(Checks& c) {
   };
   std::vector<Case> cases = {
       {"tiny-qwen3-moe", "float32",
-       {{"embed", SegKind::Embeddings}, {"layers-a", SegKind::Layers, 0, 1}, {"layers-b", SegKind::Layers, 2, 4},
-        {"head", SegKind::LmHead}}},
+       {{"embed", SegmentKind::embeddings}, {"layers-a", SegmentKind::layers, 0, 1}, {"layers-b", SegmentKind::layers, 2, 4},
+        {"head", SegmentKind::lm_head}}},
       {"tiny-qwen3-moe", "bfloat16",
-       {{"embed", SegKind::Embeddings}, {"layers-a", SegKind::Layers, 0, 0}, {"layers-b", SegKind::Layers, 1, 3},
-        {"layers-c", SegKind::Layers, 4, 4}, {"head", SegKind::LmHead}}},
+       {{"embed", SegmentKind::embeddings}, {"layers-a", SegmentKind::layers, 0, 0}, {"layers-b", SegmentKind::layers, 1, 3},
+        {"layers-c", SegmentKind::layers, 4, 4}, {"head", SegmentKind::lm_head}}},
       {"tiny-qwen3-dense", "float32",
-       {{"embed", SegKind::Embeddings}, {"layer-0", SegKind::Layers, 0, 0}, {"layer-1", SegKind::Layers, 1, 2},
-        {"head", SegKind::LmHead}}},
+       {{"embed", SegmentKind::embeddings}, {"layer-0", SegmentKind::layers, 0, 0}, {"layer-1", SegmentKind::layers, 1, 2},
+        {"head", SegmentKind::lm_head}}},
       {"tiny-qwen3-omni", "bfloat16",
-       {{"embed", SegKind::Embeddings}, {"layers-a", SegKind::Layers, 0, 1}, {"layers-b", SegKind::Layers, 2, -2},
-        {"head", SegKind::LmHead}}},
+       {{"embed", SegmentKind::embeddings}, {"layers-a", SegmentKind::layers, 0, 1}, {"layers-b", SegmentKind::layers, 2, -2},
+        {"head", SegmentKind::lm_head}}},
   };
   for (Case& cs : cases) {
     const std::string dir = g_source + "/models/" + cs.model;
@@ -202,7 +202,7 @@ void expect_goldens(Checks& c, const char* model, std::vector<Seg> segs, const c
   std::vector<Seg> ok;
   int next = 0;
   for (auto& s : segs) {
-    if (s.kind == SegKind::Layers) {
+    if (s.kind == SegmentKind::layers) {
       if (s.l0 < next) s.l0 = next;
       if (s.l0 > s.l1) continue;
       next = s.l1 + 1;
@@ -235,10 +235,10 @@ void expect_goldens(Checks& c, const char* model, std::vector<Seg> segs, const c
 void test_mixed_goldens(Checks& c) {
   // cpu/gpu alternation: every kind of meeting (host arena both ways, and one GPU-GPU device slot)
   std::vector<std::vector<Seg>> pipes = {
-      {{"embed", SegKind::Embeddings, -1, -1, "cpu"}, {"layers-a", SegKind::Layers, 0, 1},
-       {"layers-b", SegKind::Layers, 2, 3, "cpu"}, {"layers-c", SegKind::Layers, 4, -2}, {"head", SegKind::LmHead, -1, -1, "cpu"}},
-      {{"embed", SegKind::Embeddings}, {"layers-a", SegKind::Layers, 0, 1}, {"layers-b", SegKind::Layers, 2, -2, "cpu"},
-       {"head", SegKind::LmHead}},
+      {{"embed", SegmentKind::embeddings, -1, -1, "cpu"}, {"layers-a", SegmentKind::layers, 0, 1},
+       {"layers-b", SegmentKind::layers, 2, 3, "cpu"}, {"layers-c", SegmentKind::layers, 4, -2}, {"head", SegmentKind::lm_head, -1, -1, "cpu"}},
+      {{"embed", SegmentKind::embeddings}, {"layers-a", SegmentKind::layers, 0, 1}, {"layers-b", SegmentKind::layers, 2, -2, "cpu"},
+       {"head", SegmentKind::lm_head}},
   };
   for (const char* model : {"tiny-qwen3-moe", "tiny-qwen3-dense"})
     for (auto& segs : pipes) expect_goldens(c, model, segs, "mixed");
@@ -290,8 +290,8 @@ void expect_restart(Checks& c, RunPlan plan, const ModelConfig& cfg, const char*
 void test_restart(Checks& c) {
   const std::string model = "tiny-qwen3-moe";
   ModelConfig cfg = read_model_config(g_source + "/models/" + model);
-  std::vector<Seg> segs = {{"embed", SegKind::Embeddings}, {"layers-a", SegKind::Layers, 0, 1},
-                           {"layers-b", SegKind::Layers, 2, 4}, {"head", SegKind::LmHead}};
+  std::vector<Seg> segs = {{"embed", SegmentKind::embeddings}, {"layers-a", SegmentKind::layers, 0, 1},
+                           {"layers-b", SegmentKind::layers, 2, 4}, {"head", SegmentKind::lm_head}};
   // SIGKILL at layers-b's 5th step (the 4th decode step, after its graph was captured).
   expect_restart(c, make_plan(model, segs, "bfloat16"), cfg, "layers-b", "layers-b:step:5:9",
                  "GPU layers worker killed at its 5th step");
@@ -308,12 +308,12 @@ void test_banks(Checks& c) {
   std::vector<Case> cases = {
       // 2 banks over every layer, serving two layers segments
       {"2 banks",
-       {{"embed", SegKind::Embeddings}, banked("layers-a", 0, 1), banked("layers-b", 2, 4), bank("bank-lo", 0, 4, 0, 3),
-        bank("bank-hi", 0, 4, 4, 7), {"head", SegKind::LmHead}}},
+       {{"embed", SegmentKind::embeddings}, banked("layers-a", 0, 1), banked("layers-b", 2, 4), bank("bank-lo", 0, 4, 0, 3),
+        bank("bank-hi", 0, 4, 4, 7), {"head", SegmentKind::lm_head}}},
       // 3 uneven banks serving the first layers segment; the second computes its experts locally
       {"3 banks",
-       {{"embed", SegKind::Embeddings}, bank("bank-a", 0, 2, 0, 2), banked("layers-a", 0, 2), bank("bank-b", 0, 2, 3, 5),
-        bank("bank-c", 0, 2, 6, 7), {"layers-b", SegKind::Layers, 3, 4}, {"head", SegKind::LmHead}}},
+       {{"embed", SegmentKind::embeddings}, bank("bank-a", 0, 2, 0, 2), banked("layers-a", 0, 2), bank("bank-b", 0, 2, 3, 5),
+        bank("bank-c", 0, 2, 6, 7), {"layers-b", SegmentKind::layers, 3, 4}, {"head", SegmentKind::lm_head}}},
   };
   for (const char* dtype : {"float32", "bfloat16"})
     for (const Case& cs : cases) {
@@ -327,8 +327,8 @@ void test_banks(Checks& c) {
 void test_bank_restart(Checks& c) {
   const char* model = "tiny-qwen3-moe";
   ModelConfig cfg = read_model_config(g_source + "/models/" + model);
-  std::vector<Seg> segs = {{"embed", SegKind::Embeddings}, banked("layers-a", 0, 1), banked("layers-b", 2, 4),
-                           bank("bank-lo", 0, 4, 0, 3), bank("bank-hi", 0, 4, 4, 7), {"head", SegKind::LmHead}};
+  std::vector<Seg> segs = {{"embed", SegmentKind::embeddings}, banked("layers-a", 0, 1), banked("layers-b", 2, 4),
+                           bank("bank-lo", 0, 4, 0, 3), bank("bank-hi", 0, 4, 4, 7), {"head", SegmentKind::lm_head}};
   // 4 MoE layers (0, 2, 3, 4): requests 1-4 are the prefill, 5-8 the first decode step, 9-12 the
   // second; the 11th is layer 3, inside layers-b after it wrote layer 2's KV rows at this position.
   expect_restart(c, make_plan(model, segs, "bfloat16"), cfg, "bank-hi", "bank-hi:experts:11:9",
@@ -344,19 +344,19 @@ void test_two_devices(Checks& c) {
     return;
   }
   const char* model = "tiny-qwen3-moe";
-  std::vector<Seg> two = {{"embed", SegKind::Embeddings, -1, -1, "cuda:0"}, {"layers-a", SegKind::Layers, 0, 1, "cuda:0"},
-                          {"layers-b", SegKind::Layers, 2, -2, "cuda:1"}, {"head", SegKind::LmHead, -1, -1, "cuda:1"}};
-  std::vector<Seg> with_cpu = {{"embed", SegKind::Embeddings, -1, -1, "cuda:0"},
-                               {"layers-a", SegKind::Layers, 0, 1, "cuda:0"},
-                               {"layers-b", SegKind::Layers, 2, 2, "cpu"},
-                               {"layers-c", SegKind::Layers, 3, -2, "cuda:1"},
-                               {"head", SegKind::LmHead, -1, -1, "cuda:1"}};
-  std::vector<Seg> banks_on_1 = {{"embed", SegKind::Embeddings, -1, -1, "cuda:0"},
-                                 {"layers-a", SegKind::Layers, 0, 1, "cuda:0"},
+  std::vector<Seg> two = {{"embed", SegmentKind::embeddings, -1, -1, "cuda:0"}, {"layers-a", SegmentKind::layers, 0, 1, "cuda:0"},
+                          {"layers-b", SegmentKind::layers, 2, -2, "cuda:1"}, {"head", SegmentKind::lm_head, -1, -1, "cuda:1"}};
+  std::vector<Seg> with_cpu = {{"embed", SegmentKind::embeddings, -1, -1, "cuda:0"},
+                               {"layers-a", SegmentKind::layers, 0, 1, "cuda:0"},
+                               {"layers-b", SegmentKind::layers, 2, 2, "cpu"},
+                               {"layers-c", SegmentKind::layers, 3, -2, "cuda:1"},
+                               {"head", SegmentKind::lm_head, -1, -1, "cuda:1"}};
+  std::vector<Seg> banks_on_1 = {{"embed", SegmentKind::embeddings, -1, -1, "cuda:0"},
+                                 {"layers-a", SegmentKind::layers, 0, 1, "cuda:0"},
                                  banked("layers-b", 2, 4, "cuda:1"),
                                  bank("bank-lo", 2, 4, 0, 3, "cuda:1"),
                                  bank("bank-hi", 2, 4, 4, 7, "cuda:1"),
-                                 {"head", SegKind::LmHead, -1, -1, "cuda:1"}};
+                                 {"head", SegmentKind::lm_head, -1, -1, "cuda:1"}};
   for (const char* m : {"tiny-qwen3-moe", "tiny-qwen3-dense"}) {
     expect_goldens(c, m, two, "two devices");
     expect_goldens(c, m, with_cpu, "two devices and the CPU");
@@ -367,7 +367,7 @@ void test_two_devices(Checks& c) {
   for (auto& s : two)
     if (s.l1 == -2) s.l1 = cfg.num_layers - 1;
   std::vector<Seg> one = two;
-  for (auto& s : one) s.device = "cuda:0";
+  for (auto& s : one) s.device = Device{Device::Type::cuda, 0};
   auto prompt = prompt_for(cfg, 12);
   ShmOptions so;
   so.capture_tokens = static_cast<int64_t>(prompt.size());
@@ -384,8 +384,8 @@ void test_missing_device(Checks& c) {
     return;
   }
   const char* model = "tiny-qwen3-moe";
-  std::vector<Seg> segs = {{"embed", SegKind::Embeddings}, {"layers", SegKind::Layers, 0, 4},
-                           {"head", SegKind::LmHead, -1, -1, "cuda:7"}};
+  std::vector<Seg> segs = {{"embed", SegmentKind::embeddings}, {"layers", SegmentKind::layers, 0, 4},
+                           {"head", SegmentKind::lm_head, -1, -1, "cuda:7"}};
   std::string msg;
   bool input = false;
   try {

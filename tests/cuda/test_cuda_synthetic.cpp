@@ -52,7 +52,7 @@ int main() {
       for (std::string dtype : {"float32", "bfloat16"}) {
         RunPlan p = default_plan(dir.string(), cfg);
         p.max_seq = 64;
-        for (auto& s : p.segments) s.device = "cuda:0", s.dtype = dtype;
+        for (auto& s : p.segments) s.device = Device{Device::Type::cuda, 0}, s.dtype = *parse_compute_dtype(dtype);
         CudaRunnerOptions from_files, from_formula;
         from_formula.synthetic = true;
         from_formula.seed = 7;
@@ -196,7 +196,7 @@ int main() {
       ModelConfig cfg = parse_model_config(synthetic_config(o), "preset bench-moe");
       RunPlan p = default_plan("synthetic:bench-moe", cfg);
       p.max_seq = 256;
-      for (auto& s : p.segments) s.device = "cuda:0", s.dtype = "bfloat16";
+      for (auto& s : p.segments) s.device = Device{Device::Type::cuda, 0}, s.dtype = ComputeDType::bfloat16;
       CudaRunnerOptions ro;
       ro.synthetic = true;
       auto r = make_cuda_runner(p, cfg, ro);

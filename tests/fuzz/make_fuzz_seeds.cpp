@@ -133,7 +133,7 @@ static int worker_spec_seeds(const fs::path& dir) {
     s.arena = "segpipe-1-0123456789abcdef";
     s.index = count;
     s.name = std::string("seg-") + kind;
-    s.kind = kind;
+    s.kind = *segpipe::parse_segment_kind(kind);
     s.model_dir = "models/tiny-qwen3-moe";
     if (std::string(kind) == "layers" || std::string(kind) == "experts") s.layer_first = 0, s.layer_last = 4;
     if (std::string(kind) == "experts") s.expert_first = 0, s.expert_last = 3;

@@ -109,22 +109,22 @@ RunPlan banked_plan(const std::string& dir, const std::vector<std::pair<int, int
   ModelConfig cfg = read_model_config(dir);
   RunPlan p = small_plan(dir);
   p.segments.clear();
-  p.segments.push_back({"embed", SegKind::Embeddings});
-  SegmentDesc l{"layers", SegKind::Layers};
+  p.segments.push_back({"embed", SegmentKind::embeddings});
+  SegmentDesc l{"layers", SegmentKind::layers};
   l.layer_first = 0;
   l.layer_last = cfg.num_layers - 1;
   l.banks = true;
   p.segments.push_back(l);
   int i = 0;
   for (auto [e0, e1] : banks) {
-    SegmentDesc b{"bank" + std::to_string(i++), SegKind::Experts};
+    SegmentDesc b{"bank" + std::to_string(i++), SegmentKind::experts};
     b.layer_first = 0;
     b.layer_last = cfg.num_layers - 1;
     b.expert_first = e0;
     b.expert_last = e1;
     p.segments.push_back(b);
   }
-  p.segments.push_back({"head", SegKind::LmHead});
+  p.segments.push_back({"head", SegmentKind::lm_head});
   return p;
 }
 

@@ -27,8 +27,8 @@
 #include <string>
 #include <vector>
 
-#include "orchestrator/cuda_runner.h"
-#include "orchestrator/run_plan.h"
+#include "orchestrator/drivers/cuda_runner.h"
+#include "orchestrator/planning/run_plan.h"
 #include "segments/cuda/device.h"
 #include "segments/cuda/profile.h"
 #include "segments/cuda/kinds.h"
@@ -350,6 +350,10 @@ int main(int argc, char** argv) {
       return 2;
     }
   }
+  if (!parse_compute_dtype(dtype)) {
+    std::fprintf(stderr, "--dtype: '%s': expected float32 or bfloat16\n", dtype.c_str());
+    return 2;
+  }
   if (cuda::device_count() == 0) {
     std::printf("SKIPPED: no CUDA device\n");
     return 77;
@@ -421,7 +425,7 @@ int main(int argc, char** argv) {
     }
     RunPlan plan = default_plan("synthetic:" + preset, cfg);
     plan.max_seq = std::max(4096, prompt + decode + 64);
-    for (auto& s : plan.segments) s.device = "cuda:0", s.dtype = dtype;
+    for (auto& s : plan.segments) s.device = Device{Device::Type::cuda, 0}, s.dtype = *parse_compute_dtype(dtype);
     CudaRunnerOptions ro;
     ro.synthetic = true;
     ro.gemv_max_tokens = gemv_max;

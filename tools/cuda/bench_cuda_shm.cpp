@@ -17,9 +17,9 @@
 #include <string>
 #include <vector>
 
-#include "orchestrator/cuda_ipc.h"
-#include "orchestrator/cuda_runner.h"
-#include "orchestrator/run_plan.h"
+#include "orchestrator/drivers/cuda_ipc.h"
+#include "orchestrator/drivers/cuda_runner.h"
+#include "orchestrator/planning/run_plan.h"
 #include "segments/cuda/device.h"
 #include "segments/model/synthetic.h"
 #include "workers/worker_main.h"
@@ -123,6 +123,10 @@ int main(int argc, char** argv) {
       return 3;
     }
   }
+  if (!parse_compute_dtype(dtype)) {
+    std::fprintf(stderr, "--dtype: '%s': expected float32 or bfloat16\n", dtype.c_str());
+    return 2;
+  }
   if (cuda::device_count() == 0) {
     std::printf("SKIPPED: no CUDA device\n");
     return 77;
@@ -144,26 +148,26 @@ int main(int argc, char** argv) {
     plan.source = "preset " + preset;
     plan.max_seq = 512;
     plan.timeout_ms = 120000;
-    auto seg = [&](const std::string& n, SegKind k, int l0, int l1) {
+    auto seg = [&](const std::string& n, SegmentKind k, int l0, int l1) {
       SegmentDesc d{n, k};
       d.layer_first = l0;
       d.layer_last = l1;
-      d.device = "cuda:0";
-      d.dtype = dtype;
+      d.device = Device{Device::Type::cuda, 0};
+      d.dtype = *parse_compute_dtype(dtype);
       plan.segments.push_back(d);
     };
-    seg("embed", SegKind::Embeddings, -1, -1);
+    seg("embed", SegmentKind::embeddings, -1, -1);
     const int L = cfg.num_layers;
     for (int g = 0; g < groups; g++) {
-      seg("layers-" + std::to_string(g), SegKind::Layers, g * L / groups, (g + 1) * L / groups - 1);
+      seg("layers-" + std::to_string(g), SegmentKind::layers, g * L / groups, (g + 1) * L / groups - 1);
       plan.segments.back().banks = banks > 0;
     }
     for (int b = 0; b < banks; b++) {
-      seg("experts-" + std::to_string(b), SegKind::Experts, 0, L - 1);
+      seg("experts-" + std::to_string(b), SegmentKind::experts, 0, L - 1);
       plan.segments.back().expert_first = b * cfg.num_experts / banks;
       plan.segments.back().expert_last = (b + 1) * cfg.num_experts / banks - 1;
     }
-    seg("head", SegKind::LmHead, -1, -1);
+    seg("head", SegmentKind::lm_head, -1, -1);
     std::vector<int32_t> prompt(32);
     uint32_t st = 12345;
     for (auto& x : prompt) x = int32_t((st = st * 1664525u + 1013904223u) % uint32_t(cfg.vocab));

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# On a GPU machine: a private MPS server (orchestrator/cuda_mps.h) and the GPU workers go away with
+# On a GPU machine: a private MPS server (orchestrator/drivers/cuda_mps.h) and the GPU workers go away with
 # their run, after a normal exit and after the orchestrator is SIGKILLed mid-decode; prints what is
 # left (nothing, when all is well) and exits 1 when something is.
 # Only this script's own runs are looked at and cleaned up: the MPS directories that appeared under
