@@ -102,6 +102,24 @@ TEST_P(SegmentedPipeline, IsBitIdenticalToInProcessAndReportsEverySegment) {
 INSTANTIATE_TEST_SUITE_P(Shapes, SegmentedPipeline, ::testing::ValuesIn(kCases),
                          [](const auto& tp) { return std::string(tp.param.name); });
 
+// Qwen2-MoE (q/k/v biases, no q/k norm, a shared expert beside the routed ones) through banks: the shared
+// expert stays with its layer, so the banks' split must not change a bit.
+TEST(SegmentedPipeline, Qwen2MoeWithBanksIsBitIdenticalToInProcess) {
+  std::string dir = temp_dir();
+  RunResult m = run_segpipe({"make-model", "--preset", "tiny-qwen2-moe", "--out", dir + "/m", "--seed", "3"});
+  ASSERT_EQ(m.rc, 0) << m.err;
+  write_file(dir + "/p.yaml", "version: 1\nmodel: " + dir + "/m\ndefaults: {threads: 1}\nsegments:\n"
+             "  - {name: embed, kind: embeddings}\n  - {name: a, kind: layers, layers: [0, 1], experts: banks}\n"
+             "  - {name: b, kind: layers, layers: [2, 3], experts: banks}\n"
+             "  - {name: lo, kind: experts, layers: [0, 3], experts: [0, 2]}\n"
+             "  - {name: hi, kind: experts, layers: [0, 3], experts: [3, 7]}\n  - {name: head, kind: lm_head}\n");
+  RunResult r = run_segpipe({"verify", "--pipeline", dir + "/p.yaml", "--max-new-tokens", "6"});
+  ASSERT_EQ(r.rc, 0) << r.out << r.err;
+  EXPECT_EQ(r.out.find("DIFFERS"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("layers.3.routes"), std::string::npos) << r.out;
+  EXPECT_TRUE(leftover_arenas(r.pid).empty());
+}
+
 TEST(SegmentedPipeline, SameTokensAsInProcessThroughGenerate) {
   std::string dir = temp_dir();
   std::string body = std::string("version: 1\nmodel: ") + source_path("models/tiny-qwen3-moe") +

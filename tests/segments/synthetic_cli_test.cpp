@@ -29,13 +29,19 @@ Result run(const std::string& cmd) {
 
 TEST(SyntheticCli, TinyPresetsRoundTripThroughInspect) {
   testing::TempDir d;
-  for (const char* preset : {"tiny-qwen3", "tiny-qwen3-moe", "tiny-qwen3-omni"}) {
+  for (const char* preset : {"tiny-qwen3", "tiny-qwen3-moe", "tiny-qwen3-omni", "tiny-qwen2-moe"}) {
     std::string out = d.file(preset);
     Result m = run(std::string(SEGPIPE_CLI) + " make-model --preset " + preset + " --out " + out + " --seed 7");
     ASSERT_EQ(m.code, 0) << m.out;
     Result i = run(std::string(SEGPIPE_CLI) + " inspect " + out);
     EXPECT_EQ(i.code, 0) << i.out;
     EXPECT_NE(i.out.find(preset == std::string("tiny-qwen3") ? "qwen3" : "moe"), std::string::npos) << i.out;
+    EXPECT_NE(i.out.find("=> complete"), std::string::npos) << i.out;
+    if (preset == std::string("tiny-qwen2-moe")) {
+      EXPECT_NE(i.out.find("q/k/v biases"), std::string::npos) << i.out;
+      EXPECT_NE(i.out.find("no q/k norm"), std::string::npos) << i.out;
+      EXPECT_NE(i.out.find("shared expert"), std::string::npos) << i.out;
+    }
   }
 }
 
