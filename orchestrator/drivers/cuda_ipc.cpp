@@ -46,7 +46,7 @@ class CudaDeviceArena : public DeviceArena {
     cudaError_t e = cudaMalloc(&p_, std::max<uint64_t>(bytes, 256));
     if (e != cudaSuccess) {
       cudaGetLastError();
-      throw RuntimeFailure("cannot allocate the " + std::to_string(bytes) + "-byte device arena on " + device + " (" +
+      throw RuntimeFailure("cannot allocate the " + std::to_string(bytes) + "-byte device arena on cuda:" + std::to_string(device) + " (" +
                            cudaGetErrorString(e) + ")");
     }
     SEGPIPE_CUDA_CHECK(cudaMemset(p_, 0, std::max<uint64_t>(bytes, 256)));

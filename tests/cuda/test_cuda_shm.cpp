@@ -367,7 +367,7 @@ void test_two_devices(Checks& c) {
   for (auto& s : two)
     if (s.l1 == -2) s.l1 = cfg.num_layers - 1;
   std::vector<Seg> one = two;
-  for (auto& s : one) s.device = Device{Device::Type::cuda, 0};
+  for (auto& s : one) s.device = "cuda:0";
   auto prompt = prompt_for(cfg, 12);
   ShmOptions so;
   so.capture_tokens = static_cast<int64_t>(prompt.size());

@@ -204,7 +204,7 @@ int main(int argc, char** argv) {
                 in.load_s, in.prefill_ms, in.decode_ms, 1e3 / in.decode_ms);
     std::printf("channel spins: %s; GPU sharing: %s (this process's context through MPS: %s)\n",
                 spin >= 0 ? std::to_string(spin).c_str() : "default", sharing.c_str(),
-                cuda_mps_enabled("cuda:0") ? "yes" : "no");
+                cuda_mps_enabled(0) ? "yes" : "no");
     if (banks > 0) std::printf("expert banks: %d segments, each all layers and 1/%d of the experts\n", banks, banks);
     std::printf("shm, %d layer groups (%zu proc) load %6.1f s  prefill 32 %7.2f ms  decode %7.3f ms/token %7.1f tokens/s\n",
                 groups, plan.segments.size(), sh.load_s, sh.prefill_ms, sh.decode_ms, 1e3 / sh.decode_ms);
