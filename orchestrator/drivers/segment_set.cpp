@@ -6,6 +6,7 @@
 #include <cstring>
 
 #include "orchestrator/drivers/mapped_fault.h"
+#include "orchestrator/drivers/progress.h"
 #include "segments/checkpoint/checkpoint.h"
 #include "segments/core/errors.h"
 
@@ -107,7 +108,9 @@ SegmentSet::SegmentSet(const RunPlan& plan, const ModelConfig& cfg, const std::s
       banks_[s.name] = std::make_unique<ExpertsSegment>(*ck_, cfg_, pool_, s.layer_first, s.layer_last, s.expert_first,
                                                         s.expert_last, s.max_resident_experts);
     }
+  LoadProgress progress(plan.segments.size(), "segments");
   for (const SegmentDesc& s : plan_.segments) {
+    progress.tick(s.name);
     if (!wanted(s)) continue;
     RunningSegment running(s.name);
     if (s.kind == SegmentKind::embeddings) embed_ = std::make_unique<EmbeddingsSegment>(*ck_, cfg_);
@@ -150,17 +153,20 @@ std::vector<std::string> SegmentSet::loaded_banks() const {
   return v;
 }
 
-uint64_t SegmentSet::weight_bytes(const std::string& name) const {
-  const std::vector<LoadedTensor>* l = nullptr;
+const std::vector<LoadedTensor>& SegmentSet::loaded(const std::string& name) const {
   const SegmentDesc& d = desc(name);
-  if (d.kind == SegmentKind::embeddings && embed_) l = &embed_->loaded();
-  if (d.kind == SegmentKind::lm_head && head_) l = &head_->loaded();
-  if (d.kind == SegmentKind::experts && banks_.count(name)) l = &banks_.at(name)->loaded();
+  if (d.kind == SegmentKind::embeddings && embed_) return embed_->loaded();
+  if (d.kind == SegmentKind::lm_head && head_) return head_->loaded();
+  if (d.kind == SegmentKind::experts && banks_.count(name)) return banks_.at(name)->loaded();
   for (auto& st : stages_)
-    if (st->desc.name == name) l = &st->seg->loaded();
+    if (st->desc.name == name) return st->seg->loaded();
+  static const std::vector<LoadedTensor> none;
+  return none;
+}
+
+uint64_t SegmentSet::weight_bytes(const std::string& name) const {
   uint64_t b = 0;
-  if (l)
-    for (auto& t : *l) b += t.bytes;
+  for (auto& t : loaded(name)) b += t.bytes;
   return b;
 }
 

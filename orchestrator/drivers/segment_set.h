@@ -1,6 +1,6 @@
-// Segments of a plan built in this process, by name: the whole pipeline (the traced in-process run
-// that dump and bisect use to see inside expert banks) or one segment with what it needs
-// (run-segment). Same segment classes as the workers and the in-process runner, so the same bits.
+// Segments of a plan built in this process, by name: the whole pipeline (the in-process runner, and the
+// traced run that dump and bisect use to see inside expert banks) or one segment with what it needs
+// (run-segment). Same segment classes as the workers, so the same bits.
 #pragma once
 #include <cstdint>
 #include <map>
@@ -56,6 +56,8 @@ class SegmentSet {
   const SegmentDesc& desc(const std::string& name) const;
   std::vector<std::string> loaded_banks() const;
   uint64_t weight_bytes(const std::string& name) const;
+  // What the named segment mapped (empty when it is not loaded).
+  const std::vector<LoadedTensor>& loaded(const std::string& name) const;
   const ExpertsSegment* experts_of(const std::string& name) const;  // bank or local experts
   int vocab() const { return head_ ? head_->vocab() : 0; }
 
