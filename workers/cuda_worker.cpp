@@ -69,6 +69,7 @@ int cuda_worker_main(const proto::WorkerSpec& spec, const proto::CudaWorkerSpec&
 #include "workers/capture_writer.h"
 #include "workers/cuda_ipc_handle.h"
 #include "workers/cuda_remote_banks.h"
+#include "workers/serve_loop.h"
 #include "workers/worker_support.h"
 
 namespace segpipe {
@@ -78,10 +79,8 @@ namespace {
 using namespace std::chrono_literals;
 
 using worker::bytes_of;
-using Fault = worker::FaultPlan;
-inline uint64_t status_kb(const char* key) { return worker::proc_status_kb(key); }
 
-class CudaWorker {
+class CudaWorker : public worker::ServedSegment {
  public:
   CudaWorker(const proto::WorkerSpec& s, const proto::CudaWorkerSpec& g)
       : spec_(s), gpu_(g), arena_(shm::Arena::open(s.arena)), ch_(shm::Channel::attach(arena_, s.channel_block)) {
@@ -174,63 +173,10 @@ class CudaWorker {
     ctx_->sync();
   }
 
-  int serve() {
-    pid_t parent = static_cast<pid_t>(spec_.parent_pid);
-    Fault fault;
-    if (std::atomic_ref<uint64_t>(status_[spec_.index].generation).load() == 1) fault = Fault::from_env(spec_.name);
-    auto parent_alive = [parent] { return getppid() == parent; };
-    for (;;) {
-      shm::Request rq = ch_.wait_request(1s, parent_alive, 100ms);
-      if (rq.status == shm::WaitStatus::kPeerDead) return 3;
-      if (!rq.ok()) continue;
-      worker::BusyScope busy;
-      fault.on(rq.opcode);
-      int32_t code = proto::kOk;
-      std::string err;
-      try {
-        switch (rq.opcode) {
-          case proto::kHello: {
-            proto::HelloReply h{weights_->loaded().size(), bytes_, static_cast<int32_t>(getpid()), 0};
-            ch_.post_response(rq.step, proto::kOk, bytes_of(h));
-            continue;
-          }
-          case proto::kReport: {
-            proto::ReportReply r{status_kb("VmHWM:") * 1024, status_kb("VmRSS:") * 1024, 0, 0, 0, 0, 0, 0, 0};
-            ch_.post_response(rq.step, proto::kOk, bytes_of(r));
-            continue;
-          }
-          case proto::kStop:
-            ch_.post_response(rq.step, proto::kOk);
-            return 0;
-          case proto::kNames:
-            worker::post_names_page(ch_, rq, weights_->loaded());
-            continue;
-          case proto::kStep: {
-            proto::StepArgs a;
-            std::memcpy(&a, rq.args.data(), sizeof a);
-            step(a);
-            break;
-          }
-          case proto::kExperts: {
-            proto::CudaExpertArgs a;
-            if (rq.args.size() < sizeof a) throw RuntimeFailure("malformed expert request");
-            std::memcpy(&a, rq.args.data(), sizeof a);
-            experts(a);
-            break;
-          }
-          default:
-            throw RuntimeFailure("opcode " + std::to_string(rq.opcode) + " is not served by a GPU segment");
-        }
-      } catch (const InputError& e) {
-        code = proto::kBadInput;
-        err = e.what();
-      } catch (const std::exception& e) {
-        code = proto::kFailed;
-        err = e.what();
-      }
-      worker::post_status(ch_, rq.step, code, err);
-    }
-  }
+  int serve() { return worker::serve(spec_, ch_, status_, *this); }
+
+  const std::vector<LoadedTensor>& loaded() const override { return weights_->loaded(); }
+  uint64_t weight_bytes() const override { return bytes_; }
 
  private:
   ModelConfig read_config();
@@ -258,7 +204,8 @@ class CudaWorker {
   }
 
   // A bank: the slots of its experts for one layer's request, from and into the bank exchange.
-  void experts(const proto::CudaExpertArgs& a) {
+  void experts(std::span<const std::byte> args) override {
+    const auto a = worker::args_as<proto::CudaExpertArgs>(args);
     if (!bank_) throw RuntimeFailure("only expert banks compute experts");
     if (a.T <= 0 || a.T > spec_.max_tokens || a.k != cfg_.top_k)
       throw RuntimeFailure("expert request of " + std::to_string(a.T) + " tokens, top-" + std::to_string(a.k) +
@@ -284,7 +231,7 @@ class CudaWorker {
     ctx_->sync();  // the slots are complete before the answer
   }
 
-  void step(const proto::StepArgs& a) {
+  void step(const proto::StepArgs& a) override {
     if (bank_) throw RuntimeFailure("an expert bank does not run steps");
     const int64_t H = cfg_.hidden, T = a.T;
     if (T <= 0 || T > spec_.max_tokens) throw RuntimeFailure("step of " + std::to_string(T) + " tokens exceeds the buffers");

@@ -27,6 +27,7 @@
 #include "workers/log.h"
 #include "workers/protocol.h"
 #include "workers/remote_banks.h"
+#include "workers/serve_loop.h"
 #include "workers/worker_support.h"
 
 namespace segpipe {
@@ -36,10 +37,8 @@ namespace {
 using namespace std::chrono_literals;
 
 using worker::bytes_of;
-using worker::FaultPlan;
-using worker::proc_status_kb;
 
-class Worker {
+class Worker : public worker::ServedSegment {
  public:
   explicit Worker(const proto::WorkerSpec& s)
       : spec_(s), arena_(shm::Arena::open(s.arena)), ch_(shm::Channel::attach(arena_, s.channel_block)),
@@ -85,83 +84,28 @@ class Worker {
     }
   }
 
-  const std::vector<LoadedTensor>& loaded() const {
+  const std::vector<LoadedTensor>& loaded() const override {
     if (embed_) return embed_->loaded();
     if (head_) return head_->loaded();
     if (bank_) return bank_->loaded();
     return layers_->loaded();
   }
 
-  int serve() {
-    pid_t parent = static_cast<pid_t>(spec_.parent_pid);
-    FaultPlan fault;
-    if (std::atomic_ref<uint64_t>(status_[spec_.index].generation).load() == 1) fault = FaultPlan::from_env(spec_.name);
-    auto parent_alive = [parent] { return getppid() == parent; };
-    for (;;) {
-      shm::Request rq = ch_.wait_request(1s, parent_alive, 100ms);
-      if (rq.status == shm::WaitStatus::kPeerDead) return 3;  // orchestrator gone: nothing to serve
-      if (!rq.ok()) continue;
-      worker::BusyScope busy;
-      fault.on(rq.opcode);
-      int32_t code = proto::kOk;
-      std::string err;
-      try {
-        switch (rq.opcode) {
-          case proto::kHello: {
-            proto::HelloReply h{loaded().size(), 0, static_cast<int32_t>(getpid()), 0};
-            for (auto& t : loaded()) h.weight_bytes += t.bytes;
-            ch_.post_response(rq.step, proto::kOk, bytes_of(h));
-            continue;
-          }
-          case proto::kReport: {
-            proto::ReportReply r{proc_status_kb("VmHWM:") * 1024, proc_status_kb("VmRSS:") * 1024, 0, 0, 0, 0, 0, 0, 0};
-            const ExpertsSegment* ex = bank_ ? bank_.get() : layers_ ? layers_->local_experts() : nullptr;
-            if (ex) {
-              const ExpertCacheStats& c = ex->cache_stats();
-              r.expert_uses = c.uses;
-              r.expert_hits = c.hits;
-              r.expert_loads = c.loads;
-              r.expert_evictions = c.evictions;
-              r.expert_bytes_loaded = c.bytes_loaded;
-              r.max_resident_experts = c.max_resident;
-            }
-            ch_.post_response(rq.step, proto::kOk, bytes_of(r));
-            continue;
-          }
-          case proto::kStop:
-            ch_.post_response(rq.step, proto::kOk);
-            return 0;
-          case proto::kNames:
-            worker::post_names_page(ch_, rq, loaded());
-            continue;
-          case proto::kStep: {
-            proto::StepArgs a;
-            std::memcpy(&a, rq.args.data(), sizeof a);
-            step(a);
-            break;
-          }
-          case proto::kExperts: {
-            proto::ExpertArgs a;
-            std::memcpy(&a, rq.args.data(), sizeof a);
-            experts(a);
-            break;
-          }
-          default:
-            throw RuntimeFailure("unknown opcode " + std::to_string(rq.opcode));
-        }
-      } catch (const InputError& e) {
-        code = proto::kBadInput;
-        err = e.what();
-      } catch (const std::exception& e) {
-        code = proto::kFailed;
-        err = e.what();
-      }
-      worker::post_status(ch_, rq.step, code, err);
-    }
+  int serve() { return worker::serve(spec_, ch_, status_, *this); }
+
+  void add_to_report(proto::ReportReply& r) const override {
+    const ExpertsSegment* ex = bank_ ? bank_.get() : layers_ ? layers_->local_experts() : nullptr;
+    if (!ex) return;
+    const ExpertCacheStats& c = ex->cache_stats();
+    r.expert_uses = c.uses;
+    r.expert_hits = c.hits;
+    r.expert_loads = c.loads;
+    r.expert_evictions = c.evictions;
+    r.expert_bytes_loaded = c.bytes_loaded;
+    r.max_resident_experts = c.max_resident;
   }
 
- private:
-  void step(const proto::StepArgs& a) {
+  void step(const proto::StepArgs& a) override {
     const int64_t H = cfg_.hidden;
     if (a.T <= 0 || a.T > spec_.max_tokens) throw RuntimeFailure("step of " + std::to_string(a.T) + " tokens exceeds the buffers");
     if (embed_) {
@@ -186,8 +130,9 @@ class Worker {
     }
   }
 
-  void experts(const proto::ExpertArgs& a) {
+  void experts(std::span<const std::byte> args) override {
     if (!bank_) throw RuntimeFailure("only expert banks compute experts");
+    const auto a = worker::args_as<proto::ExpertArgs>(args);
     ExpertRequest req;
     req.layer = a.layer;
     req.T = a.T;
@@ -199,6 +144,7 @@ class Worker {
     bank_->compute(req);
   }
 
+ private:
   proto::WorkerSpec spec_;
   shm::Arena arena_;
   shm::Channel ch_;
