@@ -8,7 +8,7 @@
 #include "orchestrator/planning/plan_builder.h"
 #include "segments/checkpoint/checkpoint.h"
 #include "segments/core/errors.h"
-#include "segments/core/hf_cache.h"
+#include "orchestrator/pipeline/hf_cache.h"
 #include "segments/model/tensor_map.h"
 
 namespace segpipe {

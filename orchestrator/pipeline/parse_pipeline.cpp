@@ -18,7 +18,7 @@
 
 #include "orchestrator/pipeline/pipeline.h"
 #include "orchestrator/pipeline/yaml_errors.h"
-#include "segments/core/hf_cache.h"
+#include "orchestrator/pipeline/hf_cache.h"
 #include "segments/core/input_file.h"
 
 namespace segpipe {

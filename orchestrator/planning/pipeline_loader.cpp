@@ -5,14 +5,14 @@
 #include "orchestrator/drivers/shm_runner.h"
 #include "segments/model/config_file.h"
 #include "segments/core/errors.h"
-#include "segments/core/hf_cache.h"
+#include "orchestrator/pipeline/hf_cache.h"
 
 namespace segpipe {
 
 ModelConfig load_model_config(const std::string& model_dir) { return read_model_config(model_dir); }
 
 LoadedPlan load_model_plan(const std::string& model) {
-  // A folder, or a Hugging Face repository id found in the local cache (segments/core/hf_cache.h).
+  // A folder, or a Hugging Face repository id found in the local cache (orchestrator/pipeline/hf_cache.h).
   const std::string model_dir = hf::resolve_model(model);
   LoadedPlan lp;
   lp.cfg = load_model_config(model_dir);

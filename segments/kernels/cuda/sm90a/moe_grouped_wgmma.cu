@@ -38,15 +38,13 @@ namespace {
 
 using namespace sm90a;
 
-// The variants (set_moe_wgmma_variant; SEGPIPE_WGMMA_DEEP=1 picks the deep one over variant 0):
+// The variants (set_moe_wgmma_variant):
 //  0: 128 x 128 tiles, 3 stages, loads 2 steps ahead, MMAs waited each step, 2 CTAs an SM (grouped2).
 //  1: 128 x 256 tiles (m64n256k16 per warpgroup): every gathered A tile is read by half as many
 //     N-tile CTAs (gate_up 6, down 8), the L2 traffic that bounds variant 0; 4 stages (192 KB), loads
 //     3 steps ahead, MMAs waited each step, one CTA an SM.
 //  2: variant 1 with the MMAs of step kt left in flight across the next barrier (wait_group 1), loads
 //     2 steps ahead.
-//  deep: 128 x 128, 6 stages, loads 4 steps ahead, MMAs in flight, one CTA an SM. Slower than 0 on
-//     an H200 (0.596 against 0.561 ms a layer, same run): kept for A/B only.
 //  3: variant 2 with split tails: a tile of <= 64 rows (the last of an expert whose remainder is
 //     <= 64; the tile table is unchanged, the row count tells) is computed by both warpgroups on the
 //     same 64 rows, each m64n128k16 over half the columns, instead of a 128-row MMA half on
@@ -79,7 +77,6 @@ struct Cfg {
 using CfgV0 = Cfg<128, kStages, kStages - 1, false, 2>;
 using CfgV1 = Cfg<256, 4, 3, false, 1>;
 using CfgV2 = Cfg<256, 4, 2, true, 1>;
-using CfgDeep = Cfg<128, 6, 4, true, 1>;
 using CfgV3 = Cfg<256, 4, 2, true, 1, true>;
 using CfgV4 = Cfg<128, kStages, kStages - 1, false, 2, true>;
 using CfgV5 = Cfg<256, 4, 2, true, 1, true, true>;
@@ -641,24 +638,13 @@ void launch_ws(GemmArgs a, cudaStream_t s) {
   SEGPIPE_CUDA_LAUNCH_CHECK("wgmma_ws_kernel");
 }
 
-// SEGPIPE_WGMMA_VARIANT=V: the process starts with variant V (whole-model tests of a non-default one).
-int initial_variant() {
-  const char* v = std::getenv("SEGPIPE_WGMMA_VARIANT");
-  const int x = v ? std::atoi(v) : kMoeWgmmaDefaultVariant;
-  return x >= 0 && x < kMoeWgmmaVariants ? x : kMoeWgmmaDefaultVariant;
-}
-std::atomic<int> g_variant{initial_variant()};
+// The process starts with the default variant; tests and benchmarks choose others with
+// set_moe_wgmma_variant (the product reads no environment).
+std::atomic<int> g_variant{kMoeWgmmaDefaultVariant};
 
 }  // namespace
 
 void launch_gemm_wgmma(const GemmArgs& a, bool gate_up, cudaStream_t s) {
-  // SEGPIPE_WGMMA_DEEP=1: the deep variant in place of variant 0 (A/B). (A first overlap variant,
-  // 3 stages and two barriers a step with the MMAs in flight across them, was slower on an H200:
-  // 0.606 against 0.542 ms a layer.)
-  static const bool deep = [] {
-    const char* v = std::getenv("SEGPIPE_WGMMA_DEEP");
-    return v && v[0] == '1';
-  }();
   switch (g_variant.load()) {
     case 1:
       return launch_both<CfgV1>(a, gate_up, s);
@@ -679,7 +665,7 @@ void launch_gemm_wgmma(const GemmArgs& a, bool gate_up, cudaStream_t s) {
       if (gate_up || !ws_supported(a)) return launch_both<CfgV5>(a, gate_up, s);
       return launch_ws<false>(a, s);
     default:
-      return deep ? launch_both<CfgDeep>(a, gate_up, s) : launch_both<CfgV0>(a, gate_up, s);
+      return launch_both<CfgV0>(a, gate_up, s);
   }
 }
 

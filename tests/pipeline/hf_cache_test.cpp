@@ -1,6 +1,6 @@
-// Hugging Face repository ids where a checkpoint folder is expected (segments/core/hf_cache.h): which
+// Hugging Face repository ids where a checkpoint folder is expected (orchestrator/pipeline/hf_cache.h): which
 // values are ids, which cache folder the environment names, and what a fake cache resolves to.
-#include "segments/core/hf_cache.h"
+#include "orchestrator/pipeline/hf_cache.h"
 
 #include <gtest/gtest.h>
 #include <stdlib.h>
