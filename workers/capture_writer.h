@@ -21,11 +21,10 @@ class CaptureWriter : public BoundaryObserver {
       throw RuntimeFailure("capture of " + std::to_string(T) + " tokens exceeds the capture buffers (" +
                            std::to_string(s.capture_tokens) + ")");
   }
-  void on_tensor(const std::string& name, const float* data, int64_t rows, int64_t cols) override {
-    // name: layers.{i}.output | layers.{i}.router_logits
-    int layer = std::stoi(name.substr(7));
-    bool out = name.size() > 7 && name.compare(name.size() - 7, 7, ".output") == 0;
-    float* dst = base_ + (out ? lay_.output(layer) : lay_.logits(layer));
+  void on_tensor(const Boundary& b, const float* data, int64_t rows, int64_t cols) override {
+    // A layers segment reports its layer outputs and router logits, nothing else.
+    if (b.kind != Boundary::Kind::layer_output && b.kind != Boundary::Kind::router_logits) return;
+    float* dst = base_ + (b.kind == Boundary::Kind::layer_output ? lay_.output(b.layer) : lay_.logits(b.layer));
     std::memcpy(dst, data, static_cast<size_t>(rows * cols) * sizeof(float));
   }
   void on_route(int layer, const int32_t* experts, const float* weights, int64_t T, int k) override {

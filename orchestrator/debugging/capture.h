@@ -1,4 +1,5 @@
-// A BoundaryObserver that keeps copies of every boundary it sees (for verify, dump and bisect).
+// A BoundaryObserver that keeps copies of every boundary it sees (for verify, dump and bisect), by the
+// name the goldens and dump files use.
 #pragma once
 #include <algorithm>
 #include <map>
@@ -17,7 +18,8 @@ struct CapturedRoute {
 
 class Capture : public BoundaryObserver {
  public:
-  void on_tensor(const std::string& name, const float* data, int64_t rows, int64_t cols) override {
+  void on_tensor(const Boundary& b, const float* data, int64_t rows, int64_t cols) override {
+    const std::string name = b.name();  // kept by name: what goldens and dumps call it
     tensors[name].assign(data, data + rows * cols);
     shapes[name] = {rows, cols};
     if (std::find(order.begin(), order.end(), name) == order.end()) order.push_back(name);

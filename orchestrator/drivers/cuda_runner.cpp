@@ -128,8 +128,8 @@ class CudaRunnerImpl : public CudaRunner {
       std::vector<float> n(static_cast<size_t>(T * H));
       SEGPIPE_CUDA_CHECK(cudaMemcpyAsync(n.data(), normed_.get(), n.size() * 4, cudaMemcpyDeviceToHost, ctx_->stream()));
       ctx_->sync();
-      obs->on_tensor("norm", n.data(), T, H);
-      if (all_logits) obs->on_tensor("logits", logits.data(), T, V);
+      obs->on_tensor(Boundary::norm(), n.data(), T, H);
+      if (all_logits) obs->on_tensor(Boundary::logits(), logits.data(), T, V);
     }
   }
 
@@ -264,7 +264,7 @@ class CudaRunnerImpl : public CudaRunner {
       std::vector<float> e(static_cast<size_t>(T * H));
       SEGPIPE_CUDA_CHECK(cudaMemcpyAsync(e.data(), x_.get(), e.size() * 4, cudaMemcpyDeviceToHost, ctx_->stream()));
       ctx_->sync();
-      obs->on_tensor("embeddings", e.data(), T, H);
+      obs->on_tensor(Boundary::embeddings(), e.data(), T, H);
     }
     for (Stage& st : stages_) st.seg->forward(x_.get(), T, pos0, pos_.get(), st.banks, obs);
     head_->forward(x_.get(), T, all_logits, obs ? normed_.get() : nullptr, logits_.get());

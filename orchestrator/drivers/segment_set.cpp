@@ -210,14 +210,14 @@ void SegmentSet::step(const int32_t* ids, int64_t T, int64_t pos0, bool all_logi
   const int64_t H = cfg_.hidden;
   x_.resize(static_cast<size_t>(T * H));
   embed(ids, T, x_.data());
-  if (obs) obs->on_tensor("embeddings", x_.data(), T, H);
+  if (obs) obs->on_tensor(Boundary::embeddings(), x_.data(), T, H);
   for (auto& st : stages_) layers(st->desc.name, x_.data(), T, pos0, obs, calls);
   logits.resize(static_cast<size_t>((all_logits ? T : 1) * head_->vocab()));
   normed_.resize(static_cast<size_t>(T * H));
   head(x_.data(), T, all_logits, normed_.data(), logits.data());
   if (obs) {
-    obs->on_tensor("norm", normed_.data(), T, H);
-    if (all_logits) obs->on_tensor("logits", logits.data(), T, head_->vocab());
+    obs->on_tensor(Boundary::norm(), normed_.data(), T, H);
+    if (all_logits) obs->on_tensor(Boundary::logits(), logits.data(), T, head_->vocab());
   }
 }
 

@@ -548,9 +548,9 @@ class ShmRunner : public Runner {
           std::vector<float> e(static_cast<size_t>(T * H));
           const DevArena& da = dev_.at(p.desc.device.index);
           da.arena->read(da.slots[a.out_block & ~proto::kDeviceSlot], e.data(), e.size() * 4);
-          obs->on_tensor("embeddings", e.data(), T, H);
+          obs->on_tensor(Boundary::embeddings(), e.data(), T, H);
         } else {
-          obs->on_tensor("embeddings", arena_->payload_span<float>(a.out_block).data(), T, H);
+          obs->on_tensor(Boundary::embeddings(), arena_->payload_span<float>(a.out_block).data(), T, H);
         }
       }
       if (p.desc.kind == SegmentKind::layers) {
@@ -562,8 +562,8 @@ class ShmRunner : public Runner {
         int64_t rows = all_logits ? T : 1;
         logits.assign(out, out + rows * cfg_.vocab);
         if (obs) {
-          obs->on_tensor("norm", arena_->payload_span<float>(norm_block_).data(), T, H);
-          if (all_logits) obs->on_tensor("logits", logits.data(), T, cfg_.vocab);
+          obs->on_tensor(Boundary::norm(), arena_->payload_span<float>(norm_block_).data(), T, H);
+          if (all_logits) obs->on_tensor(Boundary::logits(), logits.data(), T, cfg_.vocab);
         }
       }
     }
@@ -574,10 +574,10 @@ class ShmRunner : public Runner {
     const float* base = arena_->payload_span<float>(p.spec.capture_block).data();
     for (int l = p.desc.layer_first; l <= p.desc.layer_last; l++) {
       if (cfg_.is_moe_layer(l)) {
-        obs->on_tensor("layers." + std::to_string(l) + ".router_logits", base + cl.logits(l), T, cfg_.num_experts);
+        obs->on_tensor(Boundary::router_logits(l), base + cl.logits(l), T, cfg_.num_experts);
         obs->on_route(l, reinterpret_cast<const int32_t*>(base + cl.experts(l)), base + cl.weights(l), T, cfg_.top_k);
       }
-      obs->on_tensor("layers." + std::to_string(l) + ".output", base + cl.output(l), T, cfg_.hidden);
+      obs->on_tensor(Boundary::output(l), base + cl.output(l), T, cfg_.hidden);
     }
   }
 

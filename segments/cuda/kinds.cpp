@@ -54,12 +54,12 @@ const TensorRole& find_role(const std::vector<TensorRole>& roles, const std::str
 char* at(Buffer<char>& b, size_t elems, DType dt) { return b.get() + elems * dtype_size(dt); }
 
 // Copies a device tensor to the host and hands it to the observer.
-void observe(Context& ctx, BoundaryObserver* obs, const std::string& name, const float* d, int64_t rows, int64_t cols,
+void observe(Context& ctx, BoundaryObserver* obs, const Boundary& b, const float* d, int64_t rows, int64_t cols,
              std::vector<float>& tmp) {
   tmp.resize(static_cast<size_t>(rows * cols));
   SEGPIPE_CUDA_CHECK(cudaMemcpyAsync(tmp.data(), d, tmp.size() * 4, cudaMemcpyDeviceToHost, ctx.stream()));
   ctx.sync();
-  obs->on_tensor(name, tmp.data(), rows, cols);
+  obs->on_tensor(b, tmp.data(), rows, cols);
 }
 
 }  // namespace
@@ -451,10 +451,10 @@ void Layers::forward(float* x, int64_t T, int64_t pos0, const int32_t* d_pos0, c
                      cfg_.norm_topk_prob, experts_.get(), weights_.get(), counter_.get(), st,
                      pf_next & 8 && next_layer ? next_layer->qkv.get() : nullptr,
                      pf_next & 8 && next_layer ? l2_request(uint64_t(qd + 2 * kvd) * uint64_t(H) * es, keep) : 0);
-        if (obs) observe(ctx_, obs, "layers." + std::to_string(L.index) + ".router_logits", logits_.get(), T, E, host_tmp_);
+        if (obs) observe(ctx_, obs, Boundary::router_logits(L.index), logits_.get(), T, E, host_tmp_);
       } else {
         gemm_xwT(cb, h_.get(), L.router.get(), dt_, T, E, H, logits_.get(), E, 0.0f);
-        if (obs) observe(ctx_, obs, "layers." + std::to_string(L.index) + ".router_logits", logits_.get(), T, E, host_tmp_);
+        if (obs) observe(ctx_, obs, Boundary::router_logits(L.index), logits_.get(), T, E, host_tmp_);
         route_topk(logits_.get(), T, E, k, cfg_.norm_topk_prob, experts_.get(), weights_.get(), st);
       }
       pt.mark("router+topk");
@@ -496,7 +496,7 @@ void Layers::forward(float* x, int64_t T, int64_t pos0, const int32_t* d_pos0, c
                               pf_next & 4 && next_layer ? l2_request(uint64_t(qd + 2 * kvd) * uint64_t(H) * es, keep) : 0,
                               route_late ? logits_.get() : nullptr)) {
         pt.mark("experts");
-        if (obs) observe(ctx_, obs, "layers." + std::to_string(L.index) + ".output", x, T, H, host_tmp_);
+        if (obs) observe(ctx_, obs, Boundary::output(L.index), x, T, H, host_tmp_);
         continue;
       }
       bool served = false;
@@ -527,7 +527,7 @@ void Layers::forward(float* x, int64_t T, int64_t pos0, const int32_t* d_pos0, c
         gemm_xwT(cb, act_.get(), L.down.get(), dt_, T, H, I, x, H, 1.0f);
       pt.mark("dense mlp");
     }
-    if (obs) observe(ctx_, obs, "layers." + std::to_string(L.index) + ".output", x, T, H, host_tmp_);
+    if (obs) observe(ctx_, obs, Boundary::output(L.index), x, T, H, host_tmp_);
   }
 }
 

@@ -155,7 +155,7 @@ void LayersSegment::forward(float* x, int64_t T, int64_t pos0, ExpertExecutor* e
       rmsnorm(x, T, H, L.post_norm.data(), cfg_.rms_eps, st.x);
       logits_.resize(static_cast<size_t>(T * E));
       linear(pool_, st.x, T, L.router, logits_.data());
-      if (obs) obs->on_tensor("layers." + std::to_string(L.index) + ".router_logits", logits_.data(), T, E);
+      if (obs) obs->on_tensor(Boundary::router_logits(L.index), logits_.data(), T, E);
       route_topk(logits_.data(), T, E, k, cfg_.norm_topk_prob, st.experts, st.weights);
       if (obs) obs->on_route(L.index, st.experts, st.weights, T, k);
       ExpertRequest req{L.index, st.x, T, k, st.experts, st.weights, st.slots};
@@ -175,7 +175,7 @@ void LayersSegment::forward(float* x, int64_t T, int64_t pos0, ExpertExecutor* e
       linear(pool_, g_.data(), T, L.down, mlp_.data());
     }
     for (int64_t i = 0; i < T * H; i++) x[i] = x[i] + mlp_[static_cast<size_t>(i)];
-    if (obs) obs->on_tensor("layers." + std::to_string(L.index) + ".output", x, T, H);
+    if (obs) obs->on_tensor(Boundary::output(L.index), x, T, H);
     // Where the first NaN or Inf appears, named by layer: later layers and the logits only inherit it.
     if (first_non_finite(x, T * H) >= 0) check_finite(x, T, H, "output of layer " + std::to_string(L.index));
   }
