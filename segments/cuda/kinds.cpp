@@ -225,6 +225,13 @@ void Experts::compute(const ExpertRequest& r) {
   moe_scatter_weighted(d_.get(), dt_, perm_.get(), r.weights, n, H, r.slots, moe_slot_dtype(dt_, true), st);
 }
 
+std::string unsupported_on_cuda(const ModelConfig& cfg) {
+  if (!cfg.qkv_bias && cfg.qk_norm && cfg.shared_expert_intermediate == 0) return "";
+  return "model_type " + cfg.model_type +
+         ": q/k/v biases, attention without q/k norm and shared experts are not implemented on the CUDA backend "
+         "yet (run these layers with device: cpu)";
+}
+
 // ---------------------------------------------------------------------------------------------
 struct Layers::Layer {
   int index = 0;
@@ -238,10 +245,7 @@ Layers::Layers(Context& ctx, WeightSource& w, const ModelConfig& cfg, const Engi
                bool local_experts, int64_t max_seq)
     : ctx_(ctx), cfg_(cfg), opt_(opt), dt_(w.options().compute), first_(first), last_(last), max_seq_(max_seq) {
   SEGPIPE_ASSERT(first >= 0 && last < cfg.num_layers && first <= last);
-  if (cfg.qkv_bias || !cfg.qk_norm || cfg.shared_expert_intermediate > 0)
-    throw InputError(cfg.where + ": model_type " + cfg.model_type +
-                     ": q/k/v biases, attention without q/k norm and shared experts are not implemented on the CUDA "
-                     "backend yet (run these layers with device: cpu)");
+  if (const std::string why = unsupported_on_cuda(cfg); !why.empty()) throw InputError(cfg.where + ": " + why);
   const size_t H = static_cast<size_t>(cfg.hidden), qd = static_cast<size_t>(cfg.q_dim()),
                kvd = static_cast<size_t>(cfg.kv_dim()), es = dtype_size(dt_);
   for (int i = first; i <= last; i++) {

@@ -16,6 +16,10 @@
 
 namespace segpipe::cuda {
 
+// Why this backend cannot run the checkpoint's decoder layers ("" when it can): the layer description's
+// q/k/v biases, missing q/k norm and shared experts (qwen2_moe) are CPU-only so far.
+std::string unsupported_on_cuda(const ModelConfig& cfg);
+
 // Decode (one-token steps) through the fused single-token kernels (gemv.cuh: RMSNorm folded into the
 // products, the router with its top-k in one kernel, expert down-projection + combine in one) rather
 // than the library path (cuBLAS products, separate one-block kernels). Process-wide; on by default.

@@ -15,6 +15,7 @@
 #include "orchestrator/drivers/cuda_runner.h"
 #include "orchestrator/debugging/golden.h"
 #include "orchestrator/planning/run_plan.h"
+#include "segments/cuda/kinds.h"
 #include "segments/model/config_file.h"
 
 using namespace segpipe;
@@ -99,6 +100,10 @@ int main(int argc, char** argv) {
                 "verdict");
     for (const fs::path& dir : dirs) {
       ModelConfig cfg = read_model_config(dir.string());
+      if (const std::string why = cuda::unsupported_on_cuda(cfg); !why.empty()) {
+        c.skip("%-22s %s", dir.filename().c_str(), why.c_str());
+        continue;
+      }
       std::vector<fs::path> goldens;
       for (auto& e : fs::directory_iterator(dir / "goldens"))
         if (e.path().extension() == ".safetensors") goldens.push_back(e.path());
