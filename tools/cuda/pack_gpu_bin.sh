@@ -2,9 +2,11 @@
 # Copies a full CUDA build's binaries (segpipe, the gpu tests, both CUDA benchmarks) and the
 # non-CUDA shared libraries they load into .deps/gpu-bin/, for run_on_gpu.sh on a GPU machine that
 # lacks the build's Debian libraries (yaml-cpp, pcre2, utf8proc). .deps/ is ignored by git.
-# usage: tools/cuda/pack_gpu_bin.sh BUILD_DIR   (configured with -DSEGPIPE_CUDA=ON, all modules)
+# usage: tools/cuda/pack_gpu_bin.sh BUILD_DIR [--xz]   (configured with -DSEGPIPE_CUDA=ON, all modules)
+# --xz: also .deps/gpu-bin.tar.xz (about a fifth of the size), which run_on_gpu.sh unpacks when
+# .deps/gpu-bin/ is absent: carry that file alone where what travels has a size limit.
 set -eu
-b=${1:?usage: pack_gpu_bin.sh BUILD_DIR}
+b=${1:?usage: pack_gpu_bin.sh BUILD_DIR [--xz]}
 d=.deps/gpu-bin
 rm -rf "$d"; mkdir -p "$d/lib"
 for f in segpipe tests/cuda/test_cuda_kernels tests/cuda/test_cuda_synthetic tests/cuda/test_cuda_goldens \
@@ -14,3 +16,7 @@ done
 for f in "$d"/*; do [ -f "$f" ] && ldd "$f"; done | awk '/=> \// {print $3}' | sort -u |
   grep -E 'yaml-cpp|pcre2|utf8proc|fmt|spdlog' | while read -r l; do cp -L "$l" "$d/lib/"; done
 du -sh "$d"
+if [ "${2:-}" = "--xz" ]; then
+  tar cJf .deps/gpu-bin.tar.xz -C .deps gpu-bin
+  du -sh .deps/gpu-bin.tar.xz
+fi

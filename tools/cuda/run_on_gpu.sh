@@ -4,7 +4,8 @@
 #
 # Binaries: where .deps/gpu-bin/ holds a full build made elsewhere (segpipe, the gpu tests, both
 # benchmarks; tools/cuda/pack_gpu_bin.sh makes it, with the non-CUDA shared libraries they need in
-# .deps/gpu-bin/lib) and those start here, they are used as they are. Otherwise the CUDA modules are
+# .deps/gpu-bin/lib), or .deps/gpu-bin.tar.xz holds it compressed (pack_gpu_bin.sh BUILD --xz: a fifth
+# of the size, for transfers with a size limit), and those start here, they are used as they are. Otherwise the CUDA modules are
 # built here (-DSEGPIPE_MODULES="core;segments;cuda": only the CUDA toolkit and nlohmann-json, whose
 # headers .deps/ carries); that build has no shm/cli modules, so test_cuda_shm and the shm benchmark
 # are then skipped.
@@ -37,7 +38,7 @@ if [ -n "${GPU_BIN:-}" ] && [ -x "$GPU_BIN/test_cuda_kernels" ]; then
   else
     echo "prebuilt binaries ($GPU_BIN) do not start here:"; cat "$OUT/prebuilt.log"
   fi
-elif [ -x .deps/gpu-bin/segpipe ]; then
+elif [ -x .deps/gpu-bin/segpipe ] || { [ -f .deps/gpu-bin.tar.xz ] && tar xJf .deps/gpu-bin.tar.xz -C .deps; }; then
   export LD_LIBRARY_PATH="$PWD/.deps/gpu-bin/lib:/usr/local/cuda/lib64:/usr/local/cuda/lib:${LD_LIBRARY_PATH:-}"
   if .deps/gpu-bin/segpipe --help >/dev/null 2>"$OUT/prebuilt.log" &&
      ! ldd .deps/gpu-bin/test_* .deps/gpu-bin/segpipe_* 2>&1 | tee -a "$OUT/prebuilt.log" | grep -q "not found"; then
