@@ -2,6 +2,8 @@
 
 #include <fcntl.h>
 #include <sys/file.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
 #include <sys/statvfs.h>
 #include <unistd.h>
 
@@ -139,33 +141,10 @@ void validate(const std::string& name, const std::byte* base, std::size_t size) 
 
 }  // namespace
 
-Arena Arena::create(const std::string& name, const ArenaLayout& layout, CreateOptions options) {
-  check_name(name);
-  const std::size_t total = layout.total_bytes();
-  const std::vector<BlockPlacement> places = layout.placements();
+namespace {
 
-  bip::shared_memory_object shm;
-  try {
-    // permissions(0600): only our user may attach. Boost applies it with fchmod, so the umask
-    // cannot widen or narrow it.
-    shm = bip::shared_memory_object(bip::create_only, name.c_str(), bip::read_write, bip::permissions(0600));
-  } catch (const bip::interprocess_exception& e) {
-    if (e.get_error_code() == bip::already_exists_error) fail(name, "already exists (create never reuses a name)");
-    fail(name, std::string("cannot create: ") + e.what());
-  }
-  UnlinkOnFailure guard{name};
-  Arena a;
-  a.lock_fd_ = take_use_lock(name, shm.get_mapping_handle().handle);
-  try {
-    shm.truncate(static_cast<bip::offset_t>(total));
-    if (options.reserve) reserve_pages(name, shm.get_mapping_handle().handle, total);
-    a.region_ = bip::mapped_region(shm, bip::read_write);
-  } catch (const bip::interprocess_exception& e) {
-    fail(name, "cannot size or map " + std::to_string(total) + " bytes: " + e.what());
-  }
-  a.name_ = name;
-
-  std::byte* base = a.base();
+// Writes the table, every block header and the arena header into a fresh (zeroed) mapping.
+void write_headers(std::byte* base, const std::vector<BlockPlacement>& places, std::size_t total) {
   auto* table = reinterpret_cast<uint64_t*>(base + ArenaLayout::table_offset());
   for (uint32_t i = 0; i < places.size(); ++i) {
     const BlockPlacement& p = places[i];
@@ -193,6 +172,57 @@ Arena Arena::create(const std::string& name, const ArenaLayout& layout, CreateOp
   // The magic goes last: a reader that sees it also sees every header written above.
   auto& header = *reinterpret_cast<ArenaHeader*>(base);
   std::atomic_ref<uint32_t>(header.magic).store(kArenaMagic, std::memory_order_release);
+}
+
+std::size_t object_size(const std::string& name, int fd) {
+  struct stat st{};
+  if (::fstat(fd, &st) != 0) fail(name, std::string("cannot stat: ") + std::strerror(errno));
+  if (!S_ISREG(st.st_mode)) fail(name, "is not a shared-memory object");
+  if (st.st_size <= 0) fail(name, "is empty; not a segpipe arena");
+  return static_cast<std::size_t>(st.st_size);
+}
+
+}  // namespace
+
+void Arena::map_fd(int fd, std::size_t bytes) {
+  void* p = ::mmap(nullptr, bytes, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+  if (p == MAP_FAILED) fail(name_, "cannot map " + std::to_string(bytes) + " bytes: " + std::strerror(errno));
+  addr_ = p;
+  size_ = bytes;
+}
+
+void Arena::unmap() noexcept {
+  if (addr_) ::munmap(addr_, size_);
+  addr_ = nullptr;
+  size_ = 0;
+}
+
+Arena Arena::create(const std::string& name, const ArenaLayout& layout, CreateOptions options) {
+  check_name(name);
+  const std::size_t total = layout.total_bytes();
+  const std::vector<BlockPlacement> places = layout.placements();
+
+  bip::shared_memory_object shm;
+  try {
+    // permissions(0600): only our user may attach. Boost applies it with fchmod, so the umask
+    // cannot widen or narrow it.
+    shm = bip::shared_memory_object(bip::create_only, name.c_str(), bip::read_write, bip::permissions(0600));
+  } catch (const bip::interprocess_exception& e) {
+    if (e.get_error_code() == bip::already_exists_error) fail(name, "already exists (create never reuses a name)");
+    fail(name, std::string("cannot create: ") + e.what());
+  }
+  UnlinkOnFailure guard{name};
+  Arena a;
+  a.name_ = name;
+  a.fd_ = take_use_lock(name, shm.get_mapping_handle().handle);
+  try {
+    shm.truncate(static_cast<bip::offset_t>(total));
+  } catch (const bip::interprocess_exception& e) {
+    fail(name, "cannot size " + std::to_string(total) + " bytes: " + e.what());
+  }
+  if (options.reserve) reserve_pages(name, a.fd_, total);
+  a.map_fd(a.fd_, total);
+  write_headers(a.base(), places, total);
 
   a.creator_ = true;
   a.owner_pid_ = ::getpid();
@@ -201,7 +231,44 @@ Arena Arena::create(const std::string& name, const ArenaLayout& layout, CreateOp
   return a;
 }
 
+Arena Arena::create_unnamed(const ArenaLayout& layout, CreateOptions options) {
+  const std::size_t total = layout.total_bytes();
+  const std::vector<BlockPlacement> places = layout.placements();
+  Arena a;
+  a.name_ = "memfd:segpipe-arena";
+  a.unnamed_ = true;
+  // Close-on-exec here; the creator's spawn clears it for the workers it starts, one at a time.
+  a.fd_ = ::memfd_create("segpipe-arena", MFD_CLOEXEC);
+  if (a.fd_ < 0) fail(a.name_, std::string("cannot create: ") + std::strerror(errno));
+  if (::ftruncate(a.fd_, static_cast<off_t>(total)) != 0)
+    fail(a.name_, "cannot size " + std::to_string(total) + " bytes: " + std::strerror(errno));
+  if (options.reserve) reserve_pages(a.name_, a.fd_, total);
+  a.map_fd(a.fd_, total);
+  write_headers(a.base(), places, total);
+  a.owner_pid_ = ::getpid();
+  return a;
+}
+
 Arena Arena::open(const std::string& name) {
+  if (name.rfind("fd:", 0) == 0) {
+    // An inherited descriptor: digits only, in the range a descriptor can have, not a standard stream.
+    const std::string digits = name.substr(3);
+    if (digits.empty() || digits.size() > 9 || digits.find_first_not_of("0123456789") != std::string::npos)
+      fail(name, "invalid descriptor (expected fd:N)");
+    const int n = std::stoi(digits);
+    if (n < 3) fail(name, "invalid descriptor (0, 1 and 2 are the standard streams)");
+    if (::fcntl(n, F_GETFD) < 0) fail(name, "is not an open descriptor of this process");
+    Arena a;
+    a.name_ = name;
+    a.unnamed_ = true;
+    const std::size_t size = object_size(name, n);
+    a.fd_ = ::fcntl(n, F_DUPFD_CLOEXEC, 3);
+    if (a.fd_ < 0) fail(name, std::string("cannot keep the descriptor: ") + std::strerror(errno));
+    ::close(n);  // what this process may spawn must not inherit the arena
+    a.map_fd(a.fd_, size);
+    validate(name, a.base(), size);
+    return a;
+  }
   check_name(name);
   bip::shared_memory_object shm;
   try {
@@ -212,33 +279,39 @@ Arena Arena::open(const std::string& name) {
   }
   Arena a;
   a.name_ = name;
-  a.lock_fd_ = take_use_lock(name, shm.get_mapping_handle().handle);
-  bip::offset_t size = 0;
-  if (!shm.get_size(size) || size <= 0) fail(name, "is empty; not a segpipe arena");
-  try {
-    a.region_ = bip::mapped_region(shm, bip::read_write);
-  } catch (const bip::interprocess_exception& e) {
-    fail(name, std::string("cannot map: ") + e.what());
-  }
-  validate(name, a.base(), a.region_.get_size());
+  a.fd_ = take_use_lock(name, shm.get_mapping_handle().handle);
+  const std::size_t size = object_size(name, a.fd_);
+  a.map_fd(a.fd_, size);
+  validate(name, a.base(), size);
   return a;
+}
+
+uint64_t Arena::allocated_bytes() const {
+  struct stat st{};
+  if (fd_ < 0 || ::fstat(fd_, &st) != 0) return 0;
+  return static_cast<uint64_t>(st.st_blocks) * 512;
 }
 
 Arena::Arena(Arena&& other) noexcept
     : name_(std::move(other.name_)),
-      region_(std::move(other.region_)),
+      addr_(std::exchange(other.addr_, nullptr)),
+      size_(std::exchange(other.size_, 0)),
+      fd_(std::exchange(other.fd_, -1)),
+      unnamed_(std::exchange(other.unnamed_, false)),
       creator_(std::exchange(other.creator_, false)),
       owner_pid_(std::exchange(other.owner_pid_, 0)),
-      cleanup_slot_(std::exchange(other.cleanup_slot_, -1)),
-      lock_fd_(std::exchange(other.lock_fd_, -1)) {}
+      cleanup_slot_(std::exchange(other.cleanup_slot_, -1)) {}
 
 Arena& Arena::operator=(Arena&& other) noexcept {
   if (this != &other) {
     if (creator_) remove();
-    if (lock_fd_ >= 0) ::close(lock_fd_);
-    lock_fd_ = std::exchange(other.lock_fd_, -1);
+    unmap();
+    if (fd_ >= 0) ::close(fd_);
     name_ = std::move(other.name_);
-    region_ = std::move(other.region_);
+    addr_ = std::exchange(other.addr_, nullptr);
+    size_ = std::exchange(other.size_, 0);
+    fd_ = std::exchange(other.fd_, -1);
+    unnamed_ = std::exchange(other.unnamed_, false);
     creator_ = std::exchange(other.creator_, false);
     owner_pid_ = std::exchange(other.owner_pid_, 0);
     cleanup_slot_ = std::exchange(other.cleanup_slot_, -1);
@@ -248,10 +321,12 @@ Arena& Arena::operator=(Arena&& other) noexcept {
 
 Arena::~Arena() {
   if (creator_) remove();
-  if (lock_fd_ >= 0) ::close(lock_fd_);
+  unmap();
+  if (fd_ >= 0) ::close(fd_);
 }
 
 void Arena::remove() {
+  if (unnamed_) return;  // nothing to unlink: it goes with its last descriptor and mapping
   if (!creator_) {
     if (name_.empty()) return;
     throw std::logic_error("shm arena '" + name_ + "': only the creator may remove it");

@@ -1,13 +1,22 @@
-// Arena: one named POSIX shared-memory object (/dev/shm/<name>) holding all blocks of a run.
+// Arena: one shared-memory object holding all blocks of a run. Two forms:
 //
-//   // orchestrator (creator)
-//   remove_stale_arenas();                                       // cleanup.h, once at start-up
-//   ArenaLayout layout;  uint32_t ch = layout.add_channel("embed"); ...
-//   Arena arena = Arena::create(make_arena_name(), layout);     // mode 0600, registered for cleanup
-//   spawn workers with arena.name() on their command line
+//   * unnamed (what segpipe runs): a memfd that never has a name in /dev/shm. Its descriptor is
+//     inherited by the workers the creator spawns (and by restarted ones: the creator keeps it), so
+//     nothing outlives the last process that holds it, whatever kills it (SIGKILL, power loss):
 //
-//   // worker
-//   Arena arena = Arena::open(name_from_argv);                   // never creates; validates headers
+//       Arena arena = Arena::create_unnamed(layout);                // memfd, CLOEXEC
+//       spawn a worker keeping arena.fd() open across exec, with arena.attach_spec() ("fd:N")
+//       // worker
+//       Arena arena = Arena::open(spec_from_argv);                  // "fd:N": adopts and validates
+//
+//   * named (/dev/shm/<name>), for processes that are not the creator's children:
+//
+//       remove_stale_arenas();                                       // cleanup.h, once at start-up
+//       Arena arena = Arena::create(make_arena_name(), layout);     // mode 0600, registered for cleanup
+//       // other process
+//       Arena arena = Arena::open(name);                             // never creates; validates headers
+//
+//   // either form, once open
 //   std::span<std::byte> in = arena.payload(input_block);        // zero-copy view of a block
 //   std::span<float> kv = arena.payload_span<float>(*arena.find_block("kv.early"));  // or by label
 //   Channel ch = Channel::attach(arena, channel_block);          // channel.h
@@ -28,7 +37,6 @@
 #pragma once
 #include <sys/types.h>
 
-#include <boost/interprocess/mapped_region.hpp>
 #include <cstddef>
 #include <cstdint>
 #include <new>
@@ -56,7 +64,12 @@ class Arena {
   static Arena create(const std::string& name, const ArenaLayout& layout, CreateOptions options = {});
   // Attaches to an existing arena and validates its headers. Never creates.
   // Throws ShmError if it does not exist or any header field does not validate.
+  // Also accepts "fd:N" (an unnamed arena's descriptor inherited from its creator, attach_spec()):
+  // the descriptor must be an open regular shared-memory file that validates as an arena; this
+  // process takes it over (close-on-exec) and closes N.
   static Arena open(const std::string& name);
+  // A memfd-backed arena with no name anywhere (see above). Throws ShmError as create() does.
+  static Arena create_unnamed(const ArenaLayout& layout, CreateOptions options = {});
 
   Arena(Arena&& other) noexcept;
   Arena& operator=(Arena&& other) noexcept;
@@ -65,9 +78,16 @@ class Arena {
   ~Arena();
 
   const std::string& name() const { return name_; }
+  // Unnamed arenas: the descriptor children must inherit, and the string they pass to open().
+  // -1 / empty for named arenas.
+  int fd() const { return unnamed_ ? fd_ : -1; }
+  std::string attach_spec() const { return unnamed_ ? "fd:" + std::to_string(fd_) : std::string(); }
+  bool is_unnamed() const { return unnamed_; }
+  // Bytes the system has allocated to the object (pages reserved or touched), from fstat.
+  uint64_t allocated_bytes() const;
   bool is_creator() const { return creator_; }
-  std::size_t size_bytes() const { return region_.get_size(); }
-  std::byte* base() const { return static_cast<std::byte*>(region_.get_address()); }
+  std::size_t size_bytes() const { return size_; }
+  std::byte* base() const { return static_cast<std::byte*>(addr_); }
   const ArenaHeader& header() const { return *reinterpret_cast<const ArenaHeader*>(base()); }
   uint32_t block_count() const { return header().block_count; }
   pid_t creator_pid() const { return header().creator_pid; }
@@ -93,12 +113,18 @@ class Arena {
   Arena() = default;
   void check_fits(uint32_t index, std::size_t size, std::size_t align, const char* type) const;
 
+  void map_fd(int fd, std::size_t bytes);  // maps [0, bytes) of fd read-write, shared
+  void unmap() noexcept;
+
   std::string name_;
-  boost::interprocess::mapped_region region_;
+  void* addr_ = nullptr;      // the whole object, mapped shared (munmap()ed by the destructor)
+  std::size_t size_ = 0;
+  int fd_ = -1;               // the object's descriptor while this Arena lives (close-on-exec); for
+                              // a named arena it holds the shared in-use lock (cleanup.h)
+  bool unnamed_ = false;      // a memfd: nothing to unlink, nothing to clean up
   bool creator_ = false;      // this object created the name and may unlink it
   pid_t owner_pid_ = 0;       // unlink only from the creating process, never from a fork()ed copy
   int cleanup_slot_ = -1;     // registration in cleanup.h's signal-safe table
-  int lock_fd_ = -1;          // holds the shared in-use lock while this object lives (cleanup.h)
 };
 
 template <typename T>

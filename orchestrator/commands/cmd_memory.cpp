@@ -105,11 +105,13 @@ json drive(Runner& r, const ModelConfig& cfg, const std::vector<std::vector<int3
           {"decode_tokens_per_s", decode_s > 0 ? decoded / decode_s : 0.0}};
 }
 
+// The run's arena is an unnamed memfd this process holds: found among its own descriptors.
 uint64_t arena_file_bytes() {
   uint64_t b = 0;
-  std::string prefix = "segpipe-" + std::to_string(getpid()) + "-";
-  for (auto& e : fs::directory_iterator("/dev/shm")) {
-    if (e.path().filename().string().rfind(prefix, 0) != 0) continue;
+  for (auto& e : fs::directory_iterator("/proc/self/fd")) {
+    std::error_code ec;
+    const std::string target = fs::read_symlink(e.path(), ec).string();
+    if (ec || target.rfind("/memfd:segpipe-arena", 0) != 0) continue;
     struct stat st {};
     if (stat(e.path().c_str(), &st) == 0) b += static_cast<uint64_t>(st.st_blocks) * 512;
   }
@@ -250,8 +252,8 @@ RunResult measure_segmented(const RunPlan& plan_in, const ModelConfig& cfg, cons
                     {"weight_bytes", sum_w},
                     {"arena_allocated_bytes", arena_file_bytes()},
                     {"note", "pss_bytes = sum of PSS (smaps_rollup) over the segment processes and the orchestrator: "
-                             "each shared page counted once. arena_allocated_bytes: the tmpfs arena file (its pages "
-                             "are in PSS only where mapped and touched)."}};
+                             "each shared page counted once. arena_allocated_bytes: the shared-memory arena (its "
+                             "pages are in PSS only where mapped and touched)."}};
   rr.j["gpu"] = "none: every segment runs on the CPU in this build";
   rr.j["targets_met"] = rr.targets_met;
   return rr;

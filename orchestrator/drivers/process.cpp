@@ -1,6 +1,7 @@
 #include "orchestrator/drivers/process.h"
 
 #include <signal.h>
+#include <fcntl.h>
 #include <sys/prctl.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -12,7 +13,7 @@
 
 namespace segpipe {
 
-pid_t spawn_self(const std::vector<std::string>& args) {
+pid_t spawn_self(const std::vector<std::string>& args, const std::vector<int>& inherit) {
   std::vector<std::string> argv_s = {"segpipe"};
   argv_s.insert(argv_s.end(), args.begin(), args.end());
   std::vector<char*> argv;
@@ -32,6 +33,10 @@ pid_t spawn_self(const std::vector<std::string>& args) {
     if (getppid() != parent) _exit(127);
     // The orchestrator ignores SIGPIPE (output.h); an ignored signal would survive execv.
     signal(SIGPIPE, SIG_DFL);
+    // Only in the child's copy of the descriptor table: the parent's flags stay close-on-exec, so
+    // no other child it spawns (or a concurrent spawn) inherits what was not meant for it.
+    for (int fd : inherit)
+      if (fcntl(fd, F_SETFD, 0) != 0) _exit(127);
     execv(exe, argv.data());
     _exit(127);
   }

@@ -21,7 +21,6 @@
 #include "segments/kinds/layers.h"
 #include "segments/model/tensor_map.h"
 #include "shm/arena.h"
-#include "shm/arena_name.h"
 #include "shm/channel.h"
 #include "shm/cleanup.h"
 #include "shm/layout.h"
@@ -349,11 +348,12 @@ class ShmRunner : public Runner {
         if (serves(b.desc, p.desc))
           p.spec.bank_list.push_back({b.spec.index, b.spec.channel_block, b.desc.layer_first, b.desc.layer_last, b.desc.name});
     }
-    std::string name = shm::make_arena_name();
-    arena_.emplace(shm::Arena::create(name, L));
+    // Unnamed: the workers inherit its descriptor, so no name in /dev/shm can outlive this run,
+    // whatever ends it (SIGKILL included).
+    arena_.emplace(shm::Arena::create_unnamed(L));
     status_ = arena_->payload_span<proto::SegmentStatus>(status_block_).data();
     for (auto& p : procs_) {
-      p.spec.arena = name;
+      p.spec.arena = arena_->attach_spec();
       p.ch.emplace(shm::Channel::attach(*arena_, p.spec.channel_block));
       if (p.gpu && cuda_.spin_count) p.ch->set_spin_count(cuda_.spin_count);
     }
@@ -441,9 +441,10 @@ class ShmRunner : public Runner {
     p.ended.clear();
     p.reaped_status.reset();
     if (p.gpu)
-      p.pid = spawn_self({kWorkerCommand, proto::to_json(p.spec).dump(), proto::to_json(p.gpu_spec).dump()});
+      p.pid = spawn_self({kWorkerCommand, proto::to_json(p.spec).dump(), proto::to_json(p.gpu_spec).dump()},
+                         {arena_->fd()});
     else
-      p.pid = spawn_self({kWorkerCommand, proto::to_json(p.spec).dump()});
+      p.pid = spawn_self({kWorkerCommand, proto::to_json(p.spec).dump()}, {arena_->fd()});
     std::atomic_ref<int32_t>(status_[i].pid).store(static_cast<int32_t>(p.pid));
     p.last_heartbeat = std::atomic_ref<uint64_t>(status_[i].heartbeat).load();
     p.heartbeat_seen = Clock::now();

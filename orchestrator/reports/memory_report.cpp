@@ -94,7 +94,8 @@ ProcMemory read_proc_memory(long pid) {
   }
   for (auto& mm : m.maps) {
     bool weights = mm.path.size() > 12 && mm.path.compare(mm.path.size() - 12, 12, ".safetensors") == 0;
-    bool arena = starts(mm.path, "/dev/shm/segpipe-");
+    // The run's arena is a memfd ("/memfd:segpipe-arena (deleted)"); a named one lives in /dev/shm.
+    bool arena = starts(mm.path, "/memfd:segpipe-arena") || starts(mm.path, "/dev/shm/segpipe-");
     if (weights) {
       m.rss_weights += mm.rss;
       m.pss_weights += mm.pss;

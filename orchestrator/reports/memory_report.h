@@ -28,7 +28,7 @@ struct ProcMemory {
   uint64_t pss_anon = 0, pss_file = 0, pss_shmem = 0;
   uint64_t rss_weights = 0, pss_weights = 0;  // *.safetensors mappings
   uint64_t rss_anon = 0, pss_anon_maps = 0;   // anonymous pages (heap, stacks, private scratch)
-  uint64_t rss_arena = 0, pss_arena = 0;      // /dev/shm/segpipe-* (the activation/KV arena)
+  uint64_t rss_arena = 0, pss_arena = 0;      // the run's activation/KV arena (memfd)
   uint64_t rss_other = 0;                     // code, libraries, everything else
   uint64_t peak_rss = 0;                      // VmHWM
   std::vector<MappingMemory> maps;

@@ -231,7 +231,8 @@ TEST(OrchestratorSignal, EndsTheRunAndLeavesNoArenaOrProcess) {
     pid_t pid = start_held_run(yaml);
     const std::vector<pid_t> workers = leftover_workers(pid);
     ASSERT_EQ(workers.size(), 6u) << "signal " << sig;
-    ASSERT_FALSE(leftover_arenas(pid).empty()) << "signal " << sig;
+    ASSERT_TRUE(holds_unnamed_arena(pid)) << "signal " << sig;
+    ASSERT_TRUE(leftover_arenas(pid).empty()) << "the arena has no name; signal " << sig;
     kill(pid, sig);
     if (sig == SIGPIPE) kill(pid, SIGTERM);  // survived it: end the held run the usual way
     int st = 0;
@@ -244,26 +245,25 @@ TEST(OrchestratorSignal, EndsTheRunAndLeavesNoArenaOrProcess) {
   }
 }
 
-// The orchestrator itself is killed: its workers follow it, and the arena it could not remove is
-// found and removed by the next run.
-TEST(OrchestratorDeath, WorkersExitAndTheNextRunRemovesTheStaleArena) {
+// The orchestrator itself is killed: its workers follow it, and nothing is left anywhere. The arena
+// is an unnamed memfd held by the orchestrator and its workers only; it goes with the last of them.
+TEST(OrchestratorDeath, WorkersExitAndNothingIsLeft) {
   std::string yaml = pipeline_file("", 60000);
   const pid_t pid = start_held_run(yaml);  // returns once all six workers exist
-  ASSERT_FALSE(leftover_arenas(pid).empty());
+  ASSERT_TRUE(holds_unnamed_arena(pid));
+  ASSERT_TRUE(leftover_arenas(pid).empty()) << "a run's arena has no name in /dev/shm";
   const std::vector<pid_t> workers = leftover_workers(pid);
   ASSERT_FALSE(workers.empty());
+  for (pid_t w : workers) EXPECT_TRUE(holds_unnamed_arena(w)) << "worker " << w << " inherited the arena";
   kill(pid, SIGKILL);
   int st;
   waitpid(pid, &st, 0);
-  // Until every worker has fully exited it still holds the arena's in-use lock, and the next run's
-  // cleanup rightly keeps the arena.
   EXPECT_TRUE(wait_for_exit(workers)) << "workers must exit with their orchestrator";
   EXPECT_TRUE(leftover_workers(pid).empty()) << "workers must exit with their orchestrator";
-  // SIGKILL leaves the arena behind; the next run (or one running beside this test, which is just as
-  // good) removes it.
+  EXPECT_TRUE(leftover_arenas(pid).empty()) << "SIGKILL leaves nothing in /dev/shm";
+  // And the next run works as usual.
   RunResult r = run_segpipe(gen_args(pipeline_file(), false));
   EXPECT_EQ(r.rc, 0) << r.err;
-  EXPECT_TRUE(leftover_arenas(pid).empty()) << "the next run removes the stale arena";
 }
 
 }  // namespace

@@ -146,6 +146,22 @@ std::vector<std::string> leftover_arenas(pid_t pid) {
   return out;
 }
 
+bool holds_unnamed_arena(pid_t pid) {
+  const std::string dir = "/proc/" + std::to_string(pid) + "/fd";
+  DIR* d = opendir(dir.c_str());
+  if (!d) return false;
+  bool found = false;
+  while (dirent* e = readdir(d)) {
+    char target[256];
+    const ssize_t n = readlink((dir + "/" + e->d_name).c_str(), target, sizeof target - 1);
+    if (n <= 0) continue;
+    target[n] = 0;
+    found |= std::strncmp(target, "/memfd:segpipe-arena", 20) == 0;
+  }
+  closedir(d);
+  return found;
+}
+
 std::string temp_dir() {
   char tmpl[] = "/tmp/segpipe-it-XXXXXX";
   char* p = mkdtemp(tmpl);

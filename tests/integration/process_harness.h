@@ -33,8 +33,10 @@ std::vector<pid_t> leftover_workers(pid_t orchestrator);
 // after `timeout_s`. A process that does not show in leftover_workers() any more may still be
 // exiting (its command line goes before its descriptors do).
 bool wait_for_exit(const std::vector<pid_t>& pids, double timeout_s = 30);
-// Arenas in /dev/shm created by `pid`.
+// Arenas in /dev/shm created by `pid` (a run's arena is unnamed: there should never be any).
 std::vector<std::string> leftover_arenas(pid_t pid);
+// Whether process `pid` holds an unnamed segpipe arena (a memfd among its descriptors).
+bool holds_unnamed_arena(pid_t pid);
 std::string temp_dir();
 void write_file(const std::string& path, const std::string& text);
 std::string source_path(const std::string& rel);

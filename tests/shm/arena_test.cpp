@@ -244,3 +244,63 @@ TEST(Arena, TooLargeArenaFailsAtCreateWithClearErrorAndLeavesNothing) {
 
 }  // namespace
 }  // namespace segpipe::shm
+
+namespace segpipe::shm {
+namespace {
+
+using segpipe::shm::testing::own_arenas;
+
+TEST(UnnamedArena, HasNoNameAndIsSharedThroughAnInheritedDescriptor) {
+  const auto before = own_arenas();
+  Arena a = Arena::create_unnamed(small_layout());
+  EXPECT_TRUE(a.is_unnamed());
+  EXPECT_EQ(own_arenas(), before) << "an unnamed arena must not appear in /dev/shm";
+  ASSERT_GE(a.fd(), 3);
+  EXPECT_EQ(a.attach_spec(), "fd:" + std::to_string(a.fd()));
+  EXPECT_NE(::fcntl(a.fd(), F_GETFD) & FD_CLOEXEC, 0) << "only spawns that ask for it inherit the arena";
+  EXPECT_GE(a.allocated_bytes(), a.size_bytes()) << "pages are reserved at creation";
+  auto out = a.payload_span<uint32_t>(0);
+  for (uint32_t i = 0; i < out.size(); ++i) out[i] = i * 3;
+
+  // A child given the descriptor (as spawn does) attaches by "fd:N", sees the data and writes back.
+  const int inherited = ::fcntl(a.fd(), F_DUPFD, 3);  // not close-on-exec: what a worker gets
+  ASSERT_GE(inherited, 3);
+  const pid_t child = fork_child([&] {
+    Arena w = Arena::open("fd:" + std::to_string(inherited));
+    if (::fcntl(inherited, F_GETFD) >= 0) return 10;  // the inherited number is closed after adoption
+    if (w.size_bytes() != small_layout().total_bytes() || w.find_block("kv") != 2u) return 11;
+    auto in = w.payload_span<uint32_t>(0);
+    for (uint32_t i = 0; i < in.size(); ++i)
+      if (in[i] != i * 3) return 12;
+    in[0] = 4242;
+    return 0;
+  });
+  EXPECT_EQ(wait_child(child), 0);
+  ::close(inherited);
+  EXPECT_EQ(out[0], 4242u) << "the child's write is seen in place";
+  a.remove();  // nothing to unlink; harmless
+  EXPECT_EQ(own_arenas(), before);
+}
+
+TEST(UnnamedArena, RefusesBadDescriptorSpecs) {
+  EXPECT_NE(error_of([] { Arena::open("fd:"); }).find("invalid descriptor"), std::string::npos);
+  EXPECT_NE(error_of([] { Arena::open("fd:-3"); }).find("invalid descriptor"), std::string::npos);
+  EXPECT_NE(error_of([] { Arena::open("fd:12x"); }).find("invalid descriptor"), std::string::npos);
+  EXPECT_NE(error_of([] { Arena::open("fd:99999999999"); }).find("invalid descriptor"), std::string::npos);
+  EXPECT_NE(error_of([] { Arena::open("fd:1"); }).find("standard streams"), std::string::npos);
+  EXPECT_NE(error_of([] { Arena::open("fd:999999"); }).find("not an open descriptor"), std::string::npos);
+  // An open descriptor that is not an arena: a pipe, then an empty and a zero-filled memfd.
+  int p[2];
+  ASSERT_EQ(::pipe(p), 0);
+  EXPECT_NE(error_of([&] { Arena::open("fd:" + std::to_string(p[0])); }).find("not a shared-memory object"),
+            std::string::npos);
+  ::close(p[1]);
+  const int empty = ::memfd_create("segpipe-test", 0);
+  EXPECT_NE(error_of([&] { Arena::open("fd:" + std::to_string(empty)); }).find("empty"), std::string::npos);
+  const int zeros = ::memfd_create("segpipe-test", 0);
+  ASSERT_EQ(::ftruncate(zeros, 65536), 0);
+  EXPECT_NE(error_of([&] { Arena::open("fd:" + std::to_string(zeros)); }).find("magic"), std::string::npos);
+}
+
+}  // namespace
+}  // namespace segpipe::shm
