@@ -89,12 +89,15 @@ std::string one_line(std::string_view msg) {
 }
 
 void report(const std::string& cmd, const char* kind, const char* msg) {
-  std::fprintf(stderr, "segpipe %s: %s: %s\n", one_line(cmd).c_str(), kind, one_line(strip_command(cmd, msg)).c_str());
+  const std::string line = "segpipe " + one_line(cmd) + ": " + kind + ": " + one_line(strip_command(cmd, msg));
+  std::fprintf(stderr, "%s\n", line.c_str());
+  segpipe::log_to_file_only(line);
 }
 
 void usage(FILE* out) {
-  std::fprintf(out, "usage: segpipe [--log-level trace|debug|info|warn|error|off] <command> [options]\n"
-                   "       (segpipe <command> --help for its options; SEGPIPE_LOG_LEVEL sets the level without the flag)\n\n"
+  std::fprintf(out, "usage: segpipe [--log-level trace|debug|info|warn|error|off] [--log-file PATH] <command> [options]\n"
+                   "       (segpipe <command> --help for its options; SEGPIPE_LOG_LEVEL and SEGPIPE_LOG_FILE set them\n"
+                   "       without the flags; the log file gets every process's lines, appended)\n\n"
                    "commands:\n");
   for (auto& [name, c] : commands()) std::fprintf(out, "  %-14s %s\n", name.c_str(), c.summary);
 }
@@ -102,24 +105,36 @@ void usage(FILE* out) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  // A global option before the command: `segpipe --log-level LEVEL <command> ...` (workers/log.h).
-  // Only there, so that no command's own arguments (a prompt, say) can be taken for it.
-  std::string log_level;
-  if (argc >= 2 && std::string_view(argv[1]).rfind("--log-level", 0) == 0) {
-    std::string_view a = argv[1];
-    int used = 1;
-    if (a.size() > 12 && a[11] == '=') {
-      log_level = std::string(a.substr(12));
-    } else if (a == "--log-level" && argc >= 3) {
-      log_level = argv[2];
-      used = 2;
+  // Global options before the command: `segpipe [--log-level LEVEL] [--log-file PATH] <command> ...`
+  // (workers/log.h). Only there, so that no command's own arguments (a prompt, say) can be taken for one.
+  std::string log_level, log_file;
+  int first = 1;
+  while (first < argc) {
+    const std::string_view a = argv[first];
+    std::string* target = nullptr;
+    std::string_view flag;
+    for (auto [f, t] : {std::pair{std::string_view("--log-level"), &log_level}, {std::string_view("--log-file"), &log_file}})
+      if (a == f || (a.size() > f.size() && a.substr(0, f.size()) == f && a[f.size()] == '=')) target = t, flag = f;
+    if (!target) break;
+    if (a.size() > flag.size()) {
+      *target = std::string(a.substr(flag.size() + 1));
+      first += 1;
+    } else if (first + 1 < argc) {
+      *target = argv[first + 1];
+      first += 2;
     } else {
-      std::fprintf(stderr, "segpipe: --log-level needs a level (trace, debug, info, warn, error, off)\n");
+      std::fprintf(stderr, "segpipe: %s needs a value\n", std::string(flag).c_str());
       return 2;
     }
-    argv += used;
-    argc -= used;
-    argv[0] = argv[-used];  // unused from here on; keeps argv[0] meaningful
+    if (target->empty()) {
+      std::fprintf(stderr, "segpipe: %s needs a value\n", std::string(flag).c_str());
+      return 2;
+    }
+  }
+  if (first > 1) {
+    argv[first - 1] = argv[0];  // keeps argv[0] meaningful after the shift
+    argv += first - 1;
+    argc -= first - 1;
   }
   if (argc < 2) {
     // No command: the built-in demo is `segpipe generate` with no model.
@@ -130,7 +145,7 @@ int main(int argc, char** argv) {
   std::vector<std::string> args(argv + 2, argv + argc);
   try {
     if (cmd == segpipe::kWorkerCommand) return segpipe::worker_main(args);
-    segpipe::init_orchestrator_logging(log_level);
+    segpipe::init_orchestrator_logging(log_level, log_file);
     if (cmd == "--help" || cmd == "-h" || cmd == "help") {
       usage(stdout);
       return 0;

@@ -2,6 +2,7 @@
 // through the real segpipe executable and its segment processes, on the committed tiny checkpoints.
 #include <gtest/gtest.h>
 #include <signal.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -611,6 +612,57 @@ TEST(LoggingTest, LevelsReachWorkersWhoseLinesNameSegmentAndPid) {
   Result m = run_err("--log-level debug generate --pipeline /nonexistent-segpipe-dir/p.yaml --tokens '1 2'");
   EXPECT_EQ(m.code, 2);
   EXPECT_EQ(lines(m.out), 1u) << m.out;
+}
+
+// Issue 14: a log file per run. `--log-file PATH` (or SEGPIPE_LOG_FILE) appends every process's lines,
+// timestamped and tagged, and the run's final error line; a path that cannot be a log file is exit 2
+// naming it, without creating folders and without blocking on a FIFO.
+TEST(LoggingTest, LogFileGathersEveryProcessOfTheRunAndItsError) {
+  TempDir d;
+  const std::string log = d / "run.log";
+  const std::string gen = "generate --pipeline " + kBanks + " --tokens '" + kPrompt + "' --max-new-tokens 1 --ids";
+  Result r = run_err("--log-level debug --log-file " + log + " " + gen);
+  ASSERT_EQ(r.code, 0) << r.out;
+  std::stringstream text;
+  text << std::ifstream(log).rdbuf();
+  const std::string t = text.str();
+  for (std::string seg : {"embed", "early", "late", "bank-lo", "bank-hi", "head"})
+    EXPECT_TRUE(std::regex_search(t, std::regex("\\[[0-9-]+ [0-9:.]+\\] \\[debug\\] segpipe worker '" + seg +
+                                                "' pid [0-9]+: weights mapped; serving")))
+        << seg << "\n" << t;
+  EXPECT_NE(t.find("segpipe: 6 segments ready"), std::string::npos) << t;
+  // Appended, not truncated: a second run (the `=` spelling, a failing one) adds its error line.
+  Result f = run_err("--log-file=" + log + " generate --pipeline " + kBanks + " --tokens '1 999999'");
+  EXPECT_EQ(f.code, 2) << f.out;
+  EXPECT_EQ(lines(f.out), 1u) << f.out;
+  std::stringstream text2;
+  text2 << std::ifstream(log).rdbuf();
+  EXPECT_EQ(text2.str().rfind(t, 0), 0u) << "the first run's lines are kept";
+  EXPECT_NE(text2.str().find("[error] " + f.out.substr(0, f.out.size() - 1)), std::string::npos) << text2.str();
+
+  // The variable where no flag is given.
+  const std::string log2 = d / "env.log";
+  setenv("SEGPIPE_LOG_FILE", log2.c_str(), 1);
+  Result e = run_err("--log-level debug " + gen);
+  unsetenv("SEGPIPE_LOG_FILE");
+  ASSERT_EQ(e.code, 0) << e.out;
+  std::stringstream text3;
+  text3 << std::ifstream(log2).rdbuf();
+  EXPECT_NE(text3.str().find("segpipe worker 'head' pid "), std::string::npos) << text3.str();
+
+  // Bad paths: exit 2, one line naming the path; nothing created, no hang on a FIFO.
+  Result m = run_err("--log-file " + d / "no/such/dir/x.log " + gen);
+  EXPECT_EQ(m.code, 2);
+  EXPECT_EQ(lines(m.out), 1u) << m.out;
+  EXPECT_NE(m.out.find("no/such/dir/x.log': its folder does not exist"), std::string::npos) << m.out;
+  EXPECT_FALSE(fs::exists(d / "no")) << "no folder is created";
+  ASSERT_EQ(mkfifo((d / "fifo").c_str(), 0600), 0);
+  Result q = run_err("--log-file " + d / "fifo " + gen);
+  EXPECT_EQ(q.code, 2);
+  EXPECT_NE(q.out.find("fifo': not a regular file"), std::string::npos) << q.out;
+  Result n = run_err("--log-file");
+  EXPECT_EQ(n.code, 2);
+  EXPECT_NE(n.out.find("--log-file needs a value"), std::string::npos) << n.out;
 }
 
 TEST(SweepTest, CutsAndSelectiveExpertLoadingGiveTheSameBits) {
