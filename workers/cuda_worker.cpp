@@ -1,6 +1,7 @@
 #include "workers/cuda_worker.h"
 
 #include "segments/core/errors.h"
+#include "segments/core/finite.h"
 
 namespace segpipe::proto {
 
@@ -265,6 +266,9 @@ class CudaWorker : public worker::ServedSegment {
       if (a.capture)
         SEGPIPE_CUDA_CHECK(cudaMemcpyAsync(arena_.payload_span<float>(spec_.norm_block).data(), normed_.get(), bytes,
                                            cudaMemcpyDeviceToHost, st));
+      ctx_->sync();
+      // Always checked, as the CPU lm_head does: one scan of the rows just copied to the host.
+      check_finite(out, rows, cfg_.vocab, "logits");
     }
     ctx_->sync();  // finished before the answer: the doorbell orders the next segment after us
   }

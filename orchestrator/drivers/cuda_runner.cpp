@@ -1,6 +1,7 @@
 #include "orchestrator/drivers/cuda_runner.h"
 
 #include "segments/core/errors.h"
+#include "segments/core/finite.h"
 
 #ifndef SEGPIPE_HAVE_CUDA
 
@@ -68,7 +69,7 @@ class CudaRunnerImpl : public CudaRunner {
     for (const SegmentDesc& s : plan.segments) {
       switch (s.kind) {
         case SegmentKind::embeddings: embed_ = std::make_unique<cuda::Embeddings>(*ctx_, *weights_, cfg_); break;
-        case SegmentKind::lm_head: break;  // below: it may share the embedding table
+        case SegmentKind::lm_head: head_name_ = s.name; break;  // below: it may share the embedding table
         case SegmentKind::experts: break;
         case SegmentKind::layers: {
           Stage st;
@@ -123,6 +124,14 @@ class CudaRunnerImpl : public CudaRunner {
       SEGPIPE_CUDA_CHECK(cudaMemcpyAsync(logits.data(), logits_.get(), logits.size() * 4, cudaMemcpyDeviceToHost,
                                          ctx_->stream()));
       ctx_->sync();
+    }
+    // Always checked, on the host copy the caller gets anyway (one scan of V floats a decode step).
+    // On the GPU the layers' outputs are not scanned (a device reduction per layer would cost a launch
+    // each); `segpipe dump` or `bisect` names the first layer that went non-finite.
+    try {
+      check_finite(logits.data(), rows, V, "logits");
+    } catch (const RuntimeFailure& e) {
+      throw RuntimeFailure("segment '" + head_name_ + "': " + e.what());
     }
     if (obs) {
       std::vector<float> n(static_cast<size_t>(T * H));
@@ -203,6 +212,13 @@ class CudaRunnerImpl : public CudaRunner {
     std::vector<int32_t> out(static_cast<size_t>(n));
     SEGPIPE_CUDA_CHECK(cudaMemcpyAsync(out.data(), greedy_tokens_.get(), out.size() * 4, cudaMemcpyDeviceToHost, st));
     ctx_->sync();
+    // The device's logits check (greedy.cuh): the first marked step names where the chain went wrong;
+    // its later steps ran on the marker and are discarded with it.
+    for (int i = 0; i < n; i++)
+      if (out[size_t(i)] == cuda::kNonFiniteToken)
+        throw RuntimeFailure("segment '" + head_name_ + "': non-finite logits (NaN or Inf) at decode step " +
+                             std::to_string(i) + " (position " + std::to_string(pos0 + i) +
+                             "): the weights or the input hold NaN or Inf");
     return out;
   }
 
@@ -334,6 +350,7 @@ class CudaRunnerImpl : public CudaRunner {
   std::vector<Stage> stages_;
   cuda::Buffer<int32_t> ids_, pos_;
   cuda::Buffer<float> x_, normed_, logits_;
+  std::string head_name_;
   int32_t* host_io_ = nullptr;  // pinned: decode inputs copied from here, also during graph replay
   float* host_logits_ = nullptr;  // pinned: one row of logits
   cudaGraphExec_t graph_exec_ = nullptr;

@@ -74,7 +74,7 @@ Embeddings::Embeddings(Context& ctx, WeightSource& w, const ModelConfig& cfg)
 }
 
 void Embeddings::forward(const int32_t* d_ids, int64_t T, float* out) {
-  embed_gather(d_ids, T, table_.get(), dt_, hidden_, out, ctx_.stream());
+  embed_gather(d_ids, T, table_.get(), dt_, vocab_, hidden_, out, ctx_.stream());
 }
 
 // ---------------------------------------------------------------------------------------------

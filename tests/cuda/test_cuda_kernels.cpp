@@ -20,6 +20,7 @@
 #include "segments/kernels/cuda/embed.cuh"
 #include "segments/kernels/cuda/gemm.cuh"
 #include "segments/kernels/cuda/gemv.cuh"
+#include "segments/core/finite.h"
 #include "segments/kernels/cuda/greedy.cuh"
 #include "segments/kernels/cuda/moe.cuh"
 #include "segments/kernels/cuda/moe_block.cuh"
@@ -845,12 +846,20 @@ void test_embed_convert(Checks& c, cudaStream_t s) {
     std::vector<int32_t> ids(T);
     for (auto& i : ids) i = int32_t(rng() % V);
     Dev dt_(table, dt), out = Dev::poisoned(size_t(T) * H, DType::F32);
+    ids[3] = cuda::kNonFiniteToken;  // a greedy chain's marker: a row of NaN, nothing read out of bounds
+    ids[5] = V;
     auto dids = upload(ids);
-    cuda::embed_gather(dids.get(), T, dt_.p(), dt, H, out.f(), s);
+    cuda::embed_gather(dids.get(), T, dt_.p(), dt, V, H, out.f(), s);
     auto got = out.host();
     bool eq = true;
-    for (int t = 0; t < T; t++) eq &= std::memcmp(got.data() + size_t(t) * H, table.data() + size_t(ids[size_t(t)]) * H, H * 4) == 0;
-    c.expect(eq, "embed_gather %s bit-identical", dn(dt));
+    for (int t = 0; t < T; t++) {
+      if (t == 3 || t == 5) {
+        for (int c2 = 0; c2 < H; c2++) eq &= std::isnan(got[size_t(t) * H + size_t(c2)]);
+        continue;
+      }
+      eq &= std::memcmp(got.data() + size_t(t) * H, table.data() + size_t(ids[size_t(t)]) * H, H * 4) == 0;
+    }
+    c.expect(eq, "embed_gather %s bit-identical (ids out of range: NaN rows)", dn(dt));
   }
   auto v = round_bf16(randn(4096, rng));
   Dev src(v, DType::BF16), dst = Dev::poisoned(v.size(), DType::F32);
@@ -860,8 +869,9 @@ void test_embed_convert(Checks& c, cudaStream_t s) {
 }
 
 // greedy_next_token against the host's sequential first-maximum scan (`v[i] > v[best]`): ties at
-// several indices, NaN (never chosen, except at index 0), infinities, rows shorter than the grid;
-// launched twice per row (the ticket must be back at 0, step and pos advance by one each time).
+// several indices, rows shorter than the grid; and against the host's non-finite check: a NaN or an
+// infinity anywhere gives kNonFiniteToken. Launched twice per row (the ticket must be back at 0, step
+// and pos advance by one each time).
 void test_greedy(Checks& c, cudaStream_t s) {
   const float inf = INFINITY, nan = NAN;
   struct Case {
@@ -880,6 +890,8 @@ void test_greedy(Checks& c, cudaStream_t s) {
       {"+inf at 0", 1000, {{0, inf}, {999, inf}}},
       {"all -inf", 300, {}},
       {"all -inf with NaN at 5", 300, {{5, nan}}},
+      {"-inf in the last block only", 151936, {{151930, -inf}}},
+      {"NaN in the first block only", 151936, {{17, nan}}},
   };
   for (const Case& k : cases) {
     std::vector<float> v = std::string(k.name).rfind("all -inf", 0) == 0 ? std::vector<float>(size_t(k.n), -inf)
@@ -888,6 +900,7 @@ void test_greedy(Checks& c, cudaStream_t s) {
     int32_t want = 0;
     for (int64_t i = 1; i < k.n; i++)
       if (v[size_t(i)] > v[size_t(want)]) want = int32_t(i);
+    if (first_non_finite(v.data(), k.n) >= 0) want = cuda::kNonFiniteToken;
     auto dv = upload(v);
     auto ids = upload(std::vector<int32_t>{-1}), pos = upload(std::vector<int32_t>{41});
     auto tokens = upload(std::vector<int32_t>{-1, -1, -1, -1}), step = upload(std::vector<int32_t>{2});

@@ -52,15 +52,18 @@ __global__ void __launch_bounds__(kThreads) greedy_kernel(const float* __restric
   const int64_t b1 = b0 + per < n ? b0 + per : n;
   float bv = -INFINITY;
   int32_t bi = INT32_MAX;
+  bool bad = false;  // a NaN or Inf in the row: the chain stops with kNonFiniteToken
   for (int64_t i = b0 + threadIdx.x; i < b1; i += kThreads) {
     float v = logits[i];
+    bad |= !isfinite(v);
     if (isnan(v)) v = -INFINITY;
     if (beats(v, int32_t(i), bv, bi)) bv = v, bi = int32_t(i);
   }
+  bad = __syncthreads_or(bad);
   block_best(bv, bi);
   if (threadIdx.x == 0) {
     g.part_val[blockIdx.x] = bv;
-    g.part_idx[blockIdx.x] = bi;
+    g.part_idx[blockIdx.x] = bad ? kNonFiniteToken : bi;
     __threadfence();
     last = atomicAdd(g.ticket, 1u) == gridDim.x - 1;
   }
@@ -69,14 +72,18 @@ __global__ void __launch_bounds__(kThreads) greedy_kernel(const float* __restric
   __threadfence();
   bv = -INFINITY;
   bi = INT32_MAX;
+  bad = false;
   for (int b = threadIdx.x; b < int(gridDim.x); b += kThreads) {
     const float v = __ldcg(g.part_val + b);
     const int32_t i = __ldcg(g.part_idx + b);
-    if (beats(v, i, bv, bi)) bv = v, bi = i;
+    bad |= i == kNonFiniteToken;
+    if (i != kNonFiniteToken && beats(v, i, bv, bi)) bv = v, bi = i;
   }
+  bad = __syncthreads_or(bad);
   block_best(bv, bi);
   if (threadIdx.x == 0) {
-    const int32_t t = isnan(__ldcg(logits)) ? 0 : bi;  // v[0] NaN: nothing is greater, the scan keeps 0
+    // Non-finite logits end the chain as the host's check would: the host sees the marker and stops.
+    const int32_t t = bad ? kNonFiniteToken : bi;
     g.ids[0] = t;
     g.tokens[g.step[0]] = t;
     g.step[0] += 1;

@@ -21,12 +21,17 @@ struct GreedyState {
   unsigned* ticket = nullptr;
 };
 
+// The token written when the row holds a NaN or Inf (the host's non-finite check, on the device): the
+// chain's later steps read it as their input, so the caller checks the tokens it gets for it.
+inline constexpr int32_t kNonFiniteToken = -1;
+
 // Blocks of greedy_next_token (the size of part_val / part_idx).
 int greedy_blocks();
 
-// t = the first maximum of logits[0..n) (the lowest index among equal maxima, NaN never chosen unless
-// logits[0] is NaN: the host sampler's sequential scan `v[i] > v[best]` and torch.argmax's choice), then
-// ids[0] = t, tokens[step[0]] = t, step[0] += 1, pos[0] += 1. Programmatic launch after the lm_head.
+// t = the first maximum of logits[0..n) (the lowest index among equal maxima: the host sampler's
+// sequential scan `v[i] > v[best]` and torch.argmax's choice), or kNonFiniteToken when any logit is
+// NaN or Inf; then ids[0] = t, tokens[step[0]] = t, step[0] += 1, pos[0] += 1. Programmatic launch
+// after the lm_head.
 void greedy_next_token(const float* logits, int64_t n, const GreedyState& g, cudaStream_t s);
 
 }  // namespace segpipe::cuda
