@@ -34,12 +34,10 @@ class CudaRunner : public Runner {
   // The same without the CUDA graph (kernel by kernel), for comparison.
   virtual void step_device_eager(const int32_t* ids, int64_t T, int64_t pos0) = 0;
   virtual const float* logits_device() const = 0;
-  // n greedy decode steps from `token` at position pos0, chained on the device: each step's next
-  // token (the first maximum of its logits, the host sampler's greedy choice) is the next step's
-  // input, with no host round trip between steps (CUDA graph replays back to back where graphs are
-  // on). Returns the n chosen tokens, the last step's logits stay in logits_device(); synchronizes
-  // once, at the end. The same steps as n calls of step() with the host's argmax between them.
-  virtual std::vector<int32_t> decode_greedy(int32_t token, int64_t pos0, int n) = 0;
+  // decode_greedy (runner.h) here: CUDA graph replays back to back where graphs are on, the last
+  // step's logits left in logits_device(); synchronizes once, at the end. What `segpipe generate`
+  // runs for greedy decoding on a GPU.
+  bool has_greedy_chain() const override { return true; }
   // Drops the captured decode graph: the next decode steps run eagerly once, then capture again
   // (after cuda::set_fused_decode changed which kernels a step launches).
   virtual void reset_graph() = 0;

@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <chrono>
 #include <filesystem>
+#include <stdexcept>
 #include <string>
 
 #include "segments/checkpoint/checkpoint.h"
@@ -22,6 +23,10 @@ std::vector<int32_t> generation_config_stops(const std::string& model_dir) {
     for (auto& x : e)
       if (x.is_number_integer()) out.push_back(x.get<int32_t>());
   return out;
+}
+
+std::vector<int32_t> Runner::decode_greedy(int32_t, int64_t, int) {
+  throw std::logic_error("decode_greedy on a runner without a greedy chain");
 }
 
 bool Generator::is_stop(int32_t id) const { return std::find(stops_.begin(), stops_.end(), id) != stops_.end(); }
@@ -53,8 +58,13 @@ GenerationResult Generator::run(const std::vector<int32_t>& prompt, Sampler& sam
   cached_ = prompt;
   auto t_first = std::chrono::steady_clock::now();
   int64_t pos = T;
-  for (int n = 0; n < max_new; n++) {
-    int32_t next = sampler.next(logits.data(), runner_.vocab());
+  // Greedy on a runner that chains it (GPU): steps run kGreedyChunk at a time where the logits are,
+  // and their tokens are handed out here one by one, as the host loop below would have chosen them.
+  const bool chain = sampler.greedy() && runner_.has_greedy_chain();
+  std::vector<int32_t> ahead;  // chosen on the device, not handed out yet
+  size_t taken = 0;
+  int32_t next = max_new > 0 ? sampler.next(logits.data(), runner_.vocab()) : 0;
+  for (int n = 0; n < max_new;) {
     if (is_stop(next)) {
       r.stopped = true;
       break;
@@ -64,9 +74,20 @@ GenerationResult Generator::run(const std::vector<int32_t>& prompt, Sampler& sam
       r.interrupted = true;
       break;
     }
-    if (n + 1 == max_new) break;
-    runner_.step(&next, 1, pos++, false, nullptr, logits);
-    cached_.push_back(next);
+    if (++n == max_new) break;
+    if (chain) {
+      if (taken == ahead.size()) {
+        ahead = runner_.decode_greedy(next, pos, std::min(kGreedyChunk, max_new - n));
+        taken = 0;
+      }
+      cached_.push_back(next);  // its keys and values were computed at `pos` by the chain
+      pos++;
+      next = ahead[taken++];
+    } else {
+      runner_.step(&next, 1, pos++, false, nullptr, logits);
+      cached_.push_back(next);
+      next = sampler.next(logits.data(), runner_.vocab());
+    }
   }
   auto t_end = std::chrono::steady_clock::now();
   r.prefill_s = std::chrono::duration<double>(t_first - t0).count();

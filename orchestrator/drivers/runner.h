@@ -36,6 +36,12 @@ class Runner {
                     std::vector<float>& logits) = 0;
   virtual int vocab() const = 0;
   virtual std::vector<SegmentReport> reports() = 0;
+  // Greedy decoding chained where the logits are (the GPU runner: the next token chosen on the device
+  // and fed to the next step, no host round trip in between). decode_greedy runs n one-token steps
+  // from `token` at position pos0 and returns the n chosen tokens: the same as n step() calls with the
+  // host's greedy choice between them, bit for bit. Only where has_greedy_chain() is true.
+  virtual bool has_greedy_chain() const { return false; }
+  virtual std::vector<int32_t> decode_greedy(int32_t token, int64_t pos0, int n);
 };
 
 std::unique_ptr<Runner> make_inproc_runner(const RunPlan& plan);

@@ -18,6 +18,8 @@ class Sampler {
  public:
   explicit Sampler(const SamplingParams& p) : p_(p), state_(p.seed) {}
   int32_t next(const float* logits, int vocab);
+  // Greedy (temperature 0): the first maximum, which a runner may also choose where the logits are.
+  bool greedy() const { return p_.temperature <= 0.0; }
 
  private:
   double uniform();

@@ -106,3 +106,105 @@ TEST(Generator, RefusesWhatDoesNotFitOrIsNotInTheVocabulary) {
 
 }  // namespace
 }  // namespace segpipe
+
+namespace segpipe {
+namespace {
+
+// A runner that chains greedy steps as the GPU runner does (Runner::decode_greedy), here by n host
+// steps with the host's greedy choice between them; it records how the Generator called it.
+class Chaining : public Runner {
+ public:
+  explicit Chaining(std::unique_ptr<Runner> r) : r_(std::move(r)) {}
+  void step(const int32_t* ids, int64_t T, int64_t pos0, bool all, BoundaryObserver* obs,
+            std::vector<float>& logits) override {
+    r_->step(ids, T, pos0, all, obs, logits);
+    host_steps++;
+  }
+  int vocab() const override { return r_->vocab(); }
+  std::vector<SegmentReport> reports() override { return r_->reports(); }
+  bool has_greedy_chain() const override { return true; }
+  std::vector<int32_t> decode_greedy(int32_t token, int64_t pos0, int n) override {
+    chains.push_back({pos0, n});
+    std::vector<int32_t> out;
+    std::vector<float> logits;
+    Sampler greedy(SamplingParams{});
+    for (int i = 0; i < n; i++) {
+      r_->step(&token, 1, pos0 + i, false, nullptr, logits);
+      out.push_back(token = greedy.next(logits.data(), vocab()));
+    }
+    return out;
+  }
+  int host_steps = 0;
+  std::vector<std::pair<int64_t, int>> chains;
+
+ private:
+  std::unique_ptr<Runner> r_;
+};
+
+// The user's path on a GPU: greedy generate through the chain gives the reply the host loop gives, token
+// for token, in chunks of kGreedyChunk, ending at stop ids and the budget inside a chunk; the cache
+// bookkeeping stays right for the next turn. Sampling (temperature > 0) never takes the chain.
+TEST(Generator, GreedyChainGivesTheHostLoopsReply) {
+  LoadedPlan lp = tiny();
+  const std::vector<int32_t> prompt = {972, 466, 363};
+  const int n = Generator::kGreedyChunk * 2 + 5;  // two whole chunks and a part
+  auto host_runner = make_inproc_runner(lp.plan);
+  Generator host(*host_runner, {}, lp.plan.max_seq);
+  Sampler s1(SamplingParams{});
+  const GenerationResult want = host.run(prompt, s1, n, [](int32_t) { return true; });
+  ASSERT_EQ(want.ids.size(), size_t(n));
+
+  Chaining chained(make_inproc_runner(lp.plan));
+  Generator gen(chained, {}, lp.plan.max_seq);
+  Sampler s2(SamplingParams{});
+  std::vector<int32_t> streamed;
+  const GenerationResult got = gen.run(prompt, s2, n, [&](int32_t t) { return streamed.push_back(t), true; });
+  EXPECT_EQ(got.ids, want.ids);
+  EXPECT_EQ(streamed, want.ids);
+  EXPECT_EQ(chained.host_steps, 1) << "only the prefill runs on the host";
+  const int K = Generator::kGreedyChunk;
+  ASSERT_EQ(chained.chains.size(), 3u);
+  EXPECT_EQ(chained.chains[0], (std::pair<int64_t, int>{3, K}));
+  EXPECT_EQ(chained.chains[1], (std::pair<int64_t, int>{3 + K, K}));
+  EXPECT_EQ(chained.chains[2], (std::pair<int64_t, int>{3 + 2 * K, n - 1 - 2 * K})) << "no step past the budget";
+  std::vector<int32_t> cached = prompt;
+  cached.insert(cached.end(), want.ids.begin(), want.ids.end() - 1);
+  EXPECT_EQ(gen.cached(), cached) << "the last token's keys and values are not computed";
+  EXPECT_EQ(gen.cached(), host.cached());
+
+  // A stop id inside the second chunk ends the reply there, as on the host.
+  const int32_t stop = want.ids[size_t(K + 3)];
+  const size_t first_at = size_t(std::find(want.ids.begin(), want.ids.end(), stop) - want.ids.begin());
+  Chaining c2(make_inproc_runner(lp.plan));
+  auto h2 = make_inproc_runner(lp.plan);
+  Generator g2(c2, {stop}, lp.plan.max_seq), hs(*h2, {stop}, lp.plan.max_seq);
+  Sampler s3(SamplingParams{}), s4(SamplingParams{});
+  const GenerationResult stopped = g2.run(prompt, s3, n, [](int32_t) { return true; });
+  const GenerationResult hstopped = hs.run(prompt, s4, n, [](int32_t) { return true; });
+  EXPECT_TRUE(stopped.stopped);
+  EXPECT_EQ(stopped.ids.size(), first_at);
+  EXPECT_EQ(stopped.ids, hstopped.ids);
+  EXPECT_EQ(g2.cached(), hs.cached());
+  // The next turn reuses the cache as the host loop's does, and gives the same reply.
+  std::vector<int32_t> turn2 = g2.cached();
+  turn2.push_back(5);
+  Sampler s5(SamplingParams{}), s6(SamplingParams{});
+  const GenerationResult t2 = g2.run(turn2, s5, 7, [](int32_t) { return true; });
+  const GenerationResult ht2 = hs.run(turn2, s6, 7, [](int32_t) { return true; });
+  EXPECT_EQ(t2.prefilled_tokens, ht2.prefilled_tokens);
+  EXPECT_EQ(t2.ids, ht2.ids);
+
+  // Sampling does not take the chain.
+  Chaining c3(make_inproc_runner(lp.plan));
+  Generator g3(c3, {}, lp.plan.max_seq);
+  SamplingParams sp;
+  sp.temperature = 0.8;
+  sp.seed = 7;
+  Sampler s7(sp);
+  g3.run(prompt, s7, 6, [](int32_t) { return true; });
+  EXPECT_TRUE(c3.chains.empty());
+  EXPECT_EQ(c3.host_steps, 6);
+}
+
+}  // namespace
+}  // namespace segpipe
