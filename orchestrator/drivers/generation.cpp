@@ -3,7 +3,6 @@
 #include <algorithm>
 #include <chrono>
 #include <filesystem>
-#include <stdexcept>
 #include <string>
 
 #include "segments/checkpoint/checkpoint.h"
@@ -23,10 +22,6 @@ std::vector<int32_t> generation_config_stops(const std::string& model_dir) {
     for (auto& x : e)
       if (x.is_number_integer()) out.push_back(x.get<int32_t>());
   return out;
-}
-
-std::vector<int32_t> Runner::decode_greedy(int32_t, int64_t, int) {
-  throw std::logic_error("decode_greedy on a runner without a greedy chain");
 }
 
 bool Generator::is_stop(int32_t id) const { return std::find(stops_.begin(), stops_.end(), id) != stops_.end(); }

@@ -4,6 +4,7 @@
 #pragma once
 #include <cstdint>
 #include <memory>
+#include <stdexcept>
 #include <string>
 #include <vector>
 
@@ -41,7 +42,9 @@ class Runner {
   // from `token` at position pos0 and returns the n chosen tokens: the same as n step() calls with the
   // host's greedy choice between them, bit for bit. Only where has_greedy_chain() is true.
   virtual bool has_greedy_chain() const { return false; }
-  virtual std::vector<int32_t> decode_greedy(int32_t token, int64_t pos0, int n);
+  virtual std::vector<int32_t> decode_greedy(int32_t /*token*/, int64_t /*pos0*/, int /*n*/) {
+    throw std::logic_error("decode_greedy on a runner without a greedy chain");
+  }
 };
 
 std::unique_ptr<Runner> make_inproc_runner(const RunPlan& plan);

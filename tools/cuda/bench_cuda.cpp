@@ -28,6 +28,7 @@
 #include <vector>
 
 #include "orchestrator/drivers/cuda_runner.h"
+#include "orchestrator/drivers/generation.h"
 #include "orchestrator/planning/run_plan.h"
 #include "segments/cuda/device.h"
 #include "segments/cuda/profile.h"
@@ -701,6 +702,22 @@ int main(int argc, char** argv) {
       runner->decode_greedy(ids[0], p0, decode);
       chain_ms = (now_ms() - a) / decode;
     }
+    // What `segpipe generate` runs for greedy decoding, through the same code (Generator: the prompt's
+    // prefill, the first token chosen on the host, then the device chain Generator::kGreedyChunk steps
+    // per round trip), timed as generate's statistics line reports it: (tokens - 1) / decode time.
+    // Median of 3 replies of --decode + 1 tokens after a p0-token prompt.
+    double generate_ms = 0;
+    {
+      std::vector<double> g;
+      const std::vector<int32_t> prompt_ids(ids.begin(), ids.begin() + p0);
+      for (int rep = 0; rep < 3; rep++) {
+        Generator gen(*runner, {}, plan.max_seq);
+        Sampler greedy(SamplingParams{});
+        const GenerationResult r = gen.run(prompt_ids, greedy, decode + 1, [](int32_t) { return true; });
+        g.push_back(r.decode_s * 1e3 / static_cast<double>(r.ids.size() - 1));
+      }
+      generate_ms = median(g);
+    }
     // The decode kernels' L2 prefetch modes (gemv.cuh), fused kernels with overlap, CUDA graph.
     double pf_ms[3] = {0, 0, 0};
     const int pf_default = cuda::decode_l2_prefetch();
@@ -808,6 +825,8 @@ int main(int argc, char** argv) {
                 1e3 / dec_ms[1], floor_ms / dec_ms[1]);
     std::printf("decode, greedy chain on the device %7.3f ms/token %8.1f tokens/s  = %.2f of the floor\n", chain_ms,
                 1e3 / chain_ms, floor_ms / chain_ms);
+    std::printf("decode as segpipe generate %9.3f ms/token %8.1f tokens/s  = %.2f of the floor (%.3f of the chain)\n",
+                generate_ms, 1e3 / generate_ms, floor_ms / generate_ms, chain_ms / generate_ms);
     for (int m = 0; m < 3; m++)
       std::printf("decode graph, L2 prefetch mode %d %7.3f ms/token %8.1f tokens/s  = %.2f of the floor%s\n", m,
                   pf_ms[m], 1e3 / pf_ms[m], floor_ms / pf_ms[m], m == pf_default ? " (default)" : "");
@@ -836,7 +855,7 @@ int main(int argc, char** argv) {
         << ",\"prefill_ms_flash_first_kernel\":" << prefill_ms_flash1 << ",\"flash_alone_us\":" << fb.ms[cuda::flash_variant()] * 1e3 << ",\"flash_variant\":" << cuda::flash_variant()
         << ",\"decode_ms_eager_no_overlap\":" << noov_ms[0] << ",\"decode_ms_graph_no_overlap\":" << noov_ms[1] << ",\"decode_tokens\":" << decode
         << ",\"decode_ms_eager\":" << dec_ms[0] << ",\"decode_ms_graph\":" << dec_ms[1]
-        << ",\"decode_ms_greedy_chain\":" << chain_ms
+        << ",\"decode_ms_greedy_chain\":" << chain_ms << ",\"decode_ms_generate\":" << generate_ms
         << ",\"decode_ms_eager_library\":" << lib_ms[0] << ",\"decode_ms_graph_library\":" << lib_ms[1]
         << ",\"gemv_gbs_cublas\":" << gemv_gbs << ",\"gemv_gbs_segpipe\":" << own_gemv_gbs
         << ",\"decode_floor_ms\":" << floor_ms << ",\"decode_bytes_per_token\":" << tok_bytes
