@@ -512,7 +512,8 @@ int cmd_memory(const Args& args) {
     RouterStats rs(lp.cfg);  // printed from the JSON to keep one source
     for (auto& l : report["router"]["layers"]) {
       std::string never;
-      for (auto& e : l["never_used"]) never += " " + std::to_string(e.get<int>());
+      // append(), not += " " + ...: GCC 12 reports a false -Wrestrict on the temporary (bug 105329).
+      for (auto& e : l["never_used"]) never.append(" ").append(std::to_string(e.get<int>()));
       std::printf("  layer %-3d %4d/%d experts used, top-%d take %5.1f%%, never used:%s\n", l["layer"].get<int>(),
                   l["experts_used"].get<int>(), lp.cfg.num_experts, lp.cfg.top_k, 100 * l["topk_share"].get<double>(),
                   never.empty() ? " -" : never.c_str());

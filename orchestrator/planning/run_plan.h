@@ -21,7 +21,7 @@ struct SegmentDesc {
   int threads = 0;                          // CPU threads (0: the plan's default)
   int max_resident_experts = 0;             // layers (local experts), experts: at most this many experts
                                             // resident per layer, loaded on demand (0: all)
-  Device device;                            // cpu or cuda:N
+  Device device{};                          // cpu or cuda:N
   ComputeDType dtype = ComputeDType::float32;
 };
 
