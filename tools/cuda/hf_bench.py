@@ -5,6 +5,11 @@ splitmix64 of (seed, FNV-1a of the tensor's Qwen3-Omni name, element index), sca
 rounded to bf16), no files. The thinker's text model on text-only input is Qwen3-MoE math (1-D RoPE),
 so Qwen3MoeForCausalLM with the thinker's shapes runs it.
 usage: python3 hf_bench.py [--layers N] [--prompt T] [--decode N] [--json FILE]
+       python3 hf_bench.py --golden-out FILE --golden-ids FILE [--layers N]
+--golden-out: instead of timing, one bf16 forward of the prompt whose token ids FILE holds (whitespace-
+separated) with hooks on the embedding, every decoder layer, every router, the final norm and the
+lm_head, written as a segpipe golden (docs/golden-format.md; compute_dtype bfloat16, every position's
+logits): what segpipe_compare_cuda compares segpipe's full-size GPU run with, layer by layer.
 """
 import argparse, json, math, time
 
@@ -66,6 +71,47 @@ def dist(role, shape):
     return scale, 0.0
 
 
+@torch.no_grad()
+def write_golden(model, cfg, ids, path, load_s):
+    """The boundaries of one bf16 forward as a segpipe golden (float32 tensors of bf16 values)."""
+    import transformers
+    import torch.nn.functional as F
+    from safetensors.torch import save_file
+
+    rec, hooks = {}, []
+
+    def keep(name, t):
+        t = t.detach()
+        rec[name] = (t[0] if t.dim() == 3 else t).float().contiguous().cpu()
+
+    text = model.model
+    hooks.append(text.embed_tokens.register_forward_hook(lambda m, i, o: keep("embeddings", o)))
+    for li, layer in enumerate(text.layers):
+        hooks.append(layer.register_forward_hook(
+            lambda m, i, o, li=li: keep(f"layers.{li}.output", o[0] if isinstance(o, tuple) else o)))
+        # The router's logits as the model computes them (a bf16 linear of the normed hidden state).
+        hooks.append(layer.mlp.gate.register_forward_hook(
+            lambda m, i, o, li=li: keep(f"layers.{li}.router_logits",
+                                        F.linear(i[0].reshape(-1, m.weight.shape[1]), m.weight))))
+    hooks.append(text.norm.register_forward_hook(lambda m, i, o: keep("norm", o)))
+    hooks.append(model.lm_head.register_forward_hook(lambda m, i, o: keep("logits", o)))
+    t = time.time()
+    out = model(input_ids=torch.tensor([ids], device="cuda"), use_cache=False)
+    torch.cuda.synchronize()
+    for h in hooks:
+        h.remove()
+    if not torch.equal(rec["logits"], out.logits[0].float().cpu()):
+        raise RuntimeError("lm_head hook output differs from the model's logits")
+    rec["input_ids"] = torch.tensor(ids, dtype=torch.int64)
+    # The thinker preset's model_type: text-only, its math is Qwen3MoeForCausalLM's (1-D RoPE).
+    meta = {"format": "segpipe-golden/1", "model_type": "qwen3_omni_moe", "compute_dtype": "bfloat16",
+            "source": f"transformers {transformers.__version__} (torch {torch.__version__}, "
+                      f"{torch.cuda.get_device_name(0)}, synthetic full-size weights, bf16, sdpa)"}
+    save_file(rec, path, metadata=meta)
+    print(f"golden: {len(ids)} tokens, {len(rec)} tensors, forward {time.time() - t:.2f} s, weights {load_s:.1f} s "
+          f"-> {path}", flush=True)
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--layers", type=int, default=48)
@@ -73,6 +119,8 @@ def main():
     ap.add_argument("--decode", type=int, default=32)
     ap.add_argument("--impls", default="grouped_mm,batched_mm,eager")
     ap.add_argument("--json")
+    ap.add_argument("--golden-out")
+    ap.add_argument("--golden-ids")
     a = ap.parse_args()
     import transformers
     from transformers import Qwen3MoeConfig, Qwen3MoeForCausalLM
@@ -115,6 +163,9 @@ def main():
     sample = synth(P + "embed_tokens.weight", (V, H), 1.0, 0.0).view(-1)[:4].float().tolist()
     print(f"weights made in {load_s:.1f} s; embed_tokens[0,:4] = {sample}", flush=True)
 
+    if a.golden_out:
+        write_golden(model, cfg, [int(x) for x in open(a.golden_ids).read().split()], a.golden_out, load_s)
+        return
     g = torch.Generator().manual_seed(0)
     ids = torch.randint(0, V, (1, a.prompt), generator=g).cuda()
     res = {"card": torch.cuda.get_device_name(0), "layers": L, "transformers": transformers.__version__,

@@ -10,7 +10,7 @@ b=${1:?usage: pack_gpu_bin.sh BUILD_DIR [--xz]}
 d=.deps/gpu-bin
 rm -rf "$d"; mkdir -p "$d/lib"
 for f in segpipe tests/cuda/test_cuda_kernels tests/cuda/test_cuda_synthetic tests/cuda/test_cuda_goldens \
-         tests/cuda/test_cuda_shm tools/cuda/segpipe_bench_cuda tools/cuda/segpipe_bench_cuda_shm; do
+         tests/cuda/test_cuda_shm tools/cuda/segpipe_bench_cuda tools/cuda/segpipe_bench_cuda_shm tools/cuda/segpipe_compare_cuda; do
   cp "$b/$f" "$d/"; strip "$d/$(basename "$f")"
 done
 for f in "$d"/*; do [ -f "$f" ] && ldd "$f"; done | awk '/=> \// {print $3}' | sort -u |
