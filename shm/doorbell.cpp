@@ -1,6 +1,8 @@
 #include "shm/doorbell.h"
 
+#if defined(__x86_64__)
 #include <immintrin.h>
+#endif
 #include <linux/futex.h>
 #include <sys/syscall.h>
 #include <sched.h>
@@ -12,6 +14,17 @@
 
 namespace segpipe::shm {
 namespace {
+
+// One pause of a spin-wait (x86 PAUSE, ARM64 YIELD): tells the core, and a sibling hardware thread,
+// that this thread only waits.
+inline void spin_pause() {
+#if defined(__x86_64__)
+  _mm_pause();
+#elif defined(__aarch64__)
+  asm volatile("yield" ::: "memory");
+#endif
+}
+
 
 using Clock = std::chrono::steady_clock;
 
@@ -67,7 +80,7 @@ WaitResult Doorbell::wait_for(uint32_t seen, std::chrono::nanoseconds timeout, u
     spin_count = 0;
   }
   for (uint32_t i = 0; i < spin_count; ++i) {
-    _mm_pause();
+    spin_pause();
     now = seq.load(std::memory_order_acquire);
     if (now != seen) return {true, now};
   }

@@ -2,7 +2,6 @@
 //   decode:   tokens/s against the memory floor (active weight bytes per token / measured read
 //             bandwidth), and prefill GFLOP/s for a 128-token prompt;
 //   pipeline: decode tokens/s of a segmented pipeline against the same pipeline in-process.
-#include <immintrin.h>
 
 #include <algorithm>
 #include <chrono>
@@ -17,6 +16,7 @@
 #include "orchestrator/drivers/shm_runner.h"
 #include "segments/checkpoint/checkpoint.h"
 #include "segments/core/errors.h"
+#include "segments/kernels/cpu/simd8.h"
 #include "segments/kernels/cpu/thread_pool.h"
 #include "segments/model/tensor_map.h"
 
@@ -44,15 +44,16 @@ double measure_read_gbps(int threads, size_t bytes) {
     pool.parallel_for(
         static_cast<int64_t>(n / 64),
         [&](int64_t b, int64_t e) {
-          __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
+          using namespace simd;
+          V8 a0 = zero8(), a1 = a0, a2 = a0, a3 = a0;
           for (int64_t i = b * 64; i < e * 64; i += 32) {
-            a0 = _mm256_add_ps(a0, _mm256_loadu_ps(p + i));
-            a1 = _mm256_add_ps(a1, _mm256_loadu_ps(p + i + 8));
-            a2 = _mm256_add_ps(a2, _mm256_loadu_ps(p + i + 16));
-            a3 = _mm256_add_ps(a3, _mm256_loadu_ps(p + i + 24));
+            a0 = add8(a0, load8(p + i));
+            a1 = add8(a1, load8(p + i + 8));
+            a2 = add8(a2, load8(p + i + 16));
+            a3 = add8(a3, load8(p + i + 24));
           }
           float out[8];
-          _mm256_storeu_ps(out, _mm256_add_ps(_mm256_add_ps(a0, a1), _mm256_add_ps(a2, a3)));
+          store8(out, add8(add8(a0, a1), add8(a2, a3)));
           partial[(b * 7) & 63] += out[0] + out[7];
         },
         1024);

@@ -11,7 +11,9 @@
 // One round trip = the parent rings and waits for the child's answer; the parent timestamps each.
 //
 // Usage: segpipe_bench_doorbell [--iters N] [--warmup N] [--spin N]
+#if defined(__x86_64__)
 #include <immintrin.h>
+#endif
 #include <sched.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -32,6 +34,17 @@
 #include "shm/channel.h"
 #include "shm/cleanup.h"
 #include "shm/doorbell.h"
+
+// One pause of a spin-wait (x86 PAUSE, ARM64 YIELD): tells the core, and a sibling hardware thread,
+// that this thread only waits.
+static inline void spin_pause() {
+#if defined(__x86_64__)
+  _mm_pause();
+#elif defined(__aarch64__)
+  asm volatile("yield" ::: "memory");
+#endif
+}
+
 
 namespace {
 
@@ -107,7 +120,7 @@ double pause_ns() {
   double best = 1e9;
   for (int run = 0; run < 9; ++run) {
     const auto t0 = Clock::now();
-    for (int i = 0; i < kN; ++i) _mm_pause();
+    for (int i = 0; i < kN; ++i) spin_pause();
     best = std::min(best, std::chrono::duration<double, std::nano>(Clock::now() - t0).count() / kN);
   }
   return best;
@@ -174,7 +187,7 @@ int main(int argc, char** argv) {
       const auto deadline = Clock::now() + kTimeout;
       std::atomic_ref<uint32_t> a(*word);
       for (uint32_t n = 0; a.load(std::memory_order_acquire) != value; ++n) {
-        _mm_pause();
+        spin_pause();
         if ((n & 0xffff) == 0 && Clock::now() > deadline) return false;
       }
       return true;

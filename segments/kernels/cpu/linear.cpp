@@ -1,65 +1,48 @@
 #include "segments/kernels/cpu/linear.h"
 
-#include <immintrin.h>
-
 #include <algorithm>
 #include <vector>
 
 #include "segments/core/errors.h"
+#include "segments/kernels/cpu/simd8.h"
 
 namespace segpipe {
 
 namespace {
 
-inline __m256 load8(const float* p) { return _mm256_loadu_ps(p); }
-inline __m256 load8(const uint16_t* p) {  // bf16: the high half of a float32
-  __m256i w = _mm256_cvtepu16_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
-  return _mm256_castsi256_ps(_mm256_slli_epi32(w, 16));
-}
-struct F16 {
-  uint16_t bits;
-};
-inline __m256 load8(const F16* p) { return _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p))); }
+using simd::F16;
+using simd::V8;
 
 inline float scalar(const float* p, int64_t i) { return p[i]; }
 inline float scalar(const uint16_t* p, int64_t i) { return bf16_to_f32(p[i]); }
 inline float scalar(const F16* p, int64_t i) { return f16_to_f32(p[i].bits); }
-
-inline float hsum(__m256 v) {
-  __m128 lo = _mm256_castps256_ps128(v);
-  __m128 hi = _mm256_extractf128_ps(v, 1);
-  lo = _mm_add_ps(lo, hi);
-  __m128 sh = _mm_movehdup_ps(lo);
-  __m128 s = _mm_add_ps(lo, sh);
-  sh = _mm_movehl_ps(sh, s);
-  s = _mm_add_ss(s, sh);
-  return _mm_cvtss_f32(s);
-}
 
 // NR rows of W against one x vector; each of the NR results has the canonical dot order: four
 // 8-lane accumulators over 32-element steps, summed (a0 + a1) + (a2 + a3) and reduced horizontally,
 // then the tail in order. Decode streams one row at a time (NR = 1): one sequential stream per
 // thread is what the hardware prefetchers serve best (about twice the bandwidth of four interleaved
 // row streams on the machines we measured). Prefill pairs rows (NR = 2) to reuse each x load.
+// The same order on x86-64 and ARM64 (simd8.h), so the results are too.
 template <int NR, typename W>
 inline void dot_rows(const float* x, const W* const* w, int64_t n, float* out) {
-  __m256 a[NR][4];
+  using namespace simd;
+  V8 a[NR][4];
   for (int r = 0; r < NR; r++)
-    for (int j = 0; j < 4; j++) a[r][j] = _mm256_setzero_ps();
+    for (int j = 0; j < 4; j++) a[r][j] = zero8();
   int64_t i = 0;
   for (; i + 32 <= n; i += 32) {
-    __m256 x0 = load8(x + i), x1 = load8(x + i + 8), x2 = load8(x + i + 16), x3 = load8(x + i + 24);
+    const V8 x0 = load8(x + i), x1 = load8(x + i + 8), x2 = load8(x + i + 16), x3 = load8(x + i + 24);
     for (int r = 0; r < NR; r++) {
-      a[r][0] = _mm256_fmadd_ps(x0, load8(w[r] + i), a[r][0]);
-      a[r][1] = _mm256_fmadd_ps(x1, load8(w[r] + i + 8), a[r][1]);
-      a[r][2] = _mm256_fmadd_ps(x2, load8(w[r] + i + 16), a[r][2]);
-      a[r][3] = _mm256_fmadd_ps(x3, load8(w[r] + i + 24), a[r][3]);
+      a[r][0] = fma8(x0, load8(w[r] + i), a[r][0]);
+      a[r][1] = fma8(x1, load8(w[r] + i + 8), a[r][1]);
+      a[r][2] = fma8(x2, load8(w[r] + i + 16), a[r][2]);
+      a[r][3] = fma8(x3, load8(w[r] + i + 24), a[r][3]);
     }
   }
   for (int r = 0; r < NR; r++) {
     float tail = 0.f;
     for (int64_t j = i; j < n; j++) tail += x[j] * scalar(w[r], j);
-    out[r] = hsum(_mm256_add_ps(_mm256_add_ps(a[r][0], a[r][1]), _mm256_add_ps(a[r][2], a[r][3]))) + tail;
+    out[r] = hsum8(add8(add8(a[r][0], a[r][1]), add8(a[r][2], a[r][3]))) + tail;
   }
 }
 

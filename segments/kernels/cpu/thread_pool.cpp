@@ -1,9 +1,9 @@
 #include "segments/kernels/cpu/thread_pool.h"
 
-#include <immintrin.h>
-
 #include <algorithm>
 #include <memory>
+
+#include "segments/kernels/cpu/simd8.h"
 
 namespace segpipe {
 
@@ -45,7 +45,7 @@ void ThreadPool::run_chunks(uint32_t job) {
 void ThreadPool::worker_loop() {
   uint32_t seen = 0;
   for (;;) {
-    for (int s = 0; s < kSpin && job_.load(std::memory_order_acquire) == seen; s++) _mm_pause();
+    for (int s = 0; s < kSpin && job_.load(std::memory_order_acquire) == seen; s++) simd::cpu_relax();
     job_.wait(seen, std::memory_order_acquire);
     seen = job_.load(std::memory_order_acquire);
     if (stop_.load(std::memory_order_acquire)) return;
@@ -72,7 +72,7 @@ void ThreadPool::parallel_for(int64_t n, const std::function<void(int64_t, int64
   job_.store(job, std::memory_order_release);
   job_.notify_all();
   run_chunks(job);
-  for (int s = 0; s < kSpin && done_.load(std::memory_order_acquire) != chunks; s++) _mm_pause();
+  for (int s = 0; s < kSpin && done_.load(std::memory_order_acquire) != chunks; s++) simd::cpu_relax();
   for (int64_t d; (d = done_.load(std::memory_order_acquire)) != chunks;) done_.wait(d, std::memory_order_acquire);
 }
 
