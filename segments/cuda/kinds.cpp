@@ -6,13 +6,11 @@
 
 #include "segments/cuda/profile.h"
 #include "segments/kernels/cuda/attention.cuh"
-#include "segments/kernels/cuda/attention_oproj.cuh"
 #include "segments/kernels/cuda/convert.cuh"
 #include "segments/kernels/cuda/embed.cuh"
 #include "segments/kernels/cuda/gemm.cuh"
 #include "segments/kernels/cuda/gemv.cuh"
 #include "segments/kernels/cuda/moe.cuh"
-#include "segments/kernels/cuda/moe_block.cuh"
 #include "segments/kernels/cuda/moe_grouped.cuh"
 #include "segments/kernels/cuda/norm.cuh"
 #include "segments/kernels/cuda/rope.cuh"
@@ -94,10 +92,6 @@ Experts::Experts(Context& ctx, WeightSource& w, const ModelConfig& cfg, const En
       w.expert(l, e, gate_up_.back().get() + i * 2 * I * H * es, down_.back().get() + i * H * I * es, dt_);
     }
   }
-  stream_ctr_.grow(3);
-  SEGPIPE_CUDA_CHECK(cudaMemsetAsync(stream_ctr_.get(), 0, 3 * sizeof(unsigned), ctx_.stream()));
-  block_ctr_.grow(3);
-  SEGPIPE_CUDA_CHECK(cudaMemsetAsync(block_ctr_.get(), 0, 3 * sizeof(unsigned), ctx_.stream()));
   ctx_.sync();
 }
 
@@ -124,11 +118,6 @@ bool Experts::decode_into(int layer, const void* h, int k, int32_t* experts, flo
   const bool ov = decode_overlap();
   const bool pf_down = ov && (decode_prefetch_next() & 2);
   act_.grow(static_cast<size_t>(k * I) * dtype_size(dt_));
-  if (!logits && decode_expert_stream() && moe_experts_stream_fits(k, H, I, dt_)) {
-    moe_experts_stream(h, k, experts, weights, gate_up_[li].get(), down_[li].get(), dt_, I, H, act_.get(), x,
-                       stream_ctr_.get(), ctx_.stream(), ov ? prefetch : nullptr, ov ? prefetch_bytes : 0);
-    return true;
-  }
   if (logits)
     moe_gate_up_gemv_route(h, k, logits, cfg_.num_experts, cfg_.norm_topk_prob, experts, weights, gate_up_[li].get(),
                            dt_, I, H, act_.get(), ctx_.stream(), pf_down ? down_[li].get() : nullptr);
@@ -138,20 +127,6 @@ bool Experts::decode_into(int layer, const void* h, int k, int32_t* experts, flo
   moe_down_combine(act_.get(), k, experts, weights, down_[li].get(), dt_, I, H, x, ctx_.stream(),
                    ov ? prefetch : nullptr, ov ? prefetch_bytes : 0, logits, cfg_.num_experts, cfg_.norm_topk_prob);
   return true;
-}
-
-bool Experts::decode_block(int layer, float* x, const float* norm_w, float eps, const void* w_router, int k,
-                           float* logits, void* h, int32_t* experts, float* weights, const void* prefetch,
-                           uint64_t prefetch_bytes) {
-  const int64_t H = cfg_.hidden, I = cfg_.moe_intermediate;
-  const int E = cfg_.num_experts;
-  if (!decodes(layer, k) || !moe_block_fits(E, k, H, I, dt_)) return false;
-  const size_t li = static_cast<size_t>(layer - l0_);
-  const bool ov = decode_overlap();
-  act_.grow(static_cast<size_t>(k * I) * dtype_size(dt_));
-  return moe_decode_block(x, norm_w, eps, w_router, E, cfg_.norm_topk_prob, k, logits, h, experts, weights,
-                          gate_up_[li].get(), down_[li].get(), dt_, I, H, act_.get(), block_ctr_.get(),
-                          ctx_.stream(), ov ? prefetch : nullptr, ov ? prefetch_bytes : 0);
 }
 
 bool Experts::groups_on_device(int64_t T, int k) const {
@@ -296,11 +271,6 @@ Layers::Layers(Context& ctx, WeightSource& w, const ModelConfig& cfg, const Engi
     attn_part_.grow(attention_decode_scratch_floats(as));
     attn_counters_.grow(static_cast<size_t>(cfg.num_heads));
     SEGPIPE_CUDA_CHECK(cudaMemsetAsync(attn_counters_.get(), 0, attn_counters_.bytes(), ctx.stream()));
-    if (attention_oproj_split(as, cfg.hidden, dt_) > 0) {
-      oproj_part_.grow(attention_oproj_scratch_floats(as, cfg.hidden));
-      oproj_counters_.grow(kAttentionOprojCounters);
-      SEGPIPE_CUDA_CHECK(cudaMemsetAsync(oproj_counters_.get(), 0, oproj_counters_.bytes(), ctx.stream()));
-    }
   }
   auto f = rope_inv_freq(cfg.head_dim, cfg.rope_theta);
   inv_freq_.grow(f.size());
@@ -377,7 +347,6 @@ void Layers::forward(float* x, int64_t T, int64_t pos0, const int32_t* d_pos0, c
   const bool overlap = fused && decode_overlap();
   const int pf_next = overlap ? decode_prefetch_next() : 0;
   const bool keep = pf_next && decode_l2_keep();
-  const bool oproj_fused = fused && !attn_gemm && decode_attention_oproj() && oproj_part_.get() != nullptr;
   const uint64_t es = dtype_size(dt_);
   for (size_t li = 0; li < layers_.size(); li++) {
     Layer& L = *layers_[li];
@@ -411,10 +380,6 @@ void Layers::forward(float* x, int64_t T, int64_t pos0, const int32_t* d_pos0, c
     } else if (attn_gemm)
       attention_gemm(cb, q_.get(), T, pos0, ashape, kc, vc, scale, dt_ == DType::BF16, scores_.get(),
                      att_f32_.get(), att_.get(), dt_, st);
-    else if (fused && oproj_fused)
-      // attention and the output projection (+ residual) in one kernel
-      attention_oproj(qkv_.get(), d_pos0, ashape, L.q_norm.get(), L.k_norm.get(), eps, inv_freq_.get(), kc, vc, scale,
-                      L.o.get(), dt_, H, x, oproj_part_.get(), oproj_counters_.get(), st);
     else if (fused)
       // q/k-norm, RoPE and the KV write folded in (the o_proj weights asked into L2 meanwhile with
       // decode_prefetch_next() bit 0)
@@ -424,11 +389,11 @@ void Layers::forward(float* x, int64_t T, int64_t pos0, const int32_t* d_pos0, c
     else
       attention(q_.get(), T, d_pos0, {cfg_.num_heads, cfg_.num_kv_heads, cfg_.head_dim}, kc, vc, scale, att_.get(),
                 dt_, st);
-    pt.mark(oproj_fused ? "attention+o_proj" : "attention");
-    // x += att · Wo^T (the residual add folded into the product: beta = 1; with oproj_fused, done)
-    if (fused && !oproj_fused)
+    pt.mark("attention");
+    // x += att · Wo^T (the residual add folded into the product: beta = 1)
+    if (fused)
       gemv(att_.get(), dt_, L.o.get(), dt_, H, qd, x, true, st);
-    else if (!fused)
+    else
       gemm_xwT(cb, att_.get(), L.o.get(), dt_, T, H, qd, x, H, 1.0f);
     // MLP block
     if (!fused || !L.moe) rmsnorm(x, T, H, L.post_norm.get(), eps, h_.get(), dt_, st);
@@ -436,15 +401,6 @@ void Layers::forward(float* x, int64_t T, int64_t pos0, const int32_t* d_pos0, c
     if (L.moe) {
       const int E = cfg_.num_experts, k = cfg_.top_k;
       const Layer* next_layer = li + 1 < layers_.size() ? layers_[li + 1].get() : nullptr;
-      // The whole MLP block in one kernel where every expert is local and nothing reads the routing
-      // on the host (observers do).
-      if (fused && !obs && decode_moe_block() && local_ &&
-          local_->decode_block(L.index, x, L.post_norm.get(), eps, L.router.get(), k, logits_.get(), h_.get(),
-                               experts_.get(), weights_.get(), pf_next & 4 && next_layer ? next_layer->qkv.get() : nullptr,
-                               pf_next & 4 && next_layer ? uint64_t(qd + 2 * kvd) * uint64_t(H) * es : 0)) {
-        pt.mark("moe block");
-        continue;
-      }
       // Routing inside the expert kernels (no last-block pass in the router) where they decode this
       // layer and nothing reads the routing on the host before them (observers do).
       const bool route_late = fused && !obs && decode_route_in_experts() && local_ && local_->decodes(L.index, k);

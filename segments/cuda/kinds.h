@@ -114,12 +114,6 @@ class Experts : public ExpertBank {
                    const void* prefetch = nullptr, uint64_t prefetch_bytes = 0, const float* logits = nullptr);
   // Whether decode_into applies to this layer and top-k.
   bool decodes(int layer, int k) const;
-  // The whole MLP block of the layer for one token in one kernel (moe_decode_block): RMSNorm of x
-  // with norm_w, the router (w_router, E experts, top-k), the experts, x += their weighted sum;
-  // logits / h / experts / weights written as router_fused writes them. False (nothing done) where
-  // it does not apply (decodes() and moe_block_fits()).
-  bool decode_block(int layer, float* x, const float* norm_w, float eps, const void* w_router, int k, float* logits,
-                    void* h, int32_t* experts, float* weights, const void* prefetch, uint64_t prefetch_bytes);
   uint64_t weight_bytes() const;
 
  private:
@@ -132,8 +126,6 @@ class Experts : public ExpertBank {
   Buffer<char> xg_, act_, gu_, d_;  // compute dtype
   Buffer<int32_t> perm_;
   Buffer<void*> ptrs_;
-  Buffer<unsigned> stream_ctr_;  // moe_experts_stream's item counters (zero between launches)
-  Buffer<unsigned> block_ctr_;   // moe_decode_block's counters (zero between launches)
 };
 
 class Layers {
@@ -177,8 +169,6 @@ class Layers {
   Buffer<unsigned> counter_;  // router_fused's completion counter
   Buffer<float> attn_part_;   // attention_decode's partials
   Buffer<unsigned> attn_counters_;
-  Buffer<float> oproj_part_;  // attention_oproj's head partials
-  Buffer<unsigned> oproj_counters_;
   std::vector<float*> kv_;     // per layer: K [max_seq, kv_dim] then V
   std::vector<int32_t> host_experts_;
   std::vector<float> host_tmp_;

@@ -5,14 +5,13 @@
 // usage: segpipe_bench_cuda [--preset NAME] [--layers N] [--dtype bfloat16|float32] [--prompt T]
 //                           [--decode N] [--json FILE] [--variants] [--only-decode]
 //   --variants: the decode benchmark (CUDA graph, then an eager phase profile) once per decode-kernel
-//   variant in this process (the defaults first and last; the next-weight L2 prefetches of the
-//   earlier build, routing in the expert kernels, the streaming expert kernel, the one-kernel MoE
-//   block). --only-decode skips prefill and the GEMM/GEMV figures.
+//   variant in this process (the defaults first and last; the gate/up kernel without its staging,
+//   and also with the attention's position read after the wait). --only-decode skips prefill and
+//   the GEMM/GEMV figures.
 //   --read-ceiling: how fast one MoE layer's chosen experts' bytes are read alone (read_ceiling.h).
 //   --l2-probe: whether q/k/v weights asked into L2 survive the expert stream (l2_probe.h).
-//   --moe-block-trace: the one-kernel MoE block's phase timeline (moe_block.cuh).
 //   --experts N: the preset with N routed experts. Decode switches: --prefetch-next MASK,
-//   --moe-block 0|1, --blocks-per-sm N (gemv.cuh, moe_block.cuh).
+//   --blocks-per-sm N (gemv.cuh).
 //   --attention-only: only the flash attention kernel alone at T = --prompt (each variant, and the
 //   K/V conversions); --flash-variant V: the kernel the prefill uses (attention.cuh set_flash_variant).
 //   --prefill-only: the flash prefill alone (median of 9) and its phase profile (before/after A/Bs).
@@ -34,12 +33,10 @@
 #include "segments/cuda/profile.h"
 #include "segments/cuda/kinds.h"
 #include "segments/kernels/cuda/attention.cuh"
-#include "segments/kernels/cuda/attention_oproj.cuh"
 #include "segments/kernels/cuda/convert.cuh"
 #include "segments/kernels/cuda/gemm.cuh"
 #include "segments/kernels/cuda/gemv.cuh"
 #include "segments/kernels/cuda/moe.cuh"
-#include "segments/kernels/cuda/moe_block.cuh"
 #include "segments/kernels/cuda/moe_grouped.cuh"
 #include "segments/kernels/cuda/router.cuh"
 #include "segments/kernels/cuda/swiglu.cuh"
@@ -288,7 +285,7 @@ int main(int argc, char** argv) {
   std::string preset = "qwen3-omni-30b-a3b-thinker", dtype = "bfloat16", json_out;
   int layers = 0, prompt = 2048, decode = 128, gemv_max = 4;
   int experts = 0;  // --experts: the preset with this many routed experts (top-k unchanged)
-  bool ncu = false, trace = false, read_ceiling = false, l2probe = false;
+  bool ncu = false, read_ceiling = false, l2probe = false;
   cuda::MoeGroupedKernel moe_choice = cuda::MoeGroupedKernel::Auto;  // --moe-kernel auto|mma|wgmma
   bool host_grouped = false;  // MoE prefill through the host grouping and cuBLAS (A/B of moe_grouped.cuh)
   bool variants = false, only_decode = false;  // decode once per switch setting of the decode kernels
@@ -312,7 +309,6 @@ int main(int argc, char** argv) {
     else if (a == "--gemv-max-tokens") gemv_max = std::atoi(next().c_str());
     else if (a == "--json") json_out = next();
     else if (a == "--ncu") ncu = true;
-    else if (a == "--moe-block-trace") trace = true;
     else if (a == "--read-ceiling") read_ceiling = true;
     else if (a == "--l2-probe") l2probe = true;
     else if (a == "--host-grouped") host_grouped = true;
@@ -334,20 +330,15 @@ int main(int argc, char** argv) {
     else if (a == "--route-in-experts") cuda::set_decode_route_in_experts(std::atoi(next().c_str()) != 0);
     else if (a == "--persistent") cuda::set_decode_persistent(std::atoi(next().c_str()) != 0);
     else if (a == "--l2pf") cuda::set_decode_l2_prefetch(std::atoi(next().c_str()));
-    else if (a == "--expert-stream") cuda::set_decode_expert_stream(std::atoi(next().c_str()) != 0);
-    else if (a == "--moe-block") cuda::set_decode_moe_block(std::atoi(next().c_str()) != 0);
     else if (a == "--blocks-per-sm") cuda::set_decode_blocks_per_sm(std::atoi(next().c_str()));
     else if (a == "--prefetch-next") cuda::set_decode_prefetch_next(std::atoi(next().c_str()));
-    else if (a == "--expert-ring-kb") cuda::set_decode_expert_ring_kb(std::atoi(next().c_str()));
-    else if (a == "--expert-pf-at") cuda::set_decode_expert_prefetch_at(std::atoi(next().c_str()));
     else {
       std::fprintf(stderr, "usage: segpipe_bench_cuda [--preset NAME] [--layers N] [--dtype D] [--prompt T] "
                            "[--decode N] [--json FILE] [--variants] [--only-decode] [--split-keys N] "
-                           "[--route-in-experts 0|1] [--persistent 0|1] [--l2pf M] [--expert-stream 0|1] "
-                           "[--expert-ring-kb KB] [--expert-pf-at N] [--host-grouped] [--attention-only] "
-                           "[--flash-variant V] [--moe-kernel auto|mma|wgmma] [--wgmma-variant V] [--prefill-only] "
-                           "[--experts N] [--read-ceiling] [--l2-probe] [--moe-block-trace] [--moe-block 0|1] "
-                           "[--prefetch-next MASK] [--blocks-per-sm N]\n");
+                           "[--route-in-experts 0|1] [--persistent 0|1] [--l2pf M] [--host-grouped] "
+                           "[--attention-only] [--flash-variant V] [--moe-kernel auto|mma|wgmma] [--wgmma-variant V] "
+                           "[--prefill-only] [--experts N] [--read-ceiling] [--l2-probe] [--prefetch-next MASK] "
+                           "[--blocks-per-sm N]\n");
       return 2;
     }
   }
@@ -440,41 +431,6 @@ int main(int argc, char** argv) {
     std::vector<int32_t> ids(static_cast<size_t>(std::max(prompt, 64)));
     uint32_t st = 12345;
     for (auto& x : ids) x = int32_t((st = st * 1664525u + 1013904223u) % uint32_t(cfg.vocab));
-    if (trace) {
-      // The one-kernel MoE block's timeline in the last layer of an eager decode step: per phase
-      // point, when blocks reach it (us after the first block's entry; globaltimer aligns the blocks,
-      // clock64 times the phases within a block).
-      cuda::set_decode_moe_block(true);
-      int sms = 0;
-      SEGPIPE_CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, 0));
-      cuda::Buffer<unsigned long long> tb(size_t(sms) * cuda::kMoeBlockTracePoints * 2);
-      SEGPIPE_CUDA_CHECK(cudaMemset(tb.get(), 0, tb.bytes()));
-      cuda::set_moe_block_trace(tb.get());
-      runner->step_device(ids.data(), 32, 0, false);
-      for (int i = 0; i < 3; i++) runner->step_device_eager(&ids[size_t(i)], 1, 32 + i);
-      SEGPIPE_CUDA_CHECK(cudaDeviceSynchronize());
-      cuda::set_moe_block_trace(nullptr);
-      std::vector<unsigned long long> h(tb.size());
-      SEGPIPE_CUDA_CHECK(cudaMemcpy(h.data(), tb.get(), tb.bytes(), cudaMemcpyDeviceToHost));
-      const int P = cuda::kMoeBlockTracePoints;
-      auto gt = [&](int b, int i) { return double(h[(size_t(b) * P + i) * 2]); };
-      auto ck = [&](int b, int i) { return double(h[(size_t(b) * P + i) * 2 + 1]); };
-      double first = 1e300;
-      for (int b = 0; b < sms; b++) first = std::min(first, gt(b, 0));
-      std::printf("== moe block timeline (last layer, eager decode step), us after the first block's entry ==\n");
-      const char* names[] = {"entry", "past pdl_wait", "x normalized", "router done", "routing ready", "routed",
-                             "gate/up done", "all gate/up done", "down done", "combined"};
-      for (int i = 0; i < P; i++) {
-        std::vector<double> t;
-        for (int b = 0; b < sms; b++) {
-          const double rate = (ck(b, P - 1) - ck(b, 0)) / std::max(1.0, gt(b, P - 1) - gt(b, 0));  // cycles per ns
-          t.push_back((gt(b, 0) - first + (ck(b, i) - ck(b, 0)) / rate) / 1000.0);
-        }
-        std::sort(t.begin(), t.end());
-        std::printf("  %-18s min %7.2f  median %7.2f  max %7.2f\n", names[i], t.front(), t[t.size() / 2], t.back());
-      }
-      return 0;
-    }
     if (ncu) {
       runner->step_device(ids.data(), prompt, 0, false);
       runner->step_device(ids.data(), 32, 0, false);
@@ -511,50 +467,30 @@ int main(int argc, char** argv) {
       struct Variant {
         const char* name;
         int split_keys;
-        bool route_late, persistent, stream;
-        int ring_kb, pf_at = 1;
-        bool moe_block = false;
+        bool route_late, persistent;
         int pf_next = 0;  // set_decode_prefetch_next's mask
         int per_sm = 0;   // set_decode_blocks_per_sm
         bool keep = false;  // set_decode_l2_keep, with the largest L2 set-aside
-        bool oproj = false;  // set_decode_attention_oproj
-        int oproj_split = 0;  // set_attention_oproj_split
         bool attn_early = true;  // set_decode_attention_early
         bool stage = true;       // set_decode_gate_up_stage
       };
-      const Variant vs[] = {{"defaults (pf o in attention + q/k/v in router)", 256, false, true, false, 96, 1, false, 9},
-                            {"gate/up unstaged", 256, false, true, false, 96, 1, false, 9, 0, false, false, 0, true,
-                             false},
-                            {"gate/up unstaged, attention position after the wait", 256, false, true, false, 96, 1,
-                             false, 9, 0, false, false, 0, false, false},
-                            {"moe block (bulk-copy rings)", 256, false, true, false, 96, 1, true, 9},
-                            {"defaults, again", 256, false, true, false, 96, 1, false, 9}};
+      const Variant vs[] = {{"defaults (pf o in attention + q/k/v in router)", 256, false, true, 9},
+                            {"gate/up unstaged", 256, false, true, 9, 0, false, true, false},
+                            {"gate/up unstaged, attention position after the wait", 256, false, true, 9, 0, false,
+                             false, false},
+                            {"defaults, again", 256, false, true, 9}};
       const int p0 = 32;
-      const bool default_moe_block = cuda::decode_moe_block();
       std::printf("\n== decode variants: %s, %d layers, %s, card %s; %d steps after a %d-token prompt ==\n",
                   preset.c_str(), cfg.num_layers, dtype.c_str(), cuda::device_name(0).c_str(), decode, p0);
       for (const Variant& v : vs) {
         cuda::set_decode_attention_split_keys(v.split_keys);
         cuda::set_decode_route_in_experts(v.route_late);
         cuda::set_decode_persistent(v.persistent);
-        cuda::set_decode_expert_stream(v.stream);
-        cuda::set_decode_expert_ring_kb(v.ring_kb);
-        cuda::set_decode_expert_prefetch_at(v.pf_at);
-        cuda::set_decode_moe_block(v.moe_block);
         cuda::set_decode_blocks_per_sm(v.per_sm);
         cuda::set_decode_prefetch_next(v.pf_next);
         cuda::set_decode_l2_keep(v.keep);
-        cuda::set_decode_attention_oproj(v.oproj);
-        cuda::set_attention_oproj_split(v.oproj_split);
         cuda::set_decode_attention_early(v.attn_early);
         cuda::set_decode_gate_up_stage(v.stage);
-        if (v.oproj) {
-          const cuda::AttnShape as{cfg.num_heads, cfg.num_kv_heads, cfg.head_dim};
-          const DType wt = dtype == "float32" ? DType::F32 : DType::BF16;
-          std::printf("  (attention + o_proj: %d blocks a head, %d clusters resident at most, %d needed)\n",
-                      cuda::attention_oproj_split(as, cfg.hidden, wt),
-                      cuda::attention_oproj_max_clusters(as, cfg.hidden, wt), cfg.num_heads);
-        }
         const uint64_t aside = cuda::l2_set_aside(v.keep ? ~uint64_t(0) : 0);
         runner->reset_graph();
         std::vector<double> runs;
@@ -588,15 +524,9 @@ int main(int argc, char** argv) {
       cuda::set_decode_attention_split_keys(256);
       cuda::set_decode_route_in_experts(false);
       cuda::set_decode_persistent(true);
-      cuda::set_decode_expert_stream(false);
-      cuda::set_decode_expert_ring_kb(96);
-      cuda::set_decode_expert_prefetch_at(1);
-      cuda::set_decode_moe_block(default_moe_block);
       cuda::set_decode_blocks_per_sm(0);
       cuda::set_decode_prefetch_next(9);
       cuda::set_decode_l2_keep(false);
-      cuda::set_decode_attention_oproj(false);
-      cuda::set_attention_oproj_split(0);
       cuda::set_decode_attention_early(true);
       cuda::set_decode_gate_up_stage(true);
       cuda::l2_set_aside(0);

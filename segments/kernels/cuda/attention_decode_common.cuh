@@ -1,7 +1,5 @@
 // The one-token attention of a head with its keys split over blocks (flash-decoding), as device
-// pieces: the split kernel (attention.cu) and the attention + o_proj kernel (attention_oproj.cu) are
-// built from them, so a head's partial result for a given split has the same bits in both. Included
-// from .cu files only.
+// pieces of the split kernel (attention.cu). Included from .cu files only.
 #pragma once
 #include "segments/kernels/cuda/common.cuh"
 #include "segments/kernels/cuda/rope_common.cuh"

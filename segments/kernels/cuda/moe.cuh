@@ -50,31 +50,6 @@ void moe_down_combine(const void* act, int k, const int32_t* experts, const floa
 void set_decode_gate_up_stage(bool on);
 bool decode_gate_up_stage();
 
-// Decode, one token, every expert in this bank, in ONE kernel: moe_gate_up_gemv followed by
-// moe_down_combine, bit for bit (act and x), with the weights streamed into shared memory by the bulk
-// copy engine (moe_stream.cu). h: [H] in dt (the normalized row); act: [k, I] scratch in dt;
-// counters: 3 unsigned on the device, zero before the first launch and left zero by each launch
-// (one set per stream: launches sharing a set must be stream-ordered). prefetch: as moe_down_combine.
-// Applies where moe_experts_stream_fits (k <= 8, H and I multiples of 8, a 4-row gate/up item of at
-// most 64 KB); otherwise use the two kernels.
-bool moe_experts_stream_fits(int k, int64_t H, int64_t I, DType dt);
-void moe_experts_stream(const void* h, int k, const int32_t* experts, const float* weights, const void* w_gate_up,
-                        const void* w_down, DType dt, int64_t I, int64_t H, void* act, float* x, unsigned* counters,
-                        cudaStream_t s, const void* prefetch = nullptr, uint64_t prefetch_bytes = 0);
-// Decode layers use moe_experts_stream where it fits (true) or the two kernels (false, default:
-// on an H200 the stream kernel cut the eager experts phase 2.06 -> 1.83 ms/token but the graph
-// decode went 3.32 -> 3.47 ms/token, the next layer's q/k/v kernel slower behind it). The ring of
-// shared-memory stages per block holds about ring_kb KB (default 96: two blocks per SM). Process-wide;
-// graphs must be re-captured after a change.
-void set_decode_expert_stream(bool on);
-bool decode_expert_stream();
-void set_decode_expert_ring_kb(int kb);
-int decode_expert_ring_kb();
-// When each block of moe_experts_stream asks L2 for its share of `prefetch`: 0 when it finishes,
-// 1 (default) once the gate/up results are complete (down phase), 2 at its start.
-void set_decode_expert_prefetch_at(int at);
-int decode_expert_prefetch_at();
-
 // Prefill path. xg[r, :] = x[perm[r] / k, :] for r < n (perm: slot ids grouped by expert).
 void moe_gather_rows(const void* x, DType dt, const int32_t* perm, int64_t n, int k, int64_t H, void* xg,
                      cudaStream_t s);
