@@ -16,6 +16,8 @@ set(ENV{PKG_CONFIG_LIBDIR} "/usr/lib/aarch64-linux-gnu/pkgconfig:/usr/share/pkgc
 set(ENV{PKG_CONFIG_PATH} "")
 # Tests run through user-mode emulation (binfmt_misc does it for the processes they start).
 set(CMAKE_CROSSCOMPILING_EMULATOR qemu-aarch64-static)
+# Emulation runs the tests several times slower than a native ARM64 core would.
+set(SEGPIPE_TEST_TIMEOUT_SCALE 8 CACHE STRING "Multiplier of every test's time limit (emulated runs)")
 # yaml-cpp's -dev package cannot be installed for two architectures at once (it is not Multi-Arch:
 # same); the arm64 runtime library and the shared headers are enough, described by this shim.
 set(yaml-cpp_DIR "${CMAKE_CURRENT_LIST_DIR}/../arm64-shims/yaml-cpp" CACHE PATH "yaml-cpp for ARM64 (shim)")

@@ -34,7 +34,7 @@ file build-arm64/segpipe | grep -q "ARM aarch64" || { echo "cross_test: build-ar
 t1=$(date +%s)
 echo "cross_test: built for ARM64 in $((t1 - t0)) s"
 status=0
-ctest --test-dir build-arm64 --output-on-failure -j"$(nproc)" --timeout 900 "$@" || status=1
+ctest --test-dir build-arm64 --output-on-failure -j"$(nproc)" "$@" || status=1
 t2=$(date +%s)
 echo "cross_test: tests under emulation in $((t2 - t1)) s"
 
