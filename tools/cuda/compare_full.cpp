@@ -8,10 +8,11 @@
 // prompt position the agreement of the top-1 token (teacher-forced: each position sees the prompt's
 // tokens, not our own choices).
 //
-// usage: segpipe_compare_cuda --golden FILE [--preset NAME] [--dtype bfloat16|float32] [--json FILE]
+// usage: segpipe_compare_cuda --golden FILE [--preset NAME] [--layers N] [--dtype bfloat16|float32] [--json FILE]
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
+#include <cstdlib>
 #include <fstream>
 #include <map>
 #include <nlohmann/json.hpp>
@@ -53,6 +54,7 @@ std::set<int> top_k(const float* v, int64_t n, int k) {
 
 int run(int argc, char** argv) {
   std::string preset = "qwen3-omni-30b-a3b-thinker", dtype = "bfloat16", golden_path, json_out;
+  int num_layers = 0;  // the preset's; fewer where a float32 reference must fit the card
   for (int i = 1; i < argc; i++) {
     const std::string a = argv[i];
     auto next = [&]() -> std::string {
@@ -63,11 +65,13 @@ int run(int argc, char** argv) {
     else if (a == "--dtype") dtype = next();
     else if (a == "--golden") golden_path = next();
     else if (a == "--json") json_out = next();
+    else if (a == "--layers") num_layers = std::atoi(next().c_str());
     else throw InputError("unknown option '" + a + "' (usage: --golden FILE [--preset NAME] [--dtype D] [--json FILE])");
   }
   if (golden_path.empty()) throw InputError("--golden FILE is required");
   MakeModelOptions mo;
   mo.preset = preset;
+  if (num_layers > 0) mo.num_layers = num_layers;
   const ModelConfig cfg = parse_model_config(synthetic_config(mo), "preset " + preset);
   const Golden g = load_golden(golden_path, cfg);
   const int64_t T = static_cast<int64_t>(g.input_ids.size()), H = cfg.hidden, E = cfg.num_experts, V = cfg.vocab;

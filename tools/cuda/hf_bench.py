@@ -72,8 +72,8 @@ def dist(role, shape):
 
 
 @torch.no_grad()
-def write_golden(model, cfg, ids, path, load_s):
-    """The boundaries of one bf16 forward as a segpipe golden (float32 tensors of bf16 values)."""
+def write_golden(model, cfg, ids, path, load_s, dtype):
+    """The boundaries of one forward as a segpipe golden (float32 tensors)."""
     import transformers
     import torch.nn.functional as F
     from safetensors.torch import save_file
@@ -104,9 +104,10 @@ def write_golden(model, cfg, ids, path, load_s):
         raise RuntimeError("lm_head hook output differs from the model's logits")
     rec["input_ids"] = torch.tensor(ids, dtype=torch.int64)
     # The thinker preset's model_type: text-only, its math is Qwen3MoeForCausalLM's (1-D RoPE).
-    meta = {"format": "segpipe-golden/1", "model_type": "qwen3_omni_moe", "compute_dtype": "bfloat16",
+    meta = {"format": "segpipe-golden/1", "model_type": "qwen3_omni_moe", "compute_dtype": dtype,
             "source": f"transformers {transformers.__version__} (torch {torch.__version__}, "
-                      f"{torch.cuda.get_device_name(0)}, synthetic full-size weights, bf16, sdpa)"}
+                      f"{torch.cuda.get_device_name(0)}, synthetic weights of the thinker's shapes, {cfg.num_hidden_layers} "
+                      f"layers, {dtype}, sdpa)"}
     save_file(rec, path, metadata=meta)
     print(f"golden: {len(ids)} tokens, {len(rec)} tensors, forward {time.time() - t:.2f} s, weights {load_s:.1f} s "
           f"-> {path}", flush=True)
@@ -121,6 +122,8 @@ def main():
     ap.add_argument("--json")
     ap.add_argument("--golden-out")
     ap.add_argument("--golden-ids")
+    ap.add_argument("--dtype", default="bfloat16", choices=["bfloat16", "float32"],
+                    help="compute dtype (float32: the same bf16-valued weights held in float32)")
     a = ap.parse_args()
     import transformers
     from transformers import Qwen3MoeConfig, Qwen3MoeForCausalLM
@@ -132,7 +135,7 @@ def main():
                          rope_theta=1e6, max_position_embeddings=32768, tie_word_embeddings=False,
                          decoder_sparse_step=1, mlp_only_layers=[])
     cfg._attn_implementation = "sdpa"
-    torch.set_default_dtype(torch.bfloat16)
+    torch.set_default_dtype(torch.float32 if a.dtype == "float32" else torch.bfloat16)
     t0 = time.time()
     with torch.device("cuda"):
         model = Qwen3MoeForCausalLM(cfg)
@@ -164,7 +167,7 @@ def main():
     print(f"weights made in {load_s:.1f} s; embed_tokens[0,:4] = {sample}", flush=True)
 
     if a.golden_out:
-        write_golden(model, cfg, [int(x) for x in open(a.golden_ids).read().split()], a.golden_out, load_s)
+        write_golden(model, cfg, [int(x) for x in open(a.golden_ids).read().split()], a.golden_out, load_s, a.dtype)
         return
     g = torch.Generator().manual_seed(0)
     ids = torch.randint(0, V, (1, a.prompt), generator=g).cuda()
