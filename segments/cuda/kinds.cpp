@@ -110,22 +110,13 @@ bool Experts::decodes(int layer, int k) const {
   return holds_layer(layer) && e0_ == 0 && e1_ == cfg_.num_experts - 1 && moe_down_combine_fits(k);
 }
 
-bool Experts::decode_into(int layer, const void* h, int k, int32_t* experts, float* weights, float* x,
-                          const void* prefetch, uint64_t prefetch_bytes, const float* logits) {
+bool Experts::decode_into(int layer, const void* h, int k, const int32_t* experts, const float* weights, float* x) {
   if (!decodes(layer, k)) return false;
   const int64_t H = cfg_.hidden, I = cfg_.moe_intermediate;
   const size_t li = static_cast<size_t>(layer - l0_);
-  const bool ov = decode_overlap();
-  const bool pf_down = ov && (decode_prefetch_next() & 2);
   act_.grow(static_cast<size_t>(k * I) * dtype_size(dt_));
-  if (logits)
-    moe_gate_up_gemv_route(h, k, logits, cfg_.num_experts, cfg_.norm_topk_prob, experts, weights, gate_up_[li].get(),
-                           dt_, I, H, act_.get(), ctx_.stream(), pf_down ? down_[li].get() : nullptr);
-  else
-    moe_gate_up_gemv(h, k, k, experts, e0_, e1_, gate_up_[li].get(), dt_, I, H, act_.get(), ctx_.stream(),
-                     pf_down ? down_[li].get() : nullptr);
-  moe_down_combine(act_.get(), k, experts, weights, down_[li].get(), dt_, I, H, x, ctx_.stream(),
-                   ov ? prefetch : nullptr, ov ? prefetch_bytes : 0, logits, cfg_.num_experts, cfg_.norm_topk_prob);
+  moe_gate_up_gemv(h, k, k, experts, e0_, e1_, gate_up_[li].get(), dt_, I, H, act_.get(), ctx_.stream());
+  moe_down_combine(act_.get(), k, experts, weights, down_[li].get(), dt_, I, H, x, ctx_.stream());
   return true;
 }
 
@@ -344,9 +335,12 @@ void Layers::forward(float* x, int64_t T, int64_t pos0, const int32_t* d_pos0, c
     att_f32_.grow(static_cast<size_t>(T * qd));
   }
   const bool fused = T == 1 && fused_decode();
-  const bool overlap = fused && decode_overlap();
-  const int pf_next = overlap ? decode_prefetch_next() : 0;
-  const bool keep = pf_next && decode_l2_keep();
+  // The fused decode kernels ask L2 for two later matrices while the memory idles: the o_proj matrix
+  // during the attention and the next layer's q/k/v during the router (mask 9, the default of the
+  // former prefetch switch: 3.476-3.494 -> 3.399-3.405 ms/token on an H100, no change on an H200).
+  // The other prefetches (the experts' down matrices during gate/up, q/k/v during down, o_proj during
+  // q/k/v) and keeping the lines in L2 (evict_last) were slower and were removed on 2026-12-07 (third
+  // session); figures in docs/benchmarks-cuda.md.
   const uint64_t es = dtype_size(dt_);
   for (size_t li = 0; li < layers_.size(); li++) {
     Layer& L = *layers_[li];
@@ -355,8 +349,7 @@ void Layers::forward(float* x, int64_t T, int64_t pos0, const int32_t* d_pos0, c
     float* vc = kc + max_seq_ * kvd;
     // Attention block
     if (fused) {
-      gemv_rmsnorm(x, L.in_norm.get(), eps, L.qkv.get(), dt_, qd + 2 * kvd, H, qkv_.get(), false, nullptr, st,
-                   pf_next & 16 ? L.o.get() : nullptr, pf_next & 16 ? l2_request(uint64_t(H * qd) * es, keep) : 0);
+      gemv_rmsnorm(x, L.in_norm.get(), eps, L.qkv.get(), dt_, qd + 2 * kvd, H, qkv_.get(), false, nullptr, st);
     } else {
       rmsnorm(x, T, H, L.in_norm.get(), eps, h_.get(), dt_, st);
       gemm_xwT(cb, h_.get(), L.qkv.get(), dt_, T, qd + 2 * kvd, H, qkv_.get(), qd + 2 * kvd, 0.0f);
@@ -381,11 +374,10 @@ void Layers::forward(float* x, int64_t T, int64_t pos0, const int32_t* d_pos0, c
       attention_gemm(cb, q_.get(), T, pos0, ashape, kc, vc, scale, dt_ == DType::BF16, scores_.get(),
                      att_f32_.get(), att_.get(), dt_, st);
     else if (fused)
-      // q/k-norm, RoPE and the KV write folded in (the o_proj weights asked into L2 meanwhile with
-      // decode_prefetch_next() bit 0)
+      // q/k-norm, RoPE and the KV write folded in (the o_proj weights asked into L2 meanwhile)
       attention_decode_rope(qkv_.get(), d_pos0, ashape, L.q_norm.get(), L.k_norm.get(), eps, inv_freq_.get(), kc,
-                            vc, scale, att_.get(), dt_, attn_part_.get(), attn_counters_.get(),
-                            pf_next & 1 ? L.o.get() : nullptr, pf_next & 1 ? l2_request(uint64_t(H * qd) * es, keep) : 0, st);
+                            vc, scale, att_.get(), dt_, attn_part_.get(), attn_counters_.get(), L.o.get(),
+                            uint64_t(H * qd) * es, st);
     else
       attention(q_.get(), T, d_pos0, {cfg_.num_heads, cfg_.num_kv_heads, cfg_.head_dim}, kc, vc, scale, att_.get(),
                 dt_, st);
@@ -401,16 +393,11 @@ void Layers::forward(float* x, int64_t T, int64_t pos0, const int32_t* d_pos0, c
     if (L.moe) {
       const int E = cfg_.num_experts, k = cfg_.top_k;
       const Layer* next_layer = li + 1 < layers_.size() ? layers_[li + 1].get() : nullptr;
-      // Routing inside the expert kernels (no last-block pass in the router) where they decode this
-      // layer and nothing reads the routing on the host before them (observers do).
-      const bool route_late = fused && !obs && decode_route_in_experts() && local_ && local_->decodes(L.index, k);
-      if (route_late) {
-        router_logits(x, L.post_norm.get(), eps, L.router.get(), dt_, E, H, logits_.get(), h_.get(), st);
-      } else if (fused) {
+      if (fused) {
         router_fused(x, L.post_norm.get(), eps, L.router.get(), dt_, E, H, logits_.get(), h_.get(), k,
                      cfg_.norm_topk_prob, experts_.get(), weights_.get(), counter_.get(), st,
-                     pf_next & 8 && next_layer ? next_layer->qkv.get() : nullptr,
-                     pf_next & 8 && next_layer ? l2_request(uint64_t(qd + 2 * kvd) * uint64_t(H) * es, keep) : 0);
+                     next_layer ? next_layer->qkv.get() : nullptr,
+                     next_layer ? uint64_t(qd + 2 * kvd) * uint64_t(H) * es : 0);
         if (obs) observe(ctx_, obs, Boundary::router_logits(L.index), logits_.get(), T, E, host_tmp_);
       } else {
         gemm_xwT(cb, h_.get(), L.router.get(), dt_, T, E, H, logits_.get(), E, 0.0f);
@@ -450,11 +437,7 @@ void Layers::forward(float* x, int64_t T, int64_t pos0, const int32_t* d_pos0, c
         ctx_.sync();
         obs->on_route(L.index, host_experts_.data(), w.data(), T, k);
       }
-      if (fused && local_ &&
-          local_->decode_into(L.index, h_.get(), k, experts_.get(), weights_.get(), x,
-                              pf_next & 4 && next_layer ? next_layer->qkv.get() : nullptr,
-                              pf_next & 4 && next_layer ? l2_request(uint64_t(qd + 2 * kvd) * uint64_t(H) * es, keep) : 0,
-                              route_late ? logits_.get() : nullptr)) {
+      if (fused && local_ && local_->decode_into(L.index, h_.get(), k, experts_.get(), weights_.get(), x)) {
         pt.mark("experts");
         if (obs) observe(ctx_, obs, Boundary::output(L.index), x, T, H, host_tmp_);
         continue;

@@ -107,11 +107,7 @@ class Experts : public ExpertBank {
   bool groups_on_device(int64_t T, int k) const override;
   // Decode with every expert in this bank (local experts), one token: x += the combined expert
   // outputs, without the slots buffer (moe_down_combine). False (nothing done) where it does not apply.
-  // prefetch (optional): prefetch_bytes of the next kernel's weights asked into L2 meanwhile.
-  // logits (optional, [E] router logits): the kernels route them themselves and write experts and
-  // weights (moe_gate_up_gemv_route); otherwise experts / weights are inputs.
-  bool decode_into(int layer, const void* h, int k, int32_t* experts, float* weights, float* x,
-                   const void* prefetch = nullptr, uint64_t prefetch_bytes = 0, const float* logits = nullptr);
+  bool decode_into(int layer, const void* h, int k, const int32_t* experts, const float* weights, float* x);
   // Whether decode_into applies to this layer and top-k.
   bool decodes(int layer, int k) const;
   uint64_t weight_bytes() const;

@@ -437,20 +437,23 @@ void test_moe(Checks& c, cuda::Context& ctx) {
         Dev slots = Dev::poisoned(ref.size(), cuda::moe_slot_dtype(dt, path == 1));
         if (path == 0) {
           Dev act = Dev::poisoned(size_t(T) * k * I, dt);
-          cuda::moe_gate_up_gemv(dx.p(), T * k, k, de.get(), e0, e1, dgu.p(), dt, I, H, act.p(), s,
-                                 dwd.p());  // with the L2 prefetch of the down weights (a hint only)
-          // one token: expert ids and row staged in shared memory (default) or read per item
-          const bool saved_stage = cuda::decode_gate_up_stage();
-          cuda::set_decode_gate_up_stage(!saved_stage);
-          Dev act2 = Dev::poisoned(size_t(T) * k * I, dt);
-          cuda::moe_gate_up_gemv(dx.p(), T * k, k, de.get(), e0, e1, dgu.p(), dt, I, H, act2.p(), s);
-          cuda::set_decode_gate_up_stage(saved_stage);
+          cuda::moe_gate_up_gemv(dx.p(), T * k, k, de.get(), e0, e1, dgu.p(), dt, I, H, act.p(), s);
+          // One token: the expert ids and the row staged in shared memory (S == k); the same token
+          // twice (S == 2k) reads them per item: the first k slots' act must be the same bits.
+          std::vector<float> x2(x);
+          x2.insert(x2.end(), x.begin(), x.end());
+          std::vector<int32_t> experts2(experts);
+          experts2.insert(experts2.end(), experts.begin(), experts.end());
+          Dev dx2(x2, dt), act2 = Dev::poisoned(size_t(2 * T) * k * I, dt);
+          auto de2 = upload(experts2);
+          cuda::moe_gate_up_gemv(dx2.p(), 2 * T * k, k, de2.get(), e0, e1, dgu.p(), dt, I, H, act2.p(), s);
           const auto a1 = act.host(), a2 = act2.host();
           bool same_act = true;  // slots of other banks stay poisoned (NaN) in both
           for (size_t i = 0; i < a1.size(); i++)
             same_act &= std::memcmp(&a1[i], &a2[i], 4) == 0;
-          c.expect(same_act, "moe_gate_up_gemv %s T=%d H=%d I=%d k=%d bank=[%d,%d]: staged and unstaged act %s", dn(dt), T,
-                   H, I, k, e0, e1, same_act ? "bit-identical" : "DIFFER");
+          c.expect(same_act, "moe_gate_up_gemv %s T=%d H=%d I=%d k=%d bank=[%d,%d]: act of %s and of the rows twice %s",
+                   dn(dt), T, H, I, k, e0, e1, T == 1 ? "the staged token" : "the tokens",
+                   same_act ? "bit-identical" : "DIFFER");
           cuda::moe_down_gemv(act.p(), T * k, de.get(), dw.f(), e0, e1, dwd.p(), dt, I, H, slots.f(), s);
         } else {
           // The grouped path through the Experts segment's own steps.
@@ -968,7 +971,7 @@ void test_decode_kernels(Checks& c, cuda::Context& ctx) {
       auto de = upload(experts);
       cuda::moe_down_gemv(da.p(), k, de.get(), dw.f(), 0, E - 1, dwd.p(), dt, I, H, slots.f(), s);
       cuda::moe_combine_add(slots.p(), DType::F32, de.get(), 1, k, H, x1.f(), s);
-      cuda::moe_down_combine(da.p(), k, de.get(), dw.f(), dwd.p(), dt, I, H, x2.f(), s, dwd.p(), dwd.n * dtype_size(dt));
+      cuda::moe_down_combine(da.p(), k, de.get(), dw.f(), dwd.p(), dt, I, H, x2.f(), s);
       auto a = x1.host(), b = x2.host();
       c.expect(std::memcmp(a.data(), b.data(), a.size() * 4) == 0, "moe_down_combine %s H=%d I=%d k=%d %s", dn(dt), H,
                I, k, std::memcmp(a.data(), b.data(), a.size() * 4) == 0 ? "bit-identical to down + combine" : "DIFFERS");
@@ -976,56 +979,48 @@ void test_decode_kernels(Checks& c, cuda::Context& ctx) {
 }
 
 
-// The decode attention's split count chosen from the position (set_decode_attention_split_keys):
-// positions whose key counts give every split count from 1 to 8 under each setting, launched twice
-// (bit-identical: deterministic for a given position), against the CPU reference.
-// Every split setting against the CPU, on positions around the split boundaries; launched twice, with
-// the position and first cache rows read before the wait (default) and after it: bit-identical.
+// The decode attention's split count chosen from the position (256 keys a split, at most 8):
+// positions around the split boundaries giving every split count from 1 to 8, against the CPU
+// reference, launched twice (bit-identical: deterministic for a given position).
 void test_attention_splits(Checks& c, cudaStream_t s) {
-  const int saved = cuda::decode_attention_split_keys();
-  const bool saved_early = cuda::decode_attention_early();
-  for (int keys : {256, 0, 64})
-    for (DType ot : {DType::F32, DType::BF16})
-      for (auto [nh, nkv, hd, pos0] :
-           {std::tuple{32, 4, 128, 0}, {32, 4, 128, 63}, {32, 4, 128, 64}, {32, 4, 128, 130}, {32, 4, 128, 255},
-            {32, 4, 128, 256}, {32, 4, 128, 300}, {32, 4, 128, 600}, {32, 4, 128, 800}, {32, 4, 128, 1100},
-            {32, 4, 128, 1400}, {32, 4, 128, 1700}, {32, 4, 128, 2000}, {32, 4, 128, 3000}, {4, 2, 16, 500},
-            {8, 8, 64, 1333}, {2, 1, 256, 700}}) {
-        cuda::set_decode_attention_split_keys(keys);
-        const int qd = nh * hd, kvd = nkv * hd, n = pos0 + 1;
-        const int splits = keys == 0 ? 8 : std::min(8, (n + keys - 1) / keys);
-        auto q = randn(size_t(qd), rng), kc = randn(size_t(n) * kvd, rng), vc = randn(size_t(n) * kvd, rng);
-        std::vector<float> ref(q.size());
-        attention(pool(), {nh, nkv, hd}, q.data(), 1, pos0, kc.data(), vc.data(), ref.data());
-        Dev dq(q, DType::F32), dk(kc, DType::F32), dv(vc, DType::F32);
-        auto dpos = upload(std::vector<int32_t>{pos0});
-        cuda::AttnShape as{nh, nkv, hd};
-        cuda::Buffer<float> part(cuda::attention_decode_scratch_floats(as));
-        cuda::Buffer<unsigned> cnt(static_cast<size_t>(nh));
-        SEGPIPE_CUDA_CHECK(cudaMemset(cnt.get(), 0, cnt.bytes()));
-        const float scale = static_cast<float>(std::pow(double(hd), -0.5));
-        std::vector<float> first;
-        bool same = true;
-        double e = 0;
-        for (int rep = 0; rep < 2; rep++) {
-          cuda::set_decode_attention_early(rep == 0);
-          Dev out = Dev::poisoned(q.size(), ot);
-          cuda::attention_decode(dq.f(), dpos.get(), as, dk.f(), dv.f(), scale, out.p(), ot, part.get(), cnt.get(), s);
-          auto h = out.host();
-          if (rep == 0) first = h;
-          else same = std::memcmp(first.data(), h.data(), h.size() * 4) == 0;
-          e = std::max(e, rel_l2(h.data(), ref.data(), ref.size()));
-        }
-        auto cz = download(cnt, size_t(nh));
-        const bool zero = std::all_of(cz.begin(), cz.end(), [](unsigned v) { return v == 0; });
-        const double tol = ot == DType::F32 ? 1e-5 : 5e-3;
-        c.expect(e < tol && same && zero,
-                 "attention_decode split_keys=%d (%d split%s) -> %s heads=%d/%d hd=%d pos0=%d rel_l2=%.2e %s counters %s",
-                 keys, splits, splits > 1 ? "s" : "", dn(ot), nh, nkv, hd, pos0, e,
-                 same ? "early and late position bit-identical" : "early and late position DIFFER", zero ? "0" : "NOT 0");
+  constexpr int keys = 256;  // attention.cu kSplitKeys
+  for (DType ot : {DType::F32, DType::BF16})
+    for (auto [nh, nkv, hd, pos0] :
+         {std::tuple{32, 4, 128, 0}, {32, 4, 128, 63}, {32, 4, 128, 64}, {32, 4, 128, 130}, {32, 4, 128, 255},
+          {32, 4, 128, 256}, {32, 4, 128, 300}, {32, 4, 128, 600}, {32, 4, 128, 800}, {32, 4, 128, 1100},
+          {32, 4, 128, 1400}, {32, 4, 128, 1700}, {32, 4, 128, 2000}, {32, 4, 128, 3000}, {4, 2, 16, 500},
+          {8, 8, 64, 1333}, {2, 1, 256, 700}}) {
+      const int qd = nh * hd, kvd = nkv * hd, n = pos0 + 1;
+      const int splits = std::min(8, (n + keys - 1) / keys);
+      auto q = randn(size_t(qd), rng), kc = randn(size_t(n) * kvd, rng), vc = randn(size_t(n) * kvd, rng);
+      std::vector<float> ref(q.size());
+      attention(pool(), {nh, nkv, hd}, q.data(), 1, pos0, kc.data(), vc.data(), ref.data());
+      Dev dq(q, DType::F32), dk(kc, DType::F32), dv(vc, DType::F32);
+      auto dpos = upload(std::vector<int32_t>{pos0});
+      cuda::AttnShape as{nh, nkv, hd};
+      cuda::Buffer<float> part(cuda::attention_decode_scratch_floats(as));
+      cuda::Buffer<unsigned> cnt(static_cast<size_t>(nh));
+      SEGPIPE_CUDA_CHECK(cudaMemset(cnt.get(), 0, cnt.bytes()));
+      const float scale = static_cast<float>(std::pow(double(hd), -0.5));
+      std::vector<float> first;
+      bool same = true;
+      double e = 0;
+      for (int rep = 0; rep < 2; rep++) {
+        Dev out = Dev::poisoned(q.size(), ot);
+        cuda::attention_decode(dq.f(), dpos.get(), as, dk.f(), dv.f(), scale, out.p(), ot, part.get(), cnt.get(), s);
+        auto h = out.host();
+        if (rep == 0) first = h;
+        else same = std::memcmp(first.data(), h.data(), h.size() * 4) == 0;
+        e = std::max(e, rel_l2(h.data(), ref.data(), ref.size()));
       }
-  cuda::set_decode_attention_split_keys(saved);
-  cuda::set_decode_attention_early(saved_early);
+      auto cz = download(cnt, size_t(nh));
+      const bool zero = std::all_of(cz.begin(), cz.end(), [](unsigned v) { return v == 0; });
+      const double tol = ot == DType::F32 ? 1e-5 : 5e-3;
+      c.expect(e < tol && same && zero,
+               "attention_decode split_keys=%d (%d split%s) -> %s heads=%d/%d hd=%d pos0=%d rel_l2=%.2e %s counters %s",
+               keys, splits, splits > 1 ? "s" : "", dn(ot), nh, nkv, hd, pos0, e,
+               same ? "two launches bit-identical" : "two launches DIFFER", zero ? "0" : "NOT 0");
+    }
 }
 
 // The chosen experts' MLP on one token's row h, on the CPU: per slot j, weights[j] * down(silu(gate(h))
@@ -1069,7 +1064,7 @@ MoeDecodeRef moe_decode_three_kernels(const std::vector<float>& x, const Dev& dn
   SEGPIPE_CUDA_CHECK(cudaDeviceSynchronize());
   cuda::router_fused(xa.f(), dnw.f(), 1e-6f, dwr.p(), dt, E, H, la.f(), ha.p(), k, renorm, ea.get(), wa.f(),
                      counter.get(), s);
-  cuda::moe_gate_up_gemv(ha.p(), k, k, ea.get(), 0, E - 1, dgu.p(), dt, I, H, acta.p(), s, dwd.p());
+  cuda::moe_gate_up_gemv(ha.p(), k, k, ea.get(), 0, E - 1, dgu.p(), dt, I, H, acta.p(), s);
   cuda::moe_down_combine(acta.p(), k, ea.get(), wa.f(), dwd.p(), dt, I, H, xa.f(), s);
   MoeDecodeRef r;
   r.logits = la.host(), r.weights = wa.host(), r.act = acta.host(), r.x = xa.host(), r.h = ha.host();
@@ -1081,13 +1076,11 @@ MoeDecodeRef moe_decode_three_kernels(const std::vector<float>& x, const Dev& dn
   return r;
 }
 
-// Decode routing inside the expert kernels (router_logits + moe_gate_up_gemv_route + moe_down_combine
-// with logits) against router_fused + moe_gate_up_gemv + moe_down_combine with the earlier grids
-// (bit for bit: logits, experts, weights, act and x) and against the CPU (route_topk on the logits;
-// the expert MLP added to x), with persistent grids on and off, launched twice.
-void test_route_in_experts(Checks& c, cuda::Context& ctx) {
+// The decode MLP block of one token (router_fused + moe_gate_up_gemv + moe_down_combine, the kernels
+// the fused decode step runs) against the CPU (route_topk on the GPU's logits; the chosen experts' MLP
+// added to x), launched twice: bit-identical (logits, h, experts, weights, act and x).
+void test_moe_decode(Checks& c, cuda::Context& ctx) {
   cudaStream_t s = ctx.stream();
-  const bool saved = cuda::decode_persistent();
   for (DType dt : {DType::F32, DType::BF16})
     for (auto [E, H, I, k, renorm] : {std::tuple{128, 1024, 256, 8, true}, {128, 256, 96, 8, true},
                                       {8, 64, 40, 2, true}, {60, 136, 24, 4, false}, {200, 128, 56, 8, true},
@@ -1096,52 +1089,31 @@ void test_route_in_experts(Checks& c, cuda::Context& ctx) {
       auto wgu = randn(size_t(E) * 2 * I * H, rng, 0.05f), wd = randn(size_t(E) * H * I, rng, 0.05f);
       if (dt == DType::BF16) wr = round_bf16(wr), wgu = round_bf16(wgu), wd = round_bf16(wd);
       Dev dnw(nw, DType::F32), dwr(wr, dt), dgu(wgu, dt), dwd(wd, dt);
-      // A: the earlier path, earlier grids
-      cuda::set_decode_persistent(false);
       const MoeDecodeRef ref = moe_decode_three_kernels(x, dnw, dwr, dgu, dwd, wgu, wd, dt, E, H, I, k, renorm, s);
-      const auto &lA = ref.logits, &wA = ref.weights, &actA = ref.act, &xA = ref.x, &hA = ref.h, &mlp = ref.mlp;
-      const auto &eA = ref.experts, &e_ref = ref.experts_cpu;
       std::vector<float> dA(static_cast<size_t>(H));
-      for (int i = 0; i < H; i++) dA[size_t(i)] = xA[size_t(i)] - x[size_t(i)];
-      const double eref = rel_l2(dA.data(), mlp.data(), mlp.size());
+      for (int i = 0; i < H; i++) dA[size_t(i)] = ref.x[size_t(i)] - x[size_t(i)];
+      const double eref = rel_l2(dA.data(), ref.mlp.data(), ref.mlp.size());
       const double tol = dt == DType::F32 ? 1e-4 : 2e-2;  // of the MLP output, through x's rounding
-      c.expect(eA == e_ref && eref < tol, "route reference path %s E=%d H=%d I=%d k=%d experts %s mlp rel_l2=%.2e",
-               dn(dt), E, H, I, k, eA == e_ref ? "= route_topk" : "DIFFER", eref);
-      // B: routing in the expert kernels, both grids, twice each
-      for (bool persistent : {false, true})
-        for (int rep = 0; rep < 2; rep++) {
-          cuda::set_decode_persistent(persistent);
-          Dev xb(x, DType::F32), hb = Dev::poisoned(size_t(H), dt), lb = Dev::poisoned(size_t(E), DType::F32),
-              wb = Dev::poisoned(size_t(k), DType::F32), actb = Dev::poisoned(size_t(k) * I, dt);
-          cuda::Buffer<int32_t> eb(static_cast<size_t>(k));
-          SEGPIPE_CUDA_CHECK(cudaMemset(eb.get(), 0xff, eb.bytes()));
-          cuda::router_logits(xb.f(), dnw.f(), 1e-6f, dwr.p(), dt, E, H, lb.f(), hb.p(), s);
-          cuda::moe_gate_up_gemv_route(hb.p(), k, lb.f(), E, renorm, eb.get(), wb.f(), dgu.p(), dt, I, H, actb.p(), s,
-                                       dwd.p());
-          cuda::moe_down_combine(actb.p(), k, eb.get(), wb.f(), dwd.p(), dt, I, H, xb.f(), s, dwd.p(),
-                                 uint64_t(H) * 8, lb.f(), E, renorm);
-          auto bits = [](const std::vector<float>& a, const std::vector<float>& b) {
-            return a.size() == b.size() && std::memcmp(a.data(), b.data(), a.size() * 4) == 0;
-          };
-          const bool lo = bits(lb.host(), lA), ex = download(eb, size_t(k)) == eA, we = bits(wb.host(), wA),
-                     ac = bits(actb.host(), actA), xo = bits(xb.host(), xA), hh = bits(hb.host(), hA);
-          c.expect(lo && ex && we && ac && xo && hh,
-                   "route in experts %s E=%d H=%d I=%d k=%d renorm=%d persistent=%d run %d: logits %s h %s experts %s "
-                   "weights %s act %s x %s",
-                   dn(dt), E, H, I, k, int(renorm), int(persistent), rep, lo ? "=" : "DIFFER", hh ? "=" : "DIFFER",
-                   ex ? "=" : "DIFFER", we ? "=" : "DIFFER", ac ? "=" : "DIFFER", xo ? "=" : "DIFFER");
-        }
+      const MoeDecodeRef again = moe_decode_three_kernels(x, dnw, dwr, dgu, dwd, wgu, wd, dt, E, H, I, k, renorm, s);
+      auto bits = [](const std::vector<float>& a, const std::vector<float>& b) {
+        return a.size() == b.size() && std::memcmp(a.data(), b.data(), a.size() * 4) == 0;
+      };
+      const bool same = bits(ref.logits, again.logits) && bits(ref.h, again.h) && ref.experts == again.experts &&
+                        bits(ref.weights, again.weights) && bits(ref.act, again.act) && bits(ref.x, again.x);
+      c.expect(ref.experts == ref.experts_cpu && eref < tol && same,
+               "decode MLP block %s E=%d H=%d I=%d k=%d renorm=%d: experts %s mlp rel_l2=%.2e; second launch %s",
+               dn(dt), E, H, I, k, int(renorm), ref.experts == ref.experts_cpu ? "= route_topk" : "DIFFER", eref,
+               same ? "bit-identical" : "DIFFERS");
     }
-  cuda::set_decode_persistent(saved);
 }
 
-// The decode GEMVs with persistent grids (several rows per warp, double-buffered) bit-identical to
-// the earlier grids, on shapes where warps walk 1 to ~10 rows, and against the CPU product.
-// The decode GEMV with the persistent grid on and off gives bit-identical results, each against the
-// CPU; x in the weights' dtype and in float32 (o_proj's attention input), with and without the RMSNorm
-// prologue; rows longer than one register buffer (4096, 4104, 13000 columns), fewer rows than warps.
+// The decode GEMV on a persistent grid (warps walk several rows, double-buffered) against the CPU
+// product; x in the weights' dtype and in float32 (o_proj's attention input), with and without the
+// RMSNorm prologue; rows longer than one register buffer (4096, 4104, 13000 columns), fewer rows than
+// warps. Each row's result does not depend on which warp, block or round computes it: the product
+// over slices of the rows (other grids, other row-to-warp assignments; 1 to ~10 rows a warp over the
+// shapes) is bit-identical to the whole product's rows, and so is a second launch.
 void test_gemv_persistent(Checks& c, cudaStream_t s) {
-  const bool saved = cuda::decode_persistent();
   for (DType dt : {DType::F32, DType::BF16})
     for (auto [rows, cols] : {std::pair{5120, 2048}, {2048, 4096}, {2048, 4104}, {100, 4096}, {3000, 3000},
                               {20011, 2048}, {1000, 776}, {9, 64}, {7, 13000}}) {
@@ -1152,42 +1124,41 @@ void test_gemv_persistent(Checks& c, cudaStream_t s) {
       linear(pool(), xr.data(), 1, Mat{w.data(), DType::F32, rows, cols}, ref.data());
       linear(pool(), x.data(), 1, Mat{w.data(), DType::F32, rows, cols}, ref_f.data());
       Dev dx(xr, dt), dxf(x, DType::F32), dnw(nw, DType::F32), dw(w, dt);
-      constexpr int kModes = 2;  // persistent grid off / on
-      std::vector<float> y[kModes][2], yf[kModes], yn[kModes];
-      for (int mode = 0; mode < kModes; mode++) {
-        cuda::set_decode_persistent(mode == 1);
-        for (int rep = 0; rep < 2; rep++) {
-          Dev yy = Dev::poisoned(size_t(rows), DType::F32);
-          cuda::gemv(dx.p(), dt, dw.p(), dt, rows, cols, yy.f(), false, s);
-          y[mode][rep] = yy.host();
-        }
-        Dev yy = Dev::poisoned(size_t(rows), DType::F32);
-        cuda::gemv(dxf.p(), DType::F32, dw.p(), dt, rows, cols, yy.f(), false, s);
-        yf[mode] = yy.host();
-        if (cols <= 12288) {
-          Dev yz = Dev::poisoned(size_t(rows), DType::F32);
-          cuda::gemv_rmsnorm(dxf.f(), dnw.f(), 1e-6f, dw.p(), dt, rows, cols, yz.f(), false, nullptr, s);
-          yn[mode] = yz.host();
-        }
-      }
-      auto bits = [](const std::vector<float>& a, const std::vector<float>& b) {
-        return a.size() == b.size() && std::memcmp(a.data(), b.data(), a.size() * 4) == 0;
+      const size_t es = dtype_size(dt);
+      // The whole product (twice), then slices [r0, r0 + n) of the rows: x in dt, x float32, RMSNorm.
+      auto run = [&](int kind, int64_t r0, int64_t n) {
+        const void* wp = static_cast<const char*>(dw.p()) + size_t(r0) * size_t(cols) * es;
+        Dev yy = Dev::poisoned(size_t(n), DType::F32);
+        if (kind == 0)
+          cuda::gemv(dx.p(), dt, wp, dt, n, cols, yy.f(), false, s);
+        else if (kind == 1)
+          cuda::gemv(dxf.p(), DType::F32, wp, dt, n, cols, yy.f(), false, s);
+        else
+          cuda::gemv_rmsnorm(dxf.f(), dnw.f(), 1e-6f, wp, dt, n, cols, yy.f(), false, nullptr, s);
+        return yy.host();
       };
-      const double e = rel_l2(y[kModes - 1][0].data(), ref.data(), ref.size());
-      const double ef = rel_l2(yf[kModes - 1].data(), ref_f.data(), ref_f.size());
-      bool same = true, same_f = true, same_n = true;
-      for (int mode = 0; mode < kModes; mode++) {
-        same &= bits(y[0][0], y[mode][0]) && bits(y[mode][0], y[mode][1]);
-        same_f &= bits(yf[0], yf[mode]);
-        same_n &= cols > 12288 || bits(yn[0], yn[mode]);
+      const bool norm = cols <= 12288;
+      std::vector<float> y = run(0, 0, rows), y2 = run(0, 0, rows), yf = run(1, 0, rows),
+                         yn = norm ? run(2, 0, rows) : std::vector<float>{};
+      bool same = std::memcmp(y.data(), y2.data(), y.size() * 4) == 0, same_f = true, same_n = true;
+      const int64_t n1 = std::max<int64_t>(1, rows / 3);
+      for (auto [r0, n] : {std::pair<int64_t, int64_t>{0, std::min<int64_t>(rows, 9)}, {rows - n1, n1},
+                           {rows / 2, std::max<int64_t>(1, (rows - rows / 2) / 2)}}) {
+        auto sub = [&](const std::vector<float>& whole, const std::vector<float>& part) {
+          return std::memcmp(whole.data() + r0, part.data(), size_t(n) * 4) == 0;
+        };
+        same &= sub(y, run(0, r0, n));
+        same_f &= sub(yf, run(1, r0, n));
+        if (norm) same_n &= sub(yn, run(2, r0, n));
       }
+      const double e = rel_l2(y.data(), ref.data(), ref.size());
+      const double ef = rel_l2(yf.data(), ref_f.data(), ref_f.size());
       c.expect(e < 1e-5 && ef < 1e-5 && same && same_f && same_n,
-               "gemv %s rows=%d cols=%d rel_l2=%.2e (x float32 %.2e); persistent grid on/off: gemv %s, "
+               "gemv %s rows=%d cols=%d rel_l2=%.2e (x float32 %.2e); row slices and a second launch: gemv %s, "
                "x float32 %s, gemv_rmsnorm %s",
                dn(dt), rows, cols, e, ef, same ? "bit-identical" : "DIFFERS", same_f ? "bit-identical" : "DIFFERS",
                same_n ? "bit-identical" : "DIFFERS");
     }
-  cuda::set_decode_persistent(saved);
 }
 
 int main(int argc, char** argv) {
@@ -1200,11 +1171,6 @@ int main(int argc, char** argv) {
       Checks c;
       test_attention_flash(c, ctx);
       return c.finish("test_cuda_kernels flash");
-    }
-    // The decode kernels' L2 prefetch mode (a hint: results must not depend on it); run once per mode.
-    if (const char* m = std::getenv("SEGPIPE_TEST_L2PF")) {
-      cuda::set_decode_l2_prefetch(std::atoi(m));
-      std::printf("decode L2 prefetch mode %d\n", cuda::decode_l2_prefetch());
     }
     Checks c;
     test_gemm(c, ctx);
@@ -1221,16 +1187,8 @@ int main(int argc, char** argv) {
     test_combine(c, ctx.stream());
     test_decode_kernels(c, ctx);
     test_attention_splits(c, ctx.stream());
-    test_route_in_experts(c, ctx);
+    test_moe_decode(c, ctx);
     test_gemv_persistent(c, ctx.stream());
-    // The earlier settings (one switch away) must still pass the same checks.
-    std::printf("earlier decode settings: attention split keys 0 (always 8 splits), earlier grids\n");
-    cuda::set_decode_attention_split_keys(0);
-    cuda::set_decode_persistent(false);
-    test_attention(c, ctx.stream());
-    test_decode_kernels(c, ctx);
-    cuda::set_decode_attention_split_keys(256);
-    cuda::set_decode_persistent(true);
     test_embed_convert(c, ctx.stream());
     test_greedy(c, ctx.stream());
     test_synthetic(c, ctx.stream());

@@ -4,14 +4,13 @@
 //   prefill of a long prompt in TFLOP/s against the measured bf16 cuBLAS GEMM rate.
 // usage: segpipe_bench_cuda [--preset NAME] [--layers N] [--dtype bfloat16|float32] [--prompt T]
 //                           [--decode N] [--json FILE] [--variants] [--only-decode]
-//   --variants: the decode benchmark (CUDA graph, then an eager phase profile) once per decode-kernel
-//   variant in this process (the defaults first and last; the gate/up kernel without its staging,
-//   and also with the attention's position read after the wait). --only-decode skips prefill and
-//   the GEMM/GEMV figures.
+//   --variants: the decode benchmark (CUDA graph, then a greedy chain on the device and an eager phase
+//   profile) twice in this process (the defaults, then again: the run-to-run spread); the decode
+//   kernels' earlier variants were removed on 2026-12-07 (third session), their figures are in
+//   docs/benchmarks-cuda.md. --only-decode skips prefill and the GEMM/GEMV figures.
 //   --read-ceiling: how fast one MoE layer's chosen experts' bytes are read alone (read_ceiling.h).
 //   --l2-probe: whether q/k/v weights asked into L2 survive the expert stream (l2_probe.h).
-//   --experts N: the preset with N routed experts. Decode switches: --prefetch-next MASK,
-//   --blocks-per-sm N (gemv.cuh).
+//   --experts N: the preset with N routed experts.
 //   --attention-only: only the flash attention kernel alone at T = --prompt (each variant, and the
 //   K/V conversions); --flash-variant V: the kernel the prefill uses (attention.cuh set_flash_variant).
 //   --prefill-only: the flash prefill alone (median of 9) and its phase profile (before/after A/Bs).
@@ -288,7 +287,7 @@ int main(int argc, char** argv) {
   bool ncu = false, read_ceiling = false, l2probe = false;
   cuda::MoeGroupedKernel moe_choice = cuda::MoeGroupedKernel::Auto;  // --moe-kernel auto|mma|wgmma
   bool host_grouped = false;  // MoE prefill through the host grouping and cuBLAS (A/B of moe_grouped.cuh)
-  bool variants = false, only_decode = false;  // decode once per switch setting of the decode kernels
+  bool variants = false, only_decode = false;  // the decode benchmark twice (defaults, again)
   bool attention_only = false;                 // only the flash attention kernel alone (flash_bench)
   bool prefill_only = false;                   // only the flash prefill: median of 9 and the phase profile
   for (int i = 1; i < argc; i++) {
@@ -326,19 +325,11 @@ int main(int argc, char** argv) {
     else if (a == "--attention-only") attention_only = true;
     else if (a == "--prefill-only") prefill_only = true;
     else if (a == "--flash-variant") cuda::set_flash_variant(std::atoi(next().c_str()));
-    else if (a == "--split-keys") cuda::set_decode_attention_split_keys(std::atoi(next().c_str()));
-    else if (a == "--route-in-experts") cuda::set_decode_route_in_experts(std::atoi(next().c_str()) != 0);
-    else if (a == "--persistent") cuda::set_decode_persistent(std::atoi(next().c_str()) != 0);
-    else if (a == "--l2pf") cuda::set_decode_l2_prefetch(std::atoi(next().c_str()));
-    else if (a == "--blocks-per-sm") cuda::set_decode_blocks_per_sm(std::atoi(next().c_str()));
-    else if (a == "--prefetch-next") cuda::set_decode_prefetch_next(std::atoi(next().c_str()));
     else {
       std::fprintf(stderr, "usage: segpipe_bench_cuda [--preset NAME] [--layers N] [--dtype D] [--prompt T] "
-                           "[--decode N] [--json FILE] [--variants] [--only-decode] [--split-keys N] "
-                           "[--route-in-experts 0|1] [--persistent 0|1] [--l2pf M] [--host-grouped] "
+                           "[--decode N] [--json FILE] [--variants] [--only-decode] [--host-grouped] "
                            "[--attention-only] [--flash-variant V] [--moe-kernel auto|mma|wgmma] [--wgmma-variant V] "
-                           "[--prefill-only] [--experts N] [--read-ceiling] [--l2-probe] [--prefetch-next MASK] "
-                           "[--blocks-per-sm N]\n");
+                           "[--prefill-only] [--experts N] [--read-ceiling] [--l2-probe]\n");
       return 2;
     }
   }
@@ -463,35 +454,12 @@ int main(int argc, char** argv) {
 
     if (variants) {
       // Decode after a 32-token prompt, CUDA graph (median of 3 runs of --decode steps), then 8
-      // eager steps with the phase profile, once per variant; the same runner and weights.
-      struct Variant {
-        const char* name;
-        int split_keys;
-        bool route_late, persistent;
-        int pf_next = 0;  // set_decode_prefetch_next's mask
-        int per_sm = 0;   // set_decode_blocks_per_sm
-        bool keep = false;  // set_decode_l2_keep, with the largest L2 set-aside
-        bool attn_early = true;  // set_decode_attention_early
-        bool stage = true;       // set_decode_gate_up_stage
-      };
-      const Variant vs[] = {{"defaults (pf o in attention + q/k/v in router)", 256, false, true, 9},
-                            {"gate/up unstaged", 256, false, true, 9, 0, false, true, false},
-                            {"gate/up unstaged, attention position after the wait", 256, false, true, 9, 0, false,
-                             false, false},
-                            {"defaults, again", 256, false, true, 9}};
+      // eager steps with the phase profile, twice; the same runner and weights.
+      const char* const runs_of[] = {"defaults", "defaults, again"};
       const int p0 = 32;
       std::printf("\n== decode variants: %s, %d layers, %s, card %s; %d steps after a %d-token prompt ==\n",
                   preset.c_str(), cfg.num_layers, dtype.c_str(), cuda::device_name(0).c_str(), decode, p0);
-      for (const Variant& v : vs) {
-        cuda::set_decode_attention_split_keys(v.split_keys);
-        cuda::set_decode_route_in_experts(v.route_late);
-        cuda::set_decode_persistent(v.persistent);
-        cuda::set_decode_blocks_per_sm(v.per_sm);
-        cuda::set_decode_prefetch_next(v.pf_next);
-        cuda::set_decode_l2_keep(v.keep);
-        cuda::set_decode_attention_early(v.attn_early);
-        cuda::set_decode_gate_up_stage(v.stage);
-        const uint64_t aside = cuda::l2_set_aside(v.keep ? ~uint64_t(0) : 0);
+      for (const char* name : runs_of) {
         runner->reset_graph();
         std::vector<double> runs;
         for (int rep = 0; rep < 3; rep++) {
@@ -514,22 +482,12 @@ int main(int argc, char** argv) {
           chain.push_back((now_ms() - a) / decode);
         }
         const auto phases = eager_decode_phases(*runner, ids, p0 + decode + 2);
-        std::printf("%-30s graph %7.3f ms/token (runs %.3f %.3f %.3f; L2 set aside %llu MiB), device chain %7.3f "
+        std::printf("%-30s graph %7.3f ms/token (runs %.3f %.3f %.3f), device chain %7.3f "
                     "(%.3f %.3f %.3f)  eager phases ms/token:",
-                    v.name, median(runs), runs[0], runs[1], runs[2], static_cast<unsigned long long>(aside >> 20),
-                    median(chain), chain[0], chain[1], chain[2]);
+                    name, median(runs), runs[0], runs[1], runs[2], median(chain), chain[0], chain[1], chain[2]);
         for (auto& [k, val] : phases) std::printf(" %s %.3f", k.c_str(), val);
         std::printf("\n");
       }
-      cuda::set_decode_attention_split_keys(256);
-      cuda::set_decode_route_in_experts(false);
-      cuda::set_decode_persistent(true);
-      cuda::set_decode_blocks_per_sm(0);
-      cuda::set_decode_prefetch_next(9);
-      cuda::set_decode_l2_keep(false);
-      cuda::set_decode_attention_early(true);
-      cuda::set_decode_gate_up_stage(true);
-      cuda::l2_set_aside(0);
       runner->reset_graph();
       if (only_decode) return 0;
     }
@@ -597,15 +555,13 @@ int main(int argc, char** argv) {
 
     // Decode after a 32-token prompt: eager, then with the CUDA graph; with the fused single-token
     // kernels (dec_ms) and with the library path they replace (lib_ms), same runner, same weights.
-    // Modes: 2 = library path, 1 = fused kernels without overlap (no programmatic dependent launch, no
-    // L2 prefetch), 0 = fused kernels with overlap (the default).
+    // Modes: 1 = library path, 0 = fused kernels (the default).
     const int p0 = 32;
-    double dec_ms[2], lib_ms[2], noov_ms[2];
-    for (int mode = 2; mode >= 0; mode--) {
-    cuda::set_fused_decode(mode <= 1);
-    cuda::set_decode_overlap(mode == 0);
+    double dec_ms[2], lib_ms[2];
+    for (int mode = 1; mode >= 0; mode--) {
+    cuda::set_fused_decode(mode == 0);
     runner->reset_graph();
-    double* out_ms = mode == 0 ? dec_ms : mode == 1 ? noov_ms : lib_ms;
+    double* out_ms = mode == 0 ? dec_ms : lib_ms;
     for (int graphs = 0; graphs < 2; graphs++) {
       auto r = runner.get();
       r->step_device(ids.data(), p0, 0, false);
@@ -648,22 +604,6 @@ int main(int argc, char** argv) {
       }
       generate_ms = median(g);
     }
-    // The decode kernels' L2 prefetch modes (gemv.cuh), fused kernels with overlap, CUDA graph.
-    double pf_ms[3] = {0, 0, 0};
-    const int pf_default = cuda::decode_l2_prefetch();
-    for (int m = 0; m < 3; m++) {
-      cuda::set_decode_l2_prefetch(m);
-      runner->reset_graph();
-      runner->step_device(ids.data(), p0, 0, false);
-      double a = 0;
-      for (int i = 0; i < decode + 2; i++) {
-        if (i == 2) a = now_ms();
-        int32_t tok = ids[size_t((i * 7) % 64)];
-        runner->step_device(&tok, 1, p0 + i, false);
-      }
-      pf_ms[m] = (now_ms() - a) / decode;
-    }
-    cuda::set_decode_l2_prefetch(pf_default);
     runner->reset_graph();
     const auto decode_phases = eager_decode_phases(*runner, ids, p0 + decode + 2);
     // A single-token product through cuBLAS (the q/k/v projection's shape): achieved bandwidth.
@@ -757,13 +697,6 @@ int main(int argc, char** argv) {
                 1e3 / chain_ms, floor_ms / chain_ms);
     std::printf("decode as segpipe generate %9.3f ms/token %8.1f tokens/s  = %.2f of the floor (%.3f of the chain)\n",
                 generate_ms, 1e3 / generate_ms, floor_ms / generate_ms, chain_ms / generate_ms);
-    for (int m = 0; m < 3; m++)
-      std::printf("decode graph, L2 prefetch mode %d %7.3f ms/token %8.1f tokens/s  = %.2f of the floor%s\n", m,
-                  pf_ms[m], 1e3 / pf_ms[m], floor_ms / pf_ms[m], m == pf_default ? " (default)" : "");
-    std::printf("decode eager, no overlap  %10.3f ms/token %8.1f tokens/s  = %.2f of the floor\n", noov_ms[0],
-                1e3 / noov_ms[0], floor_ms / noov_ms[0]);
-    std::printf("decode graph, no overlap  %10.3f ms/token %8.1f tokens/s  = %.2f of the floor\n", noov_ms[1],
-                1e3 / noov_ms[1], floor_ms / noov_ms[1]);
     std::printf("decode eager, library path %10.3f ms/token %8.1f tokens/s  = %.2f of the floor\n", lib_ms[0],
                 1e3 / lib_ms[0], floor_ms / lib_ms[0]);
     std::printf("decode graph, library path %10.3f ms/token %8.1f tokens/s  = %.2f of the floor\n", lib_ms[1],
@@ -783,7 +716,7 @@ int main(int argc, char** argv) {
         << ",\"prefill_tokens\":" << prompt << ",\"prefill_ms\":" << prefill_ms
         << ",\"prefill_tflops\":" << prefill_tflops << ",\"prefill_ms_cublas_attention\":" << prefill_ms_cublas
         << ",\"prefill_ms_flash_first_kernel\":" << prefill_ms_flash1 << ",\"flash_alone_us\":" << fb.ms[cuda::flash_variant()] * 1e3 << ",\"flash_variant\":" << cuda::flash_variant()
-        << ",\"decode_ms_eager_no_overlap\":" << noov_ms[0] << ",\"decode_ms_graph_no_overlap\":" << noov_ms[1] << ",\"decode_tokens\":" << decode
+        << ",\"decode_tokens\":" << decode
         << ",\"decode_ms_eager\":" << dec_ms[0] << ",\"decode_ms_graph\":" << dec_ms[1]
         << ",\"decode_ms_greedy_chain\":" << chain_ms << ",\"decode_ms_generate\":" << generate_ms
         << ",\"decode_ms_eager_library\":" << lib_ms[0] << ",\"decode_ms_graph_library\":" << lib_ms[1]

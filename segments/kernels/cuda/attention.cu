@@ -1,5 +1,3 @@
-#include <atomic>
-
 #include "segments/kernels/cuda/attention.cuh"
 #include "segments/kernels/cuda/attention_decode_common.cuh"
 #include "segments/kernels/cuda/check.h"
@@ -15,6 +13,10 @@ namespace {
 constexpr int kWarps = kDecodeWarps;  // decode: many keys in flight per (head, token)
 constexpr int kMaxPerLane = kDecodeMaxPerLane;  // head_dim <= 256
 constexpr int kSplitBlocks = 8;  // decode: blocks per head
+// Decode: keys per split (the split count ceil((pos + 1) / kSplitKeys), at most kSplitBlocks). 256
+// against 64 and 0 (always 8 splits): 3.40 against 3.56 and 3.90 ms/token on an H100
+// (docs/benchmarks-cuda.md); the setting was a switch until 2026-12-07 (third session).
+constexpr int kSplitKeys = 256;
 
 // One block per (head, token): decode, and short prefills. Each warp walks every kWarps-th key with an online softmax (running
 // max and sum, rescaled accumulator); the warps' partial results are merged at the end. Lane l
@@ -85,8 +87,7 @@ __global__ void attention_kernel(const float* __restrict__ q, const int32_t* __r
 // Decode (one token), the keys split over up to kSplitBlocks blocks per head: the grid always has
 // kSplitBlocks blocks per head (the graph is captured once and replayed at every position), and the
 // split count n_split is chosen in the kernel from the device-side position: ceil((p + 1) /
-// split_keys) capped at kSplitBlocks (split_keys 0: always kSplitBlocks, the earlier behaviour).
-// Blocks sp >= n_split leave at once after the wait. Block (h, sp) takes keys
+// kSplitKeys) capped at kSplitBlocks. Blocks sp >= n_split leave at once after the wait. Block (h, sp) takes keys
 // j = (sp + n_split i) kWarps + warp, one per warp per round; each warp issues the K and V rows of
 // kBatch such keys before it uses the first (the loads of a round overlap instead of forming one
 // memory round trip per key) and then updates its online softmax key by key in ascending j, so the
@@ -107,8 +108,7 @@ template <typename O, bool kRope, int kPer>
 __global__ void __launch_bounds__(kWarps * 32) attention_split_kernel(
     const float* __restrict__ q, const int32_t* __restrict__ d_pos0, int nh, int nkv, int hd, float* kc, float* vc,
     float scale, O* __restrict__ out, float* part, unsigned* counters, const float* __restrict__ qn,
-    const float* __restrict__ kn, float eps, const float* __restrict__ inv_freq, const void* pf, uint64_t pf_bytes,
-    int split_keys, bool early) {
+    const float* __restrict__ kn, float eps, const float* __restrict__ inv_freq, const void* pf, uint64_t pf_bytes) {
   __shared__ DecodeHeadSmem sm;
   __shared__ bool last;
   const int h = blockIdx.x, sp = blockIdx.y;
@@ -120,27 +120,17 @@ __global__ void __launch_bounds__(kWarps * 32) attention_split_kernel(
     prefetch_l1_block(kn, uint64_t(hd) * sizeof(float));
     prefetch_l1_block(inv_freq, uint64_t(hd / 2) * sizeof(float));
   }
-  // The position, and with it the split and the first cache rows, before the wait (`early`): the
-  // position is written before the step's first kernel (a copy, or the greedy kernel of the step
-  // before), never by the kernels this one waits for; otherwise after it, one round trip later.
-  auto splits = [&](int64_t pos) {
-    if (split_keys <= 0) return kSplitBlocks;
-    const int64_t want = (pos + split_keys) / split_keys;  // ceil((pos + 1) / split_keys), pos >= 0
-    return want < kSplitBlocks ? int(want) : kSplitBlocks;
-  };
-  int64_t p = 0;
-  int n_split = kSplitBlocks;
-  if (early) {
-    p = int64_t(*d_pos0);
-    n_split = splits(p);
-    if (sp < n_split) decode_keys_prefetch<kPer>(kc, vc, kvd, g, hd, p, sp, n_split);
-  }
+  // The position, and with it the split and the first cache rows, before the wait: the position is
+  // written before the step's first kernel (a copy, or the greedy kernel of the step before), never by
+  // the kernels this one waits for. (Reading it after the wait, one round trip later, was slower:
+  // 3.379 against 3.401 ms/token on an H100, docs/benchmarks-cuda.md; removed on 2026-12-07, third
+  // session.)
+  const int64_t p = int64_t(*d_pos0);
+  const int64_t want = (p + kSplitKeys) / kSplitKeys;  // ceil((p + 1) / kSplitKeys), p >= 0
+  const int n_split = want < kSplitBlocks ? int(want) : kSplitBlocks;
+  if (sp < n_split) decode_keys_prefetch<kPer>(kc, vc, kvd, g, hd, p, sp, n_split);
   pdl_wait();
   pdl_trigger();
-  if (!early) {
-    p = int64_t(*d_pos0);
-    n_split = splits(p);
-  }
   if (sp >= n_split) return;  // uniform per block: no barrier below is skipped by part of it
   const float* qv = q + int64_t(h) * hd;
   if constexpr (kRope) {
@@ -269,19 +259,6 @@ size_t attention_decode_scratch_floats(const AttnShape& s) {
 }
 
 namespace {
-std::atomic<int> g_split_keys{256};
-}  // namespace
-
-namespace {
-std::atomic<bool> g_attention_early{true};
-}  // namespace
-void set_decode_attention_early(bool on) { g_attention_early.store(on); }
-bool decode_attention_early() { return g_attention_early.load(std::memory_order_relaxed); }
-
-void set_decode_attention_split_keys(int keys) { g_split_keys.store(keys < 0 ? 0 : keys); }
-int decode_attention_split_keys() { return g_split_keys.load(std::memory_order_relaxed); }
-
-namespace {
 
 template <bool kRope>
 void launch_split(const float* q, const int32_t* d_pos0, const AttnShape& s, float* k_cache, float* v_cache,
@@ -289,19 +266,17 @@ void launch_split(const float* q, const int32_t* d_pos0, const AttnShape& s, flo
                   const float* k_norm, float eps, const float* inv_freq, const void* prefetch,
                   uint64_t prefetch_bytes, cudaStream_t st) {
   const dim3 grid(static_cast<unsigned>(s.num_heads), kSplitBlocks);
-  const int sk = decode_attention_split_keys();
-  const bool early = decode_attention_early();
   SEGPIPE_DISPATCH_FB(ot, O, {
     if (s.head_dim <= 128)
       SEGPIPE_CUDA_CHECK(launch_pdl(attention_split_kernel<O, kRope, 4>, grid, dim3(kWarps * 32), 0, st, q, d_pos0,
                                     s.num_heads, s.num_kv_heads, s.head_dim, k_cache, v_cache, scale,
                                     static_cast<O*>(out), scratch, counters, q_norm, k_norm, eps, inv_freq, prefetch,
-                                    prefetch_bytes, sk, early));
+                                    prefetch_bytes));
     else
       SEGPIPE_CUDA_CHECK(launch_pdl(attention_split_kernel<O, kRope, kMaxPerLane>, grid, dim3(kWarps * 32), 0, st, q,
                                     d_pos0, s.num_heads, s.num_kv_heads, s.head_dim, k_cache, v_cache, scale,
                                     static_cast<O*>(out), scratch, counters, q_norm, k_norm, eps, inv_freq, prefetch,
-                                    prefetch_bytes, sk, early));
+                                    prefetch_bytes));
   });
   if (kRope)
     SEGPIPE_CUDA_LAUNCH_CHECK("attention_split_kernel (rope)");

@@ -27,22 +27,14 @@ void attention(const float* q, int64_t T, const int32_t* d_pos0, const AttnShape
 // attention_decode_scratch_floats(s) floats; counters: num_heads unsigneds, zero before the first
 // call (each call leaves them zero).
 size_t attention_decode_scratch_floats(const AttnShape& s);
-// How many blocks per head the decode attention splits the keys over, chosen in the kernel from the
-// device-side position (so one captured graph serves every position): ceil((pos + 1) / keys),
-// at most 8; one split writes the output directly (no partials, counter or merge). keys 0: always 8
-// (the behaviour before). Process-wide, default 256; graphs captured under one setting must be
-// re-captured after a change. Outputs are deterministic for a given (position, setting); different
-// split counts sum in different groupings (not bit-identical to each other).
-void set_decode_attention_split_keys(int keys);
-int decode_attention_split_keys();
-// The decode attention reads the position before it waits for its inputs and asks L1 for each warp's
-// first batch of cache rows then (rows of earlier steps): two memory round trips out of its dependent
-// chain. It requires that d_pos0 is written before the step's first kernel (a copy, or a kernel at least
-// two launches earlier, as greedy_next_token of the step before), never by the kernel it waits for.
-// Off: both after the wait (the earlier kernel). Bit-identical either way; process-wide, on by
-// default; graphs must be re-captured after a change.
-void set_decode_attention_early(bool on);
-bool decode_attention_early();
+// The decode attention splits the keys over ceil((pos + 1) / 256) blocks per head, at most 8, chosen
+// in the kernel from the device-side position (so one captured graph serves every position); one
+// split writes the output directly (no partials, counter or merge). Outputs are deterministic for a
+// given position; different split counts sum in different groupings. It reads the position before it
+// waits for its inputs and asks L1 for each warp's first batch of cache rows then (rows of earlier
+// steps): two memory round trips out of its dependent chain. This requires that d_pos0 is written
+// before the step's first kernel (a copy, or a kernel at least two launches earlier, as
+// greedy_next_token of the step before), never by the kernel it waits for.
 void attention_decode(const float* q, const int32_t* d_pos0, const AttnShape& s, const float* k_cache,
                       const float* v_cache, float scale, void* out, DType ot, float* scratch, unsigned* counters,
                       cudaStream_t st);

@@ -1,5 +1,7 @@
 // Kernel launches with the programmatic-dependent-launch attribute (see pdl_wait in common.cuh);
-// included from .cu files only. decode_overlap() (gemv.cuh) switches the attribute off for A/B runs.
+// included from .cu files only. Always on: the decode step without it (no overlap, no L2 prefetch of
+// the next weights) was slower, 3.825 against 3.697 ms/token on an H200 (docs/benchmarks-cuda.md,
+// "Third session"); that switch was removed on 2026-12-07 (third session).
 #pragma once
 #include <cuda_runtime.h>
 
@@ -16,7 +18,7 @@ cudaError_t launch_pdl(void (*kernel)(KArgs...), dim3 grid, dim3 block, size_t s
                        Args&&... args) {
   cudaLaunchAttribute attr[1];
   attr[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
-  attr[0].val.programmaticStreamSerializationAllowed = decode_overlap() ? 1 : 0;
+  attr[0].val.programmaticStreamSerializationAllowed = 1;
   cudaLaunchConfig_t cfg{};
   cfg.gridDim = grid;
   cfg.blockDim = block;
@@ -30,8 +32,8 @@ cudaError_t launch_pdl(void (*kernel)(KArgs...), dim3 grid, dim3 block, size_t s
 // Multiprocessors of the current device (queried once per process).
 int sm_count();
 
-// Persistent grids for the decode kernels (set_decode_persistent): as many blocks of `kernel` as are
-// resident at once (SM count x blocks per SM at this block size and dynamic shared memory), at most
+// Persistent grids for the decode kernels: as many blocks of `kernel` as are resident at once (SM
+// count x blocks per SM at this block size and dynamic shared memory, every block that fits), at most
 // `want`. The occupancy is queried once per kernel and shared-memory size (a few sizes per kernel).
 template <typename K>
 unsigned resident_grid(K kernel, int threads, size_t smem, int64_t want) {
@@ -52,8 +54,7 @@ unsigned resident_grid(K kernel, int threads, size_t smem, int64_t want) {
     if (per_sm < 1) per_sm = 1;
     if (used < 8) cache[used++] = {reinterpret_cast<const void*>(kernel), smem, per_sm};
   }
-  const int cap = decode_blocks_per_sm();
-  const int64_t n = int64_t(sm_count()) * (cap > 0 && cap < per_sm ? cap : per_sm);
+  const int64_t n = int64_t(sm_count()) * per_sm;
   return static_cast<unsigned>(want < n ? (want < 1 ? 1 : want) : n);
 }
 

@@ -1,5 +1,3 @@
-#include <atomic>
-
 #include "segments/kernels/cuda/check.h"
 #include "segments/kernels/cuda/common.cuh"
 #include "segments/kernels/cuda/gemv_common.cuh"
@@ -16,29 +14,18 @@ constexpr int kWarps = 8;  // rows per block in the GEMVs
 // Work item (g, s) = 8 output rows (row group g) of slot s; one warp per row (gate and up row
 // together, all of both rows' first 8 chunks in flight at once), 16-byte streaming loads of the
 // weights and 16-byte loads of the token's x (shared through L1 by the block's warps; no staging).
-// Blocks walk the items g + n_groups s in steps of gridDim.x (one item per block where the grid
-// has one block per item; fewer, resident blocks with set_decode_persistent). Each item's blocks
-// also ask L2 for the slot's expert down-projection (wd_pf, optional): the down kernel then reads it
-// from L2 while the memory streams the next weights.
+// Blocks walk the items g + n_groups s in steps of gridDim.x (a persistent grid: as many blocks as
+// are resident at once, resident_grid).
 //
-// logits (optional, one token: S == k): the expert ids come from routing these router logits in
-// the block itself (route_warp: route_topk's code and bits) rather than from `experts`; block 0
-// writes the routing to e_out / w_out for the kernels and observers after it.
-//
-// kStage (one token, S == k, no logits): the block reads the k expert ids and the token's row into
+// kStage (one token, S == k): the block reads the k expert ids and the token's row into
 // shared memory right after the wait, both loads in one round trip, before any weight load; the rows
 // then read x from shared memory (the same values: the same bits).
 template <typename T, bool kStage>
 __global__ void __launch_bounds__(kWarps * 32) gate_up_gemv_kernel(const T* __restrict__ x, int k,
                                                                    const int32_t* __restrict__ experts, int e0,
                                                                    int e1, const T* __restrict__ wgu, int64_t I,
-                                                                   int64_t H, T* __restrict__ act,
-                                                                   const T* __restrict__ wd_pf, int pfm, int64_t S,
-                                                                   const float* __restrict__ logits, int E,
-                                                                   bool renorm, int32_t* __restrict__ e_out,
-                                                                   float* __restrict__ w_out) {
+                                                                   int64_t H, T* __restrict__ act, int64_t S) {
   __shared__ int32_t s_e[32];
-  __shared__ float s_w[32];
   extern __shared__ __align__(16) unsigned char s_x_raw[];
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
   pdl_wait();
@@ -54,30 +41,11 @@ __global__ void __launch_bounds__(kWarps * 32) gate_up_gemv_kernel(const T* __re
     }
     __syncthreads();
   }
-  if (logits) {
-    if (warp == 0) route_warp<true>(logits, E, k, renorm, s_e, s_w, lane);
-    __syncthreads();
-    if (blockIdx.x == 0 && threadIdx.x < k) {
-      e_out[threadIdx.x] = s_e[threadIdx.x];
-      w_out[threadIdx.x] = s_w[threadIdx.x];
-    }
-  }
   const int64_t n_groups = (I + kWarps - 1) / kWarps;
   for (int64_t item = blockIdx.x; item < n_groups * S; item += gridDim.x) {
     const int64_t s = item / n_groups, grp = item % n_groups;
-    const int e = (logits || kStage) ? s_e[s] : experts[s];
+    const int e = kStage ? s_e[s] : experts[s];
     if (e < e0 || e > e1) continue;  // uniform per block
-    if (pfm == 1) {
-      prefetch_l2_share(wgu + int64_t(e - e0) * 2 * I * H, uint64_t(2 * I * H) * sizeof(T), unsigned(grp),
-                        unsigned(n_groups));
-    } else if (pfm == 2 && threadIdx.x == 0) {
-      const int64_t i0 = grp * kWarps, nr = min(int64_t(kWarps), I - i0);
-      prefetch_l2(wgu + (int64_t(e - e0) * 2 * I + i0) * H, uint64_t(nr * H) * sizeof(T));
-      prefetch_l2(wgu + (int64_t(e - e0) * 2 * I + I + i0) * H, uint64_t(nr * H) * sizeof(T));
-    }
-    if (wd_pf)
-      prefetch_l2_share(wd_pf + int64_t(e - e0) * H * I, uint64_t(H * I) * sizeof(T), unsigned(grp),
-                        unsigned(n_groups));
     const int64_t i = grp * kWarps + warp;
     if (i >= I) continue;
     const T* wg = wgu + (int64_t(e - e0) * 2 * I + i) * H;
@@ -130,12 +98,10 @@ __global__ void down_gemv_kernel(const T* __restrict__ act, const int32_t* __res
 // Decode, one token, all k slots local: x[r] += sum over the slots in ascending expert id of
 // weights[j] * (W_down[e_j][r, :] · act[j]), each slot's product computed exactly as down_gemv_kernel
 // computes it and added in combine_kernel's order, so the result equals down + combine bit for bit.
-// One block per kDownRows output rows (blocks walk the row groups in steps of gridDim.x where the grid
-// is persistent), warp j computes slot j for each of them: the weight chunks of all its rows are
-// loaded before any is used, and, for the block's first group, before pdl_wait() (the expert ids
-// come from the router, complete once the gate/up kernel is past its own wait, read past L1; with
-// `logits` the block routes them itself, route_warp: the router kernel that wrote them has completed
-// by then too). pf (optional): the next kernel's weights, asked into L2.
+// One block per kDownRows output rows (blocks walk the row groups in steps of gridDim.x: a persistent
+// grid), warp j computes slot j for each of them: the weight chunks of all its rows are loaded before
+// any is used, and, for the block's first group, before pdl_wait() (the expert ids come from the
+// router, complete once the gate/up kernel is past its own wait, read past L1).
 constexpr int kFusedMaxK = 8;
 constexpr int kDownRows = 4;
 constexpr int kDownChunks = 4;  // chunks of 8 per lane held per row: rows of up to 1024 in one round
@@ -144,39 +110,21 @@ __global__ void __launch_bounds__(kFusedMaxK * 32) down_combine_kernel(const T* 
                                                                        const int32_t* __restrict__ experts,
                                                                        const float* __restrict__ weights, int k,
                                                                        const T* __restrict__ wd, int64_t I, int64_t H,
-                                                                       float* __restrict__ x, const void* pf,
-                                                                       uint64_t pf_bytes, int pfm,
-                                                                       const float* __restrict__ logits, int E,
-                                                                       bool renorm) {
+                                                                       float* __restrict__ x) {
   __shared__ float slot[kDownRows][kFusedMaxK];
   __shared__ int32_t s_e[32];
-  __shared__ float s_w[32];
   __shared__ int s_order[kFusedMaxK];
   const int j = threadIdx.x / 32, lane = threadIdx.x % 32;
-  if (logits) {
-    if (j == 0) route_warp<true>(logits, E, k, renorm, s_e, s_w, lane);
-  } else if (threadIdx.x < k) {
-    s_e[threadIdx.x] = __ldcg(experts + threadIdx.x);
-  }
+  if (threadIdx.x < k) s_e[threadIdx.x] = __ldcg(experts + threadIdx.x);
   __syncthreads();
   if (threadIdx.x == 0) ascending_slots(s_e, k, s_order);
   __syncthreads();
   const int64_t n_groups = (H + kDownRows - 1) / kDownRows;
   const T* w = j < k ? wd + int64_t(s_e[j]) * H * I : nullptr;
-  prefetch_l2_share(pf, pf_bytes, blockIdx.x, gridDim.x);
   bool waited = false;
 #pragma unroll 1
   for (int64_t grp = blockIdx.x; grp < n_groups; grp += gridDim.x) {
     const int64_t r0 = grp * kDownRows;
-    if (pfm != 0 && lane == 0 && j < k) {  // warp j's lane 0: its expert's rows
-      if (pfm == 1) {
-        const uint64_t bytes = uint64_t(H * I) * sizeof(T);
-        const uint64_t per = ((bytes + n_groups - 1) / n_groups + 15) & ~uint64_t(15), b0 = uint64_t(grp) * per;
-        if (b0 < bytes) prefetch_l2(reinterpret_cast<const char*>(w) + b0, bytes - b0 < per ? bytes - b0 : per);
-      } else {
-        prefetch_l2(w + r0 * I, uint64_t(min(int64_t(kDownRows), H - r0) * I) * sizeof(T));
-      }
-    }
     Chunk8<T> pre[kDownRows][kDownChunks];
     if (j < k) {
 #pragma unroll
@@ -194,7 +142,7 @@ __global__ void __launch_bounds__(kFusedMaxK * 32) down_combine_kernel(const T* 
     }
     if (j < k) {
       const T* aj = act + int64_t(j) * I;
-      const float wj = logits ? s_w[j] : weights[j];
+      const float wj = weights[j];
 #pragma unroll
       for (int rr = 0; rr < kDownRows; rr++) {
         if (r0 + rr >= H) break;
@@ -301,20 +249,16 @@ __global__ void combine_bf16_kernel(const bf16* __restrict__ slots, const int32_
 namespace {
 
 void launch_gate_up(const void* x, int64_t S, int k, const int32_t* experts, int e0, int e1, const void* w_gate_up,
-                    DType dt, int64_t I, int64_t H, void* act, cudaStream_t s, const void* w_down_prefetch,
-                    const float* logits, int E, bool renorm, int32_t* e_out, float* w_out) {
+                    DType dt, int64_t I, int64_t H, void* act, cudaStream_t s) {
   const int64_t items = int64_t(div_up(I, kWarps)) * S;
   // (the staged row within the 48 KB of dynamic shared memory a launch gets without opting in)
-  const bool stage = decode_gate_up_stage() && !logits && S == k && k <= 32 && H * 4 <= 48 * 1024;
+  const bool stage = S == k && k <= 32 && H * 4 <= 48 * 1024;
   SEGPIPE_DISPATCH_FB(dt, T, {
     auto kernel = stage ? gate_up_gemv_kernel<T, true> : gate_up_gemv_kernel<T, false>;
     const size_t smem = stage ? size_t(H) * sizeof(float) : 0;
-    const unsigned grid = decode_persistent() ? resident_grid(kernel, kWarps * 32, smem, items)
-                                              : static_cast<unsigned>(items);
-    SEGPIPE_CUDA_CHECK(launch_pdl(kernel, dim3(grid), dim3(kWarps * 32), smem, s,
-                                  static_cast<const T*>(x), k, experts, e0, e1, static_cast<const T*>(w_gate_up), I,
-                                  H, static_cast<T*>(act), static_cast<const T*>(w_down_prefetch),
-                                  decode_overlap() ? decode_l2_prefetch() : 0, S, logits, E, renorm, e_out, w_out));
+    const unsigned grid = resident_grid(kernel, kWarps * 32, smem, items);
+    SEGPIPE_CUDA_CHECK(launch_pdl(kernel, dim3(grid), dim3(kWarps * 32), smem, s, static_cast<const T*>(x), k,
+                                  experts, e0, e1, static_cast<const T*>(w_gate_up), I, H, static_cast<T*>(act), S));
   });
   SEGPIPE_CUDA_LAUNCH_CHECK("gate_up_gemv_kernel");
 }
@@ -322,20 +266,10 @@ void launch_gate_up(const void* x, int64_t S, int k, const int32_t* experts, int
 }  // namespace
 
 void moe_gate_up_gemv(const void* x, int64_t S, int k, const int32_t* experts, int e0, int e1, const void* w_gate_up,
-                      DType dt, int64_t I, int64_t H, void* act, cudaStream_t s, const void* w_down_prefetch) {
+                      DType dt, int64_t I, int64_t H, void* act, cudaStream_t s) {
   SEGPIPE_ASSERT_MSG(H % 8 == 0 && I % 8 == 0, "expert GEMV: hidden and expert sizes must be multiples of 8");
   if (S == 0) return;
-  launch_gate_up(x, S, k, experts, e0, e1, w_gate_up, dt, I, H, act, s, w_down_prefetch, nullptr, 0, false, nullptr,
-                 nullptr);
-}
-
-void moe_gate_up_gemv_route(const void* x, int k, const float* logits, int E, bool renormalize, int32_t* experts,
-                            float* weights, const void* w_gate_up, DType dt, int64_t I, int64_t H, void* act,
-                            cudaStream_t s, const void* w_down_prefetch) {
-  SEGPIPE_ASSERT_MSG(H % 8 == 0 && I % 8 == 0, "expert GEMV: hidden and expert sizes must be multiples of 8");
-  SEGPIPE_ASSERT(E >= 1 && E <= 32 * kRouteMaxPerLane && k >= 1 && k <= E && k <= 32);
-  launch_gate_up(x, k, k, nullptr, 0, E - 1, w_gate_up, dt, I, H, act, s, w_down_prefetch, logits, E, renormalize,
-                 experts, weights);
+  launch_gate_up(x, S, k, experts, e0, e1, w_gate_up, dt, I, H, act, s);
 }
 
 void moe_down_gemv(const void* act, int64_t S, const int32_t* experts, const float* weights, int e0, int e1,
@@ -390,26 +324,15 @@ void moe_combine_add(const void* slots, DType slot_dt, const int32_t* experts, i
 
 bool moe_down_combine_fits(int k) { return k >= 1 && k <= kFusedMaxK; }
 
-namespace {
-std::atomic<bool> g_gate_up_stage{true};
-}  // namespace
-void set_decode_gate_up_stage(bool on) { g_gate_up_stage.store(on); }
-bool decode_gate_up_stage() { return g_gate_up_stage.load(std::memory_order_relaxed); }
-
 void moe_down_combine(const void* act, int k, const int32_t* experts, const float* weights, const void* w_down,
-                      DType dt, int64_t I, int64_t H, float* x, cudaStream_t s, const void* prefetch,
-                      uint64_t prefetch_bytes, const float* logits, int E, bool renormalize) {
+                      DType dt, int64_t I, int64_t H, float* x, cudaStream_t s) {
   SEGPIPE_ASSERT_MSG(H % 8 == 0 && I % 8 == 0 && moe_down_combine_fits(k), "moe_down_combine: shape");
-  SEGPIPE_ASSERT(!logits || (E >= 1 && E <= 32 * kRouteMaxPerLane && k <= E));
   const int64_t groups = div_up(H, kDownRows);
   SEGPIPE_DISPATCH_FB(dt, T, {
-    const unsigned grid = decode_persistent()
-                              ? resident_grid(down_combine_kernel<T>, kFusedMaxK * 32, 0, groups)
-                              : static_cast<unsigned>(groups);
+    const unsigned grid = resident_grid(down_combine_kernel<T>, kFusedMaxK * 32, 0, groups);
     SEGPIPE_CUDA_CHECK(launch_pdl(down_combine_kernel<T>, dim3(grid), dim3(kFusedMaxK * 32), 0, s,
                                   static_cast<const T*>(act), experts, weights, k, static_cast<const T*>(w_down), I,
-                                  H, x, prefetch, prefetch_bytes, decode_overlap() ? decode_l2_prefetch() : 0, logits,
-                                  E, renormalize));
+                                  H, x));
   });
   SEGPIPE_CUDA_LAUNCH_CHECK("down_combine_kernel");
 }

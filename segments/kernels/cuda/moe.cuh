@@ -18,17 +18,12 @@
 namespace segpipe::cuda {
 
 // Decode path. x: [S / k, H] in dt; act: [S, I] in dt (scratch, consumed by moe_down_gemv).
-// w_down_prefetch (optional): the bank's down weights [n, H, I]; the chosen experts' matrices are
-// asked into L2 for the down kernel that follows.
+// For one token (S == k) the kernel stages the expert ids and the token's row in shared memory right
+// after the wait (one round trip for both, before any weight load) instead of reading them per item:
+// the same bits; 3.335-3.343 -> 3.276-3.280 ms/token on an H100 (docs/benchmarks-cuda.md; the
+// unstaged one-token path was a switch until 2026-12-07, third session).
 void moe_gate_up_gemv(const void* x, int64_t S, int k, const int32_t* experts, int e0, int e1, const void* w_gate_up,
-                      DType dt, int64_t I, int64_t H, void* act, cudaStream_t s,
-                      const void* w_down_prefetch = nullptr);
-// The same for one token (S = k) of a bank of all E experts, the routing done in the kernel: every
-// block routes the router logits [E] itself (softmax, top-k, optional renormalization: route_topk's
-// code, the same bits) and one block writes the result to experts / weights [k].
-void moe_gate_up_gemv_route(const void* x, int k, const float* logits, int E, bool renormalize, int32_t* experts,
-                            float* weights, const void* w_gate_up, DType dt, int64_t I, int64_t H, void* act,
-                            cudaStream_t s, const void* w_down_prefetch = nullptr);
+                      DType dt, int64_t I, int64_t H, void* act, cudaStream_t s);
 // slots: [S, H] float32; rows of slots whose expert is outside [e0, e1] are not written.
 void moe_down_gemv(const void* act, int64_t S, const int32_t* experts, const float* weights, int e0, int e1,
                    const void* w_down, DType dt, int64_t I, int64_t H, float* slots, cudaStream_t s);
@@ -37,18 +32,8 @@ void moe_down_gemv(const void* act, int64_t S, const int32_t* experts, const flo
 // every expert): x[:] += the k weighted down products added in ascending expert id, in one kernel
 // (moe_down_gemv + moe_combine_add bit for bit). act: [k, I] from moe_gate_up_gemv.
 bool moe_down_combine_fits(int k);
-// prefetch (optional): prefetch_bytes of the next kernel's weights asked into L2. logits (optional,
-// [E]): route them in the kernel (as moe_gate_up_gemv_route) instead of reading experts / weights,
-// so that the kernel can load its weights before the gate/up kernel it follows has written them.
 void moe_down_combine(const void* act, int k, const int32_t* experts, const float* weights, const void* w_down,
-                      DType dt, int64_t I, int64_t H, float* x, cudaStream_t s, const void* prefetch = nullptr,
-                      uint64_t prefetch_bytes = 0, const float* logits = nullptr, int E = 0,
-                      bool renormalize = false);
-// moe_gate_up_gemv for one token (S == k) stages the expert ids and the token's row in shared memory
-// right after the wait (one round trip for both, before any weight load) instead of reading them per
-// item. The same bits either way; process-wide, on by default; graphs must be re-captured.
-void set_decode_gate_up_stage(bool on);
-bool decode_gate_up_stage();
+                      DType dt, int64_t I, int64_t H, float* x, cudaStream_t s);
 
 // Prefill path. xg[r, :] = x[perm[r] / k, :] for r < n (perm: slot ids grouped by expert).
 void moe_gather_rows(const void* x, DType dt, const int32_t* perm, int64_t n, int k, int64_t H, void* xg,

@@ -1,7 +1,7 @@
 // The routing of one token's logits by one warp (softmax in float32, top-k in descending probability,
-// ties to the lower expert id, optional renormalization), shared by route_topk / router_fused
-// (router.cu) and the decode expert kernels that route for themselves (moe.cu): one function, so
-// every caller gets the same bits. Included from .cu files only.
+// ties to the lower expert id, optional renormalization), shared by route_topk and router_fused
+// (router.cu): one function, so every caller gets the same bits; also the expert order of a token's
+// slots (ascending_slots, moe.cu). Included from .cu files only.
 #pragma once
 #include "segments/kernels/cuda/common.cuh"
 
@@ -11,9 +11,8 @@ constexpr int kRouteMaxPerLane = 16;  // E <= 512
 
 // One warp routes one token (l: its E logits); lane l holds experts l, l+32, ... (kPer slots: E <=
 // 32 kPer; slots past E hold nothing and change no sum, maximum or choice, so every kPer gives the
-// same bits; a smaller kPer is a shorter dependent chain for the one routing warp). kLdcg: l is
-// global memory written by an earlier kernel, read past L1.
-template <int kPer = kRouteMaxPerLane, bool kLdcg = false>
+// same bits; a smaller kPer is a shorter dependent chain for the one routing warp).
+template <int kPer = kRouteMaxPerLane>
 __device__ __forceinline__ void route_one(const float* l, int E, int k, bool renorm, int32_t* eo, float* wo,
                                           int lane) {
   float p[kPer];
@@ -21,7 +20,7 @@ __device__ __forceinline__ void route_one(const float* l, int E, int k, bool ren
 #pragma unroll
   for (int r = 0; r < kPer; r++) {
     int e = lane + 32 * r;
-    p[r] = e < E ? (kLdcg ? __ldcg(l + e) : l[e]) : -INFINITY;
+    p[r] = e < E ? l[e] : -INFINITY;
     mx = fmaxf(mx, p[r]);
   }
   mx = warp_max(mx);
@@ -89,13 +88,12 @@ __device__ __forceinline__ void ascending_slots(const int32_t* e, int k, int* or
 }
 
 // route_one with the per-lane slots sized to E (a shorter chain for E <= 128; the same bits).
-template <bool kLdcg = false>
 __device__ __forceinline__ void route_warp(const float* l, int E, int k, bool renorm, int32_t* eo, float* wo,
                                            int lane) {
   if (E <= 128)
-    route_one<4, kLdcg>(l, E, k, renorm, eo, wo, lane);
+    route_one<4>(l, E, k, renorm, eo, wo, lane);
   else
-    route_one<kRouteMaxPerLane, kLdcg>(l, E, k, renorm, eo, wo, lane);
+    route_one<kRouteMaxPerLane>(l, E, k, renorm, eo, wo, lane);
 }
 
 }  // namespace segpipe::cuda

@@ -1,5 +1,4 @@
 #include <algorithm>
-#include <atomic>
 
 #include "segments/kernels/cuda/check.h"
 #include "segments/kernels/cuda/common.cuh"
@@ -22,9 +21,8 @@ __global__ void route_topk_kernel(const float* __restrict__ logits, int64_t T, i
 }
 
 // Decode: RMSNorm of the residual row, the router product (one warp a row, rows spread over the
-// grid), then (kRoute) the block that finishes last (a device counter) routes: softmax and top-k.
-// Without kRoute the kernel ends with the logits: the expert kernels after it route for themselves.
-template <typename W, bool kRoute>
+// grid), then the block that finishes last (a device counter) routes: softmax and top-k.
+template <typename W>
 __global__ void __launch_bounds__(kGemvThreads) router_fused_kernel(const float* __restrict__ x,
                                                                     const float* __restrict__ nw, float eps,
                                                                     const W* __restrict__ wr, int E, int64_t H,
@@ -49,20 +47,18 @@ __global__ void __launch_bounds__(kGemvThreads) router_fused_kernel(const float*
     if (lane == 0) logits[r] = a;
     if (r + int64_t(gridDim.x) * kGemvWarps < E) row_prefetch(wr + (r + int64_t(gridDim.x) * kGemvWarps) * H, H, lane, pre);
   }
-  if constexpr (kRoute) {
-    __shared__ bool last;
-    __syncthreads();  // every warp is done with xs before the last block reuses it for the logits
-    __threadfence();
-    __syncthreads();
-    if (threadIdx.x == 0) last = atomicAdd(counter, 1u) == gridDim.x - 1;
-    __syncthreads();
-    if (!last) return;
-    __threadfence();
-    for (int e = threadIdx.x; e < E; e += kGemvThreads) xs[e] = __ldcg(logits + e);  // past L1: other blocks wrote them
-    __syncthreads();
-    if (warp == 0) route_warp(xs, E, k, renorm, experts, weights, lane);
-    if (threadIdx.x == 0) *counter = 0;  // ready for the next launch (kernels on one stream run in order)
-  }
+  __shared__ bool last;
+  __syncthreads();  // every warp is done with xs before the last block reuses it for the logits
+  __threadfence();
+  __syncthreads();
+  if (threadIdx.x == 0) last = atomicAdd(counter, 1u) == gridDim.x - 1;
+  __syncthreads();
+  if (!last) return;
+  __threadfence();
+  for (int e = threadIdx.x; e < E; e += kGemvThreads) xs[e] = __ldcg(logits + e);  // past L1: other blocks wrote them
+  __syncthreads();
+  if (warp == 0) route_warp(xs, E, k, renorm, experts, weights, lane);
+  if (threadIdx.x == 0) *counter = 0;  // ready for the next launch (kernels on one stream run in order)
 }
 
 }  // namespace
@@ -83,33 +79,12 @@ void router_fused(const float* x, const float* norm_w, float eps, const void* w_
   const size_t smem = size_t(std::max<int64_t>(H, E)) * sizeof(float);
   SEGPIPE_ASSERT_MSG(smem <= 48 * 1024, "router_fused: hidden size above 12288");
   SEGPIPE_DISPATCH_FB(wt, W,
-                      SEGPIPE_CUDA_CHECK(launch_pdl(router_fused_kernel<W, true>, dim3(gemv_grid(E)),
+                      SEGPIPE_CUDA_CHECK(launch_pdl(router_fused_kernel<W>, dim3(gemv_grid(E)),
                                                     dim3(kGemvThreads), smem, s, x, norm_w, eps,
                                                     static_cast<const W*>(w_router), E, H, logits,
                                                     static_cast<W*>(h_out), k, renormalize, experts, weights,
                                                     counter, prefetch, prefetch_bytes)));
   SEGPIPE_CUDA_LAUNCH_CHECK("router_fused_kernel");
 }
-
-void router_logits(const float* x, const float* norm_w, float eps, const void* w_router, DType wt, int E, int64_t H,
-                   float* logits, void* h_out, cudaStream_t s) {
-  SEGPIPE_ASSERT(E <= 32 * kMaxPerLane && H % 8 == 0);
-  const size_t smem = size_t(H) * sizeof(float);
-  SEGPIPE_ASSERT_MSG(smem <= 48 * 1024, "router_logits: hidden size above 12288");
-  SEGPIPE_DISPATCH_FB(wt, W,
-                      SEGPIPE_CUDA_CHECK(launch_pdl(router_fused_kernel<W, false>, dim3(gemv_grid(E)),
-                                                    dim3(kGemvThreads), smem, s, x, norm_w, eps,
-                                                    static_cast<const W*>(w_router), E, H, logits,
-                                                    static_cast<W*>(h_out), 0, false, nullptr, nullptr, nullptr,
-                                                    nullptr, uint64_t(0))));
-  SEGPIPE_CUDA_LAUNCH_CHECK("router_fused_kernel (logits)");
-}
-
-namespace {
-std::atomic<bool> g_route_in_experts{false};
-}  // namespace
-
-void set_decode_route_in_experts(bool on) { g_route_in_experts.store(on); }
-bool decode_route_in_experts() { return g_route_in_experts.load(std::memory_order_relaxed); }
 
 }  // namespace segpipe::cuda
