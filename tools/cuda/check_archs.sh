@@ -9,6 +9,7 @@ set -uo pipefail
 cd "$(dirname "$0")/../.."
 archs=${*:-80 86 87 89 90 100 110 120}
 failed=""
+mkdir -p build-archs
 for a in $archs; do
   b=build-archs/sm_$a
   t0=$(date +%s)
