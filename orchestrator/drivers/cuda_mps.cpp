@@ -144,10 +144,12 @@ void ask_quit(const MpsState& s) {
 
 // Reaps what is left of the daemon's process group: an MPS server that outlived its daemon became
 // this process's child (start_private_mps makes it a subreaper) and is reaped here instead of staying
-// a zombie where the machine's init does not reap orphans (a container's PID 1). Waits up to 1 s for
-// members still dying (end_group has sent them SIGKILL).
+// a zombie where the machine's init does not reap orphans (a container's PID 1). Everything in the
+// group has had SIGKILL (end_group): this returns as soon as the last of our children in it is reaped
+// (ECHILD); the 10 s bound is for a loaded or emulated machine, where dying takes longer (1 s was
+// not always enough under qemu beside two compilers).
 void reap_group(pid_t pgid) {
-  auto until = std::chrono::steady_clock::now() + std::chrono::seconds(1);
+  auto until = std::chrono::steady_clock::now() + std::chrono::seconds(10);
   for (;;) {
     int st = 0;
     const pid_t r = waitpid(-pgid, &st, WNOHANG);
