@@ -27,7 +27,10 @@ const char* kPipeline =
     "  - {name: head, kind: lm_head}\n";
 
 // 1.5 s: long enough that a starved worker on a loaded 2-core CI machine is not taken for hung.
-std::string pipeline_file(const std::string& extra = "", int timeout_ms = 1500) {
+// The pipelines' hang timeout (timeout_ms), scaled like every other limit for emulated runs.
+constexpr int kHungMs = 1500 * kTimeScale;
+
+std::string pipeline_file(const std::string& extra = "", int timeout_ms = kHungMs) {
   static std::string dir = temp_dir();
   std::string text = kPipeline;
   text.replace(text.find("%MODEL%"), 7, source_path("models/tiny-qwen3-moe"));
@@ -125,10 +128,10 @@ TEST_P(HungSegment, HitsTheTimeoutAndIsNamed) {
   RunResult r = run_segpipe(gen_args(pipeline_file(), false), {{"SEGPIPE_FAULT", spec}});
   EXPECT_EQ(r.rc, 3) << r.err;
   EXPECT_NE(r.err.find("segment '" + std::string(f.segment) + "'"), std::string::npos) << r.err;
-  EXPECT_NE(r.err.find("stopped answering for 1500 ms"), std::string::npos) << r.err;
+  EXPECT_NE(r.err.find("stopped answering for " + std::to_string(kHungMs) + " ms"), std::string::npos) << r.err;
   // Detected by the timeout rather than never: a bound that holds on a loaded machine (how soon
-  // after the 1.5 s timeout is a latency, not a correctness property).
-  EXPECT_LT(r.seconds, 1.5 + 60) << r.err;
+  // after the timeout is a latency, not a correctness property).
+  EXPECT_LT(r.seconds, (kHungMs / 1000.0 + 60) * kTimeScale) << r.err;
   EXPECT_TRUE(leftover_arenas(r.pid).empty());
   EXPECT_TRUE(wait_for_exit(leftover_workers(r.pid)));
   EXPECT_TRUE(leftover_workers(r.pid).empty());

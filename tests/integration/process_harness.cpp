@@ -25,16 +25,16 @@ RunResult run_impl(const std::vector<std::string>& args, const std::map<std::str
 
 RunResult run_segpipe(const std::vector<std::string>& args, const std::map<std::string, std::string>& env,
                       double timeout_s) {
-  return run_impl(args, env, timeout_s, SIZE_MAX);
+  return run_impl(args, env, timeout_s * kTimeScale, SIZE_MAX);
 }
 
 RunResult run_segpipe_reader_closes(const std::vector<std::string>& args, size_t read_bytes, double timeout_s) {
-  return run_impl(args, {}, timeout_s, read_bytes);
+  return run_impl(args, {}, timeout_s * kTimeScale, read_bytes);
 }
 
 RunResult run_segpipe_then(const std::vector<std::string>& args, const std::function<void(pid_t)>& on_first_output,
                            double timeout_s) {
-  return run_impl(args, {}, timeout_s, SIZE_MAX, on_first_output);
+  return run_impl(args, {}, timeout_s * kTimeScale, SIZE_MAX, on_first_output);
 }
 
 namespace {
@@ -130,7 +130,7 @@ bool wait_for_exit(const std::vector<pid_t>& pids, double timeout_s) {
     const int fd = static_cast<int>(syscall(SYS_pidfd_open, p, 0));
     if (fd < 0) continue;  // ESRCH: already gone
     pollfd w{fd, POLLIN, 0};
-    all &= poll(&w, 1, static_cast<int>(timeout_s * 1000)) == 1;
+    all &= poll(&w, 1, static_cast<int>(timeout_s * kTimeScale * 1000)) == 1;
     close(fd);
   }
   return all;

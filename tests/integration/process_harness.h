@@ -8,7 +8,15 @@
 #include <string>
 #include <vector>
 
+#ifndef SEGPIPE_TEST_TIMEOUT_SCALE
+#define SEGPIPE_TEST_TIMEOUT_SCALE 1
+#endif
+
 namespace segpipe::test {
+
+// Every time limit of these tests is multiplied by this (1 natively; more where the binaries run
+// emulated: SEGPIPE_TEST_TIMEOUT_SCALE in tests/CMakeLists.txt, set by the ARM64 toolchain file).
+inline constexpr int kTimeScale = SEGPIPE_TEST_TIMEOUT_SCALE;
 
 struct RunResult {
   int rc = -1;           // exit code, or 128 + signal
