@@ -52,21 +52,7 @@ struct Fixture {
   std::string model = dir + "/nan-model", good = source_path("models/qwen3-moe-demo");
   Fixture() {
     fs::copy(good, model, fs::copy_options::recursive);
-    const std::string file = model + "/model.safetensors";
-    std::ifstream in(file, std::ios::binary);
-    uint64_t n = 0;
-    in.read(reinterpret_cast<char*>(&n), 8);
-    std::string header(n, '\0');
-    in.read(header.data(), static_cast<std::streamsize>(n));
-    in.close();
-    const nlohmann::json h = nlohmann::json::parse(header);
-    const auto& t = h.at("model.norm.weight");
-    if (t.at("dtype") != "BF16") throw std::runtime_error("the demo's norm is expected in BF16");
-    std::fstream f(file, std::ios::binary | std::ios::in | std::ios::out);
-    f.seekp(static_cast<std::streamoff>(8 + n + t.at("data_offsets")[0].get<uint64_t>() + 2 * 5));
-    const uint16_t nan = 0x7fc0;
-    f.write(reinterpret_cast<const char*>(&nan), 2);
-    f.close();
+    poke_bf16(model + "/model.safetensors", "model.norm.weight", 5, 0x7fc0);  // a NaN
     const int layers = nlohmann::json::parse(std::ifstream(good + "/config.json")).at("num_hidden_layers");
     for (auto [name, m] : {std::pair{"nan.yaml", model}, {"good.yaml", good}})
       write_file(dir + "/" + name, "version: 1\nmodel: " + m +

@@ -17,22 +17,6 @@ namespace {
 
 namespace fs = std::filesystem;
 
-// Writes the bf16 `bits` over element `index` of `tensor` in a copy's single model.safetensors.
-void poke_bf16(const std::string& file, const std::string& tensor, uint64_t index, uint16_t bits) {
-  std::ifstream in(file, std::ios::binary);
-  uint64_t n = 0;
-  in.read(reinterpret_cast<char*>(&n), 8);
-  std::string header(n, '\0');
-  in.read(header.data(), static_cast<std::streamsize>(n));
-  in.close();
-  nlohmann::json h = nlohmann::json::parse(header);
-  ASSERT_EQ(h.at(tensor).at("dtype"), "BF16");
-  uint64_t begin = h.at(tensor).at("data_offsets")[0].get<uint64_t>();
-  std::fstream f(file, std::ios::binary | std::ios::in | std::ios::out);
-  f.seekp(static_cast<std::streamoff>(8 + n + begin + 2 * index));
-  f.write(reinterpret_cast<const char*>(&bits), 2);
-}
-
 struct BrokenModel {
   std::string root = temp_dir(), dir = root + "/m";
   BrokenModel(const std::string& tensor, uint16_t bits) {

@@ -13,6 +13,7 @@
 #include <cstdint>
 #include <cstring>
 #include <fstream>
+#include <nlohmann/json.hpp>
 #include <sstream>
 #include <stdexcept>
 
@@ -160,6 +161,21 @@ bool holds_unnamed_arena(pid_t pid) {
   }
   closedir(d);
   return found;
+}
+
+void poke_bf16(const std::string& file, const std::string& tensor, uint64_t index, uint16_t bits) {
+  std::ifstream in(file, std::ios::binary);
+  uint64_t n = 0;
+  in.read(reinterpret_cast<char*>(&n), 8);
+  std::string header(n, '\0');
+  in.read(header.data(), static_cast<std::streamsize>(n));
+  in.close();
+  const nlohmann::json h = nlohmann::json::parse(header);
+  if (h.at(tensor).at("dtype") != "BF16") throw std::runtime_error(file + ": " + tensor + " is not BF16");
+  const uint64_t begin = h.at(tensor).at("data_offsets")[0].get<uint64_t>();
+  std::fstream f(file, std::ios::binary | std::ios::in | std::ios::out);
+  f.seekp(static_cast<std::streamoff>(8 + n + begin + 2 * index));
+  f.write(reinterpret_cast<const char*>(&bits), 2);
 }
 
 std::string temp_dir() {

@@ -3,6 +3,7 @@
 #pragma once
 #include <sys/types.h>
 
+#include <cstdint>
 #include <functional>
 #include <map>
 #include <string>
@@ -46,6 +47,9 @@ std::vector<std::string> leftover_arenas(pid_t pid);
 // Whether process `pid` holds an unnamed segpipe arena (a memfd among its descriptors).
 bool holds_unnamed_arena(pid_t pid);
 std::string temp_dir();
+// Writes the bf16 `bits` over element `index` of `tensor` in a (copied) single-file checkpoint
+// `file` (model.safetensors): a NaN or Inf planted where a test wants a broken weight.
+void poke_bf16(const std::string& file, const std::string& tensor, uint64_t index, uint16_t bits);
 void write_file(const std::string& path, const std::string& text);
 std::string source_path(const std::string& rel);
 
