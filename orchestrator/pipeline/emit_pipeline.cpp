@@ -57,6 +57,8 @@ std::string emit_pipeline_yaml(const PipelineSpec& spec) {
     out << YAML::EndMap;
   }
   if (spec.transport) out << YAML::Key << "transport" << YAML::Value << to_string(*spec.transport);
+  if (spec.gpu_kernels) out << YAML::Key << "gpu_kernels" << YAML::Value << to_string(*spec.gpu_kernels);
+  if (spec.gpu_memory) out << YAML::Key << "gpu_memory" << YAML::Value << to_string(*spec.gpu_memory);
   if (spec.restart) out << YAML::Key << "restart" << YAML::Value << (*spec.restart ? "true" : "false");
   if (spec.timeout_ms) out << YAML::Key << "timeout_ms" << YAML::Value << *spec.timeout_ms;
   out << YAML::Key << "segments" << YAML::Value << YAML::BeginSeq;

@@ -28,7 +28,8 @@ using namespace pipeline_detail;
 namespace {
 
 const std::vector<std::string_view> kTopKeys = {"version",  "model",      "tokenizer", "defaults",  "transport",
-                                                "segments", "generation", "restart",   "timeout_ms"};
+                                                "segments", "generation", "restart",   "timeout_ms",
+                                                "gpu_kernels", "gpu_memory"};
 const std::vector<std::string_view> kSettingKeys = {"device", "dtype", "threads"};
 const std::vector<std::string_view> kGenerationKeys = {"max_new_tokens", "temperature", "top_k", "top_p", "seed"};
 // Every key any segment kind accepts; which kind accepts which is decided in parse_segment().
@@ -373,6 +374,12 @@ PipelineSpec Parser::parse(const YAML::Node& root) {
   }
   if (const Entry* e = map.find("transport"))
     spec.transport = read_choice<Transport>(map, *e, {{"shm", Transport::shm}, {"inproc", Transport::inproc}});
+  if (const Entry* e = map.find("gpu_kernels"))
+    spec.gpu_kernels =
+        read_choice<GpuKernels>(map, *e, {{"auto", GpuKernels::automatic}, {"portable", GpuKernels::portable}});
+  if (const Entry* e = map.find("gpu_memory"))
+    spec.gpu_memory = read_choice<GpuMemory>(
+        map, *e, {{"auto", GpuMemory::automatic}, {"device", GpuMemory::device}, {"unified", GpuMemory::unified}});
   if (const Entry* e = map.find("restart")) spec.restart = read_bool(map, *e);
   if (const Entry* e = map.find("timeout_ms"))
     spec.timeout_ms = static_cast<int>(

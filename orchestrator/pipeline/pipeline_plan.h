@@ -40,6 +40,8 @@ class PipelinePlan {
   std::string model_dir;
   std::string tokenizer_dir;
   Transport transport = Transport::shm;
+  GpuKernels gpu_kernels = GpuKernels::automatic;
+  GpuMemory gpu_memory = GpuMemory::automatic;
   bool restart = false;
   int timeout_ms = kDefaultTimeoutMs;
   GenerationSpec generation;             // unset keys: the command's own defaults apply

@@ -91,6 +91,8 @@ struct PipelineSpec {
   SegmentSettings defaults;
   KeyMarks defaults_marks;
   std::optional<Transport> transport;  // unset = shm
+  std::optional<GpuKernels> gpu_kernels;  // unset = auto
+  std::optional<GpuMemory> gpu_memory;    // unset = auto
   std::optional<bool> restart;         // restart a failed segment; unset = false
   std::optional<int> timeout_ms;       // > 0; a segment silent this long is hung; unset = 10000
   std::vector<SegmentSpec> segments;   // in file order (= data-flow order once validated)
@@ -100,7 +102,7 @@ struct PipelineSpec {
     // `source` is provenance like the marks; everything else is content.
     return a.version == b.version && a.model == b.model && a.model_dir == b.model_dir && a.tokenizer == b.tokenizer &&
            a.tokenizer_dir == b.tokenizer_dir && a.defaults == b.defaults && a.transport == b.transport &&
-           a.restart == b.restart && a.timeout_ms == b.timeout_ms && a.segments == b.segments &&
+           a.gpu_kernels == b.gpu_kernels && a.gpu_memory == b.gpu_memory && a.restart == b.restart && a.timeout_ms == b.timeout_ms && a.segments == b.segments &&
            a.generation == b.generation;
   }
 };

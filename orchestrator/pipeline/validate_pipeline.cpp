@@ -301,6 +301,8 @@ PipelinePlan Validator::run() {
   plan_.model_dir = spec_.model_dir;
   plan_.tokenizer_dir = spec_.tokenizer_dir;
   plan_.transport = spec_.transport.value_or(Transport::shm);
+  plan_.gpu_kernels = spec_.gpu_kernels.value_or(GpuKernels::automatic);
+  plan_.gpu_memory = spec_.gpu_memory.value_or(GpuMemory::automatic);
   plan_.restart = spec_.restart.value_or(false);
   plan_.timeout_ms = spec_.timeout_ms.value_or(kDefaultTimeoutMs);
   plan_.generation = spec_.generation.value_or(GenerationSpec{});

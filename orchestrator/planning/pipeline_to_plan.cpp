@@ -34,6 +34,8 @@ RunPlan plan_from_pipeline_file(const std::string& path, ModelConfig& cfg, nlohm
   p.tokenizer_dir = pp.tokenizer_dir;
   p.source = path;
   p.inproc = pp.transport == Transport::inproc;
+  p.gpu_kernels = pp.gpu_kernels;
+  p.gpu_memory = pp.gpu_memory;
   p.restart = pp.restart;
   p.timeout_ms = pp.timeout_ms;
   if (cfg.max_position > 0) p.max_seq = std::min<int64_t>(p.max_seq, cfg.max_position);

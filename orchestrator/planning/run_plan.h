@@ -33,6 +33,8 @@ struct RunPlan {
   bool inproc = true;                // transport: inproc (one process) or shm (one process per segment)
   int64_t max_seq = 4096;            // KV-cache positions
   int threads = 2;                   // default CPU threads per segment
+  GpuKernels gpu_kernels = GpuKernels::automatic;  // GPU segments: which kernels (segment_types.h)
+  GpuMemory gpu_memory = GpuMemory::automatic;     // GPU segments: where shared state lives
   bool restart = false;              // restart a failed segment process and continue
   int timeout_ms = 10000;            // a segment silent this long is hung
 };

@@ -11,6 +11,20 @@ namespace segpipe {
 enum class SegmentKind { embeddings, layers, experts, lm_head };
 enum class ComputeDType { float32, bfloat16 };  // compute dtype of a segment
 
+// Which GPU kernels a run uses (pipeline key `gpu_kernels`). automatic: the fastest the device can run
+// (the sm_90a wgmma kernels, programmatic dependent launch and bulk L2 prefetches on compute capability
+// 9.0; their portable counterparts elsewhere). portable: the portable kernels on every device, the code
+// an Ampere or Ada GPU runs; for checking and measuring that path on a Hopper card.
+enum class GpuKernels { automatic, portable };
+
+// Where a GPU segment keeps what it shares with other segments (pipeline key `gpu_memory`). device:
+// device memory (activation slots between GPU segments, KV caches and the bank exchange in one device
+// arena per GPU, shared through CUDA IPC). unified: the shared host arena, mapped for the GPU and read
+// in place (integrated GPUs such as Jetson Thor and Orin share one memory with the CPU; a copy would
+// hold the same bytes twice). automatic: unified where the device reports it shares the host's memory
+// (integrated, or reads pageable host memory through the host's page tables), device elsewhere.
+enum class GpuMemory { automatic, device, unified };
+
 struct Device {
   enum class Type { cpu, cuda };
   Type type = Type::cpu;
@@ -29,6 +43,10 @@ inline const char* to_string(SegmentKind kind) {
   return "?";
 }
 inline const char* to_string(ComputeDType dtype) { return dtype == ComputeDType::float32 ? "float32" : "bfloat16"; }
+inline const char* to_string(GpuKernels k) { return k == GpuKernels::automatic ? "auto" : "portable"; }
+inline const char* to_string(GpuMemory m) {
+  return m == GpuMemory::automatic ? "auto" : m == GpuMemory::device ? "device" : "unified";
+}
 inline std::string to_string(const Device& device) {
   return device.type == Device::Type::cpu ? "cpu" : "cuda:" + std::to_string(device.index);
 }
@@ -41,6 +59,16 @@ inline std::optional<SegmentKind> parse_segment_kind(std::string_view s) {
 inline std::optional<ComputeDType> parse_compute_dtype(std::string_view s) {
   if (s == "float32") return ComputeDType::float32;
   if (s == "bfloat16") return ComputeDType::bfloat16;
+  return std::nullopt;
+}
+inline std::optional<GpuKernels> parse_gpu_kernels(std::string_view s) {
+  if (s == "auto") return GpuKernels::automatic;
+  if (s == "portable") return GpuKernels::portable;
+  return std::nullopt;
+}
+inline std::optional<GpuMemory> parse_gpu_memory(std::string_view s) {
+  for (GpuMemory m : {GpuMemory::automatic, GpuMemory::device, GpuMemory::unified})
+    if (s == to_string(m)) return m;
   return std::nullopt;
 }
 // "cpu" or "cuda:N" with N a decimal in [0, 1023].

@@ -50,6 +50,8 @@ TEST(ParsePipeline, DocExampleParses) {
   EXPECT_EQ(s.generation->top_p, 1.0);
   EXPECT_FALSE(s.restart);
   EXPECT_FALSE(s.timeout_ms);
+  EXPECT_FALSE(s.gpu_kernels);
+  EXPECT_FALSE(s.gpu_memory);
 }
 
 TEST(ParsePipeline, AllOptionalKeys) {
@@ -61,6 +63,8 @@ TEST(ParsePipeline, AllOptionalKeys) {
   EXPECT_EQ(s.transport, Transport::inproc);
   EXPECT_EQ(s.restart, true);
   EXPECT_EQ(s.timeout_ms, 2500);
+  EXPECT_EQ(s.gpu_kernels, GpuKernels::portable);
+  EXPECT_EQ(s.gpu_memory, GpuMemory::unified);
   EXPECT_EQ(s.segments[0].max_resident_experts, 2);
   EXPECT_EQ(s.segments[0].settings.device, (Device{Device::Type::cuda, 1}));
   EXPECT_EQ(s.segments[2].placement, ExpertPlacement::local);
@@ -133,6 +137,10 @@ TEST(ParsePipeline, TopLevelKeys) {
             "p.yaml:3:11: 'segments' must be a non-empty list of segments");
   EXPECT_EQ(parse_error("version: 1\nmodel: m\ntransport: tcp\nsegments: []\n"),
             "p.yaml:3:12: 'transport' must be one of shm | inproc, got 'tcp'");
+  EXPECT_EQ(parse_error("version: 1\nmodel: m\ngpu_kernels: wgmma\n"),
+            "p.yaml:3:14: 'gpu_kernels' must be one of auto | portable, got 'wgmma'");
+  EXPECT_EQ(parse_error("version: 1\nmodel: m\ngpu_memory: host\n"),
+            "p.yaml:3:13: 'gpu_memory' must be one of auto | device | unified, got 'host'");
   EXPECT_EQ(parse_error("version: 1\nmodel: m\nrestart: yes\n"),
             "p.yaml:3:10: 'restart' must be true or false, got 'yes'");
   EXPECT_EQ(parse_error("version: 1\nmodel: m\ntimeout_ms: 0\n"),

@@ -76,6 +76,8 @@ defaults:
   dtype: bfloat16
   threads: 4
 transport: inproc
+gpu_kernels: portable
+gpu_memory: unified
 restart: true
 timeout_ms: 2500
 segments:

@@ -68,6 +68,8 @@ TEST(ValidatePipeline, PlanResolvesSettingsAndOwners) {
   EXPECT_EQ(plan.transport, Transport::inproc);
   EXPECT_TRUE(plan.restart);
   EXPECT_EQ(plan.timeout_ms, 2500);
+  EXPECT_EQ(plan.gpu_kernels, GpuKernels::portable);
+  EXPECT_EQ(plan.gpu_memory, GpuMemory::unified);
   EXPECT_EQ(plan.embeddings_segment(), 1);
   EXPECT_EQ(plan.lm_head_segment(), 5);
 
@@ -96,6 +98,8 @@ TEST(ValidatePipeline, BuiltInDefaults) {
   EXPECT_EQ(plan.transport, Transport::shm);
   EXPECT_FALSE(plan.restart);
   EXPECT_EQ(plan.timeout_ms, kDefaultTimeoutMs);
+  EXPECT_EQ(plan.gpu_kernels, GpuKernels::automatic);
+  EXPECT_EQ(plan.gpu_memory, GpuMemory::automatic);
   EXPECT_EQ(plan.segments[1].device, Device{});
   EXPECT_EQ(plan.segments[1].dtype, ComputeDType::float32);
   EXPECT_EQ(plan.segments[1].threads, kDefaultThreads);
