@@ -1,9 +1,11 @@
 #include "orchestrator/planning/pipeline_loader.h"
 
+#include "orchestrator/drivers/cuda_ipc.h"
 #include "orchestrator/drivers/cuda_runner.h"
 #include "orchestrator/planning/pipeline_to_plan.h"
 #include "orchestrator/drivers/shm_runner.h"
 #include "segments/model/config_file.h"
+#include "segments/model/synthetic.h"
 #include "segments/core/errors.h"
 #include "orchestrator/pipeline/hf_cache.h"
 
@@ -30,13 +32,34 @@ LoadedPlan load_pipeline_plan(const std::string& yaml_path) {
 std::unique_ptr<Runner> make_runner(const RunPlan& plan, const ShmOptions& opt) {
   bool on_gpu = false;
   for (const SegmentDesc& s : plan.segments) on_gpu |= s.device.is_cuda();
+  // Weights given as their formula (make-model --weights formula): only GPU segments can make them.
+  const std::optional<FormulaWeights> formula = read_formula_weights(plan.model_dir);
+  if (formula)
+    for (const SegmentDesc& s : plan.segments)
+      if (!s.device.is_cuda())
+        throw InputError(plan.source + ": segment '" + s.name + "' runs on the CPU, but " + plan.model_dir + " holds its "
+                         "weights as their formula (" + kFormulaWeightsFile + "), which only GPU segments evaluate; "
+                         "write the files with `segpipe make-model` without --weights formula");
   if (on_gpu) {
     // inproc: the whole plan on one GPU in this process (segments/cuda); shm: one process per
     // segment, GPU segments sharing device memory through CUDA IPC (workers/cuda_worker.h).
-    if (plan.inproc) return make_cuda_runner(plan, read_model_config(plan.model_dir));
+    if (plan.inproc) {
+      CudaRunnerOptions ro;
+      if (formula) {
+        ro.synthetic = true;
+        ro.seed = formula->seed;
+      }
+      return make_cuda_runner(plan, read_model_config(plan.model_dir), ro);
+    }
     if (!cuda_backend_built())
       throw InputError(plan.source + ": segments on a cuda device need the CUDA backend, which this build does not "
                        "have (configure with -DSEGPIPE_CUDA=ON)");
+    if (formula) {
+      CudaShmOptions co;
+      co.synthetic = true;
+      co.seed = formula->seed;
+      return make_shm_runner_cuda(plan, opt, co);
+    }
     return make_shm_runner(plan, opt);
   }
   if (plan.inproc) return make_inproc_runner(plan);

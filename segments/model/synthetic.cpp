@@ -160,6 +160,21 @@ json synthetic_config(const MakeModelOptions& o) {
           {"dtype", dt}};
 }
 
+namespace {
+
+void copy_tokenizer(const MakeModelOptions& o) {
+  if (o.tokenizer.empty()) return;
+  fs::path src = o.tokenizer;
+  if (fs::is_directory(src)) {
+    for (auto f : {"tokenizer.json", "tokenizer_config.json"})
+      if (fs::exists(src / f)) fs::copy_file(src / f, fs::path(o.out_dir) / f, fs::copy_options::overwrite_existing);
+  } else {
+    fs::copy_file(src, fs::path(o.out_dir) / "tokenizer.json", fs::copy_options::overwrite_existing);
+  }
+}
+
+}  // namespace
+
 uint64_t make_synthetic_model(const MakeModelOptions& o) {
   json cj = synthetic_config(o);
   ModelConfig cfg = parse_model_config(cj, o.out_dir + "/config.json");
@@ -219,6 +234,16 @@ uint64_t make_synthetic_model(const MakeModelOptions& o) {
         static_cast<float*>(out)[i] = v;
     }
   };
+  if (o.formula_only) {
+    if (o.dtype != DType::BF16) throw InputError("make-model: --weights formula stands for bf16 weights only");
+    uint64_t total = 0;
+    for (auto& t : specs) total += t.nbytes();
+    std::ofstream(fs::path(o.out_dir) / kFormulaWeightsFile)
+        << json{{"format", "segpipe-synthetic-weights"}, {"version", 1}, {"seed", o.seed}, {"dtype", "bfloat16"}}.dump(2)
+        << "\n";
+    copy_tokenizer(o);
+    return total;
+  }
   // Shards of at most max_shard_bytes, in order; an index when there is more than one.
   std::vector<std::vector<TensorSpec>> shards(1);
   uint64_t cur = 0, total = 0;
@@ -244,16 +269,33 @@ uint64_t make_synthetic_model(const MakeModelOptions& o) {
     }
     std::ofstream(fs::path(o.out_dir) / "model.safetensors.index.json") << index.dump(2) << "\n";
   }
-  if (!o.tokenizer.empty()) {
-    fs::path src = o.tokenizer;
-    if (fs::is_directory(src)) {
-      for (auto f : {"tokenizer.json", "tokenizer_config.json"})
-        if (fs::exists(src / f)) fs::copy_file(src / f, fs::path(o.out_dir) / f, fs::copy_options::overwrite_existing);
-    } else {
-      fs::copy_file(src, fs::path(o.out_dir) / "tokenizer.json", fs::copy_options::overwrite_existing);
-    }
-  }
+  copy_tokenizer(o);
   return total;
+}
+
+std::optional<FormulaWeights> read_formula_weights(const std::string& model_dir) {
+  const fs::path p = fs::path(model_dir) / kFormulaWeightsFile;
+  std::error_code ec;
+  if (!fs::exists(p, ec)) return std::nullopt;
+  const std::string where = p.string();
+  if (!fs::is_regular_file(p, ec)) throw InputError(where + ": not a regular file");
+  std::ifstream in(p);
+  std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  if (!in && !in.eof()) throw InputError(where + ": cannot read");
+  if (text.size() > 4096) throw InputError(where + ": " + std::to_string(text.size()) + " bytes, expected a small JSON object");
+  json j = json::parse(text, nullptr, false);
+  if (j.is_discarded() || !j.is_object()) throw InputError(where + ": not a JSON object");
+  for (auto& [k, v] : j.items())
+    if (k != "format" && k != "version" && k != "seed" && k != "dtype") throw InputError(where + ": unknown key '" + k + "'");
+  if (!j.contains("format") || j["format"] != "segpipe-synthetic-weights")
+    throw InputError(where + ": 'format' must be \"segpipe-synthetic-weights\"");
+  if (!j.contains("version") || !j["version"].is_number_unsigned() || j["version"] != 1)
+    throw InputError(where + ": 'version' must be 1");
+  if (!j.contains("seed") || !j["seed"].is_number_unsigned()) throw InputError(where + ": 'seed' must be a non-negative integer");
+  if (!j.contains("dtype") || j["dtype"] != "bfloat16") throw InputError(where + ": 'dtype' must be \"bfloat16\"");
+  FormulaWeights w;
+  w.seed = j["seed"].get<uint64_t>();
+  return w;
 }
 
 }  // namespace segpipe

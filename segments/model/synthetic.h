@@ -21,7 +21,20 @@ struct MakeModelOptions {
   std::optional<int> num_layers, num_experts, top_k, vocab_size;
   std::string tokenizer;          // optional: folder or tokenizer.json copied into the checkpoint
   uint64_t max_shard_bytes = 4ull << 30;
+  bool formula_only = false;      // write the formula's parameters instead of the tensors (below)
 };
+
+// A model folder whose weights are the formula itself (make-model --weights formula): config.json and
+// kFormulaWeightsFile (seed, dtype), no tensor files. GPU segments evaluate the formula on the device,
+// bit for bit the files make-model would write, so a full-size model runs where its 60 GB of files
+// could not be written or carried; the CPU needs the files.
+inline constexpr const char* kFormulaWeightsFile = "synthetic-weights.json";
+struct FormulaWeights {
+  uint64_t seed = 0;
+  DType dtype = DType::BF16;  // the checkpoint dtype the weights stand for (bf16 only, as the GPU makes them)
+};
+// nullopt where the folder has no kFormulaWeightsFile; InputError naming the file where it is malformed.
+std::optional<FormulaWeights> read_formula_weights(const std::string& model_dir);
 
 struct PresetInfo {
   std::string name;

@@ -1,15 +1,21 @@
 // Fuzz target: config.json parsing (segments/model/config.h). Bytes -> JSON -> parse_model_config.
 // Invalid JSON is bad input (as read_json_file reports it); parse_model_config may only throw
 // InputError, and a config it accepts must satisfy the invariants the engine relies on.
+// The same bytes as a model folder's synthetic-weights.json (segments/model/synthetic.h), read from the
+// file: InputError only.
 #include <cstdint>
 #include <nlohmann/json.hpp>
 #include <numeric>
 
 #include "fuzz_support.h"
+#include "fuzz_write.h"
 #include "segments/model/config.h"
+#include "segments/model/synthetic.h"
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   using namespace segpipe;
+  if (fuzz::write_input(kFormulaWeightsFile, data, size).size())
+    fuzz::only_input_errors("read_formula_weights", [&] { (void)read_formula_weights(fuzz::scratch_dir()); });
   nlohmann::json j;
   try {
     j = nlohmann::json::parse(data, data + size);

@@ -120,6 +120,36 @@ TEST(SegmentedPipeline, Qwen2MoeWithBanksIsBitIdenticalToInProcess) {
   EXPECT_TRUE(leftover_arenas(r.pid).empty());
 }
 
+// make-model --weights formula writes the config and the formula's seed, no tensors: GPU segments make the
+// weights (tests/cuda checks them against the files); a CPU segment over such a folder is bad input naming
+// the file, and so is a malformed marker.
+TEST(FormulaWeights, CpuSegmentsAreRefusedNamingTheFile) {
+  std::string dir = temp_dir();
+  RunResult m = run_segpipe({"make-model", "--preset", "tiny-qwen3-moe", "--weights", "formula", "--out", dir + "/m"});
+  ASSERT_EQ(m.rc, 0) << m.err;
+  EXPECT_TRUE(std::filesystem::exists(dir + "/m/synthetic-weights.json"));
+  EXPECT_FALSE(std::filesystem::exists(dir + "/m/model.safetensors"));
+  RunResult g = run_segpipe({"generate", "--model", dir + "/m", "--tokens", "1 2 3", "--ids", "--max-new-tokens", "2"});
+  EXPECT_EQ(g.rc, 2) << g.err;
+  EXPECT_NE(g.err.find("segment 'embed' runs on the CPU"), std::string::npos) << g.err;
+  EXPECT_NE(g.err.find("synthetic-weights.json"), std::string::npos) << g.err;
+  for (const auto& [text, why] : std::vector<std::pair<std::string, std::string>>{
+           {"{\"format\": \"segpipe-synthetic-weights\", \"version\": 1, \"seed\": -1, \"dtype\": \"bfloat16\"}", "'seed'"},
+           {"{\"format\": \"segpipe-synthetic-weights\", \"version\": 1, \"seed\": 1, \"dtype\": \"f16\"}", "'dtype'"},
+           {"{\"format\": \"segpipe-synthetic-weights\", \"version\": 2, \"seed\": 1, \"dtype\": \"bfloat16\"}", "'version'"},
+           {"{\"format\": \"x\"}", "'format'"},
+           {"{\"format\": \"segpipe-synthetic-weights\", \"seeds\": 1}", "unknown key 'seeds'"},
+           {"[1, 2", "not a JSON object"}}) {
+    write_file(dir + "/m/synthetic-weights.json", text);
+    RunResult r = run_segpipe({"generate", "--model", dir + "/m", "--tokens", "1 2 3", "--ids", "--max-new-tokens", "2"});
+    EXPECT_EQ(r.rc, 2) << text << r.err;
+    EXPECT_NE(r.err.find("synthetic-weights.json: "), std::string::npos) << text << r.err;
+    EXPECT_NE(r.err.find(why), std::string::npos) << text << r.err;
+  }
+  RunResult bad = run_segpipe({"make-model", "--preset", "tiny-qwen3-moe", "--weights", "formula", "--dtype", "f32", "--out", dir + "/m2"});
+  EXPECT_EQ(bad.rc, 2) << bad.err;
+}
+
 TEST(SegmentedPipeline, SameTokensAsInProcessThroughGenerate) {
   std::string dir = temp_dir();
   std::string body = std::string("version: 1\nmodel: ") + source_path("models/tiny-qwen3-moe") +
