@@ -1,6 +1,7 @@
 // The expert banks of a GPU layers worker under transport: shm, each a GPU worker process of kind
 // experts on the same device (workers/cuda_worker.h). To the layer they are one ExpertBank: its
-// request is copied into the bank exchange of the device arena, the layers worker's stream is
+// request is copied into the bank exchange (in the device arena; under gpu_memory: unified in the
+// shared arena, mapped for the GPU: copies with cudaMemcpyDefault serve both), the layers worker's stream is
 // synchronized (the doorbell then orders device memory, as between segments), every bank holding
 // the layer is rung at once and awaited, and the slots they filled are copied back to the layer's
 // own buffer, which the layer combines as it combines in-process banks: the same kernels, the same
@@ -17,7 +18,7 @@ namespace segpipe {
 class CudaRemoteBanks : public cuda::ExpertBank {
  public:
   // exchange: x, expert ids, weights and slots of the bank exchange (device pointers into the
-  // mapped device arena), sized for spec.max_tokens tokens.
+  // mapped device arena, or into the shared arena as the GPU sees it), sized for spec.max_tokens tokens.
   CudaRemoteBanks(const proto::WorkerSpec& spec, const shm::Arena& arena, proto::SegmentStatus* status,
                   cuda::Context& ctx, const ModelConfig& cfg, DType compute, const std::vector<char*>& exchange,
                   uint32_t spin_count);

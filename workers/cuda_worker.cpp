@@ -7,6 +7,7 @@ namespace segpipe::proto {
 
 nlohmann::json to_json(const CudaWorkerSpec& s) {
   return {{"device", to_string(s.device)}, {"dtype", to_string(s.dtype)},
+          {"kernels", to_string(s.kernels)}, {"memory", to_string(s.memory)},
           {"synthetic", s.synthetic}, {"seed", s.seed},
           {"graphs", s.graphs},       {"arena_handle", s.arena_handle},
           {"arena_bytes", s.arena_bytes}, {"slots", s.slots},
@@ -20,8 +21,15 @@ CudaWorkerSpec cuda_worker_spec_from_json(const nlohmann::json& j) {
   const auto t = parse_compute_dtype(dtype);
   if (!d || !d->is_cuda()) throw InputError("gpu worker spec: device '" + device + "': expected cuda:N");
   if (!t) throw InputError("gpu worker spec: dtype '" + dtype + "': expected float32 or bfloat16");
+  const std::string kernels = j.at("kernels"), memory = j.at("memory");
+  const auto k = parse_gpu_kernels(kernels);
+  const auto m = parse_gpu_memory(memory);
+  if (!k) throw InputError("gpu worker spec: kernels '" + kernels + "': expected auto or portable");
+  if (!m || *m == GpuMemory::automatic) throw InputError("gpu worker spec: memory '" + memory + "': expected device or unified");
   s.device = *d;
   s.dtype = *t;
+  s.kernels = *k;
+  s.memory = *m;
   s.synthetic = j.at("synthetic");
   s.seed = j.at("seed");
   s.graphs = j.at("graphs");
@@ -31,6 +39,9 @@ CudaWorkerSpec cuda_worker_spec_from_json(const nlohmann::json& j) {
   s.kv_offset = j.at("kv_offset");
   s.moe = j.value("moe", std::vector<uint64_t>{});
   s.spin_count = j.value("spin_count", 0u);
+  if (s.memory == GpuMemory::unified && (!s.arena_handle.empty() || !s.slots.empty()))
+    throw InputError("gpu worker spec: memory 'unified' with a device arena (arena_handle, slots): under unified "
+                     "the state lives in the shared arena");
   return s;
 }
 
@@ -126,6 +137,16 @@ class CudaWorker : public worker::ServedSegment {
       SEGPIPE_CUDA_CHECK(cudaIpcOpenMemHandle(&p, h, cudaIpcMemLazyEnablePeerAccess));
       dev_arena_ = static_cast<char*>(p);
     }
+    // Where the slots, KV caches and bank exchange are: the device arena, or under unified the shared
+    // arena itself (as the GPU sees it); offsets from its first byte either way.
+    if (gpu_.memory == GpuMemory::unified) {
+      if (gpu_.arena_bytes != arena_.size_bytes())
+        throw RuntimeFailure("segment '" + spec_.name + "': the shared arena holds " + std::to_string(arena_.size_bytes()) +
+                             " bytes, not the " + std::to_string(gpu_.arena_bytes) + " its spec names");
+      state_ = host_dev_;
+    } else {
+      state_ = dev_arena_;
+    }
     SEGPIPE_CUDA_CHECK(cudaMallocHost(reinterpret_cast<void**>(&pinned_), sizeof(int32_t) * 2));
     if (gpu_.synthetic) {
       cfg_ = read_config();
@@ -137,6 +158,7 @@ class CudaWorker : public worker::ServedSegment {
     wo.compute = gpu_.dtype == ComputeDType::bfloat16 ? DType::BF16 : DType::F32;
     wo.synthetic = gpu_.synthetic;
     wo.seed = gpu_.seed;
+    wo.memory = gpu_.memory;
     weights_ = std::make_unique<cuda::WeightSource>(*ctx_, cfg_, ck_.get(), wo);
     cuda::EngineOptions eo;
     const int64_t H = cfg_.hidden;
@@ -151,8 +173,12 @@ class CudaWorker : public worker::ServedSegment {
     } else if (spec_.kind == SegmentKind::layers) {
       layers_ = std::make_unique<cuda::Layers>(*ctx_, *weights_, cfg_, eo, spec_.layer_first, spec_.layer_last,
                                                !spec_.banks, spec_.max_seq);
-      if (!dev_arena_ || gpu_.kv_offset < 0) throw RuntimeFailure("layers segment without a KV cache in the device arena");
-      layers_->bind_kv(reinterpret_cast<float*>(dev_arena_ + gpu_.kv_offset));
+      const uint64_t kv = static_cast<uint64_t>(spec_.layer_last - spec_.layer_first + 1) *
+                          static_cast<uint64_t>(cuda::Layers::kv_floats_per_layer(cfg_, spec_.max_seq)) * 4;
+      if (!state_ || gpu_.kv_offset < 0 || static_cast<uint64_t>(gpu_.kv_offset) > gpu_.arena_bytes ||
+          kv > gpu_.arena_bytes - static_cast<uint64_t>(gpu_.kv_offset))
+        throw RuntimeFailure("layers segment without its KV cache in the " + std::string(state_name()));
+      layers_->bind_kv(reinterpret_cast<float*>(state_ + gpu_.kv_offset));
       if (spec_.banks) {
         remote_ = std::make_unique<CudaRemoteBanks>(spec_, arena_, status_, *ctx_, cfg_, wo.compute, exchange(),
                                                      gpu_.spin_count);
@@ -178,28 +204,32 @@ class CudaWorker : public worker::ServedSegment {
 
   const std::vector<LoadedTensor>& loaded() const override { return weights_->loaded(); }
   uint64_t weight_bytes() const override { return bytes_; }
+  void add_to_report(proto::ReportReply& r) const override { r.weights_in_place = weights_->tensors_read_in_place(); }
 
  private:
   ModelConfig read_config();
+
+  const char* state_name() const { return gpu_.memory == GpuMemory::unified ? "shared arena" : "device arena"; }
 
   // A step's block as a pointer the GPU can use: a device-arena slot, or the mapped shared arena.
   char* dev(uint32_t block) const {
     if (block & proto::kDeviceSlot) {
       uint32_t i = block & ~proto::kDeviceSlot;
-      if (!dev_arena_ || i >= gpu_.slots.size()) throw RuntimeFailure("device slot " + std::to_string(i) + " does not exist");
+      if (!dev_arena_ || i >= gpu_.slots.size() || gpu_.slots[i] >= gpu_.arena_bytes)
+        throw RuntimeFailure("device slot " + std::to_string(i) + " does not exist");
       return dev_arena_ + gpu_.slots[i];
     }
     return host_dev_ + (arena_.payload(block).data() - arena_.base());
   }
 
-  // The bank exchange of the device arena: x, expert ids, weights, slots.
+  // The bank exchange (device arena, or the shared arena under unified): x, expert ids, weights, slots.
   std::vector<char*> exchange() const {
-    if (!dev_arena_ || gpu_.moe.size() != 4)
-      throw RuntimeFailure("segment '" + spec_.name + "' has no bank exchange in the device arena");
+    if (!state_ || gpu_.moe.size() != 4)
+      throw RuntimeFailure("segment '" + spec_.name + "' has no bank exchange in the " + state_name());
     std::vector<char*> p;
     for (uint64_t off : gpu_.moe) {
-      if (off >= gpu_.arena_bytes) throw RuntimeFailure("bank exchange outside the device arena");
-      p.push_back(dev_arena_ + off);
+      if (off >= gpu_.arena_bytes) throw RuntimeFailure(std::string("bank exchange outside the ") + state_name());
+      p.push_back(state_ + off);
     }
     return p;
   }
@@ -224,7 +254,7 @@ class CudaWorker : public worker::ServedSegment {
       // The grouped path sorts the slots by expert on the host, as the layer's host copy would.
       host_experts_.resize(static_cast<size_t>(a.T * a.k));
       SEGPIPE_CUDA_CHECK(cudaMemcpyAsync(host_experts_.data(), r.experts, host_experts_.size() * 4,
-                                         cudaMemcpyDeviceToHost, ctx_->stream()));
+                                         cudaMemcpyDefault, ctx_->stream()));  // device or mapped host memory
       ctx_->sync();
       r.host_experts = host_experts_.data();
     }
@@ -321,6 +351,7 @@ class CudaWorker : public worker::ServedSegment {
   bool registered_ = false;
   char* host_dev_ = nullptr;   // the shared arena's base as the GPU sees it
   char* dev_arena_ = nullptr;  // the orchestrator's device arena, mapped here
+  char* state_ = nullptr;      // where the KV caches and the bank exchange are: dev_arena_, or host_dev_ (unified)
   int32_t* pinned_ = nullptr;
   std::shared_ptr<Checkpoint> ck_;
   ModelConfig cfg_;

@@ -20,6 +20,12 @@
 //   - with GPU segments on several devices there is one device arena per device; where consecutive
 //     GPU segments are on different devices, the activation goes through the shared arena, as at a
 //     CPU/GPU boundary;
+//   - under gpu_memory: unified (resolved per device by the orchestrator: an integrated GPU, or one
+//     that reads host memory through the host's page tables) a device has no device arena and no IPC
+//     handle: its activations between GPU segments go through the shared arena's hidden.a / hidden.b,
+//     and the KV caches of its layers segments and its bank exchange are blocks of the shared arena,
+//     which every GPU worker already maps for the GPU. The worker resolves both kinds the same way: a
+//     base (the mapped device arena, or the shared arena's device pointer) plus the offsets below;
 //   - a worker holds only its weights (re-made on restart) and scratch; a layers worker reads its
 //     input slot and writes its output slot (never the same), and a step writes KV rows only at its
 //     own positions, so repeating an interrupted step gives the uninterrupted bits.
@@ -42,15 +48,19 @@ inline constexpr uint32_t kDeviceSlot = 0x80000000u;
 struct CudaWorkerSpec {
   Device device{Device::Type::cuda, 0};
   ComputeDType dtype = ComputeDType::float32;
+  GpuKernels kernels = GpuKernels::automatic;  // the plan's gpu_kernels
+  GpuMemory memory = GpuMemory::device;        // resolved by the orchestrator: device or unified
   bool synthetic = false;          // weights from the synthetic formula (no checkpoint files)
   uint64_t seed = 0;
   bool graphs = true;              // layers: replay one-token steps from a CUDA graph
-  std::string arena_handle;        // hex cudaIpcMemHandle_t of the device arena; empty: none
-  uint64_t arena_bytes = 0;
-  std::vector<uint64_t> slots;     // byte offsets of the activation slots in the device arena
-  int64_t kv_offset = -1;          // layers: byte offset of its KV caches in the device arena
-  // layers with banks, experts: byte offsets in the device arena of the bank exchange's x, expert
-  // ids, weights and slots (empty: none)
+  // The offsets below are in the state arena: the device arena (memory device), or the shared arena
+  // from its first byte (memory unified).
+  std::string arena_handle;        // hex cudaIpcMemHandle_t of the device arena; empty: none (always under unified)
+  uint64_t arena_bytes = 0;        // the state arena's size
+  std::vector<uint64_t> slots;     // byte offsets of the activation slots (device arena only)
+  int64_t kv_offset = -1;          // layers: byte offset of its KV caches
+  // layers with banks, experts: byte offsets of the bank exchange's x, expert ids, weights and
+  // slots (empty: none)
   std::vector<uint64_t> moe;
   uint32_t spin_count = 0;         // channel spins before sleeping (0: the channel's default)
 };

@@ -20,7 +20,8 @@ nlohmann::json to_json(const WorkerSpec& s) {
           {"blocks",
            {s.status_block, s.channel_block, s.kv_block, s.capture_block, s.norm_block, s.moe_x, s.moe_experts,
             s.moe_weights, s.moe_slots}},
-          {"bank_list", banks},         {"max_resident_experts", s.max_resident_experts}};
+          {"bank_list", banks},         {"max_resident_experts", s.max_resident_experts},
+          {"device", to_string(s.device)}, {"dtype", to_string(s.dtype)}};
 }
 
 namespace {
@@ -88,6 +89,14 @@ WorkerSpec worker_spec_from_json_unchecked(const nlohmann::json& j) {
   s.moe_weights = b.at(7);
   s.moe_slots = b.at(8);
   s.max_resident_experts = j.value("max_resident_experts", 0);
+  // Optional: a spec without them runs on the CPU in float32.
+  const std::string device = j.value("device", std::string("cpu")), dtype = j.value("dtype", std::string("float32"));
+  const auto d = parse_device(device);
+  const auto t = parse_compute_dtype(dtype);
+  if (!d) throw InputError("worker spec: device '" + device + "': expected cpu or cuda:N");
+  if (!t) throw InputError("worker spec: dtype '" + dtype + "': expected float32 or bfloat16");
+  s.device = *d;
+  s.dtype = *t;
   for (auto& x : j.at("bank_list"))
     s.bank_list.push_back({x.at(0), x.at(1), x.at(2), x.at(3), x.size() > 4 ? x.at(4).get<std::string>() : std::string()});
   return s;

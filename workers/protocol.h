@@ -8,6 +8,7 @@
 #include <type_traits>
 #include <vector>
 
+#include "segments/core/segment_params.h"
 #include "segments/core/segment_types.h"
 
 namespace segpipe::proto {
@@ -53,6 +54,8 @@ struct ReportReply {
   uint64_t expert_uses, expert_hits, expert_loads, expert_evictions, expert_bytes_loaded;
   int32_t max_resident_experts;
   int32_t reserved;
+  // GPU segments under gpu_memory: unified: checkpoint tensors the device read in place (no staging copy).
+  uint64_t weights_in_place;
 };
 
 // One per segment, in the status block. The worker bumps `heartbeat` from a side thread; a stopped
@@ -69,18 +72,17 @@ static_assert(std::is_trivially_copyable_v<StepArgs> && std::is_trivially_copyab
               std::is_trivially_copyable_v<HelloReply> && std::is_trivially_copyable_v<ReportReply> &&
               std::is_trivially_copyable_v<SegmentStatus>);
 
-// Everything a worker needs, as plain data (serialized to JSON for its command line).
-struct WorkerSpec {
+// Everything a worker needs, as plain data (serialized to JSON for its command line): the segment it
+// runs (SegmentParams, a base so that the worker hands its spec to make_segment as it is; the kind and
+// the device are written as their names) and where its state and buffers live.
+// The orchestrator's GPU path fills device and dtype in CudaWorkerSpec today, so a GPU worker's spec
+// holds the default cpu / float32 here until the runner copies the plan's params whole.
+struct WorkerSpec : SegmentParams {
   std::string arena;
   int index = 0;                 // this segment's index in the plan (status slot)
   std::string name;
-  SegmentKind kind = SegmentKind::layers;  // written as its name in the JSON
   std::string model_dir;
-  int layer_first = -1, layer_last = -1;
-  bool banks = false;
-  int expert_first = -1, expert_last = -1;
   int threads = 1;
-  int max_resident_experts = 0;  // layers (local experts), experts: selective loading (0: all resident)
   int64_t max_seq = 0;           // KV positions
   int64_t max_tokens = 0;        // tokens per step the buffers hold
   int64_t capture_tokens = 0;    // tokens the capture blocks hold (0: no capture)
@@ -88,7 +90,7 @@ struct WorkerSpec {
   int parent_pid = 0;
   uint32_t status_block = 0;
   uint32_t channel_block = 0;
-  uint32_t kv_block = 0;                 // layers
+  uint32_t kv_block = 0;                 // layers (0: none; block 0 is the status table)
   uint32_t capture_block = 0;            // layers: [n_layers, Tcap, H] outputs, then router logits, routes
   uint32_t norm_block = 0;               // lm_head: capture of the final norm [Tcap, H]
   // MoE exchange (layers with banks, experts): x [Tmax,H], experts [Tmax,k] i32, weights [Tmax,k], slots [Tmax*k,H]

@@ -32,7 +32,7 @@ int serve(const proto::WorkerSpec& spec, shm::Channel& ch, proto::SegmentStatus*
           continue;
         }
         case proto::kReport: {
-          proto::ReportReply r{proc_status_kb("VmHWM:") * 1024, proc_status_kb("VmRSS:") * 1024, 0, 0, 0, 0, 0, 0, 0};
+          proto::ReportReply r{proc_status_kb("VmHWM:") * 1024, proc_status_kb("VmRSS:") * 1024, 0, 0, 0, 0, 0, 0, 0, 0};
           seg.add_to_report(r);
           ch.post_response(rq.step, proto::kOk, bytes_of(r));
           continue;

@@ -16,10 +16,8 @@
 
 #include "segments/checkpoint/checkpoint.h"
 #include "segments/core/errors.h"
-#include "segments/kinds/embeddings.h"
-#include "segments/kinds/experts.h"
-#include "segments/kinds/layers.h"
-#include "segments/kinds/lm_head.h"
+#include "segments/core/segment.h"
+#include "segments/factory/segment_factory.h"
 #include "shm/arena.h"
 #include "shm/channel.h"
 #include "workers/capture_writer.h"
@@ -64,39 +62,26 @@ class Worker : public worker::ServedSegment {
   void load() {
     ck_ = Checkpoint::open(spec_.model_dir);
     cfg_ = parse_model_config(ck_->config_json(), spec_.model_dir + "/config.json");
-    if (spec_.kind == SegmentKind::embeddings) {
-      embed_ = std::make_unique<EmbeddingsSegment>(*ck_, cfg_);
-    } else if (spec_.kind == SegmentKind::lm_head) {
-      head_ = std::make_unique<LmHeadSegment>(*ck_, cfg_, pool_);
-    } else if (spec_.kind == SegmentKind::experts) {
-      bank_ = std::make_unique<ExpertsSegment>(*ck_, cfg_, pool_, spec_.layer_first, spec_.layer_last,
-                                               spec_.expert_first, spec_.expert_last, spec_.max_resident_experts);
-    } else {
-      layers_ = std::make_unique<LayersSegment>(*ck_, cfg_, pool_, spec_.layer_first, spec_.layer_last, !spec_.banks,
-                                                spec_.max_resident_experts);
-      // The KV cache lives in the arena: a restarted worker finds it as the last one left it.
-      float* kv = arena_.payload_span<float>(spec_.kv_block).data();
-      int64_t per = LayersSegment::kv_floats_per_layer(cfg_, spec_.max_seq);
-      std::vector<KvLayer> v;
-      for (int i = 0; i <= spec_.layer_last - spec_.layer_first; i++) v.push_back({kv + per * i, kv + per * i + per / 2});
-      layers_->bind_kv(std::move(v), spec_.max_seq);
-      if (spec_.banks) banks_ = std::make_unique<RemoteBanks>(spec_, arena_, cfg_, status_);
-    }
+    // A layers segment whose experts live in banks calls them through the arena's MoE exchange.
+    if (spec_.banks) banks_ = std::make_unique<RemoteBanks>(spec_, arena_, cfg_, status_);
+    SegmentEnv env;
+    env.cfg = &cfg_;
+    env.checkpoint = ck_.get();
+    env.pool = &pool_;
+    env.max_seq = spec_.max_seq;
+    // The KV cache lives in the arena: a restarted worker finds it as the last one left it.
+    if (spec_.kv_block) env.kv = arena_.payload_span<float>(spec_.kv_block);
+    env.experts = banks_.get();
+    seg_ = make_segment(spec_, env);
   }
 
-  const std::vector<LoadedTensor>& loaded() const override {
-    if (embed_) return embed_->loaded();
-    if (head_) return head_->loaded();
-    if (bank_) return bank_->loaded();
-    return layers_->loaded();
-  }
+  const std::vector<LoadedTensor>& loaded() const override { return seg_->loaded(); }
+  uint64_t weight_bytes() const override { return seg_->weight_bytes(); }
 
   int serve() { return worker::serve(spec_, ch_, status_, *this); }
 
   void add_to_report(proto::ReportReply& r) const override {
-    const ExpertsSegment* ex = bank_ ? bank_.get() : layers_ ? layers_->local_experts() : nullptr;
-    if (!ex) return;
-    const ExpertCacheStats& c = ex->cache_stats();
+    const ExpertCacheStats c = seg_->expert_cache_stats();
     r.expert_uses = c.uses;
     r.expert_hits = c.hits;
     r.expert_loads = c.loads;
@@ -106,32 +91,26 @@ class Worker : public worker::ServedSegment {
   }
 
   void step(const proto::StepArgs& a) override {
-    const int64_t H = cfg_.hidden;
     if (a.T <= 0 || a.T > spec_.max_tokens) throw RuntimeFailure("step of " + std::to_string(a.T) + " tokens exceeds the buffers");
-    if (embed_) {
-      const int32_t* ids = arena_.payload_span<int32_t>(a.in_block).data();
-      embed_->forward(ids, a.T, arena_.payload_span<float>(a.out_block).data());
-    } else if (layers_) {
-      // Read from `in`, compute in place in `out`: the input survives a crash mid-step, so the
-      // step can be repeated after a restart.
-      const float* in = arena_.payload_span<float>(a.in_block).data();
-      float* out = arena_.payload_span<float>(a.out_block).data();
-      std::memcpy(out, in, static_cast<size_t>(a.T * H) * sizeof(float));
-      std::unique_ptr<CaptureWriter> cap;
-      if (a.capture) cap = std::make_unique<CaptureWriter>(spec_, arena_, cfg_, a.T);
-      layers_->forward(out, a.T, a.pos0, banks_.get(), cap.get());
-    } else if (head_) {
-      const float* in = arena_.payload_span<float>(a.in_block).data();
-      float* logits = arena_.payload_span<float>(a.out_block).data();
-      float* normed = a.capture ? arena_.payload_span<float>(spec_.norm_block).data() : nullptr;
-      head_->forward(in, a.T, a.all_logits != 0, normed, logits);
-    } else {
-      throw RuntimeFailure("an expert bank does not run steps");
-    }
+    // The blocks as they are: what each kind reads and writes there is StepIO's contract. A layers
+    // segment reads `in` and computes in `out` (never the same block), so the input survives a crash
+    // mid-step and the step can be repeated after a restart.
+    std::unique_ptr<CaptureWriter> cap;
+    if (a.capture) cap = std::make_unique<CaptureWriter>(spec_, arena_, cfg_, a.T);
+    StepIO io;
+    io.in = arena_.payload(a.in_block).data();
+    io.out = arena_.payload_span<float>(a.out_block).data();
+    io.normed = a.capture ? arena_.payload_span<float>(spec_.norm_block).data() : nullptr;
+    io.T = a.T;
+    io.pos0 = a.pos0;
+    io.all_positions = a.all_logits != 0;
+    io.observer = cap.get();
+    seg_->step(io);
   }
 
   void experts(std::span<const std::byte> args) override {
-    if (!bank_) throw RuntimeFailure("only expert banks compute experts");
+    ExpertBank* bank = seg_->bank();
+    if (!bank) throw RuntimeFailure("only expert banks compute experts");
     const auto a = worker::args_as<proto::ExpertArgs>(args);
     ExpertRequest req;
     req.layer = a.layer;
@@ -141,7 +120,7 @@ class Worker : public worker::ServedSegment {
     req.experts = arena_.payload_span<int32_t>(spec_.moe_experts).data();
     req.weights = arena_.payload_span<float>(spec_.moe_weights).data();
     req.out = arena_.payload_span<float>(spec_.moe_slots).data();
-    bank_->compute(req);
+    bank->compute(req);
   }
 
  private:
@@ -154,11 +133,8 @@ class Worker : public worker::ServedSegment {
   std::atomic<bool> stop_hb_{false};
   std::shared_ptr<Checkpoint> ck_;
   ModelConfig cfg_;
-  std::unique_ptr<EmbeddingsSegment> embed_;
-  std::unique_ptr<LayersSegment> layers_;
-  std::unique_ptr<ExpertsSegment> bank_;
-  std::unique_ptr<LmHeadSegment> head_;
-  std::unique_ptr<RemoteBanks> banks_;
+  std::unique_ptr<RemoteBanks> banks_;  // before seg_: the segment calls it until it is gone
+  std::unique_ptr<Segment> seg_;
 };
 
 }  // namespace

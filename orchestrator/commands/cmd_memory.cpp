@@ -42,12 +42,15 @@ const char* kMemoryHelp =
     "                      [--resident-groups N] [--tokens ...]... [--max-new-tokens N] [--json FILE] [--html FILE]\n"
     "runs the prompts (default: a fixed 12-token prompt) with one process per segment and reports per\n"
     "process: weight bytes, resident memory split into mapped weights / anonymous / shm arena / other,\n"
-    "PSS, peak, KV cache, GPU memory (none: CPU segments), expert loading counters, and whether a page\n"
+    "PSS, peak, KV cache, GPU memory (a GPU segment's weights; per device, where the state GPU segments\n"
+    "share lives: the device arena, or the shared arena under gpu_memory: unified, counted once there),\n"
+    "expert loading counters, and whether a page\n"
     "of another segment's weights is resident (pagemap); totals by PSS (shared pages counted once);\n"
     "the in-process run of the same pipeline beside it; router usage per layer. Targets checked:\n"
     "resident <= weights + KV cache + 32 MiB per process, no foreign weight page resident; with\n"
     "max_resident_experts M: mapped weights resident <= non-expert weights + M experts per layer (+ edge\n"
-    "pages, 1 MiB), and resident and peak <= that + KV cache + 32 MiB.\n"
+    "pages, 1 MiB), and resident and peak <= that + KV cache + 32 MiB. A GPU segment: no foreign weight\n"
+    "page resident; under gpu_memory: unified, checkpoint pages resident <= 2 pages per tensor + 1 MiB.\n"
     "  --max-new-tokens N   greedy decode steps per prompt, timed (default 8)\n"
     "  --hold-until-file P  keep the processes alive after writing the reports until P exists (tests)\n"
     "  --sweep              experiments on --model: cuts into 1,2,4,8 layer groups with and without expert\n"
@@ -55,6 +58,7 @@ const char* kMemoryHelp =
     "exit: 0 ok, 1 a target missed, 2 bad input, 3 runtime failure\n";
 
 constexpr uint64_t kSlack = 32ull << 20;
+const uint64_t kPageBytes = static_cast<uint64_t>(sysconf(_SC_PAGESIZE));
 
 struct RunResult {
   json j;
@@ -168,6 +172,12 @@ json measure_inproc(const RunPlan& plan, const ModelConfig& cfg, const std::vect
   return j;
 }
 
+std::string mb(uint64_t b) {
+  char s[32];
+  std::snprintf(s, sizeof s, "%.1f", static_cast<double>(b) / (1 << 20));
+  return s;
+}
+
 // The segmented run: runner alive on return (in `keep`), so the processes can be held for checks.
 RunResult measure_segmented(const RunPlan& plan_in, const ModelConfig& cfg, const std::vector<std::vector<int32_t>>& prompts,
                             int new_tokens, std::unique_ptr<Runner>& keep, bool with_router) {
@@ -189,13 +199,24 @@ RunResult measure_segmented(const RunPlan& plan_in, const ModelConfig& cfg, cons
     const SegmentReport& s = reports[i];
     const SegmentDesc& d = plan.segments[i];
     ProcMemory m = read_proc_memory(s.pid);
-    WeightResidency wr = check_weight_residency(m, segment_weight_ranges(*ck, cfg, d));
+    const auto own = segment_weight_ranges(*ck, cfg, d);
+    WeightResidency wr = check_weight_residency(m, own);
     uint64_t kv = kv_bytes(cfg, d, positions);
     uint64_t limit = s.weight_bytes + kv + kSlack;
     bool ok = m.rss <= limit && wr.foreign_resident_pages == 0;
     std::string rule = "rss <= weight_bytes + kv_cache_bytes + 32 MiB, and no foreign weight page resident";
     json bound_j;
-    if (d.max_resident_experts > 0) {
+    if (d.device.is_cuda()) {
+      // A GPU process's weights are device memory (not in its RSS), its RSS holds the CUDA runtime and
+      // the whole shared arena (registered for the GPU: every page resident), counted once in the
+      // totals. Under unified the checkpoint's pages were given back once the device read them.
+      limit = 2 * kPageBytes * own.size() + (1ull << 20);
+      const bool unified = s.gpu_memory == "unified";
+      ok = wr.foreign_resident_pages == 0 && (!unified || m.rss_weights <= limit);
+      rule = unified ? "gpu_memory unified: rss_weights (checkpoint pages still resident) <= 2 pages per tensor + "
+                       "1 MiB, and no foreign weight page resident"
+                     : "GPU segment: no foreign weight page resident";
+    } else if (d.max_resident_experts > 0) {
       // With every weight resident the rule above holds trivially; selective loading promises more:
       // the bound on what it may hold, for the mapped weights now and for the whole process now and
       // at its peak (VmHWM: since the process started, so from load to this point).
@@ -220,8 +241,21 @@ RunResult measure_segmented(const RunPlan& plan_in, const ModelConfig& cfg, cons
     e["weight_bytes"] = s.weight_bytes;
     e["kv_cache_bytes"] = kv;
     e["kv_cache_reserved_bytes"] = kv_bytes(cfg, d, plan.max_seq);
-    e["gpu_bytes"] = nullptr;
-    e["gpu"] = "none: " + to_string(d.device) + " segment (this build has no CUDA backend)";
+    if (d.device.is_cuda()) {
+      const bool unified = s.gpu_memory == "unified";
+      e["gpu_memory"] = s.gpu_memory;
+      e["gpu_bytes"] = s.weight_bytes;  // its device-layout weights; the state it shares: gpu_devices
+      e["gpu"] = to_string(d.device) + ", gpu_memory " + s.gpu_memory + ": weights in device memory" +
+                 (unified ? " (" + std::to_string(s.weights_in_place) +
+                                " checkpoint tensors read in place, their pages given back); activations, KV "
+                                "cache and bank exchange in the shared arena (counted there)"
+                          : "; activations between GPU segments, KV cache and bank exchange in the device arena of " +
+                                to_string(d.device) + " (counted once, in gpu_devices)");
+      e["weights_in_place"] = s.weights_in_place;
+    } else {
+      e["gpu_bytes"] = nullptr;
+      e["gpu"] = "none: " + to_string(d.device) + " segment (this build has no CUDA backend)";
+    }
     e["weights_resident"] = {{"own_bytes", wr.own_resident_bytes},
                              {"edge_pages", wr.edge_resident_pages},
                              {"foreign_pages", wr.foreign_resident_pages},
@@ -254,15 +288,33 @@ RunResult measure_segmented(const RunPlan& plan_in, const ModelConfig& cfg, cons
                     {"note", "pss_bytes = sum of PSS (smaps_rollup) over the segment processes and the orchestrator: "
                              "each shared page counted once. arena_allocated_bytes: the shared-memory arena (its "
                              "pages are in PSS only where mapped and touched)."}};
-  rr.j["gpu"] = "none: every segment runs on the CPU in this build";
+  // Each byte once: device memory is the GPU segments' weights plus the device arenas; what a device
+  // under unified shares lives in the shared arena (arena_allocated_bytes), not again here.
+  json devices = json::array();
+  uint64_t gpu_weights = 0, dev_arenas = 0;
+  for (size_t i = 0; i < reports.size(); i++)
+    if (plan.segments[i].device.is_cuda()) gpu_weights += reports[i].weight_bytes;
+  std::string gpu;
+  for (const GpuDeviceState& g : keep->gpu_devices()) {
+    dev_arenas += g.device_arena_bytes;
+    devices.push_back({{"device", "cuda:" + std::to_string(g.device)},
+                       {"gpu_memory", to_string(g.memory)},
+                       {"device_arena_bytes", g.device_arena_bytes},
+                       {"shared_arena_bytes", g.shared_arena_bytes}});
+    gpu += std::string(gpu.empty() ? "" : "; ") + "cuda:" + std::to_string(g.device) + " gpu_memory " + to_string(g.memory) +
+           (g.memory == GpuMemory::unified ? " (shared state in the shared arena: " + mb(g.shared_arena_bytes) + " MiB)"
+                                           : " (device arena " + mb(g.device_arena_bytes) + " MiB)");
+  }
+  if (!devices.empty()) {
+    rr.j["gpu_devices"] = devices;
+    rr.j["totals"]["gpu_weight_bytes"] = gpu_weights;
+    rr.j["totals"]["gpu_device_arena_bytes"] = dev_arenas;
+    rr.j["gpu"] = "GPU segments: " + gpu;
+  } else {
+    rr.j["gpu"] = "none: every segment runs on the CPU in this build";
+  }
   rr.j["targets_met"] = rr.targets_met;
   return rr;
-}
-
-std::string mb(uint64_t b) {
-  char s[32];
-  std::snprintf(s, sizeof s, "%.1f", static_cast<double>(b) / (1 << 20));
-  return s;
 }
 
 void print_report(const json& r) {
@@ -291,9 +343,9 @@ void print_report(const json& r) {
                 mb(i["rss_bytes"]).c_str(), mb(i["pss_bytes"]).c_str(), mb(i["rss_weights_bytes"]).c_str(),
                 mb(i["rss_anon_bytes"]).c_str(), mb(i["peak_rss_bytes"]).c_str());
   }
-  std::printf("  decode %.1f tokens/s segmented%s; GPU memory: none (CPU segments)\n",
-              r["run"]["decode_tokens_per_s"].get<double>(),
-              r.contains("inproc") ? (", " + std::to_string(r["inproc"]["decode_tokens_per_s"].get<double>()).substr(0, 6) + " in-process").c_str() : "");
+  std::printf("  decode %.1f tokens/s segmented%s; GPU memory: %s\n", r["run"]["decode_tokens_per_s"].get<double>(),
+              r.contains("inproc") ? (", " + std::to_string(r["inproc"]["decode_tokens_per_s"].get<double>()).substr(0, 6) + " in-process").c_str() : "",
+              r.contains("gpu_devices") ? r["gpu"].get<std::string>().c_str() : "none (CPU segments)");
 }
 
 void write_text(const std::string& path, const std::string& s) { write_output_file(path, s); }

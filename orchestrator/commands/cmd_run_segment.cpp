@@ -106,7 +106,7 @@ int cmd_run_segment(const Args& args) {
         ids[static_cast<size_t>(i)] = static_cast<int32_t>(t.i64()[i]);
       }
       std::vector<float> h(static_cast<size_t>(T * H));
-      set.embed(ids.data(), T, h.data());
+      set.run(name, {.in = ids.data(), .out = h.data(), .T = T, .pos0 = pos0});
       out.tensors["hidden"] = DumpTensor::from_f32(h.data(), {T, H});
       break;
     }
@@ -122,12 +122,12 @@ int cmd_run_segment(const Args& args) {
         if (p.shape[0] != pos0 || p.shape[1] != H)
           throw InputError(in.path + ": 'prefix_hidden' must be [" + std::to_string(pos0) + ", " + std::to_string(H) + "], got " + shape_str(p.shape));
         std::vector<float> px = copy_f32(p);
-        set.layers(name, px.data(), pos0, 0, nullptr);
+        set.run(name, {.in = px.data(), .out = px.data(), .T = pos0, .pos0 = 0});
         extra += ", KV cache rebuilt from " + std::to_string(pos0) + " prefix positions";
       }
       std::vector<float> x = copy_f32(t);
       Capture cap;
-      set.layers(name, x.data(), T, pos0, &cap);
+      set.run(name, {.in = x.data(), .out = x.data(), .T = T, .pos0 = pos0, .observer = &cap});
       out.tensors["hidden"] = DumpTensor::from_f32(x.data(), {T, H});
       for (auto& [n, v] : cap.tensors) out.tensors[n] = DumpTensor::from_f32(v.data(), cap.shapes.at(n));
       for (auto& [l, r] : cap.routes) {
@@ -179,7 +179,8 @@ int cmd_run_segment(const Args& args) {
       T = t.shape[0];
       check_positions(in, pos0, T, max_seq);
       std::vector<float> normed(static_cast<size_t>(T * H)), logits(static_cast<size_t>(T * cfg.vocab));
-      set.head(t.f32(), T, true, normed.data(), logits.data());
+      set.run(name, {.in = t.f32(), .out = logits.data(), .normed = normed.data(), .T = T, .pos0 = pos0,
+                     .all_positions = true});
       out.tensors["logits"] = DumpTensor::from_f32(logits.data(), {T, cfg.vocab});
       out.tensors["norm"] = DumpTensor::from_f32(normed.data(), {T, H});
       break;

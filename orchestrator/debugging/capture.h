@@ -6,7 +6,7 @@
 #include <string>
 #include <vector>
 
-#include "segments/kinds/boundary_observer.h"
+#include "segments/core/boundary_observer.h"
 
 namespace segpipe {
 

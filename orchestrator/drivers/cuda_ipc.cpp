@@ -10,6 +10,10 @@ std::unique_ptr<DeviceArena> DeviceArena::create(int device, uint64_t) {
   throw InputError("device cuda:" + std::to_string(device) + " needs the CUDA backend, which this build does not have");
 }
 
+GpuMemory resolve_gpu_memory(GpuMemory chosen, int) {
+  return chosen == GpuMemory::automatic ? GpuMemory::device : chosen;
+}
+
 }  // namespace segpipe
 
 #else
@@ -17,9 +21,12 @@ std::unique_ptr<DeviceArena> DeviceArena::create(int device, uint64_t) {
 #include <algorithm>
 
 #include "segments/cuda/device.h"
+#include "segments/cuda/unified_memory.h"
 #include "workers/cuda_ipc_handle.h"
 
 namespace segpipe {
+
+GpuMemory resolve_gpu_memory(GpuMemory chosen, int device) { return cuda::resolve_gpu_memory(chosen, device); }
 
 namespace {
 

@@ -1,7 +1,8 @@
 // The orchestrator's side of GPU segments under transport: shm (workers/cuda_worker.h says where
 // state lives): one device arena per device a run uses, allocated here and shared with the GPU workers through a
 // CUDA IPC handle, so that activations between GPU segments and the KV caches of GPU layers
-// segments stay in device memory and outlive any worker. In a build without the CUDA backend
+// segments stay in device memory and outlive any worker. Under gpu_memory: unified a device has no
+// device arena: that state lives in the shared arena. In a build without the CUDA backend
 // DeviceArena::create throws InputError.
 #pragma once
 #include <cstddef>
@@ -26,6 +27,11 @@ class DeviceArena {
   // Copies [offset, offset + n) to host memory (captures of device-resident boundaries).
   virtual void read(uint64_t offset, void* dst, size_t n) const = 0;
 };
+
+// The plan's gpu_memory for device cuda:N: automatic resolved (unified where the GPU shares the host's
+// memory, segments/cuda/unified_memory.h), device / unified as chosen. Without the CUDA backend
+// automatic is device (no GPU segment runs there).
+GpuMemory resolve_gpu_memory(GpuMemory chosen, int device);
 
 // Options of the GPU workers of a shm run.
 struct CudaShmOptions {

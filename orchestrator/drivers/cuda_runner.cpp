@@ -28,6 +28,7 @@ std::unique_ptr<CudaRunner> make_cuda_runner(const RunPlan& plan, const ModelCon
 
 #include "segments/checkpoint/checkpoint.h"
 #include "segments/cuda/kinds.h"
+#include "segments/cuda/unified_memory.h"
 #include "segments/kernels/cuda/greedy.cuh"
 
 namespace segpipe {
@@ -50,18 +51,23 @@ class CudaRunnerImpl : public CudaRunner {
                          to_string(s.dtype) + ", but the GPU runner needs every segment on one GPU in one dtype (" +
                          to_string(device) + ", " + to_string(dtype) + ")");
     cuda::require_device(device.index);
-    ctx_ = std::make_unique<cuda::Context>(device.index);
+    const GpuKernels kernels = plan.gpu_kernels == GpuKernels::portable ? GpuKernels::portable : opt.kernels;
+    ctx_ = std::make_unique<cuda::Context>(device.index, kernels);
     device_ = to_string(device);
     cuda::WeightOptions wo;
     wo.compute = dtype == ComputeDType::bfloat16 ? DType::BF16 : DType::F32;
     wo.synthetic = opt.synthetic;
     wo.seed = opt.seed;
+    memory_ = cuda::resolve_gpu_memory(plan.gpu_memory, device.index);
+    wo.memory = memory_;
     if (!opt.synthetic) ck_ = Checkpoint::open(plan.model_dir);
     weights_ = std::make_unique<cuda::WeightSource>(*ctx_, cfg_, ck_.get(), wo);
     cuda::EngineOptions eo;
     eo.gemv_max_tokens = opt.gemv_max_tokens;
     eo.grouped_gemm = opt.grouped_gemm;
     eo.device_grouped = opt.device_grouped;
+    eo.fused_decode = opt.fused_decode;
+    eo.flash_attention = opt.flash_attention;
     for (const SegmentDesc& s : plan.segments)
       if (s.kind == SegmentKind::experts)
         banks_[s.name] = std::make_unique<cuda::Experts>(*ctx_, *weights_, cfg_, eo, s.layer_first, s.layer_last,
@@ -85,7 +91,8 @@ class CudaRunnerImpl : public CudaRunner {
       }
     }
     SEGPIPE_ASSERT_MSG(embed_, "plan without embeddings");
-    head_ = std::make_unique<cuda::LmHead>(*ctx_, *weights_, cfg_, cfg_.tie_word_embeddings ? embed_->table() : nullptr);
+    head_ = std::make_unique<cuda::LmHead>(*ctx_, *weights_, cfg_, cfg_.tie_word_embeddings ? embed_->table() : nullptr,
+                                           eo);
     SEGPIPE_CUDA_CHECK(cudaMallocHost(reinterpret_cast<void**>(&host_io_), sizeof(int32_t) * 2));
     ids_.grow(16);
     pos_.grow(1);
@@ -198,7 +205,7 @@ class CudaRunnerImpl : public CudaRunner {
       if (!greedy_exec_) {
         greedy_exec_ = cuda::capture_graph(st, [&] {
           device_work(1, pos0, false, nullptr);
-          cuda::greedy_next_token(logits_.get(), cfg_.vocab, gs, st);
+          cuda::greedy_next_token(logits_.get(), cfg_.vocab, gs, ctx_->kernels(), st);
         });
         greedy_epoch_ = cuda::buffer_epoch();
       }
@@ -206,7 +213,7 @@ class CudaRunnerImpl : public CudaRunner {
     } else {
       for (int i = 0; i < n; i++) {
         device_work(1, pos0 + i, false, nullptr);
-        cuda::greedy_next_token(logits_.get(), cfg_.vocab, gs, st);
+        cuda::greedy_next_token(logits_.get(), cfg_.vocab, gs, ctx_->kernels(), st);
       }
     }
     std::vector<int32_t> out(static_cast<size_t>(n));
@@ -230,7 +237,12 @@ class CudaRunnerImpl : public CudaRunner {
     warm_ = false;
   }
 
+  cuda::Context& context() override { return *ctx_; }
+
   std::string device_description() const override { return device_ + " (" + cuda::device_name(ctx_->device()) + ")"; }
+
+  GpuMemory gpu_memory() const override { return memory_; }
+  uint64_t weights_read_in_place() const override { return weights_->tensors_read_in_place(); }
 
   uint64_t weight_bytes() const override {
     uint64_t b = embed_->weight_bytes() + head_->weight_bytes();
@@ -252,6 +264,7 @@ class CudaRunnerImpl : public CudaRunner {
       r.pid = static_cast<long>(getpid());
       r.weight_bytes = bytes;
       r.peak_rss_bytes = static_cast<uint64_t>(ru.ru_maxrss) * 1024;
+      r.gpu_memory = to_string(memory_);
       out.push_back(r);
     };
     for (const SegmentDesc& s : plan_.segments) {
@@ -341,6 +354,7 @@ class CudaRunnerImpl : public CudaRunner {
   ModelConfig cfg_;
   CudaRunnerOptions opt_;
   std::string device_;
+  GpuMemory memory_ = GpuMemory::device;  // resolved
   std::unique_ptr<cuda::Context> ctx_;
   std::shared_ptr<Checkpoint> ck_;
   std::unique_ptr<cuda::WeightSource> weights_;

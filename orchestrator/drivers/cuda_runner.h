@@ -13,6 +13,10 @@
 
 namespace segpipe {
 
+namespace cuda {
+class Context;
+}
+
 struct CudaRunnerOptions {
   bool synthetic = false;     // weights from the synthetic formula on the GPU (no checkpoint files)
   uint64_t seed = 0;          // synthetic: the make-model seed
@@ -20,6 +24,10 @@ struct CudaRunnerOptions {
   int gemv_max_tokens = 4;    // MoE: GEMVs over the chosen experts up to this many tokens per step
   bool grouped_gemm = true;   // MoE prefill: one grouped cuBLAS call per projection and layer
   bool device_grouped = true; // MoE bf16 prefill: grouping and expert GEMMs on the device (moe_grouped.cuh)
+  bool fused_decode = true;    // decode through the fused single-token kernels (cuda::EngineOptions)
+  bool flash_attention = true; // bf16 long prefills through the flash attention kernel (cuda::EngineOptions)
+  // The kernels' hardware path (cuda::Context); portable also where the plan's gpu_kernels says so.
+  GpuKernels kernels = GpuKernels::automatic;
 };
 
 // True when this build has the CUDA backend.
@@ -39,10 +47,16 @@ class CudaRunner : public Runner {
   // runs for greedy decoding on a GPU.
   bool has_greedy_chain() const override { return true; }
   // Drops the captured decode graph: the next decode steps run eagerly once, then capture again
-  // (after cuda::set_fused_decode changed which kernels a step launches).
+  // (benchmarks: a capture measured afresh).
   virtual void reset_graph() = 0;
+  // The runner's GPU context (benchmarks: its kernel path, the per-phase profile).
+  virtual cuda::Context& context() = 0;
   virtual std::string device_description() const = 0;
   virtual uint64_t weight_bytes() const = 0;
+  // The plan's gpu_memory resolved for the device (device or unified: the checkpoint read in place,
+  // segments/cuda/weights.h), and the checkpoint tensors the device read in place.
+  virtual GpuMemory gpu_memory() const = 0;
+  virtual uint64_t weights_read_in_place() const = 0;
 };
 
 std::unique_ptr<CudaRunner> make_cuda_runner(const RunPlan& plan, const ModelConfig& cfg,

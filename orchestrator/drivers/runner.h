@@ -9,7 +9,7 @@
 #include <vector>
 
 #include "orchestrator/planning/run_plan.h"
-#include "segments/kinds/boundary_observer.h"
+#include "segments/core/boundary_observer.h"
 #include "segments/checkpoint/checkpoint.h"
 
 namespace segpipe {
@@ -25,6 +25,21 @@ struct SegmentReport {
   // Selective expert loading (max_resident_experts): counters over the run so far.
   int max_resident_experts = 0;
   uint64_t expert_uses = 0, expert_hits = 0, expert_loads = 0, expert_evictions = 0, expert_bytes_loaded = 0;
+  // GPU segments: gpu_memory as resolved for its device ("device" or "unified"; empty on the CPU), and
+  // under unified the checkpoint tensors its device read in place (no staging copy).
+  std::string gpu_memory;
+  uint64_t weights_in_place = 0;
+};
+
+// Where the GPU segments of one device keep the state they share (transport: shm), so that a report
+// counts each byte once: in device memory (the device arena) or in the shared arena (unified).
+struct GpuDeviceState {
+  int device = 0;                        // the N of cuda:N
+  GpuMemory memory = GpuMemory::device;  // resolved: device or unified
+  uint64_t device_arena_bytes = 0;       // device memory for it (activation slots, KV caches, bank exchange); 0 under unified
+  // Under unified: the shared arena's bytes that hold it (the device's KV caches, and the bank
+  // exchange where it has GPU banks; activations use hidden.a / hidden.b, which every run has).
+  uint64_t shared_arena_bytes = 0;
 };
 
 class Runner {
@@ -37,6 +52,8 @@ class Runner {
                     std::vector<float>& logits) = 0;
   virtual int vocab() const = 0;
   virtual std::vector<SegmentReport> reports() = 0;
+  // Per device used by GPU segment processes (empty: none, or a runner without them).
+  virtual std::vector<GpuDeviceState> gpu_devices() const { return {}; }
   // Greedy decoding chained where the logits are (the GPU runner: the next token chosen on the device
   // and fed to the next step, no host round trip in between). decode_greedy runs n one-token steps
   // from `token` at position pos0 and returns the n chosen tokens: the same as n step() calls with the

@@ -1,7 +1,5 @@
 #include "orchestrator/drivers/segment_set.h"
 
-#include <sys/mman.h>
-
 #include <algorithm>
 #include <cstring>
 
@@ -9,45 +7,19 @@
 #include "orchestrator/drivers/progress.h"
 #include "segments/checkpoint/checkpoint.h"
 #include "segments/core/errors.h"
+#include "segments/factory/segment_factory.h"
+#include "segments/kinds/layers.h"
 
 namespace segpipe {
-
-namespace {
-
-// Anonymous mapping: KV pages cost memory only once written (as in the in-process runner).
-struct LazyKv {
-  float* p = nullptr;
-  size_t n = 0;
-  explicit LazyKv(size_t count) : n(count) {
-    if (!n) return;
-    void* m = mmap(nullptr, n * 4, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-    if (m == MAP_FAILED) throw RuntimeFailure("cannot allocate a KV cache of " + std::to_string(n * 4) + " bytes");
-    p = static_cast<float*>(m);
-  }
-  ~LazyKv() {
-    if (p) munmap(p, n * 4);
-  }
-};
-
-bool serves(const SegmentDesc& bank, const SegmentDesc& layers) {
-  return bank.kind == SegmentKind::experts && layers.kind == SegmentKind::layers && layers.banks &&
-         bank.layer_last >= layers.layer_first && bank.layer_first <= layers.layer_last;
-}
-
-}  // namespace
-
-struct SegmentSet::Stage {
-  SegmentDesc desc;
-  std::unique_ptr<LayersSegment> seg;
-  std::unique_ptr<LazyKv> kv;
-  std::vector<std::pair<std::string, ExpertsSegment*>> banks;
-};
 
 // ExpertExecutor over in-process banks that records each request and each bank's answer.
 class SegmentSet::Recorder : public ExpertExecutor {
  public:
-  Recorder(const std::vector<std::pair<std::string, ExpertsSegment*>>& banks, int H, std::vector<BankCall>* calls)
-      : banks_(banks), H_(H), calls_(calls) {}
+  explicit Recorder(int H) : H_(H) {}
+  void add(const std::string& name, ExpertBank* bank) { banks_.push_back({name, bank}); }
+  // Where the next requests are recorded (null: they are only computed).
+  void record_into(std::vector<BankCall>* calls) { calls_ = calls; }
+
   void run(const ExpertRequest& req) override {
     const size_t TK = static_cast<size_t>(req.T * req.k), H = static_cast<size_t>(H_);
     BankCall* c = nullptr;
@@ -61,8 +33,10 @@ class SegmentSet::Recorder : public ExpertExecutor {
       c->experts.assign(req.experts, req.experts + TK);
       c->weights.assign(req.weights, req.weights + TK);
     }
+    bool held = false;
     for (auto& [name, b] : banks_) {
-      if (req.layer < b->layer_first() || req.layer > b->layer_last()) continue;
+      if (!b->holds_layer(req.layer)) continue;
+      held = true;
       RunningSegment running(name);
       if (!c) {
         b->compute(req);
@@ -77,68 +51,75 @@ class SegmentSet::Recorder : public ExpertExecutor {
       r.out = a.slots.data();
       b->compute(r);
       for (size_t s = 0; s < TK; s++)
-        if (req.experts[s] >= b->expert_first() && req.experts[s] <= b->expert_last()) {
+        if (b->owns(req.layer, req.experts[s])) {
           a.owned[s] = 1;
           std::memcpy(req.out + s * H, a.slots.data() + s * H, H * 4);
         }
       c->answers.push_back(std::move(a));
     }
+    if (!held) throw RuntimeFailure("layer " + std::to_string(req.layer) + " has routed experts but no expert bank");
   }
 
  private:
-  const std::vector<std::pair<std::string, ExpertsSegment*>>& banks_;
+  std::vector<std::pair<std::string, ExpertBank*>> banks_;  // plan order
   int H_;
-  std::vector<BankCall>* calls_;
+  std::vector<BankCall>* calls_ = nullptr;
+};
+
+struct SegmentSet::Loaded {
+  const SegmentDesc* desc = nullptr;
+  std::unique_ptr<Recorder> banks;  // a layers segment whose experts live in banks: reaches them
+  std::unique_ptr<Segment> seg;
 };
 
 SegmentSet::SegmentSet(const RunPlan& plan, const ModelConfig& cfg, const std::set<std::string>& only)
     : plan_(plan), cfg_(cfg), pool_(plan.threads) {
   ck_ = Checkpoint::open(plan.model_dir);
   auto wanted = [&](const SegmentDesc& s) { return only.empty() || only.count(s.name) != 0; };
-  std::set<std::string> bank_names;
-  for (const SegmentDesc& s : plan.segments) {
-    if (s.kind == SegmentKind::experts && wanted(s)) bank_names.insert(s.name);
-    if (s.kind == SegmentKind::layers && wanted(s))
+  // The wanted segments, and the banks that serve a wanted layers segment.
+  std::set<std::string> names;
+  for (const SegmentDesc& s : plan.segments)
+    if (wanted(s)) {
+      names.insert(s.name);
       for (const SegmentDesc& b : plan.segments)
-        if (serves(b, s)) bank_names.insert(b.name);
-  }
-  for (const SegmentDesc& s : plan_.segments)
-    if (bank_names.count(s.name)) {
-      RunningSegment running(s.name);
-      banks_[s.name] = std::make_unique<ExpertsSegment>(*ck_, cfg_, pool_, s.layer_first, s.layer_last, s.expert_first,
-                                                        s.expert_last, s.max_resident_experts);
+        if (b.serves(s)) names.insert(b.name);
     }
+  whole_ = names.size() == plan.segments.size();
   LoadProgress progress(plan.segments.size(), "segments");
   for (const SegmentDesc& s : plan_.segments) {
     progress.tick(s.name);
-    if (!wanted(s)) continue;
+    if (!names.count(s.name)) continue;
     RunningSegment running(s.name);
-    if (s.kind == SegmentKind::embeddings) embed_ = std::make_unique<EmbeddingsSegment>(*ck_, cfg_);
-    if (s.kind == SegmentKind::lm_head) head_ = std::make_unique<LmHeadSegment>(*ck_, cfg_, pool_);
-    if (s.kind != SegmentKind::layers) continue;
-    auto st = std::make_unique<Stage>();
-    st->desc = s;
-    st->seg = std::make_unique<LayersSegment>(*ck_, cfg_, pool_, s.layer_first, s.layer_last, !s.banks,
-                                              s.max_resident_experts);
-    int n = s.layer_last - s.layer_first + 1;
-    int64_t per = LayersSegment::kv_floats_per_layer(cfg_, plan.max_seq);
-    st->kv = std::make_unique<LazyKv>(static_cast<size_t>(per * n));
-    std::vector<KvLayer> kv;
-    for (int i = 0; i < n; i++) kv.push_back({st->kv->p + per * i, st->kv->p + per * i + per / 2});
-    st->seg->bind_kv(std::move(kv), plan.max_seq);
-    for (const SegmentDesc& b : plan.segments)
-      if (serves(b, s)) st->banks.push_back({b.name, banks_.at(b.name).get()});
-    stages_.push_back(std::move(st));
+    auto l = std::make_unique<Loaded>();
+    l->desc = &s;
+    // Its banks are connected below, once they are all loaded.
+    if (s.banks) l->banks = std::make_unique<Recorder>(cfg_.hidden);
+    SegmentEnv env;
+    env.cfg = &cfg_;
+    env.checkpoint = ck_.get();
+    env.pool = &pool_;
+    env.max_seq = plan.max_seq;  // the KV cache: the segment's own, allocated lazily
+    env.experts = l->banks.get();
+    l->seg = make_segment(s, env);
+    loaded_.push_back(std::move(l));
+  }
+  for (auto& l : loaded_) {
+    if (l->banks)
+      for (auto& b : loaded_)
+        if (b->desc->serves(*l->desc)) l->banks->add(b->desc->name, b->seg->bank());
+    // A step's data flow is every segment in plan order, but for the banks: a bank has no step of its
+    // own, the layers segments it serves call it. This is the one place where the kind shapes the chain,
+    // and it is asked of the segment (does it have a bank?) rather than of its kind.
+    if (!l->seg->bank()) chain_.push_back(l.get());
   }
 }
 
 SegmentSet::~SegmentSet() = default;
 
-const std::string& SegmentSet::segment_of(SegmentKind kind) const {
-  for (const SegmentDesc& s : plan_.segments)
-    if (s.kind == kind) return s.name;
-  static const std::string none;
-  return none;
+SegmentSet::Loaded* SegmentSet::find(const std::string& name) const {
+  for (auto& l : loaded_)
+    if (l->desc->name == name) return l.get();
+  return nullptr;
 }
 
 const SegmentDesc& SegmentSet::desc(const std::string& name) const {
@@ -149,75 +130,68 @@ const SegmentDesc& SegmentSet::desc(const std::string& name) const {
 
 std::vector<std::string> SegmentSet::loaded_banks() const {
   std::vector<std::string> v;
-  for (auto& [n, b] : banks_) v.push_back(n);
+  for (auto& l : loaded_)
+    if (l->seg->bank()) v.push_back(l->desc->name);
   return v;
 }
 
 const std::vector<LoadedTensor>& SegmentSet::loaded(const std::string& name) const {
-  const SegmentDesc& d = desc(name);
-  if (d.kind == SegmentKind::embeddings && embed_) return embed_->loaded();
-  if (d.kind == SegmentKind::lm_head && head_) return head_->loaded();
-  if (d.kind == SegmentKind::experts && banks_.count(name)) return banks_.at(name)->loaded();
-  for (auto& st : stages_)
-    if (st->desc.name == name) return st->seg->loaded();
+  desc(name);  // an unknown name is an error, a known one not loaded here has loaded nothing
+  if (const Loaded* l = find(name)) return l->seg->loaded();
   static const std::vector<LoadedTensor> none;
   return none;
 }
 
 uint64_t SegmentSet::weight_bytes(const std::string& name) const {
-  uint64_t b = 0;
-  for (auto& t : loaded(name)) b += t.bytes;
-  return b;
+  desc(name);
+  const Loaded* l = find(name);
+  return l ? l->seg->weight_bytes() : 0;
 }
 
-const ExpertsSegment* SegmentSet::experts_of(const std::string& name) const {
-  if (banks_.count(name)) return banks_.at(name).get();
-  for (auto& st : stages_)
-    if (st->desc.name == name) return st->seg->local_experts();
-  return nullptr;
+const Segment* SegmentSet::segment(const std::string& name) const {
+  const Loaded* l = find(name);
+  return l ? l->seg.get() : nullptr;
 }
 
-void SegmentSet::embed(const int32_t* ids, int64_t T, float* out) {
-  SEGPIPE_ASSERT_MSG(embed_ != nullptr, "embeddings segment not loaded");
-  in_segment(segment_of(SegmentKind::embeddings), "embeddings", [&] { embed_->forward(ids, T, out); });
+int SegmentSet::vocab() const { return cfg_.vocab; }
+
+void SegmentSet::run_loaded(Loaded& s, const StepIO& io, std::vector<BankCall>* calls) {
+  if (s.banks) s.banks->record_into(calls);
+  in_segment(s.desc->name, to_string(s.desc->kind), [&] { s.seg->step(io); });
 }
 
-void SegmentSet::layers(const std::string& name, float* x, int64_t T, int64_t pos0, BoundaryObserver* obs,
-                        std::vector<BankCall>* calls) {
-  for (auto& st : stages_) {
-    if (st->desc.name != name) continue;
-    std::unique_ptr<Recorder> rec;
-    if (!st->banks.empty()) rec = std::make_unique<Recorder>(st->banks, cfg_.hidden, calls);
-    in_segment(st->desc.name, "layers", [&] { st->seg->forward(x, T, pos0, rec.get(), obs); });
-    return;
-  }
-  throw InputError("layers segment '" + name + "' is not loaded");
+void SegmentSet::run(const std::string& name, const StepIO& io, std::vector<BankCall>* calls) {
+  Loaded* s = find(name);
+  if (!s) throw InputError("segment '" + name + "' is not loaded");
+  run_loaded(*s, io, calls);
 }
 
 void SegmentSet::bank(const std::string& name, const ExpertRequest& req) {
-  auto it = banks_.find(name);
-  if (it == banks_.end()) throw InputError("experts segment '" + name + "' is not loaded");
-  in_segment(it->first, "experts", [&] { it->second->compute(req); });
-}
-
-void SegmentSet::head(const float* x, int64_t T, bool all_positions, float* normed, float* logits) {
-  SEGPIPE_ASSERT_MSG(head_ != nullptr, "lm_head segment not loaded");
-  in_segment(segment_of(SegmentKind::lm_head), "lm_head", [&] { head_->forward(x, T, all_positions, normed, logits); });
+  Loaded* s = find(name);
+  ExpertBank* b = s ? s->seg->bank() : nullptr;
+  if (!b) throw InputError("experts segment '" + name + "' is not loaded");
+  in_segment(name, to_string(s->desc->kind), [&] { b->compute(req); });
 }
 
 void SegmentSet::step(const int32_t* ids, int64_t T, int64_t pos0, bool all_logits, BoundaryObserver* obs,
                       std::vector<float>& logits, std::vector<BankCall>* calls) {
-  const int64_t H = cfg_.hidden;
-  x_.resize(static_cast<size_t>(T * H));
-  embed(ids, T, x_.data());
-  if (obs) obs->on_tensor(Boundary::embeddings(), x_.data(), T, H);
-  for (auto& st : stages_) layers(st->desc.name, x_.data(), T, pos0, obs, calls);
-  logits.resize(static_cast<size_t>((all_logits ? T : 1) * head_->vocab()));
-  normed_.resize(static_cast<size_t>(T * H));
-  head(x_.data(), T, all_logits, normed_.data(), logits.data());
-  if (obs) {
-    obs->on_tensor(Boundary::norm(), normed_.data(), T, H);
-    if (all_logits) obs->on_tensor(Boundary::logits(), logits.data(), T, head_->vocab());
+  SEGPIPE_ASSERT_MSG(whole_ && !chain_.empty(), "a pipeline step needs every segment of the plan loaded");
+  x_.resize(static_cast<size_t>(T * cfg_.hidden));
+  logits.resize(static_cast<size_t>((all_logits ? T : 1) * cfg_.vocab));
+  // The plan lists the segments in data-flow order: the first reads the token ids, each next one the
+  // hidden states before it (the layers segments in place), the last writes the logits. Each segment
+  // reports its own boundaries to obs.
+  const void* in = ids;
+  for (size_t i = 0; i < chain_.size(); i++) {
+    StepIO io;
+    io.in = in;
+    io.out = i + 1 == chain_.size() ? logits.data() : x_.data();
+    io.T = T;
+    io.pos0 = pos0;
+    io.all_positions = all_logits;
+    io.observer = obs;
+    run_loaded(*chain_[i], io, calls);
+    in = x_.data();
   }
 }
 

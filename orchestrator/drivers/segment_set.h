@@ -1,22 +1,22 @@
 // Segments of a plan built in this process, by name: the whole pipeline (the in-process runner, and the
 // traced run that dump and bisect use to see inside expert banks) or one segment with what it needs
-// (run-segment). Same segment classes as the workers, so the same bits.
+// (run-segment). Same segments as the workers (made by segments/factory/segment_factory.h), so the same
+// bits.
 #pragma once
 #include <cstdint>
-#include <map>
 #include <memory>
 #include <set>
 #include <string>
 #include <vector>
 
 #include "orchestrator/planning/run_plan.h"
-#include "segments/kinds/boundary_observer.h"
-#include "segments/kinds/embeddings.h"
-#include "segments/kinds/experts.h"
-#include "segments/kinds/layers.h"
-#include "segments/kinds/lm_head.h"
+#include "segments/core/boundary_observer.h"
+#include "segments/core/segment.h"
+#include "segments/kernels/cpu/thread_pool.h"
 
 namespace segpipe {
+
+class Checkpoint;
 
 // One layer's request to its expert banks and each bank's answer.
 struct BankCall {
@@ -46,34 +46,34 @@ class SegmentSet {
   void step(const int32_t* ids, int64_t T, int64_t pos0, bool all_logits, BoundaryObserver* obs,
             std::vector<float>& logits, std::vector<BankCall>* calls = nullptr);
 
-  // One segment at a time.
-  void embed(const int32_t* ids, int64_t T, float* out);
-  void layers(const std::string& name, float* x, int64_t T, int64_t pos0, BoundaryObserver* obs,
-              std::vector<BankCall>* calls = nullptr);
+  // One segment's step (StepIO says what each kind reads and writes); a layers segment's requests to
+  // its banks are recorded in `calls` when given. An expert bank has no step: bank() below.
+  void run(const std::string& name, const StepIO& io, std::vector<BankCall>* calls = nullptr);
+  // One request to the named expert bank.
   void bank(const std::string& name, const ExpertRequest& req);
-  void head(const float* x, int64_t T, bool all_positions, float* normed, float* logits);
 
   const SegmentDesc& desc(const std::string& name) const;
-  std::vector<std::string> loaded_banks() const;
+  std::vector<std::string> loaded_banks() const;  // in plan order
   uint64_t weight_bytes(const std::string& name) const;
   // What the named segment mapped (empty when it is not loaded).
   const std::vector<LoadedTensor>& loaded(const std::string& name) const;
-  const ExpertsSegment* experts_of(const std::string& name) const;  // bank or local experts
-  int vocab() const { return head_ ? head_->vocab() : 0; }
+  // The named segment (null when it is not loaded).
+  const Segment* segment(const std::string& name) const;
+  int vocab() const;
 
  private:
-  const std::string& segment_of(SegmentKind kind) const;  // the first segment of that kind ("" if none)
-  struct Stage;
+  struct Loaded;
   class Recorder;
+  Loaded* find(const std::string& name) const;
+  void run_loaded(Loaded& s, const StepIO& io, std::vector<BankCall>* calls);
   const RunPlan& plan_;
   const ModelConfig& cfg_;
   ThreadPool pool_;
   std::shared_ptr<Checkpoint> ck_;
-  std::unique_ptr<EmbeddingsSegment> embed_;
-  std::unique_ptr<LmHeadSegment> head_;
-  std::map<std::string, std::unique_ptr<ExpertsSegment>> banks_;
-  std::vector<std::unique_ptr<Stage>> stages_;
-  std::vector<float> x_, normed_;
+  std::vector<std::unique_ptr<Loaded>> loaded_;  // plan order
+  std::vector<Loaded*> chain_;                   // a step's order: every loaded segment but the banks
+  bool whole_ = false;                           // every segment of the plan is loaded
+  std::vector<float> x_;
 };
 
 }  // namespace segpipe

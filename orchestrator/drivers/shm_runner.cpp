@@ -176,7 +176,31 @@ class ShmRunner : public Runner {
       sr.expert_loads = rr.expert_loads;
       sr.expert_evictions = rr.expert_evictions;
       sr.expert_bytes_loaded = rr.expert_bytes_loaded;
+      if (p.gpu) sr.gpu_memory = to_string(p.gpu_spec.memory);
+      sr.weights_in_place = rr.weights_in_place;
       out.push_back(sr);
+    }
+    return out;
+  }
+
+  std::vector<GpuDeviceState> gpu_devices() const override {
+    std::vector<GpuDeviceState> out;
+    for (auto& [device, memory] : memory_) {
+      GpuDeviceState g;
+      g.device = device;
+      g.memory = memory;
+      if (auto it = dev_.find(device); it != dev_.end() && it->second.arena) g.device_arena_bytes = it->second.arena->bytes();
+      if (memory == GpuMemory::unified && arena_) {
+        bool banks = false;
+        for (const Proc& p : procs_) {
+          if (!p.gpu || p.desc.device.index != device) continue;
+          if (p.desc.kind == SegmentKind::layers) g.shared_arena_bytes += arena_->payload(p.spec.kv_block).size();
+          banks |= p.desc.kind == SegmentKind::experts;
+        }
+        if (banks)
+          for (uint32_t b : moe_) g.shared_arena_bytes += arena_->payload(b).size();
+      }
+      out.push_back(g);
     }
     return out;
   }
@@ -278,7 +302,13 @@ class ShmRunner : public Runner {
     std::string ended;                 // how it ended, once reported (until it is restarted)
   };
 
+  // gpu_memory per device used, resolved before the layout (unified puts GPU state in the shared arena).
+  bool unified(const SegmentDesc& d) const { return on_gpu(d) && memory_.at(d.device.index) == GpuMemory::unified; }
+
   void build_arena() {
+    for (const SegmentDesc& d : plan_.segments)
+      if (on_gpu(d) && !memory_.count(d.device.index))
+        memory_[d.device.index] = resolve_gpu_memory(plan_.gpu_memory, d.device.index);
     const int64_t H = cfg_.hidden, V = cfg_.vocab, k = std::max(1, cfg_.top_k);
     const int64_t Tm = kMaxStepTokens, Tc = opt_.capture_tokens;
     shm::ArenaLayout L;
@@ -289,8 +319,11 @@ class ShmRunner : public Runner {
     hid_[1] = L.add_block(shm::BlockKind::kActivations, static_cast<size_t>(Tm * H) * 4, 4096, "hidden.b");
     logits_block_ = L.add_block(shm::BlockKind::kActivations, static_cast<size_t>(std::max<int64_t>(1, Tc) * V) * 4, 4096, "logits");
     norm_block_ = L.add_block(shm::BlockKind::kActivations, static_cast<size_t>(std::max<int64_t>(1, Tc) * H) * 4, 4096, "norm");
-    bool any_banks = false;  // on the CPU: GPU banks exchange through their device arena
-    for (auto& d : plan_.segments) any_banks |= d.kind == SegmentKind::experts && !on_gpu(d);
+    // Banks on the CPU, or on a GPU under unified, exchange through these blocks (GPU banks of a device
+    // arena through it). One exchange serves them all: one layers segment runs at a time, and only it
+    // rings banks.
+    bool any_banks = false;
+    for (auto& d : plan_.segments) any_banks |= d.kind == SegmentKind::experts && (!on_gpu(d) || unified(d));
     int64_t mt = any_banks ? Tm : 1;
     moe_[0] = L.add_block(shm::BlockKind::kActivations, static_cast<size_t>(mt * H) * 4, 4096, "moe.x");
     moe_[1] = L.add_block(shm::BlockKind::kActivations, static_cast<size_t>(mt * k) * 4, 64, "moe.experts");
@@ -324,16 +357,14 @@ class ShmRunner : public Runner {
       s.moe_weights = moe_[2];
       s.moe_slots = moe_[3];
       p.gpu = on_gpu(p.desc);
-      if (p.desc.kind == SegmentKind::layers && !p.gpu) {
+      if (p.desc.kind == SegmentKind::layers && (!p.gpu || unified(p.desc))) {
+        // On the CPU, and on a GPU under unified: the KV caches in the shared arena (else in the device arena)
         int nl = p.desc.layer_last - p.desc.layer_first + 1;
         s.kv_block = L.add_block(shm::BlockKind::kKvCache,
                                  static_cast<size_t>(nl * LayersSegment::kv_floats_per_layer(cfg_, plan_.max_seq)) * 4,
                                  4096, "kv." + p.desc.name.substr(0, 20));
-        auto cl = capture_layout(p.desc);
-        s.capture_block = L.add_block(shm::BlockKind::kActivations, static_cast<size_t>(std::max<int64_t>(1, cl.total())) * 4,
-                                      4096, "cap." + p.desc.name.substr(0, 20));
       }
-      if (p.desc.kind == SegmentKind::layers && p.gpu) {  // its KV cache lives in the device arena
+      if (p.desc.kind == SegmentKind::layers) {
         auto cl = capture_layout(p.desc);
         s.capture_block = L.add_block(shm::BlockKind::kActivations, static_cast<size_t>(std::max<int64_t>(1, cl.total())) * 4,
                                       4096, "cap." + p.desc.name.substr(0, 20));
@@ -351,6 +382,7 @@ class ShmRunner : public Runner {
     // Unnamed: the workers inherit its descriptor, so no name in /dev/shm can outlive this run,
     // whatever ends it (SIGKILL included).
     arena_.emplace(shm::Arena::create_unnamed(L));
+    place_unified_state();
     status_ = arena_->payload_span<proto::SegmentStatus>(status_block_).data();
     for (auto& p : procs_) {
       p.spec.arena = arena_->attach_spec();
@@ -364,7 +396,8 @@ class ShmRunner : public Runner {
   // handle. Each holds two hidden-state slots (the ping-pong of hidden.a / hidden.b), the bank
   // exchange where that device has expert banks (shared by its layers segments, which run one at a
   // time), and the KV cache of every layers segment of the device. Between devices the activation
-  // goes through the shared arena, as between the GPU and the CPU.
+  // goes through the shared arena, as between the GPU and the CPU. A device under gpu_memory: unified
+  // has none: the same state lives in the shared arena (place_unified_state).
   void plan_device_arena() {
     auto align = [](uint64_t v) { return (v + 4095) & ~uint64_t{4095}; };
     const int64_t Tm = kMaxStepTokens, H = cfg_.hidden, k = std::max(1, cfg_.top_k);
@@ -374,11 +407,12 @@ class ShmRunner : public Runner {
       if (procs_[i].desc.kind != SegmentKind::experts) chain.push_back(i);
     for (size_t c = 0; c + 1 < chain.size(); c++) {
       Proc &a = procs_[chain[c]], &b = procs_[chain[c + 1]];
-      a.out_dev = b.in_dev = a.gpu && b.gpu && a.desc.device == b.desc.device && a.desc.kind != SegmentKind::lm_head;
+      a.out_dev = b.in_dev = a.gpu && b.gpu && a.desc.device == b.desc.device && a.desc.kind != SegmentKind::lm_head &&
+                             !unified(a.desc);
     }
     std::map<int, uint64_t> size;  // device -> bytes planned so far
     for (auto& p : procs_) {
-      if (!p.gpu || dev_.count(p.desc.device.index)) continue;
+      if (!p.gpu || unified(p.desc) || dev_.count(p.desc.device.index)) continue;
       DevArena& da = dev_[p.desc.device.index];
       uint64_t off = 0;
       da.slots = {off, off + hid_bytes};
@@ -398,14 +432,17 @@ class ShmRunner : public Runner {
     }
     for (auto& p : procs_) {
       if (!p.gpu) continue;
-      const DevArena& da = dev_.at(p.desc.device.index);
       proto::CudaWorkerSpec& g = p.gpu_spec;
       g.device = p.desc.device;
       g.dtype = p.desc.dtype;
+      g.kernels = plan_.gpu_kernels;
+      g.memory = memory_.at(p.desc.device.index);
       g.synthetic = cuda_.synthetic;
       g.seed = cuda_.seed;
       g.graphs = cuda_.graphs;
       g.spin_count = cuda_.spin_count;
+      if (unified(p.desc)) continue;  // its offsets once the shared arena exists
+      const DevArena& da = dev_.at(p.desc.device.index);
       g.slots = da.slots;
       if (p.desc.kind == SegmentKind::experts || (p.desc.kind == SegmentKind::layers && p.desc.banks)) g.moe = da.moe;
       if (p.desc.kind == SegmentKind::layers) {
@@ -417,10 +454,25 @@ class ShmRunner : public Runner {
     }
     for (auto& [device, da] : dev_) da.arena = DeviceArena::create(device, size[device]);
     for (auto& p : procs_) {
-      if (!p.gpu) continue;
+      if (!p.gpu || unified(p.desc)) continue;
       const DevArena& da = dev_.at(p.desc.device.index);
       p.gpu_spec.arena_handle = da.arena->ipc_handle_hex();
       p.gpu_spec.arena_bytes = da.arena->bytes();
+    }
+  }
+
+  // Under unified a GPU worker finds its KV caches and the bank exchange in the shared arena: their
+  // blocks' offsets from its first byte (the worker adds them to the arena's device pointer, as it adds
+  // device-arena offsets to that arena's), so a restarted worker finds its KV caches as they were.
+  void place_unified_state() {
+    auto offset = [&](uint32_t block) { return static_cast<uint64_t>(arena_->payload(block).data() - arena_->base()); };
+    for (auto& p : procs_) {
+      if (!p.gpu || !unified(p.desc)) continue;
+      proto::CudaWorkerSpec& g = p.gpu_spec;
+      g.arena_bytes = arena_->size_bytes();
+      if (p.desc.kind == SegmentKind::layers) g.kv_offset = static_cast<int64_t>(offset(p.spec.kv_block));
+      if (p.desc.kind == SegmentKind::experts || (p.desc.kind == SegmentKind::layers && p.desc.banks))
+        g.moe = {offset(moe_[0]), offset(moe_[1]), offset(moe_[2]), offset(moe_[3])};
     }
   }
 
@@ -657,7 +709,8 @@ class ShmRunner : public Runner {
     std::vector<uint64_t> slots;         // the two hidden-state slots
     std::vector<uint64_t> moe;           // the bank exchange: x, ids, weights, slots (empty: no GPU banks)
   };
-  std::map<int, DevArena> dev_;  // per device (cuda:N) used by a GPU segment
+  std::map<int, DevArena> dev_;  // per device (cuda:N) used by a GPU segment under gpu_memory device
+  std::map<int, GpuMemory> memory_;  // per device used by a GPU segment: the plan's gpu_memory, resolved
   ModelConfig cfg_;
   std::optional<shm::Arena> arena_;
   proto::SegmentStatus* status_ = nullptr;

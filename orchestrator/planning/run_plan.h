@@ -4,25 +4,24 @@
 #pragma once
 #include <cstdint>
 #include <string>
+#include <utility>
 #include <vector>
 
+#include "segments/core/segment_params.h"
 #include "segments/core/segment_types.h"
 #include "segments/model/config.h"
 
 namespace segpipe {
 
-
-struct SegmentDesc {
+// A segment of the plan: what it is (SegmentParams: kind, ranges, device, dtype), and what only the plan
+// needs besides. The params are a base, not a member, so that every reader keeps writing d.kind,
+// d.layer_first ... and a SegmentDesc is passed where SegmentParams are wanted (make_segment, a
+// worker's spec).
+struct SegmentDesc : SegmentParams {
+  SegmentDesc() = default;
+  SegmentDesc(std::string name_, SegmentKind kind_) : name(std::move(name_)) { kind = kind_; }
   std::string name;
-  SegmentKind kind = SegmentKind::layers;
-  int layer_first = -1, layer_last = -1;    // layers, experts
-  bool banks = false;                       // layers: routed experts live in experts segments
-  int expert_first = -1, expert_last = -1;  // experts
-  int threads = 0;                          // CPU threads (0: the plan's default)
-  int max_resident_experts = 0;             // layers (local experts), experts: at most this many experts
-                                            // resident per layer, loaded on demand (0: all)
-  Device device{};                          // cpu or cuda:N
-  ComputeDType dtype = ComputeDType::float32;
+  int threads = 0;  // CPU threads (0: the plan's default)
 };
 
 struct RunPlan {

@@ -134,6 +134,13 @@ TensorView Checkpoint::view(const std::string& name, bool populate) {
   return shard(where_.at(name)).view(name, populate);
 }
 
+void Checkpoint::release_pages(const std::string& name, const void* p, uint64_t n) {
+  auto w = where_.find(name);
+  if (w == where_.end()) return;
+  auto s = shards_.find(w->second);
+  if (s != shards_.end()) s->second->release_pages(name, p, n);
+}
+
 uint64_t Checkpoint::mapped_tensor_bytes() const {
   uint64_t s = 0;
   for (auto& [f, sh] : shards_) s += sh->mapped_tensor_bytes();

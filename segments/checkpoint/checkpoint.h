@@ -33,6 +33,8 @@ class Checkpoint {
   // Maps the tensor and returns a view; a missing tensor is an InputError naming it.
   // populate: see SafetensorsFile::view.
   TensorView view(const std::string& name, bool populate = true);
+  // SafetensorsFile::release_pages on the shard holding `name` (a tensor not mapped: nothing).
+  void release_pages(const std::string& name, const void* p, uint64_t n);
   // Bytes of all tensors mapped so far (what this process has loaded).
   uint64_t mapped_tensor_bytes() const;
   // Shard file (path) holding a tensor.

@@ -209,6 +209,22 @@ uint64_t SafetensorsFile::mapped_tensor_bytes() const {
   return s;
 }
 
+void SafetensorsFile::release_pages(const std::string& name, const void* p, uint64_t n) {
+  std::lock_guard<std::mutex> lock(mu_);
+  auto m = maps_.find(name);
+  if (m == maps_.end() || n == 0) return;
+  const Mapping& mp = m->second;
+  const auto* b = static_cast<const std::byte*>(p);
+  if (b < mp.data || b > mp.data + mp.nbytes || n > static_cast<uint64_t>(mp.data + mp.nbytes - b)) return;
+  static const uint64_t page = static_cast<uint64_t>(sysconf(_SC_PAGESIZE));
+  const uint64_t lo = static_cast<uint64_t>(b - static_cast<const std::byte*>(mp.base));  // in the mapping
+  const uint64_t first = lo / page * page, last = std::min<uint64_t>(mp.length, (lo + n + page - 1) / page * page);
+  // Advice only: a failure leaves the pages resident, which costs memory, never a wrong result.
+  madvise(static_cast<std::byte*>(mp.base) + first, last - first, MADV_DONTNEED);
+  const uint64_t file_pos = data_start_ + header_.tensors.at(name).begin + static_cast<uint64_t>(b - mp.data);
+  posix_fadvise(fd_, static_cast<off_t>(file_pos), static_cast<off_t>(n), POSIX_FADV_DONTNEED);
+}
+
 void SafetensorsFile::unmap(const std::string& name) {
   std::lock_guard<std::mutex> lock(mu_);
   auto m = maps_.find(name);

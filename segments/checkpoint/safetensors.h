@@ -58,6 +58,14 @@ class SafetensorsFile {
   uint64_t mapped_tensor_bytes() const;
   // Drops the mapping of one tensor (selective expert loading releases evicted experts this way).
   void unmap(const std::string& name);
+  // Gives back the pages holding bytes [p, p + n) of tensor `name`'s mapped view, once a copy of them
+  // lives elsewhere (a GPU segment under gpu_memory: unified read them into its device-layout
+  // buffer): dropped from this process (madvise MADV_DONTNEED, whole pages of the mapping) and from
+  // the page cache (posix_fadvise POSIX_FADV_DONTNEED, which keeps partial pages: they hold a
+  // neighbouring tensor's bytes), so that the bytes are held once where host and device memory are
+  // one DRAM. The mapping stays valid: a later read faults the pages back in from the file. Nothing
+  // happens where the range is not inside the tensor's mapped view.
+  void release_pages(const std::string& name, const void* p, uint64_t n);
 
  private:
   explicit SafetensorsFile(std::string path) : path_(std::move(path)) {}

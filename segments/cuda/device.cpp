@@ -3,6 +3,8 @@
 #include <atomic>
 #include <cstdlib>
 
+#include "segments/core/segment_types.h"
+
 namespace segpipe::cuda {
 
 namespace {
@@ -66,8 +68,11 @@ uint64_t l2_set_aside(uint64_t bytes) {
   return got;
 }
 
-Context::Context(int device) : device_(device) {
+Context::Context(int device) : Context(device, GpuKernels::automatic) {}
+
+Context::Context(int device, GpuKernels kernels) : device_(device) {
   SEGPIPE_CUDA_CHECK(cudaSetDevice(device));
+  kernels_ = select_kernel_path(device, kernels);
   SEGPIPE_CUDA_CHECK(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking));
   SEGPIPE_CUBLAS_CHECK(cublasCreate(&cublas_));
   SEGPIPE_CUBLAS_CHECK(cublasSetStream(cublas_, stream_));

@@ -7,9 +7,11 @@
 #include <cstddef>
 #include <cstdint>
 #include <functional>
+#include <map>
 #include <string>
 
 #include "segments/kernels/cuda/check.h"
+#include "segments/kernels/cuda/device_caps.h"
 
 namespace segpipe::cuda {
 
@@ -29,7 +31,12 @@ cudaGraphExec_t capture_graph(cudaStream_t st, const std::function<void()>& body
 
 class Context {
  public:
+  // kernels: the hardware path of the kernels launched through this context, decided here once
+  // (select_kernel_path) from the device and the choice; GpuKernels::automatic without it. (Two
+  // constructors rather than a default argument: this header is also built as C++17 by CUDA
+  // translation units, which cannot include segment_types.h.)
   explicit Context(int device);
+  Context(int device, GpuKernels kernels);
   ~Context();
   Context(const Context&) = delete;
   Context& operator=(const Context&) = delete;
@@ -37,9 +44,18 @@ class Context {
   cudaStream_t stream() const { return stream_; }
   cublasHandle_t cublas() const { return cublas_; }
   void sync() const { SEGPIPE_CUDA_CHECK(cudaStreamSynchronize(stream_)); }
+  const KernelPath& kernels() const { return kernels_; }
+  // Per-phase GPU time of the steps run on this context (profile.h, benchmarks): off unless set;
+  // phase -> total milliseconds since the caller last cleared phase_ms().
+  void set_profiling(bool on) { profiling_ = on; }
+  bool profiling() const { return profiling_; }
+  std::map<std::string, double>& phase_ms() { return phase_ms_; }
 
  private:
   int device_;
+  KernelPath kernels_;
+  bool profiling_ = false;
+  std::map<std::string, double> phase_ms_;
   cudaStream_t stream_ = nullptr;
   cublasHandle_t cublas_ = nullptr;
   void* workspace_ = nullptr;

@@ -1,7 +1,6 @@
 #include "segments/cuda/kinds.h"
 
 #include <algorithm>
-#include <atomic>
 #include <cmath>
 
 #include "segments/cuda/profile.h"
@@ -19,20 +18,6 @@
 #include "segments/model/tensor_map.h"
 
 namespace segpipe::cuda {
-
-namespace {
-std::atomic<bool> g_fused_decode{true};
-}  // namespace
-
-void set_fused_decode(bool on) { g_fused_decode.store(on); }
-bool fused_decode() { return g_fused_decode.load(); }
-
-namespace {
-std::atomic<bool> g_flash{true};
-}  // namespace
-
-void set_flash_attention(bool on) { g_flash.store(on); }
-bool flash_attention() { return g_flash.load(); }
 
 namespace {
 
@@ -115,8 +100,9 @@ bool Experts::decode_into(int layer, const void* h, int k, const int32_t* expert
   const int64_t H = cfg_.hidden, I = cfg_.moe_intermediate;
   const size_t li = static_cast<size_t>(layer - l0_);
   act_.grow(static_cast<size_t>(k * I) * dtype_size(dt_));
-  moe_gate_up_gemv(h, k, k, experts, e0_, e1_, gate_up_[li].get(), dt_, I, H, act_.get(), ctx_.stream());
-  moe_down_combine(act_.get(), k, experts, weights, down_[li].get(), dt_, I, H, x, ctx_.stream());
+  moe_gate_up_gemv(h, k, k, experts, e0_, e1_, gate_up_[li].get(), dt_, I, H, act_.get(), ctx_.kernels(),
+                   ctx_.stream());
+  moe_down_combine(act_.get(), k, experts, weights, down_[li].get(), dt_, I, H, x, ctx_.kernels(), ctx_.stream());
   return true;
 }
 
@@ -137,13 +123,13 @@ void Experts::compute(const ExpertRequest& r) {
     perm_.grow(moe_grouped_workspace_ints(S, e1_ - e0_ + 1));
     act_.grow(static_cast<size_t>(S * I) * dtype_size(dt_));
     moe_grouped_experts(r.x, r.T, r.k, r.experts, r.weights, e0_, e1_, wgu, wd, I, H, perm_.get(), act_.get(),
-                        r.slots, st);
+                        r.slots, ctx_.kernels(), st);
     return;
   }
   if (!r.grouped) {
     // Decode: only the chosen experts' rows are read.
     act_.grow(static_cast<size_t>(S * I) * dtype_size(dt_));
-    moe_gate_up_gemv(r.x, S, r.k, r.experts, e0_, e1_, wgu, dt_, I, H, act_.get(), st);
+    moe_gate_up_gemv(r.x, S, r.k, r.experts, e0_, e1_, wgu, dt_, I, H, act_.get(), ctx_.kernels(), st);
     moe_down_gemv(act_.get(), S, r.experts, r.weights, e0_, e1_, wd, dt_, I, H, static_cast<float*>(r.slots), st);
     return;
   }
@@ -326,7 +312,7 @@ void Layers::forward(float* x, int64_t T, int64_t pos0, const int32_t* d_pos0, c
   const float scale = static_cast<float>(std::pow(static_cast<double>(cfg_.head_dim), -0.5));
   const bool attn_gemm = T >= opt_.attn_gemm_min_tokens;
   const AttnShape ashape{cfg_.num_heads, cfg_.num_kv_heads, cfg_.head_dim};
-  const bool flash = attn_gemm && dt_ == DType::BF16 && flash_attention() && attention_flash_supported(ashape);
+  const bool flash = attn_gemm && dt_ == DType::BF16 && opt_.flash_attention && attention_flash_supported(ashape);
   if (flash) {
     kb_.grow(static_cast<size_t>((pos0 + T) * kvd) * 2);
     vb_.grow(static_cast<size_t>((pos0 + T) * kvd) * 2);
@@ -334,22 +320,23 @@ void Layers::forward(float* x, int64_t T, int64_t pos0, const int32_t* d_pos0, c
     scores_.grow(static_cast<size_t>(cfg_.num_heads * T * (pos0 + T)));
     att_f32_.grow(static_cast<size_t>(T * qd));
   }
-  const bool fused = T == 1 && fused_decode();
-  // The fused decode kernels ask L2 for two later matrices while the memory idles: the o_proj matrix
-  // during the attention and the next layer's q/k/v during the router (mask 9, the default of the
-  // former prefetch switch: 3.476-3.494 -> 3.399-3.405 ms/token on an H100, no change on an H200).
-  // The other prefetches (the experts' down matrices during gate/up, q/k/v during down, o_proj during
-  // q/k/v) and keeping the lines in L2 (evict_last) were slower and were removed on 2026-12-07 (third
-  // session); figures in docs/benchmarks-cuda.md.
+  const bool fused = T == 1 && opt_.fused_decode;
+  const KernelPath& kp = ctx_.kernels();
+  // The fused decode kernels ask L2 for two later matrices while the memory idles (where the path has
+  // the bulk L2 prefetch): the o_proj matrix during the attention and the next layer's q/k/v during
+  // the router (mask 9, the default of the former prefetch switch: faster on an H100, no change on an
+  // H200). The other prefetches (the experts' down matrices during gate/up, q/k/v during down, o_proj
+  // during q/k/v) and keeping the lines in L2 (evict_last) were slower and were removed on 2026-12-07
+  // (third session); figures in docs/benchmarks-cuda.md.
   const uint64_t es = dtype_size(dt_);
   for (size_t li = 0; li < layers_.size(); li++) {
     Layer& L = *layers_[li];
-    PhaseTimer pt(st);
+    PhaseTimer pt(ctx_);
     float* kc = kv_[li];
     float* vc = kc + max_seq_ * kvd;
     // Attention block
     if (fused) {
-      gemv_rmsnorm(x, L.in_norm.get(), eps, L.qkv.get(), dt_, qd + 2 * kvd, H, qkv_.get(), false, nullptr, st);
+      gemv_rmsnorm(x, L.in_norm.get(), eps, L.qkv.get(), dt_, qd + 2 * kvd, H, qkv_.get(), false, nullptr, kp, st);
     } else {
       rmsnorm(x, T, H, L.in_norm.get(), eps, h_.get(), dt_, st);
       gemm_xwT(cb, h_.get(), L.qkv.get(), dt_, T, qd + 2 * kvd, H, qkv_.get(), qd + 2 * kvd, 0.0f);
@@ -369,7 +356,7 @@ void Layers::forward(float* x, int64_t T, int64_t pos0, const int32_t* d_pos0, c
       // layers, so they are made again per layer), then the fused kernel
       convert(kc, DType::F32, kb_.get(), DType::BF16, pos0 * kvd, st);
       convert(vc, DType::F32, vb_.get(), DType::BF16, pos0 * kvd, st);
-      attention_flash(q_.get(), DType::BF16, T, pos0, ashape, kb_.get(), vb_.get(), scale, att_.get(), dt_, st);
+      attention_flash(q_.get(), DType::BF16, T, pos0, ashape, kb_.get(), vb_.get(), scale, att_.get(), dt_, kp, st);
     } else if (attn_gemm)
       attention_gemm(cb, q_.get(), T, pos0, ashape, kc, vc, scale, dt_ == DType::BF16, scores_.get(),
                      att_f32_.get(), att_.get(), dt_, st);
@@ -377,14 +364,14 @@ void Layers::forward(float* x, int64_t T, int64_t pos0, const int32_t* d_pos0, c
       // q/k-norm, RoPE and the KV write folded in (the o_proj weights asked into L2 meanwhile)
       attention_decode_rope(qkv_.get(), d_pos0, ashape, L.q_norm.get(), L.k_norm.get(), eps, inv_freq_.get(), kc,
                             vc, scale, att_.get(), dt_, attn_part_.get(), attn_counters_.get(), L.o.get(),
-                            uint64_t(H * qd) * es, st);
+                            uint64_t(H * qd) * es, kp, st);
     else
       attention(q_.get(), T, d_pos0, {cfg_.num_heads, cfg_.num_kv_heads, cfg_.head_dim}, kc, vc, scale, att_.get(),
                 dt_, st);
     pt.mark("attention");
     // x += att · Wo^T (the residual add folded into the product: beta = 1)
     if (fused)
-      gemv(att_.get(), dt_, L.o.get(), dt_, H, qd, x, true, st);
+      gemv(att_.get(), dt_, L.o.get(), dt_, H, qd, x, true, kp, st);
     else
       gemm_xwT(cb, att_.get(), L.o.get(), dt_, T, H, qd, x, H, 1.0f);
     // MLP block
@@ -395,7 +382,7 @@ void Layers::forward(float* x, int64_t T, int64_t pos0, const int32_t* d_pos0, c
       const Layer* next_layer = li + 1 < layers_.size() ? layers_[li + 1].get() : nullptr;
       if (fused) {
         router_fused(x, L.post_norm.get(), eps, L.router.get(), dt_, E, H, logits_.get(), h_.get(), k,
-                     cfg_.norm_topk_prob, experts_.get(), weights_.get(), counter_.get(), st,
+                     cfg_.norm_topk_prob, experts_.get(), weights_.get(), counter_.get(), kp, st,
                      next_layer ? next_layer->qkv.get() : nullptr,
                      next_layer ? uint64_t(qd + 2 * kvd) * uint64_t(H) * es : 0);
         if (obs) observe(ctx_, obs, Boundary::router_logits(L.index), logits_.get(), T, E, host_tmp_);
@@ -460,12 +447,12 @@ void Layers::forward(float* x, int64_t T, int64_t pos0, const int32_t* d_pos0, c
     } else {
       const int64_t I = cfg_.intermediate;
       if (fused)
-        gemv(h_.get(), dt_, L.gate_up.get(), dt_, 2 * I, H, gu_.get(), false, st);
+        gemv(h_.get(), dt_, L.gate_up.get(), dt_, 2 * I, H, gu_.get(), false, kp, st);
       else
         gemm_xwT(cb, h_.get(), L.gate_up.get(), dt_, T, 2 * I, H, gu_.get(), 2 * I, 0.0f);
       swiglu_rows(gu_.get(), DType::F32, T, I, act_.get(), dt_, st);
       if (fused)
-        gemv(act_.get(), dt_, L.down.get(), dt_, H, I, x, true, st);
+        gemv(act_.get(), dt_, L.down.get(), dt_, H, I, x, true, kp, st);
       else
         gemm_xwT(cb, act_.get(), L.down.get(), dt_, T, H, I, x, H, 1.0f);
       pt.mark("dense mlp");
@@ -475,8 +462,9 @@ void Layers::forward(float* x, int64_t T, int64_t pos0, const int32_t* d_pos0, c
 }
 
 // ---------------------------------------------------------------------------------------------
-LmHead::LmHead(Context& ctx, WeightSource& w, const ModelConfig& cfg, const void* tied_table)
-    : ctx_(ctx), cfg_(cfg), dt_(w.options().compute), vocab_(cfg.vocab) {
+LmHead::LmHead(Context& ctx, WeightSource& w, const ModelConfig& cfg, const void* tied_table,
+               const EngineOptions& opt)
+    : ctx_(ctx), cfg_(cfg), opt_(opt), dt_(w.options().compute), vocab_(cfg.vocab) {
   TensorRole nr = final_norm_role(cfg);
   norm_.grow(numel(nr));
   w.vector_f32(nr, norm_.get());
@@ -501,10 +489,11 @@ LmHead::LmHead(Context& ctx, WeightSource& w, const ModelConfig& cfg, const void
 void LmHead::forward(const float* x, int64_t T, bool all_positions, float* normed, float* logits) {
   const int64_t H = cfg_.hidden;
   cudaStream_t st = ctx_.stream();
-  if (!all_positions && fused_decode()) {
+  if (!all_positions && opt_.fused_decode) {
     // One row: the final norm folded into the vocabulary product.
     if (normed) rmsnorm(x, T, H, norm_.get(), cfg_.rms_eps, normed, DType::F32, st);
-    gemv_rmsnorm(x + (T - 1) * H, norm_.get(), cfg_.rms_eps, head_ptr_, dt_, vocab_, H, logits, false, nullptr, st);
+    gemv_rmsnorm(x + (T - 1) * H, norm_.get(), cfg_.rms_eps, head_ptr_, dt_, vocab_, H, logits, false, nullptr,
+                 ctx_.kernels(), st);
     return;
   }
   h_.grow(static_cast<size_t>(T * H) * dtype_size(dt_));

@@ -20,18 +20,6 @@ namespace segpipe::cuda {
 // q/k/v biases, missing q/k norm and shared experts (qwen2_moe) are CPU-only so far.
 std::string unsupported_on_cuda(const ModelConfig& cfg);
 
-// Decode (one-token steps) through the fused single-token kernels (gemv.cuh: RMSNorm folded into the
-// products, the router with its top-k in one kernel, expert down-projection + combine in one) rather
-// than the library path (cuBLAS products, separate one-block kernels). Process-wide; on by default.
-// Graphs captured under one setting must be re-captured after a change (CudaRunner::reset_graph).
-void set_fused_decode(bool on);
-bool fused_decode();
-
-// Long prefills in bfloat16 through the fused (flash) attention kernel rather than cuBLAS products
-// over a materialized score matrix. Process-wide; on by default (float32 keeps the cuBLAS path).
-void set_flash_attention(bool on);
-bool flash_attention();
-
 struct EngineOptions {
   int gemv_max_tokens = 4;     // MoE: up to this many tokens per step, GEMVs over the chosen experts;
                                // above, slots grouped by expert and one GEMM per expert
@@ -40,6 +28,14 @@ struct EngineOptions {
                                // moe_grouped.cuh's GEMMs (no host copy of the routing, no sync);
                                // false, or float32: host grouping and cuBLAS
   int attn_gemm_min_tokens = 64;  // prefills of at least this many tokens: attention through cuBLAS
+  // Decode (one-token steps) through the fused single-token kernels (gemv.cuh: RMSNorm folded into
+  // the products, the router with its top-k in one kernel, expert down-projection + combine in one)
+  // rather than the library path (cuBLAS products, separate one-block kernels). false: the library
+  // path, which tests compare the fused kernels against.
+  bool fused_decode = true;
+  // Long prefills in bfloat16 through the fused (flash) attention kernel rather than cuBLAS products
+  // over a materialized score matrix (float32 keeps the cuBLAS path).
+  bool flash_attention = true;
 };
 
 class Embeddings {
@@ -173,7 +169,9 @@ class Layers {
 class LmHead {
  public:
   // tied_table: the embedding table when the model ties them (shared, not copied), else null.
-  LmHead(Context& ctx, WeightSource& w, const ModelConfig& cfg, const void* tied_table);
+  // opt: fused_decode chooses the one-row product's kernel.
+  LmHead(Context& ctx, WeightSource& w, const ModelConfig& cfg, const void* tied_table,
+         const EngineOptions& opt = {});
   // x: [T, H] float32. normed (device, optional): [T, H] float32. logits: [T, V] when all_positions,
   // else [V] for the last position (device, float32).
   void forward(const float* x, int64_t T, bool all_positions, float* normed, float* logits);
@@ -183,6 +181,7 @@ class LmHead {
  private:
   Context& ctx_;
   const ModelConfig& cfg_;
+  EngineOptions opt_;
   DType dt_;
   int64_t vocab_;
   Buffer<float> norm_;

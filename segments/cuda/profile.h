@@ -1,29 +1,26 @@
-// Per-phase GPU time of a step (benchmarks: where the time goes). Off unless set_profiling(true):
-// then events are recorded around the phases of each layer and summed per phase name. Never active
-// while a stream is being captured into a CUDA graph.
+// Per-phase GPU time of a step (benchmarks: where the time goes). Off unless the context's
+// set_profiling(true) (device.h): then events are recorded around the phases of each layer and summed
+// per phase name into the context's phase_ms(). Never active while a stream is being captured into a
+// CUDA graph.
 #pragma once
 #include <cuda_runtime_api.h>
 
-#include <map>
-#include <string>
 #include <utility>
 #include <vector>
 
-namespace segpipe::cuda {
+#include "segments/cuda/device.h"
 
-void set_profiling(bool on);
-bool profiling();
-std::map<std::string, double>& phase_ms();  // phase -> total milliseconds since the last clear
+namespace segpipe::cuda {
 
 class PhaseTimer {
  public:
-  explicit PhaseTimer(cudaStream_t s);
+  explicit PhaseTimer(Context& ctx);
   ~PhaseTimer();
   // The time since the previous mark (or construction) belongs to `phase`.
   void mark(const char* phase);
 
  private:
-  cudaStream_t s_;
+  Context& ctx_;
   bool on_ = false;
   std::vector<std::pair<const char*, cudaEvent_t>> ev_;
 };

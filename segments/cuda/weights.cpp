@@ -1,6 +1,7 @@
 #include "segments/cuda/weights.h"
 
 #include <cmath>
+#include <cstdint>
 
 #include "segments/kernels/cuda/convert.cuh"
 #include "segments/kernels/cuda/synthetic.cuh"
@@ -29,6 +30,7 @@ WeightSource::WeightSource(Context& ctx, const ModelConfig& cfg, Checkpoint* ck,
   SEGPIPE_ASSERT(opts.compute == DType::F32 || opts.compute == DType::BF16);
   SEGPIPE_ASSERT(opts.synthetic || ck != nullptr);
   if (!opts.synthetic) binder_ = std::make_unique<WeightBinder>(*ck, cfg);
+  if (!opts.synthetic && opts.memory == GpuMemory::unified) access_ = host_access(ctx.device());
 }
 
 uint64_t WeightSource::loaded_bytes() const {
@@ -37,7 +39,40 @@ uint64_t WeightSource::loaded_bytes() const {
   return b;
 }
 
-void WeightSource::upload(const void* host, DType st, int64_t n, void* dst, DType dt) {
+void WeightSource::upload(const std::string& name, const void* host, DType st, int64_t n, void* dst, DType dt) {
+  if (opts_.memory != GpuMemory::unified) {
+    copy_upload(host, st, n, dst, dt);
+    return;
+  }
+  const size_t bytes = static_cast<size_t>(n) * dtype_size(st);
+  if (bytes == 0) return;
+  {
+    // One tensor's pages readable by the device at a time (registered for this copy only).
+    HostRange src(host, bytes, access_);
+    const void* d = src.device();
+    // The conversion kernel loads whole elements: a tensor the file placed off its element alignment
+    // goes through the (aligned) staging buffer instead.
+    if (d && reinterpret_cast<uintptr_t>(d) % dtype_size(st) != 0) d = nullptr;
+    if (d) {
+      if (st == dt) {
+        SEGPIPE_CUDA_CHECK(cudaMemcpyAsync(dst, d, bytes, cudaMemcpyDefault, ctx_.stream()));
+      } else {
+        convert(d, st, dst, dt, n, ctx_.stream());
+      }
+      ctx_.sync();  // read before the range is unregistered
+      in_place_++;
+    } else {
+      copy_upload(host, st, n, dst, dt);
+      staging_ = Buffer<char>();  // not kept for the process's life beside the weights
+      copied_++;
+    }
+  }
+  // The device-layout buffer holds the weight now: the file's pages go back, so the bytes are held
+  // once where host and device memory are one DRAM.
+  ck_->release_pages(name, host, bytes);
+}
+
+void WeightSource::copy_upload(const void* host, DType st, int64_t n, void* dst, DType dt) {
   size_t bytes = static_cast<size_t>(n) * dtype_size(st);
   if (st == dt) {
     SEGPIPE_CUDA_CHECK(cudaMemcpyAsync(dst, host, bytes, cudaMemcpyHostToDevice, ctx_.stream()));
@@ -65,7 +100,7 @@ void WeightSource::matrix(const TensorRole& role, void* dst, DType dt) {
     return;
   }
   Mat m = binder_->mat(role);
-  upload(m.data, m.dtype, n, dst, dt);
+  upload(role.name, m.data, m.dtype, n, dst, dt);
   loaded_.push_back({role.name, static_cast<uint64_t>(n) * dtype_size(dt)});
 }
 
@@ -77,6 +112,10 @@ void WeightSource::vector_f32(const TensorRole& role, float* dst) {
     std::vector<float> v = binder_->vec(role);
     SEGPIPE_CUDA_CHECK(cudaMemcpyAsync(dst, v.data(), v.size() * 4, cudaMemcpyHostToDevice, ctx_.stream()));
     ctx_.sync();
+    if (opts_.memory == GpuMemory::unified) {  // converted on the host (a norm's few floats); pages back
+      TensorView t = ck_->view(role.name);
+      ck_->release_pages(role.name, t.data, t.nbytes);
+    }
   }
   loaded_.push_back({role.name, static_cast<uint64_t>(n) * 4});
 }
@@ -94,9 +133,13 @@ void WeightSource::expert(int layer, int e, void* gate_up, void* down, DType dt)
     return;
   }
   WeightBinder::ExpertMats m = binder_->expert(layer, e);
-  upload(m.gate.data, m.gate.dtype, I * H, gu, dt);
-  upload(m.up.data, m.up.dtype, I * H, gu + static_cast<size_t>(I * H) * es, dt);
-  upload(m.down.data, m.down.dtype, H * I, down, dt);
+  // The tensors the slices lie in: per expert, or the layer's fused [E, 2I, H] and [E, H, I].
+  const ExpertLayout lay = expert_layout(*ck_, cfg_, layer);
+  const auto roles = expert_roles(cfg_, layer, e, lay);
+  const bool fused = lay == ExpertLayout::Fused;
+  upload(roles[0].name, m.gate.data, m.gate.dtype, I * H, gu, dt);
+  upload(roles[fused ? 0 : 1].name, m.up.data, m.up.dtype, I * H, gu + static_cast<size_t>(I * H) * es, dt);
+  upload(roles[fused ? 1 : 2].name, m.down.data, m.down.dtype, H * I, down, dt);
   std::string p = cfg_.tensor_prefix + "layers." + std::to_string(layer) + ".mlp.experts." + std::to_string(e);
   loaded_.push_back({p + ".gate_up", static_cast<uint64_t>(2 * I * H) * es});
   loaded_.push_back({p + ".down", static_cast<uint64_t>(H * I) * es});

@@ -5,10 +5,15 @@
 
 namespace segpipe {
 
-EmbeddingsSegment::EmbeddingsSegment(Checkpoint& ck, const ModelConfig& cfg) {
-  WeightBinder b(ck, cfg);
-  table_ = b.mat(embed_role(cfg));
+EmbeddingsSegment::EmbeddingsSegment(const SegmentParams& params, SegmentEnv& env) : Segment(params) {
+  WeightBinder b(*env.checkpoint, *env.cfg);
+  table_ = b.mat(embed_role(*env.cfg));
   loaded_ = b.loaded();
+}
+
+void EmbeddingsSegment::step(const StepIO& io) {
+  forward(io.ids(), io.T, io.out);
+  if (io.observer) io.observer->on_tensor(Boundary::embeddings(), io.out, io.T, table_.cols);
 }
 
 void EmbeddingsSegment::forward(const int32_t* ids, int64_t T, float* out) const {

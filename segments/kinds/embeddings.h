@@ -3,19 +3,23 @@
 #include <cstdint>
 #include <vector>
 
+#include "segments/core/segment.h"
+#include "segments/factory/segment_env.h"
 #include "segments/kernels/cpu/linear.h"
 #include "segments/model/tensor_map.h"
 
 namespace segpipe {
 
-class EmbeddingsSegment {
+class EmbeddingsSegment : public Segment {
  public:
-  EmbeddingsSegment(Checkpoint& ck, const ModelConfig& cfg);
-  // Throws InputError for a token id outside the vocabulary.
-  void forward(const int32_t* ids, int64_t T, float* out) const;
-  const std::vector<LoadedTensor>& loaded() const { return loaded_; }
+  EmbeddingsSegment(const SegmentParams& params, SegmentEnv& env);
+  // io.ids() [T] -> io.out [T, H]; reports the embeddings to io.observer. Throws InputError for a
+  // token id outside the vocabulary.
+  void step(const StepIO& io) override;
+  const std::vector<LoadedTensor>& loaded() const override { return loaded_; }
 
  private:
+  void forward(const int32_t* ids, int64_t T, float* out) const;
   Mat table_;
   std::vector<LoadedTensor> loaded_;
 };

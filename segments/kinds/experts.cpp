@@ -12,11 +12,12 @@
 
 namespace segpipe {
 
-ExpertsSegment::ExpertsSegment(Checkpoint& ck, const ModelConfig& cfg, ThreadPool& pool, int layer_first,
-                               int layer_last, int expert_first, int expert_last, int max_resident)
-    : cfg_(cfg), pool_(pool), l0_(layer_first), l1_(layer_last), e0_(expert_first), e1_(expert_last) {
-  stats_.max_resident = std::max(0, max_resident);
-  WeightBinder b(ck, cfg);
+ExpertsSegment::ExpertsSegment(const SegmentParams& params, SegmentEnv& env)
+    : Segment(params), cfg_(*env.cfg), pool_(*env.pool), l0_(params.layer_first), l1_(params.layer_last),
+      e0_(params.expert_first), e1_(params.expert_last) {
+  const ModelConfig& cfg = cfg_;
+  stats_.max_resident = std::max(0, params.max_resident_experts);
+  WeightBinder b(*env.checkpoint, cfg);
   for (int l = l0_; l <= l1_; l++) {
     if (!cfg.is_moe_layer(l)) continue;
     auto& v = mats_[l];
@@ -26,6 +27,8 @@ ExpertsSegment::ExpertsSegment(Checkpoint& ck, const ModelConfig& cfg, ThreadPoo
   }
   loaded_ = b.loaded();
 }
+
+void ExpertsSegment::step(const StepIO&) { throw RuntimeFailure("an expert bank does not run steps"); }
 
 bool ExpertsSegment::owns(int layer, int expert) const {
   return mats_.count(layer) && expert >= e0_ && expert <= e1_;

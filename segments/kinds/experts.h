@@ -1,8 +1,6 @@
-// Segment kind `experts`: a bank holding experts [e0, e1] of the MoE layers [a, b]. Given a layer's
-// normalized hidden states and the router's choices it computes, for every (token, slot) whose
-// expert it owns, the weighted expert output  down(silu(gate(x)) * up(x)) * weight.
-// The layer that asked combines the slots in a fixed order (see combine_expert_outputs), so any
-// split of the experts into banks gives the same bits as computing them all locally.
+// Segment kind `experts`: a bank holding experts [e0, e1] of the MoE layers [a, b] (what a bank
+// computes and why any split gives the same bits: segments/core/expert_bank.h). A layers segment with
+// local experts holds one too, over all experts of its layers.
 //
 // Selective loading (max_resident > 0): at most that many experts per layer stay resident. The
 // weights stay mapped (mapping costs no memory); an expert is loaded on first use (MADV_WILLNEED,
@@ -15,45 +13,28 @@
 #include <map>
 #include <vector>
 
+#include "segments/core/expert_bank.h"
+#include "segments/core/expert_cache_stats.h"
+#include "segments/core/segment.h"
+#include "segments/factory/segment_env.h"
 #include "segments/kernels/cpu/linear.h"
 #include "segments/model/tensor_map.h"
 
 namespace segpipe {
 
-struct ExpertRequest {
-  int layer = 0;
-  const float* x = nullptr;           // [T, H] post-attention-normalized hidden states
-  int64_t T = 0;
-  int k = 0;                          // experts per token
-  const int32_t* experts = nullptr;   // [T, k]
-  const float* weights = nullptr;     // [T, k]
-  float* out = nullptr;               // [T * k, H]: row t*k+j receives slot j of token t
-};
-
-// Counters of selective loading (all zero with full residency, except uses).
-struct ExpertCacheStats {
-  int max_resident = 0;          // per layer; 0: every expert may stay resident
-  uint64_t uses = 0;             // (layer, expert) uses, one per expert per request
-  uint64_t hits = 0;             // uses that found the expert resident
-  uint64_t loads = 0;            // uses that had to load it
-  uint64_t evictions = 0;        // experts released to make room
-  uint64_t bytes_loaded = 0;     // weight bytes of the loads
-  uint64_t resident_experts = 0; // experts resident now, over all layers
-};
-
-class ExpertsSegment {
+class ExpertsSegment : public Segment, public ExpertBank {
  public:
-  ExpertsSegment(Checkpoint& ck, const ModelConfig& cfg, ThreadPool& pool, int layer_first, int layer_last,
-                 int expert_first, int expert_last, int max_resident = 0);
-  bool owns(int layer, int expert) const;
-  // Fills the rows of `req.out` for the slots this bank owns; other rows are left untouched.
-  void compute(const ExpertRequest& req);
-  const std::vector<LoadedTensor>& loaded() const { return loaded_; }
-  int layer_first() const { return l0_; }
-  int layer_last() const { return l1_; }
-  int expert_first() const { return e0_; }
-  int expert_last() const { return e1_; }
-  const ExpertCacheStats& cache_stats() const { return stats_; }
+  // params: layer and expert ranges, max_resident_experts.
+  ExpertsSegment(const SegmentParams& params, SegmentEnv& env);
+  // A bank has no step of its own: its layers segments call compute().
+  void step(const StepIO& io) override;
+  const std::vector<LoadedTensor>& loaded() const override { return loaded_; }
+  ExpertCacheStats expert_cache_stats() const override { return stats_; }
+  ExpertBank* bank() override { return this; }
+
+  bool holds_layer(int layer) const override { return layer >= l0_ && layer <= l1_; }
+  bool owns(int layer, int expert) const override;
+  void compute(const ExpertRequest& req) override;
 
  private:
   // Makes expert e of layer l resident (LRU per layer), counting hits, loads and evictions.

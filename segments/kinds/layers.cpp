@@ -1,7 +1,10 @@
 #include "segments/kinds/layers.h"
 
+#include <sys/mman.h>
+
 #include <algorithm>
 #include <cmath>
+#include <cstring>
 
 #include "segments/core/errors.h"
 #include "segments/core/finite.h"
@@ -32,15 +35,39 @@ void add_bias(float* y, int64_t T, const std::vector<float>& b) {
 }  // namespace
 
 void BankedExperts::run(const ExpertRequest& req) {
-  for (ExpertsSegment* b : banks_)
-    if (req.layer >= b->layer_first() && req.layer <= b->layer_last()) b->compute(req);
+  for (ExpertBank* b : banks_)
+    if (b->holds_layer(req.layer)) b->compute(req);
 }
 
-LayersSegment::LayersSegment(Checkpoint& ck, const ModelConfig& cfg, ThreadPool& pool, int first, int last,
-                             bool local_experts, int max_resident_experts)
-    : cfg_(cfg), pool_(pool), first_(first), last_(last), rope_(cfg.head_dim, cfg.rope_theta) {
+// A KV cache of the segment's own, where the caller provides none: an anonymous mapping, whose pages
+// cost memory only once written.
+class LayersSegment::OwnedKv {
+ public:
+  explicit OwnedKv(size_t floats) : n_(floats) {
+    if (!n_) return;
+    void* m = mmap(nullptr, n_ * 4, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (m == MAP_FAILED) throw RuntimeFailure("cannot allocate a KV cache of " + std::to_string(n_ * 4) + " bytes");
+    p_ = static_cast<float*>(m);
+  }
+  ~OwnedKv() {
+    if (p_) munmap(p_, n_ * 4);
+  }
+  OwnedKv(const OwnedKv&) = delete;
+  OwnedKv& operator=(const OwnedKv&) = delete;
+  std::span<float> span() const { return {p_, n_}; }
+
+ private:
+  float* p_ = nullptr;
+  size_t n_ = 0;
+};
+
+LayersSegment::LayersSegment(const SegmentParams& params, SegmentEnv& env)
+    : Segment(params), cfg_(*env.cfg), pool_(*env.pool), first_(params.layer_first), last_(params.layer_last),
+      banks_(params.banks ? env.experts : nullptr), rope_(env.cfg->head_dim, env.cfg->rope_theta) {
+  const ModelConfig& cfg = cfg_;
+  const int first = first_, last = last_;
   SEGPIPE_ASSERT(first >= 0 && last < cfg.num_layers && first <= last);
-  WeightBinder b(ck, cfg);
+  WeightBinder b(*env.checkpoint, cfg);
   for (int i = first; i <= last; i++) {
     auto L = std::make_unique<Layer>();
     L->index = i;
@@ -85,22 +112,42 @@ LayersSegment::LayersSegment(Checkpoint& ck, const ModelConfig& cfg, ThreadPool&
   loaded_ = b.loaded();
   bool any_moe = false;
   for (int i = first; i <= last; i++) any_moe |= cfg.is_moe_layer(i);
-  if (local_experts && any_moe) {
-    local_ = std::make_unique<ExpertsSegment>(ck, cfg, pool, first, last, 0, cfg.num_experts - 1, max_resident_experts);
-    local_exec_ = std::make_unique<BankedExperts>(std::vector<ExpertsSegment*>{local_.get()});
+  if (!params.banks && any_moe) {
+    // One bank over every expert of these layers, in this segment.
+    SegmentParams local = params;
+    local.kind = SegmentKind::experts;
+    local.expert_first = 0;
+    local.expert_last = cfg.num_experts - 1;
+    local_ = std::make_unique<ExpertsSegment>(local, env);
+    local_exec_ = std::make_unique<BankedExperts>(std::vector<ExpertBank*>{local_.get()});
     for (auto& l : local_->loaded()) loaded_.push_back(l);
   }
+  // KV storage: the caller's, or the segment's own.
+  const int64_t per = kv_floats_per_layer(cfg, env.max_seq);
+  const size_t need = static_cast<size_t>(per) * layers_.size();
+  std::span<float> kv = env.kv;
+  if (kv.empty()) {
+    owned_kv_ = std::make_unique<OwnedKv>(need);
+    kv = owned_kv_->span();
+  }
+  if (kv.size() < need)
+    throw RuntimeFailure("the KV storage holds " + std::to_string(kv.size()) + " floats, layers " + std::to_string(first) +
+                         ".." + std::to_string(last) + " need " + std::to_string(need) + " for " +
+                         std::to_string(env.max_seq) + " positions");
+  for (size_t i = 0; i < layers_.size(); i++) kv_.push_back({kv.data() + per * i, kv.data() + per * i + per / 2});
+  max_seq_ = env.max_seq;
 }
 
 LayersSegment::~LayersSegment() = default;
 
-void LayersSegment::bind_kv(std::vector<KvLayer> kv, int64_t max_seq) {
-  SEGPIPE_ASSERT(kv.size() == layers_.size());
-  kv_ = std::move(kv);
-  max_seq_ = max_seq;
+void LayersSegment::step(const StepIO& io) {
+  // Computing in out, not in in: see StepIO::out.
+  if (io.hidden() != io.out && io.T > 0)  // a negative T is refused below, before any use
+    std::memcpy(io.out, io.hidden(), static_cast<size_t>(io.T * cfg_.hidden) * sizeof(float));
+  forward(io.out, io.T, io.pos0, io.observer);
 }
 
-void LayersSegment::forward(float* x, int64_t T, int64_t pos0, ExpertExecutor* experts, BoundaryObserver* obs) {
+void LayersSegment::forward(float* x, int64_t T, int64_t pos0, BoundaryObserver* obs) {
   // Written as pos0 > max_seq_ - T so that no sum can overflow: the KV cache is written at
   // (pos0 + t) * kv_dim, and a negative or huge pos0 from an input file must never reach that.
   if (T < 0 || pos0 < 0 || T > max_seq_ || pos0 > max_seq_ - T)
@@ -113,7 +160,7 @@ void LayersSegment::forward(float* x, int64_t T, int64_t pos0, ExpertExecutor* e
   v_.resize(static_cast<size_t>(T * kvd));
   att_.resize(static_cast<size_t>(T * qd));
   o_.resize(static_cast<size_t>(T * H));
-  ExpertExecutor* exec = local_exec_ ? local_exec_.get() : experts;
+  ExpertExecutor* exec = local_exec_ ? local_exec_.get() : banks_;
   for (size_t li = 0; li < layers_.size(); li++) {
     Layer& L = *layers_[li];
     KvLayer& kv = kv_[li];

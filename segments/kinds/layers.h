@@ -1,13 +1,15 @@
 // Segment kind `layers`: decoder layers [a, b] — norms, attention with its KV cache, router, dense
 // MLPs, and the routed experts unless they live in expert banks (then an ExpertExecutor reaches
-// them). The KV cache is storage the caller provides (heap in-process, the shared arena across
-// processes), so a restarted segment process finds its cache intact.
+// them). The KV cache is storage the caller provides (the shared arena across processes, so a
+// restarted segment process finds its cache intact) or, where it provides none, the segment's own.
 #pragma once
 #include <cstdint>
 #include <memory>
 #include <vector>
 
-#include "segments/kinds/boundary_observer.h"
+#include "segments/core/boundary_observer.h"
+#include "segments/core/segment.h"
+#include "segments/factory/segment_env.h"
 #include "segments/kinds/experts.h"
 #include "segments/kernels/cpu/rope.h"
 #include "segments/kernels/cpu/linear.h"
@@ -36,11 +38,11 @@ class ExpertExecutor {
 // Runs a request on a set of in-process banks that together own every expert.
 class BankedExperts : public ExpertExecutor {
  public:
-  explicit BankedExperts(std::vector<ExpertsSegment*> banks) : banks_(std::move(banks)) {}
+  explicit BankedExperts(std::vector<ExpertBank*> banks) : banks_(std::move(banks)) {}
   void run(const ExpertRequest& req) override;
 
  private:
-  std::vector<ExpertsSegment*> banks_;
+  std::vector<ExpertBank*> banks_;
 };
 
 struct KvLayer {
@@ -48,29 +50,27 @@ struct KvLayer {
   float* v = nullptr;  // [max_seq, kv_dim]
 };
 
-class LayersSegment {
+class LayersSegment : public Segment {
  public:
-  // local_experts: bind this segment's routed experts (kind `layers` with `experts: local`);
-  // max_resident_experts > 0 loads them selectively (see experts.h).
-  LayersSegment(Checkpoint& ck, const ModelConfig& cfg, ThreadPool& pool, int first, int last, bool local_experts,
-                int max_resident_experts = 0);
-  ~LayersSegment();
-  int first() const { return first_; }
-  int last() const { return last_; }
+  // params: the layer range; banks: the routed experts live in banks, reached through env.experts
+  // (else this segment binds its own, selectively loaded when max_resident_experts > 0: see experts.h).
+  // env: max_seq positions of KV cache, in env.kv or allocated here.
+  LayersSegment(const SegmentParams& params, SegmentEnv& env);
+  ~LayersSegment() override;
   // Floats of KV cache one layer needs for max_seq positions (K and V).
   static int64_t kv_floats_per_layer(const ModelConfig& cfg, int64_t max_seq) { return 2 * max_seq * cfg.kv_dim(); }
-  // Binds KV storage: kv[i] for layer first+i, each kv_floats_per_layer(max_seq) floats.
-  void bind_kv(std::vector<KvLayer> kv, int64_t max_seq);
-  // x [T, H] in place: the residual stream after layer `last`. Tokens sit at positions pos0..pos0+T-1;
-  // the cache must already hold positions < pos0. `experts` serves MoE layers when the experts are
-  // in banks (may be null with local experts).
-  void forward(float* x, int64_t T, int64_t pos0, ExpertExecutor* experts, BoundaryObserver* obs);
-  const std::vector<LoadedTensor>& loaded() const { return loaded_; }
-  // Local experts (null when they live in banks or the segment has no MoE layer).
-  const ExpertsSegment* local_experts() const { return local_.get(); }
+  // io.hidden() [T, H] -> io.out [T, H]: the residual stream after layer `last` (StepIO: in place when
+  // in == out, else in is copied to out first). Tokens sit at positions pos0..pos0+T-1; the cache must
+  // already hold positions < pos0. Reports each layer's router logits, routes and output to io.observer.
+  void step(const StepIO& io) override;
+  const std::vector<LoadedTensor>& loaded() const override { return loaded_; }
+  ExpertCacheStats expert_cache_stats() const override { return local_ ? local_->expert_cache_stats() : ExpertCacheStats{}; }
 
  private:
   struct Layer;
+  class OwnedKv;
+  // x [T, H] in place.
+  void forward(float* x, int64_t T, int64_t pos0, BoundaryObserver* obs);
   void shared_expert(const Layer& L, const float* xn, int64_t T);
   const ModelConfig& cfg_;
   ThreadPool& pool_;
@@ -78,6 +78,8 @@ class LayersSegment {
   std::vector<std::unique_ptr<Layer>> layers_;
   std::unique_ptr<ExpertsSegment> local_;
   std::unique_ptr<BankedExperts> local_exec_;
+  ExpertExecutor* banks_ = nullptr;  // the banks, when the experts live there
+  std::unique_ptr<OwnedKv> owned_kv_;
   std::vector<KvLayer> kv_;
   int64_t max_seq_ = 0;
   Rope rope_;

@@ -5,13 +5,23 @@
 
 namespace segpipe {
 
-LmHeadSegment::LmHeadSegment(Checkpoint& ck, const ModelConfig& cfg, ThreadPool& pool) : cfg_(cfg), pool_(pool) {
-  WeightBinder b(ck, cfg);
+LmHeadSegment::LmHeadSegment(const SegmentParams& params, SegmentEnv& env)
+    : Segment(params), cfg_(*env.cfg), pool_(*env.pool) {
+  const ModelConfig& cfg = cfg_;
+  WeightBinder b(*env.checkpoint, cfg);
   norm_ = b.vec(final_norm_role(cfg));
   // Tied: the embedding table is this segment's lm_head weight (transformers ties them whenever
   // tie_word_embeddings is set, whatever the file holds).
   head_ = cfg.tie_word_embeddings ? b.mat(embed_role(cfg)) : b.mat(lm_head_roles(cfg).back());
   loaded_ = b.loaded();
+}
+
+void LmHeadSegment::step(const StepIO& io) {
+  forward(io.hidden(), io.T, io.all_positions, io.normed, io.out);
+  if (io.observer) {
+    io.observer->on_tensor(Boundary::norm(), h_.data(), io.T, cfg_.hidden);  // h_: the norm's output
+    if (io.all_positions) io.observer->on_tensor(Boundary::logits(), io.out, io.T, vocab());
+  }
 }
 
 void LmHeadSegment::forward(const float* x, int64_t T, bool all_positions, float* normed, float* logits) {

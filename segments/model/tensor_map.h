@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "segments/checkpoint/checkpoint.h"
+#include "segments/core/loaded_tensor.h"
 #include "segments/core/mat.h"
 #include "segments/model/config.h"
 
@@ -32,12 +33,6 @@ ExpertLayout expert_layout(const Checkpoint& ck, const ModelConfig& c, int layer
 std::vector<TensorRole> expert_roles(const ModelConfig& c, int layer, int expert, ExpertLayout layout);
 // Every role of the text model (for inspect: missing / extra / malformed).
 std::vector<TensorRole> all_roles(const Checkpoint& ck, const ModelConfig& c);
-
-// Records what a segment loaded, for reports (names, bytes).
-struct LoadedTensor {
-  std::string name;
-  uint64_t bytes;
-};
 
 // Binds roles to views of one checkpoint, checking shape and dtype.
 class WeightBinder {

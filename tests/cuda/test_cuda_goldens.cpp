@@ -11,6 +11,7 @@
 #include <fstream>
 #include <nlohmann/json.hpp>
 
+#include "gpu_kernels_arg.h"
 #include "gpu_test.h"
 #include "orchestrator/drivers/cuda_runner.h"
 #include "orchestrator/debugging/golden.h"
@@ -88,6 +89,7 @@ RunPlan gpu_plan(const std::string& dir, const ModelConfig& cfg, const std::stri
 }  // namespace
 
 int main(int argc, char** argv) {
+  const GpuKernels kernels = take_gpu_kernels_arg(argc, argv);
   if (const int rc = gpu_start("test_cuda_goldens"); rc >= 0) return rc;
   fs::path models = argc > 1 ? fs::path(argv[1]) : fs::path(SEGPIPE_SOURCE_DIR) / "models";
   Checks c;
@@ -111,7 +113,9 @@ int main(int argc, char** argv) {
       for (std::string dtype : {"float32", "bfloat16"})
         for (bool banks : {false, true}) {
           if (banks && (cfg.num_experts == 0 || dtype != "float32")) continue;
-          auto runner = make_cuda_runner(gpu_plan(dir.string(), cfg, dtype, banks), cfg);
+          CudaRunnerOptions ro;
+          ro.kernels = kernels;
+          auto runner = make_cuda_runner(gpu_plan(dir.string(), cfg, dtype, banks), cfg, ro);
           for (const fs::path& gp : goldens) {
             Golden g = load_golden(gp.string(), cfg);
             double tol = dtype == "float32" ? kF32Tolerance : kBf16Tolerance;

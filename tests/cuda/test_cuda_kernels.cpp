@@ -7,6 +7,7 @@
 #include <string>
 #include <thread>
 
+#include "gpu_kernels_arg.h"
 #include "gpu_test.h"
 #include "segments/kernels/cpu/attention.h"
 #include "segments/kernels/cpu/linear.h"
@@ -205,7 +206,9 @@ std::vector<float> cpu_decode_attention(const std::vector<float>& qkv, const std
   return out;
 }
 
-void test_attention(Checks& c, cudaStream_t s) {
+void test_attention(Checks& c, cuda::Context& ctx) {
+  cudaStream_t s = ctx.stream();
+  const cuda::KernelPath& kp = ctx.kernels();
   for (DType ot : {DType::F32, DType::BF16})
     for (auto [nh, nkv, hd, T, pos0] :
          {std::tuple{4, 2, 16, 5, 3}, {32, 4, 128, 1, 100}, {8, 2, 64, 40, 0}, {32, 4, 128, 17, 500}}) {
@@ -240,7 +243,8 @@ void test_attention(Checks& c, cudaStream_t s) {
       double e = 0;
       for (int rep = 0; rep < 2; rep++) {
         Dev out = Dev::poisoned(q.size(), ot);
-        cuda::attention_decode(dq.f(), dpos.get(), as, dk.f(), dv.f(), scale, out.p(), ot, part.get(), cnt.get(), s);
+        cuda::attention_decode(dq.f(), dpos.get(), as, dk.f(), dv.f(), scale, out.p(), ot, part.get(), cnt.get(), kp,
+                               s);
         e = std::max(e, rel_l2(out.host().data(), ref.data(), ref.size()));
       }
       double tol = ot == DType::F32 ? 1e-5 : 5e-3;
@@ -268,14 +272,14 @@ void test_attention(Checks& c, cudaStream_t s) {
       Dev q = Dev::poisoned(size_t(qd), DType::F32), o1 = Dev::poisoned(size_t(qd), ot);
       cuda::qk_norm_rope_kv(dqkv.f(), 1, dpos.get(), {nh, nkv, hd}, dqn.f(), dkn.f(), 1e-6f, dinv.f(), q.f(), k1.f(),
                             v1.f(), s);
-      cuda::attention_decode(q.f(), dpos.get(), as, k1.f(), v1.f(), scale, o1.p(), ot, part.get(), cnt.get(), s);
+      cuda::attention_decode(q.f(), dpos.get(), as, k1.f(), v1.f(), scale, o1.p(), ot, part.get(), cnt.get(), kp, s);
       auto a = o1.host();
       bool same = true;
       double e = 0;
       for (int rep = 0; rep < 2; rep++) {
         Dev o2 = Dev::poisoned(size_t(qd), ot);
         cuda::attention_decode_rope(dqkv.f(), dpos.get(), as, dqn.f(), dkn.f(), 1e-6f, dinv.f(), k2.f(), v2.f(),
-                                    scale, o2.p(), ot, part.get(), cnt.get(), k2.p(), uint64_t(k2.n) * 4, s);
+                                    scale, o2.p(), ot, part.get(), cnt.get(), k2.p(), uint64_t(k2.n) * 4, kp, s);
         auto b = o2.host();
         same &= std::memcmp(a.data(), b.data(), a.size() * 4) == 0;
         e = std::max(e, rel_l2(b.data(), ref.data(), ref.size()));
@@ -293,9 +297,15 @@ void test_attention(Checks& c, cudaStream_t s) {
 
 // The fused (flash) prefill attention: bf16 operands (Q, K, V, P rounded), fp32 accumulation, against
 // the CPU reference on the unrounded float32 inputs. Shapes: GQA and not, head_dim 64 and 128, T not
-// a multiple of the 64-row tiles, a cached prefix (pos0 > 0).
+// a multiple of the 64-row tiles, a cached prefix (pos0 > 0). The kernels the product has: the
+// portable (mma.sync) kernel always, and the wgmma kernel where the context's path has it (compute
+// capability 9.0, head_dim 128).
 void test_attention_flash(Checks& c, cuda::Context& ctx) {
-  const int default_variant = cuda::flash_variant();
+  std::vector<std::pair<const char*, cuda::KernelPath>> paths = {{"mma.sync", cuda::KernelPath{}}};
+  if (ctx.kernels().wgmma)
+    paths.push_back({"wgmma", ctx.kernels()});
+  else
+    std::printf("  (wgmma flash kernel: not on this device or path)\n");
   for (DType ot : {DType::BF16, DType::F32})
     for (auto [nh, nkv, hd, T, pos0] : {std::tuple{32, 4, 128, 100, 7}, {8, 2, 64, 130, 300}, {4, 4, 128, 64, 0},
                                        {16, 2, 128, 257, 0}, {32, 4, 128, 600, 24}, {2, 1, 64, 1, 0},
@@ -312,16 +322,15 @@ void test_attention_flash(Checks& c, cuda::Context& ctx) {
       Dev dqb = Dev::poisoned(q.size(), DType::BF16);
       cuda::convert(dq.p(), DType::F32, dqb.p(), DType::BF16, int64_t(q.size()), ctx.stream());
       const float scale = static_cast<float>(std::pow(double(hd), -0.5));
-      // attention.cuh set_flash_variant: every kernel (4..6, the wgmma kernel: on compute capability
-      // 9.0 at head_dim 128, variant 0 elsewhere)
-      for (int variant = 0; variant < cuda::kFlashVariants; variant++) {
-        cuda::set_flash_variant(variant);
+      for (const auto& [kname, path] : paths) {
+        if (path.wgmma && hd != 128) continue;  // the mma.sync kernel there, checked above
         double e = 0;
         std::vector<float> first;
         bool same = true;
         for (int rep = 0; rep < 2; rep++) {
           Dev out = Dev::poisoned(q.size(), ot);
-          cuda::attention_flash(dq.f(), T, pos0, {nh, nkv, hd}, kb.p(), vb.p(), scale, out.p(), ot, ctx.stream());
+          cuda::attention_flash(dq.f(), T, pos0, {nh, nkv, hd}, kb.p(), vb.p(), scale, out.p(), ot, path,
+                                ctx.stream());
           std::vector<float> h = out.host();
           e = std::max(e, rel_l2(h.data(), ref.data(), ref.size()));
           if (rep == 0)
@@ -331,16 +340,15 @@ void test_attention_flash(Checks& c, cuda::Context& ctx) {
         }
         Dev outb = Dev::poisoned(q.size(), ot);
         cuda::attention_flash(dqb.p(), DType::BF16, T, pos0, {nh, nkv, hd}, kb.p(), vb.p(), scale, outb.p(), ot,
-                              ctx.stream());
+                              path, ctx.stream());
         const std::vector<float> hb = outb.host();
         const bool same_qb = std::memcmp(first.data(), hb.data(), hb.size() * 4) == 0;
         c.expect(e < 2e-2 && same && same_qb,
-                 "attention_flash variant %d (bf16 tensor cores) -> %s heads=%d/%d hd=%d T=%d pos0=%d rel_l2=%.2e, "
+                 "attention_flash [%s] (bf16 tensor cores) -> %s heads=%d/%d hd=%d T=%d pos0=%d rel_l2=%.2e, "
                  "second launch %s, bf16 q %s",
-                 variant, dn(ot), nh, nkv, hd, T, pos0, e, same ? "bit-identical" : "DIFFERS",
+                 kname, dn(ot), nh, nkv, hd, T, pos0, e, same ? "bit-identical" : "DIFFERS",
                  same_qb ? "bit-identical" : "DIFFERS");
       }
-      cuda::set_flash_variant(default_variant);
     }
 }
 
@@ -396,6 +404,7 @@ void test_swiglu(Checks& c, cudaStream_t s) {
 // Both MoE paths of a bank owning experts [e0, e1] against the CPU math of segments/kinds/experts.cpp.
 void test_moe(Checks& c, cuda::Context& ctx) {
   cudaStream_t s = ctx.stream();
+  const cuda::KernelPath& kp = ctx.kernels();
   for (DType dt : {DType::F32, DType::BF16})
     for (auto [T, H, I, E, k, e0, e1] :
          {std::tuple{1, 64, 32, 16, 4, 0, 15}, {1, 256, 96, 32, 8, 8, 23}, {9, 64, 32, 16, 4, 4, 11}, {40, 256, 96, 32, 8, 0, 31}}) {
@@ -437,7 +446,7 @@ void test_moe(Checks& c, cuda::Context& ctx) {
         Dev slots = Dev::poisoned(ref.size(), cuda::moe_slot_dtype(dt, path == 1));
         if (path == 0) {
           Dev act = Dev::poisoned(size_t(T) * k * I, dt);
-          cuda::moe_gate_up_gemv(dx.p(), T * k, k, de.get(), e0, e1, dgu.p(), dt, I, H, act.p(), s);
+          cuda::moe_gate_up_gemv(dx.p(), T * k, k, de.get(), e0, e1, dgu.p(), dt, I, H, act.p(), kp, s);
           // One token: the expert ids and the row staged in shared memory (S == k); the same token
           // twice (S == 2k) reads them per item: the first k slots' act must be the same bits.
           std::vector<float> x2(x);
@@ -446,7 +455,7 @@ void test_moe(Checks& c, cuda::Context& ctx) {
           experts2.insert(experts2.end(), experts.begin(), experts.end());
           Dev dx2(x2, dt), act2 = Dev::poisoned(size_t(2 * T) * k * I, dt);
           auto de2 = upload(experts2);
-          cuda::moe_gate_up_gemv(dx2.p(), 2 * T * k, k, de2.get(), e0, e1, dgu.p(), dt, I, H, act2.p(), s);
+          cuda::moe_gate_up_gemv(dx2.p(), 2 * T * k, k, de2.get(), e0, e1, dgu.p(), dt, I, H, act2.p(), kp, s);
           const auto a1 = act.host(), a2 = act2.host();
           bool same_act = true;  // slots of other banks stay poisoned (NaN) in both
           for (size_t i = 0; i < a1.size(); i++)
@@ -587,8 +596,8 @@ void moe_cublas_slots(cuda::Context& ctx, const void* x, const void* wgu, const 
 // the slots against the CPU reference, slots of other banks untouched, two launches bit-identical.
 // Routing modes: 0 random distinct experts per token; 1 only even experts (the odd ones get no
 // rows); 2 every token's first choice is one hot expert (several row tiles of one expert).
-// Once per GEMM kernel (mma.sync, and wgmma where the device is compute capability 9.0).
-void test_moe_grouped_kernel(Checks& c, cuda::Context& ctx, const char* kname) {
+// Once per GEMM kernel (mma.sync, and wgmma where the context's path has it), on that kernel's path.
+void test_moe_grouped_kernel(Checks& c, cuda::Context& ctx, const char* kname, const cuda::KernelPath& path) {
   cudaStream_t s = ctx.stream();
   ThreadPool tp(int(std::max(1u, std::thread::hardware_concurrency())));
   struct Case {
@@ -642,7 +651,7 @@ void test_moe_grouped_kernel(Checks& c, cuda::Context& ctx, const char* kname) {
     for (int rep = 0; rep < 2; rep++) {
       Dev act = Dev::poisoned(size_t(S) * I, DType::BF16), slots = Dev::poisoned(size_t(S) * H, DType::BF16);
       cuda::moe_grouped_experts(x.dev.get(), T, k, de.get(), dw.f(), e0, e1, wgu.dev.get(), wd.dev.get(), I, H,
-                                ws.get(), act.p(), slots.p(), s);
+                                ws.get(), act.p(), slots.p(), path, s);
       got[rep] = slots.host();
     }
     // The bank cut in two (segmented runs): every slot bit-identical to the one bank's.
@@ -653,41 +662,18 @@ void test_moe_grouped_kernel(Checks& c, cuda::Context& ctx, const char* kname) {
       const size_t es = size_t(2 * I * H) * 2, ed = size_t(H * I) * 2;
       cuda::Buffer<int32_t> ws2(cuda::moe_grouped_workspace_ints(S, e1 - mid));
       cuda::moe_grouped_experts(x.dev.get(), T, k, de.get(), dw.f(), e0, mid, wgu.dev.get(), wd.dev.get(), I, H,
-                                ws.get(), act.p(), slots.p(), s);
+                                ws.get(), act.p(), slots.p(), path, s);
       cuda::moe_grouped_experts(x.dev.get(), T, k, de.get(), dw.f(), mid + 1, e1, wgu.dev.get() + size_t(mid + 1 - e0) * es,
-                                wd.dev.get() + size_t(mid + 1 - e0) * ed, I, H, ws2.get(), act.p(), slots.p(), s);
+                                wd.dev.get() + size_t(mid + 1 - e0) * ed, I, H, ws2.get(), act.p(), slots.p(), path,
+                                s);
       auto sp = slots.host();
       split_same = std::memcmp(sp.data(), got[0].data(), sp.size() * 4) == 0;
-    }
-    // The wgmma variants on the same inputs (once per case, at variant 0): each element is the same
-    // k16 MMAs in the same order in every variant, only the tile shape and the instruction's N
-    // differ. Split and merged tails (3, 4, 5) must equal their base variants (2, 0, 2) bit for
-    // bit, the warp-specialized 6 (and 7, its down) their tiles' variant 5; whether the 128- and 256-column tiles agree
-    // (0 and 2) is printed.
-    static_assert(cuda::kMoeWgmmaVariants == 8, "the split-tail pairs below");
-    if (cuda::moe_grouped_kernel_in_use() == cuda::MoeGroupedKernel::Wgmma && cuda::moe_wgmma_variant() == 0) {
-      std::vector<float> vs[8];
-      for (int v = 0; v < 8; v++) {
-        cuda::set_moe_wgmma_variant(v);
-        Dev act = Dev::poisoned(size_t(S) * I, DType::BF16), slots = Dev::poisoned(size_t(S) * H, DType::BF16);
-        cuda::moe_grouped_experts(x.dev.get(), T, k, de.get(), dw.f(), e0, e1, wgu.dev.get(), wd.dev.get(), I, H,
-                                  ws.get(), act.p(), slots.p(), s);
-        vs[v] = slots.host();
-      }
-      cuda::set_moe_wgmma_variant(0);
-      auto eq = [&](int u, int v) { return std::memcmp(vs[u].data(), vs[v].data(), vs[u].size() * 4) == 0; };
-      c.expect(eq(3, 2) && eq(4, 0) && eq(5, 2) && eq(6, 5) && eq(7, 5),
-               "moe grouped wgmma variants, H=%d I=%d E=%d k=%d T=%d mode %d: split tails v3 vs v2 %s, v4 vs v0 %s; "
-               "merged tails v5 vs v2 %s; warp-specialized v6 vs v5 %s, v7 vs v5 %s; v0 vs v2 %s, v1 vs v2 %s",
-               H, I, E, k, T, cs.mode, eq(3, 2) ? "bit-identical" : "DIFFER", eq(4, 0) ? "bit-identical" : "DIFFER",
-               eq(5, 2) ? "bit-identical" : "DIFFER", eq(6, 5) ? "bit-identical" : "DIFFER", eq(7, 5) ? "bit-identical" : "DIFFER",
-               eq(0, 2) ? "bit-identical" : "differ", eq(1, 2) ? "bit-identical" : "differ");
     }
     // The grouping, against the host's stable grouping (run again: the split above reused ws).
     {
       Dev act = Dev::poisoned(size_t(S) * I, DType::BF16), slots = Dev::poisoned(size_t(S) * H, DType::BF16);
       cuda::moe_grouped_experts(x.dev.get(), T, k, de.get(), dw.f(), e0, e1, wgu.dev.get(), wd.dev.get(), I, H,
-                                ws.get(), act.p(), slots.p(), s);
+                                ws.get(), act.p(), slots.p(), path, s);
     }
     {
       const int tiles_max = int((S + cuda::kMoeGroupedTileRows - 1) / cuda::kMoeGroupedTileRows) + n;
@@ -703,7 +689,7 @@ void test_moe_grouped_kernel(Checks& c, cuda::Context& ctx, const char* kname) {
         int32_t cnt = 0;
         for (int64_t sl = 0; sl < S; sl++)
           if (experts[size_t(sl)] == e0 + b) ok &= perm[o + cnt++] == int32_t(sl);
-        const int32_t tiles = cuda::moe_grouped_tile_count(cnt, cuda::moe_grouped_merged_tails());
+        const int32_t tiles = cuda::moe_grouped_tile_count(cnt, cuda::moe_grouped_merged_tails(path));
         for (int32_t q = 0; q < tiles; q++) ok &= te[tl + q] == b;
         o += cnt;
         tl += tiles;
@@ -744,21 +730,11 @@ void test_moe_grouped_kernel(Checks& c, cuda::Context& ctx, const char* kname) {
 }
 
 void test_moe_grouped(Checks& c, cuda::Context& ctx) {
-  cuda::set_moe_grouped_kernel(cuda::MoeGroupedKernel::MmaSync);
-  test_moe_grouped_kernel(c, ctx, "mma.sync");
-  cuda::set_moe_grouped_kernel(cuda::MoeGroupedKernel::Wgmma);
-  if (cuda::moe_grouped_kernel_in_use() == cuda::MoeGroupedKernel::Wgmma) {
-    const int saved = cuda::moe_wgmma_variant();
-    for (int v = 0; v < cuda::kMoeWgmmaVariants; v++) {
-      cuda::set_moe_wgmma_variant(v);
-      char name[32];
-      std::snprintf(name, sizeof name, "wgmma v%d", v);
-      test_moe_grouped_kernel(c, ctx, name);
-    }
-    cuda::set_moe_wgmma_variant(saved);
-  } else
-    std::printf("  (wgmma grouped GEMMs: not on this device, compute capability 9.0 only)\n");
-  cuda::set_moe_grouped_kernel(cuda::MoeGroupedKernel::Auto);
+  test_moe_grouped_kernel(c, ctx, "mma.sync", cuda::KernelPath{});
+  if (ctx.kernels().wgmma)
+    test_moe_grouped_kernel(c, ctx, "wgmma", ctx.kernels());
+  else
+    std::printf("  (wgmma grouped GEMMs: not on this device or path)\n");
 }
 
 void test_combine(Checks& c, cudaStream_t s) {
@@ -815,7 +791,9 @@ void test_embed_convert(Checks& c, cudaStream_t s) {
 // several indices, rows shorter than the grid; and against the host's non-finite check: a NaN or an
 // infinity anywhere gives kNonFiniteToken. Launched twice per row (the ticket must be back at 0, step
 // and pos advance by one each time).
-void test_greedy(Checks& c, cudaStream_t s) {
+void test_greedy(Checks& c, cuda::Context& ctx) {
+  cudaStream_t s = ctx.stream();
+  const cuda::KernelPath& kp = ctx.kernels();
   const float inf = INFINITY, nan = NAN;
   struct Case {
     const char* name;
@@ -853,8 +831,8 @@ void test_greedy(Checks& c, cudaStream_t s) {
     cuda::GreedyState g;
     g.ids = ids.get(), g.pos = pos.get(), g.tokens = tokens.get(), g.step = step.get();
     g.part_val = pv.get(), g.part_idx = pi.get(), g.ticket = ticket.get();
-    cuda::greedy_next_token(dv.get(), k.n, g, s);
-    cuda::greedy_next_token(dv.get(), k.n, g, s);
+    cuda::greedy_next_token(dv.get(), k.n, g, kp, s);
+    cuda::greedy_next_token(dv.get(), k.n, g, kp, s);
     SEGPIPE_CUDA_CHECK(cudaStreamSynchronize(s));
     const auto got_ids = download(ids, 1), got_pos = download(pos, 1), got_tok = download(tokens, 4),
                got_step = download(step, 1);
@@ -896,6 +874,7 @@ void test_synthetic(Checks& c, cudaStream_t s) {
 // against the library path they replace.
 void test_decode_kernels(Checks& c, cuda::Context& ctx) {
   cudaStream_t s = ctx.stream();
+  const cuda::KernelPath& kp = ctx.kernels();
   for (DType dt : {DType::F32, DType::BF16})
     for (auto [rows, cols] : {std::pair{48, 64}, {5120, 2048}, {2048, 4096}, {1000, 776}, {3, 13000}}) {
       auto x = randn(size_t(cols), rng, 2.0f), w = randn(size_t(rows) * cols, rng, 0.05f), nw = randn(size_t(cols), rng);
@@ -905,7 +884,7 @@ void test_decode_kernels(Checks& c, cuda::Context& ctx) {
       std::vector<float> ref(static_cast<size_t>(rows));
       linear(pool(), xr.data(), 1, Mat{w.data(), DType::F32, rows, cols}, ref.data());
       Dev dx(xr, dt), dw(w, dt), y(std::vector<float>(size_t(rows), 1.0f), DType::F32);
-      cuda::gemv(dx.p(), dt, dw.p(), dt, rows, cols, y.f(), true, s);
+      cuda::gemv(dx.p(), dt, dw.p(), dt, rows, cols, y.f(), true, kp, s);
       std::vector<float> ref1 = ref;
       for (auto& v : ref1) v += 1.0f;
       double e = rel_l2(y.host().data(), ref1.data(), ref1.size());
@@ -915,7 +894,7 @@ void test_decode_kernels(Checks& c, cuda::Context& ctx) {
       Dev dxf(x, DType::F32), dnw(nw, DType::F32), h_lib = Dev::poisoned(size_t(cols), dt),
           h_out = Dev::poisoned(size_t(cols), dt), yf = Dev::poisoned(size_t(rows), DType::F32);
       cuda::rmsnorm(dxf.f(), 1, cols, dnw.f(), 1e-6f, h_lib.p(), dt, s);
-      cuda::gemv_rmsnorm(dxf.f(), dnw.f(), 1e-6f, dw.p(), dt, rows, cols, yf.f(), false, h_out.p(), s);
+      cuda::gemv_rmsnorm(dxf.f(), dnw.f(), 1e-6f, dw.p(), dt, rows, cols, yf.f(), false, h_out.p(), kp, s);
       auto hl = h_lib.host(), ho = h_out.host();
       std::vector<float> refn(static_cast<size_t>(rows));
       linear(pool(), hl.data(), 1, Mat{w.data(), DType::F32, rows, cols}, refn.data());
@@ -937,7 +916,7 @@ void test_decode_kernels(Checks& c, cuda::Context& ctx) {
       SEGPIPE_CUDA_CHECK(cudaDeviceSynchronize());
       for (int rep = 0; rep < 3; rep++)  // the counter must be ready again after each launch
         cuda::router_fused(dx.f(), dnw.f(), 1e-6f, dw.p(), dt, E, H, lg.f(), h.p(), k, renorm, de.get(), wt.f(),
-                           counter.get(), s);
+                           counter.get(), kp, s);
       auto hh = h.host();
       std::vector<float> lref(static_cast<size_t>(E));
       linear(pool(), hh.data(), 1, Mat{w.data(), DType::F32, E, H}, lref.data());
@@ -971,7 +950,7 @@ void test_decode_kernels(Checks& c, cuda::Context& ctx) {
       auto de = upload(experts);
       cuda::moe_down_gemv(da.p(), k, de.get(), dw.f(), 0, E - 1, dwd.p(), dt, I, H, slots.f(), s);
       cuda::moe_combine_add(slots.p(), DType::F32, de.get(), 1, k, H, x1.f(), s);
-      cuda::moe_down_combine(da.p(), k, de.get(), dw.f(), dwd.p(), dt, I, H, x2.f(), s);
+      cuda::moe_down_combine(da.p(), k, de.get(), dw.f(), dwd.p(), dt, I, H, x2.f(), kp, s);
       auto a = x1.host(), b = x2.host();
       c.expect(std::memcmp(a.data(), b.data(), a.size() * 4) == 0, "moe_down_combine %s H=%d I=%d k=%d %s", dn(dt), H,
                I, k, std::memcmp(a.data(), b.data(), a.size() * 4) == 0 ? "bit-identical to down + combine" : "DIFFERS");
@@ -982,7 +961,9 @@ void test_decode_kernels(Checks& c, cuda::Context& ctx) {
 // The decode attention's split count chosen from the position (256 keys a split, at most 8):
 // positions around the split boundaries giving every split count from 1 to 8, against the CPU
 // reference, launched twice (bit-identical: deterministic for a given position).
-void test_attention_splits(Checks& c, cudaStream_t s) {
+void test_attention_splits(Checks& c, cuda::Context& ctx) {
+  cudaStream_t s = ctx.stream();
+  const cuda::KernelPath& kp = ctx.kernels();
   constexpr int keys = 256;  // attention.cu kSplitKeys
   for (DType ot : {DType::F32, DType::BF16})
     for (auto [nh, nkv, hd, pos0] :
@@ -1007,7 +988,8 @@ void test_attention_splits(Checks& c, cudaStream_t s) {
       double e = 0;
       for (int rep = 0; rep < 2; rep++) {
         Dev out = Dev::poisoned(q.size(), ot);
-        cuda::attention_decode(dq.f(), dpos.get(), as, dk.f(), dv.f(), scale, out.p(), ot, part.get(), cnt.get(), s);
+        cuda::attention_decode(dq.f(), dpos.get(), as, dk.f(), dv.f(), scale, out.p(), ot, part.get(), cnt.get(), kp,
+                               s);
         auto h = out.host();
         if (rep == 0) first = h;
         else same = std::memcmp(first.data(), h.data(), h.size() * 4) == 0;
@@ -1055,7 +1037,8 @@ struct MoeDecodeRef {
 };
 MoeDecodeRef moe_decode_three_kernels(const std::vector<float>& x, const Dev& dnw, const Dev& dwr, const Dev& dgu,
                                       const Dev& dwd, const std::vector<float>& wgu, const std::vector<float>& wd,
-                                      DType dt, int E, int H, int I, int k, bool renorm, cudaStream_t s) {
+                                      DType dt, int E, int H, int I, int k, bool renorm, const cuda::KernelPath& kp,
+                                      cudaStream_t s) {
   Dev xa(x, DType::F32), ha = Dev::poisoned(size_t(H), dt), la = Dev::poisoned(size_t(E), DType::F32),
       wa = Dev::poisoned(size_t(k), DType::F32), acta = Dev::poisoned(size_t(k) * I, dt);
   cuda::Buffer<int32_t> ea(static_cast<size_t>(k));
@@ -1063,9 +1046,9 @@ MoeDecodeRef moe_decode_three_kernels(const std::vector<float>& x, const Dev& dn
   SEGPIPE_CUDA_CHECK(cudaMemset(counter.get(), 0, 4));
   SEGPIPE_CUDA_CHECK(cudaDeviceSynchronize());
   cuda::router_fused(xa.f(), dnw.f(), 1e-6f, dwr.p(), dt, E, H, la.f(), ha.p(), k, renorm, ea.get(), wa.f(),
-                     counter.get(), s);
-  cuda::moe_gate_up_gemv(ha.p(), k, k, ea.get(), 0, E - 1, dgu.p(), dt, I, H, acta.p(), s);
-  cuda::moe_down_combine(acta.p(), k, ea.get(), wa.f(), dwd.p(), dt, I, H, xa.f(), s);
+                     counter.get(), kp, s);
+  cuda::moe_gate_up_gemv(ha.p(), k, k, ea.get(), 0, E - 1, dgu.p(), dt, I, H, acta.p(), kp, s);
+  cuda::moe_down_combine(acta.p(), k, ea.get(), wa.f(), dwd.p(), dt, I, H, xa.f(), kp, s);
   MoeDecodeRef r;
   r.logits = la.host(), r.weights = wa.host(), r.act = acta.host(), r.x = xa.host(), r.h = ha.host();
   r.experts = download(ea, size_t(k));
@@ -1081,6 +1064,7 @@ MoeDecodeRef moe_decode_three_kernels(const std::vector<float>& x, const Dev& dn
 // added to x), launched twice: bit-identical (logits, h, experts, weights, act and x).
 void test_moe_decode(Checks& c, cuda::Context& ctx) {
   cudaStream_t s = ctx.stream();
+  const cuda::KernelPath& kp = ctx.kernels();
   for (DType dt : {DType::F32, DType::BF16})
     for (auto [E, H, I, k, renorm] : {std::tuple{128, 1024, 256, 8, true}, {128, 256, 96, 8, true},
                                       {8, 64, 40, 2, true}, {60, 136, 24, 4, false}, {200, 128, 56, 8, true},
@@ -1089,12 +1073,12 @@ void test_moe_decode(Checks& c, cuda::Context& ctx) {
       auto wgu = randn(size_t(E) * 2 * I * H, rng, 0.05f), wd = randn(size_t(E) * H * I, rng, 0.05f);
       if (dt == DType::BF16) wr = round_bf16(wr), wgu = round_bf16(wgu), wd = round_bf16(wd);
       Dev dnw(nw, DType::F32), dwr(wr, dt), dgu(wgu, dt), dwd(wd, dt);
-      const MoeDecodeRef ref = moe_decode_three_kernels(x, dnw, dwr, dgu, dwd, wgu, wd, dt, E, H, I, k, renorm, s);
+      const MoeDecodeRef ref = moe_decode_three_kernels(x, dnw, dwr, dgu, dwd, wgu, wd, dt, E, H, I, k, renorm, kp, s);
       std::vector<float> dA(static_cast<size_t>(H));
       for (int i = 0; i < H; i++) dA[size_t(i)] = ref.x[size_t(i)] - x[size_t(i)];
       const double eref = rel_l2(dA.data(), ref.mlp.data(), ref.mlp.size());
       const double tol = dt == DType::F32 ? 1e-4 : 2e-2;  // of the MLP output, through x's rounding
-      const MoeDecodeRef again = moe_decode_three_kernels(x, dnw, dwr, dgu, dwd, wgu, wd, dt, E, H, I, k, renorm, s);
+      const MoeDecodeRef again = moe_decode_three_kernels(x, dnw, dwr, dgu, dwd, wgu, wd, dt, E, H, I, k, renorm, kp, s);
       auto bits = [](const std::vector<float>& a, const std::vector<float>& b) {
         return a.size() == b.size() && std::memcmp(a.data(), b.data(), a.size() * 4) == 0;
       };
@@ -1113,7 +1097,9 @@ void test_moe_decode(Checks& c, cuda::Context& ctx) {
 // warps. Each row's result does not depend on which warp, block or round computes it: the product
 // over slices of the rows (other grids, other row-to-warp assignments; 1 to ~10 rows a warp over the
 // shapes) is bit-identical to the whole product's rows, and so is a second launch.
-void test_gemv_persistent(Checks& c, cudaStream_t s) {
+void test_gemv_persistent(Checks& c, cuda::Context& ctx) {
+  cudaStream_t s = ctx.stream();
+  const cuda::KernelPath& kp = ctx.kernels();
   for (DType dt : {DType::F32, DType::BF16})
     for (auto [rows, cols] : {std::pair{5120, 2048}, {2048, 4096}, {2048, 4104}, {100, 4096}, {3000, 3000},
                               {20011, 2048}, {1000, 776}, {9, 64}, {7, 13000}}) {
@@ -1130,11 +1116,11 @@ void test_gemv_persistent(Checks& c, cudaStream_t s) {
         const void* wp = static_cast<const char*>(dw.p()) + size_t(r0) * size_t(cols) * es;
         Dev yy = Dev::poisoned(size_t(n), DType::F32);
         if (kind == 0)
-          cuda::gemv(dx.p(), dt, wp, dt, n, cols, yy.f(), false, s);
+          cuda::gemv(dx.p(), dt, wp, dt, n, cols, yy.f(), false, kp, s);
         else if (kind == 1)
-          cuda::gemv(dxf.p(), DType::F32, wp, dt, n, cols, yy.f(), false, s);
+          cuda::gemv(dxf.p(), DType::F32, wp, dt, n, cols, yy.f(), false, kp, s);
         else
-          cuda::gemv_rmsnorm(dxf.f(), dnw.f(), 1e-6f, wp, dt, n, cols, yy.f(), false, nullptr, s);
+          cuda::gemv_rmsnorm(dxf.f(), dnw.f(), 1e-6f, wp, dt, n, cols, yy.f(), false, nullptr, kp, s);
         return yy.host();
       };
       const bool norm = cols <= 12288;
@@ -1162,10 +1148,13 @@ void test_gemv_persistent(Checks& c, cudaStream_t s) {
 }
 
 int main(int argc, char** argv) {
+  const GpuKernels kernels = take_gpu_kernels_arg(argc, argv);
   if (const int rc = gpu_start("test_cuda_kernels"); rc >= 0) return rc;
   try {
-    cuda::Context ctx(0);
-    std::printf("device: %s\n", cuda::device_name(0).c_str());
+    cuda::Context ctx(0, kernels);
+    const cuda::KernelPath& kp = ctx.kernels();
+    std::printf("device: %s; kernels %s: wgmma %d, pdl %d, l2_prefetch %d\n", cuda::device_name(0).c_str(),
+                to_string(kernels), int(kp.wgmma), int(kp.pdl), int(kp.l2_prefetch));
     // `test_cuda_kernels flash`: the flash prefill attention checks alone (kernel work on it).
     if (argc > 1 && std::string(argv[1]) == "flash") {
       Checks c;
@@ -1177,7 +1166,7 @@ int main(int argc, char** argv) {
     test_rmsnorm(c, ctx.stream());
     test_qk_norm_rope(c, ctx.stream());
     test_qk_norm_rope_kernels(c, ctx.stream());
-    test_attention(c, ctx.stream());
+    test_attention(c, ctx);
     test_attention_gemm(c, ctx);
     test_attention_flash(c, ctx);
     test_router(c, ctx.stream());
@@ -1186,11 +1175,11 @@ int main(int argc, char** argv) {
     test_moe_grouped(c, ctx);
     test_combine(c, ctx.stream());
     test_decode_kernels(c, ctx);
-    test_attention_splits(c, ctx.stream());
+    test_attention_splits(c, ctx);
     test_moe_decode(c, ctx);
-    test_gemv_persistent(c, ctx.stream());
+    test_gemv_persistent(c, ctx);
     test_embed_convert(c, ctx.stream());
-    test_greedy(c, ctx.stream());
+    test_greedy(c, ctx);
     test_synthetic(c, ctx.stream());
     return c.finish("test_cuda_kernels");
   } catch (const std::exception& e) {

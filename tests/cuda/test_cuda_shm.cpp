@@ -11,7 +11,13 @@
 //      without restart a RuntimeFailure naming the bank;
 //   5. segments on two GPUs (skipped with one): against the goldens, and all-GPU f32 bit-identical
 //      to the single-device run of the same split; a device that does not exist: an InputError
-//      naming the segment before any worker starts.
+//      naming the segment before any worker starts;
+//   6. gpu_memory: unified (on a discrete GPU through mapped host memory: correct, slower): embeddings,
+//      two layers groups with expert banks and lm_head as processes, bit-identical to the same run
+//      under gpu_memory: device (f32 and bf16), with no device arena, the shared state in the shared
+//      arena and the checkpoint's pages given back by every GPU worker; the in-process GPU runner
+//      likewise; a layers worker killed under unified continues bit for bit (its KV cache lives in
+//      the shared arena).
 // Needs the segpipe command's libraries (workers, shm): it is its own worker executable
 // (`test_cuda_shm __worker ...`). Exits 77 where no GPU is visible.
 #include <sys/wait.h>
@@ -23,6 +29,7 @@
 #include <filesystem>
 #include <fstream>
 
+#include "gpu_kernels_arg.h"
 #include "gpu_test.h"
 #include "orchestrator/debugging/capture.h"
 #include "orchestrator/drivers/cuda_ipc.h"
@@ -31,6 +38,8 @@
 #include "orchestrator/debugging/golden.h"
 #include "orchestrator/planning/run_plan.h"
 #include "orchestrator/drivers/shm_runner.h"
+#include "orchestrator/reports/memory_report.h"
+#include "segments/cuda/unified_memory.h"
 #include "segments/model/config_file.h"
 #include "workers/worker_main.h"
 
@@ -41,6 +50,7 @@ namespace fs = std::filesystem;
 namespace {
 
 std::string g_source = SEGPIPE_SOURCE_DIR;
+GpuKernels g_kernels = GpuKernels::automatic;  // --gpu-kernels=: every plan's gpu_kernels
 
 struct Seg {
   const char* name;
@@ -66,6 +76,7 @@ RunPlan make_plan(const std::string& model, const std::vector<Seg>& segs, const 
   p.inproc = false;
   p.max_seq = 256;
   p.threads = 2;
+  p.gpu_kernels = g_kernels;  // the worker processes' and the in-process baselines' kernels
   for (const Seg& s : segs) {
     SegmentDesc d{s.name, s.kind};
     d.layer_first = s.l0;
@@ -335,6 +346,75 @@ void test_bank_restart(Checks& c) {
                  "GPU expert bank killed at its 11th request");
 }
 
+// gpu_memory: unified against gpu_memory: device, the same plan otherwise (tiny-qwen3-moe: 5 layers,
+// 8 experts in two banks serving both layers groups). On an H100 both are explicit: automatic resolves
+// to device there (checked against the device's attributes).
+void test_unified(Checks& c) {
+  const char* model = "tiny-qwen3-moe";
+  ModelConfig cfg = read_model_config(g_source + "/models/" + model);
+  const bool shares = cuda::shares_host_memory(0);
+  const cuda::HostAccess access = cuda::host_access(0);
+  c.expect(cuda::resolve_gpu_memory(GpuMemory::automatic, 0) == (shares ? GpuMemory::unified : GpuMemory::device),
+           "cuda:0 %s the host's memory: gpu_memory auto resolves to %s; checkpoint read in place through: %s",
+           shares ? "shares" : "does not share", to_string(cuda::resolve_gpu_memory(GpuMemory::automatic, 0)),
+           cuda::to_string(access));
+  std::vector<Seg> segs = {{"embed", SegmentKind::embeddings}, banked("layers-a", 0, 1), banked("layers-b", 2, 4),
+                           bank("bank-lo", 0, 4, 0, 3), bank("bank-hi", 0, 4, 4, 7), {"head", SegmentKind::lm_head}};
+  auto prompt = prompt_for(cfg, 12);
+  ShmOptions so;
+  so.capture_tokens = static_cast<int64_t>(prompt.size());
+  for (const char* dtype : {"float32", "bfloat16"}) {
+    RunPlan dev = make_plan(model, segs, dtype);
+    dev.gpu_memory = GpuMemory::device;
+    RunPlan uni = dev;
+    uni.gpu_memory = GpuMemory::unified;
+    const std::string what = std::string(model) + " " + dtype + ", " + std::to_string(dev.segments.size()) + " processes";
+    {
+      auto a = make_shm_runner_cuda(dev, so, {});
+      auto b = make_shm_runner_cuda(uni, so, {});
+      // Where the shared state is: a device arena under device, none under unified.
+      const auto ga = a->gpu_devices(), gb = b->gpu_devices();
+      const bool placed = ga.size() == 1 && ga[0].memory == GpuMemory::device && ga[0].device_arena_bytes > 0 &&
+                          gb.size() == 1 && gb[0].memory == GpuMemory::unified && gb[0].device_arena_bytes == 0 &&
+                          gb[0].shared_arena_bytes > 0;
+      c.expect(placed, "%s: device arena of cuda:0 %llu bytes under device, %llu under unified (shared arena holds %llu)",
+               what.c_str(), ga.empty() ? 0ull : static_cast<unsigned long long>(ga[0].device_arena_bytes),
+               gb.empty() ? 0ull : static_cast<unsigned long long>(gb[0].device_arena_bytes),
+               gb.empty() ? 0ull : static_cast<unsigned long long>(gb[0].shared_arena_bytes));
+      // The checkpoint's pages given back once each GPU worker's device read them (held once).
+      uint64_t in_place = 0, resident = 0;
+      bool modes = true;
+      for (const SegmentReport& r : b->reports()) {
+        modes &= r.gpu_memory == "unified";
+        in_place += r.weights_in_place;
+        resident = std::max(resident, read_proc_memory(r.pid).rss_weights);
+      }
+      c.expect(modes && (access == cuda::HostAccess::copy || in_place > 0) && resident <= (64u << 10),
+               "%s, unified: every segment reports gpu_memory unified, %llu checkpoint tensors read in place (%s), "
+               "at most %llu bytes of checkpoint pages resident in a GPU worker",
+               what.c_str(), static_cast<unsigned long long>(in_place), cuda::to_string(access),
+               static_cast<unsigned long long>(resident));
+      expect_identical(c, *a, *b, prompt, 8, "shm gpu_memory unified vs device, " + what);
+    }
+    // The in-process GPU runner: the checkpoint read in place (its KV caches are its own either way).
+    RunPlan dev_in = dev, uni_in = uni;
+    dev_in.inproc = uni_in.inproc = true;
+    auto ra = make_cuda_runner(dev_in, cfg);
+    auto rb = make_cuda_runner(uni_in, cfg);
+    c.expect(ra->gpu_memory() == GpuMemory::device && rb->gpu_memory() == GpuMemory::unified &&
+                 (access == cuda::HostAccess::copy || rb->weights_read_in_place() > 0) && ra->weights_read_in_place() == 0,
+             "in-process %s: gpu_memory %s / %s, %llu checkpoint tensors read in place under unified", what.c_str(),
+             to_string(ra->gpu_memory()), to_string(rb->gpu_memory()),
+             static_cast<unsigned long long>(rb->weights_read_in_place()));
+    expect_identical(c, *ra, *rb, prompt, 8, "in-process GPU gpu_memory unified vs device, " + std::string(model) + " " + dtype);
+    auto shm = make_shm_runner_cuda(uni, so, {});
+    expect_identical(c, *rb, *shm, prompt, 8, "shm vs in-process GPU, both unified, " + what);
+  }
+  RunPlan r = make_plan(model, segs, "bfloat16");
+  r.gpu_memory = GpuMemory::unified;
+  expect_restart(c, r, cfg, "layers-b", "layers-b:step:5:9", "gpu_memory unified, GPU layers worker killed at its 5th step");
+}
+
 // Segments on two GPUs. Needs 2 visible devices; otherwise the case is skipped (counted as such,
 // not passed): `test_cuda_shm two-devices` alone then exits 77 (its own ctest entry).
 void test_two_devices(Checks& c) {
@@ -426,6 +506,7 @@ int main(int argc, char** argv) {
       return 2;
     }
   }
+  g_kernels = take_gpu_kernels_arg(argc, argv);
   for (int i = 1; i + 1 < argc; i++)
     if (std::string(argv[i]) == "--source") g_source = argv[i + 1];
   // SEGPIPE_GPU_SHARING=mps: every run of this process, the in-process baselines included, through
@@ -471,5 +552,6 @@ int main(int argc, char** argv) {
   guard("banks", test_banks);
   guard("bank-restart", test_bank_restart);
   guard("two-devices", test_two_devices);
+  guard("unified", test_unified);
   return c.finish("test_cuda_shm");
 }

@@ -8,6 +8,7 @@
 
 #include <filesystem>
 
+#include "gpu_kernels_arg.h"
 #include "gpu_test.h"
 #include "orchestrator/drivers/cuda_runner.h"
 #include "orchestrator/planning/run_plan.h"
@@ -28,7 +29,12 @@ int32_t host_argmax(const std::vector<float>& v) {
 }
 }  // namespace
 
-int main() {
+int main(int argc, char** argv) {
+  const GpuKernels kernels = take_gpu_kernels_arg(argc, argv);
+  if (argc > 1) {
+    std::fprintf(stderr, "usage: test_cuda_synthetic [--gpu-kernels=auto|portable]\n");
+    return 2;
+  }
   if (const int rc = gpu_start("test_cuda_synthetic"); rc >= 0) return rc;
   Checks c;
   std::string tmpl = (fs::temp_directory_path() / "segpipe-cuda-synth-XXXXXX").string();
@@ -51,6 +57,7 @@ int main() {
         p.max_seq = 64;
         for (auto& s : p.segments) s.device = Device{Device::Type::cuda, 0}, s.dtype = *parse_compute_dtype(dtype);
         CudaRunnerOptions from_files, from_formula;
+        from_files.kernels = from_formula.kernels = kernels;
         from_formula.synthetic = true;
         from_formula.seed = 7;
         auto a = make_cuda_runner(p, cfg, from_files);
@@ -144,7 +151,11 @@ int main() {
       for (auto& s : p.segments) s.device = Device{Device::Type::cuda, 0}, s.dtype = ComputeDType::bfloat16;
       CudaRunnerOptions ro;
       ro.synthetic = true;
+      ro.kernels = kernels;
       auto r = make_cuda_runner(p, cfg, ro);
+      CudaRunnerOptions ro_cublas = ro;  // the same weights, attention through cuBLAS
+      ro_cublas.flash_attention = false;
+      auto r_cublas = make_cuda_runner(p, cfg, ro_cublas);
       std::vector<int32_t> ids(200);
       uint32_t st = 99;
       for (auto& x : ids) x = int32_t((st = st * 1664525u + 1013904223u) % uint32_t(cfg.vocab));
@@ -152,10 +163,8 @@ int main() {
       r->step(ids.data(), 200, 0, false, nullptr, whole);
       r->step(ids.data(), 120, 0, false, nullptr, tmp);
       r->step(ids.data() + 120, 80, 120, false, nullptr, chunked);
-      cuda::set_flash_attention(false);
-      r->step(ids.data(), 120, 0, false, nullptr, tmp);
-      r->step(ids.data() + 120, 80, 120, false, nullptr, chunked_cublas);
-      cuda::set_flash_attention(true);
+      r_cublas->step(ids.data(), 120, 0, false, nullptr, tmp);
+      r_cublas->step(ids.data() + 120, 80, 120, false, nullptr, chunked_cublas);
       const bool sized = !whole.empty() && chunked.size() == whole.size() && chunked_cublas.size() == whole.size();
       const double e1 = sized ? rel_l2(chunked.data(), whole.data(), whole.size()) : 1.0;
       const double e2 = sized ? rel_l2(chunked.data(), chunked_cublas.data(), whole.size()) : 1.0;

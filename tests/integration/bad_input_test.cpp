@@ -116,5 +116,27 @@ TEST(PipelineYaml, HugeDocumentsDeepNestingAndHugeValuesGiveShortMessages) {
   fs::remove_all(dir);
 }
 
+// gpu_memory is a typed choice: a value it does not take stops the run before anything loads (exit 2,
+// one line naming the file and the key); one it takes is accepted on a CPU-only pipeline too (it only
+// concerns GPU segments).
+TEST(PipelineYaml, GpuMemoryOutsideItsChoicesIsExit2NamingTheKey) {
+  std::string dir = temp_dir();
+  const std::string body = "version: 1\nmodel: " + source_path("models/tiny-qwen3-dense") +
+                           "\ndefaults: {device: cpu, threads: 1}\nsegments:\n  - {name: embed, kind: embeddings}\n"
+                           "  - {name: layers, kind: layers, layers: [0, 2]}\n  - {name: head, kind: lm_head}\n";
+  for (const std::string bad : {"shared", "Unified", "[device]", "0"}) {
+    write_file(dir + "/bad.yaml", body + "gpu_memory: " + bad + "\n");
+    expect_bad_input({"generate", "--pipeline", dir + "/bad.yaml", "--tokens", "1 2", "--ids", "--max-new-tokens", "1"},
+                     dir + "/bad.yaml", "'gpu_memory' must be one of auto | device | unified");
+  }
+  for (const std::string good : {"auto", "device", "unified"}) {
+    write_file(dir + "/good.yaml", body + "gpu_memory: " + good + "\n");
+    RunResult r = run_segpipe({"generate", "--pipeline", dir + "/good.yaml", "--tokens", "1 2", "--ids", "--max-new-tokens", "1"},
+                              {}, 60);
+    EXPECT_EQ(r.rc, 0) << good << ": " << r.err;
+  }
+  fs::remove_all(dir);
+}
+
 }  // namespace
 }  // namespace segpipe::test

@@ -149,6 +149,32 @@ TEST(ParsePipeline, TopLevelKeys) {
             "p.yaml:3:13: 'timeout_ms' must be a positive integer (milliseconds), got '1e4'");
 }
 
+// gpu_memory and gpu_kernels: every value each takes, and what is not one (a typo, another case, a
+// number, a list, empty) is an error naming the key and the allowed values.
+TEST(ParsePipeline, GpuMemoryAndGpuKernelsValues) {
+  const std::string head = "version: 1\nmodel: m\nsegments:\n  - {name: e, kind: embeddings}\n";
+  for (auto [text, want] : {std::pair{"auto", GpuMemory::automatic}, {"device", GpuMemory::device},
+                            {"unified", GpuMemory::unified}}) {
+    PipelineSpec s = parse_pipeline_string(head + "gpu_memory: " + text + "\n", "p.yaml", "/pipes");
+    ASSERT_TRUE(s.gpu_memory) << text;
+    EXPECT_EQ(*s.gpu_memory, want) << text;
+  }
+  for (auto [text, want] : {std::pair{"auto", GpuKernels::automatic}, {"portable", GpuKernels::portable}}) {
+    PipelineSpec s = parse_pipeline_string(head + "gpu_kernels: " + text + "\n", "p.yaml", "/pipes");
+    ASSERT_TRUE(s.gpu_kernels) << text;
+    EXPECT_EQ(*s.gpu_kernels, want) << text;
+  }
+  for (const char* bad : {"Unified", "automatic", "1", "[unified]", "''", "host"}) {
+    const std::string m = parse_error(head + "gpu_memory: " + bad + "\n");
+    EXPECT_NE(m.find("p.yaml:5:"), std::string::npos) << bad << ": " << m;
+    EXPECT_NE(m.find("'gpu_memory' must be one of auto | device | unified"), std::string::npos) << bad << ": " << m;
+  }
+  for (const char* bad : {"Portable", "sm90", "0"}) {
+    const std::string m = parse_error(head + "gpu_kernels: " + bad + "\n");
+    EXPECT_NE(m.find("'gpu_kernels' must be one of auto | portable"), std::string::npos) << bad << ": " << m;
+  }
+}
+
 TEST(ParsePipeline, Defaults) {
   EXPECT_EQ(parse_error("version: 1\nmodel: m\ndefaults:\n  devce: cpu\n"),
             "p.yaml:4:3: unknown key 'devce' in 'defaults' (did you mean 'device'?)");

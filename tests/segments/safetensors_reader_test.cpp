@@ -1,7 +1,9 @@
 // safetensors reader (segments/checkpoint/safetensors.h): every malformed file is an InputError that
 // names the file and the tensor or key; valid files round-trip their values and are read zero-copy,
 // mapping only the tensors asked for.
+#include <fcntl.h>
 #include <gtest/gtest.h>
+#include <unistd.h>
 
 #include <cinttypes>
 #include <cstdio>
@@ -352,6 +354,53 @@ TEST(SafetensorsReader, ViewsAreZeroCopyAndOnlyRequestedTensorsAreMapped) {
   EXPECT_EQ(std::memcmp(c.data, bytes.data() + 8 + hlen + f->header().tensors.at("c").begin, c.nbytes), 0);
   f->unmap("b");
   EXPECT_EQ(f->mapped_tensor_bytes(), 4096u * 4);
+}
+
+// Pages of [p, p + n) present in this process's page tables (/proc/self/pagemap, bit 63).
+size_t present_pages(const void* p, size_t n) {
+  const uintptr_t page = static_cast<uintptr_t>(sysconf(_SC_PAGESIZE));
+  const uintptr_t first = reinterpret_cast<uintptr_t>(p) / page, last = (reinterpret_cast<uintptr_t>(p) + n - 1) / page;
+  const int fd = open("/proc/self/pagemap", O_RDONLY | O_CLOEXEC);
+  size_t present = 0;
+  for (uintptr_t i = first; i <= last; i++) {
+    uint64_t e = 0;
+    if (pread(fd, &e, 8, static_cast<off_t>(i * 8)) == 8) present += (e >> 63) & 1;
+  }
+  close(fd);
+  return present;
+}
+
+// gpu_memory: unified gives a tensor's pages back once the device holds it (release_pages): gone from
+// this process, the mapping still valid and reading the same bytes; a range outside the view is ignored.
+TEST(SafetensorsReader, ReleasedPagesLeaveTheProcessAndReadBackTheSame) {
+  TempDir d;
+  std::string p = d.file("rel.safetensors");
+  std::vector<TensorSpec> specs = {{"a", DType::F32, {100}}, {"big", DType::F32, {40000}}, {"z", DType::BF16, {300}}};
+  write_safetensors(p, specs, {}, [](const TensorSpec& t, uint64_t first, uint64_t n, void* o) {
+    for (uint64_t i = 0; i < n * dtype_size(t.dtype); i++) static_cast<unsigned char*>(o)[i] = static_cast<unsigned char>((first + i) * 7 + t.name[0]);
+  });
+  auto f = SafetensorsFile::open(p);
+  TensorView v = f->view("big");  // populated: every page present
+  const size_t page = static_cast<size_t>(sysconf(_SC_PAGESIZE)), pages = present_pages(v.data, v.nbytes);
+  ASSERT_GE(pages, v.nbytes / page);
+  const std::string before(static_cast<const char*>(v.data), v.nbytes);
+  f->release_pages("big", v.data, v.nbytes);
+  EXPECT_EQ(present_pages(v.data, v.nbytes), 0u);
+  EXPECT_EQ(std::memcmp(v.data, before.data(), v.nbytes), 0) << "a released page must fault back in with its bytes";
+  EXPECT_EQ(present_pages(v.data, v.nbytes), pages);
+  // Part of the tensor: the pages it touches go, the first and last stay.
+  const char* mid = static_cast<const char*>(v.data) + 5 * page;
+  f->release_pages("big", mid, page);
+  EXPECT_LE(present_pages(v.data, v.nbytes), pages - 1);
+  EXPECT_EQ(present_pages(v.data, 1), 1u);
+  EXPECT_EQ(present_pages(static_cast<const char*>(v.data) + v.nbytes - 1, 1), 1u);
+  // Outside the view, or a tensor not mapped: nothing happens.
+  const size_t now = present_pages(v.data, v.nbytes);
+  f->release_pages("big", static_cast<const char*>(v.data) + 4, v.nbytes);
+  f->release_pages("a", v.data, v.nbytes);
+  f->release_pages("missing", v.data, v.nbytes);
+  EXPECT_EQ(present_pages(v.data, v.nbytes), now);
+  EXPECT_EQ(std::memcmp(v.data, before.data(), v.nbytes), 0);
 }
 
 }  // namespace

@@ -11,9 +11,12 @@
 //   --read-ceiling: how fast one MoE layer's chosen experts' bytes are read alone (read_ceiling.h).
 //   --l2-probe: whether q/k/v weights asked into L2 survive the expert stream (l2_probe.h).
 //   --experts N: the preset with N routed experts.
-//   --attention-only: only the flash attention kernel alone at T = --prompt (each variant, and the
-//   K/V conversions); --flash-variant V: the kernel the prefill uses (attention.cuh set_flash_variant).
+//   --attention-only: only the flash attention kernel alone at T = --prompt (the path's kernel, the
+//   portable one beside it where they differ, and the K/V conversions).
 //   --prefill-only: the flash prefill alone (median of 9) and its phase profile (before/after A/Bs).
+//   --gpu-kernels auto|portable: the kernels' hardware path (segments/kernels/cuda/device_caps.h) of
+//   every context and runner the benchmark builds; portable measures the path an Ampere or Ada GPU
+//   takes, on this card. The path that ran is printed (and written to the JSON).
 #include <algorithm>
 #include <cmath>
 #include <chrono>
@@ -58,18 +61,24 @@ double median(std::vector<double> v) {
 }
 
 // The phase profile of 8 eager one-token steps at positions pos .. pos + 7: ms per token per phase.
-template <typename R>
-std::map<std::string, double> eager_decode_phases(R& runner, const std::vector<int32_t>& ids, int64_t pos) {
-  cuda::phase_ms().clear();
-  cuda::set_profiling(true);
+std::map<std::string, double> eager_decode_phases(CudaRunner& runner, const std::vector<int32_t>& ids, int64_t pos) {
+  cuda::Context& ctx = runner.context();
+  ctx.phase_ms().clear();
+  ctx.set_profiling(true);
   for (int i = 0; i < 8; i++) {
     int32_t tok = ids[size_t(i)];
     runner.step_device_eager(&tok, 1, pos + i);
   }
-  cuda::set_profiling(false);
-  auto phases = cuda::phase_ms();
+  ctx.set_profiling(false);
+  auto phases = ctx.phase_ms();
   for (auto& [phase, v] : phases) v /= 8;
   return phases;
+}
+
+// "wgmma 1, pdl 1, l2_prefetch 1": which hardware path ran.
+std::string path_text(const cuda::KernelPath& p) {
+  return "wgmma " + std::to_string(int(p.wgmma)) + ", pdl " + std::to_string(int(p.pdl)) + ", l2_prefetch " +
+         std::to_string(int(p.l2_prefetch));
 }
 
 // Device-to-device copy of 2 GiB, counting bytes read plus bytes written.
@@ -137,11 +146,13 @@ double time_ms(cuda::Context& ctx, F&& fn) {
 }
 
 // The flash prefill attention kernel alone at the preset's head shapes, T queries from position 0
-// (causal): each variant of attention_flash (set_flash_variant), and the two bf16 conversions of the
-// K and V rows that precede it in a layer. Rates count the causal products' flops, 4 T (T+1) / 2
-// head_dim num_heads. diff: rel. L2 of each variant's output against variant 1 (the first kernel).
+// (causal): the kernel the context's path runs and, where that is the wgmma kernel, the portable
+// (mma.sync) kernel beside it; and the two bf16 conversions of the K and V rows that precede it in a
+// layer. Rates count the causal products' flops, 4 T (T+1) / 2 head_dim num_heads. diff: rel. L2 of
+// the path's output against the portable kernel's.
 struct FlashBench {
-  double flops = 0, convert_ms = 0, ms[cuda::kFlashVariants] = {}, diff[cuda::kFlashVariants] = {};
+  double flops = 0, convert_ms = 0, ms = 0, portable_ms = 0, diff = 0;
+  const char* kernel = "";
 };
 FlashBench flash_bench(cuda::Context& ctx, const ModelConfig& cfg, int64_t T) {
   FlashBench r;
@@ -149,8 +160,7 @@ FlashBench flash_bench(cuda::Context& ctx, const ModelConfig& cfg, int64_t T) {
   if (!cuda::attention_flash_supported(s)) return r;
   const int64_t qd = cfg.q_dim(), kvd = cfg.kv_dim();
   cuda::Buffer<float> q(size_t(T * qd)), kc(size_t(T * kvd)), vc(size_t(T * kvd));
-  constexpr int kV = cuda::kFlashVariants;
-  cuda::Buffer<char> kb(size_t(T * kvd) * 2), vb(size_t(T * kvd) * 2), out(size_t(T * qd) * 2 * kV);
+  cuda::Buffer<char> kb(size_t(T * kvd) * 2), vb(size_t(T * kvd) * 2), out(size_t(T * qd) * 2 * 2);
   cuda::synthetic_fill(9, 1, 0, T * qd, 1.f, 0.f, DType::F32, q.get(), DType::F32, ctx.stream());
   cuda::synthetic_fill(9, 2, 0, T * kvd, 1.f, 0.f, DType::F32, kc.get(), DType::F32, ctx.stream());
   cuda::synthetic_fill(9, 3, 0, T * kvd, 1.f, 0.f, DType::F32, vc.get(), DType::F32, ctx.stream());
@@ -159,51 +169,51 @@ FlashBench flash_bench(cuda::Context& ctx, const ModelConfig& cfg, int64_t T) {
     cuda::convert(vc.get(), DType::F32, vb.get(), DType::BF16, T * kvd, ctx.stream());
   });
   const float scale = static_cast<float>(std::pow(double(cfg.head_dim), -0.5));
-  const int before = cuda::flash_variant();
-  for (int v = 0; v < kV; v++) {
-    cuda::set_flash_variant(v);
-    char* o = out.get() + size_t(v) * size_t(T * qd) * 2;
-    r.ms[v] = time_ms(ctx, [&] {
-      cuda::attention_flash(q.get(), T, 0, s, kb.get(), vb.get(), scale, o, DType::BF16, ctx.stream());
+  const bool two = ctx.kernels().wgmma && cfg.head_dim == 128;
+  r.kernel = two ? "wgmma, 64-key tiles, 2 CTAs/SM" : "mma.sync, 128 queries a block";
+  const size_t n = size_t(T * qd);
+  auto run = [&](const cuda::KernelPath& path, int slot) {
+    char* o = out.get() + size_t(slot) * n * 2;
+    return time_ms(ctx, [&] {
+      cuda::attention_flash(q.get(), T, 0, s, kb.get(), vb.get(), scale, o, DType::BF16, path, ctx.stream());
     });
-  }
-  cuda::set_flash_variant(before);
-  std::vector<uint16_t> h(size_t(T * qd) * kV);
+  };
+  r.flops = 4.0 * double(T) * double(T + 1) / 2.0 * cfg.head_dim * cfg.num_heads;
+  r.ms = run(ctx.kernels(), 0);
+  if (!two) return r;
+  r.portable_ms = run(cuda::KernelPath{}, 1);
+  std::vector<uint16_t> h(n * 2);
   SEGPIPE_CUDA_CHECK(cudaMemcpyAsync(h.data(), out.get(), h.size() * 2, cudaMemcpyDeviceToHost, ctx.stream()));
   ctx.sync();
-  const size_t n = size_t(T * qd);
-  for (int v = 0; v < kV; v++) {
-    double num = 0, den = 0;
-    for (size_t i = 0; i < n; i++) {
-      const double a = bf16_to_f32(h[size_t(v) * n + i]), b = bf16_to_f32(h[n + i]);
-      num += (a - b) * (a - b);
-      den += b * b;
-    }
-    r.diff[v] = std::sqrt(num / std::max(den, 1e-30));
+  double num = 0, den = 0;
+  for (size_t i = 0; i < n; i++) {
+    const double a = bf16_to_f32(h[i]), b = bf16_to_f32(h[n + i]);
+    num += (a - b) * (a - b);
+    den += b * b;
   }
-  r.flops = 4.0 * double(T) * double(T + 1) / 2.0 * cfg.head_dim * cfg.num_heads;
+  r.diff = std::sqrt(num / std::max(den, 1e-30));
   return r;
 }
 
 void print_flash_bench(const FlashBench& f, int64_t T) {
   if (f.flops == 0) return;
-  static const char* names[cuda::kFlashVariants] = {
-      "q128, 64-key softmax steps", "q64 (first kernel)",      "q128, 32-key softmax steps", "q128, one m16 a pass",
-      "wgmma, 128-key tiles",       "wgmma, 64-key tiles",     "wgmma, 64-key, 2 CTAs/SM"};
-  for (int v = 0; v < cuda::kFlashVariants; v++)
-    std::printf("flash attention alone, T=%lld, %-34s %8.1f us %7.1f TFLOP/s  rel. diff to q64 %.2e\n",
-                (long long)T, names[v], f.ms[v] * 1e3, f.flops / (f.ms[v] * 1e-3) / 1e12, f.diff[v]);
+  std::printf("flash attention alone, T=%lld, %-34s %8.1f us %7.1f TFLOP/s\n", (long long)T, f.kernel, f.ms * 1e3,
+              f.flops / (f.ms * 1e-3) / 1e12);
+  if (f.portable_ms > 0)
+    std::printf("flash attention alone, T=%lld, %-34s %8.1f us %7.1f TFLOP/s  rel. diff to the above %.2e\n",
+                (long long)T, "mma.sync (the portable kernel)", f.portable_ms * 1e3,
+                f.flops / (f.portable_ms * 1e-3) / 1e12, f.diff);
   std::printf("flash attention, K and V bf16 copies (2 converts) %8.1f us\n", f.convert_ms * 1e3);
 }
 
 // One MoE layer's routed experts alone at the preset's shapes (T tokens, random top-k routing): the
-// device-grouped kernels of moe_grouped.cuh (whole, and each step) against the cuBLAS grouped path
+// device-grouped kernels of moe_grouped.cuh on `path` (whole, and each step) against the cuBLAS grouped path
 // on the same inputs (gather, grouped GEMM, SwiGLU, grouped GEMM, weighted scatter; its host
 // grouping is done once, outside the timing). Rates count 2 * rows * (2I*H + H*I) flops.
 struct ExpertBench {
   double flops = 0, dev_ms = 0, group_ms = 0, gate_up_ms = 0, down_ms = 0, cublas_ms = 0;
 };
-ExpertBench expert_bench(cuda::Context& ctx, const ModelConfig& cfg, int64_t T) {
+ExpertBench expert_bench(cuda::Context& ctx, const ModelConfig& cfg, int64_t T, const cuda::KernelPath& path) {
   ExpertBench r;
   const int64_t H = cfg.hidden, I = cfg.moe_intermediate;
   const int E = cfg.num_experts, k = cfg.top_k;
@@ -238,14 +248,14 @@ ExpertBench expert_bench(cuda::Context& ctx, const ModelConfig& cfg, int64_t T) 
   r.flops = 2.0 * double(S) * double(3 * I * H);
   r.dev_ms = time_ms(ctx, [&] {
     cuda::moe_grouped_experts(x.get(), T, k, d_ids.get(), d_w.get(), 0, E - 1, wgu.get(), wd.get(), I, H, ws.get(),
-                              act.get(), slots.get(), st);
+                              act.get(), slots.get(), path, st);
   });
-  r.group_ms = time_ms(ctx, [&] { cuda::moe_grouped_group(d_ids.get(), S, 0, E - 1, ws.get(), st); });
+  r.group_ms = time_ms(ctx, [&] { cuda::moe_grouped_group(d_ids.get(), S, 0, E - 1, ws.get(), path, st); });
   r.gate_up_ms = time_ms(ctx, [&] {
-    cuda::moe_grouped_gate_up(x.get(), S, k, 0, E - 1, wgu.get(), I, H, ws.get(), act.get(), st);
+    cuda::moe_grouped_gate_up(x.get(), S, k, 0, E - 1, wgu.get(), I, H, ws.get(), act.get(), path, st);
   });
   r.down_ms = time_ms(ctx, [&] {
-    cuda::moe_grouped_down(act.get(), S, 0, E - 1, d_w.get(), wd.get(), I, H, ws.get(), slots.get(), st);
+    cuda::moe_grouped_down(act.get(), S, 0, E - 1, d_w.get(), wd.get(), I, H, ws.get(), slots.get(), path, st);
   });
   // The cuBLAS path, grouped on the host once.
   std::vector<int32_t> perm;
@@ -285,7 +295,7 @@ int main(int argc, char** argv) {
   int layers = 0, prompt = 2048, decode = 128, gemv_max = 4;
   int experts = 0;  // --experts: the preset with this many routed experts (top-k unchanged)
   bool ncu = false, read_ceiling = false, l2probe = false;
-  cuda::MoeGroupedKernel moe_choice = cuda::MoeGroupedKernel::Auto;  // --moe-kernel auto|mma|wgmma
+  GpuKernels kernels = GpuKernels::automatic;  // --gpu-kernels auto|portable
   bool host_grouped = false;  // MoE prefill through the host grouping and cuBLAS (A/B of moe_grouped.cuh)
   bool variants = false, only_decode = false;  // the decode benchmark twice (defaults, again)
   bool attention_only = false;                 // only the flash attention kernel alone (flash_bench)
@@ -311,25 +321,24 @@ int main(int argc, char** argv) {
     else if (a == "--read-ceiling") read_ceiling = true;
     else if (a == "--l2-probe") l2probe = true;
     else if (a == "--host-grouped") host_grouped = true;
-    else if (a == "--wgmma-variant" && i + 1 < argc)
-      cuda::set_moe_wgmma_variant(std::atoi(argv[++i]));
-    else if (a == "--moe-kernel") {
+    else if (a == "--gpu-kernels") {
       const std::string v = next();
-      moe_choice = v == "mma" ? cuda::MoeGroupedKernel::MmaSync
-                   : v == "wgmma" ? cuda::MoeGroupedKernel::Wgmma
-                                  : cuda::MoeGroupedKernel::Auto;
-      cuda::set_moe_grouped_kernel(moe_choice);
+      const auto k = parse_gpu_kernels(v);
+      if (!k) {
+        std::fprintf(stderr, "--gpu-kernels: '%s': expected auto or portable\n", v.c_str());
+        return 2;
+      }
+      kernels = *k;
     }
     else if (a == "--variants") variants = true;
     else if (a == "--only-decode") only_decode = true;
     else if (a == "--attention-only") attention_only = true;
     else if (a == "--prefill-only") prefill_only = true;
-    else if (a == "--flash-variant") cuda::set_flash_variant(std::atoi(next().c_str()));
     else {
       std::fprintf(stderr, "usage: segpipe_bench_cuda [--preset NAME] [--layers N] [--dtype D] [--prompt T] "
                            "[--decode N] [--json FILE] [--variants] [--only-decode] [--host-grouped] "
-                           "[--attention-only] [--flash-variant V] [--moe-kernel auto|mma|wgmma] [--wgmma-variant V] "
-                           "[--prefill-only] [--experts N] [--read-ceiling] [--l2-probe]\n");
+                           "[--attention-only] [--gpu-kernels auto|portable] [--prefill-only] [--experts N] "
+                           "[--read-ceiling] [--l2-probe]\n");
       return 2;
     }
   }
@@ -348,9 +357,11 @@ int main(int argc, char** argv) {
     if (experts > 0) mo.num_experts = experts;
     ModelConfig cfg = parse_model_config(synthetic_config(mo), "preset " + preset);
     const std::string card = cuda::device_name(0);
+    const cuda::KernelPath path = cuda::select_kernel_path(0, kernels);
+    // Which kernels run, in every mode's output.
+    const std::string path_line = std::string("kernels ") + to_string(kernels) + ": " + path_text(path);
     double bw = 0, gemm_big = 0, gemm_moe = 0;
     ExpertBench xb, xb_mma;
-    std::vector<ExpertBench> xb_var;  // each wgmma tile variant
     FlashBench fb;
     if (read_ceiling) {
       // One MoE layer's chosen experts: k regions of one expert's gate/up + down bytes, experts apart
@@ -370,40 +381,31 @@ int main(int argc, char** argv) {
       std::printf("== L2 probe: q/k/v %lld x %lld, o_proj %lld x %lld (bf16), expert stream %.1f MB, card %s ==\n",
                   static_cast<long long>(qkv_rows), static_cast<long long>(H), static_cast<long long>(H),
                   static_cast<long long>(cfg.q_dim()), double(stream) / 1e6, card.c_str());
-      for (const auto& r : benchtools::l2_probe(qkv_rows, H, H, cfg.q_dim(), stream, cfg.vocab, cfg.top_k,
+      std::printf("%s\n", path_line.c_str());
+      for (const auto& r : benchtools::l2_probe(path, qkv_rows, H, H, cfg.q_dim(), stream, cfg.vocab, cfg.top_k,
                                                 cfg.moe_intermediate))
         std::printf("  %-62s q/k/v %7.2f us %7.1f GB/s%s\n", r.scenario.c_str(), r.us, r.gbs,
                     r.us2 > 0 ? (" | o_proj " + std::to_string(r.us2) + " us").c_str() : "");
       return 0;
     }
     if (attention_only) {
-      cuda::Context ctx(0);
+      cuda::Context ctx(0, kernels);
       fb = flash_bench(ctx, cfg, prompt);
-      std::printf("== flash attention alone: %s, heads %d/%d, head_dim %d, card %s ==\n", preset.c_str(),
-                  cfg.num_heads, cfg.num_kv_heads, cfg.head_dim, card.c_str());
+      std::printf("== flash attention alone: %s, heads %d/%d, head_dim %d, card %s; %s ==\n", preset.c_str(),
+                  cfg.num_heads, cfg.num_kv_heads, cfg.head_dim, card.c_str(), path_line.c_str());
       print_flash_bench(fb, prompt);
       return 0;
     }
     if (!prefill_only) {
-      cuda::Context ctx(0);
+      cuda::Context ctx(0, kernels);
       fb = flash_bench(ctx, cfg, prompt);
       bw = copy_bandwidth_gbs(ctx);
       gemm_big = gemm_tflops(ctx, 8192, 8192, 8192);
       gemm_moe = gemm_tflops(ctx, prompt, 4096, cfg.hidden);  // the q/k/v-shaped product of the prefill
       if (cfg.num_experts > 0) {
-        xb = expert_bench(ctx, cfg, prompt);
-        if (cuda::moe_grouped_kernel_in_use() == cuda::MoeGroupedKernel::Wgmma) {
-          // every wgmma tile variant, the chosen one last as it was
-          const int chosen = cuda::moe_wgmma_variant();
-          for (int v = 0; v < cuda::kMoeWgmmaVariants; v++) {
-            cuda::set_moe_wgmma_variant(v);
-            xb_var.push_back(expert_bench(ctx, cfg, prompt));
-          }
-          cuda::set_moe_wgmma_variant(chosen);
-          cuda::set_moe_grouped_kernel(cuda::MoeGroupedKernel::MmaSync);
-          xb_mma = expert_bench(ctx, cfg, prompt);
-          cuda::set_moe_grouped_kernel(moe_choice);
-        }
+        xb = expert_bench(ctx, cfg, prompt, ctx.kernels());
+        // the portable (mma.sync) kernels beside the wgmma ones
+        if (ctx.kernels().wgmma) xb_mma = expert_bench(ctx, cfg, prompt, cuda::KernelPath{});
       }
     }
     RunPlan plan = default_plan("synthetic:" + preset, cfg);
@@ -413,6 +415,7 @@ int main(int argc, char** argv) {
     ro.synthetic = true;
     ro.gemv_max_tokens = gemv_max;
     ro.device_grouped = !host_grouped;
+    ro.kernels = kernels;
     double t0 = now_ms();
     auto runner = make_cuda_runner(plan, cfg, ro);
     double load_ms = now_ms() - t0;
@@ -439,15 +442,16 @@ int main(int argc, char** argv) {
         if (i > 0) pt.push_back(now_ms() - a);
       }
       std::sort(pt.begin(), pt.end());
-      cuda::phase_ms().clear();
-      cuda::set_profiling(true);
+      cuda::Context& rctx = runner->context();
+      rctx.phase_ms().clear();
+      rctx.set_profiling(true);
       runner->step_device(ids.data(), prompt, 0, false);
-      cuda::set_profiling(false);
-      std::printf("== prefill only: %s, %d layers, %s, card %s ==\nprefill %d tokens %.2f ms (min %.2f, max %.2f)\n"
-                  "prefill phases (ms, all layers):",
-                  preset.c_str(), cfg.num_layers, dtype.c_str(), card.c_str(), prompt, median(pt), pt.front(),
-                  pt.back());
-      for (auto& [phase, v] : cuda::phase_ms()) std::printf("  %s %.2f", phase.c_str(), v);
+      rctx.set_profiling(false);
+      std::printf("== prefill only: %s, %d layers, %s, card %s; %s ==\nprefill %d tokens %.2f ms (min %.2f, max "
+                  "%.2f)\nprefill phases (ms, all layers):",
+                  preset.c_str(), cfg.num_layers, dtype.c_str(), card.c_str(), path_line.c_str(), prompt, median(pt),
+                  pt.front(), pt.back());
+      for (auto& [phase, v] : rctx.phase_ms()) std::printf("  %s %.2f", phase.c_str(), v);
       std::printf("\n");
       return 0;
     }
@@ -457,8 +461,9 @@ int main(int argc, char** argv) {
       // eager steps with the phase profile, twice; the same runner and weights.
       const char* const runs_of[] = {"defaults", "defaults, again"};
       const int p0 = 32;
-      std::printf("\n== decode variants: %s, %d layers, %s, card %s; %d steps after a %d-token prompt ==\n",
-                  preset.c_str(), cfg.num_layers, dtype.c_str(), cuda::device_name(0).c_str(), decode, p0);
+      std::printf("\n== decode variants: %s, %d layers, %s, card %s; %s; %d steps after a %d-token prompt ==\n",
+                  preset.c_str(), cfg.num_layers, dtype.c_str(), cuda::device_name(0).c_str(), path_line.c_str(),
+                  decode, p0);
       for (const char* name : runs_of) {
         runner->reset_graph();
         std::vector<double> runs;
@@ -498,85 +503,48 @@ int main(int argc, char** argv) {
     const double per_tok_params = double(L) * (H * (qd + 2 * kvd) + qd * H + E * H + k * 3 * I * H);
     const double attn_flops = double(L) * 4.0 * cfg.num_heads * cfg.head_dim * (double(prompt) * (prompt + 1) / 2);
     const double prefill_flops = 2.0 * per_tok_params * prompt + attn_flops + 2.0 * V * H;
-    // The fused (flash) attention first, then the cuBLAS path over materialized scores (same runner).
-    // Mode 2: the flash path with the first flash kernel (set_flash_variant(1)), for the A/B.
-    double pre_ms[3] = {0, 0, 0};
-    const int flash_default = cuda::flash_variant();
-    for (int mode = 0; mode < 3; mode++) {
-      cuda::set_flash_attention(mode != 1);
-      cuda::set_flash_variant(mode == 2 ? 1 : flash_default);
+    // The default prefill (the flash attention in bf16); the cuBLAS path over materialized scores is
+    // measured below on a runner built with flash_attention off.
+    auto prefill_median = [&](CudaRunner& r) {
       std::vector<double> pt;
       for (int i = 0; i < 6; i++) {
         double a = now_ms();
-        runner->step_device(ids.data(), prompt, 0, false);
+        r.step_device(ids.data(), prompt, 0, false);
         if (i > 0) pt.push_back(now_ms() - a);
       }
-      pre_ms[mode] = median(pt);
-    }
-    cuda::set_flash_attention(true);
-    cuda::set_flash_variant(flash_default);
-    // The same prefill with the other grouped-expert GEMM kernel (mma.sync where wgmma runs).
-    const cuda::MoeGroupedKernel moe_kernel = cuda::moe_grouped_kernel_in_use();
-    double pre_ms_mma = 0;
-    if (!host_grouped && moe_kernel == cuda::MoeGroupedKernel::Wgmma) {
-      cuda::set_moe_grouped_kernel(cuda::MoeGroupedKernel::MmaSync);
-      std::vector<double> pt;
-      for (int i = 0; i < 6; i++) {
-        double a = now_ms();
-        runner->step_device(ids.data(), prompt, 0, false);
-        if (i > 0) pt.push_back(now_ms() - a);
-      }
-      pre_ms_mma = median(pt);
-      cuda::set_moe_grouped_kernel(moe_choice);
-    }
-    // The same prefill with each wgmma tile variant.
-    std::vector<double> pre_ms_var;
-    if (!host_grouped && moe_kernel == cuda::MoeGroupedKernel::Wgmma) {
-      const int chosen = cuda::moe_wgmma_variant();
-      for (int v = 0; v < cuda::kMoeWgmmaVariants; v++) {
-        cuda::set_moe_wgmma_variant(v);
-        std::vector<double> pt;
-        for (int i = 0; i < 6; i++) {
-          double a = now_ms();
-          runner->step_device(ids.data(), prompt, 0, false);
-          if (i > 0) pt.push_back(now_ms() - a);
-        }
-        pre_ms_var.push_back(median(pt));
-      }
-      cuda::set_moe_wgmma_variant(chosen);
-    }
-    const double prefill_ms = pre_ms[0], prefill_ms_cublas = pre_ms[1], prefill_ms_flash1 = pre_ms[2];
-    cuda::phase_ms().clear();
-    cuda::set_profiling(true);
+      return median(pt);
+    };
+    const double prefill_ms = prefill_median(*runner);
+    cuda::Context& rctx = runner->context();
+    rctx.phase_ms().clear();
+    rctx.set_profiling(true);
     runner->step_device(ids.data(), prompt, 0, false);
-    cuda::set_profiling(false);
-    auto prefill_phases = cuda::phase_ms();
+    rctx.set_profiling(false);
+    auto prefill_phases = rctx.phase_ms();
     const double prefill_tflops = prefill_flops / (prefill_ms * 1e-3) / 1e12;
 
-    // Decode after a 32-token prompt: eager, then with the CUDA graph; with the fused single-token
-    // kernels (dec_ms) and with the library path they replace (lib_ms), same runner, same weights.
-    // Modes: 1 = library path, 0 = fused kernels (the default).
+    // Decode after a 32-token prompt: eager, then with the CUDA graph ([0], [1]); with the fused
+    // single-token kernels (dec_ms, this runner) and with the library path they replace (lib_ms, a
+    // runner built with fused_decode off, below).
     const int p0 = 32;
-    double dec_ms[2], lib_ms[2];
-    for (int mode = 1; mode >= 0; mode--) {
-    cuda::set_fused_decode(mode == 0);
-    runner->reset_graph();
-    double* out_ms = mode == 0 ? dec_ms : lib_ms;
-    for (int graphs = 0; graphs < 2; graphs++) {
-      auto r = runner.get();
-      r->step_device(ids.data(), p0, 0, false);
-      double a = 0;
-      for (int i = 0; i < decode + 2; i++) {
-        if (i == 2) a = now_ms();  // steps 0 and 1: warm-up (and graph capture)
-        int32_t tok = ids[size_t((i * 7) % 64)];
-        if (graphs)
-          r->step_device(&tok, 1, p0 + i, false);
-        else
-          r->step_device_eager(&tok, 1, p0 + i);
+    auto decode_ms = [&](CudaRunner& r, double (&out_ms)[2]) {
+      r.reset_graph();
+      for (int graphs = 0; graphs < 2; graphs++) {
+        r.step_device(ids.data(), p0, 0, false);
+        double a = 0;
+        for (int i = 0; i < decode + 2; i++) {
+          if (i == 2) a = now_ms();  // steps 0 and 1: warm-up (and graph capture)
+          int32_t tok = ids[size_t((i * 7) % 64)];
+          if (graphs)
+            r.step_device(&tok, 1, p0 + i, false);
+          else
+            r.step_device_eager(&tok, 1, p0 + i);
+        }
+        out_ms[graphs] = (now_ms() - a) / decode;
       }
-      out_ms[graphs] = (now_ms() - a) / decode;
-    }
-    }
+    };
+    double dec_ms[2], lib_ms[2];
+    decode_ms(*runner, dec_ms);
     // Greedy decoding chained on the device (decode_greedy): the same graph plus the next-token
     // kernel, replayed back to back; no host round trip (token copy, launch, synchronize) per token.
     double chain_ms = 0;
@@ -606,10 +574,22 @@ int main(int argc, char** argv) {
     }
     runner->reset_graph();
     const auto decode_phases = eager_decode_phases(*runner, ids, p0 + decode + 2);
+    // The library paths on the same weights: a second runner with the flash attention and the fused
+    // decode kernels off (built after the first is gone: a full-size model fits the card once).
+    runner.reset();
+    double prefill_ms_cublas = 0;
+    {
+      CudaRunnerOptions lo = ro;
+      lo.flash_attention = false;
+      lo.fused_decode = false;
+      auto lib = make_cuda_runner(plan, cfg, lo);
+      prefill_ms_cublas = prefill_median(*lib);
+      decode_ms(*lib, lib_ms);
+    }
     // A single-token product through cuBLAS (the q/k/v projection's shape): achieved bandwidth.
     double gemv_gbs = 0, own_gemv_gbs = 0;
     {
-      cuda::Context ctx(0);
+      cuda::Context ctx(0, kernels);
       const int64_t rows = cfg.q_dim() + 2 * cfg.kv_dim(), cols = cfg.hidden;
       cuda::Buffer<char> w(size_t(rows * cols) * 2 * 8), x(size_t(cols) * 2);
       cuda::Buffer<float> y(static_cast<size_t>(rows));
@@ -625,7 +605,7 @@ int main(int argc, char** argv) {
       a = now_ms();
       for (int i = 0; i < 400; i++)
         cuda::gemv(x.get(), DType::BF16, w.get() + size_t(i % 8) * size_t(rows * cols) * 2, DType::BF16, rows, cols,
-                   y.get(), false, ctx.stream());
+                   y.get(), false, ctx.kernels(), ctx.stream());
       ctx.sync();
       own_gemv_gbs = double(rows * cols) * 2 * 400 / ((now_ms() - a) * 1e-3) / 1e9;
     }
@@ -637,8 +617,8 @@ int main(int argc, char** argv) {
     const double floor_ms = tok_bytes / (bw * 1e9) * 1e3;
     const double best = std::min(dec_ms[0], dec_ms[1]);
 
-    std::printf("\n== segpipe_bench_cuda: %s, %d layers, %s, card %s ==\n", preset.c_str(), cfg.num_layers,
-                dtype.c_str(), card.c_str());
+    std::printf("\n== segpipe_bench_cuda: %s, %d layers, %s, card %s; %s ==\n", preset.c_str(), cfg.num_layers,
+                dtype.c_str(), card.c_str(), path_line.c_str());
     {
       const uint64_t h = synthetic_name_hash(cfg.tensor_prefix + "embed_tokens.weight");
       std::printf("synthetic embed_tokens[0,:4] (CPU formula): %.8g %.8g %.8g %.8g\n",
@@ -652,38 +632,20 @@ int main(int argc, char** argv) {
     std::printf("copy bandwidth (r+w)      %10.1f GB/s\n", bw);
     std::printf("bf16 GEMM 8192^3          %10.1f TFLOP/s\n", gemm_big);
     std::printf("bf16 GEMM %dx4096x%d    %10.1f TFLOP/s\n", prompt, int(H), gemm_moe);
-    for (size_t v = 0; v < xb_var.size(); v++) {
-      const ExpertBench& r = xb_var[v];
-      auto rate = [&](double ms) { return r.flops / (ms * 1e-3) / 1e12; };
-      std::printf("experts of 1 layer [wgmma v%zu], %d tokens: device-grouped %.3f ms %.1f TFLOP/s (gate_up+SwiGLU "
-                  "%.3f ms %.1f TFLOP/s, down+scatter %.3f ms %.1f TFLOP/s)\n",
-                  v, prompt, r.dev_ms, rate(r.dev_ms), r.gate_up_ms, rate(r.gate_up_ms) * 2.0 / 3.0, r.down_ms,
-                  rate(r.down_ms) / 3.0);
-    }
     for (const ExpertBench* xp : {&xb, &xb_mma}) {
       const ExpertBench& r = *xp;
       if (r.flops <= 0) continue;
       auto rate = [&](double ms) { return r.flops / (ms * 1e-3) / 1e12; };
       std::printf("experts of 1 layer [%s], %d tokens: device-grouped %.3f ms %.1f TFLOP/s (group %.3f ms, gate_up+SwiGLU "
                   "%.3f ms %.1f TFLOP/s, down+scatter %.3f ms %.1f TFLOP/s); cuBLAS grouped %.3f ms %.1f TFLOP/s\n",
-                  xp == &xb_mma ? "mma.sync" : cuda::moe_grouped_kernel_in_use() == cuda::MoeGroupedKernel::Wgmma ? "wgmma" : "mma.sync",
+                  xp == &xb_mma || !path.wgmma ? "mma.sync" : "wgmma",
                   prompt, r.dev_ms, rate(r.dev_ms), r.group_ms, r.gate_up_ms, rate(r.gate_up_ms) * 2.0 / 3.0,
                   r.down_ms, rate(r.down_ms) / 3.0, r.cublas_ms, rate(r.cublas_ms));
     }
     print_flash_bench(fb, prompt);
     std::printf("prefill%s %d tokens       %10.2f ms  %8.1f TFLOP/s  = %.2f of the 8192^3 GEMM rate (experts: %s)\n",
                 host_grouped ? " (host-grouped MoE)" : "", prompt, prefill_ms, prefill_tflops, prefill_tflops / gemm_big,
-                host_grouped ? "cuBLAS" : moe_kernel == cuda::MoeGroupedKernel::Wgmma ? "wgmma" : "mma.sync");
-    for (size_t v = 0; v < pre_ms_var.size(); v++)
-      std::printf("prefill, wgmma v%zu experts  %10.2f ms  %8.1f TFLOP/s  = %.2f of the 8192^3 GEMM rate\n", v,
-                  pre_ms_var[v], prefill_flops / (pre_ms_var[v] * 1e-3) / 1e12,
-                  prefill_flops / (pre_ms_var[v] * 1e-3) / 1e12 / gemm_big);
-    if (pre_ms_mma > 0)
-      std::printf("prefill, mma.sync experts %10.2f ms  %8.1f TFLOP/s  = %.2f of the 8192^3 GEMM rate\n", pre_ms_mma,
-                  prefill_flops / (pre_ms_mma * 1e-3) / 1e12, prefill_flops / (pre_ms_mma * 1e-3) / 1e12 / gemm_big);
-    std::printf("prefill, first flash kernel %8.2f ms  %8.1f TFLOP/s  = %.2f of the 8192^3 GEMM rate\n",
-                prefill_ms_flash1, prefill_flops / (prefill_ms_flash1 * 1e-3) / 1e12,
-                prefill_flops / (prefill_ms_flash1 * 1e-3) / 1e12 / gemm_big);
+                host_grouped ? "cuBLAS" : path.wgmma ? "wgmma" : "mma.sync");
     std::printf("prefill, cuBLAS attention %10.2f ms  %8.1f TFLOP/s  = %.2f of the 8192^3 GEMM rate\n",
                 prefill_ms_cublas, prefill_flops / (prefill_ms_cublas * 1e-3) / 1e12,
                 prefill_flops / (prefill_ms_cublas * 1e-3) / 1e12 / gemm_big);
@@ -711,11 +673,14 @@ int main(int argc, char** argv) {
     if (!json_out.empty()) {
       std::ofstream f(json_out);
       f << "{\"preset\":\"" << preset << "\",\"layers\":" << cfg.num_layers << ",\"dtype\":\"" << dtype
-        << "\",\"card\":\"" << card << "\",\"weight_bytes\":" << wbytes << ",\"copy_gbs\":" << bw
+        << "\",\"card\":\"" << card << "\",\"gpu_kernels\":\"" << to_string(kernels) << "\",\"kernel_path\":{\"wgmma\":"
+        << int(path.wgmma) << ",\"pdl\":" << int(path.pdl) << ",\"l2_prefetch\":" << int(path.l2_prefetch) << "}"
+        << ",\"weight_bytes\":" << wbytes << ",\"copy_gbs\":" << bw
         << ",\"gemm_tflops\":" << gemm_big << ",\"gemm_prefill_shape_tflops\":" << gemm_moe
         << ",\"prefill_tokens\":" << prompt << ",\"prefill_ms\":" << prefill_ms
         << ",\"prefill_tflops\":" << prefill_tflops << ",\"prefill_ms_cublas_attention\":" << prefill_ms_cublas
-        << ",\"prefill_ms_flash_first_kernel\":" << prefill_ms_flash1 << ",\"flash_alone_us\":" << fb.ms[cuda::flash_variant()] * 1e3 << ",\"flash_variant\":" << cuda::flash_variant()
+        << ",\"flash_alone_us\":" << fb.ms * 1e3 << ",\"flash_kernel\":\"" << fb.kernel
+        << "\",\"flash_alone_us_portable\":" << fb.portable_ms * 1e3
         << ",\"decode_tokens\":" << decode
         << ",\"decode_ms_eager\":" << dec_ms[0] << ",\"decode_ms_graph\":" << dec_ms[1]
         << ",\"decode_ms_greedy_chain\":" << chain_ms << ",\"decode_ms_generate\":" << generate_ms
@@ -724,7 +689,7 @@ int main(int argc, char** argv) {
         << ",\"decode_floor_ms\":" << floor_ms << ",\"decode_bytes_per_token\":" << tok_bytes
         << ",\"best_fraction_of_floor\":" << floor_ms / best << ",\"moe_host_grouped\":" << (host_grouped ? 1 : 0)
         << ",\"experts_layer_ms_device_grouped\":" << xb.dev_ms << ",\"experts_layer_ms_cublas\":" << xb.cublas_ms
-        << ",\"experts_layer_flops\":" << xb.flops << "}\n";
+        << ",\"experts_layer_ms_portable\":" << xb_mma.dev_ms << ",\"experts_layer_flops\":" << xb.flops << "}\n";
     }
   } catch (const std::exception& e) {
     std::fprintf(stderr, "segpipe_bench_cuda: %s\n", e.what());

@@ -91,8 +91,8 @@ double median(std::vector<double> v) {
 
 }  // namespace
 
-std::vector<L2Probe> l2_probe(int64_t rows, int64_t cols, int64_t rows2, int64_t cols2, uint64_t stream_bytes,
-                              int64_t vocab, int moe_k, int64_t moe_inter) {
+std::vector<L2Probe> l2_probe(const cuda::KernelPath& path, int64_t rows, int64_t cols, int64_t rows2, int64_t cols2,
+                              uint64_t stream_bytes, int64_t vocab, int moe_k, int64_t moe_inter) {
   cudaStream_t s;
   SEGPIPE_CUDA_CHECK(cudaStreamCreateWithFlags(&s, cudaStreamNonBlocking));
   const uint64_t wbytes = uint64_t(rows * cols) * 2, wbytes2 = uint64_t(rows2 * cols2) * 2;
@@ -128,9 +128,10 @@ std::vector<L2Probe> l2_probe(int64_t rows, int64_t cols, int64_t rows2, int64_t
     SEGPIPE_CUDA_LAUNCH_CHECK("spin_kernel");
   };
   auto qkv = [&] {
-    cuda::gemv_rmsnorm(x.get(), nw.get(), 1e-6f, w.get(), DType::BF16, rows, cols, y.get(), false, nullptr, s);
+    cuda::gemv_rmsnorm(x.get(), nw.get(), 1e-6f, w.get(), DType::BF16, rows, cols, y.get(), false, nullptr, path,
+                       s);
   };
-  auto oproj = [&] { cuda::gemv(x.get(), DType::F32, w2.get(), DType::BF16, rows2, cols2, y2.get(), true, s); };
+  auto oproj = [&] { cuda::gemv(x.get(), DType::F32, w2.get(), DType::BF16, rows2, cols2, y2.get(), true, path, s); };
 
   // setup(): what happens before the timed product(s); two: also time the o_proj product after it.
   auto run = [&](const std::string& name, auto setup, bool two) {
@@ -225,7 +226,7 @@ std::vector<L2Probe> l2_probe(int64_t rows, int64_t cols, int64_t rows2, int64_t
   };
   const uint64_t mb = uint64_t(rows * cols);
   chain("chain: empty kernels (programmatic launch)", [&](int) {
-    SEGPIPE_CUDA_CHECK(cuda::launch_pdl(empty_kernel, dim3(sms * 2), dim3(256), 0, s));
+    SEGPIPE_CUDA_CHECK(cuda::launch_pdl(true, empty_kernel, dim3(sms * 2), dim3(256), 0, s));
   }, 0);
   {
     // Kernel hand-offs: ordinary launch / programmatic launch + wait / block counters (kSync above),
@@ -247,10 +248,10 @@ std::vector<L2Probe> l2_probe(int64_t rows, int64_t cols, int64_t rows2, int64_t
             handoff_read_kernel<0><<<grid, threads, 0, s>>>(p, n16, prev, grid, ctr.get() + i, sink.get());
             SEGPIPE_CUDA_LAUNCH_CHECK("handoff_read_kernel");
           } else if (sync == 1) {
-            SEGPIPE_CUDA_CHECK(cuda::launch_pdl(handoff_read_kernel<1>, dim3(grid), dim3(threads), 0, s, p, n16, prev,
+            SEGPIPE_CUDA_CHECK(cuda::launch_pdl(true, handoff_read_kernel<1>, dim3(grid), dim3(threads), 0, s, p, n16, prev,
                                                 grid, ctr.get() + i, sink.get()));
           } else {
-            SEGPIPE_CUDA_CHECK(cuda::launch_pdl(handoff_read_kernel<2>, dim3(grid), dim3(threads), 0, s, p, n16, prev,
+            SEGPIPE_CUDA_CHECK(cuda::launch_pdl(true, handoff_read_kernel<2>, dim3(grid), dim3(threads), 0, s, p, n16, prev,
                                                 grid, ctr.get() + i, sink.get()));
           }
         }, reads ? wbytes : 0);
@@ -260,18 +261,18 @@ std::vector<L2Probe> l2_probe(int64_t rows, int64_t cols, int64_t rows2, int64_t
   chain("chain: q/k/v + RMSNorm, one matrix (L2)", [&](int) { qkv(); }, wbytes);
   chain("chain: q/k/v + RMSNorm, distinct matrices", [&](int i) {
     cuda::gemv_rmsnorm(x.get(), nw.get(), 1e-6f, many.get() + i * mb, DType::BF16, rows, cols, y.get(), false, nullptr,
-                       s);
+                       path, s);
   }, wbytes);
   chain("chain: q/k/v rows without RMSNorm, distinct", [&](int i) {
-    cuda::gemv(x.get(), DType::F32, many.get() + i * mb, DType::BF16, rows, cols, y.get(), false, s);
+    cuda::gemv(x.get(), DType::F32, many.get() + i * mb, DType::BF16, rows, cols, y.get(), false, path, s);
   }, wbytes);
   const int64_t rows_w = int64_t(sms) * 16;  // one row a warp
   chain("chain: " + std::to_string(rows_w) + " rows (one a warp) + RMSNorm, distinct", [&](int i) {
     cuda::gemv_rmsnorm(x.get(), nw.get(), 1e-6f, many.get() + i * mb, DType::BF16, rows_w, cols, y.get(), false,
-                       nullptr, s);
+                       nullptr, path, s);
   }, uint64_t(rows_w * cols) * 2);
   chain("chain: o_proj shape, distinct", [&](int i) {
-    cuda::gemv(x.get(), DType::F32, many.get() + i * mb, DType::BF16, rows2, cols2, y2.get(), true, s);
+    cuda::gemv(x.get(), DType::F32, many.get() + i * mb, DType::BF16, rows2, cols2, y2.get(), true, path, s);
   }, wbytes2);
   chain("chain: plain 16-byte reads of the q/k/v bytes, distinct", [&](int i) {
     read(reinterpret_cast<const uint4*>(many.get() + i * mb), wbytes, true);
@@ -296,13 +297,13 @@ std::vector<L2Probe> l2_probe(int64_t rows, int64_t cols, int64_t rows2, int64_t
     const size_t gstride = size_t(moe_k) * size_t(2 * I * H), dstride = size_t(moe_k) * size_t(I * H);
     chain("chain: expert layers, gate/up + down-combine (" + std::to_string(moe_k) + " experts)", [&](int i) {
       cuda::moe_gate_up_gemv(hx.get(), moe_k, moe_k, ids.get(), 0, moe_k - 1, gu.get() + i * gstride, DType::BF16, I,
-                             H, act.get(), s);
+                             H, act.get(), path, s);
       cuda::moe_down_combine(act.get(), moe_k, ids.get(), wts.get(), dn.get() + i * dstride, DType::BF16, I, H,
-                             xo.get(), s);
+                             xo.get(), path, s);
     }, per_layer);
     chain("chain: expert layers, gate/up only", [&](int i) {
       cuda::moe_gate_up_gemv(hx.get(), moe_k, moe_k, ids.get(), 0, moe_k - 1, gu.get() + i * gstride, DType::BF16, I,
-                             H, act.get(), s);
+                             H, act.get(), path, s);
     }, per_layer * 2 / 3);
     chain("chain: plain reads of each layer's expert bytes (gate/up, then down)", [&](int i) {
       read(reinterpret_cast<const uint4*>(gu.get() + i * gstride), per_layer * 2 / 3, true);
@@ -335,7 +336,8 @@ std::vector<L2Probe> l2_probe(int64_t rows, int64_t cols, int64_t rows2, int64_t
       out.push_back(r);
     };
     alone("vocabulary product (gemv_rmsnorm " + std::to_string(vocab) + " rows)", [&] {
-      cuda::gemv_rmsnorm(x.get(), nw.get(), 1e-6f, big.get(), DType::BF16, vocab, cols, yv.get(), false, nullptr, s);
+      cuda::gemv_rmsnorm(x.get(), nw.get(), 1e-6f, big.get(), DType::BF16, vocab, cols, yv.get(), false, nullptr, path,
+                         s);
     }, vb);
     alone("plain 16-byte reads of the same bytes", [&] { read(reinterpret_cast<const uint4*>(big.get()), vb, true); }, vb);
     alone("device-to-device copy of the same bytes (read + write)", [&] {

@@ -7,6 +7,8 @@
 #include <string>
 #include <vector>
 
+#include "segments/kernels/cuda/device_caps.h"
+
 namespace segpipe::benchtools {
 
 struct L2Probe {
@@ -22,8 +24,9 @@ struct L2Probe {
 // beside a plain read and a device-to-device copy of the same bytes.
 // moe_k, moe_inter (optional, > 0): also a chain of decode MoE layers' expert kernels (gate/up, then
 // down + combine; moe_k experts of moe_inter rows, each layer's own weights) beside a plain read of
-// the same bytes.
-std::vector<L2Probe> l2_probe(int64_t rows, int64_t cols, int64_t rows2, int64_t cols2, uint64_t stream_bytes,
+// the same bytes. path: the kernel path the product kernels take (the explicitly programmatic
+// hand-off scenarios launch with PDL regardless).
+std::vector<L2Probe> l2_probe(const cuda::KernelPath& path, int64_t rows, int64_t cols, int64_t rows2, int64_t cols2, uint64_t stream_bytes,
                               int64_t vocab = 0, int moe_k = 0, int64_t moe_inter = 0);
 
 }  // namespace segpipe::benchtools

@@ -14,8 +14,8 @@ constexpr int kWarps = kDecodeWarps;  // decode: many keys in flight per (head, 
 constexpr int kMaxPerLane = kDecodeMaxPerLane;  // head_dim <= 256
 constexpr int kSplitBlocks = 8;  // decode: blocks per head
 // Decode: keys per split (the split count ceil((pos + 1) / kSplitKeys), at most kSplitBlocks). 256
-// against 64 and 0 (always 8 splits): 3.40 against 3.56 and 3.90 ms/token on an H100
-// (docs/benchmarks-cuda.md); the setting was a switch until 2026-12-07 (third session).
+// was faster than 64 and than always 8 splits (docs/benchmarks-cuda.md); the setting was a switch
+// until 2026-12-07 (third session).
 constexpr int kSplitKeys = 256;
 
 // One block per (head, token): decode, and short prefills. Each warp walks every kWarps-th key with an online softmax (running
@@ -122,9 +122,8 @@ __global__ void __launch_bounds__(kWarps * 32) attention_split_kernel(
   }
   // The position, and with it the split and the first cache rows, before the wait: the position is
   // written before the step's first kernel (a copy, or the greedy kernel of the step before), never by
-  // the kernels this one waits for. (Reading it after the wait, one round trip later, was slower:
-  // 3.379 against 3.401 ms/token on an H100, docs/benchmarks-cuda.md; removed on 2026-12-07, third
-  // session.)
+  // the kernels this one waits for. (Reading it after the wait, one round trip later, was slower,
+  // docs/benchmarks-cuda.md; removed on 2026-12-07, third session.)
   const int64_t p = int64_t(*d_pos0);
   const int64_t want = (p + kSplitKeys) / kSplitKeys;  // ceil((p + 1) / kSplitKeys), p >= 0
   const int n_split = want < kSplitBlocks ? int(want) : kSplitBlocks;
@@ -264,17 +263,21 @@ template <bool kRope>
 void launch_split(const float* q, const int32_t* d_pos0, const AttnShape& s, float* k_cache, float* v_cache,
                   float scale, void* out, DType ot, float* scratch, unsigned* counters, const float* q_norm,
                   const float* k_norm, float eps, const float* inv_freq, const void* prefetch,
-                  uint64_t prefetch_bytes, cudaStream_t st) {
+                  uint64_t prefetch_bytes, const KernelPath& path, cudaStream_t st) {
+  if (!path.l2_prefetch) {  // no range: the kernel skips the prefetch
+    prefetch = nullptr;
+    prefetch_bytes = 0;
+  }
   const dim3 grid(static_cast<unsigned>(s.num_heads), kSplitBlocks);
   SEGPIPE_DISPATCH_FB(ot, O, {
     if (s.head_dim <= 128)
-      SEGPIPE_CUDA_CHECK(launch_pdl(attention_split_kernel<O, kRope, 4>, grid, dim3(kWarps * 32), 0, st, q, d_pos0,
-                                    s.num_heads, s.num_kv_heads, s.head_dim, k_cache, v_cache, scale,
+      SEGPIPE_CUDA_CHECK(launch_pdl(path.pdl, attention_split_kernel<O, kRope, 4>, grid, dim3(kWarps * 32), 0, st,
+                                    q, d_pos0, s.num_heads, s.num_kv_heads, s.head_dim, k_cache, v_cache, scale,
                                     static_cast<O*>(out), scratch, counters, q_norm, k_norm, eps, inv_freq, prefetch,
                                     prefetch_bytes));
     else
-      SEGPIPE_CUDA_CHECK(launch_pdl(attention_split_kernel<O, kRope, kMaxPerLane>, grid, dim3(kWarps * 32), 0, st, q,
-                                    d_pos0, s.num_heads, s.num_kv_heads, s.head_dim, k_cache, v_cache, scale,
+      SEGPIPE_CUDA_CHECK(launch_pdl(path.pdl, attention_split_kernel<O, kRope, kMaxPerLane>, grid, dim3(kWarps * 32),
+                                    0, st, q, d_pos0, s.num_heads, s.num_kv_heads, s.head_dim, k_cache, v_cache, scale,
                                     static_cast<O*>(out), scratch, counters, q_norm, k_norm, eps, inv_freq, prefetch,
                                     prefetch_bytes));
   });
@@ -288,19 +291,19 @@ void launch_split(const float* q, const int32_t* d_pos0, const AttnShape& s, flo
 
 void attention_decode(const float* q, const int32_t* d_pos0, const AttnShape& s, const float* k_cache,
                       const float* v_cache, float scale, void* out, DType ot, float* scratch, unsigned* counters,
-                      cudaStream_t st) {
+                      const KernelPath& path, cudaStream_t st) {
   SEGPIPE_ASSERT(s.head_dim <= kMaxPerLane * 32 && s.num_heads % s.num_kv_heads == 0);
   launch_split<false>(q, d_pos0, s, const_cast<float*>(k_cache), const_cast<float*>(v_cache), scale, out, ot, scratch,
-                      counters, nullptr, nullptr, 0.f, nullptr, nullptr, 0, st);
+                      counters, nullptr, nullptr, 0.f, nullptr, nullptr, 0, path, st);
 }
 
 void attention_decode_rope(const float* qkv, const int32_t* d_pos0, const AttnShape& s, const float* q_norm,
                            const float* k_norm, float eps, const float* inv_freq, float* k_cache, float* v_cache,
                            float scale, void* out, DType ot, float* scratch, unsigned* counters, const void* prefetch,
-                           uint64_t prefetch_bytes, cudaStream_t st) {
+                           uint64_t prefetch_bytes, const KernelPath& path, cudaStream_t st) {
   SEGPIPE_ASSERT(s.head_dim <= kMaxPerLane * 32 && s.head_dim % 2 == 0 && s.num_heads % s.num_kv_heads == 0);
   launch_split<true>(qkv, d_pos0, s, k_cache, v_cache, scale, out, ot, scratch, counters, q_norm, k_norm, eps,
-                     inv_freq, prefetch, prefetch_bytes, st);
+                     inv_freq, prefetch, prefetch_bytes, path, st);
 }
 
 }  // namespace segpipe::cuda

@@ -8,6 +8,7 @@
 #include <cstdint>
 
 #include "segments/core/dtype.h"
+#include "segments/kernels/cuda/device_caps.h"
 
 namespace segpipe::cuda {
 
@@ -34,19 +35,20 @@ size_t attention_decode_scratch_floats(const AttnShape& s);
 // waits for its inputs and asks L1 for each warp's first batch of cache rows then (rows of earlier
 // steps): two memory round trips out of its dependent chain. This requires that d_pos0 is written
 // before the step's first kernel (a copy, or a kernel at least two launches earlier, as
-// greedy_next_token of the step before), never by the kernel it waits for.
+// greedy_next_token of the step before), never by the kernel it waits for. Launched with
+// programmatic dependent launch where path.pdl.
 void attention_decode(const float* q, const int32_t* d_pos0, const AttnShape& s, const float* k_cache,
                       const float* v_cache, float scale, void* out, DType ot, float* scratch, unsigned* counters,
-                      cudaStream_t st);
+                      const KernelPath& path, cudaStream_t st);
 
 // The same with the q/k-norm + RoPE + KV-cache write folded in (qk_norm_rope_kv for one token, then
 // attention_decode: the same bits): qkv is the step's raw [q | k | v] row (float32); K and V rows of
 // position pos0 are written. prefetch (optional): prefetch_bytes of weights (the o_proj matrix) asked
-// into L2 while the kernel runs.
+// into L2 while the kernel runs, where path.l2_prefetch.
 void attention_decode_rope(const float* qkv, const int32_t* d_pos0, const AttnShape& s, const float* q_norm,
                            const float* k_norm, float eps, const float* inv_freq, float* k_cache, float* v_cache,
                            float scale, void* out, DType ot, float* scratch, unsigned* counters, const void* prefetch,
-                           uint64_t prefetch_bytes, cudaStream_t st);
+                           uint64_t prefetch_bytes, const KernelPath& path, cudaStream_t st);
 
 // Long prefills through cuBLAS: per KV group, S = scale Q K^T for its query heads (one strided-batched
 // product), a causal softmax in place, then O = P V. tf32: the products on tensor cores (bfloat16
@@ -59,24 +61,15 @@ void attention_gemm(cublasHandle_t h, const float* q, int64_t T, int64_t pos0, c
 // Long prefills, fused (flash attention): bf16 tensor-core products with fp32 accumulation and an
 // online fp32 softmax, no score matrix. k_bf16 / v_bf16: bf16 copies of the cache rows 0..pos0+T-1
 // ([pos0 + T, num_kv_heads * head_dim]); q float32 as in attention(); out in ot (F32 or BF16).
-// head_dim 64 or 128 (attention_flash_supported).
+// head_dim 64 or 128 (attention_flash_supported). Two kernels: the wgmma kernel
+// (sm90a/attention_flash_wgmma.cuh) where path.wgmma and head_dim is 128, the mma.sync kernel
+// elsewhere: the same function, other bits (a different summation grouping).
 bool attention_flash_supported(const AttnShape& s);
 void attention_flash(const float* q, int64_t T, int64_t pos0, const AttnShape& s, const void* k_bf16,
-                     const void* v_bf16, float scale, void* out, DType ot, cudaStream_t st);
+                     const void* v_bf16, float scale, void* out, DType ot, const KernelPath& path, cudaStream_t st);
 // q in qt: F32 (rounded to bf16 in the kernel) or BF16 (qk_norm_rope_kv_bf16's q, already rounded the
 // same way: the same result, half the bytes read).
 void attention_flash(const void* q, DType qt, int64_t T, int64_t pos0, const AttnShape& s, const void* k_bf16,
-                     const void* v_bf16, float scale, void* out, DType ot, cudaStream_t st);
-// Which flash kernel attention_flash launches (benchmarks, A/B). 128 queries a block, 32 rows a
-// warp: 0 = softmax steps of 64 keys (bit-identical to 1), 2 = steps of 32 keys, 3 = 64-key steps
-// with one m16 tile a pass; 1 = the first kernel (64 queries a block, 16 rows a warp). 4..6: the
-// Hopper kernel (wgmma; 128 queries a block, two warpgroups of 64 rows): 4 = 128-key tiles, 5 =
-// 64-key tiles, 6 = 64-key tiles at two blocks an SM; only on compute capability 9.0 at head_dim
-// 128, variant 0 elsewhere (the same function, other bits: a different summation grouping).
-// Default: 6.
-constexpr int kFlashWgmmaVariant0 = 4;
-constexpr int kFlashVariants = 7;
-void set_flash_variant(int v);
-int flash_variant();
+                     const void* v_bf16, float scale, void* out, DType ot, const KernelPath& path, cudaStream_t st);
 
 }  // namespace segpipe::cuda

@@ -136,7 +136,8 @@ __device__ __forceinline__ void cp_async_wait() {
 
 // Asks the copy engine to bring [p, p + bytes) into L2 (no completion, no registers): weights that a
 // later kernel reads, fetched while memory would otherwise idle. p 16-byte aligned; bytes rounded
-// down to a multiple of 16; bit 63 of `bytes`: kL2KeepBit.
+// down to a multiple of 16; bit 63 of `bytes`: kL2KeepBit. Where the context's KernelPath has no
+// l2_prefetch the host passes no range (null), which prefetch_l2_part skips.
 __device__ __forceinline__ void prefetch_l2(const void* p, uint64_t bytes) {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
   const bool keep = bytes & kL2KeepBit;

@@ -51,7 +51,7 @@ __global__ void __launch_bounds__(kGemvThreads, 2) gemv_kernel(const X* __restri
 
 template <typename W, typename X, bool kNorm>
 void launch(const X* x, const float* nw, float eps, const W* w, int64_t rows, int64_t cols, float* y, bool acc,
-            W* h_out, cudaStream_t s) {
+            W* h_out, const KernelPath& path, cudaStream_t s) {
   SEGPIPE_ASSERT_MSG(cols % 8 == 0, "gemv: the row length must be a multiple of 8");
   SEGPIPE_ASSERT_MSG(kNorm || reinterpret_cast<uintptr_t>(x) % 16 == 0, "gemv: x must be 16-byte aligned");
   if (rows == 0) return;
@@ -64,7 +64,7 @@ void launch(const X* x, const float* nw, float eps, const W* w, int64_t rows, in
   }
   const unsigned grid =
       resident_grid(gemv_kernel<W, X, kNorm>, kGemvThreads, smem, (rows + kGemvWarps - 1) / kGemvWarps);
-  SEGPIPE_CUDA_CHECK(launch_pdl(gemv_kernel<W, X, kNorm>, dim3(grid), dim3(kGemvThreads), smem, s, x, nw,
+  SEGPIPE_CUDA_CHECK(launch_pdl(path.pdl, gemv_kernel<W, X, kNorm>, dim3(grid), dim3(kGemvThreads), smem, s, x, nw,
                                 eps, w, rows, cols, y, acc, h_out));
   SEGPIPE_CUDA_LAUNCH_CHECK("gemv_kernel");
 }
@@ -87,23 +87,23 @@ unsigned gemv_grid(int64_t rows) {
 }
 
 void gemv(const void* x, DType xt, const void* w, DType wt, int64_t rows, int64_t cols, float* y, bool accumulate,
-          cudaStream_t s) {
+          const KernelPath& path, cudaStream_t s) {
   SEGPIPE_ASSERT_MSG(xt == DType::F32 || xt == wt, "gemv: x is float32 or in the weights' dtype");
   SEGPIPE_DISPATCH_FB(wt, W, {
     if (xt == DType::F32)
       launch<W, float, false>(static_cast<const float*>(x), nullptr, 0.f, static_cast<const W*>(w), rows, cols, y,
-                              accumulate, nullptr, s);
+                              accumulate, nullptr, path, s);
     else
       launch<W, W, false>(static_cast<const W*>(x), nullptr, 0.f, static_cast<const W*>(w), rows, cols, y, accumulate,
-                          nullptr, s);
+                          nullptr, path, s);
   });
 }
 
 void gemv_rmsnorm(const float* xf, const float* norm_w, float eps, const void* w, DType wt, int64_t rows, int64_t cols,
-                  float* y, bool accumulate, void* h_out, cudaStream_t s) {
+                  float* y, bool accumulate, void* h_out, const KernelPath& path, cudaStream_t s) {
   SEGPIPE_DISPATCH_FB(wt, W,
                       launch<W, float, true>(xf, norm_w, eps, static_cast<const W*>(w), rows, cols, y, accumulate,
-                                             static_cast<W*>(h_out), s));
+                                             static_cast<W*>(h_out), path, s));
 }
 
 }  // namespace segpipe::cuda

@@ -11,6 +11,7 @@
 #include <cstdint>
 
 #include "segments/core/dtype.h"
+#include "segments/kernels/cuda/device_caps.h"
 
 namespace segpipe::cuda {
 
@@ -20,19 +21,20 @@ namespace segpipe::cuda {
 // block that fits a multiprocessor, each warp walking several rows, the next row's loads issued
 // before the current one is reduced; each output's summation order is that of one row per warp, so no
 // partial last wave and the per-block prologue runs once per block). No kernel asks L2 for its own
-// matrix. Removed on 2026-12-07 (third session), each slower where measured (docs/benchmarks-cuda.md):
-// no overlap (3.825 against 3.697 ms/token, H200), the L2 self-prefetch modes 1 / 2 (3.833 / 3.779),
-// one block per multiprocessor (4.174 against 3.05, H200), and the earlier one-row-per-warp grids.
+// matrix. Removed on 2026-12-07 (third session), each slower where measured (figures in
+// docs/benchmarks-cuda.md): no overlap, the L2 self-prefetch modes 1 / 2, one block per
+// multiprocessor, and the earlier one-row-per-warp grids. Where the context's KernelPath has no pdl
+// (device_caps.h), the same kernels are launched plainly.
 
 // y[r] = (accumulate ? y[r] : 0) + W[r, :] · x for r < rows. x: [cols] in xt (F32 or the weights'
 // dtype wt); W: [rows, cols] in wt (F32 or BF16); y float32. cols must be a multiple of 8.
 void gemv(const void* x, DType xt, const void* w, DType wt, int64_t rows, int64_t cols, float* y, bool accumulate,
-          cudaStream_t s);
+          const KernelPath& path, cudaStream_t s);
 
 // The same with x = rmsnorm(xf) computed in the kernel, exactly as rmsnorm() (norm.cuh) computes it
 // and rounded to wt (what the library path feeds the product). h_out (optional, [cols] in wt)
 // receives that normalized row.
 void gemv_rmsnorm(const float* xf, const float* norm_w, float eps, const void* w, DType wt, int64_t rows, int64_t cols,
-                  float* y, bool accumulate, void* h_out, cudaStream_t s);
+                  float* y, bool accumulate, void* h_out, const KernelPath& path, cudaStream_t s);
 
 }  // namespace segpipe::cuda

@@ -96,9 +96,9 @@ __global__ void __launch_bounds__(kThreads) greedy_kernel(const float* __restric
 
 int greedy_blocks() { return kBlocks; }
 
-void greedy_next_token(const float* logits, int64_t n, const GreedyState& g, cudaStream_t s) {
+void greedy_next_token(const float* logits, int64_t n, const GreedyState& g, const KernelPath& path, cudaStream_t s) {
   SEGPIPE_ASSERT_MSG(n > 0 && n <= INT32_MAX, "greedy_next_token: row length out of range");
-  SEGPIPE_CUDA_CHECK(launch_pdl(greedy_kernel, dim3(kBlocks), dim3(kThreads), 0, s, logits, n, g));
+  SEGPIPE_CUDA_CHECK(launch_pdl(path.pdl, greedy_kernel, dim3(kBlocks), dim3(kThreads), 0, s, logits, n, g));
   SEGPIPE_CUDA_LAUNCH_CHECK("greedy_kernel");
 }
 

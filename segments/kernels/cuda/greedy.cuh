@@ -6,6 +6,8 @@
 
 #include <cstdint>
 
+#include "segments/kernels/cuda/device_caps.h"
+
 namespace segpipe::cuda {
 
 // Device state of a greedy chain. ids[0] and pos[0] are the decode step's input token and position;
@@ -31,7 +33,7 @@ int greedy_blocks();
 // t = the first maximum of logits[0..n) (the lowest index among equal maxima: the host sampler's
 // sequential scan `v[i] > v[best]` and torch.argmax's choice), or kNonFiniteToken when any logit is
 // NaN or Inf; then ids[0] = t, tokens[step[0]] = t, step[0] += 1, pos[0] += 1. Programmatic launch
-// after the lm_head.
-void greedy_next_token(const float* logits, int64_t n, const GreedyState& g, cudaStream_t s);
+// after the lm_head where path.pdl.
+void greedy_next_token(const float* logits, int64_t n, const GreedyState& g, const KernelPath& path, cudaStream_t s);
 
 }  // namespace segpipe::cuda

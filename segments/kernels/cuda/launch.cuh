@@ -1,7 +1,8 @@
 // Kernel launches with the programmatic-dependent-launch attribute (see pdl_wait in common.cuh);
-// included from .cu files only. Always on: the decode step without it (no overlap, no L2 prefetch of
-// the next weights) was slower, 3.825 against 3.697 ms/token on an H200 (docs/benchmarks-cuda.md,
-// "Third session"); that switch was removed on 2026-12-07 (third session).
+// included from .cu files only. Used wherever the device has it (KernelPath::pdl): the decode step
+// without it (no overlap of a kernel's weight loads with the previous kernel) was slower
+// (docs/benchmarks-cuda.md, "decode, graph, without PDL and L2 prefetch"). Elsewhere the same
+// kernels are launched plainly, and their pdl_wait / pdl_trigger do nothing.
 #pragma once
 #include <cuda_runtime.h>
 
@@ -13,8 +14,9 @@
 
 namespace segpipe::cuda {
 
+// pdl: KernelPath::pdl of the caller's context; false launches without the attribute.
 template <typename... KArgs, typename... Args>
-cudaError_t launch_pdl(void (*kernel)(KArgs...), dim3 grid, dim3 block, size_t smem, cudaStream_t s,
+cudaError_t launch_pdl(bool pdl, void (*kernel)(KArgs...), dim3 grid, dim3 block, size_t smem, cudaStream_t s,
                        Args&&... args) {
   cudaLaunchAttribute attr[1];
   attr[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
@@ -24,8 +26,8 @@ cudaError_t launch_pdl(void (*kernel)(KArgs...), dim3 grid, dim3 block, size_t s
   cfg.blockDim = block;
   cfg.dynamicSmemBytes = smem;
   cfg.stream = s;
-  cfg.attrs = attr;
-  cfg.numAttrs = 1;
+  cfg.attrs = pdl ? attr : nullptr;
+  cfg.numAttrs = pdl ? 1 : 0;
   return cudaLaunchKernelEx(&cfg, kernel, std::forward<Args>(args)...);
 }
 

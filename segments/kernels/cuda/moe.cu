@@ -249,7 +249,7 @@ __global__ void combine_bf16_kernel(const bf16* __restrict__ slots, const int32_
 namespace {
 
 void launch_gate_up(const void* x, int64_t S, int k, const int32_t* experts, int e0, int e1, const void* w_gate_up,
-                    DType dt, int64_t I, int64_t H, void* act, cudaStream_t s) {
+                    DType dt, int64_t I, int64_t H, void* act, const KernelPath& path, cudaStream_t s) {
   const int64_t items = int64_t(div_up(I, kWarps)) * S;
   // (the staged row within the 48 KB of dynamic shared memory a launch gets without opting in)
   const bool stage = S == k && k <= 32 && H * 4 <= 48 * 1024;
@@ -257,7 +257,7 @@ void launch_gate_up(const void* x, int64_t S, int k, const int32_t* experts, int
     auto kernel = stage ? gate_up_gemv_kernel<T, true> : gate_up_gemv_kernel<T, false>;
     const size_t smem = stage ? size_t(H) * sizeof(float) : 0;
     const unsigned grid = resident_grid(kernel, kWarps * 32, smem, items);
-    SEGPIPE_CUDA_CHECK(launch_pdl(kernel, dim3(grid), dim3(kWarps * 32), smem, s, static_cast<const T*>(x), k,
+    SEGPIPE_CUDA_CHECK(launch_pdl(path.pdl, kernel, dim3(grid), dim3(kWarps * 32), smem, s, static_cast<const T*>(x), k,
                                   experts, e0, e1, static_cast<const T*>(w_gate_up), I, H, static_cast<T*>(act), S));
   });
   SEGPIPE_CUDA_LAUNCH_CHECK("gate_up_gemv_kernel");
@@ -266,10 +266,10 @@ void launch_gate_up(const void* x, int64_t S, int k, const int32_t* experts, int
 }  // namespace
 
 void moe_gate_up_gemv(const void* x, int64_t S, int k, const int32_t* experts, int e0, int e1, const void* w_gate_up,
-                      DType dt, int64_t I, int64_t H, void* act, cudaStream_t s) {
+                      DType dt, int64_t I, int64_t H, void* act, const KernelPath& path, cudaStream_t s) {
   SEGPIPE_ASSERT_MSG(H % 8 == 0 && I % 8 == 0, "expert GEMV: hidden and expert sizes must be multiples of 8");
   if (S == 0) return;
-  launch_gate_up(x, S, k, experts, e0, e1, w_gate_up, dt, I, H, act, s);
+  launch_gate_up(x, S, k, experts, e0, e1, w_gate_up, dt, I, H, act, path, s);
 }
 
 void moe_down_gemv(const void* act, int64_t S, const int32_t* experts, const float* weights, int e0, int e1,
@@ -325,12 +325,12 @@ void moe_combine_add(const void* slots, DType slot_dt, const int32_t* experts, i
 bool moe_down_combine_fits(int k) { return k >= 1 && k <= kFusedMaxK; }
 
 void moe_down_combine(const void* act, int k, const int32_t* experts, const float* weights, const void* w_down,
-                      DType dt, int64_t I, int64_t H, float* x, cudaStream_t s) {
+                      DType dt, int64_t I, int64_t H, float* x, const KernelPath& path, cudaStream_t s) {
   SEGPIPE_ASSERT_MSG(H % 8 == 0 && I % 8 == 0 && moe_down_combine_fits(k), "moe_down_combine: shape");
   const int64_t groups = div_up(H, kDownRows);
   SEGPIPE_DISPATCH_FB(dt, T, {
     const unsigned grid = resident_grid(down_combine_kernel<T>, kFusedMaxK * 32, 0, groups);
-    SEGPIPE_CUDA_CHECK(launch_pdl(down_combine_kernel<T>, dim3(grid), dim3(kFusedMaxK * 32), 0, s,
+    SEGPIPE_CUDA_CHECK(launch_pdl(path.pdl, down_combine_kernel<T>, dim3(grid), dim3(kFusedMaxK * 32), 0, s,
                                   static_cast<const T*>(act), experts, weights, k, static_cast<const T*>(w_down), I,
                                   H, x));
   });

@@ -14,16 +14,17 @@
 #include <cstdint>
 
 #include "segments/core/dtype.h"
+#include "segments/kernels/cuda/device_caps.h"
 
 namespace segpipe::cuda {
 
 // Decode path. x: [S / k, H] in dt; act: [S, I] in dt (scratch, consumed by moe_down_gemv).
 // For one token (S == k) the kernel stages the expert ids and the token's row in shared memory right
 // after the wait (one round trip for both, before any weight load) instead of reading them per item:
-// the same bits; 3.335-3.343 -> 3.276-3.280 ms/token on an H100 (docs/benchmarks-cuda.md; the
-// unstaged one-token path was a switch until 2026-12-07, third session).
+// the same bits, faster (docs/benchmarks-cuda.md; the unstaged one-token path was a switch until
+// 2026-12-07, third session). Launched with programmatic dependent launch where path.pdl.
 void moe_gate_up_gemv(const void* x, int64_t S, int k, const int32_t* experts, int e0, int e1, const void* w_gate_up,
-                      DType dt, int64_t I, int64_t H, void* act, cudaStream_t s);
+                      DType dt, int64_t I, int64_t H, void* act, const KernelPath& path, cudaStream_t s);
 // slots: [S, H] float32; rows of slots whose expert is outside [e0, e1] are not written.
 void moe_down_gemv(const void* act, int64_t S, const int32_t* experts, const float* weights, int e0, int e1,
                    const void* w_down, DType dt, int64_t I, int64_t H, float* slots, cudaStream_t s);
@@ -33,7 +34,7 @@ void moe_down_gemv(const void* act, int64_t S, const int32_t* experts, const flo
 // (moe_down_gemv + moe_combine_add bit for bit). act: [k, I] from moe_gate_up_gemv.
 bool moe_down_combine_fits(int k);
 void moe_down_combine(const void* act, int k, const int32_t* experts, const float* weights, const void* w_down,
-                      DType dt, int64_t I, int64_t H, float* x, cudaStream_t s);
+                      DType dt, int64_t I, int64_t H, float* x, const KernelPath& path, cudaStream_t s);
 
 // Prefill path. xg[r, :] = x[perm[r] / k, :] for r < n (perm: slot ids grouped by expert).
 void moe_gather_rows(const void* x, DType dt, const int32_t* perm, int64_t n, int k, int64_t H, void* xg,

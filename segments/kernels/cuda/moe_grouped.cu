@@ -16,7 +16,6 @@
 
 #include "segments/kernels/cuda/check.h"
 #include "segments/kernels/cuda/common.cuh"
-#include "segments/kernels/cuda/device_caps.h"
 #include "segments/kernels/cuda/moe_grouped.cuh"
 #include "segments/kernels/cuda/moe_grouped_impl.cuh"
 
@@ -249,11 +248,9 @@ void raise_smem_once() {
   done.fetch_or(bit);
 }
 
-std::atomic<int> g_kernel{int(MoeGroupedKernel::Auto)};
-
 template <bool kGateUp>
-void launch_gemm(const GemmArgs& a, cudaStream_t s) {
-  if (moe_grouped_kernel_in_use() == MoeGroupedKernel::Wgmma) {
+void launch_gemm(const GemmArgs& a, const KernelPath& path, cudaStream_t s) {
+  if (path.wgmma) {
     launch_gemm_wgmma(a, kGateUp, s);
     return;
   }
@@ -266,20 +263,6 @@ void launch_gemm(const GemmArgs& a, cudaStream_t s) {
 
 }  // namespace
 
-void set_moe_grouped_kernel(MoeGroupedKernel k) { g_kernel.store(int(k)); }
-
-MoeGroupedKernel moe_grouped_kernel_in_use() {
-  const auto k = MoeGroupedKernel(g_kernel.load());
-  if (k == MoeGroupedKernel::MmaSync) return k;
-  int dev = 0;
-  SEGPIPE_CUDA_CHECK(cudaGetDevice(&dev));
-  return device_is_sm90(dev) ? MoeGroupedKernel::Wgmma : MoeGroupedKernel::MmaSync;
-}
-
-bool moe_grouped_merged_tails() {
-  return moe_grouped_kernel_in_use() == MoeGroupedKernel::Wgmma && moe_wgmma_variant_merges_tails(moe_wgmma_variant());
-}
-
 bool moe_grouped_supported(int64_t T, int k, int64_t H, int64_t I, int num_bank_experts) {
   // Slot ids, grouped rows and tile indices are int32; every element offset is formed in int64.
   return H > 0 && I > 0 && H % 8 == 0 && I % 8 == 0 && k >= 1 && T >= 0 && T * k < (int64_t(1) << 30) &&
@@ -291,17 +274,19 @@ size_t moe_grouped_workspace_ints(int64_t S, int n) {
   return size_t(2 * (n + 1)) + size_t(max_tiles(S, n)) + size_t(S);
 }
 
-void moe_grouped_group(const int32_t* experts, int64_t S, int e0, int e1, int32_t* ws, cudaStream_t s) {
+void moe_grouped_group(const int32_t* experts, int64_t S, int e0, int e1, int32_t* ws, const KernelPath& path,
+                       cudaStream_t s) {
   const int n = e1 - e0 + 1;
   SEGPIPE_ASSERT_MSG(n >= 1 && n <= kMaxBankExperts && S < (int64_t(1) << 30), "moe_grouped_group: shape");
   if (S == 0) return;
+  const bool merged = moe_grouped_merged_tails(path);
   group_kernel<<<static_cast<unsigned>(n), kGroupThreads, size_t(n) * sizeof(int), s>>>(experts, int(S), e0, n,
-                                                                                      moe_grouped_merged_tails(), ws);
+                                                                                      merged, ws);
   SEGPIPE_CUDA_LAUNCH_CHECK("group_kernel");
 }
 
 void moe_grouped_gate_up(const void* x, int64_t S, int k, int e0, int e1, const void* w_gate_up, int64_t I,
-                         int64_t H, const int32_t* ws, void* act, cudaStream_t s) {
+                         int64_t H, const int32_t* ws, void* act, const KernelPath& path, cudaStream_t s) {
   const int n = e1 - e0 + 1;
   SEGPIPE_ASSERT_MSG(moe_grouped_supported(S / k, k, H, I, n), "moe_grouped_gate_up: shape");
   if (S == 0) return;
@@ -318,11 +303,11 @@ void moe_grouped_gate_up(const void* x, int64_t S, int k, int e0, int e1, const 
   a.ws = ws;
   a.S = S;
   a.act = static_cast<bf16*>(act);
-  launch_gemm<true>(a, s);
+  launch_gemm<true>(a, path, s);
 }
 
 void moe_grouped_down(const void* act, int64_t S, int e0, int e1, const float* weights, const void* w_down,
-                      int64_t I, int64_t H, const int32_t* ws, void* slots, cudaStream_t s) {
+                      int64_t I, int64_t H, const int32_t* ws, void* slots, const KernelPath& path, cudaStream_t s) {
   const int n = e1 - e0 + 1;
   SEGPIPE_ASSERT_MSG(moe_grouped_supported(S, 1, H, I, n), "moe_grouped_down: shape");
   if (S == 0) return;
@@ -340,17 +325,17 @@ void moe_grouped_down(const void* act, int64_t S, int e0, int e1, const float* w
   a.S = S;
   a.slots = static_cast<bf16*>(slots);
   a.weights = weights;
-  launch_gemm<false>(a, s);
+  launch_gemm<false>(a, path, s);
 }
 
 void moe_grouped_experts(const void* x, int64_t T, int k, const int32_t* experts, const float* weights, int e0,
                          int e1, const void* w_gate_up, const void* w_down, int64_t I, int64_t H, int32_t* ws,
-                         void* act, void* slots, cudaStream_t s) {
+                         void* act, void* slots, const KernelPath& path, cudaStream_t s) {
   const int64_t S = T * k;
   if (S == 0) return;
-  moe_grouped_group(experts, S, e0, e1, ws, s);
-  moe_grouped_gate_up(x, S, k, e0, e1, w_gate_up, I, H, ws, act, s);
-  moe_grouped_down(act, S, e0, e1, weights, w_down, I, H, ws, slots, s);
+  moe_grouped_group(experts, S, e0, e1, ws, path, s);
+  moe_grouped_gate_up(x, S, k, e0, e1, w_gate_up, I, H, ws, act, path, s);
+  moe_grouped_down(act, S, e0, e1, weights, w_down, I, H, ws, slots, path, s);
 }
 
 }  // namespace segpipe::cuda

@@ -25,6 +25,8 @@
 #include <cstddef>
 #include <cstdint>
 
+#include "segments/kernels/cuda/device_caps.h"
+
 namespace segpipe::cuda {
 
 // Whether the kernels take this problem: H and I multiples of 8 (16-byte rows; tails of the tiles
@@ -39,52 +41,35 @@ bool moe_grouped_supported(int64_t T, int k, int64_t H, int64_t I, int num_bank_
 constexpr int kMoeGroupedTileRows = 128;
 size_t moe_grouped_workspace_ints(int64_t S, int n);
 
-// The steps, for tests and benchmarks. experts: [S] (device); ws: moe_grouped_workspace_ints(S, n).
-void moe_grouped_group(const int32_t* experts, int64_t S, int e0, int e1, int32_t* ws, cudaStream_t s);
-// x: [T, H] bf16; w_gate_up: the bank's [n, 2I, H] bf16; act: [S, I] bf16 (rows beyond the bank's
-// slot count are not written).
-void moe_grouped_gate_up(const void* x, int64_t S, int k, int e0, int e1, const void* w_gate_up, int64_t I,
-                         int64_t H, const int32_t* ws, void* act, cudaStream_t s);
-// w_down: the bank's [n, H, I] bf16; slots: [S, H] bf16.
-void moe_grouped_down(const void* act, int64_t S, int e0, int e1, const float* weights, const void* w_down,
-                      int64_t I, int64_t H, const int32_t* ws, void* slots, cudaStream_t s);
+// Which kernels run the two GEMMs: wgmma (warpgroup MMA, sm_90a machine code,
+// sm90a/moe_grouped_wgmma.cu) where path.wgmma, else mma.sync m16n8k16 (the portable kernel). The
+// two differ in the fp32 accumulation order (last bits): every segment of a run must take one path
+// for segmented runs to equal monolithic ones.
 
-// Which kernels run the two GEMMs: mma.sync m16n8k16 (any sm_90 build, the fallback), or wgmma
-// (warpgroup MMA, sm_90a machine code: compute capability 9.0 only). Auto (the default) and Wgmma
-// take wgmma on a 9.0 device and mma.sync elsewhere. The two differ in the fp32 accumulation order
-// (last bits); every run of a process must use one setting for segmented runs to equal monolithic.
-enum class MoeGroupedKernel { Auto, MmaSync, Wgmma };
-void set_moe_grouped_kernel(MoeGroupedKernel k);
-MoeGroupedKernel moe_grouped_kernel_in_use();  // Wgmma or MmaSync, for the current device
-
-// The wgmma kernels' tile variant (sm90a/moe_grouped_wgmma.cu says what each does): 0 128 x 128
-// tiles, 2 CTAs an SM; 1 128 x 256 tiles, one CTA an SM; 2 as 1 with the MMAs in flight across K
-// steps; 3 as 2 with tiles of <= 64 rows split by columns over the two warpgroups; 4 as 0 with
-// split tails; 5 as 3 with merged tails (an expert's remainder of <= 64 rows in its last tile, up
-// to 192 rows); 6 as 5, warp-specialized (a producer warpgroup, TMA weight tiles,
-// an mbarrier ring, persistent CTAs); 7 gate_up as 5, down as 6, the default. Process-wide, like
-// set_moe_grouped_kernel. Every element is the same
-// k16 MMAs in the same K order in all of them: the variants give the same bits (measured on an
-// H200: test_moe_grouped), only their speed differs.
-constexpr int kMoeWgmmaVariants = 8, kMoeWgmmaDefaultVariant = 7;
-void set_moe_wgmma_variant(int v);
-int moe_wgmma_variant();
-bool moe_wgmma_variant_merges_tails(int v);
-
-// Row tiles of an expert with `rows` grouped rows: ceil(rows / 128), or with merged tails (wgmma
-// variant 5) a remainder of <= 64 rows joins the last full tile (tiles of up to 192 rows): every
-// tile holds 128 rows but an expert's last, which holds the rest. moe_grouped_group builds the
-// table for the kernel in use (moe_grouped_merged_tails); the grouping and the GEMMs of one layer
-// must run under one setting.
+// Row tiles of an expert with `rows` grouped rows: ceil(rows / 128), or with merged tails (the
+// wgmma kernels) a remainder of <= 64 rows joins the last full tile (tiles of up to 192 rows): every
+// tile holds 128 rows but an expert's last, which holds the rest. moe_grouped_group builds the table
+// for the kernels of the path; the grouping and the GEMMs of one layer must take one path.
 __host__ __device__ inline int moe_grouped_tile_count(int rows, bool merged) {
   const int f = rows / kMoeGroupedTileRows, r = rows % kMoeGroupedTileRows;
   return f + ((r > 0 && (!merged || f == 0 || r > kMoeGroupedTileRows / 2)) ? 1 : 0);
 }
-bool moe_grouped_merged_tails();
+inline bool moe_grouped_merged_tails(const KernelPath& path) { return path.wgmma; }
+
+// The steps, for tests and benchmarks. experts: [S] (device); ws: moe_grouped_workspace_ints(S, n).
+void moe_grouped_group(const int32_t* experts, int64_t S, int e0, int e1, int32_t* ws, const KernelPath& path,
+                       cudaStream_t s);
+// x: [T, H] bf16; w_gate_up: the bank's [n, 2I, H] bf16; act: [S, I] bf16 (rows beyond the bank's
+// slot count are not written).
+void moe_grouped_gate_up(const void* x, int64_t S, int k, int e0, int e1, const void* w_gate_up, int64_t I,
+                         int64_t H, const int32_t* ws, void* act, const KernelPath& path, cudaStream_t s);
+// w_down: the bank's [n, H, I] bf16; slots: [S, H] bf16.
+void moe_grouped_down(const void* act, int64_t S, int e0, int e1, const float* weights, const void* w_down,
+                      int64_t I, int64_t H, const int32_t* ws, void* slots, const KernelPath& path, cudaStream_t s);
 
 // All three: the bank's slots of one layer. act: scratch of [S, I] bf16.
 void moe_grouped_experts(const void* x, int64_t T, int k, const int32_t* experts, const float* weights, int e0,
                          int e1, const void* w_gate_up, const void* w_down, int64_t I, int64_t H, int32_t* ws,
-                         void* act, void* slots, cudaStream_t s);
+                         void* act, void* slots, const KernelPath& path, cudaStream_t s);
 
 }  // namespace segpipe::cuda

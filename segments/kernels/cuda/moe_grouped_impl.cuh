@@ -1,5 +1,5 @@
-// What the two implementations of the grouped expert GEMMs share (moe_grouped.cu: mma.sync for
-// any sm_90 build; sm90a/moe_grouped_wgmma.cu: wgmma, built for sm_90a only): the tile shape, the
+// What the two implementations of the grouped expert GEMMs share (moe_grouped.cu: mma.sync, the
+// portable kernel; sm90a/moe_grouped_wgmma.cu: wgmma, built for sm_90a only): the tile shape, the
 // shared-memory layout of a pipeline stage, the workspace layout and the kernels' arguments.
 #pragma once
 #include <cuda_runtime_api.h>
@@ -83,8 +83,8 @@ __device__ __forceinline__ int b_weight_row(bool gate_up, int r, int nt, int BN,
   return row < N ? row : -1;
 }
 
-// The wgmma kernels (sm90a/moe_grouped_wgmma.cu, sm_90a machine code only: call only on a device
-// of compute capability 9.0).
+// The wgmma kernels (sm90a/moe_grouped_wgmma.cu, sm_90a machine code only: called only where the
+// context's KernelPath has wgmma, compute capability 9.0).
 void launch_gemm_wgmma(const GemmArgs& a, bool gate_up, cudaStream_t s);
 
 }  // namespace segpipe::cuda::grouped_detail

@@ -74,12 +74,17 @@ void route_topk(const float* logits, int64_t T, int E, int k, bool renormalize, 
 
 void router_fused(const float* x, const float* norm_w, float eps, const void* w_router, DType wt, int E, int64_t H,
                   float* logits, void* h_out, int k, bool renormalize, int32_t* experts, float* weights,
-                  unsigned* counter, cudaStream_t s, const void* prefetch, uint64_t prefetch_bytes) {
+                  unsigned* counter, const KernelPath& path, cudaStream_t s, const void* prefetch,
+                  uint64_t prefetch_bytes) {
+  if (!path.l2_prefetch) {  // no range: the kernel skips the prefetch
+    prefetch = nullptr;
+    prefetch_bytes = 0;
+  }
   SEGPIPE_ASSERT(E <= 32 * kMaxPerLane && k >= 1 && k <= E && k <= 32 && H % 8 == 0);
   const size_t smem = size_t(std::max<int64_t>(H, E)) * sizeof(float);
   SEGPIPE_ASSERT_MSG(smem <= 48 * 1024, "router_fused: hidden size above 12288");
   SEGPIPE_DISPATCH_FB(wt, W,
-                      SEGPIPE_CUDA_CHECK(launch_pdl(router_fused_kernel<W>, dim3(gemv_grid(E)),
+                      SEGPIPE_CUDA_CHECK(launch_pdl(path.pdl, router_fused_kernel<W>, dim3(gemv_grid(E)),
                                                     dim3(kGemvThreads), smem, s, x, norm_w, eps,
                                                     static_cast<const W*>(w_router), E, H, logits,
                                                     static_cast<W*>(h_out), k, renormalize, experts, weights,

@@ -1,22 +1,20 @@
 // The bf16 flash prefill attention (attention_flash.cu) on Hopper's warpgroup MMA (wgmma), for
-// sm_90a; head_dim 128 only (attention_flash.cu falls back to its mma.sync kernels elsewhere).
+// sm_90a; head_dim 128 only (attention_flash.cu runs its mma.sync kernel elsewhere).
 //
 // A CTA: 128 queries of one head, two warpgroups of 64 rows each (no producer warp, no ping-pong:
-// the warpgroups resident on an SM interleave their MMAs and softmax on their own). Configs
-// (attention_flash_wgmma.cuh): 0 = 128-key tiles, one CTA an SM (187 registers); 1 = 64-key tiles,
-// one CTA an SM; 2 = 64-key tiles, two CTAs an SM (registers capped at 128, 97 KB of shared memory
-// each). Q, and
-// per key tile of BK keys K and V, sit in shared memory as bf16 in wgmma's 128-byte swizzle
-// (sm90a/wgmma.cuh), each 128-dim row split into two 64-dim blocks ([2][rows][64]). Per key tile a
-// warpgroup computes S = Q K^T (m64nBKk16, both operands K-major from shared memory, 8 steps over
-// head_dim), the online softmax on the fp32 accumulators (exp2, log2(e) folded into the scale; a
-// row's values sit in the 4 threads of a quad, as in mma.sync's fragments), P rounded to bf16 in
-// registers as the A operand of O += P V (m64n128k16, V from shared memory read N-major:
-// imm-trans-b), O in 64 fp32 registers a thread. K/V tiles are double buffered through cp.async
-// (tile kt + 1 in flight while tile kt is computed); causal masking only on tiles that reach past a
-// warpgroup's first row; a warpgroup skips key tiles wholly after its rows. Query tiles heaviest
-// first over all heads (blockIdx.x = head, as flash_attn_q128). Summation orders are fixed: the
-// same bits run to run.
+// the warpgroups resident on an SM interleave their MMAs and softmax on their own), key tiles of 64,
+// two CTAs an SM (registers capped at 128, 97 KB of shared memory each): faster than 128-key tiles or
+// one CTA an SM (docs/benchmarks-cuda.md, "Flash prefill attention on wgmma"). Q, and per key tile
+// K and V, sit in shared memory as bf16 in wgmma's 128-byte swizzle (sm90a/wgmma.cuh), each 128-dim
+// row split into two 64-dim blocks ([2][rows][64]). Per key tile a warpgroup computes S = Q K^T
+// (m64n64k16, both operands K-major from shared memory, 8 steps over head_dim), the online softmax
+// on the fp32 accumulators (exp2, log2(e) folded into the scale; a row's values sit in the 4 threads
+// of a quad, as in mma.sync's fragments), P rounded to bf16 in registers as the A operand of O += P V
+// (m64n128k16, V from shared memory read N-major: imm-trans-b), O in 64 fp32 registers a thread. K/V
+// tiles are double buffered through cp.async (tile kt + 1 in flight while tile kt is computed);
+// causal masking only on tiles that reach past a warpgroup's first row; a warpgroup skips key tiles
+// wholly after its rows. Query tiles heaviest first over all heads (blockIdx.x = head, as
+// flash_attn_q128). Summation orders are fixed: the same bits run to run.
 #include <atomic>
 #include <cmath>
 
@@ -34,15 +32,15 @@ using namespace sm90a;
 constexpr int kHD = 128;  // head_dim: two 64-dim blocks of 128-byte rows
 constexpr int kBQ = 128;  // queries a CTA: two warpgroups of 64 rows
 constexpr int kThreads = 256;
+constexpr int kBK = 64;        // keys a tile
+constexpr int kMinBlocks = 2;  // CTAs an SM
 
-template <int BK>
 struct FlashCfg {
-  static_assert(BK == 64 || BK == 128, "key tile");
-  static constexpr int QElems = kBQ * kHD;   // [2][kBQ][64]
-  static constexpr int KVElems = BK * kHD;   // one K or V tile, [2][BK][64]
-  // Q, two stages of K and V, the 1024-byte alignment slack: 164864 (BK 128), 99328 (BK 64) bytes.
+  static constexpr int QElems = kBQ * kHD;    // [2][kBQ][64]
+  static constexpr int KVElems = kBK * kHD;   // one K or V tile, [2][kBK][64]
+  // Q, two stages of K and V, the 1024-byte alignment slack: 99328 bytes.
   static constexpr int Smem = (QElems + 4 * KVElems) * 2 + 1024;
-  static_assert(Smem <= 227 * 1024, "shared memory");
+  static_assert(kMinBlocks * Smem <= 228 * 1024, "shared memory");
 };
 
 // Element offset of dims 8 cc .. 8 cc + 7 of row r in a [2][rows][64] swizzled tile of 128-dim rows.
@@ -73,12 +71,12 @@ __device__ __forceinline__ void store2<bf16>(bf16* p, float a, float b) {
   *reinterpret_cast<__nv_bfloat162*>(p) = __floats2bfloat162_rn(a, b);
 }
 
-template <int BK, int MinBlocks, typename Q, typename O>
-__global__ void __launch_bounds__(kThreads, MinBlocks)
+template <typename Q, typename O>
+__global__ void __launch_bounds__(kThreads, kMinBlocks)
     flash_wgmma_kernel(const Q* __restrict__ q, int T, int pos0, int nh, int nkv, const bf16* __restrict__ kb,
                        const bf16* __restrict__ vb, float scale_log2, O* __restrict__ out) {
   if constexpr (kHaveWgmma) {
-    using C = FlashCfg<BK>;
+    using C = FlashCfg;
     extern __shared__ unsigned char smem_raw[];
     // wgmma's 128-byte swizzle is a function of the address bits: the tiles must be 1024-byte aligned.
     const uint32_t base = static_cast<uint32_t>(__cvta_generic_to_shared(smem_raw));
@@ -93,19 +91,19 @@ __global__ void __launch_bounds__(kThreads, MinBlocks)
     const int n = pos0 + T;
     const int q0 = qt * kBQ;
     const int last_key = pos0 + min(T - 1, q0 + kBQ - 1);
-    const int nkt = last_key / BK + 1;
+    const int nkt = last_key / kBK + 1;
 
     // Keys past the last (n - 1) are zero-filled: their probabilities are 0, and 0 * V stays finite.
     auto load_tile = [&](int kt, int stage) {
       bf16* ks = Ks + stage * C::KVElems;
       bf16* vs = Vs + stage * C::KVElems;
 #pragma unroll 2
-      for (int c = tid; c < BK * (kHD / 8); c += kThreads) {
+      for (int c = tid; c < kBK * (kHD / 8); c += kThreads) {
         const int r = c / (kHD / 8), cc = c % (kHD / 8);
-        const int key = kt * BK + r;
+        const int key = kt * kBK + r;
         const int64_t src = int64_t(min(key, n - 1)) * kvd + int64_t(g) * kHD + cc * 8;
         const int bytes = key < n ? 16 : 0;
-        const int off = tile_off(BK, r, cc);
+        const int off = tile_off(kBK, r, cc);
         cp_async16(ks + off, kb + src, bytes);
         cp_async16(vs + off, vb + src, bytes);
       }
@@ -140,24 +138,24 @@ __global__ void __launch_bounds__(kThreads, MinBlocks)
       fence_proxy_async();
       __syncthreads();
       if (kt + 1 < nkt) load_tile(kt + 1, (kt + 1) & 1);
-      const int kbase = kt * BK;
+      const int kbase = kt * kBK;
       // Warpgroup-uniform; each MMA batch is waited for inside it (nothing in flight across it).
       if (kbase <= wg_first + 63) {
         const bf16* K = Ks + (kt & 1) * C::KVElems;
         const bf16* V = Vs + (kt & 1) * C::KVElems;
-        float s[BK / 2];
+        float s[kBK / 2];
         wgmma_fence();
 #pragma unroll
         for (int ks = 0; ks < kHD / 16; ks++)  // 16 dims: 32 bytes along the swizzled rows of one block
-          wgmma_tile<BK>(s, smem_desc(Qw + (ks >> 2) * kBQ * 64 + (ks & 3) * 16),
-                         smem_desc(K + (ks >> 2) * BK * 64 + (ks & 3) * 16), ks > 0 ? 1 : 0);
+          wgmma_tile<kBK>(s, smem_desc(Qw + (ks >> 2) * kBQ * 64 + (ks & 3) * 16),
+                         smem_desc(K + (ks >> 2) * kBK * 64 + (ks & 3) * 16), ks > 0 ? 1 : 0);
         wgmma_commit();
         wgmma_wait0();
 
-        const bool mask = kbase + BK - 1 > wg_first;  // some key past some row of the warpgroup
+        const bool mask = kbase + kBK - 1 > wg_first;  // some key past some row of the warpgroup
         float mx0 = -INFINITY, mx1 = -INFINITY;
 #pragma unroll
-        for (int i = 0; i < BK / 2; i++) {
+        for (int i = 0; i < kBK / 2; i++) {
           float v = s[i] * scale_log2;
           if (mask) {
             const int key = kbase + (i >> 2) * 8 + 2 * tq + (i & 1);
@@ -177,7 +175,7 @@ __global__ void __launch_bounds__(kThreads, MinBlocks)
         m1 = r1.m;
         float s0 = 0.f, s1 = 0.f;
 #pragma unroll
-        for (int i = 0; i < BK / 2; i++) {
+        for (int i = 0; i < kBK / 2; i++) {
           if (i & 2) {
             s[i] = exp2f(s[i] - b1);
             s1 += s[i];
@@ -195,9 +193,9 @@ __global__ void __launch_bounds__(kThreads, MinBlocks)
         }
         // P as bf16 A fragments, one per 16 keys: accumulators 8j .. 8j + 7 are keys 16 j .. 16 j + 15
         // (rows gr, gr + 8), exactly the m16n8k16 A layout wgmma takes from registers.
-        uint32_t pa[BK / 16][4];
+        uint32_t pa[kBK / 16][4];
 #pragma unroll
-        for (int j = 0; j < BK / 16; j++) {
+        for (int j = 0; j < kBK / 16; j++) {
           pa[j][0] = pack_bf16(s[8 * j], s[8 * j + 1]);
           pa[j][1] = pack_bf16(s[8 * j + 2], s[8 * j + 3]);
           pa[j][2] = pack_bf16(s[8 * j + 4], s[8 * j + 5]);
@@ -205,8 +203,8 @@ __global__ void __launch_bounds__(kThreads, MinBlocks)
         }
         wgmma_fence();  // o and pa were written by ordinary instructions
 #pragma unroll
-        for (int j = 0; j < BK / 16; j++)  // 16 keys: 16 rows of 128 bytes further
-          wgmma_m64n128k16_rs_tb(o, pa[j], smem_desc_mn(V + j * 16 * 64, BK * 128));
+        for (int j = 0; j < kBK / 16; j++)  // 16 keys: 16 rows of 128 bytes further
+          wgmma_m64n128k16_rs_tb(o, pa[j], smem_desc_mn(V + j * 16 * 64, kBK * 128));
         wgmma_commit();
         wgmma_wait0();
       }
@@ -230,42 +228,35 @@ __global__ void __launch_bounds__(kThreads, MinBlocks)
   }
 }
 
-template <int BK, int MinBlocks, typename Q, typename O>
+template <typename Q, typename O>
 void launch_flash_wgmma(const Q* q, int T, int pos0, int nh, int nkv, const bf16* kb, const bf16* vb,
                         float scale_log2, O* out, cudaStream_t st) {
-  auto kern = flash_wgmma_kernel<BK, MinBlocks, Q, O>;
+  auto kern = flash_wgmma_kernel<Q, O>;
   static std::atomic<uint64_t> raised{0};  // per device
   int dev = 0;
   SEGPIPE_CUDA_CHECK(cudaGetDevice(&dev));
   const uint64_t bit = dev < 64 ? uint64_t(1) << dev : 0;
   if (!bit || !(raised.load() & bit)) {
-    SEGPIPE_CUDA_CHECK(cudaFuncSetAttribute(kern, cudaFuncAttributeMaxDynamicSharedMemorySize, FlashCfg<BK>::Smem));
+    SEGPIPE_CUDA_CHECK(cudaFuncSetAttribute(kern, cudaFuncAttributeMaxDynamicSharedMemorySize, FlashCfg::Smem));
     SEGPIPE_CUDA_CHECK(
         cudaFuncSetAttribute(kern, cudaFuncAttributePreferredSharedMemoryCarveout, int(cudaSharedmemCarveoutMaxShared)));
     raised.fetch_or(bit);
   }
   dim3 grid(static_cast<unsigned>(nh), static_cast<unsigned>(div_up(int64_t(T), int64_t(kBQ))));
-  kern<<<grid, kThreads, FlashCfg<BK>::Smem, st>>>(q, T, pos0, nh, nkv, kb, vb, scale_log2, out);
+  kern<<<grid, kThreads, FlashCfg::Smem, st>>>(q, T, pos0, nh, nkv, kb, vb, scale_log2, out);
   SEGPIPE_CUDA_LAUNCH_CHECK("flash_wgmma_kernel");
 }
 
 }  // namespace
 
 void attention_flash_wgmma(const void* q, DType qt, int T, int pos0, int nh, int nkv, const void* k_bf16,
-                           const void* v_bf16, float scale_log2, void* out, DType ot, int config, cudaStream_t st) {
-  SEGPIPE_ASSERT_MSG(config >= 0 && config < kFlashWgmmaConfigs, "attention_flash_wgmma: config out of range");
+                           const void* v_bf16, float scale_log2, void* out, DType ot, cudaStream_t st) {
   const bf16* kb = static_cast<const bf16*>(k_bf16);
   const bf16* vb = static_cast<const bf16*>(v_bf16);
   SEGPIPE_DISPATCH_FB(qt, Q, {
     SEGPIPE_DISPATCH_FB(ot, O, {
-      const Q* qp = static_cast<const Q*>(q);
-      O* op = static_cast<O*>(out);
-      if (config == 0)
-        launch_flash_wgmma<128, 1, Q, O>(qp, T, pos0, nh, nkv, kb, vb, scale_log2, op, st);
-      else if (config == 1)
-        launch_flash_wgmma<64, 1, Q, O>(qp, T, pos0, nh, nkv, kb, vb, scale_log2, op, st);
-      else
-        launch_flash_wgmma<64, 2, Q, O>(qp, T, pos0, nh, nkv, kb, vb, scale_log2, op, st);
+      launch_flash_wgmma<Q, O>(static_cast<const Q*>(q), T, pos0, nh, nkv, kb, vb, scale_log2, static_cast<O*>(out),
+                               st);
     });
   });
 }

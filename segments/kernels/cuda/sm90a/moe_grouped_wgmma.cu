@@ -1,22 +1,30 @@
-// The grouped expert GEMMs of moe_grouped.cuh on Hopper's warpgroup MMA (wgmma), for sm_90a.
+// The grouped expert GEMMs of moe_grouped.cuh on Hopper's warpgroup MMA (wgmma), for sm_90a; the
+// host launches them where the context's KernelPath has wgmma (compute capability 9.0).
 //
-// The same tiles, grid order, load path and epilogues as moe_grouped.cu's mma.sync kernel (see
-// there and moe_grouped_impl.cuh) in variant 0: 128 x 128 tiles, K in steps of 64 through a
-// 3-stage cp.async pipeline, 96 KB of shared memory, two CTAs per SM; variants 1 and 2 take 128 x
-// 256 tiles (Cfg below lists them). The stage layout (rows of 128 bytes, 16-byte
-// chunk c of row r at position c ^ (r & 7), 8-row groups 1024 bytes apart, each operand tile
-// 1024-byte aligned) is exactly wgmma's 128-byte swizzle for K-major operands, so the tensor cores
-// read the tiles that cp.async wrote without any reshuffle. The 8 warps form two warpgroups; each
-// multiplies its 64 rows of A by the 128 (256) rows of B (m64n128k16 or m64n256k16, 4 per K step)
-// into 64 (128) fp32 accumulators a thread, laid out as mma.sync's m16n8 fragments repeated along N: the SwiGLU and
-// scatter epilogues keep their shape. A warpgroup whose 64 rows are all past the tile's rows (the
-// second half of a last, short tile) skips its MMAs.
+// The grid order, load path and epilogues of moe_grouped.cu's mma.sync kernel (see there and
+// moe_grouped_impl.cuh), with 128 x 256 tiles (Cfg below): every gathered A tile is read by half as
+// many N-tile CTAs as with 128 columns, the L2 traffic that bounds these kernels. The stage layout
+// (rows of 128 bytes, 16-byte chunk c of row r at position c ^ (r & 7), 8-row groups 1024 bytes
+// apart, each operand tile 1024-byte aligned) is exactly wgmma's 128-byte swizzle for K-major
+// operands, so the tensor cores read the tiles that cp.async (or TMA) wrote without any reshuffle.
+// The 8 consumer warps form two warpgroups; each multiplies its 64 rows of A by the 256 rows of B
+// (m64n256k16, 4 per K step) into 128 fp32 accumulators a thread, laid out as mma.sync's m16n8
+// fragments repeated along N: the SwiGLU and scatter epilogues keep their shape. Tails: an expert's
+// remainder of <= 64 rows joins its last 128-row tile (merged tails, moe_grouped_tile_count: tiles of
+// up to 192 rows, so the tail does not stream the expert's weights through L2 again), and a tile of
+// <= 64 rows (an expert with fewer rows) runs both warpgroups on the same rows, each over half the
+// columns (split tails). Per element the same k16 MMAs in the same K order in every shape.
+//
+// gate_up: wgmma_gemm_kernel (A rows gathered through cp.async by all 8 warps). down:
+// wgmma_ws_kernel (warp-specialized, A and the weight tiles by TMA), or wgmma_gemm_kernel where no
+// tensor map describes the bank (the same bits). The other tile shapes and pipelines measured
+// (128 x 128 tiles, MMAs waited every step, a warp-specialized gate_up) were slower and were removed
+// on 2026-12-07; their figures are in docs/benchmarks-cuda.md.
 //
 // Ordering per K step: cp.async.wait_group (this thread's copies of the stage landed), then
 // fence.proxy.async (those generic-proxy writes made visible to the async proxy that wgmma reads
 // through), then the block barrier (every thread's copies, and every warpgroup done with the stage
-// the next load refills: each waited for its MMAs at the end of the previous step, or, with the
-// MMAs in flight, of the step before).
+// the next load refills: with the MMAs in flight, each waited for its MMAs of the step before).
 #include <cuda.h>
 #include <cudaTypedefs.h>  // PFN_cuTensorMapEncodeTiled
 
@@ -24,8 +32,6 @@
 #include <atomic>
 #include <cstdint>
 #include <cstdio>
-#include <cstdlib>
-#include <cstring>
 #include <type_traits>
 
 #include "segments/kernels/cuda/check.h"
@@ -38,48 +44,19 @@ namespace {
 
 using namespace sm90a;
 
-// The variants (set_moe_wgmma_variant):
-//  0: 128 x 128 tiles, 3 stages, loads 2 steps ahead, MMAs waited each step, 2 CTAs an SM (grouped2).
-//  1: 128 x 256 tiles (m64n256k16 per warpgroup): every gathered A tile is read by half as many
-//     N-tile CTAs (gate_up 6, down 8), the L2 traffic that bounds variant 0; 4 stages (192 KB), loads
-//     3 steps ahead, MMAs waited each step, one CTA an SM.
-//  2: variant 1 with the MMAs of step kt left in flight across the next barrier (wait_group 1), loads
-//     2 steps ahead.
-//  3: variant 2 with split tails: a tile of <= 64 rows (the last of an expert whose remainder is
-//     <= 64; the tile table is unchanged, the row count tells) is computed by both warpgroups on the
-//     same 64 rows, each m64n128k16 over half the columns, instead of a 128-row MMA half on
-//     zero-filled rows: such a tile costs half the tensor-core time. Per element the same k16
-//     MMAs in the same order, only the instruction's N differs.
-//  4: variant 0 with split tails (each warpgroup m64n64k16 over half the 128 columns).
-//  5: variant 3 with merged tails: an expert's remainder of <= 64 rows joins its last 128-row tile
-//     (the grouping makes one tile of up to 192 rows: moe_grouped_tile_count), so the tail no longer
-//     streams the expert's weights through L2 again; the weight tiles, not the MMAs, are what
-//     bounds the kernels (L2 to SM traffic). Rows 128..191 are a third m64 block, each warpgroup
-//     m64n128k16 over its half of the columns beside its m64n256k16 (192 accumulators a thread);
-//     stages of 192 + 256 rows (56 KB, 4 of them: 225 KB).
-//  6, 7: wgmma_ws_kernel below (warp-specialized); 7, the default, is variant 5's gate_up with 6's down.
-// Each: kBN tile columns (B rows), kSt stages, loads kDist steps ahead, kWait1: the MMAs of a step
-// stay in flight until the next step's end, kMinBlocks CTAs an SM, kSplit: split tails as in 3,
-// kMerge: merged tails as in 5.
-template <int kBN_, int kSt, int kDist, bool kWait1, int kMinBlocks, bool kSplit = false, bool kMerge = false>
+// The tiles: BN tile columns (B rows), St stages, loads Dist steps ahead, the MMAs of a step left in
+// flight until the next step's end (wait_group 1), one CTA an SM; AM A rows a stage (a merged tail:
+// up to 192).
 struct Cfg {
-  static constexpr int BN = kBN_, St = kSt, Dist = kDist, MinBlocks = kMinBlocks;
-  static constexpr bool Wait1 = kWait1, Split = kSplit, Merge = kMerge;
-  static constexpr int AM = kMerge ? kBM + 64 : kBM;  // A rows of a stage
+  static constexpr int BN = 256, St = 4, Dist = 2;
+  static constexpr int AM = kBM + 64;
   static constexpr int StageElems = (AM + BN) * kBK;
   static constexpr int Smem = St * StageElems * int(sizeof(uint16_t)) + 1024;  // + the alignment slack
-  // The stage refilled at step kt held step kt + kDist - kSt; its MMAs must have been waited for
-  // before step kt's barrier: kt - 1 (waited at once) or kt - 2 (wait_group 1 at step kt - 1).
-  static_assert(kWait1 ? kDist <= kSt - 2 : kDist <= kSt - 1, "a stage refilled while MMAs read it");
-  static_assert(kDist >= 1 && BN % 32 == 0 && (BN == 128 || BN == 256), "tile shape");
-  static_assert(Smem <= 227 * 1024 && (kMinBlocks == 1 || kMinBlocks * Smem <= 228 * 1024), "shared memory");
+  // The stage refilled at step kt held step kt + Dist - St; its MMAs (waited at step kt - 1 with
+  // wait_group 1) must be done before step kt's barrier.
+  static_assert(Dist <= St - 2, "a stage refilled while MMAs read it");
+  static_assert(Smem <= 227 * 1024, "shared memory");
 };
-using CfgV0 = Cfg<128, kStages, kStages - 1, false, 2>;
-using CfgV1 = Cfg<256, 4, 3, false, 1>;
-using CfgV2 = Cfg<256, 4, 2, true, 1>;
-using CfgV3 = Cfg<256, 4, 2, true, 1, true>;
-using CfgV4 = Cfg<128, kStages, kStages - 1, false, 2, true>;
-using CfgV5 = Cfg<256, 4, 2, true, 1, true, true>;
 
 // The epilogue of one accumulator array of a warpgroup: NA = NW / 2 accumulators a thread for its
 // m64 x NW block at tile rows arow.., columns bcol... Accumulator i = 4 * ni + 2 * h + c is row
@@ -126,9 +103,10 @@ __device__ __forceinline__ void tile_epilogue(const GemmArgs& p, const Workspace
   }
 }
 
-template <bool kGateUp, class C>
-__global__ void __launch_bounds__(kThreads, C::MinBlocks) wgmma_gemm_kernel(const GemmArgs p) {
+template <bool kGateUp>
+__global__ void __launch_bounds__(kThreads, 1) wgmma_gemm_kernel(const GemmArgs p) {
   if constexpr (kHaveWgmma) {
+    using C = Cfg;
     constexpr int BN = C::BN, kBRows = BN / 32;  // B rows a thread loads per stage
     extern __shared__ unsigned char smem_raw[];
     // wgmma's 128-byte swizzle is a function of the address bits: the tiles must be 1024-byte aligned.
@@ -192,9 +170,9 @@ __global__ void __launch_bounds__(kThreads, C::MinBlocks) wgmma_gemm_kernel(cons
     };
 
     // The main loop and epilogue of one tile shape. kShape 0: warpgroup wg on rows wg*64 .., all BN
-    // columns; 1 (split tail, <= 64 rows): both warpgroups on rows 0..63, warpgroup wg on columns
-    // wg*BN/2 ..; 2 (merged tail, > 128 rows): shape 0 plus rows 128..191, warpgroup wg on columns
-    // wg*BN/2 .. (a second accumulator array). Instantiated per shape behind a CTA-uniform branch
+    // columns (rows past the tile's are zero-filled); 1 (split tail, <= 64 rows): both warpgroups on
+    // rows 0..63, warpgroup wg on columns wg*BN/2 ..; 2 (merged tail, > 128 rows): shape 0 plus rows
+    // 128..191, warpgroup wg on columns wg*BN/2 .. (a second accumulator array). Instantiated per shape behind a CTA-uniform branch
     // outside the loop, so that no branch sits between the MMAs in flight (ptxas serializes wgmma
     // there: C7518).
     auto run = [&](auto shape_tag) {
@@ -208,7 +186,6 @@ __global__ void __launch_bounds__(kThreads, C::MinBlocks) wgmma_gemm_kernel(cons
       for (int i = 0; i < NW / 2; i++) acc[i] = 0.f;
 #pragma unroll
       for (int i = 0; i < (kShape == 2 ? BN / 4 : 1); i++) acc2[i] = 0.f;
-      const bool active = arow < rows;  // warpgroup-uniform
 
 #pragma unroll
       for (int st = 0; st < C::Dist; st++) {
@@ -226,79 +203,60 @@ __global__ void __launch_bounds__(kThreads, C::MinBlocks) wgmma_gemm_kernel(cons
         cp_async_commit();
         // With the MMAs in flight across steps every warpgroup issues them (on zero-filled rows past
         // the tile's): behind a branch, ptxas serializes wgmma (C7518) and the overlap is lost.
-        if (C::Wait1 || active) {
-          const bf16* st_a = sm + (kt % C::St) * C::StageElems;
-          const bf16* st_b = st_a + C::AM * kBK;
-          const bf16* sa = st_a + arow * kBK;
-          const bf16* sb = st_b + bcol * kBK;
-          wgmma_fence();
+        const bf16* st_a = sm + (kt % C::St) * C::StageElems;
+        const bf16* st_b = st_a + C::AM * kBK;
+        const bf16* sa = st_a + arow * kBK;
+        const bf16* sb = st_b + bcol * kBK;
+        wgmma_fence();
 #pragma unroll
-          for (int ks = 0; ks < kBK / 16; ks++)  // 16 columns = 32 bytes further along the swizzled rows
-            wgmma_tile<NW>(acc, smem_desc(sa + ks * 16), smem_desc(sb + ks * 16));
-          if constexpr (kShape == 2) {
-            const bf16* sa2 = st_a + 2 * 64 * kBK;
-            const bf16* sb2 = st_b + wg * (BN / 2) * kBK;
+        for (int ks = 0; ks < kBK / 16; ks++)  // 16 columns = 32 bytes further along the swizzled rows
+          wgmma_tile<NW>(acc, smem_desc(sa + ks * 16), smem_desc(sb + ks * 16));
+        if constexpr (kShape == 2) {
+          const bf16* sa2 = st_a + 2 * 64 * kBK;
+          const bf16* sb2 = st_b + wg * (BN / 2) * kBK;
 #pragma unroll
-            for (int ks = 0; ks < kBK / 16; ks++)
-              wgmma_tile<BN / 2>(acc2, smem_desc(sa2 + ks * 16), smem_desc(sb2 + ks * 16));
-          }
-          wgmma_commit();
-          if constexpr (C::Wait1)
-            wgmma_wait1();
-          else
-            wgmma_wait0();
+          for (int ks = 0; ks < kBK / 16; ks++)
+            wgmma_tile<BN / 2>(acc2, smem_desc(sa2 + ks * 16), smem_desc(sb2 + ks * 16));
         }
+        wgmma_commit();
+        wgmma_wait1();
       }
-      if constexpr (C::Wait1) wgmma_wait0();
+      wgmma_wait0();
       cp_async_wait<0>();  // only empty groups can be pending; none outlives the block
 
       epilogue(acc, arow, bcol);
       if constexpr (kShape == 2) epilogue(acc2, 2 * 64, wg * (BN / 2));
     };
-    if constexpr (C::Merge) {
-      if (rows > kBM) {  // CTA-uniform
-        run(std::integral_constant<int, 2>{});
-        return;
-      }
-    }
-    if constexpr (C::Split) {
-      if (rows <= 64) {
-        run(std::integral_constant<int, 1>{});
-        return;
-      }
-    }
-    run(std::integral_constant<int, 0>{});
+    if (rows > kBM)  // CTA-uniform
+      run(std::integral_constant<int, 2>{});
+    else if (rows <= 64)
+      run(std::integral_constant<int, 1>{});
+    else
+      run(std::integral_constant<int, 0>{});
   } else {
-    __trap();  // no sm_90a code: the host never launches this (moe_grouped_kernel_in_use)
+    __trap();  // no sm_90a code: the host launches this only where KernelPath::wgmma
   }
 }
 
-// Variant 6: warp-specialized. Variant 5's tiles (128 x 256, merged tails of up to 192 rows, split
-// tails of <= 64 rows) and MMAs, but one producer warpgroup fills a ring of kWsSt stages that the two
-// consumer warpgroups drain, guarded by mbarriers instead of block barriers: full[s] (128 producer
-// arrivals + the weight tile's bytes) and empty[s] (one arrival per consumer warp once its MMAs that
-// read stage s completed). The weight tile comes by TMA (3-D tensor map [experts][B rows][K],
-// 128-byte swizzle: the layout cp.async wrote in the other variants, rows past the expert's zero);
-// the gathered A rows by the producer's cp.async (TMA cannot gather). A producer thread marks its
-// cp.async copies of step g landed only kWsLag steps later (cp.async.wait_group kWsLag, then
-// fence.proxy.async, then its arrival on full), the same ordering as the other variants' barrier,
-// so that its copies of the next steps stay in flight. Persistent: a grid of at most one CTA an SM
-// walks the (row tile, N tile) pairs in variant 5's order, so the producer loads the next tile while
-// the consumers run the epilogue of the last. Registers: the producer drops to kWsProdRegs, the
-// consumers (192 accumulators a thread on a merged tail) rise to kWsConsRegs (setmaxnreg).
-constexpr int kWsSt = 4, kWsLag = 2, kWsThreads = 384, kWsProdRegs = 40, kWsConsRegs = 232;
+// down, warp-specialized: the tiles and MMAs above (128 x 256, merged tails of up to 192 rows, split
+// tails of <= 64 rows), but one producer warpgroup fills a ring of kWsSt stages that the two consumer
+// warpgroups drain, guarded by mbarriers instead of block barriers: full[s] (the producer thread's
+// arrival + the A and weight tiles' bytes) and empty[s] (one arrival per consumer warp once its MMAs
+// that read stage s completed). The A tile (the grouped act rows, contiguous: 2-D tensor map over
+// act) and the weight tile (3-D tensor map [experts][B rows][K]) come by TMA, 128-byte swizzle: the
+// layout cp.async writes in wgmma_gemm_kernel; one thread drives the whole pipeline. Persistent: a
+// grid of at most one CTA an SM walks the (row tile, N tile) pairs in wgmma_gemm_kernel's order, so
+// the producer loads the next tile while the consumers run the epilogue of the last. Registers: the
+// producer drops to kWsProdRegs, the consumers (192 accumulators a thread on a merged tail) rise to
+// kWsConsRegs (setmaxnreg).
+constexpr int kWsSt = 4, kWsThreads = 384, kWsProdRegs = 40, kWsConsRegs = 232;
 constexpr int kWsAM = kBM + 64, kWsBN = 256;
-constexpr int kWsGather = 96;  // gate_up's gathering threads (producer warps 1..3)
-static_assert(kWsAM % (kWsGather / 8) == 0, "gather rows");
 constexpr int kWsStageElems = (kWsAM + kWsBN) * kBK;
 constexpr int kWsBarOff = kWsSt * kWsStageElems * int(sizeof(uint16_t));  // bytes from the aligned base
-// + the barriers, the two row tables, the alignment slack
-constexpr int kWsSmem = kWsBarOff + 2 * kWsSt * int(sizeof(uint64_t)) + 2 * kWsAM * int(sizeof(int)) + 1024;
+// + the barriers, the alignment slack
+constexpr int kWsSmem = kWsBarOff + 2 * kWsSt * int(sizeof(uint64_t)) + 1024;
 constexpr uint32_t kWsBBytes = kWsBN * kBK * sizeof(uint16_t);  // TMA bytes of a weight tile
-constexpr uint32_t kWsABytes = kWsAM * kBK * sizeof(uint16_t);  // TMA bytes of an A tile (down)
-// A producer thread may wait on empty[g - kWsSt] only after arriving on full[g - 1 - kWsLag]...: the
-// consumers free stage g - kWsSt at step g - kWsSt + 1, which needs full[g - kWsSt + 1].
-static_assert(kWsLag <= kWsSt - 2, "producer lag deadlocks the ring");
+constexpr uint32_t kWsABytes = kWsAM * kBK * sizeof(uint16_t);  // TMA bytes of an A tile
 static_assert(kWsSmem <= 227 * 1024, "shared memory");
 static_assert(kWsProdRegs * 128 + kWsConsRegs * 256 <= 65536, "register file");
 static_assert(kWsAM % 16 == 0 && kWsBN == 256, "tile shape");
@@ -349,8 +307,8 @@ __device__ __forceinline__ void setmaxnreg_inc() {
   asm volatile("setmaxnreg.inc.sync.aligned.u32 %0;\n" ::"n"(N));
 }
 
-// The tile of work item w (variant 5's order: the N tiles of a row tile are consecutive, so they
-// share the gathered A rows in L2).
+// The tile of work item w (wgmma_gemm_kernel's order: the N tiles of a row tile are consecutive, so
+// they share the A rows in L2).
 struct WsTile {
   int b, row0, rows, nt;
 };
@@ -364,9 +322,8 @@ __device__ __forceinline__ WsTile ws_tile(const Workspace& ws, int w, int n_tile
   return x;
 }
 
-// map: the bank's weights as [n][B rows][K] (gate_up: 2N rows, boxes of 16 rows; down: N rows,
-// boxes of 256 rows); amap (down only): act as [S][K], boxes of kWsAM rows.
-template <bool kGateUp>
+// map: the bank's down weights as [n][N rows][K], boxes of 256 rows; amap: act as [S][K], boxes of
+// kWsAM rows.
 __global__ void __launch_bounds__(kWsThreads, 1) wgmma_ws_kernel(const __grid_constant__ GemmArgs p,
                                                                  const __grid_constant__ CUtensorMap map,
                                                                  const __grid_constant__ CUtensorMap amap) {
@@ -376,16 +333,14 @@ __global__ void __launch_bounds__(kWsThreads, 1) wgmma_ws_kernel(const __grid_co
     bf16* sm = reinterpret_cast<bf16*>(sm_al);
     uint64_t* full = reinterpret_cast<uint64_t*>(sm_al + kWsBarOff);
     uint64_t* empty = full + kWsSt;
-    int* row_tab = reinterpret_cast<int*>(empty + kWsSt);  // [2][kWsAM]
     const Workspace ws = carve(const_cast<int32_t*>(p.ws), p.S, p.n);
     const int n_work = ws.tile_first[p.n] * p.n_tiles_n;
     const int K = p.K, ktiles = (K + kBK - 1) / kBK;
     const int tid = threadIdx.x;
     if (tid == 0) {
       for (int s = 0; s < kWsSt; s++) {
-        // gate_up: the gathering threads + thread 0's expect_tx arrival; down: thread 0's
-        mbar_init(&full[s], kGateUp ? kWsGather + 1 : 1);
-        mbar_init(&empty[s], 8);       // the consumer warps
+        mbar_init(&full[s], 1);   // the producer thread's expect_tx arrival
+        mbar_init(&empty[s], 8);  // the consumer warps
       }
       asm volatile("fence.mbarrier_init.release.cluster;\n" ::: "memory");  // visible to the TMA unit
     }
@@ -394,79 +349,19 @@ __global__ void __launch_bounds__(kWsThreads, 1) wgmma_ws_kernel(const __grid_co
     if (tid < 128) {
       setmaxnreg_dec<kWsProdRegs>();
       uint32_t g = 0;  // steps issued, over all tiles of this CTA
-      if constexpr (!kGateUp) {
-        // down: A is the grouped act rows, contiguous: one thread loads A and B by TMA (rows past
-        // the tile's are the next expert's or zero: their outputs are never stored).
-        if (tid == 0) {
-          for (int w = int(blockIdx.x); w < n_work; w += int(gridDim.x)) {
-            const WsTile x = ws_tile(ws, w, p.n_tiles_n);
-            for (int kt = 0; kt < ktiles; kt++, g++) {
-              const int s = int(g % kWsSt);
-              if (g >= uint32_t(kWsSt)) mbar_wait(&empty[s], ((g / kWsSt) + 1) & 1);
-              bf16* sa = sm + s * kWsStageElems;
-              mbar_arrive_expect_tx(&full[s], kWsABytes + kWsBBytes);
-              tma_load_2d(sa, &amap, kt * kBK, x.row0, &full[s]);
-              tma_load_3d(sa + kWsAM * kBK, &map, kt * kBK, x.nt * kWsBN, x.b, &full[s]);
-            }
+      // One thread loads A (the grouped act rows, contiguous) and B by TMA (rows past the tile's are
+      // the next expert's or zero: their outputs are never stored).
+      if (tid == 0) {
+        for (int w = int(blockIdx.x); w < n_work; w += int(gridDim.x)) {
+          const WsTile x = ws_tile(ws, w, p.n_tiles_n);
+          for (int kt = 0; kt < ktiles; kt++, g++) {
+            const int s = int(g % kWsSt);
+            if (g >= uint32_t(kWsSt)) mbar_wait(&empty[s], ((g / kWsSt) + 1) & 1);
+            bf16* sa = sm + s * kWsStageElems;
+            mbar_arrive_expect_tx(&full[s], kWsABytes + kWsBBytes);
+            tma_load_2d(sa, &amap, kt * kBK, x.row0, &full[s]);
+            tma_load_3d(sa + kWsAM * kBK, &map, kt * kBK, x.nt * kWsBN, x.b, &full[s]);
           }
-        }
-      } else {
-        // gate_up: thread 0 loads the weight tiles by TMA, running ahead of the gather (it waits only
-        // for free stages); warps 1..3 gather A: thread tid gathers 16-byte chunk (tid - 32) % 8 of
-        // A rows (tid - 32) / 8 + 12 i by cp.async. The tile's source rows (token ids) are looked up
-        // once a tile into a shared table (two, alternating: a barrier of the gathering warps a tile
-        // keeps them within a tile of each other).
-        if (tid == 0) {
-          for (int w = int(blockIdx.x); w < n_work; w += int(gridDim.x)) {
-            const WsTile x = ws_tile(ws, w, p.n_tiles_n);
-            for (int kt = 0; kt < ktiles; kt++, g++) {
-              const int s = int(g % kWsSt);
-              if (g >= uint32_t(kWsSt)) mbar_wait(&empty[s], ((g / kWsSt) + 1) & 1);
-              bf16* sb = sm + s * kWsStageElems + kWsAM * kBK;
-              mbar_arrive_expect_tx(&full[s], kWsBBytes);
-              // B rows in groups of 32: 16 gate rows (j..j+15), then the up rows (N + j..) of the
-              // same act columns. Gate rows past N read up rows: their act columns are never stored.
-#pragma unroll
-              for (int q = 0; q < kWsBN / 32; q++) {
-                const int j = x.nt * (kWsBN / 2) + q * 16;
-                tma_load_3d(sb + (q * 32) * kBK, &map, kt * kBK, j, x.b, &full[s]);
-                tma_load_3d(sb + (q * 32 + 16) * kBK, &map, kt * kBK, p.N + j, x.b, &full[s]);
-              }
-            }
-          }
-        } else if (tid >= 32) {
-          const int lrow = (tid - 32) / 8, lc = tid % 8;
-          int tile_no = 0;
-          for (int w = int(blockIdx.x); w < n_work; w += int(gridDim.x), tile_no++) {
-            const WsTile x = ws_tile(ws, w, p.n_tiles_n);
-            int* tab = row_tab + (tile_no & 1) * kWsAM;
-            for (int r = tid - 32; r < kWsAM; r += kWsGather)
-              tab[r] = r < x.rows ? ws.perm[x.row0 + r] / p.k : -1;
-            asm volatile("bar.sync 1, %0;\n" ::"n"(kWsGather) : "memory");
-            for (int kt = 0; kt < ktiles; kt++, g++) {
-              const int s = int(g % kWsSt);
-              if (g >= uint32_t(kWsSt)) mbar_wait(&empty[s], ((g / kWsSt) + 1) & 1);
-              bf16* sa = sm + s * kWsStageElems;
-              const int col = kt * kBK + lc * 8;
-              const bool kin = col < K;  // K is a multiple of 8: a chunk is wholly inside or outside
-#pragma unroll 4
-              for (int i = 0; i < kWsAM / (kWsGather / 8); i++) {
-                const int r = lrow + (kWsGather / 8) * i;
-                const int src_row = tab[r];
-                const bool v = kin && src_row >= 0;
-                cp_async16(sa + swz(r, lc), v ? p.a + int64_t(src_row) * K + col : p.a, v ? 16 : 0);
-              }
-              cp_async_commit();
-              if (g >= uint32_t(kWsLag)) {
-                cp_async_wait<kWsLag>();  // step g - kWsLag's copies of this thread landed
-                fence_proxy_async();
-                mbar_arrive(&full[(g - kWsLag) % kWsSt]);
-              }
-            }
-          }
-          cp_async_wait<0>();
-          fence_proxy_async();
-          for (uint32_t q = g >= uint32_t(kWsLag) ? g - kWsLag : 0; q < g; q++) mbar_arrive(&full[q % kWsSt]);
         }
       }
     } else {
@@ -475,7 +370,7 @@ __global__ void __launch_bounds__(kWsThreads, 1) wgmma_ws_kernel(const __grid_co
       uint32_t g = 0;  // steps consumed
       for (int w = int(blockIdx.x); w < n_work; w += int(gridDim.x)) {
         const WsTile x = ws_tile(ws, w, p.n_tiles_n);
-        // Variant 5's shapes (kShape: 0 rows wg*64.., all columns; 1 <= 64 rows, columns split;
+        // wgmma_gemm_kernel's shapes (kShape: 0 rows wg*64.., all columns; 1 <= 64 rows, columns split;
         // 2 > 128 rows, shape 0 plus rows 128..191 with columns split), behind a CTA-uniform branch
         // outside the K loop.
         auto run = [&](auto shape_tag) {
@@ -513,9 +408,9 @@ __global__ void __launch_bounds__(kWsThreads, 1) wgmma_ws_kernel(const __grid_co
           }
           wgmma_wait0();
           if (lane == 0) mbar_arrive(&empty[(g - 1) % kWsSt]);
-          tile_epilogue<kGateUp, kWsBN>(p, ws, acc, arow, bcol, x.rows, x.row0, x.nt, warp % 4, lane);
+          tile_epilogue<false, kWsBN>(p, ws, acc, arow, bcol, x.rows, x.row0, x.nt, warp % 4, lane);
           if constexpr (kShape == 2)
-            tile_epilogue<kGateUp, kWsBN>(p, ws, acc2, 2 * 64, wg * (kWsBN / 2), x.rows, x.row0, x.nt, warp % 4, lane);
+            tile_epilogue<false, kWsBN>(p, ws, acc2, 2 * 64, wg * (kWsBN / 2), x.rows, x.row0, x.nt, warp % 4, lane);
         };
         if (x.rows > kBM)
           run(std::integral_constant<int, 2>{});
@@ -526,11 +421,12 @@ __global__ void __launch_bounds__(kWsThreads, 1) wgmma_ws_kernel(const __grid_co
       }
     }
   } else {
-    __trap();  // no sm_90a code: the host never launches this (moe_grouped_kernel_in_use)
+    __trap();  // no sm_90a code: the host launches this only where KernelPath::wgmma
   }
 }
 
-template <bool kGateUp, class C>
+// Raises the kernel's dynamic shared memory limit once per device (the attribute is per context).
+template <bool kGateUp>
 void raise_smem_once() {
   static std::atomic<uint64_t> done{0};
   int dev = 0;
@@ -538,27 +434,22 @@ void raise_smem_once() {
   const uint64_t bit = dev < 64 ? uint64_t(1) << dev : 0;
   if (bit && (done.load() & bit)) return;
   SEGPIPE_CUDA_CHECK(
-      cudaFuncSetAttribute(wgmma_gemm_kernel<kGateUp, C>, cudaFuncAttributeMaxDynamicSharedMemorySize, C::Smem));
-  SEGPIPE_CUDA_CHECK(cudaFuncSetAttribute(wgmma_gemm_kernel<kGateUp, C>,
-                                          cudaFuncAttributePreferredSharedMemoryCarveout,
+      cudaFuncSetAttribute(wgmma_gemm_kernel<kGateUp>, cudaFuncAttributeMaxDynamicSharedMemorySize, Cfg::Smem));
+  SEGPIPE_CUDA_CHECK(cudaFuncSetAttribute(wgmma_gemm_kernel<kGateUp>, cudaFuncAttributePreferredSharedMemoryCarveout,
                                           int(cudaSharedmemCarveoutMaxShared)));
   done.fetch_or(bit);
 }
 
-template <bool kGateUp, class C>
+template <bool kGateUp>
 void launch(GemmArgs a, cudaStream_t s) {
-  raise_smem_once<kGateUp, C>();
-  // The N tiles of this variant's width (the caller's n_tiles_n counts 128-column tiles).
-  a.n_tiles_n = int(kGateUp ? (int64_t(a.N) + C::BN / 2 - 1) / (C::BN / 2) : (int64_t(a.N) + C::BN - 1) / C::BN);
+  raise_smem_once<kGateUp>();
+  // The N tiles of Cfg::BN columns (the caller's n_tiles_n counts 128-column tiles).
+  const int64_t cols = kGateUp ? Cfg::BN / 2 : Cfg::BN;  // gate_up: act columns of a tile
+  a.n_tiles_n = int((int64_t(a.N) + cols - 1) / cols);
   const int64_t blocks = int64_t(a.max_tiles) * a.n_tiles_n;
   SEGPIPE_ASSERT_MSG(blocks < (int64_t(1) << 31), "grouped expert GEMM (wgmma): grid too large");
-  wgmma_gemm_kernel<kGateUp, C><<<static_cast<unsigned>(blocks), kThreads, C::Smem, s>>>(a);
+  wgmma_gemm_kernel<kGateUp><<<static_cast<unsigned>(blocks), kThreads, Cfg::Smem, s>>>(a);
   SEGPIPE_CUDA_LAUNCH_CHECK("wgmma_gemm_kernel");
-}
-
-template <class C>
-void launch_both(const GemmArgs& a, bool gate_up, cudaStream_t s) {
-  gate_up ? launch<true, C>(a, s) : launch<false, C>(a, s);
 }
 
 // cuTensorMapEncodeTiled through the runtime's driver entry point (the build links cudart only).
@@ -579,15 +470,14 @@ bool ws_supported(const GemmArgs& a) {
          a.w_stride * 2 < (int64_t(1) << 40);
 }
 
-// The bank's weights as [n][B rows][K] bf16, boxes of 64 K columns (128 bytes: the swizzle span) by
-// 16 (gate_up: a gate or up group) or 256 (down) rows. Encoded on the host at each launch (a few
-// microseconds of host work, no device call; the map is a kernel argument, so a captured graph
-// keeps its own copy).
-// False where the driver refuses the shape (the caller takes variant 5 instead).
-bool weight_map(const GemmArgs& a, bool gate_up, CUtensorMap& m) {
-  const cuuint64_t dims[3] = {cuuint64_t(a.K), cuuint64_t(gate_up ? 2 * int64_t(a.N) : a.N), cuuint64_t(a.n)};
+// The bank's down weights as [n][N rows][K] bf16, boxes of 64 K columns (128 bytes: the swizzle span)
+// by 256 rows. Encoded on the host at each launch (a few microseconds of host work, no device call;
+// the map is a kernel argument, so a captured graph keeps its own copy). False where the driver
+// refuses the shape (the caller takes wgmma_gemm_kernel instead).
+bool weight_map(const GemmArgs& a, CUtensorMap& m) {
+  const cuuint64_t dims[3] = {cuuint64_t(a.K), cuuint64_t(a.N), cuuint64_t(a.n)};
   const cuuint64_t strides[2] = {cuuint64_t(a.K) * 2, cuuint64_t(a.w_stride) * 2};  // bytes, dims 1 and 2
-  const cuuint32_t box[3] = {cuuint32_t(kBK), cuuint32_t(gate_up ? 16 : kWsBN), 1};
+  const cuuint32_t box[3] = {cuuint32_t(kBK), cuuint32_t(kWsBN), 1};
   const cuuint32_t elem_strides[3] = {1, 1, 1};
   const CUresult r = tensor_map_encoder()(&m, CU_TENSOR_MAP_DATA_TYPE_BFLOAT16, 3, const_cast<bf16*>(a.w), dims,
                                           strides, box, elem_strides, CU_TENSOR_MAP_INTERLEAVE_NONE,
@@ -610,74 +500,41 @@ bool act_map(const GemmArgs& a, CUtensorMap& m) {
   return r == CUDA_SUCCESS;
 }
 
-template <bool kGateUp>
-void launch_ws(GemmArgs a, cudaStream_t s) {
+void launch_ws_down(GemmArgs a, cudaStream_t s) {
   CUtensorMap map, amap;
-  std::memset(&amap, 0, sizeof amap);  // unused by gate_up
-  if (!weight_map(a, kGateUp, map) || (!kGateUp && !act_map(a, amap))) {
-    static std::atomic<bool> told{false};
-    if (!told.exchange(true)) std::fprintf(stderr, "wgmma variant 6: no tensor map for this bank, variant 5 runs\n");
-    return launch<kGateUp, CfgV5>(a, s);
+  if (!weight_map(a, map) || !act_map(a, amap)) {
+    static std::atomic<bool> told{false};  // one line a process: the fallback gives the same bits, slower
+    if (!told.exchange(true))
+      std::fprintf(stderr, "grouped expert GEMM: no tensor map for this bank, down runs without TMA\n");
+    return launch<false>(a, s);
   }
-  static std::atomic<uint64_t> done{0};
+  static std::atomic<uint64_t> done{0};  // the shared memory limit raised, per device
   int dev = 0;
   SEGPIPE_CUDA_CHECK(cudaGetDevice(&dev));
   const uint64_t bit = dev < 64 ? uint64_t(1) << dev : 0;
   if (!bit || !(done.load() & bit)) {
-    SEGPIPE_CUDA_CHECK(
-        cudaFuncSetAttribute(wgmma_ws_kernel<kGateUp>, cudaFuncAttributeMaxDynamicSharedMemorySize, kWsSmem));
+    SEGPIPE_CUDA_CHECK(cudaFuncSetAttribute(wgmma_ws_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, kWsSmem));
     done.fetch_or(bit);
   }
   int sms = 0;
   SEGPIPE_CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev));
-  a.n_tiles_n = int(kGateUp ? (int64_t(a.N) + kWsBN / 2 - 1) / (kWsBN / 2) : (int64_t(a.N) + kWsBN - 1) / kWsBN);
+  a.n_tiles_n = int((int64_t(a.N) + kWsBN - 1) / kWsBN);
   const int64_t work = int64_t(a.max_tiles) * a.n_tiles_n;
   SEGPIPE_ASSERT_MSG(work < (int64_t(1) << 31), "grouped expert GEMM (wgmma ws): too many tiles");
   const int64_t blocks = std::max<int64_t>(1, std::min<int64_t>(work, sms));
-  wgmma_ws_kernel<kGateUp><<<static_cast<unsigned>(blocks), kWsThreads, kWsSmem, s>>>(a, map, amap);
+  wgmma_ws_kernel<<<static_cast<unsigned>(blocks), kWsThreads, kWsSmem, s>>>(a, map, amap);
   SEGPIPE_CUDA_LAUNCH_CHECK("wgmma_ws_kernel");
 }
 
-// The process starts with the default variant; tests and benchmarks choose others with
-// set_moe_wgmma_variant (the product reads no environment).
-std::atomic<int> g_variant{kMoeWgmmaDefaultVariant};
-
 }  // namespace
 
+// gate_up: wgmma_gemm_kernel (its gathered A rows through cp.async by all 8 warps: faster than the
+// warp-specialized kernel's gathering producers). down: the warp-specialized kernel, where the tensor
+// maps describe the bank.
 void launch_gemm_wgmma(const GemmArgs& a, bool gate_up, cudaStream_t s) {
-  switch (g_variant.load()) {
-    case 1:
-      return launch_both<CfgV1>(a, gate_up, s);
-    case 2:
-      return launch_both<CfgV2>(a, gate_up, s);
-    case 3:
-      return launch_both<CfgV3>(a, gate_up, s);
-    case 4:
-      return launch_both<CfgV4>(a, gate_up, s);
-    case 5:
-      return launch_both<CfgV5>(a, gate_up, s);
-    case 6:
-      // A bank the tensor map cannot describe takes variant 5 (same tiles, same bits).
-      if (!ws_supported(a)) return launch_both<CfgV5>(a, gate_up, s);
-      return gate_up ? launch_ws<true>(a, s) : launch_ws<false>(a, s);
-    case 7:
-      // gate_up as variant 5 (its gathered A rows through cp.async by all 8 warps), down as 6.
-      if (gate_up || !ws_supported(a)) return launch_both<CfgV5>(a, gate_up, s);
-      return launch_ws<false>(a, s);
-    default:
-      return launch_both<CfgV0>(a, gate_up, s);
-  }
+  if (gate_up) return launch<true>(a, s);
+  if (!ws_supported(a)) return launch<false>(a, s);
+  launch_ws_down(a, s);
 }
 
 }  // namespace segpipe::cuda::grouped_detail
-
-namespace segpipe::cuda {
-
-void set_moe_wgmma_variant(int v) {
-  SEGPIPE_ASSERT_MSG(v >= 0 && v < kMoeWgmmaVariants, "wgmma grouped GEMM variant out of range");
-  grouped_detail::g_variant.store(v);
-}
-int moe_wgmma_variant() { return grouped_detail::g_variant.load(); }
-bool moe_wgmma_variant_merges_tails(int v) { return v >= 5; }
-
-}  // namespace segpipe::cuda

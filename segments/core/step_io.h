@@ -1,0 +1,33 @@
+// One step of one segment: what it reads and writes, the positions, and who watches. The pointers are
+// where the segment's backend computes: host memory on the CPU; device memory, or host memory mapped
+// for the device, on a GPU. The caller owns them; they need to live for the step only.
+#pragma once
+#include <cstdint>
+
+#include "segments/core/boundary_observer.h"
+
+namespace segpipe {
+
+struct StepIO {
+  // embeddings: int32 token ids [T]; layers, lm_head: float32 hidden states [T, H].
+  const void* in = nullptr;
+  // embeddings, layers: float32 hidden states [T, H]. lm_head: float32 logits, [T, V] when
+  // all_positions, else [1, V] (the last position's).
+  // layers: in == out computes in place; otherwise in is copied to out first and the step computes in
+  // out, so that in survives a step that fails halfway (a segment process repeats it after a restart).
+  float* out = nullptr;
+  // lm_head, optional: receives the final norm's output [T, H]. Other kinds ignore it.
+  float* normed = nullptr;
+  int64_t T = 0;     // tokens in this step
+  int64_t pos0 = 0;  // position of the first token; a layers segment's KV cache holds every position < pos0
+  bool all_positions = false;  // lm_head: logits of every position (else the last only)
+  // Optional: sees the boundaries as the segment computes them, in the order of a whole step:
+  // embeddings; each layer's router logits, routes and output; the final norm; the logits (when
+  // all_positions).
+  BoundaryObserver* observer = nullptr;
+
+  const int32_t* ids() const { return static_cast<const int32_t*>(in); }
+  const float* hidden() const { return static_cast<const float*>(in); }
+};
+
+}  // namespace segpipe
