@@ -124,7 +124,7 @@ class CudaWorker : public worker::ServedSegment {
 
   void load() {
     cuda::require_device(gpu_.device.index);
-    ctx_ = std::make_unique<cuda::Context>(gpu_.device.index);
+    ctx_ = std::make_unique<cuda::Context>(gpu_.device.index, gpu_.kernels);
     // The shared-memory arena, mapped for the GPU: ids, logits, captures and CPU/GPU boundaries.
     SEGPIPE_CUDA_CHECK(cudaHostRegister(arena_.base(), arena_.size_bytes(), cudaHostRegisterMapped | cudaHostRegisterPortable));
     registered_ = true;
