@@ -20,7 +20,7 @@ constexpr int kUnroll = 8;
 // read of x comes before the barrier that precedes the first write (held rows), or a thread reads
 // its own elements before it writes them (two-pass rows).
 template <typename Y>
-__global__ void __launch_bounds__(kThreads, 8)
+__global__ void __launch_bounds__(kThreads, min_blocks_per_sm(kThreads, 8))
     rmsnorm_kernel(const float* x, int64_t n, const float* __restrict__ w, float eps, Y* y) {
   __shared__ double partial[kThreads / 32];
   __shared__ float inv_s;

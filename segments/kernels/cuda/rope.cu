@@ -95,7 +95,7 @@ size_t token_smem_bytes(const QkvShape& s) {
 // rows (qk_norm_rope_kv_launch checks). 8 blocks an SM (6 without the mirror: at 32 registers it
 // spilled).
 template <bool kMirror>
-__global__ void __launch_bounds__(kTokenThreads, kMirror ? 8 : 6) qk_norm_rope_kv_token_kernel(
+__global__ void __launch_bounds__(kTokenThreads, min_blocks_per_sm(kTokenThreads, kMirror ? 8 : 6)) qk_norm_rope_kv_token_kernel(
     const float* __restrict__ qkv, const int32_t* __restrict__ d_pos0, int nh, int nkv, int hd,
     const float* __restrict__ qn, const float* __restrict__ kn, float eps, const float* __restrict__ inv_freq,
     void* __restrict__ q_out, float* __restrict__ k_cache, float* __restrict__ v_cache, bf16* __restrict__ k_bf16,
