@@ -102,11 +102,11 @@ __device__ __forceinline__ void load8_stream(const bf16* p, float (&v)[8]) {
   bf16x8_to_float(__ldcs(reinterpret_cast<const uint4*>(p)), v);
 }
 
-// Threads one SM holds on the architecture being compiled: 2048 on sm_80, 90, 100 and 110; 1536 on
-// sm_86, 87, 89 and 120-121 (RTX 30xx, Orin, RTX 40xx, RTX 50xx). A __launch_bounds__ minimum of blocks
-// beyond it is ignored (ptxas warns), so min_blocks_per_sm() caps the minimum the kernel asks for where
-// it was chosen on a 2048-thread SM: the same machine code there, a hint that holds elsewhere.
-#if defined(__CUDA_ARCH__) && (__CUDA_ARCH__ == 860 || __CUDA_ARCH__ == 870 || __CUDA_ARCH__ == 890 || __CUDA_ARCH__ >= 1200)
+// Threads one SM holds on the architecture being compiled: 2048 on sm_80, 90 and 100; 1536 on
+// sm_86, 87, 89, 110 and 120-121 (RTX 30xx, Orin, RTX 40xx, Thor, RTX 50xx). A __launch_bounds__ minimum
+// of blocks beyond it is ignored (ptxas warns), so min_blocks_per_sm() caps the minimum a kernel asks for
+// where it was chosen on a 2048-thread SM: the same machine code there, a hint that holds elsewhere.
+#if defined(__CUDA_ARCH__) && (__CUDA_ARCH__ == 860 || __CUDA_ARCH__ == 870 || __CUDA_ARCH__ == 890 || __CUDA_ARCH__ == 1100 || __CUDA_ARCH__ >= 1200)
 inline constexpr int kMaxThreadsPerSm = 1536;
 #else
 inline constexpr int kMaxThreadsPerSm = 2048;
