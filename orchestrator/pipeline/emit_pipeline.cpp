@@ -29,6 +29,7 @@ void emit_settings(YAML::Emitter& out, const SegmentSettings& s) {
   if (s.device) out << YAML::Key << "device" << YAML::Value << to_string(*s.device);
   if (s.dtype) out << YAML::Key << "dtype" << YAML::Value << to_string(*s.dtype);
   if (s.threads) out << YAML::Key << "threads" << YAML::Value << *s.threads;
+  if (s.host) out << YAML::Key << "host" << YAML::Value << *s.host;
 }
 
 void emit_segment(YAML::Emitter& out, const SegmentSpec& s) {
@@ -51,12 +52,21 @@ std::string emit_pipeline_yaml(const PipelineSpec& spec) {
   out << YAML::Key << "version" << YAML::Value << spec.version;
   out << YAML::Key << "model" << YAML::Value << spec.model;
   if (spec.tokenizer) out << YAML::Key << "tokenizer" << YAML::Value << *spec.tokenizer;
-  if (spec.defaults.device || spec.defaults.dtype || spec.defaults.threads) {
+  if (spec.defaults.device || spec.defaults.dtype || spec.defaults.threads || spec.defaults.host) {
     out << YAML::Key << "defaults" << YAML::Value << YAML::BeginMap;
     emit_settings(out, spec.defaults);
     out << YAML::EndMap;
   }
   if (spec.transport) out << YAML::Key << "transport" << YAML::Value << to_string(*spec.transport);
+  if (spec.hosts) {
+    out << YAML::Key << "hosts" << YAML::Value << YAML::BeginSeq;
+    for (const HostSpec& h : *spec.hosts) {
+      out << YAML::Flow << YAML::BeginMap << YAML::Key << "name" << YAML::Value << h.name;
+      if (h.address) out << YAML::Key << "address" << YAML::Value << *h.address;
+      out << YAML::EndMap;
+    }
+    out << YAML::EndSeq;
+  }
   if (spec.gpu_kernels) out << YAML::Key << "gpu_kernels" << YAML::Value << to_string(*spec.gpu_kernels);
   if (spec.gpu_memory) out << YAML::Key << "gpu_memory" << YAML::Value << to_string(*spec.gpu_memory);
   if (spec.restart) out << YAML::Key << "restart" << YAML::Value << (*spec.restart ? "true" : "false");

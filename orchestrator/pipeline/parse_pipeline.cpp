@@ -29,14 +29,29 @@ namespace {
 
 const std::vector<std::string_view> kTopKeys = {"version",  "model",      "tokenizer", "defaults",  "transport",
                                                 "segments", "generation", "restart",   "timeout_ms",
-                                                "gpu_kernels", "gpu_memory"};
-const std::vector<std::string_view> kSettingKeys = {"device", "dtype", "threads"};
+                                                "gpu_kernels", "gpu_memory", "hosts"};
+const std::vector<std::string_view> kSettingKeys = {"device", "dtype", "threads", "host"};
+const std::vector<std::string_view> kHostKeys = {"name", "address"};
 const std::vector<std::string_view> kGenerationKeys = {"max_new_tokens", "temperature", "top_k", "top_p", "seed"};
 // Every key any segment kind accepts; which kind accepts which is decided in parse_segment().
 const std::vector<std::string_view> kSegmentKeys = {"name",   "kind",  "layers", "experts", "max_resident_experts",
-                                                    "device", "dtype", "threads"};
+                                                    "device", "dtype", "threads", "host"};
 
 constexpr size_t kMaxNameLength = 64;
+constexpr size_t kMaxAddressLength = 255;  // a DNS name's limit
+constexpr size_t kMaxHosts = 256;
+
+// Segment and host names end up in process titles, shared-memory object names, file names of dumps and
+// a launcher's command line: keep them to characters that are safe in all of these.
+bool valid_name(const std::string& s) {
+  bool ok = !s.empty() && s.size() <= kMaxNameLength && std::isalnum(static_cast<unsigned char>(s[0]));
+  for (char c : s) ok = ok && (std::isalnum(static_cast<unsigned char>(c)) || c == '_' || c == '-' || c == '.');
+  return ok;
+}
+std::string name_rule() {
+  return "1 to " + std::to_string(kMaxNameLength) +
+         " letters, digits, '_', '-' or '.', starting with a letter or digit";
+}
 
 bool contains(const std::vector<std::string_view>& list, std::string_view s) {
   for (std::string_view k : list)
@@ -95,6 +110,7 @@ class Parser {
                    std::initializer_list<std::pair<std::string_view, Enum>> choices) const;
 
   void read_settings(const Mapping& map, SegmentSettings& out) const;
+  HostSpec parse_host(const YAML::Node& node, size_t index) const;
   SegmentSpec parse_segment(const YAML::Node& node, size_t index) const;
   GenerationSpec parse_generation(const Entry& e) const;
   std::string resolve(const std::string& path) const {
@@ -234,6 +250,42 @@ void Parser::read_settings(const Mapping& map, SegmentSettings& out) const {
     out.dtype = read_choice<ComputeDType>(map, *e, {{"float32", ComputeDType::float32}, {"bfloat16", ComputeDType::bfloat16}});
   if (const Entry* e = map.find("threads"))
     out.threads = static_cast<int>(read_integer(map, *e, 1, 4096, "a positive integer (at most 4096)"));
+  if (const Entry* e = map.find("host")) {
+    // Which entry of `hosts:` it names is checked by validate_pipeline, with the whole file in view.
+    std::string s = read_string(map, *e);
+    if (!valid_name(s))
+      fail(value_mark(*e), key_phrase(map, *e) + " must name an entry of 'hosts' (" + name_rule() + "), got " +
+                               quote_value(s));
+    out.host = s;
+  }
+}
+
+HostSpec Parser::parse_host(const YAML::Node& node, size_t index) const {
+  const std::string ordinal = "host #" + std::to_string(index + 1);
+  Mapping map = read_mapping(node, ordinal + " in 'hosts'", "in " + ordinal);
+  HostSpec h;
+  h.marks = map.marks;
+  const Entry* name = map.find("name");
+  if (!name) fail(map.marks.self, ordinal + " in 'hosts' has no 'name'");
+  h.name = read_string(map, *name);
+  if (!valid_name(h.name))
+    fail(value_mark(*name), "'name' in " + ordinal + " must be " + name_rule() + ", got " + quote_value(h.name));
+  map.where = "in host '" + h.name + "'";
+  reject_unknown_keys(map, kHostKeys);
+  if (const Entry* e = map.find("address")) {
+    // Handed to the launcher as one word of its host list: no blanks, no separators, no option syntax.
+    std::string a = read_string(map, *e);
+    bool ok = !a.empty() && a.size() <= kMaxAddressLength && a[0] != '-';
+    for (char c : a)
+      ok = ok && (std::isalnum(static_cast<unsigned char>(c)) || c == '.' || c == '-' || c == '_' || c == ':' ||
+                  c == '[' || c == ']');
+    if (!ok)
+      fail(value_mark(*e), key_phrase(map, *e) +
+                               " must be a host name or an IP address (letters, digits, '.', '-', '_', ':', '[', ']'; "
+                               "at most " + std::to_string(kMaxAddressLength) + " characters), got " + quote_value(a));
+    h.address = a;
+  }
+  return h;
 }
 
 SegmentSpec Parser::parse_segment(const YAML::Node& node, size_t index) const {
@@ -245,15 +297,8 @@ SegmentSpec Parser::parse_segment(const YAML::Node& node, size_t index) const {
   const Entry* name = map.find("name");
   if (!name) fail(map.marks.self, ordinal + " has no 'name'");
   seg.name = read_string(map, *name);
-  // Names end up in process titles, shared-memory object names and file names of dumps: keep them to
-  // characters that are safe in all three.
-  bool ok =
-      !seg.name.empty() && seg.name.size() <= kMaxNameLength && std::isalnum(static_cast<unsigned char>(seg.name[0]));
-  for (char c : seg.name) ok = ok && (std::isalnum(static_cast<unsigned char>(c)) || c == '_' || c == '-' || c == '.');
-  if (!ok)
-    fail(value_mark(*name), "'name' in " + ordinal + " must be 1 to " + std::to_string(kMaxNameLength) +
-                                " letters, digits, '_', '-' or '.', starting with a letter or digit, got " +
-                                quote_value(seg.name));
+  if (!valid_name(seg.name))
+    fail(value_mark(*name), "'name' in " + ordinal + " must be " + name_rule() + ", got " + quote_value(seg.name));
   map.where = "in segment '" + seg.name + "'";
 
   const Entry* kind = map.find("kind");
@@ -380,6 +425,15 @@ PipelineSpec Parser::parse(const YAML::Node& root) {
   if (const Entry* e = map.find("gpu_memory"))
     spec.gpu_memory = read_choice<GpuMemory>(
         map, *e, {{"auto", GpuMemory::automatic}, {"device", GpuMemory::device}, {"unified", GpuMemory::unified}});
+  if (const Entry* e = map.find("hosts")) {
+    if (!e->value.IsSequence() || e->value.size() == 0)
+      fail(value_mark(*e), "'hosts' must be a non-empty list of hosts ({name, address})");
+    if (e->value.size() > kMaxHosts)
+      fail(value_mark(*e), "'hosts' lists " + std::to_string(e->value.size()) + " hosts, more than the limit of " +
+                               std::to_string(kMaxHosts));
+    spec.hosts.emplace();
+    for (size_t i = 0; i < e->value.size(); ++i) spec.hosts->push_back(parse_host(e->value[i], i));
+  }
   if (const Entry* e = map.find("restart")) spec.restart = read_bool(map, *e);
   if (const Entry* e = map.find("timeout_ms"))
     spec.timeout_ms = static_cast<int>(

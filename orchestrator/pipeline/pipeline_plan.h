@@ -32,6 +32,14 @@ struct PlannedSegment {
   std::optional<IndexRange> experts;                   // experts kind
   std::vector<int> moe_layers;  // experts kind: the MoE layers of `layers` it serves (dense skipped)
   std::optional<int> max_resident_experts;
+  int host = 0;  // index into PipelinePlan::hosts
+};
+
+// A machine of the run. Without `hosts:` the plan has one, this machine.
+struct PlannedHost {
+  std::string name;
+  std::string address;  // for the launcher; empty for the implicit local host
+  bool local = false;   // the first host: where segpipe itself runs
 };
 
 class PipelinePlan {
@@ -46,6 +54,7 @@ class PipelinePlan {
   int timeout_ms = kDefaultTimeoutMs;
   GenerationSpec generation;             // unset keys: the command's own defaults apply
   std::vector<PlannedSegment> segments;  // data-flow order, as in the file
+  std::vector<PlannedHost> hosts;        // at least one; hosts[0] is this machine
   int num_layers = 0;
   int num_experts = 0;
 

@@ -55,7 +55,17 @@ struct SegmentSettings {
   std::optional<Device> device;
   std::optional<ComputeDType> dtype;
   std::optional<int> threads;  // CPU threads of the segment process, > 0
+  std::optional<std::string> host;  // the name of an entry of `hosts:` (where the segment's process runs)
   friend bool operator==(const SegmentSettings&, const SegmentSettings&) = default;
+};
+
+// One entry of `hosts:`: a machine that runs segment processes. The first entry is the machine where
+// segpipe itself runs (the orchestrator); the launcher starts one agent on each of the others.
+struct HostSpec {
+  std::string name;                    // as segments name it; same rule as a segment name
+  std::optional<std::string> address;  // how the launcher reaches it (host name or IP); unset = name
+  KeyMarks marks;
+  friend bool operator==(const HostSpec&, const HostSpec&) = default;
 };
 
 struct SegmentSpec {
@@ -91,6 +101,7 @@ struct PipelineSpec {
   SegmentSettings defaults;
   KeyMarks defaults_marks;
   std::optional<Transport> transport;  // unset = shm
+  std::optional<std::vector<HostSpec>> hosts;  // unset = every segment on this machine
   std::optional<GpuKernels> gpu_kernels;  // unset = auto
   std::optional<GpuMemory> gpu_memory;    // unset = auto
   std::optional<bool> restart;         // restart a failed segment; unset = false
@@ -101,7 +112,7 @@ struct PipelineSpec {
   friend bool operator==(const PipelineSpec& a, const PipelineSpec& b) {
     // `source` is provenance like the marks; everything else is content.
     return a.version == b.version && a.model == b.model && a.model_dir == b.model_dir && a.tokenizer == b.tokenizer &&
-           a.tokenizer_dir == b.tokenizer_dir && a.defaults == b.defaults && a.transport == b.transport &&
+           a.tokenizer_dir == b.tokenizer_dir && a.defaults == b.defaults && a.transport == b.transport && a.hosts == b.hosts &&
            a.gpu_kernels == b.gpu_kernels && a.gpu_memory == b.gpu_memory && a.restart == b.restart && a.timeout_ms == b.timeout_ms && a.segments == b.segments &&
            a.generation == b.generation;
   }

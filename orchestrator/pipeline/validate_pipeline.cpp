@@ -82,6 +82,7 @@ class Validator {
   void assign_experts();
   void check_expert_coverage() const;
   void check_devices() const;
+  void check_hosts();
   PlannedSegment resolve(const SegmentSpec& s) const;
 
   const PipelineSpec& spec_;
@@ -268,6 +269,57 @@ void Validator::check_devices() const {
   }
 }
 
+// `hosts:` names the machines; each segment runs on the one its `host` (or the defaults') names, else
+// on the first, where segpipe runs. One process cannot span machines, so several hosts need the
+// one-process-per-segment transport; a host that runs nothing is almost surely a typo in a `host` key.
+void Validator::check_hosts() {
+  if (!spec_.hosts) {
+    for (const SegmentSpec& s : spec_.segments)
+      if (s.settings.host)
+        fail(s.marks.at("host"), "'host' in segment '" + s.name + "' names '" + *s.settings.host +
+                                     "', but the pipeline has no 'hosts' list");
+    if (spec_.defaults.host)
+      fail(spec_.defaults_marks.at("host"), "'host' in 'defaults' names '" + *spec_.defaults.host +
+                                                "', but the pipeline has no 'hosts' list");
+    plan_.hosts.push_back(PlannedHost{"local", "", true});
+    return;
+  }
+  const std::vector<HostSpec>& hosts = *spec_.hosts;
+  for (size_t i = 0; i < hosts.size(); ++i)
+    for (size_t j = 0; j < i; ++j)
+      if (hosts[i].name == hosts[j].name)
+        fail(hosts[i].marks.at("name"), "duplicate host name '" + hosts[i].name + "' in 'hosts' (first at line " +
+                                            std::to_string(hosts[j].marks.at("name").line) + ")");
+  auto index_of = [&](const std::string& name) {
+    for (size_t i = 0; i < hosts.size(); ++i)
+      if (hosts[i].name == name) return static_cast<int>(i);
+    return -1;
+  };
+  auto known = [&] {
+    std::string k;
+    for (const HostSpec& h : hosts) k += (k.empty() ? "" : ", ") + h.name;
+    return k;
+  };
+  if (spec_.defaults.host && index_of(*spec_.defaults.host) < 0)
+    fail(spec_.defaults_marks.at("host"),
+         "'host' in 'defaults' names '" + *spec_.defaults.host + "', which 'hosts' does not list (" + known() + ")");
+  std::vector<int> used(hosts.size(), 0);
+  for (const SegmentSpec& s : spec_.segments) {
+    if (s.settings.host && index_of(*s.settings.host) < 0)
+      fail(s.marks.at("host"), "'host' in segment '" + s.name + "' names '" + *s.settings.host +
+                                   "', which 'hosts' does not list (" + known() + ")");
+    used[static_cast<size_t>(index_of(s.settings.host.value_or(spec_.defaults.host.value_or(hosts[0].name))))]++;
+  }
+  for (size_t i = 0; i < hosts.size(); ++i) {
+    if (i > 0 && used[i] == 0)
+      fail(hosts[i].marks.self, "host '" + hosts[i].name + "' runs no segment (no 'host: " + hosts[i].name + "')");
+    plan_.hosts.push_back(PlannedHost{hosts[i].name, hosts[i].address.value_or(hosts[i].name), i == 0});
+  }
+  if (hosts.size() > 1 && spec_.transport.value_or(Transport::shm) == Transport::inproc)
+    fail(spec_.marks.at("transport"), "'transport: inproc' runs every segment in one process, on one machine, but "
+                                      "'hosts' lists " + std::to_string(hosts.size()) + " hosts");
+}
+
 PlannedSegment Validator::resolve(const SegmentSpec& s) const {
   PlannedSegment p;
   p.name = s.name;
@@ -275,6 +327,9 @@ PlannedSegment Validator::resolve(const SegmentSpec& s) const {
   p.device = s.settings.device.value_or(spec_.defaults.device.value_or(Device{}));
   p.dtype = s.settings.dtype.value_or(spec_.defaults.dtype.value_or(ComputeDType::float32));
   p.threads = s.settings.threads.value_or(spec_.defaults.threads.value_or(kDefaultThreads));
+  if (const auto& h = s.settings.host ? s.settings.host : spec_.defaults.host)
+    for (size_t i = 0; i < plan_.hosts.size(); ++i)
+      if (plan_.hosts[i].name == *h) p.host = static_cast<int>(i);
   p.layers = s.layers;
   p.placement = s.placement.value_or(ExpertPlacement::local);
   p.experts = s.experts;
@@ -296,6 +351,7 @@ PipelinePlan Validator::run() {
   assign_experts();
   check_expert_coverage();
   check_devices();
+  check_hosts();
 
   plan_.source = spec_.source;
   plan_.model_dir = spec_.model_dir;

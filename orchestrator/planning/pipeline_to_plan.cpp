@@ -38,6 +38,8 @@ RunPlan plan_from_pipeline_file(const std::string& path, ModelConfig& cfg, nlohm
   p.gpu_memory = pp.gpu_memory;
   p.restart = pp.restart;
   p.timeout_ms = pp.timeout_ms;
+  p.hosts.clear();
+  for (const PlannedHost& h : pp.hosts) p.hosts.push_back(HostDesc{h.name, h.address});
   if (cfg.max_position > 0) p.max_seq = std::min<int64_t>(p.max_seq, cfg.max_position);
   for (const PlannedSegment& s : pp.segments) {
     SegmentDesc d;
@@ -53,6 +55,7 @@ RunPlan plan_from_pipeline_file(const std::string& path, ModelConfig& cfg, nlohm
     }
     d.banks = s.placement == ExpertPlacement::banks;
     d.threads = s.threads;
+    d.host = s.host;
     d.max_resident_experts = s.max_resident_experts.value_or(0);
     d.device = s.device;
     d.dtype = s.dtype;
@@ -65,6 +68,13 @@ RunPlan plan_from_pipeline_file(const std::string& path, ModelConfig& cfg, nlohm
                        " is only implemented on the CUDA backend; the CPU computes in float32");
     p.segments.push_back(d);
   }
+  // The plan is complete, but the network transport that runs segments on other machines is not part of
+  // this build: refuse rather than run the segments here and ignore where the file placed them.
+  for (const SegmentDesc& d : p.segments)
+    if (d.host != 0)
+      throw InputError(path + ": segment '" + d.name + "' is placed on host '" + p.hosts[size_t(d.host)].name +
+                       "', but this build of segpipe runs every segment on this machine (segments on other hosts "
+                       "need the network transport, not built yet)");
   const GenerationSpec* g = pp.generation.max_new_tokens || pp.generation.temperature || pp.generation.top_k ||
                                     pp.generation.top_p || pp.generation.seed
                                 ? &pp.generation

@@ -22,6 +22,14 @@ struct SegmentDesc : SegmentParams {
   SegmentDesc(std::string name_, SegmentKind kind_) : name(std::move(name_)) { kind = kind_; }
   std::string name;
   int threads = 0;  // CPU threads (0: the plan's default)
+  int host = 0;     // index into RunPlan::hosts: the machine whose processes run it
+};
+
+// A machine of the run (pipeline key `hosts`). hosts[0] is where segpipe runs; a plan without `hosts`
+// has that one only.
+struct HostDesc {
+  std::string name = "local";
+  std::string address;  // for the launcher (empty: this machine)
 };
 
 struct RunPlan {
@@ -29,6 +37,7 @@ struct RunPlan {
   std::string tokenizer_dir;
   std::string source;                // the YAML file, or the model folder for the model form
   std::vector<SegmentDesc> segments;
+  std::vector<HostDesc> hosts{HostDesc{}};
   bool inproc = true;                // transport: inproc (one process) or shm (one process per segment)
   int64_t max_seq = 4096;            // KV-cache positions
   int threads = 2;                   // default CPU threads per segment
@@ -37,6 +46,13 @@ struct RunPlan {
   bool restart = false;              // restart a failed segment process and continue
   int timeout_ms = 10000;            // a segment silent this long is hung
 };
+
+// Whether some segment runs on another machine than this one.
+inline bool spans_hosts(const RunPlan& p) {
+  for (const SegmentDesc& d : p.segments)
+    if (d.host != 0) return true;
+  return false;
+}
 
 RunPlan default_plan(const std::string& model_dir, const ModelConfig& cfg);
 int default_threads();

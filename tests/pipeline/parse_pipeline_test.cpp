@@ -302,3 +302,46 @@ TEST(ParsePipeline, MessagesStayOnOneLine) {
 
 }  // namespace
 }  // namespace segpipe
+
+namespace segpipe {
+namespace {
+
+TEST(ParsePipelineHosts, Keys) {
+  const std::string base = "version: 1\nmodel: m\nsegments:\n  - {name: e, kind: embeddings}\n";
+  PipelineSpec s = parse_pipeline_string(
+      base + "hosts:\n  - {name: a}\n  - {name: b, address: \"[fe80::1]\"}\ndefaults: {host: b}\n", "p.yaml", "/p");
+  ASSERT_TRUE(s.hosts);
+  ASSERT_EQ(s.hosts->size(), 2u);
+  EXPECT_EQ((*s.hosts)[0].name, "a");
+  EXPECT_FALSE((*s.hosts)[0].address);
+  EXPECT_EQ((*s.hosts)[1].address, "[fe80::1]");
+  EXPECT_EQ(s.defaults.host, "b");
+
+  auto error = [&](const std::string& tail) {
+    try {
+      parse_pipeline_string(base + tail, "p.yaml", "/p");
+    } catch (const InputError& e) {
+      return std::string(e.what());
+    }
+    return std::string("(no error)");
+  };
+  EXPECT_EQ(error("hosts: []\n"), "p.yaml:5:8: 'hosts' must be a non-empty list of hosts ({name, address})");
+  EXPECT_EQ(error("hosts: a\n"), "p.yaml:5:8: 'hosts' must be a non-empty list of hosts ({name, address})");
+  EXPECT_EQ(error("hosts:\n  - {address: x}\n"), "p.yaml:6:5: host #1 in 'hosts' has no 'name'");
+  EXPECT_EQ(error("hosts:\n  - {name: a, port: 1}\n"), "p.yaml:6:15: unknown key 'port' in host 'a'");
+  EXPECT_EQ(error("hosts:\n  - {name: 'a b'}\n"),
+            "p.yaml:6:12: 'name' in host #1 must be 1 to 64 letters, digits, '_', '-' or '.', starting with a letter "
+            "or digit, got 'a b'");
+  EXPECT_EQ(error("hosts:\n  - {name: a, address: '-oProxyCommand=x'}\n"),
+            "p.yaml:6:24: 'address' in host 'a' must be a host name or an IP address (letters, digits, '.', '-', "
+            "'_', ':', '[', ']'; at most 255 characters), got '-oProxyCommand=x'");
+  EXPECT_EQ(error("hosts:\n  - {name: a, address: 'x;rm'}\n"),
+            "p.yaml:6:24: 'address' in host 'a' must be a host name or an IP address (letters, digits, '.', '-', "
+            "'_', ':', '[', ']'; at most 255 characters), got 'x;rm'");
+  EXPECT_EQ(error("defaults: {host: 'x y'}\n"),
+            "p.yaml:5:18: 'host' in 'defaults' must name an entry of 'hosts' (1 to 64 letters, digits, '_', '-' or "
+            "'.', starting with a letter or digit), got 'x y'");
+}
+
+}  // namespace
+}  // namespace segpipe

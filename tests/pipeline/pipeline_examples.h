@@ -145,6 +145,24 @@ segments:
 )";
 inline ModelSummary dense_model() { return dense(4); }
 
+// Three hosts: the embeddings and the first layers where segpipe runs, the later layers on a second
+// machine, their expert banks and the lm_head on a third (by `defaults: host`).
+inline const char* const kThreeHosts = R"(version: 1
+model: hosts
+defaults: {host: c}
+hosts:
+  - {name: a, address: 10.77.0.1}
+  - {name: b, address: node-b.example}
+  - {name: c}
+segments:
+  - {name: embed, kind: embeddings, host: a}
+  - {name: early, kind: layers, layers: [0, 1], host: a}
+  - {name: late, kind: layers, layers: [2, 3], experts: banks, host: b}
+  - {name: bank-lo, kind: experts, layers: [2, 3], experts: [0, 3]}
+  - {name: bank-hi, kind: experts, layers: [2, 3], experts: [4, 7]}
+  - {name: head, kind: lm_head}
+)";
+
 struct Example {
   const char* name;
   const char* yaml;
@@ -154,7 +172,8 @@ inline std::vector<Example> valid_examples() {
   return {{"doc", kDocExample, doc_model()},
           {"tiny_full", kTinyFull, tiny_model()},
           {"sparse_step", kSparseStep, sparse_model()},
-          {"dense_minimal", kDenseMinimal, dense_model()}};
+          {"dense_minimal", kDenseMinimal, dense_model()},
+          {"three_hosts", kThreeHosts, tiny_model()}};
 }
 
 }  // namespace segpipe::test

@@ -263,3 +263,58 @@ TEST(ValidatePipeline, DevicesExist) {
 
 }  // namespace
 }  // namespace segpipe
+
+namespace segpipe {
+namespace {
+
+const std::string kHosts = R"(version: 1
+model: m
+hosts:
+  - {name: a}
+  - {name: b, address: 10.0.0.2}
+segments:
+  - {name: embed, kind: embeddings}
+  - {name: body, kind: layers, layers: [0, 3], host: b}
+  - {name: head, kind: lm_head}
+)";
+
+TEST(ValidatePipelineHosts, ResolvesEachSegmentsHost) {
+  PipelinePlan p = validate_pipeline(parse_pipeline_string(kHosts, "p.yaml", "/pipes"), test::tiny_model(), 0);
+  ASSERT_EQ(p.hosts.size(), 2u);
+  EXPECT_EQ(p.hosts[0].name, "a");
+  EXPECT_EQ(p.hosts[0].address, "a");  // no address: the name is how the launcher reaches it
+  EXPECT_TRUE(p.hosts[0].local);
+  EXPECT_EQ(p.hosts[1].address, "10.0.0.2");
+  EXPECT_FALSE(p.hosts[1].local);
+  ASSERT_EQ(p.segments.size(), 3u);
+  EXPECT_EQ(p.segments[0].host, 0);  // unset, no default: the first host
+  EXPECT_EQ(p.segments[1].host, 1);
+  EXPECT_EQ(p.segments[2].host, 0);
+  // `defaults: host` moves every segment that does not say otherwise.
+  PipelinePlan q = validate_pipeline(
+      parse_pipeline_string(with(kHosts, "hosts:", "defaults: {host: b}\nhosts:"), "p.yaml", "/pipes"),
+      test::tiny_model(), 0);
+  EXPECT_EQ(q.segments[0].host, 1);
+  // Without `hosts`, one implicit local host.
+  PipelinePlan r = validate_pipeline(parse_pipeline_string(kBanks, "p.yaml", "/pipes"), test::tiny_model(), 0);
+  ASSERT_EQ(r.hosts.size(), 1u);
+  EXPECT_TRUE(r.hosts[0].local);
+}
+
+TEST(ValidatePipelineHosts, Rules) {
+  EXPECT_EQ(validate_error(with(kHosts, "host: b}", "host: c}")),
+            "p.yaml:8:48: 'host' in segment 'body' names 'c', which 'hosts' does not list (a, b)");
+  EXPECT_EQ(validate_error(with(kHosts, "hosts:", "defaults: {host: z}\nhosts:")),
+            "p.yaml:3:12: 'host' in 'defaults' names 'z', which 'hosts' does not list (a, b)");
+  EXPECT_EQ(validate_error(with(kHosts, "  - {name: b, address", "  - {name: a, address")),
+            "p.yaml:5:6: duplicate host name 'a' in 'hosts' (first at line 4)");
+  EXPECT_EQ(validate_error(with(kHosts, ", host: b}", "}")), "p.yaml:5:5: host 'b' runs no segment (no 'host: b')");
+  EXPECT_EQ(validate_error(with(kHosts, "model: m\n", "model: m\ntransport: inproc\n")),
+            "p.yaml:3:1: 'transport: inproc' runs every segment in one process, on one machine, but 'hosts' lists 2 "
+            "hosts");
+  EXPECT_EQ(validate_error(with(kBanks, "kind: lm_head", "kind: lm_head\n    host: a")),
+            "p.yaml:23:5: 'host' in segment 'head' names 'a', but the pipeline has no 'hosts' list");
+}
+
+}  // namespace
+}  // namespace segpipe
