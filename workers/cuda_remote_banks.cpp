@@ -20,12 +20,15 @@ CudaRemoteBanks::CudaRemoteBanks(const proto::WorkerSpec& spec, const shm::Arena
   slots_ = exchange[3];
 }
 
-void CudaRemoteBanks::compute(const cuda::ExpertRequest& r) {
+void CudaRemoteBanks::compute(const ExpertRequest& r) {
   if (r.T <= 0 || r.T > spec_.max_tokens)
     throw RuntimeFailure("the bank exchange holds " + std::to_string(spec_.max_tokens) + " tokens, not " +
                          std::to_string(r.T));
   const size_t T = static_cast<size_t>(r.T), k = static_cast<size_t>(r.k), H = static_cast<size_t>(hidden_);
   cudaStream_t st = ctx_.stream();
+  if (r.x_dtype != dt_ || r.slot_dtype != cuda::moe_slot_dtype(dt_, r.grouped))
+    throw RuntimeFailure(std::string("an expert request in ") + dtype_name(r.x_dtype) + " / " +
+                         dtype_name(r.slot_dtype) + " slots to banks computing in " + dtype_name(dt_));
   SEGPIPE_CUDA_CHECK(cudaMemcpyAsync(x_, r.x, T * H * dtype_size(dt_), cudaMemcpyDefault, st));
   SEGPIPE_CUDA_CHECK(cudaMemcpyAsync(experts_, r.experts, T * k * 4, cudaMemcpyDefault, st));
   SEGPIPE_CUDA_CHECK(cudaMemcpyAsync(weights_, r.weights, T * k * 4, cudaMemcpyDefault, st));
@@ -33,8 +36,7 @@ void CudaRemoteBanks::compute(const cuda::ExpertRequest& r) {
   proto::CudaExpertArgs a{r.layer, r.k, r.T, r.grouped ? 1 : 0, 0};
   banks_.call(r.layer, std::as_bytes(std::span<const proto::CudaExpertArgs>(&a, 1)));
   // Every bank answered after synchronizing its own stream: the slots are complete.
-  SEGPIPE_CUDA_CHECK(cudaMemcpyAsync(r.slots, slots_, T * k * H * dtype_size(cuda::moe_slot_dtype(dt_, r.grouped)),
-                                     cudaMemcpyDefault, st));
+  SEGPIPE_CUDA_CHECK(cudaMemcpyAsync(r.slots, slots_, T * k * H * dtype_size(r.slot_dtype), cudaMemcpyDefault, st));
 }
 
 }  // namespace segpipe

@@ -15,7 +15,7 @@
 
 namespace segpipe {
 
-class CudaRemoteBanks : public cuda::ExpertBank {
+class CudaRemoteBanks : public ExpertBank {
  public:
   // exchange: x, expert ids, weights and slots of the bank exchange (device pointers into the
   // mapped device arena, or into the shared arena as the GPU sees it), sized for spec.max_tokens tokens.
@@ -23,9 +23,10 @@ class CudaRemoteBanks : public cuda::ExpertBank {
                   cuda::Context& ctx, const ModelConfig& cfg, DType compute, const std::vector<char*>& exchange,
                   uint32_t spin_count);
   bool holds_layer(int layer) const override { return banks_.holds_layer(layer); }
-  void compute(const cuda::ExpertRequest& r) override;
-  // The bank processes copy the ids to the host themselves where they group there.
-  bool groups_on_device(int64_t, int) const override { return true; }
+  // Together the bank processes of a layer own all its experts (the plan checks that).
+  bool owns(int layer, int) const override { return banks_.holds_layer(layer); }
+  void compute(const ExpertRequest& r) override;
+  // The bank processes copy the ids to the host themselves where they group there (the default, true).
 
  private:
   const proto::WorkerSpec& spec_;

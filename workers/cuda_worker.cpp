@@ -74,8 +74,11 @@ int cuda_worker_main(const proto::WorkerSpec& spec, const proto::CudaWorkerSpec&
 #include <thread>
 
 #include "segments/checkpoint/checkpoint.h"
-#include "segments/model/config_file.h"
+#include "segments/cuda/cuda_makers.h"
 #include "segments/cuda/kinds.h"
+#include "segments/factory/segment_factory.h"
+#include "segments/kernels/cuda/moe.cuh"
+#include "segments/model/config_file.h"
 #include "shm/arena.h"
 #include "shm/channel.h"
 #include "workers/capture_writer.h"
@@ -114,9 +117,8 @@ class CudaWorker : public worker::ServedSegment {
     stop_hb_ = true;
     if (hb_.joinable()) hb_.join();
     if (graph_) cudaGraphExecDestroy(graph_);
+    seg_.reset();
     remote_.reset();
-    layers_.reset();
-    bank_.reset();
     if (dev_arena_) cudaIpcCloseMemHandle(dev_arena_);
     if (registered_) cudaHostUnregister(arena_.base());
     if (pinned_) cudaFreeHost(pinned_);
@@ -160,50 +162,50 @@ class CudaWorker : public worker::ServedSegment {
     wo.seed = gpu_.seed;
     wo.memory = gpu_.memory;
     weights_ = std::make_unique<cuda::WeightSource>(*ctx_, cfg_, ck_.get(), wo);
-    cuda::EngineOptions eo;
     const int64_t H = cfg_.hidden;
-    if (spec_.kind == SegmentKind::embeddings) {
-      embed_ = std::make_unique<cuda::Embeddings>(*ctx_, *weights_, cfg_);
-      bytes_ = embed_->weight_bytes();
-    } else if (spec_.kind == SegmentKind::lm_head) {
-      head_ = std::make_unique<cuda::LmHead>(*ctx_, *weights_, cfg_, nullptr);
-      bytes_ = head_->weight_bytes();
-      logits_.grow(static_cast<size_t>(std::max<int64_t>(1, spec_.capture_tokens) * cfg_.vocab));
-      normed_.grow(static_cast<size_t>(std::max<int64_t>(1, spec_.capture_tokens) * H));
-    } else if (spec_.kind == SegmentKind::layers) {
-      layers_ = std::make_unique<cuda::Layers>(*ctx_, *weights_, cfg_, eo, spec_.layer_first, spec_.layer_last,
-                                               !spec_.banks, spec_.max_seq);
+    SegmentEnv env;
+    env.cfg = &cfg_;
+    env.max_seq = spec_.max_seq;
+    env.cuda_context = ctx_.get();
+    env.cuda_weights = weights_.get();  // the engine options: the defaults
+    // A layers segment's KV caches live in the state arena: a restarted worker finds them as the last
+    // one left them.
+    if (gpu_.kv_offset >= 0) {
       const uint64_t kv = static_cast<uint64_t>(spec_.layer_last - spec_.layer_first + 1) *
                           static_cast<uint64_t>(cuda::Layers::kv_floats_per_layer(cfg_, spec_.max_seq)) * 4;
-      if (!state_ || gpu_.kv_offset < 0 || static_cast<uint64_t>(gpu_.kv_offset) > gpu_.arena_bytes ||
+      if (!state_ || static_cast<uint64_t>(gpu_.kv_offset) > gpu_.arena_bytes ||
           kv > gpu_.arena_bytes - static_cast<uint64_t>(gpu_.kv_offset))
         throw RuntimeFailure("layers segment without its KV cache in the " + std::string(state_name()));
-      layers_->bind_kv(reinterpret_cast<float*>(state_ + gpu_.kv_offset));
-      if (spec_.banks) {
-        remote_ = std::make_unique<CudaRemoteBanks>(spec_, arena_, status_, *ctx_, cfg_, wo.compute, exchange(),
-                                                     gpu_.spin_count);
-        banks_.push_back(remote_.get());
-      }
-      bytes_ = layers_->weight_bytes();
-      pos_.grow(1);
-    } else if (spec_.kind == SegmentKind::experts) {
-      // Only its own experts' weights; requests and slots in the device arena's bank exchange.
-      bank_ = std::make_unique<cuda::Experts>(*ctx_, *weights_, cfg_, eo, spec_.layer_first, spec_.layer_last,
-                                              spec_.expert_first, spec_.expert_last);
-      exchange_ = exchange();
-      bytes_ = bank_->weight_bytes();
-    } else {
-      throw InputError("segment '" + spec_.name + "': kind " + to_string(spec_.kind) +
-                       " is not implemented on a GPU under transport: shm");
+      env.kv = {reinterpret_cast<float*>(state_ + gpu_.kv_offset), static_cast<size_t>(kv / 4)};
+    } else if (spec_.kind == SegmentKind::layers) {
+      throw RuntimeFailure("layers segment without its KV cache in the " + std::string(state_name()));
     }
+    // A layers segment whose experts live in banks calls the bank processes through the bank exchange.
+    if (spec_.banks) {
+      remote_ = std::make_unique<CudaRemoteBanks>(spec_, arena_, status_, *ctx_, cfg_, wo.compute, exchange(),
+                                                   gpu_.spin_count);
+      env.banks.push_back(remote_.get());
+    }
+    add_cuda_segment_backend();
+    seg_ = make_segment(spec_, env);
+    bank_ = seg_->bank();
+    // A bank: only its own experts' weights; requests and slots in the bank exchange.
+    if (bank_) exchange_ = exchange();
+    // The step's staging buffers on the device (step() below): the hidden states, the position, and
+    // for an lm_head the logits and the norm before they go to the shared arena.
     if (!bank_) x_.grow(static_cast<size_t>(spec_.max_tokens * H));
+    pos_.grow(1);
+    if (spec_.kind == SegmentKind::lm_head) {
+      logits_.grow(static_cast<size_t>(std::max<int64_t>(1, spec_.capture_tokens) * cfg_.vocab));
+      normed_.grow(static_cast<size_t>(std::max<int64_t>(1, spec_.capture_tokens) * H));
+    }
     ctx_->sync();
   }
 
   int serve() { return worker::serve(spec_, ch_, status_, *this); }
 
-  const std::vector<LoadedTensor>& loaded() const override { return weights_->loaded(); }
-  uint64_t weight_bytes() const override { return bytes_; }
+  const std::vector<LoadedTensor>& loaded() const override { return seg_->loaded(); }
+  uint64_t weight_bytes() const override { return seg_->weight_bytes(); }
   void add_to_report(proto::ReportReply& r) const override { r.weights_in_place = weights_->tensors_read_in_place(); }
 
  private:
@@ -241,15 +243,17 @@ class CudaWorker : public worker::ServedSegment {
     if (a.T <= 0 || a.T > spec_.max_tokens || a.k != cfg_.top_k)
       throw RuntimeFailure("expert request of " + std::to_string(a.T) + " tokens, top-" + std::to_string(a.k) +
                            " does not fit the bank exchange");
-    cuda::ExpertRequest r;
+    ExpertRequest r;
     r.layer = a.layer;
     r.x = exchange_[0];
     r.T = a.T;
     r.k = a.k;
     r.experts = reinterpret_cast<const int32_t*>(exchange_[1]);
     r.weights = reinterpret_cast<const float*>(exchange_[2]);
-    r.slots = exchange_[3];  // in moe_slot_dtype(compute, grouped): float32 bytes are enough for either
+    r.slots = exchange_[3];  // float32 bytes are enough for either slot dtype
     r.grouped = a.grouped != 0;
+    r.x_dtype = weights_->options().compute;
+    r.slot_dtype = cuda::moe_slot_dtype(r.x_dtype, r.grouped);
     if (r.grouped && !bank_->groups_on_device(r.T, r.k)) {
       // The grouped path sorts the slots by expert on the host, as the layer's host copy would.
       host_experts_.resize(static_cast<size_t>(a.T * a.k));
@@ -267,49 +271,77 @@ class CudaWorker : public worker::ServedSegment {
     const int64_t H = cfg_.hidden, T = a.T;
     if (T <= 0 || T > spec_.max_tokens) throw RuntimeFailure("step of " + std::to_string(T) + " tokens exceeds the buffers");
     cudaStream_t st = ctx_->stream();
-    if (embed_) {
-      const int32_t* ids = arena_.payload_span<int32_t>(a.in_block).data();
-      for (int64_t t = 0; t < T; t++)
-        if (ids[t] < 0 || ids[t] >= cfg_.vocab) throw InputError("token id " + std::to_string(ids[t]) + " is out of range");
-      embed_->forward(reinterpret_cast<const int32_t*>(dev(a.in_block)), T, reinterpret_cast<float*>(dev(a.out_block)));
-    } else if (layers_) {
-      // Read `in`, compute in the worker's own buffer, write `out`: the input survives a crash.
-      pinned_[0] = static_cast<int32_t>(a.pos0);
-      std::unique_ptr<CaptureWriter> cap;
-      if (a.capture) cap = std::make_unique<CaptureWriter>(spec_, arena_, cfg_, T);
-      // Remote banks take host round trips inside every MoE layer: no graph, one-token steps run eagerly.
-      if (T == 1 && !cap && gpu_.graphs && !remote_) {
-        decode_graph(a.pos0, dev(a.in_block), dev(a.out_block));
-      } else {
-        layer_step(T, a.pos0, dev(a.in_block), dev(a.out_block), cap.get());
+    // What the blocks hold is StepIO's contract for the kind; where they are decides the staging: the
+    // token ids are in the shared arena (checked there, read in place by the device), hidden states in a
+    // device slot or the mapped shared arena, the logits and the norm go to the shared arena.
+    StepIO io;
+    io.T = T;
+    io.pos0 = a.pos0;
+    io.all_positions = a.all_logits != 0;
+    switch (spec_.kind) {
+      case SegmentKind::embeddings: {
+        const int32_t* ids = arena_.payload_span<int32_t>(a.in_block).data();
+        for (int64_t t = 0; t < T; t++)
+          if (ids[t] < 0 || ids[t] >= cfg_.vocab) throw InputError("token id " + std::to_string(ids[t]) + " is out of range");
+        io.in = dev(a.in_block);
+        io.out = reinterpret_cast<float*>(dev(a.out_block));
+        seg_->step(io);
+        break;
       }
-    } else if (head_) {
-      const int64_t rows = a.all_logits ? T : 1;
-      if (a.all_logits && T > std::max<int64_t>(1, spec_.capture_tokens))
-        throw RuntimeFailure("all-position logits of " + std::to_string(T) + " tokens exceed the logits block");
-      const size_t bytes = static_cast<size_t>(T * H) * 4;
-      SEGPIPE_CUDA_CHECK(cudaMemcpyAsync(x_.get(), dev(a.in_block), bytes, cudaMemcpyDefault, st));
-      head_->forward(x_.get(), T, a.all_logits != 0, a.capture ? normed_.get() : nullptr, logits_.get());
-      float* out = arena_.payload_span<float>(a.out_block).data();
-      SEGPIPE_CUDA_CHECK(cudaMemcpyAsync(out, logits_.get(), static_cast<size_t>(rows * cfg_.vocab) * 4,
-                                         cudaMemcpyDeviceToHost, st));
-      if (a.capture)
-        SEGPIPE_CUDA_CHECK(cudaMemcpyAsync(arena_.payload_span<float>(spec_.norm_block).data(), normed_.get(), bytes,
+      case SegmentKind::layers: {
+        // Read `in`, compute in the worker's own buffer, write `out`: the input survives a crash.
+        pinned_[0] = static_cast<int32_t>(a.pos0);
+        std::unique_ptr<CaptureWriter> cap;
+        if (a.capture) cap = std::make_unique<CaptureWriter>(spec_, arena_, cfg_, T);
+        // Remote banks take host round trips inside every MoE layer: no graph, one-token steps run eagerly.
+        if (T == 1 && !cap && gpu_.graphs && !remote_) {
+          decode_graph(a.pos0, dev(a.in_block), dev(a.out_block));
+        } else {
+          layer_step(T, a.pos0, dev(a.in_block), dev(a.out_block), cap.get());
+        }
+        break;
+      }
+      case SegmentKind::lm_head: {
+        const int64_t rows = a.all_logits ? T : 1;
+        if (a.all_logits && T > std::max<int64_t>(1, spec_.capture_tokens))
+          throw RuntimeFailure("all-position logits of " + std::to_string(T) + " tokens exceed the logits block");
+        const size_t bytes = static_cast<size_t>(T * H) * 4;
+        SEGPIPE_CUDA_CHECK(cudaMemcpyAsync(x_.get(), dev(a.in_block), bytes, cudaMemcpyDefault, st));
+        io.in = x_.get();
+        io.out = logits_.get();
+        io.normed = a.capture ? normed_.get() : nullptr;
+        seg_->step(io);
+        float* out = arena_.payload_span<float>(a.out_block).data();
+        SEGPIPE_CUDA_CHECK(cudaMemcpyAsync(out, logits_.get(), static_cast<size_t>(rows * cfg_.vocab) * 4,
                                            cudaMemcpyDeviceToHost, st));
-      ctx_->sync();
-      // Always checked, as the CPU lm_head does: one scan of the rows just copied to the host.
-      check_finite(out, rows, cfg_.vocab, "logits");
+        if (a.capture)
+          SEGPIPE_CUDA_CHECK(cudaMemcpyAsync(arena_.payload_span<float>(spec_.norm_block).data(), normed_.get(),
+                                             bytes, cudaMemcpyDeviceToHost, st));
+        ctx_->sync();
+        // Always checked, as the CPU lm_head does: one scan of the rows just copied to the host.
+        check_finite(out, rows, cfg_.vocab, "logits");
+        break;
+      }
+      case SegmentKind::experts: break;  // refused above: a bank has no step
     }
     ctx_->sync();  // finished before the answer: the doorbell orders the next segment after us
   }
 
-  // in -> x_, the layers on x_, x_ -> out; the position from pinned_[0].
+  // in -> x_, the layers on x_ in place, x_ -> out; the position from pinned_[0] through pos_ (a
+  // captured graph replays at every position).
   void layer_step(int64_t T, int64_t pos0, const char* in, char* out, BoundaryObserver* cap) {
     cudaStream_t st = ctx_->stream();
     const size_t bytes = static_cast<size_t>(T * cfg_.hidden) * 4;
     SEGPIPE_CUDA_CHECK(cudaMemcpyAsync(pos_.get(), pinned_, 4, cudaMemcpyHostToDevice, st));
     SEGPIPE_CUDA_CHECK(cudaMemcpyAsync(x_.get(), in, bytes, cudaMemcpyDefault, st));
-    layers_->forward(x_.get(), T, pos0, pos_.get(), banks_, cap);
+    StepIO io;
+    io.in = x_.get();
+    io.out = x_.get();
+    io.T = T;
+    io.pos0 = pos0;
+    io.pos0_at = pos_.get();
+    io.observer = cap;
+    seg_->step(io);
     SEGPIPE_CUDA_CHECK(cudaMemcpyAsync(out, x_.get(), bytes, cudaMemcpyDefault, st));
   }
 
@@ -356,15 +388,11 @@ class CudaWorker : public worker::ServedSegment {
   std::shared_ptr<Checkpoint> ck_;
   ModelConfig cfg_;
   std::unique_ptr<cuda::WeightSource> weights_;
-  std::unique_ptr<cuda::Embeddings> embed_;
-  std::unique_ptr<cuda::Layers> layers_;
-  std::unique_ptr<cuda::LmHead> head_;
-  std::unique_ptr<cuda::Experts> bank_;      // kind experts
+  std::unique_ptr<CudaRemoteBanks> remote_;  // layers with banks; before seg_: the segment calls it until it is gone
+  std::unique_ptr<Segment> seg_;
+  ExpertBank* bank_ = nullptr;               // seg_'s bank (kind experts)
   std::vector<char*> exchange_;              // kind experts: the bank exchange
   std::vector<int32_t> host_experts_;
-  std::unique_ptr<CudaRemoteBanks> remote_;  // layers with banks
-  std::vector<cuda::ExpertBank*> banks_;
-  uint64_t bytes_ = 0;
   cuda::Buffer<float> x_, logits_, normed_;
   cuda::Buffer<int32_t> pos_;
   cudaGraphExec_t graph_ = nullptr;

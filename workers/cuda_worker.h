@@ -1,6 +1,7 @@
 // A segment process on a GPU (`segpipe __worker SPEC_JSON GPU_JSON`): the GPU counterpart of the CPU
 // worker in worker_main.cpp, speaking the same protocol over the same channel, heartbeat and status
-// table. Its segment is a segments/cuda kind; activations stay in device memory.
+// table. Its segment is a segments/cuda kind, made by the segment factory (segments/cuda/cuda_makers.h);
+// activations stay in device memory.
 //
 // Where state lives (a restarted worker continues exactly):
 //   - the orchestrator allocates one device arena per run (cudaMalloc) and hands every GPU worker its

@@ -62,7 +62,7 @@ ExpertStaging RemoteBanks::staging(int64_t T, int) {
 }
 
 void RemoteBanks::run(const ExpertRequest& req) {
-  SEGPIPE_ASSERT(req.x == stage_.x && req.out == stage_.slots);
+  SEGPIPE_ASSERT(req.x == stage_.x && req.slots == stage_.slots);
   proto::ExpertArgs a{req.layer, req.k, req.T};
   banks_.call(req.layer, std::as_bytes(std::span<const proto::ExpertArgs>(&a, 1)));
 }

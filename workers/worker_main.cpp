@@ -119,7 +119,7 @@ class Worker : public worker::ServedSegment {
     req.x = arena_.payload_span<float>(spec_.moe_x).data();
     req.experts = arena_.payload_span<int32_t>(spec_.moe_experts).data();
     req.weights = arena_.payload_span<float>(spec_.moe_weights).data();
-    req.out = arena_.payload_span<float>(spec_.moe_slots).data();
+    req.slots = arena_.payload_span<float>(spec_.moe_slots).data();
     bank->compute(req);
   }
 

@@ -24,11 +24,12 @@ std::unique_ptr<CudaRunner> make_cuda_runner(const RunPlan& plan, const ModelCon
 
 #include <algorithm>
 #include <cstring>
-#include <map>
 
 #include "segments/checkpoint/checkpoint.h"
+#include "segments/cuda/cuda_makers.h"
 #include "segments/cuda/kinds.h"
 #include "segments/cuda/unified_memory.h"
+#include "segments/factory/segment_factory.h"
 #include "segments/kernels/cuda/greedy.cuh"
 
 namespace segpipe {
@@ -62,37 +63,12 @@ class CudaRunnerImpl : public CudaRunner {
     wo.memory = memory_;
     if (!opt.synthetic) ck_ = Checkpoint::open(plan.model_dir);
     weights_ = std::make_unique<cuda::WeightSource>(*ctx_, cfg_, ck_.get(), wo);
-    cuda::EngineOptions eo;
-    eo.gemv_max_tokens = opt.gemv_max_tokens;
-    eo.grouped_gemm = opt.grouped_gemm;
-    eo.device_grouped = opt.device_grouped;
-    eo.fused_decode = opt.fused_decode;
-    eo.flash_attention = opt.flash_attention;
-    for (const SegmentDesc& s : plan.segments)
-      if (s.kind == SegmentKind::experts)
-        banks_[s.name] = std::make_unique<cuda::Experts>(*ctx_, *weights_, cfg_, eo, s.layer_first, s.layer_last,
-                                                         s.expert_first, s.expert_last);
-    for (const SegmentDesc& s : plan.segments) {
-      switch (s.kind) {
-        case SegmentKind::embeddings: embed_ = std::make_unique<cuda::Embeddings>(*ctx_, *weights_, cfg_); break;
-        case SegmentKind::lm_head: head_name_ = s.name; break;  // below: it may share the embedding table
-        case SegmentKind::experts: break;
-        case SegmentKind::layers: {
-          Stage st;
-          st.desc = s;
-          st.seg = std::make_unique<cuda::Layers>(*ctx_, *weights_, cfg_, eo, s.layer_first, s.layer_last, !s.banks,
-                                                  plan.max_seq);
-          if (s.banks)
-            for (auto& [name, b] : banks_)
-              if (b->layer_last() >= s.layer_first && b->layer_first() <= s.layer_last) st.banks.push_back(b.get());
-          stages_.push_back(std::move(st));
-          break;
-        }
-      }
-    }
-    SEGPIPE_ASSERT_MSG(embed_, "plan without embeddings");
-    head_ = std::make_unique<cuda::LmHead>(*ctx_, *weights_, cfg_, cfg_.tie_word_embeddings ? embed_->table() : nullptr,
-                                           eo);
+    eo_.gemv_max_tokens = opt.gemv_max_tokens;
+    eo_.grouped_gemm = opt.grouped_gemm;
+    eo_.device_grouped = opt.device_grouped;
+    eo_.fused_decode = opt.fused_decode;
+    eo_.flash_attention = opt.flash_attention;
+    make_segments();
     SEGPIPE_CUDA_CHECK(cudaMallocHost(reinterpret_cast<void**>(&host_io_), sizeof(int32_t) * 2));
     ids_.grow(16);
     pos_.grow(1);
@@ -115,7 +91,7 @@ class CudaRunnerImpl : public CudaRunner {
 
   void step(const int32_t* ids, int64_t T, int64_t pos0, bool all_logits, BoundaryObserver* obs,
             std::vector<float>& logits) override {
-    const int64_t V = cfg_.vocab, H = cfg_.hidden;
+    const int64_t V = cfg_.vocab;
     run(ids, T, pos0, all_logits, obs);
     const int64_t rows = all_logits ? T : 1;
     logits.resize(static_cast<size_t>(rows * V));
@@ -140,13 +116,7 @@ class CudaRunnerImpl : public CudaRunner {
     } catch (const RuntimeFailure& e) {
       throw RuntimeFailure("segment '" + head_name_ + "': " + e.what());
     }
-    if (obs) {
-      std::vector<float> n(static_cast<size_t>(T * H));
-      SEGPIPE_CUDA_CHECK(cudaMemcpyAsync(n.data(), normed_.get(), n.size() * 4, cudaMemcpyDeviceToHost, ctx_->stream()));
-      ctx_->sync();
-      obs->on_tensor(Boundary::norm(), n.data(), T, H);
-      if (all_logits) obs->on_tensor(Boundary::logits(), logits.data(), T, V);
-    }
+    // The observer saw the final norm and the logits in the lm_head's step (cuda::LmHead::step).
   }
 
   void step_device(const int32_t* ids, int64_t T, int64_t pos0, bool all_logits) override {
@@ -245,9 +215,8 @@ class CudaRunnerImpl : public CudaRunner {
   uint64_t weights_read_in_place() const override { return weights_->tensors_read_in_place(); }
 
   uint64_t weight_bytes() const override {
-    uint64_t b = embed_->weight_bytes() + head_->weight_bytes();
-    for (auto& st : stages_) b += st.seg->weight_bytes();
-    for (auto& [n, bank] : banks_) b += bank->weight_bytes();
+    uint64_t b = 0;
+    for (const auto& s : segs_) b += s->weight_bytes();
     return b;
   }
 
@@ -267,36 +236,66 @@ class CudaRunnerImpl : public CudaRunner {
       r.gpu_memory = to_string(memory_);
       out.push_back(r);
     };
-    for (const SegmentDesc& s : plan_.segments) {
-      if (s.kind == SegmentKind::embeddings) add(s.name, "embeddings", embed_->weight_bytes());
-      if (s.kind == SegmentKind::lm_head) add(s.name, "lm_head", head_->weight_bytes());
-      if (s.kind == SegmentKind::experts) add(s.name, "experts", banks_.at(s.name)->weight_bytes());
-      if (s.kind == SegmentKind::layers)
-        for (auto& st : stages_)
-          if (st.desc.name == s.name) add(s.name, "layers", st.seg->weight_bytes());
+    for (size_t i = 0; i < plan_.segments.size(); i++) {
+      const Segment& seg = *segs_[i];
+      add(plan_.segments[i].name, to_string(seg.params().kind), seg.weight_bytes());
     }
     return out;
   }
 
  private:
-  struct Stage {
-    SegmentDesc desc;
-    std::unique_ptr<cuda::Layers> seg;
-    std::vector<cuda::ExpertBank*> banks;
-  };
-
-  // Everything a step does on the device after its inputs are in ids_/pos_.
-  void device_work(int64_t T, int64_t pos0, bool all_logits, BoundaryObserver* obs) {
-    const int64_t H = cfg_.hidden;
-    embed_->forward(ids_.get(), T, x_.get());
-    if (obs) {
-      std::vector<float> e(static_cast<size_t>(T * H));
-      SEGPIPE_CUDA_CHECK(cudaMemcpyAsync(e.data(), x_.get(), e.size() * 4, cudaMemcpyDeviceToHost, ctx_->stream()));
-      ctx_->sync();
-      obs->on_tensor(Boundary::embeddings(), e.data(), T, H);
+  // The plan's segments through the factory, on this runner's device, context and weights. A layers
+  // segment is handed the banks that serve it when it is made, so the banks are made first; the others
+  // in plan order, where the embeddings come before the lm_head, which shares their table when the
+  // model ties them (SegmentEnv::cuda_tied_embeddings).
+  void make_segments() {
+    add_cuda_segment_backend();
+    SegmentEnv env;
+    env.cfg = &cfg_;
+    env.max_seq = plan_.max_seq;  // the KV caches: each layers segment's own
+    env.cuda_context = ctx_.get();
+    env.cuda_weights = weights_.get();
+    env.cuda_options = &eo_;
+    const auto& descs = plan_.segments;
+    segs_.resize(descs.size());
+    auto serves_any = [&](const SegmentDesc& s) {
+      return std::any_of(descs.begin(), descs.end(), [&](const SegmentDesc& t) { return s.serves(t); });
+    };
+    for (size_t i = 0; i < descs.size(); i++)
+      if (serves_any(descs[i])) segs_[i] = make_segment(descs[i], env);
+    for (size_t i = 0; i < descs.size(); i++) {
+      if (segs_[i]) continue;
+      env.banks.clear();
+      for (size_t j = 0; j < descs.size(); j++)
+        if (descs[j].serves(descs[i])) env.banks.push_back(segs_[j]->bank());
+      segs_[i] = make_segment(descs[i], env);
     }
-    for (Stage& st : stages_) st.seg->forward(x_.get(), T, pos0, pos_.get(), st.banks, obs);
-    head_->forward(x_.get(), T, all_logits, obs ? normed_.get() : nullptr, logits_.get());
+    // The step's chain: every segment but the banks (the layers segments call those), in plan order
+    // (the plan lists them in data-flow order): the first reads the token ids, the last writes the logits.
+    for (size_t i = 0; i < descs.size(); i++)
+      if (!segs_[i]->bank()) chain_.push_back(segs_[i].get());
+    SEGPIPE_ASSERT_MSG(chain_.size() >= 2, "plan without embeddings or lm_head");
+    for (size_t i = 0; i < descs.size(); i++)
+      if (segs_[i].get() == chain_.back()) head_name_ = descs[i].name;
+  }
+
+  // Everything a step does on the device after its inputs are in ids_/pos_: the chain, ids_ -> x_ ->
+  // logits_, the layers in place on x_ with their position read from pos_ (so that a captured graph
+  // replays at every position).
+  void device_work(int64_t T, int64_t pos0, bool all_logits, BoundaryObserver* obs) {
+    StepIO io;
+    io.T = T;
+    io.pos0 = pos0;
+    io.pos0_at = pos_.get();
+    io.all_positions = all_logits;
+    io.observer = obs;
+    for (size_t i = 0; i < chain_.size(); i++) {
+      const bool first = i == 0, last = i + 1 == chain_.size();
+      io.in = first ? static_cast<const void*>(ids_.get()) : x_.get();
+      io.out = last ? logits_.get() : x_.get();
+      io.normed = last && obs ? normed_.get() : nullptr;
+      chain_[i]->step(io);
+    }
   }
 
   void run(const int32_t* ids, int64_t T, int64_t pos0, bool all_logits, BoundaryObserver* obs) {
@@ -358,10 +357,9 @@ class CudaRunnerImpl : public CudaRunner {
   std::unique_ptr<cuda::Context> ctx_;
   std::shared_ptr<Checkpoint> ck_;
   std::unique_ptr<cuda::WeightSource> weights_;
-  std::unique_ptr<cuda::Embeddings> embed_;
-  std::unique_ptr<cuda::LmHead> head_;
-  std::map<std::string, std::unique_ptr<cuda::Experts>> banks_;
-  std::vector<Stage> stages_;
+  cuda::EngineOptions eo_;
+  std::vector<std::unique_ptr<Segment>> segs_;  // plan order
+  std::vector<Segment*> chain_;                 // the segments a step runs, in order (no banks)
   cuda::Buffer<int32_t> ids_, pos_;
   cuda::Buffer<float> x_, normed_, logits_;
   std::string head_name_;

@@ -1,6 +1,7 @@
 // Runs one step (a prefill of T tokens or a decode of one) through every segment of a plan.
-// InprocRunner calls the segments in this process (the monolithic baseline); the shm runner
-// (shm_runner.h) drives one process per segment. Both produce the same bits.
+// make_inproc_runner calls the segments in this process (the monolithic baseline); the shm runner
+// (shm_runner.h) drives one process per segment: both are the one driver (chain_driver.h) over a
+// transport (transport.h), and produce the same bits. The GPU runner (cuda_runner.h) has its own loop.
 #pragma once
 #include <cstdint>
 #include <memory>

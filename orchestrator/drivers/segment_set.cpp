@@ -3,6 +3,8 @@
 #include <algorithm>
 #include <cstring>
 
+#include "orchestrator/drivers/chain_driver.h"
+#include "orchestrator/drivers/inproc_transport.h"
 #include "orchestrator/drivers/mapped_fault.h"
 #include "orchestrator/drivers/progress.h"
 #include "segments/checkpoint/checkpoint.h"
@@ -29,7 +31,7 @@ class SegmentSet::Recorder : public ExpertExecutor {
       c->layer = req.layer;
       c->T = req.T;
       c->k = req.k;
-      c->x.assign(req.x, req.x + req.T * H_);
+      c->x.assign(req.x_f32(), req.x_f32() + req.T * H_);
       c->experts.assign(req.experts, req.experts + TK);
       c->weights.assign(req.weights, req.weights + TK);
     }
@@ -48,12 +50,12 @@ class SegmentSet::Recorder : public ExpertExecutor {
       a.slots.assign(TK * H, 0.f);
       a.owned.assign(TK, 0);
       ExpertRequest r = req;
-      r.out = a.slots.data();
+      r.slots = a.slots.data();
       b->compute(r);
       for (size_t s = 0; s < TK; s++)
         if (b->owns(req.layer, req.experts[s])) {
           a.owned[s] = 1;
-          std::memcpy(req.out + s * H, a.slots.data() + s * H, H * 4);
+          std::memcpy(req.slots_f32() + s * H, a.slots.data() + s * H, H * 4);
         }
       c->answers.push_back(std::move(a));
     }
@@ -107,10 +109,6 @@ SegmentSet::SegmentSet(const RunPlan& plan, const ModelConfig& cfg, const std::s
     if (l->banks)
       for (auto& b : loaded_)
         if (b->desc->serves(*l->desc)) l->banks->add(b->desc->name, b->seg->bank());
-    // A step's data flow is every segment in plan order, but for the banks: a bank has no step of its
-    // own, the layers segments it serves call it. This is the one place where the kind shapes the chain,
-    // and it is asked of the segment (does it have a bank?) rather than of its kind.
-    if (!l->seg->bank()) chain_.push_back(l.get());
   }
 }
 
@@ -175,24 +173,10 @@ void SegmentSet::bank(const std::string& name, const ExpertRequest& req) {
 
 void SegmentSet::step(const int32_t* ids, int64_t T, int64_t pos0, bool all_logits, BoundaryObserver* obs,
                       std::vector<float>& logits, std::vector<BankCall>* calls) {
-  SEGPIPE_ASSERT_MSG(whole_ && !chain_.empty(), "a pipeline step needs every segment of the plan loaded");
-  x_.resize(static_cast<size_t>(T * cfg_.hidden));
-  logits.resize(static_cast<size_t>((all_logits ? T : 1) * cfg_.vocab));
-  // The plan lists the segments in data-flow order: the first reads the token ids, each next one the
-  // hidden states before it (the layers segments in place), the last writes the logits. Each segment
-  // reports its own boundaries to obs.
-  const void* in = ids;
-  for (size_t i = 0; i < chain_.size(); i++) {
-    StepIO io;
-    io.in = in;
-    io.out = i + 1 == chain_.size() ? logits.data() : x_.data();
-    io.T = T;
-    io.pos0 = pos0;
-    io.all_positions = all_logits;
-    io.observer = obs;
-    run_loaded(*chain_[i], io, calls);
-    in = x_.data();
-  }
+  SEGPIPE_ASSERT_MSG(whole_, "a pipeline step needs every segment of the plan loaded");
+  // The one driver over these segments: the in-process runner's path, with the bank calls recorded.
+  InprocTransport t(plan_, cfg_, *this, calls);
+  ChainDriver(plan_, t).step(ids, T, pos0, all_logits, obs, logits);
 }
 
 }  // namespace segpipe

@@ -41,8 +41,9 @@ class SegmentSet {
   SegmentSet(const RunPlan& plan, const ModelConfig& cfg, const std::set<std::string>& only = {});
   ~SegmentSet();
 
-  // Full pipeline step (every segment loaded), as the in-process runner does it. obs sees every
-  // boundary; when `calls` is given, every bank request of the step is recorded there.
+  // Full pipeline step (every segment loaded): the in-process runner's driver and transport
+  // (chain_driver.h, inproc_transport.h) over these segments. obs sees every boundary; when `calls` is
+  // given, every bank request of the step is recorded there.
   void step(const int32_t* ids, int64_t T, int64_t pos0, bool all_logits, BoundaryObserver* obs,
             std::vector<float>& logits, std::vector<BankCall>* calls = nullptr);
 
@@ -71,9 +72,7 @@ class SegmentSet {
   ThreadPool pool_;
   std::shared_ptr<Checkpoint> ck_;
   std::vector<std::unique_ptr<Loaded>> loaded_;  // plan order
-  std::vector<Loaded*> chain_;                   // a step's order: every loaded segment but the banks
   bool whole_ = false;                           // every segment of the plan is loaded
-  std::vector<float> x_;
 };
 
 }  // namespace segpipe

@@ -2,7 +2,8 @@
 // exchange, capture buffers, a channel and a status slot per segment), starts a worker per segment,
 // waits for each one's handshake, then drives steps through the channels. A segment that dies or
 // stops answering is detected within about 100 ms (death) or at the timeout (silence); it is either
-// reported (exit 3) or restarted, and the interrupted step is repeated (--restart).
+// reported (exit 3) or restarted, and the interrupted step is repeated (--restart). The driver is
+// chain_driver.h's; everything particular to processes and shared memory is shm_transport.h's.
 #pragma once
 #include <memory>
 

@@ -1,7 +1,8 @@
 // One segment of any kind on any backend, as drivers and workers hold it: made by the factory
 // (segments/factory/segment_factory.h) from its SegmentParams, run one step at a time (StepIO says what
-// each kind reads and writes). The CPU kinds implement it in segments/kinds; the GPU kinds
-// (segments/cuda/kinds.h) implement it next.
+// each kind reads and writes). The CPU kinds implement it in segments/kinds, the GPU kinds in
+// segments/cuda (kinds.h); an expert bank of either backend is reached through bank()
+// (segments/core/expert_bank.h: one request type for both).
 #pragma once
 #include <cstdint>
 #include <vector>

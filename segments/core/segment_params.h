@@ -20,8 +20,7 @@ struct SegmentParams {
 
   // Whether this segment is an expert bank that serves `layers`, a layers segment whose routed experts
   // live in banks: their layer ranges meet. Which banks a layers segment calls is where the kinds decide
-  // how segments connect, so it is answered once, here (SegmentSet asks it; the shared-memory and GPU
-  // runners still keep a copy of their own).
+  // how segments connect, so it is answered once, here (every driver and transport asks it).
   bool serves(const SegmentParams& layers) const {
     return kind == SegmentKind::experts && layers.kind == SegmentKind::layers && layers.banks &&
            layer_last >= layers.layer_first && layer_first <= layers.layer_last;

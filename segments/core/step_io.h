@@ -15,11 +15,19 @@ struct StepIO {
   // all_positions, else [1, V] (the last position's).
   // layers: in == out computes in place; otherwise in is copied to out first and the step computes in
   // out, so that in survives a step that fails halfway (a segment process repeats it after a restart).
+  // (A GPU segment process stages both through a device buffer of its own: its blocks may be host
+  // memory mapped for the device, too slow to compute in.)
   float* out = nullptr;
   // lm_head, optional: receives the final norm's output [T, H]. Other kinds ignore it.
   float* normed = nullptr;
   int64_t T = 0;     // tokens in this step
   int64_t pos0 = 0;  // position of the first token; a layers segment's KV cache holds every position < pos0
+  // layers, optional: where the step reads its first position while it runs (int32, memory of the
+  // segment's backend). pos0 above is what the host checks (the KV cache's capacity) and sizes with;
+  // this address is what the computation reads, so that a step recorded once can be replayed at every
+  // position with only this int changed (a GPU's decode step captured into a CUDA graph). It must hold
+  // pos0 when the step runs. Null: the segment takes pos0 itself (a GPU segment copies it to the device).
+  const int32_t* pos0_at = nullptr;
   bool all_positions = false;  // lm_head: logits of every position (else the last only)
   // Optional: sees the boundaries as the segment computes them, in the order of a whole step:
   // embeddings; each layer's router logits, routes and output; the final norm; the logits (when

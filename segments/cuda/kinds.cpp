@@ -49,7 +49,8 @@ void observe(Context& ctx, BoundaryObserver* obs, const Boundary& b, const float
 
 // ---------------------------------------------------------------------------------------------
 Embeddings::Embeddings(Context& ctx, WeightSource& w, const ModelConfig& cfg)
-    : ctx_(ctx), dt_(w.options().compute), vocab_(cfg.vocab), hidden_(cfg.hidden) {
+    : DeviceSegment(gpu_segment_params(SegmentKind::embeddings, ctx, w)),
+      ctx_(ctx), dt_(w.options().compute), vocab_(cfg.vocab), hidden_(cfg.hidden) {
   TensorRole r = embed_role(cfg);
   table_.grow(numel(r) * dtype_size(dt_));
   w.matrix(r, table_.get(), dt_);
@@ -63,7 +64,8 @@ void Embeddings::forward(const int32_t* d_ids, int64_t T, float* out) {
 // ---------------------------------------------------------------------------------------------
 Experts::Experts(Context& ctx, WeightSource& w, const ModelConfig& cfg, const EngineOptions& opt, int l0, int l1,
                  int e0, int e1)
-    : ctx_(ctx), cfg_(cfg), opt_(opt), dt_(w.options().compute), l0_(l0), l1_(l1), e0_(e0), e1_(e1) {
+    : DeviceSegment(gpu_segment_params(SegmentKind::experts, ctx, w, l0, l1, false, e0, e1)),
+      ctx_(ctx), cfg_(cfg), opt_(opt), dt_(w.options().compute), l0_(l0), l1_(l1), e0_(e0), e1_(e1) {
   const size_t H = static_cast<size_t>(cfg.hidden), I = static_cast<size_t>(cfg.moe_intermediate);
   const size_t n = static_cast<size_t>(e1 - e0 + 1), es = dtype_size(dt_);
   for (int l = l0; l <= l1; l++) {
@@ -113,6 +115,9 @@ bool Experts::groups_on_device(int64_t T, int k) const {
 
 void Experts::compute(const ExpertRequest& r) {
   if (!holds_layer(r.layer)) return;
+  if (r.x_dtype != dt_ || r.slot_dtype != moe_slot_dtype(dt_, r.grouped))
+    throw RuntimeFailure(std::string("an expert request in ") + dtype_name(r.x_dtype) + " / " +
+                         dtype_name(r.slot_dtype) + " slots to a bank computing in " + dtype_name(dt_));
   const int64_t H = cfg_.hidden, I = cfg_.moe_intermediate, S = r.T * r.k;
   const size_t li = static_cast<size_t>(r.layer - l0_);
   const void* wgu = gate_up_[li].get();
@@ -177,33 +182,35 @@ void Experts::compute(const ExpertRequest& r) {
   moe_scatter_weighted(d_.get(), dt_, perm_.get(), r.weights, n, H, r.slots, moe_slot_dtype(dt_, true), st);
 }
 
-std::string unsupported_on_cuda(const ModelConfig& cfg) {
-  if (!cfg.qkv_bias && cfg.qk_norm && cfg.shared_expert_intermediate == 0) return "";
-  return "model_type " + cfg.model_type +
-         ": q/k/v biases, attention without q/k norm and shared experts are not implemented on the CUDA backend "
-         "yet (run these layers with device: cpu)";
-}
-
 // ---------------------------------------------------------------------------------------------
+// What a layer holds follows the layer description (ModelConfig: qk_norm, qkv_bias,
+// shared_expert_intermediate), never the architecture; a part the layer lacks is an empty buffer, whose
+// null pointer tells the kernels to skip it.
 struct Layers::Layer {
   int index = 0;
   bool moe = false;
-  Buffer<float> in_norm, post_norm, q_norm, k_norm;
+  bool shared = false;  // an MoE layer with a shared expert
+  Buffer<float> in_norm, post_norm, q_norm, k_norm;  // q_norm / k_norm: where cfg.qk_norm
+  Buffer<float> qkv_bias;                        // where cfg.qkv_bias: [q_dim + 2 kv_dim], laid out as a qkv row
   Buffer<char> qkv, o, router, gate_up, down;  // compute dtype
+  // The shared expert (compute dtype): gate and up stacked [2S, H] as the dense MLP's gate_up, down
+  // [H, S], and its sigmoid gate's [1, H] row.
+  Buffer<char> sh_gate_up, sh_down, sh_gate;
   Buffer<float> kv;                              // K [max_seq, kv_dim] then V [max_seq, kv_dim]
 };
 
 Layers::Layers(Context& ctx, WeightSource& w, const ModelConfig& cfg, const EngineOptions& opt, int first, int last,
                bool local_experts, int64_t max_seq)
-    : ctx_(ctx), cfg_(cfg), opt_(opt), dt_(w.options().compute), first_(first), last_(last), max_seq_(max_seq) {
+    : DeviceSegment(gpu_segment_params(SegmentKind::layers, ctx, w, first, last, !local_experts)),
+      ctx_(ctx), cfg_(cfg), opt_(opt), dt_(w.options().compute), first_(first), last_(last), max_seq_(max_seq) {
   SEGPIPE_ASSERT(first >= 0 && last < cfg.num_layers && first <= last);
-  if (const std::string why = unsupported_on_cuda(cfg); !why.empty()) throw InputError(cfg.where + ": " + why);
   const size_t H = static_cast<size_t>(cfg.hidden), qd = static_cast<size_t>(cfg.q_dim()),
                kvd = static_cast<size_t>(cfg.kv_dim()), es = dtype_size(dt_);
   for (int i = first; i <= last; i++) {
     auto L = std::make_unique<Layer>();
     L->index = i;
     L->moe = cfg.is_moe_layer(i);
+    L->shared = L->moe && cfg.shared_expert_intermediate > 0;
     auto roles = layer_roles(cfg, i);
     auto vec = [&](const char* role, Buffer<float>& b) {
       const TensorRole& r = find_role(roles, role);
@@ -212,8 +219,16 @@ Layers::Layers(Context& ctx, WeightSource& w, const ModelConfig& cfg, const Engi
     };
     vec("input_layernorm", L->in_norm);
     vec("post_attention_layernorm", L->post_norm);
-    vec("attn.q_norm", L->q_norm);
-    vec("attn.k_norm", L->k_norm);
+    if (cfg.qk_norm) {
+      vec("attn.q_norm", L->q_norm);
+      vec("attn.k_norm", L->k_norm);
+    }
+    if (cfg.qkv_bias) {
+      L->qkv_bias.grow(qd + 2 * kvd);
+      w.vector_f32(find_role(roles, "attn.q_bias"), L->qkv_bias.get());
+      w.vector_f32(find_role(roles, "attn.k_bias"), L->qkv_bias.get() + qd);
+      w.vector_f32(find_role(roles, "attn.v_bias"), L->qkv_bias.get() + qd + kvd);
+    }
     // q, k and v stacked into one [q_dim + 2 kv_dim, H] matrix: one product per step.
     L->qkv.grow((qd + 2 * kvd) * H * es);
     w.matrix(find_role(roles, "attn.q_proj"), L->qkv.get(), dt_);
@@ -225,6 +240,16 @@ Layers::Layers(Context& ctx, WeightSource& w, const ModelConfig& cfg, const Engi
       const TensorRole& r = find_role(roles, "router");
       L->router.grow(numel(r) * es);
       w.matrix(r, L->router.get(), dt_);
+      if (L->shared) {
+        const size_t S = static_cast<size_t>(cfg.shared_expert_intermediate);
+        L->sh_gate_up.grow(2 * S * H * es);
+        w.matrix(find_role(roles, "shared.gate_proj"), L->sh_gate_up.get(), dt_);
+        w.matrix(find_role(roles, "shared.up_proj"), at(L->sh_gate_up, S * H, dt_), dt_);
+        L->sh_down.grow(H * S * es);
+        w.matrix(find_role(roles, "shared.down_proj"), L->sh_down.get(), dt_);
+        L->sh_gate.grow(H * es);
+        w.matrix(find_role(roles, "shared.gate"), L->sh_gate.get(), dt_);
+      }
     } else {
       const size_t I = static_cast<size_t>(cfg.intermediate);
       L->gate_up.grow(2 * I * H * es);
@@ -268,8 +293,9 @@ void Layers::bind_kv(float* base) {
 uint64_t Layers::weight_bytes() const {
   uint64_t b = local_ ? local_->weight_bytes() : 0;
   for (auto& L : layers_)
-    b += L->in_norm.bytes() + L->post_norm.bytes() + L->q_norm.bytes() + L->k_norm.bytes() + L->qkv.bytes() +
-         L->o.bytes() + L->router.bytes() + L->gate_up.bytes() + L->down.bytes();
+    b += L->in_norm.bytes() + L->post_norm.bytes() + L->q_norm.bytes() + L->k_norm.bytes() + L->qkv_bias.bytes() +
+         L->qkv.bytes() + L->o.bytes() + L->router.bytes() + L->gate_up.bytes() + L->down.bytes() +
+         L->sh_gate_up.bytes() + L->sh_down.bytes() + L->sh_gate.bytes();
   return b;
 }
 
@@ -283,7 +309,8 @@ void Layers::ensure_scratch(int64_t T) {
                qd = static_cast<size_t>(cfg_.q_dim()), kvd = static_cast<size_t>(cfg_.kv_dim()),
                es = dtype_size(dt_);
   const size_t k = static_cast<size_t>(std::max(cfg_.top_k, 1)), E = static_cast<size_t>(std::max(cfg_.num_experts, 1));
-  const size_t I = static_cast<size_t>(std::max(cfg_.intermediate, 1));
+  // gu_ / act_ serve the dense MLP and the shared expert, one after the other
+  const size_t I = static_cast<size_t>(std::max({cfg_.intermediate, cfg_.shared_expert_intermediate, 1}));
   h_.grow(t * H * es);
   qkv_.grow(t * (qd + 2 * kvd));
   q_.grow(t * qd);
@@ -294,6 +321,10 @@ void Layers::ensure_scratch(int64_t T) {
   slots_.grow(t * k * H);
   gu_.grow(t * 2 * I);
   act_.grow(t * I * es);
+  if (cfg_.shared_expert_intermediate > 0) {
+    shared_.grow(t * H);
+    shared_gate_.grow(t);
+  }
   cap_ = T;
 }
 
@@ -345,11 +376,11 @@ void Layers::forward(float* x, int64_t T, int64_t pos0, const int32_t* d_pos0, c
       // The flash kernel's operands written by the same pass: q as bf16, and the new K/V rows' bf16
       // copies beside the float32 cache rows.
       qk_norm_rope_kv_bf16(qkv_.get(), T, d_pos0, {cfg_.num_heads, cfg_.num_kv_heads, cfg_.head_dim},
-                           L.q_norm.get(), L.k_norm.get(), eps, inv_freq_.get(), q_.get(), kc, vc, kb_.get(),
-                           vb_.get(), st);
+                           L.qkv_bias.get(), L.q_norm.get(), L.k_norm.get(), eps, inv_freq_.get(), q_.get(), kc, vc,
+                           kb_.get(), vb_.get(), st);
     else if (!fused)
-      qk_norm_rope_kv(qkv_.get(), T, d_pos0, {cfg_.num_heads, cfg_.num_kv_heads, cfg_.head_dim}, L.q_norm.get(),
-                      L.k_norm.get(), eps, inv_freq_.get(), q_.get(), kc, vc, st);
+      qk_norm_rope_kv(qkv_.get(), T, d_pos0, {cfg_.num_heads, cfg_.num_kv_heads, cfg_.head_dim}, L.qkv_bias.get(),
+                      L.q_norm.get(), L.k_norm.get(), eps, inv_freq_.get(), q_.get(), kc, vc, st);
     pt.mark("norm+qkv+rope");
     if (flash) {
       // bf16 copies of the earlier rows (a prompt continued at pos0 > 0; kb_/vb_ are shared by the
@@ -361,10 +392,10 @@ void Layers::forward(float* x, int64_t T, int64_t pos0, const int32_t* d_pos0, c
       attention_gemm(cb, q_.get(), T, pos0, ashape, kc, vc, scale, dt_ == DType::BF16, scores_.get(),
                      att_f32_.get(), att_.get(), dt_, st);
     else if (fused)
-      // q/k-norm, RoPE and the KV write folded in (the o_proj weights asked into L2 meanwhile)
-      attention_decode_rope(qkv_.get(), d_pos0, ashape, L.q_norm.get(), L.k_norm.get(), eps, inv_freq_.get(), kc,
-                            vc, scale, att_.get(), dt_, attn_part_.get(), attn_counters_.get(), L.o.get(),
-                            uint64_t(H * qd) * es, kp, st);
+      // bias, q/k-norm, RoPE and the KV write folded in (the o_proj weights asked into L2 meanwhile)
+      attention_decode_rope(qkv_.get(), d_pos0, ashape, L.qkv_bias.get(), L.q_norm.get(), L.k_norm.get(), eps,
+                            inv_freq_.get(), kc, vc, scale, att_.get(), dt_, attn_part_.get(), attn_counters_.get(),
+                            L.o.get(), uint64_t(H * qd) * es, kp, st);
     else
       attention(q_.get(), T, d_pos0, {cfg_.num_heads, cfg_.num_kv_heads, cfg_.head_dim}, kc, vc, scale, att_.get(),
                 dt_, st);
@@ -402,6 +433,8 @@ void Layers::forward(float* x, int64_t T, int64_t pos0, const int32_t* d_pos0, c
       req.slots = slots_.get();
       bool grouped = T > opt_.gemv_max_tokens;
       req.grouped = grouped;
+      req.x_dtype = dt_;
+      req.slot_dtype = moe_slot_dtype(dt_, grouped);
       // The ids go to the host (a synchronization) only for banks that group there.
       bool host_groups = false;
       if (grouped) {
@@ -424,7 +457,10 @@ void Layers::forward(float* x, int64_t T, int64_t pos0, const int32_t* d_pos0, c
         ctx_.sync();
         obs->on_route(L.index, host_experts_.data(), w.data(), T, k);
       }
-      if (fused && local_ && local_->decode_into(L.index, h_.get(), k, experts_.get(), weights_.get(), x)) {
+      // (not with a shared expert: its gated output joins the routed sum before the residual add, in
+      // moe_combine_add, as for experts in banks)
+      if (fused && !L.shared && local_ &&
+          local_->decode_into(L.index, h_.get(), k, experts_.get(), weights_.get(), x)) {
         pt.mark("experts");
         if (obs) observe(ctx_, obs, Boundary::output(L.index), x, T, H, host_tmp_);
         continue;
@@ -442,7 +478,13 @@ void Layers::forward(float* x, int64_t T, int64_t pos0, const int32_t* d_pos0, c
       }
       if (!served) throw RuntimeFailure("layer " + std::to_string(L.index) + " has routed experts but no expert bank");
       pt.mark("experts");
-      moe_combine_add(slots_.get(), moe_slot_dtype(dt_, grouped), experts_.get(), T, k, H, x, st);
+      SharedExpertOut shared;
+      if (L.shared) {
+        shared_expert(L, T, fused);
+        shared = {shared_.get(), shared_gate_.get()};
+        pt.mark("shared expert");
+      }
+      moe_combine_add(slots_.get(), moe_slot_dtype(dt_, grouped), experts_.get(), T, k, H, x, st, shared);
       pt.mark("combine");
     } else {
       const int64_t I = cfg_.intermediate;
@@ -461,10 +503,33 @@ void Layers::forward(float* x, int64_t T, int64_t pos0, const int32_t* d_pos0, c
   }
 }
 
+// The shared expert of an MoE layer on h_ (the post-attention-normed states the routed experts saw):
+// shared_ = SwiGLU_shared(h_) and shared_gate_ = h_ . w_g, both float32, for moe_combine_add to add
+// as sigmoid(gate) * out after the routed sum. The dense MLP's products and SwiGLU (gu_, act_): the
+// single-token GEMVs where the step decodes through the fused kernels, cuBLAS otherwise.
+void Layers::shared_expert(const Layer& L, int64_t T, bool fused) {
+  const int64_t H = cfg_.hidden, S = cfg_.shared_expert_intermediate;
+  cudaStream_t st = ctx_.stream();
+  const KernelPath& kp = ctx_.kernels();
+  if (fused) {
+    gemv(h_.get(), dt_, L.sh_gate_up.get(), dt_, 2 * S, H, gu_.get(), false, kp, st);
+    gemv(h_.get(), dt_, L.sh_gate.get(), dt_, 1, H, shared_gate_.get(), false, kp, st);
+  } else {
+    gemm_xwT(ctx_.cublas(), h_.get(), L.sh_gate_up.get(), dt_, T, 2 * S, H, gu_.get(), 2 * S, 0.0f);
+    gemm_xwT(ctx_.cublas(), h_.get(), L.sh_gate.get(), dt_, T, 1, H, shared_gate_.get(), 1, 0.0f);
+  }
+  swiglu_rows(gu_.get(), DType::F32, T, S, act_.get(), dt_, st);
+  if (fused)
+    gemv(act_.get(), dt_, L.sh_down.get(), dt_, H, S, shared_.get(), false, kp, st);
+  else
+    gemm_xwT(ctx_.cublas(), act_.get(), L.sh_down.get(), dt_, T, H, S, shared_.get(), H, 0.0f);
+}
+
 // ---------------------------------------------------------------------------------------------
 LmHead::LmHead(Context& ctx, WeightSource& w, const ModelConfig& cfg, const void* tied_table,
                const EngineOptions& opt)
-    : ctx_(ctx), cfg_(cfg), opt_(opt), dt_(w.options().compute), vocab_(cfg.vocab) {
+    : DeviceSegment(gpu_segment_params(SegmentKind::lm_head, ctx, w)),
+      ctx_(ctx), cfg_(cfg), opt_(opt), dt_(w.options().compute), vocab_(cfg.vocab) {
   TensorRole nr = final_norm_role(cfg);
   norm_.grow(numel(nr));
   w.vector_f32(nr, norm_.get());

@@ -4,21 +4,24 @@
 // matrix products are in the compute dtype (F32: verification; BF16: speed, fp32 accumulation).
 // Positions are read from a device int (pos0) so that a decode step can be captured once into a
 // CUDA graph and replayed at every position.
+//
+// Each kind is a Segment (segments/core/segment.h), made by the GPU's makers (cuda_makers.h); StepIO's
+// pointers are device pointers or host memory mapped for the device. The step() of each kind is in
+// segment_steps.cpp; the methods below it (forward, decode_into) are its fast paths, which the
+// segments call among themselves.
 #pragma once
 #include <cstdint>
 #include <memory>
 #include <vector>
 
+#include "segments/core/boundary_observer.h"
+#include "segments/core/expert_bank.h"
+#include "segments/core/segment.h"
 #include "segments/cuda/device.h"
 #include "segments/cuda/weights.h"
-#include "segments/kinds/boundary_observer.h"
 #include "segments/model/config.h"
 
 namespace segpipe::cuda {
-
-// Why this backend cannot run the checkpoint's decoder layers ("" when it can): the layer description's
-// q/k/v biases, missing q/k norm and shared experts (qwen2_moe) are CPU-only so far.
-std::string unsupported_on_cuda(const ModelConfig& cfg);
 
 struct EngineOptions {
   int gemv_max_tokens = 4;     // MoE: up to this many tokens per step, GEMVs over the chosen experts;
@@ -38,14 +41,35 @@ struct EngineOptions {
   bool flash_attention = true;
 };
 
-class Embeddings {
+// What the GPU kinds share as segments: their params are what they were built with (the device of
+// their context, the compute dtype of their weight source), and what they loaded is what their maker
+// saw the weight source upload while it made them (a GPU runner's segments share one weight source).
+class DeviceSegment : public Segment {
+ public:
+  using Segment::Segment;
+  const std::vector<LoadedTensor>& loaded() const override { return loaded_; }
+  void set_loaded(std::vector<LoadedTensor> tensors) { loaded_ = std::move(tensors); }
+
+ private:
+  std::vector<LoadedTensor> loaded_;
+};
+
+// The params of a GPU segment of `kind` built on ctx and w with these ranges (segment_steps.cpp).
+SegmentParams gpu_segment_params(SegmentKind kind, const Context& ctx, const WeightSource& w, int layer_first = -1,
+                                 int layer_last = -1, bool banks = false, int expert_first = -1,
+                                 int expert_last = -1);
+
+class Embeddings : public DeviceSegment {
  public:
   Embeddings(Context& ctx, WeightSource& w, const ModelConfig& cfg);
+  // io.ids() [T] (checked against vocab() on the host by the caller: they are device memory here) ->
+  // io.out [T, H] float32; the observer (if any) gets a host copy (synchronizing).
+  void step(const StepIO& io) override;
   // ids: [T] on the device (checked against vocab() on the host); out: [T, H] float32.
   void forward(const int32_t* d_ids, int64_t T, float* out);
   const void* table() const { return table_.get(); }
   int64_t vocab() const { return vocab_; }
-  uint64_t weight_bytes() const { return table_.bytes(); }
+  uint64_t weight_bytes() const override { return table_.bytes(); }
 
  private:
   Context& ctx_;
@@ -54,46 +78,22 @@ class Embeddings {
   Buffer<char> table_;
 };
 
-// The request a layer sends to its expert banks (device pointers).
-struct ExpertRequest {
-  int layer = 0;
-  const void* x = nullptr;           // [T, H] post-attention-normalized states, compute dtype
-  int64_t T = 0;
-  int k = 0;
-  const int32_t* experts = nullptr;  // [T, k] on the device
-  const float* weights = nullptr;    // [T, k] on the device
-  // The layer's choice, the same for every bank: slots grouped by expert with one GEMM per expert
-  // (prefill), else GEMVs over the chosen experts' rows (decode).
-  bool grouped = false;
-  // [T, k] on the host: needed by a grouped request only where the bank groups on the host
-  // (!groups_on_device), null otherwise.
-  const int32_t* host_experts = nullptr;
-  // [T * k, H] in moe_slot_dtype(compute dtype, grouped) (moe.cuh): bf16 for a bf16 grouped
-  // request, float32 otherwise; every bank of the layer writes that one dtype.
-  void* slots = nullptr;
-};
-
-// What a layers segment calls for the routed experts of its MoE layers when they are not local:
-// Experts in this process, or the bank processes of a shm run (workers/cuda_remote_banks.h). The
-// layer calls every bank holding the layer, then combines all the slots itself, so the math is one
-// code path wherever the experts run.
-class ExpertBank {
- public:
-  virtual ~ExpertBank() = default;
-  virtual bool holds_layer(int layer) const = 0;
-  // Fills the slots of the experts it owns: ordered after the work already on the caller's stream,
-  // and before the work the caller puts on it next.
-  virtual void compute(const ExpertRequest& r) = 0;
-  // Whether a grouped request of T tokens needs no host copy of the expert ids (r.host_experts).
-  virtual bool groups_on_device(int64_t T, int k) const = 0;
-};
-
-// A bank: experts [e0, e1] of the MoE layers in [l0, l1].
-class Experts : public ExpertBank {
+// A bank: experts [e0, e1] of the MoE layers in [l0, l1]. What a layers segment calls for the routed
+// experts of its MoE layers when they are not local (segments/core/expert_bank.h; the bank processes
+// of a shm run are one workers/cuda_remote_banks.h): the layer calls every bank holding the layer, then
+// combines all the slots itself, so the math is one code path wherever the experts run. Its requests:
+// device pointers, x in the compute dtype, slots in moe_slot_dtype(compute dtype, grouped) (moe.cuh:
+// bf16 for a bf16 grouped request, float32 otherwise; every bank of the layer writes that one dtype).
+class Experts : public DeviceSegment, public ExpertBank {
  public:
   Experts(Context& ctx, WeightSource& w, const ModelConfig& cfg, const EngineOptions& opt, int l0, int l1, int e0,
           int e1);
+  // A bank has no step of its own (RuntimeFailure): its layers segments call compute().
+  void step(const StepIO& io) override;
+  ExpertBank* bank() override { return this; }
+  // A MoE layer of its range.
   bool holds_layer(int layer) const override;
+  bool owns(int layer, int expert) const override;
   int layer_first() const { return l0_; }
   int layer_last() const { return l1_; }
   // Fills the slots of the experts it owns.
@@ -106,7 +106,7 @@ class Experts : public ExpertBank {
   bool decode_into(int layer, const void* h, int k, const int32_t* experts, const float* weights, float* x);
   // Whether decode_into applies to this layer and top-k.
   bool decodes(int layer, int k) const;
-  uint64_t weight_bytes() const;
+  uint64_t weight_bytes() const override;
 
  private:
   Context& ctx_;
@@ -120,12 +120,18 @@ class Experts : public ExpertBank {
   Buffer<void*> ptrs_;
 };
 
-class Layers {
+class Layers : public DeviceSegment {
  public:
   // local_experts: this segment computes its MoE layers' experts itself (one bank over all experts).
   Layers(Context& ctx, WeightSource& w, const ModelConfig& cfg, const EngineOptions& opt, int first, int last,
          bool local_experts, int64_t max_seq);
-  ~Layers();
+  ~Layers() override;
+  // io.hidden() [T, H] -> io.out (StepIO: in place when in == out, else in is copied to out first),
+  // float32 on the device; the position from io.pos0_at where given (a captured graph replays at every
+  // position), else copied to the device here (synchronizing). The banks are use_banks()'s.
+  void step(const StepIO& io) override;
+  // The banks of its MoE layers when the experts are not local (each layer calls those holding it).
+  void use_banks(std::vector<ExpertBank*> banks) { banks_ = std::move(banks); }
   int first() const { return first_; }
   int last() const { return last_; }
   // The KV caches in memory the caller owns (e.g. a device arena shared between processes, so that
@@ -138,12 +144,15 @@ class Layers {
   // every boundary is copied to the host (synchronizing).
   void forward(float* x, int64_t T, int64_t pos0, const int32_t* d_pos0, const std::vector<ExpertBank*>& banks,
                BoundaryObserver* obs);
-  uint64_t weight_bytes() const;
+  uint64_t weight_bytes() const override;
   uint64_t kv_bytes() const;
 
  private:
   struct Layer;
   void ensure_scratch(int64_t T);
+  std::vector<ExpertBank*> banks_;  // use_banks()
+  Buffer<int32_t> pos0_;            // step() without io.pos0_at: the position, copied here
+  void shared_expert(const Layer& L, int64_t T, bool fused);
   Context& ctx_;
   const ModelConfig& cfg_;
   EngineOptions opt_;
@@ -156,6 +165,7 @@ class Layers {
   int64_t cap_ = 0;
   Buffer<char> h_, att_, act_;
   Buffer<float> qkv_, q_, logits_, weights_, slots_, gu_, scores_, att_f32_;
+  Buffer<float> shared_, shared_gate_;  // a shared expert's output [T, H] and gate logits [T]
   Buffer<char> kb_, vb_;  // flash attention: bf16 copies of the layer's K and V rows
   Buffer<int32_t> experts_;
   Buffer<unsigned> counter_;  // router_fused's completion counter
@@ -166,17 +176,22 @@ class Layers {
   std::vector<float> host_tmp_;
 };
 
-class LmHead {
+class LmHead : public DeviceSegment {
  public:
   // tied_table: the embedding table when the model ties them (shared, not copied), else null.
   // opt: fused_decode chooses the one-row product's kernel.
   LmHead(Context& ctx, WeightSource& w, const ModelConfig& cfg, const void* tied_table,
          const EngineOptions& opt = {});
+  // io.hidden() [T, H] -> io.out: logits [T, V] when io.all_positions, else [1, V] (the last
+  // position's); io.normed (optional) the final norm's output. The observer (if any) gets host copies
+  // of the norm and, with all_positions, of the logits (synchronizing); the caller checks the logits
+  // are finite on its own host copy (StepIO's pointers are device memory here).
+  void step(const StepIO& io) override;
   // x: [T, H] float32. normed (device, optional): [T, H] float32. logits: [T, V] when all_positions,
   // else [V] for the last position (device, float32).
   void forward(const float* x, int64_t T, bool all_positions, float* normed, float* logits);
   int64_t vocab() const { return vocab_; }
-  uint64_t weight_bytes() const { return head_.bytes() + norm_.bytes(); }
+  uint64_t weight_bytes() const override { return head_.bytes() + norm_.bytes(); }
 
  private:
   Context& ctx_;
@@ -188,6 +203,7 @@ class LmHead {
   Buffer<char> head_;
   const void* head_ptr_ = nullptr;
   Buffer<char> h_;
+  Buffer<float> normed_;  // step() with an observer and no io.normed
 };
 
 }  // namespace segpipe::cuda

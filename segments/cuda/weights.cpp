@@ -12,7 +12,9 @@ namespace segpipe::cuda {
 std::pair<float, float> synthetic_distribution(const TensorRole& r) {
   float fan_in = static_cast<float>(r.shape.back());
   float scale = std::sqrt(3.0f / fan_in), offset = 0.f;
-  if (r.shape.size() == 1) {
+  if (r.role.size() > 5 && r.role.compare(r.role.size() - 5, 5, "_bias") == 0) {
+    scale = 0.5f;  // q/k/v biases: around 0
+  } else if (r.shape.size() == 1) {
     scale = 0.1f;
     offset = 1.0f;
   } else if (r.role == "embed_tokens") {

@@ -5,8 +5,9 @@
 // Why backends add their table to a registry, rather than one factory that names every backend: this
 // file is compiled into segpipe_segments, which the CUDA library links (segpipe_cuda depends on it, not
 // the other way round), so it cannot call into the CUDA backend without making every CPU build link
-// CUDA. The CPU table is built in (same library). The GPU's is added by the code that links the CUDA
-// backend (the GPU worker, the GPU runner) with add_segment_backend(), before its first make_segment.
+// CUDA. The CPU table is built in (same library). The GPU's (segments/cuda/cuda_makers.h) is added by
+// the code that links the CUDA backend (the GPU worker, the GPU runner) with add_cuda_segment_backend(),
+// before its first make_segment.
 // It is an explicit call and not a static initializer in the backend's library: an object of a static
 // library that nothing references is left out of the link, its initializer with it, and the backend
 // would be silently missing.

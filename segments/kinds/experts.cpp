@@ -37,6 +37,11 @@ bool ExpertsSegment::owns(int layer, int expert) const {
 void ExpertsSegment::compute(const ExpertRequest& req) {
   auto it = mats_.find(req.layer);
   SEGPIPE_ASSERT_MSG(it != mats_.end(), "expert bank asked for a layer it does not hold");
+  if (req.x_dtype != DType::F32 || req.slot_dtype != DType::F32)
+    throw RuntimeFailure("an expert request in " + std::string(dtype_name(req.x_dtype)) + " / " +
+                         dtype_name(req.slot_dtype) + ": the CPU bank computes in float32");
+  const float* x = req.x_f32();
+  float* out = req.slots_f32();
   const int64_t H = cfg_.hidden, I = cfg_.moe_intermediate;
   const int64_t slots = req.T * req.k;
   // Group the slots by expert so each expert's weights stream once per step (prefill batches its
@@ -58,7 +63,7 @@ void ExpertsSegment::compute(const ExpertRequest& req) {
     d_.resize(static_cast<size_t>(n * H));
     for (int64_t r = 0; r < n; r++) {
       int64_t t = order[i + static_cast<size_t>(r)] / req.k;
-      std::copy(req.x + t * H, req.x + (t + 1) * H, xs_.begin() + r * H);
+      std::copy(x + t * H, x + (t + 1) * H, xs_.begin() + r * H);
     }
     const auto& m = it->second[static_cast<size_t>(e - e0_)];
     touch(req.layer, e);
@@ -69,7 +74,7 @@ void ExpertsSegment::compute(const ExpertRequest& req) {
     for (int64_t r = 0; r < n; r++) {
       int64_t s = order[i + static_cast<size_t>(r)];
       float w = req.weights[s];
-      float* o = req.out + s * H;
+      float* o = out + s * H;
       const float* dr = d_.data() + r * H;
       for (int64_t c = 0; c < H; c++) o[c] = dr[c] * w;
     }

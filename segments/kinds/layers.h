@@ -31,7 +31,7 @@ class ExpertExecutor {
  public:
   virtual ~ExpertExecutor() = default;
   virtual ExpertStaging staging(int64_t T, int k) { return {}; }
-  // Must fill every row of req.out (all T*k slots) with the weighted expert outputs.
+  // Must fill every row of req.slots (all T*k slots) with the weighted expert outputs.
   virtual void run(const ExpertRequest& req) = 0;
 };
 

@@ -107,8 +107,8 @@ void test_qk_norm_rope(Checks& c, cudaStream_t s) {
     auto dpos = upload(std::vector<int32_t>{pos0});
     Dev q = Dev::poisoned(q_ref.size(), DType::F32), kc = Dev::poisoned(size_t(max_seq) * kvd, DType::F32),
         vc = Dev::poisoned(size_t(max_seq) * kvd, DType::F32);
-    cuda::qk_norm_rope_kv(dqkv.f(), T, dpos.get(), {nh, nkv, hd}, dqn.f(), dkn.f(), 1e-6f, dinv.f(), q.f(), kc.f(),
-                          vc.f(), s);
+    cuda::qk_norm_rope_kv(dqkv.f(), T, dpos.get(), {nh, nkv, hd}, nullptr, dqn.f(), dkn.f(), 1e-6f, dinv.f(), q.f(),
+                          kc.f(), vc.f(), s);
     auto kh = kc.host(), vh = vc.host();
     std::vector<float> k_got(kh.begin() + size_t(pos0) * kvd, kh.begin() + size_t(pos0 + T) * kvd),
         v_got(vh.begin() + size_t(pos0) * kvd, vh.begin() + size_t(pos0 + T) * kvd);
@@ -123,8 +123,8 @@ void test_qk_norm_rope(Checks& c, cudaStream_t s) {
     Dev qb = Dev::poisoned(q_ref.size(), DType::BF16), kc2 = Dev::poisoned(size_t(max_seq) * kvd, DType::F32),
         vc2 = Dev::poisoned(size_t(max_seq) * kvd, DType::F32), kb = Dev::poisoned(size_t(max_seq) * kvd, DType::BF16),
         vb = Dev::poisoned(size_t(max_seq) * kvd, DType::BF16);
-    cuda::qk_norm_rope_kv_bf16(dqkv.f(), T, dpos.get(), {nh, nkv, hd}, dqn.f(), dkn.f(), 1e-6f, dinv.f(), qb.p(),
-                               kc2.f(), vc2.f(), kb.p(), vb.p(), s);
+    cuda::qk_norm_rope_kv_bf16(dqkv.f(), T, dpos.get(), {nh, nkv, hd}, nullptr, dqn.f(), dkn.f(), 1e-6f, dinv.f(),
+                               qb.p(), kc2.f(), vc2.f(), kb.p(), vb.p(), s);
     auto kh2 = kc2.host(), vh2 = vc2.host(), kbh = kb.host(), vbh = vb.host();
     const auto q_round = round_bf16(q.host()), qbh = qb.host();
     const bool cache_same = std::memcmp(kh.data(), kh2.data(), kh.size() * 4) == 0 &&
@@ -166,14 +166,14 @@ void test_qk_norm_rope_kernels(Checks& c, cudaStream_t s) {
       for (int per_head = 0; per_head < 2; per_head++) {
         Dev q = Dev::poisoned(size_t(T) * qd, DType::F32), kc = Dev::poisoned(size_t(max_seq) * kvd, DType::F32),
             vc = Dev::poisoned(size_t(max_seq) * kvd, DType::F32);
-        cuda::qk_norm_rope_kv(dqkv.f(), T, dpos.get(), {nh, nkv, hd}, dqn.f(), dkn.f(), 1e-6f, dinv.f(), q.f(),
-                              kc.f(), vc.f(), s, per_head == 1);
+        cuda::qk_norm_rope_kv(dqkv.f(), T, dpos.get(), {nh, nkv, hd}, nullptr, dqn.f(), dkn.f(), 1e-6f, dinv.f(),
+                              q.f(), kc.f(), vc.f(), s, per_head == 1);
         Dev qb = Dev::poisoned(size_t(T) * qd, DType::BF16), kc2 = Dev::poisoned(size_t(max_seq) * kvd, DType::F32),
             vc2 = Dev::poisoned(size_t(max_seq) * kvd, DType::F32),
             kb = Dev::poisoned(size_t(max_seq) * kvd, DType::BF16),
             vb = Dev::poisoned(size_t(max_seq) * kvd, DType::BF16);
-        cuda::qk_norm_rope_kv_bf16(dqkv.f(), T, dpos.get(), {nh, nkv, hd}, dqn.f(), dkn.f(), 1e-6f, dinv.f(), qb.p(),
-                                   kc2.f(), vc2.f(), kb.p(), vb.p(), s, per_head == 1);
+        cuda::qk_norm_rope_kv_bf16(dqkv.f(), T, dpos.get(), {nh, nkv, hd}, nullptr, dqn.f(), dkn.f(), 1e-6f,
+                                   dinv.f(), qb.p(), kc2.f(), vc2.f(), kb.p(), vb.p(), s, per_head == 1);
         got[per_head] = {q.host(), kc.host(), vc.host(), qb.host(), kc2.host(), vc2.host(), kb.host(), vb.host()};
       }
       for (size_t i = 0; i < got[0].size(); i++) {
@@ -270,16 +270,17 @@ void test_attention(Checks& c, cuda::Context& ctx) {
       SEGPIPE_CUDA_CHECK(cudaMemset(cnt.get(), 0, cnt.bytes()));
       const float scale = static_cast<float>(std::pow(double(hd), -0.5));
       Dev q = Dev::poisoned(size_t(qd), DType::F32), o1 = Dev::poisoned(size_t(qd), ot);
-      cuda::qk_norm_rope_kv(dqkv.f(), 1, dpos.get(), {nh, nkv, hd}, dqn.f(), dkn.f(), 1e-6f, dinv.f(), q.f(), k1.f(),
-                            v1.f(), s);
+      cuda::qk_norm_rope_kv(dqkv.f(), 1, dpos.get(), {nh, nkv, hd}, nullptr, dqn.f(), dkn.f(), 1e-6f, dinv.f(), q.f(),
+                            k1.f(), v1.f(), s);
       cuda::attention_decode(q.f(), dpos.get(), as, k1.f(), v1.f(), scale, o1.p(), ot, part.get(), cnt.get(), kp, s);
       auto a = o1.host();
       bool same = true;
       double e = 0;
       for (int rep = 0; rep < 2; rep++) {
         Dev o2 = Dev::poisoned(size_t(qd), ot);
-        cuda::attention_decode_rope(dqkv.f(), dpos.get(), as, dqn.f(), dkn.f(), 1e-6f, dinv.f(), k2.f(), v2.f(),
-                                    scale, o2.p(), ot, part.get(), cnt.get(), k2.p(), uint64_t(k2.n) * 4, kp, s);
+        cuda::attention_decode_rope(dqkv.f(), dpos.get(), as, nullptr, dqn.f(), dkn.f(), 1e-6f, dinv.f(), k2.f(),
+                                    v2.f(), scale, o2.p(), ot, part.get(), cnt.get(), k2.p(), uint64_t(k2.n) * 4, kp,
+                                    s);
         auto b = o2.host();
         same &= std::memcmp(a.data(), b.data(), a.size() * 4) == 0;
         e = std::max(e, rel_l2(b.data(), ref.data(), ref.size()));
@@ -292,6 +293,133 @@ void test_attention(Checks& c, cuda::Context& ctx) {
                "attention_decode_rope -> %s heads=%d/%d hd=%d pos0=%d rel_l2=%.2e output %s, K/V cache %s", dn(ot), nh,
                nkv, hd, pos0, e, same ? "bit-identical to rope + attention_decode" : "DIFFERS",
                cache_same ? "identical" : "DIFFERS");
+    }
+}
+
+// The CPU reference of the q/k step of one token as the CPU layer takes it (segments/kinds/layers.cpp):
+// the q/k/v biases added (bias empty: none), q/k RMSNorm (qn empty: none), RoPE at pos; q, k and v
+// out.
+void cpu_qk_step(const float* row, const std::vector<float>& bias, const std::vector<float>& qn,
+                 const std::vector<float>& kn, int nh, int nkv, int hd, int64_t pos, float* q, float* k, float* v) {
+  const int qd = nh * hd, kvd = nkv * hd;
+  std::vector<float> r(row, row + qd + 2 * kvd);
+  if (!bias.empty())
+    for (size_t i = 0; i < r.size(); i++) r[i] = r[i] + bias[i];
+  std::copy(r.begin(), r.begin() + qd, q);
+  std::copy(r.begin() + qd, r.begin() + qd + kvd, k);
+  std::copy(r.begin() + qd + kvd, r.end(), v);
+  if (!qn.empty()) {
+    rmsnorm(q, nh, hd, qn.data(), 1e-6f, q);
+    rmsnorm(k, nkv, hd, kn.data(), 1e-6f, k);
+  }
+  Rope rope(hd, 1e6);
+  rope.apply(q, nh, pos);
+  rope.apply(k, nkv, pos);
+}
+
+// The q/k step as the layer description parametrizes it (Qwen2-MoE: q/k/v biases, no q/k norm; and
+// the other combinations the flags allow): qk_norm_rope_kv (both its kernels, float32 and the bf16
+// mirror) and the decode attention with the step folded in, against the CPU reference, and against
+// each other bit for bit, over head shapes (MHA and GQA, head_dim 16 as the tiny checkpoints, 128 as
+// Qwen1.5-MoE, 10 for the warp-per-head kernel alone) and positions.
+void test_qk_step_variants(Checks& c, cuda::Context& ctx) {
+  cudaStream_t s = ctx.stream();
+  const cuda::KernelPath& kp = ctx.kernels();
+  for (auto [use_bias, use_norm] : {std::pair{true, false}, {false, false}, {true, true}})
+    for (auto [nh, nkv, hd, T, pos0] : {std::tuple{4, 4, 16, 5, 3}, {6, 2, 16, 7, 0}, {16, 16, 128, 1, 100},
+                                       {32, 4, 128, 37, 1000}, {4, 2, 10, 3, 5}}) {
+      const int qd = nh * hd, kvd = nkv * hd, row = qd + 2 * kvd, max_seq = pos0 + T + 3;
+      auto qkv = randn(size_t(T) * row, rng, 2.0f);
+      const std::vector<float> bias = use_bias ? randn(size_t(row), rng, 0.5f) : std::vector<float>{};
+      const std::vector<float> qn = use_norm ? randn(size_t(hd), rng) : std::vector<float>{};
+      const std::vector<float> kn = use_norm ? randn(size_t(hd), rng) : std::vector<float>{};
+      std::vector<float> q_ref(size_t(T) * qd), k_ref(size_t(T) * kvd), v_ref(size_t(T) * kvd);
+      for (int t = 0; t < T; t++)
+        cpu_qk_step(qkv.data() + size_t(t) * row, bias, qn, kn, nh, nkv, hd, pos0 + t, q_ref.data() + size_t(t) * qd,
+                    k_ref.data() + size_t(t) * kvd, v_ref.data() + size_t(t) * kvd);
+      auto inv = cuda::rope_inv_freq(hd, 1e6);
+      Dev dqkv(qkv, DType::F32), dinv(inv, DType::F32);
+      Dev db = use_bias ? Dev(bias, DType::F32) : Dev(), dqn = use_norm ? Dev(qn, DType::F32) : Dev(),
+          dkn = use_norm ? Dev(kn, DType::F32) : Dev();
+      const float* bp = use_bias ? db.f() : nullptr;
+      const float* qnp = use_norm ? dqn.f() : nullptr;
+      const float* knp = use_norm ? dkn.f() : nullptr;
+      auto dpos = upload(std::vector<int32_t>{pos0});
+      // both kernels (per-token where the shape allows it, warp-per-head), float32 and the bf16 mirror
+      std::vector<std::vector<float>> got[2];
+      for (int per_head = 0; per_head < 2; per_head++) {
+        Dev q = Dev::poisoned(q_ref.size(), DType::F32), kc = Dev::poisoned(size_t(max_seq) * kvd, DType::F32),
+            vc = Dev::poisoned(size_t(max_seq) * kvd, DType::F32);
+        cuda::qk_norm_rope_kv(dqkv.f(), T, dpos.get(), {nh, nkv, hd}, bp, qnp, knp, 1e-6f, dinv.f(), q.f(), kc.f(),
+                              vc.f(), s, per_head == 1);
+        Dev qb = Dev::poisoned(q_ref.size(), DType::BF16), kc2 = Dev::poisoned(size_t(max_seq) * kvd, DType::F32),
+            vc2 = Dev::poisoned(size_t(max_seq) * kvd, DType::F32),
+            kb = Dev::poisoned(size_t(max_seq) * kvd, DType::BF16),
+            vb = Dev::poisoned(size_t(max_seq) * kvd, DType::BF16);
+        cuda::qk_norm_rope_kv_bf16(dqkv.f(), T, dpos.get(), {nh, nkv, hd}, bp, qnp, knp, 1e-6f, dinv.f(), qb.p(),
+                                   kc2.f(), vc2.f(), kb.p(), vb.p(), s, per_head == 1);
+        got[per_head] = {q.host(), kc.host(), vc.host(), qb.host(), kc2.host(), vc2.host(), kb.host(), vb.host()};
+      }
+      const auto& g = got[0];
+      std::vector<float> k_got(g[1].begin() + size_t(pos0) * kvd, g[1].begin() + size_t(pos0 + T) * kvd),
+          v_got(g[2].begin() + size_t(pos0) * kvd, g[2].begin() + size_t(pos0 + T) * kvd);
+      const double eq = rel_l2(g[0].data(), q_ref.data(), q_ref.size()),
+                   ek = rel_l2(k_got.data(), k_ref.data(), k_ref.size());
+      // v is src + bias, one rounding on both sides
+      const bool v_same = std::memcmp(v_got.data(), v_ref.data(), v_ref.size() * 4) == 0;
+      bool kernels_same = true;
+      for (size_t i = 0; i < g.size(); i++)
+        kernels_same &= std::memcmp(got[0][i].data(), got[1][i].data(), got[0][i].size() * 4) == 0;
+      const bool untouched = std::isnan(g[1][size_t(pos0 + T) * kvd]) && std::isnan(g[2][size_t(pos0 + T) * kvd]);
+      const bool mirror_cache_same = std::memcmp(g[1].data(), g[4].data(), g[1].size() * 4) == 0 &&
+                                     std::memcmp(g[2].data(), g[5].data(), g[2].size() * 4) == 0;
+      const auto q_round = round_bf16(g[0]);
+      const bool mirror_q_same = std::memcmp(q_round.data(), g[3].data(), q_round.size() * 4) == 0;
+      c.expect(eq < 1e-5 && ek < 1e-5 && v_same && kernels_same && untouched && mirror_cache_same && mirror_q_same,
+               "qk step bias=%d norm=%d heads=%d/%d hd=%d T=%d pos0=%d: q rel_l2=%.2e k=%.2e v %s; per-token = "
+               "per-head %s; bf16 mirror %s",
+               int(use_bias), int(use_norm), nh, nkv, hd, T, pos0, eq, ek, v_same ? "identical" : "DIFFERS",
+               kernels_same ? "identical" : "DIFFERS", mirror_cache_same && mirror_q_same ? "consistent" : "DIFFERS");
+      // Decode with the step folded in: one token at pos0 over a random cache, against the step +
+      // attention_decode (bit for bit, output and cache) and the CPU reference.
+      for (DType ot : {DType::F32, DType::BF16}) {
+        const std::vector<float> row1(qkv.begin(), qkv.begin() + row);
+        auto kc = randn(size_t(max_seq) * kvd, rng), vc = randn(size_t(max_seq) * kvd, rng);
+        std::vector<float> q1(static_cast<size_t>(qd)), k1r(static_cast<size_t>(kvd)), v1r(static_cast<size_t>(kvd));
+        cpu_qk_step(row1.data(), bias, qn, kn, nh, nkv, hd, pos0, q1.data(), k1r.data(), v1r.data());
+        auto kref = kc, vref = vc;
+        std::copy(k1r.begin(), k1r.end(), kref.begin() + size_t(pos0) * kvd);
+        std::copy(v1r.begin(), v1r.end(), vref.begin() + size_t(pos0) * kvd);
+        std::vector<float> ref(static_cast<size_t>(qd));
+        attention(pool(), {nh, nkv, hd}, q1.data(), 1, pos0, kref.data(), vref.data(), ref.data());
+        Dev dk1(kc, DType::F32), dv1(vc, DType::F32), dk2(kc, DType::F32), dv2(vc, DType::F32);
+        cuda::AttnShape as{nh, nkv, hd};
+        cuda::Buffer<float> part(cuda::attention_decode_scratch_floats(as));
+        cuda::Buffer<unsigned> cnt(static_cast<size_t>(nh));
+        SEGPIPE_CUDA_CHECK(cudaMemset(cnt.get(), 0, cnt.bytes()));
+        const float scale = static_cast<float>(std::pow(double(hd), -0.5));
+        Dev q = Dev::poisoned(size_t(qd), DType::F32), o1 = Dev::poisoned(size_t(qd), ot),
+            o2 = Dev::poisoned(size_t(qd), ot);
+        cuda::qk_norm_rope_kv(dqkv.f(), 1, dpos.get(), {nh, nkv, hd}, bp, qnp, knp, 1e-6f, dinv.f(), q.f(), dk1.f(),
+                              dv1.f(), s);
+        cuda::attention_decode(q.f(), dpos.get(), as, dk1.f(), dv1.f(), scale, o1.p(), ot, part.get(), cnt.get(), kp,
+                               s);
+        cuda::attention_decode_rope(dqkv.f(), dpos.get(), as, bp, qnp, knp, 1e-6f, dinv.f(), dk2.f(), dv2.f(), scale,
+                                    o2.p(), ot, part.get(), cnt.get(), nullptr, 0, kp, s);
+        const auto a = o1.host(), b = o2.host();
+        const auto kh1 = dk1.host(), kh2 = dk2.host(), vh1 = dv1.host(), vh2 = dv2.host();
+        const bool same = std::memcmp(a.data(), b.data(), a.size() * 4) == 0;
+        const bool cache_same = std::memcmp(kh1.data(), kh2.data(), kh1.size() * 4) == 0 &&
+                                std::memcmp(vh1.data(), vh2.data(), vh1.size() * 4) == 0;
+        const double e = rel_l2(b.data(), ref.data(), ref.size());
+        const double tol = ot == DType::F32 ? 1e-5 : 5e-3;
+        c.expect(e < tol && same && cache_same,
+                 "attention_decode_rope bias=%d norm=%d -> %s heads=%d/%d hd=%d pos0=%d rel_l2=%.2e output %s, K/V "
+                 "cache %s",
+                 int(use_bias), int(use_norm), dn(ot), nh, nkv, hd, pos0, e,
+                 same ? "bit-identical to the step + attention_decode" : "DIFFERS",
+                 cache_same ? "identical" : "DIFFERS");
+      }
     }
 }
 
@@ -1147,6 +1275,36 @@ void test_gemv_persistent(Checks& c, cuda::Context& ctx) {
     }
 }
 
+// The combine with a layer's shared expert (Qwen2-MoE): x + ((0 + the routed slots in ascending expert
+// id) + sigmoid(gate) * shared), against the CPU layer's arithmetic (combine_expert_outputs, then
+// mlp += g * sh, then the residual add). Only the sigmoid's exp may differ from the host's (a few ulp
+// of g), hence a relative norm rather than bit equality.
+void test_combine_shared(Checks& c, cudaStream_t s) {
+  for (DType sdt : {DType::F32, DType::BF16})
+    for (auto [T, k, H] : {std::tuple{1, 4, 64}, {6, 3, 96}, {300, 8, 2048}, {9, 4, 2048}}) {
+      auto slots = randn(size_t(T) * k * H, rng), x = randn(size_t(T) * H, rng), sh = randn(size_t(T) * H, rng);
+      auto gate = randn(size_t(T), rng, 3.0f);
+      if (sdt == DType::BF16) slots = round_bf16(slots);
+      std::vector<int32_t> experts(size_t(T) * k);
+      for (auto& e : experts) e = int32_t(rng() % 1000);
+      for (int t = 0; t < T; t++)
+        for (int j = 0; j < k; j++) experts[size_t(t * k + j)] = experts[size_t(t * k + j)] * k + j;
+      std::vector<float> mlp(x.size()), ref(x.size());
+      combine_expert_outputs(slots.data(), experts.data(), T, k, H, mlp.data());
+      for (int t = 0; t < T; t++) {
+        const float g = 1.0f / (1.0f + std::exp(-gate[size_t(t)]));
+        for (int i = 0; i < H; i++) mlp[size_t(t) * H + i] += g * sh[size_t(t) * H + i];
+      }
+      for (size_t i = 0; i < x.size(); i++) ref[i] = x[i] + mlp[i];
+      Dev ds(slots, sdt), dx(x, DType::F32), dsh(sh, DType::F32), dg(gate, DType::F32);
+      auto de = upload(experts);
+      cuda::moe_combine_add(ds.p(), sdt, de.get(), T, k, H, dx.f(), s, {dsh.f(), dg.f()});
+      auto got = dx.host();
+      const double e = rel_l2(got.data(), ref.data(), ref.size());
+      c.expect(e < 1e-6, "moe_combine_add + shared expert, %s slots T=%d k=%d H=%d rel_l2=%.2e", dn(sdt), T, k, H, e);
+    }
+}
+
 int main(int argc, char** argv) {
   const GpuKernels kernels = take_gpu_kernels_arg(argc, argv);
   if (const int rc = gpu_start("test_cuda_kernels"); rc >= 0) return rc;
@@ -1167,6 +1325,7 @@ int main(int argc, char** argv) {
     test_qk_norm_rope(c, ctx.stream());
     test_qk_norm_rope_kernels(c, ctx.stream());
     test_attention(c, ctx);
+    test_qk_step_variants(c, ctx);
     test_attention_gemm(c, ctx);
     test_attention_flash(c, ctx);
     test_router(c, ctx.stream());
@@ -1174,6 +1333,7 @@ int main(int argc, char** argv) {
     test_moe(c, ctx);
     test_moe_grouped(c, ctx);
     test_combine(c, ctx.stream());
+    test_combine_shared(c, ctx.stream());
     test_decode_kernels(c, ctx);
     test_attention_splits(c, ctx);
     test_moe_decode(c, ctx);

@@ -185,6 +185,13 @@ void test_bit_identical(Checks& c) {
       {"tiny-qwen3-omni", "bfloat16",
        {{"embed", SegmentKind::embeddings}, {"layers-a", SegmentKind::layers, 0, 1}, {"layers-b", SegmentKind::layers, 2, -2},
         {"head", SegmentKind::lm_head}}},
+      // Qwen2-MoE (q/k/v biases, no q/k norm, a shared expert; layer 2 dense): MHA and GQA checkpoints
+      {"tiny-qwen2-moe", "float32",
+       {{"embed", SegmentKind::embeddings}, {"layers-a", SegmentKind::layers, 0, 1}, {"layers-b", SegmentKind::layers, 2, -2},
+        {"head", SegmentKind::lm_head}}},
+      {"tiny-qwen2-moe-v5", "bfloat16",
+       {{"embed", SegmentKind::embeddings}, {"layers-a", SegmentKind::layers, 0, 0}, {"layers-b", SegmentKind::layers, 1, -2},
+        {"head", SegmentKind::lm_head}}},
   };
   for (Case& cs : cases) {
     const std::string dir = g_source + "/models/" + cs.model;
@@ -251,7 +258,7 @@ void test_mixed_goldens(Checks& c) {
       {{"embed", SegmentKind::embeddings}, {"layers-a", SegmentKind::layers, 0, 1}, {"layers-b", SegmentKind::layers, 2, -2, "cpu"},
        {"head", SegmentKind::lm_head}},
   };
-  for (const char* model : {"tiny-qwen3-moe", "tiny-qwen3-dense"})
+  for (const char* model : {"tiny-qwen3-moe", "tiny-qwen3-dense", "tiny-qwen2-moe"})
     for (auto& segs : pipes) expect_goldens(c, model, segs, "mixed");
 }
 
@@ -308,7 +315,8 @@ void test_restart(Checks& c) {
                  "GPU layers worker killed at its 5th step");
 }
 
-// Expert banks on the GPU as processes: tiny-qwen3-moe (5 layers, layer 1 dense, 8 experts, top-2).
+// Expert banks on the GPU as processes: tiny-qwen3-moe (5 layers, layer 1 dense, 8 experts, top-2),
+// and tiny-qwen2-moe (its shared experts computed by the layers segments).
 void test_banks(Checks& c) {
   const char* model = "tiny-qwen3-moe";
   ModelConfig cfg = read_model_config(g_source + "/models/" + model);
@@ -333,6 +341,19 @@ void test_banks(Checks& c) {
                             std::string("GPU banks as processes vs in-process GPU banks, ") + model + " " + dtype + ", " +
                                 cs.what + ", " + std::to_string(plan.segments.size()) + " processes");
     }
+  // Qwen2-MoE (4 layers, layer 2 dense, 8 experts top-4 beside a shared expert): the banks hold the
+  // routed experts, the layers segments their layers' shared experts.
+  const char* q2 = "tiny-qwen2-moe";
+  ModelConfig q2cfg = read_model_config(g_source + "/models/" + q2);
+  const std::vector<Seg> q2segs = {{"embed", SegmentKind::embeddings}, banked("layers-a", 0, 1), banked("layers-b", 2, 3),
+                                   bank("bank-lo", 0, 3, 0, 3),          bank("bank-hi", 0, 3, 4, 7),
+                                   {"head", SegmentKind::lm_head}};
+  for (const char* dtype : {"float32", "bfloat16"}) {
+    RunPlan plan = make_plan(q2, q2segs, dtype);
+    expect_same_as_inproc(c, plan, q2cfg,
+                          std::string("GPU banks as processes vs in-process GPU banks, ") + q2 + " " + dtype +
+                              ", 2 banks, " + std::to_string(plan.segments.size()) + " processes");
+  }
 }
 
 void test_bank_restart(Checks& c) {

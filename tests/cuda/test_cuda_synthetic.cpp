@@ -1,9 +1,10 @@
 // Synthetic weights made on the GPU are the weights `segpipe make-model` writes: a tiny checkpoint is
 // written on the CPU, and the GPU runner built from it and the GPU runner built from the formula
-// alone (no files) give bit-identical logits, in float32 and in bfloat16. (A slice of the full-size
-// preset's last tensor is compared with synthetic_value in test_cuda_kernels.) Also the bf16 flash
-// prefill continued at pos0 > 0 (the bf16 K/V copies of the earlier rows) against the same tokens in
-// one prefill and against the cuBLAS attention path.
+// alone (no files) give bit-identical logits, in float32 and in bfloat16, for each architecture's
+// tiny preset (Qwen3-Omni, Qwen3, Qwen2-MoE: q/k/v biases, no q/k norm, a shared expert). (A slice of
+// the full-size preset's last tensor is compared with synthetic_value in test_cuda_kernels.) Also the
+// bf16 flash prefill continued at pos0 > 0 (the bf16 K/V copies of the earlier rows) against the same
+// tokens in one prefill and against the cuBLAS attention path.
 #include <unistd.h>
 
 #include <filesystem>
@@ -44,7 +45,7 @@ int main(int argc, char** argv) {
   }
   fs::path dir = tmpl;
   try {
-    for (std::string preset : {"tiny-qwen3-omni", "tiny-qwen3"}) {
+    for (std::string preset : {"tiny-qwen3-omni", "tiny-qwen3", "tiny-qwen2-moe"}) {
       MakeModelOptions o;
       o.preset = preset;
       o.out_dir = dir.string();
@@ -137,16 +138,17 @@ int main(int argc, char** argv) {
       }
       fs::remove_all(dir);
     }
-    {
-      // head_dim 64: the flash kernel runs for prefills of >= 64 tokens. A 200-token prompt in one
-      // step, then as 120 + 80 tokens (the second at pos0 = 120 needs the bf16 copies of rows 0..119
-      // of every layer), then 120 + 80 through the cuBLAS attention path: last-position logits agree
-      // up to bf16 rounding (a missing or stale K/V row moves them far more).
+    // head_dim 64 (bench-moe) and 128 (Qwen1.5-MoE's shapes: q/k/v biases, no q/k norm, a shared
+    // expert): the flash kernel runs for prefills of >= 64 tokens. A 200-token prompt in one step, then
+    // as 120 + 80 tokens (the second at pos0 = 120 needs the bf16 copies of rows 0..119 of every
+    // layer), then 120 + 80 through the cuBLAS attention path: last-position logits agree up to bf16
+    // rounding (a missing or stale K/V row moves them far more).
+    for (const char* preset : {"bench-moe", "qwen1.5-moe-a2.7b"}) {
       MakeModelOptions o;
-      o.preset = "bench-moe";
+      o.preset = preset;
       o.num_layers = 2;
-      ModelConfig cfg = parse_model_config(synthetic_config(o), "preset bench-moe");
-      RunPlan p = default_plan("synthetic:bench-moe", cfg);
+      ModelConfig cfg = parse_model_config(synthetic_config(o), std::string("preset ") + preset);
+      RunPlan p = default_plan(std::string("synthetic:") + preset, cfg);
       p.max_seq = 256;
       for (auto& s : p.segments) s.device = Device{Device::Type::cuda, 0}, s.dtype = ComputeDType::bfloat16;
       CudaRunnerOptions ro;
@@ -169,9 +171,9 @@ int main(int argc, char** argv) {
       const double e1 = sized ? rel_l2(chunked.data(), whole.data(), whole.size()) : 1.0;
       const double e2 = sized ? rel_l2(chunked.data(), chunked_cublas.data(), whole.size()) : 1.0;
       c.expect(sized && e1 < 1e-2 && e2 < 2e-2,
-               "bf16 flash prefill continued at pos0 = 120: last logits vs one 200-token prefill rel_l2=%.2e, vs the "
-               "cuBLAS attention path rel_l2=%.2e",
-               e1, e2);
+               "%s: bf16 flash prefill continued at pos0 = 120: last logits vs one 200-token prefill rel_l2=%.2e, vs "
+               "the cuBLAS attention path rel_l2=%.2e",
+               preset, e1, e2);
     }
   } catch (const std::exception& e) {
     fs::remove_all(dir);

@@ -96,19 +96,21 @@ __global__ void attention_kernel(const float* __restrict__ q, const int32_t* __r
 // writes its merged (max, sum, unnormalized accumulator) and the block that finishes last for its
 // head (a counter per head) merges the n_split partials in split order.
 //
-// kRope: q is the raw q/k/v row of the step (qkv, before q/k-norm and RoPE): every block normalizes and
-// rotates its own query head and its group's new key (norm_rope_head, the same bits as
-// qk_norm_rope_kv) and uses them and the new value row for key p straight from shared memory; the
-// first block of each group writes the new K and V rows into the cache at row p. Before waiting for
+// kRope: q is the raw q/k/v row of the step (qkv, before the bias, q/k-norm and RoPE): every block
+// adds the bias to, normalizes and rotates its own query head and its group's new key (norm_rope_head,
+// the same bits as qk_norm_rope_kv; kGeneric: bias and norms as their pointers say, as there) and uses
+// them and the new value row for key p straight from shared memory; the first block of each group
+// writes the new K and V rows into the cache at row p. Before waiting for
 // its inputs each block asks L2 for its share of `pf` (the next product's weights).
 //
 // kPer: dimensions per lane held in registers (head_dim <= 32 kPer); kBatch keys per round, so that
 // the K/V registers of a round stay at 64 per lane.
-template <typename O, bool kRope, int kPer>
+template <typename O, bool kRope, int kPer, bool kGeneric>
 __global__ void __launch_bounds__(kWarps * 32) attention_split_kernel(
     const float* __restrict__ q, const int32_t* __restrict__ d_pos0, int nh, int nkv, int hd, float* kc, float* vc,
-    float scale, O* __restrict__ out, float* part, unsigned* counters, const float* __restrict__ qn,
-    const float* __restrict__ kn, float eps, const float* __restrict__ inv_freq, const void* pf, uint64_t pf_bytes) {
+    float scale, O* __restrict__ out, float* part, unsigned* counters, const float* __restrict__ bias,
+    const float* __restrict__ qn, const float* __restrict__ kn, float eps, const float* __restrict__ inv_freq,
+    const void* pf, uint64_t pf_bytes) {
   __shared__ DecodeHeadSmem sm;
   __shared__ bool last;
   const int h = blockIdx.x, sp = blockIdx.y;
@@ -116,8 +118,9 @@ __global__ void __launch_bounds__(kWarps * 32) attention_split_kernel(
   const int64_t kvd = int64_t(nkv) * hd;
   prefetch_l2_share(pf, pf_bytes, blockIdx.y * gridDim.x + blockIdx.x, gridDim.x * gridDim.y);
   if constexpr (kRope) {
-    prefetch_l1_block(qn, uint64_t(hd) * sizeof(float));
-    prefetch_l1_block(kn, uint64_t(hd) * sizeof(float));
+    const uint64_t norm_bytes = !kGeneric || qn ? uint64_t(hd) * sizeof(float) : 0;  // (kGeneric: none without q/k norm)
+    prefetch_l1_block(qn, norm_bytes);
+    prefetch_l1_block(kn, norm_bytes);
     prefetch_l1_block(inv_freq, uint64_t(hd / 2) * sizeof(float));
   }
   // The position, and with it the split and the first cache rows, before the wait: the position is
@@ -134,7 +137,8 @@ __global__ void __launch_bounds__(kWarps * 32) attention_split_kernel(
   const float* qv = q + int64_t(h) * hd;
   if constexpr (kRope) {
     // one block per group writes the new cache rows
-    decode_new_kv(q, h, g, nh, hd, kvd, qn, kn, eps, inv_freq, p, sp == 0 && h % (nh / nkv) == 0, kc, vc, sm);
+    decode_new_kv<kGeneric>(q, bias, h, g, nh, hd, kvd, qn, kn, eps, inv_freq, p, sp == 0 && h % (nh / nkv) == 0,
+                            kc, vc, sm);
     qv = sm.q;
   }
   decode_keys<kPer>(qv, kc, vc, kvd, g, hd, p, sp, n_split, kRope, scale, sm);
@@ -259,27 +263,32 @@ size_t attention_decode_scratch_floats(const AttnShape& s) {
 
 namespace {
 
+// The split kernel's instance: the generic q/k step exists only with kRope.
+template <typename O, bool kRope, int kPer>
+auto split_kernel(bool generic) {
+  if constexpr (kRope)
+    return generic ? attention_split_kernel<O, true, kPer, true> : attention_split_kernel<O, true, kPer, false>;
+  else
+    return attention_split_kernel<O, false, kPer, false>;
+}
+
 template <bool kRope>
 void launch_split(const float* q, const int32_t* d_pos0, const AttnShape& s, float* k_cache, float* v_cache,
-                  float scale, void* out, DType ot, float* scratch, unsigned* counters, const float* q_norm,
-                  const float* k_norm, float eps, const float* inv_freq, const void* prefetch,
+                  float scale, void* out, DType ot, float* scratch, unsigned* counters, const float* bias,
+                  const float* q_norm, const float* k_norm, float eps, const float* inv_freq, const void* prefetch,
                   uint64_t prefetch_bytes, const KernelPath& path, cudaStream_t st) {
   if (!path.l2_prefetch) {  // no range: the kernel skips the prefetch
     prefetch = nullptr;
     prefetch_bytes = 0;
   }
   const dim3 grid(static_cast<unsigned>(s.num_heads), kSplitBlocks);
+  // the generic q/k step (a bias, or no q/k norm) only where the layer has one
+  const bool generic = kRope && qk_step_generic(bias, q_norm);
   SEGPIPE_DISPATCH_FB(ot, O, {
-    if (s.head_dim <= 128)
-      SEGPIPE_CUDA_CHECK(launch_pdl(path.pdl, attention_split_kernel<O, kRope, 4>, grid, dim3(kWarps * 32), 0, st,
-                                    q, d_pos0, s.num_heads, s.num_kv_heads, s.head_dim, k_cache, v_cache, scale,
-                                    static_cast<O*>(out), scratch, counters, q_norm, k_norm, eps, inv_freq, prefetch,
-                                    prefetch_bytes));
-    else
-      SEGPIPE_CUDA_CHECK(launch_pdl(path.pdl, attention_split_kernel<O, kRope, kMaxPerLane>, grid, dim3(kWarps * 32),
-                                    0, st, q, d_pos0, s.num_heads, s.num_kv_heads, s.head_dim, k_cache, v_cache, scale,
-                                    static_cast<O*>(out), scratch, counters, q_norm, k_norm, eps, inv_freq, prefetch,
-                                    prefetch_bytes));
+    auto kernel = s.head_dim <= 128 ? split_kernel<O, kRope, 4>(generic) : split_kernel<O, kRope, kMaxPerLane>(generic);
+    SEGPIPE_CUDA_CHECK(launch_pdl(path.pdl, kernel, grid, dim3(kWarps * 32), 0, st, q, d_pos0, s.num_heads,
+                                  s.num_kv_heads, s.head_dim, k_cache, v_cache, scale, static_cast<O*>(out), scratch,
+                                  counters, bias, q_norm, k_norm, eps, inv_freq, prefetch, prefetch_bytes));
   });
   if (kRope)
     SEGPIPE_CUDA_LAUNCH_CHECK("attention_split_kernel (rope)");
@@ -294,15 +303,16 @@ void attention_decode(const float* q, const int32_t* d_pos0, const AttnShape& s,
                       const KernelPath& path, cudaStream_t st) {
   SEGPIPE_ASSERT(s.head_dim <= kMaxPerLane * 32 && s.num_heads % s.num_kv_heads == 0);
   launch_split<false>(q, d_pos0, s, const_cast<float*>(k_cache), const_cast<float*>(v_cache), scale, out, ot, scratch,
-                      counters, nullptr, nullptr, 0.f, nullptr, nullptr, 0, path, st);
+                      counters, nullptr, nullptr, nullptr, 0.f, nullptr, nullptr, 0, path, st);
 }
 
-void attention_decode_rope(const float* qkv, const int32_t* d_pos0, const AttnShape& s, const float* q_norm,
-                           const float* k_norm, float eps, const float* inv_freq, float* k_cache, float* v_cache,
-                           float scale, void* out, DType ot, float* scratch, unsigned* counters, const void* prefetch,
-                           uint64_t prefetch_bytes, const KernelPath& path, cudaStream_t st) {
+void attention_decode_rope(const float* qkv, const int32_t* d_pos0, const AttnShape& s, const float* bias,
+                           const float* q_norm, const float* k_norm, float eps, const float* inv_freq, float* k_cache,
+                           float* v_cache, float scale, void* out, DType ot, float* scratch, unsigned* counters,
+                           const void* prefetch, uint64_t prefetch_bytes, const KernelPath& path, cudaStream_t st) {
   SEGPIPE_ASSERT(s.head_dim <= kMaxPerLane * 32 && s.head_dim % 2 == 0 && s.num_heads % s.num_kv_heads == 0);
-  launch_split<true>(qkv, d_pos0, s, k_cache, v_cache, scale, out, ot, scratch, counters, q_norm, k_norm, eps,
+  SEGPIPE_ASSERT_MSG((q_norm == nullptr) == (k_norm == nullptr), "attention_decode_rope: q and k normed or neither");
+  launch_split<true>(qkv, d_pos0, s, k_cache, v_cache, scale, out, ot, scratch, counters, bias, q_norm, k_norm, eps,
                      inv_freq, prefetch, prefetch_bytes, path, st);
 }
 

@@ -41,14 +41,15 @@ void attention_decode(const float* q, const int32_t* d_pos0, const AttnShape& s,
                       const float* v_cache, float scale, void* out, DType ot, float* scratch, unsigned* counters,
                       const KernelPath& path, cudaStream_t st);
 
-// The same with the q/k-norm + RoPE + KV-cache write folded in (qk_norm_rope_kv for one token, then
-// attention_decode: the same bits): qkv is the step's raw [q | k | v] row (float32); K and V rows of
-// position pos0 are written. prefetch (optional): prefetch_bytes of weights (the o_proj matrix) asked
-// into L2 while the kernel runs, where path.l2_prefetch.
-void attention_decode_rope(const float* qkv, const int32_t* d_pos0, const AttnShape& s, const float* q_norm,
-                           const float* k_norm, float eps, const float* inv_freq, float* k_cache, float* v_cache,
-                           float scale, void* out, DType ot, float* scratch, unsigned* counters, const void* prefetch,
-                           uint64_t prefetch_bytes, const KernelPath& path, cudaStream_t st);
+// The same with the q/k/v bias + q/k-norm + RoPE + KV-cache write folded in (qk_norm_rope_kv for one
+// token, then attention_decode: the same bits): qkv is the step's raw [q | k | v] row (float32); bias,
+// q_norm and k_norm as qk_norm_rope_kv takes them (null bias: none; null norms: no q/k norm); K and V
+// rows of position pos0 are written. prefetch (optional): prefetch_bytes of weights (the o_proj matrix)
+// asked into L2 while the kernel runs, where path.l2_prefetch.
+void attention_decode_rope(const float* qkv, const int32_t* d_pos0, const AttnShape& s, const float* bias,
+                           const float* q_norm, const float* k_norm, float eps, const float* inv_freq, float* k_cache,
+                           float* v_cache, float scale, void* out, DType ot, float* scratch, unsigned* counters,
+                           const void* prefetch, uint64_t prefetch_bytes, const KernelPath& path, cudaStream_t st);
 
 // Long prefills through cuBLAS: per KV group, S = scale Q K^T for its query heads (one strided-batched
 // product), a causal softmax in place, then O = P V. tf32: the products on tensor cores (bfloat16

@@ -19,19 +19,36 @@ struct DecodeHeadSmem {
 
 // Head h's query and its group g's new key normalized and rotated at position p (norm_rope_head: the
 // bits of qk_norm_rope_kv), the new value row copied, into sm; by the whole block (synchronizes it).
-// qkv: the step's raw [q | k | v] row. write_cache: this block also writes cache row p of group g.
-__device__ __forceinline__ void decode_new_kv(const float* __restrict__ qkv, int h, int g, int nh, int hd, int64_t kvd,
-                                              const float* __restrict__ qn, const float* __restrict__ kn, float eps,
+// qkv: the step's raw [q | k | v] row; bias (optional): the q/k/v biases laid out as that row; qn / kn
+// null: no q/k norm (both only where kGeneric, norm_rope_head). write_cache: this block also writes
+// cache row p of group g.
+template <bool kGeneric>
+__device__ __forceinline__ void decode_new_kv(const float* __restrict__ qkv, const float* __restrict__ bias, int h,
+                                              int g, int nh, int hd, int64_t kvd, const float* __restrict__ qn,
+                                              const float* __restrict__ kn, float eps,
                                               const float* __restrict__ inv_freq, int64_t p, bool write_cache,
                                               float* kc, float* vc, DecodeHeadSmem& sm) {
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
   const float* kraw = qkv + int64_t(nh) * hd + int64_t(g) * hd;
   const float* vraw = kraw + kvd;
   const float fp = static_cast<float>(p);
-  if (warp == 0) norm_rope_head(qkv + int64_t(h) * hd, qn, eps, inv_freq, fp, hd, sm.acc[0], sm.q, lane);
-  if (warp == 1) norm_rope_head(kraw, kn, eps, inv_freq, fp, hd, sm.acc[1], sm.k, lane);
+  // the biases of these rows: at the same offsets in the bias row (kGeneric only)
+  const float *qb = nullptr, *kb = nullptr, *vb = nullptr;
+  if constexpr (kGeneric)
+    if (bias) {
+      qb = bias + int64_t(h) * hd;
+      kb = bias + (kraw - qkv);
+      vb = bias + (vraw - qkv);
+    }
+  if (warp == 0) norm_rope_head<kGeneric>(qkv + int64_t(h) * hd, qb, qn, eps, inv_freq, fp, hd, sm.acc[0], sm.q, lane);
+  if (warp == 1) norm_rope_head<kGeneric>(kraw, kb, kn, eps, inv_freq, fp, hd, sm.acc[1], sm.k, lane);
   if (warp == 2)
-    for (int i = lane; i < hd; i += 32) sm.v[i] = vraw[i];
+    for (int i = lane; i < hd; i += 32) {
+      float v = vraw[i];
+      if constexpr (kGeneric)
+        if (vb) v = __fadd_rn(v, vb[i]);
+      sm.v[i] = v;
+    }
   __syncthreads();
   if (write_cache) {
     for (int i = threadIdx.x; i < hd; i += blockDim.x) {

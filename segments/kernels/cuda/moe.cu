@@ -208,25 +208,45 @@ __device__ __forceinline__ void slot_order(const int32_t* __restrict__ experts, 
   __syncthreads();
 }
 
+// The shared expert's sigmoid gate of token t (SharedExpertOut), as the CPU computes it.
+__device__ __forceinline__ float shared_gate(const float* __restrict__ gate, int64_t t) {
+  return 1.0f / (1.0f + expf(-gate[t]));
+}
+
+// routed + g * shared, two roundings (no fused multiply-add), as the CPU's mlp += g * sh.
+__device__ __forceinline__ float add_shared(float routed, float g, float shared) {
+  return __fadd_rn(routed, __fmul_rn(g, shared));
+}
+
+// kShared (both combines): the layer has a shared expert (sh, sh_gate: SharedExpertOut); false, the
+// routed sum alone, compiled without it.
+template <bool kShared>
 __global__ void combine_kernel(const float* __restrict__ slots, const int32_t* __restrict__ experts, int k, int64_t H,
-                               float* __restrict__ x) {
+                               float* __restrict__ x, const float* __restrict__ sh, const float* __restrict__ sh_gate) {
   __shared__ int order[32];
   const int64_t t = blockIdx.x;
   slot_order(experts, t, k, order);
+  float g = 0.f;
+  if constexpr (kShared) g = shared_gate(sh_gate, t);
   for (int64_t c = threadIdx.x; c < H; c += blockDim.x) {
     float acc = 0.f;
     for (int j = 0; j < k; j++) acc += slots[(t * k + order[j]) * H + c];
+    if constexpr (kShared) acc = add_shared(acc, g, sh[t * H + c]);
     x[t * H + c] = x[t * H + c] + acc;
   }
 }
 
 // bf16 slots (H a multiple of 8): 8 columns a thread, one 16-byte load per slot; per column the
 // same sum as combine_kernel (0 + the k slots in ascending expert id, fp32).
+template <bool kShared>
 __global__ void combine_bf16_kernel(const bf16* __restrict__ slots, const int32_t* __restrict__ experts, int k,
-                                    int64_t H, float* __restrict__ x) {
+                                    int64_t H, float* __restrict__ x, const float* __restrict__ sh,
+                                    const float* __restrict__ sh_gate) {
   __shared__ int order[32];
   const int64_t t = blockIdx.x;
   slot_order(experts, t, k, order);
+  float g = 0.f;
+  if constexpr (kShared) g = shared_gate(sh_gate, t);
   for (int64_t c = int64_t(threadIdx.x) * 8; c < H; c += int64_t(blockDim.x) * 8) {
     float acc[8];
 #pragma unroll
@@ -236,6 +256,10 @@ __global__ void combine_bf16_kernel(const bf16* __restrict__ slots, const int32_
       bf16x8_to_float(*reinterpret_cast<const uint4*>(slots + (t * k + order[j]) * H + c), f);
 #pragma unroll
       for (int i = 0; i < 8; i++) acc[i] += f[i];
+    }
+    if constexpr (kShared) {
+#pragma unroll
+      for (int i = 0; i < 8; i++) acc[i] = add_shared(acc[i], g, sh[t * H + c + i]);
     }
     float4* xo = reinterpret_cast<float4*>(x + t * H + c);
     const float4 x0 = xo[0], x1 = xo[1];
@@ -310,15 +334,18 @@ void moe_scatter_weighted(const void* d, DType dt, const int32_t* perm, const fl
 }
 
 void moe_combine_add(const void* slots, DType slot_dt, const int32_t* experts, int64_t T, int k, int64_t H, float* x,
-                     cudaStream_t s) {
+                     cudaStream_t s, const SharedExpertOut& shared) {
   SEGPIPE_ASSERT(k <= 32);
+  SEGPIPE_ASSERT_MSG(!shared.out || shared.gate, "moe_combine_add: a shared expert's output without its gate");
   SEGPIPE_ASSERT_MSG(slot_dt == DType::F32 || (slot_dt == DType::BF16 && H % 8 == 0),
                      "expert slots: float32, or bfloat16 rows of a multiple of 8");
   if (T == 0) return;
   if (slot_dt == DType::F32)
-    combine_kernel<<<static_cast<unsigned>(T), 256, 0, s>>>(static_cast<const float*>(slots), experts, k, H, x);
+    (shared.out ? combine_kernel<true> : combine_kernel<false>)<<<static_cast<unsigned>(T), 256, 0, s>>>(
+        static_cast<const float*>(slots), experts, k, H, x, shared.out, shared.gate);
   else
-    combine_bf16_kernel<<<static_cast<unsigned>(T), 256, 0, s>>>(static_cast<const bf16*>(slots), experts, k, H, x);
+    (shared.out ? combine_bf16_kernel<true> : combine_bf16_kernel<false>)<<<static_cast<unsigned>(T), 256, 0, s>>>(
+        static_cast<const bf16*>(slots), experts, k, H, x, shared.out, shared.gate);
   SEGPIPE_CUDA_LAUNCH_CHECK("combine_kernel");
 }
 

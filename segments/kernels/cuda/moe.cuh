@@ -53,9 +53,19 @@ inline DType moe_slot_dtype(DType compute, bool grouped) {
   return compute == DType::BF16 && grouped ? DType::BF16 : DType::F32;
 }
 
+// A layer's shared expert (Qwen2-MoE: ModelConfig::shared_expert_intermediate > 0), as the combine
+// adds it: out [T, H] float32, SwiGLU_shared(x) of each token; gate [T] float32, the logit x . w_g of
+// its sigmoid gate. Null out: the layer has none.
+struct SharedExpertOut {
+  const float* out = nullptr;
+  const float* gate = nullptr;
+};
+
 // x[t, :] += (0 + slot_a + slot_b + ...) over token t's k slots in ascending expert id, in fp32;
-// slots in slot_dt (F32, or BF16 with H a multiple of 8).
+// slots in slot_dt (F32, or BF16 with H a multiple of 8). With a shared expert, x[t, :] += (that sum
+// + sigmoid(gate[t]) * out[t, :]): the routed sum first, then the gated shared output, then the
+// residual add, each rounded once, as the CPU layer (segments/kinds/layers.cpp) and the reference.
 void moe_combine_add(const void* slots, DType slot_dt, const int32_t* experts, int64_t T, int k, int64_t H, float* x,
-                     cudaStream_t s);
+                     cudaStream_t s, const SharedExpertOut& shared = {});
 
 }  // namespace segpipe::cuda

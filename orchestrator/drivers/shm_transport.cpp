@@ -1,0 +1,121 @@
+#include "orchestrator/drivers/shm_transport.h"
+
+#include <algorithm>
+#include <cstring>
+#include <span>
+
+#include "orchestrator/drivers/segment_roles.h"
+#include "segments/core/errors.h"
+#include "segments/model/config_file.h"
+#include "shm/cleanup.h"
+
+namespace segpipe {
+
+ShmTransport::ShmTransport(const RunPlan& plan, const ShmOptions& opt, const CudaShmOptions& cuda)
+    : plan_(plan), opt_(opt), cuda_(cuda), sharing_(plan_, cuda_.sharing) {
+  // sharing_ (a member made first) started the MPS server before this run's first CUDA call: the device
+  // count of these checks.
+  check_gpu_segments(plan_, cuda_.synthetic);
+  if (cuda_.synthetic) {
+    cfg_ = read_model_config(plan_.model_dir);  // weights made by each GPU worker
+  } else {
+    auto ck = Checkpoint::open(plan_.model_dir);
+    cfg_ = parse_model_config(ck->config_json(), plan_.model_dir + "/config.json");
+    check_segment_roles(*ck, cfg_, plan_);
+  }
+  shm::remove_stale_arenas();
+  shm::install_unlink_on_signal();
+  sharing_.check();
+  arena_ = std::make_unique<ShmRunArena>(plan_, cfg_, opt_.capture_tokens, cuda_);
+  workers_ = std::make_unique<ShmWorkers>(*arena_, plan_);
+  sharing_.confirm();  // before any worker starts: they inherit the MPS environment
+  workers_->start_all();
+}
+
+void ShmTransport::begin_step(const StepInput& in) {
+  in_ = in;
+  std::memcpy(arena_->ids(), in.ids, static_cast<size_t>(in.T) * 4);
+}
+
+void ShmTransport::run(const Stage& stage) {
+  proto::StepArgs a = arena_->step_args(stage);
+  a.pos0 = in_.pos0;
+  a.T = in_.T;
+  a.all_logits = in_.all_logits ? 1u : 0u;
+  a.capture = in_.observer ? 1u : 0u;
+  workers_->call(stage.segment, proto::kStep, std::as_bytes(std::span<const proto::StepArgs>(&a, 1)));
+  if (stage.out.is_logits()) {
+    const float* out = arena_->logits();
+    std::copy(out, out + in_.logits->size(), in_.logits->data());
+  }
+  if (in_.observer) show_captures(stage);
+}
+
+// The boundaries the segment computed, from where it left them, in the order a whole step shows them:
+// the embeddings; each layer's router logits, routes and output; the final norm and the logits.
+void ShmTransport::show_captures(const Stage& stage) {
+  BoundaryObserver& obs = *in_.observer;
+  const int64_t T = in_.T, H = cfg_.hidden;
+  const ShmSegment& p = arena_->segments()[static_cast<size_t>(stage.segment)];
+  if (stage.in.is_ids()) {
+    std::vector<float> scratch;
+    obs.on_tensor(stage.out.boundary, arena_->read_hidden(stage, T, scratch), T, H);
+  } else if (stage.out.is_hidden()) {
+    auto cl = arena_->capture_layout(p.desc);
+    const float* base = arena_->arena().payload_span<float>(p.spec.capture_block).data();
+    for (int l = p.desc.layer_first; l <= p.desc.layer_last; l++) {
+      if (cfg_.is_moe_layer(l)) {
+        obs.on_tensor(Boundary::router_logits(l), base + cl.logits(l), T, cfg_.num_experts);
+        obs.on_route(l, reinterpret_cast<const int32_t*>(base + cl.experts(l)), base + cl.weights(l), T, cfg_.top_k);
+      }
+      obs.on_tensor(Boundary::output(l), base + cl.output(l), T, H);
+    }
+  } else {
+    obs.on_tensor(Boundary::norm(), arena_->norm(), T, H);
+    if (in_.all_logits) obs.on_tensor(Boundary::logits(), in_.logits->data(), T, cfg_.vocab);
+  }
+}
+
+void ShmTransport::shutdown() noexcept {
+  if (workers_) workers_->shutdown();
+  if (arena_) arena_->release();  // the creator unlinks the arena
+}
+
+std::vector<SegmentReport> ShmTransport::reports() {
+  std::vector<SegmentReport> out;
+  for (size_t i = 0; i < arena_->segments().size(); i++) {
+    const ShmSegment& p = arena_->segments()[i];
+    const int index = static_cast<int>(i);
+    auto r = workers_->call(index, proto::kReport, {});
+    proto::ReportReply rr{};
+    std::memcpy(&rr, r.data(), std::min(r.size(), sizeof rr));
+    const proto::HelloReply& hello = workers_->hello(index);
+    SegmentReport sr;
+    sr.name = p.desc.name;
+    sr.kind = to_string(p.desc.kind);
+    sr.pid = workers_->pid(index);
+    sr.tensors = hello.tensors;
+    sr.weight_bytes = hello.weight_bytes;
+    sr.peak_rss_bytes = rr.peak_rss_bytes;
+    // Names page by page: each reply carries as many whole names as fit.
+    while (sr.tensor_names.size() < hello.tensors) {
+      uint64_t first = sr.tensor_names.size();
+      auto names = workers_->call(index, proto::kNames, std::as_bytes(std::span<const uint64_t>(&first, 1)));
+      std::string text(reinterpret_cast<const char*>(names.data()), names.size());
+      if (text.empty()) throw RuntimeFailure("segment '" + p.desc.name + "' reported no tensor names");
+      for (size_t a = 0, b; (b = text.find('\n', a)) != std::string::npos; a = b + 1) sr.tensor_names.push_back(text.substr(a, b - a));
+    }
+    sr.max_resident_experts = rr.max_resident_experts;
+    sr.expert_uses = rr.expert_uses;
+    sr.expert_hits = rr.expert_hits;
+    sr.expert_loads = rr.expert_loads;
+    sr.expert_evictions = rr.expert_evictions;
+    sr.expert_bytes_loaded = rr.expert_bytes_loaded;
+    if (p.gpu) sr.gpu_memory = to_string(p.gpu_spec.memory);
+    sr.weights_in_place = rr.weights_in_place;
+    out.push_back(sr);
+  }
+  return out;
+}
+
+}  // namespace segpipe

@@ -1,0 +1,48 @@
+// The shared-memory transport: one worker process per segment on this host (shm_workers.h), the ports
+// of a step in one shared arena or, between GPU segments of one device, in that device's arena
+// (shm_run_arena.h). A stage is run by a kStep request on its worker's channel (the doorbell wakes it);
+// the boundaries inside a segment reach the observer through its capture blocks; a lost worker is
+// restarted with its state, which lives in the arenas.
+#pragma once
+#include <memory>
+
+#include "orchestrator/drivers/cuda_ipc.h"
+#include "orchestrator/drivers/shm_gpu_setup.h"
+#include "orchestrator/drivers/shm_run_arena.h"
+#include "orchestrator/drivers/shm_workers.h"
+#include "orchestrator/drivers/transport.h"
+
+namespace segpipe {
+
+class ShmTransport : public Transport {
+ public:
+  // Checks the plan and the checkpoint, lays out the arenas and starts every worker (the driver's
+  // start() waits for them). Throws InputError for a plan or checkpoint that cannot run.
+  ShmTransport(const RunPlan& plan, const ShmOptions& opt, const CudaShmOptions& cuda = {});
+  ~ShmTransport() override { shutdown(); }
+
+  const ModelConfig& config() const override { return cfg_; }
+  int64_t max_step_tokens() const override { return kMaxStepTokens; }
+  int64_t capture_tokens() const override { return opt_.capture_tokens; }
+  void wait_ready(int segment) override { workers_->wait_ready(segment); }
+  void begin_step(const StepInput& in) override;
+  void run(const Stage& stage) override;
+  bool can_restart() const override { return true; }
+  void restart(int segment) override { workers_->restart(segment); }
+  void shutdown() noexcept override;
+  std::vector<SegmentReport> reports() override;
+  std::vector<GpuDeviceState> gpu_devices() const override { return arena_->gpu_devices(); }
+
+ private:
+  void show_captures(const Stage& stage);
+  RunPlan plan_;
+  ShmOptions opt_;
+  CudaShmOptions cuda_;
+  GpuSharingSetup sharing_;
+  ModelConfig cfg_;
+  std::unique_ptr<ShmRunArena> arena_;
+  std::unique_ptr<ShmWorkers> workers_;  // after arena_: stopped before the arena goes
+  StepInput in_;
+};
+
+}  // namespace segpipe
