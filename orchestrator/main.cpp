@@ -6,12 +6,14 @@
 #include <functional>
 #include <map>
 #include <new>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <vector>
 
 #include "orchestrator/commands/commands.h"
 #include "orchestrator/drivers/mapped_fault.h"
+#include "orchestrator/drivers/multihost.h"
 #include "orchestrator/reports/output.h"
 #include "orchestrator/tokenizer/cli_tokenizer.h"
 #include "segments/core/errors.h"
@@ -104,7 +106,7 @@ void usage(FILE* out) {
 
 }  // namespace
 
-int main(int argc, char** argv) {
+int run(int argc, char** argv) {
   // Global options before the command: `segpipe [--log-level LEVEL] [--log-file PATH] <command> ...`
   // (workers/log.h). Only there, so that no command's own arguments (a prompt, say) can be taken for one.
   std::string log_level, log_file;
@@ -181,4 +183,11 @@ int main(int argc, char** argv) {
     report(cmd, "runtime failure", e.what());
     return 3;
   }
+}
+
+int main(int argc, char** argv) {
+  // Under MPI's launcher (a run across hosts), the processes of the other hosts serve as their hosts'
+  // agents instead of running the command; rank 0 runs it and ends the job with its status.
+  if (const std::optional<int> agent = segpipe::multihost::enter(argc, argv)) return *agent;
+  return segpipe::multihost::leave(run(argc, argv));
 }

@@ -185,7 +185,7 @@ RunResult measure_segmented(const RunPlan& plan_in, const ModelConfig& cfg, cons
   plan.inproc = false;
   ShmOptions so;
   for (auto& p : prompts) so.capture_tokens = std::max<int64_t>(so.capture_tokens, static_cast<int64_t>(p.size()));
-  keep = make_shm_runner(plan, so);
+  keep = make_runner(plan, so);  // one process per segment, on the hosts the plan names
   RouterStats router(cfg);
   RunResult rr;
   int64_t positions = 0;

@@ -6,6 +6,7 @@
 #include "orchestrator/debugging/capture.h"
 #include "orchestrator/debugging/golden.h"
 #include "orchestrator/drivers/shm_runner.h"
+#include "orchestrator/planning/pipeline_loader.h"
 #include "segments/core/errors.h"
 
 namespace segpipe {
@@ -51,9 +52,11 @@ bool compare_segmented_with_inproc(const LoadedPlan& lp, const std::vector<int32
   const int64_t T = static_cast<int64_t>(prompt.size());
   ShmOptions so;
   so.capture_tokens = T;
-  // make_runner: the in-process baseline runs where the plan's segments run (CPU, or one GPU).
+  // make_runner: the in-process baseline runs where the plan's segments run (CPU, or one GPU); the
+  // segmented run one process per segment, on the hosts the plan names (made first: a run across hosts
+  // starts the command again under the launcher there).
+  auto shm = make_runner(seg, so);
   auto inproc = make_runner(base, so);
-  auto shm = make_shm_runner(seg, so);
   Capture a, b;
   std::vector<float> la, lb;
   inproc->step(prompt.data(), T, 0, true, &a, la);

@@ -15,10 +15,11 @@ bool ShmRunArena::unified(const SegmentDesc& d) const {
   return d.device.is_cuda() && memory_.at(d.device.index) == GpuMemory::unified;
 }
 
-ShmRunArena::ShmRunArena(const RunPlan& plan, const ModelConfig& cfg, int64_t capture_tokens, const CudaShmOptions& cuda)
+ShmRunArena::ShmRunArena(const RunPlan& plan, const ModelConfig& cfg, int64_t capture_tokens, const CudaShmOptions& cuda,
+                         int host)
     : plan_(plan), cfg_(cfg), capture_tokens_(capture_tokens) {
   for (const SegmentDesc& d : plan_.segments)
-    if (d.device.is_cuda() && !memory_.count(d.device.index))
+    if (d.host == host && d.device.is_cuda() && !memory_.count(d.device.index))
       memory_[d.device.index] = resolve_gpu_memory(plan_.gpu_memory, d.device.index);
   const int64_t H = cfg_.hidden, V = cfg_.vocab, k = std::max(1, cfg_.top_k);
   const int64_t Tm = kMaxStepTokens, Tc = capture_tokens_;
@@ -34,7 +35,7 @@ ShmRunArena::ShmRunArena(const RunPlan& plan, const ModelConfig& cfg, int64_t ca
   // arena through it). One exchange serves them all: one layers segment runs at a time, and only it
   // rings banks.
   bool any_banks = false;
-  for (auto& d : plan_.segments) any_banks |= is_bank(d) && (!d.device.is_cuda() || unified(d));
+  for (auto& d : plan_.segments) any_banks |= d.host == host && is_bank(d) && (!d.device.is_cuda() || unified(d));
   int64_t mt = any_banks ? Tm : 1;
   moe_[0] = L.add_block(shm::BlockKind::kActivations, static_cast<size_t>(mt * H) * 4, 4096, "moe.x");
   moe_[1] = L.add_block(shm::BlockKind::kActivations, static_cast<size_t>(mt * k) * 4, 64, "moe.experts");
@@ -43,6 +44,7 @@ ShmRunArena::ShmRunArena(const RunPlan& plan, const ModelConfig& cfg, int64_t ca
   for (size_t i = 0; i < n; i++) {
     ShmSegment p;
     p.desc = plan_.segments[i];
+    p.local = p.desc.host == host;
     proto::WorkerSpec& s = p.spec;
     s.index = static_cast<int>(i);
     s.name = p.desc.name;
@@ -67,7 +69,11 @@ ShmRunArena::ShmRunArena(const RunPlan& plan, const ModelConfig& cfg, int64_t ca
     s.moe_experts = moe_[1];
     s.moe_weights = moe_[2];
     s.moe_slots = moe_[3];
-    p.gpu = p.desc.device.is_cuda();
+    p.gpu = p.local && p.desc.device.is_cuda();  // another host's GPU segment is nothing to this one
+    if (!p.local) {
+      segs_.push_back(std::move(p));
+      continue;
+    }
     if (is_layers(p.desc) && (!p.gpu || unified(p.desc))) {
       // On the CPU, and on a GPU under unified: the KV caches in the shared arena (else in the device arena)
       int nl = p.desc.layer_last - p.desc.layer_first + 1;
@@ -90,9 +96,9 @@ ShmRunArena::ShmRunArena(const RunPlan& plan, const ModelConfig& cfg, int64_t ca
   plan_device_arena(chain);
   // Banks each layers segment calls: those whose layer range meets its own.
   for (auto& p : segs_) {
-    if (!calls_banks(p.desc)) continue;
+    if (!p.local || !calls_banks(p.desc)) continue;
     for (auto& b : segs_)
-      if (b.desc.serves(p.desc))
+      if (b.local && b.desc.serves(p.desc))
         p.spec.bank_list.push_back({b.spec.index, b.spec.channel_block, b.desc.layer_first, b.desc.layer_last, b.desc.name});
   }
   // Unnamed: the workers inherit its descriptor, so no name in /dev/shm can outlive this run,
@@ -204,6 +210,11 @@ proto::StepArgs ShmRunArena::step_args(const Stage& stage) const {
   a.in_block = block_of(stage.in, p.in_dev);
   a.out_block = block_of(stage.out, p.out_dev);
   return a;
+}
+
+float* ShmRunArena::hidden_port(const Port& port) const {
+  SEGPIPE_ASSERT(port.is_hidden());
+  return arena_->payload_span<float>(block_of(port, false)).data();
 }
 
 const float* ShmRunArena::read_hidden(const Stage& stage, int64_t T, std::vector<float>& scratch) const {

@@ -25,6 +25,7 @@ constexpr int64_t kMaxStepTokens = 512;
 // One segment of the run: what its worker is told, and where its activations live.
 struct ShmSegment {
   SegmentDesc desc;
+  bool local = true;  // runs on this host (a multi-host run lays out only its own host's segments)
   proto::WorkerSpec spec;
   bool gpu = false;
   proto::CudaWorkerSpec gpu_spec;
@@ -35,7 +36,9 @@ class ShmRunArena {
  public:
   // Lays out and creates the arena (unnamed: no name in /dev/shm can outlive the run) and the device
   // arenas; fills every segment's spec. capture_tokens: tokens of internal boundaries a step can show.
-  ShmRunArena(const RunPlan& plan, const ModelConfig& cfg, int64_t capture_tokens, const CudaShmOptions& cuda);
+  // host: the RunPlan::hosts index whose segments run here (the others get no state in this arena).
+  ShmRunArena(const RunPlan& plan, const ModelConfig& cfg, int64_t capture_tokens, const CudaShmOptions& cuda,
+              int host = 0);
 
   shm::Arena& arena() { return *arena_; }
   proto::SegmentStatus* status() const { return status_; }
@@ -48,6 +51,10 @@ class ShmRunArena {
   int32_t* ids() const { return arena_->payload_span<int32_t>(ids_block_).data(); }
   // A hidden-state port's current content as floats [T, H] (copied out of a device slot where it lives there).
   const float* read_hidden(const Stage& stage, int64_t T, std::vector<float>& scratch) const;
+  // A hidden-state port's block in the shared arena, [kMaxStepTokens, H] floats: where a multi-host run
+  // reads a port it sends to another host and writes one it receives (ports that cross hosts are never
+  // in a device slot: the producer and the consumer are not on one device).
+  float* hidden_port(const Port& port) const;
   proto::CaptureLayout capture_layout(const SegmentDesc& d) const;
   std::vector<GpuDeviceState> gpu_devices() const;
   // Unmaps the shared arena (after the workers are gone; the creator's descriptor goes with it).

@@ -13,6 +13,9 @@ namespace segpipe {
 
 struct ShmOptions {
   int64_t capture_tokens = 0;   // tokens of internal boundaries the capture buffers hold (verify)
+  // Multi-host runs: the host (RunPlan::hosts index) whose segments this transport runs; the others are
+  // another host's (net_transport.h). 0 on a single host: every segment.
+  int host = 0;
 };
 
 std::unique_ptr<Runner> make_shm_runner(const RunPlan& plan, const ShmOptions& opt = {});

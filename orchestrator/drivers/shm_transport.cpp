@@ -11,22 +11,33 @@
 
 namespace segpipe {
 
+namespace {
+RunPlan segments_of_host(RunPlan plan, int host) {
+  std::erase_if(plan.segments, [&](const SegmentDesc& d) { return d.host != host; });
+  return plan;
+}
+}  // namespace
+
 ShmTransport::ShmTransport(const RunPlan& plan, const ShmOptions& opt, const CudaShmOptions& cuda)
-    : plan_(plan), opt_(opt), cuda_(cuda), sharing_(plan_, cuda_.sharing) {
+    : plan_(plan),
+      local_plan_(segments_of_host(plan, opt.host)),
+      opt_(opt),
+      cuda_(cuda),
+      sharing_(local_plan_, cuda_.sharing) {
   // sharing_ (a member made first) started the MPS server before this run's first CUDA call: the device
   // count of these checks.
-  check_gpu_segments(plan_, cuda_.synthetic);
+  check_gpu_segments(local_plan_, cuda_.synthetic);
   if (cuda_.synthetic) {
     cfg_ = read_model_config(plan_.model_dir);  // weights made by each GPU worker
   } else {
     auto ck = Checkpoint::open(plan_.model_dir);
     cfg_ = parse_model_config(ck->config_json(), plan_.model_dir + "/config.json");
-    check_segment_roles(*ck, cfg_, plan_);
+    check_segment_roles(*ck, cfg_, local_plan_);
   }
   shm::remove_stale_arenas();
   shm::install_unlink_on_signal();
   sharing_.check();
-  arena_ = std::make_unique<ShmRunArena>(plan_, cfg_, opt_.capture_tokens, cuda_);
+  arena_ = std::make_unique<ShmRunArena>(plan_, cfg_, opt_.capture_tokens, cuda_, opt_.host);
   workers_ = std::make_unique<ShmWorkers>(*arena_, plan_);
   sharing_.confirm();  // before any worker starts: they inherit the MPS environment
   workers_->start_all();
@@ -85,6 +96,7 @@ std::vector<SegmentReport> ShmTransport::reports() {
   std::vector<SegmentReport> out;
   for (size_t i = 0; i < arena_->segments().size(); i++) {
     const ShmSegment& p = arena_->segments()[i];
+    if (!p.local) continue;
     const int index = static_cast<int>(i);
     auto r = workers_->call(index, proto::kReport, {});
     proto::ReportReply rr{};

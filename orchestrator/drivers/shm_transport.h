@@ -32,10 +32,16 @@ class ShmTransport : public Transport {
   void shutdown() noexcept override;
   std::vector<SegmentReport> reports() override;
   std::vector<GpuDeviceState> gpu_devices() const override { return arena_->gpu_devices(); }
+  // Multi-host runs (net_transport.h): a hidden-state port's memory on this host, to send it to the
+  // host that reads it next or to receive it from the host that wrote it.
+  float* hidden_port(const Port& port) { return arena_->hidden_port(port); }
+  // The step being run (begin_step's), for a caller that drives stages itself.
+  const StepInput& current_step() const { return in_; }
 
  private:
   void show_captures(const Stage& stage);
   RunPlan plan_;
+  RunPlan local_plan_;  // the segments of this host only: what the checks before start-up look at
   ShmOptions opt_;
   CudaShmOptions cuda_;
   GpuSharingSetup sharing_;

@@ -15,14 +15,17 @@ using namespace std::chrono_literals;
 ShmWorkers::ShmWorkers(ShmRunArena& arena, const RunPlan& plan) : arena_(arena), plan_(plan) {
   procs_.resize(arena_.segments().size());
   for (size_t i = 0; i < procs_.size(); i++) {
+    if (!seg(i).local) continue;  // another host's: no channel here
     procs_[i].ch.emplace(shm::Channel::attach(arena_.arena(), seg(i).spec.channel_block));
     if (seg(i).gpu && seg(i).gpu_spec.spin_count) procs_[i].ch->set_spin_count(seg(i).gpu_spec.spin_count);
   }
 }
 
 void ShmWorkers::start_all() {
-  for (size_t i = 0; i < procs_.size(); i++) spawn(static_cast<int>(i));
-  for (auto& p : procs_) p.hello_step = p.ch->post_request(proto::kHello);
+  for (size_t i = 0; i < procs_.size(); i++)
+    if (seg(i).local) spawn(static_cast<int>(i));
+  for (auto& p : procs_)
+    if (p.ch) p.hello_step = p.ch->post_request(proto::kHello);
 }
 
 void ShmWorkers::spawn(int i) {
@@ -50,6 +53,7 @@ void ShmWorkers::check_all() {
   auto now = Clock::now();
   for (size_t i = 0; i < procs_.size(); i++) {
     Proc& p = procs_[i];
+    if (!seg(i).local) continue;
     const SegmentDesc& d = seg(i).desc;
     int st = 0;
     if (p.reaped_status) st = *p.reaped_status;
@@ -107,6 +111,7 @@ std::vector<std::byte> ShmWorkers::wait(int i, uint64_t step) {
 }
 
 std::vector<std::byte> ShmWorkers::call(int i, uint32_t op, std::span<const std::byte> args) {
+  SEGPIPE_ASSERT_MSG(seg(static_cast<size_t>(i)).local, "a call to another host's segment");
   uint64_t step = procs_[static_cast<size_t>(i)].ch->post_request(op, args);
   return wait(i, step);
 }
@@ -119,6 +124,7 @@ void ShmWorkers::await_hello(int i) {
 }
 
 void ShmWorkers::wait_ready(int i) {
+  SEGPIPE_ASSERT_MSG(seg(static_cast<size_t>(i)).local, "waiting for another host's segment");
   if (!procs_[static_cast<size_t>(i)].ready) await_hello(i);
 }
 
@@ -130,7 +136,7 @@ void ShmWorkers::restart(int i) {
   // Let every other channel settle: workers that were waiting on the dead one answer with an error.
   auto deadline = Clock::now() + 5s;
   for (size_t j = 0; j < procs_.size(); j++) {
-    if (static_cast<int>(j) == i) continue;
+    if (static_cast<int>(j) == i || !seg(j).local) continue;
     Proc& q = procs_[j];
     while (q.ch->request_pending() && Clock::now() < deadline) {
       int st;
@@ -152,7 +158,7 @@ void ShmWorkers::shutdown() noexcept {
   if (stopped_) return;
   stopped_ = true;
   for (auto& p : procs_) {
-    if (p.pid <= 0) continue;
+    if (p.pid <= 0 || !p.ch) continue;
     int st;
     if (!p.ch->request_pending() && !reap_if_exited(p.pid, st)) {
       try {

@@ -315,6 +315,20 @@ void Validator::check_hosts() {
       fail(hosts[i].marks.self, "host '" + hosts[i].name + "' runs no segment (no 'host: " + hosts[i].name + "')");
     plan_.hosts.push_back(PlannedHost{hosts[i].name, hosts[i].address.value_or(hosts[i].name), i == 0});
   }
+  // A layers segment reaches its banks through its host's shared memory (the bank exchange); a bank on
+  // another host would need a proxy on the network (docs/multi-host.md), which this version does not have.
+  auto host_of = [&](const SegmentSpec& s) {
+    return index_of(s.settings.host.value_or(spec_.defaults.host.value_or(hosts[0].name)));
+  };
+  for (const SegmentSpec& b : spec_.segments) {
+    if (b.kind != SegmentKind::experts) continue;
+    for (const SegmentSpec& l : spec_.segments)
+      if (banks(l) && l.layers->first <= b.layers->last && b.layers->first <= l.layers->last && host_of(l) != host_of(b))
+        fail(b.settings.host ? b.marks.at("host") : b.marks.self,
+             "experts segment '" + b.name + "' runs on host '" + hosts[size_t(host_of(b))].name +
+                 "', but layers segment '" + l.name + "', which it serves, runs on host '" +
+                 hosts[size_t(host_of(l))].name + "': a bank runs on the host of the layers segments it serves");
+  }
   if (hosts.size() > 1 && spec_.transport.value_or(Transport::shm) == Transport::inproc)
     fail(spec_.marks.at("transport"), "'transport: inproc' runs every segment in one process, on one machine, but "
                                       "'hosts' lists " + std::to_string(hosts.size()) + " hosts");

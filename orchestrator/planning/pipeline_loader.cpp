@@ -1,5 +1,7 @@
 #include "orchestrator/planning/pipeline_loader.h"
 
+#include "orchestrator/drivers/multihost.h"
+
 #include "orchestrator/drivers/cuda_ipc.h"
 #include "orchestrator/drivers/cuda_runner.h"
 #include "orchestrator/planning/pipeline_to_plan.h"
@@ -30,6 +32,15 @@ LoadedPlan load_pipeline_plan(const std::string& yaml_path) {
 }
 
 std::unique_ptr<Runner> make_runner(const RunPlan& plan, const ShmOptions& opt) {
+  // Segments on other hosts: the network transport (in-process runs ignore placement: one process).
+  if (!plan.inproc && spans_hosts(plan)) {
+    CudaShmOptions co;
+    if (const std::optional<FormulaWeights> f = read_formula_weights(plan.model_dir)) {
+      co.synthetic = true;
+      co.seed = f->seed;
+    }
+    return multihost::make_runner(plan, opt, co);
+  }
   bool on_gpu = false;
   for (const SegmentDesc& s : plan.segments) on_gpu |= s.device.is_cuda();
   // Weights given as their formula (make-model --weights formula): only GPU segments can make them.

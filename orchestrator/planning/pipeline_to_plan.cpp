@@ -68,13 +68,6 @@ RunPlan plan_from_pipeline_file(const std::string& path, ModelConfig& cfg, nlohm
                        " is only implemented on the CUDA backend; the CPU computes in float32");
     p.segments.push_back(d);
   }
-  // The plan is complete, but the network transport that runs segments on other machines is not part of
-  // this build: refuse rather than run the segments here and ignore where the file placed them.
-  for (const SegmentDesc& d : p.segments)
-    if (d.host != 0)
-      throw InputError(path + ": segment '" + d.name + "' is placed on host '" + p.hosts[size_t(d.host)].name +
-                       "', but this build of segpipe runs every segment on this machine (segments on other hosts "
-                       "need the network transport, not built yet)");
   const GenerationSpec* g = pp.generation.max_new_tokens || pp.generation.temperature || pp.generation.top_k ||
                                     pp.generation.top_p || pp.generation.seed
                                 ? &pp.generation

@@ -145,8 +145,8 @@ segments:
 )";
 inline ModelSummary dense_model() { return dense(4); }
 
-// Three hosts: the embeddings and the first layers where segpipe runs, the later layers on a second
-// machine, their expert banks and the lm_head on a third (by `defaults: host`).
+// Three hosts: the embeddings and the first layers where segpipe runs, the later layers and their expert
+// banks on a second machine, the lm_head on a third (by `defaults: host`).
 inline const char* const kThreeHosts = R"(version: 1
 model: hosts
 defaults: {host: c}
@@ -158,8 +158,8 @@ segments:
   - {name: embed, kind: embeddings, host: a}
   - {name: early, kind: layers, layers: [0, 1], host: a}
   - {name: late, kind: layers, layers: [2, 3], experts: banks, host: b}
-  - {name: bank-lo, kind: experts, layers: [2, 3], experts: [0, 3]}
-  - {name: bank-hi, kind: experts, layers: [2, 3], experts: [4, 7]}
+  - {name: bank-lo, kind: experts, layers: [2, 3], experts: [0, 3], host: b}
+  - {name: bank-hi, kind: experts, layers: [2, 3], experts: [4, 7], host: b}
   - {name: head, kind: lm_head}
 )";
 

@@ -312,6 +312,9 @@ TEST(ValidatePipelineHosts, Rules) {
   EXPECT_EQ(validate_error(with(kHosts, "model: m\n", "model: m\ntransport: inproc\n")),
             "p.yaml:3:1: 'transport: inproc' runs every segment in one process, on one machine, but 'hosts' lists 2 "
             "hosts");
+  EXPECT_EQ(validate_error(with(test::kThreeHosts, "experts: [0, 3], host: b}", "experts: [0, 3], host: c}")),
+            "p.yaml:12:69: experts segment 'bank-lo' runs on host 'c', but layers segment 'late', which it serves, runs "
+            "on host 'b': a bank runs on the host of the layers segments it serves");
   EXPECT_EQ(validate_error(with(kBanks, "kind: lm_head", "kind: lm_head\n    host: a")),
             "p.yaml:23:5: 'host' in segment 'head' names 'a', but the pipeline has no 'hosts' list");
 }

@@ -1,0 +1,289 @@
+// The agent of one host of a multi-host run (rank k of the MPI job serves hosts[k]): it runs that host's
+// segment processes through the shared-memory transport, exactly as rank 0 runs its own, and answers
+// rank 0's requests (net_protocol.h). A request that waits on a segment (ready, run, restart, a port from
+// another host) runs on a thread of its own, so that the agent keeps telling rank 0 it is alive; and
+// the agent leaves, stopping its segments, when rank 0 has said nothing for the silence limit.
+#include <signal.h>
+#include <unistd.h>
+
+#include <cstring>
+#include <fstream>
+#include <exception>
+#include <condition_variable>
+#include <functional>
+#include <mutex>
+#include <thread>
+
+#include "orchestrator/drivers/shm_transport.h"
+#include "orchestrator/multihost/job.h"
+#include "orchestrator/multihost/net_protocol.h"
+#include "orchestrator/multihost/report_json.h"
+#include "orchestrator/planning/run_plan_json.h"
+#include "segments/core/errors.h"
+
+namespace segpipe::multihost {
+
+namespace {
+
+using Clock = std::chrono::steady_clock;
+// Before the first plan (and between plans) rank 0 is loading its own side; it beats all the while.
+constexpr std::chrono::milliseconds kDefaultSilence{10000};
+
+std::span<const std::byte> bytes_of(const void* p, size_t n) { return {static_cast<const std::byte*>(p), n}; }
+
+// The parent, when it is Open MPI's (orted) or PRRTE's (prted) per-host daemon of this job.
+void end_launcher_daemon() {
+  const pid_t parent = getppid();
+  std::ifstream comm("/proc/" + std::to_string(parent) + "/comm");
+  std::string name;
+  std::getline(comm, name);
+  if (name == "orted" || name == "prted") kill(parent, SIGTERM);
+}
+
+Port checked_port(int64_t v) {
+  Port p = unpack_port(v);
+  const auto k = static_cast<int>(p.kind), b = static_cast<int>(p.boundary.kind);
+  if (k < 0 || k > 2 || b < 0 || b > 4) throw InputError("a request names an unknown port");
+  return p;
+}
+
+// Sends what the host's segments show the observer to rank 0, in the order they show it.
+class ForwardObserver : public BoundaryObserver {
+ public:
+  explicit ForwardObserver(net::Link& link) : link_(link) {}
+  void on_tensor(const Boundary& b, const float* data, int64_t rows, int64_t cols) override {
+    link_.send(0, net::Header{kTensor, -1, pack_boundary(b), rows, static_cast<int32_t>(cols)},
+               bytes_of(data, static_cast<size_t>(rows * cols) * 4));
+  }
+  void on_route(int layer, const int32_t* experts, const float* weights, int64_t T, int k) override {
+    std::vector<std::byte> p(static_cast<size_t>(T * k) * 8);
+    std::memcpy(p.data(), experts, static_cast<size_t>(T * k) * 4);
+    std::memcpy(p.data() + T * k * 4, weights, static_cast<size_t>(T * k) * 4);
+    link_.send(0, net::Header{kRoute, -1, layer, T, k}, p);
+  }
+
+ private:
+  net::Link& link_;
+};
+
+class Agent {
+ public:
+  explicit Agent(net::Link& link) : link_(link), observer_(link), exec_([this] { executor(); }) {}
+  ~Agent() {
+    {
+      std::lock_guard lock(mu_);
+      quit_ = true;
+    }
+    cv_.notify_all();
+    exec_.join();
+  }
+
+  int serve() {
+    for (;;) {
+      std::optional<net::Message> m = link_.receive(0, std::chrono::milliseconds(100));
+      if (!m) {
+        if (Clock::now() - link_.last_heard(0) > silence()) {
+          // Rank 0 is gone or unreachable: stop this host's segments and leave, and end the launcher's
+          // daemon that started this process for the job (it would wait for its lost peer until TCP
+          // gives up: minutes with a cut link). Nothing of the job is left on this host.
+          t_.reset();
+          end_launcher_daemon();
+          return 3;
+        }
+        continue;
+      }
+      if (m->h.op == kExit) {
+        t_.reset();
+        return 0;
+      }
+      handle(*m);
+    }
+  }
+
+ private:
+  void executor() {
+    std::unique_lock lock(mu_);
+    for (;;) {
+      cv_.wait(lock, [&] { return quit_ || job_; });
+      if (quit_) return;
+      std::function<void()> job = std::move(job_);
+      job_ = nullptr;
+      lock.unlock();
+      job();
+      lock.lock();
+      *job_done_ = true;
+      cv_.notify_all();
+    }
+  }
+
+  std::chrono::milliseconds silence() const {
+    return t_ ? std::chrono::milliseconds(plan_.timeout_ms) : kDefaultSilence;
+  }
+  void reply_done(uint32_t op) { link_.send(0, net::Header{kDone, -1, 0, 0, static_cast<int32_t>(op)}); }
+  void reply_error(const std::exception& e, int code) {
+    const std::string s = e.what();
+    link_.send(0, net::Header{kFailed, -1, 0, 0, code}, bytes_of(s.data(), s.size()));
+  }
+
+  // Runs fn on the executor thread and beats meanwhile; answers kDone, kLost or kFailed. One long-lived
+  // thread runs them all, because a segment process dies with the thread that started it
+  // (PR_SET_PDEATHSIG follows the creating thread): a restarted worker must outlive its restart.
+  template <typename Fn>
+  void wait_on(uint32_t op, Fn fn) {
+    std::exception_ptr error;
+    bool done = false;
+    {
+      std::lock_guard lock(mu_);
+      job_ = [&] {
+        try {
+          fn();
+        } catch (...) {
+          error = std::current_exception();
+        }
+      };
+      job_done_ = &done;
+    }
+    cv_.notify_all();
+    auto next_beat = Clock::now();
+    for (;;) {
+      {
+        std::unique_lock lock(mu_);
+        if (cv_.wait_for(lock, std::chrono::microseconds(200), [&] { return done; })) break;
+      }
+      if (Clock::now() >= next_beat) {
+        link_.send(0, net::Header{kBeat});
+        next_beat = Clock::now() + kBeatEvery;
+      }
+    }
+    if (!error) return reply_done(op);
+    try {
+      std::rethrow_exception(error);
+    } catch (const SegmentLost& e) {
+      const std::string s = e.what();
+      link_.send(0, net::Header{kLost, e.segment}, bytes_of(s.data(), s.size()));
+    } catch (const InputError& e) {
+      reply_error(e, 2);
+    } catch (const std::exception& e) {
+      reply_error(e, 3);
+    }
+  }
+
+  void handle(const net::Message& m) {
+    const net::Header& h = m.h;
+    try {
+      if (h.op != kOpen && h.op != kClose && h.op != kReports && !t_)
+        throw InputError("a request before the plan (op " + std::to_string(h.op) + ")");
+      if (h.segment >= 0 && t_ && h.segment >= static_cast<int>(plan_.segments.size()))
+        throw InputError("a request names segment " + std::to_string(h.segment) + ", which the plan does not have");
+      switch (h.op) {
+        case kOpen: {
+          const auto j = nlohmann::json::parse(std::string(reinterpret_cast<const char*>(m.payload.data()), m.payload.size()));
+          plan_ = run_plan_from_json(j.at("plan"));
+          ShmOptions opt;
+          opt.capture_tokens = j.at("capture_tokens");
+          opt.host = link_.rank();
+          CudaShmOptions cuda;
+          const auto& c = j.at("cuda");
+          cuda.synthetic = c.at("synthetic");
+          cuda.seed = c.at("seed");
+          cuda.graphs = c.at("graphs");
+          cuda.spin_count = c.at("spin_count");
+          t_.reset();
+          t_ = std::make_unique<ShmTransport>(plan_, opt, cuda);
+          return reply_done(kOpen);
+        }
+        case kReady:
+          return wait_on(kReady, [&] { t_->wait_ready(h.segment); });
+        case kBegin: {
+          const int64_t T = h.a;
+          if (T < 1 || m.payload.size() != static_cast<size_t>(T) * 4) throw InputError("a step's ids are malformed");
+          ids_.resize(static_cast<size_t>(T));
+          std::memcpy(ids_.data(), m.payload.data(), m.payload.size());
+          StepInput in{ids_.data(), T, h.b, (h.c & 1) != 0, (h.c & 2) ? &observer_ : nullptr, &logits_};
+          logits_.assign(static_cast<size_t>((in.all_logits ? T : 1) * t_->config().vocab), 0.f);
+          t_->begin_step(in);
+          return;  // no answer: the next request's answer says whether the step went well
+        }
+        case kRun: {
+          const Stage st{h.segment, checked_port(h.a), checked_port(h.b)};
+          return wait_on(kRun, [&, st] {
+            t_->run(st);
+            if (st.out.is_logits()) link_.send(0, net::Header{kLogits}, bytes_of(logits_.data(), logits_.size() * 4));
+          });
+        }
+        case kSendPort: {
+          const Port p = checked_port(h.a);
+          const int64_t T = h.b;
+          if (!p.is_hidden() || T < 1 || T > t_->max_step_tokens() || h.c < 0 || h.c >= link_.size())
+            throw InputError("a port request is malformed");
+          link_.send(h.c, net::Header{kPortData},
+                     bytes_of(t_->hidden_port(p), static_cast<size_t>(T * t_->config().hidden) * 4));
+          return;
+        }
+        case kRecvPort: {
+          const Port p = checked_port(h.a);
+          const int64_t T = h.b;
+          const int from = h.c;
+          if (!p.is_hidden() || T < 1 || T > t_->max_step_tokens() || from < 0 || from >= link_.size())
+            throw InputError("a port request is malformed");
+          const size_t bytes = static_cast<size_t>(T * t_->config().hidden) * 4;
+          // Waited for like a stage (the sender may be slow), but answered only through the next kRun.
+          std::optional<net::Message> data;
+          const auto limit = std::chrono::milliseconds(plan_.timeout_ms);
+          while (!(data = link_.receive(from, std::chrono::milliseconds(100)))) {
+            link_.send(0, net::Header{kBeat});
+            if (Clock::now() - link_.last_heard(from) > limit) {
+              const std::string s = "no data from rank " + std::to_string(from) + " for " +
+                                    std::to_string(plan_.timeout_ms) + " ms (" + p.boundary.name() + ")";
+              throw RuntimeFailure(s);
+            }
+          }
+          if (data->h.op != kPortData || data->payload.size() != bytes)
+            throw RuntimeFailure("a port's data arrived malformed (" + p.boundary.name() + ")");
+          std::memcpy(t_->hidden_port(p), data->payload.data(), bytes);
+          return;
+        }
+        case kRestart:
+          return wait_on(kRestart, [&] { t_->restart(h.segment); });
+        case kReports: {
+          nlohmann::json a = nlohmann::json::array();
+          if (t_)
+            for (const SegmentReport& r : t_->reports()) a.push_back(report_to_json(r));
+          const std::string s = a.dump();
+          return link_.send(0, net::Header{kReportsData}, bytes_of(s.data(), s.size()));
+        }
+        case kClose:
+          if (t_) t_->shutdown();
+          t_.reset();
+          return reply_done(kClose);
+        default:
+          throw InputError("unknown request (op " + std::to_string(h.op) + ")");
+      }
+    } catch (const nlohmann::json::exception& e) {
+      reply_error(InputError(std::string("plan from the orchestrator: ") + e.what()), 2);
+    } catch (const InputError& e) {
+      reply_error(e, 2);
+    } catch (const std::exception& e) {
+      reply_error(e, 3);
+    }
+  }
+
+  net::Link& link_;
+  ForwardObserver observer_;
+  std::mutex mu_;
+  std::condition_variable cv_;
+  std::function<void()> job_;
+  bool* job_done_ = nullptr;
+  bool quit_ = false;
+  std::thread exec_;  // last: started once the members above exist
+  RunPlan plan_;
+  std::unique_ptr<ShmTransport> t_;
+  std::vector<int32_t> ids_;
+  std::vector<float> logits_;
+};
+
+}  // namespace
+
+int serve_agent(net::Link& link) { return Agent(link).serve(); }
+
+}  // namespace segpipe::multihost

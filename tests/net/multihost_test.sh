@@ -1,0 +1,133 @@
+#!/usr/bin/env bash
+# A pipeline across three simulated hosts (tools/net/sim_hosts.sh): the embeddings and the first layers
+# on host a (where segpipe runs), the later layers and their two expert banks on host b, the lm_head on
+# host c; started by MPI's launcher, tensors over MPI between the hosts.
+#   - verify: the run across hosts equals the same pipeline in-process, every boundary, bit for bit;
+#     and it passes the transformers golden;
+#   - its greedy tokens equal the single-host run's; so does a dump, file for file;
+#   - a remote segment killed mid-run: exit 3 naming the segment and its host; with --restart the run
+#     goes on and gives the uninterrupted tokens;
+#   - a host's link cut mid-run: exit 3 naming the segment and the host within a bound, and nothing of
+#     the run left on any host afterwards.
+# Needs root (network namespaces) and mpirun: exit 77 (skipped) without them.
+#   multihost_test.sh SOURCE_DIR SEGPIPE
+set -u
+src=$1 B=$2
+sim="$src/tools/net/sim_hosts.sh"
+[ "$(id -u)" = 0 ] || { echo "skipped: needs root (network namespaces)"; exit 77; }
+command -v mpirun >/dev/null 2>&1 || { echo "skipped: no mpirun"; exit 77; }
+name=mh$(( $$ % 100000 ))
+tmp=$(mktemp -d)
+# Every process of this test carries this marker: whatever still does at the end is a leftover.
+export SEGPIPE_MULTIHOST_TEST="$name-$RANDOM"
+leftovers() {
+  for p in $(grep -lsz "^SEGPIPE_MULTIHOST_TEST=$SEGPIPE_MULTIHOST_TEST\$" /proc/[0-9]*/environ 2>/dev/null | cut -d/ -f3); do
+    [ "$p" = $$ ] && continue
+    q=$p; while [ -n "$q" ] && [ "$q" != 1 ] && [ "$q" != 0 ] && [ "$q" != $$ ]; do q=$(awk '{print $4}' /proc/$q/stat 2>/dev/null); done
+    [ "$q" = $$ ] && [ "$(awk '{print $4}' /proc/$p/stat 2>/dev/null)" = $$ ] && continue  # this script's own helpers
+    c=$({ tr '\0' ' ' </proc/$p/cmdline; } 2>/dev/null | cut -c1-100); [ -n "$c" ] && echo "$p $c"
+  done
+}
+cleanup() { bash "$sim" down "$name"; rm -rf "$tmp"; }
+fail() { echo "FAIL: $*"; cleanup; exit 1; }
+trap cleanup EXIT
+bash "$sim" up "$name" 3 || fail "sim_hosts up"
+a1=$(bash "$sim" addr "$name" 1) a2=$(bash "$sim" addr "$name" 2) a3=$(bash "$sim" addr "$name" 3)
+cidr=$(bash "$sim" cidr "$name")
+export OMPI_MCA_plm_rsh_agent="$sim rsh" OMPI_MCA_btl=self,tcp OMPI_MCA_btl_tcp_if_include=$cidr \
+       OMPI_MCA_oob_tcp_if_include=$cidr
+model=$src/models/tiny-qwen3-moe
+cat >"$tmp/hosts.yaml" <<EOF
+version: 1
+model: $model
+timeout_ms: 2000
+hosts:
+  - {name: a, address: $a1}
+  - {name: b, address: $a2}
+  - {name: c, address: $a3}
+segments:
+  - {name: embed, kind: embeddings, host: a}
+  - {name: early, kind: layers, layers: [0, 1], host: a}
+  - {name: late, kind: layers, layers: [2, 4], experts: banks, host: b}
+  - {name: bank-lo, kind: experts, layers: [2, 4], experts: [0, 3], host: b}
+  - {name: bank-hi, kind: experts, layers: [2, 4], experts: [4, 7], host: b}
+  - {name: head, kind: lm_head, host: c}
+EOF
+# The same pipeline on this machine alone.
+sed '/^hosts:/,/^segments:/{/^segments:/!d}; s/, host: [abc]//' "$tmp/hosts.yaml" >"$tmp/single.yaml"
+on_a() { ip netns exec "$name-h1" "$@"; }
+ids="11 22 33 44 55 66 77 88 99 111 222 333"
+
+on_a timeout 120 "$B" verify --pipeline "$tmp/hosts.yaml" >"$tmp/v.out" 2>&1 || { cat "$tmp/v.out"; fail "verify across hosts vs in-process"; }
+grep -q "decode logits bitwise equal" "$tmp/v.out" || { cat "$tmp/v.out"; fail "verify did not compare bit for bit"; }
+on_a timeout 120 "$B" verify --pipeline "$tmp/hosts.yaml" --golden "$model/goldens/long.safetensors" >"$tmp/g.out" 2>&1 ||
+  { cat "$tmp/g.out"; fail "verify across hosts vs the transformers golden"; }
+on_a timeout 120 "$B" generate --pipeline "$tmp/hosts.yaml" --tokens "$ids" --ids --max-new-tokens 40 >"$tmp/multi.txt" 2>"$tmp/e" ||
+  { cat "$tmp/e"; fail "generate across hosts"; }
+timeout 120 "$B" generate --pipeline "$tmp/single.yaml" --tokens "$ids" --ids --max-new-tokens 40 >"$tmp/single.txt" 2>"$tmp/e" ||
+  { cat "$tmp/e"; fail "generate on one host"; }
+cmp -s "$tmp/multi.txt" "$tmp/single.txt" || fail "tokens across hosts differ from one host: $(cat "$tmp/multi.txt") vs $(cat "$tmp/single.txt")"
+on_a timeout 120 "$B" dump --pipeline "$tmp/hosts.yaml" --tokens "$ids" --out "$tmp/dump-multi" >/dev/null 2>"$tmp/e" ||
+  { cat "$tmp/e"; fail "dump across hosts"; }
+"$B" dump --pipeline "$tmp/single.yaml" --tokens "$ids" --out "$tmp/dump-single" >/dev/null 2>&1 || fail "dump on one host"
+for f in "$tmp"/dump-single/*; do
+  [ "$(basename "$f")" = manifest.json ] && continue
+  cmp -s "$f" "$tmp/dump-multi/$(basename "$f")" || fail "dump file $(basename "$f") differs across hosts"
+done
+echo "ok: verify (bit for bit, golden), tokens and dumps equal one host"
+
+# A remote segment killed mid-run.
+long=300
+on_a timeout 120 "$B" generate --pipeline "$tmp/hosts.yaml" --tokens "$ids" --ids --max-new-tokens $long >"$tmp/full.txt" 2>/dev/null ||
+  fail "the uninterrupted long run"
+kill_late() {
+  for _ in $(seq 1 200); do
+    p=$(pgrep -f '"name":"late"' | head -1)
+    [ -n "$p" ] && { sleep 0.3; kill -9 "$p"; return; }
+    sleep 0.05
+  done
+}
+kill_late &
+on_a timeout 120 "$B" generate --pipeline "$tmp/hosts.yaml" --tokens "$ids" --ids --max-new-tokens $long >/dev/null 2>"$tmp/e"
+rc=$?
+wait
+[ $rc = 3 ] || { cat "$tmp/e"; fail "a killed remote segment: exit $rc, expected 3"; }
+grep -q "segment 'late'.*host 'b'" "$tmp/e" || { cat "$tmp/e"; fail "the message does not name segment 'late' and host 'b'"; }
+kill_late &
+on_a timeout 120 "$B" generate --restart --pipeline "$tmp/hosts.yaml" --tokens "$ids" --ids --max-new-tokens $long >"$tmp/restarted.txt" 2>"$tmp/e"
+rc=$?
+wait
+[ $rc = 0 ] || { cat "$tmp/e"; fail "--restart with a killed remote segment: exit $rc"; }
+grep -q "restarting it" "$tmp/e" || { cat "$tmp/e"; fail "--restart: the segment was not restarted"; }
+cmp -s "$tmp/restarted.txt" "$tmp/full.txt" || fail "--restart across hosts changed the tokens"
+echo "ok: a killed remote segment is exit 3 naming it and its host; --restart repeats the step exactly"
+
+# Host c's link cut mid-run: exit 3 naming the segment and the host, and nothing left anywhere.
+cut_c() {
+  for _ in $(seq 1 200); do
+    pgrep -f '"name":"head"' >/dev/null && { sleep 0.5; bash "$sim" cut "$name" 3; return; }
+    sleep 0.05
+  done
+}
+cut_c &
+start=$(date +%s)
+on_a timeout 120 "$B" generate --pipeline "$tmp/hosts.yaml" --tokens "$ids" --ids --max-new-tokens 1500 >/dev/null 2>"$tmp/e"
+rc=$?
+took=$(( $(date +%s) - start ))
+wait
+[ $rc = 3 ] || { cat "$tmp/e"; fail "a cut link: exit $rc, expected 3"; }
+grep -q "segment 'head' on host 'c'" "$tmp/e" || { cat "$tmp/e"; fail "the message does not name segment 'head' and host 'c'"; }
+# timeout_ms 2000: noticed within it, plus the launcher's keepalive (1 s + 2 probes of 1 s) to end the job.
+[ $took -le 15 ] || fail "a cut link took $took s to end the run"
+left=""
+for _ in $(seq 1 20); do
+  left=$(leftovers)
+  [ -z "$left" ] && break
+  sleep 0.5
+done
+[ -z "$left" ] || fail "left after the cut (link still down): $left"
+bash "$sim" mend "$name" 3
+echo "ok: a cut link is exit 3 naming segment 'head' and host 'c' after $took s; nothing left on any host"
+left=$(leftovers)
+[ -z "$left" ] || fail "left behind: $left"
+echo "ok"
