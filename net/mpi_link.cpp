@@ -13,6 +13,7 @@ constexpr int kTagHeader = 1;
 constexpr int kTagPayload = 2;
 // A payload is sent as one message; MPI counts are ints.
 constexpr uint64_t kMaxPayload = (uint64_t{1} << 31) - 1;
+constexpr int kSpinProbes = 2000;
 
 std::optional<int> env_int(const char* name) {
   const char* v = std::getenv(name);
@@ -108,8 +109,10 @@ std::optional<Message> Link::receive(int from, std::chrono::milliseconds timeout
       continue;
     }
     if (std::chrono::steady_clock::now() >= deadline) return std::nullopt;
-    // Spin briefly (a decode step's hop is tens of microseconds), then yield the core.
-    if (++idle > 2000) std::this_thread::sleep_for(std::chrono::microseconds(50));
+    // Spin first (a hop takes tens of microseconds), then sleep between probes. Measured on 2 cores,
+    // three simulated hosts: sleeping after 100 probes instead of 2000 gave 0.81 of the decode rate
+    // (a sleep's wake-up costs more than the probes it saves).
+    if (++idle > kSpinProbes) std::this_thread::sleep_for(std::chrono::microseconds(50));
   }
 }
 
@@ -130,7 +133,7 @@ std::optional<Message> Link::receive_any(std::chrono::milliseconds timeout) {
       continue;
     }
     if (std::chrono::steady_clock::now() >= deadline) return std::nullopt;
-    if (++idle > 2000) std::this_thread::sleep_for(std::chrono::microseconds(50));
+    if (++idle > kSpinProbes) std::this_thread::sleep_for(std::chrono::microseconds(50));
   }
 }
 

@@ -20,7 +20,7 @@ name=${name:0:8}
 trap 'bash $sim down $name' EXIT
 bash $sim up "$name" 2
 a1=$(bash $sim addr "$name" 1) a2=$(bash $sim addr "$name" 2)
-export OMPI_MCA_plm_rsh_agent="$PWD/$sim rsh" OMPI_MCA_btl=self,tcp OMPI_MCA_btl_tcp_if_include=$(bash $sim cidr "$name") \
+export OMPI_MCA_mpi_yield_when_idle=1 OMPI_MCA_plm_rsh_agent="$PWD/$sim rsh" OMPI_MCA_btl=self,tcp OMPI_MCA_btl_tcp_if_include=$(bash $sim cidr "$name") \
        OMPI_MCA_oob_tcp_if_include=$(bash $sim cidr "$name")
 for r in "${rates[@]}"; do
   bash $sim rate "$name" "$r"
