@@ -77,6 +77,7 @@ class Link {
 
  private:
   bool poll_one();  // takes one message if one is there; true if it did
+  std::optional<Message> take(int from, std::chrono::milliseconds timeout);
   mutable std::mutex mu_;
   int rank_ = 0, size_ = 1;
   bool finalized_ = false;

@@ -64,6 +64,7 @@ struct SegmentSettings {
 struct HostSpec {
   std::string name;                    // as segments name it; same rule as a segment name
   std::optional<std::string> address;  // how the launcher reaches it (host name or IP); unset = name
+                                       // (the first host: localhost)
   KeyMarks marks;
   friend bool operator==(const HostSpec&, const HostSpec&) = default;
 };

@@ -313,7 +313,9 @@ void Validator::check_hosts() {
   for (size_t i = 0; i < hosts.size(); ++i) {
     if (i > 0 && used[i] == 0)
       fail(hosts[i].marks.self, "host '" + hosts[i].name + "' runs no segment (no 'host: " + hosts[i].name + "')");
-    plan_.hosts.push_back(PlannedHost{hosts[i].name, hosts[i].address.value_or(hosts[i].name), i == 0});
+    // The first host is where segpipe runs: without an address, the launcher starts its process here.
+    plan_.hosts.push_back(
+        PlannedHost{hosts[i].name, hosts[i].address.value_or(i == 0 ? "localhost" : hosts[i].name), i == 0});
   }
   // A layers segment reaches its banks through its host's shared memory (the bank exchange); a bank on
   // another host would need a proxy on the network (docs/multi-host.md), which this version does not have.

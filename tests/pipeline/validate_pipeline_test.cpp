@@ -282,7 +282,7 @@ TEST(ValidatePipelineHosts, ResolvesEachSegmentsHost) {
   PipelinePlan p = validate_pipeline(parse_pipeline_string(kHosts, "p.yaml", "/pipes"), test::tiny_model(), 0);
   ASSERT_EQ(p.hosts.size(), 2u);
   EXPECT_EQ(p.hosts[0].name, "a");
-  EXPECT_EQ(p.hosts[0].address, "a");  // no address: the name is how the launcher reaches it
+  EXPECT_EQ(p.hosts[0].address, "localhost");  // the first host without an address: where segpipe runs
   EXPECT_TRUE(p.hosts[0].local);
   EXPECT_EQ(p.hosts[1].address, "10.0.0.2");
   EXPECT_FALSE(p.hosts[1].local);
