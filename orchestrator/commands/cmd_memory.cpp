@@ -271,6 +271,7 @@ RunResult measure_segmented(const RunPlan& plan_in, const ModelConfig& cfg, cons
                            {"evictions", s.expert_evictions},
                            {"bytes_loaded", s.expert_bytes_loaded},
                            {"hit_rate", s.expert_uses ? static_cast<double>(s.expert_hits) / s.expert_uses : 0.0}};
+    if (!s.host.empty()) e["host"] = s.host;  // runs across hosts: whose machine the figures are of
     segs.push_back(e);
     sum_pss += m.pss;
     sum_rss += m.rss;
@@ -322,7 +323,8 @@ void print_report(const json& r) {
   std::printf("  %-12s %-10s %7s %8s %8s %8s %8s %8s %8s %8s %8s  %s\n", "segment", "kind", "pid", "weights", "rss",
               "pss", "rss.wts", "anon", "arena", "peak", "kv", "target");
   for (auto& s : r["segments"])
-    std::printf("  %-12s %-10s %7ld %8s %8s %8s %8s %8s %8s %8s %8s  %s%s\n", s["name"].get<std::string>().c_str(),
+    std::printf("  %-12s %-10s %7ld %8s %8s %8s %8s %8s %8s %8s %8s  %s%s\n",
+                (s["name"].get<std::string>() + (s.contains("host") ? "@" + s["host"].get<std::string>() : "")).c_str(),
                 s["kind"].get<std::string>().c_str(), s["pid"].get<long>(), mb(s["weight_bytes"]).c_str(),
                 mb(s["rss_bytes"]).c_str(), mb(s["pss_bytes"]).c_str(), mb(s["rss_weights_bytes"]).c_str(),
                 mb(s["rss_anon_bytes"]).c_str(), mb(s["rss_arena_bytes"]).c_str(), mb(s["peak_rss_bytes"]).c_str(),

@@ -18,7 +18,8 @@ namespace segpipe {
 struct SegmentReport {
   std::string name;
   std::string kind;
-  long pid = 0;
+  std::string host;  // runs across hosts: the `hosts` entry whose machine runs it (empty on one host)
+  long pid = 0;      // on that machine
   size_t tensors = 0;
   uint64_t weight_bytes = 0;
   uint64_t peak_rss_bytes = 0;

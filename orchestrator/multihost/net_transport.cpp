@@ -194,6 +194,7 @@ void NetTransport::shutdown() noexcept {
 
 std::vector<SegmentReport> NetTransport::reports() {
   std::vector<SegmentReport> all = local_->reports();
+  for (SegmentReport& r : all) r.host = plan_.hosts[0].name;
   for (size_t h = 1; h < plan_.hosts.size(); h++) {
     link_.send(static_cast<int>(h), net::Header{kReports});
     std::optional<net::Message> m = link_.receive(static_cast<int>(h), std::chrono::milliseconds(plan_.timeout_ms));
@@ -201,6 +202,7 @@ std::vector<SegmentReport> NetTransport::reports() {
     try {
       for (const auto& j : nlohmann::json::parse(text_of(*m))) {
         all.push_back(report_from_json(j));
+        all.back().host = plan_.hosts[h].name;
       }
     } catch (const nlohmann::json::exception& e) {
       throw RuntimeFailure(where(static_cast<int>(h)) + " sent malformed reports: " + e.what());

@@ -79,7 +79,7 @@ std::unique_ptr<Runner> make_runner(const RunPlan& plan, const ShmOptions& opt) 
 
 nlohmann::json segment_reports_json(const std::vector<SegmentReport>& r) {
   nlohmann::json a = nlohmann::json::array();
-  for (auto& s : r)
+  for (auto& s : r) {
     a.push_back({{"name", s.name},
                  {"kind", s.kind},
                  {"pid", s.pid},
@@ -87,6 +87,8 @@ nlohmann::json segment_reports_json(const std::vector<SegmentReport>& r) {
                  {"weight_bytes", s.weight_bytes},
                  {"peak_rss_bytes", s.peak_rss_bytes},
                  {"tensor_names", s.tensor_names}});
+    if (!s.host.empty()) a.back()["host"] = s.host;
+  }
   return a;
 }
 

@@ -58,8 +58,24 @@ sed '/^hosts:/,/^segments:/{/^segments:/!d}; s/, host: [abc]//' "$tmp/hosts.yaml
 on_a() { ip netns exec "$name-h1" "$@"; }
 ids="11 22 33 44 55 66 77 88 99 111 222 333"
 
-on_a timeout 120 "$B" verify --pipeline "$tmp/hosts.yaml" >"$tmp/v.out" 2>&1 || { cat "$tmp/v.out"; fail "verify across hosts vs in-process"; }
+on_a timeout 120 "$B" verify --pipeline "$tmp/hosts.yaml" --json "$tmp/v.json" >"$tmp/v.out" 2>&1 ||
+  { cat "$tmp/v.out"; fail "verify across hosts vs in-process"; }
 grep -q "decode logits bitwise equal" "$tmp/v.out" || { cat "$tmp/v.out"; fail "verify did not compare bit for bit"; }
+# The report names each segment's host.
+python3 - "$tmp/v.json" <<'PY' || fail "verify's report does not name each segment's host"
+import json, sys
+r = json.load(open(sys.argv[1]))
+hosts = {}
+def walk(x):
+    if isinstance(x, dict):
+        if "name" in x and "host" in x and "pid" in x: hosts[x["name"]] = x["host"]
+        for v in x.values(): walk(v)
+    elif isinstance(x, list):
+        for v in x: walk(v)
+walk(r)
+want = {"embed": "a", "early": "a", "late": "b", "bank-lo": "b", "bank-hi": "b", "head": "c"}
+sys.exit(0 if hosts == want else (print("hosts in the report:", hosts) or 1))
+PY
 on_a timeout 120 "$B" verify --pipeline "$tmp/hosts.yaml" --golden "$model/goldens/long.safetensors" >"$tmp/g.out" 2>&1 ||
   { cat "$tmp/g.out"; fail "verify across hosts vs the transformers golden"; }
 on_a timeout 120 "$B" generate --pipeline "$tmp/hosts.yaml" --tokens "$ids" --ids --max-new-tokens 40 >"$tmp/multi.txt" 2>"$tmp/e" ||
