@@ -4,24 +4,29 @@
 #include <iterator>
 
 #include "segments/core/errors.h"
+#include "segments/core/segment_params_json.h"
 
 namespace segpipe::proto {
 
 nlohmann::json to_json(const WorkerSpec& s) {
   nlohmann::json banks = nlohmann::json::array();
   for (auto& b : s.bank_list) banks.push_back({b.index, b.channel_block, b.layer_first, b.layer_last, b.name});
-  return {{"arena", s.arena},           {"index", s.index},
-          {"name", s.name},             {"kind", to_string(s.kind)},
-          {"model_dir", s.model_dir},   {"layers", {s.layer_first, s.layer_last}},
-          {"banks", s.banks},           {"experts", {s.expert_first, s.expert_last}},
-          {"threads", s.threads},       {"max_seq", s.max_seq},
-          {"max_tokens", s.max_tokens}, {"capture_tokens", s.capture_tokens},
-          {"timeout_ms", s.timeout_ms}, {"parent_pid", s.parent_pid},
-          {"blocks",
-           {s.status_block, s.channel_block, s.kv_block, s.capture_block, s.norm_block, s.moe_x, s.moe_experts,
-            s.moe_weights, s.moe_slots}},
-          {"bank_list", banks},         {"max_resident_experts", s.max_resident_experts},
-          {"device", to_string(s.device)}, {"dtype", to_string(s.dtype)}};
+  nlohmann::json j = {{"arena", s.arena},
+                      {"index", s.index},
+                      {"name", s.name},
+                      {"model_dir", s.model_dir},
+                      {"threads", s.threads},
+                      {"max_seq", s.max_seq},
+                      {"max_tokens", s.max_tokens},
+                      {"capture_tokens", s.capture_tokens},
+                      {"timeout_ms", s.timeout_ms},
+                      {"parent_pid", s.parent_pid},
+                      {"blocks",
+                       {s.status_block, s.channel_block, s.kv_block, s.capture_block, s.norm_block, s.moe_x,
+                        s.moe_experts, s.moe_weights, s.moe_slots}},
+                      {"bank_list", banks}};
+  write_segment_params(j, s);
+  return j;
 }
 
 namespace {
@@ -61,16 +66,8 @@ WorkerSpec worker_spec_from_json_unchecked(const nlohmann::json& j) {
   s.arena = j.at("arena");
   s.index = j.at("index");
   s.name = j.at("name");
-  const std::string kind = j.at("kind");
-  const auto k = parse_segment_kind(kind);
-  if (!k) throw InputError("worker spec: unknown kind '" + kind + "'");
-  s.kind = *k;
+  read_segment_params(j, s, "worker spec");
   s.model_dir = j.at("model_dir");
-  s.layer_first = j.at("layers").at(0);
-  s.layer_last = j.at("layers").at(1);
-  s.banks = j.at("banks");
-  s.expert_first = j.at("experts").at(0);
-  s.expert_last = j.at("experts").at(1);
   s.threads = j.at("threads");
   s.max_seq = j.at("max_seq");
   s.max_tokens = j.at("max_tokens");
@@ -88,15 +85,6 @@ WorkerSpec worker_spec_from_json_unchecked(const nlohmann::json& j) {
   s.moe_experts = b.at(6);
   s.moe_weights = b.at(7);
   s.moe_slots = b.at(8);
-  s.max_resident_experts = j.value("max_resident_experts", 0);
-  // Optional: a spec without them runs on the CPU in float32.
-  const std::string device = j.value("device", std::string("cpu")), dtype = j.value("dtype", std::string("float32"));
-  const auto d = parse_device(device);
-  const auto t = parse_compute_dtype(dtype);
-  if (!d) throw InputError("worker spec: device '" + device + "': expected cpu or cuda:N");
-  if (!t) throw InputError("worker spec: dtype '" + dtype + "': expected float32 or bfloat16");
-  s.device = *d;
-  s.dtype = *t;
   for (auto& x : j.at("bank_list"))
     s.bank_list.push_back({x.at(0), x.at(1), x.at(2), x.at(3), x.size() > 4 ? x.at(4).get<std::string>() : std::string()});
   return s;

@@ -1,22 +1,17 @@
 #include "orchestrator/planning/run_plan_json.h"
 
 #include "segments/core/errors.h"
+#include "segments/core/segment_params_json.h"
 
 namespace segpipe {
 
 nlohmann::json to_json(const RunPlan& p) {
   nlohmann::json segs = nlohmann::json::array();
-  for (const SegmentDesc& d : p.segments)
-    segs.push_back({{"name", d.name},
-                    {"kind", to_string(d.kind)},
-                    {"layers", {d.layer_first, d.layer_last}},
-                    {"banks", d.banks},
-                    {"experts", {d.expert_first, d.expert_last}},
-                    {"max_resident_experts", d.max_resident_experts},
-                    {"device", to_string(d.device)},
-                    {"dtype", to_string(d.dtype)},
-                    {"threads", d.threads},
-                    {"host", d.host}});
+  for (const SegmentDesc& d : p.segments) {
+    nlohmann::json j = {{"name", d.name}, {"threads", d.threads}, {"host", d.host}};
+    write_segment_params(j, d);
+    segs.push_back(j);
+  }
   nlohmann::json hosts = nlohmann::json::array();
   for (const HostDesc& h : p.hosts) hosts.push_back({h.name, h.address});
   return {{"model_dir", p.model_dir},   {"tokenizer_dir", p.tokenizer_dir}, {"source", p.source},
@@ -48,19 +43,7 @@ RunPlan run_plan_from_json(const nlohmann::json& j) {
     for (const auto& s : j.at("segments")) {
       SegmentDesc d;
       d.name = s.at("name");
-      const auto kind = parse_segment_kind(s.at("kind").get<std::string>());
-      const auto dev = parse_device(s.at("device").get<std::string>());
-      const auto dt = parse_compute_dtype(s.at("dtype").get<std::string>());
-      if (!kind || !dev || !dt) throw bad("segment '" + d.name + "': kind, device or dtype");
-      d.kind = *kind;
-      d.device = *dev;
-      d.dtype = *dt;
-      d.layer_first = s.at("layers").at(0);
-      d.layer_last = s.at("layers").at(1);
-      d.banks = s.at("banks");
-      d.expert_first = s.at("experts").at(0);
-      d.expert_last = s.at("experts").at(1);
-      d.max_resident_experts = s.at("max_resident_experts");
+      read_segment_params(s, d, "plan from the orchestrator: segment '" + d.name + "'");
       d.threads = s.at("threads");
       d.host = s.at("host");
       if (d.host < 0 || d.host >= static_cast<int>(p.hosts.size())) throw bad("segment '" + d.name + "': host");
