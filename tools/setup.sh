@@ -10,6 +10,8 @@ pkgs=(build-essential cmake ninja-build pkg-config git
       libyaml-cpp-dev libspdlog-dev libboost-dev nlohmann-json3-dev
       libpcre2-dev libutf8proc-dev libgtest-dev libgmock-dev
       clang libclang-rt-14-dev
+      libsndfile1-dev libsoxr-dev libfftw3-dev  # audio inputs: decoding, resampling, log-mel features
+      libpng-dev libjpeg62-turbo-dev           # image inputs
       openmpi-bin libopenmpi-dev iproute2  # multi-host runs: the MPI launcher and library; simulated hosts
       chromium)  # headless: the memory report page test (tests/integration_debug)
 # Node.js runs the tokenizer reference (npm package) in the tests; keep a newer one if present.

@@ -139,48 +139,46 @@ class CudaRunnerImpl : public CudaRunner {
 
   const float* logits_device() const override { return logits_.get(); }
 
-  std::vector<int32_t> decode_greedy(int32_t token, int64_t pos0, int n) override {
-    if (n <= 0) return {};
-    if (token < 0 || token >= cfg_.vocab)
-      throw InputError("token id " + std::to_string(token) + " is out of range (vocabulary size " +
-                       std::to_string(cfg_.vocab) + ")");
-    if (pos0 < 0 || pos0 + n > plan_.max_seq)
-      throw RuntimeFailure("sequence of " + std::to_string(pos0 + n) + " tokens exceeds the KV cache (" +
-                           std::to_string(plan_.max_seq) + " positions)");
-    cudaStream_t st = ctx_->stream();
+  void prepare_greedy(int32_t token, int64_t pos0) override {
+    check_greedy_args(token, pos0, 1);
     if (!warm_) {
-      // The first one-token step runs eagerly (it sizes every scratch buffer); the chain below
-      // rewrites its K/V rows at pos0 with the same values.
+      // The first one-token step runs eagerly (it sizes every scratch buffer); the chain rewrites its
+      // K/V rows at pos0 with the same values.
       run(&token, 1, pos0, false, nullptr);
       warm_ = true;
     }
+    if (!opt_.graphs) return;
+    if (greedy_exec_ && greedy_epoch_ != cuda::buffer_epoch()) {
+      cudaGraphExecDestroy(greedy_exec_);
+      greedy_exec_ = nullptr;
+    }
+    if (!greedy_exec_) {
+      // Captured, not run: the steps read their token and position from ids_ and pos_, which
+      // decode_greedy sets before each replay.
+      const cuda::GreedyState gs = greedy_state();
+      greedy_exec_ = cuda::capture_graph(ctx_->stream(), [&] {
+        device_work(1, pos0, false, nullptr);
+        cuda::greedy_next_token(logits_.get(), cfg_.vocab, gs, ctx_->kernels(), ctx_->stream());
+      });
+      greedy_epoch_ = cuda::buffer_epoch();
+    }
+    ctx_->sync();
+  }
+
+  std::vector<int32_t> decode_greedy(int32_t token, int64_t pos0, int n) override {
+    if (n <= 0) return {};
+    check_greedy_args(token, pos0, n);
+    prepare_greedy(token, pos0);
+    cudaStream_t st = ctx_->stream();
     host_io_[0] = token;
     host_io_[1] = static_cast<int32_t>(pos0);
     SEGPIPE_CUDA_CHECK(cudaMemcpyAsync(ids_.get(), &host_io_[0], 4, cudaMemcpyHostToDevice, st));
     SEGPIPE_CUDA_CHECK(cudaMemcpyAsync(pos_.get(), &host_io_[1], 4, cudaMemcpyHostToDevice, st));
     SEGPIPE_CUDA_CHECK(cudaMemsetAsync(greedy_step_.get(), 0, sizeof(int32_t), st));
-    cuda::GreedyState gs;
-    gs.ids = ids_.get();
-    gs.pos = pos_.get();
-    gs.tokens = greedy_tokens_.get();
-    gs.step = greedy_step_.get();
-    gs.part_val = greedy_val_.get();
-    gs.part_idx = greedy_idx_.get();
-    gs.ticket = greedy_ticket_.get();
     if (opt_.graphs) {
-      if (greedy_exec_ && greedy_epoch_ != cuda::buffer_epoch()) {
-        cudaGraphExecDestroy(greedy_exec_);
-        greedy_exec_ = nullptr;
-      }
-      if (!greedy_exec_) {
-        greedy_exec_ = cuda::capture_graph(st, [&] {
-          device_work(1, pos0, false, nullptr);
-          cuda::greedy_next_token(logits_.get(), cfg_.vocab, gs, ctx_->kernels(), st);
-        });
-        greedy_epoch_ = cuda::buffer_epoch();
-      }
       for (int i = 0; i < n; i++) SEGPIPE_CUDA_CHECK(cudaGraphLaunch(greedy_exec_, st));
     } else {
+      const cuda::GreedyState gs = greedy_state();
       for (int i = 0; i < n; i++) {
         device_work(1, pos0 + i, false, nullptr);
         cuda::greedy_next_token(logits_.get(), cfg_.vocab, gs, ctx_->kernels(), st);
@@ -244,6 +242,26 @@ class CudaRunnerImpl : public CudaRunner {
   }
 
  private:
+  void check_greedy_args(int32_t token, int64_t pos0, int n) const {
+    if (token < 0 || token >= cfg_.vocab)
+      throw InputError("token id " + std::to_string(token) + " is out of range (vocabulary size " +
+                       std::to_string(cfg_.vocab) + ")");
+    if (pos0 < 0 || pos0 + n > plan_.max_seq)
+      throw RuntimeFailure("sequence of " + std::to_string(pos0 + n) + " tokens exceeds the KV cache (" +
+                           std::to_string(plan_.max_seq) + " positions)");
+  }
+  cuda::GreedyState greedy_state() {
+    cuda::GreedyState gs;
+    gs.ids = ids_.get();
+    gs.pos = pos_.get();
+    gs.tokens = greedy_tokens_.get();
+    gs.step = greedy_step_.get();
+    gs.part_val = greedy_val_.get();
+    gs.part_idx = greedy_idx_.get();
+    gs.ticket = greedy_ticket_.get();
+    return gs;
+  }
+
   // The plan's segments through the factory, on this runner's device, context and weights. A layers
   // segment is handed the banks that serve it when it is made, so the banks are made first; the others
   // in plan order, where the embeddings come before the lm_head, which shares their table when the

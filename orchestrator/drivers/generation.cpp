@@ -59,6 +59,12 @@ GenerationResult Generator::run(const std::vector<int32_t>& prompt, Sampler& sam
   std::vector<int32_t> ahead;  // chosen on the device, not handed out yet
   size_t taken = 0;
   int32_t next = max_new > 0 ? sampler.next(logits.data(), runner_.vocab()) : 0;
+  if (chain && max_new > 1 && !is_stop(next)) {
+    runner_.prepare_greedy(next, pos);
+    const auto t_ready = std::chrono::steady_clock::now();
+    r.decode_setup_s = std::chrono::duration<double>(t_ready - t_first).count();
+    t_first = t_ready;
+  }
   for (int n = 0; n < max_new;) {
     if (is_stop(next)) {
       r.stopped = true;

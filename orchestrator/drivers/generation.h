@@ -27,6 +27,9 @@ struct GenerationResult {
   int64_t prompt_tokens = 0;
   int64_t prefilled_tokens = 0;  // prompt tokens computed (the rest came from the cache)
   double prefill_s = 0, decode_s = 0;
+  // One-time work before the first decode step (a GPU's decode graph capture), timed apart: it is
+  // neither the prompt's prefill nor the steady decode rate that the benchmark reports.
+  double decode_setup_s = 0;
 };
 
 class Generator {

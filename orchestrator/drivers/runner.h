@@ -64,6 +64,11 @@ class Runner {
   virtual std::vector<int32_t> decode_greedy(int32_t /*token*/, int64_t /*pos0*/, int /*n*/) {
     throw std::logic_error("decode_greedy on a runner without a greedy chain");
   }
+  // The one-time work of the first decode_greedy(token, pos0, ...) done now (the GPU: the eager step
+  // that sizes the decode buffers, the graph capture), so that a caller can time it apart from the
+  // steady rate. It computes what that call's first step computes (the keys and values of `token` at
+  // pos0), nothing else. A no-op where there is nothing to prepare.
+  virtual void prepare_greedy(int32_t /*token*/, int64_t /*pos0*/) {}
 };
 
 std::unique_ptr<Runner> make_inproc_runner(const RunPlan& plan);
