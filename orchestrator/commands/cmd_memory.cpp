@@ -198,9 +198,22 @@ RunResult measure_segmented(const RunPlan& plan_in, const ModelConfig& cfg, cons
   for (size_t i = 0; i < reports.size(); i++) {
     const SegmentReport& s = reports[i];
     const SegmentDesc& d = plan.segments[i];
-    ProcMemory m = read_proc_memory(s.pid);
-    const auto own = segment_weight_ranges(*ck, cfg, d);
-    WeightResidency wr = check_weight_residency(m, own);
+    // Measured by the host that runs it: here, or by its host's agent on a run across hosts.
+    SegmentMemory sm;
+    if (s.measured_memory.is_null()) {
+      sm = measure_segment_memory(s.pid, *ck, cfg, d);
+    } else {
+      const std::string at = "segment '" + s.name + "' on host '" + s.host + "'";
+      if (s.measured_memory.contains("error"))
+        throw RuntimeFailure(at + ": its memory could not be measured there: " + s.measured_memory["error"].dump());
+      try {
+        sm = segment_memory_from_json(s.measured_memory);
+      } catch (const nlohmann::json::exception& e) {
+        throw RuntimeFailure(at + ": its host sent a malformed memory measurement: " + e.what());
+      }
+    }
+    const ProcMemory& m = sm.proc;
+    const WeightResidency& wr = sm.residency;
     uint64_t kv = kv_bytes(cfg, d, positions);
     uint64_t limit = s.weight_bytes + kv + kSlack;
     bool ok = m.rss <= limit && wr.foreign_resident_pages == 0;
@@ -210,7 +223,7 @@ RunResult measure_segmented(const RunPlan& plan_in, const ModelConfig& cfg, cons
       // A GPU process's weights are device memory (not in its RSS), its RSS holds the CUDA runtime and
       // the whole shared arena (registered for the GPU: every page resident), counted once in the
       // totals. Under unified the checkpoint's pages were given back once the device read them.
-      limit = 2 * kPageBytes * own.size() + (1ull << 20);
+      limit = 2 * kPageBytes * segment_weight_ranges(*ck, cfg, d).size() + (1ull << 20);
       const bool unified = s.gpu_memory == "unified";
       ok = wr.foreign_resident_pages == 0 && (!unified || m.rss_weights <= limit);
       rule = unified ? "gpu_memory unified: rss_weights (checkpoint pages still resident) <= 2 pages per tensor + "

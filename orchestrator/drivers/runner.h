@@ -5,6 +5,7 @@
 #pragma once
 #include <cstdint>
 #include <memory>
+#include <nlohmann/json.hpp>
 #include <stdexcept>
 #include <string>
 #include <vector>
@@ -31,6 +32,10 @@ struct SegmentReport {
   // under unified the checkpoint tensors its device read in place (no staging copy).
   std::string gpu_memory;
   uint64_t weights_in_place = 0;
+  // Runs across hosts: the process's memory as its own host measured it (a pid and /proc mean nothing
+  // on another machine), as orchestrator/reports/memory_report.h's segment_memory_to_json writes it, or
+  // {"error": why}. Null where the command's own host runs the segment and measures it itself.
+  nlohmann::json measured_memory;
 };
 
 // Where the GPU segments of one device keep the state they share (transport: shm), so that a report

@@ -18,6 +18,7 @@
 #include "orchestrator/multihost/job.h"
 #include "orchestrator/multihost/net_protocol.h"
 #include "orchestrator/multihost/report_json.h"
+#include "orchestrator/reports/memory_report.h"
 #include "orchestrator/planning/run_plan_json.h"
 #include "segments/core/errors.h"
 
@@ -179,6 +180,7 @@ class Agent {
         case kOpen: {
           const auto j = nlohmann::json::parse(std::string(reinterpret_cast<const char*>(m.payload.data()), m.payload.size()));
           plan_ = run_plan_from_json(j.at("plan"));
+          ck_.reset();
           ShmOptions opt;
           opt.capture_tokens = j.at("capture_tokens");
           opt.host = link_.rank();
@@ -248,7 +250,11 @@ class Agent {
         case kReports: {
           nlohmann::json a = nlohmann::json::array();
           if (t_)
-            for (const SegmentReport& r : t_->reports()) a.push_back(report_to_json(r));
+            for (const SegmentReport& r : t_->reports()) {
+              nlohmann::json j = report_to_json(r);
+              j["memory"] = measure_here(r);
+              a.push_back(std::move(j));
+            }
           const std::string s = a.dump();
           return link_.send(0, net::Header{kReportsData}, bytes_of(s.data(), s.size()));
         }
@@ -268,6 +274,21 @@ class Agent {
     }
   }
 
+  // The segment's process as this host sees it (rank 0 cannot: the pid is of this machine); a failure
+  // travels as {"error": why}, for rank 0 to name the segment and host.
+  nlohmann::json measure_here(const SegmentReport& r) {
+    try {
+      for (const SegmentDesc& d : plan_.segments)
+        if (d.name == r.name) {
+          if (!ck_) ck_ = Checkpoint::open(plan_.model_dir);
+          return segment_memory_to_json(measure_segment_memory(r.pid, *ck_, t_->config(), d));
+        }
+      return {{"error", "not in the plan"}};
+    } catch (const std::exception& e) {
+      return {{"error", e.what()}};
+    }
+  }
+
   net::Link& link_;
   ForwardObserver observer_;
   std::mutex mu_;
@@ -278,6 +299,7 @@ class Agent {
   std::thread exec_;  // last: started once the members above exist
   RunPlan plan_;
   std::unique_ptr<ShmTransport> t_;
+  std::shared_ptr<Checkpoint> ck_;  // the plan's, opened for the first memory measurement
   std::vector<int32_t> ids_;
   std::vector<float> logits_;
 };

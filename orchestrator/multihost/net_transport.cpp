@@ -203,6 +203,7 @@ std::vector<SegmentReport> NetTransport::reports() {
       for (const auto& j : nlohmann::json::parse(text_of(*m))) {
         all.push_back(report_from_json(j));
         all.back().host = plan_.hosts[h].name;
+        all.back().measured_memory = j.value("memory", nlohmann::json());
       }
     } catch (const nlohmann::json::exception& e) {
       throw RuntimeFailure(where(static_cast<int>(h)) + " sent malformed reports: " + e.what());

@@ -268,6 +268,53 @@ nlohmann::json proc_memory_json(const ProcMemory& m) {
           {"peak_rss_bytes", m.peak_rss}};
 }
 
+SegmentMemory measure_segment_memory(long pid, Checkpoint& ck, const ModelConfig& cfg, const SegmentDesc& d) {
+  SegmentMemory m;
+  m.proc = read_proc_memory(pid);
+  m.residency = check_weight_residency(m.proc, segment_weight_ranges(ck, cfg, d));
+  return m;
+}
+
+namespace {
+
+// The scalar figures of both structs, listed once for both directions (P, R: const for the writer).
+template <class P, class R, class F>
+void each_memory_field(P& p, R& r, F&& f) {
+  f("pid", p.pid);
+  f("rss", p.rss);
+  f("pss", p.pss);
+  f("pss_anon", p.pss_anon);
+  f("pss_file", p.pss_file);
+  f("pss_shmem", p.pss_shmem);
+  f("rss_weights", p.rss_weights);
+  f("pss_weights", p.pss_weights);
+  f("rss_anon", p.rss_anon);
+  f("pss_anon_maps", p.pss_anon_maps);
+  f("rss_arena", p.rss_arena);
+  f("pss_arena", p.pss_arena);
+  f("rss_other", p.rss_other);
+  f("peak_rss", p.peak_rss);
+  f("own_resident_bytes", r.own_resident_bytes);
+  f("edge_resident_pages", r.edge_resident_pages);
+  f("foreign_resident_pages", r.foreign_resident_pages);
+  f("weight_mappings", r.weight_mappings);
+  f("foreign_examples", r.foreign_examples);
+}
+
+}  // namespace
+
+nlohmann::json segment_memory_to_json(const SegmentMemory& m) {
+  nlohmann::json j = nlohmann::json::object();
+  each_memory_field(m.proc, m.residency, [&](const char* key, const auto& v) { j[key] = v; });
+  return j;
+}
+
+SegmentMemory segment_memory_from_json(const nlohmann::json& j) {
+  SegmentMemory m;
+  each_memory_field(m.proc, m.residency, [&](const char* key, auto& v) { j.at(key).get_to(v); });
+  return m;
+}
+
 uint64_t kv_bytes(const ModelConfig& cfg, const SegmentDesc& d, int64_t positions) {
   if (d.kind != SegmentKind::layers) return 0;
   uint64_t n = static_cast<uint64_t>(d.layer_last - d.layer_first + 1);

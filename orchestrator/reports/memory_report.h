@@ -70,6 +70,17 @@ WeightResidency check_weight_residency(const ProcMemory& pm, const std::vector<W
 
 nlohmann::json proc_memory_json(const ProcMemory& pm);
 
+// One segment process's memory as its own host measures it: /proc of that machine (a pid means nothing
+// on another host), so on a run across hosts each agent measures its host's segments and sends this.
+struct SegmentMemory {
+  ProcMemory proc;  // without `maps` once it has crossed hosts (the residency below is what they served)
+  WeightResidency residency;
+};
+SegmentMemory measure_segment_memory(long pid, Checkpoint& ck, const ModelConfig& cfg, const SegmentDesc& d);
+// Every figure of it, for the wire; the reader takes untrusted JSON (throws nlohmann::json::exception).
+nlohmann::json segment_memory_to_json(const SegmentMemory& m);
+SegmentMemory segment_memory_from_json(const nlohmann::json& j);
+
 // Sum of PSS (bytes) of the given pids straight from smaps_rollup (tests cross-check reports with it).
 uint64_t pss_of(long pid);
 

@@ -4,6 +4,7 @@
 # host c; started by MPI's launcher, tensors over MPI between the hosts.
 #   - verify: the run across hosts equals the same pipeline in-process, every boundary, bit for bit;
 #     and it passes the transformers golden;
+#   - the memory report measures each process on its own host;
 #   - its greedy tokens equal the single-host run's; so does a dump, file for file;
 #   - a remote segment killed mid-run: exit 3 naming the segment and its host; with --restart the run
 #     goes on and gives the uninterrupted tokens;
@@ -78,6 +79,24 @@ sys.exit(0 if hosts == want else (print("hosts in the report:", hosts) or 1))
 PY
 on_a timeout 120 "$B" verify --pipeline "$tmp/hosts.yaml" --golden "$model/goldens/long.safetensors" >"$tmp/g.out" 2>&1 ||
   { cat "$tmp/g.out"; fail "verify across hosts vs the transformers golden"; }
+# The memory report: each process measured on its own host (each simulated host has its own PID
+# namespace and /proc, so a pid read on the orchestrator's host would name another process or none).
+on_a timeout 120 "$B" memory --pipeline "$tmp/hosts.yaml" --no-inproc --json "$tmp/m.json" >"$tmp/m.out" 2>&1 ||
+  { cat "$tmp/m.out"; fail "memory across hosts"; }
+python3 - "$tmp/m.json" <<'PY' || { cat "$tmp/m.out"; fail "the memory report across hosts"; }
+import json, sys
+r = json.load(open(sys.argv[1]))
+segs = r["segmented"]["segments"] if "segmented" in r else r["segments"]
+want = {"embed": "a", "early": "a", "late": "b", "bank-lo": "b", "bank-hi": "b", "head": "c"}
+got = {s["name"]: s.get("host") for s in segs}
+bad = [f"{s['name']}: {k}" for s in segs for k in ("rss_bytes", "pss_bytes", "peak_rss_bytes", "weight_bytes")
+       if not s[k] > 0]
+# Its own weights resident, none of another segment's: the pagemap of the right process was read.
+bad += [f"{s['name']}: weights_resident {s['weights_resident']}" for s in segs
+        if s["weights_resident"]["own_bytes"] <= 0 or s["weights_resident"]["foreign_pages"] != 0]
+if got != want or bad or not r.get("targets_met", False):
+    print("hosts:", got, "problems:", bad, "targets_met:", r.get("targets_met")); sys.exit(1)
+PY
 on_a timeout 120 "$B" generate --pipeline "$tmp/hosts.yaml" --tokens "$ids" --ids --max-new-tokens 40 >"$tmp/multi.txt" 2>"$tmp/e" ||
   { cat "$tmp/e"; fail "generate across hosts"; }
 timeout 120 "$B" generate --pipeline "$tmp/single.yaml" --tokens "$ids" --ids --max-new-tokens 40 >"$tmp/single.txt" 2>"$tmp/e" ||
@@ -90,7 +109,7 @@ for f in "$tmp"/dump-single/*; do
   [ "$(basename "$f")" = manifest.json ] && continue
   cmp -s "$f" "$tmp/dump-multi/$(basename "$f")" || fail "dump file $(basename "$f") differs across hosts"
 done
-echo "ok: verify (bit for bit, golden), tokens and dumps equal one host"
+echo "ok: verify (bit for bit, golden), memory measured on each host, tokens and dumps equal one host"
 
 # A remote segment killed mid-run (as soon as it exists: on an idle machine a run of this tiny model
 # decodes over a thousand tokens a second, so the longest run the context allows, killed early; a kill

@@ -83,7 +83,9 @@ case "$cmd" in
       if [[ "$addrs" == *" inet $host/"* ]]; then ns=$cand; break; fi
     done
     [ -n "$ns" ] || { echo "sim_hosts rsh: no simulated host has address $host" >&2; exit 255; }
-    exec ip netns exec "$ns" /bin/sh -c "$*"
+    # Its own PID namespace and /proc, as another machine has: a pid of one host means nothing on the
+    # others (the memory report must measure each process on its own host).
+    exec ip netns exec "$ns" unshare --pid --fork --mount-proc /bin/sh -c "$*"
     ;;
   *)
     sed -n '2,22p' "$0" >&2
