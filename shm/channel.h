@@ -75,19 +75,19 @@ const char* to_string(WaitStatus status);
 
 // Spans point into shared memory: valid until the producer posts the next request (args) or the
 // consumer answers the next step (reply). Copy what you need to keep.
-struct Request {
+// What either wait gives back: whether the message arrived, and the step it belongs to.
+struct Arrival {
   WaitStatus status = WaitStatus::kTimeout;
   uint64_t step = 0;
-  uint32_t opcode = 0;
-  std::span<const std::byte> args;
   bool ok() const { return status == WaitStatus::kOk; }
 };
-struct Response {
-  WaitStatus status = WaitStatus::kTimeout;
-  uint64_t step = 0;
+struct Request : Arrival {
+  uint32_t opcode = 0;
+  std::span<const std::byte> args;
+};
+struct Response : Arrival {
   int32_t code = 0;
   std::span<const std::byte> reply;
-  bool ok() const { return status == WaitStatus::kOk; }
 };
 
 // Returns false once the peer process is gone (e.g. waitpid(pid, WNOHANG) != 0 in the

@@ -1,6 +1,7 @@
 #include "workers/protocol.h"
 
 #include <algorithm>
+#include <array>
 #include <iterator>
 
 #include "segments/core/errors.h"
@@ -8,23 +9,40 @@
 
 namespace segpipe::proto {
 
+namespace {
+
+// The spec's fields that travel under their own key, listed once for both directions: calls
+// f(key, member) on each (Spec is WorkerSpec or const WorkerSpec). The segment's params travel as
+// segment_params_json.h writes them, the blocks as one array and the banks as an array of arrays.
+template <class Spec, class F>
+void each_spec_field(Spec& s, F&& f) {
+  f("arena", s.arena);
+  f("index", s.index);
+  f("name", s.name);
+  f("model_dir", s.model_dir);
+  f("threads", s.threads);
+  f("max_seq", s.max_seq);
+  f("max_tokens", s.max_tokens);
+  f("capture_tokens", s.capture_tokens);
+  f("timeout_ms", s.timeout_ms);
+  f("parent_pid", s.parent_pid);
+}
+
+// The spec's blocks in the order of its "blocks" array.
+template <class Spec>
+auto spec_blocks(Spec& s) {
+  return std::array{&s.status_block, &s.channel_block, &s.kv_block,    &s.capture_block, &s.norm_block,
+                    &s.moe_x,        &s.moe_experts,   &s.moe_weights, &s.moe_slots};
+}
+
+}  // namespace
+
 nlohmann::json to_json(const WorkerSpec& s) {
-  nlohmann::json banks = nlohmann::json::array();
+  nlohmann::json banks = nlohmann::json::array(), blocks = nlohmann::json::array();
   for (auto& b : s.bank_list) banks.push_back({b.index, b.channel_block, b.layer_first, b.layer_last, b.name});
-  nlohmann::json j = {{"arena", s.arena},
-                      {"index", s.index},
-                      {"name", s.name},
-                      {"model_dir", s.model_dir},
-                      {"threads", s.threads},
-                      {"max_seq", s.max_seq},
-                      {"max_tokens", s.max_tokens},
-                      {"capture_tokens", s.capture_tokens},
-                      {"timeout_ms", s.timeout_ms},
-                      {"parent_pid", s.parent_pid},
-                      {"blocks",
-                       {s.status_block, s.channel_block, s.kv_block, s.capture_block, s.norm_block, s.moe_x,
-                        s.moe_experts, s.moe_weights, s.moe_slots}},
-                      {"bank_list", banks}};
+  for (const uint32_t* b : spec_blocks(s)) blocks.push_back(*b);
+  nlohmann::json j = {{"blocks", blocks}, {"bank_list", banks}};
+  each_spec_field(s, [&](const char* key, const auto& v) { j[key] = v; });
   write_segment_params(j, s);
   return j;
 }
@@ -63,28 +81,12 @@ WorkerSpec worker_spec_from_json(const nlohmann::json& j) {
 
 WorkerSpec worker_spec_from_json_unchecked(const nlohmann::json& j) {
   WorkerSpec s;
-  s.arena = j.at("arena");
-  s.index = j.at("index");
-  s.name = j.at("name");
+  each_spec_field(s, [&](const char* key, auto& v) { j.at(key).get_to(v); });
   read_segment_params(j, s, "worker spec");
-  s.model_dir = j.at("model_dir");
-  s.threads = j.at("threads");
-  s.max_seq = j.at("max_seq");
-  s.max_tokens = j.at("max_tokens");
-  s.capture_tokens = j.at("capture_tokens");
-  s.timeout_ms = j.at("timeout_ms");
-  s.parent_pid = j.at("parent_pid");
   // .at(): operator[] on a const json does not check its index.
   const auto& b = j.at("blocks");
-  s.status_block = b.at(0);
-  s.channel_block = b.at(1);
-  s.kv_block = b.at(2);
-  s.capture_block = b.at(3);
-  s.norm_block = b.at(4);
-  s.moe_x = b.at(5);
-  s.moe_experts = b.at(6);
-  s.moe_weights = b.at(7);
-  s.moe_slots = b.at(8);
+  const auto blocks = spec_blocks(s);
+  for (size_t i = 0; i < blocks.size(); i++) b.at(i).get_to(*blocks[i]);
   for (auto& x : j.at("bank_list"))
     s.bank_list.push_back({x.at(0), x.at(1), x.at(2), x.at(3), x.size() > 4 ? x.at(4).get<std::string>() : std::string()});
   return s;

@@ -101,6 +101,9 @@ class Parser {
   void reject_unknown_keys(const Mapping& map, const std::vector<std::string_view>& known) const;
 
   std::string read_string(const Mapping& map, const Entry& e) const;
+  // The 'name' of list entry `ordinal` (a host, a segment): there, and a valid name; `missing` is
+  // the message where it is absent.
+  std::string read_entry_name(const Mapping& map, const std::string& ordinal, const std::string& missing) const;
   long long read_integer(const Mapping& map, const Entry& e, long long min, long long max, const char* expected) const;
   double read_number(const Mapping& map, const Entry& e) const;
   bool read_bool(const Mapping& map, const Entry& e) const;
@@ -260,16 +263,20 @@ void Parser::read_settings(const Mapping& map, SegmentSettings& out) const {
   }
 }
 
+std::string Parser::read_entry_name(const Mapping& map, const std::string& ordinal, const std::string& missing) const {
+  const Entry* name = map.find("name");
+  if (!name) fail(map.marks.self, missing);
+  std::string s = read_string(map, *name);
+  if (!valid_name(s)) fail(value_mark(*name), "'name' in " + ordinal + " must be " + name_rule() + ", got " + quote_value(s));
+  return s;
+}
+
 HostSpec Parser::parse_host(const YAML::Node& node, size_t index) const {
   const std::string ordinal = "host #" + std::to_string(index + 1);
   Mapping map = read_mapping(node, ordinal + " in 'hosts'", "in " + ordinal);
   HostSpec h;
   h.marks = map.marks;
-  const Entry* name = map.find("name");
-  if (!name) fail(map.marks.self, ordinal + " in 'hosts' has no 'name'");
-  h.name = read_string(map, *name);
-  if (!valid_name(h.name))
-    fail(value_mark(*name), "'name' in " + ordinal + " must be " + name_rule() + ", got " + quote_value(h.name));
+  h.name = read_entry_name(map, ordinal, ordinal + " in 'hosts' has no 'name'");
   map.where = "in host '" + h.name + "'";
   reject_unknown_keys(map, kHostKeys);
   if (const Entry* e = map.find("address")) {
@@ -294,11 +301,7 @@ SegmentSpec Parser::parse_segment(const YAML::Node& node, size_t index) const {
   SegmentSpec seg;
   seg.marks = map.marks;
 
-  const Entry* name = map.find("name");
-  if (!name) fail(map.marks.self, ordinal + " has no 'name'");
-  seg.name = read_string(map, *name);
-  if (!valid_name(seg.name))
-    fail(value_mark(*name), "'name' in " + ordinal + " must be " + name_rule() + ", got " + quote_value(seg.name));
+  seg.name = read_entry_name(map, ordinal, ordinal + " has no 'name'");
   map.where = "in segment '" + seg.name + "'";
 
   const Entry* kind = map.find("kind");

@@ -519,14 +519,7 @@ void test_missing_device(Checks& c) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  if (argc >= 2 && std::string(argv[1]) == kWorkerCommand) {
-    try {
-      return worker_main(std::vector<std::string>(argv + 2, argv + argc));
-    } catch (const std::exception& e) {
-      std::fprintf(stderr, "worker: %s\n", e.what());
-      return 2;
-    }
-  }
+  if (const auto rc = run_if_worker(argc, argv)) return *rc;
   g_kernels = take_gpu_kernels_arg(argc, argv);
   for (int i = 1; i + 1 < argc; i++)
     if (std::string(argv[i]) == "--source") g_source = argv[i + 1];

@@ -10,12 +10,9 @@
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   using namespace segpipe;
-  nlohmann::ordered_json j;
-  try {
-    j = nlohmann::ordered_json::parse(data, data + size);
-  } catch (const nlohmann::json::exception&) {
-    return 0;  // not JSON: chat-template reports "--messages FILE: malformed JSON" (exit 2)
-  }
+  const auto parsed = fuzz::parse_json_input<nlohmann::ordered_json>(data, size);
+  if (!parsed) return 0;  // not JSON: chat-template reports "--messages FILE: malformed JSON" (exit 2)
+  const nlohmann::ordered_json& j = *parsed;
   fuzz::only_input_errors("chat messages", [&] {
     const auto messages = parse_chat_messages(j, "fuzz/messages.json");
     FUZZ_INVARIANT(!messages.empty());

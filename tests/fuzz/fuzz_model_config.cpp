@@ -16,12 +16,9 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   using namespace segpipe;
   if (fuzz::write_input(kFormulaWeightsFile, data, size).size())
     fuzz::only_input_errors("read_formula_weights", [&] { (void)read_formula_weights(fuzz::scratch_dir()); });
-  nlohmann::json j;
-  try {
-    j = nlohmann::json::parse(data, data + size);
-  } catch (const nlohmann::json::exception&) {
-    return 0;  // not JSON: the file reader turns this into an InputError naming the file
-  }
+  const auto parsed = fuzz::parse_json_input<nlohmann::json>(data, size);
+  if (!parsed) return 0;  // not JSON: the file reader turns this into an InputError naming the file
+  const nlohmann::json& j = *parsed;
   fuzz::only_input_errors("parse_model_config", [&] {
     ModelConfig c = parse_model_config(j, "fuzz/config.json");
     FUZZ_INVARIANT(c.hidden > 0 && c.num_layers > 0 && c.vocab > 0);

@@ -4,11 +4,16 @@
 #include <stdlib.h>
 #include <unistd.h>
 
+#include <cstddef>
+#include <cstdint>
 #include <cstdio>
 #include <cstdlib>
 #include <exception>
 #include <filesystem>
+#include <optional>
 #include <string>
+
+#include <nlohmann/json.hpp>
 
 #include "segments/core/errors.h"
 
@@ -27,6 +32,17 @@ bool only_input_errors(const char* what, F&& fn) {
   } catch (...) {
     std::fprintf(stderr, "fuzz %s: non-standard exception escaped\n", what);
     std::abort();
+  }
+}
+
+// The input as JSON (nlohmann::json or ordered_json), or nothing where it is not JSON: bad input that
+// the reader of the real file reports before the parser under test ever sees it.
+template <typename Json>
+std::optional<Json> parse_json_input(const uint8_t* data, size_t size) {
+  try {
+    return Json::parse(data, data + size);
+  } catch (const nlohmann::json::exception&) {
+    return std::nullopt;
   }
 }
 

@@ -9,12 +9,9 @@
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   using namespace segpipe;
-  nlohmann::json j;
-  try {
-    j = nlohmann::json::parse(data, data + size);
-  } catch (const nlohmann::json::exception&) {
-    return 0;  // not JSON: the worker's start reports it (exit 2)
-  }
+  const auto parsed = fuzz::parse_json_input<nlohmann::json>(data, size);
+  if (!parsed) return 0;  // not JSON: the worker's start reports it (exit 2)
+  const nlohmann::json& j = *parsed;
   fuzz::only_input_errors("worker spec", [&] {
     const proto::WorkerSpec s = proto::worker_spec_from_json(j);
     FUZZ_INVARIANT(s.threads >= 1 && s.max_seq >= 1 && s.max_tokens >= 1 && s.timeout_ms >= 1);

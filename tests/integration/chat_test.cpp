@@ -38,13 +38,7 @@ class Interactive {
       close(in[1]);
       close(o[0]);
       close(e[0]);
-      std::vector<std::string> a = {SEGPIPE_BIN};
-      a.insert(a.end(), args.begin(), args.end());
-      std::vector<char*> argv;
-      for (auto& s : a) argv.push_back(s.data());
-      argv.push_back(nullptr);
-      execv(SEGPIPE_BIN, argv.data());
-      _exit(127);
+      exec_segpipe(args);
     }
     setpgid(pid_, pid_);  // both sides, so the group exists before either goes on
     close(in[0]);

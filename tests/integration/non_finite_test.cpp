@@ -42,11 +42,16 @@ void expect_stopped(const RunResult& r, const std::string& segment, const std::s
   EXPECT_NE(r.err.find("non-finite " + where), std::string::npos) << r.err;
 }
 
+// `segpipe generate` of `ids` and `new_tokens` more over the broken model's pipeline on `transport`.
+RunResult generate(const BrokenModel& m, const std::string& transport, const std::string& ids, int new_tokens) {
+  return run_segpipe({"generate", "--pipeline", m.pipeline(transport), "--tokens", ids, "--ids", "--max-new-tokens",
+                      std::to_string(new_tokens)});
+}
+
 TEST(NonFiniteWeights, StopTheRunNamingSegmentAndLayer) {
   BrokenModel m("model.layers.1.self_attn.o_proj.weight", kNaN);
   for (const std::string transport : {"shm", "inproc"}) {
-    RunResult r = run_segpipe({"generate", "--pipeline", m.pipeline(transport), "--tokens", "7 8 9", "--ids",
-                               "--max-new-tokens", "4"});
+    RunResult r = generate(m, transport, "7 8 9", 4);
     expect_stopped(r, "rest", "output of layer 1");
     EXPECT_TRUE(leftover_arenas(r.pid).empty());
   }
@@ -55,15 +60,14 @@ TEST(NonFiniteWeights, StopTheRunNamingSegmentAndLayer) {
 TEST(NonFiniteWeights, InTheEmbeddingTableAreNamedThere) {
   // tiny-qwen3-dense ties lm_head to the embeddings: the row of token 0 holds an Inf.
   BrokenModel m("model.embed_tokens.weight", kInf);
-  RunResult r = run_segpipe({"generate", "--pipeline", m.pipeline("shm"), "--tokens", "0 1", "--ids", "--max-new-tokens", "2"});
+  RunResult r = generate(m, "shm", "0 1", 2);
   expect_stopped(r, "embed", "embeddings");
 }
 
 TEST(NonFiniteWeights, InTheFinalNormGiveNonFiniteLogits) {
   BrokenModel m("model.norm.weight", kNaN);
   for (const std::string transport : {"shm", "inproc"}) {
-    RunResult r = run_segpipe({"generate", "--pipeline", m.pipeline(transport), "--tokens", "7 8 9", "--ids",
-                               "--max-new-tokens", "4"});
+    RunResult r = generate(m, transport, "7 8 9", 4);
     expect_stopped(r, "head", "logits");
   }
 }

@@ -29,6 +29,16 @@ RunResult run_segpipe(const std::vector<std::string>& args, const std::map<std::
   return run_impl(args, env, timeout_s * kTimeScale, SIZE_MAX);
 }
 
+void exec_segpipe(const std::vector<std::string>& args) {
+  std::vector<std::string> a = {SEGPIPE_BIN};
+  a.insert(a.end(), args.begin(), args.end());
+  std::vector<char*> argv;
+  for (auto& s : a) argv.push_back(s.data());
+  argv.push_back(nullptr);
+  execv(SEGPIPE_BIN, argv.data());
+  _exit(127);
+}
+
 RunResult run_segpipe_reader_closes(const std::vector<std::string>& args, size_t read_bytes, double timeout_s) {
   return run_impl(args, {}, timeout_s * kTimeScale, read_bytes);
 }
@@ -51,13 +61,7 @@ RunResult run_impl(const std::vector<std::string>& args, const std::map<std::str
     close(out[0]);
     close(err[0]);
     for (auto& [k, v] : env) setenv(k.c_str(), v.c_str(), 1);
-    std::vector<std::string> a = {SEGPIPE_BIN};
-    a.insert(a.end(), args.begin(), args.end());
-    std::vector<char*> argv;
-    for (auto& s : a) argv.push_back(s.data());
-    argv.push_back(nullptr);
-    execv(SEGPIPE_BIN, argv.data());
-    _exit(127);
+    exec_segpipe(args);
   }
   close(out[1]);
   close(err[1]);

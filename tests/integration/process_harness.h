@@ -28,6 +28,8 @@ struct RunResult {
 
 RunResult run_segpipe(const std::vector<std::string>& args, const std::map<std::string, std::string>& env = {},
                       double timeout_s = 60);
+// In a child just forked: replaces it with the segpipe binary run with `args` (exit 127 if it cannot start).
+[[noreturn]] void exec_segpipe(const std::vector<std::string>& args);
 // Like run_segpipe, but standard output's reader goes away after `read_bytes` bytes (as `| head -c N`
 // does); 0 closes it before the command writes anything. out holds what was read.
 RunResult run_segpipe_reader_closes(const std::vector<std::string>& args, size_t read_bytes, double timeout_s = 60);

@@ -71,102 +71,89 @@ class FakeTransport : public Transport {
   std::vector<int> restarted;
 };
 
-TEST(ChainDriver, RunsEverySegmentButTheBanksInOrderWithTypedPorts) {
-  RunPlan p = plan(false);
-  FakeTransport t(p);
-  ChainDriver d(p, t);
-  std::vector<int32_t> ids = {1, 2, 3};
+// A plan (restart on or off), the fake transport under it and the driver over both; step() runs one
+// token, {1}, at position pos0.
+struct Chain {
+  explicit Chain(bool restart) : p(plan(restart)), t(p), d(p, t) {}
+  // Makes the transport lose `segment` the next `times` times it is run.
+  Chain& losing(int segment, int times) {
+    t.lose = segment;
+    t.losses = times;
+    return *this;
+  }
+  void step(int64_t pos0) { d.step(one.data(), 1, pos0, false, nullptr, logits); }
+
+  RunPlan p;
+  FakeTransport t;
+  ChainDriver d;
+  std::vector<int32_t> one = {1};
   std::vector<float> logits;
-  d.step(ids.data(), 3, 7, false, nullptr, logits);
-  ASSERT_EQ(t.ran.size(), 4u);
-  EXPECT_EQ(t.ran[0].segment, 0);
-  EXPECT_TRUE(t.ran[0].in.is_ids());
-  EXPECT_EQ(t.ran[0].out, Port::hidden(Boundary::embeddings()));
-  EXPECT_EQ(t.ran[1].in, Port::hidden(Boundary::embeddings()));
-  EXPECT_EQ(t.ran[1].out, Port::hidden(Boundary::output(1)));
-  EXPECT_EQ(t.ran[2].in, Port::hidden(Boundary::output(1)));
-  EXPECT_EQ(t.ran[2].out, Port::hidden(Boundary::output(4)));
-  EXPECT_EQ(t.ran[3].segment, 4);  // the bank (3) is not the driver's to run
-  EXPECT_TRUE(t.ran[3].out.is_logits());
-  EXPECT_EQ(logits.size(), 10u);
-  EXPECT_EQ(logits[0], 7.f);
+};
+
+TEST(ChainDriver, RunsEverySegmentButTheBanksInOrderWithTypedPorts) {
+  Chain c(false);
+  std::vector<int32_t> ids = {1, 2, 3};
+  c.d.step(ids.data(), 3, 7, false, nullptr, c.logits);
+  const std::vector<Stage>& ran = c.t.ran;
+  ASSERT_EQ(ran.size(), 4u);
+  EXPECT_EQ(ran[0].segment, 0);
+  EXPECT_TRUE(ran[0].in.is_ids());
+  EXPECT_EQ(ran[0].out, Port::hidden(Boundary::embeddings()));
+  EXPECT_EQ(ran[1].in, Port::hidden(Boundary::embeddings()));
+  EXPECT_EQ(ran[1].out, Port::hidden(Boundary::output(1)));
+  EXPECT_EQ(ran[2].in, Port::hidden(Boundary::output(1)));
+  EXPECT_EQ(ran[2].out, Port::hidden(Boundary::output(4)));
+  EXPECT_EQ(ran[3].segment, 4);  // the bank (3) is not the driver's to run
+  EXPECT_TRUE(ran[3].out.is_logits());
+  EXPECT_EQ(c.logits.size(), 10u);
+  EXPECT_EQ(c.logits[0], 7.f);
 }
 
 TEST(ChainDriver, LostSegmentIsARuntimeFailureNamingItAfterShutdown) {
-  RunPlan p = plan(false);
-  FakeTransport t(p);
-  t.lose = 2;
-  t.losses = 1;
-  ChainDriver d(p, t);
-  std::vector<int32_t> ids = {1};
-  std::vector<float> logits;
+  Chain c(false);
+  c.losing(2, 1);
   try {
-    d.step(ids.data(), 1, 0, false, nullptr, logits);
+    c.step(0);
     FAIL() << "no failure";
   } catch (const RuntimeFailure& e) {
     EXPECT_NE(std::string(e.what()).find("segment 'late' (layers, pid 42) killed by signal 9"), std::string::npos) << e.what();
   }
-  EXPECT_EQ(t.shut, 1);
-  EXPECT_TRUE(t.restarted.empty());
+  EXPECT_EQ(c.t.shut, 1);
+  EXPECT_TRUE(c.t.restarted.empty());
 }
 
 TEST(ChainDriver, WithRestartTheLostSegmentIsRestartedAndTheStepRepeated) {
-  RunPlan p = plan(true);
-  FakeTransport t(p);
-  t.lose = 2;
-  t.losses = 2;
-  ChainDriver d(p, t);
-  std::vector<int32_t> ids = {1};
-  std::vector<float> logits;
-  d.step(ids.data(), 1, 5, false, nullptr, logits);
-  EXPECT_EQ(t.restarted, (std::vector<int>{2, 2}));
-  EXPECT_EQ(t.steps, 3);                // the step began again after each restart
-  EXPECT_EQ(t.ran.size(), 3u + 3u + 4u);  // twice up to 'late', then the whole chain
-  EXPECT_EQ(logits[0], 5.f);
-  EXPECT_EQ(t.shut, 0);
+  Chain c(true);
+  c.losing(2, 2).step(5);
+  EXPECT_EQ(c.t.restarted, (std::vector<int>{2, 2}));
+  EXPECT_EQ(c.t.steps, 3);                  // the step began again after each restart
+  EXPECT_EQ(c.t.ran.size(), 3u + 3u + 4u);  // twice up to 'late', then the whole chain
+  EXPECT_EQ(c.logits[0], 5.f);
+  EXPECT_EQ(c.t.shut, 0);
 }
 
 TEST(ChainDriver, RestartsAreBounded) {
-  RunPlan p = plan(true);
-  FakeTransport t(p);
-  t.lose = 1;
-  t.losses = 100;
-  ChainDriver d(p, t);
-  std::vector<int32_t> ids = {1};
-  std::vector<float> logits;
-  EXPECT_THROW(d.step(ids.data(), 1, 0, false, nullptr, logits), RuntimeFailure);
-  EXPECT_EQ(t.restarted.size(), static_cast<size_t>(ChainDriver::kMaxRestarts));
-  EXPECT_EQ(t.shut, 1);
+  Chain c(true);
+  EXPECT_THROW(c.losing(1, 100).step(0), RuntimeFailure);
+  EXPECT_EQ(c.t.restarted.size(), static_cast<size_t>(ChainDriver::kMaxRestarts));
+  EXPECT_EQ(c.t.shut, 1);
 }
 
 TEST(ChainDriver, ATransportThatCannotRestartReportsEvenWithRestartOn) {
-  RunPlan p = plan(true);
-  FakeTransport t(p);
-  t.restartable = false;
-  t.lose = 0;
-  t.losses = 1;
-  ChainDriver d(p, t);
-  std::vector<int32_t> ids = {1};
-  std::vector<float> logits;
-  EXPECT_THROW(d.step(ids.data(), 1, 0, false, nullptr, logits), RuntimeFailure);
-  EXPECT_TRUE(t.restarted.empty());
+  Chain c(true);
+  c.t.restartable = false;
+  EXPECT_THROW(c.losing(0, 1).step(0), RuntimeFailure);
+  EXPECT_TRUE(c.t.restarted.empty());
 }
 
 TEST(ChainDriver, StartUpRestartsALostSegmentAndSaysWhen) {
-  RunPlan p = plan(true);
-  FakeTransport t(p);
-  t.lose_at_start = 4;
-  t.losses = 1;
-  ChainDriver d(p, t);
-  d.start();
-  EXPECT_EQ(t.restarted, (std::vector<int>{4}));
-  RunPlan q = plan(false);
-  FakeTransport u(q);
-  u.lose_at_start = 4;
-  u.losses = 1;
-  ChainDriver e(q, u);
+  Chain on(true), off(false);
+  on.t.lose_at_start = off.t.lose_at_start = 4;
+  on.t.losses = off.t.losses = 1;
+  on.d.start();
+  EXPECT_EQ(on.t.restarted, (std::vector<int>{4}));
   try {
-    e.start();
+    off.d.start();
     FAIL() << "no failure";
   } catch (const RuntimeFailure& x) {
     EXPECT_NE(std::string(x.what()).find("segment 'head' (pid 1) killed during start-up"), std::string::npos) << x.what();
@@ -174,23 +161,20 @@ TEST(ChainDriver, StartUpRestartsALostSegmentAndSaysWhen) {
 }
 
 TEST(ChainDriver, BadIdsAndLongCapturesAreInputErrorsBeforeAnySegmentRuns) {
-  RunPlan p = plan(false);
-  FakeTransport t(p);
-  t.max_tokens = 2;
-  ChainDriver d(p, t);
+  Chain c(false);
+  c.t.max_tokens = 2;
   std::vector<int32_t> bad = {1, 10};
-  std::vector<float> logits;
-  EXPECT_THROW(d.step(bad.data(), 2, 0, false, nullptr, logits), InputError);
+  EXPECT_THROW(c.d.step(bad.data(), 2, 0, false, nullptr, c.logits), InputError);
   std::vector<int32_t> ids = {1, 2, 3};
   struct Silent : BoundaryObserver {
     void on_tensor(const Boundary&, const float*, int64_t, int64_t) override {}
   } obs;
-  EXPECT_THROW(d.step(ids.data(), 3, 0, false, &obs, logits), InputError);
-  EXPECT_TRUE(t.ran.empty());
+  EXPECT_THROW(c.d.step(ids.data(), 3, 0, false, &obs, c.logits), InputError);
+  EXPECT_TRUE(c.t.ran.empty());
   // Without an observer a long prompt is prefilled in chunks of max_step_tokens.
-  d.step(ids.data(), 3, 0, false, nullptr, logits);
-  EXPECT_EQ(t.steps, 2);
-  EXPECT_EQ(logits[0], 2.f);  // the last chunk starts at position 2
+  c.d.step(ids.data(), 3, 0, false, nullptr, c.logits);
+  EXPECT_EQ(c.t.steps, 2);
+  EXPECT_EQ(c.logits[0], 2.f);  // the last chunk starts at position 2
 }
 
 }  // namespace

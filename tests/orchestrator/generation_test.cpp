@@ -13,23 +13,35 @@
 namespace segpipe {
 namespace {
 
-// Forwards to a real runner and keeps every step's logits.
-class Recording : public Runner {
+// Forwards every step to a real runner; a test's runner overrides on_step to record what it is asked.
+class Forwarding : public Runner {
  public:
-  explicit Recording(std::unique_ptr<Runner> r) : r_(std::move(r)) {}
+  explicit Forwarding(std::unique_ptr<Runner> r) : r_(std::move(r)) {}
   void step(const int32_t* ids, int64_t T, int64_t pos0, bool all, BoundaryObserver* obs,
             std::vector<float>& logits) override {
     r_->step(ids, T, pos0, all, obs, logits);
-    steps.push_back(logits);
-    positions.push_back({pos0, T});
+    on_step(logits, pos0, T);
   }
   int vocab() const override { return r_->vocab(); }
   std::vector<SegmentReport> reports() override { return r_->reports(); }
+
+ protected:
+  virtual void on_step(const std::vector<float>& logits, int64_t pos0, int64_t T) = 0;
+  std::unique_ptr<Runner> r_;
+};
+
+// Keeps every step's logits.
+class Recording : public Forwarding {
+ public:
+  using Forwarding::Forwarding;
   std::vector<std::vector<float>> steps;
   std::vector<std::pair<int64_t, int64_t>> positions;
 
  private:
-  std::unique_ptr<Runner> r_;
+  void on_step(const std::vector<float>& logits, int64_t pos0, int64_t T) override {
+    steps.push_back(logits);
+    positions.push_back({pos0, T});
+  }
 };
 
 LoadedPlan tiny() { return load_model_plan(std::string(SEGPIPE_SOURCE_DIR) + "/models/tiny-qwen3-moe"); }
@@ -112,16 +124,9 @@ namespace {
 
 // A runner that chains greedy steps as the GPU runner does (Runner::decode_greedy), here by n host
 // steps with the host's greedy choice between them; it records how the Generator called it.
-class Chaining : public Runner {
+class Chaining : public Forwarding {
  public:
-  explicit Chaining(std::unique_ptr<Runner> r) : r_(std::move(r)) {}
-  void step(const int32_t* ids, int64_t T, int64_t pos0, bool all, BoundaryObserver* obs,
-            std::vector<float>& logits) override {
-    r_->step(ids, T, pos0, all, obs, logits);
-    host_steps++;
-  }
-  int vocab() const override { return r_->vocab(); }
-  std::vector<SegmentReport> reports() override { return r_->reports(); }
+  using Forwarding::Forwarding;
   bool has_greedy_chain() const override { return true; }
   std::vector<int32_t> decode_greedy(int32_t token, int64_t pos0, int n) override {
     chains.push_back({pos0, n});
@@ -138,7 +143,7 @@ class Chaining : public Runner {
   std::vector<std::pair<int64_t, int>> chains;
 
  private:
-  std::unique_ptr<Runner> r_;
+  void on_step(const std::vector<float>&, int64_t, int64_t) override { host_steps++; }
 };
 
 // The user's path on a GPU: greedy generate through the chain gives the reply the host loop gives, token

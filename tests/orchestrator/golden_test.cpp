@@ -20,30 +20,15 @@
 #include "segments/checkpoint/safetensors_writer.h"
 #include "segments/core/errors.h"
 #include "sha256.h"
+#include "../segments/segments_test_support.h"
 
 namespace segpipe {
 namespace {
 
 namespace fs = std::filesystem;
 
-std::string model_dir(const std::string& n) { return std::string(SEGPIPE_SOURCE_DIR) + "/models/" + n; }
-
-class TempDir {
- public:
-  TempDir() {
-    std::string t = (fs::temp_directory_path() / "segpipe-golden-XXXXXX").string();
-    if (!mkdtemp(t.data())) throw std::runtime_error("mkdtemp");
-    p_ = t;
-  }
-  ~TempDir() {
-    std::error_code ec;
-    fs::remove_all(p_, ec);
-  }
-  std::string file(const std::string& n) const { return (p_ / n).string(); }
-
- private:
-  fs::path p_;
-};
+using testing::model_dir;
+using testing::TempDir;
 
 // A golden held in memory: specs in file order, bytes per tensor, metadata.
 struct GoldenFile {
@@ -81,14 +66,7 @@ struct GoldenFile {
 };
 
 void expect_load_error(const std::string& path, const ModelConfig& cfg, std::initializer_list<std::string> needles) {
-  try {
-    load_golden(path, cfg);
-    ADD_FAILURE() << "expected InputError for " << path;
-  } catch (const InputError& e) {
-    for (const auto& n : needles) EXPECT_NE(std::string(e.what()).find(n), std::string::npos) << e.what();
-  } catch (const std::exception& e) {
-    ADD_FAILURE() << "expected InputError, got: " << e.what();
-  }
+  testing::expect_input_error([&] { load_golden(path, cfg); }, needles);
 }
 
 const std::string kMoeShort = model_dir("tiny-qwen3-moe") + "/goldens/short.safetensors";
@@ -249,6 +227,23 @@ class GoldenVerify : public ::testing::Test {
     auto r = make_inproc_runner(plan_);
     return verify_golden(*r, load_golden(path, cfg_), cfg_, 1e-4);
   }
+  // Verifies the committed golden after `change` (a copy of it, written to a temporary file).
+  GoldenReport verify_changed(const std::function<void(GoldenFile&)>& change) {
+    TempDir d;
+    GoldenFile g = GoldenFile::read(kMoeShort);
+    change(g);
+    g.write(d.file("changed.safetensors"));
+    return verify(d.file("changed.safetensors"));
+  }
+  // The verdict on boundary `n`, which must be the only one that failed.
+  static const BoundaryResult& only_failure(const GoldenReport& r, const std::string& n) {
+    EXPECT_FALSE(r.passed);
+    for (auto& x : r.boundaries)
+      if (x.name != n) EXPECT_TRUE(x.passed) << x.name;
+    const BoundaryResult& b = find(r, n);
+    EXPECT_FALSE(b.passed);
+    return b;
+  }
   static const BoundaryResult& find(const GoldenReport& r, const std::string& n) {
     for (auto& b : r.boundaries)
       if (b.name == n) return b;
@@ -272,67 +267,42 @@ TEST_F(GoldenVerify, CommittedGoldenPasses) {
 }
 
 TEST_F(GoldenVerify, PerturbedLayerOutputFailsOnlyThatBoundary) {
-  TempDir d;
-  GoldenFile g = GoldenFile::read(kMoeShort);
-  std::string& raw = g.bytes.at("layers.2.output");
-  float* v = g.floats("layers.2.output");
-  size_t n = raw.size() / 4;
-  // Noise of relative L2 norm 1e-3: each element gets +-1e-3 * rms(ref).
-  double ss = 0;
-  for (size_t i = 0; i < n; i++) ss += static_cast<double>(v[i]) * v[i];
-  double rms = std::sqrt(ss / static_cast<double>(n));
-  std::mt19937 rng(1);
-  for (size_t i = 0; i < n; i++) v[i] += static_cast<float>((rng() % 2 ? 1e-3 : -1e-3) * rms);
-  g.write(d.file("p.safetensors"));
-  GoldenReport r = verify(d.file("p.safetensors"));
-  EXPECT_FALSE(r.passed);
-  const BoundaryResult& b = find(r, "layers.2.output");
-  EXPECT_FALSE(b.passed);
-  EXPECT_NEAR(b.rel_l2, 1e-3, 2e-4);
-  for (auto& x : r.boundaries)
-    if (x.name != "layers.2.output") {
-      EXPECT_TRUE(x.passed) << x.name;
-    }
+  GoldenReport r = verify_changed([](GoldenFile& g) {
+    float* v = g.floats("layers.2.output");
+    size_t n = g.bytes.at("layers.2.output").size() / 4;
+    // Noise of relative L2 norm 1e-3: each element gets +-1e-3 * rms(ref).
+    double ss = 0;
+    for (size_t i = 0; i < n; i++) ss += static_cast<double>(v[i]) * v[i];
+    double rms = std::sqrt(ss / static_cast<double>(n));
+    std::mt19937 rng(1);
+    for (size_t i = 0; i < n; i++) v[i] += static_cast<float>((rng() % 2 ? 1e-3 : -1e-3) * rms);
+  });
+  EXPECT_NEAR(only_failure(r, "layers.2.output").rel_l2, 1e-3, 2e-4);
 }
 
 TEST_F(GoldenVerify, ChangedGeneratedIdFailsGeneratedIds) {
-  TempDir d;
-  GoldenFile g = GoldenFile::read(kMoeShort);
-  int64_t* ids = g.ids("generated_ids");
-  size_t n = g.bytes["generated_ids"].size() / 8;
-  ASSERT_GE(n, 2u);
-  ids[n - 1] = (ids[n - 1] + 1) % cfg_.vocab;
-  g.write(d.file("t.safetensors"));
-  GoldenReport r = verify(d.file("t.safetensors"));
-  EXPECT_FALSE(r.passed);
-  const BoundaryResult& b = find(r, "generated_ids");
-  EXPECT_FALSE(b.passed);
+  size_t n = 0;
+  GoldenReport r = verify_changed([&](GoldenFile& g) {
+    int64_t* ids = g.ids("generated_ids");
+    n = g.bytes["generated_ids"].size() / 8;
+    ASSERT_GE(n, 2u);
+    ids[n - 1] = (ids[n - 1] + 1) % cfg_.vocab;
+  });
+  const BoundaryResult& b = only_failure(r, "generated_ids");
   EXPECT_NE(b.note.find("first difference at step " + std::to_string(n - 1)), std::string::npos) << b.note;
-  for (auto& x : r.boundaries)
-    if (x.name != "generated_ids") {
-      EXPECT_TRUE(x.passed) << x.name;
-    }
 }
 
 TEST_F(GoldenVerify, SkippedBoundariesAreListed) {
-  TempDir d;
-  GoldenFile g = GoldenFile::read(kMoeShort);
-  g.specs.erase(std::remove_if(g.specs.begin(), g.specs.end(), [](auto& s) { return s.name == "norm" || s.name == "logits"; }),
-                g.specs.end());
-  g.write(d.file("s.safetensors"));
-  GoldenReport r = verify(d.file("s.safetensors"));
+  GoldenReport r = verify_changed([](GoldenFile& g) {
+    std::erase_if(g.specs, [](auto& s) { return s.name == "norm" || s.name == "logits"; });
+  });
   EXPECT_TRUE(r.passed);
   EXPECT_NE(std::find(r.skipped.begin(), r.skipped.end(), "norm"), r.skipped.end());
   EXPECT_NE(std::find(r.skipped.begin(), r.skipped.end(), "logits"), r.skipped.end());
 }
 
 TEST_F(GoldenVerify, GoldenWithOnlyInputIdsFails) {
-  TempDir d;
-  GoldenFile g = GoldenFile::read(kMoeShort);
-  g.specs.erase(std::remove_if(g.specs.begin(), g.specs.end(), [](auto& s) { return s.name != "input_ids"; }),
-                g.specs.end());
-  g.write(d.file("i.safetensors"));
-  GoldenReport r = verify(d.file("i.safetensors"));
+  GoldenReport r = verify_changed([](GoldenFile& g) { std::erase_if(g.specs, [](auto& s) { return s.name != "input_ids"; }); });
   EXPECT_FALSE(r.passed);
   ASSERT_EQ(r.boundaries.size(), 1u);
   EXPECT_EQ(r.boundaries[0].name, kNoBoundary);

@@ -11,13 +11,16 @@
 #include "segments/checkpoint/checkpoint.h"
 #include "segments/model/config_file.h"
 #include "segments/model/config.h"
+#include "config_sizes.h"
 #include "segments_test_support.h"
 
 namespace segpipe {
 namespace {
 
 using nlohmann::json;
+using testing::ConfigSizes;
 using testing::expect_input_error;
+using testing::sizes_of;
 
 ModelConfig committed(const std::string& name) { return read_model_config(testing::model_dir(name)); }
 
@@ -25,12 +28,7 @@ TEST(ModelConfig, CommittedDenseConfig) {
   ModelConfig c = committed("tiny-qwen3-dense");
   EXPECT_EQ(c.arch, Arch::Qwen3);
   EXPECT_EQ(c.model_type, "qwen3");
-  EXPECT_EQ(c.hidden, 80);
-  EXPECT_EQ(c.num_layers, 3);
-  EXPECT_EQ(c.num_heads, 5);
-  EXPECT_EQ(c.num_kv_heads, 5);
-  EXPECT_EQ(c.head_dim, 16);
-  EXPECT_EQ(c.vocab, 512);
+  EXPECT_EQ(sizes_of(c), (ConfigSizes{.layers = 3, .hidden = 80, .heads = 5, .kv_heads = 5, .head_dim = 16, .vocab = 512}));
   EXPECT_EQ(c.intermediate, 192);
   EXPECT_TRUE(c.tie_word_embeddings);
   EXPECT_EQ(c.rope_theta, 1000000.0);
@@ -44,12 +42,7 @@ TEST(ModelConfig, CommittedDenseConfig) {
 TEST(ModelConfig, CommittedMoeConfigWithLocalExpertsSpelling) {
   ModelConfig c = committed("tiny-qwen3-moe");
   EXPECT_EQ(c.arch, Arch::Qwen3Moe);
-  EXPECT_EQ(c.hidden, 96);
-  EXPECT_EQ(c.num_layers, 5);
-  EXPECT_EQ(c.num_heads, 6);
-  EXPECT_EQ(c.num_kv_heads, 2);
-  EXPECT_EQ(c.head_dim, 32);
-  EXPECT_EQ(c.vocab, 1000);
+  EXPECT_EQ(sizes_of(c), (ConfigSizes{.layers = 5, .hidden = 96, .heads = 6, .kv_heads = 2, .head_dim = 32, .vocab = 1000}));
   EXPECT_EQ(c.num_experts, 8);  // num_local_experts
   EXPECT_EQ(c.top_k, 2);
   EXPECT_EQ(c.moe_intermediate, 48);
@@ -92,11 +85,7 @@ TEST(ModelConfig, CommittedOmniConfigReadsTheThinkerTextModel) {
   EXPECT_EQ(c.tensor_prefix, "thinker.model.");
   EXPECT_EQ(c.lm_head_name, "thinker.lm_head.weight");
   // thinker_config.text_config, not the talker's text_config (hidden 32, 4 experts)
-  EXPECT_EQ(c.hidden, 64);
-  EXPECT_EQ(c.num_layers, 3);
-  EXPECT_EQ(c.num_heads, 4);
-  EXPECT_EQ(c.num_kv_heads, 2);
-  EXPECT_EQ(c.vocab, 1200);
+  EXPECT_EQ(sizes_of(c), (ConfigSizes{.layers = 3, .hidden = 64, .heads = 4, .kv_heads = 2, .head_dim = 16, .vocab = 1200}));
   EXPECT_EQ(c.num_experts, 8);
   EXPECT_EQ(c.top_k, 2);
   EXPECT_EQ(c.moe_intermediate, 32);
@@ -107,12 +96,9 @@ TEST(ModelConfig, CommittedOmniConfigReadsTheThinkerTextModel) {
   EXPECT_EQ(c.weight_dtype, "bfloat16");  // top-level torch_dtype; the text config's is null
 
   ModelConfig v5 = committed("tiny-qwen3-omni-v5");
-  EXPECT_EQ(v5.hidden, 48);
-  EXPECT_EQ(v5.head_dim, 24);
-  EXPECT_EQ(v5.num_kv_heads, 1);
+  EXPECT_EQ(sizes_of(v5), (ConfigSizes{.layers = 3, .hidden = 48, .heads = 4, .kv_heads = 1, .head_dim = 24, .vocab = 900}));
   EXPECT_EQ(v5.num_experts, 6);
   EXPECT_EQ(v5.top_k, 3);
-  EXPECT_EQ(v5.vocab, 900);
   EXPECT_EQ(v5.rope_theta, 1000000.0);
   EXPECT_EQ(v5.mrope_section, (std::vector<int>{4, 4, 4}));
   EXPECT_EQ(v5.mlp_only_layers, std::vector<int>{1});
@@ -139,6 +125,12 @@ json base_omni() {
 }
 
 ModelConfig parse(const json& j) { return parse_model_config(j, "cfg.json"); }
+
+// `j` with the top-level keys of `changes` set to their values: a base config with the settings a test varies.
+json with(json j, const json& changes) {
+  j.update(changes);
+  return j;
+}
 
 void expect_config_error(const json& j, std::initializer_list<std::string> keys) {
   std::vector<std::string> needles{"cfg.json"};
@@ -272,11 +264,8 @@ TEST(ModelConfig, RopeScalingYarn) {
 }
 
 TEST(ModelConfig, SharedExperts) {
-  json j = base_moe();
-  j["shared_expert_intermediate_size"] = 64;
-  expect_config_error(j, {"shared_expert_intermediate_size"});
-  j["shared_expert_intermediate_size"] = 0;
-  EXPECT_NO_THROW(parse(j));
+  expect_config_error(with(base_moe(), {{"shared_expert_intermediate_size", 64}}), {"shared_expert_intermediate_size"});
+  EXPECT_NO_THROW(parse(with(base_moe(), {{"shared_expert_intermediate_size", 0}})));
 }
 
 // Qwen1.5-MoE-A2.7B's config.json as the hub serves it (transformers-4 spelling, no qkv_bias or head_dim key).
@@ -314,44 +303,27 @@ TEST(ModelConfig, Qwen2MoeRefusals) {
   json j = qwen15_moe_hub();
   j.erase("shared_expert_intermediate_size");
   expect_config_error(j, {"shared_expert_intermediate_size"});
-  json s = qwen15_moe_hub();
-  s["use_sliding_window"] = true;
-  expect_config_error(s, {"use_sliding_window"});
-  json q = qwen15_moe_hub();
-  q["qkv_bias"] = "yes";
-  expect_config_error(q, {"qkv_bias"});
+  expect_config_error(with(qwen15_moe_hub(), {{"use_sliding_window", true}}), {"use_sliding_window"});
+  expect_config_error(with(qwen15_moe_hub(), {{"qkv_bias", "yes"}}), {"qkv_bias"});
 }
 
 TEST(ModelConfig, HeadsNotAMultipleOfKvHeads) {
-  json j = base_moe();
-  j["num_attention_heads"] = 6;
-  j["num_key_value_heads"] = 4;
-  expect_config_error(j, {"num_key_value_heads"});
+  expect_config_error(with(base_moe(), {{"num_attention_heads", 6}, {"num_key_value_heads", 4}}), {"num_key_value_heads"});
 }
 
 TEST(ModelConfig, MoreExpertsPerTokenThanExperts) {
-  json j = base_moe();
-  j["num_experts_per_tok"] = 9;
-  expect_config_error(j, {"num_experts_per_tok"});
-  j["num_experts_per_tok"] = 8;
-  EXPECT_NO_THROW(parse(j));
+  expect_config_error(with(base_moe(), {{"num_experts_per_tok", 9}}), {"num_experts_per_tok"});
+  EXPECT_NO_THROW(parse(with(base_moe(), {{"num_experts_per_tok", 8}})));
 }
 
 TEST(ModelConfig, ContradictoryExpertCounts) {
-  json j = base_moe();
-  j["num_local_experts"] = 16;
-  expect_config_error(j, {"num_local_experts"});
-  j["num_local_experts"] = 8;
-  EXPECT_EQ(parse(j).num_experts, 8);
+  expect_config_error(with(base_moe(), {{"num_local_experts", 16}}), {"num_local_experts"});
+  EXPECT_EQ(parse(with(base_moe(), {{"num_local_experts", 8}})).num_experts, 8);
 }
 
 TEST(ModelConfig, ContradictoryDtypes) {
-  json j = base_moe();
-  j["dtype"] = "bfloat16";
-  j["torch_dtype"] = "float32";
-  expect_config_error(j, {"dtype"});
-  j["torch_dtype"] = "bfloat16";
-  EXPECT_EQ(parse(j).weight_dtype, "bfloat16");
+  expect_config_error(with(base_moe(), {{"dtype", "bfloat16"}, {"torch_dtype", "float32"}}), {"dtype"});
+  EXPECT_EQ(parse(with(base_moe(), {{"dtype", "bfloat16"}, {"torch_dtype", "bfloat16"}})).weight_dtype, "bfloat16");
 }
 
 TEST(ModelConfig, MropeSectionMustSumToHalfTheHeadDim) {

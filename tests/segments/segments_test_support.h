@@ -68,7 +68,7 @@ inline std::string raw_safetensors(const std::string& header, uint64_t data_byte
 }
 
 // Runs `fn`, expects an InputError whose message contains every one of `needles`.
-inline void expect_input_error(const std::function<void()>& fn, std::initializer_list<std::string> needles) {
+inline void expect_input_error(const std::function<void()>& fn, const std::vector<std::string>& needles) {
   try {
     fn();
   } catch (const InputError& e) {
@@ -84,30 +84,23 @@ inline void expect_input_error(const std::function<void()>& fn, std::initializer
 }
 
 // Reference decoders written from the IEEE / bfloat16 definitions (value = sign * significand *
-// 2^exponent), independent of the bit tricks in segments/core/dtype.
-inline double ref_f16(uint16_t h) {
-  int sign = (h >> 15) & 1, exp = (h >> 10) & 0x1f, man = h & 0x3ff;
+// 2^exponent), independent of the bit tricks in segments/core/dtype. Both are 16-bit floats that differ
+// only in how the 15 bits after the sign split into exponent and mantissa.
+inline double ref_float16(uint16_t h, int exp_bits, int man_bits) {
+  const int max_exp = (1 << exp_bits) - 1, bias = max_exp / 2;
+  int sign = (h >> 15) & 1, exp = (h >> man_bits) & max_exp, man = h & ((1 << man_bits) - 1);
   double v;
   if (exp == 0)
-    v = std::ldexp(static_cast<double>(man), -24);  // subnormal: man / 1024 * 2^-14
-  else if (exp == 31)
+    v = std::ldexp(static_cast<double>(man), 1 - bias - man_bits);  // subnormal: man / 2^man_bits * 2^(1-bias)
+  else if (exp == max_exp)
     v = man ? std::nan("") : INFINITY;
   else
-    v = std::ldexp(1.0 + man / 1024.0, exp - 15);
+    v = std::ldexp(1.0 + std::ldexp(static_cast<double>(man), -man_bits), exp - bias);
   return sign ? -v : v;
 }
 
-inline double ref_bf16(uint16_t h) {
-  int sign = (h >> 15) & 1, exp = (h >> 7) & 0xff, man = h & 0x7f;
-  double v;
-  if (exp == 0)
-    v = std::ldexp(static_cast<double>(man), -133);  // subnormal: man / 128 * 2^-126
-  else if (exp == 255)
-    v = man ? std::nan("") : INFINITY;
-  else
-    v = std::ldexp(1.0 + man / 128.0, exp - 127);
-  return sign ? -v : v;
-}
+inline double ref_f16(uint16_t h) { return ref_float16(h, 5, 10); }
+inline double ref_bf16(uint16_t h) { return ref_float16(h, 8, 7); }
 
 inline std::string source_dir() { return SEGPIPE_SOURCE_DIR; }
 inline std::string model_dir(const std::string& name) { return source_dir() + "/models/" + name; }

@@ -8,6 +8,7 @@
 #include "segments/model/config.h"
 #include "segments/model/synthetic.h"
 #include "segments/model/tensor_map.h"
+#include "config_sizes.h"
 #include "segments_test_support.h"
 
 namespace segpipe {
@@ -113,15 +114,11 @@ TEST(SyntheticModel, EveryPresetConfigParses) {
   // of 128, 128 experts top-8 of inner size 768, vocabulary 152064, M-RoPE sections 24/20/20.
   ModelConfig c = parse_model_config(synthetic_config(o), "thinker");
   EXPECT_EQ(c.arch, Arch::Qwen3OmniMoe);
-  EXPECT_EQ(c.num_layers, 48);
-  EXPECT_EQ(c.hidden, 2048);
-  EXPECT_EQ(c.num_heads, 32);
-  EXPECT_EQ(c.num_kv_heads, 4);
-  EXPECT_EQ(c.head_dim, 128);
+  EXPECT_EQ(testing::sizes_of(c),
+            (testing::ConfigSizes{.layers = 48, .hidden = 2048, .heads = 32, .kv_heads = 4, .head_dim = 128, .vocab = 152064}));
   EXPECT_EQ(c.num_experts, 128);
   EXPECT_EQ(c.top_k, 8);
   EXPECT_EQ(c.moe_intermediate, 768);
-  EXPECT_EQ(c.vocab, 152064);
   EXPECT_EQ(c.mrope_section, (std::vector<int>{24, 20, 20}));
   o.preset = "tiny-qwen3-moe";
   c = parse_model_config(synthetic_config(o), "tiny");

@@ -6,6 +6,7 @@
 #include <filesystem>
 #include <fstream>
 #include <functional>
+#include <optional>
 #include <nlohmann/json.hpp>
 
 #include "orchestrator/tokenizer/tokenizer.h"
@@ -30,20 +31,27 @@ fs::path temp_dir(const std::string& name) {
   return tmpl;
 }
 
+// Expects load(path) to fail with an InputError naming `needle`; its message, or nothing if it loaded.
+std::optional<std::string> load_error(const std::string& path, const std::string& needle) {
+  try {
+    segpipe::Tokenizer::load(path);
+    ADD_FAILURE() << path << ": load succeeded";
+    return std::nullopt;
+  } catch (const segpipe::InputError& e) {
+    EXPECT_NE(std::string(e.what()).find(needle), std::string::npos) << path << ": " << e.what();
+    return e.what();
+  }
+}
+
 // Writes a modified copy of the vendored tokenizer.json and expects load() to fail naming `needle`.
 void expect_load_error(const std::string& name, const std::function<void(json&)>& edit, const std::string& needle) {
   json j = vendored();
   edit(j);
   const fs::path d = temp_dir(name);
   std::ofstream(d / "tokenizer.json") << j.dump();
-  try {
-    segpipe::Tokenizer::load(d.string());
-    ADD_FAILURE() << name << ": load succeeded";
-  } catch (const segpipe::InputError& e) {
-    const std::string msg = e.what();
-    EXPECT_NE(msg.find(needle), std::string::npos) << name << ": " << msg;
-    EXPECT_NE(msg.find((d / "tokenizer.json").string()), std::string::npos) << name << ": no file in " << msg;
-    EXPECT_EQ(msg.find('\n'), std::string::npos) << name << ": not one line: " << msg;
+  if (const auto msg = load_error(d.string(), needle)) {
+    EXPECT_NE(msg->find((d / "tokenizer.json").string()), std::string::npos) << name << ": no file in " << *msg;
+    EXPECT_EQ(msg->find('\n'), std::string::npos) << name << ": not one line: " << *msg;
   }
   fs::remove_all(d);
 }
@@ -51,24 +59,14 @@ void expect_load_error(const std::string& name, const std::function<void(json&)>
 TEST(TokenizerErrors, MissingPathAndFolderWithoutTokenizer) {
   EXPECT_THROW(segpipe::Tokenizer::load("/nonexistent/segpipe/tokenizer"), segpipe::InputError);
   const fs::path d = temp_dir("empty");
-  try {
-    segpipe::Tokenizer::load(d.string());
-    ADD_FAILURE() << "loaded an empty folder";
-  } catch (const segpipe::InputError& e) {
-    EXPECT_NE(std::string(e.what()).find("no tokenizer.json"), std::string::npos) << e.what();
-  }
+  load_error(d.string(), "no tokenizer.json");
   fs::remove_all(d);
 }
 
 TEST(TokenizerErrors, MalformedJson) {
   const fs::path d = temp_dir("malformed");
   std::ofstream(d / "tokenizer.json") << "{\"model\": {";
-  try {
-    segpipe::Tokenizer::load((d / "tokenizer.json").string());
-    ADD_FAILURE() << "loaded malformed JSON";
-  } catch (const segpipe::InputError& e) {
-    EXPECT_NE(std::string(e.what()).find("malformed JSON"), std::string::npos) << e.what();
-  }
+  load_error((d / "tokenizer.json").string(), "malformed JSON");
   fs::remove_all(d);
 }
 
@@ -93,12 +91,7 @@ TEST(TokenizerErrors, BadConfigNamesTheKey) {
   const fs::path d = temp_dir("config");
   std::ofstream(d / "tokenizer.json") << vendored().dump();
   std::ofstream(d / "tokenizer_config.json") << R"({"eos_token": "<|no_such_token|>"})";
-  try {
-    segpipe::Tokenizer::load(d.string());
-    ADD_FAILURE() << "accepted an unknown eos_token";
-  } catch (const segpipe::InputError& e) {
-    EXPECT_NE(std::string(e.what()).find("tokenizer_config.json: key 'eos_token'"), std::string::npos) << e.what();
-  }
+  load_error(d.string(), "tokenizer_config.json: key 'eos_token'");
   fs::remove_all(d);
 }
 

@@ -46,6 +46,8 @@
 #include "segments/model/synthetic.h"
 #include "tools/cuda/l2_probe.h"
 #include "tools/cuda/read_ceiling.h"
+#include "tools/cuda/bench_preflight.h"
+#include "tools/flag_value.h"
 
 using namespace segpipe;
 
@@ -302,13 +304,7 @@ int main(int argc, char** argv) {
   bool prefill_only = false;                   // only the flash prefill: median of 9 and the phase profile
   for (int i = 1; i < argc; i++) {
     std::string a = argv[i];
-    auto next = [&]() -> std::string {
-      if (i + 1 >= argc) {
-        std::fprintf(stderr, "%s needs a value\n", a.c_str());
-        std::exit(2);
-      }
-      return argv[++i];
-    };
+    auto next = [&] { return segpipe::tools::flag_value(argc, argv, i); };
     if (a == "--preset") preset = next();
     else if (a == "--layers") layers = std::atoi(next().c_str());
     else if (a == "--experts") experts = std::atoi(next().c_str());
@@ -342,14 +338,7 @@ int main(int argc, char** argv) {
       return 2;
     }
   }
-  if (!parse_compute_dtype(dtype)) {
-    std::fprintf(stderr, "--dtype: '%s': expected float32 or bfloat16\n", dtype.c_str());
-    return 2;
-  }
-  if (cuda::device_count() == 0) {
-    std::printf("SKIPPED: no CUDA device\n");
-    return 77;
-  }
+  if (const int rc = tools::bench_preflight(dtype)) return rc;
   try {
     MakeModelOptions mo;
     mo.preset = preset;

@@ -22,6 +22,8 @@
 #include "orchestrator/planning/run_plan.h"
 #include "segments/cuda/device.h"
 #include "segments/model/synthetic.h"
+#include "tools/cuda/bench_preflight.h"
+#include "tools/flag_value.h"
 #include "workers/worker_main.h"
 
 using namespace segpipe;
@@ -71,27 +73,14 @@ Result drive(Runner& r, const std::vector<int32_t>& prompt, int decode) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  if (argc >= 2 && std::string(argv[1]) == kWorkerCommand) {
-    try {
-      return worker_main(std::vector<std::string>(argv + 2, argv + argc));
-    } catch (const std::exception& e) {
-      std::fprintf(stderr, "worker: %s\n", e.what());
-      return 2;
-    }
-  }
+  if (const auto rc = run_if_worker(argc, argv)) return *rc;
   std::string preset = "qwen3-omni-30b-a3b-thinker", dtype = "bfloat16", json_out;
   int layers = 0, groups = 4, decode = 128, banks = 0;
   long spin = -1;
   std::string sharing = "off";
   for (int i = 1; i < argc; i++) {
     std::string a = argv[i];
-    auto next = [&]() -> std::string {
-      if (i + 1 >= argc) {
-        std::fprintf(stderr, "%s needs a value\n", a.c_str());
-        std::exit(2);
-      }
-      return argv[++i];
-    };
+    auto next = [&] { return segpipe::tools::flag_value(argc, argv, i); };
     if (a == "--preset") preset = next();
     else if (a == "--layers") layers = std::atoi(next().c_str());
     else if (a == "--groups") groups = std::atoi(next().c_str());
@@ -123,14 +112,7 @@ int main(int argc, char** argv) {
       return 3;
     }
   }
-  if (!parse_compute_dtype(dtype)) {
-    std::fprintf(stderr, "--dtype: '%s': expected float32 or bfloat16\n", dtype.c_str());
-    return 2;
-  }
-  if (cuda::device_count() == 0) {
-    std::printf("SKIPPED: no CUDA device\n");
-    return 77;
-  }
+  if (const int rc = tools::bench_preflight(dtype)) return rc;
   fs::path dir;
   try {
     MakeModelOptions mo;

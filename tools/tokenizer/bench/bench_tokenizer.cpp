@@ -21,6 +21,7 @@
 #include "orchestrator/tokenizer/pretokenizer.h"
 #include "orchestrator/tokenizer/tokenizer.h"
 #include "orchestrator/tokenizer/tokenizer_json.h"
+#include "tools/flag_value.h"
 
 namespace {
 
@@ -64,13 +65,7 @@ int main(int argc, char** argv) {
   bool reference = true;
   for (int i = 1; i < argc; ++i) {
     const std::string a = argv[i];
-    const auto value = [&]() -> std::string {
-      if (i + 1 >= argc) {
-        std::fprintf(stderr, "segpipe_tokenizer_bench: %s needs a value\n", a.c_str());
-        std::exit(2);
-      }
-      return argv[++i];
-    };
+    const auto value = [&] { return segpipe::tools::flag_value(argc, argv, i, "segpipe_tokenizer_bench"); };
     if (a == "--tokenizer") tokenizer_path = value();
     else if (a == "--mb") mb = std::atof(value().c_str());
     else if (a == "--runs") runs = std::atoi(value().c_str());
