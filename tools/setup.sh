@@ -11,7 +11,7 @@ pkgs=(build-essential cmake ninja-build pkg-config git
       libpcre2-dev libutf8proc-dev libgtest-dev libgmock-dev
       clang libclang-rt-14-dev
       libsndfile1-dev libsoxr-dev libfftw3-dev  # audio inputs: decoding, resampling, log-mel features
-      libpng-dev libjpeg62-turbo-dev           # image inputs
+      libpng-dev libjpeg62-turbo-dev zlib1g-dev  # image inputs (zlib: the PNG tests build files)
       openmpi-bin libopenmpi-dev iproute2  # multi-host runs: the MPI launcher and library; simulated hosts
       chromium)  # headless: the memory report page test (tests/integration_debug)
 # Node.js runs the tokenizer reference (npm package) in the tests; keep a newer one if present.

@@ -222,6 +222,9 @@ int cmd_dump(const Args& args) {
           w.emit(base + ".output.safetensors", out, sd.name, kind, "output", kInprocSource);
           continue;
         }
+        // A dump's prompt is token ids: nothing reaches the encoders (no media), so they write no files.
+        case SegmentKind::audio_encoder:
+        case SegmentKind::vision_encoder: continue;
         case SegmentKind::lm_head:
           in.tensors["hidden"] = f32(seg, prev);
           out.tensors["logits"] = DumpTensor::from_f32(lseg.data(), {n, V});

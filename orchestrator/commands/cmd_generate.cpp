@@ -6,6 +6,7 @@
 
 #include <chrono>
 #include <cstdio>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <optional>
@@ -15,6 +16,7 @@
 #include "orchestrator/commands/cli_args.h"
 #include "orchestrator/commands/commands.h"
 #include "orchestrator/commands/demo.h"
+#include "orchestrator/commands/media_inputs.h"
 #include "orchestrator/drivers/generation.h"
 #include "orchestrator/reports/output.h"
 #include "orchestrator/planning/pipeline_loader.h"
@@ -36,6 +38,7 @@ const char* kHelp =
     "usage: segpipe generate [--model DIR | --pipeline FILE] [--prompt TEXT | --tokens \"ID ...\"]\n"
     "                        [--chat] [--system TEXT] [--no-thinking] [--max-new-tokens N]\n"
     "                        [--temperature T] [--top-k K] [--top-p P] [--seed S] [--ids]\n"
+    "                        [--audio FILE]... [--image FILE]...\n"
     "streams the continuation to standard output as it is produced; statistics go to standard error.\n"
     "With no model and no pipeline it runs the built-in demo (a multi-process pipeline with expert banks\n"
     "over the committed demo model, a small Qwen3-MoE trained to answer arithmetic, and the real Qwen3\n"
@@ -44,7 +47,14 @@ const char* kHelp =
     "                   --prompt, a conversation: one user turn per line of standard input, the\n"
     "                   conversation kept, /reset starts over, end of input or Ctrl-C ends it\n"
     "  --ids            print token ids instead of text\n"
+    "  --audio FILE     (Qwen3-Omni) a WAV, FLAC, MP3 or OGG file, resampled to the feature extractor's rate;\n"
+    "  --image FILE     a PNG or JPEG file; each is placed, in command-line order, before the prompt's text\n"
+    "                   (--chat: at the start of the user turn), as its placeholder block; the pipeline needs\n"
+    "                   an audio_encoder / vision_encoder segment (transport: inproc for now)\n"
     "  --temperature 0  greedy (default); --seed makes sampling reproducible\n";
+
+// Where --chat puts the media blocks in the rendered conversation (a string no user types).
+constexpr const char* kMediaMarker = "\x01segpipe-media\x01";
 
 // The built-in demo's question when no prompt is given.
 constexpr const char* kDemoQuestion = "What is 2 + 2?";
@@ -72,14 +82,13 @@ struct Reply {
 };
 
 Reply reply(Generator& gen, Sampler& sampler, const std::vector<int32_t>& prompt, int max_new, const Tokenizer* tok,
-            bool ids_out, const volatile std::sig_atomic_t* interrupt) {
+            bool ids_out, const volatile std::sig_atomic_t* interrupt, const MediaPrompt* media = nullptr,
+            const ModelConfig* cfg = nullptr, const std::string& model_dir = "") {
   Reply out;
   std::optional<StreamDecoder> dec;
   if (!ids_out) dec.emplace(*tok);
   bool first_id = true;
-  out.result = gen.run(
-      prompt, sampler, max_new,
-      [&](int32_t id) {
+  auto on_token = [&](int32_t id) {
         if (dec) {
           std::string s = dec->push(id);
           out.text += s;
@@ -90,8 +99,9 @@ Reply reply(Generator& gen, Sampler& sampler, const std::vector<int32_t>& prompt
         }
         flush_stdout();  // a closed pipe or a full disk stops the run here (output.h)
         return true;
-      },
-      interrupt);
+  };
+  out.result = media ? gen.run(*media, *cfg, model_dir, sampler, max_new, on_token, interrupt)
+                     : gen.run(prompt, sampler, max_new, on_token, interrupt);
   if (dec) {
     std::string s = dec->finish();
     out.text += s;
@@ -179,7 +189,7 @@ int chat_loop(Generator& gen, Sampler& sampler, const Tokenizer& tok, const Chat
 int cmd_generate(const Args& args) {
   CliArgs a("generate", args,
             {"--model", "--pipeline", "--prompt", "--tokens", "--system", "--max-new-tokens", "--temperature", "--top-k",
-             "--top-p", "--seed"},
+             "--top-p", "--seed", "--audio", "--image"},
             {"--chat", "--no-thinking", "--ids", "--restart"});
   if (a.help()) {
     std::fputs(kHelp, stdout);
@@ -221,6 +231,10 @@ int cmd_generate(const Args& args) {
   std::vector<ChatMessage> history;
   if (auto s = a.get("--system")) history.push_back({"system", *s, std::nullopt, nullptr});
   const bool thinking = !a.has("--no-thinking");
+  // Audio and images (Qwen3-Omni), processed before anything is loaded: a bad file is bad input.
+  const std::vector<MediaInput> media = load_media_args(args, lp.plan.model_dir);
+  if (!media.empty() && interactive) throw InputError("generate: --audio and --image need --prompt or --tokens");
+  size_t media_at = 0;  // where the media blocks go in the prompt's ids
   std::vector<int32_t> prompt;
   if (a.has("--tokens")) {
     prompt = parse_id_list(*a.get("--tokens"), "--tokens");
@@ -230,11 +244,22 @@ int cmd_generate(const Args& args) {
     std::string text = a.get_or("--prompt", demo ? kDemoQuestion : "");
     if (text.empty()) throw InputError("generate: give --prompt TEXT or --tokens \"ID ...\"");
     if (chat) {
-      history.push_back({"user", text, std::nullopt, nullptr});
+      // The media go at the start of the user's turn: rendered with a marker there, tokenized on either
+      // side of it (a special token starts each media block, so no token spans the cut).
+      history.push_back({"user", (media.empty() ? "" : kMediaMarker) + text, std::nullopt, nullptr});
       text = ct->render(history, true, thinking);
     }
-    prompt = tok->encode(text);
+    const size_t cut = media.empty() ? std::string::npos : text.find(kMediaMarker);
+    if (cut == std::string::npos) {
+      prompt = tok->encode(text);
+    } else {
+      prompt = tok->encode(text.substr(0, cut));
+      media_at = prompt.size();
+      const std::vector<int32_t> rest = tok->encode(text.substr(cut + std::strlen(kMediaMarker)));
+      prompt.insert(prompt.end(), rest.begin(), rest.end());
+    }
   }
+  if (!media.empty()) prompt = insert_media_blocks(prompt, media_at, media, lp.plan.model_dir);
   if (!interactive) {
     if (prompt.empty()) throw InputError("generate: the prompt is empty");
     for (int32_t id : prompt)
@@ -262,7 +287,12 @@ int cmd_generate(const Args& args) {
   Generator gen(*runner, stops, lp.plan.max_seq);
   const bool ids_out = a.has("--ids") || !tok;
   if (interactive) return chat_loop(gen, sampler, *tok, *ct, history, thinking, max_new, ids_out);
-  reply(gen, sampler, prompt, max_new, tok ? &*tok : nullptr, ids_out, nullptr);
+  if (!media.empty()) {
+    MediaPrompt mp{prompt, media};
+    reply(gen, sampler, prompt, max_new, tok ? &*tok : nullptr, ids_out, nullptr, &mp, &lp.cfg, lp.plan.model_dir);
+  } else {
+    reply(gen, sampler, prompt, max_new, tok ? &*tok : nullptr, ids_out, nullptr);
+  }
   return 0;
 }
 

@@ -174,6 +174,10 @@ int cmd_run_segment(const Args& args) {
       extra += ", " + std::to_string(layers_run) + " MoE layer requests";
       break;
     }
+    case SegmentKind::audio_encoder:
+    case SegmentKind::vision_encoder:
+      throw InputError("run-segment: segment '" + name + "' is an " + to_string(d.kind) +
+                       ", which run-segment does not run yet (verify --golden checks the encoders)");
     case SegmentKind::lm_head: {
       const DumpTensor& t = rows_of(in, "hidden", H, "hidden size");
       T = t.shape[0];

@@ -1,6 +1,7 @@
 #include "orchestrator/debugging/golden.h"
 
 #include <algorithm>
+#include <filesystem>
 #include <cmath>
 #include <cstdio>
 #include <cstring>
@@ -75,7 +76,7 @@ Golden load_golden(const std::string& path, const ModelConfig& cfg) {
       throw InputError(path + ": input_ids holds token " + std::to_string(id) + ", outside the model's vocabulary (" +
                        std::to_string(cfg.vocab) + ")");
   for (auto& [name, e] : f->header().tensors) {
-    if (name == "input_ids") continue;
+    if (name == "input_ids" || is_media_golden_tensor(name)) continue;
     if (name == "generated_ids") {
       g.generated_ids = read_ids(*f, name);
       g.has_generated = true;
@@ -115,6 +116,7 @@ Golden load_golden(const std::string& path, const ModelConfig& cfg) {
   }
   for (int32_t id : g.generated_ids)
     if (id >= cfg.vocab) throw InputError(path + ": generated_ids holds token " + std::to_string(id) + ", outside the vocabulary");
+  g.media = load_golden_media(*f, path, cfg, T);
   return g;
 }
 
@@ -162,13 +164,58 @@ int32_t argmax(const float* v, int n) {
 
 }  // namespace
 
+// The encoders' outputs against the reference's, all audios (and all images) in prompt order, before the
+// thinker's boundaries: a wrong encoder shows here first, not as a far-away layer difference.
+static void compare_encoders(const Golden& g, const MediaPrefill& pre, const ModelConfig& cfg, double tolerance, GoldenReport& rep) {
+  const size_t H = static_cast<size_t>(cfg.hidden);
+  std::map<std::string, std::vector<float>> ours;
+  size_t k = 0;
+  for (const MediaInput& m : golden_media_prompt(g.input_ids, g.media, std::filesystem::path(cfg.where).parent_path().string()).media) {
+    const EncodedMedia& e = pre.encoded[k++];
+    const size_t level = static_cast<size_t>(e.tokens) * H;
+    auto append = [&](const std::string& name, int l) {
+      auto from = e.rows.begin() + static_cast<std::ptrdiff_t>(size_t(l) * level);
+      ours[name].insert(ours[name].end(), from, from + static_cast<std::ptrdiff_t>(level));
+    };
+    if (m.encoder == SegmentKind::audio_encoder) {
+      append("audio_tower.output", 0);
+    } else {
+      append("visual.output", 0);
+      for (int l = 1; l < e.levels; l++) append("visual.deepstack." + std::to_string(l - 1), l);
+    }
+  }
+  for (const auto& [name, ref] : g.media.outputs) {
+    BoundaryResult r;
+    r.name = name;
+    auto it = ours.find(name);
+    if (it == ours.end() || it->second.size() != ref.size()) {
+      r.passed = false;
+      r.note = it == ours.end() ? "not produced by the run" : "the run produced another row count";
+    } else {
+      compare_floats(it->second.data(), ref.data(), ref.size(), r);
+      r.passed = r.rel_l2 <= tolerance;
+    }
+    rep.passed &= r.passed;
+    rep.boundaries.push_back(r);
+  }
+}
+
 GoldenReport verify_golden(Runner& runner, const Golden& g, const ModelConfig& cfg, double tolerance) {
   GoldenReport rep;
   rep.golden = g.path;
   const int64_t T = static_cast<int64_t>(g.input_ids.size());
   Capture cap;
   std::vector<float> logits;
-  runner.step(g.input_ids.data(), T, 0, true, &cap, logits);
+  StepMedia after;  // what every decode step carries after a prompt with media (its rope delta)
+  if (g.media.empty()) {
+    runner.step(g.input_ids.data(), T, 0, true, &cap, logits);
+  } else {
+    const std::string model_dir = std::filesystem::path(cfg.where).parent_path().string();
+    const MediaPrefill pre = prefill_media_prompt(runner, cfg, model_dir, golden_media_prompt(g.input_ids, g.media, model_dir),
+                                                  true, &cap, logits);
+    after.rope_delta = pre.rope_delta;
+    compare_encoders(g, pre, cfg, tolerance, rep);
+  }
 
   std::vector<std::string> names = {"embeddings"};
   for (int i = 0; i < cfg.num_layers; i++) {
@@ -230,7 +277,10 @@ GoldenReport verify_golden(Runner& runner, const Golden& g, const ModelConfig& c
     int32_t next = argmax(last.data(), V);
     rep.generated.push_back(next);
     for (size_t n = 1; n < g.generated_ids.size(); n++) {
-      runner.step(&next, 1, T + static_cast<int64_t>(n) - 1, false, nullptr, logits);
+      if (g.media.empty())
+        runner.step(&next, 1, T + static_cast<int64_t>(n) - 1, false, nullptr, logits);
+      else
+        runner.step_media(&next, 1, T + static_cast<int64_t>(n) - 1, false, nullptr, logits, after);
       next = argmax(logits.data(), V);
       rep.generated.push_back(next);
     }

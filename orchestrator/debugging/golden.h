@@ -8,6 +8,7 @@
 #include <string>
 #include <vector>
 
+#include "orchestrator/debugging/golden_media.h"
 #include "orchestrator/drivers/runner.h"
 #include "segments/model/config.h"
 
@@ -23,6 +24,7 @@ struct Golden {
   std::map<std::string, std::vector<float>> tensors;
   std::map<std::string, std::vector<int64_t>> shapes;
   std::vector<std::string> unknown;  // names the format does not define (reported, not compared)
+  GoldenMedia media;                 // a Qwen3-Omni prompt's audio and images (golden_media.h); empty: text
 };
 
 // Loads and checks a golden against the model: format, model_type, dtypes, and that every shape

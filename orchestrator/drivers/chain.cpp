@@ -11,6 +11,10 @@ std::vector<Stage> chain_of(const std::vector<SegmentDesc>& segments) {
     s.segment = static_cast<int>(i);
     switch (d.kind) {
       case SegmentKind::experts: continue;
+      // Encoders run on a prompt's media before its step (their rows reach the embeddings and layers
+      // segments through the step's media), not in the token chain.
+      case SegmentKind::audio_encoder:
+      case SegmentKind::vision_encoder: continue;
       case SegmentKind::embeddings: s.in = Port::ids(); s.out = Port::hidden(Boundary::embeddings()); break;
       case SegmentKind::layers: s.in = prev; s.out = Port::hidden(Boundary::output(d.layer_last)); break;
       case SegmentKind::lm_head: s.in = prev; s.out = Port::logits(); break;

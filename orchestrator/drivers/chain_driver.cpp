@@ -32,9 +32,16 @@ void ChainDriver::start() {
 }
 
 void ChainDriver::step(const int32_t* ids, int64_t T, int64_t pos0, bool all_logits, BoundaryObserver* obs,
-                       std::vector<float>& logits) {
+                       std::vector<float>& logits, const StepMedia* media) {
+  if (media && media->empty()) media = nullptr;
+  if (media && !t_.carries_media())
+    throw InputError("audio and image inputs run with transport: inproc for now; this pipeline's segments run "
+                     "as processes (one process per segment does not carry media yet)");
   const int64_t max_T = t_.max_step_tokens();
   if (T > max_T) {
+    if (media)
+      throw InputError("a prompt with audio or images of " + std::to_string(T) + " tokens exceeds the " +
+                       std::to_string(max_T) + " tokens of one step");
     // Prefill in chunks; only the last chunk's logits are asked for (a token's result does not depend
     // on the chunking: see linear.h and attention.h).
     if (obs || all_logits)
@@ -51,7 +58,7 @@ void ChainDriver::step(const int32_t* ids, int64_t T, int64_t pos0, bool all_log
     if (ids[t] < 0 || ids[t] >= V)
       throw InputError("token id " + std::to_string(ids[t]) + " is out of range (vocabulary size " +
                        std::to_string(V) + ")");
-  StepInput in{ids, T, pos0, all_logits, obs, &logits};
+  StepInput in{ids, T, pos0, all_logits, obs, &logits, media};
   logits.resize(static_cast<size_t>((all_logits ? T : 1) * V));
   for (int attempt = 0;; attempt++) {
     try {
@@ -63,6 +70,26 @@ void ChainDriver::step(const int32_t* ids, int64_t T, int64_t pos0, bool all_log
       restart_chain(f);
     }
   }
+}
+
+void ChainDriver::encode(const MediaInput& in, EncodedMedia& out) {
+  int segment = -1;
+  for (size_t i = 0; i < plan_.segments.size(); i++)
+    if (plan_.segments[i].kind == in.encoder) segment = static_cast<int>(i);
+  if (segment < 0)
+    throw InputError(std::string("the prompt has ") + (in.encoder == SegmentKind::audio_encoder ? "audio" : "an image") +
+                     " but the pipeline has no " + to_string(in.encoder) + " segment");
+  if (!t_.carries_media())
+    throw InputError("audio and image inputs run with transport: inproc for now; this pipeline's segments run "
+                     "as processes (one process per segment does not carry media yet)");
+  out.rows.assign(static_cast<size_t>(out.levels * out.tokens * out.width), 0.f);
+  EncoderIO io;
+  io.in = in.data.data();
+  io.frames = in.frames;
+  io.grids = in.grids.empty() ? nullptr : in.grids.data();
+  io.n_grids = static_cast<int64_t>(in.grids.size() / 3);
+  io.out = out.rows.data();
+  t_.encode(segment, io);
 }
 
 void ChainDriver::step_once(const StepInput& in) {
@@ -105,6 +132,11 @@ class ChainRunner : public Runner {
             std::vector<float>& logits) override {
     driver_.step(ids, T, pos0, all_logits, obs, logits);
   }
+  void step_media(const int32_t* ids, int64_t T, int64_t pos0, bool all_logits, BoundaryObserver* obs,
+                  std::vector<float>& logits, const StepMedia& media) override {
+    driver_.step(ids, T, pos0, all_logits, obs, logits, &media);
+  }
+  void encode(const MediaInput& in, EncodedMedia& out) override { driver_.encode(in, out); }
   int vocab() const override { return t_->config().vocab; }
   std::vector<SegmentReport> reports() override { return t_->reports(); }
   std::vector<GpuDeviceState> gpu_devices() const override { return t_->gpu_devices(); }

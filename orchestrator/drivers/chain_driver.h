@@ -21,7 +21,9 @@ class ChainDriver {
   void start();
   // Runner::step's contract (runner.h).
   void step(const int32_t* ids, int64_t T, int64_t pos0, bool all_logits, BoundaryObserver* obs,
-            std::vector<float>& logits);
+            std::vector<float>& logits, const StepMedia* media = nullptr);
+  // Runner::encode's contract: the plan's encoder of in.encoder on one piece of media.
+  void encode(const MediaInput& in, EncodedMedia& out);
 
  private:
   void step_once(const StepInput& in);

@@ -5,6 +5,7 @@
 #include <filesystem>
 #include <string>
 
+#include "orchestrator/drivers/media_prompt.h"
 #include "segments/checkpoint/checkpoint.h"
 #include "segments/core/errors.h"
 
@@ -51,11 +52,41 @@ GenerationResult Generator::run(const std::vector<int32_t>& prompt, Sampler& sam
   auto t0 = std::chrono::steady_clock::now();
   runner_.step(prompt.data() + from, T - from, from, false, nullptr, logits);
   cached_ = prompt;
-  auto t_first = std::chrono::steady_clock::now();
-  int64_t pos = T;
+  decode(r, t0, logits, T, sampler, max_new, on_token, interrupt, nullptr);
+  return r;
+}
+
+GenerationResult Generator::run(const MediaPrompt& prompt, const ModelConfig& cfg, const std::string& model_dir,
+                                Sampler& sampler, int max_new, const std::function<bool(int32_t)>& on_token,
+                                const volatile std::sig_atomic_t* interrupt) {
+  const int64_t T = static_cast<int64_t>(prompt.ids.size());
+  if (T == 0) throw InputError("the prompt is empty");
+  if (T + max_new > max_seq_)
+    throw InputError("prompt (" + std::to_string(T) + " tokens) + " + std::to_string(max_new) +
+                     " new tokens exceed the context of " + std::to_string(max_seq_) + " positions");
+  // The media's rows and positions are not the ids': nothing of an earlier prompt's cache is reused, and
+  // this prompt's is not offered to the next (a text continuation would need its rope delta).
+  cached_.clear();
+  GenerationResult r;
+  r.prompt_tokens = r.prefilled_tokens = T;
+  std::vector<float> logits;
+  auto t0 = std::chrono::steady_clock::now();
+  const MediaPrefill pre = prefill_media_prompt(runner_, cfg, model_dir, prompt, false, nullptr, logits);
+  StepMedia after;
+  after.rope_delta = pre.rope_delta;
+  decode(r, t0, logits, T, sampler, max_new, on_token, interrupt, &after);
+  return r;
+}
+
+void Generator::decode(GenerationResult& r, std::chrono::steady_clock::time_point t0, std::vector<float>& logits,
+                       int64_t pos, Sampler& sampler, int max_new, const std::function<bool(int32_t)>& on_token,
+                       const volatile std::sig_atomic_t* interrupt, const StepMedia* media) {
+  const auto t_prefilled = std::chrono::steady_clock::now();
+  auto t_first = t_prefilled;  // the first decode step (after the decode setup, if any)
   // Greedy on a runner that chains it (GPU): steps run kGreedyChunk at a time where the logits are,
   // and their tokens are handed out here one by one, as the host loop below would have chosen them.
-  const bool chain = sampler.greedy() && runner_.has_greedy_chain();
+  // (A prompt with media decodes at its rope delta, which the chain does not take.)
+  const bool chain = !media && sampler.greedy() && runner_.has_greedy_chain();
   std::vector<int32_t> ahead;  // chosen on the device, not handed out yet
   size_t taken = 0;
   int32_t next = max_new > 0 ? sampler.next(logits.data(), runner_.vocab()) : 0;
@@ -85,15 +116,18 @@ GenerationResult Generator::run(const std::vector<int32_t>& prompt, Sampler& sam
       pos++;
       next = ahead[taken++];
     } else {
-      runner_.step(&next, 1, pos++, false, nullptr, logits);
+      if (media)
+        runner_.step_media(&next, 1, pos++, false, nullptr, logits, *media);
+      else
+        runner_.step(&next, 1, pos++, false, nullptr, logits);
       cached_.push_back(next);
       next = sampler.next(logits.data(), runner_.vocab());
     }
   }
   auto t_end = std::chrono::steady_clock::now();
-  r.prefill_s = std::chrono::duration<double>(t_first - t0).count();
+  r.prefill_s = std::chrono::duration<double>(t_prefilled - t0).count();
   r.decode_s = std::chrono::duration<double>(t_end - t_first).count();
-  return r;
+  if (media) cached_.clear();  // its cache is not reusable by ids alone (see run(MediaPrompt))
 }
 
 }  // namespace segpipe

@@ -6,12 +6,14 @@
 // token that differs: positions past that point are overwritten, and attention never reads beyond the
 // current position, so the result is bit-identical to a fresh run of the whole prompt (tested).
 #pragma once
+#include <chrono>
 #include <csignal>
 #include <cstdint>
 #include <functional>
 #include <string>
 #include <vector>
 
+#include "orchestrator/drivers/media_prompt.h"
 #include "orchestrator/drivers/runner.h"
 #include "orchestrator/drivers/sampler.h"
 
@@ -49,6 +51,12 @@ class Generator {
                        const std::function<bool(int32_t)>& on_token,
                        const volatile std::sig_atomic_t* interrupt = nullptr);
 
+  // A Qwen3-Omni prompt with audio or images (media_prompt.h): the encoders, the prefill with the media,
+  // then decoding at the prompt's rope delta. Same contract otherwise.
+  GenerationResult run(const MediaPrompt& prompt, const ModelConfig& cfg, const std::string& model_dir,
+                       Sampler& sampler, int max_new, const std::function<bool(int32_t)>& on_token,
+                       const volatile std::sig_atomic_t* interrupt = nullptr);
+
   // Forget what the cache holds (the next run computes its whole prompt).
   void reset() { cached_.clear(); }
   const std::vector<int32_t>& cached() const { return cached_; }
@@ -56,6 +64,11 @@ class Generator {
   bool is_stop(int32_t id) const;
 
  private:
+  // From the prompt's logits: samples, streams and steps until a stop, max_new or an interrupt; media
+  // (optional) is what every decode step carries (the rope delta).
+  void decode(GenerationResult& r, std::chrono::steady_clock::time_point t0, std::vector<float>& logits, int64_t pos,
+              Sampler& sampler, int max_new, const std::function<bool(int32_t)>& on_token,
+              const volatile std::sig_atomic_t* interrupt, const StepMedia* media);
   Runner& runner_;
   std::vector<int32_t> stops_;
   int64_t max_seq_;

@@ -25,7 +25,24 @@ void InprocTransport::run(const Stage& stage) {
   io.pos0 = in_.pos0;
   io.all_positions = in_.all_logits;
   io.observer = in_.observer;
+  if (const StepMedia* m = in_.media) {
+    // The stage that reads the ids is the embeddings (chain.h): it takes the encoders' rows; the stages
+    // between two hidden states are layers: positions and DeepStack.
+    if (stage.in.is_ids()) {
+      io.media = m->embed;
+    } else if (stage.out.is_hidden()) {
+      io.rope_positions = m->rope_positions;
+      io.rope_delta = m->rope_delta;
+      io.deepstack = m->deepstack;
+    }
+  }
   set_.run(plan_.segments[static_cast<size_t>(stage.segment)].name, io, calls_);
+}
+
+void InprocTransport::encode(int segment, const EncoderIO& e) {
+  StepIO io;
+  io.encode = &e;
+  set_.run(plan_.segments[static_cast<size_t>(segment)].name, io, nullptr);
 }
 
 std::vector<SegmentReport> InprocTransport::reports() {

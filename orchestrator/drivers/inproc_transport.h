@@ -22,6 +22,8 @@ class InprocTransport : public Transport {
   void begin_step(const StepInput& in) override;
   void run(const Stage& stage) override;
   std::vector<SegmentReport> reports() override;
+  bool carries_media() const override { return true; }
+  void encode(int segment, const EncoderIO& io) override;
 
  private:
   const RunPlan& plan_;

@@ -13,6 +13,8 @@
 #include "orchestrator/planning/run_plan.h"
 #include "segments/core/boundary_observer.h"
 #include "segments/checkpoint/checkpoint.h"
+#include "segments/core/errors.h"
+#include "orchestrator/drivers/step_media.h"
 
 namespace segpipe {
 
@@ -57,6 +59,19 @@ class Runner {
   // layers.{i}.router_logits, routes, norm, logits (when all_logits).
   virtual void step(const int32_t* ids, int64_t T, int64_t pos0, bool all_logits, BoundaryObserver* obs,
                     std::vector<float>& logits) = 0;
+  // step() with a Qwen3-Omni prompt's media (step_media.h): the encoders' rows, 3-D positions, DeepStack
+  // features; and the decode steps after it (rope_delta). Runners that do not carry media refuse (exit 2).
+  virtual void step_media(const int32_t* /*ids*/, int64_t /*T*/, int64_t /*pos0*/, bool /*all_logits*/,
+                          BoundaryObserver* /*obs*/, std::vector<float>& /*logits*/, const StepMedia& /*media*/) {
+    throw InputError("audio and image inputs are not supported by this runner yet (the GPU runner); use a CPU "
+                     "pipeline with transport: inproc");
+  }
+  // Runs the plan's encoder of in.encoder on one piece of media into out (out.tokens, levels and width
+  // set by the caller: the placeholder count, 1 + DeepStack levels, the thinker's hidden size).
+  virtual void encode(const MediaInput& /*in*/, EncodedMedia& /*out*/) {
+    throw InputError("audio and image inputs are not supported by this runner yet (the GPU runner); use a CPU "
+                     "pipeline with transport: inproc");
+  }
   virtual int vocab() const = 0;
   virtual std::vector<SegmentReport> reports() = 0;
   // Per device used by GPU segment processes (empty: none, or a runner without them).

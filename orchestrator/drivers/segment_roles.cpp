@@ -31,6 +31,10 @@ std::vector<TensorRole> segment_roles(Checkpoint& ck, const ModelConfig& cfg, co
         for (auto& x : layer_roles(cfg, l)) r.push_back(x);
       if (!d.banks) experts(d.layer_first, d.layer_last, 0, cfg.num_experts - 1);
       break;
+    // An encoder checks its own tensors against its tower's config when it loads (shapes the text
+    // model's config does not describe), naming the tensor.
+    case SegmentKind::audio_encoder:
+    case SegmentKind::vision_encoder: break;
   }
   return r;
 }

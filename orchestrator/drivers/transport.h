@@ -26,6 +26,7 @@
 
 #include "orchestrator/drivers/chain.h"
 #include "orchestrator/drivers/runner.h"
+#include "orchestrator/drivers/step_media.h"
 #include "segments/model/config.h"
 
 namespace segpipe {
@@ -47,6 +48,7 @@ struct StepInput {
   BoundaryObserver* observer = nullptr;  // sees every boundary of the step, in the step's order
   std::vector<float>* logits = nullptr;  // receives the output of the stage that writes Port::logits,
                                          // [T, V] or [1, V]
+  const StepMedia* media = nullptr;      // a prompt's audio and images (step_media.h); null: text only
 };
 
 class Transport {
@@ -85,6 +87,14 @@ class Transport {
 
   virtual std::vector<SegmentReport> reports() = 0;
   virtual std::vector<GpuDeviceState> gpu_devices() const { return {}; }
+
+  // Audio and images (Qwen3-Omni): whether begin_step carries StepInput::media to the segments, and
+  // encode() runs an encoder segment (`segment`) on one piece of media, io.out sized by the caller.
+  // Transports that do not yet carry them refuse a step with media (the driver says so, exit 2).
+  virtual bool carries_media() const { return false; }
+  virtual void encode(int /*segment*/, const EncoderIO& /*io*/) {
+    throw std::logic_error("encode on a transport that does not carry media");
+  }
 };
 
 }  // namespace segpipe

@@ -305,12 +305,14 @@ SegmentSpec Parser::parse_segment(const YAML::Node& node, size_t index) const {
   map.where = "in segment '" + seg.name + "'";
 
   const Entry* kind = map.find("kind");
-  if (!kind) fail(map.marks.self, "segment '" + seg.name + "' has no 'kind' (embeddings | layers | experts | lm_head)");
+  if (!kind) fail(map.marks.self, "segment '" + seg.name + "' has no 'kind' (embeddings | layers | experts | lm_head | audio_encoder | vision_encoder)");
   seg.kind = read_choice<SegmentKind>(map, *kind,
                                       {{"embeddings", SegmentKind::embeddings},
                                        {"layers", SegmentKind::layers},
                                        {"experts", SegmentKind::experts},
-                                       {"lm_head", SegmentKind::lm_head}});
+                                       {"lm_head", SegmentKind::lm_head},
+                                       {"audio_encoder", SegmentKind::audio_encoder},
+                                       {"vision_encoder", SegmentKind::vision_encoder}});
 
   const bool has_layers = seg.kind == SegmentKind::layers || seg.kind == SegmentKind::experts;
   reject_unknown_keys(map, kSegmentKeys);

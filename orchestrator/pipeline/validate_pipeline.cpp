@@ -114,20 +114,34 @@ void Validator::check_names() const {
 // segment, lm_head after every layers segment. Experts segments are called from inside layers
 // segments, so their place in the list carries no meaning.
 void Validator::check_kinds_and_order() {
-  for (SegmentKind k : {SegmentKind::embeddings, SegmentKind::lm_head}) {
-    int& slot = k == SegmentKind::embeddings ? plan_.embeddings_ : plan_.lm_head_;
+  // Exactly one embeddings and one lm_head; at most one encoder of each kind (a prompt's audio goes to the
+  // one audio tower).
+  int encoders[2] = {-1, -1};
+  for (SegmentKind k : {SegmentKind::embeddings, SegmentKind::lm_head, SegmentKind::audio_encoder,
+                        SegmentKind::vision_encoder}) {
+    const bool one = !is_encoder(k);
+    int& slot = k == SegmentKind::embeddings ? plan_.embeddings_
+                : k == SegmentKind::lm_head  ? plan_.lm_head_
+                                             : encoders[k == SegmentKind::vision_encoder];
     for (int i = 0; i < count(); ++i) {
       if (seg(i).kind != k) continue;
       if (slot >= 0)
         fail(seg(i).marks.at("kind"), std::string("second ") + to_string(k) + " segment '" + seg(i).name +
-                                          "': a pipeline has exactly one (first: '" + seg(slot).name + "')");
+                                          "': a pipeline has " + (one ? "exactly" : "at most") + " one (first: '" +
+                                          seg(slot).name + "')");
       slot = i;
     }
-    if (slot < 0)
+    if (slot < 0 && one)
       fail(spec_.marks.at("segments"), std::string("no ") + to_string(k) + " segment: a pipeline has exactly one");
   }
+  // Encoders feed the embeddings segment, so they come before it.
+  for (int e : encoders)
+    if (e > plan_.embeddings_)
+      fail(seg(e).marks.at("kind"), std::string(to_string(seg(e).kind)) + " segment '" + seg(e).name +
+                                        "' comes after embeddings segment '" + seg(plan_.embeddings_).name +
+                                        "': segments are listed in data-flow order, encoders first");
   for (int i = 0; i < plan_.embeddings_; ++i)
-    if (seg(i).kind != SegmentKind::experts)
+    if (seg(i).kind != SegmentKind::experts && !is_encoder(seg(i).kind))
       fail(seg(plan_.embeddings_).marks.at("kind"),
            "embeddings segment '" + seg(plan_.embeddings_).name + "' comes after " + to_string(seg(i).kind) +
                " segment '" + seg(i).name + "': segments are listed in data-flow order, embeddings first");

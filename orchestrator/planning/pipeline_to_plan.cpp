@@ -5,9 +5,34 @@
 #include "orchestrator/pipeline/pipeline.h"
 #include "orchestrator/drivers/cuda_mps.h"
 #include "orchestrator/drivers/cuda_runner.h"
+#include "segments/checkpoint/checkpoint.h"
+#include "segments/encoders/audio_config.h"
+#include "segments/encoders/vision_config.h"
 #include "segments/model/config_file.h"
 
 namespace segpipe {
+
+namespace {
+
+// An encoder segment needs a Qwen3-Omni checkpoint whose config describes its tower (read here so that a
+// bad section is refused before any process starts, naming config.json and the key), and the CPU.
+void check_encoder(const std::string& path, const std::string& model_dir, const ModelConfig& cfg, const SegmentDesc& d) {
+  const std::string what = path + ": segment '" + d.name + "' (" + to_string(d.kind) + ")";
+  if (cfg.arch != Arch::Qwen3OmniMoe)
+    throw InputError(what + " needs a Qwen3-Omni checkpoint (model_type qwen3_omni_moe); " + cfg.where + " has model_type " +
+                     cfg.model_type);
+  if (d.device.is_cuda())
+    throw InputError(what + ": the encoders run on the CPU only for now (device " + to_string(d.device) +
+                     "); put it on device cpu");
+  const std::string config = model_dir + "/config.json";
+  const nlohmann::json j = read_json_file(config);
+  if (d.kind == SegmentKind::audio_encoder)
+    parse_audio_encoder_config(j, config);
+  else
+    parse_vision_config(j, config);
+}
+
+}  // namespace
 
 RunPlan plan_from_pipeline_file(const std::string& path, ModelConfig& cfg, nlohmann::json& generation) {
   PipelineSpec spec = parse_pipeline_file(path);
@@ -66,6 +91,7 @@ RunPlan plan_from_pipeline_file(const std::string& path, ModelConfig& cfg, nlohm
     if (d.dtype != ComputeDType::float32 && !on_gpu)
       throw InputError(path + ": segment '" + s.name + "': compute dtype " + to_string(d.dtype) +
                        " is only implemented on the CUDA backend; the CPU computes in float32");
+    if (is_encoder(d.kind)) check_encoder(path, spec.model_dir, cfg, d);
     p.segments.push_back(d);
   }
   const GenerationSpec* g = pp.generation.max_new_tokens || pp.generation.temperature || pp.generation.top_k ||

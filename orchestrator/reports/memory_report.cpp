@@ -11,6 +11,7 @@
 #include <sstream>
 
 #include "segments/core/errors.h"
+#include "segments/encoders/encoder_tensors.h"
 #include "segments/kinds/layers.h"
 #include "segments/model/tensor_map.h"
 
@@ -169,6 +170,13 @@ std::vector<WeightRange> segment_weight_ranges(Checkpoint& ck, const ModelConfig
         for (auto& r : layer_roles(cfg, l)) whole(r);
       if (!d.banks) experts(d.layer_first, d.layer_last, 0, cfg.num_experts - 1);
       break;
+    case SegmentKind::audio_encoder:
+    case SegmentKind::vision_encoder: {
+      const std::string prefix = encoder_tensor_prefix(d.kind);
+      for (const std::string& name : ck.tensor_names())
+        if (name.rfind(prefix, 0) == 0) add(name, 0, UINT64_MAX);
+      break;
+    }
   }
   std::sort(out.begin(), out.end(), [](const WeightRange& a, const WeightRange& b) {
     return a.file != b.file ? a.file < b.file : a.begin < b.begin;

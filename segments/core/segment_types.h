@@ -8,7 +8,9 @@
 
 namespace segpipe {
 
-enum class SegmentKind { embeddings, layers, experts, lm_head };
+// audio_encoder, vision_encoder: Qwen3-Omni's audio and vision towers; they run on a prompt's media before
+// its step, outside the token chain (chain.h).
+enum class SegmentKind { embeddings, layers, experts, lm_head, audio_encoder, vision_encoder };
 enum class ComputeDType { float32, bfloat16 };  // compute dtype of a segment
 
 // Which GPU kernels a run uses (pipeline key `gpu_kernels`). automatic: the fastest the device can run
@@ -39,9 +41,13 @@ inline const char* to_string(SegmentKind kind) {
     case SegmentKind::layers: return "layers";
     case SegmentKind::experts: return "experts";
     case SegmentKind::lm_head: return "lm_head";
+    case SegmentKind::audio_encoder: return "audio_encoder";
+    case SegmentKind::vision_encoder: return "vision_encoder";
   }
   return "?";
 }
+// An encoder runs on a prompt's media, outside the token chain.
+inline bool is_encoder(SegmentKind k) { return k == SegmentKind::audio_encoder || k == SegmentKind::vision_encoder; }
 inline const char* to_string(ComputeDType dtype) { return dtype == ComputeDType::float32 ? "float32" : "bfloat16"; }
 inline const char* to_string(GpuKernels k) { return k == GpuKernels::automatic ? "auto" : "portable"; }
 inline const char* to_string(GpuMemory m) {
@@ -52,7 +58,8 @@ inline std::string to_string(const Device& device) {
 }
 
 inline std::optional<SegmentKind> parse_segment_kind(std::string_view s) {
-  for (SegmentKind k : {SegmentKind::embeddings, SegmentKind::layers, SegmentKind::experts, SegmentKind::lm_head})
+  for (SegmentKind k : {SegmentKind::embeddings, SegmentKind::layers, SegmentKind::experts, SegmentKind::lm_head,
+                        SegmentKind::audio_encoder, SegmentKind::vision_encoder})
     if (s == to_string(k)) return k;
   return std::nullopt;
 }

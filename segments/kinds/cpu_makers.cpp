@@ -1,10 +1,12 @@
 #include "segments/kinds/cpu_makers.h"
 
 #include "segments/core/errors.h"
+#include "segments/kinds/audio_encoder_segment.h"
 #include "segments/kinds/embeddings.h"
 #include "segments/kinds/experts.h"
 #include "segments/kinds/layers.h"
 #include "segments/kinds/lm_head.h"
+#include "segments/kinds/vision_encoder_segment.h"
 
 namespace segpipe {
 
@@ -26,6 +28,8 @@ constexpr SegmentMaker kCpuMakers[] = {
     {SegmentKind::layers, make_cpu<LayersSegment>},
     {SegmentKind::experts, make_cpu<ExpertsSegment>},
     {SegmentKind::lm_head, make_cpu<LmHeadSegment>},
+    {SegmentKind::audio_encoder, make_cpu<AudioEncoderSegment>},
+    {SegmentKind::vision_encoder, make_cpu<VisionEncoderSegment>},
 };
 
 }  // namespace

@@ -1,7 +1,10 @@
 #include "segments/kinds/embeddings.h"
 
+#include <cstring>
+
 #include "segments/core/errors.h"
 #include "segments/core/finite.h"
+#include "segments/kinds/media_rows.h"
 
 namespace segpipe {
 
@@ -12,7 +15,13 @@ EmbeddingsSegment::EmbeddingsSegment(const SegmentParams& params, SegmentEnv& en
 }
 
 void EmbeddingsSegment::step(const StepIO& io) {
+  check_media_rows(io.media, io.T, "media rows for the embeddings");
   forward(io.ids(), io.T, io.out);
+  // The encoders' rows replace the placeholders' own embeddings (the reference's masked_scatter).
+  const int64_t H = table_.cols;
+  for (int64_t i = 0; i < io.media.n; i++)
+    std::memcpy(io.out + io.media.index[i] * H, io.media.rows + i * H, static_cast<size_t>(H) * sizeof(float));
+  if (io.media.n > 0) check_finite(io.out, io.T, H, "embeddings with the media rows");
   if (io.observer) io.observer->on_tensor(Boundary::embeddings(), io.out, io.T, table_.cols);
 }
 

@@ -13,8 +13,9 @@ namespace segpipe {
 class EmbeddingsSegment : public Segment {
  public:
   EmbeddingsSegment(const SegmentParams& params, SegmentEnv& env);
-  // io.ids() [T] -> io.out [T, H]; reports the embeddings to io.observer. Throws InputError for a
-  // token id outside the vocabulary.
+  // io.ids() [T] -> io.out [T, H], with io.media's rows (Qwen3-Omni's audio/image features) written
+  // over the rows at io.media.index; reports the result to io.observer. Throws InputError for a token
+  // id outside the vocabulary or media rows placed outside the step.
   void step(const StepIO& io) override;
   const std::vector<LoadedTensor>& loaded() const override { return loaded_; }
 

@@ -12,6 +12,7 @@
 #include "segments/kernels/cpu/rmsnorm.h"
 #include "segments/kernels/cpu/router.h"
 #include "segments/kernels/cpu/swiglu.h"
+#include "segments/kinds/media_rows.h"
 
 namespace segpipe {
 
@@ -65,6 +66,9 @@ LayersSegment::LayersSegment(const SegmentParams& params, SegmentEnv& env)
     : Segment(params), cfg_(*env.cfg), pool_(*env.pool), first_(params.layer_first), last_(params.layer_last),
       banks_(params.banks ? env.experts : nullptr), rope_(env.cfg->head_dim, env.cfg->rope_theta) {
   const ModelConfig& cfg = cfg_;
+  // The Omni thinker's rotary embedding is M-RoPE (its sections, or the reference's default ones).
+  mrope_ = cfg.arch == Arch::Qwen3OmniMoe || !cfg.mrope_section.empty();
+  if (mrope_) rope_.set_mrope_sections(cfg.mrope_section);
   const int first = first_, last = last_;
   SEGPIPE_ASSERT(first >= 0 && last < cfg.num_layers && first <= last);
   WeightBinder b(*env.checkpoint, cfg);
@@ -144,15 +148,31 @@ void LayersSegment::step(const StepIO& io) {
   // Computing in out, not in in: see StepIO::out.
   if (io.hidden() != io.out && io.T > 0)  // a negative T is refused below, before any use
     std::memcpy(io.out, io.hidden(), static_cast<size_t>(io.T * cfg_.hidden) * sizeof(float));
-  forward(io.out, io.T, io.pos0, io.observer);
+  forward(io.out, io);
 }
 
-void LayersSegment::forward(float* x, int64_t T, int64_t pos0, BoundaryObserver* obs) {
+// Qwen3-Omni's extras are checked before the step changes anything, so a refused step leaves x as it was.
+void LayersSegment::check_media_inputs(const StepIO& io) const {
+  if ((io.rope_positions || io.rope_delta != 0) && !mrope_)
+    throw InputError("M-RoPE positions were given to layers of a " + std::string(cfg_.arch_name()) +
+                     " model, which has no M-RoPE");
+  // Decoding after a prompt with images: positions pos0 + t + delta must stay >= 0 and far from overflow.
+  const int64_t lim = int64_t{1} << 31;
+  if (io.rope_delta < -lim || io.rope_delta > lim || (io.T > 0 && io.pos0 + io.rope_delta < 0))
+    throw InputError("rope delta " + std::to_string(io.rope_delta) + " at position " + std::to_string(io.pos0) +
+                     " gives a negative or out-of-range M-RoPE position");
+  check_media_rows(io.deepstack, io.T, "DeepStack rows for layers " + std::to_string(first_) + ".." + std::to_string(last_));
+}
+
+void LayersSegment::forward(float* x, const StepIO& io) {
+  const int64_t T = io.T, pos0 = io.pos0;
+  BoundaryObserver* obs = io.observer;
   // Written as pos0 > max_seq_ - T so that no sum can overflow: the KV cache is written at
   // (pos0 + t) * kv_dim, and a negative or huge pos0 from an input file must never reach that.
   if (T < 0 || pos0 < 0 || T > max_seq_ || pos0 > max_seq_ - T)
     throw RuntimeFailure("positions " + std::to_string(pos0) + " + " + std::to_string(T) +
                          " tokens do not fit the KV cache (0.." + std::to_string(max_seq_) + " positions)");
+  check_media_inputs(io);
   const int64_t H = cfg_.hidden, qd = cfg_.q_dim(), kvd = cfg_.kv_dim(), hd = cfg_.head_dim;
   h_.resize(static_cast<size_t>(T * H));
   q_.resize(static_cast<size_t>(T * qd));
@@ -179,8 +199,13 @@ void LayersSegment::forward(float* x, int64_t T, int64_t pos0, BoundaryObserver*
       rmsnorm(k_.data(), T * cfg_.num_kv_heads, hd, L.k_norm.data(), cfg_.rms_eps, k_.data());
     }
     for (int64_t t = 0; t < T; t++) {
-      rope_.apply(q_.data() + t * qd, cfg_.num_heads, pos0 + t);
-      rope_.apply(k_.data() + t * kvd, cfg_.num_kv_heads, pos0 + t);
+      if (const int32_t* P = io.rope_positions) {  // M-RoPE: (time, height, width) rows [3, T]
+        rope_.apply3(q_.data() + t * qd, cfg_.num_heads, P[t], P[T + t], P[2 * T + t]);
+        rope_.apply3(k_.data() + t * kvd, cfg_.num_kv_heads, P[t], P[T + t], P[2 * T + t]);
+      } else {
+        rope_.apply(q_.data() + t * qd, cfg_.num_heads, pos0 + t + io.rope_delta);
+        rope_.apply(k_.data() + t * kvd, cfg_.num_kv_heads, pos0 + t + io.rope_delta);
+      }
       std::copy(k_.begin() + t * kvd, k_.begin() + (t + 1) * kvd, kv.k + (pos0 + t) * kvd);
       std::copy(v_.begin() + t * kvd, v_.begin() + (t + 1) * kvd, kv.v + (pos0 + t) * kvd);
     }
@@ -222,6 +247,15 @@ void LayersSegment::forward(float* x, int64_t T, int64_t pos0, BoundaryObserver*
       linear(pool_, g_.data(), T, L.down, mlp_.data());
     }
     for (int64_t i = 0; i < T * H; i++) x[i] = x[i] + mlp_[static_cast<size_t>(i)];
+    // DeepStack: the reference adds level i's rows after decoder layer i has returned (residual included).
+    const MediaRows& ds = io.deepstack;
+    if (ds.n > 0 && L.index < ds.levels) {
+      const float* rows = ds.rows + static_cast<int64_t>(L.index) * ds.n * H;
+      for (int64_t r = 0; r < ds.n; r++) {
+        float* xr = x + static_cast<int64_t>(ds.index[r]) * H;
+        for (int64_t c = 0; c < H; c++) xr[c] = xr[c] + rows[r * H + c];
+      }
+    }
     if (obs) obs->on_tensor(Boundary::output(L.index), x, T, H);
     // Where the first NaN or Inf appears, named by layer: later layers and the logits only inherit it.
     if (first_non_finite(x, T * H) >= 0) check_finite(x, T, H, "output of layer " + std::to_string(L.index));

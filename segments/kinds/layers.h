@@ -62,6 +62,9 @@ class LayersSegment : public Segment {
   // io.hidden() [T, H] -> io.out [T, H]: the residual stream after layer `last` (StepIO: in place when
   // in == out, else in is copied to out first). Tokens sit at positions pos0..pos0+T-1; the cache must
   // already hold positions < pos0. Reports each layer's router logits, routes and output to io.observer.
+  // Qwen3-Omni: io.rope_positions / io.rope_delta give the M-RoPE positions, io.deepstack the rows added
+  // after layers 0..levels-1 (a layer's reported output includes them). Throws InputError for M-RoPE
+  // positions on a model without M-RoPE or DeepStack rows placed outside the step.
   void step(const StepIO& io) override;
   const std::vector<LoadedTensor>& loaded() const override { return loaded_; }
   ExpertCacheStats expert_cache_stats() const override { return local_ ? local_->expert_cache_stats() : ExpertCacheStats{}; }
@@ -69,8 +72,9 @@ class LayersSegment : public Segment {
  private:
   struct Layer;
   class OwnedKv;
-  // x [T, H] in place.
-  void forward(float* x, int64_t T, int64_t pos0, BoundaryObserver* obs);
+  // x [T, H] in place; the rest of the step (T, pos0, observer, M-RoPE positions, DeepStack) from io.
+  void forward(float* x, const StepIO& io);
+  void check_media_inputs(const StepIO& io) const;
   void shared_expert(const Layer& L, const float* xn, int64_t T);
   const ModelConfig& cfg_;
   ThreadPool& pool_;
@@ -83,6 +87,7 @@ class LayersSegment : public Segment {
   std::vector<KvLayer> kv_;
   int64_t max_seq_ = 0;
   Rope rope_;
+  bool mrope_ = false;  // the model's rotary embedding is M-RoPE (Qwen3-Omni): io.rope_positions are accepted
   std::vector<LoadedTensor> loaded_;
   // scratch
   std::vector<float> h_, q_, k_, v_, att_, o_, logits_, slots_, mlp_, g_, u_, sh_, sg_;

@@ -10,10 +10,13 @@
 //                            vocabulary entries, the merges among them, its added tokens)
 //   OUT/chat_messages/       the message arrays of tests/tokenizer/fixtures/chat_renderings.json
 //   OUT/worker_spec/         the spec JSON of a worker of each kind, as the orchestrator writes it
+//   OUT/audio_file/          the committed tests/data/media audio files (WAV, FLAC)
+//   OUT/image_file/          the committed tests/data/media images (PNG, JPEG)
 // usage: make_fuzz_seeds SOURCE_DIR OUT_DIR
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
+#include <initializer_list>
 #include <string>
 
 #include <nlohmann/json.hpp>
@@ -115,6 +118,19 @@ static int tokenizer_json_seeds(const fs::path& src, const fs::path& dir) {
   return done(dir, 1);
 }
 
+// Copies the files of tests/data/media with one of the extensions; 1 when at least one was copied.
+static int media_seeds(const fs::path& src, const fs::path& dir, std::initializer_list<const char*> exts) {
+  fs::create_directories(dir);
+  int n = 0;
+  for (auto& f : fs::directory_iterator(src / "tests/data/media"))
+    for (const char* e : exts)
+      if (f.path().extension() == e) {
+        fs::copy_file(f.path(), dir / f.path().filename(), fs::copy_options::overwrite_existing);
+        n++;
+      }
+  return n > 0 ? 1 : 0;
+}
+
 static int chat_messages_seeds(const fs::path& src, const fs::path& dir) {
   fs::create_directories(dir);
   int count = 0;
@@ -201,6 +217,7 @@ int main(int argc, char** argv) {
   std::printf("%d real headers, seeds in %s\n", n, out.c_str());
   const int more = shard_index_seeds(src, out / "shard_index") + dump_file_seeds(src, out / "dump_file") +
                    tokenizer_json_seeds(src, out / "tokenizer_json") + chat_messages_seeds(src, out / "chat_messages") +
-                   worker_spec_seeds(out / "worker_spec");
-  return n > 0 && more == 5 ? 0 : 1;
+                   worker_spec_seeds(out / "worker_spec") + media_seeds(src, out / "audio_file", {".wav", ".flac"}) +
+                   media_seeds(src, out / "image_file", {".png", ".jpg"});
+  return n > 0 && more == 7 ? 0 : 1;
 }

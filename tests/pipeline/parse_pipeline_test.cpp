@@ -202,7 +202,8 @@ TEST(ParsePipeline, SegmentShape) {
   EXPECT_EQ(parse_error("version: 1\nmodel: m\nsegments:\n  - kind: embeddings\n"),
             "p.yaml:4:5: segment #1 has no 'name'");
   EXPECT_EQ(parse_error("version: 1\nmodel: m\nsegments:\n  - name: early\n    layers: [0, 1]\n"),
-            "p.yaml:4:5: segment 'early' has no 'kind' (embeddings | layers | experts | lm_head)");
+            "p.yaml:4:5: segment 'early' has no 'kind' (embeddings | layers | experts | lm_head | audio_encoder | "
+            "vision_encoder)");
   EXPECT_EQ(
       parse_error("version: 1\nmodel: m\nsegments:\n  - name: a b\n"),
       "p.yaml:4:11: 'name' in segment #1 must be 1 to 64 letters, digits, '_', '-' or '.', starting with a letter "
@@ -213,7 +214,8 @@ TEST(ParsePipeline, SegmentShape) {
       "or digit, got ''");
   EXPECT_EQ(
       parse_error(with_segment("    kind: layer\n")),
-      "p.yaml:5:11: 'kind' in segment 'early' must be one of embeddings | layers | experts | lm_head, got 'layer' "
+      "p.yaml:5:11: 'kind' in segment 'early' must be one of embeddings | layers | experts | lm_head | audio_encoder | "
+            "vision_encoder, got 'layer' "
       "(did you mean 'layers'?)");
 }
 

@@ -149,6 +149,21 @@ TEST(ValidatePipeline, EmbeddingsFirst) {
   EXPECT_EQ(validate_error(bank_first), "(no error)");
 }
 
+// Encoders (Qwen3-Omni's towers) feed the embeddings: listed before them, at most one of each kind.
+TEST(ValidatePipeline, EncodersComeFirstOncePerKind) {
+  const std::string enc = "segments:\n  - {name: vision, kind: vision_encoder}\n  - {name: audio, kind: audio_encoder}\n";
+  EXPECT_EQ(validate_error(with(kBanks, "segments:\n", enc)), "(no error)");
+  EXPECT_EQ(validate_error(with(kBanks, "segments:\n", enc + "  - {name: vision2, kind: vision_encoder}\n")),
+            "p.yaml:6:21: second vision_encoder segment 'vision2': a pipeline has at most one (first: 'vision')");
+  EXPECT_EQ(validate_error(kBanks + "  - {name: audio, kind: audio_encoder}\n"),
+            "p.yaml:23:19: audio_encoder segment 'audio' comes after embeddings segment 'embed': segments are "
+            "listed in data-flow order, encoders first");
+  // An encoder holds no layers or experts.
+  EXPECT_THROW(parse_pipeline_string(with(kBanks, "segments:\n", "segments:\n  - {name: a, kind: audio_encoder, layers: [0, 1]}\n"),
+                                     "p.yaml", "/pipes"),
+               InputError);
+}
+
 TEST(ValidatePipeline, LmHeadAfterAllLayers) {
   std::string moved = with(kBanks, "  - name: head\n    kind: lm_head\n", "");
   moved = with(moved, "  - name: late\n", "  - name: head\n    kind: lm_head\n  - name: late\n");

@@ -1,0 +1,118 @@
+// generate --audio / --image: what is refused before anything runs (exit 2, one line naming the file,
+// segment or key). The numbers of a prompt with media are checked against transformers' goldens
+// (thinker_media_test, verify --golden on the tiny-qwen3-omni-mm checkpoints).
+#include <gtest/gtest.h>
+
+#include <filesystem>
+#include <fstream>
+#include <nlohmann/json.hpp>
+
+#include "process_harness.h"
+
+namespace segpipe::test {
+namespace {
+
+std::string omni_pipeline(const std::string& transport, const std::string& encoders) {
+  std::string path = temp_dir() + "/p.yaml";
+  write_file(path, "version: 1\nmodel: " + source_path("models/tiny-qwen3-omni") + "\n" + transport + "segments:\n" +
+                       encoders +
+                       "  - {name: embed, kind: embeddings}\n"
+                       "  - {name: layers, kind: layers, layers: [0, 2]}\n"
+                       "  - {name: head, kind: lm_head}\n");
+  return path;
+}
+
+RunResult generate_with(const std::string& yaml, const std::vector<std::string>& media) {
+  std::vector<std::string> args = {"generate", "--pipeline", yaml, "--tokens", "1 2 3", "--ids", "--max-new-tokens", "2"};
+  args.insert(args.end(), media.begin(), media.end());
+  return run_segpipe(args);
+}
+
+TEST(MediaInputs, BadFilesAreExit2NamingTheFile) {
+  const std::string yaml = omni_pipeline("transport: inproc\n", "  - {name: audio, kind: audio_encoder}\n");
+  const std::string dir = temp_dir();
+  write_file(dir + "/empty.wav", "");
+  write_file(dir + "/text.png", "not a png at all");
+  for (const auto& [flag, file] : std::vector<std::pair<std::string, std::string>>{
+           {"--audio", dir + "/missing.wav"}, {"--audio", dir + "/empty.wav"}, {"--image", dir + "/text.png"}}) {
+    RunResult r = generate_with(yaml, {flag, file});
+    EXPECT_EQ(r.rc, 2) << flag << " " << file << ": " << r.err;
+    EXPECT_NE(r.err.find(file), std::string::npos) << r.err;
+  }
+}
+
+TEST(MediaInputs, EncodersNeedAnOmniCheckpointAndTheCpu) {
+  std::string path = temp_dir() + "/p.yaml";
+  write_file(path, "version: 1\nmodel: " + source_path("models/tiny-qwen3-moe") +
+                       "\nsegments:\n  - {name: vision, kind: vision_encoder}\n  - {name: embed, kind: embeddings}\n"
+                       "  - {name: layers, kind: layers, layers: [0, 4]}\n  - {name: head, kind: lm_head}\n");
+  RunResult r = run_segpipe({"generate", "--pipeline", path, "--tokens", "1 2", "--ids", "--max-new-tokens", "1"});
+  EXPECT_EQ(r.rc, 2) << r.err;
+  EXPECT_NE(r.err.find("segment 'vision' (vision_encoder) needs a Qwen3-Omni checkpoint"), std::string::npos) << r.err;
+}
+
+TEST(MediaInputs, MediaThatCannotBePlacedIsExit2) {
+  const std::string media = source_path("tests/data/media/shapes.png");
+  // The committed Omni checkpoint's config has no vision start/end ids: an image cannot be placed.
+  RunResult r = generate_with(omni_pipeline("transport: inproc\n", "  - {name: vision, kind: vision_encoder}\n"),
+                              {"--image", media});
+  EXPECT_EQ(r.rc, 2) << r.err;
+  EXPECT_NE(r.err.find("no vision start/end token ids"), std::string::npos) << r.err;
+  // A text-only prompt runs through a pipeline with encoders, which it never calls.
+  RunResult t = generate_with(omni_pipeline("", "  - {name: vision, kind: vision_encoder}\n"), {});
+  EXPECT_EQ(t.rc, 0) << t.err;
+}
+
+// The committed Omni checkpoint with its thinker's media token ids moved inside its small vocabulary and
+// the audio windows the processor assumes (n_window 50): a prompt with media can be placed and run. Only
+// what is refused or that it runs at all is checked here; its numbers are the goldens' business.
+std::string placeable_omni() {
+  namespace fs = std::filesystem;
+  const std::string dir = temp_dir() + "/omni";
+  fs::copy(source_path("models/tiny-qwen3-omni"), dir, fs::copy_options::recursive);
+  fs::remove_all(dir + "/goldens");
+  nlohmann::json c = nlohmann::json::parse(std::ifstream(dir + "/config.json"));
+  auto& t = c["thinker_config"];
+  t["audio_token_id"] = 1190;
+  t["image_token_id"] = 1191;
+  t["video_token_id"] = 1192;
+  t["audio_start_token_id"] = 1193;
+  t["audio_end_token_id"] = 1194;
+  t["vision_start_token_id"] = 1195;
+  t["vision_end_token_id"] = 1196;
+  t["audio_config"]["n_window"] = 50;
+  t["audio_config"]["n_window_infer"] = 200;
+  std::ofstream(dir + "/config.json") << c.dump(1);
+  return dir;
+}
+
+TEST(MediaInputs, RunsInProcessAndIsRefusedOverProcesses) {
+  const std::string model = placeable_omni();
+  auto pipeline = [&](const std::string& transport) {
+    std::string path = temp_dir() + "/p.yaml";
+    write_file(path, "version: 1\nmodel: " + model + "\n" + transport +
+                         "segments:\n  - {name: vision, kind: vision_encoder}\n  - {name: audio, kind: audio_encoder}\n"
+                         "  - {name: embed, kind: embeddings}\n  - {name: layers, kind: layers, layers: [0, 2]}\n"
+                         "  - {name: head, kind: lm_head}\n");
+    return path;
+  };
+  const std::vector<std::string> media = {"--image", source_path("tests/data/media/shapes.png"), "--audio",
+                                          source_path("tests/data/media/speech.wav")};
+  RunResult in = generate_with(pipeline("transport: inproc\n"), media);
+  EXPECT_EQ(in.rc, 0) << in.err;
+  EXPECT_NE(in.err.find("generated 2 tokens"), std::string::npos) << in.err;
+  RunResult shm = generate_with(pipeline(""), media);
+  EXPECT_EQ(shm.rc, 2) << shm.err;
+  EXPECT_NE(shm.err.find("transport: inproc"), std::string::npos) << shm.err;
+  // More media than the pipeline has encoders for: an image without a vision_encoder segment.
+  std::string no_vision = temp_dir() + "/nv.yaml";
+  write_file(no_vision, "version: 1\nmodel: " + model + "\ntransport: inproc\nsegments:\n"
+                        "  - {name: embed, kind: embeddings}\n  - {name: layers, kind: layers, layers: [0, 2]}\n"
+                        "  - {name: head, kind: lm_head}\n");
+  RunResult nv = generate_with(no_vision, {"--image", source_path("tests/data/media/shapes.png")});
+  EXPECT_EQ(nv.rc, 2) << nv.err;
+  EXPECT_NE(nv.err.find("no vision_encoder segment"), std::string::npos) << nv.err;
+}
+
+}  // namespace
+}  // namespace segpipe::test
