@@ -1,17 +1,11 @@
 #include "segments/model/media_placeholders.h"
 
 #include "segments/core/errors.h"
+#include "segments/encoders/audio_lengths.h"
 
 namespace segpipe {
 
 namespace {
-
-// Python's floor division: the reference's length formulas go through (x - 1) // 2 with x = 0 for a
-// length that fills whole chunks, where C++'s truncation would give 0 instead of -1.
-int64_t floordiv(int64_t a, int64_t b) {
-  int64_t q = a / b;
-  return (a % b != 0 && ((a < 0) != (b < 0))) ? q - 1 : q;
-}
 
 int64_t json_int(const nlohmann::json& j, const char* key, int64_t dflt, int64_t lo, int64_t hi,
                  const std::string& where, const std::string& path) {
@@ -64,10 +58,7 @@ int64_t audio_encoder_output_length(int64_t mel_frames, int n_window) {
   if (n_window < 1) throw InputError("audio n_window must be >= 1, got " + std::to_string(n_window));
   if (mel_frames < 1 || mel_frames > (int64_t{1} << 40))
     throw InputError("an audio of " + std::to_string(mel_frames) + " feature frames (need at least 1)");
-  const int64_t chunk = 2 * int64_t{n_window};
-  const int64_t leave = mel_frames % chunk;
-  const int64_t feat = floordiv(leave - 1, 2) + 1;
-  return floordiv(floordiv(feat - 1, 2) + 1 - 1, 2) + 1 + (mel_frames / chunk) * 13;
+  return audio_placeholder_tokens(mel_frames, n_window);  // the reference's formula (audio_lengths.h)
 }
 
 int64_t audio_placeholder_count(int64_t mel_frames) { return audio_encoder_output_length(mel_frames, 50); }
