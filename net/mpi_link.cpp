@@ -92,22 +92,33 @@ bool Link::poll_one() {
   return true;
 }
 
-std::optional<Message> Link::receive(int from, std::chrono::milliseconds timeout) { return take(from, timeout); }
+std::optional<Message> Link::receive(int from, std::chrono::milliseconds timeout) {
+  return take([from](int f, const Header&) { return f == from; }, timeout);
+}
 
-std::optional<Message> Link::receive_any(std::chrono::milliseconds timeout) { return take(-1, timeout); }
+std::optional<Message> Link::receive_any(std::chrono::milliseconds timeout) {
+  return take([](int, const Header&) { return true; }, timeout);
+}
 
-// The oldest queued message from `from` (-1: from any rank), receiving until one is there or the time is up.
-std::optional<Message> Link::take(int from, std::chrono::milliseconds timeout) {
+std::optional<Message> Link::receive_if(const Accept& accept, std::chrono::milliseconds timeout) {
+  return take(accept, timeout);
+}
+
+// The oldest queued message that `accept` takes (per sender in arrival order), receiving until one is
+// there or the time is up.
+std::optional<Message> Link::take(const Accept& accept, std::chrono::milliseconds timeout) {
   const auto deadline = std::chrono::steady_clock::now() + timeout;
   for (int idle = 0;;) {
     {
       std::lock_guard lock(mu_);
       for (size_t r = 0; r < queued_.size(); r++) {
         auto& q = queued_[r];
-        if (q.empty() || (from >= 0 && static_cast<int>(r) != from)) continue;
-        Message m = std::move(q.front());
-        q.pop_front();
-        return m;
+        for (auto it = q.begin(); it != q.end(); ++it) {
+          if (!accept(static_cast<int>(r), it->h)) continue;
+          Message m = std::move(*it);
+          q.erase(it);
+          return m;
+        }
       }
     }
     if (poll_one()) {

@@ -14,6 +14,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <deque>
+#include <functional>
 #include <mutex>
 #include <optional>
 #include <span>
@@ -64,6 +65,11 @@ class Link {
   std::optional<Message> receive(int from, std::chrono::milliseconds timeout);
   // The next message from any rank, or nullopt after timeout.
   std::optional<Message> receive_any(std::chrono::milliseconds timeout);
+  // The oldest message that `accept` takes (by its sender and header), or nullopt after timeout. The
+  // others stay queued for their own receive: threads that wait for different messages from the same
+  // peer (a stage's answer, an expert bank's) never take each other's.
+  using Accept = std::function<bool(int from, const Header& h)>;
+  std::optional<Message> receive_if(const Accept& accept, std::chrono::milliseconds timeout);
   // Time of the last message from `from` (receive or a drop below).
   std::chrono::steady_clock::time_point last_heard(int from) const;
   // Ends the whole job with this exit status (the launcher returns it), without waiting for peers.
@@ -77,7 +83,7 @@ class Link {
 
  private:
   bool poll_one();  // takes one message if one is there; true if it did
-  std::optional<Message> take(int from, std::chrono::milliseconds timeout);
+  std::optional<Message> take(const Accept& accept, std::chrono::milliseconds timeout);
   mutable std::mutex mu_;
   int rank_ = 0, size_ = 1;
   bool finalized_ = false;

@@ -34,8 +34,13 @@ ShmRunArena::ShmRunArena(const RunPlan& plan, const ModelConfig& cfg, int64_t ca
   // Banks on the CPU, or on a GPU under unified, exchange through these blocks (GPU banks of a device
   // arena through it). One exchange serves them all: one layers segment runs at a time, and only it
   // rings banks.
+  // A layers segment of this host served by a bank of another host reaches it through the same blocks
+  // (its host's proxy, orchestrator/multihost/bank_exchange.h, carries them over the network).
   bool any_banks = false;
   for (auto& d : plan_.segments) any_banks |= d.host == host && is_bank(d) && (!d.device.is_cuda() || unified(d));
+  for (auto& b : plan_.segments)
+    for (auto& l : plan_.segments)
+      any_banks |= is_bank(b) && b.host != host && l.host == host && calls_banks(l) && b.serves(l);
   int64_t mt = any_banks ? Tm : 1;
   moe_[0] = L.add_block(shm::BlockKind::kActivations, static_cast<size_t>(mt * H) * 4, 4096, "moe.x");
   moe_[1] = L.add_block(shm::BlockKind::kActivations, static_cast<size_t>(mt * k) * 4, 64, "moe.experts");
@@ -94,11 +99,12 @@ ShmRunArena::ShmRunArena(const RunPlan& plan, const ModelConfig& cfg, int64_t ca
   for (const Stage& st : chain)
     if (st.out.is_hidden()) hidden_.push_back({st.out.boundary, hid_[hidden_.size() % 2]});
   plan_device_arena(chain);
-  // Banks each layers segment calls: those whose layer range meets its own.
+  // Banks each layers segment calls: those whose layer range meets its own. A bank of another host is
+  // called on its channel here all the same; this host's proxy answers it (banks_served_elsewhere).
   for (auto& p : segs_) {
     if (!p.local || !calls_banks(p.desc)) continue;
     for (auto& b : segs_)
-      if (b.local && b.desc.serves(p.desc))
+      if (b.desc.serves(p.desc) && (b.local || !p.gpu))
         p.spec.bank_list.push_back({b.spec.index, b.spec.channel_block, b.desc.layer_first, b.desc.layer_last, b.desc.name});
   }
   // Unnamed: the workers inherit its descriptor, so no name in /dev/shm can outlive this run,
@@ -115,6 +121,24 @@ ShmRunArena::ShmRunArena(const RunPlan& plan, const ModelConfig& cfg, int64_t ca
     p.gpu_spec.graphs = cuda.graphs;
     p.gpu_spec.spin_count = cuda.spin_count;
   }
+}
+
+std::vector<int> ShmRunArena::banks_served_elsewhere() const {
+  std::vector<int> out;
+  for (const ShmSegment& b : segs_) {
+    if (b.local || !is_bank(b.desc)) continue;
+    for (const ShmSegment& l : segs_)
+      if (l.local && !l.gpu && calls_banks(l.desc) && b.desc.serves(l.desc)) {
+        out.push_back(b.spec.index);
+        break;
+      }
+  }
+  return out;
+}
+
+ExpertStaging ShmRunArena::moe_exchange() const {
+  return ExpertStaging{arena_->payload_span<float>(moe_[0]).data(), arena_->payload_span<int32_t>(moe_[1]).data(),
+                       arena_->payload_span<float>(moe_[2]).data(), arena_->payload_span<float>(moe_[3]).data()};
 }
 
 // Where GPU segments of one device meet, the activation stays on the device: one device allocation

@@ -12,6 +12,7 @@
 
 #include "orchestrator/drivers/chain.h"
 #include "orchestrator/drivers/cuda_ipc.h"
+#include "segments/kinds/layers.h"
 #include "shm/arena.h"
 #include "workers/cuda_worker.h"
 #include "workers/protocol.h"
@@ -56,6 +57,11 @@ class ShmRunArena {
   // in a device slot: the producer and the consumer are not on one device).
   float* hidden_port(const Port& port) const;
   proto::CaptureLayout capture_layout(const SegmentDesc& d) const;
+  // Multi-host runs: the expert banks of other hosts that a CPU layers segment of this host calls
+  // (their channels in this arena are answered by this host's proxy), and the shared bank exchange
+  // (x, expert ids, weights, slots of the longest step) where requests and answers meet.
+  std::vector<int> banks_served_elsewhere() const;
+  ExpertStaging moe_exchange() const;
   std::vector<GpuDeviceState> gpu_devices() const;
   // Unmaps the shared arena (after the workers are gone; the creator's descriptor goes with it).
   void release() { arena_.reset(); }

@@ -5,6 +5,9 @@
 // restarted with its state, which lives in the arenas.
 #pragma once
 #include <memory>
+#include <span>
+#include <string>
+#include <vector>
 
 #include "orchestrator/drivers/cuda_ipc.h"
 #include "orchestrator/drivers/shm_gpu_setup.h"
@@ -35,6 +38,20 @@ class ShmTransport : public Transport {
   // Multi-host runs (net_transport.h): a hidden-state port's memory on this host, to send it to the
   // host that reads it next or to receive it from the host that wrote it.
   float* hidden_port(const Port& port) { return arena_->hidden_port(port); }
+  // Multi-host runs with expert banks on another host than their layers (orchestrator/multihost/
+  // bank_exchange.h): the banks of other hosts that layers segments here call, each one's channel in
+  // this arena, the shared bank exchange, a call to a bank of this host, and news of a bank lost or
+  // restarted on its own host.
+  std::vector<int> banks_served_elsewhere() const { return arena_->banks_served_elsewhere(); }
+  shm::Channel channel_of(int segment) const {
+    return shm::Channel::attach(arena_->arena(), arena_->segments()[static_cast<size_t>(segment)].spec.channel_block);
+  }
+  ExpertStaging moe_exchange() const { return arena_->moe_exchange(); }
+  void call_bank(int segment, const proto::ExpertArgs& a) {
+    workers_->call(segment, proto::kExperts, std::as_bytes(std::span<const proto::ExpertArgs>(&a, 1)));
+  }
+  void note_lost_elsewhere(int segment, const std::string& how) { workers_->note_lost_elsewhere(segment, how); }
+  void revive_elsewhere(int segment) { workers_->revive_elsewhere(segment); }
   // The step being run (begin_step's), for a caller that drives stages itself.
   const StepInput& current_step() const { return in_; }
 

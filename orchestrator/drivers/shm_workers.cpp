@@ -104,6 +104,10 @@ std::vector<std::byte> ShmWorkers::wait(int i, uint64_t step) {
     for (size_t j = 0; j < procs_.size(); j++)
       if (static_cast<int>(j) != i && !procs_[j].ended.empty() && std::atomic_ref<int32_t>(arena_.status()[j].dead).load())
         throw SegmentLost(static_cast<int>(j), procs_[j].ended);
+    {
+      std::lock_guard lock(elsewhere_mu_);
+      if (!lost_elsewhere_.empty()) throw SegmentLost(lost_elsewhere_.begin()->first, lost_elsewhere_.begin()->second);
+    }
     if (r.code == proto::kBadInput) throw InputError(msg);
     throw RuntimeFailure("segment '" + seg(static_cast<size_t>(i)).desc.name + "': " + msg);
   }
@@ -152,6 +156,23 @@ void ShmWorkers::restart(int i) {
   spawn(i);
   p.hello_step = p.ch->post_request(proto::kHello);
   await_hello(i);
+}
+
+void ShmWorkers::note_lost_elsewhere(int i, const std::string& how) {
+  {
+    std::lock_guard lock(elsewhere_mu_);
+    lost_elsewhere_.emplace(i, how);
+  }
+  std::atomic_ref<int32_t>(arena_.status()[i].dead).store(1);
+}
+
+void ShmWorkers::revive_elsewhere(int i) {
+  {
+    std::lock_guard lock(elsewhere_mu_);
+    lost_elsewhere_.erase(i);
+  }
+  std::atomic_ref<uint64_t>(arena_.status()[i].generation).fetch_add(1);
+  std::atomic_ref<int32_t>(arena_.status()[i].dead).store(0);
 }
 
 void ShmWorkers::shutdown() noexcept {

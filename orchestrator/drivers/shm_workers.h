@@ -7,6 +7,8 @@
 
 #include <chrono>
 #include <cstddef>
+#include <map>
+#include <mutex>
 #include <optional>
 #include <span>
 #include <string>
@@ -36,6 +38,12 @@ class ShmWorkers {
   void restart(int i);
   // Stops every worker (kStop, then SIGKILL) and reaps it. Idempotent; never throws.
   void shutdown() noexcept;
+  // A segment of another host that a worker here calls through a proxy (an expert bank, multi-host
+  // runs): found lost there (`how` names it and its host). Its status here reads dead, so the caller
+  // stops waiting, and the caller's failure is reported as this loss. Any thread may call these.
+  void note_lost_elsewhere(int i, const std::string& how);
+  // ... restarted there: calls to it may go on.
+  void revive_elsewhere(int i);
 
   const proto::HelloReply& hello(int i) const { return procs_[static_cast<size_t>(i)].hello; }
   long pid(int i) const { return static_cast<long>(procs_[static_cast<size_t>(i)].pid); }
@@ -61,6 +69,8 @@ class ShmWorkers {
   ShmRunArena& arena_;
   const RunPlan& plan_;
   std::vector<Proc> procs_;
+  std::mutex elsewhere_mu_;
+  std::map<int, std::string> lost_elsewhere_;  // segment -> how it was lost on its host
   bool stopped_ = false;
 };
 

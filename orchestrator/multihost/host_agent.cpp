@@ -15,6 +15,7 @@
 #include <thread>
 
 #include "orchestrator/drivers/shm_transport.h"
+#include "orchestrator/multihost/bank_exchange.h"
 #include "orchestrator/multihost/job.h"
 #include "orchestrator/multihost/net_protocol.h"
 #include "orchestrator/multihost/report_json.h"
@@ -81,21 +82,31 @@ class Agent {
 
   int serve() {
     for (;;) {
-      std::optional<net::Message> m = link_.receive(0, std::chrono::milliseconds(100));
+      // Rank 0's requests, and expert calls from any host (a bank here serves a layers segment there);
+      // an answer to a bank call of this host is its proxy's.
+      std::optional<net::Message> m = link_.receive_if(
+          [](int from, const net::Header& h) {
+            return h.op == kBankCall || (from == 0 && h.op != kBankSlots && h.op != kBankFailed);
+          },
+          std::chrono::milliseconds(100));
       if (!m) {
         if (Clock::now() - link_.last_heard(0) > silence()) {
           // Rank 0 is gone or unreachable: stop this host's segments and leave, and end the launcher's
           // daemon that started this process for the job (it would wait for its lost peer until TCP
           // gives up: minutes with a cut link). Nothing of the job is left on this host.
-          t_.reset();
+          close_plan();
           end_launcher_daemon();
           return 3;
         }
         continue;
       }
       if (m->h.op == kExit) {
-        t_.reset();
+        close_plan();
         return 0;
+      }
+      if (m->h.op == kBankCall) {
+        serve_bank(std::move(*m));
+        continue;
       }
       handle(*m);
     }
@@ -126,11 +137,18 @@ class Agent {
     link_.send(0, net::Header{kFailed, -1, 0, 0, code}, bytes_of(s.data(), s.size()));
   }
 
-  // Runs fn on the executor thread and beats meanwhile; answers kDone, kLost or kFailed. One long-lived
-  // thread runs them all, because a segment process dies with the thread that started it
-  // (PR_SET_PDEATHSIG follows the creating thread): a restarted worker must outlive its restart.
+  // The plan's segments stopped (the proxy first: it answers channels in their arena).
+  void close_plan() {
+    proxy_.reset();
+    t_.reset();
+  }
+
+  // Runs fn on the executor thread and beats meanwhile, to rank 0 and to `also` (a bank call's caller);
+  // returns its failure, if any. One long-lived thread runs them all, because a segment process dies
+  // with the thread that started it (PR_SET_PDEATHSIG follows the creating thread): a restarted worker
+  // must outlive its restart.
   template <typename Fn>
-  void wait_on(uint32_t op, Fn fn) {
+  std::exception_ptr run_beating(Fn fn, int also = 0) {
     std::exception_ptr error;
     bool done = false;
     {
@@ -153,20 +171,47 @@ class Agent {
       }
       if (Clock::now() >= next_beat) {
         link_.send(0, net::Header{kBeat});
+        if (also != 0) link_.send(also, net::Header{kBeat});
         next_beat = Clock::now() + kBeatEvery;
       }
     }
+    return error;
+  }
+
+  // Runs fn as run_beating does; answers rank 0 kDone, kLost or kFailed.
+  template <typename Fn>
+  void wait_on(uint32_t op, Fn fn) {
+    std::exception_ptr error = run_beating(fn);
     if (!error) return reply_done(op);
     try {
       std::rethrow_exception(error);
     } catch (const SegmentLost& e) {
+      // A bank of another host may be what was lost (bank_exchange.h), its host with it.
       const std::string s = e.what();
-      link_.send(0, net::Header{kLost, e.segment}, bytes_of(s.data(), s.size()));
+      const int32_t host_lost = proxy_ && proxy_->host_lost(e.segment) ? 1 : 0;
+      link_.send(0, net::Header{kLost, e.segment, 0, 0, host_lost}, bytes_of(s.data(), s.size()));
     } catch (const InputError& e) {
       reply_error(e, 2);
     } catch (const std::exception& e) {
       reply_error(e, 3);
     }
+  }
+
+  // An expert bank of this host called by another host's layers segment: run on the executor (the
+  // thread that started the bank, and may restart it), beating to the caller meanwhile.
+  void serve_bank(net::Message&& m) {
+    const int from = m.from, bank = m.h.segment;
+    std::exception_ptr error;
+    try {
+      if (!t_) throw InputError("an expert call before the plan");
+      BankCall c = parse_bank_call(plan_, link_.rank(), t_->config(), t_->max_step_tokens(), std::move(m));
+      std::vector<float> rows;
+      error = run_beating([&] { rows = run_bank_call(*t_, plan_, c); }, from);
+      if (!error) return answer_bank_call(link_, c, rows, t_->config().hidden);
+    } catch (...) {
+      error = std::current_exception();
+    }
+    answer_bank_failure(link_, plan_, link_.rank(), from, bank, error);
   }
 
   void handle(const net::Message& m) {
@@ -190,8 +235,9 @@ class Agent {
           cuda.seed = c.at("seed");
           cuda.graphs = c.at("graphs");
           cuda.spin_count = c.at("spin_count");
-          t_.reset();
+          close_plan();
           t_ = std::make_unique<ShmTransport>(plan_, opt, cuda);
+          proxy_ = std::make_unique<BankProxy>(*t_, plan_, link_.rank(), link_);
           return reply_done(kOpen);
         }
         case kReady:
@@ -230,11 +276,14 @@ class Agent {
             throw InputError("a port request is malformed");
           const size_t bytes = static_cast<size_t>(T * t_->config().hidden) * 4;
           // Waited for like a stage (the sender may be slow), but answered only through the next kRun.
+          // The sender says nothing else to this host: its silence counts from this request on.
           std::optional<net::Message> data;
           const auto limit = std::chrono::milliseconds(plan_.timeout_ms);
-          while (!(data = link_.receive(from, std::chrono::milliseconds(100)))) {
+          const Clock::time_point asked = Clock::now();
+          while (!(data = link_.receive_if([from](int f, const net::Header& hd) { return f == from && hd.op == kPortData; },
+                                           std::chrono::milliseconds(100)))) {
             link_.send(0, net::Header{kBeat});
-            if (Clock::now() - link_.last_heard(from) > limit) {
+            if (Clock::now() - std::max(asked, link_.last_heard(from)) > limit) {
               const std::string s = "no data from rank " + std::to_string(from) + " for " +
                                     std::to_string(plan_.timeout_ms) + " ms (" + p.boundary.name() + ")";
               throw RuntimeFailure(s);
@@ -247,6 +296,10 @@ class Agent {
         }
         case kRestart:
           return wait_on(kRestart, [&] { t_->restart(h.segment); });
+        case kRevive:
+          if (h.segment < 0) throw InputError("a revive names no segment");
+          t_->revive_elsewhere(h.segment);
+          return reply_done(kRevive);
         case kReports: {
           nlohmann::json a = nlohmann::json::array();
           if (t_)
@@ -259,8 +312,9 @@ class Agent {
           return link_.send(0, net::Header{kReportsData}, bytes_of(s.data(), s.size()));
         }
         case kClose:
+          if (proxy_) proxy_->stop();
           if (t_) t_->shutdown();
-          t_.reset();
+          close_plan();
           return reply_done(kClose);
         default:
           throw InputError("unknown request (op " + std::to_string(h.op) + ")");
@@ -299,6 +353,7 @@ class Agent {
   std::thread exec_;  // last: started once the members above exist
   RunPlan plan_;
   std::unique_ptr<ShmTransport> t_;
+  std::unique_ptr<BankProxy> proxy_;  // after t_: gone before it
   std::shared_ptr<Checkpoint> ck_;  // the plan's, opened for the first memory measurement
   std::vector<int32_t> ids_;
   std::vector<float> logits_;

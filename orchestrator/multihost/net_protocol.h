@@ -22,13 +22,20 @@ enum Op : uint32_t {
   kBeat,       // both ways, every 100 ms: "still here" (consumed by the link, never queued)
   // agent -> rank 0 (or agent -> agent: kPortData)
   kDone,         // c: the request's op
-  kLost,         // segment: lost (payload: how, as text)
+  kLost,         // segment: lost (payload: how, as text); c: 1 when the segment's host is lost with it
   kFailed,       // c: 2 bad input / 3 runtime failure (payload: the message)
   kTensor,       // a: boundary (pack_boundary), b: rows, c: cols; payload floats
   kRoute,        // a: layer, b: T, c: k; payload: experts int32 [T, k] then weights float [T, k]
   kLogits,       // payload: the logits floats
   kPortData,     // payload: a port's floats
   kReportsData,  // payload: JSON array of reports
+  // Expert banks on another host than the layers segment they serve (bank_exchange.h): the layers
+  // host's proxy -> the bank's host, and back.
+  kBankCall,    // segment: the bank; a: layer, b: T, c: k; payload: x [T, H] f32, experts [T, k] i32, weights [T, k] f32
+  kBankSlots,   // segment: the bank; a: rows; payload: the bank's slot rows [rows, H] f32, in slot order
+  kBankFailed,  // segment: the bank (or the segment found lost); c: 1 lost, 2 bad input, 3 runtime failure;
+                // payload: the message
+  kRevive,      // rank 0 -> agent; segment: a bank of another host was restarted: calls to it may go on
 };
 
 inline int64_t pack_boundary(const Boundary& b) { return static_cast<int64_t>(b.kind) << 32 | static_cast<uint32_t>(b.layer + 1); }

@@ -41,12 +41,8 @@ NetTransport::NetTransport(const RunPlan& plan, const ShmOptions& opt, const Cud
   ShmOptions local = opt;
   local.host = 0;
   local_ = std::make_unique<ShmTransport>(plan_, local, cuda);
+  proxy_ = std::make_unique<BankProxy>(*local_, plan_, 0, link_);
   for (size_t h = 1; h < plan_.hosts.size(); h++) await(static_cast<int>(h), -1, kOpen);
-}
-
-std::string NetTransport::where(int h) const {
-  const HostDesc& d = plan_.hosts[static_cast<size_t>(h)];
-  return "host '" + d.name + "'" + (d.address.empty() || d.address == d.name ? "" : " (" + d.address + ")");
 }
 
 void NetTransport::request(int h, int segment, uint32_t op, int64_t a, int64_t b, int32_t c,
@@ -61,7 +57,13 @@ void NetTransport::request(int h, int segment, uint32_t op, int64_t a, int64_t b
 void NetTransport::await(int h, int segment, uint32_t op) {
   const auto limit = std::chrono::milliseconds(plan_.timeout_ms);
   for (;;) {
-    std::optional<net::Message> m = link_.receive(h, std::chrono::milliseconds(100));
+    // h's answers, and an expert call from any host (a bank here serves a layers segment there); an
+    // answer to a bank call of this rank is its proxy's.
+    std::optional<net::Message> m = link_.receive_if(
+        [h](int from, const net::Header& hd) {
+          return hd.op == kBankCall || (from == h && hd.op != kBankSlots && hd.op != kBankFailed);
+        },
+        std::chrono::milliseconds(100));
     if (!m) {
       if (std::chrono::steady_clock::now() - link_.last_heard(h) <= limit) continue;
       lost_[static_cast<size_t>(h)] = true;
@@ -78,7 +80,14 @@ void NetTransport::await(int h, int segment, uint32_t op) {
         if (static_cast<uint32_t>(r.c) != op) throw RuntimeFailure(where(h) + " answered another request");
         return;
       case kLost:
+        // The segment may be of another host than h: an expert bank h's layers segment called.
+        if (r.segment < 0 || r.segment >= static_cast<int>(plan_.segments.size()))
+          throw RuntimeFailure(where(h) + " reported a segment the plan does not have as lost");
+        if (host_of(r.segment) != h) lost_elsewhere(r.segment, text_of(*m), r.c == 1);
         throw SegmentLost(r.segment, text_of(*m) + " on " + where(h));
+      case kBankCall:
+        serve_bank(std::move(*m));
+        break;
       case kFailed:
         if (r.c == 2) throw InputError(text_of(*m));
         throw RuntimeFailure(text_of(*m) + " (on " + where(h) + ")");
@@ -134,7 +143,9 @@ void NetTransport::move_port(const Port& port, int from, int to) {
   } else if (to == 0) {
     link_.send(from, net::Header{kSendPort, -1, pack_port(port), T, 0});
     for (;;) {
-      std::optional<net::Message> m = link_.receive(from, std::chrono::milliseconds(100));
+      std::optional<net::Message> m = link_.receive_if(
+          [from](int f, const net::Header& hd) { return f == from && hd.op != kBankSlots && hd.op != kBankFailed; },
+          std::chrono::milliseconds(100));
       if (!m) {
         if (std::chrono::steady_clock::now() - link_.last_heard(from) <= std::chrono::milliseconds(plan_.timeout_ms))
           continue;
@@ -162,9 +173,15 @@ void NetTransport::run(const Stage& stage) {
     SEGPIPE_ASSERT_MSG(it != written_.end(), "a stage reads a port no earlier stage of the step wrote");
     if (it->second != h) move_port(stage.in, it->second, h);
   }
-  if (h == 0)
-    local_->run(stage);
-  else
+  if (h == 0) {
+    try {
+      local_->run(stage);
+    } catch (const SegmentLost& e) {
+      // An expert bank of another host that a layers segment here called, lost there.
+      if (host_of(e.segment) != 0) lost_elsewhere(e.segment, e.what(), proxy_->host_lost(e.segment));
+      throw;
+    }
+  } else
     request(h, stage.segment, kRun, pack_port(stage.in), pack_port(stage.out));
   written_.emplace_back(stage.out, h);
 }
@@ -174,13 +191,41 @@ void NetTransport::restart(int segment) {
   if (lost_[static_cast<size_t>(h)])
     throw RuntimeFailure("segment '" + plan_.segments[static_cast<size_t>(segment)].name + "' on " + where(h) +
                          " cannot be restarted: its host is lost, and its state (KV caches) with it");
-  if (h == 0) return local_->restart(segment);
-  request(h, segment, kRestart);
+  if (h == 0)
+    local_->restart(segment);
+  else
+    request(h, segment, kRestart);
+  // Hosts whose layers segments call it (an expert bank) let calls to it go on.
+  if (h != 0) local_->revive_elsewhere(segment);
+  for (size_t o = 1; o < plan_.hosts.size(); o++)
+    if (static_cast<int>(o) != h && open_[o] && !lost_[o]) request(static_cast<int>(o), segment, kRevive);
+}
+
+void NetTransport::lost_elsewhere(int segment, const std::string& how, bool host_lost) {
+  const int h = host_of(segment);
+  if (host_lost) {
+    lost_[static_cast<size_t>(h)] = true;
+    link_.mark_lost();
+  }
+  // A host's loss is said of the host ("the host stopped answering ..."), a process's of the segment.
+  if (host_lost) throw SegmentLost(segment, "segment '" + plan_.segments[static_cast<size_t>(segment)].name + "' on " + where(h) + ": " + how);
+  throw SegmentLost(segment, how + " on " + where(h));
+}
+
+void NetTransport::serve_bank(net::Message&& m) {
+  const int from = m.from, bank = m.h.segment;
+  try {
+    const BankCall c = parse_bank_call(plan_, 0, config(), max_step_tokens(), std::move(m));
+    answer_bank_call(link_, c, run_bank_call(*local_, plan_, c), config().hidden);
+  } catch (...) {
+    answer_bank_failure(link_, plan_, 0, from, bank, std::current_exception());
+  }
 }
 
 void NetTransport::shutdown() noexcept {
   if (closed_) return;
   closed_ = true;
+  if (proxy_) proxy_->stop();
   for (size_t h = 1; h < plan_.hosts.size(); h++) {
     if (!open_[h] || lost_[h]) continue;
     try {
@@ -197,7 +242,9 @@ std::vector<SegmentReport> NetTransport::reports() {
   for (SegmentReport& r : all) r.host = plan_.hosts[0].name;
   for (size_t h = 1; h < plan_.hosts.size(); h++) {
     link_.send(static_cast<int>(h), net::Header{kReports});
-    std::optional<net::Message> m = link_.receive(static_cast<int>(h), std::chrono::milliseconds(plan_.timeout_ms));
+    std::optional<net::Message> m = link_.receive_if(
+        [h](int f, const net::Header& hd) { return f == static_cast<int>(h) && hd.op == kReportsData; },
+        std::chrono::milliseconds(plan_.timeout_ms));
     if (!m || m->h.op != kReportsData) throw RuntimeFailure(where(static_cast<int>(h)) + " sent no reports");
     try {
       for (const auto& j : nlohmann::json::parse(text_of(*m))) {

@@ -5,12 +5,14 @@
 // rank 0 only tells both). Captures and logits of a remote stage come back to rank 0 for the observer
 // and the caller. A host that sends nothing (no reply, no beat) for the plan's timeout_ms is lost: its
 // segment is reported with the host's name, and the job can only be ended (its state went with it).
+// Expert banks may run on another host than their layers segments: bank_exchange.h carries the calls.
 #pragma once
 #include <map>
 #include <memory>
 #include <optional>
 
 #include "net/mpi_link.h"
+#include "orchestrator/multihost/bank_exchange.h"
 #include "orchestrator/drivers/shm_transport.h"
 #include "orchestrator/multihost/net_protocol.h"
 
@@ -35,7 +37,11 @@ class NetTransport : public Transport {
 
  private:
   int host_of(int segment) const { return plan_.segments[static_cast<size_t>(segment)].host; }
-  std::string where(int host) const;
+  std::string where(int host) const { return host_label(plan_, host); }
+  // An expert bank of this host called from another host's layers segment (while rank 0 waits on it).
+  void serve_bank(net::Message&& m);
+  // A segment of another host, lost: its host's too when `host_lost`.
+  [[noreturn]] void lost_elsewhere(int segment, const std::string& how, bool host_lost);
   // Sends a request to host h's agent and handles what comes back until its kDone.
   void request(int h, int segment, uint32_t op, int64_t a = 0, int64_t b = 0, int32_t c = 0,
                std::span<const std::byte> payload = {});
@@ -45,6 +51,7 @@ class NetTransport : public Transport {
   RunPlan plan_;
   net::Link& link_;
   std::unique_ptr<ShmTransport> local_;
+  std::unique_ptr<BankProxy> proxy_;  // after local_: stopped before its arena goes
   std::vector<bool> open_;  // per host: an agent holds this plan's segments
   std::vector<bool> lost_;  // per host
   StepInput in_;

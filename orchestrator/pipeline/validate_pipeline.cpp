@@ -331,19 +331,25 @@ void Validator::check_hosts() {
     plan_.hosts.push_back(
         PlannedHost{hosts[i].name, hosts[i].address.value_or(i == 0 ? "localhost" : hosts[i].name), i == 0});
   }
-  // A layers segment reaches its banks through its host's shared memory (the bank exchange); a bank on
-  // another host would need a proxy on the network (docs/multi-host.md), which this version does not have.
+  // A layers segment reaches its banks through its host's bank exchange; a bank on another host through
+  // that host's proxy, which carries the exchange over the network (docs/multi-host.md). A GPU's bank
+  // exchange lives on its device, which no proxy reaches: across hosts, both run on the CPU.
   auto host_of = [&](const SegmentSpec& s) {
     return index_of(s.settings.host.value_or(spec_.defaults.host.value_or(hosts[0].name)));
+  };
+  auto on_gpu = [&](const SegmentSpec& s) {
+    return s.settings.device.value_or(spec_.defaults.device.value_or(Device{})).type == Device::Type::cuda;
   };
   for (const SegmentSpec& b : spec_.segments) {
     if (b.kind != SegmentKind::experts) continue;
     for (const SegmentSpec& l : spec_.segments)
-      if (banks(l) && l.layers->first <= b.layers->last && b.layers->first <= l.layers->last && host_of(l) != host_of(b))
+      if (banks(l) && l.layers->first <= b.layers->last && b.layers->first <= l.layers->last &&
+          host_of(l) != host_of(b) && (on_gpu(l) || on_gpu(b)))
         fail(b.settings.host ? b.marks.at("host") : b.marks.self,
              "experts segment '" + b.name + "' runs on host '" + hosts[size_t(host_of(b))].name +
                  "', but layers segment '" + l.name + "', which it serves, runs on host '" +
-                 hosts[size_t(host_of(l))].name + "': a bank runs on the host of the layers segments it serves");
+                 hosts[size_t(host_of(l))].name + "' and one of them on a GPU: a bank on another host than its " +
+                 "layers segments runs on the CPU, and so do they");
   }
   if (hosts.size() > 1 && spec_.transport.value_or(Transport::shm) == Transport::inproc)
     fail(spec_.marks.at("transport"), "'transport: inproc' runs every segment in one process, on one machine, but "

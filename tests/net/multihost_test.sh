@@ -1,13 +1,16 @@
 #!/usr/bin/env bash
-# A pipeline across three simulated hosts (tools/net/sim_hosts.sh): the embeddings and the first layers
-# on host a (where segpipe runs), the later layers and their two expert banks on host b, the lm_head on
-# host c; started by MPI's launcher, tensors over MPI between the hosts.
+# A pipeline across three simulated hosts (tools/net/sim_hosts.sh): the embeddings, the first layers
+# and one expert bank on host a (where segpipe runs), the later layers on host b, the other expert bank
+# and the lm_head on host c; started by MPI's launcher, tensors over MPI between the hosts. Every layers
+# segment calls both banks: a bank of its own host and one of another (a's layers call c's bank through
+# a's proxy; b's layers call banks on a and on c, none on b), so expert requests cross the network in
+# every direction the proxies have: from rank 0, to rank 0, between two agents.
 #   - verify: the run across hosts equals the same pipeline in-process, every boundary, bit for bit;
 #     and it passes the transformers golden;
 #   - the memory report measures each process on its own host;
 #   - its greedy tokens equal the single-host run's; so does a dump, file for file;
-#   - a remote segment killed mid-run: exit 3 naming the segment and its host; with --restart the run
-#     goes on and gives the uninterrupted tokens;
+#   - a remote segment killed mid-run (a layers segment; an expert bank serving another host): exit 3
+#     naming the segment and its host; with --restart the run goes on and gives the uninterrupted tokens;
 #   - a host's link cut mid-run: exit 3 naming the segment and the host within a bound, and nothing of
 #     the run left on any host afterwards.
 # Needs root (network namespaces) and mpirun: exit 77 (skipped) without them.
@@ -48,10 +51,10 @@ hosts:
   - {name: c, address: $a3}
 segments:
   - {name: embed, kind: embeddings, host: a}
-  - {name: early, kind: layers, layers: [0, 1], host: a}
+  - {name: early, kind: layers, layers: [0, 1], experts: banks, host: a}
   - {name: late, kind: layers, layers: [2, 4], experts: banks, host: b}
-  - {name: bank-lo, kind: experts, layers: [2, 4], experts: [0, 3], host: b}
-  - {name: bank-hi, kind: experts, layers: [2, 4], experts: [4, 7], host: b}
+  - {name: bank-lo, kind: experts, layers: [0, 4], experts: [0, 3], host: a}
+  - {name: bank-hi, kind: experts, layers: [0, 4], experts: [4, 7], host: c}
   - {name: head, kind: lm_head, host: c}
 EOF
 # The same pipeline on this machine alone.
@@ -74,7 +77,7 @@ def walk(x):
     elif isinstance(x, list):
         for v in x: walk(v)
 walk(r)
-want = {"embed": "a", "early": "a", "late": "b", "bank-lo": "b", "bank-hi": "b", "head": "c"}
+want = {"embed": "a", "early": "a", "late": "b", "bank-lo": "a", "bank-hi": "c", "head": "c"}
 sys.exit(0 if hosts == want else (print("hosts in the report:", hosts) or 1))
 PY
 on_a timeout 120 "$B" verify --pipeline "$tmp/hosts.yaml" --golden "$model/goldens/long.safetensors" >"$tmp/g.out" 2>&1 ||
@@ -87,7 +90,7 @@ python3 - "$tmp/m.json" <<'PY' || { cat "$tmp/m.out"; fail "the memory report ac
 import json, sys
 r = json.load(open(sys.argv[1]))
 segs = r["segmented"]["segments"] if "segmented" in r else r["segments"]
-want = {"embed": "a", "early": "a", "late": "b", "bank-lo": "b", "bank-hi": "b", "head": "c"}
+want = {"embed": "a", "early": "a", "late": "b", "bank-lo": "a", "bank-hi": "c", "head": "c"}
 got = {s["name"]: s.get("host") for s in segs}
 bad = [f"{s['name']}: {k}" for s in segs for k in ("rss_bytes", "pss_bytes", "peak_rss_bytes", "weight_bytes")
        if not s[k] > 0]
@@ -115,29 +118,36 @@ echo "ok: verify (bit for bit, golden), memory measured on each host, tokens and
 # decodes over a thousand tokens a second, so the longest run the context allows, killed early; a kill
 # that lands while it loads is the same failure, reported "during start-up").
 long=2000
-on_a timeout 120 "$B" generate --pipeline "$tmp/hosts.yaml" --tokens "$ids" --ids --max-new-tokens $long >"$tmp/full.txt" 2>/dev/null ||
-  fail "the uninterrupted long run"
-kill_late() {
+on_a timeout 120 "$B" generate --pipeline "$tmp/hosts.yaml" --tokens "$ids" --ids --max-new-tokens $long >"$tmp/full.txt" 2>"$tmp/e" ||
+  { cat "$tmp/e"; fail "the uninterrupted long run"; }
+kill_segment() {  # NAME [DELAY]: kill its process DELAY seconds after it exists
   for _ in $(seq 1 200); do
-    p=$(pgrep -f '"name":"late"' | head -1)
-    [ -n "$p" ] && { kill -9 "$p"; return; }
+    p=$(pgrep -f "\"name\":\"$1\"" | head -1)
+    [ -n "$p" ] && { sleep "${2:-0}"; kill -9 "$p"; return; }
     sleep 0.02
   done
 }
-kill_late &
-on_a timeout 120 "$B" generate --pipeline "$tmp/hosts.yaml" --tokens "$ids" --ids --max-new-tokens $long >/dev/null 2>"$tmp/e"
-rc=$?
-wait
-[ $rc = 3 ] || { cat "$tmp/e"; fail "a killed remote segment: exit $rc, expected 3"; }
-grep -q "segment 'late'.*host 'b'" "$tmp/e" || { cat "$tmp/e"; fail "the message does not name segment 'late' and host 'b'"; }
-kill_late &
-on_a timeout 120 "$B" generate --restart --pipeline "$tmp/hosts.yaml" --tokens "$ids" --ids --max-new-tokens $long >"$tmp/restarted.txt" 2>"$tmp/e"
-rc=$?
-wait
-[ $rc = 0 ] || { cat "$tmp/e"; fail "--restart with a killed remote segment: exit $rc"; }
-grep -q "restarting it" "$tmp/e" || { cat "$tmp/e"; fail "--restart: the segment was not restarted"; }
-cmp -s "$tmp/restarted.txt" "$tmp/full.txt" || fail "--restart across hosts changed the tokens"
-echo "ok: a killed remote segment is exit 3 naming it and its host; --restart repeats the step exactly"
+# The layers segment as soon as it exists; the bank once the run decodes (killed within an expert call
+# from another host, or between two).
+for victim in late:b:0 bank-hi:c:0.5; do
+  IFS=: read -r seg host delay <<<"$victim"
+  kill_segment "$seg" "$delay" &
+  on_a timeout 120 "$B" generate --pipeline "$tmp/hosts.yaml" --tokens "$ids" --ids --max-new-tokens $long >/dev/null 2>"$tmp/e"
+  rc=$?
+  wait
+  [ $rc = 3 ] || { cat "$tmp/e"; fail "a killed remote segment ($seg): exit $rc, expected 3"; }
+  grep -q "segment '$seg'.*host '$host'" "$tmp/e" || { cat "$tmp/e"; fail "the message does not name segment '$seg' and host '$host'"; }
+  echo "  $seg killed: $(grep -m1 "segment '$seg'" "$tmp/e")"
+  kill_segment "$seg" "$delay" &
+  on_a timeout 120 "$B" generate --restart --pipeline "$tmp/hosts.yaml" --tokens "$ids" --ids --max-new-tokens $long >"$tmp/restarted.txt" 2>"$tmp/e"
+  rc=$?
+  wait
+  [ $rc = 0 ] || { cat "$tmp/e"; fail "--restart with a killed remote segment ($seg): exit $rc"; }
+  grep -q "restarting it" "$tmp/e" || { cat "$tmp/e"; fail "--restart: segment '$seg' was not restarted"; }
+  echo "  $seg killed, --restart: $(grep -m1 "restarting it" "$tmp/e")"
+  cmp -s "$tmp/restarted.txt" "$tmp/full.txt" || fail "--restart across hosts ($seg) changed the tokens"
+done
+echo "ok: a killed remote segment (layers; a bank serving other hosts) is exit 3 naming it and its host; --restart repeats the step exactly"
 
 # Host c's link cut mid-run: exit 3 naming the segment and the host, and nothing left anywhere.
 cut_c() {
@@ -153,9 +163,11 @@ rc=$?
 took=$(( $(date +%s) - start ))
 wait
 [ $rc = 3 ] || { cat "$tmp/e"; fail "a cut link: exit $rc, expected 3"; }
-grep -q "segment 'head' on host 'c'" "$tmp/e" || { cat "$tmp/e"; fail "the message does not name segment 'head' and host 'c'"; }
+# Whichever notices first: rank 0 waiting on the lm_head, or b's proxy waiting on the bank of c.
+grep -Eq "segment '(head|bank-hi)'.* host 'c'" "$tmp/e" || { cat "$tmp/e"; fail "the message does not name a segment of host 'c' and the host"; }
 # timeout_ms 2000: noticed within it, plus the launcher's keepalive (1 s + 2 probes of 1 s) to end the job.
 [ $took -le 15 ] || fail "a cut link took $took s to end the run"
+echo "  cut: $(grep -m1 "host 'c'" "$tmp/e")"
 left=""
 for _ in $(seq 1 20); do
   left=$(leftovers)
@@ -164,7 +176,7 @@ for _ in $(seq 1 20); do
 done
 [ -z "$left" ] || fail "left after the cut (link still down): $left"
 bash "$sim" mend "$name" 3
-echo "ok: a cut link is exit 3 naming segment 'head' and host 'c' after $took s; nothing left on any host"
+echo "ok: a cut link is exit 3 naming a segment of host 'c' and the host after $took s; nothing left on any host"
 left=$(leftovers)
 [ -z "$left" ] || fail "left behind: $left"
 echo "ok"

@@ -327,9 +327,19 @@ TEST(ValidatePipelineHosts, Rules) {
   EXPECT_EQ(validate_error(with(kHosts, "model: m\n", "model: m\ntransport: inproc\n")),
             "p.yaml:3:1: 'transport: inproc' runs every segment in one process, on one machine, but 'hosts' lists 2 "
             "hosts");
-  EXPECT_EQ(validate_error(with(test::kThreeHosts, "experts: [0, 3], host: b}", "experts: [0, 3], host: c}")),
+  // A bank on another host than the layers segment it serves: on the CPU, its host's proxy carries the
+  // calls; a GPU's bank exchange is on its device, which no proxy reaches.
+  PipelinePlan apart = validate_pipeline(
+      parse_pipeline_string(with(test::kThreeHosts, "experts: [0, 3], host: b}", "experts: [0, 3], host: c}"),
+                            "p.yaml", "/pipes"),
+      test::tiny_model(), 0);
+  EXPECT_EQ(apart.segments[3].host, 2);
+  EXPECT_EQ(apart.segments[2].host, 1);
+  EXPECT_EQ(validate_error(with(test::kThreeHosts, "experts: [0, 3], host: b}", "experts: [0, 3], host: c, device: cuda:0}"),
+                           test::tiny_model(), 1),
             "p.yaml:12:69: experts segment 'bank-lo' runs on host 'c', but layers segment 'late', which it serves, runs "
-            "on host 'b': a bank runs on the host of the layers segments it serves");
+            "on host 'b' and one of them on a GPU: a bank on another host than its layers segments runs on the CPU, "
+            "and so do they");
   EXPECT_EQ(validate_error(with(kBanks, "kind: lm_head", "kind: lm_head\n    host: a")),
             "p.yaml:23:5: 'host' in segment 'head' names 'a', but the pipeline has no 'hosts' list");
 }

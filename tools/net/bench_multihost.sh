@@ -4,7 +4,9 @@
 # RUNS runs. The model: bench-moe's shapes cut to LAYERS layers (hidden 1024: a decode step sends 4 KiB
 # per hop; a 128-token prefill 512 KiB). HEAD=c (default) puts the lm_head on the third host, so the
 # logits [vocab] cross a link every token; HEAD=a keeps it beside the orchestrator (and the embeddings on
-# the third host), so only hidden states cross. Run on an otherwise idle machine.
+# the third host), so only hidden states cross. BANKS=b (default) runs the expert banks beside the
+# layers they serve; BANKS=c on the third host, so that every MoE layer's expert call crosses a link
+# there and back (through b's proxy). Run on an otherwise idle machine.
 #   tools/net/bench_multihost.sh SEGPIPE [OUT] [RATES...]     (default rates: off 10gbit 1gbit)
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -14,7 +16,8 @@ shift $(( $# >= 2 ? 2 : 1 ))
 rates=("$@")
 [ ${#rates[@]} -gt 0 ] || rates=(off 10gbit 1gbit)
 mkdir -p "$out"
-RUNS=${RUNS:-3} LAYERS=${LAYERS:-4} NEW=${NEW:-64} PROMPT=${PROMPT:-128} HEAD=${HEAD:-c}
+RUNS=${RUNS:-3} LAYERS=${LAYERS:-4} NEW=${NEW:-64} PROMPT=${PROMPT:-128} HEAD=${HEAD:-c} BANKS=${BANKS:-b}
+case "$BANKS" in b|c) ;; *) echo "BANKS must be b or c" >&2; exit 2 ;; esac
 case "$HEAD" in c) embed_host=a head_host=c ;; a) embed_host=c head_host=a ;; *) echo "HEAD must be a or c" >&2; exit 2 ;; esac
 sim=tools/net/sim_hosts.sh
 name=bm$(( $$ % 100000 ))
@@ -39,8 +42,8 @@ segments:
   - {name: embed, kind: embeddings, host: $embed_host}
   - {name: early, kind: layers, layers: [0, $(( half - 1 ))], host: a}
   - {name: late, kind: layers, layers: [$half, $(( LAYERS - 1 ))], experts: banks, host: b}
-  - {name: bank-lo, kind: experts, layers: [$half, $(( LAYERS - 1 ))], experts: [0, 15], host: b}
-  - {name: bank-hi, kind: experts, layers: [$half, $(( LAYERS - 1 ))], experts: [16, 31], host: b}
+  - {name: bank-lo, kind: experts, layers: [$half, $(( LAYERS - 1 ))], experts: [0, 15], host: $BANKS}
+  - {name: bank-hi, kind: experts, layers: [$half, $(( LAYERS - 1 ))], experts: [16, 31], host: $BANKS}
   - {name: head, kind: lm_head, host: $head_host}
 YAML
 sed '/^hosts:/,/^segments:/{/^segments:/!d}; s/, host: [abc]//' "$out/hosts.yaml" >"$out/single.yaml"
