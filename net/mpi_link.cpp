@@ -62,11 +62,34 @@ void Link::send(int to, const Header& h0, std::span<const std::byte> payload) {
   if (payload.size() > kMaxPayload) throw std::runtime_error("a message payload over 2 GiB");
   Header h = h0;
   h.payload_bytes = payload.size();
-  std::lock_guard lock(mu_);
-  int rc = MPI_Send(&h, sizeof h, MPI_BYTE, to, kTagHeader, MPI_COMM_WORLD);
-  if (rc == MPI_SUCCESS && !payload.empty())
-    rc = MPI_Send(payload.data(), static_cast<int>(payload.size()), MPI_BYTE, to, kTagPayload, MPI_COMM_WORLD);
-  if (rc != MPI_SUCCESS) throw std::runtime_error("MPI_Send to rank " + std::to_string(to) + " failed");
+  MPI_Request req[2];
+  int n = 0;
+  {
+    // Header and payload posted together: a peer pairs each header with the next payload from here.
+    std::lock_guard lock(mu_);
+    int rc = MPI_Isend(&h, sizeof h, MPI_BYTE, to, kTagHeader, MPI_COMM_WORLD, &req[n++]);
+    if (rc == MPI_SUCCESS && !payload.empty())
+      rc = MPI_Isend(payload.data(), static_cast<int>(payload.size()), MPI_BYTE, to, kTagPayload, MPI_COMM_WORLD, &req[n++]);
+    if (rc != MPI_SUCCESS) throw std::runtime_error("MPI_Isend to rank " + std::to_string(to) + " failed");
+  }
+  // A large message leaves only once the peer receives it, and the peer may itself be sending to this
+  // process: waiting in a blocking send, each holding its link, the two would wait for each other for
+  // ever (an expert call going out while the answer to another comes in). So the send waits without
+  // the lock and takes in what arrives meanwhile.
+  for (int idle = 0;;) {
+    {
+      std::lock_guard lock(mu_);
+      int done = 0;
+      if (MPI_Testall(n, req, &done, MPI_STATUSES_IGNORE) != MPI_SUCCESS)
+        throw std::runtime_error("MPI_Isend to rank " + std::to_string(to) + " failed");
+      if (done) return;
+    }
+    if (poll_one()) {
+      idle = 0;
+      continue;
+    }
+    if (++idle > kSpinProbes) std::this_thread::sleep_for(std::chrono::microseconds(50));
+  }
 }
 
 bool Link::poll_one() {

@@ -270,6 +270,10 @@ class CudaWorker : public worker::ServedSegment {
     if (bank_) throw RuntimeFailure("an expert bank does not run steps");
     const int64_t H = cfg_.hidden, T = a.T;
     if (T <= 0 || T > spec_.max_tokens) throw RuntimeFailure("step of " + std::to_string(T) + " tokens exceeds the buffers");
+    // The orchestrator sends a GPU segment no media (ShmTransport::carries_media); a step that has some
+    // would be computed as text, silently wrong.
+    if (a.media_embed_n || a.media_ds_n || a.media_rope || a.rope_delta)
+      throw RuntimeFailure("a step with audio or images: GPU segments do not take media yet");
     cudaStream_t st = ctx_->stream();
     // What the blocks hold is StepIO's contract for the kind; where they are decides the staging: the
     // token ids are in the shared arena (checked there, read in place by the device), hidden states in a

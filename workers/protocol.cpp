@@ -31,8 +31,11 @@ void each_spec_field(Spec& s, F&& f) {
 // The spec's blocks in the order of its "blocks" array.
 template <class Spec>
 auto spec_blocks(Spec& s) {
-  return std::array{&s.status_block, &s.channel_block, &s.kv_block,    &s.capture_block, &s.norm_block,
-                    &s.moe_x,        &s.moe_experts,   &s.moe_weights, &s.moe_slots};
+  return std::array{&s.status_block,   &s.channel_block,     &s.kv_block,          &s.capture_block,
+                    &s.norm_block,     &s.moe_x,             &s.moe_experts,       &s.moe_weights,
+                    &s.moe_slots,      &s.media_rope,        &s.media_embed_index, &s.media_embed_rows,
+                    &s.media_ds_index, &s.media_ds_rows,     &s.enc_in,            &s.enc_grids,
+                    &s.enc_out};
 }
 
 }  // namespace

@@ -20,6 +20,7 @@ enum Op : uint32_t {
   kReport = 4,   // reply ReportReply
   kStop = 5,     // answer, then exit 0
   kNames = 6,    // args: uint64 index of the first name; reply: loaded tensor names from there, '\n'-terminated
+  kEncode = 7,   // encoder: one piece of media from the spec's enc_in (and enc_grids) into enc_out: args EncodeArgs
 };
 
 // Reply codes (channel `code`): 0 ok; otherwise the reply bytes hold a one-line message.
@@ -32,6 +33,25 @@ struct StepArgs {
   uint32_t out_block;  // block written (hidden states, or logits for lm_head)
   uint32_t all_logits; // lm_head: logits for every position (else the last only)
   uint32_t capture;    // write internal boundaries to the segment's capture blocks
+  // A Qwen3-Omni prompt's media (orchestrator/drivers/step_media.h), in the spec's media blocks:
+  // embeddings: media_embed_n rows written over the looked-up embeddings; layers: the 3-D positions
+  // (media_rope != 0), else pos0 + t + rope_delta on every axis, and media_ds_n DeepStack rows of
+  // media_ds_levels levels. All zero: a text step.
+  int64_t rope_delta = 0;
+  int32_t media_embed_n = 0;
+  int32_t media_ds_n = 0;
+  int32_t media_ds_levels = 0;
+  uint32_t media_rope = 0;
+};
+
+// kEncode: the media's floats are in enc_in ([num_mel_bins, frames] audio features, or [frames,
+// patch_dim] image patches), an image's grids in enc_grids ([n_grids, 3] int32); the encoder writes
+// out_floats floats to enc_out (its out_rows, as the orchestrator sized them).
+struct EncodeArgs {
+  int64_t frames;
+  int64_t n_grids;
+  int64_t in_floats;
+  int64_t out_floats;
 };
 
 struct ExpertArgs {
@@ -95,6 +115,11 @@ struct WorkerSpec : SegmentParams {
   uint32_t norm_block = 0;               // lm_head: capture of the final norm [Tcap, H]
   // MoE exchange (layers with banks, experts): x [Tmax,H], experts [Tmax,k] i32, weights [Tmax,k], slots [Tmax*k,H]
   uint32_t moe_x = 0, moe_experts = 0, moe_weights = 0, moe_slots = 0;
+  // A prompt's media (plans with an encoder; 0: none). embeddings, layers: the step's 3-D positions
+  // [3, Tmax] i32, the rows over the embeddings (index [Tmax] i32, rows [Tmax, H]), the DeepStack rows
+  // (index [Tmax] i32, rows [levels, Tmax, H]). Encoders: their input, grids and output.
+  uint32_t media_rope = 0, media_embed_index = 0, media_embed_rows = 0, media_ds_index = 0, media_ds_rows = 0;
+  uint32_t enc_in = 0, enc_grids = 0, enc_out = 0;
   // layers with banks: the banks it calls (segment index, channel block, expert range, layer range)
   struct Bank {
     int index;

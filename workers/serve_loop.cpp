@@ -49,6 +49,9 @@ int serve(const proto::WorkerSpec& spec, shm::Channel& ch, proto::SegmentStatus*
         case proto::kExperts:
           seg.experts(rq.args);
           break;
+        case proto::kEncode:
+          seg.encode(rq.args);
+          break;
         default:
           throw RuntimeFailure("unknown opcode " + std::to_string(rq.opcode));
       }

@@ -32,6 +32,8 @@ class ServedSegment {
   virtual void step(const proto::StepArgs& a) = 0;
   // kExperts: the request's arguments as sent (their type differs by backend; see args_as).
   virtual void experts(std::span<const std::byte> args) = 0;
+  // kEncode (an encoder segment): EncodeArgs.
+  virtual void encode(std::span<const std::byte>) { throw RuntimeFailure("this segment runs no encoder on this backend"); }
 };
 
 // A request's arguments as T, refused when the request is too short (a malformed request fails the

@@ -15,6 +15,7 @@
 #include <thread>
 
 #include "segments/checkpoint/checkpoint.h"
+#include "segments/core/encoder_io.h"
 #include "segments/core/errors.h"
 #include "segments/core/segment.h"
 #include "segments/factory/segment_factory.h"
@@ -105,7 +106,59 @@ class Worker : public worker::ServedSegment {
     io.pos0 = a.pos0;
     io.all_positions = a.all_logits != 0;
     io.observer = cap.get();
+    take_media(a, io);
     seg_->step(io);
+  }
+
+  // kEncode: the media as the orchestrator left it in enc_in / enc_grids; the rows into enc_out.
+  void encode(std::span<const std::byte> args) override {
+    const auto a = worker::args_as<proto::EncodeArgs>(args);
+    if (a.frames < 1 || a.n_grids < 0 || a.in_floats < 1 || a.out_floats < 1)
+      throw RuntimeFailure("an encode request with " + std::to_string(a.frames) + " frames");
+    EncoderIO e;
+    e.in = block<float>(spec_.enc_in, a.in_floats, "the encoder's input").data();
+    e.frames = a.frames;
+    e.grids = a.n_grids ? block<int32_t>(spec_.enc_grids, 3 * a.n_grids, "the image grids").data() : nullptr;
+    e.n_grids = a.n_grids;
+    e.out = block<float>(spec_.enc_out, a.out_floats, "the encoder's output").data();
+    e.out_floats = a.out_floats;
+    StepIO io;
+    io.encode = &e;
+    seg_->step(io);
+  }
+
+  // The first n elements of a media block, refused (a failure of this request, not a read past the
+  // block) where the plan gave this segment none or a smaller one than the request says.
+  template <class T>
+  std::span<T> block(uint32_t index, int64_t n, const char* what) {
+    if (index == 0 || n < 0) throw RuntimeFailure(std::string("no shared block for ") + what);
+    std::span<T> b = arena_.payload_span<T>(index);
+    if (static_cast<uint64_t>(n) > b.size())
+      throw RuntimeFailure(std::string(what) + ": " + std::to_string(n) + " values, the block holds " + std::to_string(b.size()));
+    return b.first(static_cast<size_t>(n));
+  }
+
+  // A step's media (StepArgs): where they are in the arena, checked against the blocks; the segment
+  // checks the rows' positions (media_rows.h) before it writes through them.
+  void take_media(const proto::StepArgs& a, StepIO& io) {
+    const int64_t H = cfg_.hidden, T = a.T;
+    io.rope_delta = a.rope_delta;
+    if (a.media_rope) io.rope_positions = block<int32_t>(spec_.media_rope, 3 * T, "the 3-D positions").data();
+    if (a.media_embed_n) {
+      const int64_t n = a.media_embed_n;
+      if (n < 0 || n > T) throw RuntimeFailure("a step of " + std::to_string(T) + " tokens with " + std::to_string(n) + " media rows");
+      io.media = MediaRows{block<int32_t>(spec_.media_embed_index, n, "the media rows' positions").data(), n,
+                           block<float>(spec_.media_embed_rows, n * H, "the media rows").data(), 1};
+    }
+    if (a.media_ds_n) {
+      const int64_t n = a.media_ds_n, levels = a.media_ds_levels;
+      if (n < 0 || n > T || levels < 1 || levels > cfg_.num_layers)
+        throw RuntimeFailure("a step of " + std::to_string(T) + " tokens with " + std::to_string(n) +
+                             " DeepStack rows of " + std::to_string(levels) + " levels");
+      io.deepstack = MediaRows{block<int32_t>(spec_.media_ds_index, n, "the DeepStack rows' positions").data(), n,
+                               block<float>(spec_.media_ds_rows, levels * n * H, "the DeepStack rows").data(),
+                               static_cast<int>(levels)};
+    }
   }
 
   void experts(std::span<const std::byte> args) override {

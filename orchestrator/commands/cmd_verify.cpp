@@ -7,6 +7,7 @@
 #include "orchestrator/debugging/bisect.h"
 #include "orchestrator/commands/cli_args.h"
 #include "orchestrator/commands/commands.h"
+#include "orchestrator/commands/media_inputs.h"
 #include "orchestrator/reports/output.h"
 #include "orchestrator/debugging/golden.h"
 #include "orchestrator/planning/pipeline_loader.h"
@@ -29,6 +30,8 @@ const char* kVerifyHelp =
     "  --golden FILE     transformers golden (repeatable); compares every boundary it holds\n"
     "  --tolerance X     largest relative L2 error accepted against a golden (default 1e-4)\n"
     "  --tokens IDS      prompt for the segmented-vs-in-process comparison (default: a fixed prompt)\n"
+    "  --audio FILE, --image FILE  (Qwen3-Omni) media for that comparison, in this order at the prompt's start:\n"
+    "                    the encoders' rows are compared too\n"
     "  --max-new-tokens N  greedy tokens compared (default 8)\n"
     "  --json FILE       write a JSON report\n"
     "  --bisect          name the first segment and layer whose output diverges (against the golden,\n"
@@ -43,7 +46,7 @@ void write_json(const std::string& path, const nlohmann::json& j) { write_output
 
 int cmd_verify(const Args& args) {
   CliArgs a("verify", args, {"--model", "--pipeline", "--golden", "--json", "--tolerance", "--tokens", "--max-new-tokens",
-                                 "--reference"},
+                                 "--reference", "--audio", "--image"},
             {"--bisect"});
   if (a.help()) {
     std::fputs(kVerifyHelp, stdout);
@@ -61,6 +64,12 @@ int cmd_verify(const Args& args) {
     std::sort(goldens.begin(), goldens.end());
     if (goldens.empty()) throw InputError("verify: " + lp.plan.model_dir + " has no goldens/*.safetensors; pass --golden FILE");
   }
+  // --audio / --image: the segmented-vs-in-process comparison of a prompt with media (a golden carries
+  // its own media, and bisect compares text steps).
+  const std::vector<MediaInput> media = load_media_args(args, lp.plan.model_dir);
+  if (!media.empty() && (!goldens.empty() || a.has("--bisect")))
+    throw InputError("verify: --audio and --image compare the segmented run with the in-process one (no --golden, "
+                     "no --bisect); a multimodal golden carries its own media");
   nlohmann::json report;
   report["source"] = lp.plan.source;
   bool passed = true;
@@ -90,7 +99,8 @@ int cmd_verify(const Args& args) {
     std::vector<int32_t> prompt = a.has("--tokens") ? parse_id_list(*a.get("--tokens"), "--tokens")
                                                     : default_verify_prompt(lp.cfg);
     int n = static_cast<int>(a.get_int("--max-new-tokens", 8, 0, 1 << 20));
-    passed = compare_segmented_with_inproc(lp, prompt, n, report);
+    if (!media.empty()) prompt = insert_media_blocks(prompt, 0, media, lp.plan.model_dir);
+    passed = compare_segmented_with_inproc(lp, prompt, n, report, media);
   }
   report["passed"] = passed;
   if (auto j = a.get("--json")) write_json(*j, report);

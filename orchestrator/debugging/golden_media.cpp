@@ -4,17 +4,12 @@
 
 #include "segments/checkpoint/checkpoint.h"
 #include "segments/core/errors.h"
+#include "segments/core/tensor.h"
 #include "segments/model/media_placeholders.h"
 
 namespace segpipe {
 
 namespace {
-
-std::string shape_text(const std::vector<int64_t>& s) {
-  std::string r = "[";
-  for (size_t i = 0; i < s.size(); i++) r += (i ? ", " : "") + std::to_string(s[i]);
-  return r + "]";
-}
 
 // A tensor of the golden, checked: its dtype, its rank, and each dimension within [1, limit].
 struct Reader {
@@ -24,16 +19,16 @@ struct Reader {
     const TensorEntry& e = f.header().tensors.at(name);
     if (e.dtype != dt || e.shape.size() != rank)
       throw InputError(path + ": tensor '" + name + "' must be " + dtype_name(dt) + " of rank " + std::to_string(rank) +
-                       ", got " + dtype_name(e.dtype) + " " + shape_text(e.shape));
+                       ", got " + dtype_name(e.dtype) + " " + shape_str(e.shape));
     for (int64_t d : e.shape)
       if (d < 1 || d > (int64_t{1} << 31))
-        throw InputError(path + ": tensor '" + name + "' has shape " + shape_text(e.shape));
+        throw InputError(path + ": tensor '" + name + "' has shape " + shape_str(e.shape));
     return e;
   }
   std::vector<float> floats(const std::string& name, const std::vector<int64_t>& want) {
     const TensorEntry& e = entry(name, DType::F32, want.size());
     if (e.shape != want)
-      throw InputError(path + ": tensor '" + name + "' has shape " + shape_text(e.shape) + ", expected " + shape_text(want));
+      throw InputError(path + ": tensor '" + name + "' has shape " + shape_str(e.shape) + ", expected " + shape_str(want));
     TensorView v = f.view(name);
     std::vector<float> out(static_cast<size_t>(v.numel()));
     if (!out.empty()) std::memcpy(out.data(), v.data, out.size() * 4);
@@ -107,7 +102,7 @@ GoldenMedia load_golden_media(SafetensorsFile& f, const std::string& path, const
     const bool output = name == "audio_tower.output" || name == "visual.output" || name.rfind("visual.deepstack.", 0) == 0;
     if (!output) continue;
     if (e.shape.size() != 2 || e.shape[1] != H)
-      throw InputError(path + ": tensor '" + name + "' has shape " + shape_text(e.shape) + ", expected [rows, " +
+      throw InputError(path + ": tensor '" + name + "' has shape " + shape_str(e.shape) + ", expected [rows, " +
                        std::to_string(H) + "]");
     m.outputs[name] = r.floats(name, e.shape);
   }

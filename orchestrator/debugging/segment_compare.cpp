@@ -5,6 +5,7 @@
 
 #include "orchestrator/debugging/capture.h"
 #include "orchestrator/debugging/golden.h"
+#include "orchestrator/drivers/media_prompt.h"
 #include "orchestrator/drivers/shm_runner.h"
 #include "orchestrator/planning/pipeline_loader.h"
 #include "segments/core/errors.h"
@@ -44,7 +45,7 @@ std::string inproc_baseline_problem(const RunPlan& plan) {
 }
 
 bool compare_segmented_with_inproc(const LoadedPlan& lp, const std::vector<int32_t>& prompt, int new_tokens,
-                                   nlohmann::json& report) {
+                                   nlohmann::json& report, const std::vector<MediaInput>& media) {
   if (std::string why = inproc_baseline_problem(lp.plan); !why.empty()) throw InputError(why);
   RunPlan base = lp.plan, seg = lp.plan;
   base.inproc = true;
@@ -59,12 +60,40 @@ bool compare_segmented_with_inproc(const LoadedPlan& lp, const std::vector<int32
   auto inproc = make_runner(base, so);
   Capture a, b;
   std::vector<float> la, lb;
-  inproc->step(prompt.data(), T, 0, true, &a, la);
-  shm->step(prompt.data(), T, 0, true, &b, lb);
+  // With media: the encoders' rows are boundaries too (compared below), and decoding goes on at the
+  // prompt's rope delta.
+  std::vector<std::pair<std::string, std::pair<std::vector<float>, std::vector<float>>>> encoded;
+  StepMedia decode_media;
+  if (media.empty()) {
+    inproc->step(prompt.data(), T, 0, true, &a, la);
+    shm->step(prompt.data(), T, 0, true, &b, lb);
+  } else {
+    const MediaPrompt mp{prompt, media};
+    const MediaPrefill pa = prefill_media_prompt(*inproc, lp.cfg, lp.plan.model_dir, mp, true, &a, la);
+    const MediaPrefill pb = prefill_media_prompt(*shm, lp.cfg, lp.plan.model_dir, mp, true, &b, lb);
+    for (size_t i = 0; i < media.size(); i++)
+      encoded.push_back({std::string(to_string(media[i].encoder)) + "." + std::to_string(i), {pa.encoded[i].rows, pb.encoded[i].rows}});
+    decode_media.rope_delta = pa.rope_delta;
+  }
   bool ok = true;
   std::printf("segmented (%zu processes) vs in-process: %s\n", lp.plan.segments.size(), lp.plan.source.c_str());
   std::printf("  %-28s %12s %12s  %s\n", "boundary", "max_abs", "rel_l2", "verdict");
   report["boundaries"] = nlohmann::json::array();
+  for (const auto& [name, rows] : encoded) {
+    BoundaryResult r;
+    r.name = name;
+    if (rows.first.size() != rows.second.size()) {
+      r.passed = false;
+      r.note = "sizes differ";
+    } else {
+      compare_floats(rows.second.data(), rows.first.data(), rows.first.size(), r);
+      r.passed = r.bitwise;
+    }
+    ok &= r.passed;
+    std::printf("  %-28s %12.3e %12.3e  %s\n", name.c_str(), r.max_abs, r.rel_l2, r.passed ? "identical" : "DIFFERS");
+    report["boundaries"].push_back({{"name", name}, {"max_abs", r.max_abs}, {"rel_l2", r.rel_l2},
+                                    {"bitwise", r.bitwise}, {"passed", r.passed}, {"note", r.note}});
+  }
   for (const std::string& name : a.order) {
     BoundaryResult r;
     r.name = name;
@@ -97,8 +126,13 @@ bool compare_segmented_with_inproc(const LoadedPlan& lp, const std::vector<int32
   std::vector<int32_t> ga{na}, gb{nb};
   bool steps_same = std::memcmp(la.data() + la.size() - V, lb.data() + lb.size() - V, V * 4) == 0;
   for (int n = 1; n < new_tokens; n++) {
-    inproc->step(&na, 1, T + n - 1, false, nullptr, la);
-    shm->step(&nb, 1, T + n - 1, false, nullptr, lb);
+    if (decode_media.empty()) {
+      inproc->step(&na, 1, T + n - 1, false, nullptr, la);
+      shm->step(&nb, 1, T + n - 1, false, nullptr, lb);
+    } else {
+      inproc->step_media(&na, 1, T + n - 1, false, nullptr, la, decode_media);
+      shm->step_media(&nb, 1, T + n - 1, false, nullptr, lb, decode_media);
+    }
     steps_same &= la.size() == lb.size() && std::memcmp(la.data(), lb.data(), la.size() * 4) == 0;
     na = argmax(la, 0, V);
     nb = argmax(lb, 0, V);

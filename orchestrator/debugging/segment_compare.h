@@ -5,6 +5,8 @@
 #include <string>
 #include <vector>
 
+#include "orchestrator/drivers/step_media.h"
+
 #include "orchestrator/planning/pipeline_loader.h"
 
 namespace segpipe {
@@ -16,7 +18,9 @@ std::vector<int32_t> default_verify_prompt(const ModelConfig& cfg);
 std::string inproc_baseline_problem(const RunPlan& plan);
 // Throws InputError (inproc_baseline_problem) before anything is loaded when there is no baseline.
 // Prints one row per boundary; fills report["segments"], report["boundaries"]; true when identical.
+// With media (a Qwen3-Omni prompt: `prompt` holds their placeholder blocks), the encoders' rows are
+// compared too, and the decode steps go on at the prompt's rope delta.
 bool compare_segmented_with_inproc(const LoadedPlan& lp, const std::vector<int32_t>& prompt, int new_tokens,
-                                   nlohmann::json& report);
+                                   nlohmann::json& report, const std::vector<MediaInput>& media = {});
 
 }  // namespace segpipe

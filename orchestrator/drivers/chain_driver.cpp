@@ -9,6 +9,12 @@
 
 namespace segpipe {
 
+namespace {
+const char* const kNoMedia =
+    "audio and image inputs run in-process (transport: inproc) or as one process per segment on one host, on "
+    "the CPU; this pipeline's segments run on a GPU or on several hosts, which do not carry them yet";
+}  // namespace
+
 ChainDriver::ChainDriver(const RunPlan& plan, Transport& transport)
     : plan_(plan), t_(transport), chain_(chain_of(plan.segments)) {}
 
@@ -35,19 +41,23 @@ void ChainDriver::step(const int32_t* ids, int64_t T, int64_t pos0, bool all_log
                        std::vector<float>& logits, const StepMedia* media) {
   if (media && media->empty()) media = nullptr;
   if (media && !t_.carries_media())
-    throw InputError("audio and image inputs run with transport: inproc for now; this pipeline's segments run "
-                     "as processes (one process per segment does not carry media yet)");
+    throw InputError(kNoMedia);
   const int64_t max_T = t_.max_step_tokens();
   if (T > max_T) {
-    if (media)
-      throw InputError("a prompt with audio or images of " + std::to_string(T) + " tokens exceeds the " +
-                       std::to_string(max_T) + " tokens of one step");
     // Prefill in chunks; only the last chunk's logits are asked for (a token's result does not depend
-    // on the chunking: see linear.h and attention.h).
+    // on the chunking: see linear.h and attention.h; nor do the media, applied position by position).
     if (obs || all_logits)
       throw InputError("a prompt of " + std::to_string(T) + " tokens exceeds the " + std::to_string(max_T) +
                        " tokens that can be captured in one step");
-    for (int64_t b = 0; b < T; b += max_T) step(ids + b, std::min(max_T, T - b), pos0 + b, false, nullptr, logits);
+    for (int64_t b = 0; b < T; b += max_T) {
+      const int64_t n = std::min(max_T, T - b);
+      if (!media) {
+        step(ids + b, n, pos0 + b, false, nullptr, logits);
+        continue;
+      }
+      MediaSlice part(*media, T, b, n, t_.config().hidden);
+      step(ids + b, n, pos0 + b, false, nullptr, logits, &part.media);
+    }
     return;
   }
   if (obs && T > t_.capture_tokens())
@@ -79,9 +89,7 @@ void ChainDriver::encode(const MediaInput& in, EncodedMedia& out) {
   if (segment < 0)
     throw InputError(std::string("the prompt has ") + (in.encoder == SegmentKind::audio_encoder ? "audio" : "an image") +
                      " but the pipeline has no " + to_string(in.encoder) + " segment");
-  if (!t_.carries_media())
-    throw InputError("audio and image inputs run with transport: inproc for now; this pipeline's segments run "
-                     "as processes (one process per segment does not carry media yet)");
+  if (!t_.carries_media()) throw InputError(kNoMedia);
   out.rows.assign(static_cast<size_t>(out.levels * out.tokens * out.width), 0.f);
   EncoderIO io;
   io.in = in.data.data();
@@ -89,6 +97,7 @@ void ChainDriver::encode(const MediaInput& in, EncodedMedia& out) {
   io.grids = in.grids.empty() ? nullptr : in.grids.data();
   io.n_grids = static_cast<int64_t>(in.grids.size() / 3);
   io.out = out.rows.data();
+  io.out_floats = static_cast<int64_t>(out.rows.size());
   t_.encode(segment, io);
 }
 

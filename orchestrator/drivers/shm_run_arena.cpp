@@ -4,6 +4,7 @@
 
 #include <algorithm>
 
+#include "orchestrator/drivers/shm_media_sizes.h"
 #include "segments/core/errors.h"
 #include "segments/kinds/layers.h"
 #include "shm/layout.h"
@@ -46,6 +47,16 @@ ShmRunArena::ShmRunArena(const RunPlan& plan, const ModelConfig& cfg, int64_t ca
   moe_[1] = L.add_block(shm::BlockKind::kActivations, static_cast<size_t>(mt * k) * 4, 64, "moe.experts");
   moe_[2] = L.add_block(shm::BlockKind::kActivations, static_cast<size_t>(mt * k) * 4, 64, "moe.weights");
   moe_[3] = L.add_block(shm::BlockKind::kActivations, static_cast<size_t>(mt * k * H) * 4, 4096, "moe.slots");
+  const MediaSizes ms = media_sizes(plan_, host);
+  if (ms.step) {
+    // A step's media: the embeddings and layers segments read them in place (StepArgs says how many).
+    media_[0] = L.add_block(shm::BlockKind::kActivations, static_cast<size_t>(3 * Tm) * 4, 64, "media.rope");
+    media_[1] = L.add_block(shm::BlockKind::kActivations, static_cast<size_t>(Tm) * 4, 64, "media.embed.index");
+    media_[2] = L.add_block(shm::BlockKind::kActivations, static_cast<size_t>(Tm * H) * 4, 4096, "media.embed.rows");
+    media_[3] = L.add_block(shm::BlockKind::kActivations, static_cast<size_t>(Tm) * 4, 64, "media.ds.index");
+    media_[4] = L.add_block(shm::BlockKind::kActivations,
+                            static_cast<size_t>(std::max(1, ms.deepstack_levels) * Tm * H) * 4, 4096, "media.ds.rows");
+  }
   for (size_t i = 0; i < n; i++) {
     ShmSegment p;
     p.desc = plan_.segments[i];
@@ -74,6 +85,24 @@ ShmRunArena::ShmRunArena(const RunPlan& plan, const ModelConfig& cfg, int64_t ca
     s.moe_experts = moe_[1];
     s.moe_weights = moe_[2];
     s.moe_slots = moe_[3];
+    if (p.desc.kind == SegmentKind::embeddings || is_layers(p.desc)) {
+      s.media_rope = media_[0];
+      s.media_embed_index = media_[1];
+      s.media_embed_rows = media_[2];
+      s.media_ds_index = media_[3];
+      s.media_ds_rows = media_[4];
+    }
+    if (p.local && is_encoder(p.desc.kind)) {
+      // One piece of media in, its rows out: as large as the longest the plan's context can hold.
+      const MediaSizes::Encoder& e = ms.encoders.at(p.desc.kind);
+      in_width_[s.index] = e.in_width;
+      s.enc_in = L.add_block(shm::BlockKind::kActivations, static_cast<size_t>(e.in_floats) * 4, 4096,
+                             "enc.in." + p.desc.name.substr(0, 20));
+      s.enc_grids = L.add_block(shm::BlockKind::kActivations, static_cast<size_t>(std::max<int64_t>(1, e.grids) * 3) * 4,
+                                64, "enc.grids." + p.desc.name.substr(0, 20));
+      s.enc_out = L.add_block(shm::BlockKind::kActivations, static_cast<size_t>(e.out_floats) * 4, 4096,
+                              "enc.out." + p.desc.name.substr(0, 20));
+    }
     p.gpu = p.local && p.desc.device.is_cuda();  // another host's GPU segment is nothing to this one
     if (!p.local) {
       segs_.push_back(std::move(p));
@@ -134,6 +163,31 @@ std::vector<int> ShmRunArena::banks_served_elsewhere() const {
       }
   }
   return out;
+}
+
+std::optional<ShmRunArena::StepMediaBlocks> ShmRunArena::media_blocks() const {
+  if (!media_[0]) return std::nullopt;
+  StepMediaBlocks b;
+  b.rope = arena_->payload_span<int32_t>(media_[0]).data();
+  b.embed_index = arena_->payload_span<int32_t>(media_[1]).data();
+  b.embed_rows = arena_->payload_span<float>(media_[2]).data();
+  b.ds_index = arena_->payload_span<int32_t>(media_[3]).data();
+  const std::span<float> ds = arena_->payload_span<float>(media_[4]);
+  b.ds_rows = ds.data();
+  b.ds_rows_floats = static_cast<int64_t>(ds.size());
+  return b;
+}
+
+std::span<float> ShmRunArena::encoder_in(int segment) const {
+  return arena_->payload_span<float>(segs_[static_cast<size_t>(segment)].spec.enc_in);
+}
+std::span<int32_t> ShmRunArena::encoder_grids(int segment) const {
+  return arena_->payload_span<int32_t>(segs_[static_cast<size_t>(segment)].spec.enc_grids);
+}
+int64_t ShmRunArena::encoder_in_width(int segment) const { return std::max<int64_t>(1, in_width_.at(segment)); }
+
+std::span<float> ShmRunArena::encoder_out(int segment) const {
+  return arena_->payload_span<float>(segs_[static_cast<size_t>(segment)].spec.enc_out);
 }
 
 ExpertStaging ShmRunArena::moe_exchange() const {

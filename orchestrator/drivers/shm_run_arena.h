@@ -8,6 +8,7 @@
 #include <map>
 #include <memory>
 #include <optional>
+#include <span>
 #include <vector>
 
 #include "orchestrator/drivers/chain.h"
@@ -62,6 +63,22 @@ class ShmRunArena {
   // (x, expert ids, weights, slots of the longest step) where requests and answers meet.
   std::vector<int> banks_served_elsewhere() const;
   ExpertStaging moe_exchange() const;
+  // A prompt's media (plans with an encoder): the step's blocks, for the transport to fill, and an
+  // encoder segment's input, grids and output blocks.
+  struct StepMediaBlocks {
+    int32_t* rope = nullptr;
+    int32_t* embed_index = nullptr;
+    float* embed_rows = nullptr;
+    int32_t* ds_index = nullptr;
+    float* ds_rows = nullptr;
+    int64_t ds_rows_floats = 0;
+  };
+  std::optional<StepMediaBlocks> media_blocks() const;
+  std::span<float> encoder_in(int segment) const;
+  std::span<int32_t> encoder_grids(int segment) const;
+  std::span<float> encoder_out(int segment) const;
+  // Values per frame of an encoder's input (audio: mel bins; image: a patch's values).
+  int64_t encoder_in_width(int segment) const;
   std::vector<GpuDeviceState> gpu_devices() const;
   // Unmaps the shared arena (after the workers are gone; the creator's descriptor goes with it).
   void release() { arena_.reset(); }
@@ -86,6 +103,8 @@ class ShmRunArena {
   proto::SegmentStatus* status_ = nullptr;
   uint32_t status_block_ = 0, ids_block_ = 0, hid_[2] = {0, 0}, logits_block_ = 0, norm_block_ = 0;
   uint32_t moe_[4] = {0, 0, 0, 0};
+  uint32_t media_[5] = {0, 0, 0, 0, 0};
+  std::map<int, int64_t> in_width_;  // encoder segment -> values per frame of its input  // rope, embed index / rows, DeepStack index / rows (0: no media)
   std::vector<std::pair<Boundary, uint32_t>> hidden_;  // hidden-state port -> hidden.a / hidden.b
   std::vector<ShmSegment> segs_;
 };

@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cstring>
 #include <span>
+#include <string>
 
 #include "orchestrator/drivers/segment_roles.h"
 #include "segments/core/errors.h"
@@ -40,12 +41,61 @@ ShmTransport::ShmTransport(const RunPlan& plan, const ShmOptions& opt, const Cud
   arena_ = std::make_unique<ShmRunArena>(plan_, cfg_, opt_.capture_tokens, cuda_, opt_.host);
   workers_ = std::make_unique<ShmWorkers>(*arena_, plan_);
   sharing_.confirm();  // before any worker starts: they inherit the MPS environment
+  media_ = arena_->media_blocks().has_value() && plan_.hosts.size() <= 1;
+  for (const SegmentDesc& d : plan_.segments)
+    if ((d.kind == SegmentKind::embeddings || d.kind == SegmentKind::layers) && d.device.is_cuda()) media_ = false;
   workers_->start_all();
 }
 
 void ShmTransport::begin_step(const StepInput& in) {
   in_ = in;
   std::memcpy(arena_->ids(), in.ids, static_cast<size_t>(in.T) * 4);
+  if (in.media) put_media(*in.media);
+}
+
+// The step's media into the blocks the embeddings and layers workers read (each checks the positions
+// before it writes through them: media_rows.h).
+void ShmTransport::put_media(const StepMedia& m) {
+  if (!media_) throw InputError("this pipeline does not carry audio or images");
+  const ShmRunArena::StepMediaBlocks b = *arena_->media_blocks();
+  const int64_t T = in_.T, H = cfg_.hidden;
+  if (m.rope_positions) std::memcpy(b.rope, m.rope_positions, static_cast<size_t>(3 * T) * 4);
+  if (m.embed.n < 0 || m.embed.n > T || m.deepstack.n < 0 || m.deepstack.n > T)
+    throw InputError("a step of " + std::to_string(T) + " tokens with more media rows than tokens");
+  if (m.embed.n) {
+    std::memcpy(b.embed_index, m.embed.index, static_cast<size_t>(m.embed.n) * 4);
+    std::memcpy(b.embed_rows, m.embed.rows, static_cast<size_t>(m.embed.n * H) * 4);
+  }
+  if (m.deepstack.n) {
+    const int64_t floats = m.deepstack.levels * m.deepstack.n * H;
+    if (m.deepstack.levels < 1 || floats > b.ds_rows_floats)
+      throw InputError("DeepStack rows of " + std::to_string(m.deepstack.levels) + " levels, more than the vision tower has");
+    std::memcpy(b.ds_index, m.deepstack.index, static_cast<size_t>(m.deepstack.n) * 4);
+    std::memcpy(b.ds_rows, m.deepstack.rows, static_cast<size_t>(floats) * 4);
+  }
+}
+
+void ShmTransport::encode(int segment, const EncoderIO& io) {
+  const ShmSegment& p = arena_->segments()[static_cast<size_t>(segment)];
+  const std::span<float> in = arena_->encoder_in(segment), out = arena_->encoder_out(segment);
+  const std::span<int32_t> grids = arena_->encoder_grids(segment);
+  const bool audio = p.desc.kind == SegmentKind::audio_encoder;
+  // Audio features are [mel, frames], image patches [frames, patch_dim]: frames times the other side.
+  const int64_t width = arena_->encoder_in_width(segment);
+  if (io.frames < 1 || io.frames > static_cast<int64_t>(in.size()) / width || io.n_grids < 0 || io.out_floats < 1)
+    throw InputError(std::string(audio ? "the audio" : "the image") + " is larger than the pipeline's context holds (max_seq " +
+                     std::to_string(plan_.max_seq) + " positions), so its encoder segment '" + p.desc.name +
+                     "' has no room for it");
+  proto::EncodeArgs a{io.frames, io.n_grids, io.frames * width, io.out_floats};
+  if (a.in_floats > static_cast<int64_t>(in.size()) || a.out_floats > static_cast<int64_t>(out.size()) ||
+      a.n_grids * 3 > static_cast<int64_t>(grids.size()))
+    throw InputError(std::string(audio ? "the audio" : "the image") + " is larger than the pipeline's context holds (max_seq " +
+                     std::to_string(plan_.max_seq) + " positions), so its encoder segment '" + p.desc.name +
+                     "' has no room for it");
+  std::memcpy(in.data(), io.in, static_cast<size_t>(a.in_floats) * 4);
+  if (a.n_grids) std::memcpy(grids.data(), io.grids, static_cast<size_t>(a.n_grids * 3) * 4);
+  workers_->call(segment, proto::kEncode, std::as_bytes(std::span<const proto::EncodeArgs>(&a, 1)));
+  std::memcpy(io.out, out.data(), static_cast<size_t>(a.out_floats) * 4);
 }
 
 void ShmTransport::run(const Stage& stage) {
@@ -54,6 +104,18 @@ void ShmTransport::run(const Stage& stage) {
   a.T = in_.T;
   a.all_logits = in_.all_logits ? 1u : 0u;
   a.capture = in_.observer ? 1u : 0u;
+  if (const StepMedia* m = in_.media) {
+    // As InprocTransport gives them: the stage that reads the ids is the embeddings (the rows over
+    // them); the stages between two hidden states are layers (positions, DeepStack).
+    if (stage.in.is_ids()) {
+      a.media_embed_n = static_cast<int32_t>(m->embed.n);
+    } else if (stage.out.is_hidden()) {
+      a.media_rope = m->rope_positions ? 1u : 0u;
+      a.rope_delta = m->rope_delta;
+      a.media_ds_n = static_cast<int32_t>(m->deepstack.n);
+      a.media_ds_levels = m->deepstack.levels;
+    }
+  }
   workers_->call(stage.segment, proto::kStep, std::as_bytes(std::span<const proto::StepArgs>(&a, 1)));
   if (stage.out.is_logits()) {
     const float* out = arena_->logits();

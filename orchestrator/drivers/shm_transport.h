@@ -35,6 +35,10 @@ class ShmTransport : public Transport {
   void shutdown() noexcept override;
   std::vector<SegmentReport> reports() override;
   std::vector<GpuDeviceState> gpu_devices() const override { return arena_->gpu_devices(); }
+  // Audio and images: where the plan has an encoder and its token chain runs on the CPU here (a GPU
+  // worker does not take a step's media yet; a run across hosts carries none).
+  bool carries_media() const override { return media_; }
+  void encode(int segment, const EncoderIO& io) override;
   // Multi-host runs (net_transport.h): a hidden-state port's memory on this host, to send it to the
   // host that reads it next or to receive it from the host that wrote it.
   float* hidden_port(const Port& port) { return arena_->hidden_port(port); }
@@ -57,6 +61,7 @@ class ShmTransport : public Transport {
 
  private:
   void show_captures(const Stage& stage);
+  void put_media(const StepMedia& m);
   RunPlan plan_;
   RunPlan local_plan_;  // the segments of this host only: what the checks before start-up look at
   ShmOptions opt_;
@@ -66,6 +71,7 @@ class ShmTransport : public Transport {
   std::unique_ptr<ShmRunArena> arena_;
   std::unique_ptr<ShmWorkers> workers_;  // after arena_: stopped before the arena goes
   StepInput in_;
+  bool media_ = false;
 };
 
 }  // namespace segpipe

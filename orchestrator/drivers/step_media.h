@@ -19,6 +19,18 @@ struct StepMedia {
   bool empty() const { return !rope_positions && rope_delta == 0 && embed.n == 0 && deepstack.n == 0; }
 };
 
+// Tokens [b, b + n) of a step's media (a prompt prefilled in chunks): the positions of those tokens, the
+// rows placed among them (indices made relative to b), their DeepStack rows; rope_delta as it was.
+// Holds copies where a slice is not contiguous in the whole (the positions, the DeepStack levels).
+struct MediaSlice {
+  MediaSlice(const StepMedia& whole, int64_t T, int64_t b, int64_t n, int64_t H);
+  StepMedia media;
+
+ private:
+  std::vector<int32_t> pos_, embed_index_, ds_index_;
+  std::vector<float> ds_rows_;
+};
+
 // One piece of media, processed as the reference's processor gives it, for an encoder segment.
 struct MediaInput {
   SegmentKind encoder = SegmentKind::audio_encoder;  // audio_encoder or vision_encoder

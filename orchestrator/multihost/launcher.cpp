@@ -4,6 +4,7 @@
 // the launcher forwards rank 0's standard input and output and returns its exit status).
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstdio>
 #include <cstring>
@@ -38,9 +39,15 @@ void relaunch(const RunPlan& plan) {
   if (n <= 0) throw RuntimeFailure("cannot find this executable (/proc/self/exe) to start it on the other hosts");
   exe[n] = 0;
   const std::vector<std::string>& cmd = command_line();
+  // Several hosts of the plan may be one machine (all at localhost, say, to try a placement on one):
+  // each names its machine with as many slots as the plan puts there, or the launcher finds the
+  // machine full after its first process.
+  auto address = [&](size_t h) { return plan.hosts[h].address.empty() ? std::string("localhost") : plan.hosts[h].address; };
   for (size_t h = 0; h < plan.hosts.size(); h++) {
+    const auto slots = std::count_if(plan.hosts.begin(), plan.hosts.end(),
+                                     [&](const HostDesc& o) { return (o.address.empty() ? "localhost" : o.address) == address(h); });
     if (h) args.push_back(":");
-    args.insert(args.end(), {"-np", "1", "--host", plan.hosts[h].address.empty() ? "localhost" : plan.hosts[h].address, exe});
+    args.insert(args.end(), {"-np", "1", "--host", address(h) + ":" + std::to_string(slots), exe});
     args.insert(args.end(), cmd.begin() + 1, cmd.end());
   }
   std::vector<char*> argv;

@@ -19,6 +19,9 @@ struct EncoderIO {
   // the merged rows, then each DeepStack feature. tokens = the placeholder count of the media
   // (segments/model/media_placeholders.h); the caller sizes out with the segment's out_rows().
   float* out = nullptr;
+  // Floats out holds: a segment that would write more fails instead (its caller sized out from the
+  // placeholders; a segment process is told the size by a request it must not trust).
+  int64_t out_floats = 0;
 };
 
 }  // namespace segpipe

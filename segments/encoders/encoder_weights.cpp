@@ -2,18 +2,9 @@
 
 #include "segments/core/dtype.h"
 #include "segments/core/errors.h"
+#include "segments/core/tensor.h"
 
 namespace segpipe {
-
-namespace {
-
-std::string shape_text(const std::vector<int64_t>& s) {
-  std::string r = "[";
-  for (size_t i = 0; i < s.size(); i++) r += (i ? ", " : "") + std::to_string(s[i]);
-  return r + "]";
-}
-
-}  // namespace
 
 TensorView checked_tower_tensor(Checkpoint& ck, const std::string& full, const std::vector<int64_t>& shape,
                                 const char* tower, const std::string& config_where, std::vector<LoadedTensor>& loaded) {
@@ -21,8 +12,8 @@ TensorView checked_tower_tensor(Checkpoint& ck, const std::string& full, const s
     throw InputError(ck.dir() + ": tensor " + full + " is missing (the " + tower + " tower's weights)");
   TensorView v = ck.view(full);
   if (v.shape != shape)
-    throw InputError(ck.dir() + ": tensor " + full + " has shape " + shape_text(v.shape) + ", expected " +
-                     shape_text(shape) + " from " + config_where);
+    throw InputError(ck.dir() + ": tensor " + full + " has shape " + shape_str(v.shape) + ", expected " +
+                     shape_str(shape) + " from " + config_where);
   if (v.dtype != DType::F32 && v.dtype != DType::BF16 && v.dtype != DType::F16)
     throw InputError(ck.dir() + ": tensor " + full + " is " + dtype_name(v.dtype) + " (F32, BF16 or F16 expected)");
   loaded.push_back({full, v.nbytes});

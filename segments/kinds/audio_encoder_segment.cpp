@@ -20,6 +20,9 @@ void AudioEncoderSegment::step(const StepIO& io) {
   if (!io.encode || !io.encode->in || !io.encode->out)
     throw RuntimeFailure("audio_encoder: a step without its features");
   const std::vector<float> rows = encoder_->forward(io.encode->in, io.encode->frames, pool_);
+  if (static_cast<int64_t>(rows.size()) > io.encode->out_floats)
+    throw RuntimeFailure("audio_encoder: " + std::to_string(rows.size()) + " output values for room for " +
+                         std::to_string(io.encode->out_floats));
   std::copy(rows.begin(), rows.end(), io.encode->out);
 }
 

@@ -24,6 +24,11 @@ void VisionEncoderSegment::step(const StepIO& io) {
   for (int64_t i = 0; i < e->n_grids; i++)
     grids[size_t(i)] = VisionGrid{e->grids[3 * i], e->grids[3 * i + 1], e->grids[3 * i + 2]};
   const VisionEncoderOutput r = encoder_->forward(e->in, e->frames, grids, pool_);
+  size_t n = r.merged.size();
+  for (const std::vector<float>& level : r.deepstack) n += level.size();
+  if (static_cast<int64_t>(n) > e->out_floats)
+    throw RuntimeFailure("vision_encoder: " + std::to_string(n) + " output values for room for " +
+                         std::to_string(e->out_floats));
   float* out = std::copy(r.merged.begin(), r.merged.end(), e->out);
   for (const std::vector<float>& level : r.deepstack) out = std::copy(level.begin(), level.end(), out);
 }

@@ -1,6 +1,7 @@
 // generate --audio / --image: what is refused before anything runs (exit 2, one line naming the file,
-// segment or key). The numbers of a prompt with media are checked against transformers' goldens
-// (thinker_media_test, verify --golden on the tiny-qwen3-omni-mm checkpoints).
+// segment or key), and one process per segment against the in-process run. The numbers of a prompt with
+// media are checked against transformers' goldens (thinker_media_test, verify --golden on the
+// tiny-qwen3-omni-mm checkpoints).
 #include <gtest/gtest.h>
 
 #include <filesystem>
@@ -86,27 +87,48 @@ std::string placeable_omni() {
   return dir;
 }
 
-TEST(MediaInputs, RunsInProcessAndIsRefusedOverProcesses) {
+std::string omni_split_pipeline(const std::string& model, const std::string& transport) {
+  std::string path = temp_dir() + "/p.yaml";
+  write_file(path, "version: 1\nmodel: " + model + "\n" + transport +
+                       "segments:\n  - {name: vision, kind: vision_encoder}\n  - {name: audio, kind: audio_encoder}\n"
+                       "  - {name: embed, kind: embeddings}\n  - {name: early, kind: layers, layers: [0, 0]}\n"
+                       "  - {name: late, kind: layers, layers: [1, 2]}\n  - {name: head, kind: lm_head}\n");
+  return path;
+}
+
+// One process per segment carries a prompt's media as the in-process run does: the encoders' rows, the
+// rows over the embeddings, the 3-D positions and DeepStack rows across a split of the layers, and the
+// rope delta of the decode steps, bit for bit (verify compares every boundary and decode step).
+TEST(MediaInputs, OverProcessesEqualsInProcessBitForBit) {
   const std::string model = placeable_omni();
-  auto pipeline = [&](const std::string& transport) {
-    std::string path = temp_dir() + "/p.yaml";
-    write_file(path, "version: 1\nmodel: " + model + "\n" + transport +
-                         "segments:\n  - {name: vision, kind: vision_encoder}\n  - {name: audio, kind: audio_encoder}\n"
-                         "  - {name: embed, kind: embeddings}\n  - {name: layers, kind: layers, layers: [0, 2]}\n"
-                         "  - {name: head, kind: lm_head}\n");
-    return path;
-  };
-  const std::vector<std::string> media = {"--image", source_path("tests/data/media/shapes.png"), "--audio",
+  RunResult v = run_segpipe({"verify", "--pipeline", omni_split_pipeline(model, ""), "--tokens", "1 2 3", "--image",
+                             source_path("tests/data/media/shapes.png"), "--audio", source_path("tests/data/media/speech.wav")});
+  EXPECT_EQ(v.rc, 0) << v.out << v.err;
+  for (const char* row : {"vision_encoder.0", "audio_encoder.1", "layers.1.output", "logits"}) {
+    const size_t at = v.out.find(std::string("  ") + row + " ");
+    ASSERT_NE(at, std::string::npos) << row << "\n" << v.out;
+    EXPECT_NE(v.out.substr(at, v.out.find('\n', at) - at).find("identical"), std::string::npos) << v.out;
+  }
+  EXPECT_NE(v.out.find("decode logits bitwise equal"), std::string::npos) << v.out;
+  // A prompt longer than one step (the photo alone is over a thousand placeholders): prefilled in chunks
+  // over processes, in one step in-process; the same tokens.
+  const std::vector<std::string> media = {"--image", source_path("tests/data/media/photo.jpg"), "--audio",
                                           source_path("tests/data/media/speech.wav")};
-  RunResult in = generate_with(pipeline("transport: inproc\n"), media);
+  RunResult in = generate_with(omni_split_pipeline(model, "transport: inproc\n"), media);
+  RunResult shm = generate_with(omni_split_pipeline(model, ""), media);
   EXPECT_EQ(in.rc, 0) << in.err;
-  EXPECT_NE(in.err.find("generated 2 tokens"), std::string::npos) << in.err;
-  RunResult shm = generate_with(pipeline(""), media);
-  EXPECT_EQ(shm.rc, 2) << shm.err;
-  EXPECT_NE(shm.err.find("transport: inproc"), std::string::npos) << shm.err;
+  EXPECT_EQ(shm.rc, 0) << shm.err;
+  EXPECT_NE(shm.err.find("generated 2 tokens"), std::string::npos) << shm.err;
+  EXPECT_GT(std::stoi(shm.err.substr(shm.err.find("prompt ") + 7)), 512) << shm.err;
+  EXPECT_EQ(in.out, shm.out);
+  // verify's media go with the segmented-vs-in-process comparison only.
+  RunResult g = run_segpipe({"verify", "--pipeline", omni_split_pipeline(model, ""), "--bisect", "--image",
+                             source_path("tests/data/media/shapes.png")});
+  EXPECT_EQ(g.rc, 2) << g.err;
+  EXPECT_NE(g.err.find("--audio and --image compare the segmented run"), std::string::npos) << g.err;
   // More media than the pipeline has encoders for: an image without a vision_encoder segment.
   std::string no_vision = temp_dir() + "/nv.yaml";
-  write_file(no_vision, "version: 1\nmodel: " + model + "\ntransport: inproc\nsegments:\n"
+  write_file(no_vision, "version: 1\nmodel: " + model + "\nsegments:\n"
                         "  - {name: embed, kind: embeddings}\n  - {name: layers, kind: layers, layers: [0, 2]}\n"
                         "  - {name: head, kind: lm_head}\n");
   RunResult nv = generate_with(no_vision, {"--image", source_path("tests/data/media/shapes.png")});

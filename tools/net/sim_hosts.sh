@@ -70,6 +70,7 @@ case "$cmd" in
       pids=$(ip netns pids "$ns" 2>/dev/null || true)
       [ -n "$pids" ] && kill -9 $pids 2>/dev/null || true
       ip netns del "$ns" 2>/dev/null || true
+      rm -rf "/tmp/sim_hosts.$ns"
     done
     ;;
   rsh)
@@ -85,6 +86,11 @@ case "$cmd" in
     [ -n "$ns" ] || { echo "sim_hosts rsh: no simulated host has address $host" >&2; exit 255; }
     # Its own PID namespace and /proc, as another machine has: a pid of one host means nothing on the
     # others (the memory report must measure each process on its own host).
+    # Its own temporary directory for MPI's session files: Open MPI's daemon keeps per-host files (the
+    # hwloc topology, PMIx's store) under a path made of the host name and the job, which every
+    # simulated host shares; two daemons writing one file crashed one of them.
+    mkdir -p "/tmp/sim_hosts.$ns"
+    export OMPI_MCA_orte_tmpdir_base="/tmp/sim_hosts.$ns" TMPDIR="/tmp/sim_hosts.$ns"
     exec ip netns exec "$ns" unshare --pid --fork --mount-proc /bin/sh -c "$*"
     ;;
   *)

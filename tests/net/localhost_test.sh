@@ -1,0 +1,48 @@
+#!/usr/bin/env bash
+# A pipeline across three "hosts" that are all this machine (address localhost): the launcher starts one
+# process per host here, as it would on three machines, and tensors and expert calls go over MPI between
+# them: both expert banks on host c, called from a's layers and from b's. What a user without root (no
+# network namespaces) or without a second machine can run.
+#   - verify: equal to the same pipeline in-process, every boundary, bit for bit; and the golden;
+#   - generate: the tokens of the single-host run.
+# Needs mpirun: exit 77 (skipped) without it.
+#   localhost_test.sh SOURCE_DIR SEGPIPE
+set -u
+src=$1 B=$2
+command -v mpirun >/dev/null 2>&1 || { echo "skipped: no mpirun"; exit 77; }
+tmp=$(mktemp -d)
+trap 'rm -rf "$tmp"' EXIT
+fail() { echo "FAIL: $*"; exit 1; }
+model=$src/models/tiny-qwen3-moe
+# Loopback only: the machine's other interfaces are none of this test's business. A small eager limit
+# sends every message but the smallest by rendezvous (it leaves once the peer receives it), as a real
+# model's activations go: two calls to the banks of one host, in flight while their answers come back,
+# must not wait on each other (net/mpi_link.h).
+export OMPI_MCA_btl=self,tcp OMPI_MCA_btl_tcp_if_include=lo OMPI_MCA_oob_tcp_if_include=lo OMPI_MCA_btl_tcp_eager_limit=1024
+cat >"$tmp/hosts.yaml" <<EOF
+version: 1
+model: $model
+hosts:
+  - {name: a}
+  - {name: b, address: localhost}
+  - {name: c, address: localhost}
+segments:
+  - {name: embed, kind: embeddings, host: a}
+  - {name: early, kind: layers, layers: [0, 1], experts: banks, host: a}
+  - {name: late, kind: layers, layers: [2, 4], experts: banks, host: b}
+  - {name: bank-lo, kind: experts, layers: [0, 4], experts: [0, 3], host: c}
+  - {name: bank-hi, kind: experts, layers: [0, 4], experts: [4, 7], host: c}
+  - {name: head, kind: lm_head, host: c}
+EOF
+sed '/^hosts:/,/^segments:/{/^segments:/!d}; s/, host: [abc]//' "$tmp/hosts.yaml" >"$tmp/single.yaml"
+ids="5 17 29 41 53 65 77 89"
+timeout 120 "$B" verify --pipeline "$tmp/hosts.yaml" >"$tmp/v.out" 2>&1 || { cat "$tmp/v.out"; fail "verify across localhost hosts"; }
+grep -q "decode logits bitwise equal" "$tmp/v.out" || { cat "$tmp/v.out"; fail "verify did not compare bit for bit"; }
+timeout 120 "$B" verify --pipeline "$tmp/hosts.yaml" --golden "$model/goldens/long.safetensors" >"$tmp/g.out" 2>&1 ||
+  { cat "$tmp/g.out"; fail "verify across localhost hosts vs the transformers golden"; }
+timeout 120 "$B" generate --pipeline "$tmp/hosts.yaml" --tokens "$ids" --ids --max-new-tokens 64 >"$tmp/multi.txt" 2>"$tmp/e" ||
+  { cat "$tmp/e"; fail "generate across localhost hosts"; }
+timeout 120 "$B" generate --pipeline "$tmp/single.yaml" --tokens "$ids" --ids --max-new-tokens 64 >"$tmp/single.txt" 2>"$tmp/e" ||
+  { cat "$tmp/e"; fail "generate on one host"; }
+cmp -s "$tmp/multi.txt" "$tmp/single.txt" || fail "tokens across localhost hosts differ: $(cat "$tmp/multi.txt") vs $(cat "$tmp/single.txt")"
+echo "ok: three hosts on localhost: verify bit for bit and against the golden; tokens equal one host"
