@@ -327,6 +327,9 @@ class CudaWorker : public worker::ServedSegment {
         break;
       }
       case SegmentKind::experts: break;  // refused above: a bank has no step
+      // The plan refuses encoders on a GPU (pipeline_to_plan's check_encoder): no GPU worker holds one.
+      case SegmentKind::audio_encoder:
+      case SegmentKind::vision_encoder: throw RuntimeFailure("the GPU runs no encoder segment");
     }
     ctx_->sync();  // finished before the answer: the doorbell orders the next segment after us
   }

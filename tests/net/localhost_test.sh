@@ -4,7 +4,8 @@
 # them: both expert banks on host c, called from a's layers and from b's. What a user without root (no
 # network namespaces) or without a second machine can run.
 #   - verify: equal to the same pipeline in-process, every boundary, bit for bit; and the golden;
-#   - generate: the tokens of the single-host run.
+#   - generate: the tokens of the single-host run;
+#   - bisect against the golden, and run-segment of a remote segment from a dump.
 # Needs mpirun: exit 77 (skipped) without it.
 #   localhost_test.sh SOURCE_DIR SEGPIPE
 set -u
@@ -45,4 +46,14 @@ timeout 120 "$B" generate --pipeline "$tmp/hosts.yaml" --tokens "$ids" --ids --m
 timeout 120 "$B" generate --pipeline "$tmp/single.yaml" --tokens "$ids" --ids --max-new-tokens 64 >"$tmp/single.txt" 2>"$tmp/e" ||
   { cat "$tmp/e"; fail "generate on one host"; }
 cmp -s "$tmp/multi.txt" "$tmp/single.txt" || fail "tokens across localhost hosts differ: $(cat "$tmp/multi.txt") vs $(cat "$tmp/single.txt")"
-echo "ok: three hosts on localhost: verify bit for bit and against the golden; tokens equal one host"
+# The debugging commands on a pipeline across hosts: bisect against the golden, a dump and one segment
+# rerun alone from it (run-segment runs here whatever host the pipeline places it on).
+timeout 120 "$B" verify --pipeline "$tmp/hosts.yaml" --bisect --golden "$model/goldens/long.safetensors" >"$tmp/b.out" 2>&1 ||
+  { cat "$tmp/b.out"; fail "bisect across localhost hosts"; }
+grep -q "bisect: no divergence" "$tmp/b.out" || { cat "$tmp/b.out"; fail "bisect found a divergence"; }
+timeout 120 "$B" dump --pipeline "$tmp/hosts.yaml" --tokens "$ids" --out "$tmp/dump" >/dev/null 2>"$tmp/e" ||
+  { cat "$tmp/e"; fail "dump across localhost hosts"; }
+timeout 120 "$B" run-segment --pipeline "$tmp/hosts.yaml" --segment late --input "$tmp/dump/late.input.safetensors" \
+  --output "$tmp/late.out.safetensors" --expect "$tmp/dump/late.output.safetensors" >"$tmp/r.out" 2>&1 ||
+  { cat "$tmp/r.out"; fail "run-segment of a segment of host b, from the dump, differs"; }
+echo "ok: three hosts on localhost: verify bit for bit and against the golden, bisect, dump and run-segment; tokens equal one host"
