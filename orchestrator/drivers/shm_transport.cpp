@@ -41,7 +41,7 @@ ShmTransport::ShmTransport(const RunPlan& plan, const ShmOptions& opt, const Cud
   arena_ = std::make_unique<ShmRunArena>(plan_, cfg_, opt_.capture_tokens, cuda_, opt_.host);
   workers_ = std::make_unique<ShmWorkers>(*arena_, plan_);
   sharing_.confirm();  // before any worker starts: they inherit the MPS environment
-  media_ = arena_->media_blocks().has_value() && plan_.hosts.size() <= 1;
+  media_ = arena_->media_blocks().has_value();
   for (const SegmentDesc& d : plan_.segments)
     if ((d.kind == SegmentKind::embeddings || d.kind == SegmentKind::layers) && d.device.is_cuda()) media_ = false;
   workers_->start_all();

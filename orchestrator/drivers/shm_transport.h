@@ -35,10 +35,12 @@ class ShmTransport : public Transport {
   void shutdown() noexcept override;
   std::vector<SegmentReport> reports() override;
   std::vector<GpuDeviceState> gpu_devices() const override { return arena_->gpu_devices(); }
-  // Audio and images: where the plan has an encoder and its token chain runs on the CPU here (a GPU
-  // worker does not take a step's media yet; a run across hosts carries none).
+  // Audio and images: where the plan has an encoder and its token chain runs on the CPU (a GPU worker
+  // does not take a step's media yet).
   bool carries_media() const override { return media_; }
   void encode(int segment, const EncoderIO& io) override;
+  // The floats an encoder segment of this host can write (its output block).
+  int64_t encoder_out_floats(int segment) const { return static_cast<int64_t>(arena_->encoder_out(segment).size()); }
   // Multi-host runs (net_transport.h): a hidden-state port's memory on this host, to send it to the
   // host that reads it next or to receive it from the host that wrote it.
   float* hidden_port(const Port& port) { return arena_->hidden_port(port); }

@@ -17,6 +17,7 @@
 #include "orchestrator/drivers/shm_transport.h"
 #include "orchestrator/multihost/bank_exchange.h"
 #include "orchestrator/multihost/job.h"
+#include "orchestrator/multihost/media_wire.h"
 #include "orchestrator/multihost/net_protocol.h"
 #include "orchestrator/multihost/report_json.h"
 #include "orchestrator/reports/memory_report.h"
@@ -244,10 +245,17 @@ class Agent {
           return wait_on(kReady, [&] { t_->wait_ready(h.segment); });
         case kBegin: {
           const int64_t T = h.a;
-          if (T < 1 || m.payload.size() != static_cast<size_t>(T) * 4) throw InputError("a step's ids are malformed");
+          const size_t id_bytes = static_cast<size_t>(T) * 4;
+          if (T < 1 || T > t_->max_step_tokens() || m.payload.size() < id_bytes ||
+              (!(h.c & 4) && m.payload.size() != id_bytes))
+            throw InputError("a step's ids are malformed");
           ids_.resize(static_cast<size_t>(T));
-          std::memcpy(ids_.data(), m.payload.data(), m.payload.size());
+          std::memcpy(ids_.data(), m.payload.data(), id_bytes);
           StepInput in{ids_.data(), T, h.b, (h.c & 1) != 0, (h.c & 2) ? &observer_ : nullptr, &logits_};
+          if (h.c & 4) {
+            unpack_step_media(std::span<const std::byte>(m.payload).subspan(id_bytes), T, t_->config().hidden, media_);
+            in.media = &media_.media;
+          }
           logits_.assign(static_cast<size_t>((in.all_logits ? T : 1) * t_->config().vocab), 0.f);
           t_->begin_step(in);
           return;  // no answer: the next request's answer says whether the step went well
@@ -293,6 +301,17 @@ class Agent {
             throw RuntimeFailure("a port's data arrived malformed (" + p.boundary.name() + ")");
           std::memcpy(t_->hidden_port(p), data->payload.data(), bytes);
           return;
+        }
+        case kEncode: {
+          const int seg = h.segment;
+          if (seg < 0 || !is_encoder(plan_.segments[static_cast<size_t>(seg)].kind) ||
+              plan_.segments[static_cast<size_t>(seg)].host != link_.rank())
+            throw InputError("an encode request names no encoder segment of this host");
+          unpack_encode(m.payload, h.a, h.b, t_->encoder_out_floats(seg), encode_);
+          return wait_on(kEncode, [&, seg] {
+            t_->encode(seg, encode_.io);
+            link_.send(0, net::Header{kEncoded, seg}, bytes_of(encode_.rows.data(), encode_.rows.size() * 4));
+          });
         }
         case kRestart:
           return wait_on(kRestart, [&] { t_->restart(h.segment); });
@@ -356,6 +375,8 @@ class Agent {
   std::unique_ptr<BankProxy> proxy_;  // after t_: gone before it
   std::shared_ptr<Checkpoint> ck_;  // the plan's, opened for the first memory measurement
   std::vector<int32_t> ids_;
+  UnpackedMedia media_;    // the step's, where it has some
+  UnpackedEncode encode_;  // the encode request being served
   std::vector<float> logits_;
 };
 

@@ -11,7 +11,7 @@ enum Op : uint32_t {
   // rank 0 -> agent
   kOpen = 1,   // payload: {"plan", "capture_tokens", "cuda"} JSON; the agent starts its host's segments
   kReady,      // segment: wait until it has loaded
-  kBegin,      // a: T, b: pos0, c: flags (1 all_logits, 2 observe); payload: the ids [T] int32
+  kBegin,      // a: T, b: pos0, c: flags (1 all_logits, 2 observe, 4 media); payload: the ids [T] int32, then the media
   kRun,        // segment; a: in port, b: out port
   kSendPort,   // a: port, b: T, c: to rank: send the port's [T, H] floats there (kPortData)
   kRecvPort,   // a: port, b: T, c: from rank: the next kPortData from there is that port
@@ -36,6 +36,9 @@ enum Op : uint32_t {
   kBankFailed,  // segment: the bank (or the segment found lost); c: 1 lost, 2 bad input, 3 runtime failure;
                 // payload: the message
   kRevive,      // rank 0 -> agent; segment: a bank of another host was restarted: calls to it may go on
+  // Qwen3-Omni media (media_wire.h). A step's media ride with its kBegin (c: flag 4, after the ids).
+  kEncode,   // rank 0 -> agent; segment: an encoder; a: frames, b: grids; payload: pack_encode's
+  kEncoded,  // agent -> rank 0, before its kDone: payload: the encoder's rows
 };
 
 inline int64_t pack_boundary(const Boundary& b) { return static_cast<int64_t>(b.kind) << 32 | static_cast<uint32_t>(b.layer + 1); }

@@ -3,7 +3,9 @@
 #include <algorithm>
 #include <cstring>
 
+#include "orchestrator/drivers/shm_media_sizes.h"
 #include "orchestrator/multihost/job.h"
+#include "orchestrator/multihost/media_wire.h"
 #include "orchestrator/multihost/report_json.h"
 #include "orchestrator/planning/run_plan_json.h"
 #include "segments/core/errors.h"
@@ -88,6 +90,11 @@ void NetTransport::await(int h, int segment, uint32_t op) {
       case kBankCall:
         serve_bank(std::move(*m));
         break;
+      case kEncoded:
+        if (!encoding_ || m->payload.size() != static_cast<size_t>(encoding_->out_floats) * 4)
+          throw RuntimeFailure(where(h) + " sent an encoder's rows of the wrong size");
+        std::memcpy(encoding_->out, m->payload.data(), m->payload.size());
+        break;
       case kFailed:
         if (r.c == 2) throw InputError(text_of(*m));
         throw RuntimeFailure(text_of(*m) + " (on " + where(h) + ")");
@@ -128,10 +135,15 @@ void NetTransport::begin_step(const StepInput& in) {
   in_ = in;
   written_.clear();
   local_->begin_step(in);
-  const int32_t flags = (in.all_logits ? 1 : 0) | (in.observer ? 2 : 0);
+  const int32_t flags = (in.all_logits ? 1 : 0) | (in.observer ? 2 : 0) | (in.media ? 4 : 0);
+  std::vector<std::byte> payload(static_cast<size_t>(in.T) * 4);
+  std::memcpy(payload.data(), in.ids, payload.size());
+  if (in.media) {
+    const std::vector<std::byte> media = pack_step_media(*in.media, in.T, config().hidden);
+    payload.insert(payload.end(), media.begin(), media.end());
+  }
   for (size_t h = 1; h < plan_.hosts.size(); h++)
-    link_.send(static_cast<int>(h), net::Header{kBegin, -1, in.T, in.pos0, flags},
-               bytes_of(in.ids, static_cast<size_t>(in.T) * 4));
+    link_.send(static_cast<int>(h), net::Header{kBegin, -1, in.T, in.pos0, flags}, payload);
 }
 
 void NetTransport::move_port(const Port& port, int from, int to) {
@@ -199,6 +211,21 @@ void NetTransport::restart(int segment) {
   if (h != 0) local_->revive_elsewhere(segment);
   for (size_t o = 1; o < plan_.hosts.size(); o++)
     if (static_cast<int>(o) != h && open_[o] && !lost_[o]) request(static_cast<int>(o), segment, kRevive);
+}
+
+void NetTransport::encode(int segment, const EncoderIO& io) {
+  const int h = host_of(segment);
+  if (h == 0) return local_->encode(segment, io);
+  // Its input's width (mel bins, a patch's values) as the encoder's host lays out its block.
+  const SegmentKind kind = plan_.segments[static_cast<size_t>(segment)].kind;
+  const int64_t width = media_sizes(plan_, h).encoders.at(kind).in_width;
+  const std::vector<std::byte> payload = pack_encode(io, io.frames * width);
+  encoding_ = &io;
+  struct Done {
+    const EncoderIO*& p;
+    ~Done() { p = nullptr; }
+  } done{encoding_};
+  request(h, segment, kEncode, io.frames, io.n_grids, 0, payload);
 }
 
 void NetTransport::lost_elsewhere(int segment, const std::string& how, bool host_lost) {

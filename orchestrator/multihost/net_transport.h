@@ -34,6 +34,10 @@ class NetTransport : public Transport {
   void shutdown() noexcept override;
   std::vector<SegmentReport> reports() override;
   std::vector<GpuDeviceState> gpu_devices() const override { return local_->gpu_devices(); }
+  // Media as the shared-memory transport takes them, on every host: a step's media ride with its ids to
+  // each host, and an encoder runs where the plan puts it (its rows come back here).
+  bool carries_media() const override { return local_->carries_media(); }
+  void encode(int segment, const EncoderIO& io) override;
 
  private:
   int host_of(int segment) const { return plan_.segments[static_cast<size_t>(segment)].host; }
@@ -57,6 +61,7 @@ class NetTransport : public Transport {
   StepInput in_;
   std::vector<std::pair<Port, int>> written_;  // this step's ports and the host that wrote each
   bool closed_ = false;
+  const EncoderIO* encoding_ = nullptr;  // the remote encode in progress: where its rows go (kEncoded)
 };
 
 }  // namespace segpipe::multihost

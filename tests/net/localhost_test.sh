@@ -5,7 +5,9 @@
 # network namespaces) or without a second machine can run.
 #   - verify: equal to the same pipeline in-process, every boundary, bit for bit; and the golden;
 #   - generate: the tokens of the single-host run;
-#   - bisect against the golden, and run-segment of a remote segment from a dump.
+#   - bisect against the golden, and run-segment of a remote segment from a dump;
+#   - Qwen3-Omni with audio and an image, the encoders on other hosts: verify bit for bit, the
+#     encoders' rows included.
 # Needs mpirun: exit 77 (skipped) without it.
 #   localhost_test.sh SOURCE_DIR SEGPIPE
 set -u
@@ -56,4 +58,38 @@ timeout 120 "$B" dump --pipeline "$tmp/hosts.yaml" --tokens "$ids" --out "$tmp/d
 timeout 120 "$B" run-segment --pipeline "$tmp/hosts.yaml" --segment late --input "$tmp/dump/late.input.safetensors" \
   --output "$tmp/late.out.safetensors" --expect "$tmp/dump/late.output.safetensors" >"$tmp/r.out" 2>&1 ||
   { cat "$tmp/r.out"; fail "run-segment of a segment of host b, from the dump, differs"; }
-echo "ok: three hosts on localhost: verify bit for bit and against the golden, bisect, dump and run-segment; tokens equal one host"
+# Qwen3-Omni with audio and an image across hosts: the encoders on b and c, the layers split between a
+# and b. The committed checkpoint with its media token ids moved inside its small vocabulary and the
+# processor's audio windows (as tests/integration/media_inputs_test.cpp makes it).
+cp -r "$src/models/tiny-qwen3-omni" "$tmp/omni" && rm -rf "$tmp/omni/goldens"
+python3 - "$tmp/omni/config.json" <<'PY' || fail "making the Omni checkpoint"
+import json, sys
+c = json.load(open(sys.argv[1]))
+t = c["thinker_config"]
+t.update(audio_token_id=1190, image_token_id=1191, video_token_id=1192, audio_start_token_id=1193,
+         audio_end_token_id=1194, vision_start_token_id=1195, vision_end_token_id=1196)
+t["audio_config"].update(n_window=50, n_window_infer=200)
+json.dump(c, open(sys.argv[1], "w"))
+PY
+cat >"$tmp/omni.yaml" <<EOF
+version: 1
+model: $tmp/omni
+hosts:
+  - {name: a}
+  - {name: b, address: localhost}
+  - {name: c, address: localhost}
+segments:
+  - {name: vision, kind: vision_encoder, host: b}
+  - {name: audio, kind: audio_encoder, host: c}
+  - {name: embed, kind: embeddings, host: a}
+  - {name: early, kind: layers, layers: [0, 0], host: a}
+  - {name: late, kind: layers, layers: [1, 2], host: b}
+  - {name: head, kind: lm_head, host: c}
+EOF
+timeout 120 "$B" verify --pipeline "$tmp/omni.yaml" --tokens "1 2 3" --image "$src/tests/data/media/shapes.png" \
+  --audio "$src/tests/data/media/speech.wav" >"$tmp/m.out" 2>&1 || { cat "$tmp/m.out"; fail "verify with media across localhost hosts"; }
+for row in vision_encoder.0 audio_encoder.1 layers.0.output layers.2.output logits; do
+  grep -Eq "^  $row +.* identical" "$tmp/m.out" || { cat "$tmp/m.out"; fail "with media across hosts, $row is not identical"; }
+done
+grep -q "decode logits bitwise equal" "$tmp/m.out" || { cat "$tmp/m.out"; fail "with media across hosts, the decode steps differ"; }
+echo "ok: three hosts on localhost: verify bit for bit and against the golden, bisect, dump and run-segment; tokens equal one host; audio and an image across hosts equal one process"
