@@ -55,7 +55,8 @@ void unpack_step_media(std::span<const std::byte> bytes, int64_t T, int64_t H, U
   std::vector<int64_t> head;
   r.get(head, 5);
   const int64_t embed_n = head[2], ds_n = head[3], levels = head[4];
-  if (embed_n < 0 || embed_n > T || ds_n < 0 || ds_n > T || levels < 0 || levels > 64 || (ds_n > 0) != (levels > 0))
+  if ((head[0] != 0 && head[0] != 1) || embed_n < 0 || embed_n > T || ds_n < 0 || ds_n > T || levels < 0 ||
+      levels > 64 || (ds_n > 0) != (levels > 0))
     throw InputError("a step's media from the orchestrator: counts out of range");
   if (head[0]) r.get(out.rope, 3 * T);
   r.get(out.embed_index, embed_n);

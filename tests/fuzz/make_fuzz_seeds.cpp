@@ -11,6 +11,7 @@
 //   OUT/chat_messages/       the message arrays of tests/tokenizer/fixtures/chat_renderings.json
 //   OUT/worker_spec/         the spec JSON of a worker of each kind, as the orchestrator writes it
 //   OUT/audio_file/          the committed tests/data/media audio files (WAV, FLAC)
+//   OUT/media_wire/          a step's media and an encode request as rank 0 sends them to an agent
 //   OUT/image_file/          the committed tests/data/media images (PNG, JPEG)
 // usage: make_fuzz_seeds SOURCE_DIR OUT_DIR
 #include <cstdio>
@@ -22,9 +23,11 @@
 #include <nlohmann/json.hpp>
 
 #include "orchestrator/commands/commands.h"
+#include "orchestrator/multihost/media_wire.h"
 #include "orchestrator/tokenizer/tokenizer.h"
 #include "segments/checkpoint/safetensors_writer.h"
 #include "segments/model/synthetic.h"
+#include "orchestrator/multihost/media_wire.h"
 #include "workers/protocol.h"
 
 namespace fs = std::filesystem;
@@ -168,6 +171,37 @@ static int worker_spec_seeds(const fs::path& dir) {
   return done(dir, count);
 }
 
+// A step's media and an encode request as rank 0 sends them, behind the target's three selector bytes.
+static int media_wire_seeds(const fs::path& dir) {
+  fs::create_directories(dir);
+  const int64_t T = 4, H = 8;
+  std::vector<int32_t> rope(3 * T), at = {1, 2}, ds_at = {2};
+  std::vector<float> rows(2 * H), ds(2 * 1 * H), in(2 * 6);
+  for (size_t i = 0; i < rope.size(); i++) rope[i] = static_cast<int32_t>(i);
+  for (size_t i = 0; i < rows.size(); i++) rows[i] = 0.5f * static_cast<float>(i);
+  segpipe::StepMedia m;
+  m.rope_positions = rope.data();
+  m.rope_delta = -3;
+  m.embed = segpipe::MediaRows{at.data(), 2, rows.data(), 1};
+  m.deepstack = segpipe::MediaRows{ds_at.data(), 1, ds.data(), 2};
+  auto with = [](std::string head, const std::vector<std::byte>& b) {
+    return head + std::string(reinterpret_cast<const char*>(b.data()), b.size());
+  };
+  spit(dir / "step.bin", with(std::string("\x00\x03\x07", 3), segpipe::multihost::pack_step_media(m, T, H)));
+  segpipe::StepMedia text;
+  text.rope_delta = -1;
+  spit(dir / "delta.bin", with(std::string("\x00\x00\x07", 3), segpipe::multihost::pack_step_media(text, 1, H)));
+  std::vector<int32_t> grid = {1, 2, 2};
+  segpipe::EncoderIO e;
+  e.in = in.data();
+  e.frames = 2;
+  e.grids = grid.data();
+  e.n_grids = 1;
+  e.out_floats = 16;
+  spit(dir / "encode.bin", with(std::string("\x01\x01\x01", 3), segpipe::multihost::pack_encode(e, 12)));
+  return done(dir, 3);
+}
+
 int main(int argc, char** argv) {
   if (argc != 3) {
     std::fprintf(stderr, "usage: %s SOURCE_DIR OUT_DIR\n", argv[0]);
@@ -218,6 +252,6 @@ int main(int argc, char** argv) {
   const int more = shard_index_seeds(src, out / "shard_index") + dump_file_seeds(src, out / "dump_file") +
                    tokenizer_json_seeds(src, out / "tokenizer_json") + chat_messages_seeds(src, out / "chat_messages") +
                    worker_spec_seeds(out / "worker_spec") + media_seeds(src, out / "audio_file", {".wav", ".flac"}) +
-                   media_seeds(src, out / "image_file", {".png", ".jpg"});
-  return n > 0 && more == 7 ? 0 : 1;
+                   media_seeds(src, out / "image_file", {".png", ".jpg"}) + media_wire_seeds(out / "media_wire");
+  return n > 0 && more == 8 ? 0 : 1;
 }
