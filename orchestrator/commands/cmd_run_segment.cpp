@@ -3,6 +3,7 @@
 // depend on the chunking, so the cache holds the same bits as in the real run); a layers segment
 // whose experts live in banks loads those banks here too. --expect compares with a dumped output.
 #include <chrono>
+#include <climits>
 #include <cmath>
 #include <cstdio>
 #include <cstring>
@@ -16,6 +17,11 @@
 #include "orchestrator/debugging/dump_io.h"
 #include "orchestrator/drivers/segment_set.h"
 #include "segments/core/errors.h"
+#include "segments/core/encoder_io.h"
+#include "segments/model/media_placeholders.h"
+#include "segments/encoders/vision_config.h"
+#include "segments/encoders/audio_config.h"
+#include "segments/checkpoint/checkpoint.h"
 
 namespace segpipe {
 
@@ -58,6 +64,63 @@ const DumpTensor& rows_of(const DumpFile& in, const std::string& n, int64_t widt
     throw InputError(in.path + ": field '" + n + "' has width " + std::to_string(t.shape[1]) + ", the model's " + what +
                      " is " + std::to_string(width));
   return t;
+}
+
+// An encoder segment on one piece of media as dump writes it (<encoder>.media-<j>.input.safetensors):
+// audio features [mel bins, frames], or an image's patches [patches, patch values] and grid_thw [n, 3];
+// its rows out ("rows" [tokens, H], and an image's "deepstack" [levels, tokens, H]). Returns the tokens.
+int64_t run_encoder(const DumpFile& in, const SegmentDesc& d, const LoadedPlan& lp, SegmentSet& set, DumpFile& out,
+                    std::string& extra);
+
+// An int64 field of the file as int32 values (positions): each checked before the narrowing.
+std::vector<int32_t> i32_field(const DumpFile& in, const DumpTensor& t, const std::string& n) {
+  std::vector<int32_t> v(static_cast<size_t>(t.numel()));
+  for (int64_t i = 0; i < t.numel(); i++) {
+    if (t.i64()[i] < INT32_MIN || t.i64()[i] > INT32_MAX)
+      throw InputError(in.path + ": field '" + n + "' holds " + std::to_string(t.i64()[i]) + ", outside int32");
+    v[static_cast<size_t>(i)] = static_cast<int32_t>(t.i64()[i]);
+  }
+  return v;
+}
+
+// A prompt's media as a dump gives them to an embeddings or layers segment (StepIO's fields): the rows
+// and their positions, M-RoPE positions, the rope delta. Shapes checked here; the positions of the rows
+// by the segment itself (media_rows.h), before it writes through them.
+struct DumpedMedia {
+  std::vector<int32_t> index, rope;
+  std::vector<float> rows;
+  MediaRows media_rows(int levels) const {
+    return index.empty() ? MediaRows{} : MediaRows{index.data(), static_cast<int64_t>(index.size()), rows.data(), levels};
+  }
+};
+
+// `prefix` + "deepstack_index" / "deepstack_rows", or prefix + "media_index" / "media_rows" (levels 1).
+DumpedMedia read_rows(const DumpFile& in, const std::string& index_name, const std::string& rows_name, int64_t H,
+                      int max_levels, int& levels) {
+  DumpedMedia d;
+  levels = 0;
+  if (!in.has(index_name) && !in.has(rows_name)) return d;
+  const DumpTensor& i = in.get(index_name, DType::I64, 1);
+  const DumpTensor& r = in.get(rows_name, DType::F32, max_levels > 1 ? 3 : 2);
+  const int64_t n = i.numel();
+  levels = max_levels > 1 ? static_cast<int>(std::min<int64_t>(r.shape[0], INT32_MAX)) : 1;
+  const std::vector<int64_t> want = max_levels > 1 ? std::vector<int64_t>{levels, n, H} : std::vector<int64_t>{n, H};
+  if (n < 1 || r.shape != want || levels < 1 || levels > max_levels)
+    throw InputError(in.path + ": field '" + rows_name + "' has shape " + shape_str(r.shape) + " for " + std::to_string(n) +
+                     " positions in '" + index_name + "' (rows of width " + std::to_string(H) +
+                     (max_levels > 1 ? ", at most " + std::to_string(max_levels) + " levels)" : ")"));
+  d.index = i32_field(in, i, index_name);
+  d.rows = copy_f32(r);
+  return d;
+}
+
+// M-RoPE positions [3, T] of `name`, if the file has them.
+std::vector<int32_t> read_rope(const DumpFile& in, const std::string& name, int64_t T) {
+  if (!in.has(name)) return {};
+  const DumpTensor& t = in.get(name, DType::I64, 2);
+  if (t.shape != std::vector<int64_t>{3, T})
+    throw InputError(in.path + ": field '" + name + "' must be [3, " + std::to_string(T) + "], got " + shape_str(t.shape));
+  return i32_field(in, t, name);
 }
 
 }  // namespace
@@ -106,7 +169,10 @@ int cmd_run_segment(const Args& args) {
         ids[static_cast<size_t>(i)] = static_cast<int32_t>(t.i64()[i]);
       }
       std::vector<float> h(static_cast<size_t>(T * H));
-      set.run(name, {.in = ids.data(), .out = h.data(), .T = T, .pos0 = pos0});
+      int levels = 0;
+      const DumpedMedia m = read_rows(in, "media_index", "media_rows", H, 1, levels);
+      set.run(name, {.in = ids.data(), .out = h.data(), .T = T, .pos0 = pos0, .media = m.media_rows(1)});
+      if (!m.index.empty()) extra += ", " + std::to_string(m.index.size()) + " media rows";
       out.tensors["hidden"] = DumpTensor::from_f32(h.data(), {T, H});
       break;
     }
@@ -122,12 +188,31 @@ int cmd_run_segment(const Args& args) {
         if (p.shape[0] != pos0 || p.shape[1] != H)
           throw InputError(in.path + ": 'prefix_hidden' must be [" + std::to_string(pos0) + ", " + std::to_string(H) + "], got " + shape_str(p.shape));
         std::vector<float> px = copy_f32(p);
-        set.run(name, {.in = px.data(), .out = px.data(), .T = pos0, .pos0 = 0});
+        // A prompt with media: the positions and DeepStack rows the prefix was given.
+        const std::vector<int32_t> rope = read_rope(in, "prefix_rope_positions", pos0);
+        int levels = 0;
+        const DumpedMedia ds = read_rows(in, "prefix_deepstack_index", "prefix_deepstack_rows", H, cfg.num_layers, levels);
+        set.run(name, {.in = px.data(), .out = px.data(), .T = pos0, .pos0 = 0,
+                       .rope_positions = rope.empty() ? nullptr : rope.data(), .deepstack = ds.media_rows(levels)});
         extra += ", KV cache rebuilt from " + std::to_string(pos0) + " prefix positions";
       }
       std::vector<float> x = copy_f32(t);
       Capture cap;
-      set.run(name, {.in = x.data(), .out = x.data(), .T = T, .pos0 = pos0, .observer = &cap});
+      const std::vector<int32_t> rope = read_rope(in, "rope_positions", T);
+      int64_t delta = 0;
+      if (in.has("rope_delta")) {
+        const DumpTensor& dt = in.get("rope_delta", DType::I64, 1);
+        if (dt.numel() != 1) throw InputError(in.path + ": field 'rope_delta' must hold one value");
+        delta = dt.i64()[0];
+        if (delta < -max_seq || delta > max_seq)
+          throw InputError(in.path + ": field 'rope_delta' is " + std::to_string(delta) + ", beyond the " +
+                           std::to_string(max_seq) + " positions of the context");
+      }
+      int levels = 0;
+      const DumpedMedia ds = read_rows(in, "deepstack_index", "deepstack_rows", H, cfg.num_layers, levels);
+      set.run(name, {.in = x.data(), .out = x.data(), .T = T, .pos0 = pos0, .observer = &cap,
+                     .rope_positions = rope.empty() ? nullptr : rope.data(), .rope_delta = delta,
+                     .deepstack = ds.media_rows(levels)});
       out.tensors["hidden"] = DumpTensor::from_f32(x.data(), {T, H});
       for (auto& [n, v] : cap.tensors) out.tensors[n] = DumpTensor::from_f32(v.data(), cap.shapes.at(n));
       for (auto& [l, r] : cap.routes) {
@@ -176,8 +261,8 @@ int cmd_run_segment(const Args& args) {
     }
     case SegmentKind::audio_encoder:
     case SegmentKind::vision_encoder:
-      throw InputError("run-segment: segment '" + name + "' is an " + to_string(d.kind) +
-                       ", which run-segment does not run yet (verify --golden checks the encoders)");
+      T = run_encoder(in, d, lp, set, out, extra);
+      break;
     case SegmentKind::lm_head: {
       const DumpTensor& t = rows_of(in, "hidden", H, "hidden size");
       T = t.shape[0];
@@ -232,4 +317,65 @@ int cmd_run_segment(const Args& args) {
   return ok ? 0 : 1;
 }
 
+}  // namespace segpipe
+
+namespace segpipe {
+namespace {
+
+int64_t run_encoder(const DumpFile& in, const SegmentDesc& d, const LoadedPlan& lp, SegmentSet& set, DumpFile& out,
+                    std::string& extra) {
+  const std::string path = lp.plan.model_dir + "/config.json";
+  const nlohmann::json config = read_json_file(path);
+  const MediaTokenConfig tok = parse_media_tokens(config, path);
+  EncoderIO io;
+  std::vector<float> data;
+  std::vector<int32_t> grids;
+  int64_t tokens = 0, width = 0;
+  int levels = 1;
+  if (d.kind == SegmentKind::audio_encoder) {
+    const AudioEncoderConfig c = parse_audio_encoder_config(config, path);
+    const DumpTensor& f = in.get("features", DType::F32, 2);
+    if (f.shape[0] != c.num_mel_bins)
+      throw InputError(in.path + ": field 'features' has " + std::to_string(f.shape[0]) + " mel bins, the audio tower takes " +
+                       std::to_string(c.num_mel_bins));
+    data = copy_f32(f);
+    io.frames = f.shape[1];
+    tokens = audio_encoder_output_length(io.frames, tok.audio_n_window);
+    width = c.output_dim;
+  } else {
+    const VisionEncoderConfig c = parse_vision_config(config, path);
+    const DumpTensor& p = in.get("pixel_values", DType::F32, 2);
+    if (p.shape[1] != c.patch_dim())
+      throw InputError(in.path + ": field 'pixel_values' has patches of " + std::to_string(p.shape[1]) +
+                       " values, the vision tower takes " + std::to_string(c.patch_dim()));
+    const DumpTensor& g = in.get("grid_thw", DType::I64, 2);
+    if (g.shape[1] != 3 || g.shape[0] < 1) throw InputError(in.path + ": field 'grid_thw' must be [n, 3], got " + shape_str(g.shape));
+    grids = i32_field(in, g, "grid_thw");
+    for (int64_t i = 0; i < g.shape[0]; i++) {
+      const ImageGrid ig{grids[size_t(3 * i)], grids[size_t(3 * i + 1)], grids[size_t(3 * i + 2)]};
+      if (ig.t < 1 || ig.h < 1 || ig.w < 1 || ig.t > (1 << 20) || ig.h > (1 << 20) || ig.w > (1 << 20))
+        throw InputError(in.path + ": field 'grid_thw' row " + std::to_string(i) + " is not a grid of positive sizes");
+      tokens += image_placeholder_count(ig, tok.spatial_merge_size);
+    }
+    data = copy_f32(p);
+    io.frames = p.shape[0];
+    io.grids = grids.data();
+    io.n_grids = g.shape[0];
+    width = c.out_hidden_size;
+    levels = 1 + static_cast<int>(c.deepstack_visual_indexes.size());
+  }
+  std::vector<float> rows(static_cast<size_t>(levels * tokens * width));
+  io.in = data.data();
+  io.out = rows.data();
+  io.out_floats = static_cast<int64_t>(rows.size());
+  StepIO s;
+  s.encode = &io;
+  set.run(d.name, s);
+  out.tensors["rows"] = DumpTensor::from_f32(rows.data(), {tokens, width});
+  if (levels > 1) out.tensors["deepstack"] = DumpTensor::from_f32(rows.data() + tokens * width, {levels - 1, tokens, width});
+  extra += ", " + std::to_string(tokens) + " rows of " + std::to_string(io.frames) + (d.kind == SegmentKind::audio_encoder ? " feature frames" : " patches");
+  return tokens;
+}
+
+}  // namespace
 }  // namespace segpipe

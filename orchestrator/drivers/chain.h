@@ -45,5 +45,8 @@ inline bool is_bank(const SegmentParams& p) { return p.kind == SegmentKind::expe
 inline bool is_layers(const SegmentParams& p) { return p.kind == SegmentKind::layers; }
 // a layers segment whose routed experts live in banks: calls them through the bank exchange.
 inline bool calls_banks(const SegmentParams& p) { return is_layers(p) && p.banks; }
+// The segments a prompt's media reach in its steps: the embeddings (rows over its lookups) and the
+// layers (rotary positions, DeepStack rows). The encoders make them, outside the chain.
+inline bool takes_step_media(const SegmentParams& p) { return p.kind == SegmentKind::embeddings || is_layers(p); }
 
 }  // namespace segpipe

@@ -8,9 +8,8 @@
 
 namespace segpipe {
 
-MediaPrefill prefill_media_prompt(Runner& runner, const ModelConfig& cfg, const std::string& model_dir,
-                                  const MediaPrompt& prompt, bool all_logits, BoundaryObserver* obs,
-                                  std::vector<float>& logits) {
+PreparedMedia prepare_media_prompt(Runner& runner, const ModelConfig& cfg, const std::string& model_dir,
+                                   const MediaPrompt& prompt) {
   const std::string config_path = model_dir + "/config.json";
   const nlohmann::json config = read_json_file(config_path);
   const MediaTokenConfig tok = parse_media_tokens(config, config_path);
@@ -33,8 +32,9 @@ MediaPrefill prefill_media_prompt(Runner& runner, const ModelConfig& cfg, const 
   }
   const MropePositions pos = mrope_positions(prompt.ids, tok, grids, mel_frames);  // checks the placeholders
 
-  MediaPrefill out;
-  std::vector<float> audio_rows, image_rows, deepstack;  // deepstack: [levels][N_v, H], images appended per level
+  PreparedMedia prep;
+  MediaPrefill& out = prep.prefill;
+  std::vector<float> audio_rows, image_rows;
   std::vector<std::vector<float>> deepstack_levels_rows(static_cast<size_t>(deepstack_levels));
   size_t image_i = 0, audio_i = 0;
   for (const MediaInput& m : prompt.media) {
@@ -61,20 +61,30 @@ MediaPrefill prefill_media_prompt(Runner& runner, const ModelConfig& cfg, const 
     out.encoded.push_back(std::move(e));
   }
 
-  const PlacedRows placed = place_media_rows(prompt.ids, tok, audio_rows, image_rows, H);
-  const std::vector<int32_t> image_at = placeholder_positions(prompt.ids, tok.image_token_id);
-  for (const auto& l : deepstack_levels_rows) deepstack.insert(deepstack.end(), l.begin(), l.end());
+  PlacedRows placed = place_media_rows(prompt.ids, tok, audio_rows, image_rows, H);
+  prep.ds_index = placeholder_positions(prompt.ids, tok.image_token_id);
+  for (const auto& l : deepstack_levels_rows) prep.ds_rows.insert(prep.ds_rows.end(), l.begin(), l.end());
+  prep.rope = pos.pos;
+  prep.embed_index = std::move(placed.index);
+  prep.embed_rows = std::move(placed.rows);
 
-  StepMedia sm;
-  sm.rope_positions = pos.pos.data();
+  StepMedia& sm = prep.step;
+  sm.rope_positions = prep.rope.data();
   sm.rope_delta = 0;  // the prefill's positions are explicit
-  sm.embed = MediaRows{placed.index.data(), static_cast<int64_t>(placed.index.size()), placed.rows.data(), 1};
-  if (deepstack_levels > 0 && !image_at.empty())
-    sm.deepstack = MediaRows{image_at.data(), static_cast<int64_t>(image_at.size()), deepstack.data(), deepstack_levels};
-  const int64_t T = static_cast<int64_t>(prompt.ids.size());
-  runner.step_media(prompt.ids.data(), T, 0, all_logits, obs, logits, sm);
+  sm.embed = MediaRows{prep.embed_index.data(), static_cast<int64_t>(prep.embed_index.size()), prep.embed_rows.data(), 1};
+  if (deepstack_levels > 0 && !prep.ds_index.empty())
+    sm.deepstack = MediaRows{prep.ds_index.data(), static_cast<int64_t>(prep.ds_index.size()), prep.ds_rows.data(),
+                             deepstack_levels};
   out.rope_delta = pos.delta;
-  return out;
+  return prep;
+}
+
+MediaPrefill prefill_media_prompt(Runner& runner, const ModelConfig& cfg, const std::string& model_dir,
+                                  const MediaPrompt& prompt, bool all_logits, BoundaryObserver* obs,
+                                  std::vector<float>& logits) {
+  PreparedMedia prep = prepare_media_prompt(runner, cfg, model_dir, prompt);
+  runner.step_media(prompt.ids.data(), static_cast<int64_t>(prompt.ids.size()), 0, all_logits, obs, logits, prep.step);
+  return std::move(prep.prefill);
 }
 
 }  // namespace segpipe

@@ -27,9 +27,29 @@ struct MediaPrefill {
   int64_t rope_delta = 0;             // every later step: rotary position = slot + rope_delta
 };
 
-// Encodes every piece of media with the pipeline's encoders, checks the placeholders against the media,
-// and runs the prompt as one step from position 0 (runner.step_media). InputError for a prompt whose
-// placeholders and media disagree, or a pipeline without the encoder a piece of media needs.
+// The prompt's step media, made: the encoders' outputs and what the prompt's step gives the embeddings
+// and layers segments (`step` points into the arrays here: keep this object while the step runs; moving
+// it keeps them, copying is refused).
+struct PreparedMedia {
+  MediaPrefill prefill;
+  StepMedia step;
+  std::vector<int32_t> rope;  // [3, T]
+  std::vector<int32_t> embed_index, ds_index;
+  std::vector<float> embed_rows, ds_rows;  // [N, H]; [levels, N_v, H]
+  PreparedMedia() = default;
+  PreparedMedia(PreparedMedia&&) = default;
+  PreparedMedia& operator=(PreparedMedia&&) = default;
+  PreparedMedia(const PreparedMedia&) = delete;
+  PreparedMedia& operator=(const PreparedMedia&) = delete;
+};
+
+// Encodes every piece of media with the pipeline's encoders and checks the placeholders against the
+// media. InputError for a prompt whose placeholders and media disagree, or a pipeline without the
+// encoder a piece of media needs.
+PreparedMedia prepare_media_prompt(Runner& runner, const ModelConfig& cfg, const std::string& model_dir,
+                                   const MediaPrompt& prompt);
+
+// prepare_media_prompt, then the prompt as one step from position 0 (runner.step_media).
 MediaPrefill prefill_media_prompt(Runner& runner, const ModelConfig& cfg, const std::string& model_dir,
                                   const MediaPrompt& prompt, bool all_logits, BoundaryObserver* obs,
                                   std::vector<float>& logits);

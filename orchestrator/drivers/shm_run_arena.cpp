@@ -85,7 +85,7 @@ ShmRunArena::ShmRunArena(const RunPlan& plan, const ModelConfig& cfg, int64_t ca
     s.moe_experts = moe_[1];
     s.moe_weights = moe_[2];
     s.moe_slots = moe_[3];
-    if (p.desc.kind == SegmentKind::embeddings || is_layers(p.desc)) {
+    if (takes_step_media(p.desc)) {
       s.media_rope = media_[0];
       s.media_embed_index = media_[1];
       s.media_embed_rows = media_[2];

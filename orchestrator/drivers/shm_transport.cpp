@@ -43,7 +43,7 @@ ShmTransport::ShmTransport(const RunPlan& plan, const ShmOptions& opt, const Cud
   sharing_.confirm();  // before any worker starts: they inherit the MPS environment
   media_ = arena_->media_blocks().has_value();
   for (const SegmentDesc& d : plan_.segments)
-    if ((d.kind == SegmentKind::embeddings || d.kind == SegmentKind::layers) && d.device.is_cuda()) media_ = false;
+    if (takes_step_media(d) && d.device.is_cuda()) media_ = false;
   workers_->start_all();
 }
 
@@ -79,19 +79,16 @@ void ShmTransport::encode(int segment, const EncoderIO& io) {
   const ShmSegment& p = arena_->segments()[static_cast<size_t>(segment)];
   const std::span<float> in = arena_->encoder_in(segment), out = arena_->encoder_out(segment);
   const std::span<int32_t> grids = arena_->encoder_grids(segment);
-  const bool audio = p.desc.kind == SegmentKind::audio_encoder;
   // Audio features are [mel, frames], image patches [frames, patch_dim]: frames times the other side.
   const int64_t width = arena_->encoder_in_width(segment);
   if (io.frames < 1 || io.frames > static_cast<int64_t>(in.size()) / width || io.n_grids < 0 || io.out_floats < 1)
-    throw InputError(std::string(audio ? "the audio" : "the image") + " is larger than the pipeline's context holds (max_seq " +
-                     std::to_string(plan_.max_seq) + " positions), so its encoder segment '" + p.desc.name +
-                     "' has no room for it");
+    throw InputError("a piece of media larger than the pipeline's context holds (max_seq " + std::to_string(plan_.max_seq) +
+                     " positions): encoder segment '" + p.desc.name + "' (" + to_string(p.desc.kind) + ") has no room for it");
   proto::EncodeArgs a{io.frames, io.n_grids, io.frames * width, io.out_floats};
   if (a.in_floats > static_cast<int64_t>(in.size()) || a.out_floats > static_cast<int64_t>(out.size()) ||
       a.n_grids * 3 > static_cast<int64_t>(grids.size()))
-    throw InputError(std::string(audio ? "the audio" : "the image") + " is larger than the pipeline's context holds (max_seq " +
-                     std::to_string(plan_.max_seq) + " positions), so its encoder segment '" + p.desc.name +
-                     "' has no room for it");
+    throw InputError("a piece of media larger than the pipeline's context holds (max_seq " + std::to_string(plan_.max_seq) +
+                     " positions): encoder segment '" + p.desc.name + "' (" + to_string(p.desc.kind) + ") has no room for it");
   std::memcpy(in.data(), io.in, static_cast<size_t>(a.in_floats) * 4);
   if (a.n_grids) std::memcpy(grids.data(), io.grids, static_cast<size_t>(a.n_grids * 3) * 4);
   workers_->call(segment, proto::kEncode, std::as_bytes(std::span<const proto::EncodeArgs>(&a, 1)));

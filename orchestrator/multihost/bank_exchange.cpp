@@ -139,7 +139,7 @@ BankCall parse_bank_call(const RunPlan& plan, int host, const ModelConfig& cfg, 
   if (c.bank < 0 || c.bank >= static_cast<int>(plan.segments.size()))
     throw InputError("an expert call names segment " + std::to_string(c.bank) + ", which the plan does not have");
   const SegmentDesc& b = plan.segments[static_cast<size_t>(c.bank)];
-  if (b.kind != SegmentKind::experts || b.host != host)
+  if (!is_bank(b) || b.host != host)
     throw InputError("an expert call names segment '" + b.name + "', which is no expert bank of " + host_label(plan, host));
   if (m.h.a < b.layer_first || m.h.a > b.layer_last || !cfg.is_moe_layer(static_cast<int>(m.h.a)))
     throw InputError("an expert call asks bank '" + b.name + "' for layer " + std::to_string(m.h.a) + ", which it does not hold");
