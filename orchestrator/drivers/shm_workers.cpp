@@ -140,7 +140,15 @@ void ShmWorkers::restart(int i) {
   // Let every other channel settle: workers that were waiting on the dead one answer with an error.
   auto deadline = Clock::now() + 5s;
   for (size_t j = 0; j < procs_.size(); j++) {
-    if (static_cast<int>(j) == i || !seg(j).local) continue;
+    if (static_cast<int>(j) == i) continue;
+    if (!seg(j).local) {
+      // A bank of another host that the dead worker was calling: this host's proxy answers its channel
+      // once the bank's host answers (or is found silent), and the restarted worker posts there next.
+      const shm::Channel ch = shm::Channel::attach(arena_.arena(), seg(j).spec.channel_block);
+      while (ch.request_pending() && Clock::now() < deadline) std::this_thread::sleep_for(1ms);
+      if (ch.request_pending()) throw RuntimeFailure("the call to '" + seg(j).desc.name + "' did not settle after a restart");
+      continue;
+    }
     Proc& q = procs_[j];
     while (q.ch->request_pending() && Clock::now() < deadline) {
       int st;

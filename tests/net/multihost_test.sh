@@ -127,9 +127,11 @@ kill_segment() {  # NAME [DELAY]: kill its process DELAY seconds after it exists
     sleep 0.02
   done
 }
-# The layers segment as soon as it exists; the bank once the run decodes (killed within an expert call
-# from another host, or between two).
-for victim in late:b:0 bank-hi:c:0.5; do
+# Both once the run decodes: the layers segment of host b, which calls banks on a and c (killed during
+# such a call or between two: its restart waits for the proxies to answer the calls it left), and the
+# bank of host c, which serves the layers of a and b (killed within an expert call from another host, or
+# between two).
+for victim in late:b:0.3 bank-hi:c:0.5; do
   IFS=: read -r seg host delay <<<"$victim"
   kill_segment "$seg" "$delay" &
   on_a timeout 120 "$B" generate --pipeline "$tmp/hosts.yaml" --tokens "$ids" --ids --max-new-tokens $long >/dev/null 2>"$tmp/e"
