@@ -12,6 +12,7 @@
 //   OUT/worker_spec/         the spec JSON of a worker of each kind, as the orchestrator writes it
 //   OUT/audio_file/          the committed tests/data/media audio files (WAV, FLAC)
 //   OUT/media_wire/          a step's media and an encode request as rank 0 sends them to an agent
+//   OUT/media_dump_file/     dump files of a prompt with audio and an image (OUT/omni-model: its pipeline)
 //   OUT/image_file/          the committed tests/data/media images (PNG, JPEG)
 // usage: make_fuzz_seeds SOURCE_DIR OUT_DIR
 #include <cstdio>
@@ -23,6 +24,7 @@
 #include <nlohmann/json.hpp>
 
 #include "orchestrator/commands/commands.h"
+#include "orchestrator/debugging/dump_io.h"
 #include "orchestrator/multihost/media_wire.h"
 #include "orchestrator/tokenizer/tokenizer.h"
 #include "segments/checkpoint/safetensors_writer.h"
@@ -171,6 +173,64 @@ static int worker_spec_seeds(const fs::path& dir) {
   return done(dir, count);
 }
 
+// A dump of a prompt with audio and an image through a Qwen3-Omni pipeline laid out beside the seeds
+// in-process (this program cannot be a segment process) (OUT/omni-model: the committed tiny checkpoint with its media token ids moved inside its vocabulary, and
+// the processor's audio windows; OUT/omni-model/pipeline.yaml), and small encoder inputs written here
+// (the dumped image's 1,900 patches would make each fuzzed run of the vision tower slow).
+static int media_dump_seeds(const fs::path& src, const fs::path& out) {
+  const fs::path model = out / "omni-model", dir = out / "media_dump_file", run = out / "media-dump-run";
+  fs::create_directories(dir);
+  fs::remove_all(model);
+  fs::remove_all(run);
+  int count = 0;
+  try {
+    fs::copy(src / "models" / "tiny-qwen3-omni", model, fs::copy_options::recursive);
+    fs::remove_all(model / "goldens");
+    nlohmann::json c = nlohmann::json::parse(slurp(model / "config.json"));
+    auto& t = c["thinker_config"];
+    t["audio_token_id"] = 1190, t["image_token_id"] = 1191, t["video_token_id"] = 1192;
+    t["audio_start_token_id"] = 1193, t["audio_end_token_id"] = 1194;
+    t["vision_start_token_id"] = 1195, t["vision_end_token_id"] = 1196;
+    t["audio_config"]["n_window"] = 50, t["audio_config"]["n_window_infer"] = 200;
+    spit(model / "config.json", c.dump(1));
+    spit(model / "pipeline.yaml", "version: 1\nmodel: " + fs::absolute(model).string() +
+                                      "\ntransport: inproc\nsegments:\n  - {name: vision, kind: vision_encoder}\n"
+                                      "  - {name: audio, kind: audio_encoder}\n  - {name: embed, kind: embeddings}\n"
+                                      "  - {name: early, kind: layers, layers: [0, 0]}\n"
+                                      "  - {name: late, kind: layers, layers: [1, 2]}\n  - {name: head, kind: lm_head}\n");
+    segpipe::cmd_dump({"--pipeline", (model / "pipeline.yaml").string(), "--tokens", "1 2 3", "--max-new-tokens", "1",
+                       "--out", run.string(), "--image", (src / "tests/data/media/shapes.png").string(), "--audio",
+                       (src / "tests/data/media/speech.wav").string()});
+    for (auto& e : fs::recursive_directory_iterator(run)) {
+      const std::string rel = fs::relative(e.path(), run).string();
+      if (!e.is_regular_file() || e.path().extension() != ".safetensors" || rel.find(".input.") == std::string::npos ||
+          rel.rfind("vision.", 0) == 0 || e.file_size() >= (1u << 20))
+        continue;
+      std::string tag = rel;
+      for (auto& ch : tag)
+        if (ch == '/') ch = '-';
+      fs::copy_file(e.path(), dir / tag, fs::copy_options::overwrite_existing);
+      count++;
+    }
+    // One small image: a grid of 1 x 4 x 4 patches (4 rows after the 2 x 2 merge).
+    const auto& v = t["vision_config"];
+    const int64_t patch = v.value("in_channels", 3) * v.at("temporal_patch_size").get<int64_t>() *
+                          v.at("patch_size").get<int64_t>() * v.at("patch_size").get<int64_t>();
+    std::vector<float> px(static_cast<size_t>(16 * patch));
+    for (size_t i = 0; i < px.size(); i++) px[i] = static_cast<float>(i % 7) * 0.25f - 0.75f;
+    segpipe::DumpFile img;
+    img.tensors["pixel_values"] = segpipe::DumpTensor::from_f32(px.data(), {16, patch});
+    img.tensors["grid_thw"] = segpipe::DumpTensor::from_i64({1, 4, 4}, {1, 3});
+    img.tensors["pos0"] = segpipe::DumpTensor::from_i64({0}, {1});
+    segpipe::write_dump_file((dir / "vision-small.input.safetensors").string(), img);
+    count++;
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "make_fuzz_seeds: the media dump failed: %s\n", e.what());
+  }
+  fs::remove_all(run);
+  return done(dir, count);
+}
+
 // A step's media and an encode request as rank 0 sends them, behind the target's three selector bytes.
 static int media_wire_seeds(const fs::path& dir) {
   fs::create_directories(dir);
@@ -252,6 +312,7 @@ int main(int argc, char** argv) {
   const int more = shard_index_seeds(src, out / "shard_index") + dump_file_seeds(src, out / "dump_file") +
                    tokenizer_json_seeds(src, out / "tokenizer_json") + chat_messages_seeds(src, out / "chat_messages") +
                    worker_spec_seeds(out / "worker_spec") + media_seeds(src, out / "audio_file", {".wav", ".flac"}) +
-                   media_seeds(src, out / "image_file", {".png", ".jpg"}) + media_wire_seeds(out / "media_wire");
-  return n > 0 && more == 8 ? 0 : 1;
+                   media_seeds(src, out / "image_file", {".png", ".jpg"}) + media_wire_seeds(out / "media_wire") +
+                   media_dump_seeds(src, out);
+  return n > 0 && more == 9 ? 0 : 1;
 }
