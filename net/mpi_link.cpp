@@ -25,6 +25,13 @@ std::optional<int> env_int(const char* name) {
 }
 }  // namespace
 
+struct Link::Outgoing {
+  Header h;
+  std::vector<std::byte> payload;
+  MPI_Request req[2];
+  int n = 0;
+};
+
 std::optional<JobPlace> launched_job() {
   // Open MPI's mpirun; PMIx launchers (prterun, srun --mpi=pmix); Slurm's PMI.
   const std::pair<const char*, const char*> vars[] = {{"OMPI_COMM_WORLD_RANK", "OMPI_COMM_WORLD_SIZE"},
@@ -54,35 +61,48 @@ Link::Link(int* argc, char*** argv) {
 
 Link::~Link() {
   std::lock_guard lock(mu_);
-  if (!finalized_) MPI_Finalize();
+  // A send to a lost peer never completes, and MPI_Finalize would wait for it: the process leaves the
+  // job without it (the launcher then ends the job, which is ending anyway).
+  if (!finalized_ && !lost_) MPI_Finalize();
   finalized_ = true;
 }
 
 void Link::send(int to, const Header& h0, std::span<const std::byte> payload) {
   if (payload.size() > kMaxPayload) throw std::runtime_error("a message payload over 2 GiB");
-  Header h = h0;
-  h.payload_bytes = payload.size();
-  MPI_Request req[2];
-  int n = 0;
+  // The message is the link's until the peer has it (a send abandoned below keeps it alive for MPI).
+  auto o = std::make_unique<Outgoing>();
+  o->h = h0;
+  o->h.payload_bytes = payload.size();
+  o->payload.assign(payload.begin(), payload.end());
   {
     // Header and payload posted together: a peer pairs each header with the next payload from here.
     std::lock_guard lock(mu_);
-    int rc = MPI_Isend(&h, sizeof h, MPI_BYTE, to, kTagHeader, MPI_COMM_WORLD, &req[n++]);
-    if (rc == MPI_SUCCESS && !payload.empty())
-      rc = MPI_Isend(payload.data(), static_cast<int>(payload.size()), MPI_BYTE, to, kTagPayload, MPI_COMM_WORLD, &req[n++]);
+    int rc = MPI_Isend(&o->h, sizeof o->h, MPI_BYTE, to, kTagHeader, MPI_COMM_WORLD, &o->req[o->n++]);
+    if (rc == MPI_SUCCESS && !o->payload.empty())
+      rc = MPI_Isend(o->payload.data(), static_cast<int>(o->payload.size()), MPI_BYTE, to, kTagPayload, MPI_COMM_WORLD,
+                     &o->req[o->n++]);
     if (rc != MPI_SUCCESS) throw std::runtime_error("MPI_Isend to rank " + std::to_string(to) + " failed");
   }
   // A large message leaves only once the peer receives it, and the peer may itself be sending to this
   // process: waiting in a blocking send, each holding its link, the two would wait for each other for
   // ever (an expert call going out while the answer to another comes in). So the send waits without
-  // the lock and takes in what arrives meanwhile.
+  // the lock and takes in what arrives meanwhile. A peer that takes nothing for the send timeout is
+  // lost (its host, its link): the send is abandoned (MPI keeps reading its buffer, so the link keeps
+  // it) and the failure thrown, instead of waiting for TCP to give up (minutes).
+  const auto start = std::chrono::steady_clock::now();
   for (int idle = 0;;) {
     {
       std::lock_guard lock(mu_);
       int done = 0;
-      if (MPI_Testall(n, req, &done, MPI_STATUSES_IGNORE) != MPI_SUCCESS)
+      if (MPI_Testall(o->n, o->req, &done, MPI_STATUSES_IGNORE) != MPI_SUCCESS)
         throw std::runtime_error("MPI_Isend to rank " + std::to_string(to) + " failed");
       if (done) return;
+      if (std::chrono::steady_clock::now() - start > send_timeout_) {
+        abandoned_.push_back(std::move(o));
+        lost_ = true;
+        throw std::runtime_error("rank " + std::to_string(to) + " took no message for " +
+                                 std::to_string(send_timeout_.count()) + " ms (its host or its link is lost)");
+      }
     }
     if (poll_one()) {
       idle = 0;

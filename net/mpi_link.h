@@ -15,6 +15,7 @@
 #include <cstdint>
 #include <deque>
 #include <functional>
+#include <memory>
 #include <mutex>
 #include <optional>
 #include <span>
@@ -59,7 +60,10 @@ class Link {
   int rank() const { return rank_; }
   int size() const { return size_; }
 
+  // Returns once the peer has the message. Throws std::runtime_error (and marks the link lost) when the
+  // peer takes nothing for the send timeout.
   void send(int to, const Header& h, std::span<const std::byte> payload = {});
+  void set_send_timeout(std::chrono::milliseconds t) { send_timeout_ = t; }
   // The next message from `from`, or nullopt when `timeout` passes without one. Messages from other
   // ranks that arrive meanwhile are kept for their own receive.
   std::optional<Message> receive(int from, std::chrono::milliseconds timeout);
@@ -90,6 +94,9 @@ class Link {
   uint32_t beat_op_ = 0;
   std::atomic<bool> lost_{false};
   std::vector<std::deque<Message>> queued_;  // per source
+  struct Outgoing;  // a message being sent (mpi_link.cpp)
+  std::vector<std::unique_ptr<Outgoing>> abandoned_;  // sends to a lost peer: MPI may still read them
+  std::chrono::milliseconds send_timeout_{10000};
   std::vector<std::chrono::steady_clock::time_point> heard_;
 };
 

@@ -226,6 +226,7 @@ class Agent {
         case kOpen: {
           const auto j = nlohmann::json::parse(std::string(reinterpret_cast<const char*>(m.payload.data()), m.payload.size()));
           plan_ = run_plan_from_json(j.at("plan"));
+          link_.set_send_timeout(std::chrono::milliseconds(plan_.timeout_ms));
           ck_.reset();
           ShmOptions opt;
           opt.capture_tokens = j.at("capture_tokens");

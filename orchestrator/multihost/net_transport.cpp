@@ -27,6 +27,7 @@ nlohmann::json cuda_json(const CudaShmOptions& c) {
 
 NetTransport::NetTransport(const RunPlan& plan, const ShmOptions& opt, const CudaShmOptions& cuda, net::Link& link)
     : plan_(plan), link_(link), open_(plan.hosts.size(), false), lost_(plan.hosts.size(), false) {
+  link_.set_send_timeout(std::chrono::milliseconds(plan_.timeout_ms));
   if (static_cast<int>(plan_.hosts.size()) != link_.size())
     throw InputError(plan_.source + ": the pipeline lists " + std::to_string(plan_.hosts.size()) +
                      " hosts, but this MPI job has " + std::to_string(link_.size()) +
@@ -37,7 +38,7 @@ NetTransport::NetTransport(const RunPlan& plan, const ShmOptions& opt, const Cud
                                           {"cuda", cuda_json(cuda)}}
                                .dump();
   for (size_t h = 1; h < plan_.hosts.size(); h++) {
-    link_.send(static_cast<int>(h), net::Header{kOpen}, bytes_of(open.data(), open.size()));
+    send_to(static_cast<int>(h), net::Header{kOpen}, bytes_of(open.data(), open.size()));
     open_[h] = true;
   }
   ShmOptions local = opt;
@@ -47,10 +48,23 @@ NetTransport::NetTransport(const RunPlan& plan, const ShmOptions& opt, const Cud
   for (size_t h = 1; h < plan_.hosts.size(); h++) await(static_cast<int>(h), -1, kOpen);
 }
 
+// Every message to another host goes through here: a host that takes nothing for timeout_ms is lost.
+void NetTransport::send_to(int h, const net::Header& hd, std::span<const std::byte> payload) {
+  try {
+    link_.send(h, hd, payload);
+  } catch (const std::runtime_error& e) {
+    lost_[static_cast<size_t>(h)] = true;
+    link_.mark_lost();
+    const int seg = hd.segment;
+    throw SegmentLost(std::max(seg, 0), (seg >= 0 ? "segment '" + plan_.segments[static_cast<size_t>(seg)].name + "' on " : std::string()) +
+                                            where(h) + ": " + e.what());
+  }
+}
+
 void NetTransport::request(int h, int segment, uint32_t op, int64_t a, int64_t b, int32_t c,
                            std::span<const std::byte> payload) {
   net::Header hd{op, segment, a, b, c};
-  link_.send(h, hd, payload);
+  send_to(h, hd, payload);
   await(h, segment, op);
 }
 
@@ -143,17 +157,17 @@ void NetTransport::begin_step(const StepInput& in) {
     payload.insert(payload.end(), media.begin(), media.end());
   }
   for (size_t h = 1; h < plan_.hosts.size(); h++)
-    link_.send(static_cast<int>(h), net::Header{kBegin, -1, in.T, in.pos0, flags}, payload);
+    send_to(static_cast<int>(h), net::Header{kBegin, -1, in.T, in.pos0, flags}, payload);
 }
 
 void NetTransport::move_port(const Port& port, int from, int to) {
   const int64_t T = in_.T, H = config().hidden;
   const size_t bytes = static_cast<size_t>(T * H) * 4;
   if (from == 0) {
-    link_.send(to, net::Header{kRecvPort, -1, pack_port(port), T, 0});
-    link_.send(to, net::Header{kPortData}, bytes_of(local_->hidden_port(port), bytes));
+    send_to(to, net::Header{kRecvPort, -1, pack_port(port), T, 0});
+    send_to(to, net::Header{kPortData}, bytes_of(local_->hidden_port(port), bytes));
   } else if (to == 0) {
-    link_.send(from, net::Header{kSendPort, -1, pack_port(port), T, 0});
+    send_to(from, net::Header{kSendPort, -1, pack_port(port), T, 0});
     for (;;) {
       std::optional<net::Message> m = link_.receive_if(
           [from](int f, const net::Header& hd) { return f == from && hd.op != kBankSlots && hd.op != kBankFailed; },
@@ -173,8 +187,8 @@ void NetTransport::move_port(const Port& port, int from, int to) {
     }
   } else {
     // Host to host, not through rank 0: the producer sends, the consumer receives before its stage runs.
-    link_.send(from, net::Header{kSendPort, -1, pack_port(port), T, to});
-    link_.send(to, net::Header{kRecvPort, -1, pack_port(port), T, from});
+    send_to(from, net::Header{kSendPort, -1, pack_port(port), T, to});
+    send_to(to, net::Header{kRecvPort, -1, pack_port(port), T, from});
   }
 }
 
@@ -268,7 +282,7 @@ std::vector<SegmentReport> NetTransport::reports() {
   std::vector<SegmentReport> all = local_->reports();
   for (SegmentReport& r : all) r.host = plan_.hosts[0].name;
   for (size_t h = 1; h < plan_.hosts.size(); h++) {
-    link_.send(static_cast<int>(h), net::Header{kReports});
+    send_to(static_cast<int>(h), net::Header{kReports});
     std::optional<net::Message> m = link_.receive_if(
         [h](int f, const net::Header& hd) { return f == static_cast<int>(h) && hd.op == kReportsData; },
         std::chrono::milliseconds(plan_.timeout_ms));

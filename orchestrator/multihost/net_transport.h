@@ -50,6 +50,7 @@ class NetTransport : public Transport {
   void request(int h, int segment, uint32_t op, int64_t a = 0, int64_t b = 0, int32_t c = 0,
                std::span<const std::byte> payload = {});
   void await(int h, int segment, uint32_t op);
+  void send_to(int h, const net::Header& hd, std::span<const std::byte> payload = {});
   // Makes the port's content, written on host `from` this step, present on host `to`.
   void move_port(const Port& port, int from, int to);
   RunPlan plan_;

@@ -38,8 +38,11 @@ trap cleanup EXIT
 bash "$sim" up "$name" 3 || fail "sim_hosts up"
 a1=$(bash "$sim" addr "$name" 1) a2=$(bash "$sim" addr "$name" 2) a3=$(bash "$sim" addr "$name" 3)
 cidr=$(bash "$sim" cidr "$name")
+# A small eager limit: every message but the smallest goes by rendezvous (it leaves once the peer takes
+# it), as a real model's activations and logits do, so a peer that is cut off mid-send is what the
+# faults below meet (net/mpi_link.h: a send to a lost peer ends after timeout_ms).
 export OMPI_MCA_plm_rsh_agent="$sim rsh" OMPI_MCA_btl=self,tcp OMPI_MCA_btl_tcp_if_include=$cidr \
-       OMPI_MCA_oob_tcp_if_include=$cidr
+       OMPI_MCA_oob_tcp_if_include=$cidr OMPI_MCA_btl_tcp_eager_limit=1024
 model=$src/models/tiny-qwen3-moe
 cat >"$tmp/hosts.yaml" <<EOF
 version: 1
