@@ -67,9 +67,9 @@ int cmd_verify(const Args& args) {
   // --audio / --image: the segmented-vs-in-process comparison of a prompt with media (a golden carries
   // its own media, and bisect compares text steps).
   const std::vector<MediaInput> media = load_media_args(args, lp.plan.model_dir);
-  if (!media.empty() && (!goldens.empty() || a.has("--bisect")))
-    throw InputError("verify: --audio and --image compare the segmented run with the in-process one (no --golden, "
-                     "no --bisect); a multimodal golden carries its own media");
+  if (!media.empty() && !goldens.empty())
+    throw InputError("verify: --audio and --image go with the comparison with an in-process run (no --golden); a "
+                     "multimodal golden carries its own media");
   nlohmann::json report;
   report["source"] = lp.plan.source;
   bool passed = true;
@@ -80,6 +80,8 @@ int cmd_verify(const Args& args) {
     bo.reference = a.get("--reference");
     bo.tolerance = tol;
     bo.prompt = a.has("--tokens") ? parse_id_list(*a.get("--tokens"), "--tokens") : default_verify_prompt(lp.cfg);
+    if (!media.empty()) bo.prompt = insert_media_blocks(bo.prompt, 0, media, lp.plan.model_dir);
+    bo.media = media;
     passed = run_bisect(lp, bo, report);
   } else if (!goldens.empty()) {
     // Load every golden first: a misfit is bad input, reported before anything runs.

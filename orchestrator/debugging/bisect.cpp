@@ -8,6 +8,9 @@
 #include "orchestrator/debugging/capture.h"
 #include "orchestrator/debugging/debug_common.h"
 #include "orchestrator/debugging/golden.h"
+#include "orchestrator/drivers/chain_driver.h"
+#include "orchestrator/drivers/inproc_transport.h"
+#include "orchestrator/drivers/media_prompt.h"
 #include "orchestrator/drivers/segment_set.h"
 #include "orchestrator/drivers/shm_runner.h"
 #include "segments/core/errors.h"
@@ -42,15 +45,31 @@ void print_rows(const std::vector<Row>& rows, size_t first_bad, const RunPlan& p
   }
 }
 
+// The prompt (with its media, if any) through `plan` in this process: its boundaries, logits and bank
+// calls. With media, each encoder's rows are returned too (in prompt order).
+std::vector<std::vector<float>> run_inproc(const RunPlan& plan, const ModelConfig& cfg, const std::vector<int32_t>& prompt,
+                                           const std::vector<MediaInput>& media, Capture* obs, std::vector<float>& logits,
+                                           std::vector<BankCall>* calls) {
+  SegmentSet set(plan, cfg);
+  auto runner = make_chain_runner(plan, std::make_unique<InprocTransport>(plan, cfg, set, calls));
+  const int64_t T = static_cast<int64_t>(prompt.size());
+  std::vector<std::vector<float>> rows;
+  if (media.empty()) {
+    runner->step(prompt.data(), T, 0, obs != nullptr, obs, logits);
+  } else {
+    MediaPrefill p = prefill_media_prompt(*runner, cfg, plan.model_dir, MediaPrompt{prompt, media}, obs != nullptr, obs, logits);
+    for (EncodedMedia& e : p.encoded) rows.push_back(std::move(e.rows));
+  }
+  return rows;
+}
+
 // Which bank, which experts, when the first divergent boundary is a banked layer's output.
 json follow_into_banks(const LoadedPlan& cand, const RunPlan& ref_plan, const ModelConfig& cfg,
-                       const std::vector<int32_t>& prompt, int layer) {
-  const int64_t T = static_cast<int64_t>(prompt.size());
-  SegmentSet a(cand.plan, cfg), b(ref_plan, cfg);
+                       const std::vector<int32_t>& prompt, const std::vector<MediaInput>& media, int layer) {
   std::vector<BankCall> ca, cb;
   std::vector<float> la, lb;
-  a.step(prompt.data(), T, 0, false, nullptr, la, &ca);
-  b.step(prompt.data(), T, 0, false, nullptr, lb, &cb);
+  run_inproc(cand.plan, cfg, prompt, media, nullptr, la, &ca);
+  run_inproc(ref_plan, cfg, prompt, media, nullptr, lb, &cb);
   const BankCall *x = nullptr, *y = nullptr;
   for (auto& c : ca)
     if (c.layer == layer) x = &c;
@@ -133,13 +152,32 @@ bool run_bisect(const LoadedPlan& lp, const BisectOptions& opt, json& report) {
     so.capture_tokens = T;
     Capture a, b;
     std::vector<float> la, lb;
+    // With media, each encoder's rows come first: the walk starts where the prompt's numbers start.
+    std::vector<std::vector<float>> ea, eb;
     {
       auto cand = make_runner(lp.plan, so);
-      cand->step(prompt.data(), T, 0, true, &a, la);
+      if (opt.media.empty()) {
+        cand->step(prompt.data(), T, 0, true, &a, la);
+      } else {
+        MediaPrefill p = prefill_media_prompt(*cand, cfg, lp.plan.model_dir, MediaPrompt{prompt, opt.media}, true, &a, la);
+        for (EncodedMedia& e : p.encoded) ea.push_back(std::move(e.rows));
+      }
     }
-    {
-      SegmentSet r(ref_plan, cfg);
-      r.step(prompt.data(), T, 0, true, &b, lb);
+    eb = run_inproc(ref_plan, cfg, prompt, opt.media, &b, lb, nullptr);
+    for (size_t j = 0; j < opt.media.size(); j++) {
+      Row r{};
+      r.boundary = std::string(to_string(opt.media[j].encoder)) + "." + std::to_string(j);
+      BoundaryResult br;
+      if (ea[j].size() != eb[j].size()) {
+        r.passed = false;
+        r.note = "row counts differ";
+      } else {
+        compare_floats(ea[j].data(), eb[j].data(), ea[j].size(), br);
+        r.max_abs = br.max_abs;
+        r.rel_l2 = br.rel_l2;
+        r.passed = br.bitwise;
+      }
+      rows.push_back(r);
     }
     std::vector<std::string> order = {"embeddings"};
     for (int l = 0; l < cfg.num_layers; l++) {
@@ -212,7 +250,7 @@ bool run_bisect(const LoadedPlan& lp, const BisectOptions& opt, json& report) {
   if (banked && layer >= 0 && cfg.is_moe_layer(layer) && opt.goldens.empty() &&
       r.boundary == "layers." + std::to_string(layer) + ".output") {
     RunPlan ref_plan = ref ? ref->plan : lp.plan;
-    json b = follow_into_banks(lp, ref_plan, cfg, prompt, layer);
+    json b = follow_into_banks(lp, ref_plan, cfg, prompt, opt.media, layer);
     if (!b.is_null()) {
       j["first"]["banks"] = b;
       std::printf("bisect: inside layer %d: %s\n", layer, b.value("verdict", std::string()).c_str());

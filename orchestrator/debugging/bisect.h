@@ -13,12 +13,15 @@
 
 #include "orchestrator/planning/pipeline_loader.h"
 
+#include "orchestrator/drivers/step_media.h"
+
 namespace segpipe {
 
 struct BisectOptions {
   std::vector<std::string> goldens;         // compare with these (tolerance); else with an in-process run
   std::optional<std::string> reference;     // pipeline whose in-process run is the reference
   std::vector<int32_t> prompt;              // for the in-process comparison
+  std::vector<MediaInput> media;            // (Qwen3-Omni) its media; prompt holds their placeholder blocks
   double tolerance = 1e-4;
 };
 

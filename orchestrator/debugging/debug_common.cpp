@@ -48,6 +48,8 @@ int layer_of_boundary(const std::string& b) {
 std::string segment_of_boundary(const RunPlan& plan, const std::string& b) {
   int layer = layer_of_boundary(b);
   for (const SegmentDesc& s : plan.segments) {
+    // An encoder's rows: "<kind>.<j>" (the j-th piece of media of the prompt).
+    if (is_encoder(s.kind) && b.rfind(std::string(to_string(s.kind)) + ".", 0) == 0) return s.name;
     if (b == "embeddings" && s.kind == SegmentKind::embeddings) return s.name;
     if ((b == "norm" || b == "logits") && s.kind == SegmentKind::lm_head) return s.name;
     if (layer >= 0 && s.kind == SegmentKind::layers && layer >= s.layer_first && layer <= s.layer_last) return s.name;

@@ -121,11 +121,6 @@ TEST(MediaInputs, OverProcessesEqualsInProcessBitForBit) {
   EXPECT_NE(shm.err.find("generated 2 tokens"), std::string::npos) << shm.err;
   EXPECT_GT(std::stoi(shm.err.substr(shm.err.find("prompt ") + 7)), 512) << shm.err;
   EXPECT_EQ(in.out, shm.out);
-  // verify's media go with the segmented-vs-in-process comparison only.
-  RunResult g = run_segpipe({"verify", "--pipeline", omni_split_pipeline(model, ""), "--bisect", "--image",
-                             source_path("tests/data/media/shapes.png")});
-  EXPECT_EQ(g.rc, 2) << g.err;
-  EXPECT_NE(g.err.find("--audio and --image compare the segmented run"), std::string::npos) << g.err;
   // More media than the pipeline has encoders for: an image without a vision_encoder segment.
   std::string no_vision = temp_dir() + "/nv.yaml";
   write_file(no_vision, "version: 1\nmodel: " + model + "\nsegments:\n"
@@ -161,6 +156,57 @@ TEST(MediaInputs, DumpAndRunSegmentWithMedia) {
                                dir + "/audio.media-0.input.safetensors", "--output", temp_dir() + "/o.safetensors"});
   EXPECT_EQ(bad.rc, 2) << bad.err;
   EXPECT_NE(bad.err.find("pixel_values"), std::string::npos) << bad.err;
+}
+
+// Changes one value of a tensor in a copy of a checkpoint (the shard the index names): a split that
+// lost a bit, for bisect to find.
+void perturb_tensor(const std::string& dir, const std::string& tensor) {
+  const nlohmann::json index = nlohmann::json::parse(std::ifstream(dir + "/model.safetensors.index.json"));
+  const std::string shard = dir + "/" + index.at("weight_map").at(tensor).get<std::string>();
+  std::fstream f(shard, std::ios::in | std::ios::out | std::ios::binary);
+  uint64_t n = 0;
+  f.read(reinterpret_cast<char*>(&n), 8);
+  std::string header(n, '\0');
+  f.read(header.data(), static_cast<std::streamsize>(n));
+  const int64_t at = 8 + static_cast<int64_t>(n) + nlohmann::json::parse(header).at(tensor).at("data_offsets").at(0).get<int64_t>();
+  f.seekg(at);
+  char c = 0;
+  f.read(&c, 1);
+  c = static_cast<char>(c ^ 0x40);
+  f.seekp(at);
+  f.write(&c, 1);
+}
+
+// verify --bisect with media: against the same pipeline in-process nothing diverges; against a reference
+// whose vision tower differs by one value, the first divergence is that encoder's rows.
+TEST(MediaInputs, BisectWithMediaNamesTheEncoder) {
+  const std::string model = placeable_omni();
+  const std::string yaml = omni_split_pipeline(model, "");
+  const std::vector<std::string> media = {"--image", source_path("tests/data/media/shapes.png"), "--audio",
+                                          source_path("tests/data/media/speech.wav")};
+  std::vector<std::string> args = {"verify", "--pipeline", yaml, "--bisect", "--tokens", "1 2 3"};
+  args.insert(args.end(), media.begin(), media.end());
+  RunResult same = run_segpipe(args);
+  EXPECT_EQ(same.rc, 0) << same.out << same.err;
+  EXPECT_NE(same.out.find("bisect: no divergence"), std::string::npos) << same.out;
+  // The reference: the same pipeline over a checkpoint whose vision tower lost a bit.
+  namespace fs = std::filesystem;
+  const std::string other = temp_dir() + "/omni-other";
+  fs::copy(model, other, fs::copy_options::recursive);
+  perturb_tensor(other, "thinker.visual.blocks.0.attn.qkv.weight");
+  const std::string ref = temp_dir() + "/ref.yaml";
+  write_file(ref, "version: 1\nmodel: " + other + "\ntransport: inproc\nsegments:\n  - {name: vision, kind: vision_encoder}\n"
+                  "  - {name: audio, kind: audio_encoder}\n  - {name: embed, kind: embeddings}\n"
+                  "  - {name: layers, kind: layers, layers: [0, 2]}\n  - {name: head, kind: lm_head}\n");
+  args.insert(args.end(), {"--reference", ref});
+  RunResult diff = run_segpipe(args);
+  EXPECT_EQ(diff.rc, 1) << diff.out << diff.err;
+  EXPECT_NE(diff.out.find("first divergence in segment 'vision' (vision_encoder)"), std::string::npos) << diff.out;
+  // A golden carries its own media.
+  RunResult g = run_segpipe({"verify", "--pipeline", yaml, "--golden", source_path("models/tiny-qwen3-omni/goldens/short.safetensors"),
+                             "--image", source_path("tests/data/media/shapes.png")});
+  EXPECT_EQ(g.rc, 2) << g.err;
+  EXPECT_NE(g.err.find("a multimodal golden carries its own media"), std::string::npos) << g.err;
 }
 
 }  // namespace
