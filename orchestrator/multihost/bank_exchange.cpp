@@ -59,10 +59,18 @@ void BankProxy::serve(int bank) {
       call(bank, ch, rq);
     } catch (const std::exception& e) {
       // The link failed before an answer went out (call answers last): the worker must not wait forever.
+      // A send the bank's host took nothing of (net/mpi_link.h) is that host's loss, and the bank's.
+      const std::string why = std::string("the call could not be sent: ") + e.what();
+      if (link_.lost()) {
+        {
+          std::lock_guard lock(mu_);
+          hosts_lost_.insert(bank);
+        }
+        t_.note_lost_elsewhere(bank, why);
+      }
       try {
-        ch.post_response(rq.step, proto::kFailed, reply_text(std::string("expert bank '") +
-                                                             plan_.segments[static_cast<size_t>(bank)].name +
-                                                             "': " + e.what()));
+        ch.post_response(rq.step, proto::kFailed,
+                         reply_text("expert bank '" + plan_.segments[static_cast<size_t>(bank)].name + "': " + why));
       } catch (...) {
       }
     }
