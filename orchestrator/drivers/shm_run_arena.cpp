@@ -167,15 +167,9 @@ std::vector<int> ShmRunArena::banks_served_elsewhere() const {
 
 std::optional<ShmRunArena::StepMediaBlocks> ShmRunArena::media_blocks() const {
   if (!media_[0]) return std::nullopt;
-  StepMediaBlocks b;
-  b.rope = arena_->payload_span<int32_t>(media_[0]).data();
-  b.embed_index = arena_->payload_span<int32_t>(media_[1]).data();
-  b.embed_rows = arena_->payload_span<float>(media_[2]).data();
-  b.ds_index = arena_->payload_span<int32_t>(media_[3]).data();
-  const std::span<float> ds = arena_->payload_span<float>(media_[4]);
-  b.ds_rows = ds.data();
-  b.ds_rows_floats = static_cast<int64_t>(ds.size());
-  return b;
+  return StepMediaBlocks{arena_->payload_span<int32_t>(media_[0]), arena_->payload_span<int32_t>(media_[1]),
+                         arena_->payload_span<int32_t>(media_[3]), arena_->payload_span<float>(media_[2]),
+                         arena_->payload_span<float>(media_[4])};
 }
 
 std::span<float> ShmRunArena::encoder_in(int segment) const {

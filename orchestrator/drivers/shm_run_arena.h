@@ -66,12 +66,8 @@ class ShmRunArena {
   // A prompt's media (plans with an encoder): the step's blocks, for the transport to fill, and an
   // encoder segment's input, grids and output blocks.
   struct StepMediaBlocks {
-    int32_t* rope = nullptr;
-    int32_t* embed_index = nullptr;
-    float* embed_rows = nullptr;
-    int32_t* ds_index = nullptr;
-    float* ds_rows = nullptr;
-    int64_t ds_rows_floats = 0;
+    std::span<int32_t> rope, embed_index, ds_index;  // [3, Tmax], [Tmax], [Tmax]
+    std::span<float> embed_rows, ds_rows;            // [Tmax, H], [levels, Tmax, H]
   };
   std::optional<StepMediaBlocks> media_blocks() const;
   std::span<float> encoder_in(int segment) const;

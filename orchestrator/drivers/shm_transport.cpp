@@ -59,19 +59,21 @@ void ShmTransport::put_media(const StepMedia& m) {
   if (!media_) throw InputError("this pipeline does not carry audio or images");
   const ShmRunArena::StepMediaBlocks b = *arena_->media_blocks();
   const int64_t T = in_.T, H = cfg_.hidden;
-  if (m.rope_positions) std::memcpy(b.rope, m.rope_positions, static_cast<size_t>(3 * T) * 4);
-  if (m.embed.n < 0 || m.embed.n > T || m.deepstack.n < 0 || m.deepstack.n > T)
+  // Each copy bounded by its block (T is at most the step's tokens, which the blocks hold).
+  auto put = [](auto span, const auto* from, int64_t n, const char* what) {
+    if (n < 0 || static_cast<uint64_t>(n) > span.size())
+      throw InputError(std::string("a step's media: ") + what + " do not fit the step's block");
+    if (n) std::memcpy(span.data(), from, static_cast<size_t>(n) * sizeof(*from));
+  };
+  if (m.rope_positions) put(b.rope, m.rope_positions, 3 * T, "the 3-D positions");
+  if (m.embed.n > T || m.deepstack.n > T)
     throw InputError("a step of " + std::to_string(T) + " tokens with more media rows than tokens");
-  if (m.embed.n) {
-    std::memcpy(b.embed_index, m.embed.index, static_cast<size_t>(m.embed.n) * 4);
-    std::memcpy(b.embed_rows, m.embed.rows, static_cast<size_t>(m.embed.n * H) * 4);
-  }
+  put(b.embed_index, m.embed.index, m.embed.n, "the rows' positions");
+  put(b.embed_rows, m.embed.rows, m.embed.n * H, "the rows");
   if (m.deepstack.n) {
-    const int64_t floats = m.deepstack.levels * m.deepstack.n * H;
-    if (m.deepstack.levels < 1 || floats > b.ds_rows_floats)
-      throw InputError("DeepStack rows of " + std::to_string(m.deepstack.levels) + " levels, more than the vision tower has");
-    std::memcpy(b.ds_index, m.deepstack.index, static_cast<size_t>(m.deepstack.n) * 4);
-    std::memcpy(b.ds_rows, m.deepstack.rows, static_cast<size_t>(floats) * 4);
+    if (m.deepstack.levels < 1) throw InputError("DeepStack rows without a level");
+    put(b.ds_index, m.deepstack.index, m.deepstack.n, "the DeepStack rows' positions");
+    put(b.ds_rows, m.deepstack.rows, m.deepstack.levels * m.deepstack.n * H, "the DeepStack rows (more levels than the vision tower has)");
   }
 }
 

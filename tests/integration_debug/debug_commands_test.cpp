@@ -371,12 +371,15 @@ TEST(MemoryTest, ReportMatchesProcAndMeetsItsTargetsAndThePageRenders) {
   json m = read_json(js);
   ASSERT_EQ(m["segments"].size(), 6u);
   // Totals against smaps_rollup read here, while the processes are held.
-  uint64_t pss = rollup(m["orchestrator"]["pid"].get<long>())["Pss"];
+  auto own = rollup(m["orchestrator"]["pid"].get<long>());
+  uint64_t pss = own["Pss"], priv = own["Private_Clean"] + own["Private_Dirty"], rss = own["Rss"];
   for (auto& s : m["segments"]) {
     long p = s["pid"].get<long>();
     auto r = rollup(p);
     ASSERT_GT(r["Rss"], 0u) << "segment process " << p << " gone";
     pss += r["Pss"];
+    priv += r["Private_Clean"] + r["Private_Dirty"];
+    rss += r["Rss"];
     EXPECT_NEAR(static_cast<double>(r["Rss"]), s["rss_bytes"].get<double>(), 0.05 * r["Rss"] + 65536) << s["name"];
     // Targets: resident <= weights + KV + 32 MiB; no foreign weight page resident (pagemap, in the report).
     EXPECT_LE(s["rss_bytes"].get<uint64_t>(), s["weight_bytes"].get<uint64_t>() + s["kv_cache_bytes"].get<uint64_t>() + (32u << 20)) << s["name"];
@@ -416,9 +419,13 @@ TEST(MemoryTest, ReportMatchesProcAndMeetsItsTargetsAndThePageRenders) {
   EXPECT_NEAR(static_cast<double>(reported), static_cast<double>(summed), 0.02 * summed) << "total vs per-process PSS";
   EXPECT_LT(reported, m["totals"]["rss_bytes_double_counted"].get<uint64_t>()) << "PSS must not double-count";
   // Against smaps_rollup read here, later: PSS of shared pages (libc, the segpipe binary) moves as
-  // other processes start and stop beside this test, so the 2% bound holds only on a quiet machine;
-  // allow 15% here and keep the exact check above.
-  EXPECT_NEAR(static_cast<double>(reported), static_cast<double>(pss), 0.15 * pss) << "report total vs smaps_rollup sum";
+  // other processes start and stop beside this test (the 2% bound holds only on a quiet machine; 15%
+  // failed under the suite's own parallel runs). What other processes cannot move: the processes' own
+  // pages (PSS counts them whole) and their resident pages (PSS counts no more); and PSS read here
+  // within those bounds too, as the reported one must be.
+  EXPECT_GE(static_cast<double>(reported), 0.98 * static_cast<double>(priv)) << "report total below the private pages";
+  EXPECT_LE(static_cast<double>(reported), 1.02 * static_cast<double>(rss)) << "report total above the resident pages";
+  EXPECT_TRUE(pss >= priv && pss <= rss) << "smaps_rollup: PSS " << pss << ", private " << priv << ", RSS " << rss;
   EXPECT_TRUE(m["inproc"]["memory"]["rss_bytes"].get<uint64_t>() > 0);
   EXPECT_FALSE(m["router"]["layers"].empty());
   std::ofstream(hold) << "go";

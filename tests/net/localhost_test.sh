@@ -22,14 +22,13 @@ model=$src/models/tiny-qwen3-moe
 # model's activations go: two calls to the banks of one host, in flight while their answers come back,
 # must not wait on each other (net/mpi_link.h).
 export OMPI_MCA_btl=self,tcp OMPI_MCA_btl_tcp_if_include=lo OMPI_MCA_oob_tcp_if_include=lo OMPI_MCA_btl_tcp_eager_limit=1024
-cat >"$tmp/hosts.yaml" <<EOF
-version: 1
-model: $model
-hosts:
-  - {name: a}
-  - {name: b, address: localhost}
-  - {name: c, address: localhost}
-segments:
+# A pipeline of MODEL over three hosts at this machine; its segments follow on standard input.
+three_hosts() {
+  printf 'version: 1\nmodel: %s\nhosts:\n  - {name: a}\n  - {name: b, address: localhost}\n' "$1"
+  printf '  - {name: c, address: localhost}\nsegments:\n'
+  cat
+}
+three_hosts "$model" >"$tmp/hosts.yaml" <<EOF
   - {name: embed, kind: embeddings, host: a}
   - {name: early, kind: layers, layers: [0, 1], experts: banks, host: a}
   - {name: late, kind: layers, layers: [2, 4], experts: banks, host: b}
@@ -71,14 +70,7 @@ t.update(audio_token_id=1190, image_token_id=1191, video_token_id=1192, audio_st
 t["audio_config"].update(n_window=50, n_window_infer=200)
 json.dump(c, open(sys.argv[1], "w"))
 PY
-cat >"$tmp/omni.yaml" <<EOF
-version: 1
-model: $tmp/omni
-hosts:
-  - {name: a}
-  - {name: b, address: localhost}
-  - {name: c, address: localhost}
-segments:
+three_hosts "$tmp/omni" >"$tmp/omni.yaml" <<EOF
   - {name: vision, kind: vision_encoder, host: b}
   - {name: audio, kind: audio_encoder, host: c}
   - {name: embed, kind: embeddings, host: a}
