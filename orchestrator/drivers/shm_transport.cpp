@@ -83,14 +83,13 @@ void ShmTransport::encode(int segment, const EncoderIO& io) {
   const std::span<int32_t> grids = arena_->encoder_grids(segment);
   // Audio features are [mel, frames], image patches [frames, patch_dim]: frames times the other side.
   const int64_t width = arena_->encoder_in_width(segment);
-  if (io.frames < 1 || io.frames > static_cast<int64_t>(in.size()) / width || io.n_grids < 0 || io.out_floats < 1)
+  // frames bounded first, so that frames * width cannot overflow.
+  if (io.frames < 1 || io.frames > static_cast<int64_t>(in.size()) / width || io.n_grids < 0 ||
+      io.n_grids * 3 > static_cast<int64_t>(grids.size()) || io.out_floats < 1 ||
+      io.out_floats > static_cast<int64_t>(out.size()))
     throw InputError("a piece of media larger than the pipeline's context holds (max_seq " + std::to_string(plan_.max_seq) +
                      " positions): encoder segment '" + p.desc.name + "' (" + to_string(p.desc.kind) + ") has no room for it");
-  proto::EncodeArgs a{io.frames, io.n_grids, io.frames * width, io.out_floats};
-  if (a.in_floats > static_cast<int64_t>(in.size()) || a.out_floats > static_cast<int64_t>(out.size()) ||
-      a.n_grids * 3 > static_cast<int64_t>(grids.size()))
-    throw InputError("a piece of media larger than the pipeline's context holds (max_seq " + std::to_string(plan_.max_seq) +
-                     " positions): encoder segment '" + p.desc.name + "' (" + to_string(p.desc.kind) + ") has no room for it");
+  const proto::EncodeArgs a{io.frames, io.n_grids, io.frames * width, io.out_floats};
   std::memcpy(in.data(), io.in, static_cast<size_t>(a.in_floats) * 4);
   if (a.n_grids) std::memcpy(grids.data(), io.grids, static_cast<size_t>(a.n_grids * 3) * 4);
   workers_->call(segment, proto::kEncode, std::as_bytes(std::span<const proto::EncodeArgs>(&a, 1)));

@@ -171,8 +171,13 @@ class Agent {
         if (cv_.wait_for(lock, std::chrono::microseconds(200), [&] { return done; })) break;
       }
       if (Clock::now() >= next_beat) {
-        link_.send(0, net::Header{kBeat});
-        if (also != 0) link_.send(also, net::Header{kBeat});
+        // Best effort: the job runs on and holds references to this frame until it is done, so a
+        // failed beat must not leave early (a lost peer is noticed by whoever waits on it).
+        try {
+          link_.send(0, net::Header{kBeat});
+          if (also != 0) link_.send(also, net::Header{kBeat});
+        } catch (const std::exception&) {
+        }
         next_beat = Clock::now() + kBeatEvery;
       }
     }
